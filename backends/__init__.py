@@ -1,0 +1,3 @@
+"""Built-in backends (imported as maskc.backends). Each subpackage registers itself on import."""
+
+from maskc.backends import cpu, triton  # noqa: F401

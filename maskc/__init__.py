@@ -1,0 +1,62 @@
+"""maskc: a declarative sparse-attention mask compiler.
+
+Declare a pattern from primitives, compile it to a block-sparse IR, prove that it connects
+every token in L layers, and run it on a backend.
+"""
+
+from maskc.attention import attention
+from maskc.compiler import compile, compile_layers
+from maskc.errors import BackendError, DynamicPatternError, MaskcError, MaskcWarning, SpecError, TooLargeError
+from maskc.ir import BlockLayout, CompiledPattern
+from maskc.loader import load, parse_spec
+from maskc.primitives import (
+    Axial,
+    BlockLocal,
+    Cluster,
+    Dense,
+    Difference,
+    Global,
+    Intersect,
+    Random,
+    Sink,
+    Stride,
+    Union,
+    Window,
+)
+from maskc.registry import available_backends, register_backend
+from maskc.spec import HeadPattern, LayerEntry, Spec
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Axial",
+    "BackendError",
+    "BlockLayout",
+    "BlockLocal",
+    "Cluster",
+    "CompiledPattern",
+    "Dense",
+    "Difference",
+    "DynamicPatternError",
+    "Global",
+    "HeadPattern",
+    "Intersect",
+    "LayerEntry",
+    "MaskcError",
+    "MaskcWarning",
+    "Random",
+    "Sink",
+    "Spec",
+    "SpecError",
+    "Stride",
+    "TooLargeError",
+    "Union",
+    "Window",
+    "attention",
+    "available_backends",
+    "compile",
+    "compile_layers",
+    "load",
+    "parse_spec",
+    "register_backend",
+]

@@ -1,0 +1,43 @@
+"""The `maskc` command. Each subcommand lives in its own module `maskc/cli/<name>_cmd.py`.
+
+A command module defines `NAME`, `HELP`, `add_arguments(parser)` and `run(args) -> int`.
+Errors a user can fix (MaskcError) print one line to stderr and exit 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import pkgutil
+import sys
+from importlib import import_module
+from types import ModuleType
+
+from maskc.errors import MaskcError
+
+
+def _command_modules() -> list[ModuleType]:
+    names = sorted(m.name for m in pkgutil.iter_modules(__path__) if m.name.endswith("_cmd"))
+    return [import_module(f"{__name__}.{name}") for name in names]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="maskc", description="Declarative sparse-attention mask compiler.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for module in _command_modules():
+        command = sub.add_parser(module.NAME, help=module.HELP, description=module.HELP)
+        module.add_arguments(command)
+        command.set_defaults(handler=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.handler(args))
+    except MaskcError as err:
+        print(f"maskc {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("maskc: interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,41 @@
+"""`maskc compile SPEC --seq-len N`: print the IR's summary, optionally save it or emit kernel source."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from maskc.cli.options import add_spec_arguments
+from maskc.compiler import compile
+
+NAME = "compile"
+HELP = "compile a spec to the block-sparse IR and print blocks, density, FLOPs and memory against dense"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_spec_arguments(parser)
+    parser.add_argument("--heads", type=int, help="number of heads (default: the spec's, or 1)")
+    parser.add_argument("--out", help="save the IR to this file (.npz)")
+    parser.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    parser.add_argument("--emit", choices=["triton"], help="print the generated kernel source instead")
+
+
+def run(args: argparse.Namespace) -> int:
+    pattern = compile(args.spec, seq_len=args.seq_len, block_size=args.block_size, heads=args.heads)
+    if args.emit:
+        from maskc.registry import get_backend
+
+        print(get_backend(args.emit).source(pattern))
+        return 0
+    stats = pattern.stats()
+    if args.json:
+        print(json.dumps(stats.as_dict()))
+    else:
+        print("\n".join(stats.lines()))
+        for k, layout in enumerate(pattern.layouts):
+            print(f"rule [{k}]       {layout.rule.describe()}")
+    if args.out:
+        pattern.save(args.out)
+        if not args.json:
+            print(f"saved          {args.out}")
+    return 0

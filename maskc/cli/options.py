@@ -1,0 +1,34 @@
+"""Argument types shared by the subcommands, so every command reads them the same way."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def positive_int(text: str) -> int:
+    """A whole number ≥ 1 (argparse turns the ValueError into a usage error, exit 2)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number ≥ 1, got {value}")
+    return value
+
+
+def tile_size(text: str) -> int | tuple[int, int]:
+    """One tile side (`64`) or BLOCK_MxBLOCK_N (`128x64`)."""
+    parts = text.lower().split("x")
+    if len(parts) not in (1, 2):
+        raise argparse.ArgumentTypeError(f"expected B or BMxBN, got {text!r}")
+    sides = [positive_int(p) for p in parts]
+    return sides[0] if len(sides) == 1 else (sides[0], sides[1])
+
+
+def add_spec_arguments(parser: argparse.ArgumentParser, *, seq_len_required: bool = False) -> None:
+    """SPEC, --seq-len and --block-size, as every command that compiles takes them."""
+    parser.add_argument("spec", metavar="SPEC", help="spec file (YAML)")
+    parser.add_argument(
+        "--seq-len", type=positive_int, required=seq_len_required, help="sequence length n (default: the spec's)"
+    )
+    parser.add_argument("--block-size", type=tile_size, help="IR tile: B or BMxBN (default: the spec's block_size)")

@@ -1,0 +1,54 @@
+"""Naming for generated kernel code: rules emit expressions, this collects their arguments.
+
+The compiler emits Triton source text only; it never imports Triton. A backend turns the
+expression and the argument list into a kernel. Argument values are passed at launch, so
+the source depends on the rule's structure and not on n or on parameter values.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class KernelArg:
+    """One argument of a generated kernel: a compile-time integer or a lookup table."""
+
+    name: str
+    kind: str  # "constexpr", "int" (runtime scalar) or "table" (int32 pointer)
+    value: int | np.ndarray
+
+
+@dataclass
+class TritonEmitter:
+    """Collects the arguments that emitted expressions refer to, with unique names."""
+
+    q: str = "q_idx"
+    k: str = "k_idx"
+    prefix: str = "r"
+    args: list[KernelArg] = field(default_factory=list)
+
+    def constant(self, value: int, hint: str) -> str:
+        """A compile-time integer argument; returns its name."""
+        name = f"{self.prefix}{len(self.args)}_{hint}"
+        self.args.append(KernelArg(name, "constexpr", int(value)))
+        return name
+
+    def runtime(self, value: int, hint: str) -> str:
+        """An integer passed at launch without specializing the kernel (n, table lengths)."""
+        name = f"{self.prefix}{len(self.args)}_{hint}"
+        self.args.append(KernelArg(name, "int", int(value)))
+        return name
+
+    def table(self, values: np.ndarray, hint: str) -> str:
+        """An int32 lookup table passed as a pointer; returns its name."""
+        name = f"{self.prefix}{len(self.args)}_{hint}"
+        self.args.append(KernelArg(name, "table", np.ascontiguousarray(values, dtype=np.int32)))
+        return name
+
+    def structure_key(self, expression: str) -> str:
+        """What the generated source depends on: the expression text and argument kinds."""
+        kinds = ",".join(f"{a.name}:{a.kind}" for a in self.args)
+        return f"{expression}|{kinds}"

@@ -1,0 +1,151 @@
+"""spec → IR: lower each distinct head pattern to a rule, lay it out on the tile grid, cache."""
+
+from __future__ import annotations
+
+import warnings
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from maskc.errors import MaskcWarning, SpecError
+from maskc.grid import TileGrid
+from maskc.ir import BlockLayout, CompiledPattern
+from maskc.loader import load
+from maskc.primitives import LowerContext, PatternNode
+from maskc.primitives.combinators import IntersectRule
+from maskc.primitives.window import BandRule
+from maskc.rule import Rule
+from maskc.spec import MAX_SEQ_LEN, Spec
+
+#: Smallest tile side a kernel can use (matrix units work on 16 × 16 fragments).
+MIN_TILE = 16
+_CACHE: OrderedDict[tuple[Any, ...], CompiledPattern] = OrderedDict()
+_CACHE_SIZE = 32
+
+
+def causal_rule() -> Rule:
+    """j ≤ i: a band of offsets −∞ … 0."""
+    return BandRule(unit=1, lo=None, hi=0, step=1, origin="causal")
+
+
+def lower_pattern(spec: Spec, node: PatternNode, n: int, path: str = "pattern") -> Rule:
+    """The element rule of one pattern of `spec` at sequence length n, causal mask included."""
+    rule = node.lower(LowerContext(n=n, block_size=spec.block_size), path)
+    return IntersectRule([rule, causal_rule()], origin=path) if spec.causal else rule
+
+
+def as_spec(spec_or_path: Spec | str | Path) -> Spec:
+    if isinstance(spec_or_path, Spec):
+        return spec_or_path
+    if isinstance(spec_or_path, (str, Path)):
+        return load(spec_or_path)
+    raise TypeError(f"expected a Spec or a path to a spec file, got {type(spec_or_path).__name__}")
+
+
+def _seq_len(spec: Spec, seq_len: int | None) -> int:
+    n = spec.seq_len if seq_len is None else seq_len
+    if n is None:
+        raise SpecError("no sequence length: set seq_len in the spec or pass seq_len", path="seq_len")
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not 0 < n <= MAX_SEQ_LEN:
+        raise SpecError(f"seq_len must be a whole number in 1 … {MAX_SEQ_LEN}, got {n!r}", path="seq_len")
+    return int(n)
+
+
+def tile_shape(spec: Spec, block_size: int | tuple[int, int] | None) -> tuple[int, int]:
+    """(BLOCK_M, BLOCK_N): the spec's block size unless given; powers of two, at least 16."""
+    if block_size is None:
+        side = max(spec.block_size, MIN_TILE)
+        return side, side
+    shape = (block_size, block_size) if isinstance(block_size, (int, np.integer)) else tuple(block_size)
+    if len(shape) != 2:
+        raise SpecError(f"block_size is one size or a pair (BLOCK_M, BLOCK_N), got {block_size!r}", path="block_size")
+    for side in shape:
+        if isinstance(side, bool) or not isinstance(side, (int, np.integer)) or side < MIN_TILE or side & (side - 1):
+            raise SpecError(
+                f"tile sides must be powers of two, at least {MIN_TILE}; got {block_size!r}", path="block_size"
+            )
+    return int(shape[0]), int(shape[1])
+
+
+def _heads(spec: Spec, heads: int | None) -> int:
+    if heads is None:
+        return spec.heads or 1
+    if isinstance(heads, bool) or not isinstance(heads, (int, np.integer)) or heads < 1:
+        raise SpecError(f"heads must be a positive whole number, got {heads!r}", path="heads")
+    if spec.head_patterns and spec.heads is not None and heads != spec.heads:
+        raise SpecError(f"the spec has per-head patterns for {spec.heads} heads; got heads={heads}", path="heads")
+    return int(heads)
+
+
+def _warn_empty_rows(pattern: CompiledPattern) -> None:
+    if pattern.dynamic:
+        return
+    for k, layout in enumerate(pattern.layouts):
+        empty = layout.empty_rows()
+        if len(empty):
+            heads = np.flatnonzero(pattern.head_layout == k).tolist()
+            shown = ", ".join(map(str, empty[:8].tolist())) + (", …" if len(empty) > 8 else "")
+            warnings.warn(
+                f"{pattern.spec.name}: {len(empty)} query row(s) attend no key (heads {heads}): {shown}; "
+                "backends output zeros there",
+                MaskcWarning,
+                stacklevel=3,
+            )
+
+
+def compile(
+    spec_or_path: Spec | str | Path,
+    seq_len: int | None = None,
+    block_size: int | tuple[int, int] | None = None,
+    heads: int | None = None,
+    device: Any = None,
+) -> CompiledPattern:
+    """Compile a spec (or spec file) to the block-sparse IR, cached by (spec, n, tile, heads, device)."""
+    spec = as_spec(spec_or_path)
+    n = _seq_len(spec, seq_len)
+    bm, bn = tile_shape(spec, block_size)
+    h = _heads(spec, heads)
+    key = (spec.content_hash(), n, bm, bn, h, None if device is None else str(device))
+    if key in _CACHE:
+        _CACHE.move_to_end(key)
+        return _CACHE[key]
+    grid = TileGrid(n, bm, bn)
+    patterns, index = spec.distinct_head_patterns(h)
+    layouts = tuple(
+        BlockLayout.build(lower_pattern(spec, node, n, _pattern_path(spec, node)), grid) for node in patterns
+    )
+    pattern = CompiledPattern(
+        spec=spec,
+        spec_hash=spec.content_hash(),
+        n=n,
+        block_m=bm,
+        block_n=bn,
+        heads=h,
+        layouts=layouts,
+        head_layout=np.asarray(index, dtype=np.int32),
+    )
+    _warn_empty_rows(pattern)
+    if device is not None:
+        pattern.to_torch(device)
+    _CACHE[key] = pattern
+    if len(_CACHE) > _CACHE_SIZE:
+        _CACHE.popitem(last=False)
+    return pattern
+
+
+def _pattern_path(spec: Spec, node: PatternNode) -> str:
+    for k, entry in enumerate(spec.head_patterns):
+        if entry.pattern is node:
+            return f"head_patterns[{k}].pattern"
+    return "pattern"
+
+
+def compile_layers(
+    spec_or_path: Spec | str | Path, seq_len: int | None = None, block_size: int | tuple[int, int] | None = None
+) -> list[tuple[int, CompiledPattern]]:
+    """(count, compiled pattern) for each entry of the spec's layer schedule."""
+    spec = as_spec(spec_or_path)
+    n = _seq_len(spec, seq_len)
+    return [(count, compile(layer, seq_len=n, block_size=block_size)) for count, layer in spec.layer_schedule()]

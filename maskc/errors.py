@@ -1,0 +1,59 @@
+"""Errors a user can act on: each names what is wrong and where (file, line, field path)."""
+
+from __future__ import annotations
+
+
+class MaskcError(Exception):
+    """Base class of every error maskc raises on bad input; the CLI prints it and exits 2."""
+
+
+class SpecError(MaskcError):
+    """A spec that cannot be loaded, validated or compiled, with its location."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        source: str | None = None,
+        path: str | None = None,
+        line: int | None = None,
+    ) -> None:
+        self.message = message
+        self.source = source
+        self.path = path
+        self.line = line
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        where = []
+        if self.source:
+            where.append(self.source if self.line is None else f"{self.source}:{self.line}")
+        if self.path:
+            where.append(self.path)
+        prefix = ": ".join(where)
+        return f"{prefix}: {self.message}" if prefix else self.message
+
+    def located(self, *, source: str | None = None, line: int | None = None) -> SpecError:
+        """The same error with a file name and line filled in."""
+        return SpecError(
+            self.message,
+            source=source or self.source,
+            path=self.path,
+            line=line if line is not None else self.line,
+        )
+
+
+class DynamicPatternError(MaskcError):
+    """An operation needs the concrete mask, but part of it is decided at run time (cluster)."""
+
+
+class TooLargeError(MaskcError):
+    """A dense view was asked for at a size that would not fit in memory."""
+
+
+class BackendError(MaskcError):
+    """No backend can run this call, or the inputs do not fit the compiled pattern."""
+
+
+class MaskcWarning(UserWarning):
+    """Something legal but probably unintended, such as a query row with no key."""

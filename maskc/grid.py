@@ -1,0 +1,62 @@
+"""The tile grid: how a sequence of n tokens splits into query and key tiles."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class TileGrid:
+    """An n × n attention matrix cut into BLOCK_M × BLOCK_N tiles (the last ones clipped at n)."""
+
+    n: int
+    block_m: int
+    block_n: int
+
+    @property
+    def row_tiles(self) -> int:
+        return -(-self.n // self.block_m)
+
+    @property
+    def col_tiles(self) -> int:
+        return -(-self.n // self.block_n)
+
+    def row_first(self, r: np.ndarray) -> np.ndarray:
+        """First query index of each tile row."""
+        return np.asarray(r, dtype=np.int64) * self.block_m
+
+    def row_last(self, r: np.ndarray) -> np.ndarray:
+        """Last query index (inclusive, clipped at n − 1) of each tile row."""
+        return np.minimum(self.row_first(r) + self.block_m, self.n) - 1
+
+    def col_first(self, c: np.ndarray) -> np.ndarray:
+        return np.asarray(c, dtype=np.int64) * self.block_n
+
+    def col_last(self, c: np.ndarray) -> np.ndarray:
+        return np.minimum(self.col_first(c) + self.block_n, self.n) - 1
+
+    def split(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Linear tile ids (row * col_tiles + col) to (row, col)."""
+        return np.divmod(ids, self.col_tiles)
+
+    def join(self, r: np.ndarray, c: np.ndarray) -> np.ndarray:
+        return np.asarray(r, dtype=np.int64) * self.col_tiles + c
+
+    def all_ids(self) -> np.ndarray:
+        return np.arange(self.row_tiles * self.col_tiles, dtype=np.int64)
+
+
+def ragged_ranges(lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For each k, the integers lo[k]..hi[k] (inclusive; empty when hi < lo), flattened.
+
+    Returns (owner, value): owner[t] is the k that value[t] belongs to. Vectorized, so the
+    cost is the number of values produced, with no Python loop.
+    """
+    lo = np.asarray(lo, dtype=np.int64)
+    counts = np.maximum(np.asarray(hi, dtype=np.int64) - lo + 1, 0)
+    owner = np.repeat(np.arange(len(lo), dtype=np.int64), counts)
+    starts = np.cumsum(counts) - counts
+    value = np.arange(int(counts.sum()), dtype=np.int64) - np.repeat(starts - lo, counts)
+    return owner, value

@@ -1,0 +1,104 @@
+"""Reading spec files: safe YAML, a size limit, and errors that name file, line and field."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from maskc.errors import SpecError
+from maskc.primitives.base import format_path
+from maskc.spec import Spec
+
+#: Spec files larger than this are refused before parsing.
+MAX_SPEC_BYTES = 1 << 20
+#: Most YAML nodes a spec may expand to once aliases are followed (stops "billion laughs").
+MAX_SPEC_NODES = 100_000
+
+
+def _expanded_size(root: yaml.Node | None) -> int:
+    """Number of nodes the document has once every alias is expanded (memoized per node)."""
+    sizes: dict[int, int] = {}
+
+    def size(node: yaml.Node) -> int:
+        key = id(node)
+        if key not in sizes:
+            sizes[key] = MAX_SPEC_NODES + 1  # a cycle counts as too large
+            if isinstance(node, yaml.MappingNode):
+                total = 1 + sum(size(k) + size(v) for k, v in node.value)
+            elif isinstance(node, yaml.SequenceNode):
+                total = 1 + sum(size(v) for v in node.value)
+            else:
+                total = 1
+            sizes[key] = min(total, MAX_SPEC_NODES + 1)
+        return sizes[key]
+
+    return size(root) if root is not None else 0
+
+
+def _line_of(root: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:
+    """1-based line of the YAML node at `loc`, or of its nearest ancestor that exists."""
+    node, line = root, None
+    for part in loc:
+        if node is None:
+            break
+        line = node.start_mark.line + 1
+        if isinstance(node, yaml.MappingNode):
+            node = next((v for k, v in node.value if isinstance(k, yaml.ScalarNode) and k.value == str(part)), None)
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+            node = node.value[part]
+        else:
+            node = None
+    return node.start_mark.line + 1 if node is not None else line
+
+
+def _first_error(err: ValidationError, root: yaml.Node | None, source: str) -> SpecError:
+    problems = err.errors()
+    first = problems[0]
+    loc = tuple(first["loc"])
+    message = first["msg"].removeprefix("Value error, ")
+    if len(problems) > 1:
+        message += f" (and {len(problems) - 1} more problem{'s' if len(problems) > 2 else ''})"
+    return SpecError(message, source=source, path=format_path(loc) or None, line=_line_of(root, loc))
+
+
+def parse_spec(text: str, source: str = "<spec>") -> Spec:
+    """A spec from YAML text; raises SpecError with file, line and field path."""
+    if len(text.encode("utf-8", errors="replace")) > MAX_SPEC_BYTES:
+        raise SpecError(f"spec is larger than {MAX_SPEC_BYTES} bytes; refusing to parse it", source=source)
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        if _expanded_size(root) > MAX_SPEC_NODES:
+            raise SpecError(f"spec expands to more than {MAX_SPEC_NODES} YAML nodes (aliases included)", source=source)
+        data = yaml.safe_load(text)
+    except yaml.MarkedYAMLError as err:
+        mark = err.problem_mark
+        line = mark.line + 1 if mark is not None else None
+        raise SpecError(f"not valid YAML: {err.problem or err}", source=source, line=line) from None
+    except yaml.YAMLError as err:
+        raise SpecError(f"not valid YAML: {err}", source=source) from None
+    if not isinstance(data, dict):
+        kind = "empty" if data is None else f"a {type(data).__name__}"
+        raise SpecError(f"a spec is a YAML mapping with name and pattern, but this file is {kind}", source=source)
+    try:
+        return Spec.model_validate(data)
+    except ValidationError as err:
+        raise _first_error(err, root, source) from None
+
+
+def load(path: str | Path) -> Spec:
+    """Read and validate a spec file."""
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+    except OSError as err:
+        raise SpecError(f"cannot read spec file: {err.strerror}", source=str(path)) from None
+    if size > MAX_SPEC_BYTES:
+        raise SpecError(f"spec file is {size} bytes, over the {MAX_SPEC_BYTES}-byte limit", source=str(path))
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise SpecError(f"cannot read spec file as UTF-8 text: {err}", source=str(path)) from None
+    return parse_spec(text, source=str(path))

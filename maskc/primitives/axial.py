@@ -1,0 +1,25 @@
+"""axial: a sequence read as rows of `width`; attend the same row or the same column."""
+
+from __future__ import annotations
+
+from pydantic import PositiveInt
+
+from maskc.primitives.base import LowerContext, Primitive, register
+from maskc.primitives.combinators import UnionRule
+from maskc.primitives.window import BandRule
+from maskc.rule import Rule
+
+
+@register
+class Axial(Primitive):
+    """Axial attention over an image flattened row by row: i // W == j // W or i ≡ j (mod W)."""
+
+    kind = "axial"
+    summary = "same row (i // W == j // W) or same column (i mod W == j mod W)"
+
+    width: PositiveInt
+
+    def lower(self, ctx: LowerContext, path: str) -> Rule:
+        same_row = BandRule(unit=self.width, lo=0, hi=0, step=1, origin=f"{path}(row)")
+        same_column = BandRule(unit=1, lo=None, hi=None, step=self.width, origin=f"{path}(column)")
+        return UnionRule([same_row, same_column], origin=path)

@@ -1,0 +1,135 @@
+"""What every pattern node shares: its pydantic model, the registry, and YAML-style parsing.
+
+A pattern node is a primitive (window, global, ...) or a combinator (union, ...). In a spec
+file it is a mapping with one key, the node's kind, whose value holds its parameters; a bare
+list is a union. Each kind is a pydantic model registered under its name, so a third party
+adds a primitive by defining a model with a `lower` method and calling `register`.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic_core import PydanticCustomError
+
+from maskc.errors import SpecError
+from maskc.rule import Rule
+
+#: kind name → model class, for every registered pattern node.
+PATTERN_TYPES: dict[str, type[PatternNode]] = {}
+
+
+@dataclass(frozen=True)
+class LowerContext:
+    """What lowering a node to a rule needs to know: the sequence length and the spec's unit."""
+
+    n: int
+    block_size: int
+
+    def fail(self, path: str, message: str) -> SpecError:
+        return SpecError(message, path=path)
+
+
+class PatternNode(BaseModel):
+    """Base model of primitives and combinators. Subclasses set `kind` and `summary`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: ClassVar[str]
+    summary: ClassVar[str]
+
+    def lower(self, ctx: LowerContext, path: str) -> Rule:
+        """The element rule of this node at sequence length ctx.n; `path` names it in errors."""
+        raise NotImplementedError(f"{type(self).__name__} does not define lower()")
+
+    def to_data(self) -> dict[str, Any]:
+        """The spec-file form: {kind: parameters}, leaving out unset options."""
+        return {self.kind: self.model_dump(mode="json", exclude_none=True, exclude_defaults=True)}
+
+    def is_dynamic(self) -> bool:
+        return False
+
+
+def register(cls: type[PatternNode]) -> type[PatternNode]:
+    """Class decorator: make a pattern node available under `cls.kind` in spec files."""
+    if cls.kind in PATTERN_TYPES and PATTERN_TYPES[cls.kind] is not cls:
+        raise ValueError(f"pattern kind {cls.kind!r} is already registered")
+    PATTERN_TYPES[cls.kind] = cls
+    return cls
+
+
+def format_path(loc: tuple[Any, ...]) -> str:
+    """('pattern', 1, 'window', 'before') → 'pattern[1].window.before'."""
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _reraise(err: ValidationError, loc: tuple[Any, ...]) -> None:
+    details = [
+        {
+            "type": PydanticCustomError(e["type"], e["msg"].replace("{", "{{").replace("}", "}}")),
+            "loc": loc + tuple(e["loc"]),
+            "input": e.get("input"),
+        }
+        for e in err.errors()
+    ]
+    raise ValidationError.from_exception_data("pattern", details) from None
+
+
+def _fail(loc: tuple[Any, ...], kind: str, message: str, value: Any) -> None:
+    details = [
+        {"type": PydanticCustomError(kind, message.replace("{", "{{").replace("}", "}}")), "loc": loc, "input": value}
+    ]
+    raise ValidationError.from_exception_data("pattern", details)
+
+
+def unknown_kind_message(key: str) -> str:
+    close = difflib.get_close_matches(key, sorted(PATTERN_TYPES), n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return f"unknown primitive {key!r}{hint}; known: {', '.join(sorted(PATTERN_TYPES))}"
+
+
+def parse_pattern(raw: Any, loc: tuple[Any, ...] = ()) -> PatternNode:
+    """Build a pattern node from its spec-file form, with error locations like `[1].window`."""
+    if isinstance(raw, PatternNode):
+        return raw
+    if isinstance(raw, (list, tuple)):
+        return PATTERN_TYPES["union"].from_children(raw, loc)  # type: ignore[attr-defined]
+    if not isinstance(raw, dict):
+        _fail(
+            loc,
+            "pattern_type",
+            f"expected a pattern (a mapping with one key, or a list), got {type(raw).__name__}",
+            raw,
+        )
+    if len(raw) != 1:
+        keys = ", ".join(map(str, raw)) or "none"
+        _fail(loc, "pattern_keys", f"a pattern node has exactly one key (its kind), got {len(raw)}: {keys}", raw)
+    key, params = next(iter(raw.items()))
+    node_type = PATTERN_TYPES.get(str(key))
+    if node_type is None:
+        _fail(loc, "unknown_primitive", unknown_kind_message(str(key)), raw)
+    return node_type.from_params(params, loc + (key,))  # type: ignore[union-attr]
+
+
+class Primitive(PatternNode):
+    """A leaf of the pattern tree. Its parameters come from a mapping (or nothing)."""
+
+    @classmethod
+    def from_params(cls, params: Any, loc: tuple[Any, ...]) -> PatternNode:
+        if params is None:
+            params = {}
+        if not isinstance(params, dict):
+            _fail(
+                loc, "params_type", f"the parameters of {cls.kind!r} are a mapping, got {type(params).__name__}", params
+            )
+        try:
+            return cls.model_validate(params)
+        except ValidationError as err:
+            _reraise(err, loc)
+            raise  # unreachable: _reraise always raises

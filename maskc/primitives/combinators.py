@@ -1,0 +1,226 @@
+"""union, intersect, difference: combine patterns; a bare list in a spec is a union.
+
+Block classes combine exactly where a closed form exists (a full child makes a union tile
+full; an empty child makes an intersection tile empty). The one undecidable case, two or
+more partial children meeting in a tile, is settled by `resolve_tiles`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from pydantic import field_validator
+
+from maskc.codegen import TritonEmitter
+from maskc.grid import TileGrid
+from maskc.primitives.base import LowerContext, PatternNode, _fail, parse_pattern, register
+from maskc.rule import Rule, TileClass, resolve_tiles
+
+
+class Combinator(PatternNode):
+    """A node whose parameters are a list of patterns."""
+
+    of: tuple[PatternNode, ...]
+
+    @field_validator("of", mode="before")
+    @classmethod
+    def _parse_children(cls, value: Any) -> Any:
+        if isinstance(value, (list, tuple)):
+            return tuple(parse_pattern(item, (k,)) for k, item in enumerate(value))
+        return value
+
+    @field_validator("of")
+    @classmethod
+    def _not_empty(cls, value: tuple[PatternNode, ...]) -> tuple[PatternNode, ...]:
+        if not value:
+            raise ValueError(f"an empty {cls.kind} has no pattern in it; give at least one")
+        return value
+
+    @classmethod
+    def from_children(cls, raw: Any, loc: tuple[Any, ...]) -> PatternNode:
+        if not isinstance(raw, (list, tuple)):
+            _fail(loc, "combinator_type", f"{cls.kind!r} takes a list of patterns, got {type(raw).__name__}", raw)
+        cls._check_arity(raw, loc)
+        return cls(of=tuple(parse_pattern(item, loc + (k,)) for k, item in enumerate(raw)))
+
+    from_params = from_children
+
+    @classmethod
+    def _check_arity(cls, raw: Any, loc: tuple[Any, ...]) -> None:
+        if len(raw) == 0:
+            _fail(loc, "empty_combinator", f"an empty {cls.kind} has no pattern in it; give at least one", raw)
+
+    def to_data(self) -> dict[str, Any]:
+        return {self.kind: [child.to_data() for child in self.of]}
+
+    def is_dynamic(self) -> bool:
+        return any(child.is_dynamic() for child in self.of)
+
+    def _lower_children(self, ctx: LowerContext, path: str) -> list[Rule]:
+        return [child.lower(ctx, f"{path}[{k}]") for k, child in enumerate(self.of)]
+
+
+class CombinatorRule(Rule):
+    """Shared plumbing of the three combinator rules."""
+
+    symbol = "?"
+
+    def __init__(self, kids: list[Rule], origin: str = "") -> None:
+        self.kids = tuple(kids)
+        self.origin = origin
+        self.dynamic = any(kid.dynamic for kid in kids)
+
+    def children(self) -> tuple[Rule, ...]:
+        return self.kids
+
+    def signature(self, grid: TileGrid, r: np.ndarray, c: np.ndarray) -> list[np.ndarray]:
+        return [col for kid in self.kids for col in kid.signature(grid, r, c)]
+
+    def emit_triton(self, em: TritonEmitter) -> str:
+        return "(" + f" {self.symbol} ".join(f"({kid.emit_triton(em)})" for kid in self.kids) + ")"
+
+    def describe(self) -> str:
+        return "(" + f" {self.symbol} ".join(kid.describe() for kid in self.kids) + ")"
+
+    def static_bound(self, lower: bool = True) -> Rule:
+        return type(self)([kid.static_bound(lower) for kid in self.kids], origin=self.origin)
+
+
+def _settle(
+    rule: Rule, grid: TileGrid, r: np.ndarray, c: np.ndarray, cls: TileClass, undecided: np.ndarray
+) -> TileClass:
+    """Replace the classes of undecided tiles by element-exact ones."""
+    if undecided.any():
+        exact = resolve_tiles(rule, grid, r[undecided], c[undecided])
+        cls.any[undecided] = exact.any
+        cls.full[undecided] = exact.full
+    return cls
+
+
+class UnionRule(CombinatorRule):
+    symbol = "|"
+
+    def mask(self, i: np.ndarray, j: np.ndarray) -> np.ndarray:
+        out = self.kids[0].mask(i, j)
+        for kid in self.kids[1:]:
+            out = out | kid.mask(i, j)
+        return out
+
+    def blocks(self, grid: TileGrid) -> np.ndarray:
+        if len(self.kids) == 1:
+            return self.kids[0].blocks(grid)
+        return np.unique(np.concatenate([kid.blocks(grid) for kid in self.kids]))
+
+    def classify(self, grid: TileGrid, r: np.ndarray, c: np.ndarray) -> TileClass:
+        classes = [kid.classify(grid, r, c) for kid in self.kids]
+        any_ = np.logical_or.reduce([k.any for k in classes])
+        full = np.logical_or.reduce([k.full for k in classes])
+        partial = np.sum([k.any & ~k.full for k in classes], axis=0)
+        return _settle(self, grid, r, c, TileClass(any_, full), ~full & (partial >= 2))
+
+    def estimate(self, grid: TileGrid) -> int:
+        return sum(kid.estimate(grid) for kid in self.kids)
+
+
+class IntersectRule(CombinatorRule):
+    symbol = "&"
+
+    def mask(self, i: np.ndarray, j: np.ndarray) -> np.ndarray:
+        out = self.kids[0].mask(i, j)
+        for kid in self.kids[1:]:
+            out = out & kid.mask(i, j)
+        return out
+
+    def tiles(self, grid: TileGrid) -> tuple[np.ndarray, np.ndarray]:
+        generator = min(self.kids, key=lambda kid: kid.estimate(grid))
+        ids = generator.blocks(grid)
+        cls = self.classify(grid, *grid.split(ids))
+        return ids[cls.any], cls.full[cls.any]
+
+    def blocks(self, grid: TileGrid) -> np.ndarray:
+        return self.tiles(grid)[0]
+
+    def classify(self, grid: TileGrid, r: np.ndarray, c: np.ndarray) -> TileClass:
+        classes = [kid.classify(grid, r, c) for kid in self.kids]
+        any_ = np.logical_and.reduce([k.any for k in classes])
+        full = np.logical_and.reduce([k.full for k in classes])
+        partial = np.sum([k.any & ~k.full for k in classes], axis=0)
+        return _settle(self, grid, r, c, TileClass(any_, full), any_ & (partial >= 2))
+
+    def estimate(self, grid: TileGrid) -> int:
+        return min(kid.estimate(grid) for kid in self.kids)
+
+
+class DifferenceRule(CombinatorRule):
+    symbol = "-"
+
+    def mask(self, i: np.ndarray, j: np.ndarray) -> np.ndarray:
+        return self.kids[0].mask(i, j) & ~self.kids[1].mask(i, j)
+
+    def tiles(self, grid: TileGrid) -> tuple[np.ndarray, np.ndarray]:
+        ids = self.kids[0].blocks(grid)
+        cls = self.classify(grid, *grid.split(ids))
+        return ids[cls.any], cls.full[cls.any]
+
+    def blocks(self, grid: TileGrid) -> np.ndarray:
+        return self.tiles(grid)[0]
+
+    def classify(self, grid: TileGrid, r: np.ndarray, c: np.ndarray) -> TileClass:
+        a, b = (kid.classify(grid, r, c) for kid in self.kids)
+        cls = TileClass(any=a.any & ~b.full, full=a.full & ~b.any)
+        return _settle(self, grid, r, c, cls, a.any & ~a.full & b.any & ~b.full)
+
+    def estimate(self, grid: TileGrid) -> int:
+        return self.kids[0].estimate(grid)
+
+    def static_bound(self, lower: bool = True) -> Rule:
+        a, b = self.kids
+        return DifferenceRule([a.static_bound(lower), b.static_bound(not lower)], origin=self.origin)
+
+
+@register
+class Union(Combinator):
+    """Holds where any child holds."""
+
+    kind = "union"
+    summary = "holds where any of the patterns holds (a bare list means the same)"
+
+    def lower(self, ctx: LowerContext, path: str) -> Rule:
+        kids = self._lower_children(ctx, path)
+        return kids[0] if len(kids) == 1 else UnionRule(kids, origin=path)
+
+
+@register
+class Intersect(Combinator):
+    """Holds where every child holds."""
+
+    kind = "intersect"
+    summary = "holds where all of the patterns hold"
+
+    def lower(self, ctx: LowerContext, path: str) -> Rule:
+        kids = self._lower_children(ctx, path)
+        return kids[0] if len(kids) == 1 else IntersectRule(kids, origin=path)
+
+
+@register
+class Difference(Combinator):
+    """Holds where the first child holds and the second does not."""
+
+    kind = "difference"
+    summary = "holds where the first pattern holds and the second does not"
+
+    @classmethod
+    def _check_arity(cls, raw: Any, loc: tuple[Any, ...]) -> None:
+        if len(raw) != 2:
+            _fail(loc, "difference_arity", f"difference takes exactly two patterns [a, b], got {len(raw)}", raw)
+
+    @field_validator("of")
+    @classmethod
+    def _two(cls, value: tuple[PatternNode, ...]) -> tuple[PatternNode, ...]:
+        if len(value) != 2:
+            raise ValueError(f"difference takes exactly two patterns [a, b], got {len(value)}")
+        return value
+
+    def lower(self, ctx: LowerContext, path: str) -> Rule:
+        return DifferenceRule(self._lower_children(ctx, path), origin=path)

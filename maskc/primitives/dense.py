@@ -1,0 +1,18 @@
+"""dense: every query attends every key (a band with no bounds)."""
+
+from __future__ import annotations
+
+from maskc.primitives.base import LowerContext, Primitive, register
+from maskc.primitives.window import BandRule
+from maskc.rule import Rule
+
+
+@register
+class Dense(Primitive):
+    """Full attention."""
+
+    kind = "dense"
+    summary = "every query attends every key"
+
+    def lower(self, ctx: LowerContext, path: str) -> Rule:
+        return BandRule(unit=1, lo=None, hi=None, step=1, origin=path)

@@ -1,0 +1,140 @@
+"""The spec: a named pattern with its sequence length, causality, block unit, heads and layers."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Annotated, Any
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    PositiveInt,
+    field_validator,
+    model_validator,
+)
+
+from maskc.primitives import PatternNode, parse_pattern
+
+#: Largest seq_len a spec may declare (2**31 − 1 keeps every index in int32).
+MAX_SEQ_LEN = 2**31 - 1
+
+
+def _parse_root(value: Any) -> PatternNode:
+    return parse_pattern(value)
+
+
+#: A pattern field: accepts the spec-file form (mapping or list) or pattern node objects.
+Pattern = Annotated[
+    PatternNode,
+    BeforeValidator(_parse_root),
+    PlainSerializer(lambda node: node.to_data(), return_type=Any),
+]
+
+
+class HeadPattern(BaseModel):
+    """A pattern that replaces the top-level one for the listed heads."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    heads: list[Annotated[int, Field(ge=0)]] = Field(min_length=1)
+    pattern: Pattern
+
+
+class LayerEntry(BaseModel):
+    """`count` consecutive layers, using `pattern` or, without one, the spec's own pattern and heads."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    count: PositiveInt = 1
+    pattern: Pattern | None = None
+
+
+class Spec(BaseModel):
+    """A sparse attention pattern as declared by a user."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    description: str = ""
+    seq_len: Annotated[int, Field(gt=0, le=MAX_SEQ_LEN)] | None = None
+    causal: bool = False
+    block_size: PositiveInt = 64
+    heads: PositiveInt | None = None
+    pattern: Pattern
+    head_patterns: list[HeadPattern] = Field(default_factory=list)
+    layers: list[LayerEntry] = Field(default_factory=list)
+
+    @field_validator("block_size")
+    @classmethod
+    def _power_of_two(cls, value: int) -> int:
+        if value & (value - 1):
+            raise ValueError(f"block_size must be a power of two, got {value}")
+        return value
+
+    @model_validator(mode="after")
+    def _heads_consistent(self) -> Spec:
+        if self.head_patterns and self.heads is None:
+            raise ValueError("head_patterns needs `heads` (the number of attention heads)")
+        seen: dict[int, int] = {}
+        for k, entry in enumerate(self.head_patterns):
+            for h in entry.heads:
+                if self.heads is not None and h >= self.heads:
+                    raise ValueError(f"head_patterns[{k}]: head {h} is not below heads = {self.heads}")
+                if h in seen:
+                    raise ValueError(f"head_patterns[{k}]: head {h} already has a pattern in head_patterns[{seen[h]}]")
+                seen[h] = k
+        return self
+
+    def pattern_of_head(self, head: int) -> PatternNode:
+        for entry in self.head_patterns:
+            if head in entry.heads:
+                return entry.pattern
+        return self.pattern
+
+    def distinct_head_patterns(self, heads: int) -> tuple[list[PatternNode], list[int]]:
+        """The distinct patterns over `heads` heads, and for each head the index of its pattern."""
+        patterns: list[PatternNode] = []
+        keys: dict[str, int] = {}
+        index = []
+        for h in range(heads):
+            node = self.pattern_of_head(h)
+            key = json.dumps(node.to_data(), sort_keys=True)
+            if key not in keys:
+                keys[key] = len(patterns)
+                patterns.append(node)
+            index.append(keys[key])
+        return patterns, index
+
+    def layer_schedule(self) -> list[tuple[int, Spec]]:
+        """(count, spec of those layers) in order; one entry for a spec without `layers`."""
+        if not self.layers:
+            return [(1, self)]
+        out = []
+        for entry in self.layers:
+            if entry.pattern is None:
+                out.append((entry.count, self))
+            else:
+                out.append(
+                    (entry.count, self.model_copy(update={"pattern": entry.pattern, "head_patterns": [], "layers": []}))
+                )
+        return out
+
+    def is_dynamic(self) -> bool:
+        nodes = [self.pattern] + [e.pattern for e in self.head_patterns] + [e.pattern for e in self.layers if e.pattern]
+        return any(node.is_dynamic() for node in nodes)
+
+    def to_data(self) -> dict[str, Any]:
+        """The spec-file form (what `maskc.load` reads back)."""
+        return self.model_dump(mode="json", exclude_none=True, exclude_defaults=True)
+
+    def content_hash(self) -> str:
+        """A hash of what the spec means (name and description left out)."""
+        data = self.to_data()
+        data.pop("name", None)
+        data.pop("description", None)
+        data["causal"], data["block_size"] = self.causal, self.block_size
+        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]

@@ -1,0 +1,95 @@
+"""Summary numbers of a compiled pattern: tiles, densities, FLOPs and memory against dense."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from maskc.ir import BlockLayout, CompiledPattern
+
+
+@dataclass(frozen=True)
+class PatternStats:
+    """Per-head averages over the heads of a compiled pattern."""
+
+    name: str
+    n: int
+    heads: int
+    block_m: int
+    block_n: int
+    distinct_patterns: int
+    tiles_total: int
+    tiles_stored: float
+    tiles_full: float
+    tiles_partial: float
+    #: Active (i, j) pairs per head; None when part of the pattern is decided at run time.
+    active_pairs: float | None
+    #: active_pairs / n²: attention FLOPs against dense attention.
+    element_density: float | None
+    #: stored tile area / n²: what a block-sparse kernel computes against dense.
+    tile_density: float
+    ir_bytes: int
+    dense_mask_bytes: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def lines(self) -> list[str]:
+        """The human-readable summary `maskc compile` prints."""
+        out = [
+            f"pattern        {self.name}  (n = {self.n}, heads = {self.heads}, "
+            f"{self.distinct_patterns} distinct pattern{'s' if self.distinct_patterns != 1 else ''})",
+            f"tiles          {self.block_m} x {self.block_n}: {self.tiles_stored:,.0f} of {self.tiles_total:,} stored "
+            f"({self.tiles_full:,.0f} full, {self.tiles_partial:,.0f} partial) per head",
+        ]
+        if self.element_density is None:
+            out.append("density        decided at run time (dynamic pattern); static part only above")
+        else:
+            ratio = 1 / self.element_density if self.element_density else float("inf")
+            out.append(f"density        {self.element_density:.4%} of pairs active ({self.active_pairs:,.0f} per head)")
+            out.append(f"FLOPs vs dense {self.element_density:.4f}x  ({ratio:,.1f}x fewer)")
+        out.append(f"kernel work    {self.tile_density:.4f}x dense (stored tile area)")
+        out.append(
+            f"memory         IR {self.ir_bytes:,} bytes vs dense boolean mask {self.dense_mask_bytes:,} bytes "
+            f"per head ({self.dense_mask_bytes / max(self.ir_bytes, 1):,.0f}x smaller)"
+        )
+        return out
+
+
+def _stored_area(layout: BlockLayout) -> float:
+    grid = layout.grid
+    r, c = layout.tile_rows(), layout.col_idx.astype(np.int64)
+    return float(((grid.row_last(r) - grid.row_first(r) + 1) * (grid.col_last(c) - grid.col_first(c) + 1)).sum())
+
+
+def pattern_stats(pattern: CompiledPattern) -> PatternStats:
+    """Compute the summary (element counts are exact, and cached on the layouts)."""
+    weights = [int((pattern.head_layout == k).sum()) / pattern.heads for k in range(len(pattern.layouts))]
+    grid = pattern.grid
+
+    def mean(values: list[float]) -> float:
+        return sum(w * v for w, v in zip(weights, values))
+
+    area = [_stored_area(layout) for layout in pattern.layouts]
+    active = None if pattern.dynamic else mean([layout.element_count() for layout in pattern.layouts])
+    n2 = float(pattern.n) ** 2
+    return PatternStats(
+        name=pattern.spec.name,
+        n=pattern.n,
+        heads=pattern.heads,
+        block_m=pattern.block_m,
+        block_n=pattern.block_n,
+        distinct_patterns=len(pattern.layouts),
+        tiles_total=grid.row_tiles * grid.col_tiles,
+        tiles_stored=mean([layout.nnz for layout in pattern.layouts]),
+        tiles_full=mean([layout.full_count for layout in pattern.layouts]),
+        tiles_partial=mean([layout.nnz - layout.full_count for layout in pattern.layouts]),
+        active_pairs=active,
+        element_density=None if active is None else active / n2,
+        tile_density=mean(area) / n2,
+        ir_bytes=sum(layout.nbytes() for layout in pattern.layouts),
+        dense_mask_bytes=pattern.n * pattern.n,
+    )
