@@ -14,7 +14,7 @@ from maskc.grid import TileGrid
 from maskc.ir import BlockLayout, CompiledPattern
 from maskc.loader import load
 from maskc.primitives import LowerContext, PatternNode
-from maskc.primitives.combinators import IntersectRule
+from maskc.primitives.combinators import intersect_rules
 from maskc.primitives.window import BandRule
 from maskc.rule import Rule
 from maskc.spec import MAX_SEQ_LEN, Spec
@@ -33,7 +33,7 @@ def causal_rule() -> Rule:
 def lower_pattern(spec: Spec, node: PatternNode, n: int, path: str = "pattern") -> Rule:
     """The element rule of one pattern of `spec` at sequence length n, causal mask included."""
     rule = node.lower(LowerContext(n=n, block_size=spec.block_size), path)
-    return IntersectRule([rule, causal_rule()], origin=path) if spec.causal else rule
+    return intersect_rules([rule, causal_rule()], origin=path) if spec.causal else rule
 
 
 def as_spec(spec_or_path: Spec | str | Path) -> Spec:

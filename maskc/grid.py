@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -27,15 +28,23 @@ class TileGrid:
         """First query index of each tile row."""
         return np.asarray(r, dtype=np.int64) * self.block_m
 
+    @cached_property
+    def _row_last(self) -> np.ndarray:
+        return np.minimum(np.arange(1, self.row_tiles + 1, dtype=np.int64) * self.block_m, self.n) - 1
+
+    @cached_property
+    def _col_last(self) -> np.ndarray:
+        return np.minimum(np.arange(1, self.col_tiles + 1, dtype=np.int64) * self.block_n, self.n) - 1
+
     def row_last(self, r: np.ndarray) -> np.ndarray:
         """Last query index (inclusive, clipped at n − 1) of each tile row."""
-        return np.minimum(self.row_first(r) + self.block_m, self.n) - 1
+        return self._row_last[r]
 
     def col_first(self, c: np.ndarray) -> np.ndarray:
         return np.asarray(c, dtype=np.int64) * self.block_n
 
     def col_last(self, c: np.ndarray) -> np.ndarray:
-        return np.minimum(self.col_first(c) + self.block_n, self.n) - 1
+        return self._col_last[c]
 
     def split(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Linear tile ids (row * col_tiles + col) to (row, col)."""

@@ -61,8 +61,7 @@ class BlockLayout:
     def build(cls, rule: Rule, grid: TileGrid) -> BlockLayout:
         """Layout of `rule`; a dynamic rule is laid out by its static lower bound."""
         static = rule.static_bound(lower=True) if rule.dynamic else rule
-        ids, full = static.tiles(grid)
-        r, c = grid.split(ids)
+        r, c, full = static.tiles(grid)
         order = _stable_order(c, grid.col_tiles)
         return cls(
             grid=grid,
@@ -186,13 +185,14 @@ class BlockLayout:
         """Query rows with no key at all (exact). Rows of a tile holding a full tile have keys."""
         self._require_static()
         grid = self.grid
-        rows = self.tile_rows()
         counts = np.diff(self.row_ptr)
-        has_full = np.bincount(rows[self.full], minlength=grid.row_tiles) > 0
+        full_seen = np.concatenate([[0], np.cumsum(self.full, dtype=np.int64)])
+        has_full = full_seen[self.row_ptr[1:]] > full_seen[self.row_ptr[:-1]]
         bare = np.flatnonzero(counts == 0)
         empty = [ragged_ranges(grid.row_first(bare), grid.row_last(bare))[1]]
         doubtful = np.flatnonzero((counts > 0) & ~has_full)
         if len(doubtful):
+            rows = self.tile_rows()
             sel = np.flatnonzero(~has_full[rows] & (counts[rows] > 0))
             r, c = rows[sel], self.col_idx[sel].astype(np.int64)
             first, inverse = tile_classes(self.rule, grid, r, c)

@@ -66,10 +66,10 @@ class Rule(ABC):
     def describe(self) -> str:
         """A short human-readable form, e.g. `window(-256..256)`."""
 
-    def tiles(self, grid: TileGrid) -> tuple[np.ndarray, np.ndarray]:
-        """(sorted ids of the non-empty tiles, their full flags)."""
-        ids = self.blocks(grid)
-        return ids, self.classify(grid, *grid.split(ids)).full
+    def tiles(self, grid: TileGrid) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(row, column, full) of exactly the non-empty tiles, sorted by (row, column)."""
+        r, c = grid.split(self.blocks(grid))
+        return r, c, self.classify(grid, r, c).full
 
     def children(self) -> tuple[Rule, ...]:
         return ()

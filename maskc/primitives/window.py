@@ -75,23 +75,27 @@ class BandRule(Rule):
     def _offset_range(self, grid: TileGrid, r: np.ndarray, c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Smallest and largest d in each tile; every value between occurs."""
         g = self.unit
+        if g == 1:
+            return grid.col_first(c) - grid.row_last(r), grid.col_last(c) - grid.row_first(r)
         dmin = grid.col_first(c) // g - grid.row_last(r) // g
         dmax = grid.col_last(c) // g - grid.row_first(r) // g
         return dmin, dmax
 
     def classify(self, grid: TileGrid, r: np.ndarray, c: np.ndarray) -> TileClass:
         dmin, dmax = self._offset_range(grid, r, c)
-        lo = dmin if self.lo is None else np.maximum(dmin, self.lo)
-        hi = dmax if self.hi is None else np.minimum(dmax, self.hi)
-        first_multiple = -(-lo // self.step) * self.step
-        full = np.ones(dmin.shape, dtype=bool)
+        reaches_lo = np.ones(dmin.shape, dtype=bool) if self.lo is None else dmax >= self.lo
+        reaches_hi = np.ones(dmin.shape, dtype=bool) if self.hi is None else dmin <= self.hi
+        full = reaches_lo & reaches_hi
         if self.lo is not None:
             full &= dmin >= self.lo
         if self.hi is not None:
             full &= dmax <= self.hi
-        if self.step > 1:
-            full &= (dmin == dmax) & (dmin % self.step == 0)
-        return TileClass(any=first_multiple <= hi, full=full)
+        if self.step == 1:
+            return TileClass(any=reaches_lo & reaches_hi, full=full)
+        lo = dmin if self.lo is None else np.maximum(dmin, self.lo)
+        hi = dmax if self.hi is None else np.minimum(dmax, self.hi)
+        full &= (dmin == dmax) & (dmin % self.step == 0)
+        return TileClass(any=-(-lo // self.step) * self.step <= hi, full=full)
 
     def _col_tile_range(self, grid: TileGrid) -> tuple[np.ndarray, np.ndarray]:
         r = np.arange(grid.row_tiles)
@@ -103,12 +107,15 @@ class BandRule(Rule):
         chi = np.where(jhi < 0, -1, np.minimum(jhi, grid.n - 1) // grid.block_n)
         return clo, np.where(jlo > grid.n - 1, -1, chi)
 
-    def blocks(self, grid: TileGrid) -> np.ndarray:
+    def tiles(self, grid: TileGrid) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         r, c = ragged_ranges(*self._col_tile_range(grid))
+        cls = self.classify(grid, r, c)
         if self.step > 1:
-            keep = self.classify(grid, r, c).any
-            r, c = r[keep], c[keep]
-        return grid.join(r, c)
+            return r[cls.any], c[cls.any], cls.full[cls.any]
+        return r, c, cls.full
+
+    def blocks(self, grid: TileGrid) -> np.ndarray:
+        return grid.join(*self.tiles(grid)[:2])
 
     def estimate(self, grid: TileGrid) -> int:
         clo, chi = self._col_tile_range(grid)
