@@ -45,6 +45,10 @@ class PatternNode(BaseModel):
         """The element rule of this node at sequence length ctx.n; `path` names it in errors."""
         raise NotImplementedError(f"{type(self).__name__} does not define lower()")
 
+    def node_path(self, where: str) -> str:
+        """This node's path in error messages and origins, given where it stands: `pattern[1].global`."""
+        return f"{where}.{self.kind}"
+
     def to_data(self) -> dict[str, Any]:
         """The spec-file form: {kind: parameters}, leaving out unset options."""
         return {self.kind: self.model_dump(mode="json", exclude_none=True, exclude_defaults=True)}
@@ -99,7 +103,7 @@ def parse_pattern(raw: Any, loc: tuple[Any, ...] = ()) -> PatternNode:
     if isinstance(raw, PatternNode):
         return raw
     if isinstance(raw, (list, tuple)):
-        return PATTERN_TYPES["union"].from_children(raw, loc)  # type: ignore[attr-defined]
+        return PATTERN_TYPES["union"].from_children(raw, loc, bare_list=True)  # type: ignore[attr-defined]
     if not isinstance(raw, dict):
         _fail(
             loc,

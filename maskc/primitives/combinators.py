@@ -11,7 +11,7 @@ import math
 from typing import Any
 
 import numpy as np
-from pydantic import field_validator
+from pydantic import PrivateAttr, field_validator
 
 from maskc.codegen import TritonEmitter
 from maskc.grid import TileGrid
@@ -24,6 +24,8 @@ class Combinator(PatternNode):
     """A node whose parameters are a list of patterns."""
 
     of: tuple[PatternNode, ...]
+    #: True when written as a bare list, so paths read `pattern[1]` rather than `pattern.union[1]`.
+    _bare_list: bool = PrivateAttr(default=False)
 
     @field_validator("of", mode="before")
     @classmethod
@@ -40,13 +42,20 @@ class Combinator(PatternNode):
         return value
 
     @classmethod
-    def from_children(cls, raw: Any, loc: tuple[Any, ...]) -> PatternNode:
+    def from_children(cls, raw: Any, loc: tuple[Any, ...], bare_list: bool = False) -> PatternNode:
         if not isinstance(raw, (list, tuple)):
             _fail(loc, "combinator_type", f"{cls.kind!r} takes a list of patterns, got {type(raw).__name__}", raw)
         cls._check_arity(raw, loc)
-        return cls(of=tuple(parse_pattern(item, loc + (k,)) for k, item in enumerate(raw)))
+        node = cls(of=tuple(parse_pattern(item, loc + (k,)) for k, item in enumerate(raw)))
+        node._bare_list = bare_list
+        return node
 
-    from_params = from_children
+    @classmethod
+    def from_params(cls, params: Any, loc: tuple[Any, ...]) -> PatternNode:
+        return cls.from_children(params, loc)
+
+    def node_path(self, where: str) -> str:
+        return where if self._bare_list else f"{where}.{self.kind}"
 
     @classmethod
     def _check_arity(cls, raw: Any, loc: tuple[Any, ...]) -> None:
@@ -60,7 +69,7 @@ class Combinator(PatternNode):
         return any(child.is_dynamic() for child in self.of)
 
     def _lower_children(self, ctx: LowerContext, path: str) -> list[Rule]:
-        return [child.lower(ctx, f"{path}[{k}]") for k, child in enumerate(self.of)]
+        return [child.lower(ctx, child.node_path(f"{path}[{k}]")) for k, child in enumerate(self.of)]
 
 
 class CombinatorRule(Rule):
