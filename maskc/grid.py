@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, lru_cache
 
 import numpy as np
 
@@ -46,6 +46,18 @@ class TileGrid:
     def col_last(self, c: np.ndarray) -> np.ndarray:
         return self._col_last[c]
 
+    @lru_cache(maxsize=8)  # noqa: B019 - a handful of units per grid, grids are few and small
+    def unit_bounds(self, unit: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Per tile: first and last unit index (position // unit) of its rows, then of its columns."""
+        rows = np.arange(self.row_tiles, dtype=np.int64)
+        cols = np.arange(self.col_tiles, dtype=np.int64)
+        return (
+            self.row_first(rows) // unit,
+            self.row_last(rows) // unit,
+            self.col_first(cols) // unit,
+            self.col_last(cols) // unit,
+        )
+
     def split(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Linear tile ids (row * col_tiles + col) to (row, col)."""
         return np.divmod(ids, self.col_tiles)
@@ -69,3 +81,30 @@ def ragged_ranges(lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarra
     starts = np.cumsum(counts) - counts
     value = np.arange(int(counts.sum()), dtype=np.int64) - np.repeat(starts - lo, counts)
     return owner, value
+
+
+def sorted_union(arrays: list[np.ndarray]) -> np.ndarray:
+    """Union of sorted duplicate-free int64 arrays, sorted (a merge: runs make the sort linear)."""
+    merged = np.sort(np.concatenate(arrays), kind="stable")
+    if len(merged) == 0:
+        return merged
+    keep = np.empty(len(merged), dtype=bool)
+    keep[0] = True
+    np.not_equal(merged[1:], merged[:-1], out=keep[1:])
+    return merged[keep]
+
+
+def group_ids(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Group equal keys: (index of each group's first member, group of each key, group sizes).
+
+    A sort-based replacement for np.unique(return_index, return_inverse, return_counts), which
+    is much slower on millions of keys.
+    """
+    order = np.argsort(keys, kind="stable")
+    ordered = keys[order]
+    starts = np.flatnonzero(np.concatenate([[True], ordered[1:] != ordered[:-1]])) if len(keys) else np.zeros(0, int)
+    group_sorted = np.cumsum(np.concatenate([[False], ordered[1:] != ordered[:-1]])) if len(keys) else order
+    inverse = np.empty(len(keys), dtype=np.int64)
+    inverse[order] = group_sorted
+    sizes = np.diff(np.append(starts, len(keys)))
+    return order[starts], inverse, sizes

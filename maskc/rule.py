@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from maskc.codegen import TritonEmitter
-from maskc.grid import TileGrid
+from maskc.grid import TileGrid, group_ids
 
 #: Largest number of tile elements evaluated in one batch by `evaluate_tiles`.
 _BATCH_ELEMENTS = 1 << 24
@@ -104,7 +104,7 @@ def combine_keys(columns: list[np.ndarray]) -> np.ndarray:
         shifted = col - col.min()
         span = int(shifted.max()) + 1
         if int(key.max(initial=0)) + 1 > (1 << 62) // span:
-            key = np.unique(key, return_inverse=True)[1].astype(np.int64)
+            key = group_ids(key)[1]
         key = key * span + shifted
     return key
 
@@ -113,8 +113,8 @@ def tile_classes(rule: Rule, grid: TileGrid, r: np.ndarray, c: np.ndarray) -> tu
     """Group tiles by signature: returns (representative positions, inverse index)."""
     columns = rule.signature(grid, r, c)
     columns += [grid.row_last(r) - grid.row_first(r), grid.col_last(c) - grid.col_first(c)]
-    _, first, inverse = np.unique(combine_keys(columns), return_index=True, return_inverse=True)
-    return first, inverse.reshape(-1)
+    first, inverse, _ = group_ids(combine_keys(columns))
+    return first, inverse
 
 
 def evaluate_tiles(rule: Rule, grid: TileGrid, r: np.ndarray, c: np.ndarray) -> np.ndarray:

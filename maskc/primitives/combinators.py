@@ -14,7 +14,7 @@ import numpy as np
 from pydantic import PrivateAttr, field_validator
 
 from maskc.codegen import TritonEmitter
-from maskc.grid import TileGrid
+from maskc.grid import TileGrid, sorted_union
 from maskc.primitives.base import LowerContext, PatternNode, _fail, parse_pattern, register
 from maskc.primitives.window import BandRule
 from maskc.rule import Rule, TileClass, resolve_tiles
@@ -159,7 +159,7 @@ class UnionRule(CombinatorRule):
     def blocks(self, grid: TileGrid) -> np.ndarray:
         if len(self.kids) == 1:
             return self.kids[0].blocks(grid)
-        return np.unique(np.concatenate([kid.blocks(grid) for kid in self.kids]))
+        return sorted_union([kid.blocks(grid) for kid in self.kids])
 
     def classify(self, grid: TileGrid, r: np.ndarray, c: np.ndarray) -> TileClass:
         classes = [kid.classify(grid, r, c) for kid in self.kids]
@@ -182,14 +182,21 @@ class IntersectRule(CombinatorRule):
         return out
 
     def tiles(self, grid: TileGrid) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Tiles of the child with the fewest, classified against the others."""
         generator = min(self.kids, key=lambda kid: kid.estimate(grid))
-        return _filtered(self, grid, generator.blocks(grid))
+        r, c, full = generator.tiles(grid)
+        classes = [TileClass(np.ones(len(r), dtype=bool), full)]
+        classes += [kid.classify(grid, r, c) for kid in self.kids if kid is not generator]
+        cls = self._combine(grid, r, c, classes)
+        return r[cls.any], c[cls.any], cls.full[cls.any]
 
     def blocks(self, grid: TileGrid) -> np.ndarray:
         return grid.join(*self.tiles(grid)[:2])
 
     def classify(self, grid: TileGrid, r: np.ndarray, c: np.ndarray) -> TileClass:
-        classes = [kid.classify(grid, r, c) for kid in self.kids]
+        return self._combine(grid, r, c, [kid.classify(grid, r, c) for kid in self.kids])
+
+    def _combine(self, grid: TileGrid, r: np.ndarray, c: np.ndarray, classes: list[TileClass]) -> TileClass:
         any_ = np.logical_and.reduce([k.any for k in classes])
         full = np.logical_and.reduce([k.full for k in classes])
         partial = np.sum([k.any & ~k.full for k in classes], axis=0)

@@ -14,7 +14,7 @@ import numpy as np
 from pydantic import NonNegativeInt, PositiveInt
 
 from maskc.codegen import TritonEmitter
-from maskc.grid import TileGrid, ragged_ranges
+from maskc.grid import TileGrid, group_ids, ragged_ranges
 from maskc.primitives.base import LowerContext, Primitive, register
 from maskc.rule import Rule, TileClass
 
@@ -74,7 +74,9 @@ class RandomRule(Rule):
         pair, row_tile = ragged_ranges(*self._unit_tiles(u, grid.block_m))
         col_lo, col_hi = self._unit_tiles(v[pair], grid.block_n)
         owner, col_tile = ragged_ranges(col_lo, col_hi)
-        return np.unique(grid.join(row_tile[owner], col_tile), return_counts=True)
+        ids = grid.join(row_tile[owner], col_tile)
+        first, _, sizes = group_ids(ids)
+        return ids[first], sizes
 
     def _units_meeting(self, first: np.ndarray, last: np.ndarray) -> np.ndarray:
         return last // self.unit - first // self.unit + 1

@@ -74,28 +74,32 @@ class BandRule(Rule):
 
     def _offset_range(self, grid: TileGrid, r: np.ndarray, c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Smallest and largest d in each tile; every value between occurs."""
-        g = self.unit
-        if g == 1:
-            return grid.col_first(c) - grid.row_last(r), grid.col_last(c) - grid.row_first(r)
-        dmin = grid.col_first(c) // g - grid.row_last(r) // g
-        dmax = grid.col_last(c) // g - grid.row_first(r) // g
-        return dmin, dmax
+        row_lo, row_hi, col_lo, col_hi = grid.unit_bounds(self.unit)
+        return col_lo[c] - row_hi[r], col_hi[c] - row_lo[r]
 
     def classify(self, grid: TileGrid, r: np.ndarray, c: np.ndarray) -> TileClass:
         dmin, dmax = self._offset_range(grid, r, c)
-        reaches_lo = np.ones(dmin.shape, dtype=bool) if self.lo is None else dmax >= self.lo
-        reaches_hi = np.ones(dmin.shape, dtype=bool) if self.hi is None else dmin <= self.hi
-        full = reaches_lo & reaches_hi
+        any_, full = np.ones(len(dmin), dtype=bool), np.ones(len(dmin), dtype=bool)
         if self.lo is not None:
+            any_ &= dmax >= self.lo
             full &= dmin >= self.lo
         if self.hi is not None:
+            any_ &= dmin <= self.hi
             full &= dmax <= self.hi
-        if self.step == 1:
-            return TileClass(any=reaches_lo & reaches_hi, full=full)
+        if self.step > 1:
+            any_ &= self._holds_a_multiple(dmin, dmax)
+            full &= dmin == dmax
+            full[full] = dmin[full] % self.step == 0
+        return TileClass(any=any_, full=full)
+
+    def _holds_a_multiple(self, dmin: np.ndarray, dmax: np.ndarray) -> np.ndarray:
+        """Whether [max(dmin, lo), min(dmax, hi)] holds a multiple of step; ranges of step values always do."""
         lo = dmin if self.lo is None else np.maximum(dmin, self.lo)
         hi = dmax if self.hi is None else np.minimum(dmax, self.hi)
-        full &= (dmin == dmax) & (dmin % self.step == 0)
-        return TileClass(any=-(-lo // self.step) * self.step <= hi, full=full)
+        out = np.ones(len(lo), dtype=bool)
+        narrow = np.flatnonzero(hi - lo < self.step - 1)
+        out[narrow] = hi[narrow] // self.step * self.step >= lo[narrow]
+        return out
 
     def _col_tile_range(self, grid: TileGrid) -> tuple[np.ndarray, np.ndarray]:
         r = np.arange(grid.row_tiles)
