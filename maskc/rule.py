@@ -94,6 +94,17 @@ class Rule(ABC):
         return self.describe()
 
 
+def uniform_tiles_alike(cls: TileClass, columns: list[np.ndarray]) -> list[np.ndarray]:
+    """Signature columns in which all empty tiles share one key, and all full tiles another.
+
+    A rule's mask is constant on its empty and full tiles, so only partial tiles need the
+    detailed key; collapsing the rest keeps the number of distinct tile classes small.
+    """
+    state = np.where(cls.full, 1, np.where(cls.any, 2, 0))
+    partial = state == 2
+    return [state] + [np.where(partial, col, 0) for col in columns]
+
+
 def combine_keys(columns: list[np.ndarray]) -> np.ndarray:
     """Fold several integer columns into one int64 key with the same equality classes."""
     key = np.zeros(len(columns[0]) if columns else 0, dtype=np.int64)

@@ -16,7 +16,7 @@ from pydantic import NonNegativeInt, PositiveInt
 from maskc.codegen import TritonEmitter
 from maskc.grid import TileGrid, group_ids, ragged_ranges
 from maskc.primitives.base import LowerContext, Primitive, register
-from maskc.rule import Rule, TileClass
+from maskc.rule import Rule, TileClass, uniform_tiles_alike
 
 
 def draw_distinct(rows: int, population: int, per_row: int, rng: np.random.Generator) -> np.ndarray:
@@ -98,7 +98,7 @@ class RandomRule(Rule):
         return len(self._tiles(grid)[0])
 
     def signature(self, grid: TileGrid, r: np.ndarray, c: np.ndarray) -> list[np.ndarray]:
-        return [grid.join(r, c)]
+        return uniform_tiles_alike(self.classify(grid, r, c), [grid.join(r, c)])
 
     def emit_triton(self, em: TritonEmitter) -> str:
         table = em.table(self.table, "random")

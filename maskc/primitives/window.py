@@ -15,7 +15,7 @@ from pydantic import NonNegativeInt, PositiveInt, model_validator
 from maskc.codegen import TritonEmitter
 from maskc.grid import TileGrid, ragged_ranges
 from maskc.primitives.base import LowerContext, Primitive, register
-from maskc.rule import Rule, TileClass
+from maskc.rule import Rule, TileClass, uniform_tiles_alike
 
 
 @register
@@ -131,7 +131,8 @@ class BandRule(Rule):
         offset = j0 // g - i0 // g
         if self.lo is None and self.hi is None:
             offset = offset % self.step
-        return [offset] if g == 1 else [i0 % g, j0 % g, offset]
+        columns = [offset] if g == 1 else [i0 % g, j0 % g, offset]
+        return uniform_tiles_alike(self.classify(grid, r, c), columns)
 
     def emit_triton(self, em: TritonEmitter) -> str:
         if self.unit == 1:
