@@ -1,1 +1,16 @@
-"""Triton GPU backend."""
+"""Triton GPU backend: block-sparse flash attention generated from the IR, forward and backward.
+
+Registered as "triton" and first in backend="auto"'s order: it takes CUDA tensors (and CPU
+tensors under TRITON_INTERPRET=1, which runs the same kernels in Triton's interpreter).
+"""
+
+from maskc.backends.triton.backend import TritonBackend
+
+from maskc.registry import register_backend
+
+#: Place in backend="auto"'s order: first, ahead of the CPU reference.
+AUTO_PRIORITY = 0
+
+register_backend(TritonBackend(), auto_priority=AUTO_PRIORITY)
+
+__all__ = ["TritonBackend"]

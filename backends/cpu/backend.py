@@ -1,0 +1,62 @@
+"""The "cpu" backend object: checks a call, resolves dynamic patterns, runs the autograd Function."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from maskc.ir import CompiledPattern
+
+from .cache import PlanCache
+from .checks import check_call, compute_dtype, resolve_scale, unsupported_reason
+from .dynamic import static_patterns
+from .function import SparseAttention
+from .work import Job, group_heads
+
+#: Default bytes one step of the computation may hold (one chunk of query rows of one head).
+MEMORY_BUDGET = 1 << 30
+#: Default bytes of chunk plans kept between calls.
+CACHE_BUDGET = 1 << 30
+
+
+class CpuBackend:
+    """Exact sparse attention on the IR's element-level CSR (scipy.sparse), forward and backward.
+
+    float64 inputs are computed in float64 (the reference other backends are checked against);
+    float32, float16 and bfloat16 in float32, returning the output and gradients in the input
+    dtype and lse in float32. `memory_budget` bounds one step, down to one row tile of the
+    layout (the unit the IR materializes elements in); `plans.budget` bounds the plan cache.
+    """
+
+    name = "cpu"
+
+    def __init__(self, memory_budget: int = MEMORY_BUDGET, cache_budget: int = CACHE_BUDGET) -> None:
+        self.memory_budget = memory_budget
+        self.plans = PlanCache(cache_budget)
+
+    def supports(self, q: Any, k: Any, v: Any, pattern: Any) -> str | None:
+        return unsupported_reason(q, k, v, pattern)
+
+    def forward(
+        self,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        pattern: CompiledPattern,
+        *,
+        scale: float | None = None,
+        return_lse: bool = False,
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        shape = check_call(q, k, v, pattern)
+        job = Job(
+            groups=group_heads(static_patterns(pattern, q, k, shape), shape),
+            shape=shape,
+            scale=resolve_scale(scale, shape.head_dim),
+            dtype=compute_dtype(q.dtype),
+            memory_budget=self.memory_budget,
+            # a resolved dynamic pattern is new at every call: its plans serve this call's backward only
+            plans=PlanCache(self.plans.budget) if pattern.dynamic else self.plans,
+        )
+        out, lse = SparseAttention.apply(q, k, v, job)
+        return (out, lse) if return_lse else out

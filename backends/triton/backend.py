@@ -1,0 +1,65 @@
+"""The "triton" backend object: checks a call, resolves dynamic patterns, runs the operator."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from maskc.backends.cpu.checks import resolve_scale
+from maskc.backends.cpu.dynamic import static_patterns
+
+from maskc.errors import BackendError
+from maskc.ir import CompiledPattern
+
+from .checks import check_shapes, unsupported_reason
+from .function import sparse_attention
+from .plan import plan_for
+
+
+class TritonBackend:
+    """Block-sparse flash attention generated from the IR, forward and backward, on CUDA GPUs.
+
+    Full tiles run unmasked, partial tiles through the spec's predicate compiled to Triton.
+    Dynamic patterns (cluster) are resolved from q and k into one static pattern per batch
+    element, each run on its own.
+    """
+
+    name = "triton"
+
+    def supports(self, q: Any, k: Any, v: Any, pattern: Any) -> str | None:
+        return unsupported_reason(q, k, v, pattern)
+
+    def forward(
+        self,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        pattern: CompiledPattern,
+        *,
+        scale: float | None = None,
+        return_lse: bool = False,
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        reason = unsupported_reason(q, k, v, pattern)
+        if reason is not None:
+            raise BackendError(reason)
+        shape = check_shapes(q, k, v, pattern)
+        scale = resolve_scale(scale, shape.head_dim)
+        patterns = static_patterns(pattern, q, k, shape)
+        if len(patterns) == 1:
+            out, lse = sparse_attention(q, k, v, patterns[0], scale)
+        else:
+            parts = [
+                sparse_attention(q[b : b + 1], k[b : b + 1], v[b : b + 1], each, scale)
+                for b, each in enumerate(patterns)
+            ]
+            out, lse = torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+        return (out, lse) if return_lse else out
+
+    def source(self, pattern: CompiledPattern) -> str:
+        """The generated Triton module (predicate and kernels) for this pattern's rules."""
+        if pattern.dynamic:
+            raise BackendError(
+                f"pattern {pattern.spec.name!r} has a part decided at run time (cluster); its kernel source "
+                "exists only once q and k resolve it"
+            )
+        return plan_for(pattern).source()

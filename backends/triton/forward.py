@@ -1,0 +1,169 @@
+"""Forward pass: block-sparse flash attention over the IR's block-CSR, full tiles first.
+
+One program owns one query tile of one (batch, head). It walks the row's full tiles with no
+masking at all (a bounds mask on the last key tile only when n is not a multiple of BLOCK_N),
+then its partial tiles with the generated predicate `tile_mask`. Programs run longest row first
+(`row_order`), so a long row (a global token's) starts early instead of serializing the tail.
+Online softmax in base 2 as in Triton's fused-attention tutorial; a row that meets no key keeps
+m = −inf without producing NaN and ends with zeros and lse = −inf.
+
+`FORWARD_KERNEL` is a template: codegen splices the predicate's parameters into it.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+
+from .tuning import KernelConfig, choose_config, dot_precision
+
+if TYPE_CHECKING:
+    from .plan import Plan
+
+#: log2(e): the kernels work in base 2, so the score scale is folded with it.
+LOG2E = 1.4426950408889634
+
+FORWARD_KERNEL = """
+@triton.jit
+def forward_tile(acc, m_i, l_i, q, k_tile, v_tile, offs_q, offs_k, layout, n_ctx, qk_scale, ${mask_params}
+                 MASKED: tl.constexpr, EVEN_N: tl.constexpr, PRECISION: tl.constexpr):
+    if EVEN_N:
+        k = tl.load(k_tile)
+        v = tl.load(v_tile)
+    else:
+        k_in = offs_k < n_ctx
+        k = tl.load(k_tile, mask=k_in[:, None], other=0.0)
+        v = tl.load(v_tile, mask=k_in[:, None], other=0.0)
+    qk = mma(q, tl.trans(k), None, PRECISION)
+    if MASKED:
+        keep = tile_mask(offs_q[:, None], offs_k[None, :], layout, n_ctx, ${mask_args})
+        qk = tl.where(keep, qk, float("-inf"))
+        m_ij = tl.maximum(m_i, tl.max(qk, 1) * qk_scale)
+        m_use = tl.where(m_ij == float("-inf"), 0.0, m_ij)
+    else:
+        if not EVEN_N:
+            qk = tl.where((offs_k < n_ctx)[None, :], qk, float("-inf"))
+        m_ij = tl.maximum(m_i, tl.max(qk, 1) * qk_scale)
+        m_use = m_ij
+    p = tl.math.exp2(qk * qk_scale - m_use[:, None])
+    alpha = tl.math.exp2(m_i - m_use)
+    l_i = l_i * alpha + tl.sum(p, 1)
+    acc = acc * alpha[:, None]
+    acc = mma(p.to(v.dtype), v, acc, PRECISION)
+    return acc, m_ij, l_i
+
+
+@triton.jit
+def maskc_forward(
+    Q, K, V, Out, Lse,
+    stride_qb, stride_qh, stride_qm,
+    stride_kb, stride_kh, stride_kn,
+    stride_vb, stride_vh, stride_vn,
+    stride_ob, stride_oh, stride_om,
+    head_layout, row_order, full_ptr, full_idx, partial_ptr, partial_idx,
+    qk_scale, n_ctx, heads, group, batch_heads, row_tiles, ${mask_params}
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr, VALUE_DIM: tl.constexpr,
+    EVEN_N: tl.constexpr, PRECISION: tl.constexpr,
+):
+    pid = tl.program_id(0)
+    slot = pid // batch_heads
+    bh = pid % batch_heads
+    b = bh // heads
+    h = bh % heads
+    kvh = h // group
+    row = tl.load(row_order + slot)
+    layout = tl.load(head_layout + h)
+    start_m = row * BLOCK_M
+    offs_m = tl.arange(0, BLOCK_M)
+    offs_n = tl.arange(0, BLOCK_N)
+    offs_d = tl.arange(0, HEAD_DIM)
+    offs_v = tl.arange(0, VALUE_DIM)
+    offs_q = start_m + offs_m
+    q_rows = Q + b.to(tl.int64) * stride_qb + h.to(tl.int64) * stride_qh + start_m.to(tl.int64) * stride_qm
+    q_tile = q_rows + offs_m[:, None] * stride_qm + offs_d[None, :]
+    if EVEN_N:
+        q = tl.load(q_tile)
+    else:
+        q = tl.load(q_tile, mask=(offs_q < n_ctx)[:, None], other=0.0)
+    k_head = K + b.to(tl.int64) * stride_kb + kvh.to(tl.int64) * stride_kh
+    v_head = V + b.to(tl.int64) * stride_vb + kvh.to(tl.int64) * stride_vh
+    k_local = offs_n[:, None] * stride_kn + offs_d[None, :]
+    v_local = offs_n[:, None] * stride_vn + offs_v[None, :]
+    m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
+    l_i = tl.zeros([BLOCK_M], tl.float32)
+    acc = tl.zeros([BLOCK_M, VALUE_DIM], tl.float32)
+    at = layout * (row_tiles + 1) + row
+    lo = tl.load(full_ptr + at)
+    hi = tl.load(full_ptr + at + 1)
+    for t in range(lo, hi):
+        start_n = tl.load(full_idx + t) * BLOCK_N
+        acc, m_i, l_i = forward_tile(
+            acc, m_i, l_i, q,
+            k_head + start_n.to(tl.int64) * stride_kn + k_local,
+            v_head + start_n.to(tl.int64) * stride_vn + v_local,
+            offs_q, start_n + offs_n, layout, n_ctx, qk_scale, ${mask_args}
+            False, EVEN_N, PRECISION,
+        )
+    lo = tl.load(partial_ptr + at)
+    hi = tl.load(partial_ptr + at + 1)
+    for t in range(lo, hi):
+        start_n = tl.load(partial_idx + t) * BLOCK_N
+        acc, m_i, l_i = forward_tile(
+            acc, m_i, l_i, q,
+            k_head + start_n.to(tl.int64) * stride_kn + k_local,
+            v_head + start_n.to(tl.int64) * stride_vn + v_local,
+            offs_q, start_n + offs_n, layout, n_ctx, qk_scale, ${mask_args}
+            True, EVEN_N, PRECISION,
+        )
+    empty = l_i == 0.0
+    l_safe = tl.where(empty, 1.0, l_i)
+    out = acc / l_safe[:, None]
+    lse = tl.where(empty, float("-inf"), (m_i + tl.math.log2(l_safe)) * LN2)
+    o_rows = Out + b.to(tl.int64) * stride_ob + h.to(tl.int64) * stride_oh + start_m.to(tl.int64) * stride_om
+    o_tile = o_rows + offs_m[:, None] * stride_om + offs_v[None, :]
+    row_in = offs_q < n_ctx
+    tl.store(o_tile, out.to(Out.dtype.element_ty), mask=row_in[:, None])
+    tl.store(Lse + bh.to(tl.int64) * n_ctx + offs_q, lse, mask=row_in)
+"""
+
+
+def launch_forward(
+    plan: Plan,
+    config: KernelConfig,
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    scale: float,
+    out: torch.Tensor,
+    lse: torch.Tensor,
+) -> None:
+    """One launch of the forward kernel with `config`'s tile shape, writing out and lse."""
+    batch, heads, n, head_dim = q.shape
+    tables = plan.tables("rows", config.block_m, config.block_n, q.device)
+    grid = (tables.lines * batch * heads,)
+    plan.module().maskc_forward[grid](
+        q, k, v, out, lse,
+        *q.stride()[:3], *k.stride()[:3], *v.stride()[:3], *out.stride()[:3],
+        plan.head_layout(q.device, heads), tables.order, tables.full_ptr, tables.full_idx,
+        tables.partial_ptr, tables.partial_idx,
+        scale * LOG2E, n, heads, heads // k.shape[1], batch * heads, tables.lines,
+        *plan.mask_values(q.device),
+        BLOCK_M=config.block_m, BLOCK_N=config.block_n, HEAD_DIM=head_dim, VALUE_DIM=v.shape[-1],
+        EVEN_N=n % config.block_m == 0 and n % config.block_n == 0, PRECISION=dot_precision(q.dtype),
+        num_warps=config.num_warps, num_stages=config.num_stages,
+    )  # fmt: skip
+
+
+def attention_forward(plan: Plan, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> tuple:
+    """(out, lse) for contiguous-last-dim q, k, v whose head dims are powers of two."""
+    batch, heads, n, _ = q.shape
+    out = torch.empty((batch, heads, n, v.shape[-1]), dtype=q.dtype, device=q.device)
+    lse = torch.empty((batch, heads, n), dtype=torch.float32, device=q.device)
+
+    def run(config: KernelConfig) -> None:
+        launch_forward(plan, config, q, k, v, scale, out, lse)
+
+    config = choose_config(plan, "forward", q, k, run)
+    run(config)
+    return out, lse

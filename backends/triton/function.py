@@ -1,0 +1,121 @@
+"""The differentiable operator: torch.library custom ops with fake implementations and autograd.
+
+`maskc::triton_attention` returns (out, lse); its backward is the op `maskc::triton_attention_backward`.
+Both are opaque to torch.compile, which traces them through their fake implementations, so a
+compiled model keeps one graph. The pattern travels as its plan's key (operators take tensors,
+numbers and strings only). `sparse_attention` prepares the inputs (autocast, head-dim padding
+to a power of two, a positive scale) with differentiable torch ops around the operator.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from maskc.ir import CompiledPattern
+
+from .backward import attention_backward
+from .forward import attention_forward
+from .plan import plan_by_key, plan_for
+
+#: Smallest head dim a tensor-core product takes (inputs with fewer columns are zero-padded).
+MIN_HEAD_DIM = 16
+
+
+@torch.library.custom_op("maskc::triton_attention", mutates_args=())
+def triton_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, plan: str, scale: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(out, lse) of block-sparse attention; scale > 0, head dims powers of two."""
+    return attention_forward(plan_by_key(plan), q, k, v, scale)
+
+
+@triton_attention.register_fake
+def _(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, plan: str, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+    batch, heads, n, _ = q.shape
+    return q.new_empty((batch, heads, n, v.shape[-1])), q.new_empty((batch, heads, n), dtype=torch.float32)
+
+
+@torch.library.custom_op("maskc::triton_attention_backward", mutates_args=())
+def triton_attention_backward(
+    d_out: torch.Tensor,
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    out: torch.Tensor,
+    lse: torch.Tensor,
+    d_lse: torch.Tensor | None,
+    plan: str,
+    scale: float,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(dq, dk, dv); d_lse is the gradient of the returned lse when it was used."""
+    return attention_backward(plan_by_key(plan), d_out, q, k, v, out, lse, d_lse, scale)
+
+
+@triton_attention_backward.register_fake
+def _(
+    d_out: torch.Tensor,
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    out: torch.Tensor,
+    lse: torch.Tensor,
+    d_lse: torch.Tensor | None,
+    plan: str,
+    scale: float,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    return q.new_empty(q.shape), k.new_empty(k.shape), v.new_empty(v.shape)
+
+
+def _setup_context(ctx: Any, inputs: tuple[Any, ...], output: tuple[torch.Tensor, torch.Tensor]) -> None:
+    q, k, v, plan, scale = inputs
+    ctx.save_for_backward(q, k, v, *output)
+    ctx.plan, ctx.scale = plan, scale
+
+
+def _backward(ctx: Any, d_out: torch.Tensor | None, d_lse: torch.Tensor | None) -> tuple[Any, ...]:
+    q, k, v, out, lse = ctx.saved_tensors
+    d_out = torch.zeros_like(out) if d_out is None else _last_dim_contiguous(d_out)
+    d_lse = None if d_lse is None else d_lse.contiguous()
+    dq, dk, dv = triton_attention_backward(d_out, q, k, v, out, lse, d_lse, ctx.plan, ctx.scale)
+    return dq, dk, dv, None, None
+
+
+triton_attention.register_autograd(_backward, setup_context=_setup_context)
+
+
+def _last_dim_contiguous(x: torch.Tensor) -> torch.Tensor:
+    return x if x.stride(-1) == 1 else x.contiguous()
+
+
+def _padded(x: torch.Tensor) -> torch.Tensor:
+    """x with its last dim zero-padded to a power of two (at least MIN_HEAD_DIM): scores and values keep."""
+    size = x.shape[-1]
+    target = max(MIN_HEAD_DIM, 1 << (size - 1).bit_length())
+    return _last_dim_contiguous(x) if target == size else F.pad(x, (0, target - size))
+
+
+@torch.compiler.assume_constant_result
+def _plan_key(pattern: CompiledPattern) -> str:
+    return plan_for(pattern).key
+
+
+def sparse_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pattern: CompiledPattern, scale: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(out, lse) for a static pattern: autocast applied, head dims padded, the scale made positive.
+
+    softmax(s · q kᵀ) is softmax(|s| · (sign(s) q) kᵀ), so a negative scale flips q and a zero
+    scale zeroes it; the kernels then only see positive scales.
+    """
+    device = q.device.type
+    if torch.is_autocast_enabled(device):
+        dtype = torch.get_autocast_dtype(device)
+        q, k, v = q.to(dtype), k.to(dtype), v.to(dtype)
+    if scale <= 0:
+        q, scale = (-q, -scale) if scale < 0 else (q * 0, 1.0)
+    value_dim = v.shape[-1]
+    out, lse = triton_attention(_padded(q), _padded(k), _padded(v), _plan_key(pattern), scale)
+    return out[..., :value_dim], lse

@@ -1,0 +1,83 @@
+"""Device tables from the IR: the full/partial split of every layout, concatenated, and a program order.
+
+All heads run in one launch, so the tables of the distinct layouts are concatenated: layout L's
+pointers sit at [L·(lines + 1), (L + 1)·(lines + 1)) and already include the offset of its
+indices. "rows" tables walk query tiles (block-CSR: forward and dQ); "columns" tables walk key
+tiles (block-CSC: dK/dV). `order` lists the lines longest first, summed over layouts, so the
+programs with the most tiles start first and the short ones fill in behind them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import torch
+
+from maskc.ir import BlockLayout
+
+Walk = Literal["rows", "columns"]
+
+#: split() table names per walk: (pointer table, index table) for the full and the partial tiles.
+_NAMES: dict[str, tuple[str, str]] = {"rows": ("row_ptr", "col_idx"), "columns": ("col_ptr", "row_idx")}
+
+
+@dataclass(frozen=True)
+class WalkTables:
+    """int32 tables for one walk over one tile shape: pointers, indices and the program order."""
+
+    lines: int
+    order: torch.Tensor
+    full_ptr: torch.Tensor
+    full_idx: torch.Tensor
+    partial_ptr: torch.Tensor
+    partial_idx: torch.Tensor
+
+
+def _concatenate(splits: Sequence[dict[str, np.ndarray]], pointer: str, index: str) -> tuple[np.ndarray, np.ndarray]:
+    pointers, indices, base = [], [], 0
+    for split in splits:
+        pointers.append(split[pointer].astype(np.int64) + base)
+        indices.append(split[index])
+        base += len(split[index])
+    if base >= 2**31:
+        raise OverflowError(f"{base} stored tiles do not fit int32 table offsets")
+    return np.concatenate(pointers).astype(np.int32), np.concatenate(indices).astype(np.int32)
+
+
+def walk_arrays(layouts: Sequence[BlockLayout], walk: Walk) -> dict[str, np.ndarray]:
+    """The host arrays of `WalkTables`: order, full and partial pointers and indices."""
+    pointer, index = _NAMES[walk]
+    splits = [layout.split() for layout in layouts]
+    full_ptr, full_idx = _concatenate(splits, f"full_{pointer}", f"full_{index}")
+    partial_ptr, partial_idx = _concatenate(splits, f"partial_{pointer}", f"partial_{index}")
+    lengths = sum(np.diff(s[f"full_{pointer}"]) + np.diff(s[f"partial_{pointer}"]) for s in splits)
+    return {
+        "order": np.argsort(-lengths, kind="stable").astype(np.int32),
+        "full_ptr": full_ptr,
+        "full_idx": full_idx,
+        "partial_ptr": partial_ptr,
+        "partial_idx": partial_idx,
+    }
+
+
+def walk_tables(layouts: Sequence[BlockLayout], walk: Walk, device: torch.device) -> WalkTables:
+    """`walk_arrays` as tensors on `device` (index tables padded to one entry so none is empty)."""
+    arrays = walk_arrays(layouts, walk)
+
+    def tensor(name: str) -> torch.Tensor:
+        values = arrays[name]
+        if len(values) == 0:
+            values = np.zeros(1, dtype=np.int32)
+        return torch.as_tensor(values, device=device)
+
+    return WalkTables(
+        lines=len(arrays["order"]),
+        order=tensor("order"),
+        full_ptr=tensor("full_ptr"),
+        full_idx=tensor("full_idx"),
+        partial_ptr=tensor("partial_ptr"),
+        partial_idx=tensor("partial_idx"),
+    )

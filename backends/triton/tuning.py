@@ -1,0 +1,113 @@
+"""Kernel configurations: a small space per kernel, head dim and dtype, timed once per problem.
+
+A configuration fixes the tile shape (BLOCK_M query rows × BLOCK_N keys, which is also the IR
+tile shape the pattern is laid out on), the warps per program and the software-pipelining
+depth. The spaces hold shapes that fit block-64 patterns (64-wide key tiles) and the usual
+128-row tiles. On a GPU the first call of a problem times every candidate on the real inputs and
+keeps the fastest; under the interpreter the pattern's own tile shape runs, one warp group, no
+pipelining. MASKC_TRITON_AUTOTUNE=0 takes the first candidate without timing.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
+
+import torch
+
+from .cache import interpreting
+
+if TYPE_CHECKING:
+    from .plan import Plan
+
+Kernel = Literal["forward", "dkdv", "dq"]
+
+
+@dataclass(frozen=True)
+class KernelConfig:
+    """Tile shape (query rows × keys per tile), warps per program and pipeline stages."""
+
+    block_m: int
+    block_n: int
+    num_warps: int
+    num_stages: int
+
+
+#: Candidates for 16-bit inputs by kernel and largest head dim; dK/dV's BLOCK_N is its keys per program.
+_HALF: dict[Kernel, dict[int, list[KernelConfig]]] = {
+    "forward": {
+        64: [KernelConfig(128, 64, 4, 3), KernelConfig(128, 128, 8, 3), KernelConfig(64, 64, 4, 3)],
+        128: [KernelConfig(128, 64, 8, 3), KernelConfig(128, 128, 8, 3), KernelConfig(64, 64, 4, 3)],
+        256: [KernelConfig(64, 64, 4, 2), KernelConfig(128, 64, 8, 2)],
+    },
+    "dkdv": {
+        64: [KernelConfig(64, 128, 8, 3), KernelConfig(64, 64, 4, 3)],
+        128: [KernelConfig(64, 128, 8, 3), KernelConfig(64, 64, 4, 3)],
+        256: [KernelConfig(64, 64, 8, 2), KernelConfig(32, 64, 4, 2)],
+    },
+    "dq": {
+        64: [KernelConfig(128, 64, 8, 3), KernelConfig(64, 64, 4, 3)],
+        128: [KernelConfig(128, 64, 8, 3), KernelConfig(64, 64, 4, 3)],
+        256: [KernelConfig(64, 64, 8, 2), KernelConfig(64, 32, 4, 2)],
+    },
+}
+#: float32 tiles take twice the shared memory: smaller shapes, fewer stages.
+_SINGLE: dict[int, list[KernelConfig]] = {
+    64: [KernelConfig(64, 64, 4, 2), KernelConfig(32, 32, 4, 2)],
+    128: [KernelConfig(64, 64, 8, 2), KernelConfig(32, 32, 4, 2)],
+    256: [KernelConfig(32, 32, 4, 1), KernelConfig(16, 32, 4, 1)],
+}
+
+#: Chosen configurations by problem, shared by every pattern with the same values (spec hash).
+_CHOSEN: dict[tuple, KernelConfig] = {}
+
+
+def dot_precision(dtype: torch.dtype) -> str:
+    """float32 products in full precision (the reference tolerance), not TF32."""
+    return "ieee" if dtype == torch.float32 else "tf32"
+
+
+def candidates(kernel: Kernel, head_dim: int, dtype: torch.dtype, native: tuple[int, int]) -> list[KernelConfig]:
+    """The configurations to try; under the interpreter only the pattern's own tile shape."""
+    if interpreting():
+        return [KernelConfig(native[0], native[1], 4, 1)]
+    size = next(size for size in (64, 128, 256) if head_dim <= size)
+    return list(_SINGLE[size] if dtype == torch.float32 else _HALF[kernel][size])
+
+
+def choose_config(
+    plan: Plan, kernel: Kernel, q: torch.Tensor, k: torch.Tensor, run: Callable[[KernelConfig], None]
+) -> KernelConfig:
+    """The fastest candidate for this problem, timed with `run` on the first call, then remembered."""
+    key = (plan.tune_key, kernel, tuple(q.shape), k.shape[1], k.shape[-1], q.dtype, str(q.device))
+    chosen = _CHOSEN.get(key)
+    if chosen is None:
+        options = candidates(kernel, max(q.shape[-1], k.shape[-1]), q.dtype, plan.native_tile)
+        if len(options) == 1 or os.environ.get("MASKC_TRITON_AUTOTUNE", "1") == "0":
+            chosen = options[0]
+        else:
+            chosen = _fastest(options, run)
+        _CHOSEN[key] = chosen
+    return chosen
+
+
+def chosen_configs() -> dict[tuple, KernelConfig]:
+    """What the tuner picked so far, by problem (benchmarks print it)."""
+    return dict(_CHOSEN)
+
+
+def _fastest(options: list[KernelConfig], run: Callable[[KernelConfig], None]) -> KernelConfig:
+    from triton.runtime.errors import OutOfResources
+    from triton.testing import do_bench
+
+    timings = {}
+    for config in options:
+        try:
+            timings[config] = do_bench(lambda config=config: run(config), warmup=5, rep=20, return_mode="median")
+        except OutOfResources:
+            continue
+    if not timings:
+        raise RuntimeError(f"no kernel configuration fits this GPU: tried {options}")
+    return min(timings, key=timings.get)

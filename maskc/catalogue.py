@@ -1,0 +1,172 @@
+"""The catalogue: every spec in specs/ summarised side by side (density, FLOPs, layers to connect).
+
+The same table goes to the terminal (`maskc catalogue`) and, as markdown between two markers, to
+the README, so the README's figures are whatever the code computes today.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from maskc.compiler import compile, compile_layers
+from maskc.errors import MaskcError
+from maskc.loader import load
+from maskc.spec import Spec
+from maskc.verify import verify
+
+README_START = "<!-- catalogue:start -->"
+README_END = "<!-- catalogue:end -->"
+_HEADERS = ("spec", "source", "n", "depth", "density", "FLOPs vs dense", "tile FLOPs vs dense", "min_layers")
+_NOTES = (
+    "density: active (i, j) pairs / n², averaged over heads and over the layer schedule. "
+    "FLOPs vs dense: the attention FLOPs that density means, against dense attention. "
+    "tile FLOPs: what a block-sparse kernel computes, the area of the stored tiles at the spec's block size. "
+    "depth: the layers of one schedule cycle (— when the spec has no schedule). "
+    "min_layers: the fewest layers after which every token reaches every token it must (`maskc verify`); "
+    "never when no depth suffices.",
+    "Cluster (run-time) patterns: density is decided by q and k at run time, and min_layers counts the "
+    "static part only (marked *).",
+)
+
+
+def catalogue_dir() -> Path:
+    """The specs/ folder of this checkout."""
+    folder = Path(__file__).resolve().parent.parent / "specs"
+    if not folder.is_dir():
+        raise MaskcError(f"no specs/ folder at {folder}: pass --dir with the folder of spec files")
+    return folder
+
+
+def catalogue_specs(folder: Path | None = None) -> list[tuple[Path, Spec]]:
+    """(file, spec) for every *.yaml in the folder, sorted by file name."""
+    folder = catalogue_dir() if folder is None else Path(folder)
+    files = sorted(folder.glob("*.yaml"))
+    if not files:
+        raise MaskcError(f"no spec files (*.yaml) in {folder}")
+    return [(path, load(path)) for path in files]
+
+
+def schedule_depth(spec: Spec) -> int | None:
+    """Layers in one cycle of the spec's schedule; None when the spec declares none."""
+    return sum(entry.count for entry in spec.layers) or None
+
+
+@dataclass(frozen=True)
+class Densities:
+    """Per-head averages over one cycle of the layer schedule, weighted by each entry's count."""
+
+    #: Active pairs / n²; None when a run-time (cluster) part decides it.
+    element: float | None
+    #: Stored tile area / n².
+    tile: float
+
+
+def schedule_densities(spec: Spec, n: int) -> Densities:
+    """Element and tile density of the spec at n, over its layer schedule."""
+    entries = compile_layers(spec, seq_len=n)
+    layers = sum(count for count, _ in entries)
+    stats = [(count, pattern.stats()) for count, pattern in entries]
+    dynamic = any(s.element_density is None for _, s in stats)
+    element = None if dynamic else sum(count * (s.element_density or 0.0) for count, s in stats) / layers
+    return Densities(element=element, tile=sum(count * s.tile_density for count, s in stats) / layers)
+
+
+@dataclass(frozen=True)
+class Summary:
+    """One catalogue row."""
+
+    name: str
+    source: str
+    n: int
+    depth: int | None
+    densities: Densities
+    min_layers: int | None
+    dynamic: bool
+
+    def cells(self) -> tuple[str, ...]:
+        element = self.densities.element
+        star = "*" if self.dynamic else ""
+        return (
+            self.name,
+            self.source,
+            str(self.n),
+            "—" if self.depth is None else str(self.depth),
+            "run time" if element is None else _percent(element),
+            "run time" if element is None else _fewer(element),
+            "run time" if self.dynamic else _fewer(self.densities.tile),
+            ("never" if self.min_layers is None else str(self.min_layers)) + star,
+        )
+
+
+def _percent(value: float) -> str:
+    return f"{value:.2%}" if value >= 0.001 else f"{value:.4%}"
+
+
+def _fewer(density: float) -> str:
+    """A density as a cost against dense: '1/8.0' means eight times fewer."""
+    return "0" if density == 0 else ("1" if density >= 0.9995 else f"1/{1 / density:,.1f}")
+
+
+def summarise(path: Path, spec: Spec, seq_len: int | None = None) -> Summary:
+    """The catalogue row of one spec at n = seq_len (default: the spec's own)."""
+    n = compile(spec, seq_len=seq_len).n
+    report = verify(spec, layers=schedule_depth(spec) or 1, seq_len=n)
+    return Summary(
+        name=path.stem,
+        source=spec.description or spec.name,
+        n=n,
+        depth=schedule_depth(spec),
+        densities=schedule_densities(spec, n),
+        min_layers=report.min_layers,
+        dynamic=spec.is_dynamic(),
+    )
+
+
+def catalogue(folder: Path | None = None, seq_len: int | None = None) -> list[Summary]:
+    return [summarise(path, spec, seq_len) for path, spec in catalogue_specs(folder)]
+
+
+def text_table(rows: list[Summary]) -> str:
+    """A fixed-width table for the terminal."""
+    cells = [_HEADERS, *(row.cells() for row in rows)]
+    widths = [max(len(line[k]) for line in cells) for k in range(len(_HEADERS))]
+    right = {2, 3, 4, 5, 6, 7}
+    lines = [
+        "  ".join(cell.rjust(w) if k in right else cell.ljust(w) for k, (cell, w) in enumerate(zip(line, widths)))
+        for line in cells
+    ]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join([*lines, "", *_NOTES])
+
+
+def markdown_table(rows: list[Summary]) -> str:
+    """The README block, markers included."""
+    align = ["---", "---", *["---:"] * 6]
+    lines = [
+        README_START,
+        "<!-- generated by `maskc catalogue --markdown`; tests/test_catalogue.py checks that it is current -->",
+        "",
+        "| " + " | ".join(_HEADERS) + " |",
+        "|" + "|".join(align) + "|",
+        *("| " + " | ".join(cell.replace("|", "\\|") for cell in row.cells()) + " |" for row in rows),
+        "",
+        *(f"{note}\n" for note in _NOTES),
+        README_END,
+    ]
+    return "\n".join(lines)
+
+
+def replace_block(text: str, block: str) -> str:
+    """`text` with its catalogue block (between the markers) replaced by `block`."""
+    pattern = re.compile(re.escape(README_START) + r".*?" + re.escape(README_END), re.DOTALL)
+    if not pattern.search(text):
+        raise MaskcError(f"no catalogue block ({README_START} … {README_END}) to replace")
+    return pattern.sub(lambda _: block, text, count=1)
+
+
+def readme_block(text: str) -> str | None:
+    """The catalogue block of a README text, markers included; None when it has none."""
+    start, end = text.find(README_START), text.find(README_END)
+    return None if start < 0 or end < start else text[start : end + len(README_END)]

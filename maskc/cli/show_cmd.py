@@ -1,0 +1,35 @@
+"""`maskc show SPEC --seq-len N`: the mask as text for small n, or as a PNG; `--reach L` for layer counts."""
+
+from __future__ import annotations
+
+import argparse
+
+from maskc.cli.options import add_spec_arguments, positive_int
+from maskc.compiler import as_spec, compile
+from maskc.draw import ascii_mask, ascii_reach, mask_png, reach_png
+
+NAME = "show"
+HELP = "draw the mask (text for small n, or --png FILE), coloured by the primitive that lit each cell"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_spec_arguments(parser)
+    parser.add_argument("--png", metavar="FILE", help="write a picture: one panel per distinct pattern, with a legend")
+    parser.add_argument(
+        "--reach",
+        type=positive_int,
+        metavar="L",
+        help="instead of the mask, show how many layers (up to L) key j needs to reach query i",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    spec = as_spec(args.spec)
+    n = compile(spec, seq_len=args.seq_len).n
+    if args.reach is not None:
+        print(reach_png(spec, n, args.reach, args.png) if args.png else ascii_reach(spec, n, args.reach))
+    elif args.png:
+        print(mask_png(spec, n, args.png, args.block_size))
+    else:
+        print(ascii_mask(spec, n, args.block_size))
+    return 0

@@ -1,0 +1,195 @@
+"""Run-time cluster assignments from q and k, and the static pattern they resolve a cluster spec to.
+
+A `cluster` primitive is symbolic at compile time. At run time the queries and keys decide it:
+`cluster_labels` assigns every query and key a cluster (k-means or LSH, both seeded, so the same
+inputs give the same labels on any device), and `resolve_dynamic` turns each `ClusterRule` into a
+`LabelRule` for every (batch, head) and lays the result out like any static rule. Backends run the
+resolved patterns, so two backends given the same resolved pattern compute the same mask.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+from maskc.errors import BackendError, SpecError
+from maskc.ir import BlockLayout, CompiledPattern
+from maskc.primitives.cluster import Cluster, ClusterRule, LabelRule
+from maskc.primitives.combinators import CombinatorRule
+from maskc.rule import Rule
+
+#: Most bytes of similarity scores held at once while assigning clusters (per chunk of heads).
+SCORE_BUDGET_BYTES = 1 << 28
+
+
+def _normalised(x: torch.Tensor) -> torch.Tensor:
+    """Unit vectors in float32 at least (bf16 and fp16 inputs are upcast), so angles decide."""
+    x = x.to(torch.promote_types(x.dtype, torch.float32))
+    return torch.nn.functional.normalize(x, dim=-1)
+
+
+def _seeded(seed: int) -> torch.Generator:
+    """A CPU generator: draws made on the CPU and moved are the same for every device."""
+    return torch.Generator(device="cpu").manual_seed(seed)
+
+
+def _kmeans_centroids(points: torch.Tensor, params: Cluster) -> torch.Tensor:
+    """Spherical k-means on (G, P, D) unit vectors: (G, clusters, D) unit centroids.
+
+    Initial centroids are the same seeded draw of distinct point indices for every group; each of
+    the `params.iterations` steps assigns points by largest cosine similarity and moves each
+    centroid to the normalised mean of its points (a centroid with no point stays where it is).
+    Sums go through a one-hot matrix product rather than atomic adds, so GPU runs repeat exactly.
+    """
+    start = torch.randperm(points.shape[1], generator=_seeded(params.seed))[: params.clusters]
+    centroids = points[:, start.to(points.device)]
+    for _ in range(params.iterations):
+        nearest = torch.bmm(points, centroids.transpose(1, 2)).argmax(dim=-1)
+        onehot = torch.nn.functional.one_hot(nearest, params.clusters).to(points.dtype)
+        moved = torch.nn.functional.normalize(torch.bmm(onehot.transpose(1, 2), points), dim=-1)
+        centroids = torch.where(onehot.sum(dim=1)[..., None] > 0, moved, centroids)
+    return centroids
+
+
+def _kmeans_labels(q: torch.Tensor, k: torch.Tensor, params: Cluster) -> tuple[torch.Tensor, torch.Tensor]:
+    """(G, N, D) queries and keys → labels from centroids fitted to both together."""
+    centroids = _kmeans_centroids(torch.cat([q, k], dim=1), params).transpose(1, 2)
+    return torch.bmm(q, centroids).argmax(dim=-1), torch.bmm(k, centroids).argmax(dim=-1)
+
+
+def _lsh_labels(q: torch.Tensor, k: torch.Tensor, params: Cluster) -> tuple[torch.Tensor, torch.Tensor]:
+    """Angular LSH: bucket = argmax([xR, −xR]) for one seeded random rotation R (D × clusters/2)."""
+    rotation = torch.randn(q.shape[-1], params.clusters // 2, generator=_seeded(params.seed), dtype=torch.float32)
+    rotation = rotation.to(device=q.device, dtype=q.dtype)
+
+    def bucket(x: torch.Tensor) -> torch.Tensor:
+        projected = x @ rotation
+        return torch.cat([projected, -projected], dim=-1).argmax(dim=-1)
+
+    return bucket(q), bucket(k)
+
+
+def _check_params(params: Cluster, n: int, origin: str) -> None:
+    if params.method == "lsh" and params.clusters % 2:
+        raise SpecError(
+            f"lsh buckets come in ± pairs, so clusters must be even; got {params.clusters}", path=f"{origin}.clusters"
+        )
+    if params.method == "kmeans" and params.clusters > 2 * n:
+        raise SpecError(
+            f"kmeans asks for {params.clusters} clusters from only {2 * n} query and key vectors (n = {n})",
+            path=f"{origin}.clusters",
+        )
+
+
+_METHODS: dict[str, Callable[[torch.Tensor, torch.Tensor, Cluster], tuple[torch.Tensor, torch.Tensor]]] = {
+    "kmeans": _kmeans_labels,
+    "lsh": _lsh_labels,
+}
+
+
+def cluster_labels(
+    params: Cluster, q: torch.Tensor, k: torch.Tensor, origin: str = "cluster"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cluster of every query and key: q and k (..., N, D) on any device → two int64 (..., N) tensors.
+
+    Queries and keys of one (batch, head) share one clustering; labels lie in 0 … clusters − 1.
+    Work is split over the leading dimensions so that the scores stay within SCORE_BUDGET_BYTES.
+    `origin` names the spec's cluster primitive in errors.
+    """
+    if q.shape != k.shape:
+        raise BackendError(f"cluster assignment needs q and k of one shape, got {tuple(q.shape)} and {tuple(k.shape)}")
+    lead, (n, dim) = q.shape[:-2], q.shape[-2:]
+    _check_params(params, n, origin)
+    qg, kg = _normalised(q.reshape(-1, n, dim)), _normalised(k.reshape(-1, n, dim))
+    per_group = 2 * n * params.clusters * qg.element_size()
+    step = max(1, SCORE_BUDGET_BYTES // per_group)
+    method = _METHODS[params.method]
+    parts = [method(qg[lo : lo + step], kg[lo : lo + step], params) for lo in range(0, qg.shape[0], step)]
+    q_labels = torch.cat([p[0] for p in parts]).reshape(*lead, n)
+    k_labels = torch.cat([p[1] for p in parts]).reshape(*lead, n)
+    return q_labels, k_labels
+
+
+def substitute_leaves(rule: Rule, replace: Callable[[Rule], Rule | None]) -> Rule:
+    """The rule tree with every leaf for which `replace` returns a rule swapped for it."""
+    if isinstance(rule, CombinatorRule):
+        kids = [substitute_leaves(kid, replace) for kid in rule.kids]
+        if all(new is old for new, old in zip(kids, rule.kids)):
+            return rule
+        return type(rule)(kids, origin=rule.origin)
+    return replace(rule) or rule
+
+
+def _cluster_leaves(pattern: CompiledPattern) -> dict[str, tuple[Cluster, list[int]]]:
+    """origin → (parameters, heads whose pattern holds that cluster leaf)."""
+    found: dict[str, tuple[Cluster, list[int]]] = {}
+    for index, layout in enumerate(pattern.layouts):
+        heads = np.flatnonzero(pattern.head_layout == index).tolist()
+        for leaf in layout.rule.leaves():
+            if isinstance(leaf, ClusterRule):
+                found.setdefault(leaf.origin, (leaf.params, []))[1].extend(heads)
+    return found
+
+
+def _check_inputs(pattern: CompiledPattern, q: torch.Tensor, k: torch.Tensor) -> int:
+    """Validate shapes against the pattern; returns the query heads per key head."""
+    if q.dim() != 4 or k.dim() != 4:
+        raise BackendError(f"q and k must be (B, H, N, D); got {tuple(q.shape)} and {tuple(k.shape)}")
+    batch, heads, n, dim = q.shape
+    if k.shape[0] != batch or k.shape[2] != n or k.shape[3] != dim:
+        raise BackendError(f"k {tuple(k.shape)} does not match q {tuple(q.shape)} in batch, length or head size")
+    if n != pattern.n:
+        raise BackendError(f"the pattern was compiled for n = {pattern.n}, but q has length {n}")
+    if heads != pattern.heads:
+        raise BackendError(f"the pattern was compiled for {pattern.heads} heads, but q has {heads}")
+    if heads % k.shape[1]:
+        raise BackendError(f"q's {heads} heads are not a multiple of k's {k.shape[1]} heads")
+    return heads // k.shape[1]
+
+
+def resolve_dynamic(pattern: CompiledPattern, q: torch.Tensor, k: torch.Tensor) -> list[CompiledPattern]:
+    """One static pattern per batch element, with one layout per head, from the cluster labels of q and k.
+
+    q: (B, H, N, D); k: (B, Hkv, N, D) with H divisible by Hkv (head h reads key head h // (H // Hkv)).
+    Static patterns need nothing resolved: they come back as they are, once per batch element.
+    """
+    group = _check_inputs(pattern, q, k)
+    batch = q.shape[0]
+    if not pattern.dynamic:
+        return [pattern] * batch
+    labels: dict[str, dict[int, tuple[np.ndarray, np.ndarray]]] = {}
+    for origin, (params, heads) in _cluster_leaves(pattern).items():
+        q_labels, k_labels = cluster_labels(params, q[:, heads], k[:, [h // group for h in heads]], origin)
+        q_labels, k_labels = q_labels.cpu().numpy(), k_labels.cpu().numpy()
+        labels[origin] = {h: (q_labels[:, s], k_labels[:, s]) for s, h in enumerate(heads)}
+    return [
+        CompiledPattern(
+            spec=pattern.spec,
+            spec_hash=pattern.spec_hash,
+            n=pattern.n,
+            block_m=pattern.block_m,
+            block_n=pattern.block_n,
+            heads=pattern.heads,
+            layouts=tuple(_resolved_layout(pattern.layout_of_head(h), labels, b, h) for h in range(pattern.heads)),
+            head_layout=np.arange(pattern.heads, dtype=np.int32),
+        )
+        for b in range(batch)
+    ]
+
+
+def _resolved_layout(
+    layout: BlockLayout, labels: dict[str, dict[int, tuple[np.ndarray, np.ndarray]]], batch: int, head: int
+) -> BlockLayout:
+    """The layout of one (batch, head): cluster leaves become label rules; a static layout is shared."""
+    if not layout.rule.dynamic:
+        return layout
+
+    def label_rule(leaf: Rule) -> Rule | None:
+        if not isinstance(leaf, ClusterRule):
+            return None
+        q_labels, k_labels = labels[leaf.origin][head]
+        return LabelRule(q_labels[batch], k_labels[batch], leaf.origin)
+
+    return BlockLayout.build(substitute_leaves(layout.rule, label_rule), layout.grid)

@@ -1,0 +1,460 @@
+"""Pictures of a spec: its mask with each cell coloured by the primitive that lit it, and reach maps.
+
+A spec becomes panels, one per distinct pattern over its heads and layer schedule. Each panel is
+computed from the IR: stored tiles only, one evaluation per class of identical tiles, so a
+picture of a large n costs what the layout costs. Beyond a few hundred tokens a cell stands for
+an s × s region of the matrix and shows whether any pair in it is active (exact, not sampled).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import textwrap
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from maskc.compiler import compile
+from maskc.errors import TooLargeError
+from maskc.grid import TileGrid
+from maskc.ir import BlockLayout
+from maskc.primitives import PatternNode
+from maskc.primitives.combinators import CombinatorRule, DifferenceRule
+from maskc.rule import EmptyRule, Rule, evaluate_tiles, tile_classes
+from maskc.spec import Spec
+
+#: Widest mask printed as text (one character per key).
+ASCII_LIMIT = 128
+#: Most cells per side in a picture (about 2 screen pixels each, so one lit cell stays visible);
+#: larger n is shown in s × s regions, s a power of two.
+PICTURE_CELLS = 256
+#: Largest n for the layer-count map (dense boolean matrix products, n² memory).
+REACH_LIMIT = 2048
+#: Label of a cell that no primitive lights.
+NOTHING = np.iinfo(np.int16).max
+
+_ASCII_SYMBOLS = "#@%*+=ox&$"
+_PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22"]
+_TILE_SHADES = {"partial": "#e4e4e4", "full": "#c4cedb"}
+
+
+@dataclass
+class Panel:
+    """One distinct pattern of a spec: where it applies, its layout, and names for its primitives."""
+
+    title: str
+    layout: BlockLayout
+    root: PatternNode
+    heads: list[int] = field(default_factory=list)
+    layers: list[int] = field(default_factory=list)
+
+    @property
+    def rule(self) -> Rule:
+        """The rule drawn: a dynamic (cluster) part is left out, as nothing decides it before run time."""
+        rule = self.layout.rule
+        return rule.static_bound(lower=True) if rule.dynamic else rule
+
+
+def _ranges(values: list[int]) -> str:
+    """[0, 1, 2, 5] → "0–2, 5"."""
+    out, start = [], None
+    for k, v in enumerate(values):
+        start = v if start is None else start
+        if k + 1 == len(values) or values[k + 1] != v + 1:
+            out.append(str(v) if start == v else f"{start}–{v}")
+            start = None
+    return ", ".join(out)
+
+
+def spec_panels(spec: Spec, n: int, block_size: int | tuple[int, int] | None = None) -> list[Panel]:
+    """One panel per distinct pattern over the spec's heads and its layer schedule (one cycle)."""
+    panels: dict[str, Panel] = {}
+    layer = 0
+    for count, layer_spec in spec.layer_schedule():
+        pattern = compile(layer_spec, seq_len=n, block_size=block_size)
+        nodes, _ = layer_spec.distinct_head_patterns(pattern.heads)
+        for index, node in enumerate(nodes):
+            key = json.dumps([node.to_data(), layer_spec.causal], sort_keys=True)
+            if key not in panels:
+                panels[key] = Panel("", pattern.layouts[index], node)
+            panel = panels[key]
+            heads = np.flatnonzero(pattern.head_layout == index).tolist()
+            panel.heads = sorted(set(panel.heads) | set(heads))
+            panel.layers.extend(range(layer + 1, layer + count + 1))
+        layer += count
+    heads_total, several = spec.heads or 1, len(panels) > 1
+    for panel in panels.values():
+        parts = []
+        if len(panel.heads) < heads_total or (several and heads_total > 1):
+            parts.append(f"head{'s' if len(panel.heads) > 1 else ''} {_ranges(panel.heads)}")
+        if spec.layers:
+            parts.append(f"layer{'s' if len(panel.layers) > 1 else ''} {_ranges(sorted(set(panel.layers)))}")
+        panel.title = " · ".join(parts) or spec.name
+    return list(panels.values())
+
+
+# ----------------------------------------------------------------------------- which primitive lit a cell
+
+
+def lighting_leaves(rule: Rule) -> list[Rule]:
+    """Primitive rules that can light a cell, in spec order: a difference's subtracted side cannot."""
+    if isinstance(rule, DifferenceRule):
+        return lighting_leaves(rule.kids[0])
+    if isinstance(rule, CombinatorRule):
+        return [leaf for kid in rule.kids for leaf in lighting_leaves(kid)]
+    return [] if isinstance(rule, EmptyRule) else [rule]
+
+
+def _node_at(root: PatternNode, steps: list[int]) -> PatternNode | None:
+    node = root
+    for step in steps:
+        kids = getattr(node, "of", None)
+        if kids is None or step >= len(kids):
+            return None
+        node = kids[step]
+    return node
+
+
+def leaf_name(panel: Panel, leaf: Rule) -> str:
+    """The spec-level name of a primitive rule, e.g. "window before=256 after=256" or "global tokens=[0] (rows)"."""
+    origin = leaf.origin
+    root = re.match(r"(head_patterns\[\d+\]\.)?pattern", origin)
+    if root is None:
+        return f"{origin}: {leaf.describe()}"
+    rest = origin[root.end() :]
+    note = re.search(r"\((\w+)\)$", rest)
+    steps = [int(k) for k in re.findall(r"\[(\d+)\]", rest)]
+    node = _node_at(panel.root, steps)
+    if node is None:
+        return f"{origin}: {leaf.describe()}"
+    ((kind, params),) = node.to_data().items()
+    args = " ".join(f"{key}={value}" for key, value in params.items()) if isinstance(params, dict) else ""
+    return f"{kind} {args}".strip() + (f" ({note.group(1)})" if note else "")
+
+
+def _stored_tiles(layout: BlockLayout) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    return layout.tile_rows(), layout.col_idx.astype(np.int64), layout.full
+
+
+def tile_labels(rule: Rule, leaves: list[Rule], grid: TileGrid, r: np.ndarray, c: np.ndarray) -> np.ndarray:
+    """Per tile (len(r), BM, BN): index of the first leaf holding at each active element, else NOTHING.
+
+    Tiles are grouped by the rule's signature (which includes every leaf's), so each class of
+    identical tiles is evaluated once.
+    """
+    if len(r) == 0:
+        return np.full((0, grid.block_m, grid.block_n), NOTHING, dtype=np.int16)
+    first, inverse = tile_classes(rule, grid, r, c)
+    reps_r, reps_c = r[first], c[first]
+    active = evaluate_tiles(rule, grid, reps_r, reps_c)
+    labels = np.full(active.shape, NOTHING, dtype=np.int16)
+    for index, leaf in enumerate(leaves):
+        unset = active & (labels == NOTHING)
+        if unset.any():
+            labels[unset & evaluate_tiles(leaf, grid, reps_r, reps_c)] = index
+    return labels[inverse]
+
+
+# ----------------------------------------------------------------------------- cell images
+
+
+@dataclass(frozen=True)
+class CellImage:
+    """A panel rasterised to cells of `scale` × `scale` tokens."""
+
+    labels: np.ndarray  # (cells, cells) int16: first leaf lighting any pair in the cell, NOTHING when none
+    tiles: np.ndarray  # (cells, cells) int8: 0 no stored tile, 1 partial, 2 full (only when tiles ≥ cells)
+    scale: int
+
+
+def cell_scale(n: int, cells: int = PICTURE_CELLS) -> int:
+    """Smallest power of two s with ⌈n / s⌉ ≤ cells."""
+    scale = 1
+    while -(-n // scale) > cells:
+        scale *= 2
+    return scale
+
+
+def rasterise(panel: Panel, leaves: list[Rule], scale: int) -> CellImage:
+    """Cell image of a panel: each cell takes the smallest leaf index among the active pairs in it."""
+    layout, rule = panel.layout, panel.rule
+    grid = layout.grid
+    side = -(-grid.n // scale)
+    labels = np.full(side * side, NOTHING, dtype=np.int16)
+    tiles = np.zeros((side, side), dtype=np.int8)
+    r, c, full = _stored_tiles(layout)
+    step = max(1, (1 << 22) // (grid.block_m * grid.block_n))
+    sub_m, sub_n = min(scale, grid.block_m), min(scale, grid.block_n)
+    for lo in range(0, len(r), step):
+        rr, cc = r[lo : lo + step], c[lo : lo + step]
+        tile = tile_labels(rule, leaves, grid, rr, cc)
+        tile = tile.reshape(len(rr), grid.block_m // sub_m, sub_m, grid.block_n // sub_n, sub_n).min(axis=(2, 4))
+        rows = (grid.row_first(rr)[:, None] + np.arange(0, grid.block_m, sub_m)[None, :]) // scale
+        cols = (grid.col_first(cc)[:, None] + np.arange(0, grid.block_n, sub_n)[None, :]) // scale
+        inside = (rows < side)[:, :, None] & (cols < side)[:, None, :]
+        flat = rows[:, :, None] * side + cols[:, None, :]
+        np.minimum.at(labels, flat[inside], tile[inside])
+    if scale <= min(grid.block_m, grid.block_n):
+        status = np.zeros((grid.row_tiles, grid.col_tiles), dtype=np.int8)
+        status[r, c] = np.where(full, 2, 1)
+        tiles = np.repeat(np.repeat(status, grid.block_m // scale, 0), grid.block_n // scale, 1)[:side, :side]
+    return CellImage(labels.reshape(side, side), tiles, scale)
+
+
+# ----------------------------------------------------------------------------- text
+
+
+def _legend(panels: list[Panel]) -> tuple[list[str], list[list[int]]]:
+    """Names in order of first appearance, and per panel the name index of each lighting leaf."""
+    names: list[str] = []
+    per_panel = []
+    for panel in panels:
+        indices = []
+        for leaf in lighting_leaves(panel.rule):
+            name = leaf_name(panel, leaf)
+            if name not in names:
+                names.append(name)
+            indices.append(names.index(name))
+        per_panel.append(indices)
+    return names, per_panel
+
+
+def _check_text_size(n: int) -> None:
+    if n > ASCII_LIMIT:
+        raise TooLargeError(
+            f"n = {n} is too wide to print as text (limit {ASCII_LIMIT} columns); "
+            f"pass --png FILE for a picture, or --seq-len {ASCII_LIMIT} or less"
+        )
+
+
+def _dynamic_note(panels: list[Panel]) -> list[str]:
+    if any(panel.layout.rule.dynamic for panel in panels):
+        return ["cluster parts are decided at run time from q and k: only the static part is shown"]
+    return []
+
+
+def ascii_mask(spec: Spec, n: int, block_size: int | tuple[int, int] | None = None) -> str:
+    """The mask as text: a symbol per active pair, '.' for a masked pair in a stored tile, ' ' elsewhere."""
+    _check_text_size(n)
+    panels = spec_panels(spec, n, block_size)
+    names, per_panel = _legend(panels)
+    symbols = [_ASCII_SYMBOLS[k % len(_ASCII_SYMBOLS)] for k in range(len(names))]
+    out = [f"{spec.name}: n = {n}, query i down, key j across"]
+    used: set[int] = set()
+    for panel, indices in zip(panels, per_panel):
+        image = rasterise(panel, lighting_leaves(panel.rule), 1)
+        used.update(indices[label] for label in np.unique(image.labels) if label != NOTHING)
+        grid = panel.layout.grid
+        out.append("")
+        out.append(f"[{panel.title}]  tiles {grid.block_m} x {grid.block_n}")
+        for i in range(n):
+            row = "".join(
+                symbols[indices[label]] if label != NOTHING else ("." if stored else " ")
+                for label, stored in zip(image.labels[i], image.tiles[i])
+            )
+            out.append(f"{i:>4} {row}")
+    out.append("")
+    out += [f"  {symbols[k]}  {names[k]}" for k in sorted(used)]
+    out += ["  .  masked pair inside a stored tile (computed, then masked)"]
+    out += _dynamic_note(panels)
+    return "\n".join(out)
+
+
+# ----------------------------------------------------------------------------- pictures
+
+
+def _figure(panels: int, panel_inches: float = 5.2) -> tuple[Any, list[Any]]:
+    """An Agg figure (no global pyplot state) with one axis per panel, at most 3 per row."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    columns = min(panels, 3)
+    rows = -(-panels // columns)
+    figure = Figure(figsize=(max(panel_inches * columns, 8.0), panel_inches * rows + 1.6), dpi=150)
+    FigureCanvasAgg(figure)
+    axes = [figure.add_subplot(rows, columns, k + 1) for k in range(panels)]
+    return figure, axes
+
+
+def _wrapped(figure: Any, text: str) -> str:
+    """Title text wrapped to the figure's width (about 14 characters per inch at 10 pt)."""
+    return "\n".join(textwrap.wrap(text, width=int(figure.get_figwidth() * 14)))
+
+
+def _rgb(hex_colour: str) -> np.ndarray:
+    return np.array([int(hex_colour[k : k + 2], 16) for k in (1, 3, 5)], dtype=np.float64) / 255
+
+
+def _scale_note(n: int, scale: int) -> str:
+    return "" if scale == 1 else f"; a cell is {scale}×{scale} tokens, lit when any pair in it is active"
+
+
+def _tile_overlay(axis: Any, grid: TileGrid, n: int, pixels: float) -> None:
+    """Tile grid lines, drawn when tiles are wide enough on screen to read."""
+    if grid.block_m * pixels / n < 5 or grid.block_n * pixels / n < 5:
+        return
+    for x in range(grid.block_n, n, grid.block_n):
+        axis.axvline(x, color="white", linewidth=0.4)
+    for y in range(grid.block_m, n, grid.block_m):
+        axis.axhline(y, color="white", linewidth=0.4)
+
+
+def mask_png(spec: Spec, n: int, path: str | Path, block_size: int | tuple[int, int] | None = None) -> str:
+    """Draw every distinct pattern of the spec to a PNG; returns a one-line summary."""
+    from matplotlib.patches import Patch
+
+    panels = spec_panels(spec, n, block_size)
+    names, per_panel = _legend(panels)
+    colours = [_rgb(_PALETTE[k % len(_PALETTE)]) for k in range(len(names))]
+    scale = cell_scale(n)
+    figure, axes = _figure(len(panels))
+    used: set[int] = set()
+    shades: set[str] = set()
+    for axis, panel, indices in zip(axes, panels, per_panel):
+        image = rasterise(panel, lighting_leaves(panel.rule), scale)
+        rgb = np.ones(image.labels.shape + (3,))
+        for state, shade in ((1, "partial"), (2, "full")):
+            masked = (image.tiles == state) & (image.labels == NOTHING)
+            rgb[masked] = _rgb(_TILE_SHADES[shade])
+            shades.update([shade] if masked.any() else [])
+        for leaf_index, name_index in enumerate(indices):
+            hit = image.labels == leaf_index
+            if hit.any():
+                rgb[hit] = colours[name_index]
+                used.add(name_index)
+        axis.imshow(rgb, extent=(0, n, n, 0), interpolation="nearest")
+        _tile_overlay(axis, panel.layout.grid, n, 5.2 * 150 * 0.8)
+        stats = panel.layout
+        axis.set_title(
+            f"{panel.title}\n{stats.nnz} tiles stored ({stats.full_count} full) of "
+            f"{stats.grid.row_tiles * stats.grid.col_tiles}",
+            fontsize=9,
+        )
+        axis.set_xlabel("key j", fontsize=8)
+        axis.set_ylabel("query i", fontsize=8)
+        axis.tick_params(labelsize=7)
+    handles = [Patch(color=colours[k], label=names[k]) for k in sorted(used)]
+    handles += [Patch(color=_TILE_SHADES[k], label=f"masked pair in a {k} stored tile") for k in sorted(shades)]
+    columns = 2 if len(panels) == 1 else 3
+    figure.legend(handles=handles, loc="lower center", ncol=columns, fontsize=8, frameon=False)
+    grid = panels[0].layout.grid
+    title = f"{spec.name}: n = {n}, tiles {grid.block_m}×{grid.block_n}{_scale_note(n, scale)}"
+    figure.suptitle(_wrapped(figure, " ".join([title, *_dynamic_note(panels)])), fontsize=10)
+    legend_rows = -(-len(handles) // columns)
+    figure.tight_layout(rect=(0, 0.03 + 0.028 * legend_rows, 1, 0.93))
+    figure.savefig(path)
+    return f"wrote {path}: {len(panels)} panel(s), n = {n}, {-(-n // scale)} cells per side"
+
+
+# ----------------------------------------------------------------------------- reach
+
+
+def layer_masks(spec: Spec, n: int) -> list[np.ndarray]:
+    """One (n, n) mask per layer of one schedule cycle: the union over heads, cluster parts left out."""
+    _check_reach_size(n)
+    i, j = np.arange(n)[:, None], np.arange(n)[None, :]
+    masks = []
+    for count, layer_spec in spec.layer_schedule():
+        pattern = compile(layer_spec, seq_len=n)
+        union = np.zeros((n, n), dtype=bool)
+        for layout in pattern.layouts:
+            rule = layout.rule.static_bound(lower=True) if layout.rule.dynamic else layout.rule
+            union |= rule.mask(i, j)
+        masks += [union] * count
+    return masks
+
+
+def _check_reach_size(n: int) -> None:
+    if n > REACH_LIMIT:
+        raise TooLargeError(
+            f"the layer-count map multiplies dense n × n matrices; n = {n} is over its limit of {REACH_LIMIT}. "
+            "Use a smaller --seq-len (or `maskc verify` for a proof at full size)"
+        )
+
+
+def layers_needed(spec: Spec, n: int, layers: int) -> np.ndarray:
+    """(n, n) int16: the fewest layers (≤ `layers`) after which key j's information is at query i, −1 if never.
+
+    Every layer has a residual connection, so a token keeps what it had: after layer l, i holds j when
+    some p with (i, p) in layer l's mask ∪ identity held j before. The schedule cycles over the depth.
+    """
+    cycle = layer_masks(spec, n)
+    need = np.full((n, n), -1, dtype=np.int16)
+    np.fill_diagonal(need, 0)
+    held = torch.eye(n, dtype=torch.float32)
+    eye = torch.eye(n, dtype=torch.bool)
+    for layer in range(1, layers + 1):
+        step = torch.from_numpy(cycle[(layer - 1) % len(cycle)]) | eye
+        held = (step.to(torch.float32) @ held > 0).to(torch.float32)
+        fresh = (held.numpy() > 0) & (need < 0)
+        need[fresh] = layer
+        if (need >= 0).all():
+            break
+    return need
+
+
+def ascii_reach(spec: Spec, n: int, layers: int) -> str:
+    """The layer-count map as text: a digit per pair (+ for 10 or more), '-' for never within L layers."""
+    _check_text_size(n)
+    need = layers_needed(spec, n, layers)
+    out = [f"{spec.name}: layers for key j (across) to reach query i (down), n = {n}, L = {layers}"]
+    for i in range(n):
+        cells = []
+        for j in range(n):
+            value = int(need[i, j])
+            if spec.causal and j > i:
+                cells.append(" ")
+            else:
+                cells.append("-" if value < 0 else (str(value) if value < 10 else "+"))
+        out.append(f"{i:>4} {''.join(cells)}")
+    out.append("  digit: layers needed (0 on the diagonal);  - : not within L layers")
+    return "\n".join(out)
+
+
+def reach_png(spec: Spec, n: int, layers: int, path: str | Path) -> str:
+    """Heat map of `layers_needed`; beyond PICTURE_CELLS tokens a cell shows the worst pair in its region."""
+    import matplotlib
+    from matplotlib.colors import BoundaryNorm, ListedColormap
+
+    need = layers_needed(spec, n, layers).astype(np.int32)
+    worst = np.where(need < 0, layers + 1, need)
+    if spec.causal:
+        worst[np.triu_indices(n, 1)] = -1
+    scale = cell_scale(n)
+    side = -(-n // scale)
+    padded = np.full((side * scale, side * scale), -1, dtype=np.int32)
+    padded[:n, :n] = worst
+    cells = padded.reshape(side, scale, side, scale).max(axis=(1, 3))
+    ramp = matplotlib.colormaps["viridis_r"](np.linspace(0.0, 0.9, layers))
+    # values: −1 pair not required (causal), 0 the token itself, 1 … L layers, L + 1 never within L
+    colours = ["white", "black", *[tuple(c) for c in ramp], "#d0d0d0"]
+    figure, (axis,) = _figure(1)
+    shown = axis.imshow(
+        cells,
+        extent=(0, n, n, 0),
+        interpolation="nearest",
+        cmap=ListedColormap(colours),
+        norm=BoundaryNorm(np.arange(-1.5, layers + 2.5), len(colours)),
+    )
+    ticks = [*range(1, layers + 1, max(1, layers // 12)), layers + 1]
+    bar = figure.colorbar(shown, ax=axis, ticks=ticks, shrink=0.8)
+    bar.ax.set_yticklabels([f"not within {layers}" if t == layers + 1 else str(t) for t in ticks], fontsize=7)
+    bar.ax.set_ylim(0.5, layers + 1.5)
+    bar.set_label("layers needed", fontsize=8)
+    reached = int((need >= 0).sum() - n)
+    pairs = n * (n - 1) // (2 if spec.causal else 1)
+    title = (
+        f"{spec.name}: layers for key j to reach query i (n = {n}, L = {layers}); "
+        f"{reached:,} of {pairs:,} pairs reached, residual connections kept"
+        + ("" if scale == 1 else f"; a cell is {scale}×{scale} tokens, showing its slowest pair")
+    )
+    figure.suptitle(_wrapped(figure, title), fontsize=10)
+    axis.set_xlabel("key j", fontsize=8)
+    axis.set_ylabel("query i", fontsize=8)
+    figure.tight_layout(rect=(0, 0, 1, 0.93))
+    figure.savefig(path)
+    return f"wrote {path}: layer counts for n = {n}, L = {layers}"

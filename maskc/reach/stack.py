@@ -1,0 +1,127 @@
+"""The model a reachability question is asked about: n tokens and a cycled schedule of layer patterns.
+
+Each distinct layer pattern is the union of its heads' rules (information moves through a layer
+if any head carries it), with dynamic leaves replaced by their static lower bound: an edge that
+run time may or may not create is left out, so whatever is proven holds for every run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from maskc.compiler import as_spec, compile_layers
+from maskc.errors import MaskcError
+from maskc.grid import ragged_ranges
+from maskc.ir import BlockLayout, CompiledPattern
+from maskc.primitives.combinators import UnionRule
+from maskc.rule import Rule
+from maskc.spec import Spec
+
+
+@dataclass(frozen=True)
+class LayerPattern:
+    """One distinct layer: the union of its heads' static rules, laid out on the tile grid."""
+
+    rule: Rule
+    layout: BlockLayout
+
+    def row(self, i: int) -> np.ndarray:
+        """Sorted keys that query i attends (exact; cost grows with the stored tiles of its row)."""
+        grid = self.layout.grid
+        r = i // grid.block_m
+        a, b = self.layout.row_ptr[r], self.layout.row_ptr[r + 1]
+        cols = self.layout.col_idx[a:b].astype(np.int64)
+        keys = ragged_ranges(grid.col_first(cols), grid.col_last(cols))[1]
+        return keys[self.rule.mask(np.full(len(keys), i), keys)]
+
+
+@dataclass(frozen=True)
+class LayerStack:
+    """n tokens, the distinct layer patterns, and one cycle of the schedule as (count, pattern) runs."""
+
+    name: str
+    n: int
+    causal: bool
+    patterns: tuple[LayerPattern, ...]
+    runs: tuple[tuple[int, int], ...]
+    #: Origins of the dynamic (run-time) leaves whose edges were left out.
+    dynamic: tuple[str, ...]
+
+    @property
+    def period(self) -> int:
+        """Layers in one cycle of the schedule."""
+        return sum(count for count, _ in self.runs)
+
+    def pattern_at(self, layer: int) -> int:
+        """Index of the pattern used by layer `layer` (1-based; the schedule cycles)."""
+        position = (layer - 1) % self.period
+        for count, index in self.runs:
+            if position < count:
+                return index
+            position -= count
+        raise AssertionError("unreachable: position is below the period")
+
+    def layer_runs(self, start: int = 1) -> Iterator[tuple[int, int, int]]:
+        """(first layer, count, pattern) for consecutive runs from layer `start` on, forever."""
+        layer, position = start, (start - 1) % self.period
+        while True:
+            for count, index in self.runs:
+                if position >= count:
+                    position -= count
+                    continue
+                yield layer, count - position, index
+                layer += count - position
+                position = 0
+
+    def targets(self, j: int) -> tuple[int, int]:
+        """The queries source j must reach: (first, last) inclusive."""
+        return (j, self.n - 1) if self.causal else (0, self.n - 1)
+
+    def check_position(self, value: int, what: str) -> int:
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not 0 <= value < self.n:
+            raise MaskcError(f"{what} must be a position in 0 … {self.n - 1} (seq_len {self.n}), got {value!r}")
+        return int(value)
+
+
+def _layer_pattern(pattern: CompiledPattern, cache: dict[int, LayerPattern]) -> tuple[LayerPattern, list[str]]:
+    """The union of a compiled pattern's heads, static; reuses the compiled layout when it already is that."""
+    dynamic = [leaf.origin for layout in pattern.layouts for leaf in layout.rule.leaves() if leaf.dynamic]
+    if id(pattern) not in cache:
+        rules = [layout.rule.static_bound(lower=True) for layout in pattern.layouts]
+        if len(rules) == 1 and not dynamic:
+            cache[id(pattern)] = LayerPattern(rules[0], pattern.layouts[0])
+        else:
+            rule = rules[0] if len(rules) == 1 else UnionRule(rules, origin="heads")
+            cache[id(pattern)] = LayerPattern(rule, BlockLayout.build(rule, pattern.grid))
+    return cache[id(pattern)], dynamic
+
+
+def build_stack(
+    subject: Spec | str | Path | CompiledPattern,
+    seq_len: int | None = None,
+    block_size: int | tuple[int, int] | None = None,
+) -> LayerStack:
+    """The layer model of a spec (its layer schedule) or of one compiled pattern used at every layer."""
+    if isinstance(subject, CompiledPattern):
+        if seq_len is not None and seq_len != subject.n:
+            raise MaskcError(f"the compiled pattern is for seq_len {subject.n}; got seq_len={seq_len}")
+        entries, spec = [(1, subject)], subject.spec
+    else:
+        spec = as_spec(subject)
+        entries = compile_layers(spec, seq_len=seq_len, block_size=block_size)
+    cache: dict[int, LayerPattern] = {}
+    order: list[int] = []
+    runs, dynamic = [], []
+    for count, pattern in entries:
+        layer, origins = _layer_pattern(pattern, cache)
+        if id(pattern) not in order:
+            order.append(id(pattern))
+        runs.append((count, order.index(id(pattern))))
+        dynamic += [o for o in origins if o not in dynamic]
+    patterns = tuple(cache[key] for key in order)
+    n = patterns[0].layout.grid.n
+    return LayerStack(spec.name, n, spec.causal, patterns, tuple(runs), tuple(dynamic))
