@@ -56,6 +56,7 @@ class BlockLayout:
     #: CSC entry k is CSR entry csc_to_csr[k].
     csc_to_csr: np.ndarray
     _element_count: int | None = field(default=None, repr=False)
+    _tile_rows: np.ndarray | None = field(default=None, repr=False)
 
     @classmethod
     def build(cls, rule: Rule, grid: TileGrid) -> BlockLayout:
@@ -84,8 +85,10 @@ class BlockLayout:
         return int(self.full.sum())
 
     def tile_rows(self) -> np.ndarray:
-        """Row tile of every CSR entry."""
-        return np.repeat(np.arange(self.grid.row_tiles, dtype=np.int64), np.diff(self.row_ptr))
+        """Row tile of every CSR entry (computed once)."""
+        if self._tile_rows is None:
+            self._tile_rows = np.repeat(np.arange(self.grid.row_tiles, dtype=np.int64), np.diff(self.row_ptr))
+        return self._tile_rows
 
     def split(self) -> dict[str, np.ndarray]:
         """FlexAttention-style tables: per row (and per column) counts and indices, full and partial apart."""
@@ -120,20 +123,31 @@ class BlockLayout:
         return masks
 
     def element_rows(self, row_tile_lo: int, row_tile_hi: int) -> sp.csr_matrix:
-        """Element-level CSR of query rows in tiles [lo, hi), shape (rows, n)."""
+        """Element-level CSR of query rows in tiles [lo, hi), shape (rows, n).
+
+        Written in CSR order directly: stored tiles are sorted by (row tile, column), so the
+        elements ordered by (row tile, row within tile, tile, column within tile) are sorted by
+        (row, column) already, and no sort of the elements is needed.
+        """
         self._require_static()
         grid = self.grid
+        bm, bn = grid.block_m, grid.block_n
         a, b = self.row_ptr[row_tile_lo], self.row_ptr[row_tile_hi]
         r = self.tile_rows()[a:b]
         c, full = self.col_idx[a:b].astype(np.int64), self.full[a:b]
-        masks = self._tile_masks(r, c, full)
-        t, x, y = np.nonzero(masks)
-        first_row = row_tile_lo * grid.block_m
-        rows = min(row_tile_hi * grid.block_m, grid.n) - first_row
-        i = (grid.row_first(r[t]) + x - first_row).astype(np.int32)
-        j = (grid.col_first(c[t]) + y).astype(np.int32)
-        data = np.ones(len(i), dtype=bool)
-        return sp.csr_matrix(sp.coo_matrix((data, (i, j)), shape=(rows, grid.n)))
+        masks = self._tile_masks(r, c, full).reshape(-1, bn)
+        tile = np.repeat(np.arange(len(r)), bm)
+        row_in_tile = np.tile(np.arange(bm), len(r))
+        order = np.lexsort((tile, row_in_tile, r[tile]))
+        segment, y = np.nonzero(masks[order])
+        tile_of = tile[order][segment]
+        indices = (c[tile_of] * bn + y).astype(np.int32)
+        first_row = row_tile_lo * bm
+        rows = min(row_tile_hi * bm, grid.n) - first_row
+        local_row = r[tile_of] * bm + row_in_tile[order][segment] - first_row
+        indptr = np.concatenate([[0], np.cumsum(np.bincount(local_row, minlength=rows))]).astype(np.int32)
+        data = np.ones(len(indices), dtype=bool)
+        return sp.csr_matrix((data, indices, indptr), shape=(rows, grid.n))
 
     def row_chunks(self, tiles_per_chunk: int = _TILES_PER_CHUNK) -> Iterator[tuple[int, int]]:
         """Row-tile ranges holding about `tiles_per_chunk` stored tiles each."""

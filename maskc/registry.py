@@ -15,8 +15,8 @@ from typing import Any, Protocol
 from maskc.errors import BackendError
 
 _BACKENDS: dict[str, Backend] = {}
-#: Order in which backend="auto" tries the registered backends.
-_AUTO_ORDER: list[str] = []
+#: backend="auto" tries the registered backends in increasing priority.
+_AUTO_PRIORITY: dict[str, int] = {}
 _DISCOVERED = False
 
 
@@ -36,9 +36,7 @@ def register_backend(backend: Backend, *, auto_priority: int | None = None) -> B
     """Make `backend` available by name; with auto_priority, also to backend="auto" (lower first)."""
     _BACKENDS[backend.name] = backend
     if auto_priority is not None:
-        if backend.name in _AUTO_ORDER:
-            _AUTO_ORDER.remove(backend.name)
-        _AUTO_ORDER.insert(min(auto_priority, len(_AUTO_ORDER)), backend.name)
+        _AUTO_PRIORITY[backend.name] = auto_priority
     return backend
 
 
@@ -75,7 +73,7 @@ def choose_backend(q: Any, k: Any, v: Any, pattern: Any, name: str = "auto") -> 
         return backend
     _discover()
     reasons = []
-    for candidate in _AUTO_ORDER:
+    for candidate in sorted(_AUTO_PRIORITY, key=_AUTO_PRIORITY.__getitem__):
         reason = _BACKENDS[candidate].supports(q, k, v, pattern)
         if reason is None:
             return _BACKENDS[candidate]

@@ -10,15 +10,15 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from maskc.backends.cpu import CpuBackend
-from maskc.backends.cpu.plan import build_plan
 from specgen import brute_force_mask, spec_dicts, tile_shapes
 
 import maskc
+from maskc.backends.cpu import CpuBackend
+from maskc.backends.cpu.plan import build_plan
 from maskc.clustering import cluster_labels
 from maskc.errors import BackendError, MaskcWarning
 from maskc.ir import BlockLayout
-from maskc.registry import choose_backend
+from maskc.registry import get_backend
 
 PROPERTY = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 RELATIVE = 1e-12
@@ -185,15 +185,20 @@ def test_rows_with_no_key_give_zeros_and_minus_infinity() -> None:
     check_against_dense(pattern, brute_force_mask(spec, n), (q, k, v), gen)
 
 
-def test_one_pattern_serves_every_head_and_auto_picks_cpu() -> None:
+def test_one_pattern_serves_every_head() -> None:
     pattern = compile_quietly({"name": "w", "pattern": {"window": {"size": 6}}}, seq_len=40, block_size=16)
     gen = torch.Generator().manual_seed(4)
     q, k, v = random_inputs(gen, 2, 3, 1, 40, 4)
-    assert choose_backend(q, k, v, pattern).name == "cpu"
-    out = maskc.attention(q, k, v, pattern)
+    out = maskc.attention(q, k, v, pattern, "cpu")
     assert isinstance(out, torch.Tensor)
-    assert torch.equal(out, maskc.attention(q, k, v, pattern, "cpu"))
     check_against_dense(pattern, pattern.to_dense(), (q, k, v), gen)
+
+
+def test_registered_as_cpu() -> None:
+    backend = get_backend("cpu")
+    assert isinstance(backend, CpuBackend) and "cpu" in maskc.available_backends()
+    pattern = compile_quietly({"name": "w", "pattern": {"window": {"size": 6}}}, seq_len=40, block_size=16)
+    assert backend.supports(*_tensors((1, 1, 40, 4), (1, 1, 40, 4)), pattern) is None
 
 
 def test_dynamic_cluster_pattern_matches_its_labels() -> None:

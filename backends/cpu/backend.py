@@ -25,8 +25,10 @@ class CpuBackend:
 
     float64 inputs are computed in float64 (the reference other backends are checked against);
     float32, float16 and bfloat16 in float32, returning the output and gradients in the input
-    dtype and lse in float32. `memory_budget` bounds one step, down to one row tile of the
-    layout (the unit the IR materializes elements in); `plans.budget` bounds the plan cache.
+    dtype and lse in float32. A static pattern compiled for one head (without head_patterns)
+    serves every head; any other pattern must be compiled for q's head count. `memory_budget`
+    bounds one step, down to one row tile of the layout (the unit the IR materializes elements
+    in); `plans.budget` bounds the plan cache.
     """
 
     name = "cpu"

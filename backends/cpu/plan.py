@@ -76,7 +76,8 @@ def build_plan(layout: BlockLayout, tile_lo: int, tile_hi: int) -> ChunkPlan:
     grid = layout.grid
     elements = layout.element_rows(tile_lo, tile_hi)
     index_type = np.int32 if elements.nnz < 2**31 else np.int64
-    indptr, indices = elements.indptr.astype(index_type), elements.indices.astype(index_type)
+    indptr = elements.indptr.astype(index_type, copy=False)
+    indices = elements.indices.astype(index_type, copy=False)
     counts = np.diff(indptr)
     rows = np.flatnonzero(counts)
     a, b = layout.row_ptr[tile_lo], layout.row_ptr[tile_hi]
