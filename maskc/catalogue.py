@@ -7,6 +7,7 @@ the README, so the README's figures are whatever the code computes today.
 from __future__ import annotations
 
 import re
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -138,7 +139,8 @@ def text_table(rows: list[Summary]) -> str:
         for line in cells
     ]
     lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join([*lines, "", *_NOTES])
+    notes = [line for note in _NOTES for line in textwrap.wrap(note, width=100)]
+    return "\n".join([*lines, "", *notes])
 
 
 def markdown_table(rows: list[Summary]) -> str:

@@ -35,16 +35,35 @@ def _seeded(seed: int) -> torch.Generator:
     return torch.Generator(device="cpu").manual_seed(seed)
 
 
+def _kmeans_seeds(points: torch.Tensor, params: Cluster) -> torch.Tensor:
+    """k-means++ seeding on (G, P, D) unit vectors: (G, clusters, D) initial centroids.
+
+    Each next seed is drawn with probability proportional to its distance 1 − cos from the
+    nearest seed so far. The uniforms behind the draws come from one seeded CPU generator, so
+    the choice depends only on the seed and the data, and every step stays on the data's device.
+    """
+    groups, count, dim = points.shape
+    uniforms = torch.rand(params.clusters, generator=_seeded(params.seed), dtype=torch.float64).tolist()
+    seeds = [points[:, min(int(uniforms[0] * count), count - 1)]]
+    nearest = torch.einsum("gpd,gd->gp", points, seeds[0])
+    for u in uniforms[1:]:
+        cumulative = (1 - nearest).clamp_min(0).cumsum(dim=-1)
+        pick = torch.searchsorted(cumulative, u * cumulative[:, -1:]).clamp_max(count - 1)
+        seed = points.gather(1, pick[..., None].expand(groups, 1, dim))[:, 0]
+        seeds.append(seed)
+        nearest = torch.maximum(nearest, torch.einsum("gpd,gd->gp", points, seed))
+    return torch.stack(seeds, dim=1)
+
+
 def _kmeans_centroids(points: torch.Tensor, params: Cluster) -> torch.Tensor:
     """Spherical k-means on (G, P, D) unit vectors: (G, clusters, D) unit centroids.
 
-    Initial centroids are the same seeded draw of distinct point indices for every group; each of
-    the `params.iterations` steps assigns points by largest cosine similarity and moves each
-    centroid to the normalised mean of its points (a centroid with no point stays where it is).
-    Sums go through a one-hot matrix product rather than atomic adds, so GPU runs repeat exactly.
+    After k-means++ seeding, each of the `params.iterations` steps assigns points by largest
+    cosine similarity and moves each centroid to the normalised mean of its points (a centroid
+    with no point stays where it is). Sums go through a one-hot matrix product rather than
+    atomic adds, so GPU runs repeat exactly.
     """
-    start = torch.randperm(points.shape[1], generator=_seeded(params.seed))[: params.clusters]
-    centroids = points[:, start.to(points.device)]
+    centroids = _kmeans_seeds(points, params)
     for _ in range(params.iterations):
         nearest = torch.bmm(points, centroids.transpose(1, 2)).argmax(dim=-1)
         onehot = torch.nn.functional.one_hot(nearest, params.clusters).to(points.dtype)
@@ -72,10 +91,6 @@ def _lsh_labels(q: torch.Tensor, k: torch.Tensor, params: Cluster) -> tuple[torc
 
 
 def _check_params(params: Cluster, n: int, origin: str) -> None:
-    if params.method == "lsh" and params.clusters % 2:
-        raise SpecError(
-            f"lsh buckets come in ± pairs, so clusters must be even; got {params.clusters}", path=f"{origin}.clusters"
-        )
     if params.method == "kmeans" and params.clusters > 2 * n:
         raise SpecError(
             f"kmeans asks for {params.clusters} clusters from only {2 * n} query and key vectors (n = {n})",

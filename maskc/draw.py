@@ -11,15 +11,15 @@ from __future__ import annotations
 import json
 import re
 import textwrap
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from maskc.compiler import compile
-from maskc.errors import TooLargeError
+from maskc.errors import MaskcError, TooLargeError
 from maskc.grid import TileGrid
 from maskc.ir import BlockLayout
 from maskc.primitives import PatternNode
@@ -40,6 +40,8 @@ NOTHING = np.iinfo(np.int16).max
 _ASCII_SYMBOLS = "#@%*+=ox&$"
 _PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22"]
 _TILE_SHADES = {"partial": "#e4e4e4", "full": "#c4cedb"}
+#: About how many screen pixels a panel's matrix spans (5.2 inches at 150 dpi, less the margins).
+_PANEL_PIXELS = 620
 
 
 @dataclass
@@ -49,8 +51,12 @@ class Panel:
     title: str
     layout: BlockLayout
     root: PatternNode
-    heads: list[int] = field(default_factory=list)
-    layers: list[int] = field(default_factory=list)
+    #: Layer number (1-based, one schedule cycle) → the heads that use this pattern there.
+    uses: dict[int, list[int]] = field(default_factory=dict)
+
+    @property
+    def heads(self) -> list[int]:
+        return sorted({h for heads in self.uses.values() for h in heads})
 
     @property
     def rule(self) -> Rule:
@@ -59,15 +65,35 @@ class Panel:
         return rule.static_bound(lower=True) if rule.dynamic else rule
 
 
-def _ranges(values: list[int]) -> str:
-    """[0, 1, 2, 5] → "0–2, 5"."""
-    out, start = [], None
+def format_ranges(values: Sequence[int], shown: int | None = None) -> str:
+    """Sorted integers as runs: [0, 1, 2, 5] → "0–2, 5" (the first `shown` runs, then "…")."""
+    runs: list[str] = []
+    start = None
     for k, v in enumerate(values):
         start = v if start is None else start
         if k + 1 == len(values) or values[k + 1] != v + 1:
-            out.append(str(v) if start == v else f"{start}–{v}")
+            runs.append(str(v) if start == v else f"{start}–{v}")
             start = None
-    return ", ".join(out)
+    if shown is not None and len(runs) > shown:
+        return ", ".join(runs[:shown]) + ", …"
+    return ", ".join(runs)
+
+
+def _panel_title(panel: Panel, spec: Spec, several: bool) -> str:
+    """Where a pattern applies, e.g. "heads 0–1 · layers 7–12": one part per distinct set of heads."""
+    layers_of: dict[tuple[int, ...], list[int]] = {}
+    for layer, heads in sorted(panel.uses.items()):
+        layers_of.setdefault(tuple(heads), []).append(layer)
+    heads_total = spec.heads or 1
+    parts = []
+    for heads, layers in layers_of.items():
+        words = []
+        if len(heads) < heads_total or (several and heads_total > 1):
+            words.append(f"head{'s' if len(heads) > 1 else ''} {format_ranges(heads)}")
+        if spec.layers:
+            words.append(f"layer{'s' if len(layers) > 1 else ''} {format_ranges(layers)}")
+        parts.append(" · ".join(words))
+    return "; ".join(part for part in parts if part) or spec.name
 
 
 def spec_panels(spec: Spec, n: int, block_size: int | tuple[int, int] | None = None) -> list[Panel]:
@@ -81,19 +107,11 @@ def spec_panels(spec: Spec, n: int, block_size: int | tuple[int, int] | None = N
             key = json.dumps([node.to_data(), layer_spec.causal], sort_keys=True)
             if key not in panels:
                 panels[key] = Panel("", pattern.layouts[index], node)
-            panel = panels[key]
             heads = np.flatnonzero(pattern.head_layout == index).tolist()
-            panel.heads = sorted(set(panel.heads) | set(heads))
-            panel.layers.extend(range(layer + 1, layer + count + 1))
+            panels[key].uses.update({k: heads for k in range(layer + 1, layer + count + 1)})
         layer += count
-    heads_total, several = spec.heads or 1, len(panels) > 1
     for panel in panels.values():
-        parts = []
-        if len(panel.heads) < heads_total or (several and heads_total > 1):
-            parts.append(f"head{'s' if len(panel.heads) > 1 else ''} {_ranges(panel.heads)}")
-        if spec.layers:
-            parts.append(f"layer{'s' if len(panel.layers) > 1 else ''} {_ranges(sorted(set(panel.layers)))}")
-        panel.title = " · ".join(parts) or spec.name
+        panel.title = _panel_title(panel, spec, several=len(panels) > 1)
     return list(panels.values())
 
 
@@ -136,10 +154,6 @@ def leaf_name(panel: Panel, leaf: Rule) -> str:
     return f"{kind} {args}".strip() + (f" ({note.group(1)})" if note else "")
 
 
-def _stored_tiles(layout: BlockLayout) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    return layout.tile_rows(), layout.col_idx.astype(np.int64), layout.full
-
-
 def tile_labels(rule: Rule, leaves: list[Rule], grid: TileGrid, r: np.ndarray, c: np.ndarray) -> np.ndarray:
     """Per tile (len(r), BM, BN): index of the first leaf holding at each active element, else NOTHING.
 
@@ -164,11 +178,10 @@ def tile_labels(rule: Rule, leaves: list[Rule], grid: TileGrid, r: np.ndarray, c
 
 @dataclass(frozen=True)
 class CellImage:
-    """A panel rasterised to cells of `scale` × `scale` tokens."""
+    """A panel rasterised to cells of s × s tokens."""
 
     labels: np.ndarray  # (cells, cells) int16: first leaf lighting any pair in the cell, NOTHING when none
     tiles: np.ndarray  # (cells, cells) int8: 0 no stored tile, 1 partial, 2 full (only when tiles ≥ cells)
-    scale: int
 
 
 def cell_scale(n: int, cells: int = PICTURE_CELLS) -> int:
@@ -186,7 +199,7 @@ def rasterise(panel: Panel, leaves: list[Rule], scale: int) -> CellImage:
     side = -(-grid.n // scale)
     labels = np.full(side * side, NOTHING, dtype=np.int16)
     tiles = np.zeros((side, side), dtype=np.int8)
-    r, c, full = _stored_tiles(layout)
+    r, c, full = layout.tile_rows(), layout.col_idx.astype(np.int64), layout.full
     step = max(1, (1 << 22) // (grid.block_m * grid.block_n))
     sub_m, sub_n = min(scale, grid.block_m), min(scale, grid.block_n)
     for lo in range(0, len(r), step):
@@ -202,7 +215,7 @@ def rasterise(panel: Panel, leaves: list[Rule], scale: int) -> CellImage:
         status = np.zeros((grid.row_tiles, grid.col_tiles), dtype=np.int8)
         status[r, c] = np.where(full, 2, 1)
         tiles = np.repeat(np.repeat(status, grid.block_m // scale, 0), grid.block_n // scale, 1)[:side, :side]
-    return CellImage(labels.reshape(side, side), tiles, scale)
+    return CellImage(labels.reshape(side, side), tiles)
 
 
 # ----------------------------------------------------------------------------- text
@@ -274,7 +287,9 @@ def _figure(panels: int, panel_inches: float = 5.2) -> tuple[Any, list[Any]]:
 
     columns = min(panels, 3)
     rows = -(-panels // columns)
-    figure = Figure(figsize=(max(panel_inches * columns, 8.0), panel_inches * rows + 1.6), dpi=150)
+    figure = Figure(
+        figsize=(max(panel_inches * columns, 8.0), panel_inches * rows + 1.6), dpi=150, layout="constrained"
+    )
     FigureCanvasAgg(figure)
     axes = [figure.add_subplot(rows, columns, k + 1) for k in range(panels)]
     return figure, axes
@@ -293,14 +308,21 @@ def _scale_note(n: int, scale: int) -> str:
     return "" if scale == 1 else f"; a cell is {scale}×{scale} tokens, lit when any pair in it is active"
 
 
-def _tile_overlay(axis: Any, grid: TileGrid, n: int, pixels: float) -> None:
+def _tile_overlay(axis: Any, grid: TileGrid, n: int) -> None:
     """Tile grid lines, drawn when tiles are wide enough on screen to read."""
-    if grid.block_m * pixels / n < 5 or grid.block_n * pixels / n < 5:
+    if min(grid.block_m, grid.block_n) * _PANEL_PIXELS / n < 5:
         return
     for x in range(grid.block_n, n, grid.block_n):
         axis.axvline(x, color="white", linewidth=0.4)
     for y in range(grid.block_m, n, grid.block_m):
         axis.axhline(y, color="white", linewidth=0.4)
+
+
+def _save(figure: Any, path: str | Path) -> None:
+    try:
+        figure.savefig(path, format="png")
+    except OSError as err:
+        raise MaskcError(f"cannot write the picture to {path}: {err.strerror or err}") from None
 
 
 def mask_png(spec: Spec, n: int, path: str | Path, block_size: int | tuple[int, int] | None = None) -> str:
@@ -327,11 +349,12 @@ def mask_png(spec: Spec, n: int, path: str | Path, block_size: int | tuple[int, 
                 rgb[hit] = colours[name_index]
                 used.add(name_index)
         axis.imshow(rgb, extent=(0, n, n, 0), interpolation="nearest")
-        _tile_overlay(axis, panel.layout.grid, n, 5.2 * 150 * 0.8)
-        stats = panel.layout
+        layout = panel.layout
+        _tile_overlay(axis, layout.grid, n)
+        run_time = "; cluster part decided at run time, not drawn" if layout.rule.dynamic else ""
         axis.set_title(
-            f"{panel.title}\n{stats.nnz} tiles stored ({stats.full_count} full) of "
-            f"{stats.grid.row_tiles * stats.grid.col_tiles}",
+            f"{panel.title}\n{layout.nnz} tiles stored ({layout.full_count} full) of "
+            f"{layout.grid.row_tiles * layout.grid.col_tiles}{run_time}",
             fontsize=9,
         )
         axis.set_xlabel("key j", fontsize=8)
@@ -340,13 +363,11 @@ def mask_png(spec: Spec, n: int, path: str | Path, block_size: int | tuple[int, 
     handles = [Patch(color=colours[k], label=names[k]) for k in sorted(used)]
     handles += [Patch(color=_TILE_SHADES[k], label=f"masked pair in a {k} stored tile") for k in sorted(shades)]
     columns = 2 if len(panels) == 1 else 3
-    figure.legend(handles=handles, loc="lower center", ncol=columns, fontsize=8, frameon=False)
+    figure.legend(handles=handles, loc="outside lower center", ncol=columns, fontsize=8, frameon=False)
     grid = panels[0].layout.grid
     title = f"{spec.name}: n = {n}, tiles {grid.block_m}×{grid.block_n}{_scale_note(n, scale)}"
-    figure.suptitle(_wrapped(figure, " ".join([title, *_dynamic_note(panels)])), fontsize=10)
-    legend_rows = -(-len(handles) // columns)
-    figure.tight_layout(rect=(0, 0.03 + 0.028 * legend_rows, 1, 0.93))
-    figure.savefig(path)
+    figure.suptitle(_wrapped(figure, ". ".join([title, *_dynamic_note(panels)])), fontsize=10)
+    _save(figure, path)
     return f"wrote {path}: {len(panels)} panel(s), n = {n}, {-(-n // scale)} cells per side"
 
 
@@ -385,13 +406,11 @@ def layers_needed(spec: Spec, n: int, layers: int) -> np.ndarray:
     cycle = layer_masks(spec, n)
     need = np.full((n, n), -1, dtype=np.int16)
     np.fill_diagonal(need, 0)
-    held = torch.eye(n, dtype=torch.float32)
-    eye = torch.eye(n, dtype=torch.bool)
+    held = np.eye(n, dtype=np.float32)
     for layer in range(1, layers + 1):
-        step = torch.from_numpy(cycle[(layer - 1) % len(cycle)]) | eye
-        held = (step.to(torch.float32) @ held > 0).to(torch.float32)
-        fresh = (held.numpy() > 0) & (need < 0)
-        need[fresh] = layer
+        step = cycle[(layer - 1) % len(cycle)] | np.eye(n, dtype=bool)
+        held = ((step.astype(np.float32) @ held) > 0).astype(np.float32)
+        need[(held > 0) & (need < 0)] = layer
         if (need >= 0).all():
             break
     return need
@@ -455,6 +474,5 @@ def reach_png(spec: Spec, n: int, layers: int, path: str | Path) -> str:
     figure.suptitle(_wrapped(figure, title), fontsize=10)
     axis.set_xlabel("key j", fontsize=8)
     axis.set_ylabel("query i", fontsize=8)
-    figure.tight_layout(rect=(0, 0, 1, 0.93))
-    figure.savefig(path)
+    _save(figure, path)
     return f"wrote {path}: layer counts for n = {n}, L = {layers}"

@@ -263,8 +263,8 @@ class CompiledPattern:
 
     @property
     def per_head(self) -> bool:
-        """True when the spec gives some heads their own pattern."""
-        return bool(self.spec.head_patterns)
+        """True when heads may differ: the spec has head_patterns, or heads were resolved one by one."""
+        return bool(self.spec.head_patterns) or len(self.layouts) > 1
 
     @property
     def dynamic(self) -> bool:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import pkgutil
 import sys
+import warnings
 from importlib import import_module
 from types import ModuleType
 
@@ -30,9 +31,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _print_warning(message: Warning | str, category: type[Warning], *_: object, **__: object) -> None:
+    """Warnings as one plain line (`maskc: warning: …`), not Python's file-and-line form."""
+    print(f"maskc: warning: {message}", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    warnings.showwarning = _print_warning
     try:
         return int(args.handler(args))
     except MaskcError as err:

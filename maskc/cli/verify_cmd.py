@@ -50,8 +50,12 @@ class StderrProgress:
 def _witness_dict(witness: Witness | None) -> dict[str, Any] | None:
     if witness is None:
         return None
-    return {"query": witness.positions[-1], "key": witness.positions[0], "layers": witness.layers,
-            "positions": list(witness.positions)}
+    return {
+        "query": witness.positions[-1],
+        "key": witness.positions[0],
+        "layers": witness.layers,
+        "positions": list(witness.positions),
+    }
 
 
 def _witness_lines(report: Report, witness: Witness | None, i: int, j: int) -> list[str]:
@@ -59,7 +63,8 @@ def _witness_lines(report: Report, witness: Witness | None, i: int, j: int) -> l
         return [f"no path: key {j}'s information never reaches query {i}"]
     lines = witness.lines()
     if witness.layers > report.layers:
-        lines.insert(0, f"not within {report.layers} layers; the shortest path needs {witness.layers}:")
+        within = f"{report.layers} layer{'s' if report.layers != 1 else ''}"
+        lines.insert(0, f"not within {within}; the shortest path needs {witness.layers}:")
     return lines
 
 

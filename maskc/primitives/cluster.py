@@ -6,10 +6,11 @@ backends resolve it, once assignments are known, into a `LabelRule`.
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Literal
 
 import numpy as np
-from pydantic import NonNegativeInt, PositiveInt
+from pydantic import NonNegativeInt, PositiveInt, model_validator
 
 from maskc.codegen import TritonEmitter
 from maskc.errors import DynamicPatternError
@@ -30,6 +31,12 @@ class Cluster(Primitive):
     method: Literal["kmeans", "lsh"] = "kmeans"
     seed: NonNegativeInt = 0
     iterations: PositiveInt = 4
+
+    @model_validator(mode="after")
+    def _lsh_needs_even_buckets(self) -> Cluster:
+        if self.method == "lsh" and self.clusters % 2:
+            raise ValueError(f"lsh hashes to ±projections, so clusters must be even; got {self.clusters}")
+        return self
 
     def is_dynamic(self) -> bool:
         return True
@@ -84,6 +91,7 @@ class LabelRule(Rule):
         self.q_labels = np.asarray(q_labels, dtype=np.int64)
         self.k_labels = np.asarray(k_labels, dtype=np.int64)
         self.origin = origin
+        self._tile_tables = lru_cache(maxsize=4)(self._build_tile_tables)
 
     def mask(self, i: np.ndarray, j: np.ndarray) -> np.ndarray:
         return self.q_labels[i] == self.k_labels[j]
@@ -95,7 +103,7 @@ class LabelRule(Rule):
         hits = np.bincount(np.arange(len(labels)) // size * count + labels, minlength=tiles * count)
         return hits.reshape(tiles, count) > 0
 
-    def _tile_tables(self, grid: TileGrid) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _build_tile_tables(self, grid: TileGrid) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         rows = self._presence(self.q_labels, grid.block_m)
         cols = self._presence(self.k_labels, grid.block_n)
         meet = (rows.astype(np.float32) @ cols.T.astype(np.float32)) > 0

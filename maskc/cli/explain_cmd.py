@@ -1,0 +1,27 @@
+"""`maskc explain SPEC`: parts, density, complexity class, closest catalogue pattern, and warnings."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from maskc.cli.options import positive_int
+from maskc.explain import explain
+from maskc.loader import load
+
+NAME = "explain"
+HELP = "explain a spec: what it is made of, density, complexity, closest catalogue pattern, warnings"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("spec", metavar="SPEC", help="spec file (YAML)")
+    parser.add_argument("--seq-len", type=positive_int, help="sequence length n (default: the spec's)")
+    parser.add_argument(
+        "--layers", type=positive_int, metavar="L", help="model depth to check reach for (default: the spec's schedule)"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    report = explain(load(args.spec), seq_len=args.seq_len, layers=args.layers, source=Path(args.spec))
+    print("\n".join(report.lines()))
+    return 0

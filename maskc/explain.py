@@ -1,0 +1,261 @@
+"""What a spec is made of, how it scales, which catalogue pattern it resembles, and what to watch for.
+
+Every figure is computed on the IR: densities from exact element counts, the complexity class from
+how active pairs grow between n and 2n, similarity from the masks at one common n, and the warnings
+from exact checks (`maskc.verify` for reach, layouts for residue classes and empty rows).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from maskc.catalogue import Densities, catalogue_specs, schedule_densities, schedule_depth
+from maskc.compiler import compile, compile_layers
+from maskc.draw import format_ranges, spec_panels
+from maskc.errors import MaskcError, MaskcWarning
+from maskc.ir import BlockLayout, CompiledPattern
+from maskc.primitives.combinators import DifferenceRule
+from maskc.primitives.window import BandRule
+from maskc.rule import Rule
+from maskc.spec import Spec
+from maskc.verify import verify
+
+#: The n at which masks are compared for similarity.
+COMPARE_N = 1024
+#: Growth exponents below these bounds read as O(n) and O(n·√n); above, O(n²).
+_LINEAR_BELOW, _SQRT_BELOW = 1.25, 1.75
+
+
+@dataclass(frozen=True)
+class Growth:
+    """Active pairs at n and 2n, and the exponent e with pairs ∝ n^e between them."""
+
+    n: int
+    pairs: float
+    pairs_doubled: float
+
+    @property
+    def exponent(self) -> float:
+        return math.log2(self.pairs_doubled / self.pairs) if self.pairs else float("nan")
+
+    @property
+    def complexity(self) -> str:
+        e = self.exponent
+        return "O(n)" if e < _LINEAR_BELOW else ("O(n·√n)" if e < _SQRT_BELOW else "O(n²)")
+
+
+@dataclass(frozen=True)
+class Similar:
+    name: str
+    jaccard: float
+
+
+@dataclass
+class Explanation:
+    spec: Spec
+    n: int
+    depth: int | None
+    parts: list[tuple[str, list[str]]]
+    densities: Densities
+    growth: Growth | None
+    similar: list[Similar]
+    skipped: list[str]
+    min_layers: int | None
+    warnings: list[str] = field(default_factory=list)
+
+    def lines(self) -> list[str]:
+        spec = self.spec
+        shape = "causal" if spec.causal else "bidirectional"
+        depth = f", depth {self.depth} layers" if self.depth else ""
+        out = [f"{spec.name}: {spec.description}" if spec.description else spec.name]
+        out.append(f"n = {self.n}, {shape}, {spec.heads or 1} head(s){depth}")
+        out += ["", "made of"]
+        for title, leaves in self.parts:
+            out.append(f"  {title}:")
+            out += [f"    {leaf}" for leaf in leaves]
+        out += ["", *self._measures(), "", *self._closest(), "", "warnings"]
+        out += [f"  - {w}" for w in self.warnings] or ["  none"]
+        return out
+
+    def _measures(self) -> list[str]:
+        d = self.densities
+        if d.element is None:
+            density = "density      decided at run time by the cluster assignments"
+        else:
+            density = (
+                f"density      {d.element:.3%} of (i, j) pairs active: attention FLOPs 1/{1 / d.element:,.1f} of "
+                f"dense; a block-sparse kernel computes {d.tile:.2%} (stored tiles)"
+            )
+        if self.growth is None:
+            growth = "complexity   decided at run time (n²/c pairs when c clusters are balanced)"
+        else:
+            g = self.growth
+            growth = (
+                f"complexity   {g.complexity}: active pairs grow ×{g.pairs_doubled / g.pairs:.2f} from n = {g.n} to "
+                f"{2 * g.n} (pairs ∝ n^{g.exponent:.2f}, the spec's windows, strides and blocks held fixed)"
+            )
+        reach = "never (no depth connects every pair)" if self.min_layers is None else str(self.min_layers)
+        static = " (static part: cluster edges left out)" if self.spec.is_dynamic() else ""
+        return [density, growth, f"min_layers   {reach} at n = {self.n}{static}"]
+
+    def _closest(self) -> list[str]:
+        if self.spec.is_dynamic():
+            return ["closest      not compared: the mask is decided at run time"]
+        if not self.similar:
+            return ["closest      no catalogue pattern to compare with"]
+        best = ", ".join(f"{s.name} ({s.jaccard:.2f})" for s in self.similar)
+        out = [
+            f"closest      {best}",
+            f"             Jaccard overlap of the masks at n = {COMPARE_N}, union over heads",
+        ]
+        if self.skipped:
+            out.append(f"             not compared: {', '.join(self.skipped)}")
+        return out
+
+
+# ----------------------------------------------------------------------------- parts
+
+
+def _flow(data: object) -> str:
+    return yaml.safe_dump(data, default_flow_style=True, sort_keys=False, width=1 << 16).strip()
+
+
+def describe_parts(spec: Spec, n: int) -> list[tuple[str, list[str]]]:
+    """Per distinct pattern (over heads and layers): its spec form and the element rule it lowers to."""
+    return [
+        (panel.title, [_flow(panel.root.to_data()), f"rule: {panel.layout.rule.describe()}"])
+        for panel in spec_panels(spec, n)
+    ]
+
+
+# ----------------------------------------------------------------------------- measures
+
+
+def _active_pairs(spec: Spec, n: int) -> float:
+    """Active pairs per head at n, summed over one schedule cycle."""
+    entries = compile_layers(spec, seq_len=n)
+    return sum(count * (pattern.stats().active_pairs or 0.0) for count, pattern in entries)
+
+
+def growth(spec: Spec, n: int) -> Growth | None:
+    """How active pairs grow from n to 2n; None for run-time patterns."""
+    if spec.is_dynamic():
+        return None
+    return Growth(n, _active_pairs(spec, n), _active_pairs(spec, 2 * n))
+
+
+def union_mask(pattern: CompiledPattern) -> np.ndarray:
+    """The (n, n) mask of a compiled pattern, union over heads."""
+    dense = pattern.to_dense()
+    return dense.any(axis=0) if dense.ndim == 3 else dense
+
+
+def similar_specs(spec: Spec, source: Path | None, top: int = 3) -> tuple[list[Similar], list[str]]:
+    """Catalogue specs by Jaccard overlap with this one at COMPARE_N; and those that could not be compared."""
+    if spec.is_dynamic():
+        return [], []
+    mine = union_mask(compile(spec, seq_len=COMPARE_N))
+    scores, skipped = [], []
+    for path, other in catalogue_specs():
+        if source is not None and path.resolve() == source.resolve():
+            continue
+        if other.is_dynamic():
+            skipped.append(f"{path.stem} (run time)")
+            continue
+        try:
+            theirs = union_mask(compile(other, seq_len=COMPARE_N))
+        except MaskcError:
+            skipped.append(f"{path.stem} (does not compile at n = {COMPARE_N})")
+            continue
+        union = np.count_nonzero(mine | theirs)
+        scores.append(Similar(path.stem, np.count_nonzero(mine & theirs) / union if union else 1.0))
+    scores.sort(key=lambda s: -s.jaccard)
+    return scores[:top], skipped
+
+
+# ----------------------------------------------------------------------------- warnings
+
+
+def empty_row_warnings(spec: Spec, n: int) -> list[str]:
+    out = []
+    for panel in spec_panels(spec, n):
+        if panel.layout.rule.dynamic:
+            continue
+        empty = panel.layout.empty_rows()
+        if len(empty):
+            out.append(
+                f"{panel.title}: {len(empty)} query row(s) attend no key ({format_ranges(empty.tolist(), shown=4)}); "
+                "backends output zeros there"
+            )
+    return out
+
+
+def _steps(rule: Rule) -> set[int]:
+    """Dilations and strides (band steps > 1) among the rule's primitives."""
+    return {leaf.step for leaf in rule.leaves() if isinstance(leaf, BandRule) and leaf.step > 1}
+
+
+def residue_warnings(spec: Spec, n: int) -> list[str]:
+    """A dilation or stride d whose residue classes mod d never exchange information, in any layer or head.
+
+    Cluster parts count as attending anything (their upper bound), so a warning is never a false alarm.
+    """
+    layouts = [layout for _, pattern in compile_layers(spec, seq_len=n) for layout in pattern.layouts]
+    rules = [layout.rule.static_bound(lower=False) if layout.rule.dynamic else layout.rule for layout in layouts]
+    out = []
+    for step in sorted(set().union(*(_steps(rule) for rule in rules))):
+        same_class = BandRule(unit=1, lo=None, hi=None, step=step, origin=f"residue mod {step}")
+        crossing = (BlockLayout.build(DifferenceRule([rule, same_class]), layouts[0].grid).nnz for rule in rules)
+        if not any(crossing):
+            out.append(
+                f"dilation/stride {step}: every attended pair has i ≡ j (mod {step}) in every layer and head, "
+                f"so the {step} residue classes never exchange information; add an undilated window, "
+                "a global token or a head without the step"
+            )
+    return out
+
+
+def reach_warning(spec: Spec, n: int, layers: int | None) -> tuple[int | None, list[str]]:
+    """min_layers at n, and a warning when `layers` (or any depth, when never) does not connect the sequence."""
+    report = verify(spec, layers=layers or 1, seq_len=n)
+    static = " (cluster edges, decided at run time, left out)" if report.dynamic_ignored else ""
+    if report.min_layers is None:
+        return None, [f"no depth connects the sequence{static}: reach stops growing before every pair is reached"]
+    if layers is None or report.reachable:
+        return report.min_layers, []
+    i, j = report.counterexample
+    got = f"; it gets to {report.reach.describe()}" if report.reach is not None else ""
+    return report.min_layers, [
+        f"{layers} layers do not connect the sequence{static}: key {j} does not reach query {i}{got}. "
+        f"The pattern needs {report.min_layers} layers at n = {n}: widen the window or add global tokens"
+    ]
+
+
+def explain(
+    spec: Spec, seq_len: int | None = None, layers: int | None = None, source: Path | None = None
+) -> Explanation:
+    """Everything `maskc explain` prints. `layers` defaults to the depth of the spec's schedule, if any."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", MaskcWarning)  # empty rows are reported among the warnings
+        n = compile(spec, seq_len=seq_len).n
+        depth = layers or schedule_depth(spec)
+        min_layers, reach = reach_warning(spec, n, depth)
+        similar, skipped = similar_specs(spec, source)
+        return Explanation(
+            spec=spec,
+            n=n,
+            depth=depth,
+            parts=describe_parts(spec, n),
+            densities=schedule_densities(spec, n),
+            growth=growth(spec, n),
+            similar=similar,
+            skipped=skipped,
+            min_layers=min_layers,
+            warnings=reach + residue_warnings(spec, n) + empty_row_warnings(spec, n),
+        )
