@@ -25,6 +25,7 @@ from maskc.primitives import (
 )
 from maskc.registry import available_backends, register_backend
 from maskc.spec import HeadPattern, LayerEntry, Spec
+from maskc.verify import Report, verify
 
 __version__ = "0.1.0"
 
@@ -45,6 +46,7 @@ __all__ = [
     "MaskcError",
     "MaskcWarning",
     "Random",
+    "Report",
     "Sink",
     "Spec",
     "SpecError",
@@ -59,4 +61,5 @@ __all__ = [
     "load",
     "parse_spec",
     "register_backend",
+    "verify",
 ]

@@ -2,24 +2,26 @@
 
 from __future__ import annotations
 
+import contextlib
 import warnings
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from specgen import brute_force_mask, spec_dicts
+from specgen import brute_force_mask, spec_dicts, tile_shapes
 
 import maskc
 from maskc.errors import MaskcError, MaskcWarning
 from maskc.reach.bitsets import BitModel
-from maskc.reach.intervals import NotIntervalShaped
+from maskc.reach.intervals import NotIntervalShapedError
 from maskc.reach.search import BitEngine, IntervalEngine
 from maskc.reach.stack import build_stack
 from maskc.verify import Report, verify
 
-PROPERTY = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+PROPERTY = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 # ----------------------------------------------------------------------------- brute force
@@ -37,7 +39,7 @@ def layer_masks(spec: dict[str, Any], n: int) -> list[np.ndarray]:
         else:
             layer = spec
         mask = brute_force_mask(layer, n)
-        cycle += [mask.any(axis=0) if mask.ndim == 3 else mask] * entry["count"]
+        cycle += [mask.any(axis=0) if mask.ndim == 3 else mask] * entry.get("count", 1)
     return cycle
 
 
@@ -108,7 +110,7 @@ def check_report(report: Report, brute: Brute, layers: int) -> None:
 
 
 @PROPERTY
-@given(spec_dicts(max_n=120, layers=True), st.integers(0, 6), st.data())
+@given(spec_dicts(max_n=200, layers=True), st.integers(0, 6), st.data())
 def test_verify_matches_brute_force(case: tuple[dict, int], layers: int, data: st.DataObject) -> None:
     spec_dict, n = case
     brute = Brute(layer_masks(spec_dict, n), spec_dict["causal"])
@@ -132,10 +134,8 @@ def test_both_engines_agree_with_brute_force(case: tuple[dict, int], layers: int
         warnings.simplefilter("ignore", MaskcWarning)
         stack = build_stack(maskc.Spec.model_validate(spec_dict))
     engines: list[Any] = [BitEngine(stack, "test")]
-    try:
+    with contextlib.suppress(NotIntervalShapedError):
         engines.append(IntervalEngine(stack))
-    except NotIntervalShaped:
-        pass
     for engine in engines:
         outcome = engine.search(layers, None)
         assert outcome.min_layers == brute.min_layers(), engine.method
@@ -148,14 +148,45 @@ def test_both_engines_agree_with_brute_force(case: tuple[dict, int], layers: int
 
 
 @settings(max_examples=40, deadline=None)
-@given(spec_dicts(max_n=200, per_head=False), st.integers(1, 3))
-def test_compiled_pattern_is_every_layer(case: tuple[dict, int], layers: int) -> None:
+@given(spec_dicts(max_n=200, per_head=False), tile_shapes(), st.integers(1, 3))
+def test_compiled_pattern_is_every_layer(case: tuple[dict, int], tile: tuple[int, int], layers: int) -> None:
+    """A compiled pattern (any tile shape, rectangular included) is used at every layer."""
     spec_dict, n = case
     spec_dict = {k: v for k, v in spec_dict.items() if k != "layers"}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", MaskcWarning)
-        pattern = maskc.compile(maskc.Spec.model_validate(spec_dict), block_size=32)
+        pattern = maskc.compile(maskc.Spec.model_validate(spec_dict), block_size=tile)
     check_report(quiet_verify(pattern, layers), Brute(layer_masks(spec_dict, n), spec_dict["causal"]), layers)
+
+
+def without_clusters(data: Any) -> Any:
+    """A spec in file form with every cluster replaced by the empty pattern: its static lower bound."""
+    if isinstance(data, dict):
+        if "cluster" in data:
+            return {"difference": [{"dense": {}}, {"dense": {}}]}
+        return {key: without_clusters(value) for key, value in data.items()}
+    if isinstance(data, list):
+        return [without_clusters(item) for item in data]
+    return data
+
+
+CATALOGUE = sorted(p for p in (Path(__file__).resolve().parent.parent / "specs").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", CATALOGUE, ids=[p.stem for p in CATALOGUE])
+def test_catalogue_specs_at_small_n(path: Path) -> None:
+    """Every spec of specs/ at n = 300, each applicable engine against brute force."""
+    spec = maskc.load(path)
+    spec_dict = without_clusters(spec.to_data())
+    brute = Brute(layer_masks(spec_dict, 300), spec.causal)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", MaskcWarning)
+        stack = build_stack(spec, seq_len=300)
+    engines: list[Any] = [BitEngine(stack, "test")]
+    with contextlib.suppress(NotIntervalShapedError):
+        engines.append(IntervalEngine(stack))
+    for engine in engines:
+        assert engine.search(2, None).min_layers == brute.min_layers(), engine.method
 
 
 # ----------------------------------------------------------------------------- the seed documents' examples
@@ -212,10 +243,32 @@ def test_causal_window_reaches_exactly_l_times_the_window() -> None:
 
 
 def test_layer_schedule_with_a_dense_layer() -> None:
-    local = spec({"window": {"before": 0, "after": 0}}, 4096, causal=True, layers=[{"count": 3}, {"count": 1, "pattern": {"dense": {}}}])
+    local = spec(
+        {"window": {"before": 0, "after": 0}},
+        4096,
+        causal=True,
+        layers=[{"count": 3}, {"count": 1, "pattern": {"dense": {}}}],
+    )
     report = quiet_verify(local, 3)
     assert not report.reachable and report.min_layers == 4
     assert quiet_verify(local, 4).reachable
+
+
+def test_hub_information_that_one_layer_leaves_alone_moves_in_the_next() -> None:
+    """Token 0 is a hub; layer A gives it nothing to spread, layer B does (settled sets must wake up)."""
+    hub_rows = {"global": {"tokens": [0], "direction": "rows"}}
+    spec_dict = {
+        "name": "schedule",
+        "seq_len": 40,
+        "pattern": {"window": {"before": 0, "after": 0}},
+        "layers": [
+            {"count": 2, "pattern": [{"window": {"before": 0, "after": 0}}, hub_rows]},
+            {"count": 1, "pattern": [{"window": {"before": 1, "after": 1}}, hub_rows]},
+        ],
+    }
+    report = quiet_verify(maskc.Spec.model_validate(spec_dict), 30)
+    assert report.method.startswith("interval")
+    check_report(report, Brute(layer_masks(spec_dict, 40), causal=False), 30)
 
 
 def test_dynamic_parts_are_ignored_and_said_so() -> None:

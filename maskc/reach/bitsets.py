@@ -2,18 +2,21 @@
 
 State: for a chunk of sources, X[i] is a bit row saying which of them token i has heard from.
 One layer maps X to X'[i] = X[i] | OR_{k : i attends k} X[k]: the definition of reach with a
-residual connection, so the engine is exact by construction. The IR makes the OR cheap without
-changing its value:
+residual connection. Everything below only regroups that OR (it is associative, commutative and
+idempotent), so the engine is exact by construction:
 
-- a full tile (r, c) sends OR_{k in c} X[k] to every row of r: one OR per key tile, shared by all
-  full tiles of that column, then one OR per stored tile;
-- a partial tile whose rows all attend the same keys (a column of a global or sink set, say) is
-  the same, over just those keys;
-- any other partial tile contributes element by element (its exact element list, evaluated once
-  per class of identical tiles).
+- A full tile (r, c) sends OR_{k in c} X[k] to every row of r.
+- A partial tile whose rows all attend the same keys (a column of a global set, say) sends the OR
+  of those keys to every row of r; other partial tiles send, row by row, the OR of their keys.
+- Partial tiles of one tile row with identical element masks over consecutive key tiles c0 … c1
+  (a stride's diagonals, a dilated window's interior) share the work: OR_c M ⊗ X_c = M ⊗ (OR_c X_c),
+  so their key blocks are OR-ed first (Y = X_c0 | … | X_c1, two look-ups in a sparse table of
+  block ORs) and M is applied once.
+- The keys a row takes from a tile are runs [a, b]; OR over a run is two look-ups in a sparse
+  table of range ORs (level k holds OR of 2^k consecutive rows), instead of b − a + 1.
 
-Memory is O(n · chunk / 64) words for the state and O(partial elements) for the element lists,
-never O(n²) bits at once; time is O(layers · (n + stored tiles + partial elements) · n / 64).
+Memory is O(n · chunk / 64) words for the state and its tables, never O(n²) bits at once;
+time is O(layers · (n log B + stored tiles + runs) · n / 64) word operations.
 """
 
 from __future__ import annotations
@@ -28,141 +31,252 @@ from maskc.ir import BlockLayout
 from maskc.reach.stack import LayerStack
 from maskc.rule import evaluate_tiles, tile_classes
 
-#: Bytes of source-bit state per chunk (the rows of X).
-STATE_BYTES = 32 << 20
-#: Gathered words per element slice.
-SLICE_WORDS = 1 << 22
-#: Element-list entries allowed per layer pattern.
-ELEMENT_LIMIT = 1 << 25
-#: Word operations allowed for one layer over all sources (about a minute here), beyond which
-#: the search is refused rather than left to run for hours.
-WORK_LIMIT = 1 << 36
+#: Bytes of working memory per chunk of sources: the state and the range-OR tables built from it.
+STATE_BYTES = 192 << 20
+#: Range look-ups allowed per layer pattern.
+RUN_LIMIT = 1 << 25
+#: Word operations allowed for one layer over all sources (about a minute per layer here), beyond
+#: which the search is refused rather than left to run for hours.
+WORK_LIMIT = 1 << 35
+#: Copies of the value table alive at once during a step (values, two sparse-table levels, output).
+_COPIES = 6
 _TILES_PER_CHUNK = 1 << 12
 
 
-def _pointers(owner: np.ndarray, count: int) -> np.ndarray:
-    return np.concatenate(([0], np.cumsum(np.bincount(owner, minlength=count)))).astype(np.int64)
+def _floor_log2(values: np.ndarray) -> np.ndarray:
+    return np.floor(np.log2(np.maximum(values, 1))).astype(np.int64)
 
 
 @dataclass
-class Segments:
-    """Rows (or row tiles) with at least one item, and where their items start in a flat list."""
+class Gather:
+    """out[t] |= OR of table[s] over the sources s of each target t, in padded buckets.
 
-    rows: np.ndarray
-    starts: np.ndarray
+    Targets with up to 1, 2, 4, … sources form one bucket each, padded by repeating a source
+    (OR is idempotent), so each bucket is a few whole-array ORs with no Python loop over targets.
+    """
+
+    buckets: list[tuple[np.ndarray, np.ndarray]]
 
     @classmethod
-    def of(cls, owner: np.ndarray, count: int) -> Segments:
-        ptr = _pointers(owner, count)
-        rows = np.flatnonzero(np.diff(ptr))
-        return cls(rows=rows, starts=ptr[rows])
+    def build(cls, targets: np.ndarray, sources: np.ndarray) -> Gather:
+        if len(targets) == 0:
+            return cls([])
+        order = np.lexsort((sources, targets))
+        targets, sources = targets[order], sources[order]
+        keep = np.concatenate(([True], (targets[1:] != targets[:-1]) | (sources[1:] != sources[:-1])))
+        targets, sources = targets[keep], sources[keep]
+        first = np.flatnonzero(np.concatenate(([True], targets[1:] != targets[:-1])))
+        counts = np.diff(np.append(first, len(targets)))
+        width = 1 << (np.ceil(np.log2(np.maximum(counts, 1))).astype(np.int64))
+        buckets = []
+        for w in np.unique(width):
+            rows = np.flatnonzero(width == w)
+            column = np.arange(w)[None, :]
+            pick = first[rows][:, None] + np.minimum(column, counts[rows][:, None] - 1)
+            buckets.append((targets[first[rows]], sources[pick]))
+        return cls(buckets)
 
-    def reduce(self, values: np.ndarray) -> np.ndarray:
-        """OR of each segment's values (one row per non-empty segment)."""
-        return np.bitwise_or.reduceat(values, self.starts, axis=0)
+    @property
+    def lookups(self) -> int:
+        return sum(s.size for _, s in self.buckets)
+
+    def apply(self, table: np.ndarray, out: np.ndarray) -> None:
+        for targets, sources in self.buckets:
+            acc = table[sources[:, 0]]
+            for k in range(1, sources.shape[1]):
+                acc |= table[sources[:, k]]
+            out[targets] |= acc
+
+
+@dataclass
+class RangeOr:
+    """OR over runs [a, b] of a value table, per target: sparse-table look-ups grouped by level."""
+
+    levels: list[tuple[int, Gather]]
+
+    @classmethod
+    def build(cls, targets: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> RangeOr:
+        level = _floor_log2(ends - starts + 1)
+        out = []
+        for k in np.unique(level):
+            at = level == k
+            t, a, b = targets[at], starts[at], ends[at] - (1 << int(k)) + 1
+            out.append((int(k), Gather.build(np.concatenate([t, t]), np.concatenate([a, b]))))
+        return cls(out)
+
+    @property
+    def lookups(self) -> int:
+        return sum(g.lookups for _, g in self.levels)
+
+    @property
+    def depth(self) -> int:
+        return max((k for k, _ in self.levels), default=0)
+
+    def apply(self, values: np.ndarray, out: np.ndarray) -> None:
+        table, built = values, 0
+        for k, gather in self.levels:
+            while built < k:
+                half = 1 << built
+                table = table[:-half] | table[half:]
+                built += 1
+            gather.apply(table, out)
+
+
+def _mask_ids(layout: BlockLayout, r: np.ndarray, c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(distinct element masks of the given tiles, each tile's mask index), evaluating one tile per class."""
+    grid = layout.grid
+    reps, inverse = tile_classes(layout.rule, grid, r, c)
+    masks = evaluate_tiles(layout.rule, grid, r[reps], c[reps])
+    packed = np.packbits(masks.reshape(len(reps), -1), axis=1)
+    _, first, content = np.unique(packed, axis=0, return_index=True, return_inverse=True)
+    return masks[first], content.reshape(-1)[inverse]
+
+
+def _runs(masks: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Runs of every row of every mask: (mask, row, first column, last column)."""
+    padded = np.zeros((masks.shape[0], masks.shape[1], masks.shape[2] + 2), dtype=np.int8)
+    padded[:, :, 1:-1] = masks
+    k, x, y = np.nonzero(np.diff(padded, axis=2))
+    return k[0::2], x[0::2], y[0::2], y[1::2] - 1
+
+
+@dataclass
+class TileGroups:
+    """Partial tiles of one tile row with one mask over consecutive key tiles c0 … c1."""
+
+    row_tile: np.ndarray
+    mask: np.ndarray
+    first: np.ndarray
+    last: np.ndarray
+
+    @classmethod
+    def of(cls, r: np.ndarray, c: np.ndarray, mask: np.ndarray) -> TileGroups:
+        order = np.lexsort((c, mask, r))
+        r, c, mask = r[order], c[order], mask[order]
+        new = np.concatenate(([True], (r[1:] != r[:-1]) | (mask[1:] != mask[:-1]) | (c[1:] != c[:-1] + 1)))
+        start = np.flatnonzero(new)
+        end = np.append(start[1:], len(r)) - 1
+        return cls(row_tile=r[start], mask=mask[start], first=c[start], last=c[end])
 
 
 @dataclass
 class BitLayer:
-    """One layer pattern split for the bit-parallel OR: full tiles, uniform partial tiles, elements."""
+    """One layer pattern ready for bit-parallel steps (see the module docstring)."""
 
     grid: TileGrid
-    full_cols: np.ndarray
-    full_rows: Segments
-    #: Key positions of every uniform partial tile, tile after tile, and the tiles' row-tile segments.
-    uniform_keys: np.ndarray
-    uniform_tiles: Segments
-    uniform_rows: Segments
-    element_keys: np.ndarray
-    element_rows: Segments
+    #: Full tiles: row tile (as target n + r) ← key tile.
+    full: Gather
+    #: Multi-tile groups: their key tile ranges, in the order their Y blocks follow X in the value table.
+    group_first: np.ndarray
+    group_last: np.ndarray
+    #: Runs over the value table [X padded to whole key tiles; Y blocks], per row (target < n) or
+    #: per row tile (target n + r, for tiles whose rows all attend the same keys).
+    runs: RangeOr
 
     @property
-    def words_per_source_word(self) -> int:
+    def padded(self) -> int:
+        return self.grid.col_tiles * self.grid.block_n
+
+    @property
+    def values(self) -> int:
+        """Rows of the value table."""
+        return self.padded + len(self.group_first) * self.grid.block_n
+
+    def work(self) -> int:
         """Word operations per layer for each word of source bits."""
-        return 2 * self.grid.n + len(self.full_cols) + len(self.uniform_keys) + len(self.element_keys)
+        rows = self.values * (self.runs.depth + 2) + 3 * self.grid.n
+        return rows + self.full.lookups + self.runs.lookups + len(self.group_first) * 3 * self.grid.block_n
+
+    def _value_table(self, x: np.ndarray) -> np.ndarray:
+        grid = self.grid
+        values = np.zeros((self.values, x.shape[1]), dtype=np.uint64)
+        values[: grid.n] = x
+        if len(self.group_first):
+            blocks = values[: self.padded].reshape(grid.col_tiles, grid.block_n, x.shape[1])
+            ys = values[self.padded :].reshape(-1, grid.block_n, x.shape[1])
+            level = _floor_log2(self.group_last - self.group_first + 1)
+            table, built = blocks, 0
+            for k in np.unique(level):
+                while built < k:
+                    half = 1 << built
+                    table = table[:-half] | table[half:]
+                    built += 1
+                at = np.flatnonzero(level == k)
+                ys[at] = table[self.group_first[at]] | table[self.group_last[at] - (1 << int(k)) + 1]
+        return values
 
     def step(self, x: np.ndarray) -> np.ndarray:
         """X' from X, shape (n, words)."""
         grid = self.grid
-        out = x.copy()
-        acc = np.zeros((grid.row_tiles, x.shape[1]), dtype=np.uint64)
-        if len(self.full_cols):
-            key_tiles = np.bitwise_or.reduceat(x, grid.col_first(np.arange(grid.col_tiles)), axis=0)
-            acc[self.full_rows.rows] |= self.full_rows.reduce(key_tiles[self.full_cols])
-        if len(self.uniform_keys):
-            per_tile = self.uniform_tiles.reduce(x[self.uniform_keys])
-            acc[self.uniform_rows.rows] |= self.uniform_rows.reduce(per_tile)
-        out |= np.repeat(acc, grid.block_m, axis=0)[: grid.n]
-        rows, starts = self.element_rows.rows, self.element_rows.starts
-        step = max(1, SLICE_WORDS // x.shape[1])
-        lo = 0
-        while lo < len(rows):
-            hi = int(np.searchsorted(starts, starts[lo] + step, side="left"))
-            hi = max(hi, lo + 1)
-            end = starts[hi] if hi < len(rows) else len(self.element_keys)
-            gathered = x[self.element_keys[starts[lo] : end]]
-            out[rows[lo:hi]] |= np.bitwise_or.reduceat(gathered, starts[lo:hi] - starts[lo], axis=0)
-            lo = hi
-        return out
+        out = np.zeros((grid.n + grid.row_tiles, x.shape[1]), dtype=np.uint64)
+        out[: grid.n] = x
+        values = self._value_table(x)
+        if self.full.buckets:
+            blocks = values[: self.padded].reshape(grid.col_tiles, grid.block_n, x.shape[1])
+            self.full.apply(np.bitwise_or.reduce(blocks, axis=1), out)
+        self.runs.apply(values, out)
+        rows = out[: grid.n]
+        rows |= np.repeat(out[grid.n :], grid.block_m, axis=0)[: grid.n]
+        return rows
 
 
-def _split_partial(layout: BlockLayout, r: np.ndarray, c: np.ndarray) -> tuple[np.ndarray, ...]:
-    """For partial tiles: (uniform tile positions, their keys, owner per key, element rows, element keys)."""
-    grid, rule = layout.grid, layout.rule
-    reps, inverse = tile_classes(rule, grid, r, c)
-    masks = evaluate_tiles(rule, grid, r[reps], c[reps])
-    valid_rows = (grid.row_last(r[reps]) - grid.row_first(r[reps]) + 1)[:, None] > np.arange(grid.block_m)[None, :]
-    uniform_class = ((masks == masks[:, :1, :]).all(axis=2) | ~valid_rows).all(axis=1)
-    uniform = uniform_class[inverse]
-    # uniform tiles: the keys of their first row
-    k_cls, k_off = np.nonzero(masks[:, 0, :])
-    k_ptr = _pointers(k_cls, len(reps))
-    u = np.flatnonzero(uniform)
-    owner, pick = ragged_ranges(k_ptr[inverse[u]], k_ptr[inverse[u] + 1] - 1)
-    u_keys = grid.col_first(c[u])[owner] + k_off[pick]
-    # other tiles: every element
-    e_cls, e_x, e_y = np.nonzero(masks)
-    e_ptr = _pointers(e_cls, len(reps))
-    t = np.flatnonzero(~uniform)
-    owner_e, pick_e = ragged_ranges(e_ptr[inverse[t]], e_ptr[inverse[t] + 1] - 1)
-    e_rows = grid.row_first(r[t])[owner_e] + e_x[pick_e]
-    e_keys = grid.col_first(c[t])[owner_e] + e_y[pick_e]
-    return u, u_keys, owner, e_rows, e_keys
+def _partial_runs(layout: BlockLayout, r: np.ndarray, c: np.ndarray, group_base: int) -> tuple[np.ndarray, ...]:
+    """Groups and runs of some partial tiles: (group first, group last, run targets, run starts, run ends)."""
+    grid, n = layout.grid, layout.grid.n
+    masks, mask_of = _mask_ids(layout, r, c)
+    # a row is "don't care" for a mask only where every tile with that mask is clipped above it
+    valid = np.zeros(len(masks), dtype=np.int64)
+    np.maximum.at(valid, mask_of, grid.row_last(r) - grid.row_first(r) + 1)
+    rows_valid = np.arange(grid.block_m)[None, :] < valid[:, None]
+    uniform = ((masks == masks[:, :1, :]).all(axis=2) | ~rows_valid).all(axis=1)
+    groups = TileGroups.of(r, c, mask_of)
+    multi = groups.last > groups.first
+    slot = np.cumsum(multi) - 1 + group_base
+    base = np.where(multi, grid.col_tiles * grid.block_n + slot * grid.block_n, grid.col_first(groups.first))
+    k, x, y0, y1 = _runs(masks)
+    keep = ~uniform[k] | (x == 0)
+    k, x, y0, y1 = k[keep], x[keep], y0[keep], y1[keep]
+    ptr = np.concatenate(([0], np.cumsum(np.bincount(k, minlength=len(masks)))))
+    owner, pick = ragged_ranges(ptr[groups.mask], ptr[groups.mask + 1] - 1)
+    flat = uniform[groups.mask][owner]
+    targets = np.where(flat, n + groups.row_tile[owner], grid.row_first(groups.row_tile[owner]) + x[pick])
+    starts = base[owner] + y0[pick]
+    ends = base[owner] + y1[pick]
+    return groups.first[multi], groups.last[multi], targets, starts, ends
 
 
 def build_bit_layer(layout: BlockLayout) -> BitLayer:
     grid = layout.grid
     rows, cols, full = layout.tile_rows(), layout.col_idx.astype(np.int64), layout.full
     partial = np.flatnonzero(~full)
-    u_tiles, u_keys, u_owner, e_rows, e_keys = [], [], [], [], []
-    offset = 0
+    parts: list[tuple[np.ndarray, ...]] = []
+    groups = 0
     for lo in range(0, len(partial), _TILES_PER_CHUNK):
         chunk = partial[lo : lo + _TILES_PER_CHUNK]
-        u, keys, owner, er, ek = _split_partial(layout, rows[chunk], cols[chunk])
-        u_tiles.append(chunk[u])
-        u_keys.append(keys)
-        u_owner.append(owner + offset)
-        offset += len(u)
-        e_rows.append(er)
-        e_keys.append(ek)
-        if sum(len(e) for e in e_keys) > ELEMENT_LIMIT:
+        parts.append(_partial_runs(layout, rows[chunk], cols[chunk], groups))
+        groups += len(parts[-1][0])
+        if sum(len(p[2]) for p in parts) > RUN_LIMIT:
             raise TooLargeError(
                 f"exact reachability of {layout.rule.describe()} at n = {grid.n} needs more than "
-                f"{ELEMENT_LIMIT:,} element-level edges; verify at a smaller seq_len"
+                f"{RUN_LIMIT:,} element runs per layer; verify at a smaller seq_len"
             )
-    uniform_tiles = np.concatenate(u_tiles) if u_tiles else np.zeros(0, dtype=np.int64)
-    element_rows = np.concatenate(e_rows) if e_rows else np.zeros(0, dtype=np.int64)
-    order = np.argsort(element_rows, kind="stable")
+    empty = np.zeros(0, dtype=np.int64)
+    joined = [np.concatenate([p[k] for p in parts]) if parts else empty for k in range(5)]
     return BitLayer(
         grid=grid,
-        full_cols=cols[full],
-        full_rows=Segments.of(rows[full], grid.row_tiles),
-        uniform_keys=np.concatenate(u_keys) if u_keys else np.zeros(0, dtype=np.int64),
-        uniform_tiles=Segments.of(np.concatenate(u_owner) if u_owner else np.zeros(0, dtype=np.int64), offset),
-        uniform_rows=Segments.of(rows[uniform_tiles], grid.row_tiles),
-        element_keys=(np.concatenate(e_keys) if e_keys else np.zeros(0, dtype=np.int64))[order].astype(np.int32),
-        element_rows=Segments.of(element_rows[order], grid.n),
+        full=Gather.build(grid.n + rows[full], cols[full]),
+        group_first=joined[0],
+        group_last=joined[1],
+        runs=RangeOr.build(joined[2], joined[3], joined[4]),
     )
+
+
+def _refuse_beyond(stack: LayerStack, work: int) -> None:
+    if work > WORK_LIMIT:
+        raise TooLargeError(
+            f"exact reachability of {stack.name} at n = {stack.n} needs about {work:.1e} word operations per "
+            "layer (no interval structure to exploit); verify at a smaller seq_len"
+        )
 
 
 class BitModel:
@@ -170,15 +284,14 @@ class BitModel:
 
     def __init__(self, stack: LayerStack) -> None:
         self.stack = stack
-        self.layers = [build_bit_layer(p.layout) for p in stack.patterns]
         n = stack.n
-        self.words = max(1, min(-(-n // 64), STATE_BYTES // (8 * n)))
-        work = max(layer.words_per_source_word for layer in self.layers) * -(-n // 64)
-        if work > WORK_LIMIT:
-            raise TooLargeError(
-                f"exact reachability of {stack.name} at n = {n} needs about {work:.1e} word operations per "
-                "layer (no interval structure to exploit); verify at a smaller seq_len"
-            )
+        source_words = -(-n // 64)
+        # a lower bound first (3 passes over the state plus the stored tiles), to refuse before building
+        _refuse_beyond(stack, max(3 * n + p.layout.nnz for p in stack.patterns) * source_words)
+        self.layers = [build_bit_layer(p.layout) for p in stack.patterns]
+        _refuse_beyond(stack, max(layer.work() for layer in self.layers) * source_words)
+        widest = max(max(layer.values, layer.grid.n + layer.grid.row_tiles) for layer in self.layers)
+        self.words = max(1, min(source_words, STATE_BYTES // (8 * _COPIES * widest)))
 
     def image(self, reached: np.ndarray, pattern: int) -> np.ndarray:
         """The exact set one source's information covers one layer later."""

@@ -32,9 +32,9 @@ and sources with equal entry vectors share the hub part. Hub sets and hub source
 as plain sets with the exact one-layer image: core runs mapped by the lemma, plus every token
 that attends a reached hub, plus every hub that attends a reached token.
 
-Monotonicity gives one more saving: without hubs, F∘…∘F and G∘…∘G are non-decreasing, so every
-source reaches everything iff the first core token reaches the last and the last reaches the
-first; only those two sources are tracked.
+Monotonicity gives one more saving: F∘…∘F and G∘…∘G are non-decreasing, so among sources that
+no hub ever hears (all of them when there are no hubs) only the first and the last need to be
+followed: every such source reaches everything iff those two do.
 """
 
 from __future__ import annotations
@@ -43,12 +43,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from maskc.grid import group_ids
 from maskc.ir import BlockLayout
 from maskc.primitives.combinators import CombinatorRule
 from maskc.primitives.global_ import TokenSet, TokenSetRule
 from maskc.primitives.window import BandRule
+from maskc.reach.sets import runs
 from maskc.reach.stack import LayerPattern, LayerStack
-from maskc.grid import group_ids
 from maskc.rule import EmptyRule, Rule, combine_keys, evaluate_tiles, tile_classes
 
 #: Bound on hubs² · n: each layer touches every hub set once per hub.
@@ -59,7 +60,7 @@ GROUP_WORK_LIMIT = 1 << 28
 _TILES_PER_CHUNK = 1 << 14
 
 
-class NotIntervalShaped(Exception):
+class NotIntervalShapedError(Exception):
     """The interval model does not describe this stack; the reason says why."""
 
 
@@ -104,7 +105,7 @@ def row_extents(layout: BlockLayout) -> tuple[np.ndarray, np.ndarray, np.ndarray
 
 
 def _members(tokens: TokenSet, n: int, limit: int) -> np.ndarray:
-    """Positions of a token set, refusing (NotIntervalShaped) sets larger than `limit`."""
+    """Positions of a token set, refusing (NotIntervalShapedError) sets larger than `limit`."""
     if tokens.member is not None:
         out = np.flatnonzero(tokens.member)
     elif tokens.first is not None:
@@ -112,7 +113,7 @@ def _members(tokens: TokenSet, n: int, limit: int) -> np.ndarray:
     else:
         out = np.arange(tokens.offset, n, tokens.every)[: limit + 1]
     if len(out) > limit:
-        raise NotIntervalShaped(f"a token set of more than {limit} hub tokens")
+        raise NotIntervalShapedError(f"a token set of more than {limit} hub tokens")
     return out.astype(np.int64)
 
 
@@ -133,7 +134,7 @@ def _check_local(rule: Rule) -> None:
     for leaf in rule.leaves():
         if isinstance(leaf, EmptyRule) or (isinstance(leaf, BandRule) and leaf.step == 1):
             continue
-        raise NotIntervalShaped(f"{leaf.origin or 'a leaf'} ({leaf.describe()}) is not a contiguous band")
+        raise NotIntervalShapedError(f"{leaf.origin or 'a leaf'} ({leaf.describe()}) is not a contiguous band")
 
 
 @dataclass
@@ -173,8 +174,7 @@ class IntervalModel:
         out = reached.copy()
         core = reached[self.core]
         if core.any():
-            edges = np.flatnonzero(np.diff(np.concatenate(([False], core, [False])).astype(np.int8)))
-            starts, ends = edges[0::2], edges[1::2] - 1
+            starts, ends = runs(core)
             delta = np.zeros(self.m + 1, dtype=np.int64)
             np.add.at(delta, layer.grow_left[starts], 1)
             np.add.at(delta, layer.grow_right[ends] + 1, -1)
@@ -205,7 +205,9 @@ def _rank_intervals(
     return np.minimum(lo_core, rank), np.maximum(hi_core, rank), broken
 
 
-def _core_layer(pattern: LayerPattern, lo: np.ndarray, hi: np.ndarray, hubs: np.ndarray, below: np.ndarray) -> CoreLayer:
+def _core_layer(
+    pattern: LayerPattern, lo: np.ndarray, hi: np.ndarray, hubs: np.ndarray, below: np.ndarray
+) -> CoreLayer:
     n = len(below) - 1
     ranks = np.arange(len(lo))
     everyone = np.arange(n)
@@ -228,7 +230,7 @@ def _core_layer(pattern: LayerPattern, lo: np.ndarray, hi: np.ndarray, hubs: np.
 
 
 def build_interval_model(stack: LayerStack) -> IntervalModel:
-    """The interval model of a stack, or NotIntervalShaped with the reason it does not apply."""
+    """The interval model of a stack, or NotIntervalShapedError with the reason it does not apply."""
     n = stack.n
     hub_limit = max(1, int((HUB_WORK_LIMIT // n) ** 0.5))
     tokens: list[np.ndarray] = [np.zeros(0, dtype=np.int64)]
@@ -247,7 +249,7 @@ def build_interval_model(stack: LayerStack) -> IntervalModel:
     is_hub[np.concatenate(tokens)] = True
     while True:
         if is_hub.sum() > hub_limit:
-            raise NotIntervalShaped(f"{int(is_hub.sum())} tokens do not fit an interval model (limit {hub_limit})")
+            raise NotIntervalShapedError(f"{int(is_hub.sum())} tokens do not fit an interval model (limit {hub_limit})")
         core = np.flatnonzero(~is_hub)
         below = np.concatenate(([0], np.cumsum(~is_hub)))
         shapes = [_rank_intervals(e, core, below) for e in extents]
@@ -257,10 +259,33 @@ def build_interval_model(stack: LayerStack) -> IntervalModel:
         is_hub[core[broken]] = True
     for pattern, (lo, hi, _) in zip(stack.patterns, shapes):
         if np.any(np.diff(lo) < 0) or np.any(np.diff(hi) < 0):
-            raise NotIntervalShaped(f"the neighbourhoods of {pattern.rule.describe()} do not move monotonically")
+            raise NotIntervalShapedError(f"the neighbourhoods of {pattern.rule.describe()} do not move monotonically")
     hubs = np.flatnonzero(is_hub)
     layers = [_core_layer(p, lo, hi, hubs, below) for p, (lo, hi, _) in zip(stack.patterns, shapes)]
     return IntervalModel(n=n, hubs=hubs, core=core, below=below, layers=layers)
+
+
+def _tracked_sources(model: IntervalModel, causal: bool) -> np.ndarray:
+    """Core ranks whose reach must be followed one by one; the others are represented by an extreme one.
+
+    A source that no hub can ever hear keeps an empty hub part, so among such sources the one with
+    the smallest core interval end (the first, as F∘…∘F is non-decreasing) and the one with the
+    largest start (the last) are the worst: each fails whenever any of them does, and the first
+    one is the first to fail. Without hub rows holding core keys no source enters a hub. In a
+    causal pattern no row hears a later key, so interval starts never move and a source after
+    every core key of every hub row never enters one either.
+    """
+    m = model.m
+    rows = [ranks for layer in model.layers for ranks in layer.hub_row_ranks if len(ranks)]
+    if not rows:
+        reach_hubs = 0
+    elif causal:
+        reach_hubs = max(int(ranks[-1]) for ranks in rows) + 1
+    else:
+        reach_hubs = m
+    rest = np.arange(reach_hubs, m)
+    extremes = np.unique(rest[[0, -1]]) if len(rest) else rest
+    return np.concatenate([np.arange(min(reach_hubs, m)), extremes]).astype(np.int64)
 
 
 class IntervalSearch:
@@ -268,9 +293,8 @@ class IntervalSearch:
 
     def __init__(self, model: IntervalModel, stack: LayerStack) -> None:
         self.model, self.stack = model, stack
-        m, hubs = model.m, model.hubs
-        tracked = np.arange(m) if len(hubs) else np.unique([0, m - 1]) if m else np.zeros(0, dtype=np.int64)
-        self.sources = tracked.astype(np.int64)
+        hubs = model.hubs
+        self.sources = _tracked_sources(model, stack.causal)
         self.a, self.b = self.sources.copy(), self.sources.copy()
         #: entry[k, s]: the layer at which source s's core interval first fed hub k (0: not yet).
         self.entry = np.zeros((len(hubs), len(self.sources)), dtype=np.int64)
@@ -278,6 +302,9 @@ class IntervalSearch:
         self.slot: dict[tuple[int, int], int] = {}
         self.sets: list[np.ndarray] = []
         self.hub_sources = [self._singleton(x) for x in hubs]
+        #: Per set: the pattern whose image left it unchanged (it stays so while that pattern repeats).
+        self.sets_settled: list[int | None] = []
+        self.hubs_settled: list[int | None] = [None] * len(hubs)
         self.recorded: tuple[int, int, np.ndarray] | None = None
         self._group_cache: list[tuple[np.ndarray, np.ndarray]] | None = None
 
@@ -288,12 +315,7 @@ class IntervalSearch:
 
     def apply(self, layer: int, pattern: int) -> bool:
         model, core = self.model, self.model.layers[pattern]
-        changed = False
-        for k, old in enumerate(self.sets):
-            new = model.image(old, pattern)
-            if not changed and not np.array_equal(new, old):
-                changed = True
-            self.sets[k] = new
+        changed = self._advance(self.sets, self.sets_settled, pattern)
         for k, ranks in enumerate(core.hub_row_ranks):
             pos = np.searchsorted(ranks, self.a)
             hit = pos < len(ranks)
@@ -304,15 +326,25 @@ class IntervalSearch:
                 self._group_cache = None
                 self.slot[(k, layer)] = len(self.sets)
                 self.sets.append(self._singleton(model.hubs[k]))
+                self.sets_settled.append(None)
                 changed = True
         a, b = core.grow_left[self.a], core.grow_right[self.b]
         changed |= not (np.array_equal(a, self.a) and np.array_equal(b, self.b))
         self.a, self.b = a, b
-        for k, old in enumerate(self.hub_sources):
-            new = model.image(old, pattern)
-            changed |= not np.array_equal(new, old)
-            self.hub_sources[k] = new
+        changed |= self._advance(self.hub_sources, self.hubs_settled, pattern)
         self._share_equal_sets()
+        return changed
+
+    def _advance(self, sets: list[np.ndarray], settled: list[int | None], pattern: int) -> bool:
+        """Replace each set by its image; True when one grew. A set that `pattern` left unchanged is skipped."""
+        changed = False
+        for k, old in enumerate(sets):
+            if settled[k] == pattern:
+                continue
+            sets[k] = self.model.image(old, pattern)
+            same = np.array_equal(sets[k], old)
+            settled[k] = pattern if same else None
+            changed |= not same
         return changed
 
     def _share_equal_sets(self) -> None:
@@ -320,13 +352,15 @@ class IntervalSearch:
         seen: dict[bytes, int] = {}
         remap = {}
         kept: list[np.ndarray] = []
+        flags: list[int | None] = []
         for k, s in enumerate(self.sets):
             key = np.packbits(s).tobytes()
             if key not in seen:
                 seen[key] = len(kept)
                 kept.append(s)
+                flags.append(self.sets_settled[k])
             remap[k] = seen[key]
-        self.sets = kept
+        self.sets, self.sets_settled = kept, flags
         self.slot = {key: remap[k] for key, k in self.slot.items()}
 
     def _groups(self) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -338,7 +372,7 @@ class IntervalSearch:
             else:
                 first, group, sizes = group_ids(combine_keys(list(self.entry)))
                 if len(first) * self.model.n > GROUP_WORK_LIMIT:
-                    raise NotIntervalShaped(f"{len(first)} distinct hub entry patterns are too many to compare")
+                    raise NotIntervalShapedError(f"{len(first)} distinct hub entry patterns are too many to compare")
                 members = np.split(np.argsort(group, kind="stable"), np.cumsum(sizes)[:-1])
                 self._group_cache = [(self.entry[:, f], m) for f, m in zip(first, members)]
         return self._group_cache
@@ -403,4 +437,3 @@ class IntervalSearch:
         j, index, is_hub = min(candidates)
         reach = self.hub_sources[index].copy() if is_hub else self.reach_of(index)
         self.recorded = (layer, j, reach)
-

@@ -8,8 +8,9 @@ from typing import Any
 import numpy as np
 
 from maskc.reach.search import Engine
+from maskc.reach.sets import runs
 from maskc.reach.stack import LayerStack
-from maskc.reach.witness import Witness, runs, witness_path
+from maskc.reach.witness import Witness, witness_path
 
 #: Intervals of a reach set kept in a report (the count and extent are always exact).
 SHOWN_RUNS = 16

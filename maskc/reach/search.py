@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from maskc.reach.bitsets import BitModel, BitSearch
-from maskc.reach.intervals import IntervalSearch, NotIntervalShaped, build_interval_model
+from maskc.reach.intervals import IntervalSearch, NotIntervalShapedError, build_interval_model
 from maskc.reach.stack import LayerStack
 from maskc.reach.walk import Progress, walk
 
@@ -78,15 +78,17 @@ Engine = IntervalEngine | BitEngine
 def choose_engine(stack: LayerStack) -> Engine:
     try:
         return IntervalEngine(stack)
-    except NotIntervalShaped as why:
+    except NotIntervalShapedError as why:
         return BitEngine(stack, str(why))
 
 
 def search(stack: LayerStack, layers: int, progress: Progress | None = None) -> tuple[Engine, Outcome]:
     """The engine used and what it found for `layers` layers."""
+    if progress is not None:
+        progress(f"preparing {len(stack.patterns)} layer pattern(s) at n = {stack.n}")
     engine = choose_engine(stack)
     try:
         return engine, engine.search(layers, progress)
-    except NotIntervalShaped as why:
+    except NotIntervalShapedError as why:
         engine = BitEngine(stack, str(why))
         return engine, engine.search(layers, progress)

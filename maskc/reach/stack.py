@@ -87,17 +87,17 @@ class LayerStack:
         return int(value)
 
 
-def _layer_pattern(pattern: CompiledPattern, cache: dict[int, LayerPattern]) -> tuple[LayerPattern, list[str]]:
+def _dynamic_origins(pattern: CompiledPattern) -> list[str]:
+    return [leaf.origin for layout in pattern.layouts for leaf in layout.rule.leaves() if leaf.dynamic]
+
+
+def _layer_pattern(pattern: CompiledPattern) -> LayerPattern:
     """The union of a compiled pattern's heads, static; reuses the compiled layout when it already is that."""
-    dynamic = [leaf.origin for layout in pattern.layouts for leaf in layout.rule.leaves() if leaf.dynamic]
-    if id(pattern) not in cache:
-        rules = [layout.rule.static_bound(lower=True) for layout in pattern.layouts]
-        if len(rules) == 1 and not dynamic:
-            cache[id(pattern)] = LayerPattern(rules[0], pattern.layouts[0])
-        else:
-            rule = rules[0] if len(rules) == 1 else UnionRule(rules, origin="heads")
-            cache[id(pattern)] = LayerPattern(rule, BlockLayout.build(rule, pattern.grid))
-    return cache[id(pattern)], dynamic
+    rules = [layout.rule.static_bound(lower=True) for layout in pattern.layouts]
+    if len(rules) == 1 and not pattern.dynamic:
+        return LayerPattern(rules[0], pattern.layouts[0])
+    rule = rules[0] if len(rules) == 1 else UnionRule(rules, origin="heads")
+    return LayerPattern(rule, BlockLayout.build(rule, pattern.grid))
 
 
 def build_stack(
@@ -113,15 +113,13 @@ def build_stack(
     else:
         spec = as_spec(subject)
         entries = compile_layers(spec, seq_len=seq_len, block_size=block_size)
-    cache: dict[int, LayerPattern] = {}
-    order: list[int] = []
+    layers: dict[int, LayerPattern] = {}
     runs, dynamic = [], []
     for count, pattern in entries:
-        layer, origins = _layer_pattern(pattern, cache)
-        if id(pattern) not in order:
-            order.append(id(pattern))
-        runs.append((count, order.index(id(pattern))))
-        dynamic += [o for o in origins if o not in dynamic]
-    patterns = tuple(cache[key] for key in order)
+        if id(pattern) not in layers:
+            layers[id(pattern)] = _layer_pattern(pattern)
+            dynamic += [o for o in _dynamic_origins(pattern) if o not in dynamic]
+        runs.append((count, list(layers).index(id(pattern))))
+    patterns = tuple(layers.values())
     n = patterns[0].layout.grid.n
     return LayerStack(spec.name, n, spec.causal, patterns, tuple(runs), tuple(dynamic))

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import networkx as nx
 import numpy as np
 
+from maskc.reach.sets import RunSet
 from maskc.reach.stack import LayerStack
 
 #: Predecessors kept per position and positions kept per layer while walking back.
@@ -23,25 +24,6 @@ BRANCH = 2
 WIDTH = 8
 
 Image = Callable[[np.ndarray, int], np.ndarray]
-
-
-def runs(reached: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Maximal intervals [start, end] of a boolean set."""
-    edges = np.flatnonzero(np.diff(np.concatenate(([False], reached, [False])).astype(np.int8)))
-    return edges[0::2], edges[1::2] - 1
-
-
-class RunSet:
-    """A set of positions stored as sorted runs: small for the interval-shaped sets that dominate."""
-
-    def __init__(self, reached: np.ndarray) -> None:
-        self.starts, self.ends = runs(reached)
-
-    def contains(self, positions: np.ndarray) -> np.ndarray:
-        k = np.searchsorted(self.starts, positions, side="right") - 1
-        inside = k >= 0
-        inside[inside] = positions[inside] <= self.ends[k[inside]]
-        return inside
 
 
 @dataclass(frozen=True)
@@ -65,7 +47,7 @@ class Witness:
         while layer <= self.layers:
             if p[layer] != p[layer - 1]:
                 rule = self.stack.patterns[self.stack.pattern_at(layer)].rule.describe()
-                out.append(f"  layer {layer:<5} {p[layer]} attends {p[layer - 1]}   ({rule})")
+                out.append(f"  layer {layer:<5} {p[layer]} attends {p[layer - 1]}   by {rule}")
                 layer += 1
                 continue
             end = layer
