@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
+from clitools import run_cli, write_spec
 
 import maskc
 
@@ -20,18 +20,8 @@ pattern:
 """
 
 
-def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "maskc", *args], capture_output=True, text=True, timeout=120)
-
-
-def write(tmp_path: Path, text: str, name: str = "spec.yaml") -> str:
-    path = tmp_path / name
-    path.write_text(text)
-    return str(path)
-
-
 def test_compile_prints_summary_and_saves(tmp_path: Path) -> None:
-    spec = write(tmp_path, LONGFORMER)
+    spec = write_spec(tmp_path, LONGFORMER)
     out = tmp_path / "ir.npz"
     result = run_cli("compile", spec, "--seq-len", "4096", "--out", str(out))
     assert result.returncode == 0, result.stderr
@@ -44,7 +34,7 @@ def test_compile_prints_summary_and_saves(tmp_path: Path) -> None:
 
 
 def test_compile_json_and_block_size(tmp_path: Path) -> None:
-    result = run_cli("compile", write(tmp_path, LONGFORMER), "--block-size", "128x64", "--json")
+    result = run_cli("compile", write_spec(tmp_path, LONGFORMER), "--block-size", "128x64", "--json")
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout)
     assert (summary["block_m"], summary["block_n"], summary["n"]) == (128, 64, 4096)
@@ -53,7 +43,7 @@ def test_compile_json_and_block_size(tmp_path: Path) -> None:
 
 
 def test_check_ok(tmp_path: Path) -> None:
-    result = run_cli("check", write(tmp_path, LONGFORMER))
+    result = run_cli("check", write_spec(tmp_path, LONGFORMER))
     assert result.returncode == 0 and "ok" in result.stdout
 
 
@@ -65,14 +55,14 @@ def assert_clean_failure(result: subprocess.CompletedProcess[str], *needles: str
 
 
 def test_bad_inputs_exit_2_without_traceback(tmp_path: Path) -> None:
-    unknown = write(tmp_path, "name: x\nseq_len: 64\npattern:\n  - windo: {size: 4}\n", "unknown.yaml")
+    unknown = write_spec(tmp_path, "name: x\nseq_len: 64\npattern:\n  - windo: {size: 4}\n", "unknown.yaml")
     assert_clean_failure(run_cli("check", unknown), "unknown.yaml:4", "did you mean 'window'")
-    not_yaml = write(tmp_path, "name: [x\n", "broken.yaml")
+    not_yaml = write_spec(tmp_path, "name: [x\n", "broken.yaml")
     assert_clean_failure(run_cli("compile", not_yaml), "broken.yaml", "not valid YAML")
-    token = write(tmp_path, "name: x\npattern: {global: {tokens: [70]}}\n", "token.yaml")
+    token = write_spec(tmp_path, "name: x\npattern: {global: {tokens: [70]}}\n", "token.yaml")
     assert_clean_failure(run_cli("compile", token, "--seq-len", "64"), "pattern.global.tokens", "not below seq_len 64")
     assert_clean_failure(run_cli("compile", str(tmp_path / "missing.yaml")), "cannot read spec file")
     assert_clean_failure(run_cli("compile", token, "--seq-len", "-3"), "--seq-len")
     assert_clean_failure(run_cli("compile", token, "--seq-len", "128", "--block-size", "48"), "powers of two")
-    no_n = write(tmp_path, "name: x\npattern: {dense: {}}\n", "no_n.yaml")
+    no_n = write_spec(tmp_path, "name: x\npattern: {dense: {}}\n", "no_n.yaml")
     assert_clean_failure(run_cli("compile", no_n), "no sequence length")

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from clitools import ROOT, run_cli
 
 import maskc
 from maskc.explain import explain
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def spec(pattern: object, *, causal: bool = False, **extra: object) -> maskc.Spec:
@@ -73,13 +70,7 @@ def test_closest_catalogue_pattern_by_overlap(tmp_path: Path) -> None:
 
 
 def test_cli_explains_a_catalogue_spec() -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "maskc", "explain", "specs/longformer_growing.yaml"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=ROOT,
-    )
+    result = run_cli("explain", "specs/longformer_growing.yaml")
     assert result.returncode == 0, result.stderr
     out = result.stdout
     assert "made of" in out and "layers 9–12:" in out and "{window: {before: 512, after: 0}}" in out

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
+from clitools import ROOT, run_cli
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from matplotlib.image import imread
@@ -32,13 +31,6 @@ head_patterns:
   - heads: [1]
     pattern: {difference: [{stride: {every: 4}}, {window: {before: 4, after: 0}}]}
 """
-
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "maskc", *args], capture_output=True, text=True, timeout=120, cwd=ROOT)
 
 
 @pytest.fixture
