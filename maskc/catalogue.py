@@ -33,11 +33,10 @@ _NOTES = (
 
 
 def catalogue_dir() -> Path:
-    """The specs/ folder of this checkout."""
-    folder = Path(__file__).resolve().parent.parent / "specs"
-    if not folder.is_dir():
-        raise MaskcError(f"no specs/ folder at {folder}: pass --dir with the folder of spec files")
-    return folder
+    """The installed catalogue: the specs/ folder, installed as the package `maskc.specs`."""
+    import maskc.specs
+
+    return Path(maskc.specs.__file__).resolve().parent
 
 
 def catalogue_specs(folder: Path | None = None) -> list[tuple[Path, Spec]]:

@@ -12,7 +12,7 @@ import numpy as np
 from maskc.errors import MaskcWarning, SpecError
 from maskc.grid import TileGrid
 from maskc.ir import BlockLayout, CompiledPattern
-from maskc.loader import load
+from maskc.loader import load, locate
 from maskc.primitives import LowerContext, PatternNode
 from maskc.primitives.combinators import intersect_rules
 from maskc.primitives.window import BandRule
@@ -104,17 +104,28 @@ def compile(
 ) -> CompiledPattern:
     """Compile a spec (or spec file) to the block-sparse IR, cached by (spec, n, tile, heads, device)."""
     spec = as_spec(spec_or_path)
+    try:
+        return _compile(spec, seq_len, block_size, heads, device)
+    except SpecError as err:
+        if isinstance(spec_or_path, (str, Path)):
+            raise locate(err, spec_or_path) from None
+        raise
+
+
+def _compile(
+    spec: Spec, seq_len: int | None, block_size: int | tuple[int, int] | None, heads: int | None, device: Any
+) -> CompiledPattern:
     n = _seq_len(spec, seq_len)
     bm, bn = tile_shape(spec, block_size)
     h = _heads(spec, heads)
-    key = (spec.content_hash(), n, bm, bn, h, None if device is None else str(device))
+    key = (spec.content_hash(), spec.name, spec.description, n, bm, bn, h, None if device is None else str(device))
     if key in _CACHE:
         _CACHE.move_to_end(key)
         return _CACHE[key]
     grid = TileGrid(n, bm, bn)
     patterns, index = spec.distinct_head_patterns(h)
     layouts = tuple(
-        BlockLayout.build(lower_pattern(spec, node, n, _pattern_path(spec, node)), grid) for node in patterns
+        BlockLayout.build(lower_pattern(spec, node, n, pattern_path(spec, node)), grid) for node in patterns
     )
     pattern = CompiledPattern(
         spec=spec,
@@ -135,7 +146,8 @@ def compile(
     return pattern
 
 
-def _pattern_path(spec: Spec, node: PatternNode) -> str:
+def pattern_path(spec: Spec, node: PatternNode) -> str:
+    """Where `node` stands in the spec: "pattern" or "head_patterns[k].pattern"."""
     for k, entry in enumerate(spec.head_patterns):
         if entry.pattern is node:
             return f"head_patterns[{k}].pattern"

@@ -14,13 +14,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import scipy.sparse as sp
 
-from maskc.errors import DynamicPatternError, TooLargeError
+from maskc.errors import BackendError, DynamicPatternError, TooLargeError
 from maskc.grid import TileGrid, ragged_ranges
 from maskc.rule import Rule, evaluate_tiles, tile_classes
+from maskc.simplify import layout_rule
 
 if TYPE_CHECKING:
-    import torch
-
     from maskc.spec import Spec
     from maskc.stats import PatternStats
 
@@ -57,12 +56,13 @@ class BlockLayout:
     csc_to_csr: np.ndarray
     _element_count: int | None = field(default=None, repr=False)
     _tile_rows: np.ndarray | None = field(default=None, repr=False)
+    _fast_rule: Rule | None = field(default=None, repr=False)
 
     @classmethod
     def build(cls, rule: Rule, grid: TileGrid) -> BlockLayout:
         """Layout of `rule`; a dynamic rule is laid out by its static lower bound."""
         static = rule.static_bound(lower=True) if rule.dynamic else rule
-        r, c, full = static.tiles(grid)
+        r, c, full = layout_rule(static).tiles(grid)
         order = _stable_order(c, grid.col_tiles)
         return cls(
             grid=grid,
@@ -83,6 +83,13 @@ class BlockLayout:
     @property
     def full_count(self) -> int:
         return int(self.full.sum())
+
+    @property
+    def fast_rule(self) -> Rule:
+        """The element rule in its fastest equivalent form, for evaluating elements here."""
+        if self._fast_rule is None:
+            self._fast_rule = layout_rule(self.rule)
+        return self._fast_rule
 
     def tile_rows(self) -> np.ndarray:
         """Row tile of every CSR entry (computed once)."""
@@ -117,8 +124,8 @@ class BlockLayout:
         masks = (rows < grid.n) & (cols < grid.n)
         partial = np.flatnonzero(~full)
         if len(partial):
-            first, inverse = tile_classes(self.rule, grid, r[partial], c[partial])
-            reps = evaluate_tiles(self.rule, grid, r[partial][first], c[partial][first])
+            first, inverse = tile_classes(self.fast_rule, grid, r[partial], c[partial])
+            reps = evaluate_tiles(self.fast_rule, grid, r[partial][first], c[partial][first])
             masks[partial] = reps[inverse]
         return masks
 
@@ -190,8 +197,8 @@ class BlockLayout:
         total = int(area[full].sum())
         partial = np.flatnonzero(~full)
         if len(partial):
-            first, inverse = tile_classes(self.rule, grid, r[partial], c[partial])
-            counts = evaluate_tiles(self.rule, grid, r[partial][first], c[partial][first]).sum(axis=(1, 2))
+            first, inverse = tile_classes(self.fast_rule, grid, r[partial], c[partial])
+            counts = evaluate_tiles(self.fast_rule, grid, r[partial][first], c[partial][first]).sum(axis=(1, 2))
             total += int(counts[inverse].sum())
         return total
 
@@ -209,8 +216,8 @@ class BlockLayout:
             rows = self.tile_rows()
             sel = np.flatnonzero(~has_full[rows] & (counts[rows] > 0))
             r, c = rows[sel], self.col_idx[sel].astype(np.int64)
-            first, inverse = tile_classes(self.rule, grid, r, c)
-            hit_rows = evaluate_tiles(self.rule, grid, r[first], c[first]).any(axis=2)
+            first, inverse = tile_classes(self.fast_rule, grid, r, c)
+            hit_rows = evaluate_tiles(self.fast_rule, grid, r[first], c[first]).any(axis=2)
             bits = np.packbits(hit_rows, axis=1)[inverse]
             starts = np.flatnonzero(np.diff(r, prepend=-1))
             hit = np.unpackbits(np.bitwise_or.reduceat(bits, starts, axis=0), axis=1)[:, : grid.block_m]
@@ -302,14 +309,22 @@ class CompiledPattern:
         """
         import torch
 
-        key = str(torch.device(device))
-        if key not in self._tensors:
-            tables: dict[str, torch.Tensor] = {"head_layout": torch.as_tensor(self.head_layout, device=device)}
-            for k, layout in enumerate(self.layouts):
-                for name, array in {**layout.arrays(), **layout.split()}.items():
-                    tables[f"{k}.{name}"] = torch.as_tensor(np.ascontiguousarray(array), device=device)
-            self._tensors[key] = tables
+        try:
+            key = str(torch.device(device))
+            if key not in self._tensors:
+                self._tensors[key] = self._tables_on(torch.device(device))
+        except (RuntimeError, AssertionError, TypeError) as err:
+            raise BackendError(f"cannot place the IR's tables on device {device!r}: {err}") from None
         return self._tensors[key]
+
+    def _tables_on(self, device: Any) -> dict[str, Any]:
+        import torch
+
+        tables = {"head_layout": torch.as_tensor(self.head_layout, device=device)}
+        for k, layout in enumerate(self.layouts):
+            for name, array in {**layout.arrays(), **layout.split()}.items():
+                tables[f"{k}.{name}"] = torch.as_tensor(np.ascontiguousarray(array), device=device)
+        return tables
 
     def save(self, path: Any) -> None:
         from maskc.irfile import save_pattern

@@ -38,12 +38,15 @@ def save_pattern(pattern: CompiledPattern, path: str | Path) -> None:
     for k, layout in enumerate(pattern.layouts):
         for name, array in layout.arrays().items():
             arrays[f"{k}.{name}"] = array
-    with open(path, "wb") as handle:
-        np.savez_compressed(handle, **arrays)
+    try:
+        with open(path, "wb") as handle:
+            np.savez_compressed(handle, **arrays)
+    except OSError as err:
+        raise MaskcError(f"cannot write the IR to {path}: {err.strerror}") from None
 
 
 def load_pattern(path: str | Path) -> CompiledPattern:
-    from maskc.compiler import lower_pattern
+    from maskc.compiler import lower_pattern, pattern_path
 
     try:
         with np.load(path, allow_pickle=False) as data:
@@ -66,7 +69,9 @@ def load_pattern(path: str | Path) -> CompiledPattern:
             name: tables[f"{k}.{name}"]
             for name in ("row_ptr", "col_idx", "full", "col_ptr", "row_idx", "full_t", "csc_to_csr")
         }
-        layouts.append(BlockLayout(grid=grid, rule=lower_pattern(spec, node, grid.n), **fields))
+        layouts.append(
+            BlockLayout(grid=grid, rule=lower_pattern(spec, node, grid.n, pattern_path(spec, node)), **fields)
+        )
     return CompiledPattern(
         spec=spec,
         spec_hash=header["spec_hash"],

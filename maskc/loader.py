@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,21 @@ def _expanded_size(root: yaml.Node | None) -> int:
     return size(root) if root is not None else 0
 
 
+class _SpecLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key given twice (YAML would silently keep the last)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"the key {key!r} is given twice", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
 def _line_of(root: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:
     """1-based line of the YAML node at `loc`, or of its nearest ancestor that exists."""
     node, line = root, None
@@ -69,10 +85,10 @@ def parse_spec(text: str, source: str = "<spec>") -> Spec:
     if len(text.encode("utf-8", errors="replace")) > MAX_SPEC_BYTES:
         raise SpecError(f"spec is larger than {MAX_SPEC_BYTES} bytes; refusing to parse it", source=source)
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        root = yaml.compose(text, Loader=_SpecLoader)
         if _expanded_size(root) > MAX_SPEC_NODES:
             raise SpecError(f"spec expands to more than {MAX_SPEC_NODES} YAML nodes (aliases included)", source=source)
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_SpecLoader)
     except yaml.MarkedYAMLError as err:
         mark = err.problem_mark
         line = mark.line + 1 if mark is not None else None
@@ -86,6 +102,24 @@ def parse_spec(text: str, source: str = "<spec>") -> Spec:
         return Spec.model_validate(data)
     except ValidationError as err:
         raise _first_error(err, root, source) from None
+
+
+def _parse_path(path: str) -> tuple[Any, ...]:
+    """'pattern[1].global.tokens' → ('pattern', 1, 'global', 'tokens')."""
+    return tuple(int(part) if part.isdigit() else part for part in re.findall(r"[^.\[\]]+", path))
+
+
+def locate(error: SpecError, source: str | Path) -> SpecError:
+    """The error with the spec file and the line of its field path filled in, where they can be read."""
+    if error.source is not None:
+        return error
+    line = None
+    try:
+        root = yaml.compose(Path(source).read_text(encoding="utf-8"), Loader=_SpecLoader)
+        line = _line_of(root, _parse_path(error.path)) if error.path else None
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        pass
+    return error.located(source=str(source), line=line)
 
 
 def load(path: str | Path) -> Spec:

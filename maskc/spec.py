@@ -13,11 +13,12 @@ from pydantic import (
     Field,
     PlainSerializer,
     PositiveInt,
+    ValidationInfo,
     field_validator,
-    model_validator,
 )
 
 from maskc.primitives import PatternNode, parse_pattern
+from maskc.primitives.base import _fail
 
 #: Largest seq_len a spec may declare (2**31 − 1 keeps every index in int32).
 MAX_SEQ_LEN = 2**31 - 1
@@ -38,7 +39,7 @@ Pattern = Annotated[
 class HeadPattern(BaseModel):
     """A pattern that replaces the top-level one for the listed heads."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
     heads: list[Annotated[int, Field(ge=0)]] = Field(min_length=1)
     pattern: Pattern
@@ -47,7 +48,7 @@ class HeadPattern(BaseModel):
 class LayerEntry(BaseModel):
     """`count` consecutive layers, using `pattern` or, without one, the spec's own pattern and heads."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
     count: PositiveInt = 1
     pattern: Pattern | None = None
@@ -56,7 +57,7 @@ class LayerEntry(BaseModel):
 class Spec(BaseModel):
     """A sparse attention pattern as declared by a user."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
     name: str
     description: str = ""
@@ -75,19 +76,21 @@ class Spec(BaseModel):
             raise ValueError(f"block_size must be a power of two, got {value}")
         return value
 
-    @model_validator(mode="after")
-    def _heads_consistent(self) -> Spec:
-        if self.head_patterns and self.heads is None:
+    @field_validator("head_patterns")
+    @classmethod
+    def _heads_consistent(cls, entries: list[HeadPattern], info: ValidationInfo) -> list[HeadPattern]:
+        heads = info.data.get("heads")
+        if entries and heads is None:
             raise ValueError("head_patterns needs `heads` (the number of attention heads)")
         seen: dict[int, int] = {}
-        for k, entry in enumerate(self.head_patterns):
+        for k, entry in enumerate(entries):
             for h in entry.heads:
-                if self.heads is not None and h >= self.heads:
-                    raise ValueError(f"head_patterns[{k}]: head {h} is not below heads = {self.heads}")
+                if h >= heads:
+                    _fail((k, "heads"), "head_index", f"head {h} is not below heads = {heads}", h)
                 if h in seen:
-                    raise ValueError(f"head_patterns[{k}]: head {h} already has a pattern in head_patterns[{seen[h]}]")
+                    _fail((k, "heads"), "head_twice", f"head {h} already has a pattern in head_patterns[{seen[h]}]", h)
                 seen[h] = k
-        return self
+        return entries
 
     def pattern_of_head(self, head: int) -> PatternNode:
         for entry in self.head_patterns:

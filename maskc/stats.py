@@ -39,24 +39,26 @@ class PatternStats:
 
     def lines(self) -> list[str]:
         """The human-readable summary `maskc compile` prints."""
+        static = " (static part; the rest is decided at run time)" if self.element_density is None else ""
         out = [
             f"pattern        {self.name}  (n = {self.n}, heads = {self.heads}, "
             f"{self.distinct_patterns} distinct pattern{'s' if self.distinct_patterns != 1 else ''})",
             f"tiles          {self.block_m} x {self.block_n}: {self.tiles_stored:,.0f} of {self.tiles_total:,} stored "
-            f"({self.tiles_full:,.0f} full, {self.tiles_partial:,.0f} partial) per head",
+            f"({self.tiles_full:,.0f} full, {self.tiles_partial:,.0f} partial) per head{static}",
         ]
         if self.element_density is None:
-            out.append("density        decided at run time (dynamic pattern); static part only above")
+            out.append("density        decided at run time from q and k (dynamic pattern)")
         else:
-            ratio = 1 / self.element_density if self.element_density else float("inf")
             out.append(f"density        {self.element_density:.4%} of pairs active ({self.active_pairs:,.0f} per head)")
-            out.append(f"FLOPs vs dense {self.element_density:.4f}x  ({ratio:,.1f}x fewer)")
-        out.append(f"kernel work    {self.tile_density:.4f}x dense (stored tile area)")
-        out.append(
-            f"memory         IR {self.ir_bytes:,} bytes vs dense boolean mask {self.dense_mask_bytes:,} bytes "
-            f"per head ({self.dense_mask_bytes / max(self.ir_bytes, 1):,.0f}x smaller)"
-        )
+            out.append(f"FLOPs vs dense {self.element_density:.4f}x{_times_fewer(self.element_density)}")
+        out.append(f"kernel work    {self.tile_density:.4f}x dense (stored tile area){static}")
+        out.append(f"memory         IR {self.ir_bytes:,} bytes vs dense boolean mask {self.dense_mask_bytes:,} bytes")
         return out
+
+
+def _times_fewer(density: float) -> str:
+    """A note like "  (8.2x fewer)" when the pattern saves work, nothing otherwise."""
+    return f"  ({1 / density:,.1f}x fewer)" if 0 < density < 1 else ""
 
 
 def _stored_area(layout: BlockLayout) -> float:

@@ -60,7 +60,11 @@ def test_bad_inputs_exit_2_without_traceback(tmp_path: Path) -> None:
     not_yaml = write_spec(tmp_path, "name: [x\n", "broken.yaml")
     assert_clean_failure(run_cli("compile", not_yaml), "broken.yaml", "not valid YAML")
     token = write_spec(tmp_path, "name: x\npattern: {global: {tokens: [70]}}\n", "token.yaml")
-    assert_clean_failure(run_cli("compile", token, "--seq-len", "64"), "pattern.global.tokens", "not below seq_len 64")
+    assert_clean_failure(
+        run_cli("compile", token, "--seq-len", "64"), "token.yaml:2: pattern.global.tokens", "not below seq_len 64"
+    )
+    good = write_spec(tmp_path, LONGFORMER, "good.yaml")
+    assert_clean_failure(run_cli("compile", good, "--out", str(tmp_path / "no" / "such" / "dir.npz")), "cannot write")
     assert_clean_failure(run_cli("compile", str(tmp_path / "missing.yaml")), "cannot read spec file")
     assert_clean_failure(run_cli("compile", token, "--seq-len", "-3"), "--seq-len")
     assert_clean_failure(run_cli("compile", token, "--seq-len", "128", "--block-size", "48"), "powers of two")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from specgen import brute_force_mask, spec_dicts, tile_shapes
@@ -82,3 +83,20 @@ def test_tile_shape_changes_layout_not_mask(case: tuple[dict, int], side: int) -
     a = _compile(spec_dict, (side, side)).to_dense()
     b = _compile(spec_dict, (side * 2, side)).to_dense()
     assert np.array_equal(a, b)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(spec_dicts(max_n=150), tile_shapes())
+def test_save_and_load_round_trip(
+    tmp_path_factory: pytest.TempPathFactory, case: tuple[dict, int], tile: tuple[int, int]
+) -> None:
+    spec_dict, _ = case
+    pattern = _compile(spec_dict, tile)
+    path = tmp_path_factory.mktemp("ir") / "pattern.npz"
+    pattern.save(path)
+    loaded = maskc.CompiledPattern.load(path)
+    assert np.array_equal(loaded.to_dense(), pattern.to_dense())
+    for before, after in zip(pattern.layouts, loaded.layouts):
+        for name, array in before.arrays().items():
+            assert np.array_equal(array, after.arrays()[name]), name
+        assert [leaf.origin for leaf in before.rule.leaves()] == [leaf.origin for leaf in after.rule.leaves()]

@@ -170,3 +170,42 @@ def test_python_objects_validate_too() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert maskc.compile(spec, seq_len=32, block_size=16).n == 32
+
+
+def test_duplicate_keys_are_refused() -> None:
+    err = _error("name: x\npattern: {window: {size: 4}}\npattern: {dense: {}}\n")
+    assert err.line == 3 and "the key 'pattern' is given twice" in err.message
+
+
+@pytest.mark.parametrize(
+    ("text", "path"),
+    [
+        ('name: x\nseq_len: "16"\npattern: {dense: {}}\n', "seq_len"),
+        ("name: x\npattern: {window: {before: true}}\n", "pattern.window.before"),
+        ("name: x\ncausal: yes_please\npattern: {dense: {}}\n", "causal"),
+        ('name: x\npattern: {global: {tokens: ["3"]}}\n', "pattern.global.tokens[0]"),
+    ],
+)
+def test_values_of_the_wrong_type_are_not_coerced(text: str, path: str) -> None:
+    assert _error(text).path == path
+
+
+def test_compile_errors_name_the_file_and_line(tmp_path: Path) -> None:
+    path = tmp_path / "tokens.yaml"
+    path.write_text("name: x\nseq_len: 100\npattern:\n  - window: {size: 4}\n  - global: {tokens: [0, 100]}\n")
+    with pytest.raises(SpecError) as info:
+        maskc.compile(path)
+    assert str(info.value).startswith(f"{path}:5: pattern[1].global.tokens: global tokens [100]")
+
+
+def test_head_index_error_points_at_the_entry() -> None:
+    text = "name: x\nheads: 2\npattern: {dense: {}}\nhead_patterns:\n  - {heads: [0], pattern: {dense: {}}}\n"
+    err = _error(text + "  - {heads: [2], pattern: {dense: {}}}\n")
+    assert (err.path, err.line) == ("head_patterns[1].heads", 6)
+
+
+def test_cache_keeps_each_specs_own_name() -> None:
+    alpha = maskc.Spec(name="alpha", pattern={"window": {"size": 8}})
+    beta = maskc.Spec(name="beta", pattern={"window": {"size": 8}})
+    assert maskc.compile(alpha, seq_len=64).spec.name == "alpha"
+    assert maskc.compile(beta, seq_len=64).spec.name == "beta"

@@ -16,7 +16,7 @@ HELP = "table of the specs in specs/: source, density, FLOPs against dense, min_
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seq-len", type=positive_int, help="one n for every spec (default: each spec's own)")
-    parser.add_argument("--dir", type=Path, help="folder of spec files (default: this checkout's specs/)")
+    parser.add_argument("--dir", type=Path, help="folder of spec files (default: the specs installed with maskc)")
     output = parser.add_mutually_exclusive_group()
     output.add_argument("--markdown", action="store_true", help="print the README block (markdown, with markers)")
     output.add_argument("--update", metavar="FILE", type=Path, help="rewrite the catalogue block of FILE in place")

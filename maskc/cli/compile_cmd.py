@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from maskc.cli.options import add_spec_arguments
+from maskc.cli.options import add_spec_arguments, positive_int
 from maskc.compiler import compile
 
 NAME = "compile"
@@ -14,7 +14,7 @@ HELP = "compile a spec to the block-sparse IR and print blocks, density, FLOPs a
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_spec_arguments(parser)
-    parser.add_argument("--heads", type=int, help="number of heads (default: the spec's, or 1)")
+    parser.add_argument("--heads", type=positive_int, help="number of heads (default: the spec's, or 1)")
     parser.add_argument("--out", help="save the IR to this file (.npz)")
     parser.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     parser.add_argument("--emit", choices=["triton"], help="print the generated kernel source instead")
@@ -34,6 +34,11 @@ def run(args: argparse.Namespace) -> int:
         print("\n".join(stats.lines()))
         for k, layout in enumerate(pattern.layouts):
             print(f"rule [{k}]       {layout.rule.describe()}")
+        if any(entry.pattern is not None for entry in pattern.spec.layers):
+            print(
+                "layers         some layers have patterns of their own; this is the top-level pattern "
+                "(`maskc catalogue` averages over the schedule, `maskc.compile_layers` compiles each)"
+            )
     if args.out:
         pattern.save(args.out)
         if not args.json:

@@ -36,7 +36,7 @@ class LowerContext:
 class PatternNode(BaseModel):
     """Base model of primitives and combinators. Subclasses set `kind` and `summary`."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
     kind: ClassVar[str]
     summary: ClassVar[str]
@@ -49,7 +49,7 @@ class PatternNode(BaseModel):
         """This node's path in error messages and origins, given where it stands: `pattern[1].global`."""
         return f"{where}.{self.kind}"
 
-    def to_data(self) -> dict[str, Any]:
+    def to_data(self) -> Any:
         """The spec-file form: {kind: parameters}, leaving out unset options."""
         return {self.kind: self.model_dump(mode="json", exclude_none=True, exclude_defaults=True)}
 

@@ -62,8 +62,9 @@ class Combinator(PatternNode):
         if len(raw) == 0:
             _fail(loc, "empty_combinator", f"an empty {cls.kind} has no pattern in it; give at least one", raw)
 
-    def to_data(self) -> dict[str, Any]:
-        return {self.kind: [child.to_data() for child in self.of]}
+    def to_data(self) -> Any:
+        children = [child.to_data() for child in self.of]
+        return children if self._bare_list else {self.kind: children}
 
     def is_dynamic(self) -> bool:
         return any(child.is_dynamic() for child in self.of)

@@ -7,6 +7,7 @@ count over a range, which gives exact tile classes without touching elements.
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Literal
 
 import numpy as np
@@ -54,9 +55,17 @@ class TokenSet:
             return np.maximum(np.minimum(hi, self.first - 1) - lo + 1, 0)
         return (hi - self.offset) // self.every - (lo - 1 - self.offset) // self.every
 
-    def pattern_key(self, first_index: np.ndarray, tile: np.ndarray) -> np.ndarray:
-        """Equal keys mean equal membership patterns for tiles starting at first_index."""
-        return first_index % self.every if self.every is not None else tile
+    def tile_keys(self, size: int) -> np.ndarray:
+        """Per tile of `size` positions, a key; equal keys mean equal membership patterns."""
+        tiles = np.arange(-(-self.n // size), dtype=np.int64)
+        if self.every is not None:
+            return tiles * size % self.every
+        if self.member is None:
+            return tiles
+        padded = np.zeros(len(tiles) * size, dtype=bool)
+        padded[: self.n] = self.member
+        bits = np.packbits(padded.reshape(len(tiles), size), axis=1)
+        return np.unique(bits, axis=0, return_inverse=True)[1].reshape(-1).astype(np.int64)
 
     def emit(self, em: TritonEmitter, idx: str) -> str:
         if self.member is not None:
@@ -81,6 +90,7 @@ class TokenSetRule(Rule):
 
     def __init__(self, tokens: TokenSet, axis: Literal["rows", "columns"], origin: str) -> None:
         self.tokens, self.axis, self.origin = tokens, axis, origin
+        self._tile_keys = lru_cache(maxsize=4)(tokens.tile_keys)
 
     def mask(self, i: np.ndarray, j: np.ndarray) -> np.ndarray:
         i, j = np.broadcast_arrays(np.asarray(i), np.asarray(j))
@@ -117,8 +127,8 @@ class TokenSetRule(Rule):
     def signature(self, grid: TileGrid, r: np.ndarray, c: np.ndarray) -> list[np.ndarray]:
         tiles = r if self.axis == "rows" else c
         count, size = self._counts(grid, tiles)
-        key = self.tokens.pattern_key(self._ranges(grid, tiles)[0], tiles)
-        return [np.where(count == 0, -1, np.where(count == size, -2, key))]
+        keys = self._tile_keys(grid.block_m if self.axis == "rows" else grid.block_n)
+        return [np.where(count == 0, -1, np.where(count == size, -2, keys[tiles]))]
 
     def emit_triton(self, em: TritonEmitter) -> str:
         return self.tokens.emit(em, em.q if self.axis == "rows" else em.k)

@@ -1,0 +1,40 @@
+"""Equivalent rules that lay out faster. Layout only: element rules keep the spec's own shape.
+
+A union of several token sets on one axis (the Sparse Transformer's c summary columns, written
+as c `global` entries) makes every tile a meeting of partial children, each settled by
+evaluating elements; one merged token set is classified by counting. The merged rule holds
+exactly where the union does.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from maskc.primitives.combinators import CombinatorRule, DifferenceRule, UnionRule
+from maskc.primitives.global_ import TokenSet, TokenSetRule
+from maskc.rule import Rule
+
+
+def layout_rule(rule: Rule) -> Rule:
+    """`rule` with token sets on the same axis under a union merged into one."""
+    if not isinstance(rule, CombinatorRule):
+        return rule
+    kids = [layout_rule(kid) for kid in rule.kids]
+    if isinstance(rule, UnionRule):
+        kids = _merge_token_sets(kids)
+    if len(kids) == 1 and not isinstance(rule, DifferenceRule):
+        return kids[0]
+    return type(rule)(kids, origin=rule.origin)
+
+
+def _merge_token_sets(kids: list[Rule]) -> list[Rule]:
+    out: list[Rule] = []
+    for axis in ("rows", "columns"):
+        sets = [kid for kid in kids if isinstance(kid, TokenSetRule) and kid.axis == axis]
+        if len(sets) < 2:
+            out += sets
+            continue
+        n = sets[0].tokens.n
+        members = np.logical_or.reduce([s.tokens.contains(np.arange(n)) for s in sets])
+        out.append(TokenSetRule(TokenSet(n, tokens=np.flatnonzero(members)), axis, sets[0].origin))
+    return [kid for kid in kids if not isinstance(kid, TokenSetRule)] + out

@@ -1,0 +1,1 @@
+"""Ready specs of well-known models, installed with maskc as `maskc.specs` (the YAML files beside this)."""
