@@ -5,7 +5,6 @@ tensors under TRITON_INTERPRET=1, which runs the same kernels in Triton's interp
 """
 
 from maskc.backends.triton.backend import TritonBackend
-
 from maskc.registry import register_backend
 
 #: Place in backend="auto"'s order: first, ahead of the CPU reference.

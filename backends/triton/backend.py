@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+
 from maskc.backends.cpu.checks import resolve_scale
 from maskc.backends.cpu.dynamic import static_patterns
-
 from maskc.errors import BackendError
 from maskc.ir import CompiledPattern
 

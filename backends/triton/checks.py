@@ -11,20 +11,22 @@ from importlib.util import find_spec
 from typing import Any
 
 import torch
-from maskc.backends.cpu.checks import CallShape, check_call
 
+from maskc.backends.cpu.checks import CallShape, check_call
 from maskc.ir import CompiledPattern
 
 from .cache import interpreting
 
 DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+#: Looked up once: torch.compile does not trace importlib, and the answer does not change.
+TRITON_INSTALLED = find_spec("triton") is not None
 #: Largest head dim (q/k or v) a program keeps in registers; smaller ones are padded to a power of two.
 MAX_HEAD_DIM = 256
 
 
 def unsupported_reason(q: Any, k: Any, v: Any, pattern: Any) -> str | None:
     """Why this backend cannot run the call (tensor kind, device, dtype, head dim), or None."""
-    if find_spec("triton") is None:
+    if not TRITON_INSTALLED:
         return "triton is not installed"
     for name, x in (("q", q), ("k", k), ("v", v)):
         if not isinstance(x, torch.Tensor):

@@ -35,8 +35,8 @@ import os
 import triton
 import triton.language as tl
 
-LOG2E: tl.constexpr = 1.4426950408889634
-LN2: tl.constexpr = 0.6931471805599453
+LOG2E = tl.constexpr(1.4426950408889634)
+LN2 = tl.constexpr(0.6931471805599453)
 
 if os.environ.get("TRITON_INTERPRET", "0") == "1":
     # Triton's interpreter multiplies bfloat16 operands as their raw 16-bit patterns; their
@@ -50,6 +50,26 @@ else:
     @triton.jit
     def mma(a, b, acc, PRECISION: tl.constexpr):
         return tl.dot(a, b, acc, input_precision=PRECISION)
+
+
+@triton.jit
+def program_slot(pid, long_lines, lines, groups):
+    """(slot in the order table, (batch, head) group) of program `pid`.
+
+    The long lines come first, each for every group, so they start early; then each group runs
+    its other lines in order, so programs running together share the keys and values of one head
+    in L2.
+    """
+    long_programs = long_lines * groups
+    if pid < long_programs:
+        slot = pid // groups
+        group = pid % groups
+    else:
+        rest = pid - long_programs
+        short = lines - long_lines
+        group = rest // short
+        slot = long_lines + rest % short
+    return slot, group
 '''
 
 

@@ -62,13 +62,11 @@ def maskc_forward(
     stride_vb, stride_vh, stride_vn,
     stride_ob, stride_oh, stride_om,
     head_layout, row_order, full_ptr, full_idx, partial_ptr, partial_idx,
-    qk_scale, n_ctx, heads, group, batch_heads, row_tiles, ${mask_params}
+    qk_scale, n_ctx, heads, group, batch_heads, row_tiles, long_rows, ${mask_params}
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr, VALUE_DIM: tl.constexpr,
     EVEN_N: tl.constexpr, PRECISION: tl.constexpr,
 ):
-    pid = tl.program_id(0)
-    slot = pid // batch_heads
-    bh = pid % batch_heads
+    slot, bh = program_slot(tl.program_id(0), long_rows, row_tiles, batch_heads)
     b = bh // heads
     h = bh % heads
     kvh = h // group
@@ -147,7 +145,7 @@ def launch_forward(
         *q.stride()[:3], *k.stride()[:3], *v.stride()[:3], *out.stride()[:3],
         plan.head_layout(q.device, heads), tables.order, tables.full_ptr, tables.full_idx,
         tables.partial_ptr, tables.partial_idx,
-        scale * LOG2E, n, heads, heads // k.shape[1], batch * heads, tables.lines,
+        scale * LOG2E, n, heads, heads // k.shape[1], batch * heads, tables.lines, tables.long_lines,
         *plan.mask_values(q.device),
         BLOCK_M=config.block_m, BLOCK_N=config.block_n, HEAD_DIM=head_dim, VALUE_DIM=v.shape[-1],
         EVEN_N=n % config.block_m == 0 and n % config.block_n == 0, PRECISION=dot_precision(q.dtype),

@@ -73,6 +73,9 @@ def _setup_context(ctx: Any, inputs: tuple[Any, ...], output: tuple[torch.Tensor
     q, k, v, plan, scale = inputs
     ctx.save_for_backward(q, k, v, *output)
     ctx.plan, ctx.scale = plan, scale
+    # The backward pass finds the plan by its key: hold it, since a pattern resolved from q and k
+    # for this call alone (a dynamic one) is gone by then.
+    ctx.plan_object = plan_by_key(plan)
 
 
 def _backward(ctx: Any, d_out: torch.Tensor | None, d_lse: torch.Tensor | None) -> tuple[Any, ...]:

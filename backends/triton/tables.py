@@ -3,8 +3,13 @@
 All heads run in one launch, so the tables of the distinct layouts are concatenated: layout L's
 pointers sit at [L·(lines + 1), (L + 1)·(lines + 1)) and already include the offset of its
 indices. "rows" tables walk query tiles (block-CSR: forward and dQ); "columns" tables walk key
-tiles (block-CSC: dK/dV). `order` lists the lines longest first, summed over layouts, so the
-programs with the most tiles start first and the short ones fill in behind them.
+tiles (block-CSC: dK/dV).
+
+`order` lists the lines longest first (tiles summed over layouts). The first `long_lines` of them
+hold more than `LONG_FACTOR` times the median: a global token's row or column. Kernels run those
+first for every head, so that one long program does not start last and serialize the tail, and
+then the rest head by head, so that programs running together share one head's keys and values
+in L2.
 """
 
 from __future__ import annotations
@@ -22,6 +27,8 @@ Walk = Literal["rows", "columns"]
 
 #: split() table names per walk: (pointer table, index table) for the full and the partial tiles.
 _NAMES: dict[str, tuple[str, str]] = {"rows": ("row_ptr", "col_idx"), "columns": ("col_ptr", "row_idx")}
+#: A line with more tiles than this times the median is scheduled ahead of every head.
+LONG_FACTOR = 2.0
 
 
 @dataclass(frozen=True)
@@ -29,6 +36,7 @@ class WalkTables:
     """int32 tables for one walk over one tile shape: pointers, indices and the program order."""
 
     lines: int
+    long_lines: int
     order: torch.Tensor
     full_ptr: torch.Tensor
     full_idx: torch.Tensor
@@ -48,7 +56,7 @@ def _concatenate(splits: Sequence[dict[str, np.ndarray]], pointer: str, index: s
 
 
 def walk_arrays(layouts: Sequence[BlockLayout], walk: Walk) -> dict[str, np.ndarray]:
-    """The host arrays of `WalkTables`: order, full and partial pointers and indices."""
+    """The host arrays of `WalkTables`: order and its long-line count, full and partial pointers and indices."""
     pointer, index = _NAMES[walk]
     splits = [layout.split() for layout in layouts]
     full_ptr, full_idx = _concatenate(splits, f"full_{pointer}", f"full_{index}")
@@ -56,6 +64,7 @@ def walk_arrays(layouts: Sequence[BlockLayout], walk: Walk) -> dict[str, np.ndar
     lengths = sum(np.diff(s[f"full_{pointer}"]) + np.diff(s[f"partial_{pointer}"]) for s in splits)
     return {
         "order": np.argsort(-lengths, kind="stable").astype(np.int32),
+        "long_lines": np.asarray([np.count_nonzero(lengths > LONG_FACTOR * np.median(lengths))]),
         "full_ptr": full_ptr,
         "full_idx": full_idx,
         "partial_ptr": partial_ptr,
@@ -75,6 +84,7 @@ def walk_tables(layouts: Sequence[BlockLayout], walk: Walk, device: torch.device
 
     return WalkTables(
         lines=len(arrays["order"]),
+        long_lines=int(arrays["long_lines"][0]),
         order=tensor("order"),
         full_ptr=tensor("full_ptr"),
         full_idx=tensor("full_idx"),
