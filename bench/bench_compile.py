@@ -25,7 +25,7 @@ def fresh_compile_ms(spec: maskc.Spec, n: int, repeats: int) -> tuple[float, mas
     """Median wall time of compiling without the cache."""
     times, pattern = [], None
     for _ in range(repeats):
-        compiler._CACHE.clear()
+        compiler.clear_cache()
         start = time.perf_counter()
         pattern = maskc.compile(spec, seq_len=n)
         times.append((time.perf_counter() - start) * 1e3)
@@ -33,7 +33,7 @@ def fresh_compile_ms(spec: maskc.Spec, n: int, repeats: int) -> tuple[float, mas
 
 
 def peak_mib(spec: maskc.Spec, n: int) -> float:
-    compiler._CACHE.clear()
+    compiler.clear_cache()
     tracemalloc.start()
     maskc.compile(spec, seq_len=n)
     peak = tracemalloc.get_traced_memory()[1]

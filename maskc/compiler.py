@@ -25,6 +25,16 @@ _CACHE: OrderedDict[tuple[Any, ...], CompiledPattern] = OrderedDict()
 _CACHE_SIZE = 32
 
 
+def cached_patterns() -> list[CompiledPattern]:
+    """The compiled patterns the cache holds now, newest last (backends find traced patterns here)."""
+    return list(_CACHE.values())
+
+
+def clear_cache() -> None:
+    """Forget every compiled pattern (benchmarks use it to time fresh compiles)."""
+    _CACHE.clear()
+
+
 def causal_rule() -> Rule:
     """j ≤ i: a band of offsets −∞ … 0."""
     return BandRule(unit=1, lo=None, hi=0, step=1, origin="causal")

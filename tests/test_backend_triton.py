@@ -214,7 +214,7 @@ def test_source_is_keyed_by_structure_not_n_or_values(tmp_path):
     sources = [backend.source(maskc.compile(s, seq_len=n)) for s, n in ((small, 128), (wide, 4096), (other, 128))]
     assert sources[0] == sources[1] != sources[2]
     assert "def tile_mask(" in sources[0] and "def maskc_forward(" in sources[0]
-    assert "def maskc_backward(" in sources[0] and "def dkdv_program(" in sources[0]
+    assert "def maskc_backward_dkdv(" in sources[0] and "def maskc_backward_dq(" in sources[0]
 
 
 def test_cpu_tensors_need_the_interpreter(monkeypatch):

@@ -6,7 +6,9 @@ The dK/dV kernel gives one program a key tile of one (batch, key/value head); it
 query heads of its group (grouped-query attention: each may have its own layout) and, for each,
 over the query tiles of the key tile's column, full ones unmasked, then partial ones through the
 generated predicate, called on transposed [BLOCK_N, BLOCK_M] tiles. dK and dV stay in registers
-and are written once: no atomics. The dQ kernel mirrors the forward pass over rows.
+and are written once: no atomics. The dQ kernel mirrors the forward pass over rows. Two kernels
+rather than one launch of both kinds of program: each then has its own tile shape and warps
+(bench/NOTES.md has the measurements). Long columns and rows run first, as in the forward pass.
 
 `BACKWARD_KERNELS` is a template: codegen splices the predicate's parameters into it.
 """
@@ -18,7 +20,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from .forward import LOG2E
-from .tuning import BackwardConfig, choose_config, dot_precision
+from .tuning import KernelConfig, choose_config, dot_precision
 
 if TYPE_CHECKING:
     from .plan import Plan
@@ -79,8 +81,8 @@ def dkdv_tile(dk, dv, k, v, q_tile, do_tile, Lse2, Delta, offs_q, offs_k, layout
 
 
 @triton.jit
-def dkdv_program(
-    pid, Q, K, V, DOut, DK, DV, Lse2, Delta,
+def maskc_backward_dkdv(
+    Q, K, V, DOut, DK, DV, Lse2, Delta,
     stride_qb, stride_qh, stride_qm,
     stride_kb, stride_kh, stride_kn,
     stride_vb, stride_vh, stride_vn,
@@ -92,7 +94,7 @@ def dkdv_program(
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr, VALUE_DIM: tl.constexpr,
     EVEN_N: tl.constexpr, PRECISION: tl.constexpr,
 ):
-    slot, bkv = program_slot(pid, long_cols, col_tiles, batch_kv_heads)
+    slot, bkv = program_slot(tl.program_id(0), long_cols, col_tiles, batch_kv_heads)
     b = bkv // kv_heads
     kvh = bkv % kv_heads
     col = tl.load(col_order + slot)
@@ -174,8 +176,8 @@ def dq_tile(dq, q, do, lse2, delta, k_tile, v_tile, offs_q, offs_k, layout, n_ct
 
 
 @triton.jit
-def dq_program(
-    pid, Q, K, V, DOut, DQ, Lse2, Delta,
+def maskc_backward_dq(
+    Q, K, V, DOut, DQ, Lse2, Delta,
     stride_qb, stride_qh, stride_qm,
     stride_kb, stride_kh, stride_kn,
     stride_vb, stride_vh, stride_vn,
@@ -186,7 +188,7 @@ def dq_program(
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr, VALUE_DIM: tl.constexpr,
     EVEN_N: tl.constexpr, PRECISION: tl.constexpr,
 ):
-    slot, bh = program_slot(pid, long_rows, row_tiles, batch_heads)
+    slot, bh = program_slot(tl.program_id(0), long_rows, row_tiles, batch_heads)
     b = bh // heads
     h = bh % heads
     kvh = h // group
@@ -244,55 +246,6 @@ def dq_program(
     tl.store(dq_rows + offs_m[:, None] * stride_dqm + offs_d[None, :], (dq * sm_scale).to(DQ.dtype.element_ty),
              mask=(offs_q < n_ctx)[:, None])
 
-
-@triton.jit
-def maskc_backward(
-    Q, K, V, DOut, DQ, DK, DV, Lse2, Delta,
-    stride_qb, stride_qh, stride_qm,
-    stride_kb, stride_kh, stride_kn,
-    stride_vb, stride_vh, stride_vn,
-    stride_db, stride_dh, stride_dm,
-    stride_dqb, stride_dqh, stride_dqm,
-    stride_dkb, stride_dkh, stride_dkn,
-    stride_dvb, stride_dvh, stride_dvn,
-    head_layout,
-    col_order, col_full_ptr, col_full_idx, col_partial_ptr, col_partial_idx, col_tiles, long_cols,
-    row_order, row_full_ptr, row_full_idx, row_partial_ptr, row_partial_idx, row_tiles, long_rows,
-    qk_scale, sm_scale, n_ctx, heads, group, batch, kv_heads, ${mask_params}
-    DKDV_M: tl.constexpr, DKDV_N: tl.constexpr, DQ_M: tl.constexpr, DQ_N: tl.constexpr,
-    HEAD_DIM: tl.constexpr, VALUE_DIM: tl.constexpr, EVEN_N: tl.constexpr, PRECISION: tl.constexpr,
-):
-    # One launch for both kinds of program: the long key columns and long query rows first, then
-    # the other dK/dV programs, then the other dQ programs.
-    long_dkdv = long_cols * batch * kv_heads
-    long_dq = long_rows * batch * heads
-    pid = tl.program_id(0)
-    if pid < long_dkdv + long_dq:
-        is_dkdv = pid < long_dkdv
-        p = tl.where(is_dkdv, pid, pid - long_dkdv)
-    else:
-        rest = pid - long_dkdv - long_dq
-        short_dkdv = (col_tiles - long_cols) * batch * kv_heads
-        is_dkdv = rest < short_dkdv
-        p = tl.where(is_dkdv, long_dkdv + rest, long_dq + rest - short_dkdv)
-    if is_dkdv:
-        dkdv_program(
-            p, Q, K, V, DOut, DK, DV, Lse2, Delta,
-            stride_qb, stride_qh, stride_qm, stride_kb, stride_kh, stride_kn, stride_vb, stride_vh, stride_vn,
-            stride_db, stride_dh, stride_dm, stride_dkb, stride_dkh, stride_dkn, stride_dvb, stride_dvh, stride_dvn,
-            head_layout, col_order, col_full_ptr, col_full_idx, col_partial_ptr, col_partial_idx,
-            qk_scale, sm_scale, n_ctx, heads, group, batch * kv_heads, kv_heads, col_tiles, long_cols, ${mask_args}
-            DKDV_M, DKDV_N, HEAD_DIM, VALUE_DIM, EVEN_N, PRECISION,
-        )
-    else:
-        dq_program(
-            p, Q, K, V, DOut, DQ, Lse2, Delta,
-            stride_qb, stride_qh, stride_qm, stride_kb, stride_kh, stride_kn, stride_vb, stride_vh, stride_vn,
-            stride_db, stride_dh, stride_dm, stride_dqb, stride_dqh, stride_dqm,
-            head_layout, row_order, row_full_ptr, row_full_idx, row_partial_ptr, row_partial_idx,
-            qk_scale, sm_scale, n_ctx, heads, group, batch * heads, row_tiles, long_rows, ${mask_args}
-            DQ_M, DQ_N, HEAD_DIM, VALUE_DIM, EVEN_N, PRECISION,
-        )
 """
 
 #: Rows per program of the preparation kernel.
@@ -334,27 +287,38 @@ def attention_backward(
     dq = torch.empty(q.shape, dtype=q.dtype, device=q.device)
     dk = torch.empty(k.shape, dtype=k.dtype, device=k.device)
     dv = torch.empty(v.shape, dtype=v.dtype, device=v.device)
+    precision = dot_precision(q.dtype)
+    strides = (*q.stride()[:3], *k.stride()[:3], *v.stride()[:3], *d_out.stride()[:3])
 
-    def run(config: BackwardConfig) -> None:
-        columns = plan.tables("columns", config.dkdv_m, config.dkdv_n, q.device)
-        rows = plan.tables("rows", config.dq_m, config.dq_n, q.device)
-        programs = columns.lines * batch * kv_heads + rows.lines * batch * heads
-        sides = (config.dkdv_m, config.dkdv_n, config.dq_m, config.dq_n)
-        plan.module().maskc_backward[(programs,)](
-            q, k, v, d_out, dq, dk, dv, lse2, delta,
-            *q.stride()[:3], *k.stride()[:3], *v.stride()[:3], *d_out.stride()[:3],
-            *dq.stride()[:3], *dk.stride()[:3], *dv.stride()[:3],
-            plan.head_layout(q.device, heads),
-            columns.order, columns.full_ptr, columns.full_idx, columns.partial_ptr, columns.partial_idx,
-            columns.lines, columns.long_lines,
-            rows.order, rows.full_ptr, rows.full_idx, rows.partial_ptr, rows.partial_idx,
-            rows.lines, rows.long_lines,
-            scale * LOG2E, scale, n, heads, heads // kv_heads, batch, kv_heads,
+    def run_dkdv(config: KernelConfig) -> None:
+        tables = plan.tables("columns", config.block_m, config.block_n, q.device)
+        plan.module().maskc_backward_dkdv[(tables.lines * batch * kv_heads,)](
+            q, k, v, d_out, dk, dv, lse2, delta,
+            *strides, *dk.stride()[:3], *dv.stride()[:3],
+            plan.head_layout(q.device, heads), tables.order, tables.full_ptr, tables.full_idx,
+            tables.partial_ptr, tables.partial_idx,
+            scale * LOG2E, scale, n, heads, heads // kv_heads, batch * kv_heads, kv_heads, tables.lines,
+            tables.long_lines,
             *plan.mask_values(q.device),
-            DKDV_M=config.dkdv_m, DKDV_N=config.dkdv_n, DQ_M=config.dq_m, DQ_N=config.dq_n,
-            HEAD_DIM=head_dim, VALUE_DIM=value_dim, EVEN_N=all(n % side == 0 for side in sides),
-            PRECISION=dot_precision(q.dtype), num_warps=config.num_warps, num_stages=config.num_stages,
+            BLOCK_M=config.block_m, BLOCK_N=config.block_n, HEAD_DIM=head_dim, VALUE_DIM=value_dim,
+            EVEN_N=n % config.block_m == 0 and n % config.block_n == 0, PRECISION=precision,
+            num_warps=config.num_warps, num_stages=config.num_stages,
         )  # fmt: skip
 
-    run(choose_config(plan, "backward", q, k, run))
+    def run_dq(config: KernelConfig) -> None:
+        tables = plan.tables("rows", config.block_m, config.block_n, q.device)
+        plan.module().maskc_backward_dq[(tables.lines * batch * heads,)](
+            q, k, v, d_out, dq, lse2, delta,
+            *strides, *dq.stride()[:3],
+            plan.head_layout(q.device, heads), tables.order, tables.full_ptr, tables.full_idx,
+            tables.partial_ptr, tables.partial_idx,
+            scale * LOG2E, scale, n, heads, heads // kv_heads, batch * heads, tables.lines, tables.long_lines,
+            *plan.mask_values(q.device),
+            BLOCK_M=config.block_m, BLOCK_N=config.block_n, HEAD_DIM=head_dim, VALUE_DIM=value_dim,
+            EVEN_N=n % config.block_m == 0 and n % config.block_n == 0, PRECISION=precision,
+            num_warps=config.num_warps, num_stages=config.num_stages,
+        )  # fmt: skip
+
+    run_dkdv(choose_config(plan, "dkdv", q, k, run_dkdv))
+    run_dq(choose_config(plan, "dq", q, k, run_dq))
     return dq, dk, dv

@@ -2,8 +2,9 @@
 
 One program owns one query tile of one (batch, head). It walks the row's full tiles with no
 masking at all (a bounds mask on the last key tile only when n is not a multiple of BLOCK_N),
-then its partial tiles with the generated predicate `tile_mask`. Programs run longest row first
-(`row_order`), so a long row (a global token's) starts early instead of serializing the tail.
+then its partial tiles with the generated predicate `tile_mask`. Long rows (a global token's)
+run first for every head, so that they do not serialize the tail; the others head by head, so
+that concurrent programs share a head's keys and values in L2 (`program_slot`, tables.py).
 Online softmax in base 2 as in Triton's fused-attention tutorial; a row that meets no key keeps
 m = −inf without producing NaN and ends with zeros and lse = −inf.
 

@@ -18,7 +18,7 @@ from maskc.ir import CompiledPattern
 
 from .backward import attention_backward
 from .forward import attention_forward
-from .plan import plan_by_key, plan_for
+from .plan import plan_by_key, plan_for, traced_key
 
 #: Smallest head dim a tensor-core product takes (inputs with fewer columns are zero-padded).
 MIN_HEAD_DIM = 16
@@ -100,8 +100,10 @@ def _padded(x: torch.Tensor) -> torch.Tensor:
     return _last_dim_contiguous(x) if target == size else F.pad(x, (0, target - size))
 
 
-@torch.compiler.assume_constant_result
 def _plan_key(pattern: CompiledPattern) -> str:
+    """The plan's key; under torch.compile one read off the pattern's attributes, which traces."""
+    if torch.compiler.is_compiling():
+        return traced_key(pattern)
     return plan_for(pattern).key
 
 

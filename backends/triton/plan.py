@@ -34,7 +34,6 @@ class Plan:
 
     def __init__(self, pattern: CompiledPattern) -> None:
         self.key = f"maskc-plan-{next(_COUNTER)}"
-        self.name = pattern.spec.name
         self.n = pattern.n
         self.rules = tuple(layout.rule for layout in pattern.layouts)
         self.native_tile = (pattern.block_m, pattern.block_n)
@@ -96,8 +95,34 @@ def plan_for(pattern: CompiledPattern) -> Plan:
     return plan
 
 
+def traced_key(pattern: CompiledPattern) -> str:
+    """The key a torch.compile graph carries: what `maskc.compile` caches the pattern by.
+
+    It is read off the pattern's attributes only, which torch.compile traces without a break; the
+    plan is found from it when the graph runs (`plan_by_key`).
+    """
+    return f"compiled:{pattern.spec_hash}:{pattern.n}:{pattern.block_m}:{pattern.block_n}:{pattern.heads}"
+
+
 def plan_by_key(key: str) -> Plan:
     plan = _BY_KEY.get(key)
+    if plan is None and key.startswith("compiled:"):
+        plan = _plan_of_cached_pattern(key)
     if plan is None:
-        raise BackendError(f"{key}: its compiled pattern no longer exists; keep the pattern alive while it runs")
+        raise BackendError(
+            f"{key}: its compiled pattern no longer exists; keep the pattern alive while it runs "
+            "(torch.compile graphs find theirs in maskc.compile's cache)"
+        )
     return plan
+
+
+def _plan_of_cached_pattern(key: str) -> Plan | None:
+    """The plan of the pattern `maskc.compile` holds for a traced key, if it still holds it."""
+    from maskc import compiler
+
+    for pattern in compiler.cached_patterns():
+        if traced_key(pattern) == key and not pattern.dynamic:
+            plan = plan_for(pattern)
+            _BY_KEY[key] = plan
+            return plan
+    return None

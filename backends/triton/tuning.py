@@ -22,12 +22,12 @@ from .cache import interpreting
 if TYPE_CHECKING:
     from .plan import Plan
 
-Kernel = Literal["forward", "backward"]
+Kernel = Literal["forward", "dkdv", "dq"]
 
 
 @dataclass(frozen=True)
 class KernelConfig:
-    """Forward: tile shape (query rows × keys per tile), warps per program and pipeline stages."""
+    """Tile shape (query rows × keys per tile), warps per program and pipeline stages."""
 
     block_m: int
     block_n: int
@@ -35,55 +35,34 @@ class KernelConfig:
     num_stages: int
 
 
-@dataclass(frozen=True)
-class BackwardConfig:
-    """Backward, one launch: dK/dV programs own DKDV_N keys and step DKDV_M query rows at a time;
-    dQ programs own DQ_M query rows and step DQ_N keys; warps and stages are shared."""
-
-    dkdv_m: int
-    dkdv_n: int
-    dq_m: int
-    dq_n: int
-    num_warps: int
-    num_stages: int
-
-
-Config = KernelConfig | BackwardConfig
-
-#: Candidates for 16-bit inputs by kernel and largest head dim (spills checked with ptxas for sm_90).
-_HALF: dict[Kernel, dict[int, list[Config]]] = {
+#: Candidates for 16-bit inputs by kernel and largest head dim (ptxas reports no spills for them on
+#: sm_90); dK/dV's BLOCK_N is its keys per program, BLOCK_M the query rows of one step.
+_HALF: dict[Kernel, dict[int, list[KernelConfig]]] = {
     "forward": {
         64: [KernelConfig(128, 64, 4, 3), KernelConfig(128, 128, 8, 3), KernelConfig(64, 64, 4, 3)],
         128: [KernelConfig(128, 64, 8, 3), KernelConfig(128, 128, 8, 3), KernelConfig(64, 64, 4, 3)],
         256: [KernelConfig(128, 64, 8, 2), KernelConfig(64, 64, 4, 2)],
     },
-    "backward": {
-        64: [BackwardConfig(64, 128, 128, 64, 8, 3), BackwardConfig(32, 64, 64, 64, 4, 3)],
-        128: [
-            BackwardConfig(64, 128, 128, 64, 8, 3),
-            BackwardConfig(64, 128, 128, 32, 8, 3),
-            BackwardConfig(32, 128, 128, 32, 8, 3),
-            BackwardConfig(32, 64, 64, 64, 4, 3),
-        ],
-        256: [BackwardConfig(32, 32, 64, 32, 8, 2), BackwardConfig(16, 32, 64, 32, 4, 2)],
+    "dkdv": {
+        64: [KernelConfig(64, 128, 8, 3), KernelConfig(32, 64, 4, 3), KernelConfig(64, 64, 4, 3)],
+        128: [KernelConfig(64, 128, 8, 3), KernelConfig(32, 128, 8, 3), KernelConfig(32, 64, 4, 3)],
+        256: [KernelConfig(32, 32, 8, 2), KernelConfig(16, 32, 4, 2)],
+    },
+    "dq": {
+        64: [KernelConfig(128, 64, 8, 3), KernelConfig(64, 64, 4, 3)],
+        128: [KernelConfig(128, 64, 8, 3), KernelConfig(128, 32, 8, 3), KernelConfig(64, 64, 4, 3)],
+        256: [KernelConfig(64, 32, 4, 2), KernelConfig(64, 64, 8, 2)],
     },
 }
-#: float32 tiles take twice the shared memory: smaller shapes, fewer stages.
-_SINGLE: dict[Kernel, dict[int, list[Config]]] = {
-    "forward": {
-        64: [KernelConfig(64, 64, 4, 2), KernelConfig(32, 32, 4, 2)],
-        128: [KernelConfig(32, 32, 4, 2)],
-        256: [KernelConfig(16, 32, 4, 2)],
-    },
-    "backward": {
-        64: [BackwardConfig(32, 64, 64, 32, 4, 2)],
-        128: [BackwardConfig(32, 32, 32, 32, 4, 2)],
-        256: [BackwardConfig(16, 32, 32, 16, 4, 2)],
-    },
+#: float32 tiles take twice the shared memory: smaller shapes, fewer stages, for every kernel.
+_SINGLE: dict[int, list[KernelConfig]] = {
+    64: [KernelConfig(64, 64, 4, 2), KernelConfig(32, 32, 4, 2)],
+    128: [KernelConfig(32, 32, 4, 2)],
+    256: [KernelConfig(16, 32, 4, 2)],
 }
 
 #: Chosen configurations by problem, shared by every pattern with the same values (spec hash).
-_CHOSEN: dict[tuple, Config] = {}
+_CHOSEN: dict[tuple, KernelConfig] = {}
 
 
 def dot_precision(dtype: torch.dtype) -> str:
@@ -91,18 +70,17 @@ def dot_precision(dtype: torch.dtype) -> str:
     return "ieee" if dtype == torch.float32 else "tf32"
 
 
-def candidates(kernel: Kernel, head_dim: int, dtype: torch.dtype, native: tuple[int, int]) -> list[Config]:
+def candidates(kernel: Kernel, head_dim: int, dtype: torch.dtype, native: tuple[int, int]) -> list[KernelConfig]:
     """The configurations to try; under the interpreter only the pattern's own tile shape."""
     if interpreting():
-        bm, bn = native
-        return [KernelConfig(bm, bn, 4, 1) if kernel == "forward" else BackwardConfig(bm, bn, bm, bn, 4, 1)]
+        return [KernelConfig(native[0], native[1], 4, 1)]
     size = next(size for size in (64, 128, 256) if head_dim <= size)
-    return list((_SINGLE if dtype == torch.float32 else _HALF)[kernel][size])
+    return list(_SINGLE[size] if dtype == torch.float32 else _HALF[kernel][size])
 
 
 def choose_config(
-    plan: Plan, kernel: Kernel, q: torch.Tensor, k: torch.Tensor, run: Callable[[Config], None]
-) -> Config:
+    plan: Plan, kernel: Kernel, q: torch.Tensor, k: torch.Tensor, run: Callable[[KernelConfig], None]
+) -> KernelConfig:
     """The fastest candidate for this problem, timed with `run` on the first call, then remembered."""
     key = (plan.tune_key, kernel, tuple(q.shape), k.shape[1], k.shape[-1], q.dtype, str(q.device))
     chosen = _CHOSEN.get(key)
@@ -116,12 +94,12 @@ def choose_config(
     return chosen
 
 
-def chosen_configs() -> dict[tuple, Config]:
+def chosen_configs() -> dict[tuple, KernelConfig]:
     """What the tuner picked so far, by problem (benchmarks print it)."""
     return dict(_CHOSEN)
 
 
-def _fastest(options: list[Config], run: Callable[[Config], None]) -> Config:
+def _fastest(options: list[KernelConfig], run: Callable[[KernelConfig], None]) -> KernelConfig:
     from triton.runtime.errors import OutOfResources
     from triton.testing import do_bench
 

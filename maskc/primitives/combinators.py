@@ -227,6 +227,10 @@ class DifferenceRule(CombinatorRule):
     def estimate(self, grid: TileGrid) -> int:
         return self.kids[0].estimate(grid)
 
+    def emit_triton(self, em: TritonEmitter) -> str:
+        keep, drop = (kid.emit_triton(em) for kid in self.kids)
+        return f"(({keep}) & ~({drop}))"
+
     def static_bound(self, lower: bool = True) -> Rule:
         a, b = self.kids
         return DifferenceRule([a.static_bound(lower), b.static_bound(not lower)], origin=self.origin)
