@@ -6,11 +6,11 @@ from typing import Any
 
 import torch
 
+from maskc.calls import resolve_scale, static_patterns
 from maskc.ir import CompiledPattern
 
 from .cache import PlanCache
-from .checks import check_call, compute_dtype, resolve_scale, unsupported_reason
-from .dynamic import static_patterns
+from .checks import check_call, compute_dtype, unsupported_reason
 from .function import SparseAttention
 from .work import Job, group_heads
 

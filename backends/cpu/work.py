@@ -7,10 +7,11 @@ from dataclasses import dataclass
 
 import torch
 
+from maskc.calls import CallShape
 from maskc.ir import BlockLayout, CompiledPattern
 
 from .cache import PlanCache
-from .checks import CallShape, head_layouts
+from .checks import head_layouts
 from .plan import ChunkPlan, tiles_per_chunk
 
 #: (batch, query head, key/value head)

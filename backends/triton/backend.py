@@ -6,12 +6,11 @@ from typing import Any
 
 import torch
 
-from maskc.backends.cpu.checks import resolve_scale
-from maskc.backends.cpu.dynamic import static_patterns
+from maskc.calls import check_shapes, resolve_scale, static_patterns
 from maskc.errors import BackendError
 from maskc.ir import CompiledPattern
 
-from .checks import check_shapes, unsupported_reason
+from .checks import unsupported_reason
 from .function import sparse_attention
 from .plan import plan_for
 

@@ -2,7 +2,7 @@
 
 CUDA tensors in float16, bfloat16 or float32 (CPU tensors only under TRITON_INTERPRET=1, which
 runs the same kernels in Triton's interpreter), head dims up to `MAX_HEAD_DIM`. Shape checks are
-the reference backend's, so both backends reject the same calls with the same words.
+shared by all backends (maskc.calls).
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ from typing import Any
 
 import torch
 
-from maskc.backends.cpu.checks import CallShape, check_call
 from maskc.ir import CompiledPattern
 
 from .cache import interpreting
@@ -43,13 +42,3 @@ def unsupported_reason(q: Any, k: Any, v: Any, pattern: Any) -> str | None:
     if not isinstance(pattern, CompiledPattern):
         return f"pattern is a {type(pattern).__name__}, not a CompiledPattern (use maskc.compile)"
     return None
-
-
-def check_shapes(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pattern: CompiledPattern) -> CallShape:
-    """The call's sizes; BackendError naming the first that does not fit (the reference's checks).
-
-    The reference checks CPU tensors, so they run on zero-byte CPU stand-ins of the same shapes
-    and dtypes: nothing is copied.
-    """
-    stand_ins = (torch.empty((), dtype=x.dtype).expand(x.shape) for x in (q, k, v))
-    return check_call(*stand_ins, pattern)
