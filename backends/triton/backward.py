@@ -81,6 +81,23 @@ def dkdv_tile(dk, dv, k, v, q_tile, do_tile, Lse2, Delta, offs_q, offs_k, layout
 
 
 @triton.jit
+def dkdv_tiles(dk, dv, k, v, q_head, do_head, q_local, do_local, stride_qm, stride_dm, lse2_head, delta_head,
+               tile_idx, lo, hi, offs_m, offs_k, layout, n_ctx, qk_scale, ${mask_params}
+               BLOCK_M: tl.constexpr, MASKED: tl.constexpr, EVEN_N: tl.constexpr, PRECISION: tl.constexpr):
+    # Add the dK and dV contributions of the query tiles tile_idx[lo:hi] of one key column.
+    for t in range(lo, hi):
+        start_m = tl.load(tile_idx + t) * BLOCK_M
+        dk, dv = dkdv_tile(
+            dk, dv, k, v,
+            q_head + start_m.to(tl.int64) * stride_qm + q_local,
+            do_head + start_m.to(tl.int64) * stride_dm + do_local,
+            lse2_head, delta_head, start_m + offs_m, offs_k, layout, n_ctx, qk_scale, ${mask_args}
+            MASKED, EVEN_N, PRECISION,
+        )
+    return dk, dv
+
+
+@triton.jit
 def maskc_backward_dkdv(
     Q, K, V, DOut, DK, DV, Lse2, Delta,
     stride_qb, stride_qh, stride_qm,
@@ -124,28 +141,18 @@ def maskc_backward_dkdv(
         do_head = DOut + b.to(tl.int64) * stride_db + h.to(tl.int64) * stride_dh
         rows_at = (b * heads + h).to(tl.int64) * n_ctx
         at = layout * (col_tiles + 1) + col
-        lo = tl.load(full_ptr + at)
-        hi = tl.load(full_ptr + at + 1)
-        for t in range(lo, hi):
-            start_m = tl.load(full_idx + t) * BLOCK_M
-            dk, dv = dkdv_tile(
-                dk, dv, k, v,
-                q_head + start_m.to(tl.int64) * stride_qm + q_local,
-                do_head + start_m.to(tl.int64) * stride_dm + do_local,
-                Lse2 + rows_at, Delta + rows_at, start_m + offs_m, offs_k, layout, n_ctx, qk_scale, ${mask_args}
-                False, EVEN_N, PRECISION,
-            )
-        lo = tl.load(partial_ptr + at)
-        hi = tl.load(partial_ptr + at + 1)
-        for t in range(lo, hi):
-            start_m = tl.load(partial_idx + t) * BLOCK_M
-            dk, dv = dkdv_tile(
-                dk, dv, k, v,
-                q_head + start_m.to(tl.int64) * stride_qm + q_local,
-                do_head + start_m.to(tl.int64) * stride_dm + do_local,
-                Lse2 + rows_at, Delta + rows_at, start_m + offs_m, offs_k, layout, n_ctx, qk_scale, ${mask_args}
-                True, EVEN_N, PRECISION,
-            )
+        dk, dv = dkdv_tiles(
+            dk, dv, k, v, q_head, do_head, q_local, do_local, stride_qm, stride_dm, Lse2 + rows_at, Delta + rows_at,
+            full_idx, tl.load(full_ptr + at), tl.load(full_ptr + at + 1),
+            offs_m, offs_k, layout, n_ctx, qk_scale, ${mask_args}
+            BLOCK_M, False, EVEN_N, PRECISION,
+        )
+        dk, dv = dkdv_tiles(
+            dk, dv, k, v, q_head, do_head, q_local, do_local, stride_qm, stride_dm, Lse2 + rows_at, Delta + rows_at,
+            partial_idx, tl.load(partial_ptr + at), tl.load(partial_ptr + at + 1),
+            offs_m, offs_k, layout, n_ctx, qk_scale, ${mask_args}
+            BLOCK_M, True, EVEN_N, PRECISION,
+        )
     k_in = (offs_k < n_ctx)[:, None]
     dk_rows = DK + b.to(tl.int64) * stride_dkb + kvh.to(tl.int64) * stride_dkh + start_n.to(tl.int64) * stride_dkn
     dv_rows = DV + b.to(tl.int64) * stride_dvb + kvh.to(tl.int64) * stride_dvh + start_n.to(tl.int64) * stride_dvn
@@ -172,6 +179,23 @@ def dq_tile(dq, q, do, lse2, delta, k_tile, v_tile, offs_q, offs_k, layout, n_ct
     dp = mma(do, tl.trans(v), None, PRECISION)
     ds = p * (dp - delta[:, None])
     dq = mma(ds.to(k.dtype), k, dq, PRECISION)
+    return dq
+
+
+@triton.jit
+def dq_tiles(dq, q, do, lse2, delta, k_head, v_head, k_local, v_local, stride_kn, stride_vn,
+             tile_idx, lo, hi, offs_q, offs_n, layout, n_ctx, qk_scale, ${mask_params}
+             BLOCK_N: tl.constexpr, MASKED: tl.constexpr, EVEN_N: tl.constexpr, PRECISION: tl.constexpr):
+    # Add the dQ contributions of the key tiles tile_idx[lo:hi] of one query row.
+    for t in range(lo, hi):
+        start_n = tl.load(tile_idx + t) * BLOCK_N
+        dq = dq_tile(
+            dq, q, do, lse2, delta,
+            k_head + start_n.to(tl.int64) * stride_kn + k_local,
+            v_head + start_n.to(tl.int64) * stride_vn + v_local,
+            offs_q, start_n + offs_n, layout, n_ctx, qk_scale, ${mask_args}
+            MASKED, EVEN_N, PRECISION,
+        )
     return dq
 
 
@@ -220,28 +244,18 @@ def maskc_backward_dq(
     v_local = offs_n[:, None] * stride_vn + offs_v[None, :]
     dq = tl.zeros([BLOCK_M, HEAD_DIM], tl.float32)
     at = layout * (row_tiles + 1) + row
-    lo = tl.load(full_ptr + at)
-    hi = tl.load(full_ptr + at + 1)
-    for t in range(lo, hi):
-        start_n = tl.load(full_idx + t) * BLOCK_N
-        dq = dq_tile(
-            dq, q, do, lse2, delta,
-            k_head + start_n.to(tl.int64) * stride_kn + k_local,
-            v_head + start_n.to(tl.int64) * stride_vn + v_local,
-            offs_q, start_n + offs_n, layout, n_ctx, qk_scale, ${mask_args}
-            False, EVEN_N, PRECISION,
-        )
-    lo = tl.load(partial_ptr + at)
-    hi = tl.load(partial_ptr + at + 1)
-    for t in range(lo, hi):
-        start_n = tl.load(partial_idx + t) * BLOCK_N
-        dq = dq_tile(
-            dq, q, do, lse2, delta,
-            k_head + start_n.to(tl.int64) * stride_kn + k_local,
-            v_head + start_n.to(tl.int64) * stride_vn + v_local,
-            offs_q, start_n + offs_n, layout, n_ctx, qk_scale, ${mask_args}
-            True, EVEN_N, PRECISION,
-        )
+    dq = dq_tiles(
+        dq, q, do, lse2, delta, k_head, v_head, k_local, v_local, stride_kn, stride_vn,
+        full_idx, tl.load(full_ptr + at), tl.load(full_ptr + at + 1),
+        offs_q, offs_n, layout, n_ctx, qk_scale, ${mask_args}
+        BLOCK_N, False, EVEN_N, PRECISION,
+    )
+    dq = dq_tiles(
+        dq, q, do, lse2, delta, k_head, v_head, k_local, v_local, stride_kn, stride_vn,
+        partial_idx, tl.load(partial_ptr + at), tl.load(partial_ptr + at + 1),
+        offs_q, offs_n, layout, n_ctx, qk_scale, ${mask_args}
+        BLOCK_N, True, EVEN_N, PRECISION,
+    )
     dq_rows = DQ + b.to(tl.int64) * stride_dqb + h.to(tl.int64) * stride_dqh + start_m.to(tl.int64) * stride_dqm
     tl.store(dq_rows + offs_m[:, None] * stride_dqm + offs_d[None, :], (dq * sm_scale).to(DQ.dtype.element_ty),
              mask=(offs_q < n_ctx)[:, None])

@@ -56,6 +56,23 @@ def forward_tile(acc, m_i, l_i, q, k_tile, v_tile, offs_q, offs_k, layout, n_ctx
 
 
 @triton.jit
+def forward_tiles(acc, m_i, l_i, q, k_head, v_head, k_local, v_local, stride_kn, stride_vn,
+                  tile_idx, lo, hi, offs_q, offs_n, layout, n_ctx, qk_scale, ${mask_params}
+                  BLOCK_N: tl.constexpr, MASKED: tl.constexpr, EVEN_N: tl.constexpr, PRECISION: tl.constexpr):
+    # Fold the key tiles tile_idx[lo:hi] of one query row into the running softmax.
+    for t in range(lo, hi):
+        start_n = tl.load(tile_idx + t) * BLOCK_N
+        acc, m_i, l_i = forward_tile(
+            acc, m_i, l_i, q,
+            k_head + start_n.to(tl.int64) * stride_kn + k_local,
+            v_head + start_n.to(tl.int64) * stride_vn + v_local,
+            offs_q, start_n + offs_n, layout, n_ctx, qk_scale, ${mask_args}
+            MASKED, EVEN_N, PRECISION,
+        )
+    return acc, m_i, l_i
+
+
+@triton.jit
 def maskc_forward(
     Q, K, V, Out, Lse,
     stride_qb, stride_qh, stride_qm,
@@ -93,28 +110,18 @@ def maskc_forward(
     l_i = tl.zeros([BLOCK_M], tl.float32)
     acc = tl.zeros([BLOCK_M, VALUE_DIM], tl.float32)
     at = layout * (row_tiles + 1) + row
-    lo = tl.load(full_ptr + at)
-    hi = tl.load(full_ptr + at + 1)
-    for t in range(lo, hi):
-        start_n = tl.load(full_idx + t) * BLOCK_N
-        acc, m_i, l_i = forward_tile(
-            acc, m_i, l_i, q,
-            k_head + start_n.to(tl.int64) * stride_kn + k_local,
-            v_head + start_n.to(tl.int64) * stride_vn + v_local,
-            offs_q, start_n + offs_n, layout, n_ctx, qk_scale, ${mask_args}
-            False, EVEN_N, PRECISION,
-        )
-    lo = tl.load(partial_ptr + at)
-    hi = tl.load(partial_ptr + at + 1)
-    for t in range(lo, hi):
-        start_n = tl.load(partial_idx + t) * BLOCK_N
-        acc, m_i, l_i = forward_tile(
-            acc, m_i, l_i, q,
-            k_head + start_n.to(tl.int64) * stride_kn + k_local,
-            v_head + start_n.to(tl.int64) * stride_vn + v_local,
-            offs_q, start_n + offs_n, layout, n_ctx, qk_scale, ${mask_args}
-            True, EVEN_N, PRECISION,
-        )
+    acc, m_i, l_i = forward_tiles(
+        acc, m_i, l_i, q, k_head, v_head, k_local, v_local, stride_kn, stride_vn,
+        full_idx, tl.load(full_ptr + at), tl.load(full_ptr + at + 1),
+        offs_q, offs_n, layout, n_ctx, qk_scale, ${mask_args}
+        BLOCK_N, False, EVEN_N, PRECISION,
+    )
+    acc, m_i, l_i = forward_tiles(
+        acc, m_i, l_i, q, k_head, v_head, k_local, v_local, stride_kn, stride_vn,
+        partial_idx, tl.load(partial_ptr + at), tl.load(partial_ptr + at + 1),
+        offs_q, offs_n, layout, n_ctx, qk_scale, ${mask_args}
+        BLOCK_N, True, EVEN_N, PRECISION,
+    )
     empty = l_i == 0.0
     l_safe = tl.where(empty, 1.0, l_i)
     out = acc / l_safe[:, None]
