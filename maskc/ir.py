@@ -15,8 +15,8 @@ import numpy as np
 import scipy.sparse as sp
 
 from maskc.errors import BackendError, DynamicPatternError, TooLargeError
-from maskc.grid import TileGrid, ragged_ranges
-from maskc.rule import Rule, evaluate_tiles, tile_classes
+from maskc.grid import TileGrid, ragged_ranges, transposed
+from maskc.rule import Rule, TileClass, evaluate_tiles, tile_classes
 from maskc.simplify import layout_rule
 
 if TYPE_CHECKING:
@@ -27,10 +27,19 @@ if TYPE_CHECKING:
 DENSE_LIMIT = 16384
 #: Tiles whose elements are materialized at once by `element_rows`.
 _TILES_PER_CHUNK = 4096
+#: A layout is read off whole-grid maps when the grid has at most this many tiles per tile the
+#: rule estimates: the maps' memory then stays proportional to what tile lists would take. At 4,
+#: a quarter-full random map already compresses slower than its tile list sorts (measured).
+_GRID_MAP_RATIO = 2
 
 
 def _csr_pointers(owner: np.ndarray, count: int) -> np.ndarray:
-    return np.concatenate([[0], np.cumsum(np.bincount(owner, minlength=count))]).astype(np.int32)
+    return _pointers(np.bincount(owner, minlength=count))
+
+
+def _pointers(counts: np.ndarray) -> np.ndarray:
+    """Offsets of consecutive runs of the given lengths, with the total last."""
+    return np.concatenate([[0], np.cumsum(counts)]).astype(np.int32)
 
 
 def _stable_order(keys: np.ndarray, bound: int) -> np.ndarray:
@@ -61,8 +70,31 @@ class BlockLayout:
     @classmethod
     def build(cls, rule: Rule, grid: TileGrid) -> BlockLayout:
         """Layout of `rule`; a dynamic rule is laid out by its static lower bound."""
-        static = rule.static_bound(lower=True) if rule.dynamic else rule
-        r, c, full = layout_rule(static).tiles(grid)
+        static = layout_rule(rule.static_bound(lower=True) if rule.dynamic else rule)
+        if grid.row_tiles * grid.col_tiles <= _GRID_MAP_RATIO * static.estimate(grid):
+            return cls._from_maps(rule, grid, static.grid_classes(grid))
+        return cls._from_tiles(rule, grid, *static.tiles(grid))
+
+    @classmethod
+    def _from_maps(cls, rule: Rule, grid: TileGrid, tiles: TileClass) -> BlockLayout:
+        """CSR and CSC read off (row_tiles, col_tiles) maps: no sort and no per-tile index arithmetic."""
+        stored, stored_t = tiles.any, transposed(tiles.any)
+        csr_index = np.cumsum(stored, dtype=np.int32).reshape(stored.shape) - 1
+        return cls(
+            grid=grid,
+            rule=rule,
+            row_ptr=_pointers(stored.sum(axis=1)),
+            col_idx=np.broadcast_to(np.arange(grid.col_tiles, dtype=np.int32), stored.shape)[stored],
+            full=tiles.full[stored],
+            col_ptr=_pointers(stored.sum(axis=0)),
+            row_idx=np.broadcast_to(np.arange(grid.row_tiles, dtype=np.int32), stored_t.shape)[stored_t],
+            full_t=transposed(tiles.full)[stored_t],
+            csc_to_csr=transposed(csr_index)[stored_t],
+        )
+
+    @classmethod
+    def _from_tiles(cls, rule: Rule, grid: TileGrid, r: np.ndarray, c: np.ndarray, full: np.ndarray) -> BlockLayout:
+        """CSR from tiles sorted by (row, column); CSC by a stable sort on the column."""
         order = _stable_order(c, grid.col_tiles)
         return cls(
             grid=grid,
@@ -203,27 +235,48 @@ class BlockLayout:
         return total
 
     def empty_rows(self) -> np.ndarray:
-        """Query rows with no key at all (exact). Rows of a tile holding a full tile have keys."""
+        """Query rows with no key at all (exact). Rows of a tile holding a full tile have keys.
+
+        Other row tiles are first checked on their tiles about the diagonal, which give every
+        row a key in most patterns; only rows still without one have all their tiles evaluated.
+        """
         self._require_static()
         grid = self.grid
         counts = np.diff(self.row_ptr)
-        full_seen = np.concatenate([[0], np.cumsum(self.full, dtype=np.int64)])
+        full_seen = np.concatenate([[0], np.cumsum(self.full, dtype=np.int32)])
         has_full = full_seen[self.row_ptr[1:]] > full_seen[self.row_ptr[:-1]]
         bare = np.flatnonzero(counts == 0)
         empty = [ragged_ranges(grid.row_first(bare), grid.row_last(bare))[1]]
         doubtful = np.flatnonzero((counts > 0) & ~has_full)
         if len(doubtful):
-            rows = self.tile_rows()
-            sel = np.flatnonzero(~has_full[rows] & (counts[rows] > 0))
-            r, c = rows[sel], self.col_idx[sel].astype(np.int64)
-            first, inverse = tile_classes(self.fast_rule, grid, r, c)
-            hit_rows = evaluate_tiles(self.fast_rule, grid, r[first], c[first]).any(axis=2)
-            bits = np.packbits(hit_rows, axis=1)[inverse]
-            starts = np.flatnonzero(np.diff(r, prepend=-1))
-            hit = np.unpackbits(np.bitwise_or.reduceat(bits, starts, axis=0), axis=1)[:, : grid.block_m]
-            index = grid.row_first(r[starts])[:, None] + np.arange(grid.block_m)[None, :]
-            empty.append(index[(hit == 0) & (index < grid.n)])
+            index = grid.row_first(doubtful)[:, None] + np.arange(grid.block_m)[None, :]
+            keyless = (index < grid.n) & ~self._rows_hit(self._about_diagonal(doubtful))
+            again = np.flatnonzero(keyless.any(axis=1))
+            if len(again):
+                rows = doubtful[again]
+                keyless[again] &= ~self._rows_hit(ragged_ranges(self.row_ptr[rows], self.row_ptr[rows + 1] - 1)[1])
+            empty.append(index[keyless])
         return np.sort(np.concatenate(empty)).astype(np.int64)
+
+    def _about_diagonal(self, rows: np.ndarray) -> np.ndarray:
+        """CSR entries of the given row tiles (each storing some tile) that meet the columns of
+        their rows, with one more on either side; sorted."""
+        grid = self.grid
+        keys = grid.join(self.tile_rows(), self.col_idx)
+        first = np.searchsorted(keys, grid.join(rows, grid.row_first(rows) // grid.block_n)) - 1
+        last = np.searchsorted(keys, grid.join(rows, grid.row_last(rows) // grid.block_n), side="right")
+        lo, hi = self.row_ptr[rows], self.row_ptr[rows + 1] - 1
+        return ragged_ranges(np.clip(first, lo, hi), np.clip(last, lo, hi))[1]
+
+    def _rows_hit(self, entries: np.ndarray) -> np.ndarray:
+        """Per row tile of the sorted CSR entries, which of its query rows their tiles give a key."""
+        grid = self.grid
+        r, c = self.tile_rows()[entries], self.col_idx[entries].astype(np.int64)
+        first, inverse = tile_classes(self.fast_rule, grid, r, c)
+        hit_rows = evaluate_tiles(self.fast_rule, grid, r[first], c[first]).any(axis=2)
+        bits = np.packbits(hit_rows, axis=1)[inverse]
+        starts = np.flatnonzero(np.diff(r, prepend=-1))
+        return np.unpackbits(np.bitwise_or.reduceat(bits, starts, axis=0), axis=1)[:, : grid.block_m].astype(bool)
 
     def arrays(self) -> dict[str, np.ndarray]:
         return {

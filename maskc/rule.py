@@ -66,6 +66,19 @@ class Rule(ABC):
     def describe(self) -> str:
         """A short human-readable form, e.g. `window(-256..256)`."""
 
+    def grid_classes(self, grid: TileGrid) -> TileClass:
+        """Classes of every tile as (row_tiles, col_tiles) maps, for layouts that store most tiles.
+
+        This rule's own tiles, scattered: the cost grows with them, as in `tiles`. Rules whose
+        classes separate into row and column terms override it with broadcasting.
+        """
+        ids = self.blocks(grid)
+        full = self.classify(grid, *grid.split(ids)).full
+        any_, full_map = (np.zeros((grid.row_tiles, grid.col_tiles), dtype=bool) for _ in range(2))
+        any_.ravel()[ids] = True
+        full_map.ravel()[ids[full]] = True
+        return TileClass(any=any_, full=full_map)
+
     def tiles(self, grid: TileGrid) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(row, column, full) of exactly the non-empty tiles, sorted by (row, column)."""
         r, c = grid.split(self.blocks(grid))

@@ -8,6 +8,7 @@ more partial children meeting in a tile, is settled by `resolve_tiles`.
 from __future__ import annotations
 
 import math
+from abc import abstractmethod
 from typing import Any
 
 import numpy as np
@@ -98,13 +99,46 @@ class CombinatorRule(Rule):
     def static_bound(self, lower: bool = True) -> Rule:
         return type(self)([kid.static_bound(lower) for kid in self.kids], origin=self.origin)
 
+    def classify(self, grid: TileGrid, r: np.ndarray, c: np.ndarray) -> TileClass:
+        return self._combine(grid, r, c, [kid.classify(grid, r, c) for kid in self.kids])
+
+    def grid_classes(self, grid: TileGrid) -> TileClass:
+        """The kids' whole-grid maps, combined as `classify` combines their classes."""
+        return self._combine(grid, *grid.axes(), [kid.grid_classes(grid) for kid in self.kids])
+
+    @abstractmethod
+    def _combine(self, grid: TileGrid, r: np.ndarray, c: np.ndarray, classes: list[TileClass]) -> TileClass:
+        """This node's classes from its kids' classes of the same tiles (r and c broadcast to them)."""
+
+
+def _fold(op: np.ufunc, arrays: list[np.ndarray]) -> np.ndarray:
+    """op over the arrays into a fresh one (no stacked copy of them all)."""
+    out = arrays[0].copy()
+    for array in arrays[1:]:
+        op(out, array, out=out)
+    return out
+
+
+def _twice(flags: list[np.ndarray]) -> np.ndarray:
+    """Where at least two of the boolean arrays hold (no integer count per tile)."""
+    once, twice = flags[0].copy(), np.zeros_like(flags[0])
+    for flag in flags[1:]:
+        twice |= once & flag
+        once |= flag
+    return twice
+
+
+def _partial(classes: list[TileClass]) -> list[np.ndarray]:
+    return [k.any & ~k.full for k in classes]
+
 
 def _settle(
     rule: Rule, grid: TileGrid, r: np.ndarray, c: np.ndarray, cls: TileClass, undecided: np.ndarray
 ) -> TileClass:
-    """Replace the classes of undecided tiles by element-exact ones."""
+    """Replace the classes of undecided tiles by element-exact ones (r and c broadcast to the tiles)."""
     if undecided.any():
-        exact = resolve_tiles(rule, grid, r[undecided], c[undecided])
+        rows, cols = (np.broadcast_to(x, undecided.shape)[undecided] for x in (r, c))
+        exact = resolve_tiles(rule, grid, rows, cols)
         cls.any[undecided] = exact.any
         cls.full[undecided] = exact.full
     return cls
@@ -162,12 +196,10 @@ class UnionRule(CombinatorRule):
             return self.kids[0].blocks(grid)
         return sorted_union([kid.blocks(grid) for kid in self.kids])
 
-    def classify(self, grid: TileGrid, r: np.ndarray, c: np.ndarray) -> TileClass:
-        classes = [kid.classify(grid, r, c) for kid in self.kids]
-        any_ = np.logical_or.reduce([k.any for k in classes])
-        full = np.logical_or.reduce([k.full for k in classes])
-        partial = np.sum([k.any & ~k.full for k in classes], axis=0)
-        return _settle(self, grid, r, c, TileClass(any_, full), ~full & (partial >= 2))
+    def _combine(self, grid: TileGrid, r: np.ndarray, c: np.ndarray, classes: list[TileClass]) -> TileClass:
+        any_ = _fold(np.logical_or, [k.any for k in classes])
+        full = _fold(np.logical_or, [k.full for k in classes])
+        return _settle(self, grid, r, c, TileClass(any_, full), ~full & _twice(_partial(classes)))
 
     def estimate(self, grid: TileGrid) -> int:
         return sum(kid.estimate(grid) for kid in self.kids)
@@ -194,14 +226,10 @@ class IntersectRule(CombinatorRule):
     def blocks(self, grid: TileGrid) -> np.ndarray:
         return grid.join(*self.tiles(grid)[:2])
 
-    def classify(self, grid: TileGrid, r: np.ndarray, c: np.ndarray) -> TileClass:
-        return self._combine(grid, r, c, [kid.classify(grid, r, c) for kid in self.kids])
-
     def _combine(self, grid: TileGrid, r: np.ndarray, c: np.ndarray, classes: list[TileClass]) -> TileClass:
-        any_ = np.logical_and.reduce([k.any for k in classes])
-        full = np.logical_and.reduce([k.full for k in classes])
-        partial = np.sum([k.any & ~k.full for k in classes], axis=0)
-        return _settle(self, grid, r, c, TileClass(any_, full), any_ & (partial >= 2))
+        any_ = _fold(np.logical_and, [k.any for k in classes])
+        full = _fold(np.logical_and, [k.full for k in classes])
+        return _settle(self, grid, r, c, TileClass(any_, full), any_ & _twice(_partial(classes)))
 
     def estimate(self, grid: TileGrid) -> int:
         return min(kid.estimate(grid) for kid in self.kids)
@@ -219,8 +247,8 @@ class DifferenceRule(CombinatorRule):
     def blocks(self, grid: TileGrid) -> np.ndarray:
         return grid.join(*self.tiles(grid)[:2])
 
-    def classify(self, grid: TileGrid, r: np.ndarray, c: np.ndarray) -> TileClass:
-        a, b = (kid.classify(grid, r, c) for kid in self.kids)
+    def _combine(self, grid: TileGrid, r: np.ndarray, c: np.ndarray, classes: list[TileClass]) -> TileClass:
+        a, b = classes
         cls = TileClass(any=a.any & ~b.full, full=a.full & ~b.any)
         return _settle(self, grid, r, c, cls, a.any & ~a.full & b.any & ~b.full)
 
