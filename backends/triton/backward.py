@@ -85,8 +85,9 @@ def dkdv_tiles(dk, dv, k, v, q_head, do_head, q_local, do_local, stride_qm, stri
                tile_idx, lo, hi, offs_m, offs_k, layout, n_ctx, qk_scale, ${mask_params}
                BLOCK_M: tl.constexpr, MASKED: tl.constexpr, EVEN_N: tl.constexpr, PRECISION: tl.constexpr):
     # Add the dK and dV contributions of the query tiles tile_idx[lo:hi] of one key column.
+    start_m = tile_start(tile_idx, lo, hi, BLOCK_M)
     for t in range(lo, hi):
-        start_m = tl.load(tile_idx + t) * BLOCK_M
+        next_m = tile_start(tile_idx, t + 1, hi, BLOCK_M)
         dk, dv = dkdv_tile(
             dk, dv, k, v,
             q_head + start_m.to(tl.int64) * stride_qm + q_local,
@@ -94,6 +95,7 @@ def dkdv_tiles(dk, dv, k, v, q_head, do_head, q_local, do_local, stride_qm, stri
             lse2_head, delta_head, start_m + offs_m, offs_k, layout, n_ctx, qk_scale, ${mask_args}
             MASKED, EVEN_N, PRECISION,
         )
+        start_m = next_m
     return dk, dv
 
 
@@ -107,8 +109,8 @@ def maskc_backward_dkdv(
     stride_dkb, stride_dkh, stride_dkn,
     stride_dvb, stride_dvh, stride_dvn,
     head_layout, col_order, full_ptr, full_idx, partial_ptr, partial_idx,
-    qk_scale, sm_scale, n_ctx, heads, group, batch_kv_heads, kv_heads, col_tiles, long_cols, ${mask_params}
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr, VALUE_DIM: tl.constexpr,
+    qk_scale, sm_scale, n_ctx, heads, batch_kv_heads, kv_heads, col_tiles, long_cols, ${mask_params}
+    GROUP: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr, VALUE_DIM: tl.constexpr,
     EVEN_N: tl.constexpr, PRECISION: tl.constexpr,
 ):
     slot, bkv = program_slot(tl.program_id(0), long_cols, col_tiles, batch_kv_heads)
@@ -134,8 +136,8 @@ def maskc_backward_dkdv(
     dv = tl.zeros([BLOCK_N, VALUE_DIM], tl.float32)
     q_local = offs_m[:, None] * stride_qm + offs_d[None, :]
     do_local = offs_m[:, None] * stride_dm + offs_v[None, :]
-    for g in range(0, group):
-        h = kvh * group + g
+    for g in range(0, GROUP):
+        h = kvh * GROUP + g
         layout = tl.load(head_layout + h)
         q_head = Q + b.to(tl.int64) * stride_qb + h.to(tl.int64) * stride_qh
         do_head = DOut + b.to(tl.int64) * stride_db + h.to(tl.int64) * stride_dh
@@ -187,8 +189,9 @@ def dq_tiles(dq, q, do, lse2, delta, k_head, v_head, k_local, v_local, stride_kn
              tile_idx, lo, hi, offs_q, offs_n, layout, n_ctx, qk_scale, ${mask_params}
              BLOCK_N: tl.constexpr, MASKED: tl.constexpr, EVEN_N: tl.constexpr, PRECISION: tl.constexpr):
     # Add the dQ contributions of the key tiles tile_idx[lo:hi] of one query row.
+    start_n = tile_start(tile_idx, lo, hi, BLOCK_N)
     for t in range(lo, hi):
-        start_n = tl.load(tile_idx + t) * BLOCK_N
+        next_n = tile_start(tile_idx, t + 1, hi, BLOCK_N)
         dq = dq_tile(
             dq, q, do, lse2, delta,
             k_head + start_n.to(tl.int64) * stride_kn + k_local,
@@ -196,6 +199,7 @@ def dq_tiles(dq, q, do, lse2, delta, k_head, v_head, k_local, v_local, stride_kn
             offs_q, start_n + offs_n, layout, n_ctx, qk_scale, ${mask_args}
             MASKED, EVEN_N, PRECISION,
         )
+        start_n = next_n
     return dq
 
 
@@ -311,10 +315,11 @@ def attention_backward(
             *strides, *dk.stride()[:3], *dv.stride()[:3],
             plan.head_layout(q.device, heads), tables.order, tables.full_ptr, tables.full_idx,
             tables.partial_ptr, tables.partial_idx,
-            scale * LOG2E, scale, n, heads, heads // kv_heads, batch * kv_heads, kv_heads, tables.lines,
+            scale * LOG2E, scale, n, heads, batch * kv_heads, kv_heads, tables.lines,
             tables.long_lines,
             *plan.mask_values(q.device),
-            BLOCK_M=config.block_m, BLOCK_N=config.block_n, HEAD_DIM=head_dim, VALUE_DIM=value_dim,
+            GROUP=heads // kv_heads, BLOCK_M=config.block_m, BLOCK_N=config.block_n, HEAD_DIM=head_dim,
+            VALUE_DIM=value_dim,
             EVEN_N=n % config.block_m == 0 and n % config.block_n == 0, PRECISION=precision,
             num_warps=config.num_warps, num_stages=config.num_stages,
         )  # fmt: skip

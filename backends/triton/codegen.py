@@ -70,6 +70,18 @@ def program_slot(pid, long_lines, lines, groups):
         group = rest // short
         slot = long_lines + rest % short
     return slot, group
+
+
+@triton.jit
+def tile_start(tile_idx, t, hi, BLOCK: tl.constexpr):
+    """First position of the t-th tile of a walk (0 past its end, hi).
+
+    Walkers read the next tile's index one step ahead, into a value carried by the loop: the
+    software pipeliner then leaves that load alone and pipelines the tile loads behind it. Read
+    within the step that uses it, the index went through the asynchronous copy pipeline itself,
+    and every step waited for all copies in flight (no overlap of loads with products).
+    """
+    return tl.load(tile_idx + t, mask=t < hi, other=0) * BLOCK
 '''
 
 

@@ -60,8 +60,9 @@ def forward_tiles(acc, m_i, l_i, q, k_head, v_head, k_local, v_local, stride_kn,
                   tile_idx, lo, hi, offs_q, offs_n, layout, n_ctx, qk_scale, ${mask_params}
                   BLOCK_N: tl.constexpr, MASKED: tl.constexpr, EVEN_N: tl.constexpr, PRECISION: tl.constexpr):
     # Fold the key tiles tile_idx[lo:hi] of one query row into the running softmax.
+    start_n = tile_start(tile_idx, lo, hi, BLOCK_N)
     for t in range(lo, hi):
-        start_n = tl.load(tile_idx + t) * BLOCK_N
+        next_n = tile_start(tile_idx, t + 1, hi, BLOCK_N)
         acc, m_i, l_i = forward_tile(
             acc, m_i, l_i, q,
             k_head + start_n.to(tl.int64) * stride_kn + k_local,
@@ -69,6 +70,7 @@ def forward_tiles(acc, m_i, l_i, q, k_head, v_head, k_local, v_local, stride_kn,
             offs_q, start_n + offs_n, layout, n_ctx, qk_scale, ${mask_args}
             MASKED, EVEN_N, PRECISION,
         )
+        start_n = next_n
     return acc, m_i, l_i
 
 

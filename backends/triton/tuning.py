@@ -45,7 +45,12 @@ _HALF: dict[Kernel, dict[int, list[KernelConfig]]] = {
     },
     "dkdv": {
         64: [KernelConfig(64, 128, 8, 3), KernelConfig(32, 64, 4, 3), KernelConfig(64, 64, 4, 3)],
-        128: [KernelConfig(64, 128, 8, 3), KernelConfig(32, 128, 8, 3), KernelConfig(32, 64, 4, 3)],
+        128: [
+            KernelConfig(64, 128, 8, 3),
+            KernelConfig(64, 128, 8, 4),
+            KernelConfig(32, 128, 8, 3),
+            KernelConfig(32, 64, 4, 3),
+        ],
         256: [KernelConfig(32, 32, 8, 2), KernelConfig(16, 32, 4, 2)],
     },
     "dq": {
@@ -106,7 +111,7 @@ def _fastest(options: list[KernelConfig], run: Callable[[KernelConfig], None]) -
     timings = {}
     for config in options:
         try:
-            timings[config] = do_bench(lambda config=config: run(config), warmup=5, rep=20, return_mode="median")
+            timings[config] = do_bench(lambda config=config: run(config), warmup=10, rep=60, return_mode="median")
         except OutOfResources:
             continue
     if not timings:
