@@ -3,8 +3,10 @@
 `maskc::triton_attention` returns (out, lse); its backward is the op `maskc::triton_attention_backward`.
 Both are opaque to torch.compile, which traces them through their fake implementations, so a
 compiled model keeps one graph. The pattern travels as its plan's key (operators take tensors,
-numbers and strings only). `sparse_attention` prepares the inputs (autocast, head-dim padding
-to a power of two, a positive scale) with differentiable torch ops around the operator.
+numbers and strings only). Outside torch.compile, `EagerAttention` runs the same forward and
+backward without the custom-op machinery, whose host time would dominate small problems.
+`sparse_attention` prepares the inputs (autocast, head-dim padding to a power of two, a positive
+scale) with differentiable torch ops around the operator.
 """
 
 from __future__ import annotations
@@ -82,11 +84,38 @@ def _backward(ctx: Any, d_out: torch.Tensor | None, d_lse: torch.Tensor | None) 
     q, k, v, out, lse = ctx.saved_tensors
     d_out = torch.zeros_like(out) if d_out is None else _last_dim_contiguous(d_out)
     d_lse = None if d_lse is None else d_lse.contiguous()
-    dq, dk, dv = triton_attention_backward(d_out, q, k, v, out, lse, d_lse, ctx.plan, ctx.scale)
+    if ctx.eager and not torch.compiler.is_compiling():
+        dq, dk, dv = attention_backward(ctx.plan_object, d_out, q, k, v, out, lse, d_lse, ctx.scale)
+    else:
+        dq, dk, dv = triton_attention_backward(d_out, q, k, v, out, lse, d_lse, ctx.plan, ctx.scale)
     return dq, dk, dv, None, None
 
 
-triton_attention.register_autograd(_backward, setup_context=_setup_context)
+def _setup_op_context(ctx: Any, inputs: tuple[Any, ...], output: tuple[torch.Tensor, torch.Tensor]) -> None:
+    _setup_context(ctx, inputs, output)
+    ctx.eager = False
+
+
+triton_attention.register_autograd(_backward, setup_context=_setup_op_context)
+
+
+class EagerAttention(torch.autograd.Function):
+    """The operators' forward and backward, called directly when nothing is being compiled.
+
+    Outside torch.compile the custom-op machinery (dispatch, its autograd wrapper, output checks)
+    costs more host time per call than a small problem's kernels run; this path skips it. Unused
+    gradients stay None instead of being filled with zeros.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, plan: str, scale: float) -> Any:
+        ctx.set_materialize_grads(False)
+        output = attention_forward(plan_by_key(plan), q, k, v, scale)
+        _setup_context(ctx, (q, k, v, plan, scale), output)
+        ctx.eager = True
+        return output
+
+    backward = staticmethod(_backward)
 
 
 def _last_dim_contiguous(x: torch.Tensor) -> torch.Tensor:
@@ -122,5 +151,6 @@ def sparse_attention(
     if scale <= 0:
         q, scale = (-q, -scale) if scale < 0 else (q * 0, 1.0)
     value_dim = v.shape[-1]
-    out, lse = triton_attention(_padded(q), _padded(k), _padded(v), _plan_key(pattern), scale)
+    operator = triton_attention if torch.compiler.is_compiling() else EagerAttention.apply
+    out, lse = operator(_padded(q), _padded(k), _padded(v), _plan_key(pattern), scale)
     return out[..., :value_dim], lse
