@@ -35,8 +35,10 @@ class KernelConfig:
     num_stages: int
 
 
-#: Candidates for 16-bit inputs by kernel and largest head dim (ptxas reports no spills for them on
-#: sm_90); dK/dV's BLOCK_N is its keys per program, BLOCK_M the query rows of one step.
+#: Candidates for 16-bit inputs by kernel and largest head dim; dK/dV's BLOCK_N is its keys per
+#: program, BLOCK_M the query rows of one step. ptxas (sm_90) reports no spills for them except
+#: dK/dV 64 × 128 at head dim 128 (a 40–56-byte stack, loads from it in the tile loops), kept
+#: because it is still the fastest at some sizes (bench/NOTES.md).
 _HALF: dict[Kernel, dict[int, list[KernelConfig]]] = {
     "forward": {
         64: [KernelConfig(128, 64, 4, 3), KernelConfig(128, 128, 8, 3), KernelConfig(64, 64, 4, 3)],
