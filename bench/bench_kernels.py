@@ -97,6 +97,9 @@ def main() -> None:
     ]
     print(rows[0])
     n = args.n
+    mask_mod = mask_mods(n, compile_spec("bigbird", n, block_size=64)).get(args.pattern)
+    if mask_mod is None:
+        parser.error(f"--pattern: no FlexAttention mask_mod for {args.pattern!r} in bench_triton.mask_mods")
     q, k, v = (torch.randn(B, H, n, D, device="cuda", dtype=DTYPE, requires_grad=True) for _ in range(3))
     pattern = compile_spec(args.pattern, n)
 
@@ -116,7 +119,6 @@ def main() -> None:
             print(f"\nmaskc {text}: {type(error).__name__}: {str(error)[:200]}")
         finally:
             tuning.candidates = original
-    mask_mod = mask_mods(n, compile_spec("bigbird", n, block_size=64))[args.pattern]
     block_mask = create_block_mask(mask_mod, None, None, n, n, device="cuda", _compile=True)
     flex = torch.compile(flex_attention, dynamic=False)
     report("flex", kernel_times(fwd_bwd_step(lambda a, b, c: flex(a, b, c, block_mask=block_mask), q, k, v)), rows)

@@ -205,6 +205,26 @@ def test_compiles_into_one_graph():
     assert all(torch.allclose(a, x.grad) for a, x in zip(grads, (q, k, v)))
 
 
+def test_second_derivatives_are_refused():
+    """Differentiable once: a gradient penalty must fail loudly, not drop the attention's terms."""
+    pattern = maskc.compile("specs/longformer.yaml", seq_len=64, block_size=32, heads=1)
+    q, k, v = (x.requires_grad_() for x in _inputs(1, 1, 1, 64, 16, 16, torch.float32, seed=6))
+    loss = maskc.attention(q, k, v, pattern, backend="triton").square().sum()
+    (grad_q,) = torch.autograd.grad(loss, q, create_graph=True)
+    with pytest.raises(RuntimeError, match="once_differentiable"):
+        (loss + grad_q.square().sum()).backward()
+
+
+def test_fake_tensor_tracing_takes_the_custom_op():
+    """make_fx with fake tensors (as aot_function does) traces the op instead of launching kernels."""
+    from torch.fx.experimental.proxy_tensor import make_fx
+
+    pattern = maskc.compile("specs/longformer.yaml", seq_len=64, block_size=32, heads=1)
+    q, k, v = _inputs(1, 1, 1, 64, 16, 16, torch.float32, seed=7)
+    graph = make_fx(lambda a, b, c: maskc.attention(a, b, c, pattern, backend="triton"), tracing_mode="fake")(q, k, v)
+    assert any("triton_attention" in str(node.target) for node in graph.graph.nodes)
+
+
 def test_source_is_keyed_by_structure_not_n_or_values(tmp_path):
     """One module for a window at any n and width; a different rule structure gets another."""
     backend = get_backend("triton")

@@ -3,8 +3,8 @@
 `maskc::triton_attention` returns (out, lse); its backward is the op `maskc::triton_attention_backward`.
 Both are opaque to torch.compile, which traces them through their fake implementations, so a
 compiled model keeps one graph. The pattern travels as its plan's key (operators take tensors,
-numbers and strings only). Outside torch.compile, `EagerAttention` runs the same forward and
-backward without the custom-op machinery, whose host time would dominate small problems.
+numbers and strings only). When nothing traces the call, `EagerAttention` runs the same forward
+and backward without the custom-op machinery, whose host time would dominate small problems.
 `sparse_attention` prepares the inputs (autocast, head-dim padding to a power of two, a positive
 scale) with differentiable torch ops around the operator.
 """
@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from torch.autograd.function import once_differentiable
 
 from maskc.ir import CompiledPattern
 
@@ -103,8 +104,9 @@ class EagerAttention(torch.autograd.Function):
     """The operators' forward and backward, called directly when nothing is being compiled.
 
     Outside torch.compile the custom-op machinery (dispatch, its autograd wrapper, output checks)
-    costs more host time per call than a small problem's kernels run; this path skips it. Unused
-    gradients stay None instead of being filled with zeros.
+    costs more host time per call than a small problem's kernels run; this path skips it. An
+    unused lse gradient stays None instead of a tensor of zeros. Differentiable once, like the
+    ops: a second derivative raises instead of silently missing terms.
     """
 
     @staticmethod
@@ -115,7 +117,7 @@ class EagerAttention(torch.autograd.Function):
         ctx.eager = True
         return output
 
-    backward = staticmethod(_backward)
+    backward = staticmethod(once_differentiable(_backward))
 
 
 def _last_dim_contiguous(x: torch.Tensor) -> torch.Tensor:
@@ -127,6 +129,13 @@ def _padded(x: torch.Tensor) -> torch.Tensor:
     size = x.shape[-1]
     target = max(MIN_HEAD_DIM, 1 << (size - 1).bit_length())
     return _last_dim_contiguous(x) if target == size else F.pad(x, (0, target - size))
+
+
+def _traced(*tensors: torch.Tensor) -> bool:
+    """Whether the call is being traced (torch.compile, make_fx, aot_function): tracers see
+    fake tensors, which only the custom op's fake implementation can take."""
+    plain = all(type(t) in (torch.Tensor, torch.nn.Parameter) for t in tensors)
+    return torch.compiler.is_compiling() or torch._C._len_torch_dispatch_stack() > 0 or not plain
 
 
 def _plan_key(pattern: CompiledPattern) -> str:
@@ -151,6 +160,6 @@ def sparse_attention(
     if scale <= 0:
         q, scale = (-q, -scale) if scale < 0 else (q * 0, 1.0)
     value_dim = v.shape[-1]
-    operator = triton_attention if torch.compiler.is_compiling() else EagerAttention.apply
+    operator = triton_attention if _traced(q, k, v) else EagerAttention.apply
     out, lse = operator(_padded(q), _padded(k), _padded(v), _plan_key(pattern), scale)
     return out[..., :value_dim], lse
