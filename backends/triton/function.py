@@ -101,7 +101,7 @@ triton_attention.register_autograd(_backward, setup_context=_setup_op_context)
 
 
 class EagerAttention(torch.autograd.Function):
-    """The operators' forward and backward, called directly when nothing is being compiled.
+    """The operators' forward and backward, called directly when nothing traces the call.
 
     Outside torch.compile the custom-op machinery (dispatch, its autograd wrapper, output checks)
     costs more host time per call than a small problem's kernels run; this path skips it. An
