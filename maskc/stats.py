@@ -11,6 +11,10 @@ if TYPE_CHECKING:
     from maskc.ir import BlockLayout, CompiledPattern
 
 
+#: Stored tile area over active pairs from which `maskc compile` warns (3 of 4 scores wasted).
+WASTE_LIMIT = 4.0
+
+
 @dataclass(frozen=True)
 class PatternStats:
     """Per-head averages over the heads of a compiled pattern."""
@@ -52,8 +56,24 @@ class PatternStats:
             out.append(f"density        {self.element_density:.4%} of pairs active ({self.active_pairs:,.0f} per head)")
             out.append(f"FLOPs vs dense {self.element_density:.4f}x{_times_fewer(self.element_density)}")
         out.append(f"kernel work    {self.tile_density:.4f}x dense (stored tile area){static}")
+        out.extend(self._waste_warning())
         out.append(f"memory         IR {self.ir_bytes:,} bytes vs dense boolean mask {self.dense_mask_bytes:,} bytes")
         return out
+
+    def _waste_warning(self) -> list[str]:
+        """A warning when the stored tiles are mostly masked out: block sparsity then saves little.
+
+        This is how a "sparse" kernel ends up as slow as dense attention (a stride lights every
+        tile for one diagonal); better said at compile time than found after a training run.
+        """
+        if not self.element_density or self.tile_density < WASTE_LIMIT * self.element_density:
+            return []
+        waste = self.tile_density / self.element_density
+        return [
+            f"warning        the stored tiles hold {waste:,.1f}x the active pairs: a block-sparse kernel",
+            f"               computes {self.tile_density:.2f}x dense work for {self.element_density:.2%} of the "
+            "pairs; expect little gain over dense attention",
+        ]
 
 
 def _times_fewer(density: float) -> str:

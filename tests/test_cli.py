@@ -33,6 +33,16 @@ def test_compile_prints_summary_and_saves(tmp_path: Path) -> None:
     assert np.array_equal(loaded.layouts[0].full, fresh.layouts[0].full)
 
 
+def test_compile_warns_when_tiles_are_mostly_masked_out(tmp_path: Path) -> None:
+    """A stride lights every tile for one diagonal: the summary says block sparsity will not pay."""
+    strided = "name: strided\nseq_len: 1024\npattern: {stride: {every: 64}}\n"
+    result = run_cli("compile", write_spec(tmp_path, strided))
+    assert result.returncode == 0, result.stderr
+    assert "warning        the stored tiles hold 64.0x the active pairs" in result.stdout
+    assert "1.00x dense work for 1.56% of the pairs" in result.stdout
+    assert "warning" not in run_cli("compile", write_spec(tmp_path, LONGFORMER)).stdout
+
+
 def test_compile_json_and_block_size(tmp_path: Path) -> None:
     result = run_cli("compile", write_spec(tmp_path, LONGFORMER), "--block-size", "128x64", "--json")
     assert result.returncode == 0, result.stderr
