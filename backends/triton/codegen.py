@@ -73,6 +73,14 @@ def program_slot(pid, long_lines, lines, groups):
 
 
 @triton.jit
+def row_program(row_order, head_layout, long_rows, row_tiles, batch_heads, heads, group):
+    """(batch, head, its key/value head, batch·heads + head, layout, query tile) of a row program."""
+    slot, bh = program_slot(tl.program_id(0), long_rows, row_tiles, batch_heads)
+    h = bh % heads
+    return bh // heads, h, h // group, bh, tl.load(head_layout + h), tl.load(row_order + slot)
+
+
+@triton.jit
 def tile_start(tile_idx, t, hi, BLOCK: tl.constexpr):
     """First position of the t-th tile of a walk (0 past its end, hi).
 

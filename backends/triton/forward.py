@@ -86,12 +86,7 @@ def maskc_forward(
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr, VALUE_DIM: tl.constexpr,
     EVEN_N: tl.constexpr, PRECISION: tl.constexpr,
 ):
-    slot, bh = program_slot(tl.program_id(0), long_rows, row_tiles, batch_heads)
-    b = bh // heads
-    h = bh % heads
-    kvh = h // group
-    row = tl.load(row_order + slot)
-    layout = tl.load(head_layout + h)
+    b, h, kvh, bh, layout, row = row_program(row_order, head_layout, long_rows, row_tiles, batch_heads, heads, group)
     start_m = row * BLOCK_M
     offs_m = tl.arange(0, BLOCK_M)
     offs_n = tl.arange(0, BLOCK_N)
