@@ -16,9 +16,8 @@ import torch
 
 from maskc.errors import BackendError, SpecError
 from maskc.ir import BlockLayout, CompiledPattern
-from maskc.primitives.cluster import Cluster, ClusterRule, LabelRule
-from maskc.primitives.combinators import CombinatorRule
-from maskc.rule import Rule
+from maskc.primitives.cluster import Cluster
+from maskc.rules import ClusterRule, LabelRule, Rule, rewrite
 
 #: Most bytes of similarity scores held at once while assigning clusters (per chunk of heads).
 SCORE_BUDGET_BYTES = 1 << 28
@@ -127,16 +126,6 @@ def cluster_labels(
     return q_labels, k_labels
 
 
-def substitute_leaves(rule: Rule, replace: Callable[[Rule], Rule | None]) -> Rule:
-    """The rule tree with every leaf for which `replace` returns a rule swapped for it."""
-    if isinstance(rule, CombinatorRule):
-        kids = [substitute_leaves(kid, replace) for kid in rule.kids]
-        if all(new is old for new, old in zip(kids, rule.kids)):
-            return rule
-        return type(rule)(kids, origin=rule.origin)
-    return replace(rule) or rule
-
-
 def _cluster_leaves(pattern: CompiledPattern) -> dict[str, tuple[Cluster, list[int]]]:
     """origin → (parameters, heads whose pattern holds that cluster leaf)."""
     found: dict[str, tuple[Cluster, list[int]]] = {}
@@ -207,4 +196,4 @@ def _resolved_layout(
         q_labels, k_labels = labels[leaf.origin][head]
         return LabelRule(q_labels[batch], k_labels[batch], leaf.origin)
 
-    return BlockLayout.build(substitute_leaves(layout.rule, label_rule), layout.grid)
+    return BlockLayout.build(rewrite(layout.rule, leaf=label_rule), layout.grid)

@@ -14,9 +14,7 @@ from maskc.grid import TileGrid
 from maskc.ir import BlockLayout, CompiledPattern
 from maskc.loader import load, locate
 from maskc.primitives import LowerContext, PatternNode
-from maskc.primitives.combinators import intersect_rules
-from maskc.primitives.window import BandRule
-from maskc.rule import Rule
+from maskc.rules import BandRule, Rule, intersect_rules
 from maskc.spec import MAX_SEQ_LEN, Spec
 
 #: Smallest tile side a kernel can use (matrix units work on 16 × 16 fragments).

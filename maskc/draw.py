@@ -23,8 +23,7 @@ from maskc.errors import MaskcError, TooLargeError
 from maskc.grid import TileGrid
 from maskc.ir import BlockLayout
 from maskc.primitives import PatternNode
-from maskc.primitives.combinators import CombinatorRule, DifferenceRule
-from maskc.rule import EmptyRule, Rule, evaluate_tiles, tile_classes
+from maskc.rules import CombinatorRule, DifferenceRule, EmptyRule, Rule, evaluate_tiles, tile_classes
 from maskc.spec import Spec
 
 #: Widest mask printed as text (one character per key).

@@ -20,9 +20,7 @@ from maskc.compiler import compile, compile_layers
 from maskc.draw import format_ranges, spec_panels
 from maskc.errors import MaskcError, MaskcWarning
 from maskc.ir import BlockLayout, CompiledPattern
-from maskc.primitives.combinators import DifferenceRule
-from maskc.primitives.window import BandRule
-from maskc.rule import Rule
+from maskc.rules import BandRule, DifferenceRule, Rule
 from maskc.spec import Spec
 from maskc.verify import verify
 

@@ -16,8 +16,7 @@ import scipy.sparse as sp
 
 from maskc.errors import BackendError, DynamicPatternError, TooLargeError
 from maskc.grid import TileGrid, ragged_ranges, transposed
-from maskc.rule import Rule, TileClass, evaluate_tiles, tile_classes
-from maskc.simplify import layout_rule
+from maskc.rules import Rule, TileClass, evaluate_tiles, layout_rule, tile_classes
 
 if TYPE_CHECKING:
     from maskc.spec import Spec

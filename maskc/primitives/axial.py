@@ -5,9 +5,7 @@ from __future__ import annotations
 from pydantic import PositiveInt
 
 from maskc.primitives.base import LowerContext, Primitive, register
-from maskc.primitives.combinators import UnionRule
-from maskc.primitives.window import BandRule
-from maskc.rule import Rule
+from maskc.rules import BandRule, Rule, UnionRule
 
 
 @register

@@ -5,8 +5,7 @@ from __future__ import annotations
 from pydantic import PositiveInt
 
 from maskc.primitives.base import LowerContext, Primitive, register
-from maskc.primitives.window import BandRule
-from maskc.rule import Rule
+from maskc.rules import BandRule, Rule
 
 
 @register

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 from maskc.primitives.base import LowerContext, Primitive, register
-from maskc.primitives.window import BandRule
-from maskc.rule import Rule
+from maskc.rules import BandRule, Rule
 
 
 @register

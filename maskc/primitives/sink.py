@@ -5,8 +5,7 @@ from __future__ import annotations
 from pydantic import PositiveInt
 
 from maskc.primitives.base import LowerContext, Primitive, register
-from maskc.primitives.global_ import TokenSet, TokenSetRule
-from maskc.rule import Rule
+from maskc.rules import Rule, TokenSet, TokenSetRule
 
 
 @register

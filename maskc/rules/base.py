@@ -1,6 +1,7 @@
 """The element rule: a predicate tree over (query i, key j) with exact block-level reasoning.
 
-Every primitive lowers to a `Rule`. A rule answers, for tiles of the attention matrix,
+Every primitive lowers to a `Rule`; the rule layer knows nothing of specs or backends.
+A rule answers, for tiles of the attention matrix,
 whether the tile is empty, partial or full, without evaluating its elements wherever a
 closed form exists. Where children disagree in a way that no closed form settles (two
 partial children of a union, say), `resolve_tiles` evaluates the elements, once per class
@@ -15,7 +16,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from maskc.codegen import TritonEmitter
 from maskc.grid import TileGrid, group_ids
 
 #: Largest number of tile elements evaluated in one batch by `evaluate_tiles`.
@@ -31,7 +31,7 @@ class TileClass:
 
 
 class Rule(ABC):
-    """A node of the element rule. Subclasses live beside the primitive they implement."""
+    """A node of the element rule. Primitives lower to these; backends emit kernels from them by type."""
 
     #: The spec path of the primitive that produced this rule, e.g. "pattern[0].window".
     origin: str = ""
@@ -57,10 +57,6 @@ class Rule(ABC):
     @abstractmethod
     def signature(self, grid: TileGrid, r: np.ndarray, c: np.ndarray) -> list[np.ndarray]:
         """Integer columns such that tiles with equal rows (and equal clipping) have equal masks."""
-
-    @abstractmethod
-    def emit_triton(self, em: TritonEmitter) -> str:
-        """A Triton expression over `em.q` ([BM, 1]) and `em.k` ([1, BN]) that is this rule."""
 
     @abstractmethod
     def describe(self) -> str:
@@ -188,9 +184,6 @@ class EmptyRule(Rule):
 
     def signature(self, grid: TileGrid, r: np.ndarray, c: np.ndarray) -> list[np.ndarray]:
         return []
-
-    def emit_triton(self, em: TritonEmitter) -> str:
-        return f"(({em.q} < 0) & ({em.k} < 0))"
 
     def describe(self) -> str:
         return "empty"
