@@ -16,6 +16,7 @@ import torch
 
 from maskc.errors import BackendError, SpecError
 from maskc.ir import BlockLayout, CompiledPattern
+from maskc.layout.build import build_layout
 from maskc.primitives.cluster import Cluster
 from maskc.rules import ClusterRule, LabelRule, Rule, rewrite
 
@@ -196,4 +197,4 @@ def _resolved_layout(
         q_labels, k_labels = labels[leaf.origin][head]
         return LabelRule(q_labels[batch], k_labels[batch], leaf.origin)
 
-    return BlockLayout.build(rewrite(layout.rule, leaf=label_rule), layout.grid)
+    return build_layout(rewrite(layout.rule, leaf=label_rule), layout.grid)

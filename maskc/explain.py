@@ -19,7 +19,8 @@ from maskc.catalogue import Densities, catalogue_specs, schedule_densities, sche
 from maskc.compiler import compile, compile_layers
 from maskc.draw import format_ranges, spec_panels
 from maskc.errors import MaskcError, MaskcWarning
-from maskc.ir import BlockLayout, CompiledPattern
+from maskc.ir import CompiledPattern
+from maskc.layout.build import build_layout
 from maskc.rules import BandRule, DifferenceRule, Rule
 from maskc.spec import Spec
 from maskc.verify import verify
@@ -209,7 +210,7 @@ def residue_warnings(spec: Spec, n: int) -> list[str]:
     out = []
     for step in sorted(set().union(*(_steps(rule) for rule in rules))):
         same_class = BandRule(unit=1, lo=None, hi=None, step=step, origin=f"residue mod {step}")
-        crossing = (BlockLayout.build(DifferenceRule([rule, same_class]), layouts[0].grid).nnz for rule in rules)
+        crossing = (build_layout(DifferenceRule([rule, same_class]), layouts[0].grid).nnz for rule in rules)
         if not any(crossing):
             out.append(
                 f"dilation/stride {step}: every attended pair has i ≡ j (mod {step}) in every layer and head, "

@@ -19,6 +19,7 @@ import torch
 from maskc.errors import BackendError
 from maskc.grid import TileGrid
 from maskc.ir import BlockLayout, CompiledPattern
+from maskc.layout.build import build_layout
 
 from .cache import load_module
 from .codegen import emit_masks, module_source
@@ -57,7 +58,7 @@ class Plan:
         shape = (block_m, block_n)
         if shape not in self._layouts:
             grid = TileGrid(self.n, block_m, block_n)
-            self._layouts[shape] = tuple(BlockLayout.build(rule, grid) for rule in self.rules)
+            self._layouts[shape] = tuple(build_layout(rule, grid) for rule in self.rules)
         return self._layouts[shape]
 
     def tables(self, walk: Walk, block_m: int, block_n: int, device: torch.device) -> WalkTables:

@@ -45,6 +45,7 @@ import numpy as np
 
 from maskc.grid import group_ids
 from maskc.ir import BlockLayout
+from maskc.layout.build import build_layout
 from maskc.reach.sets import runs
 from maskc.reach.stack import LayerPattern, LayerStack
 from maskc.rules import (
@@ -245,7 +246,7 @@ def build_interval_model(stack: LayerStack) -> IntervalModel:
                 tokens.append(_members(leaf.tokens, n, hub_limit))
         core_rule = without_token_sets(pattern.rule)
         _check_local(core_rule)
-        layout = pattern.layout if core_rule is pattern.rule else BlockLayout.build(core_rule, pattern.layout.grid)
+        layout = pattern.layout if core_rule is pattern.rule else build_layout(core_rule, pattern.layout.grid)
         count, first, last = row_extents(layout)
         tokens.append(np.flatnonzero((count > 0) & (count != last - first + 1)))
         extents.append((count, first, last))

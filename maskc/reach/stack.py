@@ -17,6 +17,7 @@ from maskc.compiler import as_spec, compile_layers
 from maskc.errors import MaskcError
 from maskc.grid import ragged_ranges
 from maskc.ir import BlockLayout, CompiledPattern
+from maskc.layout.build import build_layout
 from maskc.rules import Rule, UnionRule
 from maskc.spec import Spec
 
@@ -96,7 +97,7 @@ def _layer_pattern(pattern: CompiledPattern) -> LayerPattern:
     if len(rules) == 1 and not pattern.dynamic:
         return LayerPattern(rules[0], pattern.layouts[0])
     rule = rules[0] if len(rules) == 1 else UnionRule(rules, origin="heads")
-    return LayerPattern(rule, BlockLayout.build(rule, pattern.grid))
+    return LayerPattern(rule, build_layout(rule, pattern.grid))
 
 
 def build_stack(
