@@ -24,8 +24,21 @@ _CACHE_SIZE = 32
 
 
 def cached_patterns() -> list[CompiledPattern]:
-    """The compiled patterns the cache holds now, newest last (backends find traced patterns here)."""
+    """The compiled patterns the cache holds now, newest last."""
     return list(_CACHE.values())
+
+
+def cached_pattern(spec_hash: str, n: int, block_m: int, block_n: int, heads: int) -> CompiledPattern | None:
+    """A cached static pattern compiled from the spec with this hash at this size, if the cache holds one.
+
+    A backend whose calls are traced (torch.compile) records these values, which the trace reads
+    off the pattern, and finds the pattern again here when the graph runs.
+    """
+    for pattern in _CACHE.values():
+        shape = (pattern.spec_hash, pattern.n, pattern.block_m, pattern.block_n, pattern.heads)
+        if shape == (spec_hash, n, block_m, block_n, heads) and not pattern.dynamic:
+            return pattern
+    return None
 
 
 def clear_cache() -> None:
@@ -121,9 +134,7 @@ def _compile(
         return _CACHE[key]
     grid = TileGrid(n, bm, bn)
     patterns, index = spec.distinct_head_patterns(h)
-    layouts = tuple(
-        build_layout(lower_pattern(spec, node, n, pattern_path(spec, node)), grid) for node in patterns
-    )
+    layouts = tuple(build_layout(lower_pattern(spec, node, n, pattern_path(spec, node)), grid) for node in patterns)
     pattern = CompiledPattern(
         spec=spec,
         spec_hash=spec.content_hash(),
