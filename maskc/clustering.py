@@ -16,7 +16,7 @@ import torch
 
 from maskc.errors import BackendError, SpecError
 from maskc.ir import BlockLayout, CompiledPattern
-from maskc.layout.build import build_layout
+from maskc.ir.build import build_layout
 from maskc.primitives.cluster import Cluster
 from maskc.rules import ClusterRule, LabelRule, Rule, rewrite
 

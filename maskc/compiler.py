@@ -12,7 +12,7 @@ import numpy as np
 from maskc.errors import MaskcWarning, SpecError
 from maskc.grid import TileGrid
 from maskc.ir import CompiledPattern
-from maskc.layout.build import build_layout
+from maskc.ir.build import build_layout
 from maskc.loader import load, locate
 from maskc.lowering import lower_pattern, pattern_path
 from maskc.spec import MAX_SEQ_LEN, Spec

@@ -20,7 +20,7 @@ from maskc.compiler import compile, compile_layers
 from maskc.draw import format_ranges, spec_panels
 from maskc.errors import MaskcError, MaskcWarning
 from maskc.ir import CompiledPattern
-from maskc.layout.build import build_layout
+from maskc.ir.build import build_layout
 from maskc.rules import BandRule, DifferenceRule, Rule
 from maskc.spec import Spec
 from maskc.verify import verify

@@ -81,7 +81,7 @@ class PatternStats:
 
 
 class LayoutSummary(Protocol):
-    """What the summary reads of one layout (`maskc.ir.BlockLayout`)."""
+    """What the summary reads of one layout (`maskc.ir.record.BlockLayout`)."""
 
     grid: TileGrid
     col_idx: np.ndarray
@@ -100,7 +100,7 @@ class LayoutSummary(Protocol):
 
 
 class PatternSummary(Protocol):
-    """What the summary reads of a compiled pattern (`maskc.ir.CompiledPattern`)."""
+    """What the summary reads of a compiled pattern (`maskc.ir.record.CompiledPattern`)."""
 
     spec: Spec
     n: int

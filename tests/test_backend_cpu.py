@@ -17,7 +17,7 @@ from maskc.backends.cpu import CpuBackend
 from maskc.backends.cpu.plan import build_plan
 from maskc.clustering import cluster_labels
 from maskc.errors import BackendError, MaskcWarning
-from maskc.layout.build import build_layout
+from maskc.ir.build import build_layout
 from maskc.registry import get_backend
 
 PROPERTY = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])

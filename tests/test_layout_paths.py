@@ -19,9 +19,8 @@ from specgen import brute_force_mask, spec_dicts, tile_shapes
 
 import maskc
 from maskc.grid import TileGrid
-from maskc.ir import BlockLayout
-from maskc.layout import build
-from maskc.layout.build import build_layout
+from maskc.ir import BlockLayout, build
+from maskc.ir.build import build_layout
 from maskc.lowering import lower_pattern
 
 PROPERTY = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])

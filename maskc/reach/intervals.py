@@ -45,7 +45,7 @@ import numpy as np
 
 from maskc.grid import group_ids
 from maskc.ir import BlockLayout
-from maskc.layout.build import build_layout
+from maskc.ir.build import build_layout
 from maskc.reach.sets import runs
 from maskc.reach.stack import LayerPattern, LayerStack
 from maskc.rules import (

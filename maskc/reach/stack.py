@@ -17,7 +17,7 @@ from maskc.compiler import as_spec, compile_layers
 from maskc.errors import MaskcError
 from maskc.grid import ragged_ranges
 from maskc.ir import BlockLayout, CompiledPattern
-from maskc.layout.build import build_layout
+from maskc.ir.build import build_layout
 from maskc.rules import Rule, UnionRule
 from maskc.spec import Spec
 

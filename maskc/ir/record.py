@@ -4,9 +4,9 @@ Like FlexAttention's BlockMask it is a plain record of int32 arrays that prints,
 goes to a kernel as is. Unlike it, partial tiles carry an exact rule (a predicate tree from
 the spec), not a closure, so analyses and code generation can read it.
 
-This module is the record only. Layouts are built by `maskc.layout.build`; the element-level
-methods (`to_dense`, `to_scipy`, `element_count`, `empty_rows`, ...) call `maskc.layout.elements`,
-`save`/`load` call `maskc.layout.irfile`, and `stats` calls `maskc.stats`: all of those read
+This module is the record only. Layouts are built by `maskc.ir.build`; the element-level
+methods (`to_dense`, `to_scipy`, `element_count`, `empty_rows`, ...) call `maskc.ir.elements`,
+`save`/`load` call `maskc.ir.irfile`, and `stats` calls `maskc.stats`: all of those read
 the record's fields and never import it back.
 """
 
@@ -21,8 +21,8 @@ import scipy.sparse as sp
 
 from maskc.errors import BackendError, TooLargeError
 from maskc.grid import TileGrid
-from maskc.layout import elements
-from maskc.layout.irfile import read_pattern_file, save_pattern
+from maskc.ir import elements
+from maskc.ir.irfile import read_pattern_file, save_pattern
 from maskc.lowering import lower_pattern, pattern_path
 from maskc.rules import Rule, layout_rule
 from maskc.spec import Spec

@@ -2,7 +2,7 @@
 
 They read the stored tiles and evaluate the rule on partial tiles only, once per class of
 identical tiles. They take any object with a layout's fields (`StoredTiles`), so the record
-`maskc.ir.BlockLayout` can offer them as methods without an import cycle.
+`maskc.ir.record.BlockLayout` can offer them as methods without an import cycle.
 """
 
 from __future__ import annotations

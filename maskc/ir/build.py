@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from maskc.grid import TileGrid, transposed
-from maskc.ir import BlockLayout, csr_pointers, pointers
+from maskc.ir.record import BlockLayout, csr_pointers, pointers
 from maskc.rules import Rule, TileClass, layout_rule
 
 #: A layout is read off whole-grid maps when the grid has at most this many tiles per tile the
