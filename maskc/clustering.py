@@ -17,12 +17,16 @@ import torch
 from maskc.errors import BackendError, SpecError
 from maskc.ir import BlockLayout, CompiledPattern
 from maskc.ir.build import build_layout
+from maskc.origin import Origin, named
 from maskc.primitives.cluster import Cluster
 from maskc.rules import ClusterRule, LabelRule, Rule, rewrite
 
 #: Most bytes of similarity scores held at once while assigning clusters (per chunk of heads).
 SCORE_BUDGET_BYTES = 1 << 28
 
+
+#: The origin errors name when the caller gives none.
+CLUSTER = named("cluster")
 
 def _normalised(x: torch.Tensor) -> torch.Tensor:
     """Unit vectors in float32 at least (bf16 and fp16 inputs are upcast), so angles decide."""
@@ -90,11 +94,11 @@ def _lsh_labels(q: torch.Tensor, k: torch.Tensor, params: Cluster) -> tuple[torc
     return bucket(q), bucket(k)
 
 
-def _check_params(params: Cluster, n: int, origin: str) -> None:
+def _check_params(params: Cluster, n: int, origin: Origin) -> None:
     if params.method == "kmeans" and params.clusters > 2 * n:
         raise SpecError(
             f"kmeans asks for {params.clusters} clusters from only {2 * n} query and key vectors (n = {n})",
-            path=f"{origin}.clusters",
+            path=origin.child("clusters"),
         )
 
 
@@ -105,7 +109,7 @@ _METHODS: dict[str, Callable[[torch.Tensor, torch.Tensor, Cluster], tuple[torch.
 
 
 def cluster_labels(
-    params: Cluster, q: torch.Tensor, k: torch.Tensor, origin: str = "cluster"
+    params: Cluster, q: torch.Tensor, k: torch.Tensor, origin: Origin = CLUSTER
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Cluster of every query and key: q and k (..., N, D) on any device → two int64 (..., N) tensors.
 
@@ -127,7 +131,7 @@ def cluster_labels(
     return q_labels, k_labels
 
 
-def _cluster_leaves(pattern: CompiledPattern) -> dict[str, tuple[Cluster, list[int]]]:
+def _cluster_leaves(pattern: CompiledPattern) -> dict[Origin, tuple[Cluster, list[int]]]:
     """origin → (parameters, heads whose pattern holds that cluster leaf)."""
     found: dict[str, tuple[Cluster, list[int]]] = {}
     for index, layout in enumerate(pattern.layouts):

@@ -10,6 +10,7 @@ from typing import Literal
 
 from pydantic import NonNegativeInt, PositiveInt, model_validator
 
+from maskc.origin import Origin
 from maskc.primitives.base import LowerContext, Primitive, register
 from maskc.rules import ClusterRule, Rule
 
@@ -35,5 +36,5 @@ class Cluster(Primitive):
     def is_dynamic(self) -> bool:
         return True
 
-    def lower(self, ctx: LowerContext, path: str) -> Rule:
+    def lower(self, ctx: LowerContext, path: Origin) -> Rule:
         return ClusterRule(self, path)

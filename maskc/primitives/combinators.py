@@ -11,6 +11,7 @@ from typing import Any
 
 from pydantic import PrivateAttr, field_validator
 
+from maskc.origin import Origin
 from maskc.primitives.base import LowerContext, PatternNode, _fail, parse_pattern, register
 from maskc.rules import DifferenceRule, Rule, UnionRule, intersect_rules
 
@@ -49,8 +50,8 @@ class Combinator(PatternNode):
     def from_params(cls, params: Any, loc: tuple[Any, ...]) -> PatternNode:
         return cls.from_children(params, loc)
 
-    def node_path(self, where: str) -> str:
-        return where if self._bare_list else f"{where}.{self.kind}"
+    def node_path(self, where: Origin) -> Origin:
+        return where if self._bare_list else where.child(self.kind)
 
     @classmethod
     def _check_arity(cls, raw: Any, loc: tuple[Any, ...]) -> None:
@@ -64,8 +65,8 @@ class Combinator(PatternNode):
     def is_dynamic(self) -> bool:
         return any(child.is_dynamic() for child in self.of)
 
-    def _lower_children(self, ctx: LowerContext, path: str) -> list[Rule]:
-        return [child.lower(ctx, child.node_path(f"{path}[{k}]")) for k, child in enumerate(self.of)]
+    def _lower_children(self, ctx: LowerContext, path: Origin) -> list[Rule]:
+        return [child.lower(ctx, child.node_path(path.child(k))) for k, child in enumerate(self.of)]
 
 
 @register
@@ -75,7 +76,7 @@ class Union(Combinator):
     kind = "union"
     summary = "holds where any of the patterns holds (a bare list means the same)"
 
-    def lower(self, ctx: LowerContext, path: str) -> Rule:
+    def lower(self, ctx: LowerContext, path: Origin) -> Rule:
         kids = self._lower_children(ctx, path)
         return kids[0] if len(kids) == 1 else UnionRule(kids, origin=path)
 
@@ -87,7 +88,7 @@ class Intersect(Combinator):
     kind = "intersect"
     summary = "holds where all of the patterns hold"
 
-    def lower(self, ctx: LowerContext, path: str) -> Rule:
+    def lower(self, ctx: LowerContext, path: Origin) -> Rule:
         return intersect_rules(self._lower_children(ctx, path), origin=path)
 
 
@@ -110,5 +111,5 @@ class Difference(Combinator):
             raise ValueError(f"difference takes exactly two patterns [a, b], got {len(value)}")
         return value
 
-    def lower(self, ctx: LowerContext, path: str) -> Rule:
+    def lower(self, ctx: LowerContext, path: Origin) -> Rule:
         return DifferenceRule(self._lower_children(ctx, path), origin=path)

@@ -11,6 +11,7 @@ from typing import Literal
 
 from pydantic import NonNegativeInt, PositiveInt, model_validator
 
+from maskc.origin import Origin
 from maskc.primitives.base import LowerContext, Primitive, register
 from maskc.rules import Rule, TokenSet, TokenSetRule, UnionRule
 
@@ -45,26 +46,29 @@ class Global(Primitive):
                 raise ValueError(f"tokens lists {sorted(seen)} more than once")
         return self
 
-    def token_set(self, ctx: LowerContext, path: str) -> TokenSet:
+    def token_set(self, ctx: LowerContext, path: Origin) -> TokenSet:
         if self.tokens is not None:
             too_big = [t for t in self.tokens if t >= ctx.n]
             if too_big:
-                raise ctx.fail(f"{path}.tokens", f"global tokens {too_big} are not below seq_len {ctx.n}")
+                raise ctx.fail(path.child("tokens"), f"global tokens {too_big} are not below seq_len {ctx.n}")
             return TokenSet(ctx.n, tokens=self.tokens)
         if self.first is not None:
             if self.first > ctx.n:
-                raise ctx.fail(f"{path}.first", f"first {self.first} exceeds seq_len {ctx.n}")
+                raise ctx.fail(path.child("first"), f"first {self.first} exceeds seq_len {ctx.n}")
             return TokenSet(ctx.n, first=self.first)
         offset = self.offset or 0
         if offset >= ctx.n:
-            raise ctx.fail(f"{path}.offset", f"offset {offset} is not below seq_len {ctx.n}: no global token")
+            raise ctx.fail(path.child("offset"), f"offset {offset} is not below seq_len {ctx.n}: no global token")
         return TokenSet(ctx.n, every=self.every, offset=offset)
 
-    def lower(self, ctx: LowerContext, path: str) -> Rule:
+    def lower(self, ctx: LowerContext, path: Origin) -> Rule:
         tokens = self.token_set(ctx, path)
         if self.direction == "both":
             return UnionRule(
-                [TokenSetRule(tokens, "rows", f"{path}(rows)"), TokenSetRule(tokens, "columns", f"{path}(columns)")],
+                [
+                    TokenSetRule(tokens, "rows", path.with_part("rows")),
+                    TokenSetRule(tokens, "columns", path.with_part("columns")),
+                ],
                 origin=path,
             )
         return TokenSetRule(tokens, self.direction, path)

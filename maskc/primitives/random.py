@@ -12,6 +12,7 @@ from typing import Literal
 import numpy as np
 from pydantic import NonNegativeInt, PositiveInt
 
+from maskc.origin import Origin
 from maskc.primitives.base import LowerContext, Primitive, register
 from maskc.rules import RandomRule, Rule, draw_distinct
 
@@ -27,11 +28,13 @@ class Random(Primitive):
     seed: NonNegativeInt = 0
     granularity: Literal["block", "token"] = "block"
 
-    def lower(self, ctx: LowerContext, path: str) -> Rule:
+    def lower(self, ctx: LowerContext, path: Origin) -> Rule:
         unit = ctx.block_size if self.granularity == "block" else 1
         units = -(-ctx.n // unit)
         if self.per_row > units:
             what = "key blocks" if unit > 1 else "keys"
-            raise ctx.fail(f"{path}.per_row", f"per_row {self.per_row} exceeds the {units} {what} at seq_len {ctx.n}")
+            raise ctx.fail(
+                path.child("per_row"), f"per_row {self.per_row} exceeds the {units} {what} at seq_len {ctx.n}"
+            )
         rng = np.random.default_rng([self.seed, ctx.n, ctx.block_size])
         return RandomRule(draw_distinct(units, units, self.per_row, rng), unit, ctx.n, path)

@@ -11,6 +11,7 @@ from typing import Literal
 
 from pydantic import NonNegativeInt, PositiveInt, model_validator
 
+from maskc.origin import Origin
 from maskc.primitives.base import LowerContext, Primitive, register
 from maskc.rules import BandRule, Rule
 
@@ -42,7 +43,7 @@ class Window(Primitive):
             return self.size // 2, self.size // 2
         return self.before or 0, self.after or 0
 
-    def lower(self, ctx: LowerContext, path: str) -> Rule:
+    def lower(self, ctx: LowerContext, path: Origin) -> Rule:
         before, after = self.offsets()
         unit = ctx.block_size if self.granularity == "block" else 1
         d = self.dilation

@@ -4,6 +4,7 @@ Primitives (`maskc.primitives`) lower to these rules; layouts, analyses and back
 them. Rules know nothing of specs or of any backend.
 """
 
+from maskc.origin import Origin
 from maskc.rules.band import BandRule
 from maskc.rules.base import (
     EmptyRule,
@@ -17,7 +18,6 @@ from maskc.rules.base import (
 )
 from maskc.rules.combinators import CombinatorRule, DifferenceRule, IntersectRule, UnionRule, intersect_rules
 from maskc.rules.labels import ClusterParams, ClusterRule, LabelRule
-from maskc.rules.origin import Origin
 from maskc.rules.random import RandomRule, draw_distinct
 from maskc.rules.rewrite import rewrite
 from maskc.rules.simplify import layout_rule

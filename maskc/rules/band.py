@@ -8,13 +8,14 @@ from __future__ import annotations
 import numpy as np
 
 from maskc.grid import TileGrid, ragged_ranges
+from maskc.origin import Origin
 from maskc.rules.base import Rule, TileClass, uniform_tiles_alike
 
 
 class BandRule(Rule):
     """j//unit − i//unit = d with lo ≤ d ≤ hi (None: open) and d ≡ 0 (mod step)."""
 
-    def __init__(self, unit: int, lo: int | None, hi: int | None, step: int, origin: str) -> None:
+    def __init__(self, unit: int, lo: int | None, hi: int | None, step: int, origin: Origin) -> None:
         self.unit, self.lo, self.hi, self.step, self.origin = unit, lo, hi, step, origin
         self._spans: dict[TileGrid, tuple[np.ndarray, np.ndarray]] = {}
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from maskc.grid import TileGrid, group_ids
+from maskc.origin import NOWHERE, Origin
 
 #: Largest number of tile elements evaluated in one batch by `evaluate_tiles`.
 _BATCH_ELEMENTS = 1 << 24
@@ -33,8 +34,8 @@ class TileClass:
 class Rule(ABC):
     """A node of the element rule. Primitives lower to these; backends emit kernels from them by type."""
 
-    #: The spec path of the primitive that produced this rule, e.g. "pattern[0].window".
-    origin: str = ""
+    #: The spec path of the primitive that produced this rule; prints as e.g. "pattern[0].window".
+    origin: Origin = NOWHERE
     #: True when the rule is decided only at run time (cluster).
     dynamic: bool = False
 
@@ -166,7 +167,7 @@ def resolve_tiles(rule: Rule, grid: TileGrid, r: np.ndarray, c: np.ndarray) -> T
 class EmptyRule(Rule):
     """Holds nowhere: the lower bound of a dynamic leaf."""
 
-    def __init__(self, origin: str = "") -> None:
+    def __init__(self, origin: Origin = NOWHERE) -> None:
         self.origin = origin
 
     def mask(self, i: np.ndarray, j: np.ndarray) -> np.ndarray:

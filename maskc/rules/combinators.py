@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from maskc.grid import TileGrid, sorted_union
+from maskc.origin import NOWHERE, Origin
 from maskc.rules.band import BandRule
 from maskc.rules.base import Rule, TileClass, resolve_tiles
 
@@ -23,7 +24,7 @@ class CombinatorRule(Rule):
 
     symbol = "?"
 
-    def __init__(self, kids: list[Rule], origin: str = "") -> None:
+    def __init__(self, kids: list[Rule], origin: Origin = NOWHERE) -> None:
         self.kids = tuple(kids)
         self.origin = origin
         self.dynamic = any(kid.dynamic for kid in kids)
@@ -96,7 +97,7 @@ def _filtered(rule: Rule, grid: TileGrid, candidates: np.ndarray) -> tuple[np.nd
     return r[cls.any], c[cls.any], cls.full[cls.any]
 
 
-def intersect_rules(kids: list[Rule], origin: str) -> Rule:
+def intersect_rules(kids: list[Rule], origin: Origin) -> Rule:
     """The intersection, with bands on the same unit folded into one band (exact, and cheaper).
 
     j//u − i//u ∈ [lo1, hi1] ∩ [lo2, hi2] with d ≡ 0 mod s1 and mod s2 is one band:

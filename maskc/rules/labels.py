@@ -13,6 +13,7 @@ import numpy as np
 
 from maskc.errors import DynamicPatternError
 from maskc.grid import TileGrid
+from maskc.origin import Origin
 from maskc.rules.band import BandRule
 from maskc.rules.base import EmptyRule, Rule, TileClass
 
@@ -31,7 +32,7 @@ class ClusterRule(Rule):
 
     dynamic = True
 
-    def __init__(self, params: ClusterParams, origin: str) -> None:
+    def __init__(self, params: ClusterParams, origin: Origin) -> None:
         self.params, self.origin = params, origin
 
     def deferred_error(self) -> DynamicPatternError:
@@ -65,7 +66,7 @@ class ClusterRule(Rule):
 class LabelRule(Rule):
     """Holds when the query's label equals the key's label (a resolved cluster)."""
 
-    def __init__(self, q_labels: np.ndarray, k_labels: np.ndarray, origin: str) -> None:
+    def __init__(self, q_labels: np.ndarray, k_labels: np.ndarray, origin: Origin) -> None:
         self.q_labels = np.asarray(q_labels, dtype=np.int64)
         self.k_labels = np.asarray(k_labels, dtype=np.int64)
         self.origin = origin

@@ -10,6 +10,7 @@ from functools import lru_cache
 import numpy as np
 
 from maskc.grid import TileGrid, group_ids, ragged_ranges
+from maskc.origin import Origin
 from maskc.rules.base import Rule, TileClass, uniform_tiles_alike
 
 
@@ -26,7 +27,7 @@ def draw_distinct(rows: int, population: int, per_row: int, rng: np.random.Gener
 class RandomRule(Rule):
     """Holds when j // unit is one of table[i // unit]."""
 
-    def __init__(self, table: np.ndarray, unit: int, n: int, origin: str) -> None:
+    def __init__(self, table: np.ndarray, unit: int, n: int, origin: Origin) -> None:
         self.table, self.unit, self.n, self.origin = table, unit, n, origin
         self._tiles = lru_cache(maxsize=4)(self._tile_counts)
 

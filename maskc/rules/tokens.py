@@ -12,6 +12,7 @@ from typing import Literal
 import numpy as np
 
 from maskc.grid import TileGrid
+from maskc.origin import Origin
 from maskc.rules.base import Rule, TileClass
 
 
@@ -75,7 +76,7 @@ class TokenSet:
 class TokenSetRule(Rule):
     """Holds when the query (axis "rows") or the key (axis "columns") is in the set."""
 
-    def __init__(self, tokens: TokenSet, axis: Literal["rows", "columns"], origin: str) -> None:
+    def __init__(self, tokens: TokenSet, axis: Literal["rows", "columns"], origin: Origin) -> None:
         self.tokens, self.axis, self.origin = tokens, axis, origin
         self._tile_keys = lru_cache(maxsize=4)(tokens.tile_keys)
 

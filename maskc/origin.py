@@ -1,5 +1,6 @@
-"""Where a rule came from in its spec: a field path and, for one part of a primitive, its name.
+"""Where something came from in its spec: a field path and, for one part of a primitive, its name.
 
+Rules carry one (`Rule.origin`), and spec errors raised while lowering (`SpecError.path`).
 `str()` gives the text errors and pictures print, e.g. `pattern[1].global(rows)` or
 `head_patterns[0].pattern.axial(column)`; code that needs the structure reads the fields
 instead of parsing that text back.
@@ -43,3 +44,12 @@ class Origin:
 
     def __bool__(self) -> bool:
         return bool(self.path or self.part)
+
+
+#: No origin: a rule made by code rather than by a spec's pattern.
+NOWHERE = Origin()
+
+
+def named(text: str) -> Origin:
+    """An origin outside the spec's fields, such as "causal": one step that prints as itself."""
+    return Origin((text,))
