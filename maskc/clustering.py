@@ -28,6 +28,7 @@ SCORE_BUDGET_BYTES = 1 << 28
 #: The origin errors name when the caller gives none.
 CLUSTER = named("cluster")
 
+
 def _normalised(x: torch.Tensor) -> torch.Tensor:
     """Unit vectors in float32 at least (bf16 and fp16 inputs are upcast), so angles decide."""
     x = x.to(torch.promote_types(x.dtype, torch.float32))
