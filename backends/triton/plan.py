@@ -15,7 +15,7 @@ import torch
 
 from maskc.grid import TileGrid
 from maskc.ir import BlockLayout, CompiledPattern
-from maskc.layout.build import build_layout
+from maskc.ir.build import build_layout
 
 from .cache import load_module
 from .codegen import emit_masks, module_source
