@@ -9,12 +9,13 @@ from typing import Any
 
 import numpy as np
 
-from maskc.errors import MaskcWarning, SpecError
+from maskc.errors import MaskcError, MaskcWarning, SpecError
 from maskc.grid import TileGrid
 from maskc.ir import CompiledPattern
 from maskc.ir.build import build_layout
 from maskc.loader import load, locate
 from maskc.lowering import lower_pattern, pattern_path
+from maskc.schedule import SCHEDULE_MODES
 from maskc.spec import MAX_SEQ_LEN, Spec
 
 #: Smallest tile side a kernel can use (matrix units work on 16 × 16 fragments).
@@ -111,11 +112,19 @@ def compile(
     block_size: int | tuple[int, int] | None = None,
     heads: int | None = None,
     device: Any = None,
+    schedule: str = "single",
 ) -> CompiledPattern:
-    """Compile a spec (or spec file) to the block-sparse IR, cached by (spec, n, tile, heads, device)."""
+    """Compile a spec (or spec file) to the block-sparse IR, cached by (spec, n, tile, heads, device).
+
+    `schedule` says how backends run it: "single", one pass in token order; "auto", the passes
+    `maskc.schedule` picks by predicted kernel work (planned on first use); "split", every lowering
+    taken whatever its cost. The mask is the same whatever the schedule.
+    """
     spec = as_spec(spec_or_path)
+    if schedule not in SCHEDULE_MODES:
+        raise MaskcError(f"schedule must be one of {', '.join(SCHEDULE_MODES)}; got {schedule!r}")
     try:
-        return _compile(spec, seq_len, block_size, heads, device)
+        return _compile(spec, seq_len, block_size, heads, device, schedule)
     except SpecError as err:
         if isinstance(spec_or_path, (str, Path)):
             raise locate(err, spec_or_path) from None
@@ -123,12 +132,27 @@ def compile(
 
 
 def _compile(
-    spec: Spec, seq_len: int | None, block_size: int | tuple[int, int] | None, heads: int | None, device: Any
+    spec: Spec,
+    seq_len: int | None,
+    block_size: int | tuple[int, int] | None,
+    heads: int | None,
+    device: Any,
+    schedule: str,
 ) -> CompiledPattern:
     n = _seq_len(spec, seq_len)
     bm, bn = tile_shape(spec, block_size)
     h = _heads(spec, heads)
-    key = (spec.content_hash(), spec.name, spec.description, n, bm, bn, h, None if device is None else str(device))
+    key = (
+        spec.content_hash(),
+        spec.name,
+        spec.description,
+        n,
+        bm,
+        bn,
+        h,
+        None if device is None else str(device),
+        schedule,
+    )
     if key in _CACHE:
         _CACHE.move_to_end(key)
         return _CACHE[key]
@@ -144,6 +168,7 @@ def _compile(
         heads=h,
         layouts=layouts,
         head_layout=np.asarray(index, dtype=np.int32),
+        schedule_mode=schedule,
     )
     _warn_empty_rows(pattern)
     if device is not None:

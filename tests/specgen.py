@@ -197,3 +197,38 @@ def spec_dicts(draw: st.DrawFn, max_n: int = 200, per_head: bool = True, layers:
 def tile_shapes() -> st.SearchStrategy[tuple[int, int]]:
     """IR tile shapes, square and rectangular."""
     return st.tuples(st.sampled_from(TILE_SIDES), st.sampled_from(TILE_SIDES))
+
+
+@st.composite
+def lowering_spec_dicts(draw: st.DrawFn, max_n: int = 160) -> tuple[dict, int]:
+    """(spec, n) whose pattern is a union mixing the parts that ask for other token orders (strides,
+    dilated windows, axial columns, global and sink sets) with windows, blocks and random tiles."""
+    n = draw(st.integers(2, max_n))
+    block = draw(st.sampled_from([8, 16, 32]))
+    small = st.integers(0, max(1, n // 4))
+    part = st.one_of(
+        st.builds(lambda s: {"stride": {"every": s}}, st.integers(2, max(2, n // 2))),
+        st.builds(
+            lambda a, b, d: {"window": {"before": a, "after": b, "dilation": d}}, small, small, st.integers(2, 6)
+        ),
+        st.builds(lambda a, b: {"window": {"before": a, "after": b}}, small, small),
+        st.builds(lambda w: {"axial": {"width": w}}, st.integers(2, max(2, n // 2))),
+        st.builds(lambda c: {"sink": {"count": c}}, st.integers(1, max(1, n // 10))),
+        st.builds(
+            lambda t, d: {"global": {"tokens": t, "direction": d}},
+            st.lists(st.integers(0, n - 1), min_size=1, max_size=3, unique=True),
+            st.sampled_from(["both", "rows", "columns"]),
+        ),
+        st.builds(
+            lambda e, o, d: {"global": {"every": e, "offset": e - 1 - o % e, "direction": d}},
+            st.integers(8, 64),
+            st.integers(0, 3),
+            st.sampled_from(["both", "columns"]),
+        ).filter(lambda g: g["global"]["offset"] < n),
+        st.builds(lambda b: {"block_local": {"size": b}}, st.integers(1, max(1, n // 4))),
+        st.just({"random": {"per_row": 1, "seed": 1}}),
+    )
+    pattern: Any = draw(st.lists(part, min_size=1, max_size=4))
+    if draw(st.integers(0, 4)) == 0:
+        pattern = {"difference": [pattern, draw(part)]}
+    return {"name": "lowering", "seq_len": n, "block_size": block, "causal": draw(st.booleans()), "pattern": pattern}, n

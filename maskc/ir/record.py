@@ -156,7 +156,11 @@ class CompiledPattern:
     layouts: tuple[BlockLayout, ...]
     #: For each head, the index of its layout in `layouts` (heads with one pattern share one).
     head_layout: np.ndarray
+    #: How backends run it: "single" (one pass in token order) or "auto" (`maskc.schedule`).
+    schedule_mode: str = "single"
     _tensors: dict[str, dict[str, Any]] = field(default_factory=dict, repr=False)
+    #: Schedules by mode, filled by `maskc.schedule.schedule_of`.
+    _schedules: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property
     def grid(self) -> TileGrid:

@@ -20,6 +20,8 @@ class BandRule(Rule):
         self._spans: dict[TileGrid, tuple[np.ndarray, np.ndarray]] = {}
 
     def _offsets(self, i: np.ndarray, j: np.ndarray) -> np.ndarray:
+        if self.unit == 1:
+            return j - i
         return j // self.unit - i // self.unit
 
     def mask(self, i: np.ndarray, j: np.ndarray) -> np.ndarray:

@@ -1,0 +1,140 @@
+"""The cost model: which parts of a pattern run as passes of their own, in which order.
+
+Predicted work of a schedule = the tile area its kernels compute (masked pairs included) plus,
+for every token row gathered into a pass's order, GATHER_PAIRS_PER_ROW pair-equivalents. Parts
+are split out greedily, each kept only when it lowers the prediction, so the single pass in token
+order stays wherever it is cheaper.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from maskc.errors import MaskcError
+from maskc.ir import BlockLayout, CompiledPattern
+from maskc.origin import NOWHERE
+from maskc.rules import DifferenceRule, IntersectRule, Rule, UnionRule, intersect_rules, layout_rule
+from maskc.schedule.decompose import Order, disjuncts, merged_gather, order_of
+from maskc.schedule.passes import identity_pass, lowered_pass
+from maskc.schedule.record import Pass, Schedule
+
+#: "single": one pass in token order; "auto": the cost model's choice; "split": every part that
+#: asks for another order gets its pass, whatever the cost (to test and to measure each lowering).
+SCHEDULE_MODES = ("single", "auto", "split")
+
+#: Pair-equivalents charged per gathered token row. A gather copy reads and writes a row of q
+#: (or of k and v) and scatters the output back: about 16·D bytes, which on an H200 (about 150
+#: flops per byte of HBM bandwidth at bf16) costs as much as about 600 pairs of 4·D flops each;
+#: a permutation fused into the kernel's loads costs next to nothing. 256 sits between the two
+#: and is an estimate, to be calibrated by bench/bench_triton.py (bench/NOTES.md).
+GATHER_PAIRS_PER_ROW = 256
+
+
+@dataclass
+class _Group:
+    """Disjuncts that ask for one order, and so share a pass."""
+
+    order: Order
+    rules: list[Rule]
+
+    @property
+    def rule(self) -> Rule:
+        return union_of(self.rules)
+
+
+def union_of(rules: list[Rule]) -> Rule:
+    """The union of disjuncts, with conjuncts they all share factored out: (a & c) | (b & c) is
+    (a | b) & c, whose token sets then merge (`layout_rule`) and evaluate once, not once per part."""
+    if len(rules) == 1:
+        return rules[0]
+    parts = [list(r.kids) if isinstance(r, IntersectRule) else [r] for r in rules]
+    common = [c for c in parts[0] if all(any(c is x for x in p) for p in parts[1:])]
+    if not common:
+        return UnionRule(rules)
+    rests = [[x for x in p if not any(x is c for c in common)] for p in parts]
+    if any(not rest for rest in rests):
+        return intersect_rules(common, origin=NOWHERE)
+    union = UnionRule([rest[0] if len(rest) == 1 else IntersectRule(rest) for rest in rests])
+    return IntersectRule([layout_rule(union), *common])
+
+
+def predicted_work(passes: list[Pass]) -> int:
+    return sum(p.tile_area() + GATHER_PAIRS_PER_ROW * p.gathered_rows() for p in passes)
+
+
+def _groups(rule: Rule, n: int) -> list[_Group]:
+    """The rule's disjuncts grouped by the order they ask for, in order of appearance."""
+    groups: dict[tuple[object, ...], _Group] = {}
+    for part in disjuncts(rule):
+        order = order_of(part, n)
+        key = order.group
+        if order.tokens:
+            key = (order.kind,)
+            if key in groups:
+                order = merged_gather(groups[key].order, order)
+        groups.setdefault(key, _Group(order, []))
+        groups[key].order = order
+        groups[key].rules.append(part)
+    return list(groups.values())
+
+
+def _passes(layout: BlockLayout, kept: list[Rule], split: list[_Group]) -> list[Pass]:
+    """Token order for the kept parts first, then each split group minus every earlier pass."""
+    passes: list[Pass] = []
+    earlier: list[Rule] = []
+    if kept:
+        rest = union_of(kept)
+        passes.append(identity_pass(rest, layout.grid, "the parts that want no other order"))
+        earlier.append(rest)
+    for group in split:
+        rule = group.rule
+        if earlier:
+            rule = DifferenceRule([rule, union_of(earlier)])
+        passes.append(lowered_pass(rule, group.order, layout, group.order.why))
+        earlier.append(group.rule)
+    return passes
+
+
+def plan_schedule(layout: BlockLayout, mode: str = "auto") -> Schedule:
+    """The schedule of one head pattern: the single pass, or the cheapest greedy split."""
+    if mode not in SCHEDULE_MODES:
+        raise MaskcError(f"schedule must be one of {', '.join(SCHEDULE_MODES)}; got {mode!r}")
+    single = identity_pass(layout.rule, layout.grid, "token order", layout)
+    single_work = predicted_work([single])
+    best = Schedule((single,), mode, single_work, single_work)
+    if mode == "single":
+        return best
+    if layout.rule.dynamic:
+        best.considered = ("the pattern is decided at run time: single pass",)
+        return best
+    groups = _groups(layout.rule, layout.grid.n)
+    kept = [rule for g in groups if g.order.kind == "identity" for rule in g.rules]
+    candidates = [g for g in groups if g.order.kind != "identity"]
+    considered: list[str] = []
+    if not candidates:
+        considered.append("no part asks for another order: single pass")
+    split: list[_Group] = []
+    for group in candidates:
+        others = [rule for g in candidates if g is not group and g not in split for rule in g.rules]
+        passes = _passes(layout, kept + others, split + [group])
+        work = predicted_work(passes)
+        label = f"{group.order.kind}" + (f" mod {group.order.modulus}" if group.order.modulus > 1 else "")
+        take = work < best.predicted_work or mode == "split"
+        verdict = "taken" if take else "kept in token order"
+        considered.append(
+            f"{label} for {' | '.join(r.describe() for r in group.rules)}: "
+            f"predicted {work:,} vs {best.predicted_work:,}: {verdict}"
+        )
+        if take:
+            split.append(group)
+            best = Schedule(tuple(passes), mode, single_work, work)
+    best.considered = tuple(considered)
+    return best
+
+
+def schedule_of(pattern: CompiledPattern, mode: str | None = None) -> tuple[Schedule, ...]:
+    """The schedule of each of the pattern's layouts (computed once per mode)."""
+    mode = pattern.schedule_mode if mode is None else mode
+    if mode not in pattern._schedules:
+        pattern._schedules[mode] = tuple(plan_schedule(layout, mode) for layout in pattern.layouts)
+    return pattern._schedules[mode]

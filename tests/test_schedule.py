@@ -1,0 +1,128 @@
+"""Schedules never change the mask: the passes' pairs, mapped back to original positions, are the
+mask exactly and disjoint, and every pass's tables are exact in its own coordinates."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from specgen import brute_force_mask, lowering_spec_dicts, spec_dicts
+
+import maskc
+from maskc.errors import MaskcError, MaskcWarning
+from maskc.schedule import Pass, Schedule, plan_schedule, schedule_of
+from maskc.schedule.decompose import disjuncts
+
+PROPERTY = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+def _compile(spec_dict: dict, schedule: str, tile: tuple[int, int] | None = None) -> maskc.CompiledPattern:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", MaskcWarning)
+        return maskc.compile(maskc.Spec.model_validate(spec_dict), block_size=tile, schedule=schedule)
+
+
+def _check_tables(p: Pass) -> None:
+    """CSR sorted, CSC its transpose, every stored tile non-empty, full flags exact."""
+    rows = p.tile_rows()
+    keys = rows * p.col_tiles + p.col_idx
+    assert np.all(np.diff(keys) > 0), "CSR must be sorted by (row, column)"
+    cols_t = np.repeat(np.arange(p.col_tiles), np.diff(p.col_ptr))
+    assert np.array_equal(p.row_idx, rows[p.csc_to_csr])
+    assert np.array_equal(cols_t, p.col_idx[p.csc_to_csr])
+    assert np.array_equal(p.full_t, p.full[p.csc_to_csr])
+    full_view = p.tile_masks()
+    exact = Pass(**{**p.__dict__, "full": np.zeros_like(p.full), "_tile_rows": None}).tile_masks()
+    assert exact.any(axis=(1, 2)).all(), "a stored tile must hold a pair"
+    assert np.array_equal(full_view, exact), "full flags must be exact"
+    assert p.dense_mask().sum() == exact.sum(), "the pass's dense mask is its stored tiles' elements"
+
+
+def _check_schedule(schedule: Schedule, expected: np.ndarray) -> None:
+    n = expected.shape[0]
+    seen = np.zeros((n, n), dtype=np.int32)
+    for p in schedule.passes:
+        _check_tables(p)
+        qi, kj = p.pairs()
+        np.add.at(seen, (qi, kj), 1)
+    assert seen.max(initial=0) <= 1, "passes must be disjoint"
+    assert np.array_equal(seen == 1, expected), "the passes' union must be the mask exactly"
+    assert schedule.kernel_work() == sum(p.tile_area() for p in schedule.passes)
+
+
+@PROPERTY
+@given(lowering_spec_dicts(), st.sampled_from(["auto", "split"]))
+def test_passes_cover_the_mask_exactly(case: tuple[dict, int], mode: str) -> None:
+    spec_dict, n = case
+    expected = brute_force_mask(spec_dict, n)
+    pattern = _compile(spec_dict, mode)
+    (schedule,) = schedule_of(pattern)
+    _check_schedule(schedule, expected)
+    assert np.array_equal(pattern.to_dense(), expected), "the schedule must not change the IR's mask"
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(spec_dicts(max_n=120), st.sampled_from([(16, 16), (32, 16), (16, 64)]))
+def test_any_spec_splits_exactly(case: tuple[dict, int], tile: tuple[int, int]) -> None:
+    """Every primitive and combinator, per-head patterns, rectangular tiles, forced splits."""
+    spec_dict, n = case
+    expected = brute_force_mask(spec_dict, n)
+    pattern = _compile(spec_dict, "split", tile)
+    for head, k in enumerate(pattern.head_layout):
+        want = expected[head] if expected.ndim == 3 else expected
+        _check_schedule(schedule_of(pattern)[k], want)
+
+
+def test_single_is_the_ir_layout() -> None:
+    pattern = maskc.compile("specs/longformer.yaml", seq_len=1024)
+    (schedule,) = schedule_of(pattern)
+    (only,) = schedule.passes
+    assert schedule.single and only.lowering == "identity"
+    assert np.array_equal(only.col_idx, pattern.layouts[0].col_idx)
+    assert schedule.kernel_work() == schedule.single_work
+
+
+@pytest.mark.parametrize(
+    ("spec", "n", "lowerings"),
+    [
+        ("sparse_transformer_strided", 8192, {"identity", "residue"}),
+        ("sparse_transformer_fixed", 8192, {"identity", "gathered keys"}),
+        ("axial_64x64", 4096, {"identity", "residue"}),
+        ("streaming_llm", 8192, {"identity", "gathered keys"}),
+        ("mistral_swa", 8192, {"identity"}),
+    ],
+)
+def test_cost_model_picks_the_lowering(spec: str, n: int, lowerings: set[str]) -> None:
+    pattern = maskc.compile(f"specs/{spec}.yaml", seq_len=n, schedule="auto")
+    (schedule,) = schedule_of(pattern)
+    assert {p.lowering for p in schedule.passes} == lowerings
+    assert schedule.predicted_work <= schedule.single_work
+    if lowerings != {"identity"}:
+        assert schedule.predicted_work < schedule.single_work
+
+
+def test_strided_residue_pass_is_contiguous() -> None:
+    """Under the residue order the stride's pairs are a band inside each class: few partial tiles."""
+    pattern = maskc.compile("specs/sparse_transformer_strided.yaml", seq_len=65536, schedule="auto")
+    residue = next(p for p in schedule_of(pattern)[0].passes if p.lowering == "residue")
+    assert residue.modulus == 128
+    assert residue.tile_area() < 1.5 * len(residue.pairs()[0])
+
+
+def test_disjuncts_distribute_intersections() -> None:
+    pattern = maskc.compile("specs/sparse_transformer_strided.yaml", seq_len=1024)
+    parts = disjuncts(pattern.layouts[0].rule)
+    assert len(parts) == 2
+    i, j = np.meshgrid(np.arange(1024), np.arange(1024), indexing="ij")
+    union = np.logical_or.reduce([p.mask(i, j) for p in parts])
+    assert np.array_equal(union, pattern.layouts[0].rule.mask(i, j))
+
+
+def test_bad_schedule_mode_is_named() -> None:
+    with pytest.raises(MaskcError, match="schedule must be one of"):
+        maskc.compile("specs/longformer.yaml", seq_len=256, schedule="fast")
+    with pytest.raises(MaskcError, match="schedule must be one of"):
+        plan_schedule(maskc.compile("specs/longformer.yaml", seq_len=256).layouts[0], "fast")
