@@ -23,6 +23,7 @@ from maskc.ir import CompiledPattern
 from maskc.ir.build import build_layout
 from maskc.origin import named
 from maskc.rules import BandRule, DifferenceRule, Rule
+from maskc.schedule import schedule_of, schedule_reasons
 from maskc.spec import Spec
 from maskc.verify import verify
 
@@ -68,6 +69,8 @@ class Explanation:
     skipped: list[str]
     min_layers: int | None
     warnings: list[str] = field(default_factory=list)
+    #: Why the kernels run the passes they run (`maskc.schedule`).
+    schedule: list[str] = field(default_factory=list)
 
     def lines(self) -> list[str]:
         spec = self.spec
@@ -79,7 +82,10 @@ class Explanation:
         for title, leaves in self.parts:
             out.append(f"  {title}:")
             out += [f"    {leaf}" for leaf in leaves]
-        out += ["", *self._measures(), "", *self._closest(), "", "warnings"]
+        out += ["", *self._measures(), "", *self._closest()]
+        if self.schedule:
+            out += ["", "schedule", *(f"  {line}" for line in self.schedule)]
+        out += ["", "warnings"]
         out += [f"  - {w}" for w in self.warnings] or ["  none"]
         return out
 
@@ -243,7 +249,8 @@ def explain(
     """Everything `maskc explain` prints. `layers` defaults to the depth of the spec's schedule, if any."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", MaskcWarning)  # empty rows are reported among the warnings
-        n = compile(spec, seq_len=seq_len).n
+        pattern = compile(spec, seq_len=seq_len, schedule="auto")
+        n = pattern.n
         depth = layers or schedule_depth(spec)
         min_layers, reach = reach_warning(spec, n, depth)
         similar, skipped = similar_specs(spec, source)
@@ -258,4 +265,5 @@ def explain(
             skipped=skipped,
             min_layers=min_layers,
             warnings=reach + residue_warnings(spec, n) + empty_row_warnings(spec, n),
+            schedule=[] if pattern.dynamic else schedule_reasons(pattern, schedule_of(pattern)),
         )

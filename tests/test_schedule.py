@@ -3,10 +3,12 @@ mask exactly and disjoint, and every pass's tables are exact in its own coordina
 
 from __future__ import annotations
 
+import json
 import warnings
 
 import numpy as np
 import pytest
+from clitools import run_cli
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from specgen import brute_force_mask, lowering_spec_dicts, spec_dicts
@@ -126,3 +128,27 @@ def test_bad_schedule_mode_is_named() -> None:
         maskc.compile("specs/longformer.yaml", seq_len=256, schedule="fast")
     with pytest.raises(MaskcError, match="schedule must be one of"):
         plan_schedule(maskc.compile("specs/longformer.yaml", seq_len=256).layouts[0], "fast")
+
+
+def test_compile_prints_and_reports_the_passes() -> None:
+    text = run_cli("compile", "specs/sparse_transformer_strided.yaml", "--seq-len", "8192")
+    assert text.returncode == 0, text.stderr
+    assert "pass 0  residue mod 128" in text.stdout and "identity" in text.stdout
+    data = json.loads(run_cli("compile", "specs/sparse_transformer_strided.yaml", "--seq-len", "8192", "--json").stdout)
+    pattern = maskc.compile("specs/sparse_transformer_strided.yaml", seq_len=8192, schedule="auto")
+    assert data["kernel_work"] == schedule_of(pattern)[0].kernel_work()
+    assert [p["lowering"] for p in data["passes"]] == ["residue", "identity"]
+    assert sum(p["kernel_work"] for p in data["passes"]) == data["kernel_work"]
+    single = json.loads(
+        run_cli(
+            "compile", "specs/sparse_transformer_strided.yaml", "--seq-len", "8192", "--json", "--schedule", "single"
+        ).stdout
+    )
+    assert [p["lowering"] for p in single["passes"]] == ["identity"]
+    assert single["kernel_work"] == round(single["tile_density"] * 8192**2)
+
+
+def test_explain_says_why() -> None:
+    text = run_cli("explain", "specs/streaming_llm.yaml", "--seq-len", "4096").stdout
+    assert "considered gathered keys" in text and "taken" in text
+    assert "pass 0: gathered keys: 4 key positions hold every pair" in text

@@ -7,6 +7,7 @@ import json
 
 from maskc.cli.options import add_spec_arguments, positive_int
 from maskc.compiler import compile
+from maskc.schedule import SCHEDULE_MODES, schedule_lines, schedule_of, schedule_summary
 
 NAME = "compile"
 HELP = "compile a spec to the block-sparse IR and print blocks, density, FLOPs and memory against dense"
@@ -18,10 +19,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", help="save the IR to this file (.npz)")
     parser.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     parser.add_argument("--emit", choices=["triton"], help="print the generated kernel source instead")
+    parser.add_argument(
+        "--schedule",
+        choices=SCHEDULE_MODES,
+        default="auto",
+        help="how the kernels run it: one pass in token order (single), the cost model's passes (auto, the "
+        "default), or every lowering taken (split)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
-    pattern = compile(args.spec, seq_len=args.seq_len, block_size=args.block_size, heads=args.heads)
+    pattern = compile(
+        args.spec, seq_len=args.seq_len, block_size=args.block_size, heads=args.heads, schedule=args.schedule
+    )
     if args.emit:
         from maskc.registry import get_backend
 
@@ -29,11 +39,12 @@ def run(args: argparse.Namespace) -> int:
         return 0
     stats = pattern.stats()
     if args.json:
-        print(json.dumps(stats.as_dict()))
+        print(json.dumps({**stats.as_dict(), **schedule_summary(pattern, schedule_of(pattern))}))
     else:
         print("\n".join(stats.lines()))
         for k, layout in enumerate(pattern.layouts):
             print(f"rule [{k}]       {layout.rule.describe()}")
+        print("\n".join(schedule_lines(pattern, schedule_of(pattern))))
         if any(entry.pattern is not None for entry in pattern.spec.layers):
             print(
                 "layers         some layers have patterns of their own; this is the top-level pattern "

@@ -11,7 +11,23 @@ their outputs merge exactly by log-sum-exp.
 - `plan`: the cost model that picks the lowering (`schedule_of`).
 """
 
-from maskc.schedule.plan import SCHEDULE_MODES, plan_schedule, schedule_of
+from maskc.schedule.plan import (
+    SCHEDULE_MODES,
+    plan_schedule,
+    schedule_lines,
+    schedule_of,
+    schedule_reasons,
+    schedule_summary,
+)
 from maskc.schedule.record import Pass, Schedule
 
-__all__ = ["SCHEDULE_MODES", "Pass", "Schedule", "plan_schedule", "schedule_of"]
+__all__ = [
+    "SCHEDULE_MODES",
+    "Pass",
+    "Schedule",
+    "plan_schedule",
+    "schedule_lines",
+    "schedule_of",
+    "schedule_reasons",
+    "schedule_summary",
+]

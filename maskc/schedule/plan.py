@@ -79,19 +79,22 @@ def _groups(rule: Rule, n: int) -> list[_Group]:
 
 
 def _passes(layout: BlockLayout, kept: list[Rule], split: list[_Group]) -> list[Pass]:
-    """Token order for the kept parts first, then each split group minus every earlier pass."""
+    """Each split group minus every earlier pass, then token order for the kept parts minus them all.
+
+    Lowered passes go first so that their own tiles stay full where their order makes them
+    contiguous; the token-order pass, whose tiles are laid out exactly whatever the rule, takes
+    the remainder.
+    """
     passes: list[Pass] = []
     earlier: list[Rule] = []
-    if kept:
-        rest = union_of(kept)
-        passes.append(identity_pass(rest, layout.grid, "the parts that want no other order"))
-        earlier.append(rest)
     for group in split:
-        rule = group.rule
-        if earlier:
-            rule = DifferenceRule([rule, union_of(earlier)])
+        rule = group.rule if not earlier else DifferenceRule([group.rule, union_of(earlier)])
         passes.append(lowered_pass(rule, group.order, layout, group.order.why))
         earlier.append(group.rule)
+    if kept:
+        rest = union_of(kept)
+        rule = rest if not earlier else DifferenceRule([rest, union_of(earlier)])
+        passes.append(identity_pass(rule, layout.grid, "the parts that ask for no other order"))
     return passes
 
 
@@ -118,7 +121,7 @@ def plan_schedule(layout: BlockLayout, mode: str = "auto") -> Schedule:
         others = [rule for g in candidates if g is not group and g not in split for rule in g.rules]
         passes = _passes(layout, kept + others, split + [group])
         work = predicted_work(passes)
-        label = f"{group.order.kind}" + (f" mod {group.order.modulus}" if group.order.modulus > 1 else "")
+        label = group.order.kind + (f" mod {group.order.modulus}" if group.order.modulus > 1 else "")
         take = work < best.predicted_work or mode == "split"
         verdict = "taken" if take else "kept in token order"
         considered.append(
@@ -138,3 +141,53 @@ def schedule_of(pattern: CompiledPattern, mode: str | None = None) -> tuple[Sche
     if mode not in pattern._schedules:
         pattern._schedules[mode] = tuple(plan_schedule(layout, mode) for layout in pattern.layouts)
     return pattern._schedules[mode]
+
+
+def per_head_kernel_work(pattern: CompiledPattern, schedules: tuple[Schedule, ...]) -> float:
+    """Kernel work per head, averaged over heads (as `stats` averages its figures)."""
+    return sum(schedules[int(k)].kernel_work() for k in pattern.head_layout) / pattern.heads
+
+
+def schedule_summary(pattern: CompiledPattern, schedules: tuple[Schedule, ...]) -> dict[str, object]:
+    """`passes` (one object per pass, with the layout it schedules) and `kernel_work`, for --json."""
+    passes = [
+        {"layout": k, "pass": index, **p.as_dict()}
+        for k, schedule in enumerate(schedules)
+        for index, p in enumerate(schedule.passes)
+    ]
+    return {
+        "schedule": schedules[0].mode,
+        "passes": passes,
+        "kernel_work": per_head_kernel_work(pattern, schedules),
+    }
+
+
+def schedule_lines(pattern: CompiledPattern, schedules: tuple[Schedule, ...]) -> list[str]:
+    """What `maskc compile` prints: each layout's passes, their tiles and predicted work."""
+    active = None if pattern.dynamic else sum(pattern.layouts[int(k)].element_count() for k in pattern.head_layout)
+    work = per_head_kernel_work(pattern, schedules)
+    ratio = "" if active is None else f" ({work * pattern.heads / max(active, 1):.2f}x the active pairs)"
+    out = [f"schedule       {schedules[0].mode}: kernel work {work:,.0f} pairs per head{ratio}"]
+    for k, schedule in enumerate(schedules):
+        prefix = f"[{k}] " if len(schedules) > 1 else ""
+        out.append(
+            f"  {prefix}predicted {schedule.predicted_work:,} vs single pass {schedule.single_work:,}"
+            f" ({len(schedule.passes)} pass{'es' if len(schedule.passes) != 1 else ''})"
+        )
+        out += [f"  {prefix}pass {index}  {p.describe()}" for index, p in enumerate(schedule.passes)]
+    return out
+
+
+def schedule_reasons(pattern: CompiledPattern, schedules: tuple[Schedule, ...]) -> list[str]:
+    """Why each pass was chosen: every lowering the cost model weighed, its prediction and verdict."""
+    out = []
+    for k, schedule in enumerate(schedules):
+        heads = [h for h, layout in enumerate(pattern.head_layout) if layout == k]
+        label = f"heads {heads}: " if len(schedules) > 1 else ""
+        out.append(
+            f"{label}{len(schedule.passes)} pass(es), kernel work {schedule.kernel_work():,} pairs "
+            f"(single pass: {schedule.single_work:,})"
+        )
+        out += [f"  considered {line}" for line in schedule.considered]
+        out += [f"  pass {i}: {p.label}: {p.reason}" for i, p in enumerate(schedule.passes)]
+    return out

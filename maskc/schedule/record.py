@@ -151,10 +151,14 @@ class Pass:
             "gathered_rows": self.gathered_rows(),
         }
 
+    @property
+    def label(self) -> str:
+        """The lowering with its modulus, e.g. "residue mod 128"."""
+        return self.lowering + (f" mod {self.modulus}" if self.modulus > 1 else "")
+
     def describe(self) -> str:
-        order = self.lowering + (f" mod {self.modulus}" if self.modulus > 1 else "")
         return (
-            f"{order}: {self.nq} x {self.nk}, {self.nnz:,} tiles ({int(self.full.sum()):,} full), "
+            f"{self.label}: {self.nq} x {self.nk}, {self.nnz:,} tiles ({int(self.full.sum()):,} full), "
             f"work {self.tile_area():,} pairs, {self.gathered_rows():,} rows gathered"
         )
 
