@@ -1,0 +1,35 @@
+"""Merging pass outputs by log-sum-exp, in torch, for every backend that runs passes.
+
+Pass p gives, for its rows (original queries `q_index_p`, possibly repeated across passes),
+out_p = softmax over the pass's keys times v and lse_p. Over disjoint passes whose union is the
+mask, lse = log Σ_p exp(lse_p) and out = Σ_p exp(lse_p − lse) · out_p exactly. A row no pass
+reaches keeps lse = −inf and output zeros, as every backend gives for a row with no key.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def merge_passes(
+    outs: list[torch.Tensor], lses: list[torch.Tensor], q_indices: list[torch.Tensor], n: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(out (..., n, D), lse (..., n)) from per-pass outputs (..., nq_p, D) and lses (..., nq_p).
+
+    Differentiable; the running maximum is only a stabiliser and carries no gradient.
+    """
+    shape = lses[0].shape[:-1]
+    top = torch.full((*shape, n), float("-inf"), dtype=lses[0].dtype, device=lses[0].device)
+    for lse, index in zip(lses, q_indices):
+        top = top.index_reduce(-1, index, lse.detach(), "amax")
+    finite_top = torch.where(torch.isfinite(top), top, torch.zeros_like(top))
+    total = torch.zeros_like(top)
+    for lse, index in zip(lses, q_indices):
+        total = total.index_add(-1, index, torch.exp(lse - finite_top.index_select(-1, index)))
+    lse = torch.where(total > 0, finite_top + torch.log(total), top)
+    out = torch.zeros((*shape, n, outs[0].shape[-1]), dtype=outs[0].dtype, device=outs[0].device)
+    for part, part_lse, index in zip(outs, lses, q_indices):
+        merged = lse.index_select(-1, index)
+        weight = torch.where(torch.isfinite(part_lse), torch.exp(part_lse - merged), torch.zeros_like(part_lse))
+        out = out.index_add(-2, index, (weight.unsqueeze(-1) * part).to(out.dtype))
+    return out, lse
