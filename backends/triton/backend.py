@@ -12,6 +12,7 @@ from maskc.ir import CompiledPattern
 
 from .checks import unsupported_reason
 from .function import sparse_attention
+from .passes import pass_attention, runs_passes
 from .plans import plan_for
 
 
@@ -44,7 +45,9 @@ class TritonBackend:
         shape = check_shapes(q, k, v, pattern)
         scale = resolve_scale(scale, shape.head_dim)
         patterns = static_patterns(pattern, q, k, shape)
-        if len(patterns) == 1:
+        if len(patterns) == 1 and runs_passes(patterns[0]):
+            out, lse = pass_attention(q, k, v, patterns[0], scale)
+        elif len(patterns) == 1:
             out, lse = sparse_attention(q, k, v, patterns[0], scale)
         else:
             parts = [

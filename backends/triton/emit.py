@@ -24,6 +24,7 @@ from maskc.rules import (
     TokenSet,
     TokenSetRule,
 )
+from maskc.schedule.positioned import PositionedRule
 
 from .emitter import TritonEmitter
 
@@ -111,3 +112,14 @@ def _combinator(rule: CombinatorRule, em: TritonEmitter) -> str:
 def _difference(rule: DifferenceRule, em: TritonEmitter) -> str:
     keep, drop = (emit_rule(kid, em) for kid in rule.kids)
     return f"(({keep}) & ~({drop}))"
+
+
+@emit_rule.register
+def _positioned(rule: PositionedRule, em: TritonEmitter) -> str:
+    """The pass's rule on original positions, read from the pass's position tables (−1: padding)."""
+    size = em.runtime(rule.size, "size")
+    q_table, k_table = em.table(rule.q_positions, "q_pos"), em.table(rule.k_positions, "k_pos")
+    q = f"tl.load({q_table} + {em.q}, mask={em.q} < {size}, other=-1)"
+    k = f"tl.load({k_table} + {em.k}, mask={em.k} < {size}, other=-1)"
+    inner = TritonEmitter(q=f"tl.maximum({q}, 0)", k=f"tl.maximum({k}, 0)", prefix=em.prefix, args=em.args)
+    return f"(({q} >= 0) & ({k} >= 0) & ({emit_rule(rule.inner, inner)}))"

@@ -1,0 +1,249 @@
+"""Issue 12's patterns on the GPU, each lowering on and off, against dense causal cuDNN and FlexAttention.
+
+Run on a CUDA machine: python3 bench/bench_lowering.py [--quick] [--ns 32768] [--patterns all]
+bf16, B = 1, H = 16, D = 128, one process. Per n: dense causal SDPA (cuDNN) first; then per
+pattern maskc with schedule="single" (one pass in token order) and schedule="auto" (the cost
+model's passes), and FlexAttention with the equivalent mask_mod. Efficiency = effective TFLOP/s
+(4·B·H·D·active pairs / forward time; 3.5× that over forward+backward) divided by cuDNN's in the
+same run; Flex ratios are Flex time / maskc time. Each maskc output is checked against Flex's
+(relative difference printed). Axial runs at n = 65536 only (W = 256), as the issue states.
+--quick: fewer timing repeats and n = 32768 only (about 5 minutes on an H200).
+Writes JSON and a markdown table to $OUT when OUT is set. Shares its helpers with bench_triton.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+import triton
+from bench_triton import count_pairs, relative
+from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.nn.attention.flex_attention import create_block_mask, flex_attention
+from triton.testing import do_bench
+
+import maskc
+from maskc.errors import MaskcWarning
+from maskc.schedule import schedule_of
+
+SPECS = Path(__file__).resolve().parent.parent / "specs"
+B, H, D = 1, 16, 128
+DTYPE = torch.bfloat16
+ROWS: list[dict[str, Any]] = []
+REPEATS = {"warmup": 25, "rep": 100}
+
+#: name → (spec pattern dict, mask_mod); n-independent except BigBird's block table.
+PATTERNS: dict[str, tuple[dict[str, Any], Callable]] = {
+    "window_4096": (
+        {"causal": True, "pattern": {"window": {"before": 4095, "after": 0}}},
+        lambda b, h, qi, ki: (qi >= ki) & (qi - ki < 4096),
+    ),
+    "longformer": (
+        {"pattern": [{"window": {"before": 256, "after": 256}}, {"global": {"tokens": [0]}}]},
+        lambda b, h, qi, ki: ((qi - ki).abs() <= 256) | (qi == 0) | (ki == 0),
+    ),
+    "global_first_64": (
+        {"pattern": [{"window": {"before": 256, "after": 256}}, {"global": {"first": 64}}]},
+        lambda b, h, qi, ki: ((qi - ki).abs() <= 256) | (qi < 64) | (ki < 64),
+    ),
+    "streaming_llm": (
+        {"causal": True, "pattern": [{"sink": {"count": 4}}, {"window": {"before": 1019, "after": 0}}]},
+        lambda b, h, qi, ki: (qi >= ki) & ((qi - ki <= 1019) | (ki < 4)),
+    ),
+    "dilated_2": (
+        {"pattern": {"window": {"before": 256, "after": 256, "dilation": 2}}},
+        lambda b, h, qi, ki: ((qi - ki).abs() <= 512) & ((qi - ki) % 2 == 0),
+    ),
+    "strided": (
+        {
+            "causal": True,
+            "block_size": 128,
+            "pattern": [{"window": {"before": 128, "after": 0}}, {"stride": {"every": 128}}],
+        },
+        lambda b, h, qi, ki: (qi >= ki) & ((qi - ki <= 128) | ((qi - ki) % 128 == 0)),
+    ),
+    "fixed": (
+        {
+            "causal": True,
+            "block_size": 128,
+            "pattern": [{"block_local": {"size": 128}}]
+            + [{"global": {"every": 128, "offset": o, "direction": "columns"}} for o in range(120, 128)],
+        },
+        lambda b, h, qi, ki: (qi >= ki) & ((qi // 128 == ki // 128) | (ki % 128 >= 120)),
+    ),
+    "axial_256": (
+        {"pattern": {"axial": {"width": 256}}},
+        lambda b, h, qi, ki: (qi // 256 == ki // 256) | (qi % 256 == ki % 256),
+    ),
+}
+
+
+def log(**row: Any) -> None:
+    ROWS.append(row)
+    print(json.dumps(row), flush=True)
+
+
+def compile_pattern(name: str, spec: dict[str, Any] | Path, n: int, schedule: str) -> maskc.CompiledPattern:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", MaskcWarning)
+        source = spec if isinstance(spec, Path) else maskc.Spec.model_validate({"name": name, **spec})
+        block = 64 if isinstance(spec, Path) else None
+        return maskc.compile(source, seq_len=n, heads=H, block_size=block, schedule=schedule)
+
+
+def bigbird_mask_mod(pattern: maskc.CompiledPattern) -> Callable:
+    layout = pattern.layouts[0]
+    assert layout.full.all(), "BigBird on 64 × 64 tiles must be all full tiles"
+    blocks = torch.zeros(layout.grid.row_tiles, layout.grid.col_tiles, dtype=torch.bool)
+    blocks[torch.as_tensor(layout.tile_rows()), torch.as_tensor(layout.col_idx.astype("int64"))] = True
+    blocks = blocks.cuda()
+    return lambda b, h, qi, ki: blocks[qi // 64, ki // 64]
+
+
+def time_fwd_bwd(fn: Callable, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tuple[float, float]:
+    fwd = do_bench(lambda: fn(q, k, v), return_mode="median", **REPEATS)
+    g = torch.randn_like(fn(q, k, v))
+
+    def fwd_bwd() -> None:
+        q.grad = k.grad = v.grad = None
+        fn(q, k, v).backward(g)
+
+    return fwd, do_bench(fwd_bwd, return_mode="median", warmup=REPEATS["warmup"] // 2, rep=REPEATS["rep"] // 2)
+
+
+def tflops(pairs: int, fwd: float, fwd_bwd: float) -> tuple[float, float]:
+    flops = 4 * B * H * D * pairs
+    return flops / fwd / 1e9, 3.5 * flops / fwd_bwd / 1e9
+
+
+def dense_causal(n: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tuple[float, float]:
+    """Dense causal cuDNN TFLOP/s (forward, forward+backward) of this run."""
+    with sdpa_kernel(SDPBackend.CUDNN_ATTENTION):
+        fwd, fwd_bwd = time_fwd_bwd(lambda a, b, c: F.scaled_dot_product_attention(a, b, c, is_causal=True), q, k, v)
+    rate = tflops(n * (n + 1) // 2, fwd, fwd_bwd)
+    log(n=n, impl="cudnn", pattern="dense_causal", fwd_ms=round(fwd, 3), fwdbwd_ms=round(fwd_bwd, 3),
+        fwd_tflops=round(rate[0], 1), fwdbwd_tflops=round(rate[1], 1))  # fmt: skip
+    return rate
+
+
+def bench_one(name: str, spec: Any, mask_mod: Callable | None, n: int, q, k, v, dense: tuple[float, float]) -> None:
+    flex_out = None
+    flex_row: dict[str, Any] = {}
+    if mask_mod is not None:
+        torch._dynamo.reset()
+        block_mask = create_block_mask(mask_mod, None, None, n, n, device="cuda", _compile=True)
+        flex = torch.compile(flex_attention, dynamic=False)
+
+        def theirs(a, b, c):
+            return flex(a, b, c, block_mask=block_mask)
+
+        flex_out = theirs(q, k, v).detach()
+        flex_row = dict(zip(("fwd_ms", "fwdbwd_ms"), time_fwd_bwd(theirs, q, k, v)))
+    for schedule in ("single", "auto"):
+        pattern = compile_pattern(name, spec, n, schedule)
+        pairs = int(pattern.stats().active_pairs)
+        if mask_mod is not None and count_pairs(mask_mod, n) != pairs:
+            log(n=n, pattern=name, error=f"mask mismatch: maskc {pairs} pairs vs mask_mod")
+            return
+        start = time.perf_counter()
+        plan = schedule_of(pattern)
+        plan_s = time.perf_counter() - start
+
+        def ours(a, b, c, pattern=pattern):
+            return maskc.attention(a, b, c, pattern, backend="triton")
+
+        start = time.perf_counter()
+        out = ours(q, k, v)
+        out.backward(torch.randn_like(out))
+        torch.cuda.synchronize()
+        first = time.perf_counter() - start
+        fwd, fwd_bwd = time_fwd_bwd(ours, q, k, v)
+        rate = tflops(pairs, fwd, fwd_bwd)
+        row = {
+            "n": n, "pattern": name, "impl": f"maskc_{schedule}", "passes": [p.label for p in plan[0].passes],
+            "kernel_work_over_pairs": round(sum(s.kernel_work() for s in plan) / len(plan) / (pairs / H), 3),
+            "plan_s": round(plan_s, 2), "first_call_s": round(first, 1),
+            "fwd_ms": round(fwd, 3), "fwdbwd_ms": round(fwd_bwd, 3),
+            "fwd_eff": round(rate[0] / dense[0], 3), "fwdbwd_eff": round(rate[1] / dense[1], 3),
+        }  # fmt: skip
+        if flex_out is not None:
+            row["out_vs_flex"] = round(relative(ours(q, k, v), flex_out), 5)
+            row["fwd_vs_flex"] = round(flex_row["fwd_ms"] / fwd, 2)
+            row["fwdbwd_vs_flex"] = round(flex_row["fwdbwd_ms"] / fwd_bwd, 2)
+        log(**row)
+    if flex_row:
+        rate = tflops(pairs, flex_row["fwd_ms"], flex_row["fwdbwd_ms"])
+        log(n=n, pattern=name, impl="flex", fwd_ms=round(flex_row["fwd_ms"], 3),
+            fwdbwd_ms=round(flex_row["fwdbwd_ms"], 3), fwd_eff=round(rate[0] / dense[0], 3),
+            fwdbwd_eff=round(rate[1] / dense[1], 3))  # fmt: skip
+
+
+def table() -> str:
+    lines = [
+        "| n | pattern | impl | passes | kernel work / pairs | fwd eff | fwd+bwd eff | fwd vs flex | fwd+bwd vs flex |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in ROWS:
+        if "fwd_eff" in r:
+            lines.append(
+                f"| {r['n']} | {r['pattern']} | {r['impl']} | {', '.join(r.get('passes', []))} | "
+                f"{r.get('kernel_work_over_pairs', '')} | {r['fwd_eff']} | {r['fwdbwd_eff']} | "
+                f"{r.get('fwd_vs_flex', '')} | {r.get('fwdbwd_vs_flex', '')} |"
+            )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--ns", default="32768,131072", help="comma-separated sequence lengths")
+    parser.add_argument("--patterns", default="all", help="comma-separated names (see PATTERNS, and bigbird)")
+    parser.add_argument("--quick", action="store_true", help="n = 32768 only, fewer timing repeats")
+    parser.add_argument("--no-flex", action="store_true", help="skip FlexAttention (its compiles take time)")
+    args = parser.parse_args()
+    if args.quick:
+        REPEATS.update(warmup=5, rep=25)
+        args.ns = "32768"
+    log(gpu=torch.cuda.get_device_name(), torch=torch.__version__, triton=triton.__version__)
+    names = [*PATTERNS, "bigbird"] if args.patterns == "all" else args.patterns.split(",")
+    for n in (int(x) for x in args.ns.split(",") if x):
+        q, k, v = (torch.randn(B, H, n, D, device="cuda", dtype=DTYPE, requires_grad=True) for _ in range(3))
+        dense = dense_causal(n, q, k, v)
+        for name in names:
+            try:
+                if name == "axial_256":
+                    continue
+                if name == "bigbird":
+                    spec: Any = SPECS / "bigbird.yaml"
+                    mod = bigbird_mask_mod(compile_pattern(name, spec, n, "single"))
+                else:
+                    spec, mod = PATTERNS[name]
+                bench_one(name, spec, None if args.no_flex else mod, n, q, k, v, dense)
+            except Exception as error:  # one failing pattern must not hide the others
+                log(n=n, pattern=name, error=f"{type(error).__name__}: {str(error)[:300]}")
+        del q, k, v
+        torch.cuda.empty_cache()
+    if "axial_256" in names:
+        n = 65536
+        q, k, v = (torch.randn(B, H, n, D, device="cuda", dtype=DTYPE, requires_grad=True) for _ in range(3))
+        spec, mod = PATTERNS["axial_256"]
+        try:
+            bench_one("axial_256", spec, None if args.no_flex else mod, n, q, k, v, dense_causal(n, q, k, v))
+        except Exception as error:
+            log(n=n, pattern="axial_256", error=f"{type(error).__name__}: {str(error)[:300]}")
+    print(table())
+    out = os.environ.get("OUT")
+    if out:
+        Path(out, "bench_lowering.json").write_text(json.dumps(ROWS, indent=1))
+        Path(out, "bench_lowering.md").write_text(table() + "\n")
+
+
+if __name__ == "__main__":
+    main()
