@@ -39,9 +39,13 @@ def check_against_reference(pattern: maskc.CompiledPattern, heads: int, kv_heads
     got, got_lse = attention_by_passes(q, k, v, pattern)
     torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-9)
     torch.testing.assert_close(got_lse, want_lse.to(got_lse.dtype), rtol=1e-9, atol=1e-9)
-    grad = torch.randn_like(want)
-    expected = torch.autograd.grad((want * grad).sum(), (q, k, v))
-    actual = torch.autograd.grad((got * grad).sum(), (q, k, v))
+    grad, lse_grad = torch.randn_like(want), torch.randn_like(got_lse)
+
+    def loss(out: torch.Tensor, lse: torch.Tensor) -> torch.Tensor:
+        return (out * grad).sum() + torch.where(torch.isfinite(lse), lse * lse_grad, 0).sum()
+
+    expected = torch.autograd.grad(loss(want, want_lse.to(got_lse.dtype)), (q, k, v))
+    actual = torch.autograd.grad(loss(got, got_lse), (q, k, v))
     for name, a, e in zip("qkv", actual, expected):
         torch.testing.assert_close(a, e, rtol=1e-8, atol=1e-8, msg=f"d{name}")
 

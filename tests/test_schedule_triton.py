@@ -46,11 +46,13 @@ def check_triton(pattern: maskc.CompiledPattern, heads: int, kv_heads: int, seed
     shapes = [(1, heads, n, d), (1, kv_heads, n, d), (1, kv_heads, n, d)]
     inputs = [torch.randn(s, generator=gen) for s in shapes]
     grad = torch.randn((1, heads, n, d), generator=gen)
+    lse_grad = torch.randn((1, heads, n), generator=gen)
     results = {}
     for backend, dtype in (("cpu", torch.float64), ("triton", torch.float32)):
         leaves = [x.to(dtype).requires_grad_() for x in inputs]
         out, lse = maskc.attention(*leaves, pattern, backend=backend, return_lse=True)
-        grads = torch.autograd.grad((out * grad.to(dtype)).sum(), leaves)
+        lse_term = torch.where(torch.isfinite(lse), lse * lse_grad.to(lse.dtype), 0).sum()
+        grads = torch.autograd.grad((out * grad.to(dtype)).sum() + lse_term, leaves)
         results[backend] = (out, lse, grads)
     want, got = results["cpu"], results["triton"]
     assert _relative(got[0], want[0]) < TOLERANCE

@@ -26,11 +26,15 @@ def merge_passes(
     total = torch.zeros_like(top)
     for lse, index in zip(lses, q_indices):
         total = total.index_add(-1, index, torch.exp(lse - finite_top.index_select(-1, index)))
-    lse = torch.where(total > 0, finite_top + torch.log(total), top)
+    # where() passes no gradient to the branch it drops, but 0 · inf is NaN: both branches stay finite
+    reached = total > 0
+    lse = torch.where(reached, finite_top + torch.log(torch.where(reached, total, torch.ones_like(total))), top)
     # accumulated in the lse's precision (float32 at least), returned in the outputs' dtype
     out = torch.zeros((*shape, n, outs[0].shape[-1]), dtype=lse.dtype, device=outs[0].device)
     for part, part_lse, index in zip(outs, lses, q_indices):
         merged = lse.index_select(-1, index)
-        weight = torch.where(torch.isfinite(part_lse), torch.exp(part_lse - merged), torch.zeros_like(part_lse))
+        live = torch.isfinite(part_lse)
+        gap = torch.where(live, part_lse - torch.where(live, merged, torch.zeros_like(merged)), torch.zeros_like(merged))
+        weight = torch.where(live, torch.exp(gap), torch.zeros_like(part_lse))
         out = out.index_add(-2, index, weight.unsqueeze(-1) * part.to(lse.dtype))
     return out.to(outs[0].dtype), lse
