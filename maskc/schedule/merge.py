@@ -34,7 +34,9 @@ def merge_passes(
     for part, part_lse, index in zip(outs, lses, q_indices):
         merged = lse.index_select(-1, index)
         live = torch.isfinite(part_lse)
-        gap = torch.where(live, part_lse - torch.where(live, merged, torch.zeros_like(merged)), torch.zeros_like(merged))
+        gap = torch.where(
+            live, part_lse - torch.where(live, merged, torch.zeros_like(merged)), torch.zeros_like(merged)
+        )
         weight = torch.where(live, torch.exp(gap), torch.zeros_like(part_lse))
         out = out.index_add(-2, index, weight.unsqueeze(-1) * part.to(lse.dtype))
     return out.to(outs[0].dtype), lse

@@ -1,7 +1,8 @@
 """The cost model: which parts of a pattern run as passes of their own, in which order.
 
 Predicted work of a schedule = the tile area its kernels compute (masked pairs included) plus,
-for every token row gathered into a pass's order, GATHER_PAIRS_PER_ROW pair-equivalents. Parts
+for every token row gathered into a pass's order, GATHER_PAIRS_PER_ROW pair-equivalents, plus,
+when there are several passes, MERGE_PAIRS_PER_ROW for every query row each pass merges. Parts
 are split out greedily, each kept only when it lowers the prediction, so the single pass in token
 order stays wherever it is cheaper.
 """
@@ -58,8 +59,18 @@ def union_of(rules: list[Rule]) -> Rule:
     return IntersectRule([layout_rule(union), *common])
 
 
+#: Pair-equivalents charged per query row of every pass when there are several: the merge reads
+#: each pass's output and lse and accumulates them in float32 (about 18·D bytes a row, in torch
+#: today), which at the same balance is about 600 pairs; an estimate, like the gather charge.
+MERGE_PAIRS_PER_ROW = 512
+
+
 def predicted_work(passes: list[Pass]) -> int:
-    return sum(p.tile_area() + GATHER_PAIRS_PER_ROW * p.gathered_rows() for p in passes)
+    """Tile area, plus gathers, plus the merge when there is more than one pass (pair-equivalents)."""
+    work = sum(p.tile_area() + GATHER_PAIRS_PER_ROW * p.gathered_rows() for p in passes)
+    if len(passes) > 1:
+        work += MERGE_PAIRS_PER_ROW * sum(p.nq for p in passes)
+    return work
 
 
 def _groups(rule: Rule, n: int) -> list[_Group]:
