@@ -18,7 +18,7 @@ from maskc.errors import MaskcError, MaskcWarning
 from maskc.schedule import Pass, Schedule, plan_schedule, schedule_of
 from maskc.schedule.decompose import disjuncts
 
-PROPERTY = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+PROPERTY = settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 def _compile(spec_dict: dict, schedule: str, tile: tuple[int, int] | None = None) -> maskc.CompiledPattern:
@@ -66,7 +66,7 @@ def test_passes_cover_the_mask_exactly(case: tuple[dict, int], mode: str) -> Non
     assert np.array_equal(pattern.to_dense(), expected), "the schedule must not change the IR's mask"
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(spec_dicts(max_n=120), st.sampled_from([(16, 16), (32, 16), (16, 64)]))
 def test_any_spec_splits_exactly(case: tuple[dict, int], tile: tuple[int, int]) -> None:
     """Every primitive and combinator, per-head patterns, rectangular tiles, forced splits."""
