@@ -7,7 +7,7 @@ model's passes), and FlexAttention with the equivalent mask_mod. Efficiency = ef
 (4·B·H·D·active pairs / forward time; 3.5× that over forward+backward) divided by cuDNN's in the
 same run; Flex ratios are Flex time / maskc time. Each maskc output is checked against Flex's
 (relative difference printed). Axial runs at n = 65536 only (W = 256), as the issue states.
---quick: fewer timing repeats and n = 32768 only (about 5 minutes on an H200).
+--quick: n = 32768 only (meant to take about 5 minutes on an H200; not yet measured).
 Writes JSON and a markdown table to $OUT when OUT is set. Shares its helpers with bench_triton.py.
 """
 
@@ -25,10 +25,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 import triton
-from bench_triton import count_pairs, relative
+from bench_triton import ROWS, count_pairs, log, mask_mods, relative, time_fwd_bwd
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.nn.attention.flex_attention import create_block_mask, flex_attention
-from triton.testing import do_bench
 
 import maskc
 from maskc.errors import MaskcWarning
@@ -37,8 +36,6 @@ from maskc.schedule import schedule_of
 SPECS = Path(__file__).resolve().parent.parent / "specs"
 B, H, D = 1, 16, 128
 DTYPE = torch.bfloat16
-ROWS: list[dict[str, Any]] = []
-REPEATS = {"warmup": 25, "rep": 100}
 
 #: name → (spec pattern dict, mask_mod); n-independent except BigBird's block table.
 PATTERNS: dict[str, tuple[dict[str, Any], Callable]] = {
@@ -86,37 +83,12 @@ PATTERNS: dict[str, tuple[dict[str, Any], Callable]] = {
 }
 
 
-def log(**row: Any) -> None:
-    ROWS.append(row)
-    print(json.dumps(row), flush=True)
-
-
 def compile_pattern(name: str, spec: dict[str, Any] | Path, n: int, schedule: str) -> maskc.CompiledPattern:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", MaskcWarning)
         source = spec if isinstance(spec, Path) else maskc.Spec.model_validate({"name": name, **spec})
         block = 64 if isinstance(spec, Path) else None
         return maskc.compile(source, seq_len=n, heads=H, block_size=block, schedule=schedule)
-
-
-def bigbird_mask_mod(pattern: maskc.CompiledPattern) -> Callable:
-    layout = pattern.layouts[0]
-    assert layout.full.all(), "BigBird on 64 × 64 tiles must be all full tiles"
-    blocks = torch.zeros(layout.grid.row_tiles, layout.grid.col_tiles, dtype=torch.bool)
-    blocks[torch.as_tensor(layout.tile_rows()), torch.as_tensor(layout.col_idx.astype("int64"))] = True
-    blocks = blocks.cuda()
-    return lambda b, h, qi, ki: blocks[qi // 64, ki // 64]
-
-
-def time_fwd_bwd(fn: Callable, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tuple[float, float]:
-    fwd = do_bench(lambda: fn(q, k, v), return_mode="median", **REPEATS)
-    g = torch.randn_like(fn(q, k, v))
-
-    def fwd_bwd() -> None:
-        q.grad = k.grad = v.grad = None
-        fn(q, k, v).backward(g)
-
-    return fwd, do_bench(fwd_bwd, return_mode="median", warmup=REPEATS["warmup"] // 2, rep=REPEATS["rep"] // 2)
 
 
 def tflops(pairs: int, fwd: float, fwd_bwd: float) -> tuple[float, float]:
@@ -205,11 +177,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ns", default="32768,131072", help="comma-separated sequence lengths")
     parser.add_argument("--patterns", default="all", help="comma-separated names (see PATTERNS, and bigbird)")
-    parser.add_argument("--quick", action="store_true", help="n = 32768 only, fewer timing repeats")
+    parser.add_argument("--quick", action="store_true", help="n = 32768 only")
     parser.add_argument("--no-flex", action="store_true", help="skip FlexAttention (its compiles take time)")
     args = parser.parse_args()
     if args.quick:
-        REPEATS.update(warmup=5, rep=25)
         args.ns = "32768"
     log(gpu=torch.cuda.get_device_name(), torch=torch.__version__, triton=triton.__version__)
     names = [*PATTERNS, "bigbird"] if args.patterns == "all" else args.patterns.split(",")
@@ -222,7 +193,7 @@ def main() -> None:
                     continue
                 if name == "bigbird":
                     spec: Any = SPECS / "bigbird.yaml"
-                    mod = bigbird_mask_mod(compile_pattern(name, spec, n, "single"))
+                    mod = mask_mods(n, compile_pattern(name, spec, n, "single"))["bigbird"]
                 else:
                     spec, mod = PATTERNS[name]
                 bench_one(name, spec, None if args.no_flex else mod, n, q, k, v, dense)

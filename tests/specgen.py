@@ -232,3 +232,20 @@ def lowering_spec_dicts(draw: st.DrawFn, max_n: int = 160) -> tuple[dict, int]:
     if draw(st.integers(0, 4)) == 0:
         pattern = {"difference": [pattern, draw(part)]}
     return {"name": "lowering", "seq_len": n, "block_size": block, "causal": draw(st.booleans()), "pattern": pattern}, n
+
+
+#: A spec whose first rows attend no key, made of parts that lower to different orders.
+EMPTY_ROWS_SPEC: dict[str, Any] = {
+    "name": "empty rows",
+    "pattern": {
+        "intersect": [
+            {
+                "difference": [
+                    [{"stride": {"every": 4}}, {"global": {"tokens": [5], "direction": "columns"}}],
+                    {"window": {"before": 0, "after": 0}},
+                ]
+            },
+            {"window": {"before": 5, "after": 0}},
+        ]
+    },
+}

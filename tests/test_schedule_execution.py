@@ -9,7 +9,7 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from specgen import lowering_spec_dicts
+from specgen import EMPTY_ROWS_SPEC, lowering_spec_dicts
 
 import maskc
 from maskc.backends.cpu.passes import attention_by_passes
@@ -81,20 +81,7 @@ def test_per_head_patterns(mode: str) -> None:
 
 @pytest.mark.parametrize("mode", MODES)
 def test_empty_rows(mode: str) -> None:
-    spec = {
-        "name": "empty rows",
-        "pattern": {
-            "intersect": [
-                {
-                    "difference": [
-                        [{"stride": {"every": 4}}, {"global": {"tokens": [5], "direction": "columns"}}],
-                        {"window": {"before": 0, "after": 0}},
-                    ]
-                },
-                {"window": {"before": 5, "after": 0}},
-            ]
-        },
-    }
+    spec = EMPTY_ROWS_SPEC
     pattern = _compile(spec, 64, mode, tile=16)
     assert len(pattern.layouts[0].empty_rows()) > 0
     check_against_reference(pattern, heads=1, kv_heads=1)

@@ -10,7 +10,7 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from specgen import lowering_spec_dicts
+from specgen import EMPTY_ROWS_SPEC, lowering_spec_dicts
 
 import maskc
 from maskc.errors import MaskcWarning
@@ -91,20 +91,7 @@ def test_per_head_patterns(mode: str) -> None:
 
 
 def test_empty_rows_split() -> None:
-    spec = {
-        "name": "empty rows",
-        "pattern": {
-            "intersect": [
-                {
-                    "difference": [
-                        [{"stride": {"every": 4}}, {"global": {"tokens": [5], "direction": "columns"}}],
-                        {"window": {"before": 0, "after": 0}},
-                    ]
-                },
-                {"window": {"before": 5, "after": 0}},
-            ]
-        },
-    }
+    spec = EMPTY_ROWS_SPEC
     check_triton(_compile(spec, 48, "split"), heads=1, kv_heads=1)
 
 

@@ -10,6 +10,8 @@ about the pass's kernel work, never with n².
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import scipy.sparse as sp
 
@@ -91,24 +93,41 @@ def gathered_candidates(q_index: np.ndarray, k_index: np.ndarray, single: BlockL
     return hits.row[order].astype(np.int64), hits.col[order].astype(np.int64)
 
 
-def classify_candidates(
-    rule: Rule, q_index: np.ndarray, k_index: np.ndarray, r: np.ndarray, c: np.ndarray, bm: int, bn: int
+def classify_by_elements(
+    hold: Callable[[np.ndarray, np.ndarray], np.ndarray],
+    nq: int,
+    nk: int,
+    r: np.ndarray,
+    c: np.ndarray,
+    bm: int,
+    bn: int,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Exact (any, full) of candidate tiles, evaluating their elements on original positions."""
-    fast = layout_rule(rule)
-    nq, nk = len(q_index), len(k_index)
+    """Exact (any, full) of tiles (r, c) of an nq × nk problem by evaluating every element:
+    `hold(rows, cols)` on row indices (T, BM, 1) and column indices (T, 1, BN), clipped into range."""
     any_, full = np.zeros(len(r), dtype=bool), np.zeros(len(r), dtype=bool)
     step = max(1, _BATCH_ELEMENTS // (bm * bn))
     for lo in range(0, len(r), step):
-        rows = r[lo : lo + step, None] * bm + np.arange(bm)[None, :]
-        cols = c[lo : lo + step, None] * bn + np.arange(bn)[None, :]
+        rows = np.asarray(r[lo : lo + step], dtype=np.int64)[:, None] * bm + np.arange(bm)[None, :]
+        cols = np.asarray(c[lo : lo + step], dtype=np.int64)[:, None] * bn + np.arange(bn)[None, :]
         valid = (rows < nq)[:, :, None] & (cols < nk)[:, None, :]
-        qi = q_index[np.minimum(rows, nq - 1)].astype(np.int32)[:, :, None]
-        kj = k_index[np.minimum(cols, nk - 1)].astype(np.int32)[:, None, :]
-        hold = fast.mask(qi, kj)
-        any_[lo : lo + step] = (hold & valid).any(axis=(1, 2))
-        full[lo : lo + step] = (hold | ~valid).all(axis=(1, 2))
+        result = hold(np.minimum(rows, nq - 1)[:, :, None], np.minimum(cols, nk - 1)[:, None, :])
+        any_[lo : lo + step] = (result & valid).any(axis=(1, 2))
+        full[lo : lo + step] = (result | ~valid).all(axis=(1, 2))
     return any_, full
+
+
+def classify_candidates(
+    rule: Rule, q_index: np.ndarray, k_index: np.ndarray, r: np.ndarray, c: np.ndarray, bm: int, bn: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Exact (any, full) of candidate tiles, evaluating their elements on original positions
+    (int32 positions: half the bytes of int64 through the rule's arithmetic)."""
+    fast = layout_rule(rule)
+    q32, k32 = q_index.astype(np.int32), k_index.astype(np.int32)
+
+    def hold(rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+        return fast.mask(q32[rows], k32[cols])
+
+    return classify_by_elements(hold, len(q_index), len(k_index), r, c, bm, bn)
 
 
 def permuted_pass(

@@ -19,10 +19,8 @@ from maskc.grid import TileGrid
 from maskc.ir import BlockLayout, CompiledPattern
 from maskc.ir.build import build_layout
 from maskc.rules import Rule, TileClass, layout_rule
+from maskc.schedule.passes import classify_by_elements
 from maskc.schedule.record import Pass
-
-#: Elements evaluated at once when tiles are classified.
-_BATCH_ELEMENTS = 1 << 22
 
 
 class PositionedRule(Rule):
@@ -59,16 +57,7 @@ class PositionedRule(Rule):
         return np.unique(np.concatenate(ids))
 
     def classify(self, grid: TileGrid, r: np.ndarray, c: np.ndarray) -> TileClass:
-        any_, full = np.zeros(len(r), dtype=bool), np.zeros(len(r), dtype=bool)
-        bm, bn = grid.block_m, grid.block_n
-        step = max(1, _BATCH_ELEMENTS // (bm * bn))
-        for lo in range(0, len(r), step):
-            rows = np.asarray(r[lo : lo + step], dtype=np.int64)[:, None] * bm + np.arange(bm)[None, :]
-            cols = np.asarray(c[lo : lo + step], dtype=np.int64)[:, None] * bn + np.arange(bn)[None, :]
-            inside = (rows < grid.n)[:, :, None] & (cols < grid.n)[:, None, :]
-            hold = self.mask(np.minimum(rows, grid.n - 1)[:, :, None], np.minimum(cols, grid.n - 1)[:, None, :])
-            any_[lo : lo + step] = (hold & inside).any(axis=(1, 2))
-            full[lo : lo + step] = (hold | ~inside).all(axis=(1, 2))
+        any_, full = classify_by_elements(self.mask, grid.n, grid.n, r, c, grid.block_m, grid.block_n)
         return TileClass(any=any_, full=full)
 
     def tiles(self, grid: TileGrid) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
