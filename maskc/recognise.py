@@ -12,6 +12,7 @@ at one n where both are static; the reason says what the two share.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +22,7 @@ import numpy as np
 
 from maskc.catalogue import catalogue_specs
 from maskc.compiler import compile
-from maskc.errors import MaskcError
+from maskc.errors import MaskcError, MaskcWarning
 from maskc.ir import CompiledPattern
 from maskc.primitives import PatternNode
 from maskc.primitives.combinators import Combinator, Difference
@@ -289,7 +290,9 @@ def mask_overlaps(spec: Spec, others: list[tuple[Path, Spec]]) -> tuple[dict[str
             skipped.append(f"{path.stem} (run time)")
             continue
         try:
-            theirs = union_mask(compile(other, seq_len=COMPARE_N))
+            with warnings.catch_warnings():  # a catalogue spec's own warnings are not the user's business here
+                warnings.simplefilter("ignore", MaskcWarning)
+                theirs = union_mask(compile(other, seq_len=COMPARE_N))
         except MaskcError:
             skipped.append(f"{path.stem} (does not compile at n = {COMPARE_N})")
             continue
