@@ -3,6 +3,7 @@ BigBird's random draw among uncovered blocks, and the fixed pattern's summary co
 
 from __future__ import annotations
 
+import contextlib
 import json
 import warnings
 from pathlib import Path
@@ -17,6 +18,9 @@ from test_verify import Brute, layer_masks
 import maskc
 from maskc.catalogue import schedule_densities
 from maskc.errors import MaskcWarning, SpecError
+from maskc.reach.intervals import NotIntervalShapedError
+from maskc.reach.search import BitEngine, IntervalEngine
+from maskc.reach.stack import build_stack
 
 # ----------------------------------------------------------------------------- names and errors
 
@@ -224,3 +228,36 @@ def test_last_errors(params: str, needle: str) -> None:
     with pytest.raises(SpecError) as info:
         maskc.parse_spec(f"pattern: {{global: {params}}}\n", source="bad.yaml")
     assert needle in str(info.value) and "pattern.global" in str(info.value)
+
+
+DENSE_CAUSAL = {"intersect": [{"dense": {}}, {"window": {"before": 1 << 20, "after": 0}}]}
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        {"causal": True, "pattern": {"window": {"before": 8, "after": 0}}},
+        {"causal": False, "pattern": [{"window": {"size": 16}}, {"global": {"tokens": [7]}}]},
+        {"causal": True, "pattern": [{"window": {"before": 3}}, {"global": {"every": 48, "direction": "columns"}}]},
+    ],
+)
+def test_recurrent_layers_on_large_tiles_answer_as_dense_causal_attention(data: dict[str, Any]) -> None:
+    """Above n = 16384 a recurrent layer is laid out on large tiles; both engines must answer as for
+    the same relation written as a causal dense attention layer on ordinary tiles."""
+    n = 16_500
+    recurrent = maskc.Spec.model_validate({**data, "layers": [{"count": 2}, {"mixer": "recurrent"}]})
+    written = maskc.Spec.model_validate({**data, "layers": [{"count": 2}, {"pattern": DENSE_CAUSAL}]})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", MaskcWarning)
+        stacks = [build_stack(spec, seq_len=n) for spec in (recurrent, written)]
+    assert stacks[0].patterns[-1].layout.grid.block_m == 128 and stacks[1].patterns[-1].layout.grid.block_m == 64
+    for make in (lambda stack: BitEngine(stack, "test"), IntervalEngine):
+        outcomes = []
+        for stack in stacks:
+            with contextlib.suppress(NotIntervalShapedError):
+                outcomes.append(make(stack).search(2, None))
+        if len(outcomes) == 2:
+            a, b = outcomes
+            assert a.min_layers == b.min_layers and (a.shortfall is None) == (b.shortfall is None)
+            if a.shortfall is not None:
+                assert a.shortfall[:2] == b.shortfall[:2] and np.array_equal(a.shortfall[2], b.shortfall[2])
