@@ -14,7 +14,7 @@ from pathlib import Path
 
 import yaml
 
-from maskc.catalogue import Densities, schedule_densities, schedule_depth
+from maskc.catalogue import Densities, attention_entries, schedule_densities, schedule_depth
 from maskc.compiler import compile, compile_layers
 from maskc.draw import Panel, format_ranges, spec_panels
 from maskc.errors import MaskcWarning
@@ -135,12 +135,8 @@ def _panel_form(panel: Panel) -> str:
 
 def _active_pairs(spec: Spec, n: int) -> float:
     """Active pairs per head at n, summed over one schedule cycle."""
-    entries = compile_layers(spec, seq_len=n)
-    return sum(
-        count * (pattern.stats().active_pairs or 0.0)
-        for (count, pattern), mixer in zip(entries, spec.layer_mixers())
-        if mixer == "attention"
-    )
+    entries = attention_entries(spec, compile_layers(spec, seq_len=n))
+    return sum(count * (pattern.stats().active_pairs or 0.0) for count, pattern in entries)
 
 
 def growth(spec: Spec, n: int) -> Growth | None:

@@ -114,7 +114,7 @@ def parse_spec(text: str, source: str = "<spec>") -> Spec:
         raise SpecError(f"not valid YAML: {err}", source=source) from None
     if not isinstance(data, dict):
         kind = "empty" if data is None else f"a {type(data).__name__}"
-        raise SpecError(f"a spec is a YAML mapping with name and pattern, but this file is {kind}", source=source)
+        raise SpecError(f"a spec is a YAML mapping with a pattern, but this file is {kind}", source=source)
     if "name" not in data:
         data["name"] = default_name(source)
     try:

@@ -98,7 +98,7 @@ def _value(value: int | str | None, n: int, default: int = 0) -> int:
 
 
 def _add_leaf(shape: Shape, leaf: PatternNode, n: int, block: int, causal: bool) -> None:
-    params = leaf.__dict__
+    params = dict(leaf)
     if leaf.kind == "window":
         unit = block if params["granularity"] == "block" else 1
         if params["size"] is not None:
@@ -118,7 +118,7 @@ def _add_leaf(shape: Shape, leaf: PatternNode, n: int, block: int, causal: bool)
         shape.hub_tokens.append(_value(params["count"], n))
 
 
-def _layer_label(spec: Spec, node: PatternNode, mixer: str) -> str:
+def _layer_label(node: PatternNode, mixer: str) -> str:
     if mixer != "attention":
         return mixer
     return "dense" if node.kind == "dense" else "sparse"
@@ -132,7 +132,7 @@ def shape_of(spec: Spec, n: int | None = None) -> Shape:
     patterns = 0
     for (count, layer), mixer in zip(spec.layer_schedule(), spec.layer_mixers()):
         nodes = [layer.pattern, *(entry.pattern for entry in layer.head_patterns)]
-        labels += [_layer_label(spec, layer.pattern, mixer)] * count
+        labels += [_layer_label(layer.pattern, mixer)] * count
         if mixer != "attention":
             continue
         for node in nodes:
@@ -267,7 +267,7 @@ def resemblance(mine: Shape, theirs: Shape, overlap: float | None) -> float:
     if overlap is not None:
         signals["overlap"] = overlap
     total = sum(WEIGHTS[k] for k in signals)
-    return sum(WEIGHTS[k] * v for k, v in signals.items()) / total
+    return float(sum(WEIGHTS[k] * v for k, v in signals.items()) / total)
 
 
 # ----------------------------------------------------------------------------- masks
@@ -297,7 +297,7 @@ def mask_overlaps(spec: Spec, others: list[tuple[Path, Spec]]) -> tuple[dict[str
             skipped.append(f"{path.stem} (does not compile at n = {COMPARE_N})")
             continue
         union = np.count_nonzero(mine | theirs)
-        overlaps[path.stem] = np.count_nonzero(mine & theirs) / union if union else 1.0
+        overlaps[path.stem] = float(np.count_nonzero(mine & theirs) / union) if union else 1.0
     return overlaps, skipped
 
 
