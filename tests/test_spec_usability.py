@@ -261,3 +261,22 @@ def test_recurrent_layers_on_large_tiles_answer_as_dense_causal_attention(data: 
             assert a.min_layers == b.min_layers and (a.shortfall is None) == (b.shortfall is None)
             if a.shortfall is not None:
                 assert a.shortfall[:2] == b.shortfall[:2] and np.array_equal(a.shortfall[2], b.shortfall[2])
+
+
+def test_every_new_option_from_python_objects() -> None:
+    spec = maskc.Spec(
+        seq_len=1024,
+        pattern=[
+            maskc.Window(before=1, after=1, granularity="block"),
+            maskc.Global(first="n / 512"),
+            maskc.Random(per_row=3, exclude=["window", "global"]),
+            maskc.Global(every="sqrt(n)", last=4, direction="columns"),
+        ],
+        layers=[maskc.LayerEntry(count=3, mixer="recurrent"), maskc.LayerEntry(count=1)],
+    )
+    assert spec.name == "spec" and spec.layer_mixers() == ["recurrent", "attention"]
+    got = maskc.compile(spec).to_dense()
+    assert np.array_equal(got, brute_force_mask(spec.to_data(), 1024))
+    assert maskc.verify(spec, 4).reachable
+    with pytest.raises(ValueError, match="has no attention pattern"):
+        maskc.LayerEntry(mixer="identity", pattern=maskc.Dense())
