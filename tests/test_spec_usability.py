@@ -280,3 +280,11 @@ def test_every_new_option_from_python_objects() -> None:
     assert maskc.verify(spec, 4).reachable
     with pytest.raises(ValueError, match="has no attention pattern"):
         maskc.LayerEntry(mixer="identity", pattern=maskc.Dense())
+
+
+def test_saved_ir_rebuilds_exclude_and_expressions(tmp_path: Path) -> None:
+    for name, n in (("bigbird", 2048), ("sparse_transformer_strided", 4096)):
+        pattern = maskc.compile(ROOT / "specs" / f"{name}.yaml", seq_len=n)
+        pattern.save(tmp_path / f"{name}.npz")
+        loaded = maskc.CompiledPattern.load(tmp_path / f"{name}.npz")
+        assert np.array_equal(pattern.to_dense(), loaded.to_dense()), name
