@@ -23,6 +23,7 @@ from maskc.primitives import (
     Union,
     Window,
 )
+from maskc.recognise import Recognition, recognise
 from maskc.registry import available_backends, register_backend
 from maskc.spec import HeadPattern, LayerEntry, Spec
 from maskc.verify import Report, verify
@@ -46,6 +47,7 @@ __all__ = [
     "MaskcError",
     "MaskcWarning",
     "Random",
+    "Recognition",
     "Report",
     "Sink",
     "Spec",
@@ -60,6 +62,7 @@ __all__ = [
     "compile_layers",
     "load",
     "parse_spec",
+    "recognise",
     "register_backend",
     "verify",
 ]
