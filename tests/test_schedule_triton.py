@@ -76,9 +76,11 @@ SMALL_SPECS = {
 }
 
 
-@pytest.mark.parametrize("mode", ["single", "split"])
-@pytest.mark.parametrize("name", sorted(SMALL_SPECS))
+@pytest.mark.parametrize(
+    ("name", "mode"), [(name, "split") for name in sorted(SMALL_SPECS)] + [("strided", "single"), ("fixed", "single")]
+)
 def test_small_specs_gqa(name: str, mode: str) -> None:
+    """Each lowering forced on; off (one pass) for two of them, as test_backend_triton.py runs every spec."""
     pattern = _compile({"name": name, **SMALL_SPECS[name]}, 64, mode, heads=4)
     assert schedule_of(pattern)[0].single == (mode == "single")
     check_triton(pattern, heads=4, kv_heads=2)

@@ -12,7 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from maskc.errors import MaskcError
+from maskc.grid import TileGrid
 from maskc.ir import BlockLayout, CompiledPattern
+from maskc.ir.build import build_layout
 from maskc.origin import NOWHERE
 from maskc.rules import DifferenceRule, IntersectRule, Rule, UnionRule, intersect_rules, layout_rule
 from maskc.schedule.decompose import Order, disjuncts, merged_gather, order_of
@@ -63,6 +65,8 @@ def union_of(rules: list[Rule]) -> Rule:
 #: each pass's output and lse and accumulates them in float32 (about 18·D bytes a row, in torch
 #: today), which at the same balance is about 600 pairs; an estimate, like the gather charge.
 MERGE_PAIRS_PER_ROW = 512
+#: The smaller tile side split passes may use (see `pass_tiles`).
+PASS_TILE = 64
 
 
 def predicted_work(passes: list[Pass]) -> int:
@@ -109,6 +113,14 @@ def _passes(layout: BlockLayout, kept: list[Rule], split: list[_Group]) -> list[
     return passes
 
 
+def pass_tiles(layout: BlockLayout) -> list[tuple[int, int]]:
+    """Tile shapes split passes may use: the layout's own, and PASS_TILE × PASS_TILE when that is
+    smaller (a band or a residue class much narrower than a 128-wide tile wastes most of it)."""
+    own = (layout.grid.block_m, layout.grid.block_n)
+    small = (min(own[0], PASS_TILE), min(own[1], PASS_TILE))
+    return [own] if small == own else [own, small]
+
+
 def plan_schedule(layout: BlockLayout, mode: str = "auto") -> Schedule:
     """The schedule of one head pattern: the single pass, or the cheapest greedy split."""
     if mode not in SCHEDULE_MODES:
@@ -122,12 +134,28 @@ def plan_schedule(layout: BlockLayout, mode: str = "auto") -> Schedule:
         best.considered = ("the pattern is decided at run time: single pass",)
         return best
     groups = _groups(layout.rule, layout.grid.n)
+    if all(g.order.kind == "identity" for g in groups):
+        best.considered = ("no part asks for another order: single pass",)
+        return best
+    considered: list[str] = []
+    for shape in pass_tiles(layout):
+        base = layout if shape == (layout.grid.block_m, layout.grid.block_n) else None
+        base = base or build_layout(layout.rule, TileGrid(layout.grid.n, *shape))
+        split = _greedy_split(base, groups, best, mode)
+        considered += split.considered
+        if split.predicted_work < best.predicted_work or (mode == "split" and best.single):
+            best = split
+    best.considered = tuple(considered)
+    return best
+
+
+def _greedy_split(layout: BlockLayout, groups: list[_Group], single: Schedule, mode: str) -> Schedule:
+    """Parts split out one by one on `layout`'s tiles, each kept when it lowers the prediction
+    (every one in mode "split")."""
     kept = [rule for g in groups if g.order.kind == "identity" for rule in g.rules]
     candidates = [g for g in groups if g.order.kind != "identity"]
-    considered: list[str] = []
-    if not candidates:
-        considered.append("no part asks for another order: single pass")
-    split: list[_Group] = []
+    tiles = f"{layout.grid.block_m} x {layout.grid.block_n} tiles"
+    best, considered, split = single, [], []
     for group in candidates:
         others = [rule for g in candidates if g is not group and g not in split for rule in g.rules]
         passes = _passes(layout, kept + others, split + [group])
@@ -136,12 +164,14 @@ def plan_schedule(layout: BlockLayout, mode: str = "auto") -> Schedule:
         take = work < best.predicted_work or mode == "split"
         verdict = "taken" if take else "kept in token order"
         considered.append(
-            f"{label} for {' | '.join(r.describe() for r in group.rules)}: "
+            f"{label} for {' | '.join(r.describe() for r in group.rules)} on {tiles}: "
             f"predicted {work:,} vs {best.predicted_work:,}: {verdict}"
         )
         if take:
             split.append(group)
-            best = Schedule(tuple(passes), mode, single_work, work)
+            best = Schedule(tuple(passes), mode, single.single_work, work)
+    if best is single:
+        best = Schedule(single.passes, mode, single.single_work, single.predicted_work)
     best.considered = tuple(considered)
     return best
 
