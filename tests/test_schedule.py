@@ -67,7 +67,7 @@ def test_passes_cover_the_mask_exactly(case: tuple[dict, int], mode: str) -> Non
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(spec_dicts(max_n=120), st.sampled_from([(16, 16), (32, 16), (16, 64)]))
+@given(spec_dicts(max_n=160), st.sampled_from([(16, 16), (32, 16), (16, 64), (128, 128), (128, 32)]))
 def test_any_spec_splits_exactly(case: tuple[dict, int], tile: tuple[int, int]) -> None:
     """Every primitive and combinator, per-head patterns, rectangular tiles, forced splits."""
     spec_dict, n = case
