@@ -127,17 +127,16 @@ def plan_schedule(layout: BlockLayout, mode: str = "auto") -> Schedule:
         raise MaskcError(f"schedule must be one of {', '.join(SCHEDULE_MODES)}; got {mode!r}")
     single = identity_pass(layout.rule, layout.grid, "token order", layout)
     single_work = predicted_work([single])
-    best = Schedule((single,), mode, single_work, single_work)
+    best = Schedule((single,), mode, single_work, single_work, layout_tile=(layout.grid.block_m, layout.grid.block_n))
     if mode == "single":
         return best
     if layout.rule.dynamic:
         best.considered = ("the pattern is decided at run time: single pass",)
         return best
     groups = _groups(layout.rule, layout.grid.n)
-    if all(g.order.kind == "identity" for g in groups):
-        best.considered = ("no part asks for another order: single pass",)
-        return best
     considered: list[str] = []
+    if all(g.order.kind == "identity" for g in groups):
+        considered.append("no part asks for another order")
     for shape in pass_tiles(layout):
         base = layout if shape == (layout.grid.block_m, layout.grid.block_n) else None
         base = base or build_layout(layout.rule, TileGrid(layout.grid.n, *shape))
@@ -156,6 +155,16 @@ def _greedy_split(layout: BlockLayout, groups: list[_Group], single: Schedule, m
     candidates = [g for g in groups if g.order.kind != "identity"]
     tiles = f"{layout.grid.block_m} x {layout.grid.block_n} tiles"
     best, considered, split = single, [], []
+    if not candidates and (layout.grid.block_m, layout.grid.block_n) != single.layout_tile:
+        retiled = [identity_pass(layout.rule, layout.grid, f"token order on {tiles}", layout)]
+        work = predicted_work(retiled)
+        take = work < best.predicted_work
+        considered.append(
+            f"token order on {tiles}: predicted {work:,} vs {best.predicted_work:,}: "
+            f"{'taken' if take else 'kept on the spec tiles'}"
+        )
+        if take:
+            best = Schedule(tuple(retiled), mode, single.single_work, work, layout_tile=single.layout_tile)
     for group in candidates:
         others = [rule for g in candidates if g is not group and g not in split for rule in g.rules]
         passes = _passes(layout, kept + others, split + [group])
@@ -169,9 +178,9 @@ def _greedy_split(layout: BlockLayout, groups: list[_Group], single: Schedule, m
         )
         if take:
             split.append(group)
-            best = Schedule(tuple(passes), mode, single.single_work, work)
+            best = Schedule(tuple(passes), mode, single.single_work, work, layout_tile=single.layout_tile)
     if best is single:
-        best = Schedule(single.passes, mode, single.single_work, single.predicted_work)
+        best = Schedule(single.passes, mode, single.single_work, single.predicted_work, layout_tile=single.layout_tile)
     best.considered = tuple(considered)
     return best
 

@@ -65,6 +65,11 @@ class Pass:
     def nnz(self) -> int:
         return len(self.col_idx)
 
+    @property
+    def grid(self) -> tuple[int, int, int, int]:
+        """(rows, columns, BLOCK_M, BLOCK_N): passes with equal grids tile alike."""
+        return (self.nq, self.nk, self.block_m, self.block_n)
+
     def tile_rows(self) -> np.ndarray:
         """Row tile of every CSR entry."""
         if self._tile_rows is None:
@@ -177,9 +182,14 @@ class Schedule:
     #: One line per lowering considered, with its predicted work and the verdict.
     considered: tuple[str, ...] = ()
 
+    #: (BLOCK_M, BLOCK_N) of the IR layout this schedules.
+    layout_tile: tuple[int, int] = (0, 0)
+
     @property
     def single(self) -> bool:
-        return len(self.passes) == 1 and self.passes[0].lowering == "identity"
+        """One pass in token order on the layout's own tiles: the IR layout itself."""
+        p = self.passes[0]
+        return len(self.passes) == 1 and p.lowering == "identity" and (p.block_m, p.block_n) == self.layout_tile
 
     def kernel_work(self) -> int:
         """(i, j) pairs the kernels compute, masked ones included, summed over passes."""
