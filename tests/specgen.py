@@ -42,7 +42,67 @@ def _random_mask(params: dict[str, Any], n: int, block: int, i: np.ndarray, j: n
     return chosen[i // unit, j // unit]
 
 
-def _primitive(kind: str, p: dict[str, Any], n: int, block: int, i: np.ndarray, j: np.ndarray) -> np.ndarray:
+def grid_cells(grid: dict[str, Any]) -> np.ndarray:
+    """(cells, ndim) coordinates of the grid's cells in storage order, enumerated cell by cell."""
+    shape = grid["shape"]
+    order = grid.get("order", "row_major")
+    if order == "row_major":
+        return np.array(list(np.ndindex(*shape)), dtype=np.int64)
+    tile = order["tiles"]
+    counts = [s // t for s, t in zip(shape, tile)]
+    return np.array(
+        [[o * t + x for o, t, x in zip(outer, tile, inner)] for outer in np.ndindex(*counts) for inner in np.ndindex(*tile)],
+        dtype=np.int64,
+    )
+
+
+def _natten_axis(q: np.ndarray, k: np.ndarray, size: int, kernel: int, dilation: int, causal: bool) -> np.ndarray:
+    """NATTEN's per-axis rule as its FlexAttention mask states it (stride 1): dilation groups, the
+    group's corrected length, centre clamped with left k // 2 and right k // 2 + (k mod 2 − 1)."""
+    qd, kd = q // dilation, k // dilation
+    qg, kg = q % dilation, k % dilation
+    padding = 1 - ((qg + (dilation - (size % dilation))) // dilation)
+    length = size // dilation + padding
+    if causal:
+        return (qd - kd >= 0) & (qd - kd < kernel) & (qg == kg)
+    left, right = kernel // 2, kernel // 2 + (kernel % 2 - 1)
+    centre = np.minimum(np.maximum(qd, left), length - 1 - right)
+    w0, w1 = centre - kd, kd - centre
+    return (((w0 >= 0) & (w0 <= left)) | ((w1 >= 0) & (w1 <= right))) & (qg == kg)
+
+
+def _sta_axis(q: np.ndarray, k: np.ndarray, size: int, tile: int, kernel: int) -> np.ndarray:
+    """STA's per-axis rule as attention-gym's sta.py states it, on tile coordinates."""
+    tiles, kt = size // tile, kernel // tile
+    left, right = kt // 2, kt // 2 + (kt % 2 - 1)
+    centre = np.minimum(np.maximum(q // tile, left), tiles - 1 - right)
+    return (k // tile >= centre - left) & (k // tile <= centre + right)
+
+
+def _grid_primitive(kind: str, p: dict[str, Any], grid: dict[str, Any], i: np.ndarray, j: np.ndarray) -> np.ndarray:
+    cells = grid_cells(grid)
+    count = len(cells)
+    qi, kj = np.minimum(i, count - 1), np.minimum(j, count - 1)
+    out = (i < count) & (j < count)
+    for a, size in enumerate(grid["shape"]):
+        q, k = cells[qi, a], cells[kj, a]
+        if kind == "neighborhood":
+            d = p.get("dilation", [1] * len(grid["shape"]))[a]
+            c = p.get("causal", [False] * len(grid["shape"]))[a]
+            out = out & _natten_axis(q, k, size, p["kernel"][a], d, c)
+        else:
+            out = out & _sta_axis(q, k, size, p["tile"][a], p["kernel"][a])
+    if p.get("text", "all") == "all":
+        out = out | ((i < count) & (j >= count)) | (i >= count)
+    return out
+
+
+def _primitive(
+    kind: str, p: dict[str, Any], n: int, block: int, i: np.ndarray, j: np.ndarray, grid: dict[str, Any] | None = None
+) -> np.ndarray:
+    if kind in ("neighborhood", "tiles"):
+        assert grid is not None
+        return _grid_primitive(kind, p, grid, i, j)
     if kind == "dense":
         return np.ones((n, n), dtype=bool)
     if kind == "window":
@@ -68,32 +128,33 @@ def _primitive(kind: str, p: dict[str, Any], n: int, block: int, i: np.ndarray, 
     raise ValueError(f"no brute-force rule for {kind!r}")
 
 
-def pattern_mask(node: Any, n: int, block: int) -> np.ndarray:
+def pattern_mask(node: Any, n: int, block: int, grid: dict[str, Any] | None = None) -> np.ndarray:
     """Dense (n, n) mask of one pattern node in spec-file form."""
     i, j = np.arange(n)[:, None], np.arange(n)[None, :]
     if isinstance(node, list):
         node = {"union": node}
     ((kind, params),) = node.items()
     if kind in ("union", "intersect", "difference"):
-        parts = [pattern_mask(child, n, block) for child in params]
+        parts = [pattern_mask(child, n, block, grid) for child in params]
         if kind == "union":
             return np.logical_or.reduce(parts)
         if kind == "intersect":
             return np.logical_and.reduce(parts)
         return parts[0] & ~parts[1]
-    return np.broadcast_to(_primitive(kind, params or {}, n, block, i, j), (n, n)).copy()
+    return np.broadcast_to(_primitive(kind, params or {}, n, block, i, j, grid), (n, n)).copy()
 
 
 def brute_force_mask(spec: dict[str, Any], n: int) -> np.ndarray:
     """(n, n) mask, or (heads, n, n) when the spec has head_patterns."""
     block = spec.get("block_size", 64)
     causal = np.tril(np.ones((n, n), dtype=bool)) if spec.get("causal", False) else np.ones((n, n), dtype=bool)
+    grid = spec.get("grid")
     if not spec.get("head_patterns"):
-        return pattern_mask(spec["pattern"], n, block) & causal
+        return pattern_mask(spec["pattern"], n, block, grid) & causal
     per_head = []
     for h in range(spec["heads"]):
         node = next((e["pattern"] for e in spec["head_patterns"] if h in e["heads"]), spec["pattern"])
-        per_head.append(pattern_mask(node, n, block) & causal)
+        per_head.append(pattern_mask(node, n, block, grid) & causal)
     return np.stack(per_head)
 
 

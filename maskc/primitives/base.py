@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import difflib
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 from pydantic_core import PydanticCustomError
@@ -19,16 +19,20 @@ from maskc.errors import SpecError
 from maskc.origin import Origin
 from maskc.rules import Rule
 
+if TYPE_CHECKING:
+    from maskc.canvas import Canvas
+
 #: kind name → model class, for every registered pattern node.
 PATTERN_TYPES: dict[str, type[PatternNode]] = {}
 
 
 @dataclass(frozen=True)
 class LowerContext:
-    """What lowering a node to a rule needs to know: the sequence length and the spec's unit."""
+    """What lowering a node to a rule needs to know: the sequence length, the spec's unit, its grid."""
 
     n: int
     block_size: int
+    canvas: Canvas | None = None
 
     def fail(self, path: Origin, message: str) -> SpecError:
         return SpecError(message, path=path)

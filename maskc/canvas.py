@@ -1,0 +1,204 @@
+"""Token grids: a spec's `grid` field and the position → coordinate map it defines.
+
+Image and video models attend over tokens that form a grid ([H, W] or [T, H, W]), stored
+row-major (last axis fastest) or tile by tile (`order: {tiles: [...]}`: tiles row-major,
+tokens row-major inside a tile), optionally followed by `text` extra tokens. Primitives on
+grids (neighborhood, tiles) read coordinates through a `Canvas`, so the storage order
+changes where pairs sit in the n × n matrix, never which pairs hold.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveInt, model_validator
+
+from maskc.codegen import TritonEmitter
+from maskc.primitives.base import _fail
+
+
+class TileOrder(BaseModel):
+    """Tokens stored tile by tile: tiles row-major over the canvas, tokens row-major inside a tile."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    tiles: list[PositiveInt]
+
+
+class Grid(BaseModel):
+    """The spec's `grid` field: the canvas shape, the storage order, and text tokens after the grid."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    shape: list[PositiveInt] = Field(min_length=2, max_length=3)
+    order: Literal["row_major"] | TileOrder = "row_major"
+    text: NonNegativeInt = 0
+
+    @model_validator(mode="after")
+    def _tiles_divide_canvas(self) -> Grid:
+        if isinstance(self.order, TileOrder):
+            tiles = self.order.tiles
+            if len(tiles) != len(self.shape):
+                _fail(
+                    ("order", "tiles"),
+                    "tile_rank",
+                    f"order.tiles has {len(tiles)} sides but the grid has {len(self.shape)} axes {self.shape}",
+                    tiles,
+                )
+            for axis, (size, tile) in enumerate(zip(self.shape, tiles)):
+                if size % tile:
+                    _fail(
+                        ("order", "tiles", axis),
+                        "tile_divides",
+                        f"storage tile side {tile} does not divide the grid's axis {axis} of size {size}",
+                        tile,
+                    )
+        return self
+
+    @property
+    def tokens(self) -> int:
+        """Sequence length the grid defines: its cells plus the text tokens."""
+        return math.prod(self.shape) + self.text
+
+    def canvas(self) -> Canvas:
+        tiles = tuple(self.order.tiles) if isinstance(self.order, TileOrder) else None
+        return Canvas(shape=tuple(self.shape), tiles=tiles, text=self.text)
+
+
+@dataclass(frozen=True)
+class Box:
+    """Coordinates lo[a] ≤ x[a] ≤ hi[a] on every axis a (inclusive)."""
+
+    lo: tuple[int, ...]
+    hi: tuple[int, ...]
+
+
+def _row_major_boxes(p0: int, p1: int, shape: tuple[int, ...]) -> list[Box]:
+    """Positions p0 … p1 of a row-major array of `shape`, as at most 2·rank − 1 boxes."""
+    if p0 > p1:
+        return []
+    if len(shape) == 1:
+        return [Box((p0,), (p1,))]
+    inner = math.prod(shape[1:])
+    a0, r0 = divmod(p0, inner)
+    a1, r1 = divmod(p1, inner)
+    rest = shape[1:]
+    if a0 == a1:
+        return [Box((a0, *b.lo), (a0, *b.hi)) for b in _row_major_boxes(r0, r1, rest)]
+    out: list[Box] = []
+    first_whole, last_whole = a0, a1
+    if r0 > 0:
+        out += [Box((a0, *b.lo), (a0, *b.hi)) for b in _row_major_boxes(r0, inner - 1, rest)]
+        first_whole = a0 + 1
+    if r1 < inner - 1:
+        last_whole = a1 - 1
+    if first_whole <= last_whole:
+        out.append(Box((first_whole, *(0 for _ in rest)), (last_whole, *(s - 1 for s in rest))))
+    if r1 < inner - 1:
+        out += [Box((a1, *b.lo), (a1, *b.hi)) for b in _row_major_boxes(0, r1, rest)]
+    return out
+
+
+@dataclass(frozen=True)
+class Canvas:
+    """A grid of `shape` stored row-major, or in `tiles` (tile by tile), then `text` extra tokens."""
+
+    shape: tuple[int, ...]
+    tiles: tuple[int, ...] | None = None
+    text: int = 0
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    @property
+    def cells(self) -> int:
+        """Grid tokens: positions below this are cells of the grid, the rest text."""
+        return math.prod(self.shape)
+
+    @property
+    def n(self) -> int:
+        return self.cells + self.text
+
+    @cached_property
+    def _tile_grid(self) -> tuple[int, ...]:
+        assert self.tiles is not None
+        return tuple(s // t for s, t in zip(self.shape, self.tiles))
+
+    def coords(self, pos: Any) -> list[np.ndarray]:
+        """Coordinates (one array per axis) of grid positions; text positions get those of the last cell."""
+        p = np.minimum(np.asarray(pos, dtype=np.int64), self.cells - 1)
+        if self.tiles is None:
+            return list(np.unravel_index(p, self.shape))
+        volume = math.prod(self.tiles)
+        tile_coords = np.unravel_index(p // volume, self._tile_grid)
+        inner = np.unravel_index(p % volume, self.tiles)
+        return [tc * t + ic for tc, t, ic in zip(tile_coords, self.tiles, inner)]
+
+    def positions(self, coords: list[np.ndarray] | tuple[Any, ...]) -> np.ndarray:
+        """Storage positions of coordinates (the inverse of `coords` on the grid)."""
+        c = [np.asarray(x, dtype=np.int64) for x in coords]
+        if self.tiles is None:
+            return np.ravel_multi_index(tuple(c), self.shape)
+        tile = np.ravel_multi_index(tuple(x // t for x, t in zip(c, self.tiles)), self._tile_grid)
+        inner = np.ravel_multi_index(tuple(x % t for x, t in zip(c, self.tiles)), self.tiles)
+        return tile * math.prod(self.tiles) + inner
+
+    def is_cell(self, pos: Any) -> np.ndarray:
+        return np.asarray(pos) < self.cells
+
+    def boxes(self, p0: int, p1: int) -> list[Box]:
+        """The grid cells at positions p0 … p1 (text left out) as a few coordinate boxes."""
+        p1 = min(p1, self.cells - 1)
+        if self.tiles is None:
+            return _row_major_boxes(p0, p1, self.shape)
+        if p0 > p1:
+            return []
+        volume = math.prod(self.tiles)
+        t0, r0 = divmod(p0, volume)
+        t1, r1 = divmod(p1, volume)
+        if t0 == t1:
+            return self._inside_tile(t0, r0, r1)
+        out = self._inside_tile(t0, r0, volume - 1) if r0 > 0 else []
+        first, last = (t0 + 1 if r0 > 0 else t0), (t1 - 1 if r1 < volume - 1 else t1)
+        for b in _row_major_boxes(first, last, self._tile_grid):
+            lo = tuple(x * t for x, t in zip(b.lo, self.tiles))
+            hi = tuple((x + 1) * t - 1 for x, t in zip(b.hi, self.tiles))
+            out.append(Box(lo, hi))
+        if r1 < volume - 1:
+            out += self._inside_tile(t1, 0, r1)
+        return out
+
+    def _inside_tile(self, tile: int, r0: int, r1: int) -> list[Box]:
+        origin = [int(x) * t for x, t in zip(np.unravel_index(tile, self._tile_grid), self.tiles or ())]
+        return [
+            Box(tuple(o + x for o, x in zip(origin, b.lo)), tuple(o + x for o, x in zip(origin, b.hi)))
+            for b in _row_major_boxes(r0, r1, self.tiles or ())
+        ]
+
+    def emit_coords(self, em: TritonEmitter, idx: str) -> list[str]:
+        """Triton expressions of the coordinates of position expression `idx` (in range for text too)."""
+        if self.tiles is None:
+            return _emit_unravel(em, idx, self.shape)
+        volume = em.constant(math.prod(self.tiles), "tile_volume")
+        outer = _emit_unravel(em, f"({idx} // {volume})", self._tile_grid)
+        inner = _emit_unravel(em, f"({idx} % {volume})", self.tiles)
+        return [f"({o} * {em.constant(t, 'tile')} + {i})" for o, t, i in zip(outer, self.tiles, inner)]
+
+    def describe(self) -> str:
+        order = "" if self.tiles is None else f", tiles {'x'.join(map(str, self.tiles))}"
+        text = f" + {self.text} text" if self.text else ""
+        return f"grid {'x'.join(map(str, self.shape))}{order}{text}"
+
+
+def _emit_unravel(em: TritonEmitter, idx: str, shape: tuple[int, ...]) -> list[str]:
+    out = []
+    for axis, size in enumerate(shape):
+        stride = math.prod(shape[axis + 1 :])
+        term = idx if stride == 1 else f"({idx} // {em.constant(stride, 'stride')})"
+        out.append(f"({term} % {em.constant(size, 'size')})")
+    return out

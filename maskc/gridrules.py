@@ -1,0 +1,293 @@
+"""Rules over token grids: a key holds when, on every axis, its coordinate lies in the query's window.
+
+Neighbourhood attention (NATTEN) and sliding-tile attention (STA) are both products of
+per-axis windows: along axis a, query coordinate q attends keys lo[q] ≤ k ≤ hi[q] with
+k ≡ q (mod step). Within a residue class lo and hi never decrease and consecutive windows
+touch, so over an interval of queries the windows' union and intersection are intervals
+too. A tile of the n × n matrix covers a few coordinate boxes (a run of positions in
+row-major or tiled order), so its class is exact in closed form: per pair of boxes, any
+(all) pairs hold when every axis has some (all) pairs holding.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+
+import numpy as np
+
+from maskc.canvas import Canvas
+from maskc.codegen import TritonEmitter
+from maskc.grid import TileGrid
+from maskc.rule import Rule, TileClass, uniform_tiles_alike
+
+#: Tile pairs whose candidate test or signature is computed in one batch.
+_PAIR_BATCH = 1 << 16
+
+
+@dataclass(frozen=True)
+class AxisWindow:
+    """Along one axis of size S: query coordinate q attends keys lo[q] … hi[q] with k ≡ q (mod step)."""
+
+    lo: np.ndarray
+    hi: np.ndarray
+    step: int = 1
+
+    @property
+    def size(self) -> int:
+        return len(self.lo)
+
+    def holds(self, q: np.ndarray, k: np.ndarray) -> np.ndarray:
+        out = (self.lo[q] <= k) & (k <= self.hi[q])
+        if self.step > 1:
+            out &= (k - q) % self.step == 0
+        return out
+
+    @cached_property
+    def _reach(self) -> tuple[np.ndarray, np.ndarray]:
+        """Smallest lo at or after q, largest hi at or before q: keys any query in an interval can reach."""
+        return np.minimum.accumulate(self.lo[::-1])[::-1], np.maximum.accumulate(self.hi)
+
+    def reach(self, q0: np.ndarray, q1: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Bounds that hold every key some query in q0 … q1 attends (exact when step is 1)."""
+        low, high = self._reach
+        last = self.size - 1
+        return low[np.clip(q0, 0, last)], high[np.clip(q1, 0, last)]
+
+    def classes(self, q0: np.ndarray, q1: np.ndarray, k0: np.ndarray, k1: np.ndarray) -> TileClass:
+        """Whether some (any) and every (full) pair of queries q0 … q1 and keys k0 … k1 holds."""
+        if self.step == 1:
+            return TileClass(
+                any=(self.lo[q0] <= k1) & (self.hi[q1] >= k0), full=(self.lo[q1] <= k0) & (self.hi[q0] >= k1)
+            )
+        any_ = np.zeros(np.broadcast(q0, k0).shape, dtype=bool)
+        last = self.size - 1
+        for residue in range(self.step):
+            qa, qb = q0 + (residue - q0) % self.step, q1 - (q1 - residue) % self.step
+            ka, kb = k0 + (residue - k0) % self.step, k1 - (k1 - residue) % self.step
+            lo, hi = self.lo[np.clip(qa, 0, last)], self.hi[np.clip(qb, 0, last)]
+            any_ |= (qa <= qb) & (ka <= kb) & (np.maximum(lo, ka) <= np.minimum(hi, kb))
+        single = (q0 == q1) & (k0 == k1)
+        return TileClass(any=any_, full=single & any_)
+
+    def emit(self, em: TritonEmitter, q: str, k: str) -> str:
+        lo, hi = em.table(self.lo, "lo"), em.table(self.hi, "hi")
+        term = f"(({k}) >= tl.load({lo} + {q})) & (({k}) <= tl.load({hi} + {q}))"
+        if self.step > 1:
+            term += f" & ((({k}) - ({q})) % {em.constant(self.step, 'step')} == 0)"
+        return term
+
+
+def natten_axis(size: int, kernel: int, dilation: int = 1, causal: bool = False) -> AxisWindow:
+    """NATTEN's neighbourhood along one axis (stride 1).
+
+    Dilation d splits the axis into d groups by coordinate mod d; in the group of q, of
+    length L = ⌈(size − q mod d) / d⌉, sub-coordinates s = x // d follow the plain rule.
+    Non-causal: centre = clamp(s_q, k // 2, L − 1 − k // 2), key when |centre − s_k| ≤ k // 2.
+    Causal: key when 0 ≤ s_q − s_k < k (the window ends at the query; fewer keys near the start).
+    """
+    q = np.arange(size, dtype=np.int64)
+    group, s = q % dilation, q // dilation
+    length = (size - group + dilation - 1) // dilation
+    if causal:
+        first, last = np.maximum(s - kernel + 1, 0), s
+    else:
+        half = kernel // 2
+        centre = np.clip(s, half, length - 1 - half)
+        first, last = centre - half, centre + half
+    return AxisWindow(lo=group + first * dilation, hi=group + last * dilation, step=dilation)
+
+
+def sta_axis(size: int, tile: int, kernel: int) -> AxisWindow:
+    """STA along one axis: in tiles of `tile` tokens, with k = kernel // tile tiles in the window,
+    centre = clamp(q // tile, k // 2, tiles − 1 − (k // 2 + k mod 2 − 1)) and key tiles
+    centre − k // 2 … centre + k // 2 + (k mod 2 − 1)."""
+    q = np.arange(size, dtype=np.int64)
+    tiles, k = size // tile, kernel // tile
+    left, right = k // 2, k // 2 + (k % 2 - 1)
+    centre = np.clip(q // tile, left, tiles - 1 - right)
+    return AxisWindow(lo=(centre - left) * tile, hi=(centre + right + 1) * tile - 1)
+
+
+class GridWindowRule(Rule):
+    """Holds for two grid cells whose coordinates are within the query's window on every axis.
+
+    Text tokens (positions after the grid) never hold here; primitives add them by union.
+    """
+
+    def __init__(self, canvas: Canvas, axes: list[AxisWindow], name: str, params: str, origin: str) -> None:
+        self.canvas, self.axes, self.name, self.params, self.origin = canvas, axes, name, params, origin
+        self._candidates: dict[TileGrid, np.ndarray] = {}
+        self._boxes: dict[tuple[int, int], _TileBoxes] = {}
+
+    # -- elements
+
+    def mask(self, i: np.ndarray, j: np.ndarray) -> np.ndarray:
+        i, j = np.asarray(i), np.asarray(j)
+        out = self.canvas.is_cell(i) & self.canvas.is_cell(j)
+        for axis, qa, ka in zip(self.axes, self.canvas.coords(i), self.canvas.coords(j)):
+            out = out & axis.holds(qa, ka)
+        return out
+
+    # -- tiles
+
+    def _tile_boxes(self, size: int, count: int) -> _TileBoxes:
+        if (size, count) not in self._boxes:
+            self._boxes[(size, count)] = _TileBoxes.build(self.canvas, size, count)
+        return self._boxes[(size, count)]
+
+    def _rows(self, grid: TileGrid) -> _TileBoxes:
+        return self._tile_boxes(grid.block_m, grid.row_tiles)
+
+    def _cols(self, grid: TileGrid) -> _TileBoxes:
+        return self._tile_boxes(grid.block_n, grid.col_tiles)
+
+    def classify(self, grid: TileGrid, r: np.ndarray, c: np.ndarray) -> TileClass:
+        rows, cols = self._rows(grid), self._cols(grid)
+        r, c = np.broadcast_arrays(np.asarray(r, dtype=np.int64), np.asarray(c, dtype=np.int64))
+        shape = r.shape
+        r, c = r.reshape(-1), c.reshape(-1)
+        any_ = np.zeros(len(r), dtype=bool)
+        full = np.ones(len(r), dtype=bool)
+        for a in range(rows.count):
+            for b in range(cols.count):
+                both = rows.valid[r, a] & cols.valid[c, b]
+                pair_any, pair_full = both.copy(), both.copy()
+                for axis_index, axis in enumerate(self.axes):
+                    cls = axis.classes(
+                        rows.lo[r, a, axis_index],
+                        rows.hi[r, a, axis_index],
+                        cols.lo[c, b, axis_index],
+                        cols.hi[c, b, axis_index],
+                    )
+                    pair_any &= cls.any
+                    pair_full &= cls.full
+                any_ |= pair_any
+                full &= pair_full | ~both
+        full &= any_ & ~rows.has_text[r] & ~cols.has_text[c]
+        return TileClass(any=any_.reshape(shape), full=full.reshape(shape))
+
+    def _candidate_ids(self, grid: TileGrid) -> np.ndarray:
+        """Tiles whose key box meets the box of keys their queries can reach (a superset of the non-empty)."""
+        if grid not in self._candidates:
+            rows, cols = self._rows(grid), self._cols(grid)
+            reach = [axis.reach(rows.bbox_lo[:, a], rows.bbox_hi[:, a]) for a, axis in enumerate(self.axes)]
+            found = []
+            step = max(1, _PAIR_BATCH // max(grid.col_tiles, 1))
+            for lo in range(0, grid.row_tiles, step):
+                hit = rows.any_cell[lo : lo + step, None] & cols.any_cell[None, :]
+                for a, (low, high) in enumerate(reach):
+                    hit &= (low[lo : lo + step, None] <= cols.bbox_hi[None, :, a]) & (
+                        high[lo : lo + step, None] >= cols.bbox_lo[None, :, a]
+                    )
+                r, c = np.nonzero(hit)
+                found.append(grid.join(r + lo, c))
+            self._candidates[grid] = np.concatenate(found) if found else np.zeros(0, dtype=np.int64)
+        return self._candidates[grid]
+
+    def blocks(self, grid: TileGrid) -> np.ndarray:
+        ids = self._candidate_ids(grid)
+        r, c = grid.split(ids)
+        return ids[self.classify(grid, r, c).any]
+
+    def estimate(self, grid: TileGrid) -> int:
+        return len(self._candidate_ids(grid))
+
+    def signature(self, grid: TileGrid, r: np.ndarray, c: np.ndarray) -> list[np.ndarray]:
+        """Per tile: its key tile's relative coordinates, and each query's window relative to the key
+        tile's corner, clipped to the key tile's span. Equal keys give equal masks (see `mask`)."""
+        r, c = np.asarray(r, dtype=np.int64), np.asarray(c, dtype=np.int64)
+        key_class, corner, span = self._key_tiles(grid)
+        queries = grid.row_first(r)[:, None] + np.arange(grid.block_m)[None, :]
+        rows = np.empty(len(r), dtype=np.int64)
+        for lo in range(0, len(r), max(1, _PAIR_BATCH // grid.block_m)):
+            part = slice(lo, lo + max(1, _PAIR_BATCH // grid.block_m))
+            rows[part] = self._query_features(queries[part], corner[c[part]], span[c[part]])
+        columns = [key_class[c], rows]
+        return uniform_tiles_alike(self.classify(grid, r, c), columns)
+
+    def _key_tiles(self, grid: TileGrid) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per key tile: a class of its relative coordinates, its lowest corner, its span per axis."""
+        keys = np.minimum(np.arange(grid.col_tiles * grid.block_n).reshape(grid.col_tiles, grid.block_n), grid.n - 1)
+        cell = self.canvas.is_cell(keys)
+        coords = np.stack(self.canvas.coords(keys), axis=-1)
+        big = np.iinfo(np.int64).max
+        corner = np.where(cell[..., None], coords, big).min(axis=1)
+        corner = np.where(corner == big, 0, corner)
+        span = np.where(cell[..., None], coords - corner[:, None, :], 0).max(axis=1)
+        relative = np.where(cell[..., None], coords - corner[:, None, :], -1).reshape(grid.col_tiles, -1)
+        return _row_classes(relative), corner, span
+
+    def _query_features(self, queries: np.ndarray, corner: np.ndarray, span: np.ndarray) -> np.ndarray:
+        """Class ids of the queries' windows relative to each pair's key corner (rows of equal windows)."""
+        cell = self.canvas.is_cell(queries)
+        parts = []
+        for a, (axis, q) in enumerate(zip(self.axes, self.canvas.coords(queries))):
+            base, top = corner[:, a : a + 1], span[:, a : a + 1]
+            parts.append(np.where(cell, np.clip(axis.lo[q] - base, 0, top + 1), -2))
+            parts.append(np.where(cell, np.clip(axis.hi[q] - base, -1, top), -2))
+            if axis.step > 1:
+                parts.append(np.where(cell, (q - base) % axis.step, -2))
+        return _row_classes(np.concatenate(parts, axis=1))
+
+    # -- code
+
+    def emit_triton(self, em: TritonEmitter) -> str:
+        cells = em.constant(self.canvas.cells, "cells")
+        q_coords = self.canvas.emit_coords(em, em.q)
+        k_coords = self.canvas.emit_coords(em, em.k)
+        terms = [f"({em.q} < {cells}) & ({em.k} < {cells})"]
+        terms += [axis.emit(em, q, k) for axis, q, k in zip(self.axes, q_coords, k_coords)]
+        return " & ".join(f"({t})" for t in terms)
+
+    def describe(self) -> str:
+        return f"{self.name}[{self.params} on {self.canvas.describe()}]"
+
+
+def _row_classes(rows: np.ndarray) -> np.ndarray:
+    """Equal rows of a 2-D integer array get equal ids (exact: rows compared byte for byte)."""
+    rows = np.ascontiguousarray(rows, dtype=np.int64)
+    if rows.shape[1] == 0:
+        return np.zeros(len(rows), dtype=np.int64)
+    keys = rows.view(np.dtype((np.void, rows.dtype.itemsize * rows.shape[1]))).reshape(-1)
+    return np.unique(keys, return_inverse=True)[1].reshape(-1).astype(np.int64)
+
+
+@dataclass(frozen=True)
+class _TileBoxes:
+    """Per tile of `size` positions: its grid cells as up to `count` boxes, padded, and a bounding box."""
+
+    lo: np.ndarray  # (tiles, count, ndim)
+    hi: np.ndarray
+    valid: np.ndarray  # (tiles, count)
+    has_text: np.ndarray  # (tiles,)
+
+    @property
+    def count(self) -> int:
+        return self.lo.shape[1]
+
+    @cached_property
+    def any_cell(self) -> np.ndarray:
+        return self.valid.any(axis=1)
+
+    @cached_property
+    def bbox_lo(self) -> np.ndarray:
+        return np.where(self.valid[..., None], self.lo, np.iinfo(np.int64).max).min(axis=1)
+
+    @cached_property
+    def bbox_hi(self) -> np.ndarray:
+        return np.where(self.valid[..., None], self.hi, -1).max(axis=1)
+
+    @classmethod
+    def build(cls, canvas: Canvas, size: int, tiles: int) -> _TileBoxes:
+        per_tile = [canvas.boxes(t * size, min((t + 1) * size, canvas.n) - 1) for t in range(tiles)]
+        count = max(1, max(len(b) for b in per_tile))
+        lo = np.zeros((tiles, count, canvas.ndim), dtype=np.int64)
+        hi = np.zeros((tiles, count, canvas.ndim), dtype=np.int64)
+        valid = np.zeros((tiles, count), dtype=bool)
+        for t, boxes in enumerate(per_tile):
+            for b, box in enumerate(boxes):
+                lo[t, b], hi[t, b], valid[t, b] = box.lo, box.hi, True
+        ends = np.minimum((np.arange(tiles) + 1) * size, canvas.n) - 1
+        return cls(lo=lo, hi=hi, valid=valid, has_text=ends >= canvas.cells)
+
