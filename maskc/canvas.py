@@ -133,19 +133,19 @@ class Canvas:
         """Coordinates (one array per axis) of grid positions; text positions get those of the last cell."""
         p = np.minimum(np.asarray(pos, dtype=np.int64), self.cells - 1)
         if self.tiles is None:
-            return list(np.unravel_index(p, self.shape))
+            return _unravel(p, self.shape)
         volume = math.prod(self.tiles)
-        tile_coords = np.unravel_index(p // volume, self._tile_grid)
-        inner = np.unravel_index(p % volume, self.tiles)
+        tile_coords = _unravel(p // volume, self._tile_grid)
+        inner = _unravel(p % volume, self.tiles)
         return [tc * t + ic for tc, t, ic in zip(tile_coords, self.tiles, inner)]
 
     def positions(self, coords: list[np.ndarray] | tuple[Any, ...]) -> np.ndarray:
         """Storage positions of coordinates (the inverse of `coords` on the grid)."""
         c = [np.asarray(x, dtype=np.int64) for x in coords]
         if self.tiles is None:
-            return np.ravel_multi_index(tuple(c), self.shape)
-        tile = np.ravel_multi_index(tuple(x // t for x, t in zip(c, self.tiles)), self._tile_grid)
-        inner = np.ravel_multi_index(tuple(x % t for x, t in zip(c, self.tiles)), self.tiles)
+            return _ravel(c, self.shape)
+        tile = _ravel([x // t for x, t in zip(c, self.tiles)], self._tile_grid)
+        inner = _ravel([x % t for x, t in zip(c, self.tiles)], self.tiles)
         return tile * math.prod(self.tiles) + inner
 
     def is_cell(self, pos: Any) -> np.ndarray:
@@ -174,7 +174,7 @@ class Canvas:
         return out
 
     def _inside_tile(self, tile: int, r0: int, r1: int) -> list[Box]:
-        origin = [int(x) * t for x, t in zip(np.unravel_index(tile, self._tile_grid), self.tiles or ())]
+        origin = [int(x) * t for x, t in zip(_unravel(np.int64(tile), self._tile_grid), self.tiles or ())]
         return [
             Box(tuple(o + x for o, x in zip(origin, b.lo)), tuple(o + x for o, x in zip(origin, b.hi)))
             for b in _row_major_boxes(r0, r1, self.tiles or ())
@@ -193,6 +193,24 @@ class Canvas:
         order = "" if self.tiles is None else f", tiles {'x'.join(map(str, self.tiles))}"
         text = f" + {self.text} text" if self.text else ""
         return f"grid {'x'.join(map(str, self.shape))}{order}{text}"
+
+
+def _unravel(p: np.ndarray, shape: tuple[int, ...]) -> list[np.ndarray]:
+    """Row-major coordinates of flat indices (np.unravel_index, written out: numpy 2.4's returns
+    wrong values on large multi-dimensional index arrays)."""
+    out = []
+    for axis, size in enumerate(shape):
+        stride = math.prod(shape[axis + 1 :])
+        out.append(p // stride % size)
+    return out
+
+
+def _ravel(coords: list[np.ndarray], shape: tuple[int, ...]) -> np.ndarray:
+    """Row-major flat indices of coordinates."""
+    flat = np.zeros(np.broadcast(*coords).shape, dtype=np.int64)
+    for x, size in zip(coords, shape):
+        flat = flat * size + x
+    return flat
 
 
 def _emit_unravel(em: TritonEmitter, idx: str, shape: tuple[int, ...]) -> list[str]:

@@ -11,6 +11,7 @@ row-major or tiled order), so its class is exact in closed form: per pair of box
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -18,7 +19,7 @@ import numpy as np
 
 from maskc.canvas import Canvas
 from maskc.codegen import TritonEmitter
-from maskc.grid import TileGrid
+from maskc.grid import TileGrid, group_ids
 from maskc.rule import Rule, TileClass, uniform_tiles_alike
 
 #: Tile pairs whose candidate test or signature is computed in one batch.
@@ -198,12 +199,8 @@ class GridWindowRule(Rule):
         tile's corner, clipped to the key tile's span. Equal keys give equal masks (see `mask`)."""
         r, c = np.asarray(r, dtype=np.int64), np.asarray(c, dtype=np.int64)
         key_class, corner, span = self._key_tiles(grid)
-        queries = grid.row_first(r)[:, None] + np.arange(grid.block_m)[None, :]
-        rows = np.empty(len(r), dtype=np.int64)
-        for lo in range(0, len(r), max(1, _PAIR_BATCH // grid.block_m)):
-            part = slice(lo, lo + max(1, _PAIR_BATCH // grid.block_m))
-            rows[part] = self._query_features(queries[part], corner[c[part]], span[c[part]])
-        columns = [key_class[c], rows]
+        features = _ExactRows(lambda rows: self._query_features(grid, r[rows], corner[c[rows]], span[c[rows]]))
+        columns = [key_class[c], features.classes(len(r), max(1, _PAIR_BATCH // grid.block_m))]
         return uniform_tiles_alike(self.classify(grid, r, c), columns)
 
     def _key_tiles(self, grid: TileGrid) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -216,10 +213,11 @@ class GridWindowRule(Rule):
         corner = np.where(corner == big, 0, corner)
         span = np.where(cell[..., None], coords - corner[:, None, :], 0).max(axis=1)
         relative = np.where(cell[..., None], coords - corner[:, None, :], -1).reshape(grid.col_tiles, -1)
-        return _row_classes(relative), corner, span
+        return _ExactRows(lambda rows: relative[rows]).classes(grid.col_tiles, grid.col_tiles), corner, span
 
-    def _query_features(self, queries: np.ndarray, corner: np.ndarray, span: np.ndarray) -> np.ndarray:
-        """Class ids of the queries' windows relative to each pair's key corner (rows of equal windows)."""
+    def _query_features(self, grid: TileGrid, r: np.ndarray, corner: np.ndarray, span: np.ndarray) -> np.ndarray:
+        """Per tile pair, its queries' windows relative to the key corner, clipped to the key span."""
+        queries = grid.row_first(r)[:, None] + np.arange(grid.block_m)[None, :]
         cell = self.canvas.is_cell(queries)
         parts = []
         for a, (axis, q) in enumerate(zip(self.axes, self.canvas.coords(queries))):
@@ -228,7 +226,7 @@ class GridWindowRule(Rule):
             parts.append(np.where(cell, np.clip(axis.hi[q] - base, -1, top), -2))
             if axis.step > 1:
                 parts.append(np.where(cell, (q - base) % axis.step, -2))
-        return _row_classes(np.concatenate(parts, axis=1))
+        return np.concatenate(parts, axis=1)
 
     # -- code
 
@@ -244,13 +242,36 @@ class GridWindowRule(Rule):
         return f"{self.name}[{self.params} on {self.canvas.describe()}]"
 
 
-def _row_classes(rows: np.ndarray) -> np.ndarray:
-    """Equal rows of a 2-D integer array get equal ids (exact: rows compared byte for byte)."""
-    rows = np.ascontiguousarray(rows, dtype=np.int64)
-    if rows.shape[1] == 0:
-        return np.zeros(len(rows), dtype=np.int64)
-    keys = rows.view(np.dtype((np.void, rows.dtype.itemsize * rows.shape[1]))).reshape(-1)
-    return np.unique(keys, return_inverse=True)[1].reshape(-1).astype(np.int64)
+class _ExactRows:
+    """Classes of equal rows of an integer matrix produced in batches by `make(rows)`.
+
+    Rows are grouped by a 64-bit hash, then every row is compared with its group's first row
+    and any row that differs gets a class of its own: exact, without holding the whole matrix.
+    """
+
+    def __init__(self, make: Callable[[np.ndarray], np.ndarray]) -> None:
+        self.make = make
+
+    def _batches(self, count: int, batch: int) -> Iterator[np.ndarray]:
+        for lo in range(0, count, batch):
+            yield np.arange(lo, min(lo + batch, count))
+
+    def classes(self, count: int, batch: int) -> np.ndarray:
+        hashes = np.zeros(count, dtype=np.uint64)
+        weights: np.ndarray | None = None
+        for rows in self._batches(count, batch):
+            values = self.make(rows).astype(np.uint64)
+            if weights is None:
+                weights = np.random.default_rng(0).integers(1, 2**63, size=values.shape[1], dtype=np.uint64) | 1
+            with np.errstate(over="ignore"):
+                hashes[rows] = (values * weights).sum(axis=1) if values.shape[1] else 0
+        first, inverse, _ = group_ids(hashes.view(np.int64))
+        ids = inverse.copy()
+        for rows in self._batches(count, batch):
+            reps = first[inverse[rows]]
+            differ = np.any(self.make(rows) != self.make(reps), axis=1)
+            ids[rows[differ]] = count + rows[differ]
+        return ids
 
 
 @dataclass(frozen=True)

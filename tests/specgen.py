@@ -50,10 +50,12 @@ def grid_cells(grid: dict[str, Any]) -> np.ndarray:
         return np.array(list(np.ndindex(*shape)), dtype=np.int64)
     tile = order["tiles"]
     counts = [s // t for s, t in zip(shape, tile)]
-    return np.array(
-        [[o * t + x for o, t, x in zip(outer, tile, inner)] for outer in np.ndindex(*counts) for inner in np.ndindex(*tile)],
-        dtype=np.int64,
-    )
+    cells = [
+        [o * t + x for o, t, x in zip(outer, tile, inner)]
+        for outer in np.ndindex(*counts)
+        for inner in np.ndindex(*tile)
+    ]
+    return np.array(cells, dtype=np.int64)
 
 
 def _natten_axis(q: np.ndarray, k: np.ndarray, size: int, kernel: int, dilation: int, causal: bool) -> np.ndarray:
