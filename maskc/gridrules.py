@@ -311,4 +311,3 @@ class _TileBoxes:
                 lo[t, b], hi[t, b], valid[t, b] = box.lo, box.hi, True
         ends = np.minimum((np.arange(tiles) + 1) * size, canvas.n) - 1
         return cls(lo=lo, hi=hi, valid=valid, has_text=ends >= canvas.cells)
-

@@ -58,7 +58,7 @@ def grid_cells(grid: dict[str, Any]) -> np.ndarray:
     return np.array(cells, dtype=np.int64)
 
 
-def _natten_axis(q: np.ndarray, k: np.ndarray, size: int, kernel: int, dilation: int, causal: bool) -> np.ndarray:
+def natten_axis_rule(q: np.ndarray, k: np.ndarray, size: int, kernel: int, dilation: int, causal: bool) -> np.ndarray:
     """NATTEN's per-axis rule as its FlexAttention mask states it (stride 1): dilation groups, the
     group's corrected length, centre clamped with left k // 2 and right k // 2 + (k mod 2 − 1)."""
     qd, kd = q // dilation, k // dilation
@@ -73,7 +73,7 @@ def _natten_axis(q: np.ndarray, k: np.ndarray, size: int, kernel: int, dilation:
     return (((w0 >= 0) & (w0 <= left)) | ((w1 >= 0) & (w1 <= right))) & (qg == kg)
 
 
-def _sta_axis(q: np.ndarray, k: np.ndarray, size: int, tile: int, kernel: int) -> np.ndarray:
+def sta_axis_rule(q: np.ndarray, k: np.ndarray, size: int, tile: int, kernel: int) -> np.ndarray:
     """STA's per-axis rule as attention-gym's sta.py states it, on tile coordinates."""
     tiles, kt = size // tile, kernel // tile
     left, right = kt // 2, kt // 2 + (kt % 2 - 1)
@@ -91,9 +91,9 @@ def _grid_primitive(kind: str, p: dict[str, Any], grid: dict[str, Any], i: np.nd
         if kind == "neighborhood":
             d = p.get("dilation", [1] * len(grid["shape"]))[a]
             c = p.get("causal", [False] * len(grid["shape"]))[a]
-            out = out & _natten_axis(q, k, size, p["kernel"][a], d, c)
+            out = out & natten_axis_rule(q, k, size, p["kernel"][a], d, c)
         else:
-            out = out & _sta_axis(q, k, size, p["tile"][a], p["kernel"][a])
+            out = out & sta_axis_rule(q, k, size, p["tile"][a], p["kernel"][a])
     if p.get("text", "all") == "all":
         out = out | ((i < count) & (j >= count)) | (i >= count)
     return out
@@ -260,3 +260,66 @@ def spec_dicts(draw: st.DrawFn, max_n: int = 200, per_head: bool = True, layers:
 def tile_shapes() -> st.SearchStrategy[tuple[int, int]]:
     """IR tile shapes, square and rectangular."""
     return st.tuples(st.sampled_from(TILE_SIDES), st.sampled_from(TILE_SIDES))
+
+
+def _divisors(size: int) -> list[int]:
+    return [d for d in range(1, size + 1) if size % d == 0]
+
+
+@st.composite
+def grids(draw: st.DrawFn, max_side: int = 9) -> dict[str, Any]:
+    """A 2-D or 3-D grid field, row-major or tiled storage, with or without text tokens."""
+    ndim = draw(st.sampled_from([2, 3]))
+    side = max_side if ndim == 2 else max(2, max_side // 2 + 1)
+    shape = [draw(st.integers(1, side)) for _ in range(ndim)]
+    grid: dict[str, Any] = {"shape": shape}
+    if draw(st.booleans()):
+        grid["order"] = {"tiles": [draw(st.sampled_from(_divisors(s))) for s in shape]}
+    if draw(st.booleans()):
+        grid["text"] = draw(st.integers(1, 5))
+    return grid
+
+
+@st.composite
+def grid_primitives(draw: st.DrawFn, shape: list[int]) -> dict[str, Any]:
+    """A neighborhood (odd kernels, dilation, causal axes) or tiles primitive valid on `shape`."""
+    text = draw(st.sampled_from([None, "all", "none"]))
+    if draw(st.booleans()):
+        dilation = [draw(st.integers(1, max(1, min(3, s)))) for s in shape]
+        causal = [draw(st.booleans()) for _ in shape]
+        kernel = []
+        for s, d, c in zip(shape, dilation, causal):
+            room = s // d
+            kernel.append(draw(st.integers(1, room)) if c else draw(st.sampled_from(list(range(1, room + 1, 2)))))
+        params: dict[str, Any] = {"kernel": kernel}
+        if any(d > 1 for d in dilation) or draw(st.booleans()):
+            params["dilation"] = dilation
+        if any(causal):
+            params["causal"] = causal
+        kind = "neighborhood"
+    else:
+        tile = [draw(st.sampled_from(_divisors(s))) for s in shape]
+        kernel = [t * draw(st.integers(1, s // t)) for s, t in zip(shape, tile)]
+        params, kind = {"tile": tile, "kernel": kernel}, "tiles"
+    if text is not None:
+        params["text"] = text
+    return {kind: params}
+
+
+@st.composite
+def grid_spec_dicts(draw: st.DrawFn, max_side: int = 9) -> tuple[dict, int]:
+    """(spec, n) on a random small grid: one grid primitive, sometimes with a window or global beside it."""
+    grid = draw(grids(max_side))
+    n = int(np.prod(grid["shape"])) + grid.get("text", 0)
+    pattern: Any = draw(grid_primitives(grid["shape"]))
+    extra = draw(st.sampled_from([None, "window", "global", "intersect"]))
+    if extra == "window":
+        pattern = [pattern, {"window": {"size": draw(st.integers(0, 6))}}]
+    elif extra == "global":
+        pattern = [pattern, {"global": {"tokens": [draw(st.integers(0, n - 1))]}}]
+    elif extra == "intersect":
+        pattern = {"intersect": [pattern, {"window": {"before": draw(st.integers(0, n)), "after": 0}}]}
+    spec = {"name": "grid", "grid": grid, "block_size": draw(st.sampled_from(POWERS_OF_TWO)), "pattern": pattern}
+    if draw(st.integers(0, 4)) == 0:
+        spec["causal"] = True
+    return spec, n
