@@ -38,6 +38,11 @@ class AxisWindow:
     def size(self) -> int:
         return len(self.lo)
 
+    @property
+    def widest(self) -> int:
+        """The most keys one query attends along this axis."""
+        return int(((self.hi - self.lo) // self.step).max()) + 1
+
     def holds(self, q: np.ndarray, k: np.ndarray) -> np.ndarray:
         out = (self.lo[q] <= k) & (k <= self.hi[q])
         if self.step > 1:
@@ -240,6 +245,10 @@ class GridWindowRule(Rule):
 
     def describe(self) -> str:
         return f"{self.name}[{self.params} on {self.canvas.describe()}]"
+
+    def keys_per_query(self) -> int:
+        """The most grid keys one query attends: the product of the axes' widest windows."""
+        return int(np.prod([axis.widest for axis in self.axes]))
 
 
 class _ExactRows:

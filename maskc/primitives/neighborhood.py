@@ -41,8 +41,8 @@ def _with_text(rule: Rule, canvas: Canvas, text: TextRule, path: str) -> Rule:
     if text == "none" or canvas.text == 0:
         return rule
     tokens = TokenSet(canvas.n, tokens=list(range(canvas.cells, canvas.n)))
-    rows = TokenSetRule(tokens, "rows", f"{path}(text rows)")
-    columns = TokenSetRule(tokens, "columns", f"{path}(text columns)")
+    rows = TokenSetRule(tokens, "rows", f"{path}(text_queries)")
+    columns = TokenSetRule(tokens, "columns", f"{path}(text_keys)")
     return UnionRule([rule, rows, columns], origin=path)
 
 
