@@ -1,7 +1,7 @@
 """Grid patterns (issue 19): NATTEN 2-D and 3-D and STA 3-D on maskc's Triton backend, against dense
 non-causal cuDNN attention and FlexAttention with the same mask, in one process on one GPU.
 
-Run on a CUDA machine: python3 bench/bench_grids.py [--cases all] [--block-size 128]
+Run on a CUDA machine: python3 bench/bench_grids.py [--cases all] [--block-size 64]
 Method (as ../shared/reference/peer_bench_nd.py measured the peers): bf16, B = 1, H = 16, D = 128;
 triton.testing.do_bench medians; efficiency = (4·B·H·D·active pairs / time) / (4·B·H·D·n² / dense
 time), forward and forward+backward (3.5 × the forward FLOPs over both). FlexAttention runs a
@@ -150,31 +150,17 @@ def run_gpu(cases: list[Case], block_size: int | tuple[int, int]) -> None:
     import torch
     import torch.nn.functional as F
     from torch.nn.attention import SDPBackend, sdpa_kernel
+    from bench_triton import count_pairs, relative
+    from bench_triton import time_fwd_bwd as timed
     from torch.nn.attention.flex_attention import create_block_mask, flex_attention
-    from triton.testing import do_bench
 
     flex = torch.compile(flex_attention, dynamic=False)
-
-    def timed(fn: Callable, q: Any, k: Any, v: Any) -> tuple[float, float]:
-        fwd = do_bench(lambda: fn(q, k, v), warmup=25, rep=100, return_mode="median")
-        g = torch.randn_like(fn(q, k, v))
-
-        def step() -> None:
-            q.grad = k.grad = v.grad = None
-            fn(q, k, v).backward(g)
-
-        return fwd, do_bench(step, warmup=10, rep=50, return_mode="median")
-
     for case in cases:
         pattern = compiled(case, block_size)
         n = pattern.n
         pattern.to_torch("cuda")
         mm = mask_mod(case)
-        keys = torch.arange(n, device="cuda")[None, :]
-        flex_pairs = sum(
-            int(mm(0, 0, torch.arange(lo, min(lo + 1024, n), device="cuda")[:, None], keys).sum())
-            for lo in range(0, n, 1024)
-        )
+        flex_pairs = count_pairs(mm, n)
         cpu = tile_efficiency(pattern)
         pairs = cpu["pairs"]
         if flex_pairs != pairs:
@@ -200,7 +186,7 @@ def run_gpu(cases: list[Case], block_size: int | tuple[int, int]) -> None:
             row.update(flex_fwd_ms=round(ff, 3), flex_fwdbwd_ms=round(fb, 3))
             row.update(flex_fwd_eff=round((flops / ff) / (dense / dense_f), 3))
             row.update(flex_fwdbwd_eff=round((flops / fb) / (dense / dense_b), 3))
-            row["maskc_vs_flex_rel_diff"] = round(((out.float() - want.float()).norm() / want.float().norm()).item(), 5)
+            row["maskc_vs_flex_rel_diff"] = round(relative(out, want), 5)
         except Exception as error:  # a FlexAttention failure is reported, not fatal
             row["flex_error"] = str(error)[:200]
         log(**row)
@@ -236,7 +222,7 @@ def _block(text: str) -> int | tuple[int, int]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cases", default="all", help="comma-separated case numbers (0-based) or 'all'")
-    parser.add_argument("--block-size", default="128", help="IR tile for the GPU runs: B or BMxBN")
+    parser.add_argument("--block-size", default="64", help="IR tile for the GPU runs: B or BMxBN")
     parser.add_argument("--cpu", action="store_true", help="only the tile efficiency of each layout, on the CPU")
     args = parser.parse_args()
     cases = CASES if args.cases == "all" else [CASES[int(k)] for k in args.cases.split(",")]
