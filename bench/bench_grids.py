@@ -149,9 +149,9 @@ def mask_mod(case: Case) -> Callable:
 def run_gpu(cases: list[Case], block_size: int | tuple[int, int]) -> None:
     import torch
     import torch.nn.functional as F
-    from torch.nn.attention import SDPBackend, sdpa_kernel
     from bench_triton import count_pairs, relative
     from bench_triton import time_fwd_bwd as timed
+    from torch.nn.attention import SDPBackend, sdpa_kernel
     from torch.nn.attention.flex_attention import create_block_mask, flex_attention
 
     flex = torch.compile(flex_attention, dynamic=False)
