@@ -11,9 +11,9 @@ from pathlib import Path
 
 import numpy as np
 
-from maskc.canvas import Canvas
 from maskc.draw import _PALETTE, Panel, _figure, _rgb, _save, _wrapped, leaf_name, lighting_leaves, spec_panels
 from maskc.errors import MaskcError
+from maskc.rules import Canvas
 from maskc.spec import Spec
 
 #: Widest canvas printed as text (one character per cell).

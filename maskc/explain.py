@@ -22,8 +22,7 @@ from maskc.errors import MaskcError, MaskcWarning
 from maskc.ir import CompiledPattern
 from maskc.ir.build import build_layout
 from maskc.origin import named
-from maskc.rules import BandRule, DifferenceRule, Rule
-from maskc.gridrules import GridWindowRule
+from maskc.rules import BandRule, DifferenceRule, GridWindowRule, Rule
 from maskc.spec import Spec
 from maskc.verify import verify
 

@@ -12,9 +12,8 @@ from specgen import brute_force_mask, grid_cells, grid_spec_dicts, natten_axis_r
 from test_compiler_properties import _check_layout
 
 import maskc
-from maskc.canvas import Canvas
 from maskc.errors import MaskcWarning, SpecError
-from maskc.gridrules import AxisWindow, natten_axis, sta_axis
+from maskc.rules import AxisWindow, Canvas, natten_axis, sta_axis
 
 PROPERTY = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

@@ -10,17 +10,14 @@ from __future__ import annotations
 
 import difflib
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 from pydantic_core import PydanticCustomError
 
 from maskc.errors import SpecError
 from maskc.origin import Origin
-from maskc.rules import Rule
-
-if TYPE_CHECKING:
-    from maskc.canvas import Canvas
+from maskc.rules import Canvas, Rule
 
 #: kind name → model class, for every registered pattern node.
 PATTERN_TYPES: dict[str, type[PatternNode]] = {}

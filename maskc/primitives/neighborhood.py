@@ -11,38 +11,45 @@ from typing import Literal
 
 from pydantic import Field, PositiveInt
 
-from maskc.canvas import Canvas
-from maskc.gridrules import AxisWindow, GridWindowRule, natten_axis, sta_axis
+from maskc.origin import Origin
 from maskc.primitives.base import LowerContext, Primitive, register
-from maskc.primitives.combinators import UnionRule
-from maskc.primitives.global_ import TokenSet, TokenSetRule
-from maskc.rule import Rule
+from maskc.rules import (
+    AxisWindow,
+    Canvas,
+    GridWindowRule,
+    Rule,
+    TokenSet,
+    TokenSetRule,
+    UnionRule,
+    natten_axis,
+    sta_axis,
+)
 
 #: What a grid primitive says about text tokens: STA's convention ("all") or nothing ("none").
 TextRule = Literal["all", "none"]
 
 
-def _canvas(ctx: LowerContext, path: str, kind: str) -> Canvas:
+def _canvas(ctx: LowerContext, path: Origin, kind: str) -> Canvas:
     if ctx.canvas is None:
         raise ctx.fail(path, f"{kind} needs the spec's grid (add `grid: {{shape: [H, W]}}` or [T, H, W])")
     return ctx.canvas
 
 
-def _per_axis(ctx: LowerContext, path: str, name: str, values: list, canvas: Canvas) -> None:
+def _per_axis(ctx: LowerContext, path: Origin, name: str, values: list, canvas: Canvas) -> None:
     if len(values) != canvas.ndim:
         raise ctx.fail(
-            f"{path}.{name}",
+            path.child(name),
             f"{name} has {len(values)} entries but the grid has {canvas.ndim} axes {list(canvas.shape)}",
         )
 
 
-def _with_text(rule: Rule, canvas: Canvas, text: TextRule, path: str) -> Rule:
+def _with_text(rule: Rule, canvas: Canvas, text: TextRule, path: Origin) -> Rule:
     """STA's text convention: grid queries attend all text keys, text queries attend every key."""
     if text == "none" or canvas.text == 0:
         return rule
     tokens = TokenSet(canvas.n, tokens=list(range(canvas.cells, canvas.n)))
-    rows = TokenSetRule(tokens, "rows", f"{path}(text_queries)")
-    columns = TokenSetRule(tokens, "columns", f"{path}(text_keys)")
+    rows = TokenSetRule(tokens, "rows", path.with_part("text_queries"))
+    columns = TokenSetRule(tokens, "columns", path.with_part("text_keys"))
     return UnionRule([rule, rows, columns], origin=path)
 
 
@@ -58,7 +65,7 @@ class Neighborhood(Primitive):
     causal: list[bool] | None = None
     text: TextRule = "all"
 
-    def axes(self, ctx: LowerContext, path: str, canvas: Canvas) -> list[AxisWindow]:
+    def axes(self, ctx: LowerContext, path: Origin, canvas: Canvas) -> list[AxisWindow]:
         """One window per axis, after checking the parameters against the canvas."""
         _per_axis(ctx, path, "kernel", self.kernel, canvas)
         dilation = self.dilation or [1] * canvas.ndim
@@ -68,14 +75,16 @@ class Neighborhood(Primitive):
         out = []
         for a, (size, k, d, c) in enumerate(zip(canvas.shape, self.kernel, dilation, causal)):
             if not c and k % 2 == 0:
-                raise ctx.fail(f"{path}.kernel[{a}]", f"kernel side {k} is even; a centred (non-causal) axis needs odd")
+                raise ctx.fail(
+                    path.child("kernel", a), f"kernel side {k} is even; a centred (non-causal) axis needs odd"
+                )
             if k * d > size:
                 spread = f"kernel {k} × dilation {d} = {k * d}" if d > 1 else f"kernel {k}"
-                raise ctx.fail(f"{path}.kernel[{a}]", f"{spread} is larger than the grid's axis {a} of size {size}")
+                raise ctx.fail(path.child("kernel", a), f"{spread} is larger than the grid's axis {a} of size {size}")
             out.append(natten_axis(size, k, d, c))
         return out
 
-    def lower(self, ctx: LowerContext, path: str) -> Rule:
+    def lower(self, ctx: LowerContext, path: Origin) -> Rule:
         canvas = _canvas(ctx, path, self.kind)
         params = "kernel " + "x".join(map(str, self.kernel))
         if self.dilation and any(d > 1 for d in self.dilation):
@@ -97,21 +106,23 @@ class Tiles(Primitive):
     kernel: list[PositiveInt] = Field(min_length=1, max_length=3)
     text: TextRule = "all"
 
-    def axes(self, ctx: LowerContext, path: str, canvas: Canvas) -> list[AxisWindow]:
+    def axes(self, ctx: LowerContext, path: Origin, canvas: Canvas) -> list[AxisWindow]:
         _per_axis(ctx, path, "tile", self.tile, canvas)
         _per_axis(ctx, path, "kernel", self.kernel, canvas)
         out = []
         for a, (size, t, k) in enumerate(zip(canvas.shape, self.tile, self.kernel)):
             if size % t:
-                raise ctx.fail(f"{path}.tile[{a}]", f"tile side {t} does not divide the grid's axis {a} of size {size}")
+                raise ctx.fail(
+                    path.child("tile", a), f"tile side {t} does not divide the grid's axis {a} of size {size}"
+                )
             if k % t:
-                raise ctx.fail(f"{path}.kernel[{a}]", f"kernel {k} is not a multiple of the tile side {t}")
+                raise ctx.fail(path.child("kernel", a), f"kernel {k} is not a multiple of the tile side {t}")
             if k > size:
-                raise ctx.fail(f"{path}.kernel[{a}]", f"kernel {k} is larger than the grid's axis {a} of size {size}")
+                raise ctx.fail(path.child("kernel", a), f"kernel {k} is larger than the grid's axis {a} of size {size}")
             out.append(sta_axis(size, t, k))
         return out
 
-    def lower(self, ctx: LowerContext, path: str) -> Rule:
+    def lower(self, ctx: LowerContext, path: Origin) -> Rule:
         canvas = _canvas(ctx, path, self.kind)
         params = f"kernel {'x'.join(map(str, self.kernel))} tile {'x'.join(map(str, self.tile))}"
         rule = GridWindowRule(canvas, self.axes(ctx, path, canvas), "tiles", params, origin=path)

@@ -17,9 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from maskc.canvas import Canvas
-from maskc.gridrules import GridWindowRule
 from maskc.reach.stack import LayerStack
+from maskc.rules import Canvas, GridWindowRule
 
 
 class NotProductShapedError(ValueError):

@@ -17,10 +17,10 @@ from functools import cached_property
 
 import numpy as np
 
-from maskc.canvas import Canvas
-from maskc.codegen import TritonEmitter
 from maskc.grid import TileGrid, group_ids
-from maskc.rule import Rule, TileClass, uniform_tiles_alike
+from maskc.origin import Origin
+from maskc.rules.base import Rule, TileClass, uniform_tiles_alike
+from maskc.rules.canvas import Canvas
 
 #: Tile pairs whose candidate test or signature is computed in one batch.
 _PAIR_BATCH = 1 << 16
@@ -76,13 +76,6 @@ class AxisWindow:
         single = (q0 == q1) & (k0 == k1)
         return TileClass(any=any_, full=single & any_)
 
-    def emit(self, em: TritonEmitter, q: str, k: str) -> str:
-        lo, hi = em.table(self.lo, "lo"), em.table(self.hi, "hi")
-        term = f"(({k}) >= tl.load({lo} + {q})) & (({k}) <= tl.load({hi} + {q}))"
-        if self.step > 1:
-            term += f" & ((({k}) - ({q})) % {em.constant(self.step, 'step')} == 0)"
-        return term
-
 
 def natten_axis(size: int, kernel: int, dilation: int = 1, causal: bool = False) -> AxisWindow:
     """NATTEN's neighbourhood along one axis (stride 1).
@@ -121,7 +114,7 @@ class GridWindowRule(Rule):
     Text tokens (positions after the grid) never hold here; primitives add them by union.
     """
 
-    def __init__(self, canvas: Canvas, axes: list[AxisWindow], name: str, params: str, origin: str) -> None:
+    def __init__(self, canvas: Canvas, axes: list[AxisWindow], name: str, params: str, origin: Origin) -> None:
         self.canvas, self.axes, self.name, self.params, self.origin = canvas, axes, name, params, origin
         self._candidates: dict[TileGrid, np.ndarray] = {}
         self._boxes: dict[tuple[int, int], _TileBoxes] = {}
@@ -232,16 +225,6 @@ class GridWindowRule(Rule):
             if axis.step > 1:
                 parts.append(np.where(cell, (q - base) % axis.step, -2))
         return np.concatenate(parts, axis=1)
-
-    # -- code
-
-    def emit_triton(self, em: TritonEmitter) -> str:
-        cells = em.constant(self.canvas.cells, "cells")
-        q_coords = self.canvas.emit_coords(em, em.q)
-        k_coords = self.canvas.emit_coords(em, em.k)
-        terms = [f"({em.q} < {cells}) & ({em.k} < {cells})"]
-        terms += [axis.emit(em, q, k) for axis, q, k in zip(self.axes, q_coords, k_coords)]
-        return " & ".join(f"({t})" for t in terms)
 
     def describe(self) -> str:
         return f"{self.name}[{self.params} on {self.canvas.describe()}]"
