@@ -323,3 +323,26 @@ def grid_spec_dicts(draw: st.DrawFn, max_side: int = 9) -> tuple[dict, int]:
     if draw(st.integers(0, 4)) == 0:
         spec["causal"] = True
     return spec, n
+
+
+def small_version(spec: Any, n: int) -> tuple[Any, int]:
+    """(spec, n) for exact checks at a small size: a spec without a grid at n; a grid spec (whose n is
+    its grid's) on a small canvas of the same structure. A NATTEN axis keeps its kernel on a canvas of
+    kernel + 2; an STA axis keeps its kernel and canvas in tiles, with tiles a quarter as long."""
+    if spec.grid is None:
+        return spec, n
+    data = spec.to_data()
+    data.pop("seq_len", None)
+    ((kind, params),) = data["pattern"].items()
+    shape = data["grid"]["shape"]
+    if kind == "neighborhood":
+        data["grid"]["shape"] = [min(size, k + 2) for size, k in zip(shape, params["kernel"])]
+    else:
+        small = [max(1, t // 4) for t in params["tile"]]
+        data["grid"]["shape"] = [size // t * u for size, t, u in zip(shape, params["tile"], small)]
+        params["kernel"] = [k // t * u for k, t, u in zip(params["kernel"], params["tile"], small)]
+        params["tile"] = small
+        if "order" in data["grid"]:
+            data["grid"]["order"] = {"tiles": small}
+    small_spec = type(spec).model_validate(data)
+    return small_spec, small_spec.seq_len

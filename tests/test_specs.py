@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from specgen import brute_force_mask
+from specgen import brute_force_mask, small_version
 
 import maskc
 from maskc.catalogue import catalogue_specs
@@ -22,33 +22,6 @@ IDS = [path.stem for path, _ in SPECS]
 STATIC = [(path, spec) for path, spec in SPECS if not spec.is_dynamic()]
 #: Small n for exact checks: not a multiple of any block size, large enough for every spec's parameters.
 SMALL_N = 300
-
-
-def _small_grid(spec: maskc.Spec) -> maskc.Spec:
-    """A grid spec on a small canvas with the same structure: a NATTEN axis keeps its kernel on a canvas
-    of kernel + 2; an STA axis keeps its kernel and canvas in tiles, with tiles a quarter as long."""
-    data = spec.to_data()
-    data.pop("seq_len", None)
-    ((kind, params),) = data["pattern"].items()
-    shape = data["grid"]["shape"]
-    if kind == "neighborhood":
-        data["grid"]["shape"] = [min(size, k + 2) for size, k in zip(shape, params["kernel"])]
-    else:
-        small = [max(1, t // 4) for t in params["tile"]]
-        data["grid"]["shape"] = [size // t * u for size, t, u in zip(shape, params["tile"], small)]
-        params["kernel"] = [k // t * u for k, t, u in zip(params["kernel"], params["tile"], small)]
-        params["tile"] = small
-        if "order" in data["grid"]:
-            data["grid"]["order"] = {"tiles": small}
-    return maskc.Spec.model_validate(data)
-
-
-def _small(spec: maskc.Spec, n: int = SMALL_N) -> tuple[maskc.Spec, int]:
-    """The spec and a small n for exact checks; a grid spec, whose n is its grid's, on a small canvas."""
-    if spec.grid is None:
-        return spec, n
-    small = _small_grid(spec)
-    return small, small.seq_len or 0
 
 
 @pytest.fixture(autouse=True)
@@ -101,7 +74,7 @@ def test_compiles_at_its_own_length(path: Path, spec: maskc.Spec) -> None:
 
 @pytest.mark.parametrize(("path", "spec"), STATIC, ids=[path.stem for path, _ in STATIC])
 def test_static_spec_matches_brute_force(path: Path, spec: maskc.Spec) -> None:
-    spec, n = _small(spec)
+    spec, n = small_version(spec, SMALL_N)
     for _, layer in spec.layer_schedule():
         got = maskc.compile(layer, seq_len=n, block_size=32).to_dense()
         want = brute_force_mask(layer.to_data(), n)
@@ -110,7 +83,7 @@ def test_static_spec_matches_brute_force(path: Path, spec: maskc.Spec) -> None:
 
 @pytest.mark.parametrize(("path", "spec"), SPECS, ids=IDS)
 def test_verifies_at_small_n(path: Path, spec: maskc.Spec) -> None:
-    spec, n = _small(spec)
+    spec, n = small_version(spec, SMALL_N)
     report = verify(spec, layers=sum(e.count for e in spec.layers) or 2, seq_len=n)
     assert report.dynamic_ignored == spec.is_dynamic()
     if path.stem not in ("block_local", "reformer"):
@@ -130,7 +103,7 @@ def _reference(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: np.ndarr
 
 @pytest.mark.parametrize(("path", "spec"), SPECS, ids=IDS)
 def test_runs_on_the_cpu_backend(path: Path, spec: maskc.Spec) -> None:
-    spec, n = _small(spec, 160)
+    spec, n = small_version(spec, 160)
     heads = spec.heads or 1
     gen = torch.Generator().manual_seed(0)
     kv_heads = heads // 2 if heads % 2 == 0 else heads
