@@ -13,6 +13,9 @@ from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveInt, 
 from maskc.primitives.base import _fail
 from maskc.rules.canvas import Canvas
 
+#: Most tokens a grid may hold, as for seq_len (every index fits in int32).
+MAX_TOKENS = 2**31 - 1
+
 
 class TileOrder(BaseModel):
     """Tokens stored tile by tile: tiles row-major over the canvas, tokens row-major inside a tile."""
@@ -33,6 +36,8 @@ class Grid(BaseModel):
 
     @model_validator(mode="after")
     def _tiles_divide_canvas(self) -> Grid:
+        if self.tokens > MAX_TOKENS:
+            _fail(("shape",), "grid_size", f"the grid holds {self.tokens:,} tokens, over {MAX_TOKENS:,}", self.shape)
         if isinstance(self.order, TileOrder):
             tiles = self.order.tiles
             if len(tiles) != len(self.shape):

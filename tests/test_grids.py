@@ -138,6 +138,7 @@ ERRORS = [
     ("grid: {shape: [8, 8], order: {tiles: [3, 4]}}\n" + DENSE, 2, "grid.order.tiles[0]", "does not divide"),
     ("grid: {shape: [8, 8], order: {tiles: [4]}}\n" + DENSE, 2, "grid.order.tiles", "2 axes"),
     ("grid: {shape: [8]}\n" + DENSE, 2, "grid.shape", "at least 2"),
+    ("grid: {shape: [65536, 65536]}\n" + DENSE, 2, "grid.shape", "over 2,147,483,647"),
     ("seq_len: 64\n" + NATTEN % "[3, 3]", 3, "pattern.neighborhood", "needs the spec's grid"),
     (G + NATTEN % "[9, 3]", 3, "pattern.neighborhood.kernel[0]", "larger than the grid"),
     (G + NATTEN % "[3, 4]", 3, "pattern.neighborhood.kernel[1]", "even"),
