@@ -26,6 +26,7 @@ from maskc.primitives import (
     Union,
     Window,
 )
+from maskc.recognise import Recognition, recognise
 from maskc.registry import available_backends, register_backend
 from maskc.spec import HeadPattern, LayerEntry, Spec
 from maskc.verify import Report, verify
@@ -51,6 +52,7 @@ __all__ = [
     "MaskcWarning",
     "Neighborhood",
     "Random",
+    "Recognition",
     "Report",
     "Sink",
     "Spec",
@@ -66,6 +68,7 @@ __all__ = [
     "compile_layers",
     "load",
     "parse_spec",
+    "recognise",
     "register_backend",
     "verify",
 ]
