@@ -5,6 +5,7 @@ every token in L layers, and run it on a backend.
 """
 
 from maskc.attention import attention
+from maskc.canvas import Grid
 from maskc.compiler import compile, compile_layers
 from maskc.errors import BackendError, DynamicPatternError, MaskcError, MaskcWarning, SpecError, TooLargeError
 from maskc.ir import BlockLayout, CompiledPattern
@@ -17,9 +18,11 @@ from maskc.primitives import (
     Difference,
     Global,
     Intersect,
+    Neighborhood,
     Random,
     Sink,
     Stride,
+    Tiles,
     Union,
     Window,
 )
@@ -41,11 +44,13 @@ __all__ = [
     "Difference",
     "DynamicPatternError",
     "Global",
+    "Grid",
     "HeadPattern",
     "Intersect",
     "LayerEntry",
     "MaskcError",
     "MaskcWarning",
+    "Neighborhood",
     "Random",
     "Recognition",
     "Report",
@@ -53,6 +58,7 @@ __all__ = [
     "Spec",
     "SpecError",
     "Stride",
+    "Tiles",
     "TooLargeError",
     "Union",
     "Window",
