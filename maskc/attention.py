@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from maskc.errors import BackendError
 from maskc.ir import CompiledPattern
 from maskc.offsets import is_full_call, resolve_offsets
 from maskc.registry import choose_backend
@@ -37,14 +36,13 @@ def attention(
     chosen = choose_backend(q, k, v, pattern, backend)
     if _square(q, k, pattern, q_offset, k_offset):
         return chosen.forward(q, k, v, pattern, scale=scale, return_lse=return_lse)
-    if q.dim() != 4 or k.dim() != 4:
-        raise BackendError(f"q and k must be 4-D (batch, heads, rows, head_dim); got {tuple(q.shape)}, {tuple(k.shape)}")
     offsets = resolve_offsets(q.shape[0], q.shape[2], k.shape[2], pattern.n, q_offset, k_offset)
     return chosen.forward(q, k, v, pattern, scale=scale, return_lse=return_lse, offsets=offsets)
 
 
 def _square(q: Any, k: Any, pattern: CompiledPattern, q_offset: Any, k_offset: Any) -> bool:
-    """Whether the call is the full-length one every backend runs (shapes are checked there)."""
+    """Whether the call is the full-length one every backend runs (malformed shapes go there too, to be
+    refused by the backend's checks)."""
     shapes = [getattr(x, "shape", ()) for x in (q, k)]
     if any(len(shape) != 4 for shape in shapes):
         return True

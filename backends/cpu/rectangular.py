@@ -10,6 +10,7 @@ and backward share the same chunk masks; rows with no key give zeros and lse = â
 from __future__ import annotations
 
 from dataclasses import dataclass
+
 import numpy as np
 import scipy.sparse as sp
 import torch
