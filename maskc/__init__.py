@@ -24,6 +24,7 @@ from maskc.primitives import (
     Window,
 )
 from maskc.registry import available_backends, register_backend
+from maskc.retention import Retention, kv_cache_tokens, kv_retention
 from maskc.spec import HeadPattern, LayerEntry, Spec
 from maskc.verify import Report, verify
 
@@ -47,6 +48,7 @@ __all__ = [
     "MaskcWarning",
     "Random",
     "Report",
+    "Retention",
     "Sink",
     "Spec",
     "SpecError",
@@ -58,6 +60,8 @@ __all__ = [
     "available_backends",
     "compile",
     "compile_layers",
+    "kv_cache_tokens",
+    "kv_retention",
     "load",
     "parse_spec",
     "register_backend",

@@ -20,6 +20,7 @@ from maskc.rule import Rule, TileClass, evaluate_tiles, tile_classes
 from maskc.simplify import layout_rule
 
 if TYPE_CHECKING:
+    from maskc.retention import Retention
     from maskc.spec import Spec
     from maskc.stats import PatternStats
 
@@ -337,6 +338,12 @@ class CompiledPattern:
         from maskc.stats import pattern_stats
 
         return pattern_stats(self)
+
+    def kv_retention(self) -> Retention:
+        """Which keys decoding must keep at each step (maskc.retention), for a cache shared by all heads."""
+        from maskc.retention import pattern_retention
+
+        return pattern_retention(self)
 
     def to_dense(self, limit: int = DENSE_LIMIT) -> np.ndarray:
         """Boolean (n, n) mask, or (heads, n, n) when the spec has head_patterns."""
