@@ -8,6 +8,7 @@ from maskc.attention import attention
 from maskc.compiler import compile, compile_layers
 from maskc.errors import BackendError, DynamicPatternError, MaskcError, MaskcWarning, SpecError, TooLargeError
 from maskc.ir import BlockLayout, CompiledPattern
+from maskc.kvcache import KVCache
 from maskc.loader import load, parse_spec
 from maskc.primitives import (
     Axial,
@@ -43,6 +44,7 @@ __all__ = [
     "Global",
     "HeadPattern",
     "Intersect",
+    "KVCache",
     "LayerEntry",
     "MaskcError",
     "MaskcWarning",

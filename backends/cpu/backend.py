@@ -12,6 +12,7 @@ from maskc.offsets import Offsets
 
 from .cache import PlanCache
 from .checks import check_call, compute_dtype, unsupported_reason
+from .decode import decode_attention
 from .function import SparseAttention
 from .rectangular import rectangular_job
 from .work import Job, group_heads
@@ -70,3 +71,17 @@ class CpuBackend:
         )
         out, lse = SparseAttention.apply(q, k, v, job)
         return (out, lse) if return_lse else out
+
+    def decode(
+        self,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        positions: torch.Tensor,
+        q_positions: torch.Tensor,
+        pattern: CompiledPattern,
+        *,
+        scale: float | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Attention of q over a KV cache whose slots hold the given positions (maskc.KVCache)."""
+        return decode_attention(q, k, v, positions, q_positions, pattern, scale=scale)
