@@ -191,5 +191,6 @@ class KVCache:
         decode = getattr(chosen, "decode", None)
         if decode is None:
             raise BackendError(f"backend {chosen.name!r} has no decoding path (a `decode` method)")
-        out, lse = decode(q, self.k, self.v, self.positions, q_positions, self.pattern, scale=scale)
+        counts = None if self.rolling else torch.as_tensor(self.lengths, dtype=torch.int32, device=q.device)
+        out, lse = decode(q, self.k, self.v, self.positions, q_positions, self.pattern, scale=scale, slot_counts=counts)
         return (out, lse) if return_lse else out

@@ -82,6 +82,10 @@ class CpuBackend:
         pattern: CompiledPattern,
         *,
         scale: float | None = None,
+        slot_counts: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Attention of q over a KV cache whose slots hold the given positions (maskc.KVCache)."""
+        """Attention of q over a KV cache whose slots hold the given positions (maskc.KVCache).
+
+        Every slot is read (`slot_counts` is a hint for kernels; empty slots hold position −1).
+        """
         return decode_attention(q, k, v, positions, q_positions, pattern, scale=scale)

@@ -21,6 +21,7 @@ from maskc.ir import CompiledPattern
 from maskc.offsets import Offsets
 
 from .backward import attention_backward
+from .decode import decode_attention
 from .forward import attention_forward
 from .plan import Plan, plan_by_key, plan_for, traced_key
 from .span import Span
@@ -227,3 +228,26 @@ def _positions(offsets: Offsets, q: torch.Tensor) -> tuple[torch.Tensor | None, 
         given = offsets.q_tensor
         starts = (given if given is not None else torch.as_tensor(offsets.q_starts)).to(q.device, torch.int32)
     return starts, offsets.q_first, offsets.q_end, offsets.k_start
+
+
+@torch.no_grad()
+def decode_step(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    positions: torch.Tensor,
+    q_positions: torch.Tensor,
+    pattern: CompiledPattern,
+    scale: float,
+    slot_counts: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(out, lse) of a decoding step over cache slots: head dims padded, the scale made positive."""
+    if scale <= 0:
+        q, scale = (-q, -scale) if scale < 0 else (q * 0, 1.0)
+    value_dim = v.shape[-1]
+    if slot_counts is None:
+        slot_counts = torch.full((q.shape[0],), k.shape[2], dtype=torch.int32, device=q.device)
+    index = (positions.to(torch.int32), q_positions.to(q.device, torch.int32), slot_counts.to(q.device, torch.int32))
+    out, lse = decode_attention(plan_for(pattern), _padded(q), _padded(k.to(q.dtype)), _padded(v.to(q.dtype)), *index,
+                                scale)  # fmt: skip
+    return out[..., :value_dim], lse
