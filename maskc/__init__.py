@@ -4,6 +4,7 @@ Declare a pattern from primitives, compile it to a block-sparse IR, prove that i
 every token in L layers, and run it on a backend.
 """
 
+from maskc import hf, nn
 from maskc.attention import attention
 from maskc.compiler import compile, compile_layers
 from maskc.errors import BackendError, DynamicPatternError, MaskcError, MaskcWarning, SpecError, TooLargeError
@@ -62,9 +63,11 @@ __all__ = [
     "available_backends",
     "compile",
     "compile_layers",
+    "hf",
     "kv_cache_tokens",
     "kv_retention",
     "load",
+    "nn",
     "parse_spec",
     "register_backend",
     "verify",

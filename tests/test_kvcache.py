@@ -100,3 +100,22 @@ def test_out_of_order_positions_are_refused():
     wide.append(torch.zeros(1, 1, 5, 4), torch.zeros(1, 1, 5, 4))
     with pytest.raises(BackendError, match="holds only 5 positions"):
         wide.attention(torch.zeros(1, 2, 6, 4))
+
+
+def test_sparse_attention_module_prefill_then_decode():
+    """maskc.nn.SparseAttention: without a cache it is maskc.attention; with one, prompt then steps equal it."""
+    spec = maskc.Spec(name="sinks+window", **SPECS["sinks+window"])
+    module = maskc.nn.SparseAttention(spec, seq_len=48, backend="cpu")
+    gen = torch.Generator().manual_seed(5)
+    q = torch.randn(1, 2, 30, 8, generator=gen, dtype=torch.float64)
+    k, v = (torch.randn(1, 1, 30, 8, generator=gen, dtype=torch.float64) for _ in range(2))
+    full = maskc.attention(q, k, v, module.pattern, "cpu")
+    torch.testing.assert_close(module(q, k, v), full)
+    cache = module.new_cache(batch=1, kv_heads=1, head_dim=8, dtype=torch.float64)
+    torch.testing.assert_close(module(q[:, :, :20], k[:, :, :20], v[:, :, :20], cache=cache), full[:, :, :20])
+    for t in range(20, 30):
+        step = module(q[:, :, t : t + 1], k[:, :, t : t + 1], v[:, :, t : t + 1], cache=cache)
+        torch.testing.assert_close(step, full[:, :, t : t + 1])
+    assert cache.slots == 3 + 7
+    with pytest.raises(BackendError, match="exceed the cache's step_tokens=1"):
+        module(q[:, :, :2], k[:, :, :2], v[:, :, :2], cache=cache)
