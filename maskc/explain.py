@@ -108,7 +108,7 @@ class Explanation:
         return [density, growth, f"min_layers   {reach} at n = {self.n}{static}", *self._kv_cache()]
 
     def _kv_cache(self) -> list[str]:
-        """"KV cache at decode: …" per run of layers that keep the same keys."""
+        """ "KV cache at decode: …" per run of layers that keep the same keys."""
         runs: list[tuple[int, int, Retention]] = []
         for index, retention in enumerate(self.kv_cache):
             if runs and runs[-1][2] == retention:
