@@ -62,7 +62,8 @@ def step_function(cache: maskc.KVCache, q: torch.Tensor):
     scale = D**-0.5
 
     def step() -> torch.Tensor:
-        return decode_step(q, cache.k, cache.v, cache.positions, q_positions, cache.pattern, scale, counts)[0]
+        return decode_step(q, cache.k, cache.v, cache.positions, q_positions, cache.pattern, scale=scale,
+                           slot_counts=counts)[0]  # fmt: skip
 
     return step
 

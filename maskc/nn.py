@@ -89,21 +89,9 @@ class SparseAttention(torch.nn.Module):
         cache.append(k, v)
         return cache.attention(q, scale=self.scale, backend=self.backend)
 
-    def new_cache(
-        self,
-        batch: int,
-        kv_heads: int,
-        head_dim: int,
-        value_dim: int | None = None,
-        *,
-        dtype: torch.dtype = torch.float32,
-        device: Any = "cpu",
-        step_tokens: int = 1,
-    ) -> KVCache:
-        """An empty cache for this layer, sized by the pattern's retention."""
-        return KVCache(
-            self.pattern, batch, kv_heads, head_dim, value_dim, dtype=dtype, device=device, step_tokens=step_tokens
-        )
+    def new_cache(self, batch: int, kv_heads: int, head_dim: int, **options: Any) -> KVCache:
+        """An empty cache for this layer, sized by the pattern's retention (options: KVCache's)."""
+        return KVCache(self.pattern, batch, kv_heads, head_dim, **options)
 
     def extra_repr(self) -> str:
         return f"pattern={self.pattern.spec.name!r}, n={self.pattern.n}, backend={self.backend!r}"

@@ -12,6 +12,7 @@ import warnings
 
 import pytest
 import torch
+from interpreter import interpreter  # noqa: F401  (fixture: kernels run in Triton's interpreter)
 
 import maskc
 from maskc.backends.triton import decode
@@ -27,14 +28,6 @@ SPECS = {
     },
     "dense-causal": {"causal": True, "pattern": {"dense": {}}},
 }
-
-
-@pytest.fixture(autouse=True, scope="module")
-def interpreter(tmp_path_factory: pytest.TempPathFactory):
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("TRITON_INTERPRET", "1")
-        patch.setenv("MASKC_CACHE_DIR", str(tmp_path_factory.mktemp("maskc-cache")))
-        yield
 
 
 @pytest.fixture(autouse=True)

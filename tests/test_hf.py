@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from interpreter import import_triton_for_the_interpreter
 
 import maskc
 
+import_triton_for_the_interpreter()
 transformers = pytest.importorskip("transformers")
 import maskc.hf  # noqa: E402
 from maskc.errors import BackendError, SpecError  # noqa: E402

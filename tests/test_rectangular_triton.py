@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import warnings
 
-import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from interpreter import interpreter  # noqa: F401  (fixture: kernels run in Triton's interpreter)
 from slicedref import q_starts_of, sliced_attention, slices
 from specgen import brute_force_mask
 
@@ -34,14 +34,6 @@ SPECS = [
     ),
     ({"name": "dense-causal", "causal": True, "pattern": {"dense": {}}}, 48, 2),
 ]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def interpreter(tmp_path_factory: pytest.TempPathFactory):
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("TRITON_INTERPRET", "1")
-        patch.setenv("MASKC_CACHE_DIR", str(tmp_path_factory.mktemp("maskc-cache")))
-        yield
 
 
 def _relative(got: torch.Tensor, want: torch.Tensor) -> float:

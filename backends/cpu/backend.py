@@ -72,20 +72,5 @@ class CpuBackend:
         out, lse = SparseAttention.apply(q, k, v, job)
         return (out, lse) if return_lse else out
 
-    def decode(
-        self,
-        q: torch.Tensor,
-        k: torch.Tensor,
-        v: torch.Tensor,
-        positions: torch.Tensor,
-        q_positions: torch.Tensor,
-        pattern: CompiledPattern,
-        *,
-        scale: float | None = None,
-        slot_counts: torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Attention of q over a KV cache whose slots hold the given positions (maskc.KVCache).
-
-        Every slot is read (`slot_counts` is a hint for kernels; empty slots hold position −1).
-        """
-        return decode_attention(q, k, v, positions, q_positions, pattern, scale=scale)
+    #: Attention of q over a KV cache whose slots hold the given positions (maskc.KVCache).
+    decode = staticmethod(decode_attention)

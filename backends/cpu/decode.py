@@ -36,8 +36,12 @@ def decode_attention(
     pattern: CompiledPattern,
     *,
     scale: float | None = None,
+    slot_counts: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(out (B, H, m, Dv) in q's dtype, lse (B, H, m)); rows with no readable slot give zeros and −inf."""
+    """(out (B, H, m, Dv) in q's dtype, lse (B, H, m)); rows with no readable slot give zeros and −inf.
+
+    Every slot is read: empty ones hold position −1 (`slot_counts` is a hint kernels use).
+    """
     _, heads, m, head_dim = q.shape
     if heads % k.shape[1]:
         raise BackendError(f"q has {heads} heads, not a multiple of the cache's {k.shape[1]} key/value heads")

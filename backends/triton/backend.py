@@ -59,30 +59,8 @@ class TritonBackend:
             out, lse = torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
         return (out, lse) if return_lse else out
 
-    def decode(
-        self,
-        q: torch.Tensor,
-        k: torch.Tensor,
-        v: torch.Tensor,
-        positions: torch.Tensor,
-        q_positions: torch.Tensor,
-        pattern: CompiledPattern,
-        *,
-        scale: float | None = None,
-        slot_counts: torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(out, lse) of q over a KV cache whose slots hold the given positions (maskc.KVCache).
-
-        Slots [0, slot_counts[b]) of sequence b are read (all by default); not differentiable.
-        """
-        reason = unsupported_reason(q, k, v, pattern)
-        if reason is not None:
-            raise BackendError(reason)
-        if pattern.dynamic:
-            raise BackendError(f"pattern {pattern.spec.name!r} is decided at run time; decoding needs a static one")
-        if q.shape[1] % k.shape[1]:
-            raise BackendError(f"q has {q.shape[1]} heads, not a multiple of the cache's {k.shape[1]} key/value heads")
-        return decode_step(q, k, v, positions, q_positions, pattern, resolve_scale(scale, q.shape[-1]), slot_counts)
+    #: (out, lse) of q over a KV cache whose slots hold the given positions (maskc.KVCache); not differentiable.
+    decode = staticmethod(decode_step)
 
     def source(self, pattern: CompiledPattern) -> str:
         """The generated Triton module (predicate and kernels) for this pattern's rules."""

@@ -17,10 +17,13 @@ import torch
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
+from maskc.calls import resolve_scale
+from maskc.errors import BackendError
 from maskc.ir import CompiledPattern
 from maskc.offsets import Offsets
 
 from .backward import attention_backward
+from .checks import unsupported_reason
 from .decode import decode_attention
 from .forward import attention_forward
 from .plan import Plan, plan_by_key, plan_for, traced_key
@@ -238,16 +241,27 @@ def decode_step(
     positions: torch.Tensor,
     q_positions: torch.Tensor,
     pattern: CompiledPattern,
-    scale: float,
+    *,
+    scale: float | None = None,
     slot_counts: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(out, lse) of a decoding step over cache slots: head dims padded, the scale made positive."""
+    """(out, lse) of a decoding step over cache slots [0, slot_counts[b]) (all by default).
+
+    The call is checked, head dims padded and the scale made positive, as for `sparse_attention`.
+    """
+    reason = unsupported_reason(q, k, v, pattern)
+    if reason is not None:
+        raise BackendError(reason)
+    if pattern.dynamic:
+        raise BackendError(f"pattern {pattern.spec.name!r} is decided at run time; decoding needs a static one")
+    if q.shape[1] % k.shape[1]:
+        raise BackendError(f"q has {q.shape[1]} heads, not a multiple of the cache's {k.shape[1]} key/value heads")
+    scale = resolve_scale(scale, q.shape[-1])
     if scale <= 0:
         q, scale = (-q, -scale) if scale < 0 else (q * 0, 1.0)
-    value_dim = v.shape[-1]
     if slot_counts is None:
         slot_counts = torch.full((q.shape[0],), k.shape[2], dtype=torch.int32, device=q.device)
     index = (positions.to(torch.int32), q_positions.to(q.device, torch.int32), slot_counts.to(q.device, torch.int32))
     out, lse = decode_attention(plan_for(pattern), _padded(q), _padded(k.to(q.dtype)), _padded(v.to(q.dtype)), *index,
                                 scale)  # fmt: skip
-    return out[..., :value_dim], lse
+    return out[..., : v.shape[-1]], lse
