@@ -26,7 +26,7 @@ from maskc.primitives import (
     Window,
 )
 from maskc.registry import available_backends, register_backend
-from maskc.retention import Retention, kv_cache_tokens, kv_retention
+from maskc.retention import Retention, kv_cache_tokens, kv_retention, pattern_retention
 from maskc.spec import HeadPattern, LayerEntry, Spec
 from maskc.verify import Report, verify
 
@@ -69,6 +69,7 @@ __all__ = [
     "load",
     "nn",
     "parse_spec",
+    "pattern_retention",
     "register_backend",
     "verify",
 ]

@@ -23,7 +23,7 @@ import torch
 from maskc.errors import BackendError
 from maskc.ir import CompiledPattern
 from maskc.registry import choose_backend
-from maskc.retention import Retention
+from maskc.retention import Retention, pattern_retention
 
 #: Slots a growing cache starts with, doubled when full.
 GROWTH_START = 256
@@ -56,7 +56,7 @@ class KVCache:
                 "a static pattern"
             )
         self.pattern = pattern
-        self.retention: Retention = pattern.kv_retention()
+        self.retention: Retention = pattern_retention(pattern)
         self.pinned = np.asarray(sorted(self.retention.pinned), dtype=np.int64)
         if step_tokens < 1:
             raise BackendError(f"step_tokens must be at least 1, got {step_tokens}")

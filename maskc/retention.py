@@ -28,10 +28,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from maskc.ir import CompiledPattern
-from maskc.primitives.combinators import IntersectRule, UnionRule
-from maskc.primitives.global_ import TokenSetRule
-from maskc.primitives.window import BandRule
-from maskc.rule import EmptyRule, Rule
+from maskc.rules import BandRule, EmptyRule, IntersectRule, Rule, TokenSetRule, UnionRule
 
 if TYPE_CHECKING:
     from maskc.spec import Spec

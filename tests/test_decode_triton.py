@@ -65,4 +65,4 @@ def test_decoding_matches_full_attention(name, step):
             assert _relative(got[b : b + 1], want) < 1e-4
             assert _relative(lse[b : b + 1], want_lse) < 1e-4
     if cache.rolling:
-        assert cache.slots == pattern.kv_retention().tokens() + step - 1
+        assert cache.slots == maskc.pattern_retention(pattern).tokens() + step - 1

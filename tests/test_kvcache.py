@@ -53,7 +53,7 @@ def test_decoding_equals_full_attention(name, prompt, step):
         want = maskc.attention(q[:, :, done - step : done], k[:, :, :done], v[:, :, :done], pattern, "cpu")
         torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
     if cache.rolling:
-        assert cache.slots == pattern.kv_retention().tokens() + step - 1
+        assert cache.slots == maskc.pattern_retention(pattern).tokens() + step - 1
 
 
 def test_rolling_buffer_holds_sinks_and_window():

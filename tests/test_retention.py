@@ -62,7 +62,7 @@ def test_kept_keys_equal_brute_force(spec):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", MaskcWarning)
         pattern = maskc.compile(maskc.Spec.model_validate(spec), seq_len=N)
-    retention = pattern.kv_retention()
+    retention = maskc.pattern_retention(pattern)
     assert retention.derived, retention.reason
     mask = brute_force_mask(spec, N)
     for t in range(STEPS):

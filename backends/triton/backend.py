@@ -13,7 +13,7 @@ from maskc.offsets import Offsets
 
 from .checks import unsupported_reason
 from .function import decode_step, sparse_attention
-from .plan import plan_for
+from .plans import plan_for
 
 
 class TritonBackend:
