@@ -52,6 +52,8 @@ class Retention:
     derived: bool = True
     #: Why every key is kept, when it is (for explanations).
     reason: str = field(default="", compare=False)
+    #: The layer's mixer: only "attention" layers keep keys (recurrent and identity layers keep none).
+    mixer: str = "attention"
 
     def union(self, other: Retention) -> Retention:
         return Retention(
@@ -74,6 +76,8 @@ class Retention:
 
     def tokens(self) -> int | None:
         """Keys per step at most once t is past every pinned position; None when it grows with n."""
+        if self.mixer != "attention":
+            return 0
         if self.keeps_everything or self.strided:
             return None
         return self.recent() + len(self.pinned)
@@ -104,6 +108,8 @@ class Retention:
 
     def describe(self, per: str = "") -> str:
         """E.g. "4 sinks + 1020 recent = 1024 tokens per layer, constant in n" (per=" per layer")."""
+        if self.mixer != "attention":
+            return f"none (a {self.mixer} layer attends no keys)"
         if self.keeps_everything:
             return f"all tokens{per} (grows with n)" + (f": {self.reason}" if self.reason else "")
         parts = []
@@ -185,11 +191,13 @@ def pattern_retention(pattern: CompiledPattern) -> Retention:
 
 def kv_retention(spec_or_path: Spec | str | Path, seq_len: int | None = None) -> list[Retention]:
     """One `Retention` per layer of one cycle of the spec's schedule (one entry without a schedule)."""
-    from maskc.compiler import compile_layers
+    from maskc.compiler import as_spec, compile_layers
 
+    spec = as_spec(spec_or_path)
     out = []
-    for count, pattern in compile_layers(spec_or_path, seq_len=seq_len):
-        out.extend([pattern_retention(pattern)] * count)
+    for (count, pattern), mixer in zip(compile_layers(spec, seq_len=seq_len), spec.layer_mixers()):
+        retention = pattern_retention(pattern) if mixer == "attention" else Retention(mixer=mixer)
+        out.extend([retention] * count)
     return out
 
 
