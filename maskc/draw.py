@@ -218,7 +218,7 @@ def rasterise(panel: Panel, leaves: list[Rule], scale: int) -> CellImage:
 # ----------------------------------------------------------------------------- text
 
 
-def _legend(panels: list[Panel]) -> tuple[list[str], list[list[int]]]:
+def legend(panels: list[Panel]) -> tuple[list[str], list[list[int]]]:
     """Names in order of first appearance, and per panel the name index of each lighting leaf."""
     names: list[str] = []
     per_panel = []
@@ -251,7 +251,7 @@ def ascii_mask(spec: Spec, n: int, block_size: int | tuple[int, int] | None = No
     """The mask as text: a symbol per active pair, '.' for a masked pair in a stored tile, ' ' elsewhere."""
     _check_text_size(n)
     panels = spec_panels(spec, n, block_size)
-    names, per_panel = _legend(panels)
+    names, per_panel = legend(panels)
     symbols = [_ASCII_SYMBOLS[k % len(_ASCII_SYMBOLS)] for k in range(len(names))]
     out = [f"{spec.name}: n = {n}, query i down, key j across"]
     used: set[int] = set()
@@ -301,6 +301,35 @@ def _rgb(hex_colour: str) -> np.ndarray:
     return np.array([int(hex_colour[k : k + 2], 16) for k in (1, 3, 5)], dtype=np.float64) / 255
 
 
+def primitive_colour(index: int) -> str:
+    """The colour of the `index`-th legend name (the palette cycles)."""
+    return _PALETTE[index % len(_PALETTE)]
+
+
+def cell_colours(image: CellImage, indices: list[int]) -> tuple[np.ndarray, set[int], set[str]]:
+    """RGB in [0, 1] of a cell image: a lit cell in its primitive's colour (`indices` maps a leaf to its
+    legend name), a masked cell of a stored tile shaded; also the names and shades that appear."""
+    rgb = np.ones(image.labels.shape + (3,))
+    shades = set()
+    for state, shade in ((1, "partial"), (2, "full")):
+        masked = (image.tiles == state) & (image.labels == NOTHING)
+        if masked.any():
+            rgb[masked] = _rgb(_TILE_SHADES[shade])
+            shades.add(shade)
+    used = set()
+    for leaf_index, name_index in enumerate(indices):
+        hit = image.labels == leaf_index
+        if hit.any():
+            rgb[hit] = _rgb(primitive_colour(name_index))
+            used.add(name_index)
+    return rgb, used, shades
+
+
+def tile_shade(kind: str) -> str:
+    """The colour of a masked pair inside a stored tile of kind "partial" or "full"."""
+    return _TILE_SHADES[kind]
+
+
 def _scale_note(n: int, scale: int) -> str:
     return "" if scale == 1 else f"; a cell is {scale}×{scale} tokens, lit when any pair in it is active"
 
@@ -327,24 +356,17 @@ def mask_png(spec: Spec, n: int, path: str | Path, block_size: int | tuple[int, 
     from matplotlib.patches import Patch
 
     panels = spec_panels(spec, n, block_size)
-    names, per_panel = _legend(panels)
-    colours = [_rgb(_PALETTE[k % len(_PALETTE)]) for k in range(len(names))]
+    names, per_panel = legend(panels)
+    colours = [primitive_colour(k) for k in range(len(names))]
     scale = cell_scale(n)
     figure, axes = _figure(len(panels))
     used: set[int] = set()
     shades: set[str] = set()
     for axis, panel, indices in zip(axes, panels, per_panel):
         image = rasterise(panel, lighting_leaves(panel.rule), scale)
-        rgb = np.ones(image.labels.shape + (3,))
-        for state, shade in ((1, "partial"), (2, "full")):
-            masked = (image.tiles == state) & (image.labels == NOTHING)
-            rgb[masked] = _rgb(_TILE_SHADES[shade])
-            shades.update([shade] if masked.any() else [])
-        for leaf_index, name_index in enumerate(indices):
-            hit = image.labels == leaf_index
-            if hit.any():
-                rgb[hit] = colours[name_index]
-                used.add(name_index)
+        rgb, lit, shaded = cell_colours(image, indices)
+        used |= lit
+        shades |= shaded
         axis.imshow(rgb, extent=(0, n, n, 0), interpolation="nearest")
         layout = panel.layout
         _tile_overlay(axis, layout.grid, n)
@@ -431,23 +453,35 @@ def ascii_reach(spec: Spec, n: int, layers: int) -> str:
     return "\n".join(out)
 
 
-def reach_png(spec: Spec, n: int, layers: int, path: str | Path) -> str:
-    """Heat map of `layers_needed`; beyond PICTURE_CELLS tokens a cell shows the worst pair in its region."""
-    import matplotlib
-    from matplotlib.colors import BoundaryNorm, ListedColormap
-
-    need = layers_needed(spec, n, layers).astype(np.int32)
-    worst = np.where(need < 0, layers + 1, need)
-    if spec.causal:
+def reach_cells(need: np.ndarray, layers: int, causal: bool, scale: int) -> np.ndarray:
+    """The layer-count map in s × s cells, each showing its slowest pair: −1 a pair not required (causal),
+    0 the token itself, 1 … L the layers needed, L + 1 not within L layers."""
+    n = len(need)
+    worst = np.where(need < 0, layers + 1, np.minimum(need, layers + 1)).astype(np.int32)
+    if causal:
         worst[np.triu_indices(n, 1)] = -1
-    scale = cell_scale(n)
     side = -(-n // scale)
     padded = np.full((side * scale, side * scale), -1, dtype=np.int32)
     padded[:n, :n] = worst
-    cells = padded.reshape(side, scale, side, scale).max(axis=(1, 3))
-    ramp = matplotlib.colormaps["viridis_r"](np.linspace(0.0, 0.9, layers))
-    # values: −1 pair not required (causal), 0 the token itself, 1 … L layers, L + 1 never within L
-    colours = ["white", "black", *[tuple(c) for c in ramp], "#d0d0d0"]
+    return padded.reshape(side, scale, side, scale).max(axis=(1, 3))
+
+
+def reach_colours(layers: int) -> np.ndarray:
+    """RGB rows in [0, 1] for the values of `reach_cells`, from −1 to L + 1."""
+    import matplotlib
+
+    ramp = matplotlib.colormaps["viridis_r"](np.linspace(0.0, 0.9, layers))[:, :3]
+    return np.vstack([_rgb("#ffffff"), _rgb("#000000"), ramp, _rgb("#d0d0d0")])
+
+
+def reach_png(spec: Spec, n: int, layers: int, path: str | Path) -> str:
+    """Heat map of `layers_needed`; beyond PICTURE_CELLS tokens a cell shows the worst pair in its region."""
+    from matplotlib.colors import BoundaryNorm, ListedColormap
+
+    need = layers_needed(spec, n, layers)
+    scale = cell_scale(n)
+    cells = reach_cells(need, layers, spec.causal, scale)
+    colours = [tuple(c) for c in reach_colours(layers)]
     figure, (axis,) = _figure(1)
     shown = axis.imshow(
         cells,

@@ -1,0 +1,391 @@
+"""The explorer's computations: a spec in (YAML text, or the controls' data), pictures and numbers out.
+
+Everything is computed by maskc itself: `compile` and draw's colouring for the mask, the catalogue's
+densities and explain's growth for the numbers, `verify` for min_layers, draw's layer-count map for
+the reach picture, explain's recognition for the model. The page only shows what comes back.
+
+Each endpoint takes a decoded JSON request and returns (HTTP status, JSON-ready dict). A bad spec
+is a located error (the message the CLI prints, its line and field path), never an exception; a
+malformed request raises RequestError (HTTP 400).
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import yaml
+
+from maskc.catalogue import schedule_densities, schedule_depth
+from maskc.draw import (
+    REACH_LIMIT,
+    cell_colours,
+    cell_scale,
+    layers_needed,
+    legend,
+    lighting_leaves,
+    primitive_colour,
+    rasterise,
+    reach_cells,
+    reach_colours,
+    spec_panels,
+    tile_shade,
+)
+from maskc.errors import MaskcError, SpecError
+from maskc.explain import COMPARE_N, empty_row_warnings, growth, reach_warning, residue_warnings, similar_specs
+from maskc.loader import locate_text, parse_spec
+from maskc.spec import Spec
+
+#: Most cells per side of the mask picture; larger n is drawn in s × s regions (s a power of two).
+MASK_CELLS = 512
+#: n shown for a spec without seq_len.
+DEFAULT_N = 4096
+#: Largest n the explorer compiles (the mask picture's cost grows with the stored tiles).
+MAX_N = 1 << 16
+#: Default and largest n of the reach picture (draw's layer-count map multiplies dense n × n matrices).
+REACH_N = 512
+MAX_REACH_N = min(1024, REACH_LIMIT)
+#: Deepest model the layers slider asks about.
+MAX_LAYERS = 64
+#: Results kept per cache.
+CACHE_ENTRIES = 64
+#: Fields of the spec that the page edits as YAML text beside the controls.
+YAML_FIELDS = ("head_patterns", "layers")
+
+
+class RequestError(Exception):
+    """A request the page would never send (wrong types, missing fields): HTTP 400."""
+
+
+class _Cache:
+    """A small thread-safe LRU of computed results."""
+
+    def __init__(self, size: int = CACHE_ENTRIES) -> None:
+        self._items: OrderedDict[Any, Any] = OrderedDict()
+        self._lock = threading.Lock()
+        self._size = size
+
+    def get(self, key: Any) -> Any:
+        with self._lock:
+            if key in self._items:
+                self._items.move_to_end(key)
+                return self._items[key]
+            return None
+
+    def put(self, key: Any, value: Any) -> None:
+        with self._lock:
+            self._items[key] = value
+            self._items.move_to_end(key)
+            while len(self._items) > self._size:
+                self._items.popitem(last=False)
+
+
+# The mask and the slower analyses run under separate locks, so a redraw never waits for a proof.
+_MASK_LOCK = threading.Lock()
+_ANALYSIS_LOCK = threading.Lock()
+_MASKS, _ANALYSES, _REACH = _Cache(), _Cache(), _Cache(8)
+
+
+# ----------------------------------------------------------------------------- reading requests
+
+
+@dataclass(frozen=True)
+class SpecText:
+    """A validated spec, the YAML text it was read from, and the name errors give that text."""
+
+    spec: Spec
+    text: str
+    source: str
+
+    @property
+    def key(self) -> str:
+        return json.dumps(self.spec.to_data(), sort_keys=True)
+
+    def located(self, err: SpecError) -> SpecError:
+        return locate_text(err, self.text, self.source)
+
+
+def _field(request: dict[str, Any], name: str, kind: type, default: Any = None) -> Any:
+    value = request.get(name, default)
+    if value is not None and (not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool)):
+        raise RequestError(f"`{name}` must be a {kind.__name__}, got {type(value).__name__}")
+    return value
+
+
+def _dump(data: Any) -> str:
+    return yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=100)
+
+
+def _with_yaml_fields(data: dict[str, Any], texts: dict[str, Any]) -> dict[str, Any]:
+    """The controls' spec data with head_patterns and layers taken from their YAML boxes."""
+    data = dict(data)
+    for name in YAML_FIELDS:
+        text = texts.get(name)
+        if text is None:
+            continue
+        if not isinstance(text, str):
+            raise RequestError(f"`yaml_fields.{name}` must be a string")
+        try:
+            value = yaml.safe_load(text) if text.strip() else None
+        except yaml.YAMLError as err:
+            raise SpecError(f"not valid YAML in the {name} box: {err}", path=name) from None
+        if value is None:
+            data.pop(name, None)
+        else:
+            data[name] = value
+    return data
+
+
+def spec_text_of(request: dict[str, Any]) -> tuple[str, bool]:
+    """The spec text of a request: `yaml` (typed in the editor), or `data` (the controls' spec as JSON,
+    with `yaml_fields` holding head_patterns and layers as YAML) written out as YAML; True for the latter,
+    whose text the page shows in its editor."""
+    text = _field(request, "yaml", str)
+    if text is not None:
+        return text, False
+    data = _field(request, "data", dict)
+    if data is None:
+        raise RequestError("the request needs `yaml` (spec text) or `data` (spec fields)")
+    return _dump(_with_yaml_fields(data, _field(request, "yaml_fields", dict, {}))), True
+
+
+def start_n(text: str) -> int:
+    """The n the page opens at: the spec's seq_len (at most MAX_N), or DEFAULT_N when it has none or is bad."""
+    try:
+        seq_len = parse_spec(text).seq_len
+    except MaskcError:
+        seq_len = None
+    return DEFAULT_N if seq_len is None else min(seq_len, MAX_N)
+
+
+def _bounded(request: dict[str, Any], name: str, default: int | None, low: int, high: int) -> int:
+    value = _field(request, name, int, default)
+    if value is None:
+        raise SpecError(f"no {name}: set seq_len in the spec or n in the page", path="seq_len")
+    if not low <= value <= high:
+        raise MaskcError(f"{name} must be in {low} … {high} in the explorer, got {value}")
+    return value
+
+
+def _png(rgb: np.ndarray) -> str:
+    """An RGB array in [0, 1] as a PNG data URL (fast compression: the page redraws often)."""
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(np.round(rgb * 255).astype(np.uint8), "RGB").save(buffer, format="PNG", compress_level=1)
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def _error(err: MaskcError) -> dict[str, Any]:
+    line = err.line if isinstance(err, SpecError) else None
+    path = err.path if isinstance(err, SpecError) else None
+    return {"ok": False, "error": {"message": str(err), "line": line, "path": path}}
+
+
+def _respond(request: Any, source: str, compute: Callable[[SpecText, dict[str, Any]], dict[str, Any]]) -> Any:
+    """(status, body): 200 with the computed fields, or 422 with a located error for a bad spec."""
+    if not isinstance(request, dict):
+        raise RequestError("the request body must be a JSON object")
+    started = time.perf_counter()
+    text, fresh = spec_text_of(request)
+    echo = {"yaml": text} if fresh else {}
+    try:
+        spec_text = SpecText(parse_spec(text, source), text, source)
+        try:
+            data = spec_text.spec.to_data()
+            fields = {name: _dump(data[name]) if name in data else "" for name in YAML_FIELDS}
+            body = {"ok": True, **echo, "data": data, "yaml_fields": fields, **compute(spec_text, request)}
+            status = 200
+        except SpecError as err:
+            raise spec_text.located(err) from None
+    except MaskcError as err:
+        body, status = {**_error(err), **echo}, 422
+    body["ms"] = round(1000 * (time.perf_counter() - started), 1)
+    return status, body
+
+
+# ----------------------------------------------------------------------------- the mask and its numbers
+
+
+def _ratio(value: float | None) -> str | None:
+    """A fraction of dense as the page prints it: "0.1218× (8.2× fewer)"."""
+    if value is None:
+        return None
+    fewer = f" ({1 / value:,.1f}× fewer)" if 0 < value < 1 else ""
+    return f"{value:.4f}×{fewer}"
+
+
+def mask_view(spec: Spec, n: int) -> dict[str, Any]:
+    """The mask pictures (one per distinct pattern), their legend, and the pattern's numbers at n."""
+    panels = spec_panels(spec, n)
+    names, per_panel = legend(panels)
+    scale = cell_scale(n, MASK_CELLS)
+    pictures, used, shades = [], set(), set()
+    for panel, indices in zip(panels, per_panel):
+        rgb, lit, shaded = cell_colours(rasterise(panel, lighting_leaves(panel.rule), scale), indices)
+        used |= lit
+        shades |= shaded
+        layout = panel.layout
+        pictures.append(
+            {
+                "title": panel.title,
+                "png": _png(rgb),
+                "tiles_stored": layout.nnz,
+                "tiles_full": layout.full_count,
+                "tiles_total": layout.grid.row_tiles * layout.grid.col_tiles,
+                "tile": [layout.grid.block_m, layout.grid.block_n],
+                "dynamic": layout.rule.dynamic,
+            }
+        )
+    key = [{"name": names[k], "colour": primitive_colour(k)} for k in sorted(used)]
+    key += [{"name": f"masked pair in a {k} stored tile", "colour": tile_shade(k)} for k in sorted(shades)]
+    densities = schedule_densities(spec, n)
+    grown = growth(spec, n)
+    side = -(-n // scale)
+    note = (
+        ""
+        if scale == 1
+        else f"drawn in {side} × {side} cells: a cell is {scale}×{scale} tokens, lit when any pair in it is active"
+    )
+    return {
+        "n": n,
+        "scale": scale,
+        "cells": side,
+        "note": note,
+        "panels": pictures,
+        "legend": key,
+        "numbers": {
+            "heads": spec.heads or 1,
+            "causal": spec.causal,
+            "depth": schedule_depth(spec),
+            "density": densities.element,
+            "flops_vs_dense": _ratio(densities.element),
+            "kernel_work": _ratio(densities.tile),
+            "tile_density": densities.tile,
+            "complexity": None if grown is None else grown.complexity,
+            "exponent": None if grown is None else round(grown.exponent, 3),
+        },
+        "warnings": residue_warnings(spec, n) + empty_row_warnings(spec, n),
+    }
+
+
+def mask(request: Any, source: str) -> tuple[int, dict[str, Any]]:
+    """POST /api/mask: {yaml | data, n} → the pictures, legend and numbers."""
+
+    def compute(spec_text: SpecText, request: dict[str, Any]) -> dict[str, Any]:
+        n = _bounded(request, "n", spec_text.spec.seq_len, 1, MAX_N)
+        key = (spec_text.key, n)
+        view = _MASKS.get(key)
+        if view is None:
+            with _MASK_LOCK:
+                view = mask_view(spec_text.spec, n)
+            _MASKS.put(key, view)
+        return view
+
+    return _respond(request, source, compute)
+
+
+# ----------------------------------------------------------------------------- reach and recognition
+
+
+def recognised(spec: Spec) -> dict[str, Any] | None:
+    """The catalogue model this spec looks most like, with a score and the reason."""
+    similar, _ = similar_specs(spec, None, top=1)
+    if not similar:
+        return None
+    best = similar[0]
+    return {
+        "name": best.name,
+        "score": round(float(best.jaccard), 3),
+        "reason": f"closest catalogue mask: Jaccard overlap {best.jaccard:.2f} at n = {COMPARE_N}",
+    }
+
+
+def analysis_view(spec: Spec, n: int) -> dict[str, Any]:
+    """min_layers at n (exact, `maskc.verify`), the reach warning at the spec's depth, and the model."""
+    depth = schedule_depth(spec)
+    min_layers, reach = reach_warning(spec, n, depth)
+    return {
+        "n": n,
+        "depth": depth,
+        "min_layers": min_layers,
+        "reach_warnings": reach,
+        "dynamic": spec.is_dynamic(),
+        "recognised": None if spec.is_dynamic() else recognised(spec),
+    }
+
+
+def analysis(request: Any, source: str) -> tuple[int, dict[str, Any]]:
+    """POST /api/analysis: {yaml | data, n} → min_layers and the recognised model."""
+
+    def compute(spec_text: SpecText, request: dict[str, Any]) -> dict[str, Any]:
+        n = _bounded(request, "n", spec_text.spec.seq_len, 1, MAX_N)
+        key = (spec_text.key, n)
+        view = _ANALYSES.get(key)
+        if view is None:
+            with _ANALYSIS_LOCK:
+                view = analysis_view(spec_text.spec, n)
+            _ANALYSES.put(key, view)
+        return view
+
+    return _respond(request, source, compute)
+
+
+def _layer_counts(spec_text: SpecText, n: int, layers: int) -> np.ndarray:
+    """draw's layer-count map, computed once per spec and n for the deepest L asked so far."""
+    key = (spec_text.key, n)
+    cached = _REACH.get(key)
+    if cached is not None:
+        need, computed = cached
+        if layers <= computed or (need >= 0).all():
+            return need
+    with _ANALYSIS_LOCK:
+        need = layers_needed(spec_text.spec, n, layers)
+    _REACH.put(key, (need, layers))
+    return need
+
+
+def reach_view(spec_text: SpecText, n: int, layers: int) -> dict[str, Any]:
+    """The reach picture: how many layers key j needs to reach query i, up to `layers`."""
+    need = _layer_counts(spec_text, n, layers)
+    scale = cell_scale(n, MASK_CELLS)
+    cells = reach_cells(need, layers, spec_text.spec.causal, scale)
+    rgb = reach_colours(layers)[cells + 1]
+    required = np.tril(np.ones((n, n), dtype=bool), -1) | np.triu(np.ones((n, n), dtype=bool), 1)
+    if spec_text.spec.causal:
+        required = np.tril(required)
+    reached = int(((need >= 1) & (need <= layers) & required).sum())
+    colours = reach_colours(layers)
+    return {
+        "n": n,
+        "layers": layers,
+        "png": _png(rgb),
+        "reached": reached,
+        "pairs": int(required.sum()),
+        "scale": scale,
+        "ramp": [_hex(c) for c in colours[2:-1]],
+        "not_within": _hex(colours[-1]),
+    }
+
+
+def _hex(rgb: np.ndarray) -> str:
+    return "#" + "".join(f"{round(float(c) * 255):02x}" for c in rgb)
+
+
+def reach(request: Any, source: str) -> tuple[int, dict[str, Any]]:
+    """POST /api/reach: {yaml | data, n, layers} → the layer-count picture at n (at most MAX_REACH_N)."""
+
+    def compute(spec_text: SpecText, request: dict[str, Any]) -> dict[str, Any]:
+        n = _bounded(request, "n", REACH_N, 2, MAX_REACH_N)
+        layers = _bounded(request, "layers", 1, 1, MAX_LAYERS)
+        return reach_view(spec_text, n, layers)
+
+    return _respond(request, source, compute)
