@@ -15,41 +15,47 @@ from typing import Any
 
 import pytest
 
-#: Where Debian's packages put the browser and its driver (looked up on PATH first).
-BROWSERS = ("chromium", "chromium-browser", "google-chrome")
+BROWSERS = ("chromium", "chromium-browser")
 DRIVERS = ("chromedriver",)
+#: Where Debian's packages put them, looked in when they are not on PATH.
+DEBIAN_BIN = Path("/usr/bin")
 
 
-def _which(names: tuple[str, ...], fallback: str) -> str | None:
-    for name in names:
-        found = shutil.which(name)
-        if found:
-            return found
-    return fallback if Path(fallback).exists() else None
-
-
-def browser_paths() -> tuple[str, str]:
-    """(chromium, chromedriver); fails the test when either is missing, unless MASKC_NO_BROWSER=1."""
-    browser = _which(BROWSERS, "/usr/bin/chromium")
-    driver = _which(DRIVERS, "/usr/bin/chromedriver")
-    if browser and driver:
-        return browser, driver
-    missing = " and ".join(name for name, path in (("chromium", browser), ("chromedriver", driver)) if not path)
-    message = (
-        f"{missing} not found: install Debian's `chromium` and `chromium-driver` "
-        "(apt-get install -y chromium chromium-driver), as .ci/run does"
-    )
+def missing(what: str) -> None:
+    """Fail the test (CI installs the browser); skip it only when MASKC_NO_BROWSER=1."""
+    message = f"{what} not found: the browser tests need it (.ci/run installs it; see README, Set-up)"
     if os.environ.get("MASKC_NO_BROWSER") == "1":
         pytest.skip(f"MASKC_NO_BROWSER=1: {message}")
     pytest.fail(message)
 
 
+def _which(names: tuple[str, ...], folder: Path) -> str | None:
+    for name in names:
+        found = shutil.which(name) or (str(folder / name) if (folder / name).exists() else None)
+        if found:
+            return found
+    return None
+
+
+def browser_paths(
+    browsers: tuple[str, ...] = BROWSERS, drivers: tuple[str, ...] = DRIVERS, folder: Path = DEBIAN_BIN
+) -> tuple[str, str]:
+    """(chromium, chromedriver), or the test fails (skips with MASKC_NO_BROWSER=1) naming what is missing."""
+    browser, driver = _which(browsers, folder), _which(drivers, folder)
+    if not (browser and driver):
+        names = [name for name, path in (("chromium", browser), ("chromedriver", driver)) if not path]
+        missing(" and ".join(names) + " (Debian packages chromium and chromium-driver)")
+    return str(browser), str(driver)
+
+
 @contextmanager
 def chromium(downloads: Path, width: int = 1500, height: int = 1100) -> Iterator[Any]:
     """A headless chromium session whose downloads land in `downloads`."""
-    pytest.importorskip("selenium") if os.environ.get("MASKC_NO_BROWSER") == "1" else None
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
+    try:
+        from selenium import webdriver
+        from selenium.webdriver.chrome.service import Service
+    except ImportError:
+        missing("the Python package selenium (installed by the `test` extra)")
 
     browser, driver_path = browser_paths()
     options = webdriver.ChromeOptions()

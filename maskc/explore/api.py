@@ -114,8 +114,10 @@ class SpecText:
 
 
 def _field(request: dict[str, Any], name: str, kind: type, default: Any = None) -> Any:
-    value = request.get(name, default)
-    if value is not None and (not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool)):
+    value = request.get(name)
+    if value is None:
+        return default
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
         raise RequestError(f"`{name}` must be a {kind.__name__}, got {type(value).__name__}")
     return value
 
@@ -135,6 +137,9 @@ def _with_yaml_fields(data: dict[str, Any], texts: dict[str, Any]) -> dict[str, 
             raise RequestError(f"`yaml_fields.{name}` must be a string")
         try:
             value = yaml.safe_load(text) if text.strip() else None
+        except yaml.MarkedYAMLError as err:
+            where = f" (its line {err.problem_mark.line + 1})" if err.problem_mark is not None else ""
+            raise SpecError(f"not valid YAML in the {name} box{where}: {err.problem}", path=name) from None
         except yaml.YAMLError as err:
             raise SpecError(f"not valid YAML in the {name} box: {err}", path=name) from None
         if value is None:
@@ -195,9 +200,10 @@ def _respond(request: Any, source: str, compute: Callable[[SpecText, dict[str, A
     if not isinstance(request, dict):
         raise RequestError("the request body must be a JSON object")
     started = time.perf_counter()
-    text, fresh = spec_text_of(request)
-    echo = {"yaml": text} if fresh else {}
+    echo: dict[str, str] = {}
     try:
+        text, fresh = spec_text_of(request)
+        echo = {"yaml": text} if fresh else {}
         spec_text = SpecText(parse_spec(text, source), text, source)
         try:
             data = spec_text.spec.to_data()

@@ -86,8 +86,8 @@ class ExplorerHandler(BaseHTTPRequestHandler):
         if path in ("/", "/index.html"):
             self._send(HTTPStatus.OK, self.server.page, "text/html; charset=utf-8")
         elif path == "/api/start":
-            start = {"yaml": self.server.start_text, "source": self.server.source, "n": api.start_n(self.server.start_text)}
-            self._json(HTTPStatus.OK, {**start, **_limits()})
+            text = self.server.start_text
+            self._json(HTTPStatus.OK, {"yaml": text, "source": self.server.source, "n": api.start_n(text), **_limits()})
         elif path in ENDPOINTS:
             self._fail(HTTPStatus.METHOD_NOT_ALLOWED, f"{path} takes POST", {"Allow": "POST"})
         else:
