@@ -151,14 +151,14 @@ def leaf_name(panel: Panel, leaf: Rule) -> str:
     return f"{kind} {args}".strip() + (f" ({origin.part})" if origin.part else "")
 
 
-def tile_labels(rule: Rule, leaves: list[Rule], grid: TileGrid, r: np.ndarray, c: np.ndarray) -> np.ndarray:
-    """Per tile (len(r), BM, BN): index of the first leaf holding at each active element, else NOTHING.
-
-    Tiles are grouped by the rule's signature (which includes every leaf's), so each class of
-    identical tiles is evaluated once.
-    """
+def class_labels(
+    rule: Rule, leaves: list[Rule], grid: TileGrid, r: np.ndarray, c: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Labels per class of identical tiles (classes, BM, BN): index of the first leaf holding at each
+    active element, else NOTHING; and each tile's class. Tiles are grouped by the rule's signature
+    (which includes every leaf's), so each class is evaluated once."""
     if len(r) == 0:
-        return np.full((0, grid.block_m, grid.block_n), NOTHING, dtype=np.int16)
+        return np.full((0, grid.block_m, grid.block_n), NOTHING, dtype=np.int16), np.zeros(0, dtype=np.int64)
     first, inverse = tile_classes(rule, grid, r, c)
     reps_r, reps_c = r[first], c[first]
     active = evaluate_tiles(rule, grid, reps_r, reps_c)
@@ -167,6 +167,12 @@ def tile_labels(rule: Rule, leaves: list[Rule], grid: TileGrid, r: np.ndarray, c
         unset = active & (labels == NOTHING)
         if unset.any():
             labels[unset & evaluate_tiles(leaf, grid, reps_r, reps_c)] = index
+    return labels, inverse
+
+
+def tile_labels(rule: Rule, leaves: list[Rule], grid: TileGrid, r: np.ndarray, c: np.ndarray) -> np.ndarray:
+    """Per tile (len(r), BM, BN): index of the first leaf holding at each active element, else NOTHING."""
+    labels, inverse = class_labels(rule, leaves, grid, r, c)
     return labels[inverse]
 
 
@@ -201,8 +207,11 @@ def rasterise(panel: Panel, leaves: list[Rule], scale: int) -> CellImage:
     sub_m, sub_n = min(scale, grid.block_m), min(scale, grid.block_n)
     for lo in range(0, len(r), step):
         rr, cc = r[lo : lo + step], c[lo : lo + step]
-        tile = tile_labels(rule, leaves, grid, rr, cc)
-        tile = tile.reshape(len(rr), grid.block_m // sub_m, sub_m, grid.block_n // sub_n, sub_n).min(axis=(2, 4))
+        classes, inverse = class_labels(rule, leaves, grid, rr, cc)
+        # Each class is reduced to cells before it is spread over its tiles (min over the last axis first:
+        # contiguous reductions are many times faster than one over two strided axes).
+        shape = (len(classes), grid.block_m // sub_m, sub_m, grid.block_n // sub_n, sub_n)
+        tile = classes.reshape(shape).min(axis=4).min(axis=2)[inverse]
         rows = (grid.row_first(rr)[:, None] + np.arange(0, grid.block_m, sub_m)[None, :]) // scale
         cols = (grid.col_first(cc)[:, None] + np.arange(0, grid.block_n, sub_n)[None, :]) // scale
         inside = (rows < side)[:, :, None] & (cols < side)[:, None, :]
@@ -306,23 +315,28 @@ def primitive_colour(index: int) -> str:
     return _PALETTE[index % len(_PALETTE)]
 
 
+def cell_colour_index(image: CellImage, indices: list[int]) -> tuple[np.ndarray, np.ndarray, set[int], set[str]]:
+    """A cell image as indices into a colour table (RGB rows in [0, 1]): white, the two stored-tile shades,
+    then one colour per legend name (`indices` maps a leaf to its name); also the names and shades shown."""
+    names = max(indices, default=-1) + 1
+    table = np.vstack(
+        [_rgb("#ffffff"), _rgb(_TILE_SHADES["partial"]), _rgb(_TILE_SHADES["full"])]
+        + [_rgb(primitive_colour(k)) for k in range(names)]
+    ).reshape(-1, 3)
+    lit = image.labels != NOTHING
+    leaf_colour = np.asarray([3 + name for name in indices] or [0], dtype=np.int16)
+    index = np.where(lit, leaf_colour[np.where(lit, image.labels, 0)], image.tiles.astype(np.int16))
+    shown = np.unique(index)
+    used = {int(k) - 3 for k in shown if k >= 3}
+    shades = {name for k, name in ((1, "partial"), (2, "full")) if k in shown}
+    return index, table, used, shades
+
+
 def cell_colours(image: CellImage, indices: list[int]) -> tuple[np.ndarray, set[int], set[str]]:
     """RGB in [0, 1] of a cell image: a lit cell in its primitive's colour (`indices` maps a leaf to its
     legend name), a masked cell of a stored tile shaded; also the names and shades that appear."""
-    rgb = np.ones(image.labels.shape + (3,))
-    shades = set()
-    for state, shade in ((1, "partial"), (2, "full")):
-        masked = (image.tiles == state) & (image.labels == NOTHING)
-        if masked.any():
-            rgb[masked] = _rgb(_TILE_SHADES[shade])
-            shades.add(shade)
-    used = set()
-    for leaf_index, name_index in enumerate(indices):
-        hit = image.labels == leaf_index
-        if hit.any():
-            rgb[hit] = _rgb(primitive_colour(name_index))
-            used.add(name_index)
-    return rgb, used, shades
+    index, table, used, shades = cell_colour_index(image, indices)
+    return table[index], used, shades
 
 
 def tile_shade(kind: str) -> str:
@@ -426,11 +440,17 @@ def layers_needed(spec: Spec, n: int, layers: int) -> np.ndarray:
     need = np.full((n, n), -1, dtype=np.int16)
     np.fill_diagonal(need, 0)
     held = np.eye(n, dtype=np.float32)
+    # A causal pattern never carries j's information to i < j; those pairs are not waited for.
+    required = np.tril(np.ones((n, n), dtype=bool)) if spec.causal else np.ones((n, n), dtype=bool)
+    unchanged = 0
     for layer in range(1, layers + 1):
         step = cycle[(layer - 1) % len(cycle)] | np.eye(n, dtype=bool)
-        held = ((step.astype(np.float32) @ held) > 0).astype(np.float32)
+        grown = ((step.astype(np.float32) @ held) > 0).astype(np.float32)
+        # Unchanged through a whole cycle of the schedule: a fixed point of every layer, so it never grows.
+        unchanged = unchanged + 1 if np.array_equal(grown, held) else 0
+        held = grown
         need[(held > 0) & (need < 0)] = layer
-        if (need >= 0).all():
+        if (need[required] >= 0).all() or unchanged >= len(cycle):
             break
     return need
 

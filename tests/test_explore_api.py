@@ -120,7 +120,8 @@ head_patterns:
 """
     body = mask_of(text)
     assert [p["title"] for p in body["panels"]] == ["head 0", "head 1"]
-    assert any("residue classes never exchange" in w for w in body["warnings"])
+    status, body = api.analysis({"yaml": text}, SOURCE)
+    assert status == 200 and any("residue classes never exchange" in w for w in body["warnings"])
 
 
 def test_analysis_is_verify_s() -> None:

@@ -27,7 +27,7 @@ import yaml
 from maskc.catalogue import schedule_densities, schedule_depth
 from maskc.draw import (
     REACH_LIMIT,
-    cell_colours,
+    cell_colour_index,
     cell_scale,
     layers_needed,
     legend,
@@ -122,8 +122,12 @@ def _field(request: dict[str, Any], name: str, kind: type, default: Any = None) 
     return value
 
 
+#: libyaml's emitter where PyYAML was built with it (several times faster), else the Python one.
+_DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+
+
 def _dump(data: Any) -> str:
-    return yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=100)
+    return yaml.dump(data, Dumper=_DUMPER, sort_keys=False, allow_unicode=True, width=100)
 
 
 def _with_yaml_fields(data: dict[str, Any], texts: dict[str, Any]) -> dict[str, Any]:
@@ -180,12 +184,15 @@ def _bounded(request: dict[str, Any], name: str, default: int | None, low: int, 
     return value
 
 
-def _png(rgb: np.ndarray) -> str:
-    """An RGB array in [0, 1] as a PNG data URL (fast compression: the page redraws often)."""
+def _png(index: np.ndarray, table: np.ndarray) -> str:
+    """An image of colour-table indices as a palette PNG data URL (one byte a cell, fast compression:
+    the page redraws often). `table` holds RGB rows in [0, 1], at most 256."""
     from PIL import Image
 
+    image = Image.fromarray(index.astype(np.uint8), "P")
+    image.putpalette(np.round(table * 255).astype(np.uint8).ravel().tolist())
     buffer = io.BytesIO()
-    Image.fromarray(np.round(rgb * 255).astype(np.uint8), "RGB").save(buffer, format="PNG", compress_level=1)
+    image.save(buffer, format="PNG", compress_level=1)
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
@@ -236,14 +243,14 @@ def mask_view(spec: Spec, n: int) -> dict[str, Any]:
     scale = cell_scale(n, MASK_CELLS)
     pictures, used, shades = [], set(), set()
     for panel, indices in zip(panels, per_panel):
-        rgb, lit, shaded = cell_colours(rasterise(panel, lighting_leaves(panel.rule), scale), indices)
+        index, table, lit, shaded = cell_colour_index(rasterise(panel, lighting_leaves(panel.rule), scale), indices)
         used |= lit
         shades |= shaded
         layout = panel.layout
         pictures.append(
             {
                 "title": panel.title,
-                "png": _png(rgb),
+                "png": _png(index, table),
                 "tiles_stored": layout.nnz,
                 "tiles_full": layout.full_count,
                 "tiles_total": layout.grid.row_tiles * layout.grid.col_tiles,
@@ -279,7 +286,6 @@ def mask_view(spec: Spec, n: int) -> dict[str, Any]:
             "complexity": None if grown is None else grown.complexity,
             "exponent": None if grown is None else round(grown.exponent, 3),
         },
-        "warnings": residue_warnings(spec, n) + empty_row_warnings(spec, n),
     }
 
 
@@ -316,14 +322,14 @@ def recognised(spec: Spec) -> dict[str, Any] | None:
 
 
 def analysis_view(spec: Spec, n: int) -> dict[str, Any]:
-    """min_layers at n (exact, `maskc.verify`), the reach warning at the spec's depth, and the model."""
+    """min_layers at n (exact, `maskc.verify`), explain's warnings, and the recognised model."""
     depth = schedule_depth(spec)
     min_layers, reach = reach_warning(spec, n, depth)
     return {
         "n": n,
         "depth": depth,
         "min_layers": min_layers,
-        "reach_warnings": reach,
+        "warnings": reach + residue_warnings(spec, n) + empty_row_warnings(spec, n),
         "dynamic": spec.is_dynamic(),
         "recognised": None if spec.is_dynamic() else recognised(spec),
     }
@@ -364,16 +370,15 @@ def reach_view(spec_text: SpecText, n: int, layers: int) -> dict[str, Any]:
     need = _layer_counts(spec_text, n, layers)
     scale = cell_scale(n, MASK_CELLS)
     cells = reach_cells(need, layers, spec_text.spec.causal, scale)
-    rgb = reach_colours(layers)[cells + 1]
     required = np.tril(np.ones((n, n), dtype=bool), -1) | np.triu(np.ones((n, n), dtype=bool), 1)
     if spec_text.spec.causal:
         required = np.tril(required)
     reached = int(((need >= 1) & (need <= layers) & required).sum())
-    colours = reach_colours(layers)
+    colours = reach_colours(layers)  # for the values −1 … L + 1 of the cells
     return {
         "n": n,
         "layers": layers,
-        "png": _png(rgb),
+        "png": _png(cells + 1, colours),
         "reached": reached,
         "pairs": int(required.sum()),
         "scale": scale,
