@@ -164,7 +164,7 @@ def test_a_bad_spec_shows_the_located_error_and_the_page_survives(page: Any) -> 
 def test_combinators_disable_the_primitive_controls(page: Any) -> None:
     set_editor(page, "name: c\nseq_len: 256\npattern: {intersect: [{window: {size: 64}}, {stride: {every: 2}}]}\n")
     assert page.execute_script("return document.getElementById('prims').disabled")
-    assert "controls cannot show it" in text(page, "controls-note")
+    assert "edit it in the YAML" in text(page, "controls-note")
     assert text(page, "error") == ""
 
 
