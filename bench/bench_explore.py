@@ -23,7 +23,7 @@ from typing import Any
 
 from maskc.errors import MaskcWarning
 from maskc.explore import api
-from maskc.explore.server import make_server, serve_in_thread
+from maskc.explore.server import serving
 
 SPECS: dict[str, dict[str, Any]] = {
     "Longformer window 512 + global": {
@@ -53,7 +53,11 @@ SPECS: dict[str, dict[str, Any]] = {
         "head_patterns": [{"heads": [1], "pattern": {"global": {"every": 128, "offset": 127, "direction": "columns"}}}],
     },
     "axial 64 + stride 64 + dilated window": {
-        "pattern": [{"axial": {"width": 64}}, {"stride": {"every": 64}}, {"window": {"before": 64, "after": 64, "dilation": 2}}],
+        "pattern": [
+            {"axial": {"width": 64}},
+            {"stride": {"every": 64}},
+            {"window": {"before": 64, "after": 64, "dilation": 2}},
+        ],
     },
 }
 
@@ -68,9 +72,9 @@ def variant(base: dict[str, Any], k: int) -> dict[str, Any]:
     return data
 
 
-def timed(call: Callable[[], tuple[int, dict[str, Any]]]) -> float:
+def timed(call: Callable[..., tuple[int, dict[str, Any]]], *args: Any) -> float:
     started = time.perf_counter()
-    status, body = call()
+    status, body = call(*args)
     elapsed = 1000 * (time.perf_counter() - started)
     if status != 200:
         raise SystemExit(f"request failed: {body}")
@@ -85,31 +89,35 @@ def http_mask(url: str, data: dict[str, Any], n: int) -> tuple[int, dict[str, An
         return response.status, json.loads(response.read())
 
 
+def measure(url: str, base: dict[str, Any], n: int, reps: int) -> dict[str, list[float]]:
+    """ms per request kind over `reps` fresh variants of one spec."""
+    rows: dict[str, list[float]] = {"mask": [], "http": [], "analysis": [], "reach": []}
+    for k in range(reps):
+        data = variant(base, 2 * k)
+        request = {"data": data, "n": n}
+        depth = sum(entry["count"] for entry in data.get("layers", [])) or 12
+        reach = {"data": data, "n": min(512, n), "layers": depth}
+        rows["mask"].append(timed(api.mask, request, "bench.yaml"))
+        rows["analysis"].append(timed(api.analysis, request, "bench.yaml"))
+        rows["reach"].append(timed(api.reach, reach, "bench.yaml"))
+        rows["http"].append(timed(http_mask, url, variant(base, 2 * k + 1), n))
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=4096)
     parser.add_argument("--reps", type=int, default=7)
     args = parser.parse_args()
     warnings.simplefilter("ignore", MaskcWarning)
-    server = make_server("name: x\npattern: {dense: {}}\n", "bench.yaml")
-    serve_in_thread(server)
-    api.mask({"data": variant(SPECS["Longformer window 512 + global"], 10_000), "n": args.n}, "bench.yaml")  # imports
-    print(f"maskc explore, server-side ms per change at n = {args.n} (median / worst of {args.reps} fresh variants)")
+    api.mask({"data": variant(SPECS["Longformer window 512 + global"], 10_000), "n": args.n}, "bench.yaml")  # warm-up
+    print(f"maskc explore, server ms per change at n = {args.n} (median / worst of {args.reps} fresh variants)")
     print(f"{'spec':48s} {'mask':>15s} {'http mask':>15s} {'analysis':>15s} {'reach n=512':>15s}")
-    for name, base in SPECS.items():
-        rows: dict[str, list[float]] = {"mask": [], "http": [], "analysis": [], "reach": []}
-        for k in range(args.reps):
-            data = variant(base, 2 * k)
-            rows["mask"].append(timed(lambda data=data: api.mask({"data": data, "n": args.n}, "bench.yaml")))
-            rows["analysis"].append(timed(lambda data=data: api.analysis({"data": data, "n": args.n}, "bench.yaml")))
-            depth = sum(entry["count"] for entry in data.get("layers", [])) or 12
-            request = {"data": data, "n": min(512, args.n), "layers": depth}
-            rows["reach"].append(timed(lambda request=request: api.reach(request, "bench.yaml")))
-            fresh = variant(base, 2 * k + 1)
-            rows["http"].append(timed(lambda fresh=fresh: http_mask(server.url, fresh, args.n)))
-        cells = [f"{statistics.median(v):7.0f} / {max(v):5.0f}" for v in rows.values()]
-        print(f"{name:48s} {cells[0]:>15s} {cells[1]:>15s} {cells[2]:>15s} {cells[3]:>15s}")
-    server.shutdown()
+    with serving("name: x\npattern: {dense: {}}\n", "bench.yaml") as server:
+        for name, base in SPECS.items():
+            rows = measure(server.url, base, args.n, args.reps)
+            cells = [f"{statistics.median(v):7.0f} / {max(v):5.0f}" for v in rows.values()]
+            print(f"{name:48s} {cells[0]:>15s} {cells[1]:>15s} {cells[2]:>15s} {cells[3]:>15s}")
 
 
 if __name__ == "__main__":

@@ -12,10 +12,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from maskc.explore.server import make_server, serve_in_thread
+from maskc.explore.server import serving
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from browser import chromium  # noqa: E402 (the tests' browser set-up)
+from browser import chromium  # the tests' browser set-up
 
 
 def settled(driver: object) -> bool:
@@ -40,9 +40,11 @@ def main() -> None:
     args = parser.parse_args()
     width, height = (int(v) for v in args.size.split("x"))
     text = Path(args.spec).read_text()
-    server = make_server(text, Path(args.spec).name)
-    serve_in_thread(server)
-    with tempfile.TemporaryDirectory() as downloads, chromium(Path(downloads), width, height) as driver:
+    with (
+        serving(text, Path(args.spec).name) as server,
+        tempfile.TemporaryDirectory() as downloads,
+        chromium(Path(downloads), width, height) as driver,
+    ):
         driver.get(server.url)
         wait(driver)
         if args.n:
@@ -51,11 +53,13 @@ def main() -> None:
         if args.bad_line:
             lines = text.splitlines()
             lines[int(args.bad_line[0]) - 1] = args.bad_line[1]
-            script = "const e = document.getElementById('yaml'); e.value = arguments[0]; e.dispatchEvent(new Event('input'));"
+            script = (
+                "const e = document.getElementById('yaml'); e.value = arguments[0];"
+                " e.dispatchEvent(new Event('input'));"
+            )
             driver.execute_script(script, "\n".join(lines) + "\n")
             wait(driver)
         driver.save_screenshot(args.out)
-    server.shutdown()
     print(f"wrote {args.out}")
 
 

@@ -15,15 +15,14 @@ import pytest
 from browser import browser_paths, chromium
 
 import maskc
-from maskc.explore.server import ExplorerServer, make_server, serve_in_thread
+from maskc.explore.server import ExplorerServer, serving
 
 START = """\
 name: explored
 seq_len: 1024
-heads: 4
 pattern:
-  - window: {before: 32, after: 32}
-  - global: {tokens: [0]}
+  - window: {before: 48, after: 48}
+  - global: {tokens: [0, 1]}
 """
 TIMEOUT = 60.0
 
@@ -40,11 +39,8 @@ def wait_for(condition: Callable[[], Any], what: str, timeout: float = TIMEOUT) 
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[ExplorerServer]:
-    running = make_server(START, "explored.yaml")
-    serve_in_thread(running)
-    yield running
-    running.shutdown()
-    running.server_close()
+    with serving(START, "explored.yaml") as running:
+        yield running
 
 
 @pytest.fixture(scope="module")
@@ -99,7 +95,7 @@ def test_first_view_shows_mask_numbers_and_model(page: Any) -> None:
     assert text(page, "complexity").startswith("O(n)")
     assert text(page, "min-layers").startswith("2 at n = 1024")
     assert page.execute_script("return document.getElementById('on-window').checked")
-    assert page.execute_script("return document.getElementById('p-window-before').value") == "32"
+    assert page.execute_script("return document.getElementById('p-window-before').value") == "48"
     assert page.execute_script("return document.getElementById('reach-img').src").startswith("data:image/png")
 
 
@@ -125,7 +121,7 @@ def test_a_slider_moves_the_spec(page: Any) -> None:
     type_into(page.find_element(By.ID, "p-window-after"), "0")
     settle(page)
     data = maskc.parse_spec(page.find_element(By.ID, "yaml").get_attribute("value")).to_data()
-    assert data["pattern"][0] == {"window": {"before": 32, "after": 0}}
+    assert data["pattern"][0] == {"window": {"before": 48, "after": 0}}
 
 
 def test_the_layers_slider_and_the_verdict(page: Any) -> None:

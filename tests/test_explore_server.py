@@ -16,18 +16,15 @@ import pytest
 from clitools import ROOT, run_cli, write_spec
 
 from maskc.explore import server as explore_server
-from maskc.explore.server import MAX_BODY, make_server, serve_in_thread
+from maskc.explore.server import MAX_BODY, serving
 
 SPEC = "name: w\nseq_len: 128\npattern: {window: {before: 4, after: 4}}\n"
 
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[explore_server.ExplorerServer]:
-    running = make_server(SPEC, "w.yaml")
-    serve_in_thread(running)
-    yield running
-    running.shutdown()
-    running.server_close()
+    with serving(SPEC, "w.yaml") as running:
+        yield running
 
 
 def request(

@@ -289,20 +289,27 @@ def mask_view(spec: Spec, n: int) -> dict[str, Any]:
     }
 
 
-def mask(request: Any, source: str) -> tuple[int, dict[str, Any]]:
-    """POST /api/mask: {yaml | data, n} → the pictures, legend and numbers."""
+def _view_at_n(
+    request: Any, source: str, cache: _Cache, lock: threading.Lock, view: Callable[[Spec, int], dict[str, Any]]
+) -> tuple[int, dict[str, Any]]:
+    """(status, body) of `view` of the request's spec at its n, computed once per (spec, n)."""
 
     def compute(spec_text: SpecText, request: dict[str, Any]) -> dict[str, Any]:
         n = _bounded(request, "n", spec_text.spec.seq_len, 1, MAX_N)
         key = (spec_text.key, n)
-        view = _MASKS.get(key)
-        if view is None:
-            with _MASK_LOCK:
-                view = mask_view(spec_text.spec, n)
-            _MASKS.put(key, view)
-        return view
+        result = cache.get(key)
+        if result is None:
+            with lock:
+                result = view(spec_text.spec, n)
+            cache.put(key, result)
+        return result
 
     return _respond(request, source, compute)
+
+
+def mask(request: Any, source: str) -> tuple[int, dict[str, Any]]:
+    """POST /api/mask: {yaml | data, n} → the pictures, legend and numbers."""
+    return _view_at_n(request, source, _MASKS, _MASK_LOCK, mask_view)
 
 
 # ----------------------------------------------------------------------------- reach and recognition
@@ -336,19 +343,8 @@ def analysis_view(spec: Spec, n: int) -> dict[str, Any]:
 
 
 def analysis(request: Any, source: str) -> tuple[int, dict[str, Any]]:
-    """POST /api/analysis: {yaml | data, n} → min_layers and the recognised model."""
-
-    def compute(spec_text: SpecText, request: dict[str, Any]) -> dict[str, Any]:
-        n = _bounded(request, "n", spec_text.spec.seq_len, 1, MAX_N)
-        key = (spec_text.key, n)
-        view = _ANALYSES.get(key)
-        if view is None:
-            with _ANALYSIS_LOCK:
-                view = analysis_view(spec_text.spec, n)
-            _ANALYSES.put(key, view)
-        return view
-
-    return _respond(request, source, compute)
+    """POST /api/analysis: {yaml | data, n} → min_layers, warnings and the recognised model."""
+    return _view_at_n(request, source, _ANALYSES, _ANALYSIS_LOCK, analysis_view)
 
 
 def _layer_counts(spec_text: SpecText, n: int, layers: int) -> np.ndarray:

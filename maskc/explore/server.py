@@ -13,7 +13,8 @@ import sys
 import threading
 import traceback
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
@@ -168,8 +169,14 @@ def make_server(start_text: str, source: str, host: str = "127.0.0.1", port: int
     return ExplorerServer((host, port), start_text, source, quiet)
 
 
-def serve_in_thread(server: ExplorerServer) -> threading.Thread:
-    """Serve on a daemon thread (tests and benchmarks); stop with server.shutdown()."""
+@contextmanager
+def serving(start_text: str, source: str, host: str = "127.0.0.1", port: int = 0) -> Iterator[ExplorerServer]:
+    """A server answering on a daemon thread for the duration of the block (tests, benchmarks)."""
+    server = make_server(start_text, source, host, port)
     thread = threading.Thread(target=server.serve_forever, name="maskc-explore", daemon=True)
     thread.start()
-    return thread
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
