@@ -152,8 +152,10 @@ def test_a_bad_spec_shows_the_located_error_and_the_page_survives(page: Any) -> 
     assert page.execute_script("return !document.getElementById('error-flag').hidden")
     assert "line 4:" in text(page, "error-flag")
     assert mask_src(page) == good_src  # the last good picture stays, dimmed
+    stale = "return [...document.querySelectorAll('.result.stale')].map((e) => e.id)"
+    assert page.execute_script(stale) == ["mask-area", "numbers-area", "reach-area"]
     set_editor(page, "name: fixed\nseq_len: 1024\npattern: {window: {size: 8}}\n")
-    assert text(page, "error") == "" and mask_src(page) != good_src
+    assert text(page, "error") == "" and mask_src(page) != good_src and page.execute_script(stale) == []
     assert page.execute_script("return document.getElementById('error-flag').hidden")
 
 
