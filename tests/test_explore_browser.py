@@ -159,6 +159,19 @@ def test_a_bad_spec_shows_the_located_error_and_the_page_survives(page: Any) -> 
     assert page.execute_script("return document.getElementById('error-flag').hidden")
 
 
+def test_per_head_overrides_as_yaml(page: Any) -> None:
+    from selenium.webdriver.common.by import By
+
+    set_editor(page, START)
+    type_into(page.find_element(By.ID, "f-heads"), "2")
+    type_into(page.find_element(By.ID, "f-head_patterns"), "- heads: [1]\n  pattern: {stride: {every: 16}}")
+    settle(page)
+    data = maskc.parse_spec(page.find_element(By.ID, "yaml").get_attribute("value")).to_data()
+    assert data["heads"] == 2 and data["head_patterns"] == [{"heads": [1], "pattern": {"stride": {"every": 16}}}]
+    assert page.execute_script("return document.querySelectorAll('#panels img').length") == 2
+    assert text(page, "error") == ""
+
+
 def test_combinators_disable_the_primitive_controls(page: Any) -> None:
     set_editor(page, "name: c\nseq_len: 256\npattern: {intersect: [{window: {size: 64}}, {stride: {every: 2}}]}\n")
     assert page.execute_script("return document.getElementById('prims').disabled")
