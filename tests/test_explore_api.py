@@ -105,7 +105,7 @@ def test_numbers_are_maskc_s() -> None:
     (panel,) = body["panels"]
     assert (panel["tiles_stored"], panel["tiles_full"]) == (layout.nnz, layout.full_count)
     assert panel["tiles_total"] == 32 * 32 and panel["title"] == "layers 1–6"
-    assert body["data"] == spec.to_data() and body["yaml_fields"]["layers"].strip() == "- count: 6"
+    assert body["data"] == spec.to_data() and yaml.safe_load(body["yaml_fields"]["layers"]) == [{"count": 6}]
 
 
 def test_one_panel_per_head_pattern_and_warnings() -> None:
@@ -176,7 +176,7 @@ def test_controls_data_comes_back_as_yaml() -> None:
 
 def test_controls_errors_carry_the_yaml_they_are_located_in() -> None:
     status, body = api.mask({"data": {"name": "c", "pattern": {"window": {"before": -1}}}, "n": 64}, SOURCE)
-    assert status == 422 and body["yaml"].splitlines()[body["error"]["line"] - 1].strip() == "before: -1"
+    assert status == 422 and "before: -1" in body["yaml"].splitlines()[body["error"]["line"] - 1]
     status, body = api.mask({"data": {"name": "c", "pattern": {"dense": {}}}, "yaml_fields": {"layers": "[x"}}, SOURCE)
     assert status == 422 and "not valid YAML in the layers box" in body["error"]["message"]
 

@@ -127,7 +127,7 @@ _DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 
 
 def _dump(data: Any) -> str:
-    return yaml.dump(data, Dumper=_DUMPER, sort_keys=False, allow_unicode=True, width=100)
+    return yaml.dump(data, Dumper=_DUMPER, sort_keys=False, allow_unicode=True, width=100, default_flow_style=None)
 
 
 def _with_yaml_fields(data: dict[str, Any], texts: dict[str, Any]) -> dict[str, Any]:
