@@ -11,8 +11,6 @@ malformed request raises RequestError (HTTP 400).
 
 from __future__ import annotations
 
-import base64
-import io
 import json
 import threading
 import time
@@ -41,6 +39,7 @@ from maskc.draw import (
 )
 from maskc.errors import MaskcError, SpecError
 from maskc.explain import COMPARE_N, empty_row_warnings, growth, reach_warning, residue_warnings, similar_specs
+from maskc.explore.images import png_data_url
 from maskc.loader import locate_text, parse_spec
 from maskc.spec import Spec
 
@@ -184,18 +183,6 @@ def _bounded(request: dict[str, Any], name: str, default: int | None, low: int, 
     return value
 
 
-def _png(index: np.ndarray, table: np.ndarray) -> str:
-    """An image of colour-table indices as a palette PNG data URL (one byte a cell, fast compression:
-    the page redraws often). `table` holds RGB rows in [0, 1], at most 256."""
-    from PIL import Image
-
-    image = Image.fromarray(index.astype(np.uint8), "P")
-    image.putpalette(np.round(table * 255).astype(np.uint8).ravel().tolist())
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG", compress_level=1)
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
-
-
 def _error(err: MaskcError) -> dict[str, Any]:
     line = err.line if isinstance(err, SpecError) else None
     path = err.path if isinstance(err, SpecError) else None
@@ -250,7 +237,7 @@ def mask_view(spec: Spec, n: int) -> dict[str, Any]:
         pictures.append(
             {
                 "title": panel.title,
-                "png": _png(index, table),
+                "png": png_data_url(index, table),
                 "tiles_stored": layout.nnz,
                 "tiles_full": layout.full_count,
                 "tiles_total": layout.grid.row_tiles * layout.grid.col_tiles,
@@ -374,7 +361,7 @@ def reach_view(spec_text: SpecText, n: int, layers: int) -> dict[str, Any]:
     return {
         "n": n,
         "layers": layers,
-        "png": _png(cells + 1, colours),
+        "png": png_data_url(cells + 1, colours),
         "reached": reached,
         "pairs": int(required.sum()),
         "scale": scale,
