@@ -129,7 +129,9 @@ def test_analysis_is_verify_s() -> None:
     assert status == 200, body
     report = maskc.verify(maskc.parse_spec(LONGFORMER), layers=6, seq_len=1024)
     assert body["min_layers"] == report.min_layers == 2 and body["depth"] == 6
-    assert body["recognised"]["name"] and 0 <= body["recognised"]["score"] <= 1 and body["recognised"]["reason"]
+    found = maskc.recognise(maskc.parse_spec(LONGFORMER), 1024)
+    assert body["recognised"] == {"name": found.name, "score": round(float(found.score), 3), "reason": found.reason}
+    assert found.name == "longformer" and "a symmetric window + a few global tokens" in found.reason
 
 
 def test_reach_picture_is_draw_s_layer_count_map() -> None:

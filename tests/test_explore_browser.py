@@ -94,6 +94,7 @@ def test_first_view_shows_mask_numbers_and_model(page: Any) -> None:
     assert text(page, "density").endswith("of (i, j) pairs active")
     assert text(page, "complexity").startswith("O(n)")
     assert text(page, "min-layers").startswith("2 at n = 1024")
+    assert text(page, "model-name") == "longformer" and "symmetric window" in text(page, "model-reason")
     assert page.execute_script("return document.getElementById('on-window').checked")
     assert page.execute_script("return document.getElementById('p-window-before').value") == "48"
     assert page.execute_script("return document.getElementById('reach-img').src").startswith("data:image/png")
@@ -177,6 +178,27 @@ def test_combinators_disable_the_primitive_controls(page: Any) -> None:
     assert page.execute_script("return document.getElementById('prims').disabled")
     assert "edit it in the YAML" in text(page, "controls-note")
     assert text(page, "error") == ""
+
+
+def test_sizes_in_n_are_left_to_the_yaml(page: Any) -> None:
+    set_editor(page, "name: e\nseq_len: 1024\npattern: {window: {before: n / 64, after: n / 64}}\n")
+    assert page.execute_script("return document.getElementById('prims').disabled")
+    assert text(page, "error") == "" and "window before=n / 64" in text(page, "legend")
+
+
+def test_the_last_of_every_block_as_global_controls(page: Any) -> None:
+    from selenium.webdriver.common.by import By
+
+    fixed = "{block_local: {size: 128}}, {global: {every: 128, last: 8, direction: columns}}"
+    set_editor(page, f"name: fixed\nseq_len: 1024\ncausal: true\npattern: [{fixed}]\n")
+    assert not page.execute_script("return document.getElementById('prims').disabled")
+    value = "return document.getElementById(arguments[0]).value"
+    assert page.execute_script(value, "p-global-mode") == "every+last"
+    assert page.execute_script(value, "p-global-last") == "8"
+    type_into(page.find_element(By.ID, "p-global-last"), "4")
+    settle(page)
+    data = maskc.parse_spec(page.find_element(By.ID, "yaml").get_attribute("value")).to_data()
+    assert data["pattern"][1] == {"global": {"every": 128, "last": 4, "direction": "columns"}}
 
 
 def test_download_gives_yaml_that_compiles(page: Any, downloads: Path) -> None:

@@ -2,7 +2,7 @@
 
 Everything is computed by maskc itself: `compile` and draw's colouring for the mask, the catalogue's
 densities and explain's growth for the numbers, `verify` for min_layers, draw's layer-count map for
-the reach picture, explain's recognition for the model. The page only shows what comes back.
+the reach picture, `maskc.recognise` (what `maskc explain` uses) for the model. The page only shows what comes back.
 
 Each endpoint takes a decoded JSON request and returns (HTTP status, JSON-ready dict). A bad spec
 is a located error (the message the CLI prints, its line and field path), never an exception; a
@@ -38,9 +38,10 @@ from maskc.draw import (
     tile_shade,
 )
 from maskc.errors import MaskcError, SpecError
-from maskc.explain import COMPARE_N, empty_row_warnings, growth, reach_warning, residue_warnings, similar_specs
+from maskc.explain import empty_row_warnings, growth, reach_warning, residue_warnings
 from maskc.explore.images import png_data_url
 from maskc.loader import locate_text, parse_spec
+from maskc.recognise import recognise
 from maskc.spec import Spec
 
 #: Most cells per side of the mask picture; larger n is drawn in s × s regions (s a power of two).
@@ -302,17 +303,12 @@ def mask(request: Any, source: str) -> tuple[int, dict[str, Any]]:
 # ----------------------------------------------------------------------------- reach and recognition
 
 
-def recognised(spec: Spec) -> dict[str, Any] | None:
-    """The catalogue model this spec looks most like, with a score and the reason."""
-    similar, _ = similar_specs(spec, None, top=1)
-    if not similar:
+def recognised(spec: Spec, n: int) -> dict[str, Any] | None:
+    """The catalogue model this spec is, as `maskc explain` recognises it: name, score in [0, 1], reason."""
+    found = recognise(spec, n)
+    if found is None:
         return None
-    best = similar[0]
-    return {
-        "name": best.name,
-        "score": round(float(best.jaccard), 3),
-        "reason": f"closest catalogue mask: Jaccard overlap {best.jaccard:.2f} at n = {COMPARE_N}",
-    }
+    return {"name": found.name, "score": round(float(found.score), 3), "reason": found.reason}
 
 
 def analysis_view(spec: Spec, n: int) -> dict[str, Any]:
@@ -325,7 +321,7 @@ def analysis_view(spec: Spec, n: int) -> dict[str, Any]:
         "min_layers": min_layers,
         "warnings": reach + residue_warnings(spec, n) + empty_row_warnings(spec, n),
         "dynamic": spec.is_dynamic(),
-        "recognised": None if spec.is_dynamic() else recognised(spec),
+        "recognised": recognised(spec, n),
     }
 
 
