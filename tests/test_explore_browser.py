@@ -201,6 +201,21 @@ def test_the_last_of_every_block_as_global_controls(page: Any) -> None:
     assert data["pattern"][1] == {"global": {"every": 128, "last": 4, "direction": "columns"}}
 
 
+def test_random_exclude_in_the_controls(page: Any) -> None:
+    from selenium.webdriver.common.by import By
+
+    pattern = "[{global: {first: 64}}, {random: {per_row: 2, exclude: [global]}}]"
+    set_editor(page, f"name: bb\nseq_len: 1024\npattern: {pattern}\n")
+    assert not page.execute_script("return document.getElementById('prims').disabled")
+    assert page.execute_script("return document.getElementById('p-random-exclude').value") == "global"
+    from selenium.webdriver.common.keys import Keys
+
+    type_into(page.find_element(By.ID, "p-random-exclude"), Keys.BACK_SPACE)
+    settle(page)
+    data = maskc.parse_spec(page.find_element(By.ID, "yaml").get_attribute("value")).to_data()
+    assert data["pattern"][1] == {"random": {"per_row": 2}}
+
+
 def test_download_gives_yaml_that_compiles(page: Any, downloads: Path) -> None:
     from selenium.webdriver.common.by import By
 
