@@ -19,6 +19,7 @@ from maskc.draw import layers_needed, primitive_colour, tile_shade
 from maskc.errors import MaskcWarning
 from maskc.explain import growth
 from maskc.explore import api
+from maskc.retention import kv_retention
 
 SOURCE = "page.yaml"
 DENSE = "name: d\npattern: {dense: {}}\n"
@@ -202,3 +203,24 @@ def test_start_n() -> None:
     assert api.start_n(LONGFORMER) == 1024
     assert api.start_n("name: x\npattern: {dense: {}}\n") == api.DEFAULT_N
     assert api.start_n("not: [a spec") == api.DEFAULT_N
+
+
+def test_kv_cache_is_maskc_s_retention() -> None:
+    text = "name: s\nseq_len: 1000\ncausal: true\npattern: [{sink: {count: 4}}, {window: {before: 99, after: 0}}]\n"
+    text += "layers: [{count: 3}, {count: 1, pattern: {dense: {}}}]\n"
+    status, body = api.analysis({"yaml": text}, SOURCE)
+    assert status == 200, body
+    kv = body["kv"]
+    retentions = kv_retention(maskc.parse_spec(text), seq_len=1000)
+    assert kv["layers"] == 4 and kv["full"] == 4000 and kv["total"] is None  # the dense layer keeps every key
+    assert [(k["layers"], k["tokens"]) for k in kv["kinds"]] == [("1–3", 104), ("4", None)]
+    assert kv["kinds"][0]["describe"] == retentions[0].describe(" per layer")
+    # Scale 2 at n = 1000: row r shows step t = 2r + 1; a cell is kept when either of its keys is.
+    image = pixels(kv["kinds"][0]["png"])
+    kept = np.all(image == rgb(kv["colours"]["kept"]), axis=-1)
+    for row in (0, 60, 499):
+        t = min(999, 2 * row + 1)
+        keys = np.zeros(1000, dtype=bool)
+        keys[: t + 1] = retentions[0].keeps(t, np.arange(t + 1))
+        np.testing.assert_array_equal(kept[row], keys.reshape(500, 2).any(axis=1))
+        assert kept[row].sum() >= 1 and not kept[row, (t + 2) // 2 :].any()

@@ -100,6 +100,15 @@ def test_first_view_shows_mask_numbers_and_model(page: Any) -> None:
     assert page.execute_script("return document.getElementById('reach-img').src").startswith("data:image/png")
 
 
+def test_the_kv_cache_a_decoder_keeps(page: Any) -> None:
+    pattern = "[{sink: {count: 4}}, {window: {before: 59, after: 0}}]"
+    set_editor(page, f"name: stream\nseq_len: 1024\ncausal: true\npattern: {pattern}\n")
+    assert text(page, "kv-summary").startswith("1 layer of one cycle: 64 keys, against 1,024 for full attention")
+    assert "4 sinks + 60 recent = 64 tokens per layer" in text(page, "kv-kinds")
+    assert page.execute_script("return document.getElementById('kv-img-0').src").startswith("data:image/png")
+    set_editor(page, START)  # the tests after this one start from the page's first spec
+
+
 def test_toggling_a_primitive_changes_the_mask_numbers_and_yaml(page: Any) -> None:
     from selenium.webdriver.common.by import By
 
@@ -154,7 +163,7 @@ def test_a_bad_spec_shows_the_located_error_and_the_page_survives(page: Any) -> 
     assert "line 4:" in text(page, "error-flag")
     assert mask_src(page) == good_src  # the last good picture stays, dimmed
     stale = "return [...document.querySelectorAll('.result.stale')].map((e) => e.id)"
-    assert page.execute_script(stale) == ["mask-area", "numbers-area", "reach-area"]
+    assert page.execute_script(stale) == ["mask-area", "numbers-area", "kv-area", "reach-area"]
     set_editor(page, "name: fixed\nseq_len: 1024\npattern: {window: {size: 8}}\n")
     assert text(page, "error") == "" and mask_src(page) != good_src and page.execute_script(stale) == []
     assert page.execute_script("return document.getElementById('error-flag').hidden")

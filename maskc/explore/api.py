@@ -2,7 +2,8 @@
 
 Everything is computed by maskc itself: `compile` and draw's colouring for the mask, the catalogue's
 densities and explain's growth for the numbers, `verify` for min_layers, draw's layer-count map for
-the reach picture, `maskc.recognise` (what `maskc explain` uses) for the model. The page only shows what comes back.
+the reach picture, `maskc.recognise` (what `maskc explain` uses) for the model, `maskc.kv_retention`
+for the KV cache a decoder keeps. The page only shows what comes back.
 
 Each endpoint takes a decoded JSON request and returns (HTTP status, JSON-ready dict). A bad spec
 is a located error (the message the CLI prints, its line and field path), never an exception; a
@@ -40,6 +41,7 @@ from maskc.draw import (
 from maskc.errors import MaskcError, SpecError
 from maskc.explain import empty_row_warnings, growth, reach_warning, residue_warnings
 from maskc.explore.images import png_data_url
+from maskc.explore.kv import kv_view
 from maskc.loader import locate_text, parse_spec
 from maskc.recognise import recognise
 from maskc.spec import Spec
@@ -312,7 +314,7 @@ def recognised(spec: Spec, n: int) -> dict[str, Any] | None:
 
 
 def analysis_view(spec: Spec, n: int) -> dict[str, Any]:
-    """min_layers at n (exact, `maskc.verify`), explain's warnings, and the recognised model."""
+    """min_layers at n (exact, `maskc.verify`), explain's warnings, the recognised model and the KV cache."""
     depth = schedule_depth(spec)
     min_layers, reach = reach_warning(spec, n, depth)
     return {
@@ -322,6 +324,7 @@ def analysis_view(spec: Spec, n: int) -> dict[str, Any]:
         "warnings": reach + residue_warnings(spec, n) + empty_row_warnings(spec, n),
         "dynamic": spec.is_dynamic(),
         "recognised": recognised(spec, n),
+        "kv": kv_view(spec, n, MASK_CELLS),
     }
 
 
