@@ -12,6 +12,7 @@ from typing import Literal
 import numpy as np
 from pydantic import NonNegativeInt, PositiveInt, model_validator
 
+from maskc import limits
 from maskc.codegen import TritonEmitter
 from maskc.errors import DynamicPatternError
 from maskc.grid import TileGrid
@@ -34,6 +35,10 @@ class Cluster(Primitive):
 
     @model_validator(mode="after")
     def _lsh_needs_even_buckets(self) -> Cluster:
+        if self.iterations > limits.MAX_CLUSTER_ITERATIONS:
+            raise ValueError(limits.exceeds("iterations", self.iterations, "MAX_CLUSTER_ITERATIONS"))
+        if self.clusters > limits.MAX_CLUSTERS:
+            raise ValueError(limits.exceeds("clusters", self.clusters, "MAX_CLUSTERS"))
         if self.method == "lsh" and self.clusters % 2:
             raise ValueError(f"lsh hashes to ±projections, so clusters must be even; got {self.clusters}")
         return self

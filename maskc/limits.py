@@ -1,0 +1,53 @@
+"""Every size limit maskc enforces, in one place, with the reason for each.
+
+Inputs past these limits are refused up front with a message that names the limit
+(`maskc.limits.NAME`), so that no spec, flag or file can make maskc hang or exhaust memory.
+Where an algorithm can make a large input cheap it does so instead of refusing; the limits
+below guard work that is inherently large.
+"""
+
+from __future__ import annotations
+
+#: Largest sequence length: every position and tile index stays in int32.
+MAX_SEQ_LEN = 2**31 - 1
+#: Largest integer parameter of a primitive (window before/after/size/dilation, stride every,
+#: global every/offset/tokens, axial width, …): past MAX_SEQ_LEN a parameter means no more, and
+#: below 2**62 every sum of a parameter and a position stays inside int64.
+MAX_PARAMETER = 2**62
+#: Most stored tiles one layout may hold; the IR's tables then stay below about 1 GiB, and the
+#: analyses that walk every stored tile end within seconds. Checked on the rule's estimate
+#: before any table is built; a larger tile (`--block-size`) stores fewer tiles.
+MAX_STORED_TILES = 1 << 24
+#: Largest tile side (and spec block_size): element masks are evaluated a tile at a time, and
+#: Triton kernels take tiles of at most a few hundred rows.
+MAX_TILE_SIDE = 1024
+#: Most attention heads a pattern is compiled for: the head → layout table goes to every kernel.
+MAX_HEADS = 1 << 16
+#: Most layers in one cycle of a `layers:` schedule (the sum of its counts); explain and the
+#: reach pictures walk the schedule layer by layer.
+MAX_SCHEDULE_LAYERS = 1 << 16
+#: Most layers `maskc show --reach` draws: each layer multiplies two dense n × n matrices.
+MAX_REACH_LAYERS = 1024
+#: Deepest nesting of combinators in a pattern (union inside intersect inside …); the YAML
+#: composer and serializers recurse per level.
+MAX_NESTING_DEPTH = 32
+#: Most pattern nodes (primitives and combinators) in one spec; each becomes a rule that every
+#: stored tile is classified against.
+MAX_PATTERN_NODES = 1000
+#: Most entries in a global `tokens` list (a 1 MiB spec file holds about 150,000 anyway).
+MAX_GLOBAL_TOKENS = 1 << 20
+#: Most k-means iterations of a cluster primitive; each is a pass over q and k at run time.
+MAX_CLUSTER_ITERATIONS = 1000
+#: Most clusters of a cluster primitive: run time holds scores (and, for lsh, a rotation) per cluster.
+MAX_CLUSTERS = 1 << 16
+#: Largest spec file, refused before parsing.
+MAX_SPEC_BYTES = 1 << 20
+#: Most YAML nodes a spec may expand to once aliases are followed (stops "billion laughs").
+MAX_SPEC_NODES = 100_000
+#: Largest IR file (`compile --out`) read back, compressed; its tables are checked after loading.
+MAX_IR_FILE_BYTES = 1 << 30
+
+
+def exceeds(what: str, value: int, name: str) -> str:
+    """The message for a value over a limit: '<what> N exceeds the limit of M (maskc.limits.NAME)'."""
+    return f"{what} {value} exceeds the limit of {globals()[name]} (maskc.limits.{name})"
