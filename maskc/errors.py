@@ -43,6 +43,27 @@ class SpecError(MaskcError):
         )
 
 
+class ArgumentError(SpecError):
+    """A value passed to compile (seq_len=, block_size=, heads=) or on the command line, not the spec's.
+
+    `argument` names the parameter; the CLI shows it as its flag (`--seq-len`), Python as `seq_len=`.
+    """
+
+    def __init__(self, message: str, *, argument: str) -> None:
+        self.argument = argument
+        super().__init__(message, source=f"{argument}=", path=None)
+
+    def __str__(self) -> str:
+        return f"{self.argument}=: {self.message}"
+
+    def located(self, *, source: str | None = None, line: int | None = None) -> SpecError:
+        return self
+
+    def as_flag(self) -> str:
+        """The message with the command-line flag: `--seq-len: …`."""
+        return f"--{self.argument.replace('_', '-')}: {self.message}"
+
+
 class DynamicPatternError(MaskcError):
     """An operation needs the concrete mask, but part of it is decided at run time (cluster)."""
 

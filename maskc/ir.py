@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import scipy.sparse as sp
 
+from maskc import limits
 from maskc.errors import BackendError, DynamicPatternError, TooLargeError
 from maskc.grid import TileGrid, ragged_ranges, transposed
 from maskc.rule import Rule, TileClass, evaluate_tiles, tile_classes
@@ -49,6 +50,25 @@ def _stable_order(keys: np.ndarray, bound: int) -> np.ndarray:
     return np.argsort(keys, kind="stable")
 
 
+def _word_type(nbytes: int) -> type[np.unsignedinteger]:
+    """The widest unsigned integer whose size divides a row of `nbytes` packed bits."""
+    return next(t for t in (np.uint64, np.uint32, np.uint16, np.uint8) if nbytes % np.dtype(t).itemsize == 0)
+
+
+def _check_grid(grid: TileGrid) -> None:
+    """Refuse a grid whose per-row tables alone would be too large, before any work per tile row."""
+    sides = max(grid.row_tiles, grid.col_tiles)
+    if sides > limits.MAX_TILE_ROWS:
+        raise TooLargeError(
+            f"at n = {grid.n} with {grid.block_m} x {grid.block_n} tiles the grid has {sides:,} tile rows, over "
+            f"the limit of {limits.MAX_TILE_ROWS:,} (maskc.limits.MAX_TILE_ROWS); use larger tiles (--block-size)"
+        )
+
+
+#: Row tiles whose rows `empty_rows` checks at once (bounds its memory at any n).
+_EMPTY_ROWS_CHUNK = 1 << 18
+
+
 @dataclass(eq=False)
 class BlockLayout:
     """One head pattern: which tiles are stored (CSR and CSC), which are full, and the rule."""
@@ -70,8 +90,17 @@ class BlockLayout:
     @classmethod
     def build(cls, rule: Rule, grid: TileGrid) -> BlockLayout:
         """Layout of `rule`; a dynamic rule is laid out by its static lower bound."""
+        _check_grid(grid)
         static = layout_rule(rule.static_bound(lower=True) if rule.dynamic else rule)
-        if grid.row_tiles * grid.col_tiles <= _GRID_MAP_RATIO * static.estimate(grid):
+        estimate = static.estimate(grid)
+        if min(estimate, grid.row_tiles * grid.col_tiles) > limits.MAX_STORED_TILES:
+            raise TooLargeError(
+                f"at n = {grid.n} with {grid.block_m} x {grid.block_n} tiles the pattern stores up to "
+                f"{min(estimate, grid.row_tiles * grid.col_tiles):,} tiles, over the limit of "
+                f"{limits.MAX_STORED_TILES:,} (maskc.limits.MAX_STORED_TILES); "
+                "use larger tiles (--block-size) or a shorter sequence"
+            )
+        if grid.row_tiles * grid.col_tiles <= _GRID_MAP_RATIO * estimate:
             return cls._from_maps(rule, grid, static.grid_classes(grid))
         return cls._from_tiles(rule, grid, *static.tiles(grid))
 
@@ -248,35 +277,62 @@ class BlockLayout:
         bare = np.flatnonzero(counts == 0)
         empty = [ragged_ranges(grid.row_first(bare), grid.row_last(bare))[1]]
         doubtful = np.flatnonzero((counts > 0) & ~has_full)
-        if len(doubtful):
-            index = grid.row_first(doubtful)[:, None] + np.arange(grid.block_m)[None, :]
-            keyless = (index < grid.n) & ~self._rows_hit(self._about_diagonal(doubtful))
-            again = np.flatnonzero(keyless.any(axis=1))
-            if len(again):
-                rows = doubtful[again]
-                keyless[again] &= ~self._rows_hit(ragged_ranges(self.row_ptr[rows], self.row_ptr[rows + 1] - 1)[1])
-            empty.append(index[keyless])
+        keys = grid.join(self.tile_rows(), self.col_idx) if len(doubtful) else None
+        for lo in range(0, len(doubtful), _EMPTY_ROWS_CHUNK):
+            empty.append(self._keyless_rows(doubtful[lo : lo + _EMPTY_ROWS_CHUNK], keys))
         return np.sort(np.concatenate(empty)).astype(np.int64)
 
-    def _about_diagonal(self, rows: np.ndarray) -> np.ndarray:
-        """CSR entries of the given row tiles (each storing some tile) that meet the columns of
-        their rows, with one more on either side; sorted."""
+    def _keyless_rows(self, doubtful: np.ndarray, keys: np.ndarray) -> np.ndarray:
+        """Query rows of the given row tiles (each storing a tile, none full) that have no key.
+
+        Rows are handled as packed bits; only row tiles with a keyless row are unpacked.
+        """
         grid = self.grid
-        keys = grid.join(self.tile_rows(), self.col_idx)
+        missing = np.full((len(doubtful), grid.block_m // 8), 255, dtype=np.uint8)
+        last = doubtful == grid.row_tiles - 1
+        if last.any():
+            missing[last] = np.packbits(np.arange(grid.block_m) < grid.n - grid.row_first(grid.row_tiles - 1))
+        missing &= ~self._rows_hit(self._about_diagonal(doubtful, keys))
+        again = np.flatnonzero(missing.any(axis=1))
+        if not len(again):
+            return np.empty(0, dtype=np.int64)
+        rows = doubtful[again]
+        missing = missing[again] & ~self._rows_hit(ragged_ranges(self.row_ptr[rows], self.row_ptr[rows + 1] - 1)[1])
+        keyless = np.unpackbits(missing, axis=1).astype(bool)
+        return (grid.row_first(rows)[:, None] + np.arange(grid.block_m)[None, :])[keyless]
+
+    def _about_diagonal(self, rows: np.ndarray, keys: np.ndarray) -> np.ndarray:
+        """CSR entries of the given row tiles (each storing some tile) that meet the columns of
+        their rows, with one more on either side; sorted. `keys`: every entry's (row, column) key."""
+        grid = self.grid
         first = np.searchsorted(keys, grid.join(rows, grid.row_first(rows) // grid.block_n)) - 1
         last = np.searchsorted(keys, grid.join(rows, grid.row_last(rows) // grid.block_n), side="right")
         lo, hi = self.row_ptr[rows], self.row_ptr[rows + 1] - 1
         return ragged_ranges(np.clip(first, lo, hi), np.clip(last, lo, hi))[1]
 
     def _rows_hit(self, entries: np.ndarray) -> np.ndarray:
-        """Per row tile of the sorted CSR entries, which of its query rows their tiles give a key."""
+        """Per row tile of the sorted CSR entries, which of its query rows their tiles give a key (packed bits)."""
         grid = self.grid
         r, c = self.tile_rows()[entries], self.col_idx[entries].astype(np.int64)
         first, inverse = tile_classes(self.fast_rule, grid, r, c)
         hit_rows = evaluate_tiles(self.fast_rule, grid, r[first], c[first]).any(axis=2)
-        bits = np.packbits(hit_rows, axis=1)[inverse]
+        words = np.packbits(hit_rows, axis=1)
+        words = np.ascontiguousarray(words).view(_word_type(words.shape[1]))[inverse]
         starts = np.flatnonzero(np.diff(r, prepend=-1))
-        return np.unpackbits(np.bitwise_or.reduceat(bits, starts, axis=0), axis=1)[:, : grid.block_m].astype(bool)
+        counts = np.diff(np.append(starts, len(r)))
+        if counts.max(initial=0) <= 8:  # few tiles per row: OR them in a few whole-array steps
+            out = words[starts]
+            for k in range(1, int(counts.max(initial=0))):
+                more = np.flatnonzero(counts > k)
+                out[more] |= words[starts[more] + k]
+        else:
+            out = np.bitwise_or.reduceat(words, starts, axis=0)
+        return out.view(np.uint8)
+
+    def freeze(self) -> None:
+        """Make the tables read-only, so that a cached layout cannot be changed through them."""
+        for array in self.arrays().values():
+            array.flags.writeable = False
 
     def arrays(self) -> dict[str, np.ndarray]:
         return {
@@ -330,6 +386,12 @@ class CompiledPattern:
     def dynamic(self) -> bool:
         return any(layout.rule.dynamic for layout in self.layouts)
 
+    def freeze(self) -> None:
+        """Make every table read-only (the compile cache hands the same pattern to every caller)."""
+        for layout in self.layouts:
+            layout.freeze()
+        self.head_layout.flags.writeable = False
+
     def layout_of_head(self, head: int) -> BlockLayout:
         return self.layouts[int(self.head_layout[head])]
 
@@ -373,10 +435,10 @@ class CompiledPattern:
     def _tables_on(self, device: Any) -> dict[str, Any]:
         import torch
 
-        tables = {"head_layout": torch.as_tensor(self.head_layout, device=device)}
+        tables = {"head_layout": torch.as_tensor(np.array(self.head_layout), device=device)}
         for k, layout in enumerate(self.layouts):
             for name, array in {**layout.arrays(), **layout.split()}.items():
-                tables[f"{k}.{name}"] = torch.as_tensor(np.ascontiguousarray(array), device=device)
+                tables[f"{k}.{name}"] = torch.as_tensor(np.array(array, order="C"), device=device)
         return tables
 
     def save(self, path: Any) -> None:

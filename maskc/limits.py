@@ -18,6 +18,10 @@ MAX_PARAMETER = 2**62
 #: analyses that walk every stored tile end within seconds. Checked on the rule's estimate
 #: before any table is built; a larger tile (`--block-size`) stores fewer tiles.
 MAX_STORED_TILES = 1 << 24
+#: Most tile rows (or columns) of a grid, n / tile side: row pointers, per-row work in every
+#: analysis (empty rows, reach) and the estimate of stored tiles are per tile row; at this limit a
+#: 64-wide tile reaches n = 2**27, a 1024-wide one every n up to MAX_SEQ_LEN.
+MAX_TILE_ROWS = 1 << 21
 #: Largest tile side (and spec block_size): element masks are evaluated a tile at a time, and
 #: Triton kernels take tiles of at most a few hundred rows.
 MAX_TILE_SIDE = 1024
