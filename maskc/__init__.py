@@ -6,7 +6,16 @@ every token in L layers, and run it on a backend.
 
 from maskc.attention import attention
 from maskc.compiler import compile, compile_layers
-from maskc.errors import BackendError, DynamicPatternError, MaskcError, MaskcWarning, SpecError, TooLargeError
+from maskc.errors import (
+    ArgumentError,
+    BackendError,
+    DynamicPatternError,
+    IRFileError,
+    MaskcError,
+    MaskcWarning,
+    SpecError,
+    TooLargeError,
+)
 from maskc.ir import BlockLayout, CompiledPattern
 from maskc.loader import load, parse_spec
 from maskc.primitives import (
@@ -30,6 +39,7 @@ from maskc.verify import Report, verify
 __version__ = "0.1.0"
 
 __all__ = [
+    "ArgumentError",
     "Axial",
     "BackendError",
     "BlockLayout",
@@ -41,6 +51,7 @@ __all__ = [
     "DynamicPatternError",
     "Global",
     "HeadPattern",
+    "IRFileError",
     "Intersect",
     "LayerEntry",
     "MaskcError",

@@ -76,5 +76,13 @@ class BackendError(MaskcError):
     """No backend can run this call, or the inputs do not fit the compiled pattern."""
 
 
+class IRFileError(MaskcError):
+    """A saved IR file that cannot be read back: malformed, truncated, altered or from another version."""
+
+    def __init__(self, path: object, message: str) -> None:
+        self.path, self.message = path, message
+        super().__init__(f"{path}: {message}")
+
+
 class MaskcWarning(UserWarning):
     """Something legal but probably unintended, such as a query row with no key."""
