@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from maskc import limits
 from maskc.compiler import compile
 from maskc.errors import MaskcError, TooLargeError
 from maskc.grid import TileGrid
@@ -403,15 +404,23 @@ def layers_needed(spec: Spec, n: int, layers: int) -> np.ndarray:
     Every layer has a residual connection, so a token keeps what it had: after layer l, i holds j when
     some p with (i, p) in layer l's mask ∪ identity held j before. The schedule cycles over the depth.
     """
+    if layers > limits.MAX_REACH_LAYERS:
+        raise TooLargeError(limits.exceeds("--reach", layers, "MAX_REACH_LAYERS"))
     cycle = layer_masks(spec, n)
     need = np.full((n, n), -1, dtype=np.int16)
     np.fill_diagonal(need, 0)
     held = np.eye(n, dtype=np.float32)
+    # Pairs a causal spec never needs (j > i) never count; a whole cycle that adds nothing means
+    # no later layer will either, since the schedule repeats from the same state.
+    required = np.tril(np.ones((n, n), dtype=bool)) if spec.causal else np.ones((n, n), dtype=bool)
+    unchanged = 0
     for layer in range(1, layers + 1):
         step = cycle[(layer - 1) % len(cycle)] | np.eye(n, dtype=bool)
         held = ((step.astype(np.float32) @ held) > 0).astype(np.float32)
-        need[(held > 0) & (need < 0)] = layer
-        if (need >= 0).all():
+        new = (held > 0) & (need < 0)
+        need[new] = layer
+        unchanged = 0 if new.any() else unchanged + 1
+        if (need >= 0)[required].all() or unchanged >= len(cycle):
             break
     return need
 

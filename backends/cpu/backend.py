@@ -40,6 +40,9 @@ class CpuBackend:
     def supports(self, q: Any, k: Any, v: Any, pattern: Any) -> str | None:
         return unsupported_reason(q, k, v, pattern)
 
+    # Run eagerly under torch.compile: the reference works on numpy and scipy arrays, which a
+    # graph cannot hold; the compiled function breaks its graph around this call.
+    @torch.compiler.disable
     def forward(
         self,
         q: torch.Tensor,
