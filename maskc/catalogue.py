@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import re
 import textwrap
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 from maskc.compiler import compile, compile_layers
-from maskc.errors import MaskcError
+from maskc.errors import MaskcError, MaskcWarning
 from maskc.loader import load
 from maskc.spec import Spec
 from maskc.verify import verify
@@ -125,7 +126,26 @@ def summarise(path: Path, spec: Spec, seq_len: int | None = None) -> Summary:
 
 
 def catalogue(folder: Path | None = None, seq_len: int | None = None) -> list[Summary]:
-    return [summarise(path, spec, seq_len) for path, spec in catalogue_specs(folder)]
+    """Every spec's row. Rows are kept on disk (see catalogue_cache) and computed only when missing.
+
+    The installed specs document their own oddities (sparse_transformer_fixed_heads's keyless
+    rows, for one); their compile warnings are for `maskc check`, not for every catalogue run.
+    """
+    from maskc.catalogue_cache import RowCache
+
+    cache = RowCache.open()
+    rows = []
+    with warnings.catch_warnings():
+        if folder is None:
+            warnings.simplefilter("ignore", MaskcWarning)
+        for path, spec in catalogue_specs(folder):
+            row = cache.get(path.stem, spec, seq_len)
+            if row is None:
+                row = summarise(path, spec, seq_len)
+                cache.put(spec, seq_len, row)
+            rows.append(row)
+    cache.save()
+    return rows
 
 
 def text_table(rows: list[Summary]) -> str:

@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import scipy.sparse as sp
 
 from maskc import limits
 from maskc.errors import BackendError, DynamicPatternError, TooLargeError
@@ -21,6 +20,8 @@ from maskc.rule import Rule, TileClass, evaluate_tiles, tile_classes
 from maskc.simplify import layout_rule
 
 if TYPE_CHECKING:
+    import scipy.sparse as sp
+
     from maskc.spec import Spec
     from maskc.stats import PatternStats
 
@@ -197,6 +198,8 @@ class BlockLayout:
         elements ordered by (row tile, row within tile, tile, column within tile) are sorted by
         (row, column) already, and no sort of the elements is needed.
         """
+        import scipy.sparse as sp  # imported here: a CLI call that never builds elements skips its import time
+
         self._require_static()
         grid = self.grid
         bm, bn = grid.block_m, grid.block_n
@@ -229,6 +232,8 @@ class BlockLayout:
 
     def to_scipy(self) -> sp.csr_matrix:
         """The exact element mask as an n × n boolean CSR matrix (memory grows with active pairs)."""
+        import scipy.sparse as sp
+
         parts = [self.element_rows(lo, hi) for lo, hi in self.row_chunks()]
         return sp.vstack(parts, format="csr") if parts else sp.csr_matrix((self.grid.n, self.grid.n), dtype=bool)
 
