@@ -51,7 +51,7 @@ class ArgumentError(SpecError):
 
     def __init__(self, message: str, *, argument: str) -> None:
         self.argument = argument
-        super().__init__(message, source=f"{argument}=", path=None)
+        super().__init__(message, source=f"{argument}=", path=argument)
 
     def __str__(self) -> str:
         return f"{self.argument}=: {self.message}"

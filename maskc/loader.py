@@ -50,7 +50,11 @@ def _expanded_size(root: yaml.Node | None) -> int:
     return size(root) if root is not None else 0
 
 
-class _SpecLoader(yaml.SafeLoader):
+#: libyaml's parser when PyYAML was built with it (many times faster on large specs), else PyYAML's own.
+_BaseLoader: type = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class _SpecLoader(_BaseLoader):  # type: ignore[misc,valid-type]
     """YAML's safe loader with YAML 1.2 scalars, refusing a key given twice (YAML would keep the last)
     and a plain scalar that YAML 1.1 reads otherwise (`causal: yes`, `seq_len: 1:04`)."""
 
@@ -112,7 +116,9 @@ _SpecLoader.add_constructor("tag:yaml.org,2002:float", _SpecLoader.construct_yam
 
 
 def _check_depth(text: str, source: str) -> None:
-    """Refuse nesting deeper than the pattern limit allows, before the (recursive) composer runs."""
+    """Refuse nesting deeper than the pattern limit allows, before the (recursive) composer runs.
+
+    Parsing to events keeps its own stack (no recursion), so any depth is safe to measure here."""
     depth, deepest = 0, 3 * limits.MAX_NESTING_DEPTH + 8
     for event in yaml.parse(text, Loader=_SpecLoader):
         if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
