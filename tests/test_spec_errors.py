@@ -165,7 +165,7 @@ def test_rows_without_keys_warn() -> None:
 def test_python_objects_validate_too() -> None:
     spec = maskc.Spec(name="x", pattern=[maskc.Window(size=8), maskc.Global(tokens=[0])])
     assert spec.pattern.kind == "union"
-    with pytest.raises(maskc.SpecError, match="^window: give size, or before"):
+    with pytest.raises(maskc.SpecError, match=r"^window: give size, or before"):
         maskc.Window()
     with pytest.raises(maskc.SpecError, match=r"^window\.before: Input should be greater than or equal to 0$"):
         maskc.Window(before=-1)
