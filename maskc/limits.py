@@ -8,6 +8,8 @@ below guard work that is inherently large.
 
 from __future__ import annotations
 
+from maskc.errors import TooLargeError
+
 #: Largest sequence length: every position and tile index stays in int32.
 MAX_SEQ_LEN = 2**31 - 1
 #: Largest integer parameter of a primitive (window before/after/size/dilation, stride every,
@@ -55,3 +57,20 @@ MAX_IR_FILE_BYTES = 1 << 30
 def exceeds(what: str, value: int, name: str) -> str:
     """The message for a value over a limit: '<what> N exceeds the limit of M (maskc.limits.NAME)'."""
     return f"{what} {value} exceeds the limit of {globals()[name]} (maskc.limits.{name})"
+
+
+def check_grid(n: int, block_m: int, block_n: int, stored: int | None = None) -> None:
+    """Refuse a tile grid over MAX_TILE_ROWS, or `stored` (an upper bound on stored tiles) over
+    MAX_STORED_TILES, before any work per tile row or per tile."""
+    where = f"at n = {n} with {block_m} x {block_n} tiles"
+    sides = max(-(-n // block_m), -(-n // block_n))
+    if sides > MAX_TILE_ROWS:
+        raise TooLargeError(
+            f"{where} the grid has {sides:,} tile rows, over the limit of {MAX_TILE_ROWS:,} "
+            "(maskc.limits.MAX_TILE_ROWS); use larger tiles (--block-size)"
+        )
+    if stored is not None and stored > MAX_STORED_TILES:
+        raise TooLargeError(
+            f"{where} the pattern stores up to {stored:,} tiles, over the limit of {MAX_STORED_TILES:,} "
+            "(maskc.limits.MAX_STORED_TILES); use larger tiles (--block-size) or a shorter sequence"
+        )

@@ -7,161 +7,15 @@ count over a range, which gives exact tile classes without touching elements.
 
 from __future__ import annotations
 
-from functools import lru_cache
 from typing import Literal
 
 import numpy as np
 from pydantic import NonNegativeInt, PositiveInt, model_validator
 
 from maskc import limits
-from maskc.codegen import TritonEmitter
-from maskc.grid import TileGrid
+from maskc.origin import Origin
 from maskc.primitives.base import LowerContext, Primitive, register
-from maskc.primitives.combinators import UnionRule
-from maskc.rule import Rule, TileClass
-
-#: Up to this n a token list also keeps a membership table (n bytes) for fast element lookups.
-_MEMBER_TABLE_LIMIT = 1 << 24
-
-
-class TokenSet:
-    """A set of positions below n with vectorized membership and range counts.
-
-    A token list is kept as its sorted positions (memory grows with the list, not with n);
-    membership and range counts are binary searches.
-    """
-
-    def __init__(
-        self,
-        n: int,
-        *,
-        tokens: list[int] | np.ndarray | None = None,
-        first: int | None = None,
-        every: int | None = None,
-        offset: int = 0,
-    ) -> None:
-        self.n, self.first, self.every, self.offset = n, first, every, offset
-        self.positions: np.ndarray | None = None
-        self._member: np.ndarray | None = None
-        if tokens is not None:
-            self.positions = np.unique(np.asarray(tokens, dtype=np.int64))
-            if n <= _MEMBER_TABLE_LIMIT:
-                self._member = self.member
-
-    @property
-    def member(self) -> np.ndarray | None:
-        """Membership of every position as a boolean array of length n (where a lookup table pays)."""
-        if self.positions is None:
-            return None
-        if self._member is not None:
-            return self._member
-        member = np.zeros(self.n, dtype=bool)
-        member[self.positions] = True
-        return member
-
-    def contains(self, idx: np.ndarray) -> np.ndarray:
-        if self._member is not None:
-            return self._member[idx]
-        if self.positions is not None:
-            at = np.minimum(np.searchsorted(self.positions, idx), len(self.positions) - 1)
-            return self.positions[at] == idx
-        if self.first is not None:
-            return idx < self.first
-        return idx % self.every == self.offset
-
-    def count(self, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
-        """Members in lo..hi inclusive (0 ≤ lo ≤ hi < n)."""
-        if self.positions is not None:
-            return np.searchsorted(self.positions, hi, side="right") - np.searchsorted(self.positions, lo)
-        if self.first is not None:
-            return np.maximum(np.minimum(hi, self.first - 1) - lo + 1, 0)
-        return (hi - self.offset) // self.every - (lo - 1 - self.offset) // self.every
-
-    def tile_keys(self, size: int) -> np.ndarray:
-        """Per tile of `size` positions, a key; equal keys mean equal membership patterns."""
-        tiles = np.arange(-(-self.n // size), dtype=np.int64)
-        if self.every is not None:
-            return tiles * size % self.every
-        if self.positions is None:
-            return tiles
-        # Tiles without a member share key 0; the others are keyed by the bit pattern of their members.
-        owner, where = np.unique(self.positions // size, return_inverse=True)
-        bits = np.zeros((len(owner), -(-size // 8)), dtype=np.uint8)
-        offset = self.positions % size
-        np.bitwise_or.at(bits, (where, offset // 8), (128 >> (offset % 8)).astype(np.uint8))
-        keys = np.zeros(len(tiles), dtype=np.int64)
-        keys[owner] = 1 + np.unique(bits, axis=0, return_inverse=True)[1].reshape(-1)
-        return keys
-
-    def emit(self, em: TritonEmitter, idx: str) -> str:
-        if self.positions is not None:
-            table = em.table(self.member.astype(np.int32), "members")
-            return f"(tl.load({table} + {idx}, mask={idx} < {em.runtime(self.n, 'n')}, other=0) != 0)"
-        if self.first is not None:
-            return f"({idx} < {em.constant(self.first, 'first')})"
-        return f"({idx} % {em.constant(self.every, 'every')} == {em.constant(self.offset, 'offset')})"
-
-    def describe(self) -> str:
-        if self.positions is not None:
-            shown = self.positions[:6].tolist()
-            more = "…" if len(self.positions) > 6 else ""
-            return "{" + ",".join(map(str, shown)) + more + "}"
-        if self.first is not None:
-            return f"first {self.first}"
-        return f"every {self.every} from {self.offset}"
-
-
-class TokenSetRule(Rule):
-    """Holds when the query (axis "rows") or the key (axis "columns") is in the set."""
-
-    def __init__(self, tokens: TokenSet, axis: Literal["rows", "columns"], origin: str) -> None:
-        self.tokens, self.axis, self.origin = tokens, axis, origin
-        self._tile_keys = lru_cache(maxsize=4)(tokens.tile_keys)
-
-    def mask(self, i: np.ndarray, j: np.ndarray) -> np.ndarray:
-        i, j = np.broadcast_arrays(np.asarray(i), np.asarray(j))
-        return self.tokens.contains(i if self.axis == "rows" else j)
-
-    def _ranges(self, grid: TileGrid, tiles: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        if self.axis == "rows":
-            return grid.row_first(tiles), grid.row_last(tiles)
-        return grid.col_first(tiles), grid.col_last(tiles)
-
-    def _counts(self, grid: TileGrid, tiles: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        lo, hi = self._ranges(grid, tiles)
-        return self.tokens.count(lo, hi), hi - lo + 1
-
-    def classify(self, grid: TileGrid, r: np.ndarray, c: np.ndarray) -> TileClass:
-        count, size = self._counts(grid, r if self.axis == "rows" else c)
-        return TileClass(any=count > 0, full=count == size)
-
-    def _member_tiles(self, grid: TileGrid) -> np.ndarray:
-        tiles = np.arange(grid.row_tiles if self.axis == "rows" else grid.col_tiles)
-        return tiles[self._counts(grid, tiles)[0] > 0]
-
-    def blocks(self, grid: TileGrid) -> np.ndarray:
-        hit = self._member_tiles(grid)
-        if self.axis == "rows":
-            return grid.join(np.repeat(hit, grid.col_tiles), np.tile(np.arange(grid.col_tiles), len(hit)))
-        r = np.repeat(np.arange(grid.row_tiles), len(hit))
-        return grid.join(r, np.tile(hit, grid.row_tiles))
-
-    def estimate(self, grid: TileGrid) -> int:
-        other = grid.col_tiles if self.axis == "rows" else grid.row_tiles
-        return len(self._member_tiles(grid)) * other
-
-    def signature(self, grid: TileGrid, r: np.ndarray, c: np.ndarray) -> list[np.ndarray]:
-        tiles = r if self.axis == "rows" else c
-        count, size = self._counts(grid, tiles)
-        keys = self._tile_keys(grid.block_m if self.axis == "rows" else grid.block_n)
-        return [np.where(count == 0, -1, np.where(count == size, -2, keys[tiles]))]
-
-    def emit_triton(self, em: TritonEmitter) -> str:
-        return self.tokens.emit(em, em.q if self.axis == "rows" else em.k)
-
-    def describe(self) -> str:
-        side = "query" if self.axis == "rows" else "key"
-        return f"{side} in {self.tokens.describe()}"
+from maskc.rules import Rule, TokenSet, TokenSetRule, UnionRule
 
 
 @register
@@ -197,26 +51,29 @@ class Global(Primitive):
                 raise ValueError(f"tokens lists {seen}{' …' if len(seen) == 10 else ''} more than once")
         return self
 
-    def token_set(self, ctx: LowerContext, path: str) -> TokenSet:
+    def token_set(self, ctx: LowerContext, path: Origin) -> TokenSet:
         if self.tokens is not None:
             too_big = [t for t in self.tokens if t >= ctx.n][:10]
             if too_big:
-                raise ctx.fail(f"{path}.tokens", f"global tokens {too_big} are not below seq_len {ctx.n}")
+                raise ctx.fail(path.child("tokens"), f"global tokens {too_big} are not below seq_len {ctx.n}")
             return TokenSet(ctx.n, tokens=self.tokens)
         if self.first is not None:
             if self.first > ctx.n:
-                raise ctx.fail(f"{path}.first", f"first {self.first} exceeds seq_len {ctx.n}")
+                raise ctx.fail(path.child("first"), f"first {self.first} exceeds seq_len {ctx.n}")
             return TokenSet(ctx.n, first=self.first)
         offset = self.offset or 0
         if offset >= ctx.n:
-            raise ctx.fail(f"{path}.offset", f"offset {offset} is not below seq_len {ctx.n}: no global token")
+            raise ctx.fail(path.child("offset"), f"offset {offset} is not below seq_len {ctx.n}: no global token")
         return TokenSet(ctx.n, every=self.every, offset=offset)
 
-    def lower(self, ctx: LowerContext, path: str) -> Rule:
+    def lower(self, ctx: LowerContext, path: Origin) -> Rule:
         tokens = self.token_set(ctx, path)
         if self.direction == "both":
             return UnionRule(
-                [TokenSetRule(tokens, "rows", f"{path}(rows)"), TokenSetRule(tokens, "columns", f"{path}(columns)")],
+                [
+                    TokenSetRule(tokens, "rows", path.with_part("rows")),
+                    TokenSetRule(tokens, "columns", path.with_part("columns")),
+                ],
                 origin=path,
             )
         return TokenSetRule(tokens, self.direction, path)
