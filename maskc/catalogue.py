@@ -9,9 +9,10 @@ from __future__ import annotations
 import re
 import textwrap
 import warnings
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 from maskc.compiler import compile, compile_layers
 from maskc.errors import MaskcError, MaskcWarning
@@ -124,6 +125,31 @@ def summarise(path: Path, spec: Spec, seq_len: int | None = None) -> Summary:
     )
 
 
+def _summary_from(data: Any) -> Summary | None:
+    """A Summary from its JSON form, or None when any field is missing or of the wrong type."""
+    try:
+        dens = data["densities"]
+        element, tile = dens["element"], dens["tile"]
+        row = Summary(
+            name=data["name"],
+            source=data["source"],
+            n=data["n"],
+            depth=data["depth"],
+            densities=Densities(element=element, tile=tile),
+            min_layers=data["min_layers"],
+            dynamic=data["dynamic"],
+        )
+    except (KeyError, TypeError):
+        return None
+    numbers_ok = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (tile, row.n))
+    optional_ok = all(
+        v is None or (isinstance(v, (int, float)) and not isinstance(v, bool))
+        for v in (element, row.depth, row.min_layers)
+    )
+    texts_ok = isinstance(row.name, str) and isinstance(row.source, str) and isinstance(row.dynamic, bool)
+    return row if numbers_ok and optional_ok and texts_ok else None
+
+
 def catalogue(folder: Path | None = None, seq_len: int | None = None) -> list[Summary]:
     """Every spec's row. Rows are kept on disk (see catalogue_cache) and computed only when missing.
 
@@ -138,10 +164,10 @@ def catalogue(folder: Path | None = None, seq_len: int | None = None) -> list[Su
         if folder is None:
             warnings.simplefilter("ignore", MaskcWarning)
         for path, spec in catalogue_specs(folder):
-            row = cache.get(path.stem, spec, seq_len)
-            if row is None:
+            row = _summary_from(cache.get(spec, seq_len))
+            if row is None or row.name != path.stem:
                 row = summarise(path, spec, seq_len)
-                cache.put(spec, seq_len, row)
+                cache.put(spec, seq_len, asdict(row))
             rows.append(row)
     cache.save()
     return rows

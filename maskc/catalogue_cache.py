@@ -11,12 +11,10 @@ import hashlib
 import json
 import os
 import tempfile
-from dataclasses import asdict
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from maskc.catalogue import Densities, Summary
 from maskc.spec import Spec
 
 CACHE_DIR_ENV = "MASKC_CACHE_DIR"
@@ -37,31 +35,6 @@ def _key(spec: Spec, seq_len: int | None) -> str:
     return json.dumps([spec.content_hash(), spec.name, spec.description, seq_len], sort_keys=True)
 
 
-def _row(data: Any) -> Summary | None:
-    """A Summary from its JSON form, or None when any field is missing or of the wrong type."""
-    try:
-        dens = data["densities"]
-        element, tile = dens["element"], dens["tile"]
-        row = Summary(
-            name=data["name"],
-            source=data["source"],
-            n=data["n"],
-            depth=data["depth"],
-            densities=Densities(element=element, tile=tile),
-            min_layers=data["min_layers"],
-            dynamic=data["dynamic"],
-        )
-    except (KeyError, TypeError):
-        return None
-    numbers_ok = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (tile, row.n))
-    optional_ok = all(
-        v is None or (isinstance(v, (int, float)) and not isinstance(v, bool))
-        for v in (element, row.depth, row.min_layers)
-    )
-    texts_ok = isinstance(row.name, str) and isinstance(row.source, str) and isinstance(row.dynamic, bool)
-    return row if numbers_ok and optional_ok and texts_ok else None
-
-
 class RowCache:
     """Rows by key, loaded from and saved to one JSON file per code version."""
 
@@ -79,12 +52,12 @@ class RowCache:
             rows = {}
         return cls(path, rows if isinstance(rows, dict) else {})
 
-    def get(self, stem: str, spec: Spec, seq_len: int | None) -> Summary | None:
-        row = _row(self.rows.get(_key(spec, seq_len)))
-        return None if row is None or row.name != stem else row
+    def get(self, spec: Spec, seq_len: int | None) -> Any:
+        """The stored JSON of a row (unchecked: the caller checks every field), or None."""
+        return self.rows.get(_key(spec, seq_len))
 
-    def put(self, spec: Spec, seq_len: int | None, row: Summary) -> None:
-        self.rows[_key(spec, seq_len)] = asdict(row)
+    def put(self, spec: Spec, seq_len: int | None, row: dict[str, Any]) -> None:
+        self.rows[_key(spec, seq_len)] = row
         self.changed = True
 
     def save(self) -> None:

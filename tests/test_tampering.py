@@ -8,16 +8,19 @@ cache file must never be executed: the next call regenerates it and computes the
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 import maskc
 from maskc.errors import IRFileError
+from clitools import ROOT
 
 # ----------------------------------------------------------------------------- IR files
 
@@ -165,70 +168,102 @@ def test_missing_file_and_zip_bomb(tmp_path: Path) -> None:
 
 # ----------------------------------------------------------------------------- generated-kernel cache
 
+#: Set-up shared by the cache cases, run in a fresh process with TRITON_INTERPRET=1 from the start
+#: (Triton's interpreter must be chosen before anything imports it).
+_CACHE_SETUP = """
+import os, pathlib, torch, maskc
+from maskc.backends.triton import cache
+spec = maskc.Spec(name="cache", seq_len=48, pattern=[maskc.Window(size=6), maskc.Global(tokens=[5])])
+pattern = maskc.compile(spec, block_size=16)
+gen = torch.Generator().manual_seed(1)
+q, k, v = (torch.randn(1, 1, 48, 16, generator=gen) for _ in range(3))
+want = maskc.attention(q.double(), k.double(), v.double(), pattern, backend="cpu")
 
-@pytest.fixture
-def kernel_cache(tmp_path: Path):
-    """TRITON_INTERPRET=1, a fresh cache directory, and the in-memory module table emptied before and after."""
-    from maskc.backends.triton import cache
-
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("TRITON_INTERPRET", "1")
-        patch.setenv("MASKC_CACHE_DIR", str(tmp_path))
-        patch.setattr(cache, "_MODULES", {})
-        patch.setattr(cache, "_FALLBACK", None)
-        yield tmp_path, cache
-
-
-def _attention(pattern: maskc.CompiledPattern) -> tuple[torch.Tensor, torch.Tensor]:
-    gen = torch.Generator().manual_seed(1)
-    q, k, v = (torch.randn(1, 1, pattern.n, 16, generator=gen) for _ in range(3))
+def error():
     got = maskc.attention(q, k, v, pattern, backend="triton")
-    want = maskc.attention(q.double(), k.double(), v.double(), pattern, backend="cpu")
-    return got, want
+    return float((got.double() - want).abs().max())
 
+def cache_file():
+    (path,) = (pathlib.Path(os.environ["MASKC_CACHE_DIR"]) / "triton").glob("maskc_*.py")
+    return path
+"""
 
-def _pattern() -> maskc.CompiledPattern:
-    spec = maskc.Spec(name="cache", seq_len=48, pattern=[maskc.Window(size=6), maskc.Global(tokens=[5])])
-    return maskc.compile(spec, block_size=16)
-
-
-def _check_correct(pattern: maskc.CompiledPattern) -> None:
-    got, want = _attention(pattern)
-    torch.testing.assert_close(got.double(), want, rtol=1e-4, atol=1e-4)
-
-
-MARKER = "maskc_tamper_marker"
-
-CACHE_DAMAGE: dict[str, Callable[[str, Path], str]] = {
-    "truncated": lambda text, _: text[: len(text) // 2],
-    "empty": lambda text, _: "",
-    "edited_predicate": lambda text, _: text.replace("keep = (", "keep = (q_idx >= 0) | (", 1),
-    "appended_code": lambda text, marker: text + f"\nopen({str(marker)!r}, 'w').write('ran')\n",
+#: id → the damage done to the cached kernel file (`text`: its content; `marker`: a file the code must not create)
+CACHE_DAMAGE = {
+    "truncated": "text[: len(text) // 2]",
+    "empty": "''",
+    "edited_predicate": "text.replace('keep = (', 'keep = (q_idx >= 0) | (', 1)",
+    "appended_code": 'text + f\'\\nopen({str(marker)!r}, "w").write("ran")\\n\'',
 }
 
 
+def _cache_case(damage: str) -> str:
+    return (
+        _CACHE_SETUP
+        + "before = error()\npath = cache_file()\ntext = path.read_text()\n"
+        + "marker = pathlib.Path(os.environ['MASKC_CACHE_DIR']) / 'marker'\n"
+        + f"damaged = {CACHE_DAMAGE[damage]}\nassert damaged != text\npath.write_text(damaged)\n"
+        + "cache._MODULES.clear()  # as a new process would start\n"
+        + "after = error()\n"
+        + "result = (before < 1e-4, after < 1e-4, marker.exists(), path.read_text() == text)\n"
+    )
+
+
+_BLOCKED_CACHE_DIR = (
+    "import os, pathlib, warnings\nblocker = pathlib.Path(os.environ['MASKC_CACHE_DIR']) / 'not-a-directory'\n"
+    "blocker.parent.mkdir(parents=True, exist_ok=True)\nblocker.write_text('')\n"
+    "os.environ['MASKC_CACHE_DIR'] = str(blocker)\n"
+    + _CACHE_SETUP
+    + "with warnings.catch_warnings(record=True) as caught:\n    warnings.simplefilter('always')\n    err = error()\n"
+    "result = (err < 1e-4, any('cannot use the kernel cache directory' in str(w.message) for w in caught),"
+    " blocker.read_text() == '')\n"
+)
+
+
+@pytest.fixture(scope="module")
+def cache_outcomes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict]:
+    """Every cache case in one subprocess under TRITON_INTERPRET=1, each with its own cache directory."""
+    tmp = tmp_path_factory.mktemp("kernel-cache")
+    cases = [
+        {"id": name, "python": f"import os\nos.environ['MASKC_CACHE_DIR'] = {str(tmp / name)!r}\n" + _cache_case(name)}
+        for name in CACHE_DAMAGE
+    ]
+    cases.append(
+        {
+            "id": "blocked_dir",
+            "python": f"import os\nos.environ['MASKC_CACHE_DIR'] = {str(tmp / 'blocked')!r}\n" + _BLOCKED_CACHE_DIR,
+        }
+    )
+    batch = tmp / "cases.json"
+    batch.write_text(json.dumps(cases))
+    with batch.open() as stdin:
+        run = subprocess.run(
+            [sys.executable, str(Path(__file__).with_name("hostile_runner.py")), str(8 << 30)],
+            stdin=stdin,
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            env={**os.environ, "TRITON_INTERPRET": "1"},
+            timeout=1200,
+        )
+    outcomes = {item["id"]: item for item in map(json.loads, run.stdout.splitlines())}
+    outcomes["_stderr"] = {"text": run.stderr[-2000:]}
+    return outcomes
+
+
+def _result(outcomes: dict[str, dict], name: str) -> str:
+    assert name in outcomes, outcomes["_stderr"]
+    item = outcomes[name]
+    assert item.get("raised") is None, item.get("trace")
+    return item["result"]
+
+
 @pytest.mark.parametrize("damage", list(CACHE_DAMAGE))
-def test_damaged_kernel_file_is_never_run(kernel_cache, damage: str) -> None:
-    directory, cache = kernel_cache
-    pattern = _pattern()
-    _check_correct(pattern)
-    (path,) = (directory / "triton").glob("maskc_*.py")
-    original = path.read_text()
-    marker = directory / MARKER
-    damaged = CACHE_DAMAGE[damage](original, marker)
-    assert damaged != original
-    path.write_text(damaged)
-    cache._MODULES.clear()  # as a new process would start
-    _check_correct(pattern)
-    assert not marker.exists(), "code appended to a cached kernel file was executed"
-    assert path.read_text() == original
+def test_damaged_kernel_file_is_never_run(cache_outcomes: dict[str, dict], damage: str) -> None:
+    """Correct before; after the damage, correct again, the appended code not run, the file restored."""
+    assert _result(cache_outcomes, damage) == "(True, True, False, True)"
 
 
-def test_cache_dir_that_is_a_file(kernel_cache, tmp_path: Path) -> None:
-    blocker = tmp_path / "not-a-directory"
-    blocker.write_text("")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("MASKC_CACHE_DIR", str(blocker))
-        with pytest.warns(maskc.MaskcWarning, match="cannot use the kernel cache directory"):
-            _check_correct(_pattern())
-    assert blocker.read_text() == ""
+def test_cache_dir_that_is_a_file(cache_outcomes: dict[str, dict]) -> None:
+    """MASKC_CACHE_DIR naming a file: correct output, one warning, the file untouched."""
+    assert _result(cache_outcomes, "blocked_dir") == "(True, True, True)"

@@ -40,9 +40,6 @@ class CpuBackend:
     def supports(self, q: Any, k: Any, v: Any, pattern: Any) -> str | None:
         return unsupported_reason(q, k, v, pattern)
 
-    # Run eagerly under torch.compile: the reference works on numpy and scipy arrays, which a
-    # graph cannot hold; the compiled function breaks its graph around this call.
-    @torch.compiler.disable
     def forward(
         self,
         q: torch.Tensor,
@@ -52,6 +49,22 @@ class CpuBackend:
         *,
         scale: float | None = None,
         return_lse: bool = False,
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        # Under torch.compile the reference runs eagerly: it works on numpy and scipy arrays, which a
+        # graph cannot hold, so the compiled function breaks its graph around this call. The eager
+        # path never imports torch._dynamo (importing it early changes how Triton's interpreter runs).
+        run = self._untraced if torch.compiler.is_compiling() else self._run
+        return run(q, k, v, pattern, scale=scale, return_lse=return_lse)
+
+    def _run(
+        self,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        pattern: CompiledPattern,
+        *,
+        scale: float | None,
+        return_lse: bool,
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         shape = check_call(q, k, v, pattern)
         job = Job(
@@ -65,3 +78,6 @@ class CpuBackend:
         )
         out, lse = SparseAttention.apply(q, k, v, job)
         return (out, lse) if return_lse else out
+
+    #: `_run` hidden from torch.compile's tracer; torch._dynamo is imported on the first traced call only.
+    _untraced = torch._disable_dynamo(_run)
