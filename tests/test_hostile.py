@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from clitools import ROOT
 
 #: Address-space limit of the runner processes.
