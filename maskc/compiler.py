@@ -174,8 +174,24 @@ def compile_layers(
     spec = as_spec(spec_or_path)
     try:
         n = _seq_len(spec, seq_len)
-        return [(count, compile(layer, seq_len=n, block_size=block_size)) for count, layer in spec.layer_schedule()]
+        return [
+            (count, _compile_layer(spec, k, layer, n, block_size))
+            for k, (count, layer) in enumerate(spec.layer_schedule())
+        ]
     except SpecError as err:
         if isinstance(spec_or_path, (str, Path)):
             raise locate(err, spec_or_path) from None
+        raise
+
+
+def _compile_layer(
+    spec: Spec, k: int, layer: Spec, n: int, block_size: int | tuple[int, int] | None
+) -> CompiledPattern:
+    """compile() of the k-th schedule entry; an error in a pattern of its own names `layers[k].pattern`."""
+    try:
+        return compile(layer, seq_len=n, block_size=block_size)
+    except SpecError as err:
+        own = spec.layers and spec.layers[k].pattern is not None
+        if own and not isinstance(err, ArgumentError) and (err.path or "").startswith("pattern"):
+            raise SpecError(err.message, source=err.source, path=f"layers[{k}].{err.path}") from None
         raise

@@ -217,6 +217,15 @@ CLI_CASES: dict[str, tuple[str | None, list[str], int, str | None]] = {
         2,
         r"spec\.yaml:5: pattern\[1\]\.sink\.count",
     ),
+    "lowering_error_in_a_layer": (
+        _spec(
+            "seq_len: 100\npattern: {window: {size: 4}}\n"
+            "layers:\n  - {count: 2}\n  - count: 1\n    pattern: {sink: {count: 200}}\n"
+        ),
+        ["check", "SPEC"],
+        2,
+        r"spec\.yaml:8: layers\[1\]\.pattern\.sink\.count: count 200 exceeds seq_len 100",
+    ),
     "yaml_sexagesimal": (
         _spec("seq_len: 1:04\npattern: {dense: {}}\n"),
         ["check", "SPEC"],

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from maskc.compiler import compile
+from maskc.compiler import compile, compile_layers
 from maskc.loader import load
 
 NAME = "check"
@@ -20,6 +20,8 @@ def run(args: argparse.Namespace) -> int:
     detail = ""
     if spec.seq_len is not None:
         pattern = compile(spec)
+        if any(entry.pattern is not None for entry in spec.layers):
+            compile_layers(spec)  # the layers' own patterns must compile at seq_len too
         detail = f", compiles at n = {pattern.n} ({len(pattern.layouts)} distinct pattern(s))"
     print(f"{args.spec}: ok: {spec.name}{detail}")
     return 0
