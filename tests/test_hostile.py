@@ -224,7 +224,7 @@ CLI_CASES: dict[str, tuple[str | None, list[str], int, str | None]] = {
         ),
         ["check", "SPEC"],
         2,
-        r"spec\.yaml:8: layers\[1\]\.pattern\.sink\.count: count 200 exceeds seq_len 100",
+        r"spec\.yaml:7: layers\[1\]\.pattern\.sink\.count: count 200 exceeds seq_len 100",
     ),
     "yaml_sexagesimal": (
         _spec("seq_len: 1:04\npattern: {dense: {}}\n"),
