@@ -32,6 +32,7 @@ from maskc.primitives import (
     Union,
     Window,
 )
+from maskc.recognise import Recognition, recognise
 from maskc.registry import available_backends, register_backend
 from maskc.spec import HeadPattern, LayerEntry, Spec
 from maskc.verify import Report, verify
@@ -57,6 +58,7 @@ __all__ = [
     "MaskcError",
     "MaskcWarning",
     "Random",
+    "Recognition",
     "Report",
     "Sink",
     "Spec",
@@ -71,6 +73,7 @@ __all__ = [
     "compile_layers",
     "load",
     "parse_spec",
+    "recognise",
     "register_backend",
     "verify",
 ]

@@ -12,7 +12,7 @@ from pydantic import ValidationError
 from maskc import limits
 from maskc.errors import SpecError
 from maskc.limits import MAX_SPEC_BYTES, MAX_SPEC_NODES
-from maskc.primitives.base import format_path, validating
+from maskc.primitives.base import format_path, specificity, validating
 from maskc.spec import Spec
 
 #: YAML 1.2 core schema: what a plain scalar means (YAML 1.1, PyYAML's default, differs).
@@ -151,7 +151,7 @@ def _line_of(root: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:
 
 
 def _first_error(err: ValidationError, root: yaml.Node | None, source: str) -> SpecError:
-    problems = err.errors()
+    problems = sorted(err.errors(), key=specificity)
     first = problems[0]
     loc = tuple(first["loc"])
     message = first["msg"].removeprefix("Value error, ")
@@ -160,8 +160,16 @@ def _first_error(err: ValidationError, root: yaml.Node | None, source: str) -> S
     return SpecError(message, source=source, path=format_path(loc) or None, line=_line_of(root, loc))
 
 
+def default_name(source: str) -> str:
+    """The name of a spec that gives none: its file's stem, or "spec" for text from nowhere."""
+    stem = Path(source).stem if source and not source.startswith("<") else ""
+    return stem or "spec"
+
+
 def parse_spec(text: str, source: str = "<spec>") -> Spec:
-    """A spec from YAML text; raises SpecError with file, line and field path."""
+    """A spec from YAML text; raises SpecError with file, line and field path.
+
+    A spec without `name` is named after its file (`default_name`)."""
     if len(text.encode("utf-8", errors="replace")) > MAX_SPEC_BYTES:
         raise SpecError(
             f"spec is larger than {MAX_SPEC_BYTES} bytes (maskc.limits.MAX_SPEC_BYTES); refusing to parse it",
@@ -189,7 +197,9 @@ def parse_spec(text: str, source: str = "<spec>") -> Spec:
         raise SpecError(f"not valid YAML: {err}", source=source) from None
     if not isinstance(data, dict):
         kind = "empty" if data is None else f"a {type(data).__name__}"
-        raise SpecError(f"a spec is a YAML mapping with name and pattern, but this file is {kind}", source=source)
+        raise SpecError(f"a spec is a YAML mapping with a pattern, but this file is {kind}", source=source)
+    if "name" not in data:
+        data["name"] = default_name(source)
     try:
         with validating():
             return Spec.model_validate(data)

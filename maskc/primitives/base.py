@@ -116,9 +116,18 @@ def format_path(loc: tuple[Any, ...]) -> str:
     return out
 
 
+def specificity(problem: Any) -> tuple[int, int]:
+    """Sort key: deeper field paths first, and a missing field after any other problem at its depth.
+
+    A missing top-level field is rarely the mistake a user is looking for when a primitive deep in
+    the pattern is misspelled; the deepest problem names the place to look.
+    """
+    return (-len(problem["loc"]), problem["type"] == "missing")
+
+
 def spec_error(err: ValidationError, loc: tuple[Any, ...] = ()) -> SpecError:
-    """A pydantic error as maskc's SpecError: the first problem, its field path, the count of the rest."""
-    problems = err.errors()
+    """A pydantic error as maskc's SpecError: the most specific problem, its field path, the count of the rest."""
+    problems = sorted(err.errors(), key=specificity)
     first = problems[0]
     message = first["msg"].removeprefix("Value error, ")
     if len(problems) > 1:
