@@ -128,6 +128,18 @@ CLI_CASES: dict[str, tuple[str | None, list[str], int, str | None]] = {
         2,
         r"MAX_PARAMETER",
     ),
+    "expression_past_int64": (
+        _spec("seq_len: 4096\npattern: {stride: {every: 'n*n*n*n*n*n*n*n'}}\n"),
+        ["check", "SPEC"],
+        2,
+        r"spec\.yaml:3: pattern\.stride\.every: .*MAX_PARAMETER",
+    ),
+    "global_last_residues": (
+        _spec("seq_len: 4000000\npattern: {global: {every: 2000000, last: 1999999, direction: columns}}\n"),
+        ["check", "SPEC"],
+        2,
+        r"spec\.yaml:3: pattern\.global\.last: .*MAX_PATTERN_NODES",
+    ),
     "parameters_at_the_limit": (
         _spec(
             "seq_len: 300\npattern:\n"

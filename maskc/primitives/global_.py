@@ -80,6 +80,13 @@ class Global(Primitive):
                 path.child("last"),
                 f"the last {last} of every {every} start at {every - last}, not below seq_len {ctx.n}",
             )
+        residues = min(every, ctx.n) - (every - last)
+        if residues > limits.MAX_PATTERN_NODES:  # one token set (a rule, like a node) per residue
+            raise ctx.fail(
+                path.child("last"),
+                f"last {last} makes {residues} token sets (one per residue), over the limit of "
+                f"{limits.MAX_PATTERN_NODES} (maskc.limits.MAX_PATTERN_NODES)",
+            )
         return [TokenSet(ctx.n, every=every, offset=o) for o in range(every - last, min(every, ctx.n))]
 
     def token_set(self, ctx: LowerContext, path: Origin) -> TokenSet:
