@@ -47,6 +47,11 @@ class SpecError(MaskcError):
         )
 
 
+class SpecValidationError(SpecError, ValueError):
+    """A spec object built in Python (`maskc.Window(before=-1)`) with a bad field. Also a ValueError,
+    as the pydantic error it replaces was, so code that caught that keeps working."""
+
+
 class ArgumentError(SpecError):
     """A value passed to compile (seq_len=, block_size=, heads=) or on the command line, not the spec's.
 

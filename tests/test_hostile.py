@@ -304,7 +304,7 @@ PYTHON_CASES: dict[str, tuple[str, str]] = {
     ),
     "window_negative": (
         "import maskc\ntry:\n    maskc.Window(before=-1)\nexcept maskc.SpecError as err:\n    result = str(err)\n",
-        r"^'window\.before: Input should be greater than or equal to 0'$",
+        r"^'window\.before: must be greater than or equal to 0, got -1'$",
     ),
     "spec_heads_huge": (
         "import maskc\ntry:\n    maskc.Spec(name='x', pattern=maskc.Dense(), heads=10**12)\n"

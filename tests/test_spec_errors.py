@@ -167,7 +167,7 @@ def test_python_objects_validate_too() -> None:
     assert spec.pattern.kind == "union"
     with pytest.raises(maskc.SpecError, match=r"^window: give size, or before"):
         maskc.Window()
-    with pytest.raises(maskc.SpecError, match=r"^window\.before: Input should be greater than or equal to 0$"):
+    with pytest.raises(maskc.SpecError, match=r"^window\.before: must be greater than or equal to 0, got -1$"):
         maskc.Window(before=-1)
     with pytest.raises(maskc.SpecError, match=r"^pattern\[1\]\.global: tokens lists \[1\] more than once"):
         maskc.Spec(name="x", pattern=[{"window": {"size": 2}}, {"global": {"tokens": [1, 1]}}])

@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 from pydantic_core import PydanticCustomError
 
 from maskc import limits
-from maskc.errors import SpecError
+from maskc.errors import SpecError, SpecValidationError
 from maskc.origin import Origin
 from maskc.rules import Rule
 
@@ -132,7 +132,7 @@ def spec_error(err: ValidationError, loc: tuple[Any, ...] = ()) -> SpecError:
     message = first["msg"].removeprefix("Value error, ")
     if len(problems) > 1:
         message += f" (and {len(problems) - 1} more problem{'s' if len(problems) > 2 else ''})"
-    return SpecError(message, path=format_path(loc + tuple(first["loc"])) or None)
+    return SpecValidationError(message, path=format_path(loc + tuple(first["loc"])) or None)
 
 
 def _reraise(err: ValidationError, loc: tuple[Any, ...]) -> None:
