@@ -5,6 +5,7 @@ every token in L layers, and run it on a backend.
 """
 
 from maskc.attention import attention
+from maskc.canvas import Grid
 from maskc.compiler import compile, compile_layers
 from maskc.errors import (
     ArgumentError,
@@ -26,9 +27,11 @@ from maskc.primitives import (
     Difference,
     Global,
     Intersect,
+    Neighborhood,
     Random,
     Sink,
     Stride,
+    Tiles,
     Union,
     Window,
 )
@@ -51,12 +54,14 @@ __all__ = [
     "Difference",
     "DynamicPatternError",
     "Global",
+    "Grid",
     "HeadPattern",
     "IRFileError",
     "Intersect",
     "LayerEntry",
     "MaskcError",
     "MaskcWarning",
+    "Neighborhood",
     "Random",
     "Recognition",
     "Report",
@@ -64,6 +69,7 @@ __all__ = [
     "Spec",
     "SpecError",
     "Stride",
+    "Tiles",
     "TooLargeError",
     "Union",
     "Window",

@@ -64,6 +64,8 @@ def _seq_len(spec: Spec, seq_len: int | None) -> int:
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not 0 < n <= MAX_SEQ_LEN:
         message = f"seq_len must be a whole number in 1 … {MAX_SEQ_LEN} (maskc.limits.MAX_SEQ_LEN), got {n!r}"
         raise ArgumentError(message, argument="seq_len")
+    if spec.grid is not None and n != spec.grid.tokens:
+        raise SpecError(f"seq_len {n} conflicts with the grid, which holds {spec.grid.tokens} tokens", path="grid")
     return int(n)
 
 

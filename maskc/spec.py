@@ -16,9 +16,11 @@ from pydantic import (
     ValidationError,
     ValidationInfo,
     field_validator,
+    model_validator,
 )
 
 from maskc import limits
+from maskc.canvas import Grid
 from maskc.limits import MAX_SEQ_LEN, exceeds
 from maskc.primitives import Dense, PatternNode, Window, parse_pattern
 from maskc.primitives.base import _fail, raise_located
@@ -106,6 +108,7 @@ class Spec(_Model):
     name: str = "spec"
     description: str = ""
     seq_len: Annotated[int, Field(gt=0, le=MAX_SEQ_LEN)] | None = None
+    grid: Grid | None = None
     causal: bool = False
     block_size: PositiveInt = 64
     heads: PositiveInt | None = None
@@ -136,6 +139,22 @@ class Spec(_Model):
         if total > limits.MAX_SCHEDULE_LAYERS:
             raise ValueError(exceeds("the layer schedule's total count", total, "MAX_SCHEDULE_LAYERS"))
         return entries
+
+    @field_validator("grid")
+    @classmethod
+    def _grid_fits_seq_len(cls, grid: Grid | None, info: ValidationInfo) -> Grid | None:
+        n = info.data.get("seq_len")
+        if grid is not None and n is not None and n != grid.tokens:
+            text = f" + {grid.text} text tokens" if grid.text else ""
+            raise ValueError(f"the grid {grid.shape}{text} holds {grid.tokens} tokens, but seq_len is {n}")
+        return grid
+
+    @model_validator(mode="after")
+    def _seq_len_from_grid(self) -> Spec:
+        """A grid fixes the sequence length; a frozen model sets it once, here."""
+        if self.grid is not None and self.seq_len is None:
+            object.__setattr__(self, "seq_len", self.grid.tokens)
+        return self
 
     @field_validator("head_patterns")
     @classmethod

@@ -21,7 +21,7 @@ from pydantic_core import PydanticCustomError
 from maskc import limits
 from maskc.errors import SpecError, SpecValidationError
 from maskc.origin import Origin
-from maskc.rules import Rule
+from maskc.rules import Canvas, Rule
 
 #: True while maskc validates spec data itself: pydantic errors then travel up to be located.
 _VALIDATING: ContextVar[bool] = ContextVar("maskc_validating", default=False)
@@ -50,10 +50,11 @@ PATTERN_TYPES: dict[str, type[PatternNode]] = {}
 
 @dataclass(frozen=True)
 class LowerContext:
-    """What lowering a node to a rule needs to know: the sequence length and the spec's unit."""
+    """What lowering a node to a rule needs to know: the sequence length, the spec's unit, its grid."""
 
     n: int
     block_size: int
+    canvas: Canvas | None = None
 
     def fail(self, path: Origin, message: str) -> SpecError:
         return SpecError(message, path=path)
