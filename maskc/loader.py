@@ -212,18 +212,29 @@ def _parse_path(path: str) -> tuple[Any, ...]:
     return tuple(int(part) if part.isdigit() else part for part in re.findall(r"[^.\[\]]+", path))
 
 
-def locate(error: SpecError, source: str | Path) -> SpecError:
-    """The error with the spec file and the line of its field path filled in, where they can be read."""
+def locate_text(error: SpecError, text: str, source: str) -> SpecError:
+    """The error with `source` and the line of its field path in the spec text `text` filled in."""
     if error.source is not None:
         return error
     line = None
     try:
-        root = yaml.compose(Path(source).read_text(encoding="utf-8"), Loader=_SpecLoader)
+        root = yaml.compose(text, Loader=_SpecLoader)
         steps = error.origin.path if error.origin is not None else _parse_path(error.path or "")
         line = _line_of(root, steps) if steps else None
-    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+    except yaml.YAMLError:
         pass
-    return error.located(source=str(source), line=line)
+    return error.located(source=source, line=line)
+
+
+def locate(error: SpecError, source: str | Path) -> SpecError:
+    """The error with the spec file and the line of its field path filled in, where they can be read."""
+    if error.source is not None:
+        return error
+    try:
+        text = Path(source).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return error.located(source=str(source))
+    return locate_text(error, text, str(source))
 
 
 def load(path: str | Path) -> Spec:
