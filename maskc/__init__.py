@@ -8,7 +8,16 @@ from maskc import hf, nn
 from maskc.attention import attention
 from maskc.canvas import Grid
 from maskc.compiler import compile, compile_layers
-from maskc.errors import BackendError, DynamicPatternError, MaskcError, MaskcWarning, SpecError, TooLargeError
+from maskc.errors import (
+    ArgumentError,
+    BackendError,
+    DynamicPatternError,
+    IRFileError,
+    MaskcError,
+    MaskcWarning,
+    SpecError,
+    TooLargeError,
+)
 from maskc.ir import BlockLayout, CompiledPattern
 from maskc.kvcache import KVCache
 from maskc.loader import load, parse_spec
@@ -37,6 +46,7 @@ from maskc.verify import Report, verify
 __version__ = "0.1.0"
 
 __all__ = [
+    "ArgumentError",
     "Axial",
     "BackendError",
     "BlockLayout",
@@ -49,6 +59,7 @@ __all__ = [
     "Global",
     "Grid",
     "HeadPattern",
+    "IRFileError",
     "Intersect",
     "KVCache",
     "LayerEntry",

@@ -64,6 +64,8 @@ def check_shapes(
         raise BackendError(f"q and k must share head_dim; got q {d}, k {dk}")
     if hk != hv:
         raise BackendError(f"k and v must have the same number of heads; got k {hk}, v {hv}")
+    if n < 1:
+        raise BackendError(f"q, k and v have seq_len {n}: attention needs at least one position")
     if min(h, hk, d) < 1:
         raise BackendError(f"heads and head_dim must be at least 1; got q {tuple(q.shape)}, k {tuple(k.shape)}")
     if h % hk:
@@ -87,9 +89,12 @@ def check_pattern(pattern: CompiledPattern, shape: CallShape, rectangular: bool 
             f"but the inputs have seq_len {shape.n}; compile it with seq_len={shape.n}"
         )
     if pattern.heads != shape.heads and (pattern.heads != 1 or pattern.per_head or pattern.dynamic):
+        if pattern.spec.head_patterns:
+            advice = f"its spec's head_patterns are for {pattern.heads} heads, so q needs {pattern.heads} heads"
+        else:
+            advice = f"compile it with heads={shape.heads}"
         raise BackendError(
-            f"pattern {pattern.spec.name!r} is compiled for {pattern.heads} heads, but q has {shape.heads}; "
-            f"compile it with heads={shape.heads}"
+            f"pattern {pattern.spec.name!r} is compiled for {pattern.heads} heads, but q has {shape.heads}; {advice}"
         )
 
 

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from maskc import limits
 from maskc.compiler import compile
 from maskc.errors import MaskcError, TooLargeError
 from maskc.grid import TileGrid
@@ -148,6 +149,9 @@ def leaf_name(panel: Panel, leaf: Rule) -> str:
         return f"{origin}: {leaf.describe()}"
     ((kind, params),) = node.to_data().items()
     args = " ".join(f"{key}={value}" for key, value in params.items()) if isinstance(params, dict) else ""
+    if kind == "window" and isinstance(params, dict) and "size" in params:
+        before, after = node.offsets()  # type: ignore[attr-defined]
+        args += f" (before={before} after={after}: {before + after + 1} keys per row)"
     return f"{kind} {args}".strip() + (f" ({origin.part})" if origin.part else "")
 
 
@@ -436,6 +440,8 @@ def layers_needed(spec: Spec, n: int, layers: int) -> np.ndarray:
     Every layer has a residual connection, so a token keeps what it had: after layer l, i holds j when
     some p with (i, p) in layer l's mask ∪ identity held j before. The schedule cycles over the depth.
     """
+    if layers > limits.MAX_REACH_LAYERS:
+        raise TooLargeError(limits.exceeds("--reach", layers, "MAX_REACH_LAYERS"))
     cycle = layer_masks(spec, n)
     need = np.full((n, n), -1, dtype=np.int16)
     np.fill_diagonal(need, 0)

@@ -54,6 +54,23 @@ class CpuBackend:
         return_lse: bool = False,
         offsets: Offsets | None = None,
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        # Under torch.compile the reference runs eagerly: it works on numpy and scipy arrays, which a
+        # graph cannot hold, so the compiled function breaks its graph around this call. The eager
+        # path never imports torch._dynamo (importing it early changes how Triton's interpreter runs).
+        run = self._untraced if torch.compiler.is_compiling() else self._run
+        return run(q, k, v, pattern, scale=scale, return_lse=return_lse, offsets=offsets)
+
+    def _run(
+        self,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        pattern: CompiledPattern,
+        *,
+        scale: float | None,
+        return_lse: bool,
+        offsets: Offsets | None,
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         shape = check_call(q, k, v, pattern, rectangular=offsets is not None)
         if offsets is not None:
             scale_value, dtype = resolve_scale(scale, shape.head_dim), compute_dtype(q.dtype)
@@ -74,3 +91,6 @@ class CpuBackend:
 
     #: Attention of q over a KV cache whose slots hold the given positions (maskc.KVCache).
     decode = staticmethod(decode_attention)
+
+    #: `_run` hidden from torch.compile's tracer; torch._dynamo is imported on the first traced call only.
+    _untraced = torch._disable_dynamo(_run)

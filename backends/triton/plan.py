@@ -37,7 +37,7 @@ class Plan:
         self.masks = emit_masks(self.rules)
         #: What tuned configurations are shared by: same values (spec hash), rules and tile shape.
         self.tune_key = (pattern.spec_hash, self.masks.key, self.native_tile, pattern.n)
-        self._head_layout = np.asarray(pattern.head_layout, dtype=np.int32)
+        self._head_layout = np.array(pattern.head_layout, dtype=np.int32)  # a copy: tensors need writable memory
         self._layouts: dict[tuple[int, int], tuple[BlockLayout, ...]] = {self.native_tile: pattern.layouts}
         self._tables: dict[tuple, WalkTables] = {}
         self._window_tables: dict[tuple, WalkTables] = {}
