@@ -1,0 +1,168 @@
+"""Moving keys and values by the plan with torch.distributed, and their gradients back.
+
+Forward: one batch of point-to-point isend/irecv (batch_isend_irecv) for every (src, dst) pair
+of the plan, then one broadcast per source with keys every rank reads; all asynchronous, so the
+caller computes on its local keys while they travel. Backward: the gradients of received keys
+go back to their owners by the same pairs in reverse, and broadcast keys' gradients are summed
+at their source by a reduce.
+
+`traffic` counts the bytes of every buffer this process receives (a point-to-point receive,
+a broadcast it does not send, a reduce it is the destination of), so that tests and benchmarks
+compare what moved with the planner's prediction.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.distributed as dist
+
+from maskc.distributed.planner import Plan, Range, Transfer
+
+
+@dataclass
+class Traffic:
+    """Bytes received by this process, forward (keys and values) and backward (their gradients)."""
+
+    forward: int = 0
+    backward: int = 0
+
+    def reset(self) -> None:
+        self.forward = self.backward = 0
+
+
+#: What this process has received since the last reset.
+traffic = Traffic()
+
+
+@dataclass
+class Piece:
+    """Keys and values at global positions [start, stop), from rank `source` (views into a buffer)."""
+
+    start: int
+    stop: int
+    source: int
+    k: torch.Tensor
+    v: torch.Tensor
+
+
+@dataclass
+class Pending:
+    """Receives in flight: their buffers (filled once `wait` returns) and the handles to wait on."""
+
+    received: list[tuple[Transfer, torch.Tensor, torch.Tensor]]
+    handles: list = field(default_factory=list)
+
+    def wait(self) -> None:
+        for handle in self.handles:
+            handle.wait()
+        self.handles = []
+
+
+@dataclass(frozen=True)
+class Group:
+    """The process group, this process's rank in it and the global rank of every member."""
+
+    group: dist.ProcessGroup | None
+    rank: int
+    size: int
+    members: tuple[int, ...]
+
+    @classmethod
+    def of(cls, group: dist.ProcessGroup | None) -> Group:
+        size = dist.get_world_size(group)
+        members = tuple(dist.get_process_group_ranks(group)) if group is not None else tuple(range(size))
+        return cls(group, dist.get_rank(group), size, members)
+
+
+def gather_ranges(x: torch.Tensor, ranges: tuple[Range, ...], local: list[Range]) -> torch.Tensor:
+    """The rows of shard x (B, H, m, D) at the given global positions, as one contiguous buffer."""
+    return torch.cat([x[:, :, slice(*local_slice(a, b, local))] for a, b in ranges], dim=2).contiguous()
+
+
+def local_slice(start: int, stop: int, local: list[Range]) -> tuple[int, int]:
+    """Where global positions [start, stop) lie in a shard holding `local` ranges (in order)."""
+    offset = 0
+    for a, b in local:
+        if a <= start and stop <= b:
+            return offset + start - a, offset + stop - a
+        offset += b - a
+    raise ValueError(f"positions [{start}, {stop}) are not inside one of the shard's ranges {local}")
+
+
+def _empty_like_rows(x: torch.Tensor, rows: int) -> torch.Tensor:
+    return x.new_empty((x.shape[0], x.shape[1], rows, x.shape[3]))
+
+
+def start_exchange(plan: Plan, group: Group, k: torch.Tensor, v: torch.Tensor) -> Pending:
+    """Post every send and receive of the plan for this rank; returns at once."""
+    rank, local = group.rank, plan.rank_plans[group.rank].ranges
+    ops, received = [], []
+    for t in plan.sends(rank):
+        for x in (k, v):
+            ops.append(dist.P2POp(dist.isend, gather_ranges(x, t.ranges, local), group.members[t.dst], group.group))
+    for t in plan.receives(rank):
+        kb, vb = _empty_like_rows(k, t.keys), _empty_like_rows(v, t.keys)
+        received.append((t, kb, vb))
+        ops += [dist.P2POp(dist.irecv, b, group.members[t.src], group.group) for b in (kb, vb)]
+    handles = list(dist.batch_isend_irecv(ops)) if ops else []
+    for t in plan.broadcasts:
+        if t.src == rank:
+            buffers = [gather_ranges(x, t.ranges, local) for x in (k, v)]
+        else:
+            buffers = [_empty_like_rows(k, t.keys), _empty_like_rows(v, t.keys)]
+            received.append((t, *buffers))
+        handles += [dist.broadcast(b, group.members[t.src], group=group.group, async_op=True) for b in buffers]
+    traffic.forward += sum(kb.nbytes + vb.nbytes for _, kb, vb in received)
+    return Pending(received, handles)
+
+
+def pieces_of(received: list[tuple[Transfer, torch.Tensor, torch.Tensor]]) -> list[Piece]:
+    """Received buffers cut into one piece per position range."""
+    pieces = []
+    for t, kb, vb in received:
+        offset = 0
+        for a, b in t.ranges:
+            pieces.append(Piece(a, b, t.src, kb[:, :, offset : offset + b - a], vb[:, :, offset : offset + b - a]))
+            offset += b - a
+    return pieces
+
+
+def return_gradients(
+    plan: Plan,
+    group: Group,
+    grads: list[tuple[Transfer, torch.Tensor, torch.Tensor]],
+    dk: torch.Tensor,
+    dv: torch.Tensor,
+) -> None:
+    """Send the gradients of received keys and values to their owners, and add those of this rank's
+    keys (read by others) into dk, dv in place. `grads` pairs each received transfer with its gradients."""
+    rank, local = group.rank, plan.rank_plans[group.rank].ranges
+    ops, incoming = [], []
+    for t, gk, gv in grads:
+        if t.dst is not None:
+            ops += [dist.P2POp(dist.isend, g.contiguous(), group.members[t.src], group.group) for g in (gk, gv)]
+    for t in plan.sends(rank):
+        buffers = (_empty_like_rows(dk, t.keys), _empty_like_rows(dv, t.keys))
+        incoming.append((t, *buffers))
+        ops += [dist.P2POp(dist.irecv, b, group.members[t.dst], group.group) for b in buffers]
+    handles = list(dist.batch_isend_irecv(ops)) if ops else []
+    sent = {t.src: (gk, gv) for t, gk, gv in grads if t.dst is None}
+    for t in plan.broadcasts:
+        if t.src == rank:
+            buffers = (torch.zeros_like(_empty_like_rows(dk, t.keys)), torch.zeros_like(_empty_like_rows(dv, t.keys)))
+            incoming.append((t, *buffers))
+        else:
+            buffers = tuple(g.contiguous() for g in sent[t.src])
+        handles += [dist.reduce(b, group.members[t.src], group=group.group, async_op=True) for b in buffers]
+    for handle in handles:
+        handle.wait()
+    traffic.backward += sum(gk.nbytes + gv.nbytes for _, gk, gv in incoming)
+    for t, gk, gv in incoming:
+        offset = 0
+        for a, b in t.ranges:
+            lo, hi = local_slice(a, b, local)
+            dk[:, :, lo:hi] += gk[:, :, offset : offset + b - a]
+            dv[:, :, lo:hi] += gv[:, :, offset : offset + b - a]
+            offset += b - a

@@ -1,0 +1,223 @@
+"""`maskc.distributed.attention`: a compiled pattern on a sequence split over the ranks of a group.
+
+Each rank receives, by the plan, only the keys its queries read, runs one local attention call
+per (query range, key piece) of its plan and merges the partial outputs by log-sum-exp. The
+whole step is one autograd Function: its forward records the local calls and the merge with
+autograd (the backends' outputs and lse are exactly differentiable), and its backward replays
+that record for dQ, dK, dV of the local and received keys, then sends the received keys'
+gradients back to their owners. Every rank therefore enters the backward communication exactly
+once, whatever its own queries read.
+"""
+
+from __future__ import annotations
+
+import weakref
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from maskc.distributed.comm import Group, Pending, Piece, local_slice, pieces_of, return_gradients, start_exchange
+from maskc.distributed.planner import Block, Plan, plan
+from maskc.distributed.sharding import check_sharding
+from maskc.errors import BackendError
+from maskc.ir import CompiledPattern
+
+_plans: weakref.WeakKeyDictionary[CompiledPattern, dict[tuple[int, str], Plan]] = weakref.WeakKeyDictionary()
+
+
+def cached_plan(pattern: CompiledPattern, ranks: int, sharding: str) -> Plan:
+    """The plan of `pattern` over `ranks` ranks, computed once per pattern object."""
+    per_pattern = _plans.setdefault(pattern, {})
+    key = (ranks, sharding)
+    if key not in per_pattern:
+        per_pattern[key] = plan(pattern, ranks, sharding)
+    return per_pattern[key]
+
+
+def local_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    pattern: CompiledPattern,
+    q_offset: int,
+    k_offset: int,
+    scale: Any,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(out, lse) of queries at positions q_offset… against keys at k_offset… under the full pattern."""
+    from maskc.attention import attention
+
+    return attention(q, k, v, pattern, scale=scale, return_lse=True, q_offset=q_offset, k_offset=k_offset)
+
+
+@dataclass(frozen=True)
+class Job:
+    """One call: the plan, the group, the pattern and the score scale."""
+
+    plan: Plan
+    group: Group
+    pattern: CompiledPattern
+    scale: Any
+
+
+def attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    pattern: CompiledPattern,
+    group: dist.ProcessGroup | None = None,
+    sharding: str = "contiguous",
+    *,
+    scale: float | None = None,
+    return_lse: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """This rank's output shard of sparse attention over a sequence split across `group`.
+
+    q: (B, H, N/P, D), k, v: (B, Hkv, N/P, D): this rank's shards (`shard(x, rank, P, sharding)`)
+    of tensors over the whole sequence; `pattern` is compiled for the whole N. Returns the
+    output shard (and its lse shard, (B, H, N/P), when return_lse is true); differentiable.
+    The backend is chosen as `maskc.attention` does: Triton for CUDA tensors (NCCL), the CPU
+    reference for CPU tensors (gloo).
+    """
+    job = _job(q, k, v, pattern, group, sharding, scale)
+    if torch.is_grad_enabled() and any(x.requires_grad for x in (q, k, v)):
+        out, lse = ContextParallelAttention.apply(q, k, v, job)
+    else:
+        out, lse, _ = _run(job, q, k, v, track=False)
+    return (out, lse) if return_lse else out
+
+
+def _job(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pattern: Any, group: Any, sharding: str, scale: Any) -> Job:
+    check_sharding(sharding)
+    if not dist.is_available() or not dist.is_initialized():
+        raise BackendError("maskc.distributed.attention needs torch.distributed initialized (init_process_group)")
+    if not isinstance(pattern, CompiledPattern):
+        raise BackendError(f"pattern is a {type(pattern).__name__}, not a CompiledPattern (use maskc.compile)")
+    members = Group.of(group)
+    for name, x in (("q", q), ("k", k), ("v", v)):
+        if not isinstance(x, torch.Tensor) or x.dim() != 4:
+            raise BackendError(f"{name} must be a 4-D tensor (batch, heads, seq_len / ranks, head_dim)")
+        if x.shape[2] * members.size != pattern.n:
+            raise BackendError(
+                f"{name} holds {x.shape[2]} positions per rank; pattern {pattern.spec.name!r} is compiled for "
+                f"seq_len {pattern.n}, which over {members.size} ranks is {pattern.n / members.size:g} per rank"
+            )
+    return Job(cached_plan(pattern, members.size, sharding), members, pattern, scale)
+
+
+class ContextParallelAttention(torch.autograd.Function):
+    """Forward: exchange, local calls, merge (recorded with autograd). Backward: replay the record,
+    then return the received keys' gradients to their owners."""
+
+    @staticmethod
+    def forward(ctx: Any, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, job: Job) -> Any:
+        ctx.set_materialize_grads(False)
+        with torch.enable_grad():
+            leaves = [x.detach().requires_grad_() for x in (q, k, v)]
+            out, lse, received = _run(job, *leaves, track=True)
+        ctx.job, ctx.record = job, (out, lse, leaves, received)
+        return out.detach(), lse.detach()
+
+    @staticmethod
+    def backward(ctx: Any, d_out: torch.Tensor | None, d_lse: torch.Tensor | None) -> Any:
+        job: Job = ctx.job
+        out, lse, leaves, received = ctx.record
+        del ctx.record
+        outputs, grads = [out], [torch.zeros_like(out) if d_out is None else d_out]
+        if d_lse is not None:
+            outputs.append(lse)
+            grads.append(d_lse)
+        inputs = leaves + [b for _, kb, vb in received for b in (kb, vb)]
+        found = torch.autograd.grad(outputs, inputs, grads, allow_unused=True)
+        found = [torch.zeros_like(x) if g is None else g for x, g in zip(inputs, found)]
+        dq, dk, dv = found[:3]
+        pairs = [(t, found[3 + 2 * i], found[4 + 2 * i]) for i, (t, _, _) in enumerate(received)]
+        return_gradients(job.plan, job.group, pairs, dk, dv)
+        return dq, dk, dv, None
+
+
+def _run(job: Job, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, track: bool) -> Any:
+    """(out, lse, received buffers): post the exchange, compute on local keys, then on received ones."""
+    plan_here = job.plan.rank_plans[job.group.rank]
+    pending: Pending = start_exchange(job.plan, job.group, k.detach(), v.detach())
+    if track:
+        pending.received = [(t, kb.requires_grad_(), vb.requires_grad_()) for t, kb, vb in pending.received]
+    local = plan_here.ranges
+    pieces = [Piece(a, b, job.group.rank, *(_rows(x, a, b, local) for x in (k, v))) for a, b in local]
+    results: list[tuple[Block, torch.Tensor, torch.Tensor]] = []
+    remote = [block for block in plan_here.blocks if block.source != job.group.rank]
+    for block in plan_here.blocks:
+        if block.source == job.group.rank:
+            results.append((block, *_call(job, q, local, pieces, block)))
+    pending.wait()
+    pieces += pieces_of(pending.received)
+    for block in remote:
+        results.append((block, *_call(job, q, local, pieces, block)))
+    outs, lses = zip(*(_assemble(q, k, v, a, b, results) for a, b in local))
+    return torch.cat(outs, dim=2), torch.cat(lses, dim=2), pending.received
+
+
+def _call(
+    job: Job, q: torch.Tensor, local: list[tuple[int, int]], pieces: list[Piece], block: Block
+) -> tuple[torch.Tensor, torch.Tensor]:
+    piece = next(p for p in pieces if p.start <= block.k_start and block.k_stop <= p.stop and p.source == block.source)
+    keys = slice(block.k_start - piece.start, block.k_stop - piece.start)
+    queries = _rows(q, block.q_start, block.q_stop, local)
+    return local_attention(
+        queries, piece.k[:, :, keys], piece.v[:, :, keys], job.pattern, block.q_start, block.k_start, job.scale
+    )
+
+
+def _rows(x: torch.Tensor, start: int, stop: int, local: list[tuple[int, int]]) -> torch.Tensor:
+    """The rows of shard x at global positions [start, stop)."""
+    return x[:, :, slice(*local_slice(start, stop, local))]
+
+
+def _assemble(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    start: int,
+    stop: int,
+    results: list[tuple[Block, torch.Tensor, torch.Tensor]],
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Output and lse of queries [start, stop), merging the partial results of their blocks."""
+    mine = [r for r in results if start <= r[0].q_start and r[0].q_stop <= stop]
+    whole = next((r for r in mine if (r[0].q_start, r[0].q_stop) == (start, stop)), None)
+    if whole is not None and len(mine) == 1:
+        return whole[1], whole[2]
+    if whole is not None:
+        out, lse = whole[1].clone(), whole[2].clone()
+        mine = [r for r in mine if r is not whole]
+    else:
+        b, h = q.shape[0], q.shape[1]
+        lse_dtype = mine[0][2].dtype if mine else torch.float32
+        out = q.new_zeros((b, h, stop - start, v.shape[3]))
+        lse = torch.full((b, h, stop - start), float("-inf"), dtype=lse_dtype, device=q.device)
+    for block, part_out, part_lse in mine:
+        rows = slice(block.q_start - start, block.q_stop - start)
+        merged_out, merged_lse = merge(out[:, :, rows].clone(), lse[:, :, rows].clone(), part_out, part_lse)
+        out[:, :, rows] = merged_out
+        lse[:, :, rows] = merged_lse
+    return out, lse
+
+
+def merge(
+    out_a: torch.Tensor, lse_a: torch.Tensor, out_b: torch.Tensor, lse_b: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Softmax outputs over two disjoint key sets merged into the output over their union, by lse.
+
+    Rows with no key in either set (lse = −inf in both) stay zero with lse = −inf, with zero
+    gradients rather than NaN.
+    """
+    peak = torch.maximum(lse_a, lse_b)
+    peak = torch.where(torch.isfinite(peak), peak, torch.zeros_like(peak))
+    weight_a, weight_b = torch.exp(lse_a - peak), torch.exp(lse_b - peak)
+    total = weight_a + weight_b
+    some = total > 0
+    safe = torch.where(some, total, torch.ones_like(total))
+    lse = torch.where(some, peak + torch.log(safe), torch.full_like(total, float("-inf")))
+    dtype = lse.dtype
+    out = (weight_a[..., None] * out_a.to(dtype) + weight_b[..., None] * out_b.to(dtype)) / safe[..., None]
+    return out.to(out_a.dtype), lse

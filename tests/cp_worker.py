@@ -1,0 +1,141 @@
+"""Worker processes of the context-parallel tests: every rank runs every case against the
+single-process result and the planner's byte counts, and rank 0 writes what failed to a file."""
+
+from __future__ import annotations
+
+import inspect as _inspect
+import json
+import traceback
+from datetime import timedelta
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+import maskc
+from maskc import distributed as md
+from maskc.distributed import comm
+from maskc.distributed import parallel as _mda
+
+#: (case name, spec, seq_len, heads, kv_heads). n is a multiple of 8 (zigzag over 4 ranks) but not of the
+#: tile (32 rows × 16 columns), so shard boundaries cut tiles.
+CASES: list[tuple[str, dict[str, Any], int, int, int]] = [
+    ("window", {"name": "window", "pattern": {"window": {"before": 21, "after": 9}}}, 208, 2, 1),
+    (
+        "longformer",
+        {"name": "longformer", "pattern": [{"window": {"before": 12, "after": 12}}, {"global": {"tokens": [0]}}]},
+        208,
+        2,
+        2,
+    ),
+    ("dense_causal", {"name": "dense-causal", "causal": True, "pattern": {"dense": {}}}, 208, 2, 2),
+    (
+        "per_head",
+        {
+            "name": "per-head",
+            "heads": 2,
+            "causal": True,
+            "pattern": {"window": {"before": 9}},
+            "head_patterns": [{"heads": [1], "pattern": [{"sink": {"count": 3}}, {"stride": {"every": 13}}]}],
+        },
+        208,
+        2,
+        1,
+    ),
+]
+SHARDINGS = ("contiguous", "zigzag")
+TILE = (32, 16)
+
+
+def compile_spec(spec: dict[str, Any], n: int, heads: int = 1, tile: Any = TILE) -> maskc.CompiledPattern:
+    return maskc.compile(maskc.Spec.model_validate(spec), seq_len=n, block_size=tile, heads=heads)
+
+
+def case_keys() -> list[str]:
+    return [f"{name}-{sharding}" for name, *_ in CASES for sharding in SHARDINGS]
+
+
+def main(rank: int, world: int, init_file: str, result_file: str) -> None:
+    """One rank: run every case, gather the failures, rank 0 writes {case: failure or ""}."""
+    torch.set_num_threads(1)
+    dist.init_process_group(
+        "gloo", init_method=f"file://{init_file}", rank=rank, world_size=world, timeout=timedelta(seconds=60)
+    )
+    try:
+        failures = {}
+        for name, spec, n, heads, kv_heads in CASES:
+            for sharding in SHARDINGS:
+                try:
+                    check_case(spec, n, heads, kv_heads, sharding, with_lse=(name != "window"))
+                    failures[f"{name}-{sharding}"] = ""
+                except AssertionError:
+                    failures[f"{name}-{sharding}"] = f"rank {rank}: {traceback.format_exc(limit=3)}"
+        gathered: list[Any] = [None] * world
+        dist.all_gather_object(gathered, failures)
+        if rank == 0:
+            merged = {key: "".join(g[key] for g in gathered) for key in failures}
+            with open(result_file, "w") as fh:
+                json.dump(merged, fh)
+    finally:
+        dist.destroy_process_group()
+
+
+def check_case(spec: dict[str, Any], n: int, heads: int, kv_heads: int, sharding: str, with_lse: bool) -> None:
+    """This rank's output, lse and gradients equal the single-process ones; received bytes equal the plan's."""
+    rank, world = dist.get_rank(), dist.get_world_size()
+    pattern = compile_spec(spec, n, heads)
+    gen = torch.Generator().manual_seed(n + heads)
+    q = torch.randn(2, heads, n, 8, generator=gen, dtype=torch.float64)
+    k, v = (torch.randn(2, kv_heads, n, 8, generator=gen, dtype=torch.float64) for _ in range(2))
+    w_out = torch.randn(2, heads, n, 8, generator=gen, dtype=torch.float64)
+    w_lse = torch.randn(2, heads, n, generator=gen, dtype=torch.float64)
+
+    full = [x.clone().requires_grad_() for x in (q, k, v)]
+    out, lse = maskc.attention(*full, pattern, return_lse=True)
+    loss = (out * w_out).sum() + ((lse.masked_fill(lse.isinf(), 0) * w_lse).sum() if with_lse else 0)
+    loss.backward()
+
+    part = [md.shard(x, rank, world, sharding).requires_grad_() for x in (q, k, v)]
+    comm.traffic.reset()
+    out_s, lse_s = md.attention(*part, pattern, sharding=sharding, return_lse=True)
+    forward_bytes = comm.traffic.forward
+    shard_w = md.shard(w_out, rank, world, sharding)
+    loss_s = (out_s * shard_w).sum()
+    if with_lse:
+        loss_s = loss_s + (lse_s.masked_fill(lse_s.isinf(), 0) * md.shard(w_lse, rank, world, sharding)).sum()
+    loss_s.backward()
+
+    expected = [out, lse] + [x.grad for x in full]
+    got = [out_s, lse_s] + [x.grad for x in part]
+    for what, e, g in zip(("out", "lse", "dq", "dk", "dv"), expected, got):
+        want = md.shard(e.detach(), rank, world, sharding)
+        assert torch.allclose(g.detach(), want, atol=1e-9, rtol=1e-9, equal_nan=False) or torch.equal(g, want), (
+            f"{what} differs by {(g.detach() - want).abs().nan_to_num(float('inf')).max().item():.3g}"
+        )
+    plan = md.plan(pattern, world, sharding)
+    per_key = 2 * kv_heads * (8 + 8) * 8
+    assert forward_bytes == plan.keys_received(rank) * per_key, (forward_bytes, plan.keys_received(rank) * per_key)
+    assert comm.traffic.backward == plan.grad_keys_received(rank) * per_key, (
+        comm.traffic.backward,
+        plan.grad_keys_received(rank) * per_key,
+    )
+
+
+# --- TEMPORARY stand-in until rectangular calls land (remove after merging `models`) ---
+
+
+def _dense_rect(q, k, v, pattern, q_offset, k_offset, scale):
+    mask = torch.as_tensor(pattern.to_dense())
+    mask = mask[..., q_offset : q_offset + q.shape[2], k_offset : k_offset + k.shape[2]]
+    group = q.shape[1] // k.shape[1]
+    kk, vv = (x.repeat_interleave(group, dim=1) for x in (k, v))
+    s = (q @ kk.transpose(-1, -2)) * (scale if scale is not None else q.shape[-1] ** -0.5)
+    s = s.masked_fill(~mask, float("-inf"))
+    lse = torch.logsumexp(s, dim=-1)
+    safe = torch.where(torch.isfinite(lse), lse, torch.zeros_like(lse))
+    p = torch.exp(s - safe[..., None])
+    return p @ vv, lse
+
+
+if "q_offset" not in _inspect.signature(maskc.attention).parameters:
+    _mda.local_attention = _dense_rect

@@ -1,0 +1,148 @@
+"""Context parallelism on 2 and 4 gloo processes against the single-process result, and the planner."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+from cp_worker import CASES, TILE, case_keys, compile_spec, main
+
+import maskc
+from maskc import distributed as md
+from maskc.errors import BackendError, DynamicPatternError
+
+#: Seconds the worker processes of one world size may take before the test fails (a hang is a failure).
+WORKER_TIMEOUT = 240
+
+
+def _run_world(world: int, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    folder = tmp_path_factory.mktemp(f"cp{world}")
+    init_file, result_file = folder / "init", folder / "result.json"
+    context = mp.start_processes(
+        main, args=(world, str(init_file), str(result_file)), nprocs=world, join=False, start_method="fork"
+    )
+    deadline = time.monotonic() + WORKER_TIMEOUT
+    while not context.join(timeout=1):
+        if time.monotonic() > deadline:
+            for process in context.processes:
+                process.kill()
+            pytest.fail(f"{world} context-parallel workers did not finish within {WORKER_TIMEOUT} s")
+    return json.loads(result_file.read_text())
+
+
+@pytest.fixture(scope="module")
+def two_ranks(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    return _run_world(2, tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def four_ranks(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    return _run_world(4, tmp_path_factory)
+
+
+@pytest.mark.parametrize("case", case_keys())
+def test_two_ranks_match_one_process(two_ranks: dict[str, str], case: str) -> None:
+    assert two_ranks[case] == "", two_ranks[case]
+
+
+@pytest.mark.parametrize("case", case_keys())
+def test_four_ranks_match_one_process(four_ranks: dict[str, str], case: str) -> None:
+    assert four_ranks[case] == "", four_ranks[case]
+
+
+@pytest.mark.parametrize("sharding", ["contiguous", "zigzag"])
+@pytest.mark.parametrize("ranks", [1, 2, 3, 4])
+def test_shard_and_unshard_are_inverse(ranks: int, sharding: str) -> None:
+    x = torch.arange(2 * 3 * 24 * 2).reshape(2, 3, 24, 2)
+    shards = [md.shard(x, r, ranks, sharding) for r in range(ranks)]
+    assert torch.equal(md.unshard(shards, sharding), x)
+    held = torch.cat([md.positions(24, r, ranks, sharding) for r in range(ranks)])
+    assert sorted(held.tolist()) == list(range(24))
+
+
+def test_zigzag_holds_chunk_r_and_its_mirror() -> None:
+    assert md.rank_ranges(16, 0, 4, "zigzag") == [(0, 2), (14, 16)]
+    assert md.rank_ranges(16, 3, 4, "zigzag") == [(6, 10)]
+
+
+def test_plan_reads_exactly_the_keys_of_stored_tiles() -> None:
+    """Brute force over the tile map: a rank needs key tile c exactly when one of its query rows' tiles stores c."""
+    for name, spec, n, heads, _ in CASES:
+        pattern = compile_spec(spec, n, heads)
+        dense = pattern.to_dense().reshape(-1, n, n) if pattern.per_head else pattern.to_dense()[None]
+        bm, bn = TILE
+        for sharding in ("contiguous", "zigzag"):
+            for world in (2, 3, 4):
+                if n % (2 * world):
+                    continue
+                plan = md.plan(pattern, world, sharding)
+                for rank in range(world):
+                    rows = md.positions(n, rank, world, sharding).numpy()
+                    tile_rows = sorted({r // bm for r in rows})
+                    tiles = [dense[:, r * bm : (r + 1) * bm] for r in tile_rows]
+                    stored = [c for c in range(-(-n // bn)) if any(t[..., c * bn : (c + 1) * bn].any() for t in tiles)]
+                    needed = {j for c in stored for j in range(c * bn, min((c + 1) * bn, n))}
+                    own = set(rows.tolist())
+                    assert plan.rank_plans[rank].keys_read == len(needed), (name, sharding, world, rank)
+                    assert plan.keys_received(rank) == len(needed - own), (name, sharding, world, rank)
+                    got = {j for t in plan.p2p if t.dst == rank for a, b in t.ranges for j in range(a, b)}
+                    got |= {j for t in plan.broadcasts if t.src != rank for a, b in t.ranges for j in range(a, b)}
+                    assert got == needed - own, (name, sharding, world, rank)
+
+
+def test_window_plan_moves_one_halo() -> None:
+    pattern = maskc.compile("specs/mistral_swa.yaml", seq_len=262144)
+    plan = md.plan(pattern, 2, "contiguous")
+    assert [plan.keys_received(r) for r in range(2)] == [0, 4096]
+    assert [(t.src, t.dst, t.ranges) for t in plan.p2p] == [(0, 1, ((126976, 131072),))]
+    assert plan.imbalance < 0.01
+
+
+def test_dense_causal_zigzag_balances_work() -> None:
+    pattern = compile_spec({"name": "causal", "causal": True, "pattern": {"dense": {}}}, 8192, tile=64)
+    contiguous, zigzag = md.plan(pattern, 4, "contiguous"), md.plan(pattern, 4, "zigzag")
+    assert contiguous.imbalance > 0.5
+    assert zigzag.imbalance < 0.01
+
+
+def test_global_keys_go_by_broadcast_past_two_ranks() -> None:
+    spec = {"name": "lf", "pattern": [{"window": {"before": 64, "after": 64}}, {"global": {"tokens": [0]}}]}
+    plan = md.plan(compile_spec(spec, 4096, tile=64), 8, "contiguous")
+    assert [(t.src, t.ranges) for t in plan.broadcasts] == [(0, ((0, 64),))]
+
+
+def test_run_time_patterns_are_refused() -> None:
+    spec = {"name": "c", "pattern": {"cluster": {"clusters": 4}}}
+    with pytest.raises(DynamicPatternError, match="static patterns only"):
+        md.plan(compile_spec(spec, 256, tile=64), 2)
+
+
+def test_uneven_split_is_refused() -> None:
+    pattern = compile_spec({"name": "w", "pattern": {"window": {"size": 8}}}, 100, tile=16)
+    with pytest.raises(BackendError, match="does not split into 8 equal chunks"):
+        md.plan(pattern, 4, "zigzag")
+    with pytest.raises(BackendError, match="sharding must be one of"):
+        md.plan(pattern, 2, "striped")
+
+
+def test_merge_by_lse_equals_softmax_over_the_union() -> None:
+    from maskc.distributed.parallel import merge
+
+    gen = torch.Generator().manual_seed(0)
+    scores = torch.randn(3, 10, generator=gen, dtype=torch.float64)
+    values = torch.randn(10, 4, generator=gen, dtype=torch.float64)
+    scores[2] = float("-inf")  # a row with no key at all
+
+    def part(cols: slice) -> tuple[torch.Tensor, torch.Tensor]:
+        s = scores[:, cols]
+        lse = torch.logsumexp(s, dim=-1)
+        p = torch.exp(s - lse[:, None]).nan_to_num(0.0)
+        return p @ values[cols], lse
+
+    out, lse = merge(*part(slice(0, 4)), *part(slice(4, 10)))
+    want_out, want_lse = part(slice(0, 10))
+    assert torch.allclose(out, want_out) and torch.equal(lse.isinf(), want_lse.isinf())
+    assert torch.allclose(lse[:2], want_lse[:2]) and torch.equal(out[2], torch.zeros(4, dtype=torch.float64))
