@@ -8,10 +8,12 @@ import torch
 
 from maskc.calls import resolve_scale, static_patterns
 from maskc.ir import CompiledPattern
+from maskc.offsets import Offsets
 
 from .cache import PlanCache
 from .checks import check_call, compute_dtype, unsupported_reason
 from .function import SparseAttention
+from .rectangular import rectangular_job
 from .work import Job, group_heads
 
 #: Default bytes one step of the computation may hold (one chunk of query rows of one head).
@@ -49,8 +51,14 @@ class CpuBackend:
         *,
         scale: float | None = None,
         return_lse: bool = False,
+        offsets: Offsets | None = None,
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        shape = check_call(q, k, v, pattern)
+        shape = check_call(q, k, v, pattern, rectangular=offsets is not None)
+        if offsets is not None:
+            scale_value, dtype = resolve_scale(scale, shape.head_dim), compute_dtype(q.dtype)
+            job = rectangular_job(pattern, shape, offsets, scale_value, dtype, self.memory_budget)
+            out, lse = SparseAttention.apply(q, k, v, job)
+            return (out, lse) if return_lse else out
         job = Job(
             groups=group_heads(static_patterns(pattern, q, k, shape), shape),
             shape=shape,
