@@ -3,7 +3,6 @@ single-process result and the planner's byte counts, and rank 0 writes what fail
 
 from __future__ import annotations
 
-import inspect as _inspect
 import json
 import traceback
 from datetime import timedelta
@@ -15,7 +14,6 @@ import torch.distributed as dist
 import maskc
 from maskc import distributed as md
 from maskc.distributed import comm
-from maskc.distributed import parallel as _mda
 
 #: (case name, spec, seq_len, heads, kv_heads). n is a multiple of 8 (zigzag over 4 ranks) but not of the
 #: tile (32 rows × 16 columns), so shard boundaries cut tiles.
@@ -121,21 +119,3 @@ def check_case(spec: dict[str, Any], n: int, heads: int, kv_heads: int, sharding
     )
 
 
-# --- TEMPORARY stand-in until rectangular calls land (remove after merging `models`) ---
-
-
-def _dense_rect(q, k, v, pattern, q_offset, k_offset, scale):
-    mask = torch.as_tensor(pattern.to_dense())
-    mask = mask[..., q_offset : q_offset + q.shape[2], k_offset : k_offset + k.shape[2]]
-    group = q.shape[1] // k.shape[1]
-    kk, vv = (x.repeat_interleave(group, dim=1) for x in (k, v))
-    s = (q @ kk.transpose(-1, -2)) * (scale if scale is not None else q.shape[-1] ** -0.5)
-    s = s.masked_fill(~mask, float("-inf"))
-    lse = torch.logsumexp(s, dim=-1)
-    safe = torch.where(torch.isfinite(lse), lse, torch.zeros_like(lse))
-    p = torch.exp(s - safe[..., None])
-    return p @ vv, lse
-
-
-if "q_offset" not in _inspect.signature(maskc.attention).parameters:
-    _mda.local_attention = _dense_rect
