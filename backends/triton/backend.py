@@ -9,6 +9,7 @@ import torch
 from maskc.calls import check_shapes, resolve_scale, static_patterns
 from maskc.errors import BackendError
 from maskc.ir import CompiledPattern
+from maskc.offsets import Offsets
 
 from .checks import unsupported_reason
 from .function import sparse_attention
@@ -37,12 +38,16 @@ class TritonBackend:
         *,
         scale: float | None = None,
         return_lse: bool = False,
+        offsets: Offsets | None = None,
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         reason = unsupported_reason(q, k, v, pattern)
         if reason is not None:
             raise BackendError(reason)
-        shape = check_shapes(q, k, v, pattern)
+        shape = check_shapes(q, k, v, pattern, rectangular=offsets is not None)
         scale = resolve_scale(scale, shape.head_dim)
+        if offsets is not None:
+            out, lse = sparse_attention(q, k, v, pattern, scale, offsets)
+            return (out, lse) if return_lse else out
         patterns = static_patterns(pattern, q, k, shape)
         if len(patterns) == 1:
             out, lse = sparse_attention(q, k, v, patterns[0], scale)

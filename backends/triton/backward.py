@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from .forward import LOG2E
+from .span import Span
 from .tuning import KernelConfig, choose_config, dot_precision
 
 if TYPE_CHECKING:
@@ -55,15 +56,15 @@ def maskc_backward_prepare(
 
 
 @triton.jit
-def dkdv_tile(dk, dv, k, v, q_tile, do_tile, Lse2, Delta, offs_q, offs_k, layout, n_ctx, qk_scale, ${mask_params}
-              MASKED: tl.constexpr, EVEN_N: tl.constexpr, PRECISION: tl.constexpr):
+def dkdv_tile(dk, dv, k, v, q_tile, do_tile, Lse2, Delta, offs_q, offs_k, layout, n_ctx, q_lo, q_hi, qk_scale,
+              ${mask_params} MASKED: tl.constexpr, EVEN_N: tl.constexpr, PRECISION: tl.constexpr):
     if EVEN_N:
         q = tl.load(q_tile)
         do = tl.load(do_tile)
         lse2 = tl.load(Lse2 + offs_q)
         delta = tl.load(Delta + offs_q)
     else:
-        q_in = offs_q < n_ctx
+        q_in = (offs_q >= q_lo) & (offs_q < q_hi)
         q = tl.load(q_tile, mask=q_in[:, None], other=0.0)
         do = tl.load(do_tile, mask=q_in[:, None], other=0.0)
         lse2 = tl.load(Lse2 + offs_q, mask=q_in, other=float("inf"))
@@ -82,7 +83,7 @@ def dkdv_tile(dk, dv, k, v, q_tile, do_tile, Lse2, Delta, offs_q, offs_k, layout
 
 @triton.jit
 def dkdv_tiles(dk, dv, k, v, q_head, do_head, q_local, do_local, stride_qm, stride_dm, lse2_head, delta_head,
-               tile_idx, lo, hi, offs_m, offs_k, layout, n_ctx, qk_scale, ${mask_params}
+               tile_idx, lo, hi, offs_m, offs_k, layout, n_ctx, q_lo, q_hi, qk_scale, ${mask_params}
                BLOCK_M: tl.constexpr, MASKED: tl.constexpr, EVEN_N: tl.constexpr, PRECISION: tl.constexpr):
     # Add the dK and dV contributions of the query tiles tile_idx[lo:hi] of one key column.
     start_m = tile_start(tile_idx, lo, hi, BLOCK_M)
@@ -92,7 +93,7 @@ def dkdv_tiles(dk, dv, k, v, q_head, do_head, q_local, do_local, stride_qm, stri
             dk, dv, k, v,
             q_head + start_m.to(tl.int64) * stride_qm + q_local,
             do_head + start_m.to(tl.int64) * stride_dm + do_local,
-            lse2_head, delta_head, start_m + offs_m, offs_k, layout, n_ctx, qk_scale, ${mask_args}
+            lse2_head, delta_head, start_m + offs_m, offs_k, layout, n_ctx, q_lo, q_hi, qk_scale, ${mask_args}
             MASKED, EVEN_N, PRECISION,
         )
         start_m = next_m
@@ -109,11 +110,14 @@ def maskc_backward_dkdv(
     stride_dkb, stride_dkh, stride_dkn,
     stride_dvb, stride_dvh, stride_dvn,
     head_layout, col_order, full_ptr, full_idx, partial_ptr, partial_idx,
-    qk_scale, sm_scale, n_ctx, heads, batch_kv_heads, kv_heads, col_tiles, long_cols, ${mask_params}
+    qk_scale, sm_scale, n_ctx, heads, batch_kv_heads, kv_heads, col_tiles, long_cols, programs,
+    q_starts, q_start, q_len, k_lo, k_hi, ${mask_params}
     GROUP: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr, VALUE_DIM: tl.constexpr,
-    EVEN_N: tl.constexpr, PRECISION: tl.constexpr,
+    EVEN_N: tl.constexpr, PER_BATCH_Q: tl.constexpr, PRECISION: tl.constexpr,
 ):
-    slot, bkv = program_slot(tl.program_id(0), long_cols, col_tiles, batch_kv_heads)
+    # Rows are addressed by position, as in the forward kernel: the base pointers below are
+    # moved back by the first position of the call's queries (q_lo) and keys (k_lo).
+    slot, bkv = program_slot(tl.program_id(0), long_cols, programs, batch_kv_heads)
     b = bkv // kv_heads
     kvh = bkv % kv_heads
     col = tl.load(col_order + slot)
@@ -123,13 +127,15 @@ def maskc_backward_dkdv(
     offs_d = tl.arange(0, HEAD_DIM)
     offs_v = tl.arange(0, VALUE_DIM)
     offs_k = start_n + offs_n
-    k_rows = K + b.to(tl.int64) * stride_kb + kvh.to(tl.int64) * stride_kh + start_n.to(tl.int64) * stride_kn
-    v_rows = V + b.to(tl.int64) * stride_vb + kvh.to(tl.int64) * stride_vh + start_n.to(tl.int64) * stride_vn
+    q_lo = tl.load(q_starts + b) if PER_BATCH_Q else q_start
+    local_n = (start_n - k_lo).to(tl.int64)
+    k_rows = K + b.to(tl.int64) * stride_kb + kvh.to(tl.int64) * stride_kh + local_n * stride_kn
+    v_rows = V + b.to(tl.int64) * stride_vb + kvh.to(tl.int64) * stride_vh + local_n * stride_vn
+    k_in = ((offs_k >= k_lo) & (offs_k < k_hi))[:, None]
     if EVEN_N:
         k = tl.load(k_rows + offs_n[:, None] * stride_kn + offs_d[None, :])
         v = tl.load(v_rows + offs_n[:, None] * stride_vn + offs_v[None, :])
     else:
-        k_in = (offs_k < n_ctx)[:, None]
         k = tl.load(k_rows + offs_n[:, None] * stride_kn + offs_d[None, :], mask=k_in, other=0.0)
         v = tl.load(v_rows + offs_n[:, None] * stride_vn + offs_v[None, :], mask=k_in, other=0.0)
     dk = tl.zeros([BLOCK_N, HEAD_DIM], tl.float32)
@@ -139,38 +145,38 @@ def maskc_backward_dkdv(
     for g in range(0, GROUP):
         h = kvh * GROUP + g
         layout = tl.load(head_layout + h)
-        q_head = Q + b.to(tl.int64) * stride_qb + h.to(tl.int64) * stride_qh
-        do_head = DOut + b.to(tl.int64) * stride_db + h.to(tl.int64) * stride_dh
-        rows_at = (b * heads + h).to(tl.int64) * n_ctx
+        q_back = tl.cast(q_lo, tl.int64)
+        q_head = Q + b.to(tl.int64) * stride_qb + h.to(tl.int64) * stride_qh - q_back * stride_qm
+        do_head = DOut + b.to(tl.int64) * stride_db + h.to(tl.int64) * stride_dh - q_back * stride_dm
+        rows_at = (b * heads + h).to(tl.int64) * q_len - q_back
         at = layout * (col_tiles + 1) + col
         dk, dv = dkdv_tiles(
             dk, dv, k, v, q_head, do_head, q_local, do_local, stride_qm, stride_dm, Lse2 + rows_at, Delta + rows_at,
             full_idx, tl.load(full_ptr + at), tl.load(full_ptr + at + 1),
-            offs_m, offs_k, layout, n_ctx, qk_scale, ${mask_args}
+            offs_m, offs_k, layout, n_ctx, q_lo, q_lo + q_len, qk_scale, ${mask_args}
             BLOCK_M, False, EVEN_N, PRECISION,
         )
         dk, dv = dkdv_tiles(
             dk, dv, k, v, q_head, do_head, q_local, do_local, stride_qm, stride_dm, Lse2 + rows_at, Delta + rows_at,
             partial_idx, tl.load(partial_ptr + at), tl.load(partial_ptr + at + 1),
-            offs_m, offs_k, layout, n_ctx, qk_scale, ${mask_args}
+            offs_m, offs_k, layout, n_ctx, q_lo, q_lo + q_len, qk_scale, ${mask_args}
             BLOCK_M, True, EVEN_N, PRECISION,
         )
-    k_in = (offs_k < n_ctx)[:, None]
-    dk_rows = DK + b.to(tl.int64) * stride_dkb + kvh.to(tl.int64) * stride_dkh + start_n.to(tl.int64) * stride_dkn
-    dv_rows = DV + b.to(tl.int64) * stride_dvb + kvh.to(tl.int64) * stride_dvh + start_n.to(tl.int64) * stride_dvn
+    dk_rows = DK + b.to(tl.int64) * stride_dkb + kvh.to(tl.int64) * stride_dkh + local_n * stride_dkn
+    dv_rows = DV + b.to(tl.int64) * stride_dvb + kvh.to(tl.int64) * stride_dvh + local_n * stride_dvn
     tl.store(dk_rows + offs_n[:, None] * stride_dkn + offs_d[None, :], (dk * sm_scale).to(DK.dtype.element_ty),
              mask=k_in)
     tl.store(dv_rows + offs_n[:, None] * stride_dvn + offs_v[None, :], dv.to(DV.dtype.element_ty), mask=k_in)
 
 
 @triton.jit
-def dq_tile(dq, q, do, lse2, delta, k_tile, v_tile, offs_q, offs_k, layout, n_ctx, qk_scale, ${mask_params}
+def dq_tile(dq, q, do, lse2, delta, k_tile, v_tile, offs_q, offs_k, layout, n_ctx, k_lo, k_hi, qk_scale, ${mask_params}
             MASKED: tl.constexpr, EVEN_N: tl.constexpr, PRECISION: tl.constexpr):
     if EVEN_N:
         k = tl.load(k_tile)
         v = tl.load(v_tile)
     else:
-        k_in = (offs_k < n_ctx)[:, None]
+        k_in = ((offs_k >= k_lo) & (offs_k < k_hi))[:, None]
         k = tl.load(k_tile, mask=k_in, other=0.0)
         v = tl.load(v_tile, mask=k_in, other=0.0)
     qk = mma(q, tl.trans(k), None, PRECISION)
@@ -186,7 +192,7 @@ def dq_tile(dq, q, do, lse2, delta, k_tile, v_tile, offs_q, offs_k, layout, n_ct
 
 @triton.jit
 def dq_tiles(dq, q, do, lse2, delta, k_head, v_head, k_local, v_local, stride_kn, stride_vn,
-             tile_idx, lo, hi, offs_q, offs_n, layout, n_ctx, qk_scale, ${mask_params}
+             tile_idx, lo, hi, offs_q, offs_n, layout, n_ctx, k_lo, k_hi, qk_scale, ${mask_params}
              BLOCK_N: tl.constexpr, MASKED: tl.constexpr, EVEN_N: tl.constexpr, PRECISION: tl.constexpr):
     # Add the dQ contributions of the key tiles tile_idx[lo:hi] of one query row.
     start_n = tile_start(tile_idx, lo, hi, BLOCK_N)
@@ -196,7 +202,7 @@ def dq_tiles(dq, q, do, lse2, delta, k_head, v_head, k_local, v_local, stride_kn
             dq, q, do, lse2, delta,
             k_head + start_n.to(tl.int64) * stride_kn + k_local,
             v_head + start_n.to(tl.int64) * stride_vn + v_local,
-            offs_q, start_n + offs_n, layout, n_ctx, qk_scale, ${mask_args}
+            offs_q, start_n + offs_n, layout, n_ctx, k_lo, k_hi, qk_scale, ${mask_args}
             MASKED, EVEN_N, PRECISION,
         )
         start_n = next_n
@@ -212,33 +218,38 @@ def maskc_backward_dq(
     stride_db, stride_dh, stride_dm,
     stride_dqb, stride_dqh, stride_dqm,
     head_layout, row_order, full_ptr, full_idx, partial_ptr, partial_idx,
-    qk_scale, sm_scale, n_ctx, heads, group, batch_heads, row_tiles, long_rows, ${mask_params}
+    qk_scale, sm_scale, n_ctx, heads, group, batch_heads, row_tiles, long_rows, programs,
+    q_starts, q_start, q_len, k_lo, k_hi, ${mask_params}
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr, VALUE_DIM: tl.constexpr,
-    EVEN_N: tl.constexpr, PRECISION: tl.constexpr,
+    EVEN_N: tl.constexpr, PER_BATCH_Q: tl.constexpr, PRECISION: tl.constexpr,
 ):
-    b, h, kvh, bh, layout, row = row_program(row_order, head_layout, long_rows, row_tiles, batch_heads, heads, group)
+    # Rows and keys are addressed by position, as in the forward kernel.
+    b, h, kvh, bh, layout, row = row_program(row_order, head_layout, long_rows, programs, batch_heads, heads, group)
+    q_lo = tl.load(q_starts + b) if PER_BATCH_Q else q_start
     start_m = row * BLOCK_M
     offs_m = tl.arange(0, BLOCK_M)
     offs_n = tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, HEAD_DIM)
     offs_v = tl.arange(0, VALUE_DIM)
     offs_q = start_m + offs_m
-    q_rows = Q + b.to(tl.int64) * stride_qb + h.to(tl.int64) * stride_qh + start_m.to(tl.int64) * stride_qm
-    do_rows = DOut + b.to(tl.int64) * stride_db + h.to(tl.int64) * stride_dh + start_m.to(tl.int64) * stride_dm
-    row_at = bh.to(tl.int64) * n_ctx + offs_q
+    q_in = (offs_q >= q_lo) & (offs_q < q_lo + q_len)
+    local_m = (start_m - q_lo).to(tl.int64)
+    q_rows = Q + b.to(tl.int64) * stride_qb + h.to(tl.int64) * stride_qh + local_m * stride_qm
+    do_rows = DOut + b.to(tl.int64) * stride_db + h.to(tl.int64) * stride_dh + local_m * stride_dm
+    row_at = bh.to(tl.int64) * q_len + (offs_q - q_lo)
     if EVEN_N:
         q = tl.load(q_rows + offs_m[:, None] * stride_qm + offs_d[None, :])
         do = tl.load(do_rows + offs_m[:, None] * stride_dm + offs_v[None, :])
         lse2 = tl.load(Lse2 + row_at)
         delta = tl.load(Delta + row_at)
     else:
-        q_in = offs_q < n_ctx
         q = tl.load(q_rows + offs_m[:, None] * stride_qm + offs_d[None, :], mask=q_in[:, None], other=0.0)
         do = tl.load(do_rows + offs_m[:, None] * stride_dm + offs_v[None, :], mask=q_in[:, None], other=0.0)
         lse2 = tl.load(Lse2 + row_at, mask=q_in, other=float("inf"))
         delta = tl.load(Delta + row_at, mask=q_in, other=0.0)
-    k_head = K + b.to(tl.int64) * stride_kb + kvh.to(tl.int64) * stride_kh
-    v_head = V + b.to(tl.int64) * stride_vb + kvh.to(tl.int64) * stride_vh
+    k_back = tl.cast(k_lo, tl.int64)
+    k_head = K + b.to(tl.int64) * stride_kb + kvh.to(tl.int64) * stride_kh - k_back * stride_kn
+    v_head = V + b.to(tl.int64) * stride_vb + kvh.to(tl.int64) * stride_vh - k_back * stride_vn
     k_local = offs_n[:, None] * stride_kn + offs_d[None, :]
     v_local = offs_n[:, None] * stride_vn + offs_v[None, :]
     dq = tl.zeros([BLOCK_M, HEAD_DIM], tl.float32)
@@ -246,18 +257,18 @@ def maskc_backward_dq(
     dq = dq_tiles(
         dq, q, do, lse2, delta, k_head, v_head, k_local, v_local, stride_kn, stride_vn,
         full_idx, tl.load(full_ptr + at), tl.load(full_ptr + at + 1),
-        offs_q, offs_n, layout, n_ctx, qk_scale, ${mask_args}
+        offs_q, offs_n, layout, n_ctx, k_lo, k_hi, qk_scale, ${mask_args}
         BLOCK_N, False, EVEN_N, PRECISION,
     )
     dq = dq_tiles(
         dq, q, do, lse2, delta, k_head, v_head, k_local, v_local, stride_kn, stride_vn,
         partial_idx, tl.load(partial_ptr + at), tl.load(partial_ptr + at + 1),
-        offs_q, offs_n, layout, n_ctx, qk_scale, ${mask_args}
+        offs_q, offs_n, layout, n_ctx, k_lo, k_hi, qk_scale, ${mask_args}
         BLOCK_N, True, EVEN_N, PRECISION,
     )
-    dq_rows = DQ + b.to(tl.int64) * stride_dqb + h.to(tl.int64) * stride_dqh + start_m.to(tl.int64) * stride_dqm
+    dq_rows = DQ + b.to(tl.int64) * stride_dqb + h.to(tl.int64) * stride_dqh + local_m * stride_dqm
     tl.store(dq_rows + offs_m[:, None] * stride_dqm + offs_d[None, :], (dq * sm_scale).to(DQ.dtype.element_ty),
-             mask=(offs_q < n_ctx)[:, None])
+             mask=q_in[:, None])
 
 """
 
@@ -292,45 +303,54 @@ def attention_backward(
     lse: torch.Tensor,
     d_lse: torch.Tensor | None,
     scale: float,
+    span: Span | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(dq, dk, dv) in the inputs' dtypes; d_lse is the gradient of the returned lse, if any."""
-    batch, heads, n, head_dim = q.shape
+    """(dq, dk, dv) in the inputs' dtypes; d_lse is the gradient of the returned lse, if any.
+
+    `span` places a rectangular call's rows among the pattern's positions (all of them by default).
+    """
+    batch, heads, _, head_dim = q.shape
     kv_heads, value_dim = k.shape[1], v.shape[-1]
+    span = span or Span.full(plan.n)
     delta, lse2 = _prepare(plan, out, d_out, lse, d_lse)
     dq = torch.empty(q.shape, dtype=q.dtype, device=q.device)
     dk = torch.empty(k.shape, dtype=k.dtype, device=k.device)
     dv = torch.empty(v.shape, dtype=v.dtype, device=v.device)
     precision = dot_precision(q.dtype)
     strides = (*q.stride()[:3], *k.stride()[:3], *v.stride()[:3], *d_out.stride()[:3])
+    positions = span.kernel_args(q.device)
 
     def run_dkdv(config: KernelConfig) -> None:
-        tables = plan.tables("columns", config.block_m, config.block_n, q.device)
-        plan.module().maskc_backward_dkdv[(tables.lines * batch * kv_heads,)](
+        window = span.tile_window(config.block_m, config.block_n)
+        tables = plan.tables("columns", config.block_m, config.block_n, q.device, window and window[::-1])
+        plan.module().maskc_backward_dkdv[(tables.programs * batch * kv_heads,)](
             q, k, v, d_out, dk, dv, lse2, delta,
             *strides, *dk.stride()[:3], *dv.stride()[:3],
             plan.head_layout(q.device, heads), tables.order, tables.full_ptr, tables.full_idx,
             tables.partial_ptr, tables.partial_idx,
-            scale * LOG2E, scale, n, heads, batch * kv_heads, kv_heads, tables.lines,
-            tables.long_lines,
+            scale * LOG2E, scale, plan.n, heads, batch * kv_heads, kv_heads, tables.lines,
+            tables.long_lines, tables.programs, *positions,
             *plan.mask_values(q.device),
             GROUP=heads // kv_heads, BLOCK_M=config.block_m, BLOCK_N=config.block_n, HEAD_DIM=head_dim,
-            VALUE_DIM=value_dim,
-            EVEN_N=n % config.block_m == 0 and n % config.block_n == 0, PRECISION=precision,
+            VALUE_DIM=value_dim, EVEN_N=span.even(config.block_m, config.block_n),
+            PER_BATCH_Q=span.q_starts is not None, PRECISION=precision,
             num_warps=config.num_warps, num_stages=config.num_stages,
         )  # fmt: skip
 
     def run_dq(config: KernelConfig) -> None:
-        tables = plan.tables("rows", config.block_m, config.block_n, q.device)
-        plan.module().maskc_backward_dq[(tables.lines * batch * heads,)](
+        window = span.tile_window(config.block_m, config.block_n)
+        tables = plan.tables("rows", config.block_m, config.block_n, q.device, window)
+        plan.module().maskc_backward_dq[(tables.programs * batch * heads,)](
             q, k, v, d_out, dq, lse2, delta,
             *strides, *dq.stride()[:3],
             plan.head_layout(q.device, heads), tables.order, tables.full_ptr, tables.full_idx,
             tables.partial_ptr, tables.partial_idx,
-            scale * LOG2E, scale, n, heads, heads // kv_heads, batch * heads, tables.lines, tables.long_lines,
+            scale * LOG2E, scale, plan.n, heads, heads // kv_heads, batch * heads, tables.lines, tables.long_lines,
+            tables.programs, *positions,
             *plan.mask_values(q.device),
             BLOCK_M=config.block_m, BLOCK_N=config.block_n, HEAD_DIM=head_dim, VALUE_DIM=value_dim,
-            EVEN_N=n % config.block_m == 0 and n % config.block_n == 0, PRECISION=precision,
-            num_warps=config.num_warps, num_stages=config.num_stages,
+            EVEN_N=span.even(config.block_m, config.block_n), PER_BATCH_Q=span.q_starts is not None,
+            PRECISION=precision, num_warps=config.num_warps, num_stages=config.num_stages,
         )  # fmt: skip
 
     run_dkdv(choose_config(plan, "dkdv", q, k, run_dkdv))

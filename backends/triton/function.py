@@ -18,25 +18,57 @@ import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
 from maskc.ir import CompiledPattern
+from maskc.offsets import Offsets
 
 from .backward import attention_backward
 from .forward import attention_forward
-from .plan import plan_by_key, plan_for, traced_key
+from .plan import Plan, plan_by_key, plan_for, traced_key
+from .span import Span
 
 #: Smallest head dim a tensor-core product takes (inputs with fewer columns are zero-padded).
 MIN_HEAD_DIM = 16
 
 
+def _span(plan: Plan, q: torch.Tensor, k: torch.Tensor, q_starts: torch.Tensor | None, q_first: int, q_end: int,
+          k_start: int) -> Span:  # fmt: skip
+    """Where the call's rows sit: queries from q_first (or q_starts per batch element), keys from k_start."""
+    m, nk = q.shape[2], k.shape[2]
+    return Span(n=plan.n, q_len=m, q_first=q_first, q_end=q_end, k_start=k_start, k_end=k_start + nk, q_starts=q_starts)
+
+
 @torch.library.custom_op("maskc::triton_attention", mutates_args=())
 def triton_attention(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, plan: str, scale: float
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    plan: str,
+    scale: float,
+    q_starts: torch.Tensor | None,
+    q_first: int,
+    q_end: int,
+    k_start: int,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(out, lse) of block-sparse attention; scale > 0, head dims powers of two."""
-    return attention_forward(plan_by_key(plan), q, k, v, scale)
+    """(out, lse) of block-sparse attention; scale > 0, head dims powers of two.
+
+    Queries are positions q_first … q_end − 1 (q_starts: one start per batch element, if given),
+    keys k_start … k_start + nk − 1 of the pattern's n (0 … n − 1 for full-length calls).
+    """
+    found = plan_by_key(plan)
+    return attention_forward(found, q, k, v, scale, _span(found, q, k, q_starts, q_first, q_end, k_start))
 
 
 @triton_attention.register_fake
-def _(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, plan: str, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+def _(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    plan: str,
+    scale: float,
+    q_starts: torch.Tensor | None,
+    q_first: int,
+    q_end: int,
+    k_start: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
     batch, heads, n, _ = q.shape
     return q.new_empty((batch, heads, n, v.shape[-1])), q.new_empty((batch, heads, n), dtype=torch.float32)
 
@@ -52,9 +84,15 @@ def triton_attention_backward(
     d_lse: torch.Tensor | None,
     plan: str,
     scale: float,
+    q_starts: torch.Tensor | None,
+    q_first: int,
+    q_end: int,
+    k_start: int,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(dq, dk, dv); d_lse is the gradient of the returned lse when it was used."""
-    return attention_backward(plan_by_key(plan), d_out, q, k, v, out, lse, d_lse, scale)
+    found = plan_by_key(plan)
+    span = _span(found, q, k, q_starts, q_first, q_end, k_start)
+    return attention_backward(found, d_out, q, k, v, out, lse, d_lse, scale, span)
 
 
 @triton_attention_backward.register_fake
@@ -68,28 +106,35 @@ def _(
     d_lse: torch.Tensor | None,
     plan: str,
     scale: float,
+    q_starts: torch.Tensor | None,
+    q_first: int,
+    q_end: int,
+    k_start: int,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     return q.new_empty(q.shape), k.new_empty(k.shape), v.new_empty(v.shape)
 
 
 def _setup_context(ctx: Any, inputs: tuple[Any, ...], output: tuple[torch.Tensor, torch.Tensor]) -> None:
-    q, k, v, plan, scale = inputs
-    ctx.save_for_backward(q, k, v, *output)
-    ctx.plan, ctx.scale = plan, scale
+    q, k, v, plan, scale, q_starts, *positions = inputs
+    ctx.save_for_backward(q, k, v, *output, q_starts)
+    ctx.plan, ctx.scale, ctx.positions = plan, scale, positions
     # The backward pass finds the plan by its key: hold it, since a pattern resolved from q and k
     # for this call alone (a dynamic one) is gone by then.
     ctx.plan_object = plan_by_key(plan)
 
 
 def _backward(ctx: Any, d_out: torch.Tensor | None, d_lse: torch.Tensor | None) -> tuple[Any, ...]:
-    q, k, v, out, lse = ctx.saved_tensors
+    q, k, v, out, lse, q_starts = ctx.saved_tensors
     d_out = torch.zeros_like(out) if d_out is None else _last_dim_contiguous(d_out)
     d_lse = None if d_lse is None else d_lse.contiguous()
     if ctx.eager and not torch.compiler.is_compiling():
-        dq, dk, dv = attention_backward(ctx.plan_object, d_out, q, k, v, out, lse, d_lse, ctx.scale)
+        span = _span(ctx.plan_object, q, k, q_starts, *ctx.positions)
+        dq, dk, dv = attention_backward(ctx.plan_object, d_out, q, k, v, out, lse, d_lse, ctx.scale, span)
     else:
-        dq, dk, dv = triton_attention_backward(d_out, q, k, v, out, lse, d_lse, ctx.plan, ctx.scale)
-    return dq, dk, dv, None, None
+        dq, dk, dv = triton_attention_backward(
+            d_out, q, k, v, out, lse, d_lse, ctx.plan, ctx.scale, q_starts, *ctx.positions
+        )
+    return dq, dk, dv, None, None, None, None, None, None
 
 
 def _setup_op_context(ctx: Any, inputs: tuple[Any, ...], output: tuple[torch.Tensor, torch.Tensor]) -> None:
@@ -110,10 +155,12 @@ class EagerAttention(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx: Any, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, plan: str, scale: float) -> Any:
+    def forward(ctx: Any, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, plan: str, scale: float,
+                q_starts: torch.Tensor | None, q_first: int, q_end: int, k_start: int) -> Any:  # fmt: skip
         ctx.set_materialize_grads(False)
-        output = attention_forward(plan_by_key(plan), q, k, v, scale)
-        _setup_context(ctx, (q, k, v, plan, scale), output)
+        found = plan_by_key(plan)
+        output = attention_forward(found, q, k, v, scale, _span(found, q, k, q_starts, q_first, q_end, k_start))
+        _setup_context(ctx, (q, k, v, plan, scale, q_starts, q_first, q_end, k_start), output)
         ctx.eager = True
         return output
 
@@ -146,9 +193,16 @@ def _plan_key(pattern: CompiledPattern) -> str:
 
 
 def sparse_attention(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pattern: CompiledPattern, scale: float
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    pattern: CompiledPattern,
+    scale: float,
+    offsets: Offsets | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(out, lse) for a static pattern: autocast applied, head dims padded, the scale made positive.
+
+    `offsets` places a rectangular call's rows among the pattern's positions (maskc.offsets).
 
     softmax(s · q kᵀ) is softmax(|s| · (sign(s) q) kᵀ), so a negative scale flips q and a zero
     scale zeroes it; the kernels then only see positive scales.
@@ -161,5 +215,15 @@ def sparse_attention(
         q, scale = (-q, -scale) if scale < 0 else (q * 0, 1.0)
     value_dim = v.shape[-1]
     operator = triton_attention if _traced(q, k, v) else EagerAttention.apply
-    out, lse = operator(_padded(q), _padded(k), _padded(v), _plan_key(pattern), scale)
+    positions = _positions(offsets, q) if offsets is not None else (None, 0, q.shape[2], 0)
+    out, lse = operator(_padded(q), _padded(k), _padded(v), _plan_key(pattern), scale, *positions)
     return out[..., :value_dim], lse
+
+
+def _positions(offsets: Offsets, q: torch.Tensor) -> tuple[torch.Tensor | None, int, int, int]:
+    """(q_starts tensor or None, first query position, end of the query positions, k_start) of a call."""
+    starts = None
+    if not offsets.uniform:
+        given = offsets.q_tensor
+        starts = (given if given is not None else torch.as_tensor(offsets.q_starts)).to(q.device, torch.int32)
+    return starts, offsets.q_first, offsets.q_end, offsets.k_start
