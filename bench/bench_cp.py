@@ -109,6 +109,50 @@ def fwd_bwd(call: Callable[..., torch.Tensor], q: torch.Tensor, k: torch.Tensor,
     return step
 
 
+def one_gpu(spec: dict[str, Any], n: int, heads: int, dim: int, args: argparse.Namespace) -> tuple[float, int]:
+    """Median forward+backward ms of `maskc.attention` at n on this device alone, and its active pairs."""
+    pattern = compile_spec(spec, n, heads)
+    q, k, v = inputs(n, heads, dim, seed=1)
+    grad = torch.randn_like(q)
+    step = fwd_bwd(lambda a, b, c: maskc.attention(a, b, c, pattern), q, k, v, grad)
+    return statistics.median(median_ms(step, args.warmup, args.reps, False)), active_pairs(pattern)
+
+
+def simulate_case(case: str, ranks: int, args: argparse.Namespace) -> dict[str, Any]:
+    """One device, no torch.distributed: each rank's local calls and merges (`md.simulate(only_rank=r)`)
+    timed alone against n / P on the same device; communication is left out."""
+    spec_name, sharding, target = CASES[case]
+    spec = spec_of(spec_name, args.window)
+    n, heads, dim = args.seq_len, args.heads, args.head_dim
+    pattern = compile_spec(spec, n, heads)
+    single_ms, single_pairs = one_gpu(spec, n // ranks, heads, dim, args)
+    q, k, v = inputs(n, heads, dim, seed=2)
+    grad = torch.randn(1, heads, n // ranks, dim, device=q.device, dtype=q.dtype)
+    rank_ms = []
+    for rank in range(ranks):
+        call = lambda a, b, c, r=rank: md.simulate(a, b, c, pattern, ranks, sharding, only_rank=r)[0]  # noqa: E731
+        rank_ms.append(statistics.median(median_ms(fwd_bwd(call, q, k, v, grad), args.warmup, args.reps, False)))
+    with torch.no_grad():
+        whole = maskc.attention(q, k, v, pattern)
+        rel_diff = (
+            (md.simulate(q, k, v, pattern, ranks, sharding)[0].float() - whole.float()).norm() / whole.float().norm()
+        ).item()
+    per_gpu = active_pairs(pattern) / ranks / (max(rank_ms) * 1e-3)
+    one = single_pairs / (single_ms * 1e-3)
+    return {
+        "case": case,
+        "mode": f"simulated {ranks} ranks on one device, compute only",
+        "n": n,
+        "rank_ms": [round(t, 3) for t in rank_ms],
+        "one_gpu_ms_at_n_over_p": round(single_ms, 3),
+        "per_gpu_vs_one_gpu": round(per_gpu / one, 3),
+        "target": target,
+        "planned_imbalance": round(md.plan(pattern, ranks, sharding).imbalance, 4),
+        "measured_imbalance": round(max(rank_ms) / statistics.mean(rank_ms) - 1, 4),
+        "out_rel_diff_vs_one_call": rel_diff,
+    }
+
+
 def run_case(case: str, args: argparse.Namespace) -> dict[str, Any]:
     rank, world = dist.get_rank(), dist.get_world_size()
     spec_name, sharding, target = CASES[case]
@@ -119,17 +163,9 @@ def run_case(case: str, args: argparse.Namespace) -> dict[str, Any]:
     per_key = 2 * heads * dim * DEVICE["dtype"].itemsize  # one key and one value row, B = 1
 
     # one GPU, n / P, alone
-    single_ms = None
+    single_ms = single_pairs = None
     if rank == 0:
-        half = compile_spec(spec, n // world, heads)
-        q, k, v = inputs(n // world, heads, dim, seed=1)
-        grad = torch.randn_like(q)
-        times = median_ms(
-            fwd_bwd(lambda a, b, c: maskc.attention(a, b, c, half), q, k, v, grad), args.warmup, args.reps, False
-        )
-        single_ms = statistics.median(times)
-        single_pairs = active_pairs(half)
-        del q, k, v, grad
+        single_ms, single_pairs = one_gpu(spec, n // world, heads, dim, args)
     dist.barrier()
 
     # all ranks, n
@@ -170,7 +206,7 @@ def run_case(case: str, args: argparse.Namespace) -> dict[str, Any]:
     step_ms = max(r["step_ms"] for r in per_rank)
     pairs = active_pairs(pattern)
     per_gpu = pairs / world / (step_ms * 1e-3)
-    one_gpu = single_pairs / (single_ms * 1e-3)
+    one_rate = single_pairs / (single_ms * 1e-3)
     return {
         "case": case,
         "spec": spec["name"],
@@ -183,8 +219,8 @@ def run_case(case: str, args: argparse.Namespace) -> dict[str, Any]:
         "step_ms": step_ms,
         "one_gpu_ms_at_n_over_p": round(single_ms, 3),
         "fwdbwd_tflops_per_gpu": round(3.5 * 4 * dim * per_gpu / 1e12, 1),
-        "fwdbwd_tflops_one_gpu": round(3.5 * 4 * dim * one_gpu / 1e12, 1),
-        "per_gpu_vs_one_gpu": round(per_gpu / one_gpu, 3),
+        "fwdbwd_tflops_one_gpu": round(3.5 * 4 * dim * one_rate / 1e12, 1),
+        "per_gpu_vs_one_gpu": round(per_gpu / one_rate, 3),
         "target": target,
         "planned_imbalance": round(plan.imbalance, 4),
         "measured_imbalance": round(step_ms / statistics.mean(r["step_ms"] for r in per_rank) - 1, 4),
@@ -227,10 +263,20 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--out", required=True, help="JSON file to write (rank 0)")
+    parser.add_argument(
+        "--simulate-ranks", type=int, help="no torch.distributed: time each rank's compute alone on this one device"
+    )
     parser.add_argument("--cpu", action="store_true", help="smoke test on the CPU with gloo (float32; small --seq-len)")
     args = parser.parse_args()
     os.environ.setdefault("NCCL_NVLS_ENABLE", "0")  # read when NCCL builds its communicators
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if args.simulate_ranks:
+        rows = [simulate_case(case, args.simulate_ranks, args) for case in args.cases.split(",")]
+        for row in rows:
+            print(json.dumps(row), flush=True)
+        with open(args.out, "w") as fh:
+            json.dump({"meta": {"gpu": torch.cuda.get_device_name(), "torch": torch.__version__}, "results": rows}, fh)
+        return
     if args.cpu:
         DEVICE.update(type="cpu", dtype=torch.float32)
         torch.set_num_threads(1)

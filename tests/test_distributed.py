@@ -146,3 +146,24 @@ def test_merge_by_lse_equals_softmax_over_the_union() -> None:
     want_out, want_lse = part(slice(0, 10))
     assert torch.allclose(out, want_out) and torch.equal(lse.isinf(), want_lse.isinf())
     assert torch.allclose(lse[:2], want_lse[:2]) and torch.equal(out[2], torch.zeros(4, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("sharding", ["contiguous", "zigzag"])
+@pytest.mark.parametrize("ranks", [2, 4])
+def test_simulated_ranks_match_one_call(ranks: int, sharding: str) -> None:
+    """Every rank's calls and merges in one process (no communication) give the one-call result and gradients."""
+    for _, spec, n, heads, kv_heads in CASES:
+        pattern = compile_spec(spec, n, heads)
+        gen = torch.Generator().manual_seed(ranks)
+        q = torch.randn(1, heads, n, 8, generator=gen, dtype=torch.float64, requires_grad=True)
+        k, v = (torch.randn(1, kv_heads, n, 8, generator=gen, dtype=torch.float64, requires_grad=True) for _ in "kv")
+        w = torch.randn(1, heads, n, 8, generator=gen, dtype=torch.float64)
+        results = []
+        for out, lse in (
+            maskc.attention(q, k, v, pattern, return_lse=True),
+            md.simulate(q, k, v, pattern, ranks, sharding),
+        ):
+            grads = torch.autograd.grad((out * w).sum() + lse.masked_fill(lse.isinf(), 0).sum(), (q, k, v))
+            results.append([out, lse, *grads])
+        for want, got in zip(*results):
+            assert torch.allclose(got, want, atol=1e-10), spec["name"]

@@ -5,7 +5,7 @@ compiled pattern on this rank's shards, moving only those keys, and merges parti
 log-sum-exp. `shard` / `unshard` split and reassemble full-sequence tensors.
 """
 
-from maskc.distributed.parallel import attention
+from maskc.distributed.parallel import attention, simulate
 from maskc.distributed.planner import Block, Plan, RankPlan, Transfer, plan
 from maskc.distributed.sharding import SHARDINGS, positions, rank_ranges, shard, unshard
 
@@ -20,5 +20,6 @@ __all__ = [
     "positions",
     "rank_ranges",
     "shard",
+    "simulate",
     "unshard",
 ]

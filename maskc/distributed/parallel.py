@@ -20,7 +20,7 @@ import torch.distributed as dist
 
 from maskc.distributed.comm import Group, Pending, Piece, local_slice, pieces_of, return_gradients, start_exchange
 from maskc.distributed.planner import Block, Plan, plan
-from maskc.distributed.sharding import check_sharding
+from maskc.distributed.sharding import check_sharding, shard, unshard
 from maskc.errors import BackendError
 from maskc.ir import CompiledPattern
 
@@ -137,6 +137,42 @@ class ContextParallelAttention(torch.autograd.Function):
         return dq, dk, dv, None
 
 
+def simulate(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    pattern: CompiledPattern,
+    ranks: int,
+    sharding: str = "contiguous",
+    *,
+    scale: float | None = None,
+    only_rank: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every rank's local calls and merges of the plan, run in this process on full-length tensors
+    (no torch.distributed): (out, lse) over the whole sequence, differentiable by plain autograd.
+
+    It checks a plan's calls on one device, and with `only_rank` runs (and returns the output
+    shard of) one rank's compute alone, for timing it without communication.
+    """
+    check_sharding(sharding)
+    job = Job(cached_plan(pattern, ranks, sharding), Group(None, 0, ranks, tuple(range(ranks))), pattern, scale)
+    outs, lses = [], []
+    for rank in range(ranks) if only_rank is None else [only_rank]:
+        here = job.plan.rank_plans[rank]
+        pieces = [
+            Piece(b.k_start, b.k_stop, b.source, k[:, :, b.k_start : b.k_stop], v[:, :, b.k_start : b.k_stop])
+            for b in here.blocks
+        ]
+        q_shard = shard(q, rank, ranks, sharding)
+        results = [(block, *_call(job, q_shard, here.ranges, pieces, block)) for block in here.blocks]
+        out, lse = zip(*(_assemble(q_shard, k, v, a, b, results) for a, b in here.ranges))
+        outs.append(torch.cat(out, dim=2))
+        lses.append(torch.cat(lse, dim=2))
+    if only_rank is not None:
+        return outs[0], lses[0]
+    return unshard(outs, sharding), unshard(lses, sharding)
+
+
 def _run(job: Job, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, track: bool) -> Any:
     """(out, lse, received buffers): post the exchange, compute on local keys, then on received ones."""
     plan_here = job.plan.rank_plans[job.group.rank]
@@ -192,7 +228,7 @@ def _assemble(
         mine = [r for r in mine if r is not whole]
     else:
         b, h = q.shape[0], q.shape[1]
-        lse_dtype = mine[0][2].dtype if mine else torch.float32
+        lse_dtype = mine[0][2].dtype if mine else (torch.float64 if q.dtype == torch.float64 else torch.float32)
         out = q.new_zeros((b, h, stop - start, v.shape[3]))
         lse = torch.full((b, h, stop - start), float("-inf"), dtype=lse_dtype, device=q.device)
     for block, part_out, part_lse in mine:
