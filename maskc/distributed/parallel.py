@@ -18,6 +18,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from maskc.attention import attention as sparse_attention
 from maskc.distributed.comm import Group, Pending, Piece, local_slice, pieces_of, return_gradients, start_exchange
 from maskc.distributed.planner import Block, Plan, plan
 from maskc.distributed.sharding import check_sharding, shard, unshard
@@ -36,29 +37,24 @@ def cached_plan(pattern: CompiledPattern, ranks: int, sharding: str) -> Plan:
     return per_pattern[key]
 
 
-def local_attention(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    pattern: CompiledPattern,
-    q_offset: int,
-    k_offset: int,
-    scale: Any,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(out, lse) of queries at positions q_offset… against keys at k_offset… under the full pattern."""
-    from maskc.attention import attention
-
-    return attention(q, k, v, pattern, scale=scale, return_lse=True, q_offset=q_offset, k_offset=k_offset)
-
-
 @dataclass(frozen=True)
 class Job:
-    """One call: the plan, the group, the pattern and the score scale."""
+    """One call: the plan, the group, the pattern, the score scale and the backend of the local calls."""
 
     plan: Plan
     group: Group
     pattern: CompiledPattern
     scale: Any
+    backend: str = "auto"
+
+
+def local_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, job: Job, q_offset: int, k_offset: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(out, lse) of queries at positions q_offset… against keys at k_offset… under the full pattern."""
+    return sparse_attention(
+        q, k, v, job.pattern, job.backend, scale=job.scale, return_lse=True, q_offset=q_offset, k_offset=k_offset
+    )
 
 
 def attention(
@@ -71,16 +67,17 @@ def attention(
     *,
     scale: float | None = None,
     return_lse: bool = False,
+    backend: str = "auto",
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """This rank's output shard of sparse attention over a sequence split across `group`.
 
     q: (B, H, N/P, D), k, v: (B, Hkv, N/P, D): this rank's shards (`shard(x, rank, P, sharding)`)
     of tensors over the whole sequence; `pattern` is compiled for the whole N. Returns the
     output shard (and its lse shard, (B, H, N/P), when return_lse is true); differentiable.
-    The backend is chosen as `maskc.attention` does: Triton for CUDA tensors (NCCL), the CPU
-    reference for CPU tensors (gloo).
+    `backend` picks the local calls' backend as in `maskc.attention` ("auto": Triton for CUDA
+    tensors, with NCCL; the CPU reference for CPU tensors, with gloo).
     """
-    job = _job(q, k, v, pattern, group, sharding, scale)
+    job = _job(q, k, v, pattern, group, sharding, scale, backend)
     if torch.is_grad_enabled() and any(x.requires_grad for x in (q, k, v)):
         out, lse = ContextParallelAttention.apply(q, k, v, job)
     else:
@@ -88,7 +85,9 @@ def attention(
     return (out, lse) if return_lse else out
 
 
-def _job(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pattern: Any, group: Any, sharding: str, scale: Any) -> Job:
+def _job(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pattern: Any, group: Any, sharding: str, scale: Any, backend: str
+) -> Job:
     check_sharding(sharding)
     if not dist.is_available() or not dist.is_initialized():
         raise BackendError("maskc.distributed.attention needs torch.distributed initialized (init_process_group)")
@@ -103,7 +102,7 @@ def _job(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pattern: Any, group:
                 f"{name} holds {x.shape[2]} positions per rank; pattern {pattern.spec.name!r} is compiled for "
                 f"seq_len {pattern.n}, which over {members.size} ranks is {pattern.n / members.size:g} per rank"
             )
-    return Job(cached_plan(pattern, members.size, sharding), members, pattern, scale)
+    return Job(cached_plan(pattern, members.size, sharding), members, pattern, scale, backend)
 
 
 class ContextParallelAttention(torch.autograd.Function):
@@ -147,6 +146,7 @@ def simulate(
     *,
     scale: float | None = None,
     only_rank: int | None = None,
+    backend: str = "auto",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Every rank's local calls and merges of the plan, run in this process on full-length tensors
     (no torch.distributed): (out, lse) over the whole sequence, differentiable by plain autograd.
@@ -155,7 +155,8 @@ def simulate(
     shard of) one rank's compute alone, for timing it without communication.
     """
     check_sharding(sharding)
-    job = Job(cached_plan(pattern, ranks, sharding), Group(None, 0, ranks, tuple(range(ranks))), pattern, scale)
+    plan_all = cached_plan(pattern, ranks, sharding)
+    job = Job(plan_all, Group(None, 0, ranks, tuple(range(ranks))), pattern, scale, backend)
     outs, lses = [], []
     for rank in range(ranks) if only_rank is None else [only_rank]:
         here = job.plan.rank_plans[rank]
@@ -200,9 +201,7 @@ def _call(
     piece = next(p for p in pieces if p.start <= block.k_start and block.k_stop <= p.stop and p.source == block.source)
     keys = slice(block.k_start - piece.start, block.k_stop - piece.start)
     queries = _rows(q, block.q_start, block.q_stop, local)
-    return local_attention(
-        queries, piece.k[:, :, keys], piece.v[:, :, keys], job.pattern, block.q_start, block.k_start, job.scale
-    )
+    return local_attention(queries, piece.k[:, :, keys], piece.v[:, :, keys], job, block.q_start, block.k_start)
 
 
 def _rows(x: torch.Tensor, start: int, stop: int, local: list[tuple[int, int]]) -> torch.Tensor:
