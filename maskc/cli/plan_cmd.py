@@ -69,14 +69,14 @@ def summary_lines(result: Plan, per_key: int, shape: str) -> list[str]:
         f"bytes per key  {per_key:,} (one key and one value row: {shape})",
         f"all-gather     {gather:,} keys, {human_bytes(gather * per_key)} received per rank, for comparison",
         "",
-        f"{'rank':>5} {'positions':>24} {'keys read':>11} {'received':>10} {'bytes fwd':>11} {'from':>5} "
+        f"{'rank':>5} {'positions':>30} {'keys read':>11} {'received':>10} {'bytes fwd':>11} {'from':>5} "
         f"{'grad bytes':>11} {'work (tile area)':>17} {'calls':>6}",
     ]
     for p in result.rank_plans:
         held = ", ".join(f"{a}…{b - 1}" for a, b in p.ranges)
         sources = len({t.src for t in result.receives(p.rank)} | {t.src for t in result.broadcasts if t.src != p.rank})
         lines.append(
-            f"{p.rank:>5} {held:>24} {p.keys_read:>11,} {result.keys_received(p.rank):>10,} "
+            f"{p.rank:>5} {held:>30} {p.keys_read:>11,} {result.keys_received(p.rank):>10,} "
             f"{human_bytes(result.keys_received(p.rank) * per_key):>11} {sources:>5} "
             f"{human_bytes(result.grad_keys_received(p.rank) * per_key):>11} {p.work:>17,} {len(p.blocks):>6}"
         )
