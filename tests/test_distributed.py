@@ -167,3 +167,19 @@ def test_simulated_ranks_match_one_call(ranks: int, sharding: str) -> None:
             results.append([out, lse, *grads])
         for want, got in zip(*results):
             assert torch.allclose(got, want, atol=1e-10), spec["name"]
+
+
+def test_call_needs_an_initialized_group_and_shards_of_the_pattern(tmp_path) -> None:
+    pattern = compile_spec({"name": "w", "pattern": {"window": {"size": 8}}}, 64, tile=16)
+    x = torch.zeros(1, 1, 32, 8)
+    assert not torch.distributed.is_initialized()
+    with pytest.raises(BackendError, match=r"needs torch\.distributed initialized"):
+        md.attention(x, x, x, pattern)
+    torch.distributed.init_process_group("gloo", init_method=f"file://{tmp_path / 'init'}", rank=0, world_size=1)
+    try:
+        with pytest.raises(BackendError, match="holds 32 positions per rank; pattern 'w' is compiled for seq_len 64"):
+            md.attention(x, x, x, pattern)
+        full = torch.randn(1, 1, 64, 8)
+        assert torch.allclose(md.attention(full, full, full, pattern), maskc.attention(full, full, full, pattern))
+    finally:
+        torch.distributed.destroy_process_group()

@@ -3,9 +3,9 @@ every rank's rectangular calls and lse merges (`maskc.distributed.simulate`) aga
 
 from __future__ import annotations
 
-import pytest
 import torch
 from cp_worker import compile_spec
+from test_rectangular_triton import interpreter  # noqa: F401 - TRITON_INTERPRET=1 and a private cache, module-wide
 
 import maskc
 from maskc import distributed as md
@@ -16,14 +16,6 @@ SPEC = {
     "pattern": [{"window": {"before": 13, "after": 4}}, {"global": {"tokens": [0]}}],
     "head_patterns": [{"heads": [1], "pattern": [{"window": {"before": 5}}, {"sink": {"count": 2}}]}],
 }
-
-
-@pytest.fixture(autouse=True, scope="module")
-def interpreter(tmp_path_factory: pytest.TempPathFactory):
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("TRITON_INTERPRET", "1")
-        patch.setenv("MASKC_CACHE_DIR", str(tmp_path_factory.mktemp("maskc-cache")))
-        yield
 
 
 def test_triton_local_calls_match_one_call() -> None:

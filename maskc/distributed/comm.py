@@ -96,7 +96,13 @@ def _empty_like_rows(x: torch.Tensor, rows: int) -> torch.Tensor:
 
 
 def start_exchange(plan: Plan, group: Group, k: torch.Tensor, v: torch.Tensor) -> Pending:
-    """Post every send and receive of the plan for this rank; returns at once."""
+    """Post every send and receive of the plan for this rank; returns at once.
+
+    A rank with no point-to-point message posts none. With NCCL, point-to-point batches need the
+    group's communicator to exist already when not every rank takes part: initialize with
+    `device_id=` (eager) or run any collective on the group first, as torch documents for
+    batch_isend_irecv.
+    """
     rank, local = group.rank, plan.rank_plans[group.rank].ranges
     ops, received = [], []
     for t in plan.sends(rank):
