@@ -160,7 +160,8 @@ def run_case(case: str, args: argparse.Namespace) -> dict[str, Any]:
     n, heads, dim = args.seq_len, args.heads, args.head_dim
     pattern = compile_spec(spec, n, heads)
     plan = md.plan(pattern, world, sharding)
-    per_key = 2 * heads * dim * DEVICE["dtype"].itemsize  # one key and one value row, B = 1
+    size = md.CallSize(1, heads, heads, dim, dim, DEVICE["dtype"].itemsize, lse_itemsize=4)
+    per_key = size.key_bytes
 
     # one GPU, n / P, alone
     single_ms = single_pairs = None
@@ -194,8 +195,8 @@ def run_case(case: str, args: argparse.Namespace) -> dict[str, Any]:
             "step_ms": round(mine, 3),
             "bytes_received_fwd": received[0],
             "bytes_received_bwd": received[1],
-            "planned_bytes_fwd": plan.keys_received(rank) * per_key,
-            "planned_bytes_bwd": plan.grad_keys_received(rank) * per_key,
+            "planned_bytes_fwd": plan.bytes_received(rank, size)[0],
+            "planned_bytes_bwd": plan.bytes_received(rank, size)[1],
             "work": plan.rank_plans[rank].work,
             "out_rel_diff_vs_one_gpu": rel_diff,
         },

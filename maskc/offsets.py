@@ -74,9 +74,7 @@ def _integer(value: Any, what: str) -> int:
     return int(value)
 
 
-def resolve_offsets(
-    batch: int, q_len: int, k_len: int, n: int, q_offset: Any = None, k_offset: Any = 0
-) -> Offsets:
+def resolve_offsets(batch: int, q_len: int, k_len: int, n: int, q_offset: Any = None, k_offset: Any = 0) -> Offsets:
     """The call's positions, checked: 0 ≤ offsets, q_offset + m ≤ n, k_offset + nk ≤ n.
 
     q_offset defaults to k_offset + nk − m (bottom-right alignment: the last query is the last key).

@@ -8,7 +8,7 @@ import time
 import pytest
 import torch
 import torch.multiprocessing as mp
-from cp_worker import CASES, TILE, case_keys, compile_spec, main
+from cp_worker import CASES, case_keys, compile_spec, main
 
 import maskc
 from maskc import distributed as md
@@ -73,7 +73,7 @@ def test_plan_reads_exactly_the_keys_of_stored_tiles() -> None:
     for name, spec, n, heads, _ in CASES:
         pattern = compile_spec(spec, n, heads)
         dense = pattern.to_dense().reshape(-1, n, n) if pattern.per_head else pattern.to_dense()[None]
-        bm, bn = TILE
+        bm, bn = pattern.block_m, pattern.block_n
         for sharding in ("contiguous", "zigzag"):
             for world in (2, 3, 4):
                 if n % (2 * world):
@@ -81,16 +81,39 @@ def test_plan_reads_exactly_the_keys_of_stored_tiles() -> None:
                 plan = md.plan(pattern, world, sharding)
                 for rank in range(world):
                     rows = md.positions(n, rank, world, sharding).numpy()
-                    tile_rows = sorted({r // bm for r in rows})
-                    tiles = [dense[:, r * bm : (r + 1) * bm] for r in tile_rows]
-                    stored = [c for c in range(-(-n // bn)) if any(t[..., c * bn : (c + 1) * bn].any() for t in tiles)]
-                    needed = {j for c in stored for j in range(c * bn, min((c + 1) * bn, n))}
+                    shipped = {i for s in plan.shipped(rank) for a, b in s.ranges for i in range(a, b)}
                     own = set(rows.tolist())
+                    needed, needed_kept = (
+                        _keys_of_tiles(dense, own, bm, bn),
+                        _keys_of_tiles(dense, own - shipped, bm, bn),
+                    )
                     assert plan.rank_plans[rank].keys_read == len(needed), (name, sharding, world, rank)
-                    assert plan.keys_received(rank) == len(needed - own), (name, sharding, world, rank)
+                    assert plan.keys_received(rank) == len(needed_kept - own), (name, sharding, world, rank)
                     got = {j for t in plan.p2p if t.dst == rank for a, b in t.ranges for j in range(a, b)}
                     got |= {j for t in plan.broadcasts if t.src != rank for a, b in t.ranges for j in range(a, b)}
-                    assert got == needed - own, (name, sharding, world, rank)
+                    assert got == needed_kept - own, (name, sharding, world, rank)
+                    owner = {j: r for r in range(world) for j in md.positions(n, r, world, sharding).tolist()}
+                    hosts = {owner[j] for j in _keys_of_tiles(dense, shipped, bm, bn)} - {rank} if shipped else set()
+                    assert {s.dst for s in plan.shipped(rank)} == hosts, (name, sharding, world, rank)
+
+
+def _keys_of_tiles(dense, rows: set[int], bm: int, bn: int) -> set[int]:
+    """Keys of every tile (any head) that holds an active pair in the tile rows of `rows`."""
+    n = dense.shape[-1]
+    tiles = [dense[:, r * bm : (r + 1) * bm] for r in sorted({r // bm for r in rows})]
+    stored = [c for c in range(-(-n // bn)) if any(t[..., c * bn : (c + 1) * bn].any() for t in tiles)]
+    return {j for c in stored for j in range(c * bn, min((c + 1) * bn, n))}
+
+
+@pytest.mark.parametrize("world", [2, 4])
+def test_global_row_is_shipped_not_fed(world: int) -> None:
+    """Token 0's row reads every key: its tile of rows goes to the key owners instead of every key to it."""
+    spec = next(spec for name, spec, *_ in CASES if name == "longformer_rows")
+    plan = md.plan(compile_spec(spec, 512), world, "contiguous")
+    assert [(s.src, s.dst, s.ranges) for s in plan.shipped(0)] == [(0, r, ((0, 16),)) for r in range(1, world)]
+    assert plan.keys_received(0) < 64  # a halo and no more
+    no_shipping = 512 - 512 // world
+    assert plan.bytes_received(0, md.CallSize(1, 2, 2, 8, 8, 2, 4))[0] < no_shipping * 2 * 2 * 16 / 4
 
 
 def test_window_plan_moves_one_halo() -> None:

@@ -14,10 +14,11 @@ def test_plan_json_has_the_halo_for_every_rank(tmp_path: Path) -> None:
     result = run_cli("plan", write_spec(tmp_path, WINDOW), "--ranks", "8", "--json")
     assert result.returncode == 0, result.stderr
     plan = json.loads(result.stdout)
-    assert plan["bytes_per_key"] == 16 * 2 * 128 * 2
+    assert plan["call"]["bytes_per_key"] == 16 * 2 * 128 * 2
     received = [r["keys_received"] for r in plan["per_rank"]]
     assert received == [0] + [4096] * 7
     assert [r["bytes_received"] for r in plan["per_rank"]] == [k * 16 * 2 * 128 * 2 for k in received]
+    assert all(r["ships_rows_to"] == {} for r in plan["per_rank"])
     assert plan["per_rank"][3]["receives_from"] == {"2": [[3 * 8192 - 4096, 3 * 8192]]}
     work = [r["work"] for r in plan["per_rank"]]
     assert work[0] < work[1] == work[7]  # the window's first rows read fewer keys

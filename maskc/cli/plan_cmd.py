@@ -12,7 +12,7 @@ import json
 
 from maskc.cli.options import add_spec_arguments, positive_int
 from maskc.compiler import compile
-from maskc.distributed.planner import Plan, plan
+from maskc.distributed.planner import CallSize, Plan, plan
 from maskc.distributed.sharding import SHARDINGS
 
 NAME = "plan"
@@ -41,13 +41,16 @@ def run(args: argparse.Namespace) -> int:
     pattern = compile(args.spec, seq_len=args.seq_len, block_size=args.block_size, heads=args.heads)
     result = plan(pattern, args.ranks, args.sharding)
     kv_heads = args.kv_heads or pattern.heads
-    per_key = args.batch * kv_heads * 2 * args.head_dim * DTYPE_BYTES[args.dtype]
+    itemsize = DTYPE_BYTES[args.dtype]
+    size = CallSize(args.batch, pattern.heads, kv_heads, args.head_dim, args.head_dim, itemsize, max(4, itemsize))
     if args.json:
-        summary = result.as_dict(per_key)
-        summary["bytes_per_key"] = per_key
+        summary = result.as_dict(size)
+        summary["call"] = {"batch": args.batch, "heads": pattern.heads, "kv_heads": kv_heads}
+        summary["call"].update(head_dim=args.head_dim, dtype=args.dtype, bytes_per_key=size.key_bytes)
         print(json.dumps(summary))
         return 0
-    print("\n".join(summary_lines(result, per_key, f"B={args.batch}, Hkv={kv_heads}, D={args.head_dim}, {args.dtype}")))
+    shape = f"B={args.batch}, H={pattern.heads}, Hkv={kv_heads}, D={args.head_dim}, {args.dtype}"
+    print("\n".join(summary_lines(result, size, shape)))
     if args.transfers:
         print("\n".join(transfer_lines(result)))
     return 0
@@ -61,35 +64,41 @@ def human_bytes(count: float) -> str:
     raise AssertionError("unreachable")
 
 
-def summary_lines(result: Plan, per_key: int, shape: str) -> list[str]:
-    gather = result.n - result.shard_len
+def summary_lines(result: Plan, size: CallSize, shape: str) -> list[str]:
+    gather, per_key = result.n - result.shard_len, size.key_bytes
     lines = [
         f"pattern        {result.spec_name}  (n = {result.n:,}, {result.ranks} ranks, {result.sharding}, "
         f"tile {result.block_m}x{result.block_n}, {result.heads} heads)",
-        f"bytes per key  {per_key:,} (one key and one value row: {shape})",
+        f"call           {shape}: {per_key:,} bytes per key and value row",
         f"all-gather     {gather:,} keys, {human_bytes(gather * per_key)} received per rank, for comparison",
         "",
         f"{'rank':>5} {'positions':>30} {'keys read':>11} {'received':>10} {'bytes fwd':>11} {'from':>5} "
         f"{'grad bytes':>11} {'work (tile area)':>17} {'calls':>6}",
     ]
     for p in result.rank_plans:
+        forward, backward = result.bytes_received(p.rank, size)
         held = ", ".join(f"{a}…{b - 1}" for a, b in p.ranges)
         sources = len({t.src for t in result.receives(p.rank)} | {t.src for t in result.broadcasts if t.src != p.rank})
         lines.append(
             f"{p.rank:>5} {held:>30} {p.keys_read:>11,} {result.keys_received(p.rank):>10,} "
-            f"{human_bytes(result.keys_received(p.rank) * per_key):>11} {sources:>5} "
-            f"{human_bytes(result.grad_keys_received(p.rank) * per_key):>11} {p.work:>17,} {len(p.blocks):>6}"
+            f"{human_bytes(forward):>11} {sources:>5} {human_bytes(backward):>11} {p.work:>17,} {len(p.blocks):>6}"
         )
     work = [p.work for p in result.rank_plans]
     received = [result.keys_received(r) for r in range(result.ranks)]
+    shipped = sorted({s.src for s in result.shipments})
+    shipped_rows = sum(result.shipped(src)[0].rows for src in shipped)
     lines += [
         "",
         f"imbalance      {result.imbalance:.2%} (largest work over mean work, minus one; "
         f"work {min(work):,} … {max(work):,})",
-        f"received       at most {max(received):,} keys ({human_bytes(max(received) * per_key)}) per rank per call, "
+        f"received       at most {max(received):,} keys per rank per call, "
         f"{max(received) / gather:.2%} of an all-gather"
         if gather
         else "received       nothing (one rank)",
+        f"shipped rows   {shipped_rows:,} query rows of rank{'s' if len(shipped) > 1 else ''} "
+        f"{', '.join(map(str, shipped))} computed where their keys are ({len(result.shipments)} messages each way)"
+        if shipped
+        else "shipped rows   none",
         f"messages       {len(result.p2p)} point-to-point, {len(result.broadcasts)} broadcast"
         + (
             ""
@@ -107,6 +116,8 @@ def transfer_lines(result: Plan) -> list[str]:
         lines.append(f"  {t.src:>4} → {t.dst:<4} {t.keys:>10,} keys  " + _ranges(t.ranges))
     for t in result.broadcasts:
         lines.append(f"  {t.src:>4} → all  {t.keys:>10,} keys  " + _ranges(t.ranges))
+    for s in result.shipments:
+        lines.append(f"  {s.src:>4} → {s.dst:<4} {s.rows:>10,} query rows  " + _ranges(s.ranges))
     return lines
 
 

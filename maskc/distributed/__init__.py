@@ -6,14 +6,16 @@ log-sum-exp. `shard` / `unshard` split and reassemble full-sequence tensors.
 """
 
 from maskc.distributed.parallel import attention, simulate
-from maskc.distributed.planner import Block, Plan, RankPlan, Transfer, plan
+from maskc.distributed.planner import Block, CallSize, Plan, RankPlan, Shipment, Transfer, plan
 from maskc.distributed.sharding import SHARDINGS, positions, rank_ranges, shard, unshard
 
 __all__ = [
     "SHARDINGS",
     "Block",
+    "CallSize",
     "Plan",
     "RankPlan",
+    "Shipment",
     "Transfer",
     "attention",
     "plan",

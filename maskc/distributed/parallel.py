@@ -5,7 +5,9 @@ per (query range, key piece) of its plan and merges the partial outputs by log-s
 whole step is one autograd Function: its forward records the local calls and the merge with
 autograd (the backends' outputs and lse are exactly differentiable), and its backward replays
 that record for dQ, dK, dV of the local and received keys, then sends the received keys'
-gradients back to their owners. Every rank therefore enters the backward communication exactly
+gradients back to their owners. Rows the plan ships to key owners come back as partial outputs
+merged like the others; in the backward pass their gradients go to the hosts, which replay their
+part of the record and return the rows' dQ. Every rank enters each backward exchange exactly
 once, whatever its own queries read.
 """
 
@@ -19,8 +21,17 @@ import torch
 import torch.distributed as dist
 
 from maskc.attention import attention as sparse_attention
-from maskc.distributed.comm import Group, Pending, Piece, local_slice, pieces_of, return_gradients, start_exchange
-from maskc.distributed.planner import Block, Plan, plan
+from maskc.distributed.comm import (
+    Group,
+    Pending,
+    Piece,
+    exchange_partials,
+    local_slice,
+    pieces_of,
+    return_gradients,
+    start_exchange,
+)
+from maskc.distributed.planner import Block, Plan, Shipment, plan
 from maskc.distributed.sharding import check_sharding, shard, unshard
 from maskc.errors import BackendError
 from maskc.ir import CompiledPattern
@@ -81,7 +92,8 @@ def attention(
     if torch.is_grad_enabled() and any(x.requires_grad for x in (q, k, v)):
         out, lse = ContextParallelAttention.apply(q, k, v, job)
     else:
-        out, lse, _ = _run(job, q, k, v, track=False)
+        record = _run(job, q, k, v, track=False)
+        out, lse = record.out, record.lse
     return (out, lse) if return_lse else out
 
 
@@ -105,6 +117,20 @@ def _job(
     return Job(cached_plan(pattern, members.size, sharding), members, pattern, scale, backend)
 
 
+@dataclass
+class Record:
+    """What the forward pass recorded with autograd, for the backward pass to replay."""
+
+    out: torch.Tensor
+    lse: torch.Tensor
+    #: Received keys and values (leaves).
+    received: list
+    #: Hosted query rows (leaves) with the partial output and lse computed from them.
+    hosted: list[tuple[Shipment, torch.Tensor, torch.Tensor, torch.Tensor]]
+    #: Partial outputs and lse of this rank's shipped rows, as received (leaves).
+    partials: list[tuple[Shipment, torch.Tensor, torch.Tensor]]
+
+
 class ContextParallelAttention(torch.autograd.Function):
     """Forward: exchange, local calls, merge (recorded with autograd). Backward: replay the record,
     then return the received keys' gradients to their owners."""
@@ -114,26 +140,46 @@ class ContextParallelAttention(torch.autograd.Function):
         ctx.set_materialize_grads(False)
         with torch.enable_grad():
             leaves = [x.detach().requires_grad_() for x in (q, k, v)]
-            out, lse, received = _run(job, *leaves, track=True)
-        ctx.job, ctx.record = job, (out, lse, leaves, received)
-        return out.detach(), lse.detach()
+            record = _run(job, *leaves, track=True)
+        ctx.job, ctx.leaves, ctx.record = job, leaves, record
+        return record.out.detach(), record.lse.detach()
 
     @staticmethod
     def backward(ctx: Any, d_out: torch.Tensor | None, d_lse: torch.Tensor | None) -> Any:
         job: Job = ctx.job
-        out, lse, leaves, received = ctx.record
-        del ctx.record
-        outputs, grads = [out], [torch.zeros_like(out) if d_out is None else d_out]
+        record: Record = ctx.record
+        leaves = ctx.leaves
+        del ctx.record, ctx.leaves
+        outputs, grads = [record.out], [torch.zeros_like(record.out) if d_out is None else d_out]
         if d_lse is not None:
-            outputs.append(lse)
+            outputs.append(record.lse)
             grads.append(d_lse)
-        inputs = leaves + [b for _, kb, vb in received for b in (kb, vb)]
-        found = torch.autograd.grad(outputs, inputs, grads, allow_unused=True)
-        found = [torch.zeros_like(x) if g is None else g for x, g in zip(inputs, found)]
-        dq, dk, dv = found[:3]
-        pairs = [(t, found[3 + 2 * i], found[4 + 2 * i]) for i, (t, _, _) in enumerate(received)]
-        return_gradients(job.plan, job.group, pairs, dk, dv)
+        keys = [b for _, kb, vb in record.received for b in (kb, vb)]
+        partials = [b for _, ob, lb in record.partials for b in (ob, lb)]
+        dq, dk, dv, *found = _grads(outputs, leaves + keys + partials, grads, retain=bool(record.hosted))
+        key_grads = [(t, found[2 * i], found[2 * i + 1]) for i, (t, _, _) in enumerate(record.received)]
+        found = found[len(keys) :]
+        sent = [(s, found[2 * i], found[2 * i + 1]) for i, (s, _, _) in enumerate(record.partials)]
+        pending = exchange_partials(job.plan, job.group, sent, record.out, record.lse, backward=True)
+        pending.wait()
+        query_grads = []
+        if record.hosted:
+            hosted_out = [x for _, _, out, lse in record.hosted for x in (out, lse)]
+            hosted_grads = [g for _, d_out_p, d_lse_p in pending.received for g in (d_out_p, d_lse_p)]
+            rows = [qb for _, qb, _, _ in record.hosted]
+            *d_rows, dk_hosted, dv_hosted = _grads(hosted_out, [*rows, leaves[1], leaves[2]], hosted_grads)
+            dk, dv = dk + dk_hosted, dv + dv_hosted
+            query_grads = [(s, g) for (s, _, _, _), g in zip(record.hosted, d_rows)]
+        return_gradients(job.plan, job.group, key_grads, query_grads, dq, dk, dv)
         return dq, dk, dv, None
+
+
+def _grads(
+    outputs: list[torch.Tensor], inputs: list[torch.Tensor], grads: list[torch.Tensor], retain: bool = False
+) -> list[torch.Tensor]:
+    """Gradients of the inputs (zeros for those the outputs do not use)."""
+    found = torch.autograd.grad(outputs, inputs, grads, allow_unused=True, retain_graph=retain)
+    return [torch.zeros_like(x) if g is None else g for x, g in zip(inputs, found)]
 
 
 def simulate(
@@ -160,13 +206,14 @@ def simulate(
     outs, lses = [], []
     for rank in range(ranks) if only_rank is None else [only_rank]:
         here = job.plan.rank_plans[rank]
+        blocks = here.blocks + [block for s in plan_all.shipped(rank) for block in s.blocks]
         pieces = [
             Piece(b.k_start, b.k_stop, b.source, k[:, :, b.k_start : b.k_stop], v[:, :, b.k_start : b.k_stop])
-            for b in here.blocks
+            for b in blocks
         ]
         q_shard = shard(q, rank, ranks, sharding)
-        results = [(block, *_call(job, q_shard, here.ranges, pieces, block)) for block in here.blocks]
-        out, lse = zip(*(_assemble(q_shard, k, v, a, b, results) for a, b in here.ranges))
+        results = [(block, *_call(job, q_shard, here.ranges, pieces, block)) for block in blocks]
+        out, lse = zip(*(_assemble(q_shard, v, a, b, results) for a, b in here.ranges))
         outs.append(torch.cat(out, dim=2))
         lses.append(torch.cat(lse, dim=2))
     if only_rank is not None:
@@ -174,25 +221,48 @@ def simulate(
     return unshard(outs, sharding), unshard(lses, sharding)
 
 
-def _run(job: Job, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, track: bool) -> Any:
-    """(out, lse, received buffers): post the exchange, compute on local keys, then on received ones."""
-    plan_here = job.plan.rank_plans[job.group.rank]
-    pending: Pending = start_exchange(job.plan, job.group, k.detach(), v.detach())
+def _run(job: Job, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, track: bool) -> Record:
+    """Post the exchange, compute on local keys, host other ranks' shipped rows, then compute on
+    received keys and merge everything, shipped rows' partial outputs included."""
+    rank = job.group.rank
+    here = job.plan.rank_plans[rank]
+    pending: Pending = start_exchange(job.plan, job.group, q.detach(), k.detach(), v.detach())
     if track:
         pending.received = [(t, kb.requires_grad_(), vb.requires_grad_()) for t, kb, vb in pending.received]
-    local = plan_here.ranges
-    pieces = [Piece(a, b, job.group.rank, *(_rows(x, a, b, local) for x in (k, v))) for a, b in local]
-    results: list[tuple[Block, torch.Tensor, torch.Tensor]] = []
-    remote = [block for block in plan_here.blocks if block.source != job.group.rank]
-    for block in plan_here.blocks:
-        if block.source == job.group.rank:
-            results.append((block, *_call(job, q, local, pieces, block)))
+        pending.guests = [(s, qb.requires_grad_()) for s, qb in pending.guests]
+    local = here.ranges
+    pieces = [Piece(a, b, rank, *(_rows(x, a, b, local) for x in (k, v))) for a, b in local]
+    results = [(block, *_call(job, q, local, pieces, block)) for block in here.blocks if block.source == rank]
     pending.wait()
+    hosted = []
+    for s, rows in pending.guests:
+        found = [(block, *_call(job, rows, list(s.ranges), pieces, block)) for block in s.blocks]
+        out, lse = zip(*(_assemble(rows, v, a, b, found) for a, b in s.ranges))
+        hosted.append((s, rows, torch.cat(out, dim=2), torch.cat(lse, dim=2)))
+    like_out = q.new_empty((q.shape[0], q.shape[1], 0, v.shape[3]))
+    like_lse = q.new_empty((q.shape[0], q.shape[1], 0), dtype=_lse_dtype(q))
+    computed = [(s, out.detach(), lse.detach().to(like_lse.dtype)) for s, _, out, lse in hosted]
+    partial_pending = exchange_partials(job.plan, job.group, computed, like_out, like_lse)
     pieces += pieces_of(pending.received)
-    for block in remote:
-        results.append((block, *_call(job, q, local, pieces, block)))
-    outs, lses = zip(*(_assemble(q, k, v, a, b, results) for a, b in local))
-    return torch.cat(outs, dim=2), torch.cat(lses, dim=2), pending.received
+    results += [(block, *_call(job, q, local, pieces, block)) for block in here.blocks if block.source != rank]
+    partial_pending.wait()
+    partials = partial_pending.received
+    if track:
+        partials = [(s, ob.requires_grad_(), lb.requires_grad_()) for s, ob, lb in partials]
+    for s, ob, lb in partials:
+        offset = 0
+        for a, b in s.ranges:
+            results.append(
+                (Block(a, b, 0, 0, s.dst), ob[:, :, offset : offset + b - a], lb[:, :, offset : offset + b - a])
+            )
+            offset += b - a
+    outs, lses = zip(*(_assemble(q, v, a, b, results) for a, b in local))
+    return Record(torch.cat(outs, dim=2), torch.cat(lses, dim=2), pending.received, hosted, partials)
+
+
+def _lse_dtype(q: torch.Tensor) -> torch.dtype:
+    """The lse dtype of local calls: float64 for float64 inputs (the CPU reference), float32 otherwise."""
+    return torch.float64 if q.dtype == torch.float64 else torch.float32
 
 
 def _call(
@@ -211,7 +281,6 @@ def _rows(x: torch.Tensor, start: int, stop: int, local: list[tuple[int, int]]) 
 
 def _assemble(
     q: torch.Tensor,
-    k: torch.Tensor,
     v: torch.Tensor,
     start: int,
     stop: int,
@@ -227,7 +296,7 @@ def _assemble(
         mine = [r for r in mine if r is not whole]
     else:
         b, h = q.shape[0], q.shape[1]
-        lse_dtype = mine[0][2].dtype if mine else (torch.float64 if q.dtype == torch.float64 else torch.float32)
+        lse_dtype = mine[0][2].dtype if mine else _lse_dtype(q)
         out = q.new_zeros((b, h, stop - start, v.shape[3]))
         lse = torch.full((b, h, stop - start), float("-inf"), dtype=lse_dtype, device=q.device)
     for block, part_out, part_lse in mine:

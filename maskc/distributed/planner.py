@@ -7,7 +7,11 @@ shard boundaries, so shards need not be tile aligned. What rank r needs of rank 
 
 - by one broadcast from s, for the keys every other rank needs (global tokens), when P > 2;
 - by point-to-point messages otherwise: neighbour halos of a window, or whole shards where a
-  pattern needs most keys (dense causal).
+  pattern needs most keys (dense causal);
+- not at all for a few query rows that read far more keys than the rank holds (a global
+  token's row): those rows are sent to the key owners instead, which compute their partial
+  outputs and send them back ("shipments"). A rank ships its rows when they are few (at most a
+  quarter of its rows) and sending them costs fewer rows than pulling the keys only they read.
 
 Every rank computes the same plan from the same pattern, so no metadata is exchanged. The plan
 also says, per rank, the local attention calls ("blocks": query rows × one received or local key
@@ -52,14 +56,59 @@ class Transfer:
         return sum(b - a for a, b in self.ranges)
 
 
+@dataclass(frozen=True)
+class Shipment:
+    """Query rows at `ranges` of rank `src`, sent to rank `dst`, which computes their partial
+    output over its own keys (`blocks`) and sends it back."""
+
+    src: int
+    dst: int
+    ranges: tuple[Range, ...]
+    blocks: tuple[Block, ...]
+
+    @property
+    def rows(self) -> int:
+        return sum(b - a for a, b in self.ranges)
+
+
+@dataclass(frozen=True)
+class CallSize:
+    """The sizes of a call that turn rows into bytes."""
+
+    batch: int
+    heads: int
+    kv_heads: int
+    head_dim: int
+    value_dim: int
+    itemsize: int
+    #: Bytes of one lse entry (float32 on GPUs, float64 for float64 calls on the CPU).
+    lse_itemsize: int = 4
+
+    @property
+    def key_bytes(self) -> int:
+        """One key and one value row, every batch element and key/value head."""
+        return self.batch * self.kv_heads * (self.head_dim + self.value_dim) * self.itemsize
+
+    @property
+    def query_bytes(self) -> int:
+        """One query row (or its gradient), every batch element and head."""
+        return self.batch * self.heads * self.head_dim * self.itemsize
+
+    @property
+    def partial_bytes(self) -> int:
+        """One row of a partial output and its lse (or their gradients)."""
+        return self.batch * self.heads * (self.value_dim * self.itemsize + self.lse_itemsize)
+
+
 @dataclass
 class RankPlan:
     """What one rank holds, computes and receives."""
 
     rank: int
     ranges: list[Range]
+    #: Local calls on the rank's own query rows (its shipped rows against its own keys only).
     blocks: list[Block]
-    #: Stored tile area of the rank's query rows, summed over heads (the kernel's work).
+    #: Stored tile area the rank computes (its blocks and its guests'), summed over heads.
     work: int
     #: Key positions the rank's queries read, whoever holds them.
     keys_read: int
@@ -80,8 +129,30 @@ class Plan:
     p2p: list[Transfer]
     #: One broadcast per source rank with keys every other rank needs, ordered by src.
     broadcasts: list[Transfer]
+    #: Query rows sent to key owners, ordered by (src, dst).
+    shipments: list[Shipment] = field(default_factory=list)
     spec_name: str = ""
     _received: dict[int, tuple[int, int]] = field(default_factory=dict, repr=False)
+
+    def shipped(self, rank: int) -> list[Shipment]:
+        """The rank's own rows sent out."""
+        return [s for s in self.shipments if s.src == rank]
+
+    def hosted(self, rank: int) -> list[Shipment]:
+        """Other ranks' rows this rank computes on its keys."""
+        return [s for s in self.shipments if s.dst == rank]
+
+    def bytes_received(self, rank: int, size: CallSize) -> tuple[int, int]:
+        """Bytes the rank receives in the forward and in the backward pass of a call of this size:
+        keys and values (and their gradients), hosted query rows and the partial outputs of
+        shipped ones (and the gradients of both)."""
+        hosted = sum(s.rows for s in self.hosted(rank))
+        shipped = sum(s.rows for s in self.shipped(rank))
+        forward = self.keys_received(rank) * size.key_bytes
+        forward += hosted * size.query_bytes + shipped * size.partial_bytes
+        backward = self.grad_keys_received(rank) * size.key_bytes
+        backward += hosted * size.partial_bytes + shipped * size.query_bytes
+        return forward, backward
 
     def keys_received(self, rank: int) -> int:
         """Key positions the rank receives in the forward pass (each carries one key and one value row)."""
@@ -116,8 +187,8 @@ class Plan:
         work = np.array([p.work for p in self.rank_plans], dtype=np.float64)
         return float(work.max() / work.mean() - 1.0) if work.mean() > 0 else 0.0
 
-    def as_dict(self, bytes_per_key: int | None = None) -> dict[str, Any]:
-        """JSON-ready summary; with bytes_per_key, bytes received per rank as well."""
+    def as_dict(self, size: CallSize | None = None) -> dict[str, Any]:
+        """JSON-ready summary; with a call size, bytes received per rank as well."""
         ranks = []
         for p in self.rank_plans:
             entry: dict[str, Any] = {
@@ -129,10 +200,10 @@ class Plan:
                 "work": p.work,
                 "calls": len(p.blocks),
                 "receives_from": {str(t.src): [list(r) for r in t.ranges] for t in self.receives(p.rank)},
+                "ships_rows_to": {str(s.dst): [list(r) for r in s.ranges] for s in self.shipped(p.rank)},
             }
-            if bytes_per_key is not None:
-                entry["bytes_received"] = self.keys_received(p.rank) * bytes_per_key
-                entry["grad_bytes_received"] = self.grad_keys_received(p.rank) * bytes_per_key
+            if size is not None:
+                entry["bytes_received"], entry["grad_bytes_received"] = self.bytes_received(p.rank, size)
             ranks.append(entry)
         return {
             "spec": self.spec_name,
@@ -159,7 +230,9 @@ def plan(pattern: CompiledPattern, ranks: int, sharding: str = "contiguous") -> 
     n = pattern.n
     shards = [rank_ranges(n, r, ranks, sharding) for r in range(ranks)]
     atoms = _Atoms(pattern, shards)
-    needs = [atoms.needed(ranges) for ranges in shards]
+    shipped = [atoms.rows_to_ship(rank, ranges, n // ranks) for rank, ranges in enumerate(shards)]
+    kept = [_subtract(ranges, ship) for ranges, ship in zip(shards, shipped)]
+    needs = [atoms.needed(rows) for rows in kept]
     common = _common_needs(atoms, needs, ranks)
     p2p = [
         Transfer(src, dst, atoms.ranges(needs[dst] & atoms.owned_by(src) & ~common[src]))
@@ -168,14 +241,26 @@ def plan(pattern: CompiledPattern, ranks: int, sharding: str = "contiguous") -> 
         if src != dst and (needs[dst] & atoms.owned_by(src) & ~common[src]).any()
     ]
     broadcasts = [Transfer(src, None, atoms.ranges(common[src])) for src in range(ranks) if common[src].any()]
+    shipments = [
+        Shipment(
+            src, dst, tuple(rows), tuple(b for a, z in rows for b in atoms.blocks(a, z, _pieces(shards[dst], dst)))
+        )
+        for src, rows in enumerate(shipped)
+        if rows
+        for dst in range(ranks)
+        if dst != src and (atoms.needed(rows) & atoms.owned_by(dst)).any()
+    ]
     rank_plans = []
     for rank, ranges in enumerate(shards):
-        pieces = [(a, b, rank) for a, b in ranges]
+        pieces = _pieces(ranges, rank)
         pieces += [(a, b, t.src) for t in p2p if t.dst == rank for a, b in t.ranges]
         pieces += [(a, b, t.src) for t in broadcasts if t.src != rank for a, b in t.ranges]
-        blocks = [block for a, b in ranges for block in atoms.blocks(a, b, pieces)]
-        work = sum(atoms.work(a, b) for a, b in ranges)
-        rank_plans.append(RankPlan(rank, ranges, blocks, work, atoms.count(needs[rank])))
+        blocks = [block for a, b in kept[rank] for block in atoms.blocks(a, b, pieces)]
+        blocks += [block for a, b in shipped[rank] for block in atoms.blocks(a, b, _pieces(ranges, rank))]
+        guests = [block for s in shipments if s.dst == rank for block in s.blocks]
+        work = sum(atoms.block_work(block) for block in blocks + guests)
+        read = atoms.count(needs[rank] | atoms.needed(shipped[rank]))
+        rank_plans.append(RankPlan(rank, ranges, blocks, work, read))
     return Plan(
         n=n,
         ranks=ranks,
@@ -186,8 +271,39 @@ def plan(pattern: CompiledPattern, ranks: int, sharding: str = "contiguous") -> 
         rank_plans=rank_plans,
         p2p=p2p,
         broadcasts=broadcasts,
+        shipments=shipments,
         spec_name=pattern.spec.name,
     )
+
+
+def _pieces(ranges: list[Range], rank: int) -> list[tuple[int, int, int]]:
+    return [(a, b, rank) for a, b in ranges]
+
+
+def _subtract(ranges: list[Range], removed: list[Range]) -> list[Range]:
+    """The parts of `ranges` outside `removed` (both sorted, removed inside ranges)."""
+    out = []
+    for a, b in ranges:
+        start = a
+        for c, d in removed:
+            if a <= c and d <= b:
+                if c > start:
+                    out.append((start, c))
+                start = d
+        if start < b:
+            out.append((start, b))
+    return out
+
+
+def _merged(ranges: list[Range]) -> list[Range]:
+    """Sorted ranges with overlapping or touching ones joined."""
+    out: list[Range] = []
+    for a, b in sorted(set(ranges)):
+        if out and a <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], b))
+        else:
+            out.append((a, b))
+    return out
 
 
 def _common_needs(atoms: _Atoms, needs: list[np.ndarray], ranks: int) -> list[np.ndarray]:
@@ -213,6 +329,9 @@ class _Atoms:
         self.bounds = np.unique(np.concatenate(cuts).astype(np.int64))
         self.lo, self.hi = self.bounds[:-1], self.bounds[1:]
         self.tile = self.lo // self.block_n
+        self.row_tiles = -(-self.n // self.block_m)
+        #: Atom of each key tile's first position (a tile lies in one shard unless a shard boundary cuts it).
+        self._first_atom = np.searchsorted(self.lo, np.arange(0, self.n, self.block_n))
         self.owner = np.empty(len(self.lo), dtype=np.int64)
         for rank, ranges in enumerate(shards):
             for a, b in ranges:
@@ -256,15 +375,39 @@ class _Atoms:
                 tiles[cols] = True
         return tiles[self.tile]
 
-    def work(self, q_start: int, q_stop: int) -> int:
-        """Stored tile area within query rows [q_start, q_stop), summed over heads."""
+    def block_work(self, block: Block) -> int:
+        """Stored tile area within the block's query rows and key columns, summed over heads."""
         total = 0
-        for layout, heads, rows, cols in self._entries(q_start, q_stop):
-            grid = layout.grid
-            height = np.minimum(grid.row_last(rows) + 1, q_stop) - np.maximum(grid.row_first(rows), q_start)
-            width = grid.col_last(cols) - grid.col_first(cols) + 1
+        first, last = block.k_start // self.block_n, (block.k_stop - 1) // self.block_n
+        for layout, heads, rows, cols in self._entries(block.q_start, block.q_stop):
+            grid, inside = layout.grid, (cols >= first) & (cols <= last)
+            rows, cols = rows[inside], cols[inside]
+            height = np.minimum(grid.row_last(rows) + 1, block.q_stop) - np.maximum(grid.row_first(rows), block.q_start)
+            width = np.minimum(grid.col_last(cols) + 1, block.k_stop) - np.maximum(grid.col_first(cols), block.k_start)
             total += heads * int((height * width).sum())
         return total
+
+    def rows_to_ship(self, rank: int, ranges: list[Range], shard: int) -> list[Range]:
+        """The rank's query rows to send to the key owners rather than pull keys for: rows (per tile
+        row) reading at least a shard's worth of other ranks' keys, if they are at most a quarter of
+        the rank's rows and sending them to each owner costs fewer rows than the keys only they read."""
+        own = self.owned_by(rank)
+        heavy = []
+        for a, b in ranges:
+            for _, _, rows, cols in self._entries(a, b):
+                remote = np.bincount(rows[~own[self._first_atom[cols]]], minlength=self.row_tiles) * self.block_n
+                for tile in np.flatnonzero(remote >= shard):
+                    lo, hi = max(a, int(tile) * self.block_m), min(b, (int(tile) + 1) * self.block_m)
+                    if lo < hi:
+                        heavy.append((lo, hi))
+        heavy = _merged(heavy)
+        rows = sum(b - a for a, b in heavy)
+        if not heavy or 4 * rows > shard:
+            return []
+        kept = self.needed(_subtract(ranges, heavy)) | own
+        only_heavy = self.needed(heavy) & ~kept
+        owners = len(set(self.owner[only_heavy | (self.needed(heavy) & ~own)].tolist()))
+        return heavy if self.count(only_heavy) > rows * owners else []
 
     def blocks(self, q_start: int, q_stop: int, pieces: list[tuple[int, int, int]]) -> list[Block]:
         """Local calls for queries [q_start, q_stop): per available key piece, each run of needed keys,
