@@ -213,7 +213,7 @@ def simulate(
         ]
         q_shard = shard(q, rank, ranks, sharding)
         results = [(block, *_call(job, q_shard, here.ranges, pieces, block)) for block in blocks]
-        out, lse = zip(*(_assemble(q_shard, v, a, b, results) for a, b in here.ranges))
+        out, lse = zip(*(_assemble(q_shard, v.shape[3], a, b, results) for a, b in here.ranges))
         outs.append(torch.cat(out, dim=2))
         lses.append(torch.cat(lse, dim=2))
     if only_rank is not None:
@@ -234,11 +234,7 @@ def _run(job: Job, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, track: 
     pieces = [Piece(a, b, rank, *(_rows(x, a, b, local) for x in (k, v))) for a, b in local]
     results = [(block, *_call(job, q, local, pieces, block)) for block in here.blocks if block.source == rank]
     pending.wait()
-    hosted = []
-    for s, rows in pending.guests:
-        found = [(block, *_call(job, rows, list(s.ranges), pieces, block)) for block in s.blocks]
-        out, lse = zip(*(_assemble(rows, v, a, b, found) for a, b in s.ranges))
-        hosted.append((s, rows, torch.cat(out, dim=2), torch.cat(lse, dim=2)))
+    hosted = _host(job, pending.guests, pieces, v.shape[3])
     like_out = q.new_empty((q.shape[0], q.shape[1], 0, v.shape[3]))
     like_lse = q.new_empty((q.shape[0], q.shape[1], 0), dtype=_lse_dtype(q))
     computed = [(s, out.detach(), lse.detach().to(like_lse.dtype)) for s, _, out, lse in hosted]
@@ -249,15 +245,30 @@ def _run(job: Job, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, track: 
     partials = partial_pending.received
     if track:
         partials = [(s, ob.requires_grad_(), lb.requires_grad_()) for s, ob, lb in partials]
-    for s, ob, lb in partials:
-        offset = 0
-        for a, b in s.ranges:
-            results.append(
-                (Block(a, b, 0, 0, s.dst), ob[:, :, offset : offset + b - a], lb[:, :, offset : offset + b - a])
-            )
-            offset += b - a
-    outs, lses = zip(*(_assemble(q, v, a, b, results) for a, b in local))
+    results += [result for s, ob, lb in partials for result in _shipped_results(s, ob, lb)]
+    outs, lses = zip(*(_assemble(q, v.shape[3], a, b, results) for a, b in local))
     return Record(torch.cat(outs, dim=2), torch.cat(lses, dim=2), pending.received, hosted, partials)
+
+
+def _host(job: Job, guests: list[tuple[Shipment, torch.Tensor]], pieces: list[Piece], value_dim: int) -> list:
+    """Partial output and lse of each hosted shipment's rows over this rank's keys."""
+    hosted = []
+    for s, rows in guests:
+        found = [(block, *_call(job, rows, list(s.ranges), pieces, block)) for block in s.blocks]
+        out, lse = zip(*(_assemble(rows, value_dim, a, b, found) for a, b in s.ranges))
+        hosted.append((s, rows, torch.cat(out, dim=2), torch.cat(lse, dim=2)))
+    return hosted
+
+
+def _shipped_results(s: Shipment, out: torch.Tensor, lse: torch.Tensor) -> list:
+    """A shipment's returned partial output cut into one result per position range, to be merged."""
+    results, offset = [], 0
+    for a, b in s.ranges:
+        results.append(
+            (Block(a, b, 0, 0, s.dst), out[:, :, offset : offset + b - a], lse[:, :, offset : offset + b - a])
+        )
+        offset += b - a
+    return results
 
 
 def _lse_dtype(q: torch.Tensor) -> torch.dtype:
@@ -281,7 +292,7 @@ def _rows(x: torch.Tensor, start: int, stop: int, local: list[tuple[int, int]]) 
 
 def _assemble(
     q: torch.Tensor,
-    v: torch.Tensor,
+    value_dim: int,
     start: int,
     stop: int,
     results: list[tuple[Block, torch.Tensor, torch.Tensor]],
@@ -297,7 +308,7 @@ def _assemble(
     else:
         b, h = q.shape[0], q.shape[1]
         lse_dtype = mine[0][2].dtype if mine else _lse_dtype(q)
-        out = q.new_zeros((b, h, stop - start, v.shape[3]))
+        out = q.new_zeros((b, h, stop - start, value_dim))
         lse = torch.full((b, h, stop - start), float("-inf"), dtype=lse_dtype, device=q.device)
     for block, part_out, part_lse in mine:
         rows = slice(block.q_start - start, block.q_stop - start)
