@@ -95,19 +95,23 @@ def summary_lines(result: Plan, size: CallSize, shape: str) -> list[str]:
         f"{max(received) / gather:.2%} of an all-gather"
         if gather
         else "received       nothing (one rank)",
-        f"shipped rows   {shipped_rows:,} query rows of rank{'s' if len(shipped) > 1 else ''} "
-        f"{', '.join(map(str, shipped))} computed where their keys are ({len(result.shipments)} messages each way)"
+        f"shipped rows   {shipped_rows:,} query rows of {_ranks(shipped)} computed where their keys are "
+        f"({len(result.shipments)} messages each way)"
         if shipped
         else "shipped rows   none",
         f"messages       {len(result.p2p)} point-to-point, {len(result.broadcasts)} broadcast"
-        + (
-            ""
-            if not result.broadcasts
-            else f" (global keys of rank{'s' if len(result.broadcasts) > 1 else ''} "
-            f"{', '.join(str(t.src) for t in result.broadcasts)})"
-        ),
+        + (f" (keys of {_ranks([t.src for t in result.broadcasts])})" if result.broadcasts else ""),
     ]
     return lines
+
+
+def _ranks(ranks: list[int]) -> str:
+    """ "rank 3", "ranks 0, 2, 5", or "ranks 0 … 63" for a long run."""
+    if len(ranks) == 1:
+        return f"rank {ranks[0]}"
+    if len(ranks) > 8 and ranks == list(range(ranks[0], ranks[-1] + 1)):
+        return f"ranks {ranks[0]} … {ranks[-1]}"
+    return "ranks " + ", ".join(map(str, ranks))
 
 
 def transfer_lines(result: Plan) -> list[str]:
