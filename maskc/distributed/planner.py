@@ -233,18 +233,9 @@ def plan(pattern: CompiledPattern, ranks: int, sharding: str = "contiguous") -> 
     shipped = [atoms.rows_to_ship(rank, ranges, n // ranks) for rank, ranges in enumerate(shards)]
     kept = [_subtract(ranges, ship) for ranges, ship in zip(shards, shipped)]
     needs = [atoms.needed(rows) for rows in kept]
-    common = _common_needs(atoms, needs, ranks)
-    p2p = [
-        Transfer(src, dst, atoms.ranges(needs[dst] & atoms.owned_by(src) & ~common[src]))
-        for src in range(ranks)
-        for dst in range(ranks)
-        if src != dst and (needs[dst] & atoms.owned_by(src) & ~common[src]).any()
-    ]
-    broadcasts = [Transfer(src, None, atoms.ranges(common[src])) for src in range(ranks) if common[src].any()]
+    p2p, broadcasts = _transfers(atoms, needs)
     shipments = [
-        Shipment(
-            src, dst, tuple(rows), tuple(b for a, z in rows for b in atoms.blocks(a, z, _pieces(shards[dst], dst)))
-        )
+        Shipment(src, dst, tuple(rows), tuple(atoms.blocks_of(rows, _pieces(shards[dst], dst))))
         for src, rows in enumerate(shipped)
         if rows
         for dst in range(ranks)
@@ -255,8 +246,7 @@ def plan(pattern: CompiledPattern, ranks: int, sharding: str = "contiguous") -> 
         pieces = _pieces(ranges, rank)
         pieces += [(a, b, t.src) for t in p2p if t.dst == rank for a, b in t.ranges]
         pieces += [(a, b, t.src) for t in broadcasts if t.src != rank for a, b in t.ranges]
-        blocks = [block for a, b in kept[rank] for block in atoms.blocks(a, b, pieces)]
-        blocks += [block for a, b in shipped[rank] for block in atoms.blocks(a, b, _pieces(ranges, rank))]
+        blocks = atoms.blocks_of(kept[rank], pieces) + atoms.blocks_of(shipped[rank], _pieces(ranges, rank))
         guests = [block for s in shipments if s.dst == rank for block in s.blocks]
         work = sum(atoms.block_work(block) for block in blocks + guests)
         read = atoms.count(needs[rank] | atoms.needed(shipped[rank]))
@@ -274,6 +264,20 @@ def plan(pattern: CompiledPattern, ranks: int, sharding: str = "contiguous") -> 
         shipments=shipments,
         spec_name=pattern.spec.name,
     )
+
+
+def _transfers(atoms: _Atoms, needs: list[np.ndarray]) -> tuple[list[Transfer], list[Transfer]]:
+    """Point-to-point sends and broadcasts that bring every rank the keys it needs."""
+    ranks = len(needs)
+    common = _common_needs(atoms, needs, ranks)
+    p2p = []
+    for src in range(ranks):
+        for dst in range(ranks):
+            wanted = needs[dst] & atoms.owned_by(src) & ~common[src]
+            if src != dst and wanted.any():
+                p2p.append(Transfer(src, dst, atoms.ranges(wanted)))
+    broadcasts = [Transfer(src, None, atoms.ranges(common[src])) for src in range(ranks) if common[src].any()]
+    return p2p, broadcasts
 
 
 def _pieces(ranges: list[Range], rank: int) -> list[tuple[int, int, int]]:
@@ -408,6 +412,10 @@ class _Atoms:
         only_heavy = self.needed(heavy) & ~kept
         owners = len(set(self.owner[only_heavy | (self.needed(heavy) & ~own)].tolist()))
         return heavy if self.count(only_heavy) > rows * owners else []
+
+    def blocks_of(self, rows: list[Range], pieces: list[tuple[int, int, int]]) -> list[Block]:
+        """Local calls for the query rows in `rows` against the key pieces."""
+        return [block for a, b in rows for block in self.blocks(a, b, pieces)]
 
     def blocks(self, q_start: int, q_stop: int, pieces: list[tuple[int, int, int]]) -> list[Block]:
         """Local calls for queries [q_start, q_stop): per available key piece, each run of needed keys,
