@@ -408,9 +408,9 @@ class _Atoms:
         rows = sum(b - a for a, b in heavy)
         if not heavy or 4 * rows > shard:
             return []
-        kept = self.needed(_subtract(ranges, heavy)) | own
-        only_heavy = self.needed(heavy) & ~kept
-        owners = len(set(self.owner[only_heavy | (self.needed(heavy) & ~own)].tolist()))
+        remote = self.needed(heavy) & ~own
+        only_heavy = remote & ~self.needed(_subtract(ranges, heavy))
+        owners = len(np.unique(self.owner[remote]))
         return heavy if self.count(only_heavy) > rows * owners else []
 
     def blocks_of(self, rows: list[Range], pieces: list[tuple[int, int, int]]) -> list[Block]:
