@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import json
 import time
+import warnings
 
+import numpy as np
 import pytest
 import torch
 import torch.multiprocessing as mp
 from cp_worker import CASES, case_keys, compile_spec, main
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from specgen import spec_dicts, tile_shapes
 
 import maskc
 from maskc import distributed as md
-from maskc.errors import BackendError, DynamicPatternError
+from maskc.errors import BackendError, DynamicPatternError, MaskcWarning
 
 #: Seconds the worker processes of one world size may take before the test fails (a hang is a failure).
 WORKER_TIMEOUT = 240
@@ -72,29 +77,44 @@ def test_plan_reads_exactly_the_keys_of_stored_tiles() -> None:
     """Brute force over the tile map: a rank needs key tile c exactly when one of its query rows' tiles stores c."""
     for name, spec, n, heads, _ in CASES:
         pattern = compile_spec(spec, n, heads)
-        dense = pattern.to_dense().reshape(-1, n, n) if pattern.per_head else pattern.to_dense()[None]
-        bm, bn = pattern.block_m, pattern.block_n
         for sharding in ("contiguous", "zigzag"):
             for world in (2, 3, 4):
-                if n % (2 * world):
-                    continue
-                plan = md.plan(pattern, world, sharding)
-                for rank in range(world):
-                    rows = md.positions(n, rank, world, sharding).numpy()
-                    shipped = {i for s in plan.shipped(rank) for a, b in s.ranges for i in range(a, b)}
-                    own = set(rows.tolist())
-                    needed, needed_kept = (
-                        _keys_of_tiles(dense, own, bm, bn),
-                        _keys_of_tiles(dense, own - shipped, bm, bn),
-                    )
-                    assert plan.rank_plans[rank].keys_read == len(needed), (name, sharding, world, rank)
-                    assert plan.keys_received(rank) == len(needed_kept - own), (name, sharding, world, rank)
-                    got = {j for t in plan.p2p if t.dst == rank for a, b in t.ranges for j in range(a, b)}
-                    got |= {j for t in plan.broadcasts if t.src != rank for a, b in t.ranges for j in range(a, b)}
-                    assert got == needed_kept - own, (name, sharding, world, rank)
-                    owner = {j: r for r in range(world) for j in md.positions(n, r, world, sharding).tolist()}
-                    hosts = {owner[j] for j in _keys_of_tiles(dense, shipped, bm, bn)} - {rank} if shipped else set()
-                    assert {s.dst for s in plan.shipped(rank)} == hosts, (name, sharding, world, rank)
+                if n % (2 * world) == 0:
+                    check_plan_against_tiles(pattern, world, sharding, name)
+
+
+def check_plan_against_tiles(pattern: maskc.CompiledPattern, world: int, sharding: str, name: str = "") -> None:
+    """Keys read, received and their senders, hosts of shipped rows and the total work, from the dense mask."""
+    n, bm, bn = pattern.n, pattern.block_m, pattern.block_n
+    dense = pattern.to_dense().reshape(-1, n, n) if pattern.per_head else pattern.to_dense()[None]
+    plan = md.plan(pattern, world, sharding)
+    owner = {j: r for r in range(world) for j in md.positions(n, r, world, sharding).tolist()}
+    for rank in range(world):
+        where = (name, sharding, world, rank)
+        own = {j for j, r in owner.items() if r == rank}
+        shipped = {i for s in plan.shipped(rank) for a, b in s.ranges for i in range(a, b)}
+        needed, needed_kept = _keys_of_tiles(dense, own, bm, bn), _keys_of_tiles(dense, own - shipped, bm, bn)
+        assert plan.rank_plans[rank].keys_read == len(needed), where
+        assert plan.keys_received(rank) == len(needed_kept - own), where
+        got = {j for t in plan.p2p if t.dst == rank for a, b in t.ranges for j in range(a, b)}
+        got |= {j for t in plan.broadcasts if t.src != rank for a, b in t.ranges for j in range(a, b)}
+        assert got == needed_kept - own, where
+        hosts = {owner[j] for j in _keys_of_tiles(dense, shipped, bm, bn)} - {rank} if shipped else set()
+        assert {s.dst for s in plan.shipped(rank)} == hosts, where
+    heads = dense.shape[0] if pattern.per_head else pattern.heads
+    area = sum(_tile_area(dense[h], bm, bn) for h in range(dense.shape[0])) * (1 if pattern.per_head else heads)
+    assert sum(p.work for p in plan.rank_plans) == area, (name, sharding, world)
+
+
+def _tile_area(mask: np.ndarray, bm: int, bn: int) -> int:
+    """Elements of every tile holding an active pair (the last tiles clipped at n)."""
+    n = mask.shape[0]
+    return sum(
+        min(bm, n - r) * min(bn, n - c)
+        for r in range(0, n, bm)
+        for c in range(0, n, bn)
+        if mask[r : r + bm, c : c + bn].any()
+    )
 
 
 def _keys_of_tiles(dense, rows: set[int], bm: int, bn: int) -> set[int]:
@@ -206,3 +226,30 @@ def test_call_needs_an_initialized_group_and_shards_of_the_pattern(tmp_path) -> 
         assert torch.allclose(md.attention(full, full, full, pattern), maskc.attention(full, full, full, pattern))
     finally:
         torch.distributed.destroy_process_group()
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(spec_dicts(max_n=120), tile_shapes(), st.integers(1, 4), st.sampled_from(["contiguous", "zigzag"]), st.data())
+def test_plans_of_random_specs(case, tile, world: int, sharding: str, data: st.DataObject) -> None:
+    """Any static spec: the plan against the tile map, and every rank's calls and merges against one call."""
+    spec, n = case
+    n = -(-n // (2 * world)) * 2 * world  # the shards must be equal; the spec stays valid at a larger n
+    heads = spec.get("heads", 2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", MaskcWarning)
+        pattern = maskc.compile(maskc.Spec.model_validate(spec), seq_len=n, block_size=tile, heads=heads)
+    check_plan_against_tiles(pattern, world, sharding, spec["name"])
+    gen = torch.Generator().manual_seed(data.draw(st.integers(0, 2**31)))
+    q = torch.randn(1, heads, n, 4, generator=gen, dtype=torch.float64, requires_grad=True)
+    k, v = (torch.randn(1, 1, n, 4, generator=gen, dtype=torch.float64, requires_grad=True) for _ in "kv")
+    w = torch.randn(1, heads, n, 4, generator=gen, dtype=torch.float64)
+    results = []
+    for out, lse in (
+        maskc.attention(q, k, v, pattern, return_lse=True),
+        md.simulate(q, k, v, pattern, world, sharding),
+    ):
+        loss = (out * w).sum() + lse.masked_fill(lse.isinf(), 0).sum() + 0 * (q.sum() + k.sum() + v.sum())
+        grads = torch.autograd.grad(loss, (q, k, v))  # the zero term: a pattern may have no pair at all
+        results.append([out, lse, *grads])
+    for want, got in zip(*results):
+        assert torch.allclose(got, want, atol=1e-10)

@@ -177,8 +177,12 @@ class ContextParallelAttention(torch.autograd.Function):
 def _grads(
     outputs: list[torch.Tensor], inputs: list[torch.Tensor], grads: list[torch.Tensor], retain: bool = False
 ) -> list[torch.Tensor]:
-    """Gradients of the inputs (zeros for those the outputs do not use)."""
-    found = torch.autograd.grad(outputs, inputs, grads, allow_unused=True, retain_graph=retain)
+    """Gradients of the inputs (zeros for those the outputs do not use, as when a rank's rows read no key)."""
+    used = [(out, grad) for out, grad in zip(outputs, grads) if out.requires_grad]
+    if not used:
+        return [torch.zeros_like(x) for x in inputs]
+    used_outputs, used_grads = zip(*used)
+    found = torch.autograd.grad(used_outputs, inputs, used_grads, allow_unused=True, retain_graph=retain)
     return [torch.zeros_like(x) if g is None else g for x, g in zip(inputs, found)]
 
 
