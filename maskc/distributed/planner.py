@@ -393,14 +393,14 @@ class _Atoms:
 
     def rows_to_ship(self, rank: int, ranges: list[Range], shard: int) -> list[Range]:
         """The rank's query rows to send to the key owners rather than pull keys for: rows (per tile
-        row) reading at least a shard's worth of other ranks' keys, if they are at most a quarter of
+        row) reading at least half a shard of other ranks' keys, if they are at most a quarter of
         the rank's rows and sending them to each owner costs fewer rows than the keys only they read."""
         own = self.owned_by(rank)
         heavy = []
         for a, b in ranges:
             for _, _, rows, cols in self._entries(a, b):
                 remote = np.bincount(rows[~own[self._first_atom[cols]]], minlength=self.row_tiles) * self.block_n
-                for tile in np.flatnonzero(remote >= shard):
+                for tile in np.flatnonzero(2 * remote >= shard):
                     lo, hi = max(a, int(tile) * self.block_m), min(b, (int(tile) + 1) * self.block_m)
                     if lo < hi:
                         heavy.append((lo, hi))
