@@ -136,6 +136,14 @@ def test_global_row_is_shipped_not_fed(world: int) -> None:
     assert plan.bytes_received(0, md.CallSize(1, 2, 2, 8, 8, 2, 4))[0] < no_shipping * 2 * 2 * 16 / 4
 
 
+def test_rows_of_a_global_group_are_shipped_together() -> None:
+    """Two tile rows of global tokens each read every key: neither alone saves a key, both together save all."""
+    spec = {"name": "lf2", "block_size": 16, "pattern": [{"window": {"size": 8}}, {"global": {"first": 32}}]}
+    plan = md.plan(compile_spec(spec, 512), 4, "contiguous")
+    assert [(s.dst, s.ranges) for s in plan.shipped(0)] == [(r, ((0, 32),)) for r in (1, 2, 3)]
+    assert plan.keys_received(0) == 16  # the first key tile of rank 1 (its window) and nothing more
+
+
 def test_window_plan_moves_one_halo() -> None:
     pattern = maskc.compile("specs/mistral_swa.yaml", seq_len=262144)
     plan = md.plan(pattern, 2, "contiguous")

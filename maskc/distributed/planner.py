@@ -236,10 +236,9 @@ def plan(pattern: CompiledPattern, ranks: int, sharding: str = "contiguous") -> 
     p2p, broadcasts = _transfers(atoms, needs)
     shipments = [
         Shipment(src, dst, tuple(rows), tuple(atoms.blocks_of(rows, _pieces(shards[dst], dst))))
-        for src, rows in enumerate(shipped)
-        if rows
+        for src in range(ranks)
         for dst in range(ranks)
-        if dst != src and (atoms.needed(rows) & atoms.owned_by(dst)).any()
+        if dst != src and (rows := atoms.rows_reading(shipped[src], dst))
     ]
     rank_plans = []
     for rank, ranges in enumerate(shards):
@@ -392,26 +391,53 @@ class _Atoms:
         return total
 
     def rows_to_ship(self, rank: int, ranges: list[Range], shard: int) -> list[Range]:
-        """The rank's query rows to send to the key owners rather than pull keys for: rows (per tile
-        row) reading at least half a shard of other ranks' keys, if they are at most a quarter of
-        the rank's rows and sending them to each owner costs fewer rows than the keys only they read."""
+        """The rank's query rows to send to the key owners rather than pull keys for.
+
+        Candidates are tile rows reading more than half a shard of other ranks' keys. Taken most
+        remote keys first (rows of one global token group come together), the longest run is
+        shipped that saves the most key rows (keys no other row of the rank reads) net of the
+        query rows it costs (each row to each owner of keys it reads), within a quarter of the
+        rank's rows.
+        """
         own = self.owned_by(rank)
+        units = self._heavy_units(ranges, own, shard)
+        if not units or 2 * sum(b - a for a, b in units) > shard:
+            return []
+        needs = np.stack([self.needed([unit]) & ~own for unit in units])
+        readers = needs.sum(axis=0) + (self.needed(_subtract(ranges, units)) & ~own)
+        best, best_gain = 0, 0
+        union = np.zeros(self.count_atoms, dtype=bool)
+        shipped_rows = spent = 0
+        order = np.argsort(-(needs * (self.hi - self.lo)).sum(axis=1), kind="stable")
+        for taken, index in enumerate(order, start=1):
+            (a, b), need = units[index], needs[index]
+            readers, union = readers - need, union | need
+            shipped_rows, spent = shipped_rows + b - a, spent + (b - a) * len(np.unique(self.owner[need]))
+            if 4 * shipped_rows > shard:
+                break
+            gain = self.count(union & (readers == 0)) - spent
+            if gain > best_gain:
+                best, best_gain = taken, gain
+        chosen = [units[index] for index in order[:best]]
+        return _merged(chosen)
+
+    def _heavy_units(self, ranges: list[Range], own: np.ndarray, shard: int) -> list[Range]:
+        """The rank's rows, per tile row, that read more than half a shard of other ranks' keys."""
         heavy = []
         for a, b in ranges:
             for _, _, rows, cols in self._entries(a, b):
                 remote = np.bincount(rows[~own[self._first_atom[cols]]], minlength=self.row_tiles) * self.block_n
-                for tile in np.flatnonzero(2 * remote >= shard):
+                for tile in np.flatnonzero(2 * remote > shard):
                     lo, hi = max(a, int(tile) * self.block_m), min(b, (int(tile) + 1) * self.block_m)
                     if lo < hi:
                         heavy.append((lo, hi))
-        heavy = _merged(heavy)
-        rows = sum(b - a for a, b in heavy)
-        if not heavy or 4 * rows > shard:
-            return []
-        remote = self.needed(heavy) & ~own
-        only_heavy = remote & ~self.needed(_subtract(ranges, heavy))
-        owners = len(np.unique(self.owner[remote]))
-        return heavy if self.count(only_heavy) > rows * owners else []
+        return sorted(set(heavy))
+
+    def rows_reading(self, rows: list[Range], owner: int) -> list[Range]:
+        """Those of the given rows (per tile row) that read a key of `owner`."""
+        units = [(max(a, t * self.block_m), min(b, (t + 1) * self.block_m)) for a, b in rows
+                 for t in range(a // self.block_m, (b - 1) // self.block_m + 1)]  # fmt: skip
+        return _merged([u for u in units if (self.needed([u]) & self.owned_by(owner)).any()])
 
     def blocks_of(self, rows: list[Range], pieces: list[tuple[int, int, int]]) -> list[Block]:
         """Local calls for the query rows in `rows` against the key pieces."""
