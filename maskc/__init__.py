@@ -4,10 +4,12 @@ Declare a pattern from primitives, compile it to a block-sparse IR, prove that i
 every token in L layers, and run it on a backend.
 """
 
+from maskc import hf, nn
 from maskc.attention import attention
 from maskc.compiler import compile, compile_layers
 from maskc.errors import BackendError, DynamicPatternError, MaskcError, MaskcWarning, SpecError, TooLargeError
 from maskc.ir import BlockLayout, CompiledPattern
+from maskc.kvcache import KVCache
 from maskc.loader import load, parse_spec
 from maskc.primitives import (
     Axial,
@@ -24,6 +26,7 @@ from maskc.primitives import (
     Window,
 )
 from maskc.registry import available_backends, register_backend
+from maskc.retention import Retention, kv_cache_tokens, kv_retention, pattern_retention
 from maskc.spec import HeadPattern, LayerEntry, Spec
 from maskc.verify import Report, verify
 
@@ -42,11 +45,13 @@ __all__ = [
     "Global",
     "HeadPattern",
     "Intersect",
+    "KVCache",
     "LayerEntry",
     "MaskcError",
     "MaskcWarning",
     "Random",
     "Report",
+    "Retention",
     "Sink",
     "Spec",
     "SpecError",
@@ -58,8 +63,13 @@ __all__ = [
     "available_backends",
     "compile",
     "compile_layers",
+    "hf",
+    "kv_cache_tokens",
+    "kv_retention",
     "load",
+    "nn",
     "parse_spec",
+    "pattern_retention",
     "register_backend",
     "verify",
 ]

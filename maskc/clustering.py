@@ -16,12 +16,17 @@ import torch
 
 from maskc.errors import BackendError, SpecError
 from maskc.ir import BlockLayout, CompiledPattern
-from maskc.primitives.cluster import Cluster, ClusterRule, LabelRule
-from maskc.primitives.combinators import CombinatorRule
-from maskc.rule import Rule
+from maskc.ir.build import build_layout
+from maskc.origin import Origin, named
+from maskc.primitives.cluster import Cluster
+from maskc.rules import ClusterRule, LabelRule, Rule, rewrite
 
 #: Most bytes of similarity scores held at once while assigning clusters (per chunk of heads).
 SCORE_BUDGET_BYTES = 1 << 28
+
+
+#: The origin errors name when the caller gives none.
+CLUSTER = named("cluster")
 
 
 def _normalised(x: torch.Tensor) -> torch.Tensor:
@@ -90,11 +95,11 @@ def _lsh_labels(q: torch.Tensor, k: torch.Tensor, params: Cluster) -> tuple[torc
     return bucket(q), bucket(k)
 
 
-def _check_params(params: Cluster, n: int, origin: str) -> None:
+def _check_params(params: Cluster, n: int, origin: Origin) -> None:
     if params.method == "kmeans" and params.clusters > 2 * n:
         raise SpecError(
             f"kmeans asks for {params.clusters} clusters from only {2 * n} query and key vectors (n = {n})",
-            path=f"{origin}.clusters",
+            path=origin.child("clusters"),
         )
 
 
@@ -105,7 +110,7 @@ _METHODS: dict[str, Callable[[torch.Tensor, torch.Tensor, Cluster], tuple[torch.
 
 
 def cluster_labels(
-    params: Cluster, q: torch.Tensor, k: torch.Tensor, origin: str = "cluster"
+    params: Cluster, q: torch.Tensor, k: torch.Tensor, origin: Origin = CLUSTER
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Cluster of every query and key: q and k (..., N, D) on any device → two int64 (..., N) tensors.
 
@@ -127,17 +132,7 @@ def cluster_labels(
     return q_labels, k_labels
 
 
-def substitute_leaves(rule: Rule, replace: Callable[[Rule], Rule | None]) -> Rule:
-    """The rule tree with every leaf for which `replace` returns a rule swapped for it."""
-    if isinstance(rule, CombinatorRule):
-        kids = [substitute_leaves(kid, replace) for kid in rule.kids]
-        if all(new is old for new, old in zip(kids, rule.kids)):
-            return rule
-        return type(rule)(kids, origin=rule.origin)
-    return replace(rule) or rule
-
-
-def _cluster_leaves(pattern: CompiledPattern) -> dict[str, tuple[Cluster, list[int]]]:
+def _cluster_leaves(pattern: CompiledPattern) -> dict[Origin, tuple[Cluster, list[int]]]:
     """origin → (parameters, heads whose pattern holds that cluster leaf)."""
     found: dict[str, tuple[Cluster, list[int]]] = {}
     for index, layout in enumerate(pattern.layouts):
@@ -207,4 +202,4 @@ def _resolved_layout(
         q_labels, k_labels = labels[leaf.origin][head]
         return LabelRule(q_labels[batch], k_labels[batch], leaf.origin)
 
-    return BlockLayout.build(substitute_leaves(layout.rule, label_rule), layout.grid)
+    return build_layout(rewrite(layout.rule, leaf=label_rule), layout.grid)

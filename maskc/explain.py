@@ -19,10 +19,11 @@ from maskc.catalogue import Densities, catalogue_specs, schedule_densities, sche
 from maskc.compiler import compile, compile_layers
 from maskc.draw import format_ranges, spec_panels
 from maskc.errors import MaskcError, MaskcWarning
-from maskc.ir import BlockLayout, CompiledPattern
-from maskc.primitives.combinators import DifferenceRule
-from maskc.primitives.window import BandRule
-from maskc.rule import Rule
+from maskc.ir import CompiledPattern
+from maskc.ir.build import build_layout
+from maskc.origin import named
+from maskc.retention import Retention, kv_retention
+from maskc.rules import BandRule, DifferenceRule, Rule
 from maskc.spec import Spec
 from maskc.verify import verify
 
@@ -68,6 +69,8 @@ class Explanation:
     skipped: list[str]
     min_layers: int | None
     warnings: list[str] = field(default_factory=list)
+    #: Per layer of one schedule cycle, the keys decoding keeps (maskc.retention).
+    kv_cache: list[Retention] = field(default_factory=list)
 
     def lines(self) -> list[str]:
         spec = self.spec
@@ -102,7 +105,38 @@ class Explanation:
             )
         reach = "never (no depth connects every pair)" if self.min_layers is None else str(self.min_layers)
         static = " (static part: cluster edges left out)" if self.spec.is_dynamic() else ""
-        return [density, growth, f"min_layers   {reach} at n = {self.n}{static}"]
+        return [density, growth, f"min_layers   {reach} at n = {self.n}{static}", *self._kv_cache()]
+
+    def _kv_cache(self) -> list[str]:
+        """ "KV cache at decode: …" per run of layers that keep the same keys."""
+        runs: list[tuple[int, int, Retention]] = []
+        for index, retention in enumerate(self.kv_cache):
+            if runs and runs[-1][2] == retention:
+                runs[-1] = (runs[-1][0], index, retention)
+            else:
+                runs.append((index, index, retention))
+        if len(runs) == 1:
+            return [f"KV cache     at decode: {runs[0][2].describe(per=' per layer')}"]
+        lines = []
+        for first, last, retention in runs:
+            layers = f"layer {first + 1}" if first == last else f"layers {first + 1}–{last + 1}"
+            title = "KV cache     at decode: " if not lines else " " * len("KV cache     at decode: ")
+            lines.append(f"{title}{layers}: {retention.describe()}")
+        return lines
+
+    def to_json(self) -> dict:
+        """The figures of the explanation as JSON-ready values."""
+        d = self.densities
+        return {
+            "spec": self.spec.name,
+            "seq_len": self.n,
+            "depth": self.depth,
+            "density": d.element,
+            "tile_density": d.tile,
+            "min_layers": self.min_layers,
+            "kv_cache_tokens": [retention.tokens() for retention in self.kv_cache],
+            "warnings": self.warnings,
+        }
 
     def _closest(self) -> list[str]:
         if self.spec.is_dynamic():
@@ -210,8 +244,8 @@ def residue_warnings(spec: Spec, n: int) -> list[str]:
     rules = [layout.rule.static_bound(lower=False) if layout.rule.dynamic else layout.rule for layout in layouts]
     out = []
     for step in sorted(set().union(*(_steps(rule) for rule in rules))):
-        same_class = BandRule(unit=1, lo=None, hi=None, step=step, origin=f"residue mod {step}")
-        crossing = (BlockLayout.build(DifferenceRule([rule, same_class]), layouts[0].grid).nnz for rule in rules)
+        same_class = BandRule(unit=1, lo=None, hi=None, step=step, origin=named(f"residue mod {step}"))
+        crossing = (build_layout(DifferenceRule([rule, same_class]), layouts[0].grid).nnz for rule in rules)
         if not any(crossing):
             out.append(
                 f"dilation/stride {step}: every attended pair has i ≡ j (mod {step}) in every layer and head, "
@@ -258,4 +292,5 @@ def explain(
             skipped=skipped,
             min_layers=min_layers,
             warnings=reach + residue_warnings(spec, n) + empty_row_warnings(spec, n),
+            kv_cache=kv_retention(spec, seq_len=n),
         )

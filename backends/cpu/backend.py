@@ -12,6 +12,7 @@ from maskc.offsets import Offsets
 
 from .cache import PlanCache
 from .checks import check_call, compute_dtype, unsupported_reason
+from .decode import decode_attention
 from .function import SparseAttention
 from .rectangular import rectangular_job
 from .work import Job, group_heads
@@ -70,3 +71,6 @@ class CpuBackend:
         )
         out, lse = SparseAttention.apply(q, k, v, job)
         return (out, lse) if return_lse else out
+
+    #: Attention of q over a KV cache whose slots hold the given positions (maskc.KVCache).
+    decode = staticmethod(decode_attention)

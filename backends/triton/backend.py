@@ -12,8 +12,8 @@ from maskc.ir import CompiledPattern
 from maskc.offsets import Offsets
 
 from .checks import unsupported_reason
-from .function import sparse_attention
-from .plan import plan_for
+from .function import decode_step, sparse_attention
+from .plans import plan_for
 
 
 class TritonBackend:
@@ -58,6 +58,9 @@ class TritonBackend:
             ]
             out, lse = torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
         return (out, lse) if return_lse else out
+
+    #: (out, lse) of q over a KV cache whose slots hold the given positions (maskc.KVCache); not differentiable.
+    decode = staticmethod(decode_step)
 
     def source(self, pattern: CompiledPattern) -> str:
         """The generated Triton module (predicate and kernels) for this pattern's rules."""

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pydantic import PositiveInt
 
+from maskc.origin import Origin
 from maskc.primitives.base import LowerContext, Primitive, register
-from maskc.primitives.global_ import TokenSet, TokenSetRule
-from maskc.rule import Rule
+from maskc.rules import Rule, TokenSet, TokenSetRule
 
 
 @register
@@ -18,7 +18,7 @@ class Sink(Primitive):
 
     count: PositiveInt
 
-    def lower(self, ctx: LowerContext, path: str) -> Rule:
+    def lower(self, ctx: LowerContext, path: Origin) -> Rule:
         if self.count > ctx.n:
-            raise ctx.fail(f"{path}.count", f"count {self.count} exceeds seq_len {ctx.n}")
+            raise ctx.fail(path.child("count"), f"count {self.count} exceeds seq_len {ctx.n}")
         return TokenSetRule(TokenSet(ctx.n, first=self.count), "columns", path)

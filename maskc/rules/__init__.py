@@ -1,0 +1,51 @@
+"""The rule layer: element predicates over (query, key) with exact tile classes.
+
+Primitives (`maskc.primitives`) lower to these rules; layouts, analyses and backends read
+them. Rules know nothing of specs or of any backend.
+"""
+
+from maskc.origin import Origin
+from maskc.rules.band import BandRule
+from maskc.rules.base import (
+    EmptyRule,
+    Rule,
+    TileClass,
+    combine_keys,
+    evaluate_tiles,
+    resolve_tiles,
+    tile_classes,
+    uniform_tiles_alike,
+)
+from maskc.rules.combinators import CombinatorRule, DifferenceRule, IntersectRule, UnionRule, intersect_rules
+from maskc.rules.labels import ClusterParams, ClusterRule, LabelRule
+from maskc.rules.random import RandomRule, draw_distinct
+from maskc.rules.rewrite import rewrite
+from maskc.rules.simplify import layout_rule
+from maskc.rules.tokens import TokenSet, TokenSetRule
+
+__all__ = [
+    "BandRule",
+    "ClusterParams",
+    "ClusterRule",
+    "CombinatorRule",
+    "DifferenceRule",
+    "EmptyRule",
+    "IntersectRule",
+    "LabelRule",
+    "Origin",
+    "RandomRule",
+    "Rule",
+    "TileClass",
+    "TokenSet",
+    "TokenSetRule",
+    "UnionRule",
+    "combine_keys",
+    "draw_distinct",
+    "evaluate_tiles",
+    "intersect_rules",
+    "layout_rule",
+    "resolve_tiles",
+    "rewrite",
+    "tile_classes",
+    "uniform_tiles_alike",
+]
