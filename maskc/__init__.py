@@ -25,6 +25,7 @@ from maskc.primitives import (
     Union,
     Window,
 )
+from maskc.recognise import Recognition, recognise
 from maskc.registry import available_backends, register_backend
 from maskc.retention import Retention, kv_cache_tokens, kv_retention, pattern_retention
 from maskc.spec import HeadPattern, LayerEntry, Spec
@@ -50,6 +51,7 @@ __all__ = [
     "MaskcError",
     "MaskcWarning",
     "Random",
+    "Recognition",
     "Report",
     "Retention",
     "Sink",
@@ -70,6 +72,7 @@ __all__ = [
     "nn",
     "parse_spec",
     "pattern_retention",
+    "recognise",
     "register_backend",
     "verify",
 ]

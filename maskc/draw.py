@@ -52,6 +52,8 @@ class Panel:
     root: PatternNode
     #: Layer number (1-based, one schedule cycle) → the heads that use this pattern there.
     uses: dict[int, list[int]] = field(default_factory=dict)
+    #: "attention", or the layer's mixer when it has none (its panel shows the relation it mixes by).
+    mixer: str = "attention"
 
     @property
     def heads(self) -> list[int]:
@@ -92,20 +94,21 @@ def _panel_title(panel: Panel, spec: Spec, several: bool) -> str:
         if spec.layers:
             words.append(f"layer{'s' if len(layers) > 1 else ''} {format_ranges(layers)}")
         parts.append(" · ".join(words))
-    return "; ".join(part for part in parts if part) or spec.name
+    title = "; ".join(part for part in parts if part) or spec.name
+    return title if panel.mixer == "attention" else f"{title} ({panel.mixer} mixer, no attention)"
 
 
 def spec_panels(spec: Spec, n: int, block_size: int | tuple[int, int] | None = None) -> list[Panel]:
     """One panel per distinct pattern over the spec's heads and its layer schedule (one cycle)."""
     panels: dict[str, Panel] = {}
     layer = 0
-    for count, layer_spec in spec.layer_schedule():
+    for (count, layer_spec), mixer in zip(spec.layer_schedule(), spec.layer_mixers()):
         pattern = compile(layer_spec, seq_len=n, block_size=block_size)
         nodes, _ = layer_spec.distinct_head_patterns(pattern.heads)
         for index, node in enumerate(nodes):
-            key = json.dumps([node.to_data(), layer_spec.causal], sort_keys=True)
+            key = json.dumps([node.to_data(), layer_spec.causal, mixer], sort_keys=True)
             if key not in panels:
-                panels[key] = Panel("", pattern.layouts[index], node)
+                panels[key] = Panel("", pattern.layouts[index], node, mixer=mixer)
             heads = np.flatnonzero(pattern.head_layout == index).tolist()
             panels[key].uses.update({k: heads for k in range(layer + 1, layer + count + 1)})
         layer += count

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import PositiveInt
-
 from maskc.origin import Origin
 from maskc.primitives.base import LowerContext, Primitive, register
+from maskc.primitives.sizes import PositiveSize, size_at
 from maskc.rules import Rule, TokenSet, TokenSetRule
 
 
@@ -16,9 +15,10 @@ class Sink(Primitive):
     kind = "sink"
     summary = "every query attends the first `count` keys"
 
-    count: PositiveInt
+    count: PositiveSize
 
     def lower(self, ctx: LowerContext, path: Origin) -> Rule:
-        if self.count > ctx.n:
-            raise ctx.fail(path.child("count"), f"count {self.count} exceeds seq_len {ctx.n}")
-        return TokenSetRule(TokenSet(ctx.n, first=self.count), "columns", path)
+        count = size_at(self.count, ctx.n, path.child("count"), 1)
+        if count > ctx.n:
+            raise ctx.fail(path.child("count"), f"count {count} exceeds seq_len {ctx.n}")
+        return TokenSetRule(TokenSet(ctx.n, first=count), "columns", path)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from maskc.compiler import as_spec, compile_layers
+from maskc.compiler import as_spec, compile
 from maskc.errors import MaskcError
 from maskc.grid import ragged_ranges
 from maskc.ir import BlockLayout, CompiledPattern
@@ -101,6 +101,41 @@ def _layer_pattern(pattern: CompiledPattern) -> LayerPattern:
     return LayerPattern(rule, build_layout(rule, pattern.grid))
 
 
+#: Largest tile side for a recurrent layer's layout (one partial tile is evaluated element by element).
+_RECURRENT_TILE_LIMIT = 1024
+
+
+def _recurrent_tile(n: object, block_size: int | tuple[int, int] | None) -> int | tuple[int, int] | None:
+    """Tiles for a recurrent layer (the relation j ≤ i): up to 1024 a side, about 256 tiles a side.
+
+    Its full tiles need no element work and its partial (diagonal) tiles are all alike, so large
+    tiles keep the layout small at any n, with the same exact relation. A bad n is left to compile.
+    """
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        return block_size
+    side = min(_RECURRENT_TILE_LIMIT, 1 << max(0, (n - 1).bit_length() - 8))
+    default = max(block_size) if isinstance(block_size, tuple) else (block_size or 0)
+    return side if side > max(default, 64) else block_size
+
+
+def _compile_schedule(
+    spec: Spec, seq_len: int | None, block_size: int | tuple[int, int] | None
+) -> list[tuple[int, CompiledPattern]]:
+    """(count, compiled pattern) per schedule entry, as `compile_layers`, recurrent layers on large tiles."""
+    n = spec.seq_len if seq_len is None else seq_len
+    return [
+        (
+            count,
+            compile(
+                layer,
+                seq_len=seq_len,
+                block_size=_recurrent_tile(n, block_size) if mixer == "recurrent" else block_size,
+            ),
+        )
+        for (count, layer), mixer in zip(spec.layer_schedule(), spec.layer_mixers())
+    ]
+
+
 def build_stack(
     subject: Spec | str | Path | CompiledPattern,
     seq_len: int | None = None,
@@ -113,7 +148,7 @@ def build_stack(
         entries, spec = [(1, subject)], subject.spec
     else:
         spec = as_spec(subject)
-        entries = compile_layers(spec, seq_len=seq_len, block_size=block_size)
+        entries = _compile_schedule(spec, seq_len, block_size)
     layers: dict[int, LayerPattern] = {}
     runs, dynamic = [], []
     for count, pattern in entries:
