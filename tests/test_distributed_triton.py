@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 from cp_worker import compile_spec
-from test_rectangular_triton import interpreter  # noqa: F401 - TRITON_INTERPRET=1 and a private cache, module-wide
+from interpreter import interpreter  # noqa: F401  (fixture: kernels run in Triton's interpreter)
 
 import maskc
 from maskc import distributed as md
