@@ -17,6 +17,7 @@ in L2.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -76,10 +77,21 @@ def _windowed(split: dict[str, np.ndarray], pointer: str, index: str, window: Wi
     return out
 
 
+#: Each layout's split() tables, kept while the layout lives: rectangular calls (a decoding step
+#: each) cut their windows from them instead of splitting the layout again.
+_SPLITS: weakref.WeakKeyDictionary[BlockLayout, dict[str, np.ndarray]] = weakref.WeakKeyDictionary()
+
+
+def _split(layout: BlockLayout) -> dict[str, np.ndarray]:
+    if layout not in _SPLITS:
+        _SPLITS[layout] = layout.split()
+    return _SPLITS[layout]
+
+
 def walk_arrays(layouts: Sequence[BlockLayout], walk: Walk, window: Window | None = None) -> dict[str, np.ndarray]:
     """The host arrays of `WalkTables`: order and its long-line count, full and partial pointers and indices."""
     pointer, index = _NAMES[walk]
-    splits = [layout.split() for layout in layouts]
+    splits = [_split(layout) for layout in layouts]
     if window is not None:
         splits = [_windowed(split, pointer, index, window) for split in splits]
     full_ptr, full_idx = _concatenate(splits, f"full_{pointer}", f"full_{index}")
