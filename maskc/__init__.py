@@ -6,6 +6,7 @@ every token in L layers, and run it on a backend.
 
 from maskc import hf, nn
 from maskc.attention import attention
+from maskc.canvas import Grid
 from maskc.compiler import compile, compile_layers
 from maskc.errors import BackendError, DynamicPatternError, MaskcError, MaskcWarning, SpecError, TooLargeError
 from maskc.ir import BlockLayout, CompiledPattern
@@ -19,9 +20,11 @@ from maskc.primitives import (
     Difference,
     Global,
     Intersect,
+    Neighborhood,
     Random,
     Sink,
     Stride,
+    Tiles,
     Union,
     Window,
 )
@@ -44,12 +47,14 @@ __all__ = [
     "Difference",
     "DynamicPatternError",
     "Global",
+    "Grid",
     "HeadPattern",
     "Intersect",
     "KVCache",
     "LayerEntry",
     "MaskcError",
     "MaskcWarning",
+    "Neighborhood",
     "Random",
     "Recognition",
     "Report",
@@ -58,6 +63,7 @@ __all__ = [
     "Spec",
     "SpecError",
     "Stride",
+    "Tiles",
     "TooLargeError",
     "Union",
     "Window",

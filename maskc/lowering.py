@@ -22,7 +22,8 @@ def causal_rule() -> Rule:
 
 def lower_pattern(spec: Spec, node: PatternNode, n: int, path: Origin = PATTERN) -> Rule:
     """The element rule of one pattern of `spec` at sequence length n, causal mask included."""
-    rule = node.lower(LowerContext(n=n, block_size=spec.block_size), node.node_path(path))
+    canvas = spec.grid.canvas() if spec.grid is not None else None
+    rule = node.lower(LowerContext(n=n, block_size=spec.block_size, canvas=canvas), node.node_path(path))
     return intersect_rules([rule, causal_rule()], origin=path) if spec.causal else rule
 
 

@@ -7,6 +7,7 @@ from maskc.primitives.cluster import Cluster
 from maskc.primitives.combinators import Difference, Intersect, Union
 from maskc.primitives.dense import Dense
 from maskc.primitives.global_ import Global
+from maskc.primitives.neighborhood import Neighborhood, Tiles
 from maskc.primitives.random import Random
 from maskc.primitives.sink import Sink
 from maskc.primitives.stride import Stride
@@ -22,11 +23,13 @@ __all__ = [
     "Global",
     "Intersect",
     "LowerContext",
+    "Neighborhood",
     "PatternNode",
     "Primitive",
     "Random",
     "Sink",
     "Stride",
+    "Tiles",
     "Union",
     "Window",
     "parse_pattern",

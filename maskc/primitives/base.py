@@ -17,7 +17,7 @@ from pydantic_core import PydanticCustomError
 
 from maskc.errors import SpecError
 from maskc.origin import Origin
-from maskc.rules import Rule
+from maskc.rules import Canvas, Rule
 
 #: kind name → model class, for every registered pattern node.
 PATTERN_TYPES: dict[str, type[PatternNode]] = {}
@@ -25,10 +25,11 @@ PATTERN_TYPES: dict[str, type[PatternNode]] = {}
 
 @dataclass(frozen=True)
 class LowerContext:
-    """What lowering a node to a rule needs to know: the sequence length and the spec's unit."""
+    """What lowering a node to a rule needs to know: the sequence length, the spec's unit, its grid."""
 
     n: int
     block_size: int
+    canvas: Canvas | None = None
 
     def fail(self, path: Origin, message: str) -> SpecError:
         return SpecError(message, path=path)

@@ -16,7 +16,9 @@ from maskc.rules.base import (
     tile_classes,
     uniform_tiles_alike,
 )
+from maskc.rules.canvas import Box, Canvas
 from maskc.rules.combinators import CombinatorRule, DifferenceRule, IntersectRule, UnionRule, intersect_rules
+from maskc.rules.grid import AxisWindow, GridWindowRule, natten_axis, sta_axis
 from maskc.rules.labels import ClusterParams, ClusterRule, LabelRule
 from maskc.rules.random import RandomRule, draw_distinct
 from maskc.rules.rewrite import rewrite
@@ -24,12 +26,16 @@ from maskc.rules.simplify import layout_rule
 from maskc.rules.tokens import TokenSet, TokenSetRule
 
 __all__ = [
+    "AxisWindow",
     "BandRule",
+    "Box",
+    "Canvas",
     "ClusterParams",
     "ClusterRule",
     "CombinatorRule",
     "DifferenceRule",
     "EmptyRule",
+    "GridWindowRule",
     "IntersectRule",
     "LabelRule",
     "Origin",
@@ -44,8 +50,10 @@ __all__ = [
     "evaluate_tiles",
     "intersect_rules",
     "layout_rule",
+    "natten_axis",
     "resolve_tiles",
     "rewrite",
+    "sta_axis",
     "tile_classes",
     "uniform_tiles_alike",
 ]
