@@ -9,6 +9,7 @@ from torch.autograd.function import once_differentiable
 
 from .autograd import backward, setup_context
 from .forward import attention_forward
+from .ops import call_span
 from .plans import plan_by_key
 
 
@@ -22,10 +23,12 @@ class EagerAttention(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx: Any, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, plan: str, scale: float) -> Any:
+    def forward(ctx: Any, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, plan: str, scale: float,
+                q_starts: torch.Tensor | None, q_first: int, q_end: int, k_start: int) -> Any:  # fmt: skip
         ctx.set_materialize_grads(False)
-        output = attention_forward(plan_by_key(plan), q, k, v, scale)
-        setup_context(ctx, (q, k, v, plan, scale), output)
+        found = plan_by_key(plan)
+        output = attention_forward(found, q, k, v, scale, call_span(found, q, k, q_starts, q_first, q_end, k_start))
+        setup_context(ctx, (q, k, v, plan, scale, q_starts, q_first, q_end, k_start), output)
         ctx.eager = True
         return output
 

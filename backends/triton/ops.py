@@ -12,19 +12,51 @@ import torch
 
 from .backward import attention_backward
 from .forward import attention_forward
+from .plan import Plan
 from .plans import plan_by_key
+from .span import Span
+
+
+def call_span(plan: Plan, q: torch.Tensor, k: torch.Tensor, q_starts: torch.Tensor | None, q_first: int,
+              q_end: int, k_start: int) -> Span:  # fmt: skip
+    """Where the call's rows sit: queries from q_first (or q_starts per batch element), keys from k_start."""
+    m, nk = q.shape[2], k.shape[2]
+    return Span(n=plan.n, q_len=m, q_first=q_first, q_end=q_end, k_start=k_start, k_end=k_start + nk, q_starts=q_starts)
 
 
 @torch.library.custom_op("maskc::triton_attention", mutates_args=())
 def triton_attention(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, plan: str, scale: float
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    plan: str,
+    scale: float,
+    q_starts: torch.Tensor | None,
+    q_first: int,
+    q_end: int,
+    k_start: int,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(out, lse) of block-sparse attention; scale > 0, head dims powers of two."""
-    return attention_forward(plan_by_key(plan), q, k, v, scale)
+    """(out, lse) of block-sparse attention; scale > 0, head dims powers of two.
+
+    Queries are positions q_first … q_end − 1 (q_starts: one start per batch element, if given),
+    keys k_start … k_start + nk − 1 of the pattern's n (0 … n − 1 for full-length calls).
+    """
+    found = plan_by_key(plan)
+    return attention_forward(found, q, k, v, scale, call_span(found, q, k, q_starts, q_first, q_end, k_start))
 
 
 @triton_attention.register_fake
-def _(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, plan: str, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+def _(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    plan: str,
+    scale: float,
+    q_starts: torch.Tensor | None,
+    q_first: int,
+    q_end: int,
+    k_start: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
     batch, heads, n, _ = q.shape
     return q.new_empty((batch, heads, n, v.shape[-1])), q.new_empty((batch, heads, n), dtype=torch.float32)
 
@@ -40,9 +72,15 @@ def triton_attention_backward(
     d_lse: torch.Tensor | None,
     plan: str,
     scale: float,
+    q_starts: torch.Tensor | None,
+    q_first: int,
+    q_end: int,
+    k_start: int,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(dq, dk, dv); d_lse is the gradient of the returned lse when it was used."""
-    return attention_backward(plan_by_key(plan), d_out, q, k, v, out, lse, d_lse, scale)
+    found = plan_by_key(plan)
+    span = call_span(found, q, k, q_starts, q_first, q_end, k_start)
+    return attention_backward(found, d_out, q, k, v, out, lse, d_lse, scale, span)
 
 
 @triton_attention_backward.register_fake
@@ -56,5 +94,9 @@ def _(
     d_lse: torch.Tensor | None,
     plan: str,
     scale: float,
+    q_starts: torch.Tensor | None,
+    q_first: int,
+    q_end: int,
+    k_start: int,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     return q.new_empty(q.shape), k.new_empty(k.shape), v.new_empty(v.shape)

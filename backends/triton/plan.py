@@ -19,7 +19,10 @@ from maskc.ir.build import build_layout
 
 from .cache import load_module
 from .codegen import emit_masks, module_source
-from .tables import Walk, WalkTables, walk_tables
+from .tables import Walk, WalkTables, Window, walk_tables
+
+#: Tables of rectangular windows kept per plan (the oldest go first).
+WINDOW_TABLES = 32
 
 
 class Plan:
@@ -34,9 +37,10 @@ class Plan:
         self.masks = emit_masks(self.rules)
         #: What tuned configurations are shared by: same values (spec hash), rules and tile shape.
         self.tune_key = (pattern.spec_hash, self.masks.key, self.native_tile, pattern.n)
-        self._head_layout = np.asarray(pattern.head_layout, dtype=np.int32)
+        self._head_layout = np.array(pattern.head_layout, dtype=np.int32)  # a copy: tensors need writable memory
         self._layouts: dict[tuple[int, int], tuple[BlockLayout, ...]] = {self.native_tile: pattern.layouts}
-        self._tables: dict[tuple[Walk, int, int, str], WalkTables] = {}
+        self._tables: dict[tuple, WalkTables] = {}
+        self._window_tables: dict[tuple, WalkTables] = {}
         self._mask_values: dict[str, list[Any]] = {}
         self._head_tensors: dict[tuple[str, int], torch.Tensor] = {}
 
@@ -54,11 +58,17 @@ class Plan:
             self._layouts[shape] = tuple(build_layout(rule, grid) for rule in self.rules)
         return self._layouts[shape]
 
-    def tables(self, walk: Walk, block_m: int, block_n: int, device: torch.device) -> WalkTables:
-        key = (walk, block_m, block_n, str(device))
-        if key not in self._tables:
-            self._tables[key] = walk_tables(self.layouts(block_m, block_n), walk, device)
-        return self._tables[key]
+    def tables(
+        self, walk: Walk, block_m: int, block_n: int, device: torch.device, window: Window | None = None
+    ) -> WalkTables:
+        """The walk's tables, of the whole grid or of a rectangular call's window (the last few kept)."""
+        key = (walk, block_m, block_n, str(device), window)
+        store = self._tables if window is None else self._window_tables
+        if key not in store:
+            store[key] = walk_tables(self.layouts(block_m, block_n), walk, device, window)
+            while len(self._window_tables) > WINDOW_TABLES:
+                self._window_tables.pop(next(iter(self._window_tables)))
+        return store[key]
 
     def mask_values(self, device: torch.device) -> list[Any]:
         """The predicate's arguments in order: integers as they are, lookup tables on `device`."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 from maskc.cli.options import positive_int
@@ -19,9 +20,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--layers", type=positive_int, metavar="L", help="model depth to check reach for (default: the spec's schedule)"
     )
+    parser.add_argument("--json", action="store_true", help="print the figures as one JSON object")
 
 
 def run(args: argparse.Namespace) -> int:
     report = explain(load(args.spec), seq_len=args.seq_len, layers=args.layers, source=Path(args.spec))
-    print("\n".join(report.lines()))
+    print(json.dumps(report.to_json(), indent=2) if args.json else "\n".join(report.lines()))
     return 0
