@@ -60,7 +60,7 @@ DEVICE = {"type": "cuda", "dtype": torch.bfloat16}
 
 def synchronize() -> None:
     if DEVICE["type"] == "cuda":
-        synchronize()
+        torch.cuda.synchronize()
 
 
 def compile_spec(spec: dict[str, Any], n: int, heads: int) -> maskc.CompiledPattern:

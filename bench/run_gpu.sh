@@ -5,7 +5,7 @@
 # Usage: bash bench/run_gpu.sh [TEST_SECONDS] [BENCH_SECONDS]
 set -u
 out=${OUT:-out}; mkdir -p "$out"
-tests_s=${1:-300}; bench_s=${2:-420}
+tests_s=${1:-300}; bench_s=${2:-330}
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1 PYTHONUNBUFFERED=1
 { nvidia-smi -L; python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)"; date -u; } >"$out/machine.txt" 2>&1
 
@@ -25,8 +25,9 @@ bench triton "$(left)" python3 bench/bench_triton.py --ns 32768
 [ "$(left)" -gt 30 ] && bench grids "$(left)" python3 bench/bench_grids.py
 [ "$(left)" -gt 30 ] && bench hf_prefill "$(left)" python3 bench/bench_hf_prefill.py
 [ "$(left)" -gt 30 ] && bench lowering "$(left)" python3 bench/bench_lowering.py --quick
+[ "$(left)" -gt 30 ] && bench lowering "$(left)" python3 bench/bench_lowering.py --quick
 wait "$tests"; echo "tests exit $?" >>"$out/gpu_tests.log"
 echo "== cp" >>"$out/bench.log"
-timeout 240 torchrun --standalone --nproc_per_node 2 bench/bench_cp.py --out "$out/bench_cp.json" >>"$out/bench.log" 2>&1 \
+timeout 200 torchrun --standalone --nproc_per_node 2 bench/bench_cp.py --out "$out/bench_cp.json" >>"$out/bench.log" 2>&1 \
     || echo "(exit $?)" >>"$out/bench.log"
 tail -3 "$out/gpu_tests.log"
