@@ -25,7 +25,6 @@ bench triton "$(left)" python3 bench/bench_triton.py --ns 32768
 [ "$(left)" -gt 30 ] && bench grids "$(left)" python3 bench/bench_grids.py
 [ "$(left)" -gt 30 ] && bench hf_prefill "$(left)" python3 bench/bench_hf_prefill.py
 [ "$(left)" -gt 30 ] && bench lowering "$(left)" python3 bench/bench_lowering.py --quick
-[ "$(left)" -gt 30 ] && bench lowering "$(left)" python3 bench/bench_lowering.py --quick
 wait "$tests"; echo "tests exit $?" >>"$out/gpu_tests.log"
 echo "== cp" >>"$out/bench.log"
 timeout 200 torchrun --standalone --nproc_per_node 2 bench/bench_cp.py --out "$out/bench_cp.json" >>"$out/bench.log" 2>&1 \
