@@ -6,7 +6,16 @@ every token in L layers, and run it on a backend.
 
 from maskc.attention import attention
 from maskc.compiler import compile, compile_layers
-from maskc.errors import BackendError, DynamicPatternError, MaskcError, MaskcWarning, SpecError, TooLargeError
+from maskc.documents import ids_from_lengths
+from maskc.errors import (
+    BackendError,
+    DocumentsError,
+    DynamicPatternError,
+    MaskcError,
+    MaskcWarning,
+    SpecError,
+    TooLargeError,
+)
 from maskc.ir import BlockLayout, CompiledPattern
 from maskc.loader import load, parse_spec
 from maskc.primitives import (
@@ -15,11 +24,13 @@ from maskc.primitives import (
     Cluster,
     Dense,
     Difference,
+    Document,
     Global,
     Intersect,
     Random,
     Sink,
     Stride,
+    Topk,
     Union,
     Window,
 )
@@ -38,6 +49,8 @@ __all__ = [
     "CompiledPattern",
     "Dense",
     "Difference",
+    "Document",
+    "DocumentsError",
     "DynamicPatternError",
     "Global",
     "HeadPattern",
@@ -52,12 +65,14 @@ __all__ = [
     "SpecError",
     "Stride",
     "TooLargeError",
+    "Topk",
     "Union",
     "Window",
     "attention",
     "available_backends",
     "compile",
     "compile_layers",
+    "ids_from_lengths",
     "load",
     "parse_spec",
     "register_backend",

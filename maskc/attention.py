@@ -17,6 +17,7 @@ def attention(
     *,
     scale: float | None = None,
     return_lse: bool = False,
+    documents: Any = None,
 ) -> Any:
     """Sparse attention softmax(q kᵀ · scale, masked by `pattern`) v.
 
@@ -25,6 +26,10 @@ def attention(
     output, or (output, lse) with lse of shape (B, H, N) when return_lse is true.
     backend="auto" picks the first registered backend that supports the inputs (the Triton
     backend for CUDA tensors, the CPU reference otherwise).
+    documents: (B, N) integer document ids, non-decreasing along N, on q's device; required by
+    patterns with `document` (or sink/global `per: document`) and refused by any other.
     """
     chosen = choose_backend(q, k, v, pattern, backend)
-    return chosen.forward(q, k, v, pattern, scale=scale, return_lse=return_lse)
+    if documents is None:
+        return chosen.forward(q, k, v, pattern, scale=scale, return_lse=return_lse)
+    return chosen.forward(q, k, v, pattern, scale=scale, return_lse=return_lse, documents=documents)

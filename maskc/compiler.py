@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import warnings
 from collections import OrderedDict
 from pathlib import Path
@@ -9,7 +10,8 @@ from typing import Any
 
 import numpy as np
 
-from maskc.errors import MaskcWarning, SpecError
+from maskc.documents import document_ids, uses_documents
+from maskc.errors import DocumentsError, MaskcWarning, SpecError
 from maskc.grid import TileGrid
 from maskc.ir import BlockLayout, CompiledPattern
 from maskc.loader import load, locate
@@ -40,9 +42,13 @@ def causal_rule() -> Rule:
     return BandRule(unit=1, lo=None, hi=0, step=1, origin="causal")
 
 
-def lower_pattern(spec: Spec, node: PatternNode, n: int, path: str = "pattern") -> Rule:
-    """The element rule of one pattern of `spec` at sequence length n, causal mask included."""
-    rule = node.lower(LowerContext(n=n, block_size=spec.block_size), node.node_path(path))
+def lower_pattern(
+    spec: Spec, node: PatternNode, n: int, path: str = "pattern", documents: np.ndarray | None = None
+) -> Rule:
+    """The element rule of one pattern of `spec` at sequence length n, causal mask included; with
+    `documents` (one id per position), document leaves are resolved to them."""
+    ctx = LowerContext(n=n, block_size=spec.block_size, causal=spec.causal, documents=documents)
+    rule = node.lower(ctx, node.node_path(path))
     return intersect_rules([rule, causal_rule()], origin=path) if spec.causal else rule
 
 
@@ -111,10 +117,18 @@ def compile(
     block_size: int | tuple[int, int] | None = None,
     heads: int | None = None,
     device: Any = None,
+    documents: Any = None,
 ) -> CompiledPattern:
-    """Compile a spec (or spec file) to the block-sparse IR, cached by (spec, n, tile, heads, device)."""
+    """Compile a spec (or spec file) to the block-sparse IR, cached by (spec, n, tile, heads, device).
+
+    `documents` (one integer id per position, non-decreasing) fixes the documents of a pattern
+    with `document` leaves, so that the result is static; without them those leaves are resolved
+    at call time (`maskc.attention(..., documents=ids)`).
+    """
     spec = as_spec(spec_or_path)
     try:
+        if documents is not None:
+            return _compile_with_documents(spec, seq_len, block_size, heads, device, documents)
         return _compile(spec, seq_len, block_size, heads, device)
     except SpecError as err:
         if isinstance(spec_or_path, (str, Path)):
@@ -122,20 +136,45 @@ def compile(
         raise
 
 
+def _compile_with_documents(
+    spec: Spec,
+    seq_len: int | None,
+    block_size: int | tuple[int, int] | None,
+    heads: int | None,
+    device: Any,
+    documents: Any,
+) -> CompiledPattern:
+    """The pattern with its document leaves resolved to `documents`; an error when it has none."""
+    if not uses_documents(_compile(spec, seq_len, block_size, heads, None)):
+        raise DocumentsError(
+            f"documents were given, but pattern {spec.name!r} has no document-dependent part "
+            "(document, or sink/global with per: document)"
+        )
+    ids = document_ids(documents, _seq_len(spec, seq_len))
+    return _compile(spec, seq_len, block_size, heads, device, ids)
+
+
 def _compile(
-    spec: Spec, seq_len: int | None, block_size: int | tuple[int, int] | None, heads: int | None, device: Any
+    spec: Spec,
+    seq_len: int | None,
+    block_size: int | tuple[int, int] | None,
+    heads: int | None,
+    device: Any,
+    documents: np.ndarray | None = None,
 ) -> CompiledPattern:
     n = _seq_len(spec, seq_len)
     bm, bn = tile_shape(spec, block_size)
     h = _heads(spec, heads)
     key = (spec.content_hash(), spec.name, spec.description, n, bm, bn, h, None if device is None else str(device))
+    if documents is not None:
+        key += (hashlib.sha256(documents.tobytes()).hexdigest(),)
     if key in _CACHE:
         _CACHE.move_to_end(key)
         return _CACHE[key]
     grid = TileGrid(n, bm, bn)
     patterns, index = spec.distinct_head_patterns(h)
     layouts = tuple(
-        BlockLayout.build(lower_pattern(spec, node, n, pattern_path(spec, node)), grid) for node in patterns
+        BlockLayout.build(lower_pattern(spec, node, n, pattern_path(spec, node), documents), grid) for node in patterns
     )
     pattern = CompiledPattern(
         spec=spec,
@@ -165,9 +204,23 @@ def pattern_path(spec: Spec, node: PatternNode) -> str:
 
 
 def compile_layers(
-    spec_or_path: Spec | str | Path, seq_len: int | None = None, block_size: int | tuple[int, int] | None = None
+    spec_or_path: Spec | str | Path,
+    seq_len: int | None = None,
+    block_size: int | tuple[int, int] | None = None,
+    documents: Any = None,
 ) -> list[tuple[int, CompiledPattern]]:
-    """(count, compiled pattern) for each entry of the spec's layer schedule."""
+    """(count, compiled pattern) for each entry of the spec's layer schedule; `documents` resolve the
+    layers that depend on them (an error when none does)."""
     spec = as_spec(spec_or_path)
     n = _seq_len(spec, seq_len)
-    return [(count, compile(layer, seq_len=n, block_size=block_size)) for count, layer in spec.layer_schedule()]
+    out = [(count, compile(layer, seq_len=n, block_size=block_size)) for count, layer in spec.layer_schedule()]
+    if documents is None:
+        return out
+    if not any(uses_documents(pattern) for _, pattern in out):
+        raise DocumentsError(f"documents were given, but no layer of {spec.name!r} depends on documents")
+    return [
+        (count, compile(pattern.spec, seq_len=n, block_size=block_size, documents=documents))
+        if uses_documents(pattern)
+        else (count, pattern)
+        for count, pattern in out
+    ]

@@ -55,5 +55,9 @@ class BackendError(MaskcError):
     """No backend can run this call, or the inputs do not fit the compiled pattern."""
 
 
+class DocumentsError(MaskcError):
+    """The documents of a call (or of a compile) do not fit the pattern or the inputs."""
+
+
 class MaskcWarning(UserWarning):
     """Something legal but probably unintended, such as a query row with no key."""

@@ -49,10 +49,11 @@ class CpuBackend:
         *,
         scale: float | None = None,
         return_lse: bool = False,
+        documents: torch.Tensor | None = None,
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         shape = check_call(q, k, v, pattern)
         job = Job(
-            groups=group_heads(static_patterns(pattern, q, k, shape), shape),
+            groups=group_heads(static_patterns(pattern, q, k, shape, documents), shape),
             shape=shape,
             scale=resolve_scale(scale, shape.head_dim),
             dtype=compute_dtype(q.dtype),

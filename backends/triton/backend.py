@@ -37,13 +37,14 @@ class TritonBackend:
         *,
         scale: float | None = None,
         return_lse: bool = False,
+        documents: torch.Tensor | None = None,
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         reason = unsupported_reason(q, k, v, pattern)
         if reason is not None:
             raise BackendError(reason)
         shape = check_shapes(q, k, v, pattern)
         scale = resolve_scale(scale, shape.head_dim)
-        patterns = static_patterns(pattern, q, k, shape)
+        patterns = static_patterns(pattern, q, k, shape, documents)
         if len(patterns) == 1:
             out, lse = sparse_attention(q, k, v, patterns[0], scale)
         else:

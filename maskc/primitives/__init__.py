@@ -6,10 +6,12 @@ from maskc.primitives.block_local import BlockLocal
 from maskc.primitives.cluster import Cluster
 from maskc.primitives.combinators import Difference, Intersect, Union
 from maskc.primitives.dense import Dense
+from maskc.primitives.document import Document
 from maskc.primitives.global_ import Global
 from maskc.primitives.random import Random
 from maskc.primitives.sink import Sink
 from maskc.primitives.stride import Stride
+from maskc.primitives.topk import Topk
 from maskc.primitives.window import Window
 
 __all__ = [
@@ -19,6 +21,7 @@ __all__ = [
     "Cluster",
     "Dense",
     "Difference",
+    "Document",
     "Global",
     "Intersect",
     "LowerContext",
@@ -27,6 +30,7 @@ __all__ = [
     "Random",
     "Sink",
     "Stride",
+    "Topk",
     "Union",
     "Window",
     "parse_pattern",

@@ -12,6 +12,7 @@ import difflib
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, ValidationError
 from pydantic_core import PydanticCustomError
 
@@ -22,12 +23,15 @@ from maskc.rule import Rule
 PATTERN_TYPES: dict[str, type[PatternNode]] = {}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class LowerContext:
-    """What lowering a node to a rule needs to know: the sequence length and the spec's unit."""
+    """What lowering a node to a rule needs to know: the sequence length, the spec's unit and
+    causality, and the documents of a run-time call when they are known (document ids per position)."""
 
     n: int
     block_size: int
+    causal: bool = False
+    documents: np.ndarray | None = None
 
     def fail(self, path: str, message: str) -> SpecError:
         return SpecError(message, path=path)

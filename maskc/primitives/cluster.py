@@ -13,11 +13,10 @@ import numpy as np
 from pydantic import NonNegativeInt, PositiveInt, model_validator
 
 from maskc.codegen import TritonEmitter
-from maskc.errors import DynamicPatternError
 from maskc.grid import TileGrid
 from maskc.primitives.base import LowerContext, Primitive, register
-from maskc.primitives.window import BandRule
-from maskc.rule import EmptyRule, Rule, TileClass
+from maskc.primitives.deferred import DeferredRule
+from maskc.rule import Rule, TileClass
 
 
 @register
@@ -45,43 +44,14 @@ class Cluster(Primitive):
         return ClusterRule(self, path)
 
 
-class ClusterRule(Rule):
-    """A placeholder for cluster membership; every element question about it is deferred."""
-
-    dynamic = True
+class ClusterRule(DeferredRule):
+    """A placeholder for cluster membership, resolved from the cluster labels of q and k."""
 
     def __init__(self, params: Cluster, origin: str) -> None:
         self.params, self.origin = params, origin
 
-    def _deferred(self) -> DynamicPatternError:
-        return DynamicPatternError(
-            f"{self.origin}: cluster membership is decided at run time from q and k; "
-            "resolve the pattern with assignments first"
-        )
-
-    def mask(self, i: np.ndarray, j: np.ndarray) -> np.ndarray:
-        raise self._deferred()
-
-    def blocks(self, grid: TileGrid) -> np.ndarray:
-        raise self._deferred()
-
-    def classify(self, grid: TileGrid, r: np.ndarray, c: np.ndarray) -> TileClass:
-        raise self._deferred()
-
-    def estimate(self, grid: TileGrid) -> int:
-        return grid.row_tiles * grid.col_tiles
-
-    def signature(self, grid: TileGrid, r: np.ndarray, c: np.ndarray) -> list[np.ndarray]:
-        raise self._deferred()
-
-    def emit_triton(self, em: TritonEmitter) -> str:
-        raise self._deferred()
-
     def describe(self) -> str:
         return f"cluster({self.params.clusters}, {self.params.method})"
-
-    def static_bound(self, lower: bool = True) -> Rule:
-        return EmptyRule(self.origin) if lower else BandRule(1, None, None, 1, self.origin)
 
 
 class LabelRule(Rule):

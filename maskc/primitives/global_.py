@@ -150,6 +150,9 @@ class Global(Primitive):
     every: PositiveInt | None = None
     offset: NonNegativeInt | None = None
     direction: Literal["both", "rows", "columns"] = "both"
+    #: "sequence": positions of the sequence; "document": positions counted from each document's
+    #: start, holding within that document.
+    per: Literal["sequence", "document"] = "sequence"
 
     @model_validator(mode="after")
     def _one_selector(self) -> Global:
@@ -183,8 +186,15 @@ class Global(Primitive):
             raise ctx.fail(f"{path}.offset", f"offset {offset} is not below seq_len {ctx.n}: no global token")
         return TokenSet(ctx.n, every=self.every, offset=offset)
 
+    def is_dynamic(self) -> bool:
+        return self.per == "document"
+
     def lower(self, ctx: LowerContext, path: str) -> Rule:
         tokens = self.token_set(ctx, path)
+        if self.per == "document":
+            from maskc.primitives.document import per_document  # document builds on this module's token sets
+
+            return per_document(ctx, tokens, self.direction, path)
         if self.direction == "both":
             return UnionRule(
                 [TokenSetRule(tokens, "rows", f"{path}(rows)"), TokenSetRule(tokens, "columns", f"{path}(columns)")],

@@ -1,10 +1,14 @@
-"""sink: every query attends the first `count` keys (StreamingLLM's attention sinks)."""
+"""sink: every query attends the first `count` keys (StreamingLLM's attention sinks), of the sequence
+or, with `per: document`, of the query's own document."""
 
 from __future__ import annotations
+
+from typing import Literal
 
 from pydantic import PositiveInt
 
 from maskc.primitives.base import LowerContext, Primitive, register
+from maskc.primitives.document import per_document
 from maskc.primitives.global_ import TokenSet, TokenSetRule
 from maskc.rule import Rule
 
@@ -17,8 +21,16 @@ class Sink(Primitive):
     summary = "every query attends the first `count` keys"
 
     count: PositiveInt
+    #: "sequence": the first keys of the sequence; "document": the first keys of the query's document.
+    per: Literal["sequence", "document"] = "sequence"
+
+    def is_dynamic(self) -> bool:
+        return self.per == "document"
 
     def lower(self, ctx: LowerContext, path: str) -> Rule:
         if self.count > ctx.n:
             raise ctx.fail(f"{path}.count", f"count {self.count} exceeds seq_len {ctx.n}")
-        return TokenSetRule(TokenSet(ctx.n, first=self.count), "columns", path)
+        tokens = TokenSet(ctx.n, first=self.count)
+        if self.per == "document":
+            return per_document(ctx, tokens, "columns", path)
+        return TokenSetRule(tokens, "columns", path)
