@@ -10,6 +10,7 @@ import re
 import textwrap
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from maskc.compiler import compile, compile_layers
 from maskc.errors import MaskcError
@@ -63,9 +64,9 @@ class Densities:
     tile: float
 
 
-def schedule_densities(spec: Spec, n: int) -> Densities:
-    """Element and tile density of the spec at n, over its layer schedule."""
-    entries = compile_layers(spec, seq_len=n)
+def schedule_densities(spec: Spec, n: int, documents: Any = None) -> Densities:
+    """Element and tile density of the spec at n, over its layer schedule (`documents` resolve document parts)."""
+    entries = compile_layers(spec, seq_len=n, documents=documents)
     layers = sum(count for count, _ in entries)
     stats = [(count, pattern.stats()) for count, pattern in entries]
     dynamic = any(s.element_density is None for _, s in stats)

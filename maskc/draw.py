@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from maskc.compiler import compile
+from maskc.compiler import compile, compile_layers
 from maskc.errors import MaskcError, TooLargeError
 from maskc.grid import TileGrid
 from maskc.ir import BlockLayout
@@ -96,12 +96,15 @@ def _panel_title(panel: Panel, spec: Spec, several: bool) -> str:
     return "; ".join(part for part in parts if part) or spec.name
 
 
-def spec_panels(spec: Spec, n: int, block_size: int | tuple[int, int] | None = None) -> list[Panel]:
-    """One panel per distinct pattern over the spec's heads and its layer schedule (one cycle)."""
+def spec_panels(
+    spec: Spec, n: int, block_size: int | tuple[int, int] | None = None, documents: Any = None
+) -> list[Panel]:
+    """One panel per distinct pattern over the spec's heads and its layer schedule (one cycle);
+    `documents` (one id per position) resolve the document parts."""
     panels: dict[str, Panel] = {}
     layer = 0
-    for count, layer_spec in spec.layer_schedule():
-        pattern = compile(layer_spec, seq_len=n, block_size=block_size)
+    for count, pattern in compile_layers(spec, seq_len=n, block_size=block_size, documents=documents):
+        layer_spec = pattern.spec
         nodes, _ = layer_spec.distinct_head_patterns(pattern.heads)
         for index, node in enumerate(nodes):
             key = json.dumps([node.to_data(), layer_spec.causal], sort_keys=True)
@@ -250,10 +253,10 @@ def _dynamic_note(panels: list[Panel]) -> list[str]:
     return []
 
 
-def ascii_mask(spec: Spec, n: int, block_size: int | tuple[int, int] | None = None) -> str:
+def ascii_mask(spec: Spec, n: int, block_size: int | tuple[int, int] | None = None, documents: Any = None) -> str:
     """The mask as text: a symbol per active pair, '.' for a masked pair in a stored tile, ' ' elsewhere."""
     _check_text_size(n)
-    panels = spec_panels(spec, n, block_size)
+    panels = spec_panels(spec, n, block_size, documents)
     names, per_panel = _legend(panels)
     symbols = [_ASCII_SYMBOLS[k % len(_ASCII_SYMBOLS)] for k in range(len(names))]
     out = [f"{spec.name}: n = {n}, query i down, key j across"]
@@ -325,11 +328,13 @@ def _save(figure: Any, path: str | Path) -> None:
         raise MaskcError(f"cannot write the picture to {path}: {err.strerror or err}") from None
 
 
-def mask_png(spec: Spec, n: int, path: str | Path, block_size: int | tuple[int, int] | None = None) -> str:
+def mask_png(
+    spec: Spec, n: int, path: str | Path, block_size: int | tuple[int, int] | None = None, documents: Any = None
+) -> str:
     """Draw every distinct pattern of the spec to a PNG; returns a one-line summary."""
     from matplotlib.patches import Patch
 
-    panels = spec_panels(spec, n, block_size)
+    panels = spec_panels(spec, n, block_size, documents)
     names, per_panel = _legend(panels)
     colours = [_rgb(_PALETTE[k % len(_PALETTE)]) for k in range(len(names))]
     scale = cell_scale(n)

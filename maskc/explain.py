@@ -11,6 +11,7 @@ import math
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import yaml
@@ -126,11 +127,11 @@ def _flow(data: object) -> str:
     return yaml.safe_dump(data, default_flow_style=True, sort_keys=False, width=1 << 16).strip()
 
 
-def describe_parts(spec: Spec, n: int) -> list[tuple[str, list[str]]]:
+def describe_parts(spec: Spec, n: int, documents: Any = None) -> list[tuple[str, list[str]]]:
     """Per distinct pattern (over heads and layers): its spec form and the element rule it lowers to."""
     return [
         (panel.title, [_flow(panel.root.to_data()), f"rule: {panel.layout.rule.describe()}"])
-        for panel in spec_panels(spec, n)
+        for panel in spec_panels(spec, n, documents=documents)
     ]
 
 
@@ -182,9 +183,9 @@ def similar_specs(spec: Spec, source: Path | None, top: int = 3) -> tuple[list[S
 # ----------------------------------------------------------------------------- warnings
 
 
-def empty_row_warnings(spec: Spec, n: int) -> list[str]:
+def empty_row_warnings(spec: Spec, n: int, documents: Any = None) -> list[str]:
     out = []
-    for panel in spec_panels(spec, n):
+    for panel in spec_panels(spec, n, documents=documents):
         if panel.layout.rule.dynamic:
             continue
         empty = panel.layout.empty_rows()
@@ -201,12 +202,13 @@ def _steps(rule: Rule) -> set[int]:
     return {leaf.step for leaf in rule.leaves() if isinstance(leaf, BandRule) and leaf.step > 1}
 
 
-def residue_warnings(spec: Spec, n: int) -> list[str]:
+def residue_warnings(spec: Spec, n: int, documents: Any = None) -> list[str]:
     """A dilation or stride d whose residue classes mod d never exchange information, in any layer or head.
 
     Cluster parts count as attending anything (their upper bound), so a warning is never a false alarm.
     """
-    layouts = [layout for _, pattern in compile_layers(spec, seq_len=n) for layout in pattern.layouts]
+    entries = compile_layers(spec, seq_len=n, documents=documents)
+    layouts = [layout for _, pattern in entries for layout in pattern.layouts]
     rules = [layout.rule.static_bound(lower=False) if layout.rule.dynamic else layout.rule for layout in layouts]
     out = []
     for step in sorted(set().union(*(_steps(rule) for rule in rules))):
@@ -221,9 +223,9 @@ def residue_warnings(spec: Spec, n: int) -> list[str]:
     return out
 
 
-def reach_warning(spec: Spec, n: int, layers: int | None) -> tuple[int | None, list[str]]:
+def reach_warning(spec: Spec, n: int, layers: int | None, documents: Any = None) -> tuple[int | None, list[str]]:
     """min_layers at n, and a warning when `layers` (or any depth, when never) does not connect the sequence."""
-    report = verify(spec, layers=layers or 1, seq_len=n)
+    report = verify(spec, layers=layers or 1, seq_len=n, documents=documents)
     static = " (cluster edges, decided at run time, left out)" if report.dynamic_ignored else ""
     if report.min_layers is None:
         return None, [f"no depth connects the sequence{static}: reach stops growing before every pair is reached"]
@@ -238,24 +240,29 @@ def reach_warning(spec: Spec, n: int, layers: int | None) -> tuple[int | None, l
 
 
 def explain(
-    spec: Spec, seq_len: int | None = None, layers: int | None = None, source: Path | None = None
+    spec: Spec,
+    seq_len: int | None = None,
+    layers: int | None = None,
+    source: Path | None = None,
+    documents: Any = None,
 ) -> Explanation:
-    """Everything `maskc explain` prints. `layers` defaults to the depth of the spec's schedule, if any."""
+    """Everything `maskc explain` prints. `layers` defaults to the depth of the spec's schedule, if any;
+    `documents` (one id per position) resolve the document parts."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", MaskcWarning)  # empty rows are reported among the warnings
         n = compile(spec, seq_len=seq_len).n
         depth = layers or schedule_depth(spec)
-        min_layers, reach = reach_warning(spec, n, depth)
+        min_layers, reach = reach_warning(spec, n, depth, documents)
         similar, skipped = similar_specs(spec, source)
         return Explanation(
             spec=spec,
             n=n,
             depth=depth,
-            parts=describe_parts(spec, n),
-            densities=schedule_densities(spec, n),
+            parts=describe_parts(spec, n, documents),
+            densities=schedule_densities(spec, n, documents),
             growth=growth(spec, n),
             similar=similar,
             skipped=skipped,
             min_layers=min_layers,
-            warnings=reach + residue_warnings(spec, n) + empty_row_warnings(spec, n),
+            warnings=reach + residue_warnings(spec, n, documents) + empty_row_warnings(spec, n, documents),
         )

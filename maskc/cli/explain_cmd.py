@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from maskc.cli.options import positive_int
+from maskc.cli.options import add_documents_argument, documents_and_seq_len, positive_int
 from maskc.explain import explain
 from maskc.loader import load
 
@@ -19,9 +19,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--layers", type=positive_int, metavar="L", help="model depth to check reach for (default: the spec's schedule)"
     )
+    add_documents_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:
-    report = explain(load(args.spec), seq_len=args.seq_len, layers=args.layers, source=Path(args.spec))
+    documents, seq_len = documents_and_seq_len(args)
+    report = explain(load(args.spec), seq_len=seq_len, layers=args.layers, source=Path(args.spec), documents=documents)
     print("\n".join(report.lines()))
     return 0

@@ -11,7 +11,7 @@ import sys
 import time
 from typing import Any
 
-from maskc.cli.options import add_spec_arguments, positive_int
+from maskc.cli.options import add_documents_argument, add_spec_arguments, documents_and_seq_len, positive_int
 from maskc.verify import Report, Witness, verify
 
 NAME = "verify"
@@ -20,6 +20,7 @@ HELP = "prove that every token reaches every token it must within L layers, or p
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_spec_arguments(parser)
+    add_documents_argument(parser)
     parser.add_argument("--layers", type=positive_int, required=True, metavar="L", help="number of layers")
     parser.add_argument("--json", action="store_true", help="print the report as one JSON object")
     parser.add_argument(
@@ -71,7 +72,10 @@ def _witness_lines(report: Report, witness: Witness | None, i: int, j: int) -> l
 def run(args: argparse.Namespace) -> int:
     progress = StderrProgress() if sys.stderr.isatty() else None
     try:
-        report = verify(args.spec, args.layers, seq_len=args.seq_len, block_size=args.block_size, progress=progress)
+        documents, seq_len = documents_and_seq_len(args)
+        report = verify(
+            args.spec, args.layers, seq_len=seq_len, block_size=args.block_size, progress=progress, documents=documents
+        )
         witness = report.path(*args.path, unbounded=True) if args.path else None
     finally:
         if progress is not None:

@@ -76,6 +76,8 @@ Engine = IntervalEngine | BitEngine
 
 
 def choose_engine(stack: LayerStack) -> Engine:
+    if stack.document_bounds is not None:
+        return BitEngine(stack, "reach is checked inside each document")
     try:
         return IntervalEngine(stack)
     except NotIntervalShapedError as why:

@@ -10,10 +10,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from maskc.compiler import as_spec, compile_layers
+from maskc.documents import document_ids
 from maskc.errors import MaskcError
 from maskc.grid import ragged_ranges
 from maskc.ir import BlockLayout, CompiledPattern
@@ -50,6 +52,9 @@ class LayerStack:
     runs: tuple[tuple[int, int], ...]
     #: Origins of the dynamic (run-time) leaves whose edges were left out.
     dynamic: tuple[str, ...]
+    #: With documents: per position, the first and last position of its document; every key must
+    #: then reach the queries of its own document only.
+    document_bounds: tuple[np.ndarray, np.ndarray] | None = None
 
     @property
     def period(self) -> int:
@@ -79,7 +84,11 @@ class LayerStack:
 
     def targets(self, j: int) -> tuple[int, int]:
         """The queries source j must reach: (first, last) inclusive."""
-        return (j, self.n - 1) if self.causal else (0, self.n - 1)
+        lo, hi = (j, self.n - 1) if self.causal else (0, self.n - 1)
+        if self.document_bounds is None:
+            return lo, hi
+        first, last = self.document_bounds
+        return max(lo, int(first[j])), min(hi, int(last[j]))
 
     def check_position(self, value: int, what: str) -> int:
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not 0 <= value < self.n:
@@ -104,15 +113,18 @@ def build_stack(
     subject: Spec | str | Path | CompiledPattern,
     seq_len: int | None = None,
     block_size: int | tuple[int, int] | None = None,
+    documents: Any = None,
 ) -> LayerStack:
     """The layer model of a spec (its layer schedule) or of one compiled pattern used at every layer."""
     if isinstance(subject, CompiledPattern):
+        if documents is not None:
+            raise MaskcError("documents go to maskc.compile(..., documents=ids) when verifying a compiled pattern")
         if seq_len is not None and seq_len != subject.n:
             raise MaskcError(f"the compiled pattern is for seq_len {subject.n}; got seq_len={seq_len}")
         entries, spec = [(1, subject)], subject.spec
     else:
         spec = as_spec(subject)
-        entries = compile_layers(spec, seq_len=seq_len, block_size=block_size)
+        entries = compile_layers(spec, seq_len=seq_len, block_size=block_size, documents=documents)
     layers: dict[int, LayerPattern] = {}
     runs, dynamic = [], []
     for count, pattern in entries:
@@ -122,4 +134,12 @@ def build_stack(
         runs.append((count, list(layers).index(id(pattern))))
     patterns = tuple(layers.values())
     n = patterns[0].layout.grid.n
-    return LayerStack(spec.name, n, spec.causal, patterns, tuple(runs), tuple(dynamic))
+    bounds = None if documents is None else _document_bounds(document_ids(documents, n))
+    return LayerStack(spec.name, n, spec.causal, patterns, tuple(runs), tuple(dynamic), bounds)
+
+
+def _document_bounds(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per position, the first and the last position of its document (ids non-decreasing)."""
+    first = np.searchsorted(ids, ids, side="left")
+    last = np.searchsorted(ids, ids, side="right") - 1
+    return first.astype(np.int64), last.astype(np.int64)
