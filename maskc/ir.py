@@ -143,9 +143,10 @@ class BlockLayout:
 
     def _require_static(self) -> None:
         if self.rule.dynamic:
+            inputs = sorted({getattr(leaf, "decided_by", "q and k") for leaf in self.rule.leaves() if leaf.dynamic})
             raise DynamicPatternError(
                 f"the pattern has a part decided at run time ({self.rule.describe()}); "
-                "its elements are known only after resolving it with q and k"
+                f"its elements are known only after resolving it with {' and '.join(inputs)}"
             )
 
     def _tile_masks(self, r: np.ndarray, c: np.ndarray, full: np.ndarray) -> np.ndarray:

@@ -239,7 +239,7 @@ def document_spec_dicts(draw: st.DrawFn, max_n: int = 160) -> tuple[dict, int, l
             st.sampled_from(["both", "rows", "columns"]),
         ),
         st.builds(
-            lambda e, o: {"global": {"every": e, "offset": o % e, "per": "document"}},
+            lambda e, o: {"global": {"every": e, "offset": min(o % e, n - 1), "per": "document"}},
             st.integers(1, 9),
             st.integers(0, 8),
         ),

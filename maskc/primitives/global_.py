@@ -178,7 +178,7 @@ class Global(Primitive):
                 raise ctx.fail(f"{path}.tokens", f"global tokens {too_big} are not below seq_len {ctx.n}")
             return TokenSet(ctx.n, tokens=self.tokens)
         if self.first is not None:
-            if self.first > ctx.n:
+            if self.first > ctx.n and self.per == "sequence":  # a document's first tokens may be all of it
                 raise ctx.fail(f"{path}.first", f"first {self.first} exceeds seq_len {ctx.n}")
             return TokenSet(ctx.n, first=self.first)
         offset = self.offset or 0
