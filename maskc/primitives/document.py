@@ -13,6 +13,7 @@ from typing import Literal
 
 import numpy as np
 
+from maskc.codegen import TritonEmitter
 from maskc.primitives.base import LowerContext, Primitive, register
 from maskc.primitives.cluster import LabelRule
 from maskc.primitives.combinators import IntersectRule, UnionRule
@@ -47,20 +48,24 @@ class Document(Primitive):
 
     def lower(self, ctx: LowerContext, path: str) -> Rule:
         if ctx.documents is None:
-            return DocumentRule(path)
+            return DocumentRule(ctx.n, path)
         return SameDocumentRule(dense_labels(ctx.documents), path)
 
 
 class DocumentRule(DeferredRule):
-    """A placeholder for "same document", resolved from the call's documents."""
+    """"Same document", decided by the call's documents: resolved on the host (`SameDocumentRule`), or
+    on the GPU by the predicate over the call's document numbers (`emit_triton`)."""
 
     decided_by = "documents"
 
-    def __init__(self, origin: str) -> None:
-        self.origin = origin
+    def __init__(self, n: int, origin: str) -> None:
+        self.n, self.origin = n, origin
 
     def describe(self) -> str:
         return "same document"
+
+    def emit_triton(self, em: TritonEmitter) -> str:
+        return same_document(em, self.n)
 
 
 class SameDocumentRule(LabelRule):
@@ -84,13 +89,29 @@ class DocumentTokens(TokenSet):
         return f"{self.within.describe()} of each document"
 
 
+def same_document(em: TritonEmitter, n: int) -> str:
+    """Triton: the query's and the key's document numbers (the call's "labels", (B, n) int32) are equal."""
+    labels, size, row = em.call_input("labels", "labels"), em.runtime(n, "n"), f"{em.batch}.to(tl.int64) * {n}"
+    query = f"tl.load({labels} + {row} + {em.q}, mask={em.q} < {size}, other=-1)"
+    key = f"tl.load({labels} + {row} + {em.k}, mask={em.k} < {size}, other=-2)"
+    return f"({query} == {key})"
+
+
 class PerDocumentRule(DeferredRule):
-    """A placeholder for a token set counted from each document's start, resolved from the documents."""
+    """A token set counted from each document's start, decided by the call's documents: resolved on the
+    host (`per_document`) or on the GPU by the predicate over a per-call membership table."""
 
     decided_by = "documents"
 
-    def __init__(self, within: TokenSet, direction: Direction, origin: str) -> None:
-        self.within, self.direction, self.origin = within, direction, origin
+    def __init__(self, within: TokenSet, direction: Direction, n: int, origin: str) -> None:
+        self.within, self.direction, self.n, self.origin = within, direction, n, origin
+
+    def emit_triton(self, em: TritonEmitter) -> str:
+        members, size = em.call_input(f"members:{self.origin}", "members"), em.runtime(self.n, "n")
+        row = f"{em.batch}.to(tl.int64) * {size}"
+        sides = [em.q, em.k] if self.direction == "both" else [em.q if self.direction == "rows" else em.k]
+        held = " | ".join(f"(tl.load({members} + {row} + {x}, mask={x} < {size}, other=0) != 0)" for x in sides)
+        return f"({same_document(em, self.n)} & ({held}))"
 
     def describe(self) -> str:
         side = {"rows": "query", "columns": "key", "both": "query or key"}[self.direction]
@@ -100,7 +121,7 @@ class PerDocumentRule(DeferredRule):
 def per_document(ctx: LowerContext, within: TokenSet, direction: Direction, origin: str) -> Rule:
     """`within` (positions counted from a document's start) on the given side, inside the document."""
     if ctx.documents is None:
-        return PerDocumentRule(within, direction, origin)
+        return PerDocumentRule(within, direction, ctx.n, origin)
     labels = dense_labels(ctx.documents)
     tokens = DocumentTokens(within, labels)
     sides = ["rows", "columns"] if direction == "both" else [direction]

@@ -38,14 +38,23 @@ class Topk(Primitive):
         return True
 
     def lower(self, ctx: LowerContext, path: str) -> Rule:
-        return TopkRule(self, ctx.block_size, ctx.causal, path)
+        return TopkRule(self, ctx.block_size, ctx.causal, ctx.n, path)
 
 
 class TopkRule(DeferredRule):
-    """A placeholder for the selected blocks, resolved from q and k (`maskc.selection`)."""
+    """The selected blocks, decided by q and k (`maskc.selection`): resolved on the host
+    (`SelectedBlocksRule`), or on the GPU by the predicate over the call's selection table."""
 
-    def __init__(self, params: Topk, block: int, causal: bool, origin: str) -> None:
-        self.params, self.block, self.causal, self.origin = params, block, causal, origin
+    def __init__(self, params: Topk, block: int, causal: bool, n: int, origin: str) -> None:
+        self.params, self.block, self.causal, self.n, self.origin = params, block, causal, n, origin
+
+    def emit_triton(self, em: TritonEmitter) -> str:
+        """The call's selection is one (blocks × blocks) table per table index (batch · heads + head)."""
+        table = em.call_input(f"selected:{self.origin}", "selected")
+        size, n = em.constant(self.block, "block"), em.runtime(self.n, "n")
+        width = em.runtime(-(-self.n // self.block), "blocks")
+        at = f"({em.table_index}.to(tl.int64) * {width} + {em.q} // {size}) * {width} + {em.k} // {size}"
+        return f"(tl.load({table} + {at}, mask=({em.q} < {n}) & ({em.k} < {n}), other=0) != 0)"
 
     def describe(self) -> str:
         return f"top-{self.params.blocks} blocks of {self.block}"
