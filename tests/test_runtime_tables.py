@@ -127,3 +127,30 @@ def test_topk_tables_cover_the_exact_mask(
     for walk in ("rows", "columns"):
         tables = runtime_tables(rules, pattern.head_layout, grid, walk, inputs, StaticMaps(), q.device)
         _check_tables(pattern, masks, grid, tables, walk)
+
+
+@settings(max_examples=15, deadline=None)
+@given(st.integers(2, 80), tile_shapes(), st.sampled_from(["kmeans", "lsh"]), st.booleans(), st.integers(0, 2**16))
+def test_cluster_tables_cover_the_exact_mask(
+    n: int, tile: tuple[int, int], method: str, causal: bool, seed: int
+) -> None:
+    spec = maskc.Spec.model_validate(
+        {
+            "name": "routing",
+            "causal": causal,
+            "pattern": [{"cluster": {"clusters": 4, "method": method}}, {"window": {"before": 3, "after": 0}}],
+        }
+    )
+    gen = torch.Generator().manual_seed(seed)
+    q, k = torch.randn(2, 4, n, 8, generator=gen), torch.randn(2, 2, n, 8, generator=gen)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", MaskcWarning)
+        pattern = maskc.compile(spec, seq_len=n, heads=4, block_size=tile)
+        resolved = resolve_dynamic(pattern, q, k)
+        masks = np.stack([np.stack([p.layout_of_head(h).to_dense() for h in range(4)]) for p in resolved])
+    rules = [layout.rule for layout in pattern.layouts]
+    inputs = CallInputs.prepare(rules, q, k, None)
+    grid = TileGrid(n, *tile)
+    for walk in ("rows", "columns"):
+        tables = runtime_tables(rules, pattern.head_layout, grid, walk, inputs, StaticMaps(), q.device)
+        _check_tables(pattern, masks, grid, tables, walk)

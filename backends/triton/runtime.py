@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from maskc.clustering import cluster_labels
 from maskc.grid import TileGrid
 from maskc.primitives.cluster import ClusterRule
 from maskc.primitives.combinators import DifferenceRule, IntersectRule, UnionRule
@@ -38,13 +39,8 @@ Classes = tuple[torch.Tensor, torch.Tensor]
 
 
 def needs_runtime_layout(rules: Sequence[Rule]) -> bool:
-    """Whether the rules hold leaves this module lays out per call (documents, top-k)."""
-    return any(isinstance(leaf, (DocumentRule, PerDocumentRule, TopkRule)) for rule in rules for leaf in rule.leaves())
-
-
-def runtime_layout_supported(rules: Sequence[Rule]) -> bool:
-    """Clusters are still resolved on the host; every other run-time leaf is laid out here."""
-    return not any(isinstance(leaf, ClusterRule) for rule in rules for leaf in rule.leaves())
+    """Whether the rules hold leaves decided per call (documents, top-k, clusters)."""
+    return any(rule.dynamic for rule in rules)
 
 
 def document_labels(documents: torch.Tensor) -> torch.Tensor:
@@ -87,6 +83,8 @@ class CallInputs:
     selected: dict[str, torch.Tensor] = field(default_factory=dict)
     #: per per-document leaf (by origin): (B, N) membership of each position
     members: dict[str, torch.Tensor] = field(default_factory=dict)
+    #: per cluster leaf (by origin): (B, H, N) cluster labels of the queries and of the keys
+    labels_of: dict[str, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
 
     @classmethod
     def prepare(
@@ -102,7 +100,26 @@ class CallInputs:
                     inputs.selected[leaf.origin] = select_blocks(q, k, leaf.params, leaf.block, leaf.causal)
             elif isinstance(leaf, PerDocumentRule) and ranks is not None:
                 inputs.members[leaf.origin] = token_membership(leaf.within, ranks)
+            elif isinstance(leaf, ClusterRule) and leaf.origin not in inputs.labels_of:
+                group = heads // k.shape[1]
+                with torch.no_grad():
+                    keys = k.repeat_interleave(group, dim=1)
+                    inputs.labels_of[leaf.origin] = cluster_labels(leaf.params, q, keys, leaf.origin)
         return inputs
+
+    def values(self) -> dict[str, torch.Tensor]:
+        """The predicate's per-call inputs by key (what `TritonEmitter.call_input` names)."""
+        out: dict[str, torch.Tensor] = {}
+        if self.labels is not None:
+            out["labels"] = self.labels.contiguous()
+        for origin, selected in self.selected.items():
+            out[f"selected:{origin}"] = selected.to(torch.int8).contiguous()
+        for origin, member in self.members.items():
+            out[f"members:{origin}"] = member.to(torch.int8).contiguous()
+        for origin, (q_labels, k_labels) in self.labels_of.items():
+            out[f"q_labels:{origin}"] = q_labels.to(torch.int32).contiguous()
+            out[f"k_labels:{origin}"] = k_labels.to(torch.int32).contiguous()
+        return out
 
 
 def _tile_spans(labels: torch.Tensor, size: int, n: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -166,6 +183,30 @@ def _block_to_tiles(selected: torch.Tensor, block: int, size: int, tiles: int, d
     )
 
 
+def _presence(labels: torch.Tensor, clusters: int, size: int) -> torch.Tensor:
+    """(B, H, N) labels → (B, H, tiles, clusters): which clusters occur in each tile of `size` positions."""
+    batch, heads, n = labels.shape
+    tiles = -(-n // size)
+    tile = torch.arange(n, device=labels.device) // size
+    index = ((torch.arange(batch * heads, device=labels.device)[:, None] * tiles + tile) * clusters).reshape(
+        batch, heads, n
+    ) + labels
+    out = torch.zeros(batch * heads * tiles * clusters, dtype=torch.float32, device=labels.device)
+    out.index_fill_(0, index.reshape(-1), 1.0)
+    return out.reshape(batch, heads, tiles, clusters)
+
+
+def _cluster_classes(leaf: ClusterRule, inputs: CallInputs, grid: TileGrid) -> Classes:
+    """A tile meets a cluster when its rows and its columns both hold that cluster; it is full when
+    both hold that cluster alone."""
+    q_labels, k_labels = inputs.labels_of[leaf.origin]
+    rows = _presence(q_labels, leaf.params.clusters, grid.block_m)
+    cols = _presence(k_labels, leaf.params.clusters, grid.block_n)
+    any_ = (rows @ cols.transpose(-1, -2)) > 0
+    single = (rows.sum(dim=-1) == 1)[..., :, None] & (cols.sum(dim=-1) == 1)[..., None, :]
+    return any_, any_ & single
+
+
 def _topk_classes(leaf: TopkRule, inputs: CallInputs, grid: TileGrid) -> Classes:
     selected = inputs.selected[leaf.origin]
     rows_any, rows_all = _block_to_tiles(selected, leaf.block, grid.block_m, grid.row_tiles, 2)
@@ -200,6 +241,8 @@ def tile_classes(rule: Rule, grid: TileGrid, inputs: CallInputs, static: StaticM
         return _member_classes(rule, inputs, grid)
     if isinstance(rule, TopkRule):
         return _topk_classes(rule, inputs, grid)
+    if isinstance(rule, ClusterRule):
+        return _cluster_classes(rule, inputs, grid)
     kids = [tile_classes(kid, grid, inputs, static, device) for kid in rule.children()]
     if isinstance(rule, UnionRule):
         return _fold(torch.logical_or, [a for a, _ in kids]), _fold(torch.logical_or, [f for _, f in kids])
@@ -262,7 +305,8 @@ def runtime_tables(
     heads = inputs.heads
     layout_of = np.asarray(head_layout if len(head_layout) == heads else np.zeros(heads, dtype=np.int32))
     classes = [tile_classes(rule, grid, inputs, static, device) for rule in rules]
-    per_head = any(a.shape[1] > 1 for a, _ in classes)
+    # tables per (batch, head) when q and k decide a leaf: its predicate tables are indexed so too
+    per_head = any(isinstance(leaf, (TopkRule, ClusterRule)) for rule in rules for leaf in rule.leaves())
     shape = (inputs.batch, heads if per_head else 1, grid.row_tiles, grid.col_tiles)
     if per_head:
         pick = [(classes[int(layout_of[h])], h) for h in range(heads)]

@@ -41,14 +41,25 @@ class Cluster(Primitive):
         return True
 
     def lower(self, ctx: LowerContext, path: str) -> Rule:
-        return ClusterRule(self, path)
+        return ClusterRule(self, ctx.n, path)
 
 
 class ClusterRule(DeferredRule):
-    """A placeholder for cluster membership, resolved from the cluster labels of q and k."""
+    """Cluster membership, decided by the cluster labels of q and k: resolved on the host (`LabelRule`),
+    or on the GPU by the predicate over the call's label tables, one row per table index (batch · heads
+    + head)."""
 
-    def __init__(self, params: Cluster, origin: str) -> None:
-        self.params, self.origin = params, origin
+    def __init__(self, params: Cluster, n: int, origin: str) -> None:
+        self.params, self.n, self.origin = params, n, origin
+
+    def emit_triton(self, em: TritonEmitter) -> str:
+        q_labels = em.call_input(f"q_labels:{self.origin}", "q_labels")
+        k_labels = em.call_input(f"k_labels:{self.origin}", "k_labels")
+        n = em.runtime(self.n, "n")
+        row = f"{em.table_index}.to(tl.int64) * {n}"
+        query = f"tl.load({q_labels} + {row} + {em.q}, mask={em.q} < {n}, other=-1)"
+        key = f"tl.load({k_labels} + {row} + {em.k}, mask={em.k} < {n}, other=-2)"
+        return f"({query} == {key})"
 
     def describe(self) -> str:
         return f"cluster({self.params.clusters}, {self.params.method})"

@@ -53,7 +53,7 @@ class Document(Primitive):
 
 
 class DocumentRule(DeferredRule):
-    """"Same document", decided by the call's documents: resolved on the host (`SameDocumentRule`), or
+    """ "Same document", decided by the call's documents: resolved on the host (`SameDocumentRule`), or
     on the GPU by the predicate over the call's document numbers (`emit_triton`)."""
 
     decided_by = "documents"
