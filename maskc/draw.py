@@ -12,7 +12,7 @@ import json
 import re
 import textwrap
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,7 @@ import numpy as np
 from maskc.compiler import compile, compile_layers
 from maskc.errors import MaskcError, TooLargeError
 from maskc.grid import TileGrid
-from maskc.ir import BlockLayout
+from maskc.ir import BlockLayout, CompiledPattern
 from maskc.primitives import PatternNode
 from maskc.primitives.combinators import CombinatorRule, DifferenceRule
 from maskc.rule import EmptyRule, Rule, evaluate_tiles, tile_classes
@@ -96,15 +96,36 @@ def _panel_title(panel: Panel, spec: Spec, several: bool) -> str:
     return "; ".join(part for part in parts if part) or spec.name
 
 
+def typical_resolution(pattern: CompiledPattern, seed: int, head_dim: int = 64) -> CompiledPattern:
+    """The pattern with its q/k-decided parts (clusters, top-k) resolved from seeded random q and k,
+    keeping the first head of each distinct pattern: what a picture of a typical call shows."""
+    import torch
+
+    from maskc.clustering import resolve_dynamic
+
+    gen = torch.Generator().manual_seed(seed)
+    q, k = (torch.randn(1, pattern.heads, pattern.n, head_dim, generator=gen) for _ in range(2))
+    resolved = resolve_dynamic(pattern, q, k)[0]
+    first = [int(np.flatnonzero(pattern.head_layout == index)[0]) for index in range(len(pattern.layouts))]
+    return replace(pattern, layouts=tuple(resolved.layouts[h] for h in first), _tensors={})
+
+
 def spec_panels(
-    spec: Spec, n: int, block_size: int | tuple[int, int] | None = None, documents: Any = None
+    spec: Spec,
+    n: int,
+    block_size: int | tuple[int, int] | None = None,
+    documents: Any = None,
+    seed: int | None = None,
 ) -> list[Panel]:
     """One panel per distinct pattern over the spec's heads and its layer schedule (one cycle);
-    `documents` (one id per position) resolve the document parts."""
+    `documents` (one id per position) resolve the document parts, `seed` the parts decided by q and
+    k (from random q and k drawn with it)."""
     panels: dict[str, Panel] = {}
     layer = 0
     for count, pattern in compile_layers(spec, seq_len=n, block_size=block_size, documents=documents):
         layer_spec = pattern.spec
+        if seed is not None and pattern.dynamic:
+            pattern = typical_resolution(pattern, seed)
         nodes, _ = layer_spec.distinct_head_patterns(pattern.heads)
         for index, node in enumerate(nodes):
             key = json.dumps([node.to_data(), layer_spec.causal], sort_keys=True)
@@ -253,10 +274,16 @@ def _dynamic_note(panels: list[Panel]) -> list[str]:
     return []
 
 
-def ascii_mask(spec: Spec, n: int, block_size: int | tuple[int, int] | None = None, documents: Any = None) -> str:
+def ascii_mask(
+    spec: Spec,
+    n: int,
+    block_size: int | tuple[int, int] | None = None,
+    documents: Any = None,
+    seed: int | None = None,
+) -> str:
     """The mask as text: a symbol per active pair, '.' for a masked pair in a stored tile, ' ' elsewhere."""
     _check_text_size(n)
-    panels = spec_panels(spec, n, block_size, documents)
+    panels = spec_panels(spec, n, block_size, documents, seed)
     names, per_panel = _legend(panels)
     symbols = [_ASCII_SYMBOLS[k % len(_ASCII_SYMBOLS)] for k in range(len(names))]
     out = [f"{spec.name}: n = {n}, query i down, key j across"]
@@ -329,12 +356,17 @@ def _save(figure: Any, path: str | Path) -> None:
 
 
 def mask_png(
-    spec: Spec, n: int, path: str | Path, block_size: int | tuple[int, int] | None = None, documents: Any = None
+    spec: Spec,
+    n: int,
+    path: str | Path,
+    block_size: int | tuple[int, int] | None = None,
+    documents: Any = None,
+    seed: int | None = None,
 ) -> str:
     """Draw every distinct pattern of the spec to a PNG; returns a one-line summary."""
     from matplotlib.patches import Patch
 
-    panels = spec_panels(spec, n, block_size, documents)
+    panels = spec_panels(spec, n, block_size, documents, seed)
     names, per_panel = _legend(panels)
     colours = [_rgb(_PALETTE[k % len(_PALETTE)]) for k in range(len(names))]
     scale = cell_scale(n)

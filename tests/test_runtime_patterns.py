@@ -306,3 +306,15 @@ def test_cli_takes_document_lengths(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert code == 2 and "sum to 40" in err
     code, _, err = _cli(capsys, "verify", "specs/longformer.yaml", "--documents", "100,300", "--layers", "3")
     assert code == 2 and "no layer of 'longformer' depends on documents" in err
+
+
+def test_show_draws_topk_resolved_from_a_seed(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "nsa.yaml"
+    path.write_text(
+        "name: nsa\ncausal: true\nblock_size: 8\npattern:\n  - window: {before: 7, after: 0}\n  - topk: {blocks: 2}\n"
+    )
+    code, first, _ = _cli(capsys, "show", str(path), "--seq-len", "48", "--seed", "3")
+    assert code == 0 and "topk blocks=2" in first
+    assert _cli(capsys, "show", str(path), "--seq-len", "48", "--seed", "3")[1] == first  # the seed decides
+    code, unresolved, _ = _cli(capsys, "show", str(path), "--seq-len", "48")
+    assert code == 0 and "topk blocks=2" not in unresolved

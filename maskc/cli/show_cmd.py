@@ -15,6 +15,9 @@ HELP = "draw the mask (text for small n, or --png FILE), coloured by the primiti
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_spec_arguments(parser)
     add_documents_argument(parser)
+    parser.add_argument(
+        "--seed", type=int, help="draw clusters and top-k as resolved from random q and k drawn with this seed"
+    )
     parser.add_argument("--png", metavar="FILE", help="write a picture: one panel per distinct pattern, with a legend")
     parser.add_argument(
         "--reach",
@@ -31,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
     if args.reach is not None:
         print(reach_png(spec, n, args.reach, args.png) if args.png else ascii_reach(spec, n, args.reach))
     elif args.png:
-        print(mask_png(spec, n, args.png, args.block_size, documents))
+        print(mask_png(spec, n, args.png, args.block_size, documents, args.seed))
     else:
-        print(ascii_mask(spec, n, args.block_size, documents))
+        print(ascii_mask(spec, n, args.block_size, documents, args.seed))
     return 0
