@@ -1,3 +1,3 @@
 """Built-in backends (imported as maskc.backends). Each subpackage registers itself on import."""
 
-from maskc.backends import cpu, triton  # noqa: F401
+from . import cpu, triton  # noqa: F401

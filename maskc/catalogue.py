@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 import textwrap
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -35,9 +36,7 @@ _NOTES = (
 
 def catalogue_dir() -> Path:
     """The installed catalogue: the specs/ folder, installed as the package `maskc.specs`."""
-    import maskc.specs
-
-    return Path(maskc.specs.__file__).resolve().parent
+    return Path(str(resources.files("maskc.specs"))).resolve()
 
 
 def catalogue_specs(folder: Path | None = None) -> list[tuple[Path, Spec]]:

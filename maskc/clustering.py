@@ -16,14 +16,18 @@ import torch
 
 from maskc.errors import BackendError, DynamicPatternError, SpecError
 from maskc.ir import BlockLayout, CompiledPattern
-from maskc.primitives.cluster import Cluster, ClusterRule, LabelRule
-from maskc.primitives.combinators import CombinatorRule
-from maskc.primitives.topk import SelectedBlocksRule, TopkRule
-from maskc.rule import Rule
+from maskc.ir.build import build_layout
+from maskc.origin import Origin, named
+from maskc.primitives.cluster import Cluster
+from maskc.rules import ClusterRule, LabelRule, Rule, SelectedBlocksRule, TopkRule, rewrite
 from maskc.selection import select_blocks
 
 #: Most bytes of similarity scores held at once while assigning clusters (per chunk of heads).
 SCORE_BUDGET_BYTES = 1 << 28
+
+
+#: The origin errors name when the caller gives none.
+CLUSTER = named("cluster")
 
 
 def _normalised(x: torch.Tensor) -> torch.Tensor:
@@ -92,11 +96,11 @@ def _lsh_labels(q: torch.Tensor, k: torch.Tensor, params: Cluster) -> tuple[torc
     return bucket(q), bucket(k)
 
 
-def _check_params(params: Cluster, n: int, origin: str) -> None:
+def _check_params(params: Cluster, n: int, origin: Origin) -> None:
     if params.method == "kmeans" and params.clusters > 2 * n:
         raise SpecError(
             f"kmeans asks for {params.clusters} clusters from only {2 * n} query and key vectors (n = {n})",
-            path=f"{origin}.clusters",
+            path=origin.child("clusters"),
         )
 
 
@@ -107,7 +111,7 @@ _METHODS: dict[str, Callable[[torch.Tensor, torch.Tensor, Cluster], tuple[torch.
 
 
 def cluster_labels(
-    params: Cluster, q: torch.Tensor, k: torch.Tensor, origin: str = "cluster"
+    params: Cluster, q: torch.Tensor, k: torch.Tensor, origin: Origin = CLUSTER
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Cluster of every query and key: q and k (..., N, D) on any device → two int64 (..., N) tensors.
 
@@ -129,19 +133,9 @@ def cluster_labels(
     return q_labels, k_labels
 
 
-def substitute_leaves(rule: Rule, replace: Callable[[Rule], Rule | None]) -> Rule:
-    """The rule tree with every leaf for which `replace` returns a rule swapped for it."""
-    if isinstance(rule, CombinatorRule):
-        kids = [substitute_leaves(kid, replace) for kid in rule.kids]
-        if all(new is old for new, old in zip(kids, rule.kids)):
-            return rule
-        return type(rule)(kids, origin=rule.origin)
-    return replace(rule) or rule
-
-
-def _run_time_leaves(pattern: CompiledPattern) -> dict[str, tuple[Rule, list[int]]]:
+def _run_time_leaves(pattern: CompiledPattern) -> dict[Origin, tuple[Rule, list[int]]]:
     """origin → (leaf decided by q and k, heads whose pattern holds it)."""
-    found: dict[str, tuple[Rule, list[int]]] = {}
+    found: dict[Origin, tuple[Rule, list[int]]] = {}
     for index, layout in enumerate(pattern.layouts):
         heads = np.flatnonzero(pattern.head_layout == index).tolist()
         for leaf in layout.rule.leaves():
@@ -197,7 +191,7 @@ def resolve_dynamic(pattern: CompiledPattern, q: torch.Tensor, k: torch.Tensor) 
     batch = q.shape[0]
     if not pattern.dynamic:
         return [pattern] * batch
-    resolvers: dict[str, LeafResolver] = {}
+    resolvers: dict[Origin, LeafResolver] = {}
     for origin, (leaf, heads) in _run_time_leaves(pattern).items():
         if isinstance(leaf, ClusterRule):
             resolvers[origin] = _cluster_resolver(leaf, heads, q, k, group)
@@ -218,7 +212,9 @@ def resolve_dynamic(pattern: CompiledPattern, q: torch.Tensor, k: torch.Tensor) 
     ]
 
 
-def _resolved_layout(layout: BlockLayout, resolvers: dict[str, LeafResolver], batch: int, head: int) -> BlockLayout:
+def _resolved_layout(
+    layout: BlockLayout, resolvers: dict[Origin, LeafResolver], batch: int, head: int
+) -> BlockLayout:
     """The layout of one (batch, head): run-time leaves resolved; a static layout is shared."""
     if not layout.rule.dynamic:
         return layout
@@ -227,8 +223,8 @@ def _resolved_layout(layout: BlockLayout, resolvers: dict[str, LeafResolver], ba
         resolver = resolvers.get(leaf.origin) if isinstance(leaf, (ClusterRule, TopkRule)) else None
         return None if resolver is None else resolver(batch, head)
 
-    rule = substitute_leaves(layout.rule, resolved)
+    rule = rewrite(layout.rule, leaf=resolved)
     if rule.dynamic:
         leaves = [leaf.describe() for leaf in rule.leaves() if leaf.dynamic]
         raise DynamicPatternError(f"{', '.join(leaves)}: decided by the documents; pass documents= to the call")
-    return BlockLayout.build(rule, layout.grid)
+    return build_layout(rule, layout.grid)

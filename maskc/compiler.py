@@ -13,12 +13,10 @@ import numpy as np
 from maskc.documents import document_ids, uses_documents
 from maskc.errors import DocumentsError, MaskcWarning, SpecError
 from maskc.grid import TileGrid
-from maskc.ir import BlockLayout, CompiledPattern
+from maskc.ir import CompiledPattern
+from maskc.ir.build import build_layout
 from maskc.loader import load, locate
-from maskc.primitives import LowerContext, PatternNode
-from maskc.primitives.combinators import intersect_rules
-from maskc.primitives.window import BandRule
-from maskc.rule import Rule
+from maskc.lowering import lower_pattern, pattern_path
 from maskc.spec import MAX_SEQ_LEN, Spec
 
 #: Smallest tile side a kernel can use (matrix units work on 16 × 16 fragments).
@@ -28,28 +26,26 @@ _CACHE_SIZE = 32
 
 
 def cached_patterns() -> list[CompiledPattern]:
-    """The compiled patterns the cache holds now, newest last (backends find traced patterns here)."""
+    """The compiled patterns the cache holds now, newest last."""
     return list(_CACHE.values())
+
+
+def cached_pattern(spec_hash: str, n: int, block_m: int, block_n: int, heads: int) -> CompiledPattern | None:
+    """A cached static pattern compiled from the spec with this hash at this size, if the cache holds one.
+
+    A backend whose calls are traced (torch.compile) records these values, which the trace reads
+    off the pattern, and finds the pattern again here when the graph runs.
+    """
+    for pattern in _CACHE.values():
+        shape = (pattern.spec_hash, pattern.n, pattern.block_m, pattern.block_n, pattern.heads)
+        if shape == (spec_hash, n, block_m, block_n, heads) and not pattern.dynamic:
+            return pattern
+    return None
 
 
 def clear_cache() -> None:
     """Forget every compiled pattern (benchmarks use it to time fresh compiles)."""
     _CACHE.clear()
-
-
-def causal_rule() -> Rule:
-    """j ≤ i: a band of offsets −∞ … 0."""
-    return BandRule(unit=1, lo=None, hi=0, step=1, origin="causal")
-
-
-def lower_pattern(
-    spec: Spec, node: PatternNode, n: int, path: str = "pattern", documents: np.ndarray | None = None
-) -> Rule:
-    """The element rule of one pattern of `spec` at sequence length n, causal mask included; with
-    `documents` (one id per position), document leaves are resolved to them."""
-    ctx = LowerContext(n=n, block_size=spec.block_size, causal=spec.causal, documents=documents)
-    rule = node.lower(ctx, node.node_path(path))
-    return intersect_rules([rule, causal_rule()], origin=path) if spec.causal else rule
 
 
 def as_spec(spec_or_path: Spec | str | Path) -> Spec:
@@ -174,7 +170,7 @@ def _compile(
     grid = TileGrid(n, bm, bn)
     patterns, index = spec.distinct_head_patterns(h)
     layouts = tuple(
-        BlockLayout.build(lower_pattern(spec, node, n, pattern_path(spec, node), documents), grid) for node in patterns
+        build_layout(lower_pattern(spec, node, n, pattern_path(spec, node), documents), grid) for node in patterns
     )
     pattern = CompiledPattern(
         spec=spec,
@@ -193,14 +189,6 @@ def _compile(
     if len(_CACHE) > _CACHE_SIZE:
         _CACHE.popitem(last=False)
     return pattern
-
-
-def pattern_path(spec: Spec, node: PatternNode) -> str:
-    """Where `node` stands in the spec: "pattern" or "head_patterns[k].pattern"."""
-    for k, entry in enumerate(spec.head_patterns):
-        if entry.pattern is node:
-            return f"head_patterns[{k}].pattern"
-    return "pattern"
 
 
 def compile_layers(

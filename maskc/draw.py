@@ -9,7 +9,6 @@ an s × s region of the matrix and shows whether any pair in it is active (exact
 from __future__ import annotations
 
 import json
-import re
 import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -22,9 +21,9 @@ from maskc.compiler import compile, compile_layers
 from maskc.errors import MaskcError, TooLargeError
 from maskc.grid import TileGrid
 from maskc.ir import BlockLayout, CompiledPattern
+from maskc.origin import Origin
 from maskc.primitives import PatternNode
-from maskc.primitives.combinators import CombinatorRule, DifferenceRule
-from maskc.rule import EmptyRule, Rule, evaluate_tiles, tile_classes
+from maskc.rules import CombinatorRule, DifferenceRule, EmptyRule, Rule, evaluate_tiles, tile_classes
 from maskc.spec import Spec
 
 #: Widest mask printed as text (one character per key).
@@ -164,18 +163,13 @@ def _node_at(root: PatternNode, steps: list[int]) -> PatternNode | None:
 def leaf_name(panel: Panel, leaf: Rule) -> str:
     """The spec-level name of a primitive rule, e.g. "window before=256 after=256" or "global tokens=[0] (rows)"."""
     origin = leaf.origin
-    root = re.match(r"(head_patterns\[\d+\]\.)?pattern", origin)
-    if root is None:
-        return f"{origin}: {leaf.describe()}"
-    rest = origin[root.end() :]
-    note = re.search(r"\((\w+)\)$", rest)
-    steps = [int(k) for k in re.findall(r"\[(\d+)\]", rest)]
-    node = _node_at(panel.root, steps)
+    steps = origin.pattern_steps() if isinstance(origin, Origin) else None
+    node = None if steps is None else _node_at(panel.root, list(steps))
     if node is None:
         return f"{origin}: {leaf.describe()}"
     ((kind, params),) = node.to_data().items()
     args = " ".join(f"{key}={value}" for key, value in params.items()) if isinstance(params, dict) else ""
-    return f"{kind} {args}".strip() + (f" ({note.group(1)})" if note else "")
+    return f"{kind} {args}".strip() + (f" ({origin.part})" if origin.part else "")
 
 
 def tile_labels(rule: Rule, leaves: list[Rule], grid: TileGrid, r: np.ndarray, c: np.ndarray) -> np.ndarray:

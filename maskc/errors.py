@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from maskc.origin import Origin
+
 
 class MaskcError(Exception):
     """Base class of every error maskc raises on bad input; the CLI prints it and exits 2."""
@@ -15,12 +17,14 @@ class SpecError(MaskcError):
         message: str,
         *,
         source: str | None = None,
-        path: str | None = None,
+        path: str | Origin | None = None,
         line: int | None = None,
     ) -> None:
         self.message = message
         self.source = source
-        self.path = path
+        #: The field path as printed; `origin` keeps its steps when lowering raised the error.
+        self.origin = path if isinstance(path, Origin) else None
+        self.path = None if path is None else str(path)
         self.line = line
         super().__init__(str(self))
 
@@ -38,7 +42,7 @@ class SpecError(MaskcError):
         return SpecError(
             self.message,
             source=source or self.source,
-            path=self.path,
+            path=self.origin or self.path,
             line=line if line is not None else self.line,
         )
 

@@ -20,10 +20,10 @@ from maskc.catalogue import Densities, catalogue_specs, schedule_densities, sche
 from maskc.compiler import compile, compile_layers
 from maskc.draw import format_ranges, spec_panels
 from maskc.errors import MaskcError, MaskcWarning
-from maskc.ir import BlockLayout, CompiledPattern
-from maskc.primitives.combinators import DifferenceRule
-from maskc.primitives.window import BandRule
-from maskc.rule import Rule
+from maskc.ir import CompiledPattern
+from maskc.ir.build import build_layout
+from maskc.origin import named
+from maskc.rules import BandRule, DifferenceRule, Rule
 from maskc.spec import Spec
 from maskc.verify import verify
 
@@ -212,8 +212,8 @@ def residue_warnings(spec: Spec, n: int, documents: Any = None) -> list[str]:
     rules = [layout.rule.static_bound(lower=False) if layout.rule.dynamic else layout.rule for layout in layouts]
     out = []
     for step in sorted(set().union(*(_steps(rule) for rule in rules))):
-        same_class = BandRule(unit=1, lo=None, hi=None, step=step, origin=f"residue mod {step}")
-        crossing = (BlockLayout.build(DifferenceRule([rule, same_class]), layouts[0].grid).nnz for rule in rules)
+        same_class = BandRule(unit=1, lo=None, hi=None, step=step, origin=named(f"residue mod {step}"))
+        crossing = (build_layout(DifferenceRule([rule, same_class]), layouts[0].grid).nnz for rule in rules)
         if not any(crossing):
             out.append(
                 f"dilation/stride {step}: every attended pair has i ≡ j (mod {step}) in every layer and head, "

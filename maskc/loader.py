@@ -116,7 +116,8 @@ def locate(error: SpecError, source: str | Path) -> SpecError:
     line = None
     try:
         root = yaml.compose(Path(source).read_text(encoding="utf-8"), Loader=_SpecLoader)
-        line = _line_of(root, _parse_path(error.path)) if error.path else None
+        steps = error.origin.path if error.origin is not None else _parse_path(error.path or "")
+        line = _line_of(root, steps) if steps else None
     except (OSError, UnicodeDecodeError, yaml.YAMLError):
         pass
     return error.located(source=str(source), line=line)

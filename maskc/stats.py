@@ -1,15 +1,19 @@
-"""Summary numbers of a compiled pattern: tiles, densities, FLOPs and memory against dense."""
+"""Summary numbers of a compiled pattern: tiles, densities, FLOPs and memory against dense.
+
+It reads any object with a compiled pattern's fields, so `CompiledPattern.stats()` calls it without
+an import cycle.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 
-if TYPE_CHECKING:
-    from maskc.ir import BlockLayout, CompiledPattern
-
+from maskc.grid import TileGrid
+from maskc.spec import Spec
 
 #: Stored tile area over active pairs from which `maskc compile` warns (3 of 4 scores wasted).
 WASTE_LIMIT = 4.0
@@ -76,18 +80,57 @@ class PatternStats:
         ]
 
 
+class LayoutSummary(Protocol):
+    """What the summary reads of one layout (`maskc.ir.record.BlockLayout`)."""
+
+    grid: TileGrid
+    col_idx: np.ndarray
+
+    @property
+    def nnz(self) -> int: ...
+
+    @property
+    def full_count(self) -> int: ...
+
+    def tile_rows(self) -> np.ndarray: ...
+
+    def element_count(self) -> int: ...
+
+    def nbytes(self) -> int: ...
+
+
+class PatternSummary(Protocol):
+    """What the summary reads of a compiled pattern (`maskc.ir.record.CompiledPattern`)."""
+
+    spec: Spec
+    n: int
+    heads: int
+    block_m: int
+    block_n: int
+    head_layout: np.ndarray
+
+    @property
+    def layouts(self) -> Sequence[LayoutSummary]: ...
+
+    @property
+    def grid(self) -> TileGrid: ...
+
+    @property
+    def dynamic(self) -> bool: ...
+
+
 def _times_fewer(density: float) -> str:
     """A note like "  (8.2x fewer)" when the pattern saves work, nothing otherwise."""
     return f"  ({1 / density:,.1f}x fewer)" if 0 < density < 1 else ""
 
 
-def _stored_area(layout: BlockLayout) -> float:
+def _stored_area(layout: LayoutSummary) -> float:
     grid = layout.grid
     r, c = layout.tile_rows(), layout.col_idx.astype(np.int64)
     return float(((grid.row_last(r) - grid.row_first(r) + 1) * (grid.col_last(c) - grid.col_first(c) + 1)).sum())
 
 
-def pattern_stats(pattern: CompiledPattern) -> PatternStats:
+def pattern_stats(pattern: PatternSummary) -> PatternStats:
     """Compute the summary (element counts are exact, and cached on the layouts)."""
     weights = [int((pattern.head_layout == k).sum()) / pattern.heads for k in range(len(pattern.layouts))]
     grid = pattern.grid

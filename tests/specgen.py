@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 from hypothesis import strategies as st
 
-from maskc.primitives.random import draw_distinct
+from maskc.rules import draw_distinct
 
 POWERS_OF_TWO = [1, 2, 4, 8, 16, 32, 64]
 TILE_SIDES = [16, 32, 64, 128]

@@ -17,7 +17,7 @@ from maskc.backends.cpu import CpuBackend
 from maskc.backends.cpu.plan import build_plan
 from maskc.clustering import cluster_labels
 from maskc.errors import BackendError, MaskcWarning
-from maskc.ir import BlockLayout
+from maskc.ir.build import build_layout
 from maskc.registry import get_backend
 
 PROPERTY = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -289,7 +289,7 @@ def test_plan_cache_reuses_evicts_and_forgets() -> None:
     assert backend.plans.nbytes <= held
     assert backend.plans.get(first.layouts[0], 0, 1) is not plan, "the least recently used plans go first"
     backend.plans.clear()
-    transient = BlockLayout.build(first.layouts[0].rule, first.grid)
+    transient = build_layout(first.layouts[0].rule, first.grid)
     backend.plans.get(transient, 0, 2)
     assert backend.plans.nbytes > 0
     del transient

@@ -18,10 +18,10 @@ from hypothesis import HealthCheck, given, settings
 from specgen import brute_force_mask, spec_dicts, tile_shapes
 
 import maskc
-from maskc import ir
-from maskc.compiler import lower_pattern
 from maskc.grid import TileGrid
-from maskc.ir import BlockLayout
+from maskc.ir import BlockLayout, build
+from maskc.ir.build import build_layout
+from maskc.lowering import lower_pattern
 
 PROPERTY = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 #: _GRID_MAP_RATIO values that force the tile-list path and the map path.
@@ -30,7 +30,7 @@ PATHS = {"tiles": 0, "maps": 1 << 40}
 
 @contextmanager
 def _path(name: str) -> Iterator[None]:
-    with patch.object(ir, "_GRID_MAP_RATIO", PATHS[name]):
+    with patch.object(build, "_GRID_MAP_RATIO", PATHS[name]):
         yield
 
 
@@ -38,7 +38,7 @@ def _build(spec_dict: dict[str, Any], tile: tuple[int, int], path: str) -> Block
     spec = maskc.Spec.model_validate(spec_dict)
     grid = TileGrid(spec_dict["seq_len"], *tile)
     with _path(path):
-        return BlockLayout.build(lower_pattern(spec, spec.pattern, grid.n), grid)
+        return build_layout(lower_pattern(spec, spec.pattern, grid.n), grid)
 
 
 def _assert_exact(layout: BlockLayout, expected: np.ndarray) -> None:

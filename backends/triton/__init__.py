@@ -4,8 +4,9 @@ Registered as "triton" and first in backend="auto"'s order: it takes CUDA tensor
 tensors under TRITON_INTERPRET=1, which runs the same kernels in Triton's interpreter).
 """
 
-from maskc.backends.triton.backend import TritonBackend
 from maskc.registry import register_backend
+
+from .backend import TritonBackend
 
 #: Place in backend="auto"'s order: first, ahead of the CPU reference.
 AUTO_PRIORITY = 0

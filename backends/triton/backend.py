@@ -12,7 +12,7 @@ from maskc.ir import CompiledPattern
 
 from .checks import unsupported_reason
 from .function import sparse_attention
-from .plan import plan_for
+from .plans import plan_for
 
 
 class TritonBackend:

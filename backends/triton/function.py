@@ -1,134 +1,33 @@
-"""The differentiable operator: torch.library custom ops with fake implementations and autograd.
+"""The entry of the differentiable operator: inputs prepared, then the custom op or the eager path.
 
-`maskc::triton_attention` returns (out, lse); its backward is the op `maskc::triton_attention_backward`.
-Both are opaque to torch.compile, which traces them through their fake implementations, so a
-compiled model keeps one graph. The pattern travels as its plan's key (operators take tensors,
-numbers and strings only). When nothing traces the call, `EagerAttention` runs the same forward
-and backward without the custom-op machinery, whose host time would dominate small problems.
 `sparse_attention` prepares the inputs (autocast, head-dim padding to a power of two, a positive
-scale) with differentiable torch ops around the operator.
+scale) with differentiable torch ops around the operator. A traced call (torch.compile, make_fx)
+takes the custom op (`ops.py`, its autograd in `autograd.py`); otherwise `EagerAttention`
+(`eager.py`) runs the same forward and backward without the custom-op machinery, whose host time
+would dominate small problems.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 import torch.nn.functional as F
-from torch.autograd.function import once_differentiable
 
 from maskc.ir import CompiledPattern
 
-from .backward import attention_backward
-from .forward import attention_forward
-from .plan import plan_by_key, plan_for, traced_key
+from .autograd import last_dim_contiguous
+from .eager import EagerAttention
+from .ops import triton_attention
+from .plans import plan_for, traced_key
 
 #: Smallest head dim a tensor-core product takes (inputs with fewer columns are zero-padded).
 MIN_HEAD_DIM = 16
-
-
-@torch.library.custom_op("maskc::triton_attention", mutates_args=())
-def triton_attention(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, plan: str, scale: float
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(out, lse) of block-sparse attention; scale > 0, head dims powers of two."""
-    return attention_forward(plan_by_key(plan), q, k, v, scale)
-
-
-@triton_attention.register_fake
-def _(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, plan: str, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
-    batch, heads, n, _ = q.shape
-    return q.new_empty((batch, heads, n, v.shape[-1])), q.new_empty((batch, heads, n), dtype=torch.float32)
-
-
-@torch.library.custom_op("maskc::triton_attention_backward", mutates_args=())
-def triton_attention_backward(
-    d_out: torch.Tensor,
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    out: torch.Tensor,
-    lse: torch.Tensor,
-    d_lse: torch.Tensor | None,
-    plan: str,
-    scale: float,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(dq, dk, dv); d_lse is the gradient of the returned lse when it was used."""
-    return attention_backward(plan_by_key(plan), d_out, q, k, v, out, lse, d_lse, scale)
-
-
-@triton_attention_backward.register_fake
-def _(
-    d_out: torch.Tensor,
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    out: torch.Tensor,
-    lse: torch.Tensor,
-    d_lse: torch.Tensor | None,
-    plan: str,
-    scale: float,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    return q.new_empty(q.shape), k.new_empty(k.shape), v.new_empty(v.shape)
-
-
-def _setup_context(ctx: Any, inputs: tuple[Any, ...], output: tuple[torch.Tensor, torch.Tensor]) -> None:
-    q, k, v, plan, scale = inputs
-    ctx.save_for_backward(q, k, v, *output)
-    ctx.plan, ctx.scale = plan, scale
-    # The backward pass finds the plan by its key: hold it, since a pattern resolved from q and k
-    # for this call alone (a dynamic one) is gone by then.
-    ctx.plan_object = plan_by_key(plan)
-
-
-def _backward(ctx: Any, d_out: torch.Tensor | None, d_lse: torch.Tensor | None) -> tuple[Any, ...]:
-    q, k, v, out, lse = ctx.saved_tensors
-    d_out = torch.zeros_like(out) if d_out is None else _last_dim_contiguous(d_out)
-    d_lse = None if d_lse is None else d_lse.contiguous()
-    if ctx.eager and not torch.compiler.is_compiling():
-        dq, dk, dv = attention_backward(ctx.plan_object, d_out, q, k, v, out, lse, d_lse, ctx.scale)
-    else:
-        dq, dk, dv = triton_attention_backward(d_out, q, k, v, out, lse, d_lse, ctx.plan, ctx.scale)
-    return dq, dk, dv, None, None
-
-
-def _setup_op_context(ctx: Any, inputs: tuple[Any, ...], output: tuple[torch.Tensor, torch.Tensor]) -> None:
-    _setup_context(ctx, inputs, output)
-    ctx.eager = False
-
-
-triton_attention.register_autograd(_backward, setup_context=_setup_op_context)
-
-
-class EagerAttention(torch.autograd.Function):
-    """The operators' forward and backward, called directly when nothing traces the call.
-
-    Outside torch.compile the custom-op machinery (dispatch, its autograd wrapper, output checks)
-    costs more host time per call than a small problem's kernels run; this path skips it. An
-    unused lse gradient stays None instead of a tensor of zeros. Differentiable once, like the
-    ops: a second derivative raises instead of silently missing terms.
-    """
-
-    @staticmethod
-    def forward(ctx: Any, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, plan: str, scale: float) -> Any:
-        ctx.set_materialize_grads(False)
-        output = attention_forward(plan_by_key(plan), q, k, v, scale)
-        _setup_context(ctx, (q, k, v, plan, scale), output)
-        ctx.eager = True
-        return output
-
-    backward = staticmethod(once_differentiable(_backward))
-
-
-def _last_dim_contiguous(x: torch.Tensor) -> torch.Tensor:
-    return x if x.stride(-1) == 1 else x.contiguous()
 
 
 def _padded(x: torch.Tensor) -> torch.Tensor:
     """x with its last dim zero-padded to a power of two (at least MIN_HEAD_DIM): scores and values keep."""
     size = x.shape[-1]
     target = max(MIN_HEAD_DIM, 1 << (size - 1).bit_length())
-    return _last_dim_contiguous(x) if target == size else F.pad(x, (0, target - size))
+    return last_dim_contiguous(x) if target == size else F.pad(x, (0, target - size))
 
 
 def _traced(*tensors: torch.Tensor) -> bool:

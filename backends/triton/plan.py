@@ -1,39 +1,33 @@
 """What one compiled pattern needs on the GPU: its kernel module, mask arguments and tables.
 
-A plan is built once per `CompiledPattern` object and found again by a string key, which is
-what the torch.library operators carry (they take tensors, numbers and strings only). It keeps
-the rules, not the pattern, so the pattern can be collected; layouts at other tile shapes are
-laid out from the same rules, so every kernel tile shape is an exact IR tile shape.
+A plan keeps the rules, not the pattern, so the pattern can be collected; layouts at other tile
+shapes are laid out from the same rules, so every kernel tile shape is an exact IR tile shape.
+`plans.py` owns the plans and the keys they are found by.
 """
 
 from __future__ import annotations
 
-import itertools
-import weakref
 from types import ModuleType
 from typing import Any
 
 import numpy as np
 import torch
 
-from maskc.errors import BackendError
 from maskc.grid import TileGrid
 from maskc.ir import BlockLayout, CompiledPattern
+from maskc.ir.build import build_layout
 
 from .cache import load_module
 from .codegen import emit_masks, module_source
 from .tables import Walk, WalkTables, walk_tables
 
-_COUNTER = itertools.count()
-_BY_PATTERN: weakref.WeakKeyDictionary[CompiledPattern, Plan] = weakref.WeakKeyDictionary()
-_BY_KEY: weakref.WeakValueDictionary[str, Plan] = weakref.WeakValueDictionary()
-
 
 class Plan:
     """Module, predicate arguments, and tables per (walk, tile shape, device) of one pattern."""
 
-    def __init__(self, pattern: CompiledPattern) -> None:
-        self.key = f"maskc-plan-{next(_COUNTER)}"
+    def __init__(self, pattern: CompiledPattern, key: str) -> None:
+        #: What the operators carry to find this plan again (`plans.plan_by_key`).
+        self.key = key
         self.n = pattern.n
         self.rules = tuple(layout.rule for layout in pattern.layouts)
         self.native_tile = (pattern.block_m, pattern.block_n)
@@ -57,7 +51,7 @@ class Plan:
         shape = (block_m, block_n)
         if shape not in self._layouts:
             grid = TileGrid(self.n, block_m, block_n)
-            self._layouts[shape] = tuple(BlockLayout.build(rule, grid) for rule in self.rules)
+            self._layouts[shape] = tuple(build_layout(rule, grid) for rule in self.rules)
         return self._layouts[shape]
 
     def tables(self, walk: Walk, block_m: int, block_n: int, device: torch.device) -> WalkTables:
@@ -83,46 +77,3 @@ class Plan:
             values = self._head_layout if len(self._head_layout) == heads else np.zeros(heads, dtype=np.int32)
             self._head_tensors[key] = torch.as_tensor(values, device=device)
         return self._head_tensors[key]
-
-
-def plan_for(pattern: CompiledPattern) -> Plan:
-    """The plan of a pattern object, built on first use."""
-    plan = _BY_PATTERN.get(pattern)
-    if plan is None:
-        plan = Plan(pattern)
-        _BY_PATTERN[pattern] = plan
-        _BY_KEY[plan.key] = plan
-    return plan
-
-
-def traced_key(pattern: CompiledPattern) -> str:
-    """The key a torch.compile graph carries: what `maskc.compile` caches the pattern by.
-
-    It is read off the pattern's attributes only, which torch.compile traces without a break; the
-    plan is found from it when the graph runs (`plan_by_key`).
-    """
-    return f"compiled:{pattern.spec_hash}:{pattern.n}:{pattern.block_m}:{pattern.block_n}:{pattern.heads}"
-
-
-def plan_by_key(key: str) -> Plan:
-    plan = _BY_KEY.get(key)
-    if plan is None and key.startswith("compiled:"):
-        plan = _plan_of_cached_pattern(key)
-    if plan is None:
-        raise BackendError(
-            f"{key}: its compiled pattern no longer exists; keep the pattern alive while it runs "
-            "(torch.compile graphs find theirs in maskc.compile's cache)"
-        )
-    return plan
-
-
-def _plan_of_cached_pattern(key: str) -> Plan | None:
-    """The plan of the pattern `maskc.compile` holds for a traced key, if it still holds it."""
-    from maskc import compiler
-
-    for pattern in compiler.cached_patterns():
-        if traced_key(pattern) == key and not pattern.dynamic:
-            plan = plan_for(pattern)
-            _BY_KEY[key] = plan
-            return plan
-    return None

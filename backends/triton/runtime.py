@@ -24,12 +24,18 @@ import torch
 
 from maskc.clustering import cluster_labels
 from maskc.grid import TileGrid
-from maskc.primitives.cluster import ClusterRule
-from maskc.primitives.combinators import DifferenceRule, IntersectRule, UnionRule
-from maskc.primitives.document import DocumentRule, PerDocumentRule
-from maskc.primitives.global_ import TokenSet
-from maskc.primitives.topk import TopkRule
-from maskc.rule import Rule
+from maskc.origin import Origin
+from maskc.rules import (
+    ClusterRule,
+    DifferenceRule,
+    DocumentRule,
+    IntersectRule,
+    PerDocumentRule,
+    Rule,
+    TokenSet,
+    TopkRule,
+    UnionRule,
+)
 from maskc.selection import select_blocks
 
 from .tables import WalkTables
@@ -80,11 +86,11 @@ class CallInputs:
     n: int
     labels: torch.Tensor | None
     #: per top-k leaf (by origin): (B, H, blocks, blocks) selection
-    selected: dict[str, torch.Tensor] = field(default_factory=dict)
+    selected: dict[Origin, torch.Tensor] = field(default_factory=dict)
     #: per per-document leaf (by origin): (B, N) membership of each position
-    members: dict[str, torch.Tensor] = field(default_factory=dict)
+    members: dict[Origin, torch.Tensor] = field(default_factory=dict)
     #: per cluster leaf (by origin): (B, H, N) cluster labels of the queries and of the keys
-    labels_of: dict[str, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
+    labels_of: dict[Origin, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
 
     @classmethod
     def prepare(

@@ -13,14 +13,12 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 import torch
 
 from .cache import interpreting
-
-if TYPE_CHECKING:
-    from .plan import Plan
+from .plan import Plan
 
 Kernel = Literal["forward", "dkdv", "dq"]
 

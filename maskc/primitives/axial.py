@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from pydantic import PositiveInt
 
+from maskc.origin import Origin
 from maskc.primitives.base import LowerContext, Primitive, register
-from maskc.primitives.combinators import UnionRule
-from maskc.primitives.window import BandRule
-from maskc.rule import Rule
+from maskc.rules import BandRule, Rule, UnionRule
 
 
 @register
@@ -19,7 +18,7 @@ class Axial(Primitive):
 
     width: PositiveInt
 
-    def lower(self, ctx: LowerContext, path: str) -> Rule:
-        same_row = BandRule(unit=self.width, lo=0, hi=0, step=1, origin=f"{path}(row)")
-        same_column = BandRule(unit=1, lo=None, hi=None, step=self.width, origin=f"{path}(column)")
+    def lower(self, ctx: LowerContext, path: Origin) -> Rule:
+        same_row = BandRule(unit=self.width, lo=0, hi=0, step=1, origin=path.with_part("row"))
+        same_column = BandRule(unit=1, lo=None, hi=None, step=self.width, origin=path.with_part("column"))
         return UnionRule([same_row, same_column], origin=path)

@@ -17,7 +17,8 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from pydantic_core import PydanticCustomError
 
 from maskc.errors import SpecError
-from maskc.rule import Rule
+from maskc.origin import Origin
+from maskc.rules import Rule
 
 #: kind name → model class, for every registered pattern node.
 PATTERN_TYPES: dict[str, type[PatternNode]] = {}
@@ -33,7 +34,7 @@ class LowerContext:
     causal: bool = False
     documents: np.ndarray | None = None
 
-    def fail(self, path: str, message: str) -> SpecError:
+    def fail(self, path: Origin, message: str) -> SpecError:
         return SpecError(message, path=path)
 
 
@@ -45,13 +46,13 @@ class PatternNode(BaseModel):
     kind: ClassVar[str]
     summary: ClassVar[str]
 
-    def lower(self, ctx: LowerContext, path: str) -> Rule:
-        """The element rule of this node at sequence length ctx.n; `path` names it in errors."""
+    def lower(self, ctx: LowerContext, path: Origin) -> Rule:
+        """The element rule of this node at sequence length ctx.n; `path` names it in errors and origins."""
         raise NotImplementedError(f"{type(self).__name__} does not define lower()")
 
-    def node_path(self, where: str) -> str:
+    def node_path(self, where: Origin) -> Origin:
         """This node's path in error messages and origins, given where it stands: `pattern[1].global`."""
-        return f"{where}.{self.kind}"
+        return where.child(self.kind)
 
     def to_data(self) -> Any:
         """The spec-file form: {kind: parameters}, leaving out unset options."""

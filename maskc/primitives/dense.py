@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from maskc.origin import Origin
 from maskc.primitives.base import LowerContext, Primitive, register
-from maskc.primitives.window import BandRule
-from maskc.rule import Rule
+from maskc.rules import BandRule, Rule
 
 
 @register
@@ -14,5 +14,5 @@ class Dense(Primitive):
     kind = "dense"
     summary = "every query attends every key"
 
-    def lower(self, ctx: LowerContext, path: str) -> Rule:
+    def lower(self, ctx: LowerContext, path: Origin) -> Rule:
         return BandRule(unit=1, lo=None, hi=None, step=1, origin=path)

@@ -7,26 +7,14 @@ the table as a lookup, which is exact and needs no bitmask.
 
 from __future__ import annotations
 
-from functools import lru_cache
 from typing import Literal
 
 import numpy as np
 from pydantic import NonNegativeInt, PositiveInt
 
-from maskc.codegen import TritonEmitter
-from maskc.grid import TileGrid, group_ids, ragged_ranges
+from maskc.origin import Origin
 from maskc.primitives.base import LowerContext, Primitive, register
-from maskc.rule import Rule, TileClass, uniform_tiles_alike
-
-
-def draw_distinct(rows: int, population: int, per_row: int, rng: np.random.Generator) -> np.ndarray:
-    """`per_row` distinct values from range(population) for each row (Floyd's algorithm), sorted."""
-    out = np.empty((rows, per_row), dtype=np.int64)
-    for t, top in enumerate(range(population - per_row, population)):
-        pick = rng.integers(0, top + 1, size=rows)
-        taken = (out[:, :t] == pick[:, None]).any(axis=1)
-        out[:, t] = np.where(taken, top, pick)
-    return np.sort(out, axis=1)
+from maskc.rules import RandomRule, Rule, draw_distinct
 
 
 @register
@@ -40,80 +28,13 @@ class Random(Primitive):
     seed: NonNegativeInt = 0
     granularity: Literal["block", "token"] = "block"
 
-    def lower(self, ctx: LowerContext, path: str) -> Rule:
+    def lower(self, ctx: LowerContext, path: Origin) -> Rule:
         unit = ctx.block_size if self.granularity == "block" else 1
         units = -(-ctx.n // unit)
         if self.per_row > units:
             what = "key blocks" if unit > 1 else "keys"
-            raise ctx.fail(f"{path}.per_row", f"per_row {self.per_row} exceeds the {units} {what} at seq_len {ctx.n}")
+            raise ctx.fail(
+                path.child("per_row"), f"per_row {self.per_row} exceeds the {units} {what} at seq_len {ctx.n}"
+            )
         rng = np.random.default_rng([self.seed, ctx.n, ctx.block_size])
         return RandomRule(draw_distinct(units, units, self.per_row, rng), unit, ctx.n, path)
-
-
-class RandomRule(Rule):
-    """Holds when j // unit is one of table[i // unit]."""
-
-    def __init__(self, table: np.ndarray, unit: int, n: int, origin: str) -> None:
-        self.table, self.unit, self.n, self.origin = table, unit, n, origin
-        self._tiles = lru_cache(maxsize=4)(self._tile_counts)
-
-    def mask(self, i: np.ndarray, j: np.ndarray) -> np.ndarray:
-        i, j = np.broadcast_arrays(np.asarray(i), np.asarray(j))
-        return (self.table[i // self.unit] == (j // self.unit)[..., None]).any(axis=-1)
-
-    def _unit_tiles(self, units: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
-        first = units * self.unit
-        last = np.minimum(first + self.unit, self.n) - 1
-        return first // size, last // size
-
-    def _tile_counts(self, grid: TileGrid) -> tuple[np.ndarray, np.ndarray]:
-        """Sorted ids of the tiles the drawn pairs touch, and how many pairs touch each."""
-        per_row = self.table.shape[1]
-        u = np.repeat(np.arange(len(self.table)), per_row)
-        v = self.table.reshape(-1)
-        pair, row_tile = ragged_ranges(*self._unit_tiles(u, grid.block_m))
-        col_lo, col_hi = self._unit_tiles(v[pair], grid.block_n)
-        owner, col_tile = ragged_ranges(col_lo, col_hi)
-        ids = grid.join(row_tile[owner], col_tile)
-        first, _, sizes = group_ids(ids)
-        return ids[first], sizes
-
-    def _units_meeting(self, first: np.ndarray, last: np.ndarray) -> np.ndarray:
-        return last // self.unit - first // self.unit + 1
-
-    def classify(self, grid: TileGrid, r: np.ndarray, c: np.ndarray) -> TileClass:
-        ids, counts = self._tiles(grid)
-        want = grid.join(r, c)
-        pos = np.minimum(np.searchsorted(ids, want), max(len(ids) - 1, 0))
-        hit = ids[pos] == want if len(ids) else np.zeros(len(want), dtype=bool)
-        need = self._units_meeting(grid.row_first(r), grid.row_last(r)) * self._units_meeting(
-            grid.col_first(c), grid.col_last(c)
-        )
-        return TileClass(any=hit, full=hit & (counts[pos] == need) if len(ids) else hit)
-
-    def blocks(self, grid: TileGrid) -> np.ndarray:
-        return self._tiles(grid)[0]
-
-    def estimate(self, grid: TileGrid) -> int:
-        return len(self._tiles(grid)[0])
-
-    def signature(self, grid: TileGrid, r: np.ndarray, c: np.ndarray) -> list[np.ndarray]:
-        return uniform_tiles_alike(self.classify(grid, r, c), [grid.join(r, c)])
-
-    def emit_triton(self, em: TritonEmitter) -> str:
-        table = em.table(self.table, "random")
-        per_row = self.table.shape[1]
-        if self.unit == 1:
-            q, k = em.q, em.k
-        else:
-            unit = em.constant(self.unit, "unit")
-            q, k = f"({em.q} // {unit})", f"({em.k} // {unit})"
-        rows = em.runtime(len(self.table), "units")
-        hits = [
-            f"(tl.load({table} + {q} * {per_row} + {t}, mask={q} < {rows}, other=-1) == {k})" for t in range(per_row)
-        ]
-        return "(" + " | ".join(hits) + ")"
-
-    def describe(self) -> str:
-        what = "keys per query" if self.unit == 1 else f"key blocks per query block of {self.unit}"
-        return f"random {self.table.shape[1]} {what}"

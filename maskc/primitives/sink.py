@@ -7,10 +7,10 @@ from typing import Literal
 
 from pydantic import PositiveInt
 
+from maskc.origin import Origin
 from maskc.primitives.base import LowerContext, Primitive, register
 from maskc.primitives.document import per_document
-from maskc.primitives.global_ import TokenSet, TokenSetRule
-from maskc.rule import Rule
+from maskc.rules import Rule, TokenSet, TokenSetRule
 
 
 @register
@@ -27,9 +27,9 @@ class Sink(Primitive):
     def is_dynamic(self) -> bool:
         return self.per == "document"
 
-    def lower(self, ctx: LowerContext, path: str) -> Rule:
+    def lower(self, ctx: LowerContext, path: Origin) -> Rule:
         if self.count > ctx.n and self.per == "sequence":  # a document's first keys may be all of it
-            raise ctx.fail(f"{path}.count", f"count {self.count} exceeds seq_len {ctx.n}")
+            raise ctx.fail(path.child("count"), f"count {self.count} exceeds seq_len {ctx.n}")
         tokens = TokenSet(ctx.n, first=self.count)
         if self.per == "document":
             return per_document(ctx, tokens, "columns", path)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pydantic import PositiveInt
 
+from maskc.origin import Origin
 from maskc.primitives.base import LowerContext, Primitive, register
-from maskc.primitives.window import BandRule
-from maskc.rule import Rule
+from maskc.rules import BandRule, Rule
 
 
 @register
@@ -18,5 +18,5 @@ class Stride(Primitive):
 
     every: PositiveInt
 
-    def lower(self, ctx: LowerContext, path: str) -> Rule:
+    def lower(self, ctx: LowerContext, path: Origin) -> Rule:
         return BandRule(unit=1, lo=None, hi=None, step=self.every, origin=path)

@@ -29,7 +29,7 @@ from maskc.errors import TooLargeError
 from maskc.grid import TileGrid, ragged_ranges
 from maskc.ir import BlockLayout
 from maskc.reach.stack import LayerStack
-from maskc.rule import evaluate_tiles, tile_classes
+from maskc.rules import evaluate_tiles, tile_classes
 
 #: Bytes of working memory per chunk of sources: the state and the range-OR tables built from it.
 STATE_BYTES = 192 << 20

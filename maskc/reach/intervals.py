@@ -45,12 +45,20 @@ import numpy as np
 
 from maskc.grid import group_ids
 from maskc.ir import BlockLayout
-from maskc.primitives.combinators import CombinatorRule
-from maskc.primitives.global_ import TokenSet, TokenSetRule
-from maskc.primitives.window import BandRule
+from maskc.ir.build import build_layout
 from maskc.reach.sets import runs
 from maskc.reach.stack import LayerPattern, LayerStack
-from maskc.rule import EmptyRule, Rule, combine_keys, evaluate_tiles, tile_classes
+from maskc.rules import (
+    BandRule,
+    EmptyRule,
+    Rule,
+    TokenSet,
+    TokenSetRule,
+    combine_keys,
+    evaluate_tiles,
+    rewrite,
+    tile_classes,
+)
 
 #: Bound on hubs² · n: each layer touches every hub set once per hub.
 HUB_WORK_LIMIT = 1 << 28
@@ -119,14 +127,11 @@ def _members(tokens: TokenSet, n: int, limit: int) -> np.ndarray:
 
 def without_token_sets(rule: Rule) -> Rule:
     """The rule between non-members of its token sets: every token-set leaf replaced by "empty"."""
-    if isinstance(rule, TokenSetRule):
-        return EmptyRule(rule.origin)
-    if isinstance(rule, CombinatorRule):
-        kids = [without_token_sets(kid) for kid in rule.children()]
-        if all(new is old for new, old in zip(kids, rule.children())):
-            return rule
-        return type(rule)(kids, origin=rule.origin)
-    return rule
+    return rewrite(rule, leaf=_emptied_token_set)
+
+
+def _emptied_token_set(leaf: Rule) -> Rule | None:
+    return EmptyRule(leaf.origin) if isinstance(leaf, TokenSetRule) else None
 
 
 def _check_local(rule: Rule) -> None:
@@ -241,7 +246,7 @@ def build_interval_model(stack: LayerStack) -> IntervalModel:
                 tokens.append(_members(leaf.tokens, n, hub_limit))
         core_rule = without_token_sets(pattern.rule)
         _check_local(core_rule)
-        layout = pattern.layout if core_rule is pattern.rule else BlockLayout.build(core_rule, pattern.layout.grid)
+        layout = pattern.layout if core_rule is pattern.rule else build_layout(core_rule, pattern.layout.grid)
         count, first, last = row_extents(layout)
         tokens.append(np.flatnonzero((count > 0) & (count != last - first + 1)))
         extents.append((count, first, last))

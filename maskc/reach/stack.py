@@ -19,8 +19,9 @@ from maskc.documents import document_ids
 from maskc.errors import MaskcError
 from maskc.grid import ragged_ranges
 from maskc.ir import BlockLayout, CompiledPattern
-from maskc.primitives.combinators import UnionRule
-from maskc.rule import Rule
+from maskc.ir.build import build_layout
+from maskc.origin import named
+from maskc.rules import Rule, UnionRule
 from maskc.spec import Spec
 
 
@@ -97,7 +98,7 @@ class LayerStack:
 
 
 def _dynamic_origins(pattern: CompiledPattern) -> list[str]:
-    return [leaf.origin for layout in pattern.layouts for leaf in layout.rule.leaves() if leaf.dynamic]
+    return [str(leaf.origin) for layout in pattern.layouts for leaf in layout.rule.leaves() if leaf.dynamic]
 
 
 def _layer_pattern(pattern: CompiledPattern) -> LayerPattern:
@@ -105,8 +106,8 @@ def _layer_pattern(pattern: CompiledPattern) -> LayerPattern:
     rules = [layout.rule.static_bound(lower=True) for layout in pattern.layouts]
     if len(rules) == 1 and not pattern.dynamic:
         return LayerPattern(rules[0], pattern.layouts[0])
-    rule = rules[0] if len(rules) == 1 else UnionRule(rules, origin="heads")
-    return LayerPattern(rule, BlockLayout.build(rule, pattern.grid))
+    rule = rules[0] if len(rules) == 1 else UnionRule(rules, origin=named("heads"))
+    return LayerPattern(rule, build_layout(rule, pattern.grid))
 
 
 def build_stack(

@@ -21,7 +21,7 @@ import maskc
 from maskc.backends.triton import tuning
 from maskc.clustering import resolve_dynamic
 from maskc.errors import MaskcWarning
-from maskc.rule import evaluate_tiles
+from maskc.rules import evaluate_tiles
 
 pytestmark = [
     pytest.mark.gpu,

@@ -1,6 +1,7 @@
 """The element rule: a predicate tree over (query i, key j) with exact block-level reasoning.
 
-Every primitive lowers to a `Rule`. A rule answers, for tiles of the attention matrix,
+Every primitive lowers to a `Rule`; the rule layer knows nothing of specs or backends.
+A rule answers, for tiles of the attention matrix,
 whether the tile is empty, partial or full, without evaluating its elements wherever a
 closed form exists. Where children disagree in a way that no closed form settles (two
 partial children of a union, say), `resolve_tiles` evaluates the elements, once per class
@@ -15,8 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from maskc.codegen import TritonEmitter
 from maskc.grid import TileGrid, group_ids
+from maskc.origin import NOWHERE, Origin
 
 #: Largest number of tile elements evaluated in one batch by `evaluate_tiles`.
 _BATCH_ELEMENTS = 1 << 24
@@ -31,10 +32,10 @@ class TileClass:
 
 
 class Rule(ABC):
-    """A node of the element rule. Subclasses live beside the primitive they implement."""
+    """A node of the element rule. Primitives lower to these; backends emit kernels from them by type."""
 
-    #: The spec path of the primitive that produced this rule, e.g. "pattern[0].window".
-    origin: str = ""
+    #: The spec path of the primitive that produced this rule; prints as e.g. "pattern[0].window".
+    origin: Origin = NOWHERE
     #: True when the rule is decided only at run time (cluster).
     dynamic: bool = False
 
@@ -57,10 +58,6 @@ class Rule(ABC):
     @abstractmethod
     def signature(self, grid: TileGrid, r: np.ndarray, c: np.ndarray) -> list[np.ndarray]:
         """Integer columns such that tiles with equal rows (and equal clipping) have equal masks."""
-
-    @abstractmethod
-    def emit_triton(self, em: TritonEmitter) -> str:
-        """A Triton expression over `em.q` ([BM, 1]) and `em.k` ([1, BN]) that is this rule."""
 
     @abstractmethod
     def describe(self) -> str:
@@ -170,7 +167,7 @@ def resolve_tiles(rule: Rule, grid: TileGrid, r: np.ndarray, c: np.ndarray) -> T
 class EmptyRule(Rule):
     """Holds nowhere: the lower bound of a dynamic leaf."""
 
-    def __init__(self, origin: str = "") -> None:
+    def __init__(self, origin: Origin = NOWHERE) -> None:
         self.origin = origin
 
     def mask(self, i: np.ndarray, j: np.ndarray) -> np.ndarray:
@@ -188,9 +185,6 @@ class EmptyRule(Rule):
 
     def signature(self, grid: TileGrid, r: np.ndarray, c: np.ndarray) -> list[np.ndarray]:
         return []
-
-    def emit_triton(self, em: TritonEmitter) -> str:
-        return f"(({em.q} < 0) & ({em.k} < 0))"
 
     def describe(self) -> str:
         return "empty"

@@ -10,21 +10,23 @@ from __future__ import annotations
 
 import numpy as np
 
-from maskc.primitives.combinators import CombinatorRule, DifferenceRule, UnionRule
-from maskc.primitives.global_ import TokenSet, TokenSetRule
-from maskc.rule import Rule
+from maskc.rules.base import Rule
+from maskc.rules.combinators import CombinatorRule, DifferenceRule, UnionRule
+from maskc.rules.rewrite import rewrite
+from maskc.rules.tokens import TokenSet, TokenSetRule
 
 
 def layout_rule(rule: Rule) -> Rule:
     """`rule` with token sets on the same axis under a union merged into one."""
-    if not isinstance(rule, CombinatorRule):
-        return rule
-    kids = [layout_rule(kid) for kid in rule.kids]
+    return rewrite(rule, node=_merged_node)
+
+
+def _merged_node(rule: CombinatorRule, kids: list[Rule]) -> Rule:
     if isinstance(rule, UnionRule):
         kids = _merge_token_sets(kids)
     if len(kids) == 1 and not isinstance(rule, DifferenceRule):
         return kids[0]
-    return type(rule)(kids, origin=rule.origin)
+    return rule.with_kids(kids)
 
 
 def _merge_token_sets(kids: list[Rule]) -> list[Rule]:

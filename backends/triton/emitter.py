@@ -1,7 +1,7 @@
-"""Naming for generated kernel code: rules emit expressions, this collects their arguments.
+"""Naming for generated kernel code: `emit.emit_rule` writes expressions, this collects their arguments.
 
-The compiler emits Triton source text only; it never imports Triton. A backend turns the
-expression and the argument list into a kernel. Argument values are passed at launch, so
+Emission writes Triton source text only; `codegen` turns the expressions and the argument
+list into a kernel module. Argument values are passed at launch, so
 the source depends on the rule's structure and not on n or on parameter values.
 """
 

@@ -1,0 +1,253 @@
+"""Backward pass: dK/dV walking the IR's block-CSC, dQ walking its block-CSR, full tiles first.
+
+A preparation kernel computes, per query row, delta = rowsum(dO ∘ O) − dlse and the lse in base 2
+(−inf, a row with no key, becomes +inf so that its probabilities are exactly zero everywhere).
+The dK/dV kernel gives one program a key tile of one (batch, key/value head); it loops over the
+query heads of its group (grouped-query attention: each may have its own layout) and, for each,
+over the query tiles of the key tile's column, full ones unmasked, then partial ones through the
+generated predicate, called on transposed [BLOCK_N, BLOCK_M] tiles. dK and dV stay in registers
+and are written once: no atomics. The dQ kernel mirrors the forward pass over rows. Two kernels
+rather than one launch of both kinds of program: each then has its own tile shape and warps
+(bench/NOTES.md has the measurements). Long columns and rows run first, as in the forward pass.
+
+`BACKWARD_KERNELS` is a template: codegen splices the predicate's parameters into it; `backward.py`
+launches it.
+"""
+
+from __future__ import annotations
+
+BACKWARD_KERNELS = """
+@triton.jit
+def maskc_backward_prepare(
+    Out, DOut, DLse, Lse, Delta, Lse2,
+    stride_ob, stride_oh, stride_om, stride_db, stride_dh, stride_dm,
+    n_ctx, heads,
+    BLOCK_M: tl.constexpr, VALUE_DIM: tl.constexpr, HAS_DLSE: tl.constexpr,
+):
+    bh = tl.program_id(1)
+    b = bh // heads
+    h = bh % heads
+    offs_q = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_v = tl.arange(0, VALUE_DIM)
+    row_in = offs_q < n_ctx
+    rows = offs_q.to(tl.int64)[:, None]
+    o = tl.load(Out + b.to(tl.int64) * stride_ob + h.to(tl.int64) * stride_oh + rows * stride_om + offs_v[None, :],
+                mask=row_in[:, None], other=0.0)
+    do = tl.load(DOut + b.to(tl.int64) * stride_db + h.to(tl.int64) * stride_dh + rows * stride_dm
+                 + offs_v[None, :], mask=row_in[:, None], other=0.0)
+    delta = tl.sum(o.to(tl.float32) * do.to(tl.float32), 1)
+    row_at = bh.to(tl.int64) * n_ctx + offs_q
+    if HAS_DLSE:
+        delta -= tl.load(DLse + row_at, mask=row_in, other=0.0)
+    lse = tl.load(Lse + row_at, mask=row_in, other=0.0)
+    lse2 = tl.where(lse == float("-inf"), float("inf"), lse * LOG2E)
+    tl.store(Delta + row_at, delta, mask=row_in)
+    tl.store(Lse2 + row_at, lse2, mask=row_in)
+
+
+@triton.jit
+def dkdv_tile(dk, dv, k, v, q_tile, do_tile, Lse2, Delta, offs_q, offs_k, layout, n_ctx, qk_scale, ${mask_params}
+              MASKED: tl.constexpr, EVEN_N: tl.constexpr, PRECISION: tl.constexpr):
+    if EVEN_N:
+        q = tl.load(q_tile)
+        do = tl.load(do_tile)
+        lse2 = tl.load(Lse2 + offs_q)
+        delta = tl.load(Delta + offs_q)
+    else:
+        q_in = offs_q < n_ctx
+        q = tl.load(q_tile, mask=q_in[:, None], other=0.0)
+        do = tl.load(do_tile, mask=q_in[:, None], other=0.0)
+        lse2 = tl.load(Lse2 + offs_q, mask=q_in, other=float("inf"))
+        delta = tl.load(Delta + offs_q, mask=q_in, other=0.0)
+    qk_t = mma(k, tl.trans(q), None, PRECISION)
+    p_t = tl.math.exp2(qk_t * qk_scale - lse2[None, :])
+    if MASKED:
+        keep = tile_mask(offs_q[None, :], offs_k[:, None], layout, n_ctx, ${mask_args})
+        p_t = tl.where(keep, p_t, 0.0)
+    dv = mma(p_t.to(do.dtype), do, dv, PRECISION)
+    dp_t = mma(v, tl.trans(do), None, PRECISION)
+    ds_t = p_t * (dp_t - delta[None, :])
+    dk = mma(ds_t.to(q.dtype), q, dk, PRECISION)
+    return dk, dv
+
+
+@triton.jit
+def dkdv_tiles(dk, dv, k, v, q_head, do_head, q_local, do_local, stride_qm, stride_dm, lse2_head, delta_head,
+               tile_idx, lo, hi, offs_m, offs_k, layout, n_ctx, qk_scale, ${mask_params}
+               BLOCK_M: tl.constexpr, MASKED: tl.constexpr, EVEN_N: tl.constexpr, PRECISION: tl.constexpr):
+    # Add the dK and dV contributions of the query tiles tile_idx[lo:hi] of one key column.
+    start_m = tile_start(tile_idx, lo, hi, BLOCK_M)
+    for t in range(lo, hi):
+        next_m = tile_start(tile_idx, t + 1, hi, BLOCK_M)
+        dk, dv = dkdv_tile(
+            dk, dv, k, v,
+            q_head + start_m.to(tl.int64) * stride_qm + q_local,
+            do_head + start_m.to(tl.int64) * stride_dm + do_local,
+            lse2_head, delta_head, start_m + offs_m, offs_k, layout, n_ctx, qk_scale, ${mask_args}
+            MASKED, EVEN_N, PRECISION,
+        )
+        start_m = next_m
+    return dk, dv
+
+
+@triton.jit
+def maskc_backward_dkdv(
+    Q, K, V, DOut, DK, DV, Lse2, Delta,
+    stride_qb, stride_qh, stride_qm,
+    stride_kb, stride_kh, stride_kn,
+    stride_vb, stride_vh, stride_vn,
+    stride_db, stride_dh, stride_dm,
+    stride_dkb, stride_dkh, stride_dkn,
+    stride_dvb, stride_dvh, stride_dvn,
+    head_layout, col_order, full_ptr, full_idx, partial_ptr, partial_idx,
+    qk_scale, sm_scale, n_ctx, heads, batch_kv_heads, kv_heads, col_tiles, long_cols, ${mask_params}
+    GROUP: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr, VALUE_DIM: tl.constexpr,
+    EVEN_N: tl.constexpr, PRECISION: tl.constexpr,
+):
+    slot, bkv = program_slot(tl.program_id(0), long_cols, col_tiles, batch_kv_heads)
+    b = bkv // kv_heads
+    kvh = bkv % kv_heads
+    col = tl.load(col_order + slot)
+    start_n = col * BLOCK_N
+    offs_m = tl.arange(0, BLOCK_M)
+    offs_n = tl.arange(0, BLOCK_N)
+    offs_d = tl.arange(0, HEAD_DIM)
+    offs_v = tl.arange(0, VALUE_DIM)
+    offs_k = start_n + offs_n
+    k_rows = K + b.to(tl.int64) * stride_kb + kvh.to(tl.int64) * stride_kh + start_n.to(tl.int64) * stride_kn
+    v_rows = V + b.to(tl.int64) * stride_vb + kvh.to(tl.int64) * stride_vh + start_n.to(tl.int64) * stride_vn
+    if EVEN_N:
+        k = tl.load(k_rows + offs_n[:, None] * stride_kn + offs_d[None, :])
+        v = tl.load(v_rows + offs_n[:, None] * stride_vn + offs_v[None, :])
+    else:
+        k_in = (offs_k < n_ctx)[:, None]
+        k = tl.load(k_rows + offs_n[:, None] * stride_kn + offs_d[None, :], mask=k_in, other=0.0)
+        v = tl.load(v_rows + offs_n[:, None] * stride_vn + offs_v[None, :], mask=k_in, other=0.0)
+    dk = tl.zeros([BLOCK_N, HEAD_DIM], tl.float32)
+    dv = tl.zeros([BLOCK_N, VALUE_DIM], tl.float32)
+    q_local = offs_m[:, None] * stride_qm + offs_d[None, :]
+    do_local = offs_m[:, None] * stride_dm + offs_v[None, :]
+    for g in range(0, GROUP):
+        h = kvh * GROUP + g
+        layout = tl.load(head_layout + h)
+        q_head = Q + b.to(tl.int64) * stride_qb + h.to(tl.int64) * stride_qh
+        do_head = DOut + b.to(tl.int64) * stride_db + h.to(tl.int64) * stride_dh
+        rows_at = (b * heads + h).to(tl.int64) * n_ctx
+        at = layout * (col_tiles + 1) + col
+        dk, dv = dkdv_tiles(
+            dk, dv, k, v, q_head, do_head, q_local, do_local, stride_qm, stride_dm, Lse2 + rows_at, Delta + rows_at,
+            full_idx, tl.load(full_ptr + at), tl.load(full_ptr + at + 1),
+            offs_m, offs_k, layout, n_ctx, qk_scale, ${mask_args}
+            BLOCK_M, False, EVEN_N, PRECISION,
+        )
+        dk, dv = dkdv_tiles(
+            dk, dv, k, v, q_head, do_head, q_local, do_local, stride_qm, stride_dm, Lse2 + rows_at, Delta + rows_at,
+            partial_idx, tl.load(partial_ptr + at), tl.load(partial_ptr + at + 1),
+            offs_m, offs_k, layout, n_ctx, qk_scale, ${mask_args}
+            BLOCK_M, True, EVEN_N, PRECISION,
+        )
+    k_in = (offs_k < n_ctx)[:, None]
+    dk_rows = DK + b.to(tl.int64) * stride_dkb + kvh.to(tl.int64) * stride_dkh + start_n.to(tl.int64) * stride_dkn
+    dv_rows = DV + b.to(tl.int64) * stride_dvb + kvh.to(tl.int64) * stride_dvh + start_n.to(tl.int64) * stride_dvn
+    tl.store(dk_rows + offs_n[:, None] * stride_dkn + offs_d[None, :], (dk * sm_scale).to(DK.dtype.element_ty),
+             mask=k_in)
+    tl.store(dv_rows + offs_n[:, None] * stride_dvn + offs_v[None, :], dv.to(DV.dtype.element_ty), mask=k_in)
+
+
+@triton.jit
+def dq_tile(dq, q, do, lse2, delta, k_tile, v_tile, offs_q, offs_k, layout, n_ctx, qk_scale, ${mask_params}
+            MASKED: tl.constexpr, EVEN_N: tl.constexpr, PRECISION: tl.constexpr):
+    if EVEN_N:
+        k = tl.load(k_tile)
+        v = tl.load(v_tile)
+    else:
+        k_in = (offs_k < n_ctx)[:, None]
+        k = tl.load(k_tile, mask=k_in, other=0.0)
+        v = tl.load(v_tile, mask=k_in, other=0.0)
+    qk = mma(q, tl.trans(k), None, PRECISION)
+    p = tl.math.exp2(qk * qk_scale - lse2[:, None])
+    if MASKED:
+        keep = tile_mask(offs_q[:, None], offs_k[None, :], layout, n_ctx, ${mask_args})
+        p = tl.where(keep, p, 0.0)
+    dp = mma(do, tl.trans(v), None, PRECISION)
+    ds = p * (dp - delta[:, None])
+    dq = mma(ds.to(k.dtype), k, dq, PRECISION)
+    return dq
+
+
+@triton.jit
+def dq_tiles(dq, q, do, lse2, delta, k_head, v_head, k_local, v_local, stride_kn, stride_vn,
+             tile_idx, lo, hi, offs_q, offs_n, layout, n_ctx, qk_scale, ${mask_params}
+             BLOCK_N: tl.constexpr, MASKED: tl.constexpr, EVEN_N: tl.constexpr, PRECISION: tl.constexpr):
+    # Add the dQ contributions of the key tiles tile_idx[lo:hi] of one query row.
+    start_n = tile_start(tile_idx, lo, hi, BLOCK_N)
+    for t in range(lo, hi):
+        next_n = tile_start(tile_idx, t + 1, hi, BLOCK_N)
+        dq = dq_tile(
+            dq, q, do, lse2, delta,
+            k_head + start_n.to(tl.int64) * stride_kn + k_local,
+            v_head + start_n.to(tl.int64) * stride_vn + v_local,
+            offs_q, start_n + offs_n, layout, n_ctx, qk_scale, ${mask_args}
+            MASKED, EVEN_N, PRECISION,
+        )
+        start_n = next_n
+    return dq
+
+
+@triton.jit
+def maskc_backward_dq(
+    Q, K, V, DOut, DQ, Lse2, Delta,
+    stride_qb, stride_qh, stride_qm,
+    stride_kb, stride_kh, stride_kn,
+    stride_vb, stride_vh, stride_vn,
+    stride_db, stride_dh, stride_dm,
+    stride_dqb, stride_dqh, stride_dqm,
+    head_layout, row_order, full_ptr, full_idx, partial_ptr, partial_idx,
+    qk_scale, sm_scale, n_ctx, heads, group, batch_heads, row_tiles, long_rows, ${mask_params}
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr, VALUE_DIM: tl.constexpr,
+    EVEN_N: tl.constexpr, PRECISION: tl.constexpr,
+):
+    b, h, kvh, bh, layout, row = row_program(row_order, head_layout, long_rows, row_tiles, batch_heads, heads, group)
+    start_m = row * BLOCK_M
+    offs_m = tl.arange(0, BLOCK_M)
+    offs_n = tl.arange(0, BLOCK_N)
+    offs_d = tl.arange(0, HEAD_DIM)
+    offs_v = tl.arange(0, VALUE_DIM)
+    offs_q = start_m + offs_m
+    q_rows = Q + b.to(tl.int64) * stride_qb + h.to(tl.int64) * stride_qh + start_m.to(tl.int64) * stride_qm
+    do_rows = DOut + b.to(tl.int64) * stride_db + h.to(tl.int64) * stride_dh + start_m.to(tl.int64) * stride_dm
+    row_at = bh.to(tl.int64) * n_ctx + offs_q
+    if EVEN_N:
+        q = tl.load(q_rows + offs_m[:, None] * stride_qm + offs_d[None, :])
+        do = tl.load(do_rows + offs_m[:, None] * stride_dm + offs_v[None, :])
+        lse2 = tl.load(Lse2 + row_at)
+        delta = tl.load(Delta + row_at)
+    else:
+        q_in = offs_q < n_ctx
+        q = tl.load(q_rows + offs_m[:, None] * stride_qm + offs_d[None, :], mask=q_in[:, None], other=0.0)
+        do = tl.load(do_rows + offs_m[:, None] * stride_dm + offs_v[None, :], mask=q_in[:, None], other=0.0)
+        lse2 = tl.load(Lse2 + row_at, mask=q_in, other=float("inf"))
+        delta = tl.load(Delta + row_at, mask=q_in, other=0.0)
+    k_head = K + b.to(tl.int64) * stride_kb + kvh.to(tl.int64) * stride_kh
+    v_head = V + b.to(tl.int64) * stride_vb + kvh.to(tl.int64) * stride_vh
+    k_local = offs_n[:, None] * stride_kn + offs_d[None, :]
+    v_local = offs_n[:, None] * stride_vn + offs_v[None, :]
+    dq = tl.zeros([BLOCK_M, HEAD_DIM], tl.float32)
+    at = layout * (row_tiles + 1) + row
+    dq = dq_tiles(
+        dq, q, do, lse2, delta, k_head, v_head, k_local, v_local, stride_kn, stride_vn,
+        full_idx, tl.load(full_ptr + at), tl.load(full_ptr + at + 1),
+        offs_q, offs_n, layout, n_ctx, qk_scale, ${mask_args}
+        BLOCK_N, False, EVEN_N, PRECISION,
+    )
+    dq = dq_tiles(
+        dq, q, do, lse2, delta, k_head, v_head, k_local, v_local, stride_kn, stride_vn,
+        partial_idx, tl.load(partial_ptr + at), tl.load(partial_ptr + at + 1),
+        offs_q, offs_n, layout, n_ctx, qk_scale, ${mask_args}
+        BLOCK_N, True, EVEN_N, PRECISION,
+    )
+    dq_rows = DQ + b.to(tl.int64) * stride_dqb + h.to(tl.int64) * stride_dqh + start_m.to(tl.int64) * stride_dqm
+    tl.store(dq_rows + offs_m[:, None] * stride_dqm + offs_d[None, :], (dq * sm_scale).to(DQ.dtype.element_ty),
+             mask=(offs_q < n_ctx)[:, None])
+
+"""

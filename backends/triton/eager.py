@@ -1,0 +1,32 @@
+"""The eager path: an autograd function that runs the kernels without the custom-op machinery."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch.autograd.function import once_differentiable
+
+from .autograd import backward, setup_context
+from .forward import attention_forward
+from .plans import plan_by_key
+
+
+class EagerAttention(torch.autograd.Function):
+    """The operators' forward and backward, called directly when nothing traces the call.
+
+    Outside torch.compile the custom-op machinery (dispatch, its autograd wrapper, output checks)
+    costs more host time per call than a small problem's kernels run; this path skips it. An
+    unused lse gradient stays None instead of a tensor of zeros. Differentiable once, like the
+    ops: a second derivative raises instead of silently missing terms.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, plan: str, scale: float) -> Any:
+        ctx.set_materialize_grads(False)
+        output = attention_forward(plan_by_key(plan), q, k, v, scale)
+        setup_context(ctx, (q, k, v, plan, scale), output)
+        ctx.eager = True
+        return output
+
+    backward = staticmethod(once_differentiable(backward))

@@ -1,0 +1,60 @@
+"""The torch.library custom ops, with fake implementations for tracing.
+
+`maskc::triton_attention` returns (out, lse); its backward is the op `maskc::triton_attention_backward`.
+Both are opaque to torch.compile, which traces them through their fake implementations, so a
+compiled model keeps one graph. The pattern travels as its plan's key (operators take tensors,
+numbers and strings only; `plans.py`). Their autograd rule is registered in `autograd.py`.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .backward import attention_backward
+from .forward import attention_forward
+from .plans import plan_by_key
+
+
+@torch.library.custom_op("maskc::triton_attention", mutates_args=())
+def triton_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, plan: str, scale: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(out, lse) of block-sparse attention; scale > 0, head dims powers of two."""
+    return attention_forward(plan_by_key(plan), q, k, v, scale)
+
+
+@triton_attention.register_fake
+def _(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, plan: str, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+    batch, heads, n, _ = q.shape
+    return q.new_empty((batch, heads, n, v.shape[-1])), q.new_empty((batch, heads, n), dtype=torch.float32)
+
+
+@torch.library.custom_op("maskc::triton_attention_backward", mutates_args=())
+def triton_attention_backward(
+    d_out: torch.Tensor,
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    out: torch.Tensor,
+    lse: torch.Tensor,
+    d_lse: torch.Tensor | None,
+    plan: str,
+    scale: float,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(dq, dk, dv); d_lse is the gradient of the returned lse when it was used."""
+    return attention_backward(plan_by_key(plan), d_out, q, k, v, out, lse, d_lse, scale)
+
+
+@triton_attention_backward.register_fake
+def _(
+    d_out: torch.Tensor,
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    out: torch.Tensor,
+    lse: torch.Tensor,
+    d_lse: torch.Tensor | None,
+    plan: str,
+    scale: float,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    return q.new_empty(q.shape), k.new_empty(k.shape), v.new_empty(v.shape)

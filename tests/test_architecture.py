@@ -1,0 +1,50 @@
+"""The architecture as a test: imports point down the layers and no package has an import cycle.
+
+The contracts live in pyproject.toml ([tool.importlinter]); import-linter checks them on the
+source files without importing maskc. `backends/` is installed as `maskc.backends` but analysed
+as the top-level package `backends`, so its absolute imports must not spell `maskc.backends`
+(they would escape the analysis); the last test keeps that true.
+"""
+
+from __future__ import annotations
+
+import ast
+import sys
+from pathlib import Path
+
+import pytest
+from importlinter.cli import lint_imports
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_import_contracts_hold(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.chdir(ROOT)
+    monkeypatch.setattr(sys, "path", [str(ROOT), *sys.path])
+    exit_code = lint_imports(config_filename=str(ROOT / "pyproject.toml"), no_cache=True, no_logo=True)
+    report = capsys.readouterr().out
+    assert exit_code == 0, report
+    assert "0 broken" in report
+
+
+def _absolute_imports(path: Path) -> list[tuple[int, str]]:
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found += [(node.lineno, alias.name) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            found.append((node.lineno, node.module))
+    return found
+
+
+@pytest.mark.parametrize("folder", ["maskc", "backends"])
+def test_no_static_import_of_maskc_backends(folder: str) -> None:
+    """maskc imports backends only through the registry (by name); backends import each other relatively."""
+    offenders = [
+        f"{path.relative_to(ROOT)}:{line} imports {name}"
+        for path in sorted((ROOT / folder).rglob("*.py"))
+        for line, name in _absolute_imports(path)
+        if name == "maskc.backends" or name.startswith("maskc.backends.")
+    ]
+    assert not offenders, "\n".join(offenders)
