@@ -96,6 +96,23 @@ def resolve_scale(scale: Any, head_dim: int) -> float:
     return float(scale)
 
 
+def call_documents(pattern: CompiledPattern, documents: Any, shape: CallShape, device: torch.device) -> Any:
+    """The call's documents, checked: required by a pattern with document parts, refused by any other."""
+    if not uses_documents(pattern):
+        if documents is not None:
+            raise DocumentsError(
+                f"documents were given, but pattern {pattern.spec.name!r} has no document-dependent part "
+                "(document, or sink/global with per: document)"
+            )
+        return None
+    if documents is None:
+        raise DocumentsError(
+            f"pattern {pattern.spec.name!r} depends on documents (document, or sink/global per document); "
+            "pass documents= (batch, seq_len) document ids to the call"
+        )
+    return check_documents(documents, shape.batch, shape.n, device)
+
+
 def static_patterns(
     pattern: CompiledPattern, q: torch.Tensor, k: torch.Tensor, shape: CallShape, documents: Any = None
 ) -> list[CompiledPattern]:
@@ -108,23 +125,13 @@ def static_patterns(
     from maskc.clustering import resolve_dynamic
 
     per_batch = [pattern] * shape.batch
-    if uses_documents(pattern):
-        if documents is None:
-            raise DocumentsError(
-                f"pattern {pattern.spec.name!r} depends on documents (document, or sink/global per document); "
-                "pass documents= (batch, seq_len) document ids to the call"
-            )
-        ids = check_documents(documents, shape.batch, shape.n, q.device).detach().cpu().numpy()
+    documents = call_documents(pattern, documents, shape, q.device)
+    if documents is not None:
         tile = (pattern.block_m, pattern.block_n)
         per_batch = [
             compile(pattern.spec, seq_len=pattern.n, block_size=tile, heads=pattern.heads, documents=each)
-            for each in ids
+            for each in documents.detach().cpu().numpy()
         ]
-    elif documents is not None:
-        raise DocumentsError(
-            f"documents were given, but pattern {pattern.spec.name!r} has no document-dependent part "
-            "(document, or sink/global with per: document)"
-        )
     if not any(each.dynamic for each in per_batch):
         return per_batch if uses_documents(pattern) else [pattern]
     with torch.no_grad():

@@ -6,7 +6,7 @@ from typing import Any
 
 import torch
 
-from maskc.calls import check_shapes, resolve_scale, static_patterns
+from maskc.calls import call_documents, check_shapes, resolve_scale, static_patterns
 from maskc.errors import BackendError
 from maskc.ir import CompiledPattern
 
@@ -44,6 +44,10 @@ class TritonBackend:
             raise BackendError(reason)
         shape = check_shapes(q, k, v, pattern)
         scale = resolve_scale(scale, shape.head_dim)
+        if pattern.dynamic:
+            documents = call_documents(pattern, documents, shape, q.device)
+            out, lse = sparse_attention(q, k, v, pattern, scale, documents)
+            return (out, lse) if return_lse else out
         patterns = static_patterns(pattern, q, k, shape, documents)
         if len(patterns) == 1:
             out, lse = sparse_attention(q, k, v, patterns[0], scale)
@@ -57,9 +61,4 @@ class TritonBackend:
 
     def source(self, pattern: CompiledPattern) -> str:
         """The generated Triton module (predicate and kernels) for this pattern's rules."""
-        if pattern.dynamic:
-            raise BackendError(
-                f"pattern {pattern.spec.name!r} has a part decided at run time (cluster); its kernel source "
-                "exists only once q and k resolve it"
-            )
         return plan_for(pattern).source()

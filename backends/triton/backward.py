@@ -6,6 +6,7 @@ import torch
 
 from .forward_kernel import LOG2E
 from .plan import Plan
+from .runtime import CallInputs
 from .tuning import KernelConfig, choose_config, dot_precision
 
 #: Rows per program of the preparation kernel.
@@ -39,8 +40,10 @@ def attention_backward(
     lse: torch.Tensor,
     d_lse: torch.Tensor | None,
     scale: float,
+    inputs: CallInputs | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(dq, dk, dv) in the inputs' dtypes; d_lse is the gradient of the returned lse, if any."""
+    """(dq, dk, dv) in the inputs' dtypes; d_lse is the gradient of the returned lse, if any; `inputs`
+    are the call's run-time tensors when the plan's layout is built per call."""
     batch, heads, n, head_dim = q.shape
     kv_heads, value_dim = k.shape[1], v.shape[-1]
     delta, lse2 = _prepare(plan, out, d_out, lse, d_lse)
@@ -51,15 +54,15 @@ def attention_backward(
     strides = (*q.stride()[:3], *k.stride()[:3], *v.stride()[:3], *d_out.stride()[:3])
 
     def run_dkdv(config: KernelConfig) -> None:
-        tables = plan.tables("columns", config.block_m, config.block_n, q.device)
+        launch = plan.launch_tables("columns", config.block_m, config.block_n, q.device, heads, inputs)
+        tables = launch.walk
         plan.module().maskc_backward_dkdv[(tables.lines * batch * kv_heads,)](
             q, k, v, d_out, dk, dv, lse2, delta,
             *strides, *dk.stride()[:3], *dv.stride()[:3],
-            plan.head_layout(q.device, heads), tables.order, tables.full_ptr, tables.full_idx,
-            tables.partial_ptr, tables.partial_idx,
+            *launch.kernel_args(),
             scale * LOG2E, scale, n, heads, batch * kv_heads, kv_heads, tables.lines,
             tables.long_lines,
-            *plan.mask_values(q.device),
+            *launch.mask_values,
             GROUP=heads // kv_heads, BLOCK_M=config.block_m, BLOCK_N=config.block_n, HEAD_DIM=head_dim,
             VALUE_DIM=value_dim,
             EVEN_N=n % config.block_m == 0 and n % config.block_n == 0, PRECISION=precision,
@@ -67,14 +70,14 @@ def attention_backward(
         )  # fmt: skip
 
     def run_dq(config: KernelConfig) -> None:
-        tables = plan.tables("rows", config.block_m, config.block_n, q.device)
+        launch = plan.launch_tables("rows", config.block_m, config.block_n, q.device, heads, inputs)
+        tables = launch.walk
         plan.module().maskc_backward_dq[(tables.lines * batch * heads,)](
             q, k, v, d_out, dq, lse2, delta,
             *strides, *dq.stride()[:3],
-            plan.head_layout(q.device, heads), tables.order, tables.full_ptr, tables.full_idx,
-            tables.partial_ptr, tables.partial_idx,
+            *launch.kernel_args(),
             scale * LOG2E, scale, n, heads, heads // kv_heads, batch * heads, tables.lines, tables.long_lines,
-            *plan.mask_values(q.device),
+            *launch.mask_values,
             BLOCK_M=config.block_m, BLOCK_N=config.block_n, HEAD_DIM=head_dim, VALUE_DIM=value_dim,
             EVEN_N=n % config.block_m == 0 and n % config.block_n == 0, PRECISION=precision,
             num_warps=config.num_warps, num_stages=config.num_stages,

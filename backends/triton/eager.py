@@ -9,6 +9,7 @@ from torch.autograd.function import once_differentiable
 
 from .autograd import backward, setup_context
 from .forward import attention_forward
+from .ops import call_inputs
 from .plans import plan_by_key
 
 
@@ -22,10 +23,12 @@ class EagerAttention(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx: Any, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, plan: str, scale: float) -> Any:
+    def forward(
+        ctx: Any, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, plan: str, scale: float, run_time: list
+    ) -> Any:
         ctx.set_materialize_grads(False)
-        output = attention_forward(plan_by_key(plan), q, k, v, scale)
-        setup_context(ctx, (q, k, v, plan, scale), output)
+        output = attention_forward(plan_by_key(plan), q, k, v, scale, call_inputs(plan, q, run_time))
+        setup_context(ctx, (q, k, v, plan, scale, run_time), output)
         ctx.eager = True
         return output
 

@@ -73,12 +73,14 @@ def maskc_forward(
     stride_kb, stride_kh, stride_kn,
     stride_vb, stride_vh, stride_vn,
     stride_ob, stride_oh, stride_om,
-    head_layout, row_order, full_ptr, full_idx, partial_ptr, partial_idx,
+    head_layout, table_of_head, table_stride, layouts, row_order, full_ptr, full_idx, partial_ptr, partial_idx,
     qk_scale, n_ctx, heads, group, batch_heads, row_tiles, long_rows, ${mask_params}
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr, VALUE_DIM: tl.constexpr,
     EVEN_N: tl.constexpr, PRECISION: tl.constexpr,
 ):
-    b, h, kvh, bh, layout, row = row_program(row_order, head_layout, long_rows, row_tiles, batch_heads, heads, group)
+    b, h, kvh, bh, layout, table, row = row_program(
+        row_order, head_layout, table_of_head, table_stride, layouts, long_rows, row_tiles, batch_heads, heads, group
+    )
     start_m = row * BLOCK_M
     offs_m = tl.arange(0, BLOCK_M)
     offs_n = tl.arange(0, BLOCK_N)
@@ -98,7 +100,7 @@ def maskc_forward(
     m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
     l_i = tl.zeros([BLOCK_M], tl.float32)
     acc = tl.zeros([BLOCK_M, VALUE_DIM], tl.float32)
-    at = layout * (row_tiles + 1) + row
+    at = table * (row_tiles + 1) + row
     acc, m_i, l_i = forward_tiles(
         acc, m_i, l_i, q, k_head, v_head, k_local, v_local, stride_kn, stride_vn,
         full_idx, tl.load(full_ptr + at), tl.load(full_ptr + at + 1),

@@ -18,6 +18,7 @@ from .autograd import last_dim_contiguous
 from .eager import EagerAttention
 from .ops import triton_attention
 from .plans import plan_for, traced_key
+from .runtime import CallInputs, needs_runtime_layout
 
 #: Smallest head dim a tensor-core product takes (inputs with fewer columns are zero-padded).
 MIN_HEAD_DIM = 16
@@ -44,14 +45,34 @@ def _plan_key(pattern: CompiledPattern) -> str:
     return plan_for(pattern).key
 
 
+def run_time_tensors(
+    pattern: CompiledPattern, q: torch.Tensor, k: torch.Tensor, documents: torch.Tensor | None
+) -> list[torch.Tensor]:
+    """The tensors a run-time layout is built from, by sorted key (the plan's `input_keys`); none for
+    a static pattern. Torch ops on q's device: nothing is read back to the host."""
+    rules = [layout.rule for layout in pattern.layouts]
+    if not needs_runtime_layout(rules):
+        return []
+    values = CallInputs.prepare(rules, q, k, documents).values
+    return [values[key] for key in sorted(values)]
+
+
 def sparse_attention(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pattern: CompiledPattern, scale: float
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    pattern: CompiledPattern,
+    scale: float,
+    documents: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(out, lse) for a static pattern: autocast applied, head dims padded, the scale made positive.
+    """(out, lse): autocast applied, head dims padded, the scale made positive; a pattern decided at
+    run time (documents, top-k, clusters) gets its tables from `documents`, q and k on the device.
 
     softmax(s · q kᵀ) is softmax(|s| · (sign(s) q) kᵀ), so a negative scale flips q and a zero
-    scale zeroes it; the kernels then only see positive scales.
+    scale zeroes it; the kernels then only see positive scales. Run-time selections are made from
+    q and k as given, before that.
     """
+    run_time = run_time_tensors(pattern, q, k, documents)
     device = q.device.type
     if torch.is_autocast_enabled(device):
         dtype = torch.get_autocast_dtype(device)
@@ -60,5 +81,5 @@ def sparse_attention(
         q, scale = (-q, -scale) if scale < 0 else (q * 0, 1.0)
     value_dim = v.shape[-1]
     operator = triton_attention if _traced(q, k, v) else EagerAttention.apply
-    out, lse = operator(_padded(q), _padded(k), _padded(v), _plan_key(pattern), scale)
+    out, lse = operator(_padded(q), _padded(k), _padded(v), _plan_key(pattern), scale, run_time)
     return out[..., :value_dim], lse

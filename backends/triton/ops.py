@@ -13,18 +13,31 @@ import torch
 from .backward import attention_backward
 from .forward import attention_forward
 from .plans import plan_by_key
+from .runtime import CallInputs
+
+
+def call_inputs(plan: str, q: torch.Tensor, inputs: list[torch.Tensor]) -> CallInputs | None:
+    """The call's run-time tensors by key (the plan's `input_keys` order), or None for a static layout."""
+    found = plan_by_key(plan)
+    if not found.run_time:
+        return None
+    batch, heads, n, _ = q.shape
+    return CallInputs(batch, heads, n, dict(zip(found.input_keys, inputs)))
 
 
 @torch.library.custom_op("maskc::triton_attention", mutates_args=())
 def triton_attention(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, plan: str, scale: float
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, plan: str, scale: float, inputs: list[torch.Tensor]
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(out, lse) of block-sparse attention; scale > 0, head dims powers of two."""
-    return attention_forward(plan_by_key(plan), q, k, v, scale)
+    """(out, lse) of block-sparse attention; scale > 0, head dims powers of two; `inputs`: the
+    run-time tensors a per-call layout is built from (documents, selections, labels), else empty."""
+    return attention_forward(plan_by_key(plan), q, k, v, scale, call_inputs(plan, q, inputs))
 
 
 @triton_attention.register_fake
-def _(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, plan: str, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+def _(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, plan: str, scale: float, inputs: list[torch.Tensor]
+) -> tuple[torch.Tensor, torch.Tensor]:
     batch, heads, n, _ = q.shape
     return q.new_empty((batch, heads, n, v.shape[-1])), q.new_empty((batch, heads, n), dtype=torch.float32)
 
@@ -40,9 +53,10 @@ def triton_attention_backward(
     d_lse: torch.Tensor | None,
     plan: str,
     scale: float,
+    inputs: list[torch.Tensor],
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(dq, dk, dv); d_lse is the gradient of the returned lse when it was used."""
-    return attention_backward(plan_by_key(plan), d_out, q, k, v, out, lse, d_lse, scale)
+    return attention_backward(plan_by_key(plan), d_out, q, k, v, out, lse, d_lse, scale, call_inputs(plan, q, inputs))
 
 
 @triton_attention_backward.register_fake
@@ -56,5 +70,6 @@ def _(
     d_lse: torch.Tensor | None,
     plan: str,
     scale: float,
+    inputs: list[torch.Tensor],
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     return q.new_empty(q.shape), k.new_empty(k.shape), v.new_empty(v.shape)

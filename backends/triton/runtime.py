@@ -24,7 +24,6 @@ import torch
 
 from maskc.clustering import cluster_labels
 from maskc.grid import TileGrid
-from maskc.origin import Origin
 from maskc.rules import (
     ClusterRule,
     DifferenceRule,
@@ -79,53 +78,43 @@ def token_membership(tokens: TokenSet, index: torch.Tensor) -> torch.Tensor:
 
 @dataclass
 class CallInputs:
-    """What one call decides its run-time leaves from, prepared on the device once per call."""
+    """What one call decides its run-time leaves from, as tensors on the device by key: the keys the
+    predicate's `TritonEmitter.call_input` arguments name (`input_keys`)."""
 
     batch: int
     heads: int
     n: int
-    labels: torch.Tensor | None
-    #: per top-k leaf (by origin): (B, H, blocks, blocks) selection
-    selected: dict[Origin, torch.Tensor] = field(default_factory=dict)
-    #: per per-document leaf (by origin): (B, N) membership of each position
-    members: dict[Origin, torch.Tensor] = field(default_factory=dict)
-    #: per cluster leaf (by origin): (B, H, N) cluster labels of the queries and of the keys
-    labels_of: dict[Origin, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
+    values: dict[str, torch.Tensor] = field(default_factory=dict)
 
     @classmethod
     def prepare(
         cls, rules: Sequence[Rule], q: torch.Tensor, k: torch.Tensor, documents: torch.Tensor | None
     ) -> CallInputs:
+        """From the call's q (B, H, N, D), k (B, Hkv, N, D) and documents (B, N), with torch ops where
+        they lie: document numbers, per-document memberships, top-k selections, cluster labels."""
         batch, heads, n, _ = q.shape
+        inputs = cls(batch, heads, n)
         labels = None if documents is None else document_labels(documents)
-        inputs = cls(batch, heads, n, labels)
-        ranks = None if labels is None else document_ranks(labels)
-        for leaf in (leaf for rule in rules for leaf in rule.leaves()):
-            if isinstance(leaf, TopkRule) and leaf.origin not in inputs.selected:
-                with torch.no_grad():
-                    inputs.selected[leaf.origin] = select_blocks(q, k, leaf.params, leaf.block, leaf.causal)
-            elif isinstance(leaf, PerDocumentRule) and ranks is not None:
-                inputs.members[leaf.origin] = token_membership(leaf.within, ranks)
-            elif isinstance(leaf, ClusterRule) and leaf.origin not in inputs.labels_of:
-                group = heads // k.shape[1]
-                with torch.no_grad():
-                    keys = k.repeat_interleave(group, dim=1)
-                    inputs.labels_of[leaf.origin] = cluster_labels(leaf.params, q, keys, leaf.origin)
+        if labels is not None:
+            inputs.values["labels"] = labels
+        with torch.no_grad():
+            for leaf in (leaf for rule in rules for leaf in rule.leaves()):
+                inputs._add(leaf, q, k, labels)
         return inputs
 
-    def values(self) -> dict[str, torch.Tensor]:
-        """The predicate's per-call inputs by key (what `TritonEmitter.call_input` names)."""
-        out: dict[str, torch.Tensor] = {}
-        if self.labels is not None:
-            out["labels"] = self.labels.contiguous()
-        for origin, selected in self.selected.items():
-            out[f"selected:{origin}"] = selected.to(torch.int8).contiguous()
-        for origin, member in self.members.items():
-            out[f"members:{origin}"] = member.to(torch.int8).contiguous()
-        for origin, (q_labels, k_labels) in self.labels_of.items():
-            out[f"q_labels:{origin}"] = q_labels.to(torch.int32).contiguous()
-            out[f"k_labels:{origin}"] = k_labels.to(torch.int32).contiguous()
-        return out
+    def _add(self, leaf: Rule, q: torch.Tensor, k: torch.Tensor, labels: torch.Tensor | None) -> None:
+        origin = str(leaf.origin)
+        if isinstance(leaf, TopkRule):
+            selected = select_blocks(q, k, leaf.params, leaf.block, leaf.causal)
+            self.values[f"selected:{origin}"] = selected.to(torch.int8).contiguous()
+        elif isinstance(leaf, PerDocumentRule) and labels is not None:
+            member = token_membership(leaf.within, document_ranks(labels))
+            self.values[f"members:{origin}"] = member.to(torch.int8).contiguous()
+        elif isinstance(leaf, ClusterRule):
+            keys = k.repeat_interleave(q.shape[1] // k.shape[1], dim=1)
+            q_labels, k_labels = cluster_labels(leaf.params, q, keys, leaf.origin)
+            self.values[f"q_labels:{origin}"] = q_labels.to(torch.int32).contiguous()
+            self.values[f"k_labels:{origin}"] = k_labels.to(torch.int32).contiguous()
 
 
 def _tile_spans(labels: torch.Tensor, size: int, n: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -147,9 +136,9 @@ def _tile_counts(values: torch.Tensor, size: int, n: int) -> tuple[torch.Tensor,
 def _document_classes(inputs: CallInputs, grid: TileGrid) -> Classes:
     """Same document: a tile meets one document on both sides when the id spans overlap (a superset:
     an id may be skipped), and is full when one document covers all of it."""
-    assert inputs.labels is not None
-    r0, r1 = _tile_spans(inputs.labels, grid.block_m, grid.n)
-    c0, c1 = _tile_spans(inputs.labels, grid.block_n, grid.n)
+    labels = inputs.values["labels"]
+    r0, r1 = _tile_spans(labels, grid.block_m, grid.n)
+    c0, c1 = _tile_spans(labels, grid.block_n, grid.n)
     any_ = (r0[:, :, None] <= c1[:, None, :]) & (c0[:, None, :] <= r1[:, :, None])
     full = (r0 == r1)[:, :, None] & (c0 == c1)[:, None, :] & (r0[:, :, None] == c0[:, None, :])
     return any_[:, None], full[:, None]
@@ -157,7 +146,7 @@ def _document_classes(inputs: CallInputs, grid: TileGrid) -> Classes:
 
 def _member_classes(leaf: PerDocumentRule, inputs: CallInputs, grid: TileGrid) -> Classes:
     """A per-document set: its side's member counts per tile, within the same document."""
-    member = inputs.members[leaf.origin]
+    member = inputs.values[f"members:{leaf.origin}"].bool()
     sides = ["rows", "columns"] if leaf.direction == "both" else [leaf.direction]
     any_ = full = None
     for side in sides:
@@ -205,7 +194,7 @@ def _presence(labels: torch.Tensor, clusters: int, size: int) -> torch.Tensor:
 def _cluster_classes(leaf: ClusterRule, inputs: CallInputs, grid: TileGrid) -> Classes:
     """A tile meets a cluster when its rows and its columns both hold that cluster; it is full when
     both hold that cluster alone."""
-    q_labels, k_labels = inputs.labels_of[leaf.origin]
+    q_labels, k_labels = inputs.values[f"q_labels:{leaf.origin}"], inputs.values[f"k_labels:{leaf.origin}"]
     rows = _presence(q_labels, leaf.params.clusters, grid.block_m)
     cols = _presence(k_labels, leaf.params.clusters, grid.block_n)
     any_ = (rows @ cols.transpose(-1, -2)) > 0
@@ -214,7 +203,7 @@ def _cluster_classes(leaf: ClusterRule, inputs: CallInputs, grid: TileGrid) -> C
 
 
 def _topk_classes(leaf: TopkRule, inputs: CallInputs, grid: TileGrid) -> Classes:
-    selected = inputs.selected[leaf.origin]
+    selected = inputs.values[f"selected:{leaf.origin}"].bool()
     rows_any, rows_all = _block_to_tiles(selected, leaf.block, grid.block_m, grid.row_tiles, 2)
     any_ = _block_to_tiles(rows_any, leaf.block, grid.block_n, grid.col_tiles, 3)[0]
     full = _block_to_tiles(rows_all, leaf.block, grid.block_n, grid.col_tiles, 3)[1]
