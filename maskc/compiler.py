@@ -34,13 +34,22 @@ def cached_pattern(spec_hash: str, n: int, block_m: int, block_n: int, heads: in
     """A cached static pattern compiled from the spec with this hash at this size, if the cache holds one.
 
     A backend whose calls are traced (torch.compile) records these values, which the trace reads
-    off the pattern, and finds the pattern again here when the graph runs.
+    off the pattern, and finds the pattern again here when the graph runs. Patterns compiled for
+    fixed documents (`documents=`) are left out: a traced call passes its documents at run time.
     """
-    for pattern in _CACHE.values():
+    for key, pattern in _CACHE.items():
         shape = (pattern.spec_hash, pattern.n, pattern.block_m, pattern.block_n, pattern.heads)
-        if shape == (spec_hash, n, block_m, block_n, heads) and not pattern.dynamic:
+        if shape == (spec_hash, n, block_m, block_n, heads) and not _fixed_documents(key):
             return pattern
     return None
+
+
+#: Marks the cache key of a pattern compiled for fixed documents.
+_DOCUMENTS = "documents"
+
+
+def _fixed_documents(key: tuple[Any, ...]) -> bool:
+    return _DOCUMENTS in key[-2:]
 
 
 def clear_cache() -> None:
@@ -163,7 +172,7 @@ def _compile(
     h = _heads(spec, heads)
     key = (spec.content_hash(), spec.name, spec.description, n, bm, bn, h, None if device is None else str(device))
     if documents is not None:
-        key += (hashlib.sha256(documents.tobytes()).hexdigest(),)
+        key += (_DOCUMENTS, hashlib.sha256(documents.tobytes()).hexdigest())
     if key in _CACHE:
         _CACHE.move_to_end(key)
         return _CACHE[key]

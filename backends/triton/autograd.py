@@ -35,7 +35,9 @@ def backward(ctx: Any, d_out: torch.Tensor | None, d_lse: torch.Tensor | None) -
         dq, dk, dv = attention_backward(ctx.plan_object, d_out, q, k, v, out, lse, d_lse, ctx.scale, inputs)
     else:
         dq, dk, dv = triton_attention_backward(d_out, q, k, v, out, lse, d_lse, ctx.plan, ctx.scale, run_time)
-    return dq, dk, dv, None, None, None
+    # The op's rule mirrors its inputs (a list for the run-time tensors); autograd.Function takes one None.
+    no_grads = None if ctx.eager else [None] * len(run_time)
+    return dq, dk, dv, None, None, no_grads
 
 
 def _setup_op_context(ctx: Any, inputs: tuple[Any, ...], output: tuple[torch.Tensor, torch.Tensor]) -> None:

@@ -211,11 +211,20 @@ def _topk_classes(leaf: TopkRule, inputs: CallInputs, grid: TileGrid) -> Classes
 
 
 class StaticMaps:
-    """Compile-time tile maps of static subtrees, on the device, per (rule, grid)."""
+    """Compile-time tile maps of static subtrees, and small constant tables, on the device: copied on
+    first use, so later calls (and CUDA graph captures after a first call) copy nothing."""
 
     def __init__(self) -> None:
         self._maps: dict[tuple[int, TileGrid, str], Classes] = {}
         self._keep: list[Rule] = []
+        self._constants: dict[tuple[bytes, str, str], torch.Tensor] = {}
+
+    def constant(self, values: np.ndarray, device: torch.device) -> torch.Tensor:
+        """A small host array on the device, copied once (a copy inside a CUDA graph capture would fail)."""
+        key = (values.tobytes(), values.dtype.str, str(device))
+        if key not in self._constants:
+            self._constants[key] = torch.as_tensor(values, device=device)
+        return self._constants[key]
 
     def get(self, rule: Rule, grid: TileGrid, device: torch.device) -> Classes:
         key = (id(rule), grid, str(device))
@@ -330,4 +339,4 @@ def runtime_tables(
         partial_ptr=partial_ptr,
         partial_idx=partial_idx,
     )
-    return RuntimeTables(tables, torch.as_tensor(table_of_head, device=device), stride)
+    return RuntimeTables(tables, static.constant(table_of_head, device), stride)
