@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from maskc.primitives.topk import Topk
+from maskc.rules import TopkParams
 
 
 def block_means(x: torch.Tensor, block: int) -> torch.Tensor:
@@ -37,7 +37,7 @@ def block_scores(q: torch.Tensor, k: torch.Tensor, block: int, share: str) -> to
     return scores
 
 
-def select_blocks(q: torch.Tensor, k: torch.Tensor, params: Topk, block: int, causal: bool) -> torch.Tensor:
+def select_blocks(q: torch.Tensor, k: torch.Tensor, params: TopkParams, block: int, causal: bool) -> torch.Tensor:
     """(B, H, nb, nb) bool: key block J selected for query block I.
 
     A stable descending sort puts equal scores in increasing J, so ties go to the lower J; the
