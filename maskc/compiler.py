@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import warnings
 from collections import OrderedDict
 from pathlib import Path
@@ -34,22 +33,14 @@ def cached_pattern(spec_hash: str, n: int, block_m: int, block_n: int, heads: in
     """A cached static pattern compiled from the spec with this hash at this size, if the cache holds one.
 
     A backend whose calls are traced (torch.compile) records these values, which the trace reads
-    off the pattern, and finds the pattern again here when the graph runs. Patterns compiled for
-    fixed documents (`documents=`) are left out: a traced call passes its documents at run time.
+    off the pattern, and finds the pattern again here when the graph runs (patterns for fixed
+    documents are never cached: a traced call passes its documents at run time).
     """
-    for key, pattern in _CACHE.items():
+    for pattern in _CACHE.values():
         shape = (pattern.spec_hash, pattern.n, pattern.block_m, pattern.block_n, pattern.heads)
-        if shape == (spec_hash, n, block_m, block_n, heads) and not _fixed_documents(key):
+        if shape == (spec_hash, n, block_m, block_n, heads):
             return pattern
     return None
-
-
-#: Marks the cache key of a pattern compiled for fixed documents.
-_DOCUMENTS = "documents"
-
-
-def _fixed_documents(key: tuple[Any, ...]) -> bool:
-    return _DOCUMENTS in key[-2:]
 
 
 def clear_cache() -> None:
@@ -171,9 +162,9 @@ def _compile(
     bm, bn = tile_shape(spec, block_size)
     h = _heads(spec, heads)
     key = (spec.content_hash(), spec.name, spec.description, n, bm, bn, h, None if device is None else str(device))
-    if documents is not None:
-        key += (_DOCUMENTS, hashlib.sha256(documents.tobytes()).hexdigest())
-    if key in _CACHE:
+    # patterns for fixed documents are built each time: a training loop's batches would flush the cache
+    cached = documents is None
+    if cached and key in _CACHE:
         _CACHE.move_to_end(key)
         return _CACHE[key]
     grid = TileGrid(n, bm, bn)
@@ -194,6 +185,8 @@ def _compile(
     _warn_empty_rows(pattern)
     if device is not None:
         pattern.to_torch(device)
+    if not cached:
+        return pattern
     _CACHE[key] = pattern
     if len(_CACHE) > _CACHE_SIZE:
         _CACHE.popitem(last=False)
