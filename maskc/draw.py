@@ -264,7 +264,7 @@ def _check_text_size(n: int) -> None:
 
 def _dynamic_note(panels: list[Panel]) -> list[str]:
     if any(panel.layout.rule.dynamic for panel in panels):
-        return ["cluster parts are decided at run time from q and k: only the static part is shown"]
+        return ["run-time parts (clusters, top-k, documents) are decided per call: only the static part is shown"]
     return []
 
 
@@ -382,7 +382,7 @@ def mask_png(
         axis.imshow(rgb, extent=(0, n, n, 0), interpolation="nearest")
         layout = panel.layout
         _tile_overlay(axis, layout.grid, n)
-        run_time = "; cluster part decided at run time, not drawn" if layout.rule.dynamic else ""
+        run_time = "; run-time part decided per call, not drawn" if layout.rule.dynamic else ""
         axis.set_title(
             f"{panel.title}\n{layout.nnz} tiles stored ({layout.full_count} full) of "
             f"{layout.grid.row_tiles * layout.grid.col_tiles}{run_time}",

@@ -102,7 +102,7 @@ class Explanation:
                 f"{2 * g.n} (pairs ∝ n^{g.exponent:.2f}, the spec's windows, strides and blocks held fixed)"
             )
         reach = "never (no depth connects every pair)" if self.min_layers is None else str(self.min_layers)
-        static = " (static part: cluster edges left out)" if self.spec.is_dynamic() else ""
+        static = " (static part: run-time edges left out)" if self.spec.is_dynamic() else ""
         return [density, growth, f"min_layers   {reach} at n = {self.n}{static}"]
 
     def _closest(self) -> list[str]:
@@ -226,7 +226,7 @@ def residue_warnings(spec: Spec, n: int, documents: Any = None) -> list[str]:
 def reach_warning(spec: Spec, n: int, layers: int | None, documents: Any = None) -> tuple[int | None, list[str]]:
     """min_layers at n, and a warning when `layers` (or any depth, when never) does not connect the sequence."""
     report = verify(spec, layers=layers or 1, seq_len=n, documents=documents)
-    static = " (cluster edges, decided at run time, left out)" if report.dynamic_ignored else ""
+    static = " (run-time edges, decided per call, left out)" if report.dynamic_ignored else ""
     if report.min_layers is None:
         return None, [f"no depth connects the sequence{static}: reach stops growing before every pair is reached"]
     if layers is None or report.reachable:
