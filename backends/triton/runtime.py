@@ -69,7 +69,9 @@ def document_ranks(labels: torch.Tensor) -> torch.Tensor:
 def token_membership(tokens: TokenSet, index: torch.Tensor) -> torch.Tensor:
     """`tokens.contains` for a tensor of non-negative indices (of any size: those past n are outside)."""
     if tokens.member is not None:
-        table = torch.as_tensor(tokens.member, device=index.device)
+        # copied to the device once per token set (a copy inside a CUDA graph capture would fail)
+        copies = tokens.__dict__.setdefault("_device_copies", {})
+        table = copies.setdefault(str(index.device), torch.as_tensor(tokens.member, device=index.device))
         return table[index.clamp(max=tokens.n - 1).long()] & (index < tokens.n)
     if tokens.first is not None:
         return index < tokens.first
