@@ -71,7 +71,9 @@ def token_membership(tokens: TokenSet, index: torch.Tensor) -> torch.Tensor:
     if tokens.member is not None:
         # copied to the device once per token set (a copy inside a CUDA graph capture would fail)
         copies = tokens.__dict__.setdefault("_device_copies", {})
-        table = copies.setdefault(str(index.device), torch.as_tensor(tokens.member, device=index.device))
+        if str(index.device) not in copies:
+            copies[str(index.device)] = torch.as_tensor(tokens.member, device=index.device)
+        table = copies[str(index.device)]
         return table[index.clamp(max=tokens.n - 1).long()] & (index < tokens.n)
     if tokens.first is not None:
         return index < tokens.first
