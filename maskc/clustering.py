@@ -212,9 +212,7 @@ def resolve_dynamic(pattern: CompiledPattern, q: torch.Tensor, k: torch.Tensor) 
     ]
 
 
-def _resolved_layout(
-    layout: BlockLayout, resolvers: dict[Origin, LeafResolver], batch: int, head: int
-) -> BlockLayout:
+def _resolved_layout(layout: BlockLayout, resolvers: dict[Origin, LeafResolver], batch: int, head: int) -> BlockLayout:
     """The layout of one (batch, head): run-time leaves resolved; a static layout is shared."""
     if not layout.rule.dynamic:
         return layout

@@ -87,14 +87,17 @@ class Explanation:
     def _measures(self) -> list[str]:
         d = self.densities
         if d.element is None:
-            density = "density      decided at run time by the cluster assignments"
+            density = "density      decided at run time (cluster assignments, top-k selections or documents)"
         else:
             density = (
                 f"density      {d.element:.3%} of (i, j) pairs active: attention FLOPs 1/{1 / d.element:,.1f} of "
                 f"dense; a block-sparse kernel computes {d.tile:.2%} (stored tiles)"
             )
         if self.growth is None:
-            growth = "complexity   decided at run time (n²/c pairs when c clusters are balanced)"
+            growth = (
+                "complexity   decided at run time (n²/c pairs for c balanced clusters, n·k·B for top-k blocks, "
+                "Σ lengths² for documents)"
+            )
         else:
             g = self.growth
             growth = (
@@ -127,11 +130,11 @@ def _flow(data: object) -> str:
     return yaml.safe_dump(data, default_flow_style=True, sort_keys=False, width=1 << 16).strip()
 
 
-def describe_parts(spec: Spec, n: int, documents: Any = None) -> list[tuple[str, list[str]]]:
+def describe_parts(spec: Spec, n: int, documents: Any = None, seed: int | None = None) -> list[tuple[str, list[str]]]:
     """Per distinct pattern (over heads and layers): its spec form and the element rule it lowers to."""
     return [
         (panel.title, [_flow(panel.root.to_data()), f"rule: {panel.layout.rule.describe()}"])
-        for panel in spec_panels(spec, n, documents=documents)
+        for panel in spec_panels(spec, n, documents=documents, seed=seed)
     ]
 
 
@@ -245,9 +248,11 @@ def explain(
     layers: int | None = None,
     source: Path | None = None,
     documents: Any = None,
+    seed: int | None = None,
 ) -> Explanation:
     """Everything `maskc explain` prints. `layers` defaults to the depth of the spec's schedule, if any;
-    `documents` (one id per position) resolve the document parts."""
+    `documents` (one id per position) resolve the document parts, `seed` the parts q and k decide
+    (from random q and k drawn with it)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", MaskcWarning)  # empty rows are reported among the warnings
         n = compile(spec, seq_len=seq_len).n
@@ -258,7 +263,7 @@ def explain(
             spec=spec,
             n=n,
             depth=depth,
-            parts=describe_parts(spec, n, documents),
+            parts=describe_parts(spec, n, documents, seed),
             densities=schedule_densities(spec, n, documents),
             growth=growth(spec, n),
             similar=similar,

@@ -318,3 +318,5 @@ def test_show_draws_topk_resolved_from_a_seed(tmp_path: Path, capsys: pytest.Cap
     assert _cli(capsys, "show", str(path), "--seq-len", "48", "--seed", "3")[1] == first  # the seed decides
     code, unresolved, _ = _cli(capsys, "show", str(path), "--seq-len", "48")
     assert code == 0 and "topk blocks=2" not in unresolved
+    code, explained, _ = _cli(capsys, "explain", str(path), "--seq-len", "48", "--seed", "3")
+    assert code == 0 and "selected blocks of 8" in explained

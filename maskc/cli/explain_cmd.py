@@ -20,10 +20,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--layers", type=positive_int, metavar="L", help="model depth to check reach for (default: the spec's schedule)"
     )
     add_documents_argument(parser)
+    parser.add_argument("--seed", type=int, help="resolve clusters and top-k from random q and k drawn with this seed")
 
 
 def run(args: argparse.Namespace) -> int:
     documents, seq_len = documents_and_seq_len(args)
-    report = explain(load(args.spec), seq_len=seq_len, layers=args.layers, source=Path(args.spec), documents=documents)
+    report = explain(
+        load(args.spec),
+        seq_len=seq_len,
+        layers=args.layers,
+        source=Path(args.spec),
+        documents=documents,
+        seed=args.seed,
+    )
     print("\n".join(report.lines()))
     return 0

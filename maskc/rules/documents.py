@@ -34,7 +34,7 @@ def document_ranks(labels: np.ndarray) -> np.ndarray:
 
 
 class DocumentRule(DeferredRule):
-    """"Same document", decided by the call's documents: resolved on the host (`SameDocumentRule`), or
+    """ "Same document", decided by the call's documents: resolved on the host (`SameDocumentRule`), or
     on the GPU by the predicate over the call's document numbers."""
 
     decided_by = "documents"
