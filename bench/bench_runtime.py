@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from bench_triton import time_fwd_bwd  # the same timing as the static patterns' benchmark
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.nn.attention.flex_attention import create_block_mask, flex_attention
 from triton.testing import do_bench
@@ -46,17 +47,6 @@ def log(**row: Any) -> None:
     if os.environ.get("OUT"):
         with open(os.path.join(os.environ["OUT"], "bench_runtime.json"), "w") as f:
             json.dump(ROWS, f, indent=1)
-
-
-def time_fwd_bwd(fn: Callable, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tuple[float, float]:
-    fwd = do_bench(lambda: fn(q, k, v), warmup=25, rep=100, return_mode="median")
-    g = torch.randn_like(fn(q, k, v))
-
-    def step() -> None:
-        q.grad = k.grad = v.grad = None
-        fn(q, k, v).backward(g)
-
-    return fwd, do_bench(step, warmup=10, rep=50, return_mode="median")
 
 
 def count_pairs(mask_mod: Callable, n: int, heads: int) -> int:

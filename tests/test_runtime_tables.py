@@ -93,6 +93,23 @@ def test_document_tables_cover_the_exact_mask(
     _check_tables(pattern, masks, grid, tables, walk)
 
 
+def _check_resolved_by_q_and_k(spec: maskc.Spec, n: int, tile: tuple[int, int], seed: int) -> None:
+    """Four query heads on two key heads, random q and k: the device tables against the host resolution."""
+    gen = torch.Generator().manual_seed(seed)
+    q, k = torch.randn(2, 4, n, 8, generator=gen), torch.randn(2, 2, n, 8, generator=gen)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", MaskcWarning)
+        pattern = maskc.compile(spec, seq_len=n, heads=4, block_size=tile)
+        resolved = resolve_dynamic(pattern, q, k)
+        masks = np.stack([np.stack([p.layout_of_head(h).to_dense() for h in range(4)]) for p in resolved])
+    rules = [layout.rule for layout in pattern.layouts]
+    inputs = CallInputs.prepare(rules, q, k, None)
+    grid = TileGrid(n, *tile)
+    for walk in ("rows", "columns"):
+        tables = runtime_tables(rules, pattern.head_layout, grid, walk, inputs, StaticMaps(), q.device)
+        _check_tables(pattern, masks, grid, tables, walk)
+
+
 @settings(max_examples=40, deadline=None)
 @given(
     st.integers(1, 90),
@@ -114,19 +131,7 @@ def test_topk_tables_cover_the_exact_mask(
             "pattern": [{"window": {"before": 5, "after": 0}}, {"topk": {"blocks": blocks, "share": share}}],
         }
     )
-    gen = torch.Generator().manual_seed(seed)
-    q, k = torch.randn(2, 4, n, 8, generator=gen), torch.randn(2, 2, n, 8, generator=gen)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", MaskcWarning)
-        pattern = maskc.compile(spec, seq_len=n, heads=4, block_size=tile)
-    resolved = resolve_dynamic(pattern, q, k)
-    masks = np.stack([np.stack([p.layout_of_head(h).to_dense() for h in range(4)]) for p in resolved])
-    rules = [layout.rule for layout in pattern.layouts]
-    inputs = CallInputs.prepare(rules, q, k, None)
-    grid = TileGrid(n, *tile)
-    for walk in ("rows", "columns"):
-        tables = runtime_tables(rules, pattern.head_layout, grid, walk, inputs, StaticMaps(), q.device)
-        _check_tables(pattern, masks, grid, tables, walk)
+    _check_resolved_by_q_and_k(spec, n, tile, seed)
 
 
 @settings(max_examples=15, deadline=None)
@@ -141,16 +146,4 @@ def test_cluster_tables_cover_the_exact_mask(
             "pattern": [{"cluster": {"clusters": 4, "method": method}}, {"window": {"before": 3, "after": 0}}],
         }
     )
-    gen = torch.Generator().manual_seed(seed)
-    q, k = torch.randn(2, 4, n, 8, generator=gen), torch.randn(2, 2, n, 8, generator=gen)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", MaskcWarning)
-        pattern = maskc.compile(spec, seq_len=n, heads=4, block_size=tile)
-        resolved = resolve_dynamic(pattern, q, k)
-        masks = np.stack([np.stack([p.layout_of_head(h).to_dense() for h in range(4)]) for p in resolved])
-    rules = [layout.rule for layout in pattern.layouts]
-    inputs = CallInputs.prepare(rules, q, k, None)
-    grid = TileGrid(n, *tile)
-    for walk in ("rows", "columns"):
-        tables = runtime_tables(rules, pattern.head_layout, grid, walk, inputs, StaticMaps(), q.device)
-        _check_tables(pattern, masks, grid, tables, walk)
+    _check_resolved_by_q_and_k(spec, n, tile, seed)
