@@ -17,7 +17,7 @@ from maskc.clustering import resolve_dynamic
 from maskc.errors import MaskcWarning
 from maskc.grid import TileGrid
 
-PROPERTY = settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+PROPERTY = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 def _maps_from_tables(pointers: np.ndarray, indices: np.ndarray, groups: int, lines: int, width: int) -> np.ndarray:
@@ -110,7 +110,7 @@ def _check_resolved_by_q_and_k(spec: maskc.Spec, n: int, tile: tuple[int, int], 
         _check_tables(pattern, masks, grid, tables, walk)
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=20, deadline=None)
 @given(
     st.integers(1, 90),
     st.sampled_from([4, 16, 32]),
@@ -134,7 +134,7 @@ def test_topk_tables_cover_the_exact_mask(
     _check_resolved_by_q_and_k(spec, n, tile, seed)
 
 
-@settings(max_examples=15, deadline=None)
+@settings(max_examples=8, deadline=None)
 @given(st.integers(2, 80), tile_shapes(), st.sampled_from(["kmeans", "lsh"]), st.booleans(), st.integers(0, 2**16))
 def test_cluster_tables_cover_the_exact_mask(
     n: int, tile: tuple[int, int], method: str, causal: bool, seed: int

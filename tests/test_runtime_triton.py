@@ -79,8 +79,10 @@ DOCUMENT_SPECS = {
 }
 
 
-@pytest.mark.parametrize("name", list(DOCUMENT_SPECS))
-@pytest.mark.parametrize(("tile", "kv_heads"), [((16, 16), 2), ((32, 16), 1)])
+@pytest.mark.parametrize(
+    ("name", "tile", "kv_heads"),
+    [(name, [(16, 16), (32, 16)][k % 2], 2 - k % 2) for k, name in enumerate(DOCUMENT_SPECS)],
+)
 def test_documents_match_the_cpu_reference(name: str, tile: tuple[int, int], kv_heads: int) -> None:
     n = 75
     pattern = _pattern(DOCUMENT_SPECS[name], n, 1, tile)
@@ -88,7 +90,7 @@ def test_documents_match_the_cpu_reference(name: str, tile: tuple[int, int], kv_
     _compare(pattern, kv_heads, n, documents, heads=2)
 
 
-@pytest.mark.parametrize(("share", "causal"), [("head", True), ("group", True), ("head", False)])
+@pytest.mark.parametrize(("share", "causal"), [("head", True), ("group", False)])
 def test_topk_matches_the_cpu_reference(share: str, causal: bool) -> None:
     spec = {
         "causal": causal,
