@@ -320,3 +320,13 @@ def test_show_draws_topk_resolved_from_a_seed(tmp_path: Path, capsys: pytest.Cap
     assert code == 0 and "topk blocks=2" not in unresolved
     code, explained, _ = _cli(capsys, "explain", str(path), "--seq-len", "48", "--seed", "3")
     assert code == 0 and "selected blocks of 8" in explained
+
+
+def test_a_pattern_resolved_for_one_call_is_not_saved(tmp_path: Path) -> None:
+    spec = _spec({"name": "d", "pattern": {"document": {}}})
+    unresolved = _compile(spec, seq_len=32)
+    unresolved.save(tmp_path / "unresolved.npz")
+    assert maskc.CompiledPattern.load(tmp_path / "unresolved.npz").dynamic
+    resolved = _compile(spec, seq_len=32, documents=maskc.ids_from_lengths([12, 20]))
+    with pytest.raises(maskc.MaskcError, match="resolved for one call"):
+        resolved.save(tmp_path / "resolved.npz")

@@ -19,14 +19,17 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from maskc.errors import BackendError, TooLargeError
+from maskc.errors import BackendError, MaskcError, TooLargeError
 from maskc.grid import TileGrid
 from maskc.ir import elements
 from maskc.ir.irfile import read_pattern_file, save_pattern
 from maskc.lowering import lower_pattern, pattern_path
-from maskc.rules import Rule, layout_rule
+from maskc.rules import LabelRule, Rule, SelectedBlocksRule, layout_rule
 from maskc.spec import Spec
 from maskc.stats import PatternStats, pattern_stats
+
+#: Rules that hold one call's resolution (documents, cluster labels, top-k selections).
+RESOLVED = (LabelRule, SelectedBlocksRule)
 
 #: Largest n for which `to_dense` builds an n × n array unless told otherwise.
 DENSE_LIMIT = 16384
@@ -219,6 +222,15 @@ class CompiledPattern:
         return tables
 
     def save(self, path: Any) -> None:
+        """Write the pattern; loading lowers its rules again from the spec, so a pattern resolved for one
+        call (its documents, or its clusters and top-k from q and k) cannot be saved: it would come
+        back unresolved."""
+        resolved = [leaf for layout in self.layouts for leaf in layout.rule.leaves() if isinstance(leaf, RESOLVED)]
+        if resolved:
+            raise MaskcError(
+                f"pattern {self.spec.name!r} is resolved for one call ({resolved[0].describe()}); save the pattern "
+                "before documents, q or k resolve it"
+            )
         save_pattern(self, path)
 
     @staticmethod
