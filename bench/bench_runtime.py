@@ -133,12 +133,13 @@ def bench_varlen(case: str, window: int | None, pairs: int, dense: Dense, refere
     size = (-1, 0) if window is None else (window - 1, 0)
 
     def theirs(a, b, c):
-        packed = [x[0].transpose(0, 1) for x in (a, b, c)]  # (n, H, D)
-        return varlen_attn(*packed, cu, cu, longest, longest, window_size=size).transpose(0, 1)[None]
+        return varlen_attn(a, b, c, cu, cu, longest, longest, window_size=size)
 
+    # varlen_attn takes packed (n, H, D) tensors: its own copies, made before any timing
+    packed = [x.detach()[0].transpose(0, 1).contiguous().requires_grad_() for x in (q, k, v)]
     try:
-        agreement = relative(reference, theirs(q, k, v))
-        fwd, fwd_bwd = time_fwd_bwd(theirs, q, k, v)
+        agreement = relative(reference, theirs(*packed).transpose(0, 1)[None])
+        fwd, fwd_bwd = time_fwd_bwd(theirs, *packed)
         log(impl="varlen_attn", case=case, out_vs_maskc=round(agreement, 5), **dense.efficiency(pairs, fwd, fwd_bwd))
     except Exception as error:  # an unsupported option is reported, not fatal
         log(impl="varlen_attn", case=case, error=f"{type(error).__name__}: {str(error)[:200]}")
