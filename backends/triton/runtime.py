@@ -138,8 +138,9 @@ def _tile_counts(values: torch.Tensor, size: int, n: int) -> tuple[torch.Tensor,
 
 
 def _document_classes(inputs: CallInputs, grid: TileGrid) -> Classes:
-    """Same document: a tile meets one document on both sides when the id spans overlap (a superset:
-    an id may be skipped), and is full when one document covers all of it."""
+    """Same document: a tile's rows hold every document number from their first's to their last's
+    (numbers are consecutive and positions contiguous), and so do its columns, so the tile meets one
+    document on both sides exactly when the two spans overlap; it is full when one document covers it."""
     labels = inputs.values["labels"]
     r0, r1 = _tile_spans(labels, grid.block_m, grid.n)
     c0, c1 = _tile_spans(labels, grid.block_n, grid.n)
