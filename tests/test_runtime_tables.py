@@ -147,3 +147,31 @@ def test_cluster_tables_cover_the_exact_mask(
         }
     )
     _check_resolved_by_q_and_k(spec, n, tile, seed)
+
+
+@settings(max_examples=20, deadline=None)
+@given(st.lists(st.integers(1, 50), min_size=1, max_size=6), tile_shapes())
+def test_document_causal_tables_are_exact(lengths: list[int], tile: tuple[int, int]) -> None:
+    """For documents alone (and causal), the device tables store exactly the non-empty tiles and call
+    exactly the full ones full: no tile outside a document's range is walked."""
+    n = sum(lengths)
+    spec = maskc.Spec.model_validate({"name": "docs", "causal": True, "pattern": {"document": {}}})
+    ids = maskc.ids_from_lengths(lengths)
+    pattern = maskc.compile(spec, seq_len=n, block_size=tile)
+    exact = maskc.compile(spec, seq_len=n, block_size=tile, documents=ids).layouts[0]
+    q = torch.zeros(1, 1, n, 4)
+    rules = [pattern.layouts[0].rule]
+    inputs = CallInputs.prepare(rules, q, q, torch.as_tensor(ids)[None])
+    grid = TileGrid(n, *tile)
+    walk = runtime_tables(rules, pattern.head_layout, grid, "rows", inputs, StaticMaps(), q.device).walk
+    full = _maps_from_tables(walk.full_ptr.numpy(), walk.full_idx.numpy(), 1, grid.row_tiles, grid.col_tiles)[0]
+    partial = _maps_from_tables(walk.partial_ptr.numpy(), walk.partial_idx.numpy(), 1, grid.row_tiles, grid.col_tiles)[
+        0
+    ]
+    rows = exact.tile_rows()
+    stored = np.zeros_like(full)
+    stored[rows, exact.col_idx] = True
+    exact_full = np.zeros_like(full)
+    exact_full[rows[exact.full], exact.col_idx[exact.full]] = True
+    assert np.array_equal(full | partial, stored)
+    assert np.array_equal(full, exact_full)
