@@ -19,8 +19,8 @@ class TritonBackend:
     """Block-sparse flash attention generated from the IR, forward and backward, on CUDA GPUs.
 
     Full tiles run unmasked, partial tiles through the spec's predicate compiled to Triton.
-    Dynamic patterns (cluster) are resolved from q and k into one static pattern per batch
-    element, each run on its own.
+    Run-time patterns (documents, top-k, clusters) get their tile tables per call, built on the
+    device from the documents, q and k (`runtime.py`), and run in the same single launch.
     """
 
     name = "triton"
