@@ -34,6 +34,7 @@ from maskc.primitives import (
     Union,
     Window,
 )
+from maskc.recognise import Recognition, recognise
 from maskc.registry import available_backends, register_backend
 from maskc.spec import HeadPattern, LayerEntry, Spec
 from maskc.verify import Report, verify
@@ -59,6 +60,7 @@ __all__ = [
     "MaskcError",
     "MaskcWarning",
     "Random",
+    "Recognition",
     "Report",
     "Sink",
     "Spec",
@@ -75,6 +77,7 @@ __all__ = [
     "ids_from_lengths",
     "load",
     "parse_spec",
+    "recognise",
     "register_backend",
     "verify",
 ]

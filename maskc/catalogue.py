@@ -15,6 +15,7 @@ from typing import Any
 
 from maskc.compiler import compile, compile_layers
 from maskc.errors import MaskcError
+from maskc.ir import CompiledPattern
 from maskc.loader import load
 from maskc.spec import Spec
 from maskc.verify import verify
@@ -23,7 +24,8 @@ README_START = "<!-- catalogue:start -->"
 README_END = "<!-- catalogue:end -->"
 _HEADERS = ("spec", "source", "n", "depth", "density", "FLOPs vs dense", "tile FLOPs vs dense", "min_layers")
 _NOTES = (
-    "density: active (i, j) pairs / n², averaged over heads and over the layer schedule. "
+    "density: active (i, j) pairs / n², averaged over heads and over the layer schedule "
+    "(a layer without attention, `mixer: recurrent` or `identity`, counts as none). "
     "FLOPs vs dense: the attention FLOPs that density means, against dense attention. "
     "tile FLOPs: what a block-sparse kernel computes, the area of the stored tiles at the spec's block size. "
     "depth: the layers of one schedule cycle (— when the spec has no schedule). "
@@ -63,11 +65,16 @@ class Densities:
     tile: float
 
 
+def attention_entries(spec: Spec, entries: list[tuple[int, CompiledPattern]]) -> list[tuple[int, CompiledPattern]]:
+    """The entries of `compile_layers(spec)` that are attention: the others compute no attention FLOPs."""
+    return [entry for entry, mixer in zip(entries, spec.layer_mixers()) if mixer == "attention"]
+
+
 def schedule_densities(spec: Spec, n: int, documents: Any = None) -> Densities:
     """Element and tile density of the spec at n, over its layer schedule (`documents` resolve document parts)."""
     entries = compile_layers(spec, seq_len=n, documents=documents)
     layers = sum(count for count, _ in entries)
-    stats = [(count, pattern.stats()) for count, pattern in entries]
+    stats = [(count, pattern.stats()) for count, pattern in attention_entries(spec, entries)]
     dynamic = any(s.element_density is None for _, s in stats)
     element = None if dynamic else sum(count * (s.element_density or 0.0) for count, s in stats) / layers
     return Densities(element=element, tile=sum(count * s.tile_density for count, s in stats) / layers)

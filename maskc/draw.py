@@ -52,6 +52,8 @@ class Panel:
     root: PatternNode
     #: Layer number (1-based, one schedule cycle) → the heads that use this pattern there.
     uses: dict[int, list[int]] = field(default_factory=dict)
+    #: "attention", or the layer's mixer when it has none (its panel shows the relation it mixes by).
+    mixer: str = "attention"
 
     @property
     def heads(self) -> list[int]:
@@ -92,7 +94,8 @@ def _panel_title(panel: Panel, spec: Spec, several: bool) -> str:
         if spec.layers:
             words.append(f"layer{'s' if len(layers) > 1 else ''} {format_ranges(layers)}")
         parts.append(" · ".join(words))
-    return "; ".join(part for part in parts if part) or spec.name
+    title = "; ".join(part for part in parts if part) or spec.name
+    return title if panel.mixer == "attention" else f"{title} ({panel.mixer} mixer, no attention)"
 
 
 def typical_resolution(pattern: CompiledPattern, seed: int, head_dim: int = 64) -> CompiledPattern:
@@ -121,15 +124,16 @@ def spec_panels(
     k (from random q and k drawn with it)."""
     panels: dict[str, Panel] = {}
     layer = 0
-    for count, pattern in compile_layers(spec, seq_len=n, block_size=block_size, documents=documents):
+    entries = compile_layers(spec, seq_len=n, block_size=block_size, documents=documents)
+    for (count, pattern), mixer in zip(entries, spec.layer_mixers()):
         layer_spec = pattern.spec
         if seed is not None and pattern.dynamic:
             pattern = typical_resolution(pattern, seed)
         nodes, _ = layer_spec.distinct_head_patterns(pattern.heads)
         for index, node in enumerate(nodes):
-            key = json.dumps([node.to_data(), layer_spec.causal], sort_keys=True)
+            key = json.dumps([node.to_data(), layer_spec.causal, mixer], sort_keys=True)
             if key not in panels:
-                panels[key] = Panel("", pattern.layouts[index], node)
+                panels[key] = Panel("", pattern.layouts[index], node, mixer=mixer)
             heads = np.flatnonzero(pattern.head_layout == index).tolist()
             panels[key].uses.update({k: heads for k in range(layer + 1, layer + count + 1)})
         layer += count

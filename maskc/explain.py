@@ -13,22 +13,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import yaml
 
-from maskc.catalogue import Densities, catalogue_specs, schedule_densities, schedule_depth
+from maskc.catalogue import Densities, attention_entries, schedule_densities, schedule_depth
 from maskc.compiler import compile, compile_layers
-from maskc.draw import format_ranges, spec_panels
-from maskc.errors import MaskcError, MaskcWarning
-from maskc.ir import CompiledPattern
+from maskc.draw import Panel, format_ranges, spec_panels
+from maskc.errors import MaskcWarning
 from maskc.ir.build import build_layout
 from maskc.origin import named
+from maskc.recognise import COMPARE_N, Recognition, rank
 from maskc.rules import BandRule, DifferenceRule, Rule
 from maskc.spec import Spec
 from maskc.verify import verify
 
-#: The n at which masks are compared for similarity.
-COMPARE_N = 1024
 #: Growth exponents below these bounds read as O(n) and O(n·√n); above, O(n²).
 _LINEAR_BELOW, _SQRT_BELOW = 1.25, 1.75
 
@@ -51,12 +48,6 @@ class Growth:
         return "O(n)" if e < _LINEAR_BELOW else ("O(n·√n)" if e < _SQRT_BELOW else "O(n²)")
 
 
-@dataclass(frozen=True)
-class Similar:
-    name: str
-    jaccard: float
-
-
 @dataclass
 class Explanation:
     spec: Spec
@@ -65,7 +56,7 @@ class Explanation:
     parts: list[tuple[str, list[str]]]
     densities: Densities
     growth: Growth | None
-    similar: list[Similar]
+    similar: list[Recognition]
     skipped: list[str]
     min_layers: int | None
     warnings: list[str] = field(default_factory=list)
@@ -102,24 +93,25 @@ class Explanation:
             g = self.growth
             growth = (
                 f"complexity   {g.complexity}: active pairs grow ×{g.pairs_doubled / g.pairs:.2f} from n = {g.n} to "
-                f"{2 * g.n} (pairs ∝ n^{g.exponent:.2f}, the spec's windows, strides and blocks held fixed)"
+                f"{2 * g.n} (pairs ∝ n^{g.exponent:.2f}; sizes written in n follow it, the others stay fixed)"
             )
         reach = "never (no depth connects every pair)" if self.min_layers is None else str(self.min_layers)
         static = " (static part: run-time edges left out)" if self.spec.is_dynamic() else ""
         return [density, growth, f"min_layers   {reach} at n = {self.n}{static}"]
 
     def _closest(self) -> list[str]:
-        if self.spec.is_dynamic():
-            return ["closest      not compared: the mask is decided at run time"]
         if not self.similar:
             return ["closest      no catalogue pattern to compare with"]
-        best = ", ".join(f"{s.name} ({s.jaccard:.2f})" for s in self.similar)
-        out = [
-            f"closest      {best}",
-            f"             Jaccard overlap of the masks at n = {COMPARE_N}, union over heads",
-        ]
+        best, *rest = self.similar
+        out = [f"closest      {best.name} ({best.score:.2f}) — {best.reason}"]
+        if rest:
+            out.append(f"             then {', '.join(f'{r.name} ({r.score:.2f})' for r in rest)}")
+        out.append(
+            "             scored by structure (kinds and proportions of the parts, causality, layer schedule)"
+            f" and the masks' overlap at n = {COMPARE_N}"
+        )
         if self.skipped:
-            out.append(f"             not compared: {', '.join(self.skipped)}")
+            out.append(f"             masks not compared: {', '.join(self.skipped)}")
         return out
 
 
@@ -133,9 +125,14 @@ def _flow(data: object) -> str:
 def describe_parts(spec: Spec, n: int, documents: Any = None, seed: int | None = None) -> list[tuple[str, list[str]]]:
     """Per distinct pattern (over heads and layers): its spec form and the element rule it lowers to."""
     return [
-        (panel.title, [_flow(panel.root.to_data()), f"rule: {panel.layout.rule.describe()}"])
+        (panel.title, [_panel_form(panel), f"rule: {panel.layout.rule.describe()}"])
         for panel in spec_panels(spec, n, documents=documents, seed=seed)
     ]
+
+
+def _panel_form(panel: Panel) -> str:
+    """The spec form of a panel: its pattern, or its mixer for a layer without attention."""
+    return _flow(panel.root.to_data()) if panel.mixer == "attention" else _flow({"mixer": panel.mixer})
 
 
 # ----------------------------------------------------------------------------- measures
@@ -143,7 +140,7 @@ def describe_parts(spec: Spec, n: int, documents: Any = None, seed: int | None =
 
 def _active_pairs(spec: Spec, n: int) -> float:
     """Active pairs per head at n, summed over one schedule cycle."""
-    entries = compile_layers(spec, seq_len=n)
+    entries = attention_entries(spec, compile_layers(spec, seq_len=n))
     return sum(count * (pattern.stats().active_pairs or 0.0) for count, pattern in entries)
 
 
@@ -154,33 +151,10 @@ def growth(spec: Spec, n: int) -> Growth | None:
     return Growth(n, _active_pairs(spec, n), _active_pairs(spec, 2 * n))
 
 
-def union_mask(pattern: CompiledPattern) -> np.ndarray:
-    """The (n, n) mask of a compiled pattern, union over heads."""
-    dense = pattern.to_dense()
-    return dense.any(axis=0) if dense.ndim == 3 else dense
-
-
-def similar_specs(spec: Spec, source: Path | None, top: int = 3) -> tuple[list[Similar], list[str]]:
-    """Catalogue specs by Jaccard overlap with this one at COMPARE_N; and those that could not be compared."""
-    if spec.is_dynamic():
-        return [], []
-    mine = union_mask(compile(spec, seq_len=COMPARE_N))
-    scores, skipped = [], []
-    for path, other in catalogue_specs():
-        if source is not None and path.resolve() == source.resolve():
-            continue
-        if other.is_dynamic():
-            skipped.append(f"{path.stem} (run time)")
-            continue
-        try:
-            theirs = union_mask(compile(other, seq_len=COMPARE_N))
-        except MaskcError:
-            skipped.append(f"{path.stem} (does not compile at n = {COMPARE_N})")
-            continue
-        union = np.count_nonzero(mine | theirs)
-        scores.append(Similar(path.stem, np.count_nonzero(mine & theirs) / union if union else 1.0))
-    scores.sort(key=lambda s: -s.jaccard)
-    return scores[:top], skipped
+def similar_specs(spec: Spec, n: int, source: Path | None, top: int = 3) -> tuple[list[Recognition], list[str]]:
+    """The `top` catalogue specs this one resembles most (`maskc.recognise`), and masks not compared."""
+    ranked, skipped = rank(spec, n, source)
+    return ranked[:top], skipped
 
 
 # ----------------------------------------------------------------------------- warnings
@@ -258,7 +232,7 @@ def explain(
         n = compile(spec, seq_len=seq_len).n
         depth = layers or schedule_depth(spec)
         min_layers, reach = reach_warning(spec, n, depth, documents)
-        similar, skipped = similar_specs(spec, source)
+        similar, skipped = similar_specs(spec, n, source)
         return Explanation(
             spec=spec,
             n=n,

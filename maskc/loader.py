@@ -70,8 +70,17 @@ def _line_of(root: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:
     return node.start_mark.line + 1 if node is not None else line
 
 
+def _specificity(problem: Any) -> tuple[int, int]:
+    """Sort key: deeper field paths first, and a missing field after any other problem at its depth.
+
+    A missing top-level field is rarely the mistake a user is looking for when a primitive deep in
+    the pattern is misspelled; the deepest problem names the place to look.
+    """
+    return (-len(problem["loc"]), problem["type"] == "missing")
+
+
 def _first_error(err: ValidationError, root: yaml.Node | None, source: str) -> SpecError:
-    problems = err.errors()
+    problems = sorted(err.errors(), key=_specificity)
     first = problems[0]
     loc = tuple(first["loc"])
     message = first["msg"].removeprefix("Value error, ")
@@ -80,8 +89,16 @@ def _first_error(err: ValidationError, root: yaml.Node | None, source: str) -> S
     return SpecError(message, source=source, path=format_path(loc) or None, line=_line_of(root, loc))
 
 
+def default_name(source: str) -> str:
+    """The name of a spec that gives none: its file's stem, or "spec" for text from nowhere."""
+    stem = Path(source).stem if source and not source.startswith("<") else ""
+    return stem or "spec"
+
+
 def parse_spec(text: str, source: str = "<spec>") -> Spec:
-    """A spec from YAML text; raises SpecError with file, line and field path."""
+    """A spec from YAML text; raises SpecError with file, line and field path.
+
+    A spec without `name` is named after its file (`default_name`)."""
     if len(text.encode("utf-8", errors="replace")) > MAX_SPEC_BYTES:
         raise SpecError(f"spec is larger than {MAX_SPEC_BYTES} bytes; refusing to parse it", source=source)
     try:
@@ -97,7 +114,9 @@ def parse_spec(text: str, source: str = "<spec>") -> Spec:
         raise SpecError(f"not valid YAML: {err}", source=source) from None
     if not isinstance(data, dict):
         kind = "empty" if data is None else f"a {type(data).__name__}"
-        raise SpecError(f"a spec is a YAML mapping with name and pattern, but this file is {kind}", source=source)
+        raise SpecError(f"a spec is a YAML mapping with a pattern, but this file is {kind}", source=source)
+    if "name" not in data:
+        data["name"] = default_name(source)
     try:
         return Spec.model_validate(data)
     except ValidationError as err:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -17,7 +17,7 @@ from pydantic import (
     field_validator,
 )
 
-from maskc.primitives import PatternNode, parse_pattern
+from maskc.primitives import Dense, PatternNode, Window, parse_pattern
 from maskc.primitives.base import _fail
 
 #: Largest seq_len a spec may declare (2**31 − 1 keeps every index in int32).
@@ -45,13 +45,31 @@ class HeadPattern(BaseModel):
     pattern: Pattern
 
 
+#: What mixes tokens in a layer: attention (a mask), a causal recurrence, or nothing.
+Mixer = Literal["attention", "recurrent", "identity"]
+
+
 class LayerEntry(BaseModel):
-    """`count` consecutive layers, using `pattern` or, without one, the spec's own pattern and heads."""
+    """`count` consecutive layers, using `pattern` or, without one, the spec's own pattern and heads.
+
+    `mixer: recurrent` (a state-space or linear-recurrent layer such as Mamba) and `mixer: identity`
+    are layers without attention: in the first every earlier position reaches the current one
+    (j ≤ i), in the second a token keeps only its own state. Neither has a pattern or attention FLOPs.
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
     count: PositiveInt = 1
+    mixer: Mixer = "attention"
     pattern: Pattern | None = None
+
+    @field_validator("pattern")
+    @classmethod
+    def _attention_only(cls, pattern: PatternNode | None, info: ValidationInfo) -> PatternNode | None:
+        mixer = info.data.get("mixer", "attention")
+        if pattern is not None and mixer != "attention":
+            raise ValueError(f"a `mixer: {mixer}` layer has no attention pattern; leave `pattern` out")
+        return pattern
 
 
 class Spec(BaseModel):
@@ -59,7 +77,7 @@ class Spec(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
-    name: str
+    name: str = "spec"
     description: str = ""
     seq_len: Annotated[int, Field(gt=0, le=MAX_SEQ_LEN)] | None = None
     causal: bool = False
@@ -113,18 +131,30 @@ class Spec(BaseModel):
         return patterns, index
 
     def layer_schedule(self) -> list[tuple[int, Spec]]:
-        """(count, spec of those layers) in order; one entry for a spec without `layers`."""
+        """(count, spec of those layers) in order; one entry for a spec without `layers`.
+
+        A layer without attention appears as the spec of the relation it mixes tokens by: causal
+        dense for `recurrent`, self only for `identity` (`layer_mixers` tells them apart).
+        """
         if not self.layers:
             return [(1, self)]
-        out = []
-        for entry in self.layers:
-            if entry.pattern is None:
-                out.append((entry.count, self))
-            else:
-                out.append(
-                    (entry.count, self.model_copy(update={"pattern": entry.pattern, "head_patterns": [], "layers": []}))
-                )
-        return out
+        return [(entry.count, self._layer_spec(entry)) for entry in self.layers]
+
+    def layer_mixers(self) -> list[Mixer]:
+        """The mixer of each `layer_schedule` entry."""
+        return [entry.mixer for entry in self.layers] or ["attention"]
+
+    def _layer_spec(self, entry: LayerEntry) -> Spec:
+        if entry.mixer == "attention" and entry.pattern is None:
+            return self
+        update: dict[str, Any] = {"head_patterns": [], "layers": []}
+        if entry.mixer == "attention":
+            update["pattern"] = entry.pattern
+        else:
+            update["heads"] = None
+            update["pattern"] = Dense() if entry.mixer == "recurrent" else Window(before=0, after=0)
+            update["causal"] = self.causal or entry.mixer == "recurrent"
+        return self.model_copy(update=update)
 
     def is_dynamic(self) -> bool:
         nodes = [self.pattern] + [e.pattern for e in self.head_patterns] + [e.pattern for e in self.layers if e.pattern]

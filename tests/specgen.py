@@ -1,18 +1,23 @@
 """Random specs for property tests, and an independent dense evaluator of the spec language.
 
 `brute_force_mask` evaluates a spec dict element by element from the definitions in the
-spec reference (README), sharing no code with the compiler except the seeded random draw,
-which is part of the definition of the `random` primitive.
+spec reference (README), sharing no code with the compiler except the seeded random draws,
+which are part of the definition of the `random` primitive. Sizes given as expressions in n are
+evaluated here by a separate reading of the README's grammar (`size_value`).
 """
 
 from __future__ import annotations
 
+import math
+import re
+from fractions import Fraction
 from typing import Any
 
 import numpy as np
 from hypothesis import strategies as st
 
 from maskc.rules import draw_distinct
+from maskc.rules.random import draw_among
 
 POWERS_OF_TWO = [1, 2, 4, 8, 16, 32, 64]
 TILE_SIDES = [16, 32, 64, 128]
@@ -21,25 +26,142 @@ TILE_SIDES = [16, 32, 64, 128]
 # ----------------------------------------------------------------------------- evaluator
 
 
+#: Parameters that are sizes: a whole number or an expression in n.
+SIZES = {"before", "after", "size", "dilation", "every", "first", "offset", "last", "count", "per_row", "width"}
+
+
+def _int_sqrt(x: int) -> tuple[int, int]:
+    """(⌊√x⌋, ⌈√x⌉) by search from the float estimate."""
+    r = int(math.sqrt(x))
+    while r * r > x:
+        r -= 1
+    while (r + 1) * (r + 1) <= x:
+        r += 1
+    return r, r if r * r == x else r + 1
+
+
+def _int_log2(x: int) -> tuple[int, int]:
+    """(⌊log2 x⌋, ⌈log2 x⌉) by counting doublings."""
+    k = 0
+    while 2 ** (k + 1) <= x:
+        k += 1
+    return k, k if 2**k == x else k + 1
+
+
+class _Reader:
+    """Recursive descent over the tokens of an expression in n. Every node reads as (down, up): a
+    division, sqrt or log2 rounded down and rounded up; everything else has down == up."""
+
+    def __init__(self, text: str, n: int) -> None:
+        self.tokens = re.findall(r"//|\d+|[a-z][a-z0-9]*|[-+*/%(),]", text)
+        self.n = n
+
+    def take(self, expected: str | None = None) -> str:
+        tok = self.tokens.pop(0)
+        assert expected is None or tok == expected, (tok, expected)
+        return tok
+
+    def expr(self) -> tuple[int, int]:
+        down, up = self.term()
+        while self.tokens and self.tokens[0] in "+-":
+            sign = 1 if self.take() == "+" else -1
+            down = up = down + sign * self.term()[0]
+        return down, up
+
+    def term(self) -> tuple[int, int]:
+        down, up = self.unary()
+        while self.tokens and self.tokens[0] in ("*", "/", "//", "%"):
+            op, right = self.take(), self.unary()[0]
+            if op == "*":
+                down = up = down * right
+            elif op == "%":
+                down = up = down % right
+            else:
+                exact = Fraction(down, right)
+                down, up = math.floor(exact), math.ceil(exact)
+        return down, up
+
+    def unary(self) -> tuple[int, int]:
+        if self.tokens[0] in "+-":
+            sign = 1 if self.take() == "+" else -1
+            value = self.unary()[0] * sign
+            return value, value
+        return self.atom()
+
+    def atom(self) -> tuple[int, int]:
+        tok = self.take()
+        if tok == "(":
+            value = self.expr()
+            self.take(")")
+            return value
+        if tok == "n":
+            return self.n, self.n
+        if tok.isdigit():
+            return int(tok), int(tok)
+        self.take("(")
+        args = [self.expr()]
+        while self.tokens[0] == ",":
+            self.take()
+            args.append(self.expr())
+        self.take(")")
+        if tok == "ceil":
+            return args[0][1], args[0][1]
+        if tok == "floor":
+            return args[0][0], args[0][0]
+        if tok in ("min", "max"):
+            value = (min if tok == "min" else max)(a[0] for a in args)
+            return value, value
+        return (_int_sqrt if tok == "sqrt" else _int_log2)(args[0][0])
+
+
+def size_value(value: Any, n: int) -> int:
+    """A size parameter at n: a whole number as it is, an expression by the README's rounding rules."""
+    if isinstance(value, int):
+        return value
+    reader = _Reader(value, n)
+    down, _ = reader.expr()
+    assert not reader.tokens, f"unread: {reader.tokens}"
+    return down
+
+
 def _token_set(params: dict[str, Any], n: int) -> np.ndarray:
     member = np.zeros(n, dtype=bool)
     if "tokens" in params:
         member[params["tokens"]] = True
     elif "first" in params:
         member[: params["first"]] = True
+    elif "last" in params:
+        member[np.arange(n) % params["every"] >= params["every"] - params["last"]] = True
     else:
         member[np.arange(n) % params["every"] == params.get("offset", 0)] = True
     return member
 
 
-def _random_mask(params: dict[str, Any], n: int, block: int, i: np.ndarray, j: np.ndarray) -> np.ndarray:
+def _random_mask(
+    params: dict[str, Any], n: int, block: int, i: np.ndarray, j: np.ndarray, covered: np.ndarray | None = None
+) -> np.ndarray:
+    """The drawn table as a mask; `covered` (units × units) is what the excluded siblings cover."""
     unit = block if params.get("granularity", "block") == "block" else 1
     units = -(-n // unit)
     rng = np.random.default_rng([params.get("seed", 0), n, block])
-    table = draw_distinct(units, units, params["per_row"], rng)
+    if covered is None:
+        table = draw_distinct(units, units, params["per_row"], rng)
+    else:
+        ptr = np.concatenate([[0], np.cumsum(covered.sum(axis=1))]).astype(np.int64)
+        table = draw_among(params["per_row"], ptr, np.nonzero(covered)[1].astype(np.int64), units, rng)
     chosen = np.zeros((units, units), dtype=bool)
     chosen[np.repeat(np.arange(units), params["per_row"]), table.reshape(-1)] = True
     return chosen[i // unit, j // unit]
+
+
+def covered_units(mask: np.ndarray, unit: int) -> np.ndarray:
+    """(units, units): the unit blocks of an (n, n) mask in which every element holds."""
+    units = -(-mask.shape[0] // unit)
+    out = np.zeros((units, units), dtype=bool)
+    for a in range(units):
+        for b in range(units):
+            out[a, b] = mask[a * unit : (a + 1) * unit, b * unit : (b + 1) * unit].all()
+    return out
 
 
 def _document_starts(docs: np.ndarray) -> np.ndarray:
@@ -63,6 +185,7 @@ def _per_document(kind: str, p: dict[str, Any], n: int, docs: np.ndarray, i: np.
 def _primitive(
     kind: str, p: dict[str, Any], n: int, block: int, i: np.ndarray, j: np.ndarray, docs: np.ndarray | None = None
 ) -> np.ndarray:
+    p = {key: size_value(value, n) if key in SIZES else value for key, value in p.items()}
     if kind == "document":
         return docs[i] == docs[j]
     if p.get("per") == "document":
@@ -99,13 +222,31 @@ def pattern_mask(node: Any, n: int, block: int, docs: np.ndarray | None = None) 
         node = {"union": node}
     ((kind, params),) = node.items()
     if kind in ("union", "intersect", "difference"):
-        parts = [pattern_mask(child, n, block, docs) for child in params]
         if kind == "union":
-            return np.logical_or.reduce(parts)
+            return _union_mask(params, n, block, docs)
+        parts = [pattern_mask(child, n, block, docs) for child in params]
         if kind == "intersect":
             return np.logical_and.reduce(parts)
         return parts[0] & ~parts[1]
     return np.broadcast_to(_primitive(kind, params or {}, n, block, i, j, docs), (n, n)).copy()
+
+
+def _union_mask(children: list[Any], n: int, block: int, docs: np.ndarray | None = None) -> np.ndarray:
+    """A union; a random entry with `exclude` draws among the unit blocks its named siblings leave uncovered."""
+    out = np.zeros((n, n), dtype=bool)
+    for child in children:
+        ((kind, params),) = (child if isinstance(child, dict) else {"union": child}).items()
+        excluded = (params or {}).get("exclude") if kind == "random" else None
+        if not excluded:
+            out |= pattern_mask(child, n, block, docs)
+            continue
+        named = [c for c in children if isinstance(c, dict) and next(iter(c)) in excluded]
+        cover = np.logical_or.reduce([pattern_mask(c, n, block, docs) for c in named])
+        unit = block if params.get("granularity", "block") == "block" else 1
+        p = {key: size_value(value, n) if key in SIZES else value for key, value in params.items()}
+        i, j = np.arange(n)[:, None], np.arange(n)[None, :]
+        out |= _random_mask(p, n, block, i, j, covered_units(cover, unit))
+    return out
 
 
 def brute_force_mask(spec: dict[str, Any], n: int, docs: np.ndarray | None = None) -> np.ndarray:
@@ -125,8 +266,36 @@ def brute_force_mask(spec: dict[str, Any], n: int, docs: np.ndarray | None = Non
 
 
 @st.composite
+def same_value(draw: st.DrawFn, v: int, n: int) -> int | str:
+    """v, or an expression in n whose value at n is v (README rounding), to test both readings."""
+    forms = [v, str(v), f"n - {n - v}", f"min(n, {v}) + 0", f"max({v}, {v} - 1)"]
+    k = draw(st.integers(1, 9))
+    forms += [f"{v * k} / {k}", f"ceil({v * k - draw(st.integers(0, k - 1))} / {k})", f"{v * k + k - 1} // {k}"]
+    forms.append(f"floor(sqrt({v * v + draw(st.integers(0, 2 * v))}))")
+    if v >= 1:
+        forms.append(f"ceil(sqrt({v * v - draw(st.integers(0, 2 * v - 2))}))")
+        forms.append(f"ceil(log2({2 ** (v - 1) + 1}))" if 1 < v <= 20 else f"{v} * (n % 1 + 1)")
+    if v <= 20:
+        forms.append(f"log2({2**v + draw(st.integers(0, 2**v - 1))})")
+    return draw(st.sampled_from(forms))
+
+
+def _sizes_as_expressions(draw: st.DrawFn, node: dict[str, Any], n: int) -> dict[str, Any]:
+    """The primitive with some of its integer sizes written as expressions with the same value."""
+    ((kind, params),) = node.items()
+    if not params or draw(st.integers(0, 2)) != 0:
+        return node
+    return {kind: {k: draw(same_value(v, n)) if k in SIZES and isinstance(v, int) else v for k, v in params.items()}}
+
+
+@st.composite
 def primitives(draw: st.DrawFn, n: int, block: int) -> dict[str, Any]:
-    """One static primitive whose parameters are valid at sequence length n."""
+    """One static primitive whose parameters are valid at sequence length n; sizes sometimes expressions."""
+    return _sizes_as_expressions(draw, draw(_plain_primitives(n, block)), n)
+
+
+@st.composite
+def _plain_primitives(draw: st.DrawFn, n: int, block: int) -> dict[str, Any]:
     kind = draw(
         st.sampled_from(["dense", "window", "window", "block_local", "stride", "global", "sink", "random", "axial"])
     )
@@ -161,6 +330,9 @@ def primitives(draw: st.DrawFn, n: int, block: int) -> dict[str, Any]:
                     lambda every: st.fixed_dictionaries({"every": st.just(every), "offset": st.integers(0, every - 1)})
                 )
                 .filter(lambda p: p["offset"] < n),
+                st.integers(1, max(1, n))
+                .flatmap(lambda every: st.fixed_dictionaries({"every": st.just(every), "last": st.integers(1, every)}))
+                .filter(lambda p: p["every"] - p["last"] < n),
             )
         )
         params["direction"] = draw(st.sampled_from(["both", "rows", "columns"]))
@@ -188,7 +360,27 @@ def patterns(draw: st.DrawFn, n: int, block: int, depth: int = 2) -> Any:
     kind = draw(st.sampled_from(["union", "intersect", "difference", "list"]))
     size = 2 if kind == "difference" else draw(st.integers(1, 3))
     kids = [draw(patterns(n, block, depth - 1)) for _ in range(size)]
+    if kind in ("union", "list") and draw(st.integers(0, 3)) == 0:
+        kids.append(draw(_random_excluding(kids, n, block)))
     return kids if kind == "list" else {kind: kids}
+
+
+@st.composite
+def _random_excluding(draw: st.DrawFn, siblings: list[Any], n: int, block: int) -> dict[str, Any]:
+    """A random entry that draws among what some of its siblings (by kind) leave uncovered."""
+    kinds = sorted(
+        {next(iter(s)) for s in siblings if isinstance(s, dict)} - {"random", "union", "intersect", "difference"}
+    )
+    granularity = draw(st.sampled_from(["block", "token"]))
+    units = -(-n // (block if granularity == "block" else 1))
+    params: dict[str, Any] = {
+        "per_row": draw(st.integers(1, min(units, 4))),
+        "seed": draw(st.integers(0, 3)),
+        "granularity": granularity,
+    }
+    if kinds:
+        params["exclude"] = draw(st.lists(st.sampled_from(kinds), min_size=1, max_size=len(kinds), unique=True))
+    return {"random": params}
 
 
 @st.composite
@@ -209,13 +401,20 @@ def spec_dicts(draw: st.DrawFn, max_n: int = 200, per_head: bool = True, layers:
         spec["heads"] = heads
         spec["head_patterns"] = [{"heads": chosen, "pattern": draw(patterns(n, block, depth=1))}]
     if layers and draw(st.booleans()):
-        spec["layers"] = [
-            {"count": draw(st.integers(1, 3))}
-            if draw(st.booleans())
-            else {"count": draw(st.integers(1, 3)), "pattern": draw(patterns(n, block, depth=1))}
-            for _ in range(draw(st.integers(1, 3)))
-        ]
+        spec["layers"] = [draw(_layer_entries(n, block)) for _ in range(draw(st.integers(1, 3)))]
     return spec, n
+
+
+@st.composite
+def _layer_entries(draw: st.DrawFn, n: int, block: int) -> dict[str, Any]:
+    """A `layers` entry: the spec's pattern, its own pattern, or a layer without attention."""
+    count = draw(st.integers(1, 3))
+    form = draw(st.sampled_from(["spec", "pattern", "recurrent", "identity"]))
+    if form == "spec":
+        return {"count": count}
+    if form == "pattern":
+        return {"count": count, "pattern": draw(patterns(n, block, depth=1))}
+    return {"count": count, "mixer": form}
 
 
 def tile_shapes() -> st.SearchStrategy[tuple[int, int]]:

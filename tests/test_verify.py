@@ -32,6 +32,12 @@ def layer_masks(spec: dict[str, Any], n: int) -> list[np.ndarray]:
     entries = spec.get("layers") or [{"count": 1}]
     cycle = []
     for entry in entries:
+        if entry.get("mixer", "attention") != "attention":  # recurrent: j ≤ i; identity: self only
+            mask = np.tril(np.ones((n, n), dtype=bool), 0 if entry["mixer"] == "recurrent" else -n) | np.eye(
+                n, dtype=bool
+            )
+            cycle += [mask] * entry.get("count", 1)
+            continue
         if "pattern" in entry:
             layer = {**spec, "pattern": entry["pattern"]}
             layer.pop("head_patterns", None)
@@ -125,9 +131,10 @@ def test_verify_matches_brute_force(case: tuple[dict, int], layers: int, data: s
 
 
 @PROPERTY
-@given(spec_dicts(max_n=300, per_head=False), st.integers(1, 4))
+@given(spec_dicts(max_n=300, per_head=False, layers=True), st.integers(1, 4))
 def test_both_engines_agree_with_brute_force(case: tuple[dict, int], layers: int) -> None:
-    """The interval engine (where it applies) and the bit-parallel engine, each against brute force."""
+    """The interval engine (where it applies) and the bit-parallel engine, each against brute force,
+    layer schedules included (with `mixer: recurrent` and `identity` layers)."""
     spec_dict, n = case
     brute = Brute(layer_masks(spec_dict, n), spec_dict["causal"])
     with warnings.catch_warnings():

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import PositiveInt
-
 from maskc.origin import Origin
 from maskc.primitives.base import LowerContext, Primitive, register
+from maskc.primitives.sizes import PositiveSize, size_at
 from maskc.rules import BandRule, Rule, UnionRule
 
 
@@ -16,9 +15,10 @@ class Axial(Primitive):
     kind = "axial"
     summary = "same row (i // W == j // W) or same column (i mod W == j mod W)"
 
-    width: PositiveInt
+    width: PositiveSize
 
     def lower(self, ctx: LowerContext, path: Origin) -> Rule:
-        same_row = BandRule(unit=self.width, lo=0, hi=0, step=1, origin=path.with_part("row"))
-        same_column = BandRule(unit=1, lo=None, hi=None, step=self.width, origin=path.with_part("column"))
+        width = size_at(self.width, ctx.n, path.child("width"), 1)
+        same_row = BandRule(unit=width, lo=0, hi=0, step=1, origin=path.with_part("row"))
+        same_column = BandRule(unit=1, lo=None, hi=None, step=width, origin=path.with_part("column"))
         return UnionRule([same_row, same_column], origin=path)

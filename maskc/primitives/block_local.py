@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import PositiveInt
-
 from maskc.origin import Origin
 from maskc.primitives.base import LowerContext, Primitive, register
+from maskc.primitives.sizes import PositiveSize, size_at
 from maskc.rules import BandRule, Rule
 
 
@@ -16,7 +15,7 @@ class BlockLocal(Primitive):
     kind = "block_local"
     summary = "attention within non-overlapping blocks of `size` tokens"
 
-    size: PositiveInt
+    size: PositiveSize
 
     def lower(self, ctx: LowerContext, path: Origin) -> Rule:
-        return BandRule(unit=self.size, lo=0, hi=0, step=1, origin=path)
+        return BandRule(unit=size_at(self.size, ctx.n, path.child("size"), 1), lo=0, hi=0, step=1, origin=path)

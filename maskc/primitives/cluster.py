@@ -12,6 +12,7 @@ from pydantic import NonNegativeInt, PositiveInt, model_validator
 
 from maskc.origin import Origin
 from maskc.primitives.base import LowerContext, Primitive, register
+from maskc.primitives.sizes import PositiveSize, size_at
 from maskc.rules import ClusterRule, Rule
 
 
@@ -22,14 +23,14 @@ class Cluster(Primitive):
     kind = "cluster"
     summary = "queries attend keys in the same cluster, assigned at run time (kmeans or lsh)"
 
-    clusters: PositiveInt
+    clusters: PositiveSize
     method: Literal["kmeans", "lsh"] = "kmeans"
     seed: NonNegativeInt = 0
     iterations: PositiveInt = 4
 
     @model_validator(mode="after")
     def _lsh_needs_even_buckets(self) -> Cluster:
-        if self.method == "lsh" and self.clusters % 2:
+        if self.method == "lsh" and isinstance(self.clusters, int) and self.clusters % 2:
             raise ValueError(f"lsh hashes to ±projections, so clusters must be even; got {self.clusters}")
         return self
 
@@ -37,4 +38,11 @@ class Cluster(Primitive):
         return True
 
     def lower(self, ctx: LowerContext, path: Origin) -> Rule:
-        return ClusterRule(self, ctx.n, path)
+        """The symbolic rule, with `clusters` evaluated at ctx.n (run time reads a number)."""
+        clusters = size_at(self.clusters, ctx.n, path.child("clusters"), 1)
+        if self.method == "lsh" and clusters % 2:
+            raise ctx.fail(
+                path.child("clusters"),
+                f"lsh hashes to ±projections, so clusters must be even; `{self.clusters}` is {clusters}",
+            )
+        return ClusterRule(self.model_copy(update={"clusters": clusters}), ctx.n, path)  # type: ignore[arg-type]

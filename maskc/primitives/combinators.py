@@ -77,8 +77,14 @@ class Union(Combinator):
     summary = "holds where any of the patterns holds (a bare list means the same)"
 
     def lower(self, ctx: LowerContext, path: Origin) -> Rule:
-        kids = self._lower_children(ctx, path)
-        return kids[0] if len(kids) == 1 else UnionRule(kids, origin=path)
+        paths = [child.node_path(path.child(k)) for k, child in enumerate(self.of)]
+        drawn_after = [bool(getattr(child, "exclude", None)) for child in self.of]
+        kids = [None if later else child.lower(ctx, p) for child, p, later in zip(self.of, paths, drawn_after)]
+        fixed = [(child, kid) for child, kid in zip(self.of, kids) if kid is not None]
+        for k, child in enumerate(self.of):
+            if drawn_after[k]:  # a random draw that skips what its siblings cover (BigBird)
+                kids[k] = child.lower_among(ctx, paths[k], fixed)  # type: ignore[attr-defined]
+        return kids[0] if len(kids) == 1 else UnionRule(kids, origin=path)  # type: ignore[arg-type,return-value]
 
 
 @register

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import PositiveInt
-
 from maskc.origin import Origin
 from maskc.primitives.base import LowerContext, Primitive, register
+from maskc.primitives.sizes import PositiveSize, size_at
 from maskc.rules import BandRule, Rule
 
 
@@ -16,7 +15,8 @@ class Stride(Primitive):
     kind = "stride"
     summary = "keys at a multiple of `every` positions away"
 
-    every: PositiveInt
+    every: PositiveSize
 
     def lower(self, ctx: LowerContext, path: Origin) -> Rule:
-        return BandRule(unit=1, lo=None, hi=None, step=self.every, origin=path)
+        step = size_at(self.every, ctx.n, path.child("every"), 1)
+        return BandRule(unit=1, lo=None, hi=None, step=step, origin=path)

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import NonNegativeInt, PositiveInt, model_validator
+from pydantic import model_validator
 
 from maskc.origin import Origin
 from maskc.primitives.base import LowerContext, Primitive, register
+from maskc.primitives.sizes import PositiveSize, Size, size_at
 from maskc.rules import BandRule, Rule
 
 
@@ -23,10 +24,10 @@ class Window(Primitive):
     kind = "window"
     summary = "sliding window of offsets −before … after, optionally dilated or on blocks"
 
-    before: NonNegativeInt | None = None
-    after: NonNegativeInt | None = None
-    size: NonNegativeInt | None = None
-    dilation: PositiveInt = 1
+    before: Size | None = None
+    after: Size | None = None
+    size: Size | None = None
+    dilation: PositiveSize = 1
     granularity: Literal["token", "block"] = "token"
 
     @model_validator(mode="after")
@@ -37,14 +38,16 @@ class Window(Primitive):
             raise ValueError("give size, or before and/or after")
         return self
 
-    def offsets(self) -> tuple[int, int]:
-        """(before, after) in units of the dilation."""
+    def offsets(self, n: int, path: Origin) -> tuple[int, int]:
+        """(before, after) in units of the dilation, at sequence length n."""
         if self.size is not None:
-            return self.size // 2, self.size // 2
-        return self.before or 0, self.after or 0
+            size = size_at(self.size, n, path.child("size"), 0)
+            return size // 2, size // 2
+        before = size_at(self.before or 0, n, path.child("before"), 0)
+        return before, size_at(self.after or 0, n, path.child("after"), 0)
 
     def lower(self, ctx: LowerContext, path: Origin) -> Rule:
-        before, after = self.offsets()
+        before, after = self.offsets(ctx.n, path)
         unit = ctx.block_size if self.granularity == "block" else 1
-        d = self.dilation
+        d = size_at(self.dilation, ctx.n, path.child("dilation"), 1)
         return BandRule(unit=unit, lo=-before * d, hi=after * d, step=d, origin=path)

@@ -14,9 +14,9 @@ from typing import Any
 
 import numpy as np
 
-from maskc.compiler import as_spec, compile_layers
-from maskc.documents import document_ids
-from maskc.errors import MaskcError
+from maskc.compiler import as_spec, compile
+from maskc.documents import document_ids, uses_documents
+from maskc.errors import DocumentsError, MaskcError
 from maskc.grid import ragged_ranges
 from maskc.ir import BlockLayout, CompiledPattern
 from maskc.ir.build import build_layout
@@ -110,6 +110,55 @@ def _layer_pattern(pattern: CompiledPattern) -> LayerPattern:
     return LayerPattern(rule, build_layout(rule, pattern.grid))
 
 
+#: Largest tile side for a recurrent layer's layout (one partial tile is evaluated element by element).
+_RECURRENT_TILE_LIMIT = 1024
+
+
+def _recurrent_tile(n: object, block_size: int | tuple[int, int] | None) -> int | tuple[int, int] | None:
+    """Tiles for a recurrent layer (the relation j ≤ i): up to 1024 a side, about 256 tiles a side.
+
+    Its full tiles need no element work and its partial (diagonal) tiles are all alike, so large
+    tiles keep the layout small at any n, with the same exact relation. A bad n is left to compile.
+    """
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        return block_size
+    side = min(_RECURRENT_TILE_LIMIT, 1 << max(0, (n - 1).bit_length() - 8))
+    default = max(block_size) if isinstance(block_size, tuple) else (block_size or 0)
+    return side if side > max(default, 64) else block_size
+
+
+def _compile_schedule(
+    spec: Spec, seq_len: int | None, block_size: int | tuple[int, int] | None
+) -> list[tuple[int, CompiledPattern]]:
+    """(count, compiled pattern) per schedule entry, as `compile_layers`, recurrent layers on large tiles."""
+    n = spec.seq_len if seq_len is None else seq_len
+    return [
+        (
+            count,
+            compile(
+                layer,
+                seq_len=seq_len,
+                block_size=_recurrent_tile(n, block_size) if mixer == "recurrent" else block_size,
+            ),
+        )
+        for (count, layer), mixer in zip(spec.layer_schedule(), spec.layer_mixers())
+    ]
+
+
+def _with_documents(
+    spec: Spec, entries: list[tuple[int, CompiledPattern]], documents: Any
+) -> list[tuple[int, CompiledPattern]]:
+    """The schedule with every layer that depends on documents resolved to them (an error when none does)."""
+    if not any(uses_documents(pattern) for _, pattern in entries):
+        raise DocumentsError(f"documents were given, but no layer of {spec.name!r} depends on documents")
+    return [
+        (count, compile(p.spec, seq_len=p.n, block_size=(p.block_m, p.block_n), documents=documents))
+        if uses_documents(p)
+        else (count, p)
+        for count, p in entries
+    ]
+
+
 def build_stack(
     subject: Spec | str | Path | CompiledPattern,
     seq_len: int | None = None,
@@ -125,7 +174,9 @@ def build_stack(
         entries, spec = [(1, subject)], subject.spec
     else:
         spec = as_spec(subject)
-        entries = compile_layers(spec, seq_len=seq_len, block_size=block_size, documents=documents)
+        entries = _compile_schedule(spec, seq_len, block_size)
+        if documents is not None:
+            entries = _with_documents(spec, entries, documents)
     layers: dict[int, LayerPattern] = {}
     runs, dynamic = [], []
     for count, pattern in entries:

@@ -1,6 +1,7 @@
 """The random table rule: j // unit is one of table[i // unit], for a table drawn at lowering.
 
-`draw_distinct` draws the table; kernels read it as a lookup, which is exact and needs no bitmask.
+`draw_distinct` draws the table (`draw_among` where each row skips units it already covers); kernels
+read it as a lookup, which is exact and needs no bitmask.
 """
 
 from __future__ import annotations
@@ -22,6 +23,39 @@ def draw_distinct(rows: int, population: int, per_row: int, rng: np.random.Gener
         taken = (out[:, :t] == pick[:, None]).any(axis=1)
         out[:, t] = np.where(taken, top, pick)
     return np.sort(out, axis=1)
+
+
+def draw_among(
+    per_row: int, covered_ptr: np.ndarray, covered_idx: np.ndarray, units: int, rng: np.random.Generator
+) -> np.ndarray:
+    """Per row, `per_row` distinct units drawn uniformly among those it does not cover, sorted.
+
+    Row r covers the sorted units covered_idx[covered_ptr[r]:covered_ptr[r + 1]]. A row with fewer
+    than `per_row` uncovered units takes all of them and fills its row of the table with covered
+    units (which add nothing beside the entries that cover them). Floyd's algorithm on each row's
+    own population; the draw depends only on the rng and these arguments.
+    """
+    rows = len(covered_ptr) - 1
+    counts = np.diff(covered_ptr)
+    free = units - counts
+    population = np.maximum(free, per_row)
+    ranks = np.empty((rows, per_row), dtype=np.int64)
+    for t in range(per_row):
+        top = population - per_row + t
+        pick = rng.integers(0, top + 1)
+        taken = (ranks[:, :t] == pick[:, None]).any(axis=1)
+        ranks[:, t] = np.where(taken, top, pick)
+    row = np.repeat(np.arange(rows), per_row)
+    rank = ranks.reshape(-1)
+    # The k-th uncovered unit of a row is k + #{m : c_m − m ≤ k} over its sorted covered c_0 < c_1 < ….
+    shifted = np.repeat(np.arange(rows, dtype=np.int64), counts) * (units + 1) + (
+        covered_idx - (np.arange(len(covered_idx)) - np.repeat(covered_ptr[:-1], counts))
+    )
+    before = np.searchsorted(shifted, row * (units + 1) + rank, side="right") - covered_ptr[row]
+    at = np.clip(covered_ptr[row] + rank - free[row], 0, len(covered_idx) - 1)
+    filler = covered_idx[at] if len(covered_idx) else at  # unused where every rank is free
+    out = np.where(rank < free[row], rank + before, filler)
+    return np.sort(out.reshape(rows, per_row), axis=1)
 
 
 class RandomRule(Rule):
