@@ -16,6 +16,8 @@ from pathlib import Path
 import maskc
 from maskc import compiler
 from maskc.errors import MaskcWarning
+from maskc.reach.search import BitEngine
+from maskc.reach.stack import build_stack
 from maskc.verify import Report, verify
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -44,6 +46,18 @@ def row(name: str, spec: maskc.Spec, layers: int, repeats: int, target_s: float)
     )
 
 
+def bit_parallel_row(name: str, spec: maskc.Spec, layers: int) -> str:
+    """The bit-parallel engine on a spec that another engine proves, for comparison (one run, CPU time)."""
+    compiler.clear_cache()
+    wall, cpu = time.perf_counter(), time.process_time()
+    engine = BitEngine(build_stack(spec), "forced for comparison")
+    outcome = engine.search(layers, None)
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    found = "never" if outcome.min_layers is None else str(outcome.min_layers)
+    timing = f"{wall:.2f} (CPU {cpu:.2f})"
+    return f"| {name} (bit-parallel) | {spec.seq_len:,} | {layers} | | {found} | {timing} | | | {engine.method} |"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--repeats", type=int, default=3)
@@ -62,6 +76,7 @@ def main() -> None:
         pattern=[{"window": {"before": 256, "after": 256}}, {"global": {"tokens": [0]}}],
     )
     print(row(longformer.name, longformer, 1, args.repeats, 10))
+    print(bit_parallel_row("natten_2d", maskc.load(ROOT / "specs" / "natten_2d.yaml"), 21))
     specs = sorted((ROOT / "specs").glob("*.yaml"))
     if not specs:
         print("(specs/ holds no spec files)")

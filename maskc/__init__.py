@@ -5,6 +5,7 @@ every token in L layers, and run it on a backend.
 """
 
 from maskc.attention import attention
+from maskc.canvas import Grid
 from maskc.compiler import compile, compile_layers
 from maskc.documents import ids_from_lengths
 from maskc.errors import (
@@ -27,9 +28,11 @@ from maskc.primitives import (
     Document,
     Global,
     Intersect,
+    Neighborhood,
     Random,
     Sink,
     Stride,
+    Tiles,
     Topk,
     Union,
     Window,
@@ -54,11 +57,13 @@ __all__ = [
     "DocumentsError",
     "DynamicPatternError",
     "Global",
+    "Grid",
     "HeadPattern",
     "Intersect",
     "LayerEntry",
     "MaskcError",
     "MaskcWarning",
+    "Neighborhood",
     "Random",
     "Recognition",
     "Report",
@@ -66,6 +71,7 @@ __all__ = [
     "Spec",
     "SpecError",
     "Stride",
+    "Tiles",
     "TooLargeError",
     "Topk",
     "Union",

@@ -62,6 +62,8 @@ def _seq_len(spec: Spec, seq_len: int | None) -> int:
         raise SpecError("no sequence length: set seq_len in the spec or pass seq_len", path="seq_len")
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not 0 < n <= MAX_SEQ_LEN:
         raise SpecError(f"seq_len must be a whole number in 1 … {MAX_SEQ_LEN}, got {n!r}", path="seq_len")
+    if spec.grid is not None and n != spec.grid.tokens:
+        raise SpecError(f"seq_len {n} conflicts with the grid, which holds {spec.grid.tokens} tokens", path="grid")
     return int(n)
 
 

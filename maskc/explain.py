@@ -22,10 +22,15 @@ from maskc.errors import MaskcWarning
 from maskc.ir.build import build_layout
 from maskc.origin import named
 from maskc.recognise import COMPARE_N, Recognition, rank
-from maskc.rules import BandRule, DifferenceRule, Rule
+from maskc.rules import BandRule, DifferenceRule, GridWindowRule, Rule
 from maskc.spec import Spec
 from maskc.verify import verify
 
+#: What the grid rules are called in the literature.
+FAMILIES = {
+    "neighborhood": "NATTEN neighbourhood attention (Hassani et al., 2023)",
+    "tiles": "sliding-tile attention, STA (Zhang et al., 2025)",
+}
 #: Growth exponents below these bounds read as O(n) and O(n·√n); above, O(n²).
 _LINEAR_BELOW, _SQRT_BELOW = 1.25, 1.75
 
@@ -37,10 +42,14 @@ class Growth:
     n: int
     pairs: float
     pairs_doubled: float
+    #: The n compared with: 2n, or for a grid, the n of the grid with its first axis doubled.
+    n_doubled: int = 0
 
     @property
     def exponent(self) -> float:
-        return math.log2(self.pairs_doubled / self.pairs) if self.pairs else float("nan")
+        if not self.pairs:
+            return float("nan")
+        return math.log2(self.pairs_doubled / self.pairs) / math.log2((self.n_doubled or 2 * self.n) / self.n)
 
     @property
     def complexity(self) -> str:
@@ -60,6 +69,8 @@ class Explanation:
     skipped: list[str]
     min_layers: int | None
     warnings: list[str] = field(default_factory=list)
+    #: Well-known families the pattern contains (NATTEN, STA), one line each.
+    families: list[str] = field(default_factory=list)
 
     def lines(self) -> list[str]:
         spec = self.spec
@@ -71,6 +82,8 @@ class Explanation:
         for title, leaves in self.parts:
             out.append(f"  {title}:")
             out += [f"    {leaf}" for leaf in leaves]
+        if self.families:
+            out += ["", "recognised", *(f"  {line}" for line in self.families)]
         out += ["", *self._measures(), "", *self._closest(), "", "warnings"]
         out += [f"  - {w}" for w in self.warnings] or ["  none"]
         return out
@@ -91,9 +104,14 @@ class Explanation:
             )
         else:
             g = self.growth
+            held = (
+                "the grid's first axis doubled, kernels and tiles fixed"
+                if self.spec.grid
+                else "sizes written in n follow it, the others stay fixed"
+            )
             growth = (
                 f"complexity   {g.complexity}: active pairs grow ×{g.pairs_doubled / g.pairs:.2f} from n = {g.n} to "
-                f"{2 * g.n} (pairs ∝ n^{g.exponent:.2f}; sizes written in n follow it, the others stay fixed)"
+                f"{g.n_doubled} (pairs ∝ n^{g.exponent:.2f}; {held})"
             )
         reach = "never (no depth connects every pair)" if self.min_layers is None else str(self.min_layers)
         static = " (static part: run-time edges left out)" if self.spec.is_dynamic() else ""
@@ -145,10 +163,36 @@ def _active_pairs(spec: Spec, n: int) -> float:
 
 
 def growth(spec: Spec, n: int) -> Growth | None:
-    """How active pairs grow from n to 2n; None for run-time patterns."""
+    """How active pairs grow from n to 2n (a grid: its first axis doubled); None for run-time patterns."""
     if spec.is_dynamic():
         return None
-    return Growth(n, _active_pairs(spec, n), _active_pairs(spec, 2 * n))
+    if spec.grid is not None:
+        bigger = doubled_grid(spec)
+        return Growth(n, _active_pairs(spec, n), _active_pairs(bigger, bigger.seq_len or 0), bigger.seq_len or 0)
+    return Growth(n, _active_pairs(spec, n), _active_pairs(spec, 2 * n), 2 * n)
+
+
+def doubled_grid(spec: Spec) -> Spec:
+    """The spec on a grid whose first axis is twice as long (kernels, tiles and text unchanged)."""
+    data = spec.to_data()
+    data.pop("seq_len", None)
+    data["grid"]["shape"][0] *= 2
+    return Spec.model_validate(data)
+
+
+def grid_families(spec: Spec, n: int) -> list[str]:
+    """NATTEN and STA parts of the spec, named, with what each query attends."""
+    out = []
+    for panel in spec_panels(spec, n):
+        for leaf in panel.layout.rule.leaves():
+            if isinstance(leaf, GridWindowRule):
+                family = FAMILIES[leaf.name]
+                keys = leaf.keys_per_query()
+                out.append(
+                    f"{leaf.origin}: {family}, {leaf.params} on the {leaf.canvas.describe()}: each query attends "
+                    f"at most {keys:,} grid keys, so O(n · {keys:,}) = O(n) pairs for a fixed kernel"
+                )
+    return out
 
 
 def similar_specs(spec: Spec, n: int, source: Path | None, top: int = 3) -> tuple[list[Recognition], list[str]]:
@@ -244,4 +288,5 @@ def explain(
             skipped=skipped,
             min_layers=min_layers,
             warnings=reach + residue_warnings(spec, n, documents) + empty_row_warnings(spec, n, documents),
+            families=grid_families(spec, n),
         )

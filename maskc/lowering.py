@@ -27,7 +27,8 @@ def lower_pattern(
 ) -> Rule:
     """The element rule of one pattern of `spec` at sequence length n, causal mask included; with
     `documents` (one id per position), document leaves are resolved to them."""
-    ctx = LowerContext(n=n, block_size=spec.block_size, causal=spec.causal, documents=documents)
+    canvas = spec.grid.canvas() if spec.grid is not None else None
+    ctx = LowerContext(n=n, block_size=spec.block_size, canvas=canvas, causal=spec.causal, documents=documents)
     rule = node.lower(ctx, node.node_path(path))
     return intersect_rules([rule, causal_rule()], origin=path) if spec.causal else rule
 

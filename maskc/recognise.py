@@ -45,6 +45,8 @@ _PHRASES = {
     "axial": "axial rows and columns",
     "cluster": "content clusters",
     "dense": "dense attention",
+    "neighborhood": "a neighbourhood on a grid (NATTEN)",
+    "tiles": "sliding tiles on a grid (STA)",
 }
 
 
@@ -283,6 +285,8 @@ def mask_overlaps(spec: Spec, others: list[tuple[Path, Spec]]) -> tuple[dict[str
     """Jaccard overlap of the masks at COMPARE_N (union over heads) per catalogue name, and those not compared."""
     if spec.is_dynamic():
         return {}, ["all (this mask is decided at run time)"]
+    if spec.grid is not None:
+        return {}, ["all (a grid fixes its own n)"]
     mine = union_mask(compile(spec, seq_len=COMPARE_N))
     overlaps, skipped = {}, []
     for path, other in others:

@@ -15,8 +15,10 @@ from pydantic import (
     PositiveInt,
     ValidationInfo,
     field_validator,
+    model_validator,
 )
 
+from maskc.canvas import Grid
 from maskc.primitives import Dense, PatternNode, Window, parse_pattern
 from maskc.primitives.base import _fail
 
@@ -80,6 +82,7 @@ class Spec(BaseModel):
     name: str = "spec"
     description: str = ""
     seq_len: Annotated[int, Field(gt=0, le=MAX_SEQ_LEN)] | None = None
+    grid: Grid | None = None
     causal: bool = False
     block_size: PositiveInt = 64
     heads: PositiveInt | None = None
@@ -93,6 +96,22 @@ class Spec(BaseModel):
         if value & (value - 1):
             raise ValueError(f"block_size must be a power of two, got {value}")
         return value
+
+    @field_validator("grid")
+    @classmethod
+    def _grid_fits_seq_len(cls, grid: Grid | None, info: ValidationInfo) -> Grid | None:
+        n = info.data.get("seq_len")
+        if grid is not None and n is not None and n != grid.tokens:
+            text = f" + {grid.text} text tokens" if grid.text else ""
+            raise ValueError(f"the grid {grid.shape}{text} holds {grid.tokens} tokens, but seq_len is {n}")
+        return grid
+
+    @model_validator(mode="after")
+    def _seq_len_from_grid(self) -> Spec:
+        """A grid fixes the sequence length; a frozen model sets it once, here."""
+        if self.grid is not None and self.seq_len is None:
+            object.__setattr__(self, "seq_len", self.grid.tokens)
+        return self
 
     @field_validator("head_patterns")
     @classmethod

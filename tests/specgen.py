@@ -154,6 +154,63 @@ def _random_mask(
     return chosen[i // unit, j // unit]
 
 
+def grid_cells(grid: dict[str, Any]) -> np.ndarray:
+    """(cells, ndim) coordinates of the grid's cells in storage order, enumerated cell by cell."""
+    shape = grid["shape"]
+    order = grid.get("order", "row_major")
+    if order == "row_major":
+        return np.array(list(np.ndindex(*shape)), dtype=np.int64)
+    tile = order["tiles"]
+    counts = [s // t for s, t in zip(shape, tile)]
+    cells = [
+        [o * t + x for o, t, x in zip(outer, tile, inner)]
+        for outer in np.ndindex(*counts)
+        for inner in np.ndindex(*tile)
+    ]
+    return np.array(cells, dtype=np.int64)
+
+
+def natten_axis_rule(q: np.ndarray, k: np.ndarray, size: int, kernel: int, dilation: int, causal: bool) -> np.ndarray:
+    """NATTEN's per-axis rule as its FlexAttention mask states it (stride 1): dilation groups, the
+    group's corrected length, centre clamped with left k // 2 and right k // 2 + (k mod 2 − 1)."""
+    qd, kd = q // dilation, k // dilation
+    qg, kg = q % dilation, k % dilation
+    padding = 1 - ((qg + (dilation - (size % dilation))) // dilation)
+    length = size // dilation + padding
+    if causal:
+        return (qd - kd >= 0) & (qd - kd < kernel) & (qg == kg)
+    left, right = kernel // 2, kernel // 2 + (kernel % 2 - 1)
+    centre = np.minimum(np.maximum(qd, left), length - 1 - right)
+    w0, w1 = centre - kd, kd - centre
+    return (((w0 >= 0) & (w0 <= left)) | ((w1 >= 0) & (w1 <= right))) & (qg == kg)
+
+
+def sta_axis_rule(q: np.ndarray, k: np.ndarray, size: int, tile: int, kernel: int) -> np.ndarray:
+    """STA's per-axis rule as attention-gym's sta.py states it, on tile coordinates."""
+    tiles, kt = size // tile, kernel // tile
+    left, right = kt // 2, kt // 2 + (kt % 2 - 1)
+    centre = np.minimum(np.maximum(q // tile, left), tiles - 1 - right)
+    return (k // tile >= centre - left) & (k // tile <= centre + right)
+
+
+def _grid_primitive(kind: str, p: dict[str, Any], grid: dict[str, Any], i: np.ndarray, j: np.ndarray) -> np.ndarray:
+    cells = grid_cells(grid)
+    count = len(cells)
+    qi, kj = np.minimum(i, count - 1), np.minimum(j, count - 1)
+    out = (i < count) & (j < count)
+    for a, size in enumerate(grid["shape"]):
+        q, k = cells[qi, a], cells[kj, a]
+        if kind == "neighborhood":
+            d = p.get("dilation", [1] * len(grid["shape"]))[a]
+            c = p.get("causal", [False] * len(grid["shape"]))[a]
+            out = out & natten_axis_rule(q, k, size, p["kernel"][a], d, c)
+        else:
+            out = out & sta_axis_rule(q, k, size, p["tile"][a], p["kernel"][a])
+    if p.get("text", "all") == "all":
+        out = out | ((i < count) & (j >= count)) | (i >= count)
+    return out
+
+
 def covered_units(mask: np.ndarray, unit: int) -> np.ndarray:
     """(units, units): the unit blocks of an (n, n) mask in which every element holds."""
     units = -(-mask.shape[0] // unit)
@@ -183,13 +240,24 @@ def _per_document(kind: str, p: dict[str, Any], n: int, docs: np.ndarray, i: np.
 
 
 def _primitive(
-    kind: str, p: dict[str, Any], n: int, block: int, i: np.ndarray, j: np.ndarray, docs: np.ndarray | None = None
+    kind: str,
+    p: dict[str, Any],
+    n: int,
+    block: int,
+    i: np.ndarray,
+    j: np.ndarray,
+    grid: dict[str, Any] | None = None,
+    docs: np.ndarray | None = None,
 ) -> np.ndarray:
-    p = {key: size_value(value, n) if key in SIZES else value for key, value in p.items()}
     if kind == "document":
         return docs[i] == docs[j]
     if p.get("per") == "document":
+        p = {key: size_value(value, n) if key in SIZES else value for key, value in p.items()}
         return _per_document(kind, p, n, docs, i, j)
+    if kind in ("neighborhood", "tiles"):
+        assert grid is not None
+        return _grid_primitive(kind, p, grid, i, j)
+    p = {key: size_value(value, n) if key in SIZES else value for key, value in p.items()}
     if kind == "dense":
         return np.ones((n, n), dtype=bool)
     if kind == "window":
@@ -215,7 +283,9 @@ def _primitive(
     raise ValueError(f"no brute-force rule for {kind!r}")
 
 
-def pattern_mask(node: Any, n: int, block: int, docs: np.ndarray | None = None) -> np.ndarray:
+def pattern_mask(
+    node: Any, n: int, block: int, grid: dict[str, Any] | None = None, docs: np.ndarray | None = None
+) -> np.ndarray:
     """Dense (n, n) mask of one pattern node in spec-file form (`docs`: document id per position)."""
     i, j = np.arange(n)[:, None], np.arange(n)[None, :]
     if isinstance(node, list):
@@ -223,25 +293,27 @@ def pattern_mask(node: Any, n: int, block: int, docs: np.ndarray | None = None) 
     ((kind, params),) = node.items()
     if kind in ("union", "intersect", "difference"):
         if kind == "union":
-            return _union_mask(params, n, block, docs)
-        parts = [pattern_mask(child, n, block, docs) for child in params]
+            return _union_mask(params, n, block, grid, docs)
+        parts = [pattern_mask(child, n, block, grid, docs) for child in params]
         if kind == "intersect":
             return np.logical_and.reduce(parts)
         return parts[0] & ~parts[1]
-    return np.broadcast_to(_primitive(kind, params or {}, n, block, i, j, docs), (n, n)).copy()
+    return np.broadcast_to(_primitive(kind, params or {}, n, block, i, j, grid, docs), (n, n)).copy()
 
 
-def _union_mask(children: list[Any], n: int, block: int, docs: np.ndarray | None = None) -> np.ndarray:
+def _union_mask(
+    children: list[Any], n: int, block: int, grid: dict[str, Any] | None = None, docs: np.ndarray | None = None
+) -> np.ndarray:
     """A union; a random entry with `exclude` draws among the unit blocks its named siblings leave uncovered."""
     out = np.zeros((n, n), dtype=bool)
     for child in children:
         ((kind, params),) = (child if isinstance(child, dict) else {"union": child}).items()
         excluded = (params or {}).get("exclude") if kind == "random" else None
         if not excluded:
-            out |= pattern_mask(child, n, block, docs)
+            out |= pattern_mask(child, n, block, grid, docs)
             continue
         named = [c for c in children if isinstance(c, dict) and next(iter(c)) in excluded]
-        cover = np.logical_or.reduce([pattern_mask(c, n, block, docs) for c in named])
+        cover = np.logical_or.reduce([pattern_mask(c, n, block, grid, docs) for c in named])
         unit = block if params.get("granularity", "block") == "block" else 1
         p = {key: size_value(value, n) if key in SIZES else value for key, value in params.items()}
         i, j = np.arange(n)[:, None], np.arange(n)[None, :]
@@ -253,12 +325,13 @@ def brute_force_mask(spec: dict[str, Any], n: int, docs: np.ndarray | None = Non
     """(n, n) mask, or (heads, n, n) when the spec has head_patterns; `docs` for document primitives."""
     block = spec.get("block_size", 64)
     causal = np.tril(np.ones((n, n), dtype=bool)) if spec.get("causal", False) else np.ones((n, n), dtype=bool)
+    grid = spec.get("grid")
     if not spec.get("head_patterns"):
-        return pattern_mask(spec["pattern"], n, block, docs) & causal
+        return pattern_mask(spec["pattern"], n, block, grid, docs) & causal
     per_head = []
     for h in range(spec["heads"]):
         node = next((e["pattern"] for e in spec["head_patterns"] if h in e["heads"]), spec["pattern"])
-        per_head.append(pattern_mask(node, n, block, docs) & causal)
+        per_head.append(pattern_mask(node, n, block, grid, docs) & causal)
     return np.stack(per_head)
 
 
@@ -420,6 +493,92 @@ def _layer_entries(draw: st.DrawFn, n: int, block: int) -> dict[str, Any]:
 def tile_shapes() -> st.SearchStrategy[tuple[int, int]]:
     """IR tile shapes, square and rectangular."""
     return st.tuples(st.sampled_from(TILE_SIDES), st.sampled_from(TILE_SIDES))
+
+
+def _divisors(size: int) -> list[int]:
+    return [d for d in range(1, size + 1) if size % d == 0]
+
+
+@st.composite
+def grids(draw: st.DrawFn, max_side: int = 9) -> dict[str, Any]:
+    """A 2-D or 3-D grid field, row-major or tiled storage, with or without text tokens."""
+    ndim = draw(st.sampled_from([2, 3]))
+    side = max_side if ndim == 2 else max(2, max_side // 2 + 1)
+    shape = [draw(st.integers(1, side)) for _ in range(ndim)]
+    grid: dict[str, Any] = {"shape": shape}
+    if draw(st.booleans()):
+        grid["order"] = {"tiles": [draw(st.sampled_from(_divisors(s))) for s in shape]}
+    if draw(st.booleans()):
+        grid["text"] = draw(st.integers(1, 5))
+    return grid
+
+
+@st.composite
+def grid_primitives(draw: st.DrawFn, shape: list[int]) -> dict[str, Any]:
+    """A neighborhood (odd kernels, dilation, causal axes) or tiles primitive valid on `shape`."""
+    text = draw(st.sampled_from([None, "all", "none"]))
+    if draw(st.booleans()):
+        dilation = [draw(st.integers(1, max(1, min(3, s)))) for s in shape]
+        causal = [draw(st.booleans()) for _ in shape]
+        kernel = []
+        for s, d, c in zip(shape, dilation, causal):
+            room = s // d
+            kernel.append(draw(st.integers(1, room)) if c else draw(st.sampled_from(list(range(1, room + 1, 2)))))
+        params: dict[str, Any] = {"kernel": kernel}
+        if any(d > 1 for d in dilation) or draw(st.booleans()):
+            params["dilation"] = dilation
+        if any(causal):
+            params["causal"] = causal
+        kind = "neighborhood"
+    else:
+        tile = [draw(st.sampled_from(_divisors(s))) for s in shape]
+        kernel = [t * draw(st.integers(1, s // t)) for s, t in zip(shape, tile)]
+        params, kind = {"tile": tile, "kernel": kernel}, "tiles"
+    if text is not None:
+        params["text"] = text
+    return {kind: params}
+
+
+@st.composite
+def grid_spec_dicts(draw: st.DrawFn, max_side: int = 9) -> tuple[dict, int]:
+    """(spec, n) on a random small grid: one grid primitive, sometimes with a window or global beside it."""
+    grid = draw(grids(max_side))
+    n = int(np.prod(grid["shape"])) + grid.get("text", 0)
+    pattern: Any = draw(grid_primitives(grid["shape"]))
+    extra = draw(st.sampled_from([None, "window", "global", "intersect"]))
+    if extra == "window":
+        pattern = [pattern, {"window": {"size": draw(st.integers(0, 6))}}]
+    elif extra == "global":
+        pattern = [pattern, {"global": {"tokens": [draw(st.integers(0, n - 1))]}}]
+    elif extra == "intersect":
+        pattern = {"intersect": [pattern, {"window": {"before": draw(st.integers(0, n)), "after": 0}}]}
+    spec = {"name": "grid", "grid": grid, "block_size": draw(st.sampled_from(POWERS_OF_TWO)), "pattern": pattern}
+    if draw(st.integers(0, 4)) == 0:
+        spec["causal"] = True
+    return spec, n
+
+
+def small_version(spec: Any, n: int) -> tuple[Any, int]:
+    """(spec, n) for exact checks at a small size: a spec without a grid at n; a grid spec (whose n is
+    its grid's) on a small canvas of the same structure. A NATTEN axis keeps its kernel on a canvas of
+    kernel + 2; an STA axis keeps its kernel and canvas in tiles, with tiles a quarter as long."""
+    if spec.grid is None:
+        return spec, n
+    data = spec.to_data()
+    data.pop("seq_len", None)
+    ((kind, params),) = data["pattern"].items()
+    shape = data["grid"]["shape"]
+    if kind == "neighborhood":
+        data["grid"]["shape"] = [min(size, k + 2) for size, k in zip(shape, params["kernel"])]
+    else:
+        small = [max(1, t // 4) for t in params["tile"]]
+        data["grid"]["shape"] = [size // t * u for size, t, u in zip(shape, params["tile"], small)]
+        params["kernel"] = [k // t * u for k, t, u in zip(params["kernel"], params["tile"], small)]
+        params["tile"] = small
+        if "order" in data["grid"]:
+            data["grid"]["order"] = {"tiles": small}
+    small_spec = type(spec).model_validate(data)
+    return small_spec, small_spec.seq_len
 
 
 @st.composite

@@ -11,13 +11,14 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from specgen import brute_force_mask, spec_dicts, tile_shapes
+from specgen import brute_force_mask, small_version, spec_dicts, tile_shapes
 
 import maskc
 from maskc.errors import MaskcError, MaskcWarning
 from maskc.reach.bitsets import BitModel
 from maskc.reach.intervals import NotIntervalShapedError
-from maskc.reach.search import BitEngine, IntervalEngine
+from maskc.reach.product import NotProductShapedError
+from maskc.reach.search import BitEngine, GridEngine, IntervalEngine
 from maskc.reach.stack import build_stack
 from maskc.verify import Report, verify
 
@@ -182,16 +183,18 @@ CATALOGUE = sorted(p for p in (Path(__file__).resolve().parent.parent / "specs")
 
 @pytest.mark.parametrize("path", CATALOGUE, ids=[p.stem for p in CATALOGUE])
 def test_catalogue_specs_at_small_n(path: Path) -> None:
-    """Every spec of specs/ at n = 300, each applicable engine against brute force."""
-    spec = maskc.load(path)
+    """Every spec of specs/ at n = 300 (a grid spec on a small canvas), each applicable engine against brute force."""
+    spec, n = small_version(maskc.load(path), 300)
     spec_dict = without_clusters(spec.to_data())
-    brute = Brute(layer_masks(spec_dict, 300), spec.causal)
+    brute = Brute(layer_masks(spec_dict, n), spec.causal)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", MaskcWarning)
-        stack = build_stack(spec, seq_len=300)
+        stack = build_stack(spec, seq_len=n)
     engines: list[Any] = [BitEngine(stack, "test")]
     with contextlib.suppress(NotIntervalShapedError):
         engines.append(IntervalEngine(stack))
+    with contextlib.suppress(NotProductShapedError):
+        engines.append(GridEngine(stack))
     for engine in engines:
         assert engine.search(2, None).min_layers == brute.min_layers(), engine.method
 

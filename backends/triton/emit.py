@@ -7,18 +7,22 @@ A third-party rule class adds its own with `@emit_rule.register`.
 
 from __future__ import annotations
 
+import math
 from functools import singledispatch
 
 import numpy as np
 
 from maskc.errors import BackendError
 from maskc.rules import (
+    AxisWindow,
     BandRule,
+    Canvas,
     ClusterRule,
     CombinatorRule,
     DifferenceRule,
     DocumentRule,
     EmptyRule,
+    GridWindowRule,
     LabelRule,
     PerDocumentRule,
     RandomRule,
@@ -156,6 +160,46 @@ def _labels(rule: LabelRule, em: TritonEmitter) -> str:
     query = f"tl.load({ql} + {em.q}, mask={em.q} < {n}, other=-1)"
     key = f"tl.load({kl} + {em.k}, mask={em.k} < {n}, other=-2)"
     return f"({query} == {key})"
+
+
+def _unravel(em: TritonEmitter, idx: str, shape: tuple[int, ...]) -> list[str]:
+    """Row-major coordinates of flat index expression `idx` (each taken modulo its axis, so in range)."""
+    out = []
+    for axis, size in enumerate(shape):
+        stride = math.prod(shape[axis + 1 :])
+        term = idx if stride == 1 else f"({idx} // {em.constant(stride, 'stride')})"
+        out.append(f"({term} % {em.constant(size, 'size')})")
+    return out
+
+
+def canvas_coordinates(canvas: Canvas, em: TritonEmitter, idx: str) -> list[str]:
+    """The grid coordinates of position expression `idx` in the canvas's storage order."""
+    if canvas.tiles is None:
+        return _unravel(em, idx, canvas.shape)
+    volume = em.constant(math.prod(canvas.tiles), "tile_volume")
+    counts = tuple(s // t for s, t in zip(canvas.shape, canvas.tiles))
+    outer = _unravel(em, f"({idx} // {volume})", counts)
+    inner = _unravel(em, f"({idx} % {volume})", canvas.tiles)
+    return [f"({o} * {em.constant(t, 'tile')} + {i})" for o, t, i in zip(outer, canvas.tiles, inner)]
+
+
+def axis_window_expression(window: AxisWindow, em: TritonEmitter, q: str, k: str) -> str:
+    """lo[q] ≤ k ≤ hi[q] (and k ≡ q mod step), with lo and hi as lookup tables indexed by the query."""
+    lo, hi = em.table(window.lo, "lo"), em.table(window.hi, "hi")
+    term = f"(({k}) >= tl.load({lo} + {q})) & (({k}) <= tl.load({hi} + {q}))"
+    if window.step > 1:
+        term += f" & ((({k}) - ({q})) % {em.constant(window.step, 'step')} == 0)"
+    return term
+
+
+@emit_rule.register
+def _grid_window(rule: GridWindowRule, em: TritonEmitter) -> str:
+    cells = em.constant(rule.canvas.cells, "cells")
+    q_coords = canvas_coordinates(rule.canvas, em, em.q)
+    k_coords = canvas_coordinates(rule.canvas, em, em.k)
+    terms = [f"({em.q} < {cells}) & ({em.k} < {cells})"]
+    terms += [axis_window_expression(w, em, q, k) for w, q, k in zip(rule.axes, q_coords, k_coords)]
+    return " & ".join(f"({t})" for t in terms)
 
 
 @emit_rule.register

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 
 from maskc.compiler import compile
-from maskc.loader import load
+from maskc.errors import SpecError
+from maskc.loader import load, locate
 
 NAME = "check"
 HELP = "validate a spec file; exit 0 when it is valid, 2 with the reason when not"
@@ -19,7 +20,10 @@ def run(args: argparse.Namespace) -> int:
     spec = load(args.spec)
     detail = ""
     if spec.seq_len is not None:
-        pattern = compile(spec)
+        try:
+            pattern = compile(spec)
+        except SpecError as err:
+            raise locate(err, args.spec) from None
         detail = f", compiles at n = {pattern.n} ({len(pattern.layouts)} distinct pattern(s))"
     print(f"{args.spec}: ok: {spec.name}{detail}")
     return 0

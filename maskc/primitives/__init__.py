@@ -8,6 +8,7 @@ from maskc.primitives.combinators import Difference, Intersect, Union
 from maskc.primitives.dense import Dense
 from maskc.primitives.document import Document
 from maskc.primitives.global_ import Global
+from maskc.primitives.neighborhood import Neighborhood, Tiles
 from maskc.primitives.random import Random
 from maskc.primitives.sink import Sink
 from maskc.primitives.stride import Stride
@@ -25,11 +26,13 @@ __all__ = [
     "Global",
     "Intersect",
     "LowerContext",
+    "Neighborhood",
     "PatternNode",
     "Primitive",
     "Random",
     "Sink",
     "Stride",
+    "Tiles",
     "Topk",
     "Union",
     "Window",

@@ -18,7 +18,7 @@ from pydantic_core import PydanticCustomError
 
 from maskc.errors import SpecError
 from maskc.origin import Origin
-from maskc.rules import Rule
+from maskc.rules import Canvas, Rule
 
 #: kind name → model class, for every registered pattern node.
 PATTERN_TYPES: dict[str, type[PatternNode]] = {}
@@ -26,11 +26,12 @@ PATTERN_TYPES: dict[str, type[PatternNode]] = {}
 
 @dataclass(frozen=True, eq=False)
 class LowerContext:
-    """What lowering a node to a rule needs to know: the sequence length, the spec's unit and
+    """What lowering a node to a rule needs to know: the sequence length, the spec's unit, its grid,
     causality, and the documents of a run-time call when they are known (document ids per position)."""
 
     n: int
     block_size: int
+    canvas: Canvas | None = None
     causal: bool = False
     documents: np.ndarray | None = None
 

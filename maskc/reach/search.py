@@ -14,6 +14,7 @@ import numpy as np
 
 from maskc.reach.bitsets import BitModel, BitSearch
 from maskc.reach.intervals import IntervalSearch, NotIntervalShapedError, build_interval_model
+from maskc.reach.product import GridModel, GridSearch, NotProductShapedError
 from maskc.reach.stack import LayerStack
 from maskc.reach.walk import Progress, walk
 
@@ -72,12 +73,34 @@ class BitEngine:
         return Outcome(worst, shortfall)
 
 
-Engine = IntervalEngine | BitEngine
+class GridEngine:
+    """Neighbourhood and sliding-tile patterns on a grid, axis by axis (see maskc.reach.product)."""
+
+    def __init__(self, stack: LayerStack) -> None:
+        self.stack = stack
+        self.model = GridModel.build(stack)
+        shape = "x".join(map(str, self.model.canvas.shape))
+        self.method = f"grid product proof, one reach matrix per axis of the {shape} grid"
+
+    def image(self, reached: np.ndarray, pattern: int) -> np.ndarray:
+        return self.model.image(reached, pattern)
+
+    def search(self, layers: int, progress: Progress | None) -> Outcome:
+        state = GridSearch(self.model)
+        done = walk(self.stack, state, layers, progress)
+        return Outcome(done, state.recorded)
+
+
+Engine = GridEngine | IntervalEngine | BitEngine
 
 
 def choose_engine(stack: LayerStack) -> Engine:
     if stack.document_bounds is not None:
         return BitEngine(stack, "reach is checked inside each document")
+    try:
+        return GridEngine(stack)
+    except NotProductShapedError:
+        pass
     try:
         return IntervalEngine(stack)
     except NotIntervalShapedError as why:

@@ -16,6 +16,7 @@ from maskc.rules.base import (
     tile_classes,
     uniform_tiles_alike,
 )
+from maskc.rules.canvas import Box, Canvas
 from maskc.rules.combinators import CombinatorRule, DifferenceRule, IntersectRule, UnionRule, intersect_rules
 from maskc.rules.deferred import DeferredRule
 from maskc.rules.documents import (
@@ -27,6 +28,7 @@ from maskc.rules.documents import (
     document_ranks,
     per_document_rule,
 )
+from maskc.rules.grid import AxisWindow, GridWindowRule, natten_axis, sta_axis
 from maskc.rules.labels import ClusterParams, ClusterRule, LabelRule
 from maskc.rules.random import RandomRule, draw_distinct
 from maskc.rules.rewrite import rewrite
@@ -35,7 +37,10 @@ from maskc.rules.tokens import TokenSet, TokenSetRule
 from maskc.rules.topk import SelectedBlocksRule, TopkParams, TopkRule
 
 __all__ = [
+    "AxisWindow",
     "BandRule",
+    "Box",
+    "Canvas",
     "ClusterParams",
     "ClusterRule",
     "CombinatorRule",
@@ -44,6 +49,7 @@ __all__ = [
     "DocumentRule",
     "DocumentTokens",
     "EmptyRule",
+    "GridWindowRule",
     "IntersectRule",
     "LabelRule",
     "Origin",
@@ -65,9 +71,11 @@ __all__ = [
     "evaluate_tiles",
     "intersect_rules",
     "layout_rule",
+    "natten_axis",
     "per_document_rule",
     "resolve_tiles",
     "rewrite",
+    "sta_axis",
     "tile_classes",
     "uniform_tiles_alike",
 ]

@@ -42,7 +42,7 @@ def fixed_first_config(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
 
 
-def _layer_patterns(path: Path, n: int) -> list[maskc.CompiledPattern]:
+def _layer_patterns(path: Path, n: int | None) -> list[maskc.CompiledPattern]:
     """The distinct patterns of a spec's layer schedule, for one head each unless per-head."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", MaskcWarning)
@@ -146,8 +146,14 @@ def _check(pattern, batch, kv_heads, head_dim, dtype, scale=None, seed=None):
 
 @pytest.mark.parametrize("n", [4096, 32768])
 @pytest.mark.parametrize("path", SPECS, ids=[p.stem for p in SPECS])
-def test_every_spec(path: Path, n: int) -> None:
-    """Every distinct layer pattern of every catalogue spec, bf16, D = 64, GQA where heads allow."""
+def test_every_spec(path: Path, n: int | None) -> None:
+    """Every distinct layer pattern of every catalogue spec, bf16, D = 64, GQA where heads allow.
+
+    A grid spec's n is its grid's: it runs once, at that n."""
+    if maskc.load(path).grid is not None:
+        if n != 4096:
+            pytest.skip("a grid spec runs once, at its grid's n (the n = 4096 case)")
+        n = None
     for pattern in _layer_patterns(path, n):
         _check(pattern, batch=1, kv_heads=max(1, pattern.heads // 2), head_dim=64, dtype=torch.bfloat16)
 
@@ -207,3 +213,28 @@ def test_torch_compile_one_graph() -> None:
     want.backward()
     assert torch.allclose(loss, want, rtol=1e-3)
     assert all(_relative(a, x.grad.float()) < 1e-2 for a, x in zip(eager, (q, k, v)))
+
+
+@pytest.mark.parametrize(
+    "grid, pattern",
+    [
+        ({"shape": [64, 64], "order": {"tiles": [8, 8]}}, {"neighborhood": {"kernel": [13, 13]}}),
+        ({"shape": [40, 56], "text": 77}, {"neighborhood": {"kernel": [7, 9], "dilation": [2, 3]}}),
+        (
+            {"shape": [8, 16, 24], "order": {"tiles": [2, 4, 8]}},
+            {"neighborhood": {"kernel": [3, 5, 5], "causal": [True, False, False]}},
+        ),
+        (
+            {"shape": [8, 16, 16], "order": {"tiles": [4, 8, 8]}, "text": 100},
+            {"tiles": {"tile": [4, 8, 8], "kernel": [4, 16, 8]}},
+        ),
+        ({"shape": [8, 24, 24]}, {"tiles": {"tile": [2, 8, 8], "kernel": [6, 16, 8]}}),
+    ],
+)
+def test_grid_patterns(grid: dict, pattern: dict) -> None:
+    """NATTEN (tiled storage, dilation and text, causal time) and STA (text, row-major storage), bf16."""
+    spec = maskc.Spec(name="grid", grid=grid, pattern=pattern)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", MaskcWarning)
+        compiled = maskc.compile(spec, heads=4)
+    _check(compiled, batch=1, kv_heads=2, head_dim=64, dtype=torch.bfloat16)
