@@ -4,20 +4,24 @@ Declare a pattern from primitives, compile it to a block-sparse IR, prove that i
 every token in L layers, and run it on a backend.
 """
 
+from maskc import hf, nn
 from maskc.attention import attention
 from maskc.canvas import Grid
 from maskc.compiler import compile, compile_layers
 from maskc.documents import ids_from_lengths
 from maskc.errors import (
+    ArgumentError,
     BackendError,
     DocumentsError,
     DynamicPatternError,
+    IRFileError,
     MaskcError,
     MaskcWarning,
     SpecError,
     TooLargeError,
 )
 from maskc.ir import BlockLayout, CompiledPattern
+from maskc.kvcache import KVCache
 from maskc.loader import load, parse_spec
 from maskc.primitives import (
     Axial,
@@ -39,12 +43,14 @@ from maskc.primitives import (
 )
 from maskc.recognise import Recognition, recognise
 from maskc.registry import available_backends, register_backend
+from maskc.retention import Retention, kv_cache_tokens, kv_retention, pattern_retention
 from maskc.spec import HeadPattern, LayerEntry, Spec
 from maskc.verify import Report, verify
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "ArgumentError",
     "Axial",
     "BackendError",
     "BlockLayout",
@@ -59,7 +65,9 @@ __all__ = [
     "Global",
     "Grid",
     "HeadPattern",
+    "IRFileError",
     "Intersect",
+    "KVCache",
     "LayerEntry",
     "MaskcError",
     "MaskcWarning",
@@ -67,6 +75,7 @@ __all__ = [
     "Random",
     "Recognition",
     "Report",
+    "Retention",
     "Sink",
     "Spec",
     "SpecError",
@@ -80,9 +89,14 @@ __all__ = [
     "available_backends",
     "compile",
     "compile_layers",
+    "hf",
     "ids_from_lengths",
+    "kv_cache_tokens",
+    "kv_retention",
     "load",
+    "nn",
     "parse_spec",
+    "pattern_retention",
     "recognise",
     "register_backend",
     "verify",

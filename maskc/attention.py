@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from maskc.ir import CompiledPattern
+from maskc.offsets import is_full_call, resolve_offsets
 from maskc.registry import choose_backend
 
 
@@ -18,18 +19,35 @@ def attention(
     scale: float | None = None,
     return_lse: bool = False,
     documents: Any = None,
+    q_offset: Any = None,
+    k_offset: Any = 0,
 ) -> Any:
     """Sparse attention softmax(q kᵀ · scale, masked by `pattern`) v.
 
-    q: (B, H, N, D); k, v: (B, Hkv, N, D) with H divisible by Hkv (grouped-query attention).
+    q: (B, H, m, D); k, v: (B, Hkv, nk, D) with H divisible by Hkv (grouped-query attention).
+    The pattern is compiled for n positions; key row b is position k_offset + b and query row a is
+    position q_offset + a, with q_offset by default k_offset + nk − m (bottom-right alignment, as
+    in decoding). q_offset may be a tensor of shape (B,), one start per batch element. With
+    m = nk = n and no offsets this is plain attention under the pattern.
     scale defaults to 1/sqrt(D). Rows with no key give zeros (and lse = −inf). Returns the
-    output, or (output, lse) with lse of shape (B, H, N) when return_lse is true.
+    output, or (output, lse) with lse of shape (B, H, m) when return_lse is true.
     backend="auto" picks the first registered backend that supports the inputs (the Triton
     backend for CUDA tensors, the CPU reference otherwise).
     documents: (B, N) integer document ids, non-decreasing along N, on q's device; required by
-    patterns with `document` (or sink/global `per: document`) and refused by any other.
+    patterns with `document` (or sink/global `per: document`) and refused by any other. A pattern
+    decided at run time (documents, top-k, clusters) needs a full-length call (no offsets).
     """
     chosen = choose_backend(q, k, v, pattern, backend)
-    if documents is None:
-        return chosen.forward(q, k, v, pattern, scale=scale, return_lse=return_lse)
-    return chosen.forward(q, k, v, pattern, scale=scale, return_lse=return_lse, documents=documents)
+    extra: dict[str, Any] = {} if documents is None else {"documents": documents}
+    if not _square(q, k, pattern, q_offset, k_offset):
+        extra["offsets"] = resolve_offsets(q.shape[0], q.shape[2], k.shape[2], pattern.n, q_offset, k_offset)
+    return chosen.forward(q, k, v, pattern, scale=scale, return_lse=return_lse, **extra)
+
+
+def _square(q: Any, k: Any, pattern: CompiledPattern, q_offset: Any, k_offset: Any) -> bool:
+    """Whether the call is the full-length one every backend runs (malformed shapes go there too, to be
+    refused by the backend's checks)."""
+    shapes = [getattr(x, "shape", ()) for x in (q, k)]
+    if any(len(shape) != 4 for shape in shapes):
+        return True
+    return is_full_call(shapes[0][2], shapes[1][2], pattern.n, q_offset, k_offset)

@@ -29,6 +29,12 @@ class CallShape:
     n: int
     head_dim: int
     value_dim: int
+    #: Query rows; equals n except in rectangular calls (n is then the key rows).
+    q_len: int = -1
+
+    def __post_init__(self) -> None:
+        if self.q_len < 0:
+            object.__setattr__(self, "q_len", self.n)
 
     @property
     def group(self) -> int:
@@ -36,8 +42,14 @@ class CallShape:
         return self.heads // self.kv_heads
 
 
-def check_shapes(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pattern: CompiledPattern) -> CallShape:
-    """The call's sizes, on any device; BackendError naming the first thing that does not fit."""
+def check_shapes(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pattern: CompiledPattern, rectangular: bool = False
+) -> CallShape:
+    """The call's sizes, on any device; BackendError naming the first thing that does not fit.
+
+    A rectangular call (maskc.offsets) may have fewer query or key rows than the pattern's n; its
+    positions are checked by `resolve_offsets`.
+    """
     if not q.dtype == k.dtype == v.dtype:
         raise BackendError(f"q, k and v must share one dtype; got {q.dtype}, {k.dtype}, {v.dtype}")
     for name, x in (("q", q), ("k", k), ("v", v)):
@@ -46,33 +58,48 @@ def check_shapes(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pattern: Com
     (b, h, n, d), (bk, hk, nk, dk), (bv, hv, nv, dv) = q.shape, k.shape, v.shape
     if not b == bk == bv:
         raise BackendError(f"batch sizes differ: q {b}, k {bk}, v {bv}")
-    if not n == nk == nv:
+    if nk != nv:
+        raise BackendError(f"k and v must have the same number of rows; got k {nk}, v {nv}")
+    if not rectangular and n != nk:
         raise BackendError(f"sequence lengths differ: q {n}, k {nk}, v {nv}")
     if d != dk:
         raise BackendError(f"q and k must share head_dim; got q {d}, k {dk}")
     if hk != hv:
         raise BackendError(f"k and v must have the same number of heads; got k {hk}, v {hv}")
+    if n < 1:
+        raise BackendError(f"q, k and v have seq_len {n}: attention needs at least one position")
     if min(h, hk, d) < 1:
         raise BackendError(f"heads and head_dim must be at least 1; got q {tuple(q.shape)}, k {tuple(k.shape)}")
     if h % hk:
         raise BackendError(f"q has {h} heads, not a multiple of the {hk} key/value heads (grouped-query attention)")
-    shape = CallShape(batch=b, heads=h, kv_heads=hk, n=n, head_dim=d, value_dim=dv)
-    check_pattern(pattern, shape)
+    shape = CallShape(batch=b, heads=h, kv_heads=hk, n=nk, head_dim=d, value_dim=dv, q_len=n)
+    check_pattern(pattern, shape, rectangular)
     return shape
 
 
-def check_pattern(pattern: CompiledPattern, shape: CallShape) -> None:
+def check_pattern(pattern: CompiledPattern, shape: CallShape, rectangular: bool = False) -> None:
     """The pattern must be compiled for the call's n, and for its head count unless it is one static,
-    shared pattern (one decided by q and k, clusters or top-k, resolves each head, so it needs every head)."""
-    if pattern.n != shape.n:
+    shared pattern (one decided by q and k, clusters or top-k, resolves each head, so it needs every head).
+    A pattern decided at run time (documents, top-k, clusters) is resolved over all n positions, so it
+    needs a full-length call."""
+    if rectangular and pattern.dynamic:
+        raise BackendError(
+            f"pattern {pattern.spec.name!r} has a part decided at run time (documents, top-k or clusters), "
+            "resolved from all n positions; it runs only on full-length calls "
+            "(no q_offset or k_offset, q and k of seq_len rows)"
+        )
+    if not rectangular and pattern.n != shape.n:
         raise BackendError(
             f"pattern {pattern.spec.name!r} is compiled for seq_len {pattern.n}, "
             f"but the inputs have seq_len {shape.n}; compile it with seq_len={shape.n}"
         )
     if pattern.heads != shape.heads and (pattern.heads != 1 or pattern.per_head or _decided_by_qk(pattern)):
+        if pattern.spec.head_patterns:
+            advice = f"its spec's head_patterns are for {pattern.heads} heads, so q needs {pattern.heads} heads"
+        else:
+            advice = f"compile it with heads={shape.heads}"
         raise BackendError(
-            f"pattern {pattern.spec.name!r} is compiled for {pattern.heads} heads, but q has {shape.heads}; "
-            f"compile it with heads={shape.heads}"
+            f"pattern {pattern.spec.name!r} is compiled for {pattern.heads} heads, but q has {shape.heads}; {advice}"
         )
 
 

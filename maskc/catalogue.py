@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import re
 import textwrap
-from dataclasses import dataclass
+import warnings
+from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from maskc.compiler import compile, compile_layers
-from maskc.errors import MaskcError
+from maskc.errors import MaskcError, MaskcWarning
 from maskc.ir import CompiledPattern
 from maskc.loader import load
 from maskc.spec import Spec
@@ -131,8 +132,52 @@ def summarise(path: Path, spec: Spec, seq_len: int | None = None) -> Summary:
     )
 
 
+def _summary_from(data: Any) -> Summary | None:
+    """A Summary from its JSON form, or None when any field is missing or of the wrong type."""
+    try:
+        dens = data["densities"]
+        element, tile = dens["element"], dens["tile"]
+        row = Summary(
+            name=data["name"],
+            source=data["source"],
+            n=data["n"],
+            depth=data["depth"],
+            densities=Densities(element=element, tile=tile),
+            min_layers=data["min_layers"],
+            dynamic=data["dynamic"],
+        )
+    except (KeyError, TypeError):
+        return None
+    numbers_ok = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (tile, row.n))
+    optional_ok = all(
+        v is None or (isinstance(v, (int, float)) and not isinstance(v, bool))
+        for v in (element, row.depth, row.min_layers)
+    )
+    texts_ok = isinstance(row.name, str) and isinstance(row.source, str) and isinstance(row.dynamic, bool)
+    return row if numbers_ok and optional_ok and texts_ok else None
+
+
 def catalogue(folder: Path | None = None, seq_len: int | None = None) -> list[Summary]:
-    return [summarise(path, spec, seq_len) for path, spec in catalogue_specs(folder)]
+    """Every spec's row. Rows are kept on disk (see catalogue_cache) and computed only when missing.
+
+    The installed specs document their own oddities (sparse_transformer_fixed_heads's keyless
+    rows, for one); their compile warnings are for `maskc check`, not for every catalogue run.
+    """
+    from maskc.catalogue_cache import RowCache
+
+    cache = RowCache.open()
+    rows = []
+    with warnings.catch_warnings():
+        if folder is None:
+            warnings.simplefilter("ignore", MaskcWarning)
+        for path, spec in catalogue_specs(folder):
+            row = _summary_from(cache.get(spec, seq_len))
+            if row is None or row.name != path.stem:
+                row = summarise(path, spec, seq_len)
+                cache.put(spec, seq_len, asdict(row))
+            rows.append(row)
+    cache.save()
+    return rows
 
 
 def text_table(rows: list[Summary]) -> str:

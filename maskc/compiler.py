@@ -9,8 +9,9 @@ from typing import Any
 
 import numpy as np
 
+from maskc import limits
 from maskc.documents import document_ids, uses_documents
-from maskc.errors import DocumentsError, MaskcWarning, SpecError
+from maskc.errors import ArgumentError, DocumentsError, MaskcWarning, SpecError
 from maskc.grid import TileGrid
 from maskc.ir import CompiledPattern
 from maskc.ir.build import build_layout
@@ -59,9 +60,12 @@ def as_spec(spec_or_path: Spec | str | Path) -> Spec:
 def _seq_len(spec: Spec, seq_len: int | None) -> int:
     n = spec.seq_len if seq_len is None else seq_len
     if n is None:
-        raise SpecError("no sequence length: set seq_len in the spec or pass seq_len", path="seq_len")
+        raise SpecError(
+            "no sequence length: set seq_len in the spec, or pass --seq-len N (seq_len=N in Python)", path="seq_len"
+        )
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not 0 < n <= MAX_SEQ_LEN:
-        raise SpecError(f"seq_len must be a whole number in 1 … {MAX_SEQ_LEN}, got {n!r}", path="seq_len")
+        message = f"seq_len must be a whole number in 1 … {MAX_SEQ_LEN} (maskc.limits.MAX_SEQ_LEN), got {n!r}"
+        raise ArgumentError(message, argument="seq_len")
     if spec.grid is not None and n != spec.grid.tokens:
         raise SpecError(f"seq_len {n} conflicts with the grid, which holds {spec.grid.tokens} tokens", path="grid")
     return int(n)
@@ -74,12 +78,16 @@ def tile_shape(spec: Spec, block_size: int | tuple[int, int] | None) -> tuple[in
         return side, side
     shape = (block_size, block_size) if isinstance(block_size, (int, np.integer)) else tuple(block_size)
     if len(shape) != 2:
-        raise SpecError(f"block_size is one size or a pair (BLOCK_M, BLOCK_N), got {block_size!r}", path="block_size")
+        raise ArgumentError(
+            f"block_size is one size or a pair (BLOCK_M, BLOCK_N), got {block_size!r}", argument="block_size"
+        )
     for side in shape:
         if isinstance(side, bool) or not isinstance(side, (int, np.integer)) or side < MIN_TILE or side & (side - 1):
-            raise SpecError(
-                f"tile sides must be powers of two, at least {MIN_TILE}; got {block_size!r}", path="block_size"
+            raise ArgumentError(
+                f"tile sides must be powers of two, at least {MIN_TILE}; got {block_size!r}", argument="block_size"
             )
+        if side > limits.MAX_TILE_SIDE:
+            raise ArgumentError(limits.exceeds("the tile side", int(side), "MAX_TILE_SIDE"), argument="block_size")
     return int(shape[0]), int(shape[1])
 
 
@@ -87,9 +95,13 @@ def _heads(spec: Spec, heads: int | None) -> int:
     if heads is None:
         return spec.heads or 1
     if isinstance(heads, bool) or not isinstance(heads, (int, np.integer)) or heads < 1:
-        raise SpecError(f"heads must be a positive whole number, got {heads!r}", path="heads")
+        raise ArgumentError(f"heads must be a positive whole number, got {heads!r}", argument="heads")
+    if heads > limits.MAX_HEADS:
+        raise ArgumentError(limits.exceeds("heads", int(heads), "MAX_HEADS"), argument="heads")
     if spec.head_patterns and spec.heads is not None and heads != spec.heads:
-        raise SpecError(f"the spec has per-head patterns for {spec.heads} heads; got heads={heads}", path="heads")
+        raise ArgumentError(
+            f"the spec has per-head patterns for {spec.heads} heads; got heads={heads}", argument="heads"
+        )
     return int(heads)
 
 
@@ -185,6 +197,7 @@ def _compile(
         head_layout=np.asarray(index, dtype=np.int32),
     )
     _warn_empty_rows(pattern)
+    pattern.freeze()
     if device is not None:
         pattern.to_torch(device)
     if not cached:
@@ -204,8 +217,16 @@ def compile_layers(
     """(count, compiled pattern) for each entry of the spec's layer schedule; `documents` resolve the
     layers that depend on them (an error when none does)."""
     spec = as_spec(spec_or_path)
-    n = _seq_len(spec, seq_len)
-    out = [(count, compile(layer, seq_len=n, block_size=block_size)) for count, layer in spec.layer_schedule()]
+    try:
+        n = _seq_len(spec, seq_len)
+        out = [
+            (count, _compile_layer(spec, k, layer, n, block_size))
+            for k, (count, layer) in enumerate(spec.layer_schedule())
+        ]
+    except SpecError as err:
+        if isinstance(spec_or_path, (str, Path)):
+            raise locate(err, spec_or_path) from None
+        raise
     if documents is None:
         return out
     if not any(uses_documents(pattern) for _, pattern in out):
@@ -216,3 +237,16 @@ def compile_layers(
         else (count, pattern)
         for count, pattern in out
     ]
+
+
+def _compile_layer(
+    spec: Spec, k: int, layer: Spec, n: int, block_size: int | tuple[int, int] | None
+) -> CompiledPattern:
+    """compile() of the k-th schedule entry; an error in a pattern of its own names `layers[k].pattern`."""
+    try:
+        return compile(layer, seq_len=n, block_size=block_size)
+    except SpecError as err:
+        own = spec.layers and spec.layers[k].pattern is not None
+        if own and not isinstance(err, ArgumentError) and (err.path or "").startswith("pattern"):
+            raise SpecError(err.message, source=err.source, path=f"layers[{k}].{err.path}") from None
+        raise

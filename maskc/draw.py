@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from maskc import limits
 from maskc.compiler import compile, compile_layers
 from maskc.errors import MaskcError, TooLargeError
 from maskc.grid import TileGrid
@@ -173,17 +174,20 @@ def leaf_name(panel: Panel, leaf: Rule) -> str:
         return f"{origin}: {leaf.describe()}"
     ((kind, params),) = node.to_data().items()
     args = " ".join(f"{key}={value}" for key, value in params.items()) if isinstance(params, dict) else ""
+    if kind == "window" and isinstance(params, dict) and "size" in params:
+        before, after = node.offsets()  # type: ignore[attr-defined]
+        args += f" (before={before} after={after}: {before + after + 1} keys per row)"
     return f"{kind} {args}".strip() + (f" ({origin.part})" if origin.part else "")
 
 
-def tile_labels(rule: Rule, leaves: list[Rule], grid: TileGrid, r: np.ndarray, c: np.ndarray) -> np.ndarray:
-    """Per tile (len(r), BM, BN): index of the first leaf holding at each active element, else NOTHING.
-
-    Tiles are grouped by the rule's signature (which includes every leaf's), so each class of
-    identical tiles is evaluated once.
-    """
+def class_labels(
+    rule: Rule, leaves: list[Rule], grid: TileGrid, r: np.ndarray, c: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Labels per class of identical tiles (classes, BM, BN): index of the first leaf holding at each
+    active element, else NOTHING; and each tile's class. Tiles are grouped by the rule's signature
+    (which includes every leaf's), so each class is evaluated once."""
     if len(r) == 0:
-        return np.full((0, grid.block_m, grid.block_n), NOTHING, dtype=np.int16)
+        return np.full((0, grid.block_m, grid.block_n), NOTHING, dtype=np.int16), np.zeros(0, dtype=np.int64)
     first, inverse = tile_classes(rule, grid, r, c)
     reps_r, reps_c = r[first], c[first]
     active = evaluate_tiles(rule, grid, reps_r, reps_c)
@@ -192,6 +196,12 @@ def tile_labels(rule: Rule, leaves: list[Rule], grid: TileGrid, r: np.ndarray, c
         unset = active & (labels == NOTHING)
         if unset.any():
             labels[unset & evaluate_tiles(leaf, grid, reps_r, reps_c)] = index
+    return labels, inverse
+
+
+def tile_labels(rule: Rule, leaves: list[Rule], grid: TileGrid, r: np.ndarray, c: np.ndarray) -> np.ndarray:
+    """Per tile (len(r), BM, BN): index of the first leaf holding at each active element, else NOTHING."""
+    labels, inverse = class_labels(rule, leaves, grid, r, c)
     return labels[inverse]
 
 
@@ -226,8 +236,11 @@ def rasterise(panel: Panel, leaves: list[Rule], scale: int) -> CellImage:
     sub_m, sub_n = min(scale, grid.block_m), min(scale, grid.block_n)
     for lo in range(0, len(r), step):
         rr, cc = r[lo : lo + step], c[lo : lo + step]
-        tile = tile_labels(rule, leaves, grid, rr, cc)
-        tile = tile.reshape(len(rr), grid.block_m // sub_m, sub_m, grid.block_n // sub_n, sub_n).min(axis=(2, 4))
+        classes, inverse = class_labels(rule, leaves, grid, rr, cc)
+        # Each class is reduced to cells before it is spread over its tiles (min over the last axis first:
+        # contiguous reductions are many times faster than one over two strided axes).
+        shape = (len(classes), grid.block_m // sub_m, sub_m, grid.block_n // sub_n, sub_n)
+        tile = classes.reshape(shape).min(axis=4).min(axis=2)[inverse]
         rows = (grid.row_first(rr)[:, None] + np.arange(0, grid.block_m, sub_m)[None, :]) // scale
         cols = (grid.col_first(cc)[:, None] + np.arange(0, grid.block_n, sub_n)[None, :]) // scale
         inside = (rows < side)[:, :, None] & (cols < side)[:, None, :]
@@ -243,7 +256,7 @@ def rasterise(panel: Panel, leaves: list[Rule], scale: int) -> CellImage:
 # ----------------------------------------------------------------------------- text
 
 
-def _legend(panels: list[Panel]) -> tuple[list[str], list[list[int]]]:
+def legend(panels: list[Panel]) -> tuple[list[str], list[list[int]]]:
     """Names in order of first appearance, and per panel the name index of each lighting leaf."""
     names: list[str] = []
     per_panel = []
@@ -282,7 +295,7 @@ def ascii_mask(
     """The mask as text: a symbol per active pair, '.' for a masked pair in a stored tile, ' ' elsewhere."""
     _check_text_size(n)
     panels = spec_panels(spec, n, block_size, documents, seed)
-    names, per_panel = _legend(panels)
+    names, per_panel = legend(panels)
     symbols = [_ASCII_SYMBOLS[k % len(_ASCII_SYMBOLS)] for k in range(len(names))]
     out = [f"{spec.name}: n = {n}, query i down, key j across"]
     used: set[int] = set()
@@ -332,6 +345,40 @@ def _rgb(hex_colour: str) -> np.ndarray:
     return np.array([int(hex_colour[k : k + 2], 16) for k in (1, 3, 5)], dtype=np.float64) / 255
 
 
+def primitive_colour(index: int) -> str:
+    """The colour of the `index`-th legend name (the palette cycles)."""
+    return _PALETTE[index % len(_PALETTE)]
+
+
+def cell_colour_index(image: CellImage, indices: list[int]) -> tuple[np.ndarray, np.ndarray, set[int], set[str]]:
+    """A cell image as indices into a colour table (RGB rows in [0, 1]): white, the two stored-tile shades,
+    then one colour per legend name (`indices` maps a leaf to its name); also the names and shades shown."""
+    names = max(indices, default=-1) + 1
+    table = np.vstack(
+        [_rgb("#ffffff"), _rgb(_TILE_SHADES["partial"]), _rgb(_TILE_SHADES["full"])]
+        + [_rgb(primitive_colour(k)) for k in range(names)]
+    ).reshape(-1, 3)
+    lit = image.labels != NOTHING
+    leaf_colour = np.asarray([3 + name for name in indices] or [0], dtype=np.int16)
+    index = np.where(lit, leaf_colour[np.where(lit, image.labels, 0)], image.tiles.astype(np.int16))
+    shown = np.unique(index)
+    used = {int(k) - 3 for k in shown if k >= 3}
+    shades = {name for k, name in ((1, "partial"), (2, "full")) if k in shown}
+    return index, table, used, shades
+
+
+def cell_colours(image: CellImage, indices: list[int]) -> tuple[np.ndarray, set[int], set[str]]:
+    """RGB in [0, 1] of a cell image: a lit cell in its primitive's colour (`indices` maps a leaf to its
+    legend name), a masked cell of a stored tile shaded; also the names and shades that appear."""
+    index, table, used, shades = cell_colour_index(image, indices)
+    return table[index], used, shades
+
+
+def tile_shade(kind: str) -> str:
+    """The colour of a masked pair inside a stored tile of kind "partial" or "full"."""
+    return _TILE_SHADES[kind]
+
+
 def _scale_note(n: int, scale: int) -> str:
     return "" if scale == 1 else f"; a cell is {scale}×{scale} tokens, lit when any pair in it is active"
 
@@ -365,24 +412,17 @@ def mask_png(
     from matplotlib.patches import Patch
 
     panels = spec_panels(spec, n, block_size, documents, seed)
-    names, per_panel = _legend(panels)
-    colours = [_rgb(_PALETTE[k % len(_PALETTE)]) for k in range(len(names))]
+    names, per_panel = legend(panels)
+    colours = [primitive_colour(k) for k in range(len(names))]
     scale = cell_scale(n)
     figure, axes = _figure(len(panels))
     used: set[int] = set()
     shades: set[str] = set()
     for axis, panel, indices in zip(axes, panels, per_panel):
         image = rasterise(panel, lighting_leaves(panel.rule), scale)
-        rgb = np.ones(image.labels.shape + (3,))
-        for state, shade in ((1, "partial"), (2, "full")):
-            masked = (image.tiles == state) & (image.labels == NOTHING)
-            rgb[masked] = _rgb(_TILE_SHADES[shade])
-            shades.update([shade] if masked.any() else [])
-        for leaf_index, name_index in enumerate(indices):
-            hit = image.labels == leaf_index
-            if hit.any():
-                rgb[hit] = colours[name_index]
-                used.add(name_index)
+        rgb, lit, shaded = cell_colours(image, indices)
+        used |= lit
+        shades |= shaded
         axis.imshow(rgb, extent=(0, n, n, 0), interpolation="nearest")
         layout = panel.layout
         _tile_overlay(axis, layout.grid, n)
@@ -438,15 +478,23 @@ def layers_needed(spec: Spec, n: int, layers: int) -> np.ndarray:
     Every layer has a residual connection, so a token keeps what it had: after layer l, i holds j when
     some p with (i, p) in layer l's mask ∪ identity held j before. The schedule cycles over the depth.
     """
+    if layers > limits.MAX_REACH_LAYERS:
+        raise TooLargeError(limits.exceeds("--reach", layers, "MAX_REACH_LAYERS"))
     cycle = layer_masks(spec, n)
     need = np.full((n, n), -1, dtype=np.int16)
     np.fill_diagonal(need, 0)
     held = np.eye(n, dtype=np.float32)
+    # A causal pattern never carries j's information to i < j; those pairs are not waited for.
+    required = np.tril(np.ones((n, n), dtype=bool)) if spec.causal else np.ones((n, n), dtype=bool)
+    unchanged = 0
     for layer in range(1, layers + 1):
         step = cycle[(layer - 1) % len(cycle)] | np.eye(n, dtype=bool)
-        held = ((step.astype(np.float32) @ held) > 0).astype(np.float32)
+        grown = ((step.astype(np.float32) @ held) > 0).astype(np.float32)
+        # Unchanged through a whole cycle of the schedule: a fixed point of every layer, so it never grows.
+        unchanged = unchanged + 1 if np.array_equal(grown, held) else 0
+        held = grown
         need[(held > 0) & (need < 0)] = layer
-        if (need >= 0).all():
+        if (need[required] >= 0).all() or unchanged >= len(cycle):
             break
     return need
 
@@ -469,23 +517,35 @@ def ascii_reach(spec: Spec, n: int, layers: int) -> str:
     return "\n".join(out)
 
 
-def reach_png(spec: Spec, n: int, layers: int, path: str | Path) -> str:
-    """Heat map of `layers_needed`; beyond PICTURE_CELLS tokens a cell shows the worst pair in its region."""
-    import matplotlib
-    from matplotlib.colors import BoundaryNorm, ListedColormap
-
-    need = layers_needed(spec, n, layers).astype(np.int32)
-    worst = np.where(need < 0, layers + 1, need)
-    if spec.causal:
+def reach_cells(need: np.ndarray, layers: int, causal: bool, scale: int) -> np.ndarray:
+    """The layer-count map in s × s cells, each showing its slowest pair: −1 a pair not required (causal),
+    0 the token itself, 1 … L the layers needed, L + 1 not within L layers."""
+    n = len(need)
+    worst = np.where(need < 0, layers + 1, np.minimum(need, layers + 1)).astype(np.int32)
+    if causal:
         worst[np.triu_indices(n, 1)] = -1
-    scale = cell_scale(n)
     side = -(-n // scale)
     padded = np.full((side * scale, side * scale), -1, dtype=np.int32)
     padded[:n, :n] = worst
-    cells = padded.reshape(side, scale, side, scale).max(axis=(1, 3))
-    ramp = matplotlib.colormaps["viridis_r"](np.linspace(0.0, 0.9, layers))
-    # values: −1 pair not required (causal), 0 the token itself, 1 … L layers, L + 1 never within L
-    colours = ["white", "black", *[tuple(c) for c in ramp], "#d0d0d0"]
+    return padded.reshape(side, scale, side, scale).max(axis=(1, 3))
+
+
+def reach_colours(layers: int) -> np.ndarray:
+    """RGB rows in [0, 1] for the values of `reach_cells`, from −1 to L + 1."""
+    import matplotlib
+
+    ramp = matplotlib.colormaps["viridis_r"](np.linspace(0.0, 0.9, layers))[:, :3]
+    return np.vstack([_rgb("#ffffff"), _rgb("#000000"), ramp, _rgb("#d0d0d0")])
+
+
+def reach_png(spec: Spec, n: int, layers: int, path: str | Path) -> str:
+    """Heat map of `layers_needed`; beyond PICTURE_CELLS tokens a cell shows the worst pair in its region."""
+    from matplotlib.colors import BoundaryNorm, ListedColormap
+
+    need = layers_needed(spec, n, layers)
+    scale = cell_scale(n)
+    cells = reach_cells(need, layers, spec.causal, scale)
+    colours = [tuple(c) for c in reach_colours(layers)]
     figure, (axis,) = _figure(1)
     shown = axis.imshow(
         cells,

@@ -47,6 +47,32 @@ class SpecError(MaskcError):
         )
 
 
+class SpecValidationError(SpecError, ValueError):
+    """A spec object built in Python (`maskc.Window(before=-1)`) with a bad field. Also a ValueError,
+    as the pydantic error it replaces was, so code that caught that keeps working."""
+
+
+class ArgumentError(SpecError):
+    """A value passed to compile (seq_len=, block_size=, heads=) or on the command line, not the spec's.
+
+    `argument` names the parameter; the CLI shows it as its flag (`--seq-len`), Python as `seq_len=`.
+    """
+
+    def __init__(self, message: str, *, argument: str) -> None:
+        self.argument = argument
+        super().__init__(message, source=f"{argument}=", path=argument)
+
+    def __str__(self) -> str:
+        return f"{self.argument}=: {self.message}"
+
+    def located(self, *, source: str | None = None, line: int | None = None) -> SpecError:
+        return self
+
+    def as_flag(self) -> str:
+        """The message with the command-line flag: `--seq-len: …`."""
+        return f"--{self.argument.replace('_', '-')}: {self.message}"
+
+
 class DynamicPatternError(MaskcError):
     """An operation needs the concrete mask, but part of it is decided at run time (cluster)."""
 
@@ -61,6 +87,14 @@ class BackendError(MaskcError):
 
 class DocumentsError(MaskcError):
     """The documents of a call (or of a compile) do not fit the pattern or the inputs."""
+
+
+class IRFileError(MaskcError):
+    """A saved IR file that cannot be read back: malformed, truncated, altered or from another version."""
+
+    def __init__(self, path: object, message: str) -> None:
+        self.path, self.message = path, message
+        super().__init__(f"{path}: {message}")
 
 
 class MaskcWarning(UserWarning):

@@ -22,6 +22,7 @@ from maskc.errors import MaskcWarning
 from maskc.ir.build import build_layout
 from maskc.origin import named
 from maskc.recognise import COMPARE_N, Recognition, rank
+from maskc.retention import Retention, kv_retention
 from maskc.rules import BandRule, DifferenceRule, GridWindowRule, Rule
 from maskc.spec import Spec
 from maskc.verify import verify
@@ -69,6 +70,8 @@ class Explanation:
     skipped: list[str]
     min_layers: int | None
     warnings: list[str] = field(default_factory=list)
+    #: Per layer of one schedule cycle, the keys decoding keeps (maskc.retention).
+    kv_cache: list[Retention] = field(default_factory=list)
     #: Well-known families the pattern contains (NATTEN, STA), one line each.
     families: list[str] = field(default_factory=list)
 
@@ -115,7 +118,38 @@ class Explanation:
             )
         reach = "never (no depth connects every pair)" if self.min_layers is None else str(self.min_layers)
         static = " (static part: run-time edges left out)" if self.spec.is_dynamic() else ""
-        return [density, growth, f"min_layers   {reach} at n = {self.n}{static}"]
+        return [density, growth, f"min_layers   {reach} at n = {self.n}{static}", *self._kv_cache()]
+
+    def _kv_cache(self) -> list[str]:
+        """ "KV cache at decode: …" per run of layers that keep the same keys."""
+        runs: list[tuple[int, int, Retention]] = []
+        for index, retention in enumerate(self.kv_cache):
+            if runs and runs[-1][2] == retention:
+                runs[-1] = (runs[-1][0], index, retention)
+            else:
+                runs.append((index, index, retention))
+        if len(runs) == 1:
+            return [f"KV cache     at decode: {runs[0][2].describe(per=' per layer')}"]
+        lines = []
+        for first, last, retention in runs:
+            layers = f"layer {first + 1}" if first == last else f"layers {first + 1}–{last + 1}"
+            title = "KV cache     at decode: " if not lines else " " * len("KV cache     at decode: ")
+            lines.append(f"{title}{layers}: {retention.describe()}")
+        return lines
+
+    def to_json(self) -> dict:
+        """The figures of the explanation as JSON-ready values."""
+        d = self.densities
+        return {
+            "spec": self.spec.name,
+            "seq_len": self.n,
+            "depth": self.depth,
+            "density": d.element,
+            "tile_density": d.tile,
+            "min_layers": self.min_layers,
+            "kv_cache_tokens": [retention.tokens() for retention in self.kv_cache],
+            "warnings": self.warnings,
+        }
 
     def _closest(self) -> list[str]:
         if not self.similar:
@@ -288,5 +322,6 @@ def explain(
             skipped=skipped,
             min_layers=min_layers,
             warnings=reach + residue_warnings(spec, n, documents) + empty_row_warnings(spec, n, documents),
+            kv_cache=kv_retention(spec, seq_len=n),
             families=grid_families(spec, n),
         )

@@ -4,19 +4,30 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import yaml
 from pydantic import ValidationError
 
+from maskc import limits
 from maskc.errors import SpecError
-from maskc.primitives.base import format_path
+from maskc.limits import MAX_SPEC_BYTES, MAX_SPEC_NODES
+from maskc.primitives.base import format_path, specificity, validating
 from maskc.spec import Spec
 
-#: Spec files larger than this are refused before parsing.
-MAX_SPEC_BYTES = 1 << 20
-#: Most YAML nodes a spec may expand to once aliases are followed (stops "billion laughs").
-MAX_SPEC_NODES = 100_000
+#: YAML 1.2 core schema: what a plain scalar means (YAML 1.1, PyYAML's default, differs).
+_YAML12 = (
+    ("tag:yaml.org,2002:bool", r"^(?:true|True|TRUE|false|False|FALSE)$", "tTfF"),
+    ("tag:yaml.org,2002:int", r"^(?:[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)$", "-+0123456789"),
+    (
+        "tag:yaml.org,2002:float",
+        r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$",
+        "-+0123456789.",
+    ),
+    ("tag:yaml.org,2002:null", r"^(?:~|null|Null|NULL|)$", ["~", "n", "N", ""]),
+)
+#: Tag of a plain scalar that YAML 1.1 and 1.2 read differently (`yes`, `1:04`, `010`, `1_000`).
+_AMBIGUOUS = "tag:maskc,2026:ambiguous"
 
 
 def _expanded_size(root: yaml.Node | None) -> int:
@@ -39,8 +50,42 @@ def _expanded_size(root: yaml.Node | None) -> int:
     return size(root) if root is not None else 0
 
 
-class _SpecLoader(yaml.SafeLoader):
-    """YAML's safe loader, refusing a key given twice (YAML would silently keep the last)."""
+#: libyaml's parser when PyYAML was built with it (many times faster on large specs), else PyYAML's own.
+_BaseLoader: type = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class _SpecLoader(_BaseLoader):  # type: ignore[misc,valid-type]
+    """YAML's safe loader with YAML 1.2 scalars, refusing a key given twice (YAML would keep the last)
+    and a plain scalar that YAML 1.1 reads otherwise (`causal: yes`, `seq_len: 1:04`)."""
+
+    yaml_implicit_resolvers: ClassVar[dict[Any, Any]] = {}
+
+    def resolve(self, kind: Any, value: Any, implicit: Any) -> str:
+        tag = super().resolve(kind, value, implicit)
+        if kind is yaml.ScalarNode and implicit[0]:
+            old = _yaml11_tag(value)
+            octal_looking = tag.endswith(":int") and re.match(r"^[-+]?0[0-9]", value)
+            if old != tag or octal_looking:
+                return _AMBIGUOUS
+        return tag
+
+    def construct_ambiguous(self, node: yaml.ScalarNode) -> Any:
+        raise yaml.constructor.ConstructorError(
+            None,
+            None,
+            f"{node.value!r} is ambiguous: YAML 1.1 and YAML 1.2 read it differently; "
+            "write true/false, a plain decimal number, or quote it for a string",
+            node.start_mark,
+        )
+
+    def construct_yaml_int(self, node: yaml.ScalarNode) -> int:
+        value = str(self.construct_scalar(node))
+        sign, digits = (-1, value[1:]) if value[0] == "-" else (1, value.lstrip("+"))
+        base = {"0o": 8, "0x": 16}.get(digits[:2], 10)
+        return sign * int(digits[2:] if base != 10 else digits, base)
+
+    def construct_yaml_float(self, node: yaml.ScalarNode) -> float:
+        return float(str(self.construct_scalar(node)).lower().replace(".inf", "inf").replace(".nan", "nan"))
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: set[Any] = set()
@@ -52,6 +97,41 @@ class _SpecLoader(yaml.SafeLoader):
                 )
             seen.add(key)
         return super().construct_mapping(node, deep)
+
+
+def _yaml11_tag(value: str) -> str:
+    """The tag YAML 1.1 (PyYAML's safe loader) gives a plain scalar."""
+    resolvers = yaml.SafeLoader.yaml_implicit_resolvers
+    for tag, regexp in resolvers.get(value[:1] if value else "", []) + resolvers.get(None, []):
+        if regexp.match(value):
+            return tag
+    return "tag:yaml.org,2002:str"
+
+
+for _tag, _pattern, _first in _YAML12:
+    _SpecLoader.add_implicit_resolver(_tag, re.compile(_pattern), list(_first))
+_SpecLoader.add_constructor(_AMBIGUOUS, _SpecLoader.construct_ambiguous)
+_SpecLoader.add_constructor("tag:yaml.org,2002:int", _SpecLoader.construct_yaml_int)
+_SpecLoader.add_constructor("tag:yaml.org,2002:float", _SpecLoader.construct_yaml_float)
+
+
+def _check_depth(text: str, source: str) -> None:
+    """Refuse nesting deeper than the pattern limit allows, before the (recursive) composer runs.
+
+    Parsing to events keeps its own stack (no recursion), so any depth is safe to measure here."""
+    depth, deepest = 0, 3 * limits.MAX_NESTING_DEPTH + 8
+    for event in yaml.parse(text, Loader=_SpecLoader):
+        if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+            depth += 1
+            if depth > deepest:
+                line = event.start_mark.line + 1
+                message = (
+                    f"the YAML nests deeper than {deepest} levels, more than a pattern within the nesting "
+                    f"limit of {limits.MAX_NESTING_DEPTH} (maskc.limits.MAX_NESTING_DEPTH) needs"
+                )
+                raise SpecError(message, source=source, line=line)
+        elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+            depth -= 1
 
 
 def _line_of(root: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:
@@ -70,17 +150,8 @@ def _line_of(root: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:
     return node.start_mark.line + 1 if node is not None else line
 
 
-def _specificity(problem: Any) -> tuple[int, int]:
-    """Sort key: deeper field paths first, and a missing field after any other problem at its depth.
-
-    A missing top-level field is rarely the mistake a user is looking for when a primitive deep in
-    the pattern is misspelled; the deepest problem names the place to look.
-    """
-    return (-len(problem["loc"]), problem["type"] == "missing")
-
-
 def _first_error(err: ValidationError, root: yaml.Node | None, source: str) -> SpecError:
-    problems = sorted(err.errors(), key=_specificity)
+    problems = sorted(err.errors(), key=specificity)
     first = problems[0]
     loc = tuple(first["loc"])
     message = first["msg"].removeprefix("Value error, ")
@@ -100,12 +171,24 @@ def parse_spec(text: str, source: str = "<spec>") -> Spec:
 
     A spec without `name` is named after its file (`default_name`)."""
     if len(text.encode("utf-8", errors="replace")) > MAX_SPEC_BYTES:
-        raise SpecError(f"spec is larger than {MAX_SPEC_BYTES} bytes; refusing to parse it", source=source)
+        raise SpecError(
+            f"spec is larger than {MAX_SPEC_BYTES} bytes (maskc.limits.MAX_SPEC_BYTES); refusing to parse it",
+            source=source,
+        )
     try:
-        root = yaml.compose(text, Loader=_SpecLoader)
-        if _expanded_size(root) > MAX_SPEC_NODES:
-            raise SpecError(f"spec expands to more than {MAX_SPEC_NODES} YAML nodes (aliases included)", source=source)
-        data = yaml.load(text, Loader=_SpecLoader)
+        _check_depth(text, source)
+        loader = _SpecLoader(text)
+        try:
+            root = loader.get_single_node()
+            if _expanded_size(root) > MAX_SPEC_NODES:
+                raise SpecError(
+                    f"spec expands to more than {MAX_SPEC_NODES} YAML nodes, aliases included "
+                    "(maskc.limits.MAX_SPEC_NODES)",
+                    source=source,
+                )
+            data = loader.construct_document(root) if root is not None else None
+        finally:
+            loader.dispose()
     except yaml.MarkedYAMLError as err:
         mark = err.problem_mark
         line = mark.line + 1 if mark is not None else None
@@ -118,7 +201,8 @@ def parse_spec(text: str, source: str = "<spec>") -> Spec:
     if "name" not in data:
         data["name"] = default_name(source)
     try:
-        return Spec.model_validate(data)
+        with validating():
+            return Spec.model_validate(data)
     except ValidationError as err:
         raise _first_error(err, root, source) from None
 
@@ -128,18 +212,29 @@ def _parse_path(path: str) -> tuple[Any, ...]:
     return tuple(int(part) if part.isdigit() else part for part in re.findall(r"[^.\[\]]+", path))
 
 
-def locate(error: SpecError, source: str | Path) -> SpecError:
-    """The error with the spec file and the line of its field path filled in, where they can be read."""
+def locate_text(error: SpecError, text: str, source: str) -> SpecError:
+    """The error with `source` and the line of its field path in the spec text `text` filled in."""
     if error.source is not None:
         return error
     line = None
     try:
-        root = yaml.compose(Path(source).read_text(encoding="utf-8"), Loader=_SpecLoader)
+        root = yaml.compose(text, Loader=_SpecLoader)
         steps = error.origin.path if error.origin is not None else _parse_path(error.path or "")
         line = _line_of(root, steps) if steps else None
-    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+    except yaml.YAMLError:
         pass
-    return error.located(source=str(source), line=line)
+    return error.located(source=source, line=line)
+
+
+def locate(error: SpecError, source: str | Path) -> SpecError:
+    """The error with the spec file and the line of its field path filled in, where they can be read."""
+    if error.source is not None:
+        return error
+    try:
+        text = Path(source).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return error.located(source=str(source))
+    return locate_text(error, text, str(source))
 
 
 def load(path: str | Path) -> Spec:
@@ -150,7 +245,10 @@ def load(path: str | Path) -> Spec:
     except OSError as err:
         raise SpecError(f"cannot read spec file: {err.strerror}", source=str(path)) from None
     if size > MAX_SPEC_BYTES:
-        raise SpecError(f"spec file is {size} bytes, over the {MAX_SPEC_BYTES}-byte limit", source=str(path))
+        raise SpecError(
+            f"spec file is {size} bytes, over the {MAX_SPEC_BYTES}-byte limit (maskc.limits.MAX_SPEC_BYTES)",
+            source=str(path),
+        )
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as err:

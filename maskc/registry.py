@@ -69,7 +69,7 @@ def choose_backend(q: Any, k: Any, v: Any, pattern: Any, name: str = "auto") -> 
         backend = get_backend(name)
         reason = backend.supports(q, k, v, pattern)
         if reason is not None:
-            raise BackendError(f"backend {name!r} cannot run this call: {reason}")
+            raise BackendError(f"{reason} (backend {name!r} cannot run this call)")
         return backend
     _discover()
     reasons = []
@@ -77,5 +77,9 @@ def choose_backend(q: Any, k: Any, v: Any, pattern: Any, name: str = "auto") -> 
         reason = _BACKENDS[candidate].supports(q, k, v, pattern)
         if reason is None:
             return _BACKENDS[candidate]
-        reasons.append(f"{candidate}: {reason}")
-    raise BackendError("no backend can run this call (" + "; ".join(reasons or ["none registered"]) + ")")
+        reasons.append((candidate, reason))
+    if not reasons:
+        raise BackendError("no backend is registered")
+    if len({reason for _, reason in reasons}) == 1:
+        raise BackendError(f"{reasons[0][1]} (no backend can run this call)")
+    raise BackendError("; ".join(f"{name}: {reason}" for name, reason in reasons) + " (no backend can run this call)")

@@ -13,21 +13,47 @@ from pydantic import (
     Field,
     PlainSerializer,
     PositiveInt,
+    ValidationError,
     ValidationInfo,
     field_validator,
     model_validator,
 )
 
+from maskc import limits
 from maskc.canvas import Grid
+from maskc.limits import MAX_SEQ_LEN, exceeds
 from maskc.primitives import Dense, PatternNode, Window, parse_pattern
-from maskc.primitives.base import _fail
+from maskc.primitives.base import _fail, raise_located
 
-#: Largest seq_len a spec may declare (2**31 − 1 keeps every index in int32).
-MAX_SEQ_LEN = 2**31 - 1
+
+class _Model(BaseModel):
+    """Built in Python, a bad field raises maskc's SpecError with its path, not a pydantic error."""
+
+    def __init__(self, **data: Any) -> None:
+        try:
+            super().__init__(**data)
+        except ValidationError as err:
+            raise_located(err)
+
+
+def _tree_size(node: PatternNode) -> tuple[int, int]:
+    """(depth, node count) of a pattern tree, walked without recursion."""
+    depth, count, stack = 0, 0, [(node, 1)]
+    while stack:
+        current, level = stack.pop()
+        depth, count = max(depth, level), count + 1
+        stack.extend((child, level + 1) for child in getattr(current, "of", ()))
+    return depth, count
 
 
 def _parse_root(value: Any) -> PatternNode:
-    return parse_pattern(value)
+    node = parse_pattern(value)
+    depth, count = _tree_size(node)
+    if depth > limits.MAX_NESTING_DEPTH:
+        raise ValueError(exceeds("the pattern's nesting depth", depth, "MAX_NESTING_DEPTH"))
+    if count > limits.MAX_PATTERN_NODES:
+        raise ValueError(exceeds("the pattern's node count", count, "MAX_PATTERN_NODES"))
+    return node
 
 
 #: A pattern field: accepts the spec-file form (mapping or list) or pattern node objects.
@@ -38,7 +64,7 @@ Pattern = Annotated[
 ]
 
 
-class HeadPattern(BaseModel):
+class HeadPattern(_Model):
     """A pattern that replaces the top-level one for the listed heads."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
@@ -51,7 +77,7 @@ class HeadPattern(BaseModel):
 Mixer = Literal["attention", "recurrent", "identity"]
 
 
-class LayerEntry(BaseModel):
+class LayerEntry(_Model):
     """`count` consecutive layers, using `pattern` or, without one, the spec's own pattern and heads.
 
     `mixer: recurrent` (a state-space or linear-recurrent layer such as Mamba) and `mixer: identity`
@@ -74,7 +100,7 @@ class LayerEntry(BaseModel):
         return pattern
 
 
-class Spec(BaseModel):
+class Spec(_Model):
     """A sparse attention pattern as declared by a user."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
@@ -95,7 +121,24 @@ class Spec(BaseModel):
     def _power_of_two(cls, value: int) -> int:
         if value & (value - 1):
             raise ValueError(f"block_size must be a power of two, got {value}")
+        if value > limits.MAX_TILE_SIDE:
+            raise ValueError(exceeds("block_size", value, "MAX_TILE_SIDE"))
         return value
+
+    @field_validator("heads")
+    @classmethod
+    def _heads_bounded(cls, value: int | None) -> int | None:
+        if value is not None and value > limits.MAX_HEADS:
+            raise ValueError(exceeds("heads", value, "MAX_HEADS"))
+        return value
+
+    @field_validator("layers")
+    @classmethod
+    def _schedule_bounded(cls, entries: list[LayerEntry]) -> list[LayerEntry]:
+        total = sum(entry.count for entry in entries)
+        if total > limits.MAX_SCHEDULE_LAYERS:
+            raise ValueError(exceeds("the layer schedule's total count", total, "MAX_SCHEDULE_LAYERS"))
+        return entries
 
     @field_validator("grid")
     @classmethod
@@ -139,14 +182,22 @@ class Spec(BaseModel):
         """The distinct patterns over `heads` heads, and for each head the index of its pattern."""
         patterns: list[PatternNode] = []
         keys: dict[str, int] = {}
-        index = []
-        for h in range(heads):
-            node = self.pattern_of_head(h)
+
+        def number(node: PatternNode) -> int:
             key = json.dumps(node.to_data(), sort_keys=True)
             if key not in keys:
                 keys[key] = len(patterns)
                 patterns.append(node)
-            index.append(keys[key])
+            return keys[key]
+
+        # Heads without an entry share the top-level pattern; numbering follows the first head of each.
+        owner = {h: entry.pattern for entry in self.head_patterns for h in entry.heads if h < heads}
+        default = next((h for h in range(heads) if h not in owner), None)
+        index = [0] * heads
+        for h in sorted([*owner, *([] if default is None else [default])]):
+            index[h] = number(owner.get(h, self.pattern))
+        if default is not None:
+            index = [index[default] if h not in owner else index[h] for h in range(heads)]
         return patterns, index
 
     def layer_schedule(self) -> list[tuple[int, Spec]]:

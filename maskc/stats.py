@@ -43,7 +43,13 @@ class PatternStats:
     dense_mask_bytes: int
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The fields for JSON; counts are per-head means, whole numbers when every head agrees."""
+        data = asdict(self)
+        for name in ("tiles_stored", "tiles_full", "tiles_partial", "active_pairs"):
+            value = data[name]
+            if isinstance(value, float) and value.is_integer():
+                data[name] = int(value)
+        return data
 
     def lines(self) -> list[str]:
         """The human-readable summary `maskc compile` prints."""

@@ -313,13 +313,14 @@ def _tensors(shape_q: tuple, shape_k: tuple, shape_v: tuple | None = None, **kw:
     ("q", "k", "v", "message"),
     [
         ((1, 2, 32, 8), (2, 2, 32, 8), None, "batch sizes differ"),
-        ((1, 2, 32, 8), (1, 2, 31, 8), None, "sequence lengths differ"),
+        ((1, 2, 32, 8), (1, 2, 31, 8), None, "q has 32 rows but k only 31"),
+        ((1, 2, 32, 8), (1, 2, 32, 8), (1, 2, 31, 8), "same number of rows"),
         ((1, 2, 32, 8), (1, 2, 32, 4), None, "share head_dim"),
         ((1, 2, 32, 8), (1, 2, 32, 8), (1, 1, 32, 8), "same number of heads"),
         ((1, 2, 32, 8), (1, 3, 32, 8), None, "not a multiple"),
         ((2, 32, 8), (2, 32, 8), None, "must be 4-D"),
         ((1, 2, 32, 0), (1, 2, 32, 0), None, "at least 1"),
-        ((1, 2, 16, 8), (1, 2, 16, 8), None, "compiled for seq_len 32"),
+        ((1, 2, 40, 8), (1, 2, 40, 8), None, r"k_offset \+ 40 <= 32 \(the pattern's seq_len\)"),
         ((1, 4, 32, 8), (1, 2, 32, 8), None, "compiled for 2 heads, but q has 4"),
     ],
 )

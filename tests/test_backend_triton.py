@@ -256,5 +256,5 @@ def test_bad_calls_are_refused_with_reasons():
     wide = torch.zeros(1, 1, 64, 512)
     assert "head dim 512" in get_backend("triton").supports(wide, wide, wide, pattern)
     with pytest.raises(BackendError, match="seq_len"):
-        maskc.attention(q[:, :, :32], k[:, :, :32], v[:, :, :32], pattern, backend="triton")
+        maskc.attention(q[:, :, :32], k[:, :, :40], v[:, :, :40], pattern, backend="triton", k_offset=30)
     assert os.environ["TRITON_INTERPRET"] == "1"

@@ -143,6 +143,21 @@ def test_documents_for_a_pattern_without_documents_is_an_error() -> None:
         maskc.compile(pattern.spec, seq_len=32, documents=np.zeros(32, dtype=np.int64))
 
 
+def test_run_time_patterns_refuse_rectangular_calls(backend: str = "cpu") -> None:
+    """A pattern resolved over all n positions (documents here) runs on full-length calls only, and
+    documents given to a rectangular call of a static pattern are refused as in a full-length one."""
+    q, k, v = _qkv()
+    documents = torch.zeros(2, 32, dtype=torch.int64)
+    with pytest.raises(maskc.BackendError, match="full-length calls"):
+        maskc.attention(q[:, :, 16:], k, v, _doc_pattern(), backend=backend, documents=documents)
+    with pytest.raises(maskc.BackendError, match="full-length calls"):
+        starts = torch.zeros(2, dtype=torch.int64)
+        maskc.attention(q, k, v, _doc_pattern(), backend=backend, documents=documents, q_offset=starts)
+    static = _compile(_spec({"name": "w", "causal": True, "pattern": {"window": {"size": 4}}}), seq_len=32)
+    with pytest.raises(DocumentsError, match="no document-dependent part"):
+        maskc.attention(q[:, :, 16:], k, v, static, backend=backend, documents=documents)
+
+
 @pytest.mark.parametrize(
     ("documents", "message"),
     [

@@ -131,6 +131,24 @@ def test_missing_documents_on_the_triton_path() -> None:
         maskc.attention(q, q, q, pattern, backend="triton")
 
 
+def test_run_time_patterns_refuse_rectangular_calls_on_the_triton_path() -> None:
+    """Run-time tables cover all n positions: a rectangular call of such a pattern is refused, while a
+    static pattern's rectangular call still matches the CPU reference."""
+    q, k, v = (torch.randn(2, 1, 32, 16) for _ in range(3))
+    documents = _documents([10, 22], [32])
+    with pytest.raises(maskc.BackendError, match="full-length calls"):
+        maskc.attention(q[:, :, 16:], k, v, _pattern({"pattern": {"document": {}}}, 32, 1, (16, 16)),
+                        backend="triton", documents=documents)  # fmt: skip
+    topk = _pattern({"causal": True, "block_size": 16, "pattern": {"topk": {"blocks": 1}}}, 32, 1, (16, 16))
+    with pytest.raises(maskc.BackendError, match="full-length calls"):
+        maskc.attention(q[:, :, 8:], k, v, topk, backend="triton")
+    static = _pattern({"causal": True, "pattern": {"window": {"before": 9, "after": 0}}}, 32, 1, (16, 16))
+    got = maskc.attention(q[:, :, 8:], k, v, static, backend="triton", return_lse=True)
+    want = maskc.attention(q[:, :, 8:], k, v, static, backend="cpu", return_lse=True)
+    for a, b in zip(got, want):
+        assert _relative(a, b) < TOLERANCE
+
+
 def test_torch_compile_traces_one_graph() -> None:
     """Documents and top-k under torch.compile(fullgraph=True): the layout build is traced (torch ops)
     and the kernels run as the custom op, with the same loss and gradients as the eager call."""

@@ -165,8 +165,12 @@ def test_rows_without_keys_warn() -> None:
 def test_python_objects_validate_too() -> None:
     spec = maskc.Spec(name="x", pattern=[maskc.Window(size=8), maskc.Global(tokens=[0])])
     assert spec.pattern.kind == "union"
-    with pytest.raises(ValueError, match="give size, or before"):
+    with pytest.raises(maskc.SpecError, match=r"^window: give size, or before"):
         maskc.Window()
+    with pytest.raises(maskc.SpecError, match=r"^window\.before: must be greater than or equal to 0, got -1$"):
+        maskc.Window(before=-1)
+    with pytest.raises(maskc.SpecError, match=r"^pattern\[1\]\.global: tokens lists \[1\] more than once"):
+        maskc.Spec(name="x", pattern=[{"window": {"size": 2}}, {"global": {"tokens": [1, 1]}}])
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert maskc.compile(spec, seq_len=32, block_size=16).n == 32

@@ -36,12 +36,12 @@ def unsupported_reason(q: Any, k: Any, v: Any, pattern: Any) -> str | None:
     return None
 
 
-def check_call(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pattern: Any) -> CallShape:
+def check_call(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pattern: Any, rectangular: bool = False) -> CallShape:
     """The call's sizes; BackendError naming the first thing that does not fit."""
     reason = unsupported_reason(q, k, v, pattern)
     if reason is not None:
         raise BackendError(reason)
-    return check_shapes(q, k, v, pattern)
+    return check_shapes(q, k, v, pattern, rectangular)
 
 
 def head_layouts(pattern: CompiledPattern, heads: int) -> np.ndarray:

@@ -9,9 +9,10 @@ import torch
 from maskc.calls import call_documents, check_shapes, resolve_scale, static_patterns
 from maskc.errors import BackendError
 from maskc.ir import CompiledPattern
+from maskc.offsets import Offsets
 
 from .checks import unsupported_reason
-from .function import sparse_attention
+from .function import decode_step, sparse_attention
 from .plans import plan_for
 
 
@@ -38,12 +39,17 @@ class TritonBackend:
         scale: float | None = None,
         return_lse: bool = False,
         documents: torch.Tensor | None = None,
+        offsets: Offsets | None = None,
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         reason = unsupported_reason(q, k, v, pattern)
         if reason is not None:
             raise BackendError(reason)
-        shape = check_shapes(q, k, v, pattern)
+        shape = check_shapes(q, k, v, pattern, rectangular=offsets is not None)
         scale = resolve_scale(scale, shape.head_dim)
+        if offsets is not None:  # a rectangular call: check_shapes refused a run-time pattern
+            call_documents(pattern, documents, shape, q.device)  # refuses stray documents
+            out, lse = sparse_attention(q, k, v, pattern, scale, offsets=offsets)
+            return (out, lse) if return_lse else out
         if pattern.dynamic:
             documents = call_documents(pattern, documents, shape, q.device)
             out, lse = sparse_attention(q, k, v, pattern, scale, documents)
@@ -58,6 +64,9 @@ class TritonBackend:
             ]
             out, lse = torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
         return (out, lse) if return_lse else out
+
+    #: (out, lse) of q over a KV cache whose slots hold the given positions (maskc.KVCache); not differentiable.
+    decode = staticmethod(decode_step)
 
     def source(self, pattern: CompiledPattern) -> str:
         """The generated Triton module (predicate and kernels) for this pattern's rules."""

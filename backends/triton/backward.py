@@ -7,6 +7,7 @@ import torch
 from .forward_kernel import LOG2E
 from .plan import Plan
 from .runtime import CallInputs
+from .span import Span
 from .tuning import KernelConfig, choose_config, dot_precision
 
 #: Rows per program of the preparation kernel.
@@ -40,47 +41,58 @@ def attention_backward(
     lse: torch.Tensor,
     d_lse: torch.Tensor | None,
     scale: float,
+    span: Span | None = None,
     inputs: CallInputs | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(dq, dk, dv) in the inputs' dtypes; d_lse is the gradient of the returned lse, if any; `inputs`
-    are the call's run-time tensors when the plan's layout is built per call."""
-    batch, heads, n, head_dim = q.shape
+    """(dq, dk, dv) in the inputs' dtypes; d_lse is the gradient of the returned lse, if any.
+
+    `span` places a rectangular call's rows among the pattern's positions (all of them by default);
+    `inputs` are the call's run-time tensors when the plan's layout is built per call.
+    """
+    batch, heads, _, head_dim = q.shape
     kv_heads, value_dim = k.shape[1], v.shape[-1]
+    span = span or Span.full(plan.n)
     delta, lse2 = _prepare(plan, out, d_out, lse, d_lse)
     dq = torch.empty(q.shape, dtype=q.dtype, device=q.device)
     dk = torch.empty(k.shape, dtype=k.dtype, device=k.device)
     dv = torch.empty(v.shape, dtype=v.dtype, device=v.device)
     precision = dot_precision(q.dtype)
     strides = (*q.stride()[:3], *k.stride()[:3], *v.stride()[:3], *d_out.stride()[:3])
+    positions = span.kernel_args(q.device)
 
     def run_dkdv(config: KernelConfig) -> None:
-        launch = plan.launch_tables("columns", config.block_m, config.block_n, q.device, heads, inputs)
+        window = span.tile_window(config.block_m, config.block_n)
+        launch = plan.launch_tables(
+            "columns", config.block_m, config.block_n, q.device, heads, inputs, window and window[::-1]
+        )
         tables = launch.walk
-        plan.module().maskc_backward_dkdv[(tables.lines * batch * kv_heads,)](
+        plan.module().maskc_backward_dkdv[(tables.programs * batch * kv_heads,)](
             q, k, v, d_out, dk, dv, lse2, delta,
             *strides, *dk.stride()[:3], *dv.stride()[:3],
             *launch.kernel_args(),
-            scale * LOG2E, scale, n, heads, batch * kv_heads, kv_heads, tables.lines,
-            tables.long_lines,
+            scale * LOG2E, scale, plan.n, heads, batch * kv_heads, kv_heads, tables.lines,
+            tables.long_lines, tables.programs, *positions,
             *launch.mask_values,
             GROUP=heads // kv_heads, BLOCK_M=config.block_m, BLOCK_N=config.block_n, HEAD_DIM=head_dim,
-            VALUE_DIM=value_dim,
-            EVEN_N=n % config.block_m == 0 and n % config.block_n == 0, PRECISION=precision,
+            VALUE_DIM=value_dim, EVEN_N=span.even(config.block_m, config.block_n),
+            PER_BATCH_Q=span.q_starts is not None, PRECISION=precision,
             num_warps=config.num_warps, num_stages=config.num_stages,
         )  # fmt: skip
 
     def run_dq(config: KernelConfig) -> None:
-        launch = plan.launch_tables("rows", config.block_m, config.block_n, q.device, heads, inputs)
+        window = span.tile_window(config.block_m, config.block_n)
+        launch = plan.launch_tables("rows", config.block_m, config.block_n, q.device, heads, inputs, window)
         tables = launch.walk
-        plan.module().maskc_backward_dq[(tables.lines * batch * heads,)](
+        plan.module().maskc_backward_dq[(tables.programs * batch * heads,)](
             q, k, v, d_out, dq, lse2, delta,
             *strides, *dq.stride()[:3],
             *launch.kernel_args(),
-            scale * LOG2E, scale, n, heads, heads // kv_heads, batch * heads, tables.lines, tables.long_lines,
+            scale * LOG2E, scale, plan.n, heads, heads // kv_heads, batch * heads, tables.lines, tables.long_lines,
+            tables.programs, *positions,
             *launch.mask_values,
             BLOCK_M=config.block_m, BLOCK_N=config.block_n, HEAD_DIM=head_dim, VALUE_DIM=value_dim,
-            EVEN_N=n % config.block_m == 0 and n % config.block_n == 0, PRECISION=precision,
-            num_warps=config.num_warps, num_stages=config.num_stages,
+            EVEN_N=span.even(config.block_m, config.block_n), PER_BATCH_Q=span.q_starts is not None,
+            PRECISION=precision, num_warps=config.num_warps, num_stages=config.num_stages,
         )  # fmt: skip
 
     run_dkdv(choose_config(plan, "dkdv", q, k, run_dkdv))

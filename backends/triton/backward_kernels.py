@@ -46,15 +46,15 @@ def maskc_backward_prepare(
 
 
 @triton.jit
-def dkdv_tile(dk, dv, k, v, q_tile, do_tile, Lse2, Delta, offs_q, offs_k, layout, n_ctx, qk_scale, ${mask_params}
-              MASKED: tl.constexpr, EVEN_N: tl.constexpr, PRECISION: tl.constexpr):
+def dkdv_tile(dk, dv, k, v, q_tile, do_tile, Lse2, Delta, offs_q, offs_k, layout, n_ctx, q_lo, q_hi, qk_scale,
+              ${mask_params} MASKED: tl.constexpr, EVEN_N: tl.constexpr, PRECISION: tl.constexpr):
     if EVEN_N:
         q = tl.load(q_tile)
         do = tl.load(do_tile)
         lse2 = tl.load(Lse2 + offs_q)
         delta = tl.load(Delta + offs_q)
     else:
-        q_in = offs_q < n_ctx
+        q_in = (offs_q >= q_lo) & (offs_q < q_hi)
         q = tl.load(q_tile, mask=q_in[:, None], other=0.0)
         do = tl.load(do_tile, mask=q_in[:, None], other=0.0)
         lse2 = tl.load(Lse2 + offs_q, mask=q_in, other=float("inf"))
@@ -73,7 +73,7 @@ def dkdv_tile(dk, dv, k, v, q_tile, do_tile, Lse2, Delta, offs_q, offs_k, layout
 
 @triton.jit
 def dkdv_tiles(dk, dv, k, v, q_head, do_head, q_local, do_local, stride_qm, stride_dm, lse2_head, delta_head,
-               tile_idx, lo, hi, offs_m, offs_k, layout, n_ctx, qk_scale, ${mask_params}
+               tile_idx, lo, hi, offs_m, offs_k, layout, n_ctx, q_lo, q_hi, qk_scale, ${mask_params}
                BLOCK_M: tl.constexpr, MASKED: tl.constexpr, EVEN_N: tl.constexpr, PRECISION: tl.constexpr):
     # Add the dK and dV contributions of the query tiles tile_idx[lo:hi] of one key column.
     start_m = tile_start(tile_idx, lo, hi, BLOCK_M)
@@ -83,7 +83,7 @@ def dkdv_tiles(dk, dv, k, v, q_head, do_head, q_local, do_local, stride_qm, stri
             dk, dv, k, v,
             q_head + start_m.to(tl.int64) * stride_qm + q_local,
             do_head + start_m.to(tl.int64) * stride_dm + do_local,
-            lse2_head, delta_head, start_m + offs_m, offs_k, layout, n_ctx, qk_scale, ${mask_args}
+            lse2_head, delta_head, start_m + offs_m, offs_k, layout, n_ctx, q_lo, q_hi, qk_scale, ${mask_args}
             MASKED, EVEN_N, PRECISION,
         )
         start_m = next_m
@@ -100,11 +100,14 @@ def maskc_backward_dkdv(
     stride_dkb, stride_dkh, stride_dkn,
     stride_dvb, stride_dvh, stride_dvn,
     head_layout, table_of_head, table_stride, layouts, col_order, full_ptr, full_idx, partial_ptr, partial_idx,
-    qk_scale, sm_scale, n_ctx, heads, batch_kv_heads, kv_heads, col_tiles, long_cols, ${mask_params}
+    qk_scale, sm_scale, n_ctx, heads, batch_kv_heads, kv_heads, col_tiles, long_cols, programs,
+    q_starts, q_start, q_len, k_lo, k_hi, ${mask_params}
     GROUP: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr, VALUE_DIM: tl.constexpr,
-    EVEN_N: tl.constexpr, PRECISION: tl.constexpr,
+    EVEN_N: tl.constexpr, PER_BATCH_Q: tl.constexpr, PRECISION: tl.constexpr,
 ):
-    slot, bkv = program_slot(tl.program_id(0), long_cols, col_tiles, batch_kv_heads)
+    # Rows are addressed by position, as in the forward kernel: the base pointers below are
+    # moved back by the first position of the call's queries (q_lo) and keys (k_lo).
+    slot, bkv = program_slot(tl.program_id(0), long_cols, programs, batch_kv_heads)
     b = bkv // kv_heads
     kvh = bkv % kv_heads
     col = tl.load(col_order + slot)
@@ -114,13 +117,15 @@ def maskc_backward_dkdv(
     offs_d = tl.arange(0, HEAD_DIM)
     offs_v = tl.arange(0, VALUE_DIM)
     offs_k = start_n + offs_n
-    k_rows = K + b.to(tl.int64) * stride_kb + kvh.to(tl.int64) * stride_kh + start_n.to(tl.int64) * stride_kn
-    v_rows = V + b.to(tl.int64) * stride_vb + kvh.to(tl.int64) * stride_vh + start_n.to(tl.int64) * stride_vn
+    q_lo = tl.load(q_starts + b) if PER_BATCH_Q else q_start
+    local_n = (start_n - k_lo).to(tl.int64)
+    k_rows = K + b.to(tl.int64) * stride_kb + kvh.to(tl.int64) * stride_kh + local_n * stride_kn
+    v_rows = V + b.to(tl.int64) * stride_vb + kvh.to(tl.int64) * stride_vh + local_n * stride_vn
+    k_in = ((offs_k >= k_lo) & (offs_k < k_hi))[:, None]
     if EVEN_N:
         k = tl.load(k_rows + offs_n[:, None] * stride_kn + offs_d[None, :])
         v = tl.load(v_rows + offs_n[:, None] * stride_vn + offs_v[None, :])
     else:
-        k_in = (offs_k < n_ctx)[:, None]
         k = tl.load(k_rows + offs_n[:, None] * stride_kn + offs_d[None, :], mask=k_in, other=0.0)
         v = tl.load(v_rows + offs_n[:, None] * stride_vn + offs_v[None, :], mask=k_in, other=0.0)
     dk = tl.zeros([BLOCK_N, HEAD_DIM], tl.float32)
@@ -131,38 +136,38 @@ def maskc_backward_dkdv(
         h = kvh * GROUP + g
         table = tl.load(table_of_head + h) + b * table_stride
         layout = tl.load(head_layout + h) + layouts * table
-        q_head = Q + b.to(tl.int64) * stride_qb + h.to(tl.int64) * stride_qh
-        do_head = DOut + b.to(tl.int64) * stride_db + h.to(tl.int64) * stride_dh
-        rows_at = (b * heads + h).to(tl.int64) * n_ctx
+        q_back = tl.cast(q_lo, tl.int64)
+        q_head = Q + b.to(tl.int64) * stride_qb + h.to(tl.int64) * stride_qh - q_back * stride_qm
+        do_head = DOut + b.to(tl.int64) * stride_db + h.to(tl.int64) * stride_dh - q_back * stride_dm
+        rows_at = (b * heads + h).to(tl.int64) * q_len - q_back
         at = table * (col_tiles + 1) + col
         dk, dv = dkdv_tiles(
             dk, dv, k, v, q_head, do_head, q_local, do_local, stride_qm, stride_dm, Lse2 + rows_at, Delta + rows_at,
             full_idx, tl.load(full_ptr + at), tl.load(full_ptr + at + 1),
-            offs_m, offs_k, layout, n_ctx, qk_scale, ${mask_args}
+            offs_m, offs_k, layout, n_ctx, q_lo, q_lo + q_len, qk_scale, ${mask_args}
             BLOCK_M, False, EVEN_N, PRECISION,
         )
         dk, dv = dkdv_tiles(
             dk, dv, k, v, q_head, do_head, q_local, do_local, stride_qm, stride_dm, Lse2 + rows_at, Delta + rows_at,
             partial_idx, tl.load(partial_ptr + at), tl.load(partial_ptr + at + 1),
-            offs_m, offs_k, layout, n_ctx, qk_scale, ${mask_args}
+            offs_m, offs_k, layout, n_ctx, q_lo, q_lo + q_len, qk_scale, ${mask_args}
             BLOCK_M, True, EVEN_N, PRECISION,
         )
-    k_in = (offs_k < n_ctx)[:, None]
-    dk_rows = DK + b.to(tl.int64) * stride_dkb + kvh.to(tl.int64) * stride_dkh + start_n.to(tl.int64) * stride_dkn
-    dv_rows = DV + b.to(tl.int64) * stride_dvb + kvh.to(tl.int64) * stride_dvh + start_n.to(tl.int64) * stride_dvn
+    dk_rows = DK + b.to(tl.int64) * stride_dkb + kvh.to(tl.int64) * stride_dkh + local_n * stride_dkn
+    dv_rows = DV + b.to(tl.int64) * stride_dvb + kvh.to(tl.int64) * stride_dvh + local_n * stride_dvn
     tl.store(dk_rows + offs_n[:, None] * stride_dkn + offs_d[None, :], (dk * sm_scale).to(DK.dtype.element_ty),
              mask=k_in)
     tl.store(dv_rows + offs_n[:, None] * stride_dvn + offs_v[None, :], dv.to(DV.dtype.element_ty), mask=k_in)
 
 
 @triton.jit
-def dq_tile(dq, q, do, lse2, delta, k_tile, v_tile, offs_q, offs_k, layout, n_ctx, qk_scale, ${mask_params}
+def dq_tile(dq, q, do, lse2, delta, k_tile, v_tile, offs_q, offs_k, layout, n_ctx, k_lo, k_hi, qk_scale, ${mask_params}
             MASKED: tl.constexpr, EVEN_N: tl.constexpr, PRECISION: tl.constexpr):
     if EVEN_N:
         k = tl.load(k_tile)
         v = tl.load(v_tile)
     else:
-        k_in = (offs_k < n_ctx)[:, None]
+        k_in = ((offs_k >= k_lo) & (offs_k < k_hi))[:, None]
         k = tl.load(k_tile, mask=k_in, other=0.0)
         v = tl.load(v_tile, mask=k_in, other=0.0)
     qk = mma(q, tl.trans(k), None, PRECISION)
@@ -178,7 +183,7 @@ def dq_tile(dq, q, do, lse2, delta, k_tile, v_tile, offs_q, offs_k, layout, n_ct
 
 @triton.jit
 def dq_tiles(dq, q, do, lse2, delta, k_head, v_head, k_local, v_local, stride_kn, stride_vn,
-             tile_idx, lo, hi, offs_q, offs_n, layout, n_ctx, qk_scale, ${mask_params}
+             tile_idx, lo, hi, offs_q, offs_n, layout, n_ctx, k_lo, k_hi, qk_scale, ${mask_params}
              BLOCK_N: tl.constexpr, MASKED: tl.constexpr, EVEN_N: tl.constexpr, PRECISION: tl.constexpr):
     # Add the dQ contributions of the key tiles tile_idx[lo:hi] of one query row.
     start_n = tile_start(tile_idx, lo, hi, BLOCK_N)
@@ -188,7 +193,7 @@ def dq_tiles(dq, q, do, lse2, delta, k_head, v_head, k_local, v_local, stride_kn
             dq, q, do, lse2, delta,
             k_head + start_n.to(tl.int64) * stride_kn + k_local,
             v_head + start_n.to(tl.int64) * stride_vn + v_local,
-            offs_q, start_n + offs_n, layout, n_ctx, qk_scale, ${mask_args}
+            offs_q, start_n + offs_n, layout, n_ctx, k_lo, k_hi, qk_scale, ${mask_args}
             MASKED, EVEN_N, PRECISION,
         )
         start_n = next_n
@@ -204,35 +209,40 @@ def maskc_backward_dq(
     stride_db, stride_dh, stride_dm,
     stride_dqb, stride_dqh, stride_dqm,
     head_layout, table_of_head, table_stride, layouts, row_order, full_ptr, full_idx, partial_ptr, partial_idx,
-    qk_scale, sm_scale, n_ctx, heads, group, batch_heads, row_tiles, long_rows, ${mask_params}
+    qk_scale, sm_scale, n_ctx, heads, group, batch_heads, row_tiles, long_rows, programs,
+    q_starts, q_start, q_len, k_lo, k_hi, ${mask_params}
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr, VALUE_DIM: tl.constexpr,
-    EVEN_N: tl.constexpr, PRECISION: tl.constexpr,
+    EVEN_N: tl.constexpr, PER_BATCH_Q: tl.constexpr, PRECISION: tl.constexpr,
 ):
+    # Rows and keys are addressed by position, as in the forward kernel.
     b, h, kvh, bh, layout, table, row = row_program(
-        row_order, head_layout, table_of_head, table_stride, layouts, long_rows, row_tiles, batch_heads, heads, group
+        row_order, head_layout, table_of_head, table_stride, layouts, long_rows, programs, batch_heads, heads, group
     )
+    q_lo = tl.load(q_starts + b) if PER_BATCH_Q else q_start
     start_m = row * BLOCK_M
     offs_m = tl.arange(0, BLOCK_M)
     offs_n = tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, HEAD_DIM)
     offs_v = tl.arange(0, VALUE_DIM)
     offs_q = start_m + offs_m
-    q_rows = Q + b.to(tl.int64) * stride_qb + h.to(tl.int64) * stride_qh + start_m.to(tl.int64) * stride_qm
-    do_rows = DOut + b.to(tl.int64) * stride_db + h.to(tl.int64) * stride_dh + start_m.to(tl.int64) * stride_dm
-    row_at = bh.to(tl.int64) * n_ctx + offs_q
+    q_in = (offs_q >= q_lo) & (offs_q < q_lo + q_len)
+    local_m = (start_m - q_lo).to(tl.int64)
+    q_rows = Q + b.to(tl.int64) * stride_qb + h.to(tl.int64) * stride_qh + local_m * stride_qm
+    do_rows = DOut + b.to(tl.int64) * stride_db + h.to(tl.int64) * stride_dh + local_m * stride_dm
+    row_at = bh.to(tl.int64) * q_len + (offs_q - q_lo)
     if EVEN_N:
         q = tl.load(q_rows + offs_m[:, None] * stride_qm + offs_d[None, :])
         do = tl.load(do_rows + offs_m[:, None] * stride_dm + offs_v[None, :])
         lse2 = tl.load(Lse2 + row_at)
         delta = tl.load(Delta + row_at)
     else:
-        q_in = offs_q < n_ctx
         q = tl.load(q_rows + offs_m[:, None] * stride_qm + offs_d[None, :], mask=q_in[:, None], other=0.0)
         do = tl.load(do_rows + offs_m[:, None] * stride_dm + offs_v[None, :], mask=q_in[:, None], other=0.0)
         lse2 = tl.load(Lse2 + row_at, mask=q_in, other=float("inf"))
         delta = tl.load(Delta + row_at, mask=q_in, other=0.0)
-    k_head = K + b.to(tl.int64) * stride_kb + kvh.to(tl.int64) * stride_kh
-    v_head = V + b.to(tl.int64) * stride_vb + kvh.to(tl.int64) * stride_vh
+    k_back = tl.cast(k_lo, tl.int64)
+    k_head = K + b.to(tl.int64) * stride_kb + kvh.to(tl.int64) * stride_kh - k_back * stride_kn
+    v_head = V + b.to(tl.int64) * stride_vb + kvh.to(tl.int64) * stride_vh - k_back * stride_vn
     k_local = offs_n[:, None] * stride_kn + offs_d[None, :]
     v_local = offs_n[:, None] * stride_vn + offs_v[None, :]
     dq = tl.zeros([BLOCK_M, HEAD_DIM], tl.float32)
@@ -240,17 +250,17 @@ def maskc_backward_dq(
     dq = dq_tiles(
         dq, q, do, lse2, delta, k_head, v_head, k_local, v_local, stride_kn, stride_vn,
         full_idx, tl.load(full_ptr + at), tl.load(full_ptr + at + 1),
-        offs_q, offs_n, layout, n_ctx, qk_scale, ${mask_args}
+        offs_q, offs_n, layout, n_ctx, k_lo, k_hi, qk_scale, ${mask_args}
         BLOCK_N, False, EVEN_N, PRECISION,
     )
     dq = dq_tiles(
         dq, q, do, lse2, delta, k_head, v_head, k_local, v_local, stride_kn, stride_vn,
         partial_idx, tl.load(partial_ptr + at), tl.load(partial_ptr + at + 1),
-        offs_q, offs_n, layout, n_ctx, qk_scale, ${mask_args}
+        offs_q, offs_n, layout, n_ctx, k_lo, k_hi, qk_scale, ${mask_args}
         BLOCK_N, True, EVEN_N, PRECISION,
     )
-    dq_rows = DQ + b.to(tl.int64) * stride_dqb + h.to(tl.int64) * stride_dqh + start_m.to(tl.int64) * stride_dqm
+    dq_rows = DQ + b.to(tl.int64) * stride_dqb + h.to(tl.int64) * stride_dqh + local_m * stride_dqm
     tl.store(dq_rows + offs_m[:, None] * stride_dqm + offs_d[None, :], (dq * sm_scale).to(DQ.dtype.element_ty),
-             mask=(offs_q < n_ctx)[:, None])
+             mask=q_in[:, None])
 
 """

@@ -22,6 +22,7 @@ from string import Template
 from maskc.rules import Rule
 
 from .backward_kernels import BACKWARD_KERNELS
+from .decode_kernels import DECODE_KERNELS
 from .emit import emit_rule
 from .emitter import KernelArg, TritonEmitter
 from .forward_kernel import FORWARD_KERNEL
@@ -105,7 +106,7 @@ def tile_start(tile_idx, t, hi, BLOCK: tl.constexpr):
 
 #: Everything besides the rules that the generated source depends on (this generator included), so
 #: that editing any of it changes every key and stale files on disk are never loaded.
-_TEMPLATES = "\n".join([Path(__file__).read_text(), FORWARD_KERNEL, BACKWARD_KERNELS])
+_TEMPLATES = "\n".join([Path(__file__).read_text(), FORWARD_KERNEL, BACKWARD_KERNELS, DECODE_KERNELS])
 
 
 @dataclass(frozen=True)
@@ -169,8 +170,9 @@ def _param(arg: KernelArg) -> str:
 
 
 def module_source(masks: MaskCode) -> str:
-    """The whole generated module: header, predicate, forward and backward kernels."""
+    """The whole generated module: header, predicate, forward, backward and decoding kernels."""
     substitutions = {"mask_params": masks.params(), "mask_args": masks.call_args()}
-    kernels = [Template(text).substitute(substitutions) for text in (FORWARD_KERNEL, BACKWARD_KERNELS)]
+    templates = (FORWARD_KERNEL, BACKWARD_KERNELS, DECODE_KERNELS)
+    kernels = [Template(text).substitute(substitutions) for text in templates]
     header = _HEADER.format(key=masks.key)
     return "\n\n".join([header, masks.source, *kernels])

@@ -7,6 +7,7 @@ import torch
 from .forward_kernel import LOG2E
 from .plan import Plan
 from .runtime import CallInputs
+from .span import Span
 from .tuning import KernelConfig, choose_config, dot_precision
 
 
@@ -19,36 +20,49 @@ def launch_forward(
     scale: float,
     out: torch.Tensor,
     lse: torch.Tensor,
+    span: Span,
     inputs: CallInputs | None = None,
 ) -> None:
     """One launch of the forward kernel with `config`'s tile shape, writing out and lse."""
-    batch, heads, n, head_dim = q.shape
-    launch = plan.launch_tables("rows", config.block_m, config.block_n, q.device, heads, inputs)
+    batch, heads, _, head_dim = q.shape
+    window = span.tile_window(config.block_m, config.block_n)
+    launch = plan.launch_tables("rows", config.block_m, config.block_n, q.device, heads, inputs, window)
     tables = launch.walk
-    grid = (tables.lines * batch * heads,)
+    grid = (tables.programs * batch * heads,)
     plan.module().maskc_forward[grid](
         q, k, v, out, lse,
         *q.stride()[:3], *k.stride()[:3], *v.stride()[:3], *out.stride()[:3],
         *launch.kernel_args(),
-        scale * LOG2E, n, heads, heads // k.shape[1], batch * heads, tables.lines, tables.long_lines,
+        scale * LOG2E, plan.n, heads, heads // k.shape[1], batch * heads, tables.lines, tables.long_lines,
+        tables.programs, *span.kernel_args(q.device),
         *launch.mask_values,
         BLOCK_M=config.block_m, BLOCK_N=config.block_n, HEAD_DIM=head_dim, VALUE_DIM=v.shape[-1],
-        EVEN_N=n % config.block_m == 0 and n % config.block_n == 0, PRECISION=dot_precision(q.dtype),
-        num_warps=config.num_warps, num_stages=config.num_stages,
+        EVEN_N=span.even(config.block_m, config.block_n), PER_BATCH_Q=span.q_starts is not None,
+        PRECISION=dot_precision(q.dtype), num_warps=config.num_warps, num_stages=config.num_stages,
     )  # fmt: skip
 
 
 def attention_forward(
-    plan: Plan, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, inputs: CallInputs | None = None
+    plan: Plan,
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    scale: float,
+    span: Span | None = None,
+    inputs: CallInputs | None = None,
 ) -> tuple:
-    """(out, lse) for contiguous-last-dim q, k, v whose head dims are powers of two; `inputs` are the
-    call's run-time tensors when the plan's layout is built per call."""
-    batch, heads, n, _ = q.shape
-    out = torch.empty((batch, heads, n, v.shape[-1]), dtype=q.dtype, device=q.device)
-    lse = torch.empty((batch, heads, n), dtype=torch.float32, device=q.device)
+    """(out, lse) for contiguous-last-dim q, k, v whose head dims are powers of two.
+
+    `span` places a rectangular call's rows among the pattern's positions (all of them by default);
+    `inputs` are the call's run-time tensors when the plan's layout is built per call.
+    """
+    batch, heads, m, _ = q.shape
+    span = span or Span.full(plan.n)
+    out = torch.empty((batch, heads, m, v.shape[-1]), dtype=q.dtype, device=q.device)
+    lse = torch.empty((batch, heads, m), dtype=torch.float32, device=q.device)
 
     def run(config: KernelConfig) -> None:
-        launch_forward(plan, config, q, k, v, scale, out, lse, inputs)
+        launch_forward(plan, config, q, k, v, scale, out, lse, span, inputs)
 
     config = choose_config(plan, "forward", q, k, run)
     run(config)

@@ -12,9 +12,14 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from maskc.calls import resolve_scale
+from maskc.errors import BackendError
 from maskc.ir import CompiledPattern
+from maskc.offsets import Offsets
 
 from .autograd import last_dim_contiguous
+from .checks import unsupported_reason
+from .decode import decode_attention
 from .eager import EagerAttention
 from .ops import triton_attention
 from .plans import plan_for, traced_key
@@ -64,9 +69,12 @@ def sparse_attention(
     pattern: CompiledPattern,
     scale: float,
     documents: torch.Tensor | None = None,
+    offsets: Offsets | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(out, lse): autocast applied, head dims padded, the scale made positive; a pattern decided at
     run time (documents, top-k, clusters) gets its tables from `documents`, q and k on the device.
+
+    `offsets` places a rectangular call's rows among the pattern's positions (maskc.offsets).
 
     softmax(s · q kᵀ) is softmax(|s| · (sign(s) q) kᵀ), so a negative scale flips q and a zero
     scale zeroes it; the kernels then only see positive scales. Run-time selections are made from
@@ -81,5 +89,49 @@ def sparse_attention(
         q, scale = (-q, -scale) if scale < 0 else (q * 0, 1.0)
     value_dim = v.shape[-1]
     operator = triton_attention if _traced(q, k, v) else EagerAttention.apply
-    out, lse = operator(_padded(q), _padded(k), _padded(v), _plan_key(pattern), scale, run_time)
+    positions = _positions(offsets, q) if offsets is not None else (None, 0, q.shape[2], 0)
+    out, lse = operator(_padded(q), _padded(k), _padded(v), _plan_key(pattern), scale, *positions, run_time)
     return out[..., :value_dim], lse
+
+
+def _positions(offsets: Offsets, q: torch.Tensor) -> tuple[torch.Tensor | None, int, int, int]:
+    """(q_starts tensor or None, first query position, end of the query positions, k_start) of a call."""
+    starts = None
+    if not offsets.uniform:
+        given = offsets.q_tensor
+        starts = (given if given is not None else torch.as_tensor(offsets.q_starts)).to(q.device, torch.int32)
+    return starts, offsets.q_first, offsets.q_end, offsets.k_start
+
+
+@torch.no_grad()
+def decode_step(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    positions: torch.Tensor,
+    q_positions: torch.Tensor,
+    pattern: CompiledPattern,
+    *,
+    scale: float | None = None,
+    slot_counts: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(out, lse) of a decoding step over cache slots [0, slot_counts[b]) (all by default).
+
+    The call is checked, head dims padded and the scale made positive, as for `sparse_attention`.
+    """
+    reason = unsupported_reason(q, k, v, pattern)
+    if reason is not None:
+        raise BackendError(reason)
+    if pattern.dynamic:
+        raise BackendError(f"pattern {pattern.spec.name!r} is decided at run time; decoding needs a static one")
+    if q.shape[1] % k.shape[1]:
+        raise BackendError(f"q has {q.shape[1]} heads, not a multiple of the cache's {k.shape[1]} key/value heads")
+    scale = resolve_scale(scale, q.shape[-1])
+    if scale <= 0:
+        q, scale = (-q, -scale) if scale < 0 else (q * 0, 1.0)
+    if slot_counts is None:
+        slot_counts = torch.full((q.shape[0],), k.shape[2], dtype=torch.int32, device=q.device)
+    index = (positions.to(torch.int32), q_positions.to(q.device, torch.int32), slot_counts.to(q.device, torch.int32))
+    out, lse = decode_attention(plan_for(pattern), _padded(q), _padded(k.to(q.dtype)), _padded(v.to(q.dtype)), *index,
+                                scale)  # fmt: skip
+    return out[..., : v.shape[-1]], lse

@@ -12,8 +12,10 @@ import torch
 
 from .backward import attention_backward
 from .forward import attention_forward
+from .plan import Plan
 from .plans import plan_by_key
 from .runtime import CallInputs
+from .span import Span
 
 
 def call_inputs(plan: str, q: torch.Tensor, inputs: list[torch.Tensor]) -> CallInputs | None:
@@ -25,18 +27,50 @@ def call_inputs(plan: str, q: torch.Tensor, inputs: list[torch.Tensor]) -> CallI
     return CallInputs(batch, heads, n, dict(zip(found.input_keys, inputs)))
 
 
+def call_span(plan: Plan, q: torch.Tensor, k: torch.Tensor, q_starts: torch.Tensor | None, q_first: int,
+              q_end: int, k_start: int) -> Span:  # fmt: skip
+    """Where the call's rows sit: queries from q_first (or q_starts per batch element), keys from k_start."""
+    m, nk = q.shape[2], k.shape[2]
+    return Span(n=plan.n, q_len=m, q_first=q_first, q_end=q_end, k_start=k_start, k_end=k_start + nk, q_starts=q_starts)
+
+
 @torch.library.custom_op("maskc::triton_attention", mutates_args=())
 def triton_attention(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, plan: str, scale: float, inputs: list[torch.Tensor]
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    plan: str,
+    scale: float,
+    q_starts: torch.Tensor | None,
+    q_first: int,
+    q_end: int,
+    k_start: int,
+    inputs: list[torch.Tensor],
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(out, lse) of block-sparse attention; scale > 0, head dims powers of two; `inputs`: the
-    run-time tensors a per-call layout is built from (documents, selections, labels), else empty."""
-    return attention_forward(plan_by_key(plan), q, k, v, scale, call_inputs(plan, q, inputs))
+    """(out, lse) of block-sparse attention; scale > 0, head dims powers of two.
+
+    Queries are positions q_first … q_end − 1 (q_starts: one start per batch element, if given),
+    keys k_start … k_start + nk − 1 of the pattern's n (0 … n − 1 for full-length calls).
+    `inputs`: the run-time tensors a per-call layout is built from (documents, selections,
+    labels), else empty; such calls are full-length.
+    """
+    found = plan_by_key(plan)
+    span = call_span(found, q, k, q_starts, q_first, q_end, k_start)
+    return attention_forward(found, q, k, v, scale, span, call_inputs(plan, q, inputs))
 
 
 @triton_attention.register_fake
 def _(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, plan: str, scale: float, inputs: list[torch.Tensor]
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    plan: str,
+    scale: float,
+    q_starts: torch.Tensor | None,
+    q_first: int,
+    q_end: int,
+    k_start: int,
+    inputs: list[torch.Tensor],
 ) -> tuple[torch.Tensor, torch.Tensor]:
     batch, heads, n, _ = q.shape
     return q.new_empty((batch, heads, n, v.shape[-1])), q.new_empty((batch, heads, n), dtype=torch.float32)
@@ -53,10 +87,16 @@ def triton_attention_backward(
     d_lse: torch.Tensor | None,
     plan: str,
     scale: float,
+    q_starts: torch.Tensor | None,
+    q_first: int,
+    q_end: int,
+    k_start: int,
     inputs: list[torch.Tensor],
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(dq, dk, dv); d_lse is the gradient of the returned lse when it was used."""
-    return attention_backward(plan_by_key(plan), d_out, q, k, v, out, lse, d_lse, scale, call_inputs(plan, q, inputs))
+    found = plan_by_key(plan)
+    span = call_span(found, q, k, q_starts, q_first, q_end, k_start)
+    return attention_backward(found, d_out, q, k, v, out, lse, d_lse, scale, span, call_inputs(plan, q, inputs))
 
 
 @triton_attention_backward.register_fake
@@ -70,6 +110,10 @@ def _(
     d_lse: torch.Tensor | None,
     plan: str,
     scale: float,
+    q_starts: torch.Tensor | None,
+    q_first: int,
+    q_end: int,
+    k_start: int,
     inputs: list[torch.Tensor],
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     return q.new_empty(q.shape), k.new_empty(k.shape), v.new_empty(v.shape)

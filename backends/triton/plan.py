@@ -22,7 +22,10 @@ from maskc.ir.build import build_layout
 from .cache import load_module
 from .codegen import TABLE_STRIDE, emit_masks, module_source
 from .runtime import CallInputs, StaticMaps, needs_runtime_layout, runtime_tables
-from .tables import Walk, WalkTables, walk_tables
+from .tables import Walk, WalkTables, Window, walk_tables
+
+#: Tables of rectangular windows kept per plan (the oldest go first).
+WINDOW_TABLES = 32
 
 
 @dataclass(frozen=True)
@@ -58,9 +61,10 @@ class Plan:
         self.masks = emit_masks(self.rules)
         #: What tuned configurations are shared by: same values (spec hash), rules and tile shape.
         self.tune_key = (pattern.spec_hash, self.masks.key, self.native_tile, pattern.n)
-        self._head_layout = np.asarray(pattern.head_layout, dtype=np.int32)
+        self._head_layout = np.array(pattern.head_layout, dtype=np.int32)  # a copy: tensors need writable memory
         self._layouts: dict[tuple[int, int], tuple[BlockLayout, ...]] = {self.native_tile: pattern.layouts}
-        self._tables: dict[tuple[Walk, int, int, str], WalkTables] = {}
+        self._tables: dict[tuple, WalkTables] = {}
+        self._window_tables: dict[tuple, WalkTables] = {}
         self._mask_values: dict[str, list[Any]] = {}
         self._head_tensors: dict[tuple[str, int], torch.Tensor] = {}
         #: Run-time layouts: tile tables built per call from documents, q and k (`runtime.py`).
@@ -85,23 +89,39 @@ class Plan:
             self._layouts[shape] = tuple(build_layout(rule, grid) for rule in self.rules)
         return self._layouts[shape]
 
-    def tables(self, walk: Walk, block_m: int, block_n: int, device: torch.device) -> WalkTables:
-        key = (walk, block_m, block_n, str(device))
-        if key not in self._tables:
-            self._tables[key] = walk_tables(self.layouts(block_m, block_n), walk, device)
-        return self._tables[key]
+    def tables(
+        self, walk: Walk, block_m: int, block_n: int, device: torch.device, window: Window | None = None
+    ) -> WalkTables:
+        """The walk's tables, of the whole grid or of a rectangular call's window (the last few kept)."""
+        key = (walk, block_m, block_n, str(device), window)
+        store = self._tables if window is None else self._window_tables
+        if key not in store:
+            store[key] = walk_tables(self.layouts(block_m, block_n), walk, device, window)
+            while len(self._window_tables) > WINDOW_TABLES:
+                self._window_tables.pop(next(iter(self._window_tables)))
+        return store[key]
 
     def launch_tables(
-        self, walk: Walk, block_m: int, block_n: int, device: torch.device, heads: int, inputs: CallInputs | None
+        self,
+        walk: Walk,
+        block_m: int,
+        block_n: int,
+        device: torch.device,
+        heads: int,
+        inputs: CallInputs | None,
+        window: Window | None = None,
     ) -> LaunchTables:
-        """Everything a kernel launch reads about the pattern: the walk's tables, how each (batch, head)
-        finds its table, and the predicate's arguments; per call for a run-time layout."""
+        """Everything a kernel launch reads about the pattern: the walk's tables (of a rectangular call's
+        window, if given), how each (batch, head) finds its table, and the predicate's arguments; per call
+        for a run-time layout, which serves full-length calls only."""
         head_layout = self.head_layout(device, heads)
         if not self.run_time:
-            tables = self.tables(walk, block_m, block_n, device)
+            tables = self.tables(walk, block_m, block_n, device, window)
             return LaunchTables(tables, head_layout, head_layout, 0, len(self.rules), self.mask_values(device))
         if inputs is None:
             raise BackendError("a run-time layout needs the call's inputs (documents, q and k)")
+        if window is not None:
+            raise BackendError("a run-time layout (documents, top-k, clusters) needs a full-length call")
         grid = TileGrid(self.n, block_m, block_n)
         built = runtime_tables(self.rules, self._head_layout, grid, walk, inputs, self._static_maps, device)
         values = {**inputs.values, TABLE_STRIDE: built.table_stride}

@@ -338,6 +338,7 @@ def runtime_tables(
     tables = WalkTables(
         lines=full.shape[1],
         long_lines=0,
+        programs=full.shape[1],
         order=order,
         full_ptr=full_ptr,
         full_idx=full_idx,

@@ -5,6 +5,9 @@ pointers sit at [L·(lines + 1), (L + 1)·(lines + 1)) and already include the o
 indices. "rows" tables walk query tiles (block-CSR: forward and dQ); "columns" tables walk key
 tiles (block-CSC: dK/dV).
 
+A rectangular call (span.py) walks a window of the grid: its tables keep only the tiles inside,
+and `order` only the lines inside (`programs` of them; the pointers stay indexed by line).
+
 `order` lists the lines longest first (tiles summed over layouts). The first `long_lines` of them
 hold more than `LONG_FACTOR` times the median: a global token's row or column. Kernels run those
 first for every head, so that one long program does not start last and serialize the tail, and
@@ -14,6 +17,7 @@ in L2.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -24,6 +28,8 @@ import torch
 from maskc.ir import BlockLayout
 
 Walk = Literal["rows", "columns"]
+#: ((first line, end line), (first crossing tile, end crossing tile)) of a rectangular call.
+Window = tuple[tuple[int, int], tuple[int, int]]
 
 #: split() table names per walk: (pointer table, index table) for the full and the partial tiles.
 _NAMES: dict[str, tuple[str, str]] = {"rows": ("row_ptr", "col_idx"), "columns": ("col_ptr", "row_idx")}
@@ -37,6 +43,8 @@ class WalkTables:
 
     lines: int
     long_lines: int
+    #: Lines in `order`: every line, or those of a rectangular call's window.
+    programs: int
     order: torch.Tensor
     full_ptr: torch.Tensor
     full_idx: torch.Tensor
@@ -55,16 +63,48 @@ def _concatenate(splits: Sequence[dict[str, np.ndarray]], pointer: str, index: s
     return np.concatenate(pointers).astype(np.int32), np.concatenate(indices).astype(np.int32)
 
 
-def walk_arrays(layouts: Sequence[BlockLayout], walk: Walk) -> dict[str, np.ndarray]:
+def _windowed(split: dict[str, np.ndarray], pointer: str, index: str, window: Window) -> dict[str, np.ndarray]:
+    """The split's tables of one walk with only the tiles inside `window`."""
+    (line_lo, line_hi), (cross_lo, cross_hi) = window
+    out = {}
+    for kind in ("full", "partial"):
+        pointers, indices = split[f"{kind}_{pointer}"], split[f"{kind}_{index}"]
+        owner = np.repeat(np.arange(len(pointers) - 1), np.diff(pointers))
+        keep = (owner >= line_lo) & (owner < line_hi) & (indices >= cross_lo) & (indices < cross_hi)
+        counts = np.bincount(owner[keep], minlength=len(pointers) - 1)
+        out[f"{kind}_{pointer}"] = np.concatenate([[0], np.cumsum(counts)]).astype(np.int32)
+        out[f"{kind}_{index}"] = indices[keep]
+    return out
+
+
+#: Each layout's split() tables, kept while the layout lives: rectangular calls (a decoding step
+#: each) cut their windows from them instead of splitting the layout again.
+_SPLITS: weakref.WeakKeyDictionary[BlockLayout, dict[str, np.ndarray]] = weakref.WeakKeyDictionary()
+
+
+def _split(layout: BlockLayout) -> dict[str, np.ndarray]:
+    if layout not in _SPLITS:
+        _SPLITS[layout] = layout.split()
+    return _SPLITS[layout]
+
+
+def walk_arrays(layouts: Sequence[BlockLayout], walk: Walk, window: Window | None = None) -> dict[str, np.ndarray]:
     """The host arrays of `WalkTables`: order and its long-line count, full and partial pointers and indices."""
     pointer, index = _NAMES[walk]
-    splits = [layout.split() for layout in layouts]
+    splits = [_split(layout) for layout in layouts]
+    if window is not None:
+        splits = [_windowed(split, pointer, index, window) for split in splits]
     full_ptr, full_idx = _concatenate(splits, f"full_{pointer}", f"full_{index}")
     partial_ptr, partial_idx = _concatenate(splits, f"partial_{pointer}", f"partial_{index}")
     lengths = sum(np.diff(s[f"full_{pointer}"]) + np.diff(s[f"partial_{pointer}"]) for s in splits)
+    order = np.argsort(-lengths, kind="stable").astype(np.int32)
+    if window is not None:
+        order = order[(order >= window[0][0]) & (order < window[0][1])]
+    lengths_in = lengths[order]
     return {
-        "order": np.argsort(-lengths, kind="stable").astype(np.int32),
-        "long_lines": np.asarray([np.count_nonzero(lengths > LONG_FACTOR * np.median(lengths))]),
+        "order": order,
+        "lines": np.asarray([len(lengths)]),
+        "long_lines": np.asarray([np.count_nonzero(lengths_in > LONG_FACTOR * np.median(lengths_in))]),
         "full_ptr": full_ptr,
         "full_idx": full_idx,
         "partial_ptr": partial_ptr,
@@ -72,9 +112,11 @@ def walk_arrays(layouts: Sequence[BlockLayout], walk: Walk) -> dict[str, np.ndar
     }
 
 
-def walk_tables(layouts: Sequence[BlockLayout], walk: Walk, device: torch.device) -> WalkTables:
+def walk_tables(
+    layouts: Sequence[BlockLayout], walk: Walk, device: torch.device, window: Window | None = None
+) -> WalkTables:
     """`walk_arrays` as tensors on `device` (index tables padded to one entry so none is empty)."""
-    arrays = walk_arrays(layouts, walk)
+    arrays = walk_arrays(layouts, walk, window)
 
     def tensor(name: str) -> torch.Tensor:
         values = arrays[name]
@@ -83,8 +125,9 @@ def walk_tables(layouts: Sequence[BlockLayout], walk: Walk, device: torch.device
         return torch.as_tensor(values, device=device)
 
     return WalkTables(
-        lines=len(arrays["order"]),
+        lines=int(arrays["lines"][0]),
         long_lines=int(arrays["long_lines"][0]),
+        programs=len(arrays["order"]),
         order=tensor("order"),
         full_ptr=tensor("full_ptr"),
         full_idx=tensor("full_idx"),

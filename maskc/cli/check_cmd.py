@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from maskc.compiler import compile
+from maskc.compiler import compile, compile_layers
 from maskc.errors import SpecError
 from maskc.loader import load, locate
 
@@ -22,6 +22,8 @@ def run(args: argparse.Namespace) -> int:
     if spec.seq_len is not None:
         try:
             pattern = compile(spec)
+            if any(entry.pattern is not None for entry in spec.layers):
+                compile_layers(spec)  # the layers' own patterns must compile at seq_len too
         except SpecError as err:
             raise locate(err, args.spec) from None
         detail = f", compiles at n = {pattern.n} ({len(pattern.layouts)} distinct pattern(s))"

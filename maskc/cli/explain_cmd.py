@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 from maskc.cli.options import add_documents_argument, documents_and_seq_len, positive_int
@@ -21,6 +22,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     add_documents_argument(parser)
     parser.add_argument("--seed", type=int, help="resolve clusters and top-k from random q and k drawn with this seed")
+    parser.add_argument("--json", action="store_true", help="print the figures as one JSON object")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -33,5 +35,5 @@ def run(args: argparse.Namespace) -> int:
         documents=documents,
         seed=args.seed,
     )
-    print("\n".join(report.lines()))
+    print(json.dumps(report.to_json(), indent=2) if args.json else "\n".join(report.lines()))
     return 0

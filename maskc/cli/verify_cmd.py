@@ -12,6 +12,8 @@ import time
 from typing import Any
 
 from maskc.cli.options import add_documents_argument, add_spec_arguments, documents_and_seq_len, positive_int
+from maskc.errors import ArgumentError
+from maskc.loader import load
 from maskc.verify import Report, Witness, verify
 
 NAME = "verify"
@@ -21,7 +23,12 @@ HELP = "prove that every token reaches every token it must within L layers, or p
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_spec_arguments(parser)
     add_documents_argument(parser)
-    parser.add_argument("--layers", type=positive_int, required=True, metavar="L", help="number of layers")
+    parser.add_argument(
+        "--layers",
+        type=positive_int,
+        metavar="L",
+        help="number of layers (default: one cycle of the spec's `layers:` schedule; required without one)",
+    )
     parser.add_argument("--json", action="store_true", help="print the report as one JSON object")
     parser.add_argument(
         "--path", nargs=2, type=int, metavar=("I", "J"), help="print a shortest path from key J to query I"
@@ -69,12 +76,24 @@ def _witness_lines(report: Report, witness: Witness | None, i: int, j: int) -> l
     return lines
 
 
+def _default_layers(args: argparse.Namespace) -> tuple[int, str | None]:
+    """--layers, or one cycle of the spec's schedule (with a note saying so)."""
+    if args.layers is not None:
+        return args.layers, None
+    spec = load(args.spec)
+    if not spec.layers:
+        raise ArgumentError("the spec has no `layers:` schedule; pass --layers L (the model depth)", argument="layers")
+    depth = sum(entry.count for entry in spec.layers)
+    return depth, f"layers         {depth}: one cycle of the spec's schedule (--layers L to choose)"
+
+
 def run(args: argparse.Namespace) -> int:
+    layers, note = _default_layers(args)
     progress = StderrProgress() if sys.stderr.isatty() else None
     try:
         documents, seq_len = documents_and_seq_len(args)
         report = verify(
-            args.spec, args.layers, seq_len=seq_len, block_size=args.block_size, progress=progress, documents=documents
+            args.spec, layers, seq_len=seq_len, block_size=args.block_size, progress=progress, documents=documents
         )
         witness = report.path(*args.path, unbounded=True) if args.path else None
     finally:
@@ -87,6 +106,8 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(data))
     else:
         print("\n".join(report.lines()))
+        if note:
+            print(note)
         if args.path:
             print("\n".join(_witness_lines(report, witness, *args.path)))
     return 0 if report.reachable else 1

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from maskc import limits
 from maskc.grid import TileGrid, transposed
 from maskc.ir.record import BlockLayout, csr_pointers, pointers
 from maskc.rules import Rule, TileClass, layout_rule
@@ -26,9 +27,13 @@ def _stable_order(keys: np.ndarray, bound: int) -> np.ndarray:
 
 
 def build_layout(rule: Rule, grid: TileGrid) -> BlockLayout:
-    """Layout of `rule`; a dynamic rule is laid out by its static lower bound."""
+    """Layout of `rule`; a dynamic rule is laid out by its static lower bound. Grids and layouts
+    past maskc.limits are refused before any table is built."""
+    limits.check_grid(grid.n, grid.block_m, grid.block_n)
     static = layout_rule(rule.static_bound(lower=True) if rule.dynamic else rule)
-    if grid.row_tiles * grid.col_tiles <= _GRID_MAP_RATIO * static.estimate(grid):
+    estimate = static.estimate(grid)
+    limits.check_grid(grid.n, grid.block_m, grid.block_n, min(estimate, grid.row_tiles * grid.col_tiles))
+    if grid.row_tiles * grid.col_tiles <= _GRID_MAP_RATIO * estimate:
         return layout_from_maps(rule, grid, static.grid_classes(grid))
     return layout_from_tiles(rule, grid, *static.tiles(grid))
 

@@ -8,14 +8,16 @@ identical tiles. They take any object with a layout's fields (`StoredTiles`), so
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
-import scipy.sparse as sp
 
 from maskc.errors import DynamicPatternError
 from maskc.grid import TileGrid, ragged_ranges
 from maskc.rules import Rule, evaluate_tiles, tile_classes
+
+if TYPE_CHECKING:
+    import scipy.sparse as sp
 
 #: Tiles whose elements are materialized at once by `element_rows`.
 TILES_PER_CHUNK = 4096
@@ -66,6 +68,8 @@ def element_rows(layout: StoredTiles, row_tile_lo: int, row_tile_hi: int) -> sp.
     elements ordered by (row tile, row within tile, tile, column within tile) are sorted by
     (row, column) already, and no sort of the elements is needed.
     """
+    import scipy.sparse as sp  # imported here: commands that never build elements skip its import time
+
     require_static(layout)
     grid = layout.grid
     bm, bn = grid.block_m, grid.block_n
@@ -100,6 +104,8 @@ def row_chunks(layout: StoredTiles, tiles_per_chunk: int = TILES_PER_CHUNK) -> I
 
 def to_scipy(layout: StoredTiles) -> sp.csr_matrix:
     """The exact element mask as an n × n boolean CSR matrix (memory grows with active pairs)."""
+    import scipy.sparse as sp
+
     parts = [element_rows(layout, lo, hi) for lo, hi in row_chunks(layout)]
     n = layout.grid.n
     return sp.vstack(parts, format="csr") if parts else sp.csr_matrix((n, n), dtype=bool)
@@ -138,11 +144,16 @@ def _count_tiles(layout: StoredTiles, r: np.ndarray, c: np.ndarray, full: np.nda
     return total
 
 
+#: Row tiles whose rows `empty_rows` checks at once (bounds its memory at any n).
+EMPTY_ROWS_CHUNK = 1 << 18
+
+
 def empty_rows(layout: StoredTiles) -> np.ndarray:
     """Query rows with no key at all (exact). Rows of a tile holding a full tile have keys.
 
     Other row tiles are first checked on their tiles about the diagonal, which give every
     row a key in most patterns; only rows still without one have all their tiles evaluated.
+    Rows are handled as packed bits, in chunks of row tiles, so memory stays bounded at any n.
     """
     require_static(layout)
     grid, row_ptr = layout.grid, layout.row_ptr
@@ -152,34 +163,60 @@ def empty_rows(layout: StoredTiles) -> np.ndarray:
     bare = np.flatnonzero(counts == 0)
     empty = [ragged_ranges(grid.row_first(bare), grid.row_last(bare))[1]]
     doubtful = np.flatnonzero((counts > 0) & ~has_full)
-    if len(doubtful):
-        index = grid.row_first(doubtful)[:, None] + np.arange(grid.block_m)[None, :]
-        keyless = (index < grid.n) & ~_rows_hit(layout, _about_diagonal(layout, doubtful))
-        again = np.flatnonzero(keyless.any(axis=1))
-        if len(again):
-            rows = doubtful[again]
-            keyless[again] &= ~_rows_hit(layout, ragged_ranges(row_ptr[rows], row_ptr[rows + 1] - 1)[1])
-        empty.append(index[keyless])
+    keys = grid.join(layout.tile_rows(), layout.col_idx) if len(doubtful) else None
+    for lo in range(0, len(doubtful), EMPTY_ROWS_CHUNK):
+        empty.append(_keyless_rows(layout, doubtful[lo : lo + EMPTY_ROWS_CHUNK], keys))
     return np.sort(np.concatenate(empty)).astype(np.int64)
 
 
-def _about_diagonal(layout: StoredTiles, rows: np.ndarray) -> np.ndarray:
+def _keyless_rows(layout: StoredTiles, doubtful: np.ndarray, keys: np.ndarray) -> np.ndarray:
+    """Query rows of the given row tiles (each storing a tile, none full) that have no key;
+    only row tiles with a keyless row are unpacked from bits."""
+    grid, row_ptr = layout.grid, layout.row_ptr
+    missing = np.full((len(doubtful), grid.block_m // 8), 255, dtype=np.uint8)
+    last = doubtful == grid.row_tiles - 1
+    if last.any():
+        missing[last] = np.packbits(np.arange(grid.block_m) < grid.n - grid.row_first(grid.row_tiles - 1))
+    missing &= ~_rows_hit(layout, _about_diagonal(layout, doubtful, keys))
+    again = np.flatnonzero(missing.any(axis=1))
+    if not len(again):
+        return np.empty(0, dtype=np.int64)
+    rows = doubtful[again]
+    missing = missing[again] & ~_rows_hit(layout, ragged_ranges(row_ptr[rows], row_ptr[rows + 1] - 1)[1])
+    keyless = np.unpackbits(missing, axis=1).astype(bool)
+    return (grid.row_first(rows)[:, None] + np.arange(grid.block_m)[None, :])[keyless]
+
+
+def _about_diagonal(layout: StoredTiles, rows: np.ndarray, keys: np.ndarray) -> np.ndarray:
     """CSR entries of the given row tiles (each storing some tile) that meet the columns of
-    their rows, with one more on either side; sorted."""
+    their rows, with one more on either side; sorted. `keys`: every entry's (row, column) key."""
     grid = layout.grid
-    keys = grid.join(layout.tile_rows(), layout.col_idx)
     first = np.searchsorted(keys, grid.join(rows, grid.row_first(rows) // grid.block_n)) - 1
     last = np.searchsorted(keys, grid.join(rows, grid.row_last(rows) // grid.block_n), side="right")
     lo, hi = layout.row_ptr[rows], layout.row_ptr[rows + 1] - 1
     return ragged_ranges(np.clip(first, lo, hi), np.clip(last, lo, hi))[1]
 
 
+def _word_type(nbytes: int) -> type[np.unsignedinteger]:
+    """The widest unsigned integer whose size divides a row of `nbytes` packed bits."""
+    return next(t for t in (np.uint64, np.uint32, np.uint16, np.uint8) if nbytes % np.dtype(t).itemsize == 0)
+
+
 def _rows_hit(layout: StoredTiles, entries: np.ndarray) -> np.ndarray:
-    """Per row tile of the sorted CSR entries, which of its query rows their tiles give a key."""
+    """Per row tile of the sorted CSR entries, which of its query rows their tiles give a key (packed bits)."""
     grid, rule = layout.grid, layout.fast_rule
     r, c = layout.tile_rows()[entries], layout.col_idx[entries].astype(np.int64)
     first, inverse = tile_classes(rule, grid, r, c)
     hit_rows = evaluate_tiles(rule, grid, r[first], c[first]).any(axis=2)
-    bits = np.packbits(hit_rows, axis=1)[inverse]
+    words = np.packbits(hit_rows, axis=1)
+    words = np.ascontiguousarray(words).view(_word_type(words.shape[1]))[inverse]
     starts = np.flatnonzero(np.diff(r, prepend=-1))
-    return np.unpackbits(np.bitwise_or.reduceat(bits, starts, axis=0), axis=1)[:, : grid.block_m].astype(bool)
+    counts = np.diff(np.append(starts, len(r)))
+    if counts.max(initial=0) <= 8:  # few tiles per row: OR them in a few whole-array steps
+        out = words[starts]
+        for k in range(1, int(counts.max(initial=0))):
+            more = np.flatnonzero(counts > k)
+            out[more] |= words[starts[more] + k]
+    else:
+        out = np.bitwise_or.reduceat(words, starts, axis=0)
+    return out.view(np.uint8)

@@ -14,15 +14,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import scipy.sparse as sp
 
-from maskc.errors import BackendError, MaskcError, TooLargeError
+from maskc.errors import BackendError, IRFileError, MaskcError, TooLargeError
 from maskc.grid import TileGrid
 from maskc.ir import elements
-from maskc.ir.irfile import read_pattern_file, save_pattern
+from maskc.ir.irfile import check_tables, read_pattern_file, save_pattern
 from maskc.lowering import lower_pattern, pattern_path
 from maskc.rules import LabelRule, Rule, SelectedBlocksRule, layout_rule
 from maskc.spec import Spec
@@ -30,6 +29,8 @@ from maskc.stats import PatternStats, pattern_stats
 
 #: Rules that hold one call's resolution (documents, cluster labels, top-k selections).
 RESOLVED = (LabelRule, SelectedBlocksRule)
+if TYPE_CHECKING:
+    import scipy.sparse as sp
 
 #: Largest n for which `to_dense` builds an n × n array unless told otherwise.
 DENSE_LIMIT = 16384
@@ -79,9 +80,10 @@ class BlockLayout:
         return self._fast_rule
 
     def tile_rows(self) -> np.ndarray:
-        """Row tile of every CSR entry (computed once)."""
+        """Row tile of every CSR entry (computed once; read-only)."""
         if self._tile_rows is None:
             self._tile_rows = np.repeat(np.arange(self.grid.row_tiles, dtype=np.int64), np.diff(self.row_ptr))
+            self._tile_rows.flags.writeable = False
         return self._tile_rows
 
     def split(self) -> dict[str, np.ndarray]:
@@ -121,6 +123,11 @@ class BlockLayout:
     def empty_rows(self) -> np.ndarray:
         """Query rows with no key at all (exact)."""
         return elements.empty_rows(self)
+
+    def freeze(self) -> None:
+        """Make the tables read-only, so that a cached layout cannot be changed through them."""
+        for array in self.arrays().values():
+            array.flags.writeable = False
 
     def arrays(self) -> dict[str, np.ndarray]:
         return {
@@ -174,6 +181,12 @@ class CompiledPattern:
     def dynamic(self) -> bool:
         return any(layout.rule.dynamic for layout in self.layouts)
 
+    def freeze(self) -> None:
+        """Make every table read-only (the compile cache hands the same pattern to every caller)."""
+        for layout in self.layouts:
+            layout.freeze()
+        self.head_layout.flags.writeable = False
+
     def layout_of_head(self, head: int) -> BlockLayout:
         return self.layouts[int(self.head_layout[head])]
 
@@ -215,10 +228,11 @@ class CompiledPattern:
     def _tables_on(self, device: Any) -> dict[str, Any]:
         import torch
 
-        tables = {"head_layout": torch.as_tensor(self.head_layout, device=device)}
+        # copies: the tables are read-only, and a tensor must own writable memory
+        tables = {"head_layout": torch.as_tensor(np.array(self.head_layout), device=device)}
         for k, layout in enumerate(self.layouts):
             for name, array in {**layout.arrays(), **layout.split()}.items():
-                tables[f"{k}.{name}"] = torch.as_tensor(np.ascontiguousarray(array), device=device)
+                tables[f"{k}.{name}"] = torch.as_tensor(np.array(array, order="C"), device=device)
         return tables
 
     def save(self, path: Any) -> None:
@@ -235,13 +249,18 @@ class CompiledPattern:
 
     @staticmethod
     def load(path: Any) -> CompiledPattern:
-        """A saved pattern, its element rules lowered again from the stored spec."""
+        """A saved pattern, its element rules lowered again from the stored spec and every table
+        checked against them (IRFileError when anything differs)."""
         saved = read_pattern_file(path)
         spec, grid = saved.spec, saved.grid
-        layouts = tuple(
-            BlockLayout(grid=grid, rule=lower_pattern(spec, node, grid.n, pattern_path(spec, node)), **tables)
-            for node, tables in zip(saved.patterns, saved.layouts)
-        )
+        layouts = []
+        for k, (node, tables) in enumerate(zip(saved.patterns, saved.layouts)):
+            try:
+                rule = lower_pattern(spec, node, grid.n, pattern_path(spec, node))
+            except MaskcError as err:
+                raise IRFileError(path, f"the stored spec does not compile as saved: {err}") from None
+            check_tables(path, k, rule, grid, tables)
+            layouts.append(BlockLayout(grid=grid, rule=rule, **tables))
         return CompiledPattern(
             spec=spec,
             spec_hash=saved.spec_hash,
@@ -249,7 +268,7 @@ class CompiledPattern:
             block_m=grid.block_m,
             block_n=grid.block_n,
             heads=saved.heads,
-            layouts=layouts,
+            layouts=tuple(layouts),
             head_layout=saved.head_layout,
         )
 

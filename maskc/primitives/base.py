@@ -9,16 +9,41 @@ adds a primitive by defining a model with a `lower` method and calling `register
 from __future__ import annotations
 
 import difflib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 from pydantic_core import PydanticCustomError
 
-from maskc.errors import SpecError
+from maskc import limits
+from maskc.errors import SpecError, SpecValidationError
 from maskc.origin import Origin
 from maskc.rules import Canvas, Rule
+
+#: True while maskc validates spec data itself: pydantic errors then travel up to be located.
+_VALIDATING: ContextVar[bool] = ContextVar("maskc_validating", default=False)
+
+
+@contextmanager
+def validating() -> Iterator[None]:
+    """Within: model errors stay pydantic errors, so the caller can add the file, line and path."""
+    token = _VALIDATING.set(True)
+    try:
+        yield
+    finally:
+        _VALIDATING.reset(token)
+
+
+def raise_located(err: ValidationError, loc: tuple[Any, ...] = ()) -> None:
+    """Called from a model's __init__: a SpecError with the field path, unless maskc is validating a file."""
+    if _VALIDATING.get():
+        raise err
+    raise spec_error(err, loc) from None
+
 
 #: kind name → model class, for every registered pattern node.
 PATTERN_TYPES: dict[str, type[PatternNode]] = {}
@@ -46,6 +71,23 @@ class PatternNode(BaseModel):
 
     kind: ClassVar[str]
     summary: ClassVar[str]
+
+    def __init__(self, **data: Any) -> None:
+        """Built in Python (`maskc.Window(before=-1)`), a bad parameter raises a located SpecError."""
+        try:
+            super().__init__(**data)
+        except ValidationError as err:
+            raise_located(err, (self.kind,))
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _bounded_integers(cls, value: Any) -> Any:
+        """Integer parameters (and integer lists) stay within MAX_PARAMETER, so int64 arithmetic never overflows."""
+        numbers = value if isinstance(value, (list, tuple)) else [value]
+        big = [v for v in numbers if isinstance(v, int) and not isinstance(v, bool) and v > limits.MAX_PARAMETER]
+        if big:
+            raise ValueError(limits.exceeds("the value", big[0], "MAX_PARAMETER"))
+        return value
 
     def lower(self, ctx: LowerContext, path: Origin) -> Rule:
         """The element rule of this node at sequence length ctx.n; `path` names it in errors and origins."""
@@ -77,6 +119,25 @@ def format_path(loc: tuple[Any, ...]) -> str:
     for part in loc:
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
     return out
+
+
+def specificity(problem: Any) -> tuple[int, int]:
+    """Sort key: deeper field paths first, and a missing field after any other problem at its depth.
+
+    A missing top-level field is rarely the mistake a user is looking for when a primitive deep in
+    the pattern is misspelled; the deepest problem names the place to look.
+    """
+    return (-len(problem["loc"]), problem["type"] == "missing")
+
+
+def spec_error(err: ValidationError, loc: tuple[Any, ...] = ()) -> SpecError:
+    """A pydantic error as maskc's SpecError: the most specific problem, its field path, the count of the rest."""
+    problems = sorted(err.errors(), key=specificity)
+    first = problems[0]
+    message = first["msg"].removeprefix("Value error, ")
+    if len(problems) > 1:
+        message += f" (and {len(problems) - 1} more problem{'s' if len(problems) > 2 else ''})"
+    return SpecValidationError(message, path=format_path(loc + tuple(first["loc"])) or None)
 
 
 def _reraise(err: ValidationError, loc: tuple[Any, ...]) -> None:
@@ -139,7 +200,8 @@ class Primitive(PatternNode):
                 loc, "params_type", f"the parameters of {cls.kind!r} are a mapping, got {type(params).__name__}", params
             )
         try:
-            return cls.model_validate(params)
+            with validating():
+                return cls.model_validate(params)
         except ValidationError as err:
             _reraise(err, loc)
             raise  # unreachable: _reraise always raises

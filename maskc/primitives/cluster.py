@@ -10,6 +10,7 @@ from typing import Literal
 
 from pydantic import NonNegativeInt, PositiveInt, model_validator
 
+from maskc import limits
 from maskc.origin import Origin
 from maskc.primitives.base import LowerContext, Primitive, register
 from maskc.primitives.sizes import PositiveSize, size_at
@@ -30,6 +31,10 @@ class Cluster(Primitive):
 
     @model_validator(mode="after")
     def _lsh_needs_even_buckets(self) -> Cluster:
+        if isinstance(self.iterations, int) and self.iterations > limits.MAX_CLUSTER_ITERATIONS:
+            raise ValueError(limits.exceeds("iterations", self.iterations, "MAX_CLUSTER_ITERATIONS"))
+        if isinstance(self.clusters, int) and self.clusters > limits.MAX_CLUSTERS:
+            raise ValueError(limits.exceeds("clusters", self.clusters, "MAX_CLUSTERS"))
         if self.method == "lsh" and isinstance(self.clusters, int) and self.clusters % 2:
             raise ValueError(f"lsh hashes to ±projections, so clusters must be even; got {self.clusters}")
         return self

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 from typing import Literal
 
+import numpy as np
 from pydantic import NonNegativeInt, model_validator
 
+from maskc import limits
 from maskc.origin import Origin
 from maskc.primitives.base import LowerContext, Primitive, register
 from maskc.primitives.document import per_document
@@ -59,9 +61,12 @@ class Global(Primitive):
         if self.tokens is not None:
             if not self.tokens:
                 raise ValueError("tokens is empty; list at least one position")
-            seen = [t for t in set(self.tokens) if self.tokens.count(t) > 1]
+            if len(self.tokens) > limits.MAX_GLOBAL_TOKENS:
+                raise ValueError(limits.exceeds("the tokens list's length", len(self.tokens), "MAX_GLOBAL_TOKENS"))
+            values, counts = np.unique(np.asarray(self.tokens, dtype=np.int64), return_counts=True)
+            seen = values[counts > 1][:10].tolist()
             if seen:
-                raise ValueError(f"tokens lists {sorted(seen)} more than once")
+                raise ValueError(f"tokens lists {seen}{' …' if len(seen) == 10 else ''} more than once")
         return self
 
     def token_sets(self, ctx: LowerContext, path: Origin) -> list[TokenSet]:
@@ -79,11 +84,18 @@ class Global(Primitive):
                 path.child("last"),
                 f"the last {last} of every {every} start at {every - last}, not below seq_len {ctx.n}",
             )
+        residues = min(every, ctx.n) - (every - last)
+        if residues > limits.MAX_PATTERN_NODES:  # one token set (a rule, like a node) per residue
+            raise ctx.fail(
+                path.child("last"),
+                f"last {last} makes {residues} token sets (one per residue), over the limit of "
+                f"{limits.MAX_PATTERN_NODES} (maskc.limits.MAX_PATTERN_NODES)",
+            )
         return [TokenSet(ctx.n, every=every, offset=o) for o in range(every - last, min(every, ctx.n))]
 
     def token_set(self, ctx: LowerContext, path: Origin) -> TokenSet:
         if self.tokens is not None:
-            too_big = [t for t in self.tokens if t >= ctx.n]
+            too_big = [t for t in self.tokens if t >= ctx.n][:10]
             if too_big:
                 raise ctx.fail(path.child("tokens"), f"global tokens {too_big} are not below seq_len {ctx.n}")
             return TokenSet(ctx.n, tokens=self.tokens)

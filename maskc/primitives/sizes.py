@@ -22,6 +22,7 @@ from typing import Annotated, Any
 
 from pydantic import PlainValidator
 
+from maskc import limits
 from maskc.errors import SpecError
 from maskc.origin import Origin
 
@@ -186,4 +187,6 @@ def size_at(value: int | str, n: int, path: Origin | str, minimum: int) -> int:
         raise SpecError(f"`{value}` at n = {n}: {err}", path=path) from None
     if result < minimum:
         raise SpecError(f"`{value}` is {result} at n = {n}; it must be at least {minimum}", path=path)
+    if result > limits.MAX_PARAMETER:
+        raise SpecError(f"`{value}` at n = {n}: " + limits.exceeds("the value", result, "MAX_PARAMETER"), path=path)
     return result

@@ -114,8 +114,8 @@ def row_extents(layout: BlockLayout) -> tuple[np.ndarray, np.ndarray, np.ndarray
 
 def _members(tokens: TokenSet, n: int, limit: int) -> np.ndarray:
     """Positions of a token set, refusing (NotIntervalShapedError) sets larger than `limit`."""
-    if tokens.member is not None:
-        out = np.flatnonzero(tokens.member)
+    if tokens.positions is not None:
+        out = tokens.positions
     elif tokens.first is not None:
         out = np.arange(min(tokens.first, limit + 1))
     else:

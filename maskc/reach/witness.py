@@ -12,12 +12,15 @@ from __future__ import annotations
 from bisect import bisect_right
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import networkx as nx
 import numpy as np
 
 from maskc.reach.sets import RunSet
 from maskc.reach.stack import LayerStack
+
+if TYPE_CHECKING:
+    import networkx as nx
 
 #: Predecessors kept per position and positions kept per layer while walking back.
 BRANCH = 2
@@ -93,6 +96,8 @@ def witness_path(stack: LayerStack, image: Image, i: int, j: int, max_layers: in
     if found is None:
         return None
     total, changed_at, sets = found
+    import networkx as nx  # imported here: only witness paths need it, and it is slow to import
+
     graph = nx.DiGraph()
     graph.add_node((total, i))
     frontier = np.array([i])

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from maskc import limits
 from maskc.rules.base import Rule
 from maskc.rules.combinators import CombinatorRule, DifferenceRule, UnionRule
 from maskc.rules.rewrite import rewrite
@@ -33,10 +34,30 @@ def _merge_token_sets(kids: list[Rule]) -> list[Rule]:
     out: list[Rule] = []
     for axis in ("rows", "columns"):
         sets = [kid for kid in kids if isinstance(kid, TokenSetRule) and kid.axis == axis]
+        out += [kid for kid in sets if _size(kid.tokens) > limits.MAX_GLOBAL_TOKENS]
+        sets = [kid for kid in sets if _size(kid.tokens) <= limits.MAX_GLOBAL_TOKENS]
         if len(sets) < 2:
             out += sets
             continue
         n = sets[0].tokens.n
-        members = np.logical_or.reduce([s.tokens.contains(np.arange(n)) for s in sets])
-        out.append(TokenSetRule(TokenSet(n, tokens=np.flatnonzero(members)), axis, sets[0].origin))
+        members = np.concatenate([_positions(s.tokens) for s in sets])
+        out.append(TokenSetRule(TokenSet(n, tokens=members), axis, sets[0].origin))
     return [kid for kid in kids if not isinstance(kid, TokenSetRule)] + out
+
+
+def _size(tokens: TokenSet) -> int:
+    """How many members a token set has."""
+    if tokens.positions is not None:
+        return len(tokens.positions)
+    if tokens.first is not None:
+        return tokens.first
+    return -(-(tokens.n - tokens.offset) // tokens.every)
+
+
+def _positions(tokens: TokenSet) -> np.ndarray:
+    """The members of a token set (as many as it has: `first` and `every` sets list theirs)."""
+    if tokens.positions is not None:
+        return tokens.positions
+    if tokens.first is not None:
+        return np.arange(tokens.first, dtype=np.int64)
+    return np.arange(tokens.offset, tokens.n, tokens.every, dtype=np.int64)

@@ -15,38 +15,59 @@ from maskc.grid import TileGrid
 from maskc.origin import Origin
 from maskc.rules.base import Rule, TileClass
 
+#: Up to this n a token list also keeps a membership table (n bytes) for fast element lookups.
+_MEMBER_TABLE_LIMIT = 1 << 24
+
 
 class TokenSet:
-    """A set of positions below n with vectorized membership and range counts."""
+    """A set of positions below n with vectorized membership and range counts.
+
+    A token list is kept as its sorted positions (memory grows with the list, not with n);
+    range counts are binary searches, and membership a table lookup up to n = 2**24.
+    """
 
     def __init__(
         self,
         n: int,
         *,
-        tokens: list[int] | None = None,
+        tokens: list[int] | np.ndarray | None = None,
         first: int | None = None,
         every: int | None = None,
         offset: int = 0,
     ) -> None:
         self.n, self.first, self.every, self.offset = n, first, every, offset
-        self.member: np.ndarray | None = None
-        self.prefix: np.ndarray | None = None
+        self.positions: np.ndarray | None = None
+        self._member: np.ndarray | None = None
         if tokens is not None:
-            self.member = np.zeros(n, dtype=bool)
-            self.member[np.asarray(tokens, dtype=np.int64)] = True
-            self.prefix = np.concatenate([[0], np.cumsum(self.member, dtype=np.int64)])
+            self.positions = np.unique(np.asarray(tokens, dtype=np.int64))
+            if n <= _MEMBER_TABLE_LIMIT:
+                self._member = self.member
+
+    @property
+    def member(self) -> np.ndarray | None:
+        """Membership of every position as a boolean array of length n (where a lookup table pays)."""
+        if self.positions is None:
+            return None
+        if self._member is not None:
+            return self._member
+        member = np.zeros(self.n, dtype=bool)
+        member[self.positions] = True
+        return member
 
     def contains(self, idx: np.ndarray) -> np.ndarray:
-        if self.member is not None:
-            return self.member[idx]
+        if self._member is not None:
+            return self._member[idx]
+        if self.positions is not None:
+            at = np.minimum(np.searchsorted(self.positions, idx), len(self.positions) - 1)
+            return self.positions[at] == idx
         if self.first is not None:
             return idx < self.first
         return idx % self.every == self.offset
 
     def count(self, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
         """Members in lo..hi inclusive (0 ≤ lo ≤ hi < n)."""
-        if self.prefix is not None:
-            return self.prefix[hi + 1] - self.prefix[lo]
+        if self.positions is not None:
+            return np.searchsorted(self.positions, hi, side="right") - np.searchsorted(self.positions, lo)
         if self.first is not None:
             return np.maximum(np.minimum(hi, self.first - 1) - lo + 1, 0)
         return (hi - self.offset) // self.every - (lo - 1 - self.offset) // self.every
@@ -56,17 +77,21 @@ class TokenSet:
         tiles = np.arange(-(-self.n // size), dtype=np.int64)
         if self.every is not None:
             return tiles * size % self.every
-        if self.member is None:
+        if self.positions is None:
             return tiles
-        padded = np.zeros(len(tiles) * size, dtype=bool)
-        padded[: self.n] = self.member
-        bits = np.packbits(padded.reshape(len(tiles), size), axis=1)
-        return np.unique(bits, axis=0, return_inverse=True)[1].reshape(-1).astype(np.int64)
+        # Tiles without a member share key 0; the others are keyed by the bit pattern of their members.
+        owner, where = np.unique(self.positions // size, return_inverse=True)
+        bits = np.zeros((len(owner), -(-size // 8)), dtype=np.uint8)
+        offset = self.positions % size
+        np.bitwise_or.at(bits, (where, offset // 8), (128 >> (offset % 8)).astype(np.uint8))
+        keys = np.zeros(len(tiles), dtype=np.int64)
+        keys[owner] = 1 + np.unique(bits, axis=0, return_inverse=True)[1].reshape(-1)
+        return keys
 
     def describe(self) -> str:
-        if self.member is not None:
-            shown = np.flatnonzero(self.member)[:6].tolist()
-            more = "…" if self.member.sum() > 6 else ""
+        if self.positions is not None:
+            shown = self.positions[:6].tolist()
+            more = "…" if len(self.positions) > 6 else ""
             return "{" + ",".join(map(str, shown)) + more + "}"
         if self.first is not None:
             return f"first {self.first}"

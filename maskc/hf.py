@@ -1,0 +1,125 @@
+"""HF transformers: `attn_implementation="maskc"` runs a model's attention under a maskc spec.
+
+`register()` adds "maskc" to transformers' `AttentionInterface` (and a mask function to its
+`AttentionMaskInterface`, so that the model builds no dense mask: the spec is the mask). The spec
+comes from `config.maskc_spec`: a path to a spec file, the name of a catalogue spec
+("mistral_swa"), or a dict in spec-file form. Layer L of the model uses layer L of the spec's
+schedule, cycled. Each layer's pattern is compiled once for `config.maskc_seq_len` positions
+(default `config.max_position_embeddings`); positions come from the model's `position_ids`, so
+prefill, training and `generate()` (with transformers' own caches, full or sliding) evaluate the
+rule on true positions.
+
+Not supported, with an error that says so: padded batches (an attention mask with zeros: the
+pattern is the only mask) and attention dropout.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from maskc.attention import attention
+from maskc.catalogue import catalogue_dir
+from maskc.compiler import compile
+from maskc.errors import BackendError, SpecError
+from maskc.ir import CompiledPattern
+from maskc.loader import load
+from maskc.nn import layer_spec
+from maskc.spec import Spec
+
+#: The name models pass as attn_implementation.
+NAME = "maskc"
+#: Compiled patterns per (config object, layer): a model compiles each layer's pattern once.
+_PATTERNS: dict[tuple[int, int], tuple[Any, CompiledPattern]] = {}
+
+
+def register() -> None:
+    """Make attn_implementation="maskc" available to every transformers model."""
+    from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface
+
+    AttentionInterface.register(NAME, maskc_attention_forward)
+    AttentionMaskInterface.register(NAME, no_padding_mask)
+
+
+def resolve_spec(value: Any) -> Spec:
+    """config.maskc_spec as a Spec: a Spec, a dict, a catalogue name, or a path to a spec file."""
+    if isinstance(value, Spec):
+        return value
+    if isinstance(value, dict):
+        try:
+            return Spec.model_validate(value)
+        except Exception as err:
+            raise SpecError(f"config.maskc_spec: {err}") from None
+    if isinstance(value, (str, Path)):
+        path = Path(value)
+        if path.is_file():
+            return load(path)
+        named = catalogue_dir() / f"{value}.yaml"
+        if isinstance(value, str) and named.is_file():
+            return load(named)
+        names = ", ".join(sorted(p.stem for p in catalogue_dir().glob("*.yaml")))
+        raise SpecError(f"config.maskc_spec {str(value)!r} is neither a spec file nor a catalogue spec ({names})")
+    if value is None:
+        raise SpecError("attn_implementation='maskc' needs config.maskc_spec: a spec path, a catalogue name or a dict")
+    raise SpecError(f"config.maskc_spec must be a path, a catalogue name or a dict, not {type(value).__name__}")
+
+
+def layer_pattern(config: Any, layer: int) -> CompiledPattern:
+    """The compiled pattern of model layer `layer` under config.maskc_spec (compiled once per config)."""
+    key = (id(config), layer)
+    held = _PATTERNS.get(key)
+    if held is not None and held[0] is config:
+        return held[1]
+    spec = layer_spec(resolve_spec(getattr(config, "maskc_spec", None)), layer)
+    n = getattr(config, "maskc_seq_len", None) or config.max_position_embeddings
+    pattern = compile(spec, seq_len=n, heads=config.num_attention_heads)
+    _PATTERNS[key] = (config, pattern)
+    return pattern
+
+
+def no_padding_mask(batch_size: int, q_length: int, kv_length: int, *args: Any, **kwargs: Any) -> None:
+    """transformers' mask builder for "maskc": no dense mask; a padding mask is refused, not dropped."""
+    mask = kwargs.get("attention_mask")
+    if mask is not None and not bool(mask.all()):
+        raise BackendError(
+            "attn_implementation='maskc' takes no padding: the spec's pattern is the only mask. Run sequences "
+            "of different lengths one by one (or unpadded), or use another attention implementation"
+        )
+    return None
+
+
+def _offsets(position_ids: torch.Tensor | None, q_len: int, kv_len: int) -> tuple[Any, int]:
+    """(q_offset, k_offset) from the queries' positions: keys are the kv_len positions ending at the last query."""
+    if position_ids is None:
+        return None, 0
+    rows = position_ids.reshape(-1, position_ids.shape[-1])
+    first, last = rows[:, 0].tolist(), int(rows[0, -1])
+    if len(set(first)) > 1 or any(row[-1] != last for row in rows[:, -1:].tolist()):
+        raise BackendError(f"attn_implementation='maskc' needs one position range for the batch; got starts {first}")
+    if last - first[0] + 1 != q_len:
+        raise BackendError(f"position_ids {first[0]}..{last} do not match {q_len} query rows (packed sequences?)")
+    return first[0], last + 1 - kv_len
+
+
+def maskc_attention_forward(
+    module: torch.nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    dropout: float = 0.0,
+    scaling: float | None = None,
+    **kwargs: Any,
+) -> tuple[torch.Tensor, None]:
+    """transformers' attention function: (B, H, m, D) queries → (B, m, H, Dv) output, no weights."""
+    if dropout:
+        raise BackendError(f"attn_implementation='maskc' has no attention dropout (got {dropout}); set it to 0")
+    if attention_mask is not None:
+        raise BackendError("attn_implementation='maskc' received a dense mask; the spec's pattern is the only mask")
+    pattern = layer_pattern(module.config, module.layer_idx)
+    q_offset, k_offset = _offsets(kwargs.get("position_ids"), query.shape[2], key.shape[2])
+    out = attention(query, key, value, pattern, scale=scaling, q_offset=q_offset, k_offset=k_offset)
+    return out.transpose(1, 2).contiguous(), None

@@ -1,0 +1,206 @@
+"""Which keys decoding must keep: derived from the element rule, not from a cache policy.
+
+At decode step t (the query at position t, its key just appended), a key j ≤ t must stay in the
+KV cache exactly when some query i ≥ t attends it. For the rules maskc knows this set in closed
+form, as a union of parts:
+
+- a band j//u − i//u ∈ [lo, hi] (step s) keeps the keys with j//u ≥ t//u + f, f the smallest
+  multiple of s that is ≥ lo: a causal window of `before` w keeps the w + 1 most recent keys; a
+  band with no lower bound (dense, a stride, causal alone) keeps every key, since future queries
+  meet every offset and every residue class;
+- global columns (sinks, tokens) keep their members ("pinned"); columns every l grow with n;
+- global rows keep every key while a member query is still to come (t ≤ its last member);
+- a union keeps the union of its parts; an intersection with a band that holds for every j ≤ t ≤ i
+  (causal masking) keeps what the other side keeps.
+
+Anything else (a random table, a difference, other intersections) is not derived: `derived` is
+False and the cache keeps every key, which is always correct. Cluster parts are decided at run
+time, so any key may be needed: every key is kept. Near the end of the compiled length (fewer
+than a window's worth of queries left) the set is a superset of what is strictly needed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from maskc.ir import CompiledPattern
+from maskc.rules import BandRule, EmptyRule, IntersectRule, Rule, TokenSetRule, UnionRule
+
+if TYPE_CHECKING:
+    from maskc.spec import Spec
+
+
+@dataclass(frozen=True)
+class Retention:
+    """The keys j ≤ t that some query i ≥ t attends, as a union of parts (see the module docstring)."""
+
+    #: Every key stays: the cache grows with n.
+    everything: bool = False
+    #: (unit, first): the keys j with j // unit ≥ t // unit + first (recent positions).
+    bands: tuple[tuple[int, int], ...] = ()
+    #: Positions kept at every t (sinks, global columns).
+    pinned: frozenset[int] = frozenset()
+    #: (every, offset): global columns j ≡ offset (mod every), which grow with n.
+    strided: tuple[tuple[int, int], ...] = ()
+    #: Every key stays while t ≤ rows_until (a global query row still to come); −1: never.
+    rows_until: int = -1
+    #: False when maskc could not derive the set from the rule (then every key is kept).
+    derived: bool = True
+    #: Why every key is kept, when it is (for explanations).
+    reason: str = field(default="", compare=False)
+    #: The layer's mixer: only "attention" layers keep keys (recurrent and identity layers keep none).
+    mixer: str = "attention"
+
+    def union(self, other: Retention) -> Retention:
+        return Retention(
+            everything=self.everything or other.everything,
+            bands=tuple(sorted(set(self.bands) | set(other.bands))),
+            pinned=self.pinned | other.pinned,
+            strided=tuple(sorted(set(self.strided) | set(other.strided))),
+            rows_until=max(self.rows_until, other.rows_until),
+            derived=self.derived and other.derived,
+            reason="; ".join(r for r in (self.reason, other.reason) if r),
+        )
+
+    @property
+    def keeps_everything(self) -> bool:
+        return self.everything or not self.derived
+
+    def recent(self) -> int:
+        """The most recent positions a step keeps at most (the rolling part of the cache)."""
+        return max((unit * (1 - first) for unit, first in self.bands if first <= 0), default=0)
+
+    def tokens(self) -> int | None:
+        """Keys per step at most once t is past every pinned position; None when it grows with n."""
+        if self.mixer != "attention":
+            return 0
+        if self.keeps_everything or self.strided:
+            return None
+        return self.recent() + len(self.pinned)
+
+    def keys(self, t: int) -> np.ndarray:
+        """Sorted positions j ≤ t kept at step t."""
+        if self.keeps_everything or t <= self.rows_until:
+            return np.arange(t + 1)
+        start = min((max(0, unit * (t // unit + first)) for unit, first in self.bands if first <= 0), default=t + 1)
+        parts = [np.arange(start, t + 1), np.fromiter((p for p in self.pinned if p <= t), dtype=np.int64)]
+        positions = np.arange(t + 1)
+        for every, offset in self.strided:
+            parts.append(positions[positions % every == offset])
+        return np.unique(np.concatenate(parts)).astype(np.int64)
+
+    def keeps(self, t: int, positions: np.ndarray) -> np.ndarray:
+        """Which of the given positions (all ≤ t) step t keeps: the same set as `keys`, elementwise."""
+        positions = np.asarray(positions, dtype=np.int64)
+        if self.keeps_everything or t <= self.rows_until:
+            return np.ones(positions.shape, dtype=bool)
+        out = np.isin(positions, np.fromiter(self.pinned, dtype=np.int64, count=len(self.pinned)))
+        for unit, first in self.bands:
+            if first <= 0:
+                out |= positions // unit >= t // unit + first
+        for every, offset in self.strided:
+            out |= positions % every == offset
+        return out
+
+    def describe(self, per: str = "") -> str:
+        """E.g. "4 sinks + 1020 recent = 1024 tokens per layer, constant in n" (per=" per layer")."""
+        if self.mixer != "attention":
+            return f"none (a {self.mixer} layer attends no keys)"
+        if self.keeps_everything:
+            return f"all tokens{per} (grows with n)" + (f": {self.reason}" if self.reason else "")
+        parts = []
+        if self.pinned:
+            prefix = self.pinned == frozenset(range(len(self.pinned)))
+            name = ("sink" if prefix else "pinned") + ("s" if prefix and len(self.pinned) > 1 else "")
+            parts.append(f"{len(self.pinned)} {name}")
+        if self.recent():
+            parts.append(f"{self.recent()} recent")
+        if self.strided:
+            every = ", ".join(f"every {every}" for every, _ in self.strided)
+            return " + ".join([*parts, f"global columns {every}"]) + f"{per} (grows with n)"
+        total = f" = {self.tokens()}" if len(parts) > 1 else ""
+        rows = f"; all tokens up to step {self.rows_until} (a global query row)" if self.rows_until >= 0 else ""
+        return f"{' + '.join(parts) or '0'}{total} tokens{per}, constant in n{rows}"
+
+
+EVERYTHING = Retention(everything=True)
+
+
+def rule_retention(rule: Rule) -> Retention:
+    """The retention of one element rule (exact for the rules the module docstring lists)."""
+    if rule.dynamic:
+        return Retention(everything=True, reason=f"{rule.describe()} is decided at run time")
+    if isinstance(rule, EmptyRule):
+        return Retention()
+    if isinstance(rule, BandRule):
+        return _band(rule)
+    if isinstance(rule, TokenSetRule):
+        return _tokens(rule)
+    if isinstance(rule, UnionRule):
+        out = Retention()
+        for kid in rule.kids:
+            out = out.union(rule_retention(kid))
+        return out
+    if isinstance(rule, IntersectRule):
+        rest = [kid for kid in rule.kids if not _holds_for_past_keys(kid)]
+        if len(rest) == 1:
+            return rule_retention(rest[0])
+        if not rest:
+            return replace(EVERYTHING, reason="causal attention keeps every past key")
+    return Retention(derived=False, reason=f"{rule.describe()}: keys kept are not derived for this rule")
+
+
+def _band(rule: BandRule) -> Retention:
+    if rule.lo is None:
+        return Retention(everything=True, reason=f"{rule.describe()} reaches every past key")
+    first = -(-rule.lo // rule.step) * rule.step
+    if rule.hi is not None and first > rule.hi:
+        return Retention()
+    return Retention(bands=((rule.unit, first),))
+
+
+def _tokens(rule: TokenSetRule) -> Retention:
+    tokens = rule.tokens
+    if rule.axis == "rows":
+        if tokens.every is not None:
+            return Retention(everything=True, reason=f"{rule.describe()}: a global query row is always to come")
+        last = tokens.first - 1 if tokens.first is not None else int(np.flatnonzero(tokens.member).max(initial=-1))
+        return Retention(rows_until=last)
+    if tokens.every is not None:
+        return Retention(strided=((tokens.every, tokens.offset),))
+    members = range(tokens.first) if tokens.first is not None else np.flatnonzero(tokens.member).tolist()
+    return Retention(pinned=frozenset(int(p) for p in members))
+
+
+def _holds_for_past_keys(rule: Rule) -> bool:
+    """True when the rule holds for every key j ≤ t and query i ≥ t (the causal band and wider)."""
+    return isinstance(rule, BandRule) and rule.unit == 1 and rule.step == 1 and rule.lo is None and (rule.hi or 0) >= 0
+
+
+def pattern_retention(pattern: CompiledPattern) -> Retention:
+    """What a cache shared by all heads of the pattern keeps: the union over its head patterns."""
+    out = Retention()
+    for layout in pattern.layouts:
+        out = out.union(rule_retention(layout.rule))
+    return out
+
+
+def kv_retention(spec_or_path: Spec | str | Path, seq_len: int | None = None) -> list[Retention]:
+    """One `Retention` per layer of one cycle of the spec's schedule (one entry without a schedule)."""
+    from maskc.compiler import as_spec, compile_layers
+
+    spec = as_spec(spec_or_path)
+    out = []
+    for (count, pattern), mixer in zip(compile_layers(spec, seq_len=seq_len), spec.layer_mixers()):
+        retention = pattern_retention(pattern) if mixer == "attention" else Retention(mixer=mixer)
+        out.extend([retention] * count)
+    return out
+
+
+def kv_cache_tokens(spec_or_path: Spec | str | Path, seq_len: int | None = None) -> list[int | None]:
+    """Keys a decoding cache holds per layer of one cycle: an integer, or None where it grows with n."""
+    return [retention.tokens() for retention in kv_retention(spec_or_path, seq_len)]
