@@ -175,7 +175,7 @@ def leaf_name(panel: Panel, leaf: Rule) -> str:
     ((kind, params),) = node.to_data().items()
     args = " ".join(f"{key}={value}" for key, value in params.items()) if isinstance(params, dict) else ""
     if kind == "window" and isinstance(params, dict) and "size" in params:
-        before, after = node.offsets()  # type: ignore[attr-defined]
+        before, after = node.offsets(panel.layout.grid.n, origin)  # type: ignore[attr-defined]
         args += f" (before={before} after={after}: {before + after + 1} keys per row)"
     return f"{kind} {args}".strip() + (f" ({origin.part})" if origin.part else "")
 
