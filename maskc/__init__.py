@@ -8,9 +8,11 @@ from maskc import hf, nn
 from maskc.attention import attention
 from maskc.canvas import Grid
 from maskc.compiler import compile, compile_layers
+from maskc.documents import ids_from_lengths
 from maskc.errors import (
     ArgumentError,
     BackendError,
+    DocumentsError,
     DynamicPatternError,
     IRFileError,
     MaskcError,
@@ -27,6 +29,7 @@ from maskc.primitives import (
     Cluster,
     Dense,
     Difference,
+    Document,
     Global,
     Intersect,
     Neighborhood,
@@ -34,6 +37,7 @@ from maskc.primitives import (
     Sink,
     Stride,
     Tiles,
+    Topk,
     Union,
     Window,
 )
@@ -55,6 +59,8 @@ __all__ = [
     "CompiledPattern",
     "Dense",
     "Difference",
+    "Document",
+    "DocumentsError",
     "DynamicPatternError",
     "Global",
     "Grid",
@@ -76,6 +82,7 @@ __all__ = [
     "Stride",
     "Tiles",
     "TooLargeError",
+    "Topk",
     "Union",
     "Window",
     "attention",
@@ -83,6 +90,7 @@ __all__ = [
     "compile",
     "compile_layers",
     "hf",
+    "ids_from_lengths",
     "kv_cache_tokens",
     "kv_retention",
     "load",

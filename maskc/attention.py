@@ -18,6 +18,7 @@ def attention(
     *,
     scale: float | None = None,
     return_lse: bool = False,
+    documents: Any = None,
     q_offset: Any = None,
     k_offset: Any = 0,
 ) -> Any:
@@ -32,12 +33,15 @@ def attention(
     output, or (output, lse) with lse of shape (B, H, m) when return_lse is true.
     backend="auto" picks the first registered backend that supports the inputs (the Triton
     backend for CUDA tensors, the CPU reference otherwise).
+    documents: (B, N) integer document ids, non-decreasing along N, on q's device; required by
+    patterns with `document` (or sink/global `per: document`) and refused by any other. A pattern
+    decided at run time (documents, top-k, clusters) needs a full-length call (no offsets).
     """
     chosen = choose_backend(q, k, v, pattern, backend)
-    if _square(q, k, pattern, q_offset, k_offset):
-        return chosen.forward(q, k, v, pattern, scale=scale, return_lse=return_lse)
-    offsets = resolve_offsets(q.shape[0], q.shape[2], k.shape[2], pattern.n, q_offset, k_offset)
-    return chosen.forward(q, k, v, pattern, scale=scale, return_lse=return_lse, offsets=offsets)
+    extra: dict[str, Any] = {} if documents is None else {"documents": documents}
+    if not _square(q, k, pattern, q_offset, k_offset):
+        extra["offsets"] = resolve_offsets(q.shape[0], q.shape[2], k.shape[2], pattern.n, q_offset, k_offset)
+    return chosen.forward(q, k, v, pattern, scale=scale, return_lse=return_lse, **extra)
 
 
 def _square(q: Any, k: Any, pattern: CompiledPattern, q_offset: Any, k_offset: Any) -> bool:

@@ -13,7 +13,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from maskc.errors import BackendError
+from maskc.compiler import compile
+from maskc.documents import check_documents, uses_documents
+from maskc.errors import BackendError, DocumentsError
 from maskc.ir import CompiledPattern
 
 
@@ -77,18 +79,21 @@ def check_shapes(
 
 def check_pattern(pattern: CompiledPattern, shape: CallShape, rectangular: bool = False) -> None:
     """The pattern must be compiled for the call's n, and for its head count unless it is one static,
-    shared pattern (a dynamic one clusters the q and k of each head, so it needs every head)."""
+    shared pattern (one decided by q and k, clusters or top-k, resolves each head, so it needs every head).
+    A pattern decided at run time (documents, top-k, clusters) is resolved over all n positions, so it
+    needs a full-length call."""
     if rectangular and pattern.dynamic:
         raise BackendError(
-            f"pattern {pattern.spec.name!r} has a part decided at run time (cluster), resolved from all n "
-            "queries and keys; it runs only on full-length calls (no q_offset or k_offset, q and k of seq_len rows)"
+            f"pattern {pattern.spec.name!r} has a part decided at run time (documents, top-k or clusters), "
+            "resolved from all n positions; it runs only on full-length calls "
+            "(no q_offset or k_offset, q and k of seq_len rows)"
         )
     if not rectangular and pattern.n != shape.n:
         raise BackendError(
             f"pattern {pattern.spec.name!r} is compiled for seq_len {pattern.n}, "
             f"but the inputs have seq_len {shape.n}; compile it with seq_len={shape.n}"
         )
-    if pattern.heads != shape.heads and (pattern.heads != 1 or pattern.per_head or pattern.dynamic):
+    if pattern.heads != shape.heads and (pattern.heads != 1 or pattern.per_head or _decided_by_qk(pattern)):
         if pattern.spec.head_patterns:
             advice = f"its spec's head_patterns are for {pattern.heads} heads, so q needs {pattern.heads} heads"
         else:
@@ -96,6 +101,15 @@ def check_pattern(pattern: CompiledPattern, shape: CallShape, rectangular: bool 
         raise BackendError(
             f"pattern {pattern.spec.name!r} is compiled for {pattern.heads} heads, but q has {shape.heads}; {advice}"
         )
+
+
+def _decided_by_qk(pattern: CompiledPattern) -> bool:
+    """Whether some leaf of the pattern is decided by q and k at run time (cluster, top-k)."""
+    return any(
+        leaf.dynamic and getattr(leaf, "decided_by", "") == "q and k"
+        for layout in pattern.layouts
+        for leaf in layout.rule.leaves()
+    )
 
 
 def resolve_scale(scale: Any, head_dim: int) -> float:
@@ -109,20 +123,48 @@ def resolve_scale(scale: Any, head_dim: int) -> float:
     return float(scale)
 
 
+def call_documents(pattern: CompiledPattern, documents: Any, shape: CallShape, device: torch.device) -> Any:
+    """The call's documents, checked: required by a pattern with document parts, refused by any other."""
+    if not uses_documents(pattern):
+        if documents is not None:
+            raise DocumentsError(
+                f"documents were given, but pattern {pattern.spec.name!r} has no document-dependent part "
+                "(document, or sink/global with per: document)"
+            )
+        return None
+    if documents is None:
+        raise DocumentsError(
+            f"pattern {pattern.spec.name!r} depends on documents (document, or sink/global per document); "
+            "pass documents= (batch, seq_len) document ids to the call"
+        )
+    return check_documents(documents, shape.batch, shape.n, device)
+
+
 def static_patterns(
-    pattern: CompiledPattern, q: torch.Tensor, k: torch.Tensor, shape: CallShape
+    pattern: CompiledPattern, q: torch.Tensor, k: torch.Tensor, shape: CallShape, documents: Any = None
 ) -> list[CompiledPattern]:
-    """[pattern] when it is static; otherwise its resolution for each batch element, checked like the pattern."""
+    """[pattern] when it is static; otherwise its resolution for each batch element, checked like the pattern.
+
+    Document leaves are resolved from `documents` (B, N) on the host, then cluster and top-k leaves
+    from q and k. A pattern that needs documents without them, or documents given to a pattern that
+    does not use them, is an error.
+    """
     from maskc.clustering import resolve_dynamic
 
-    if not pattern.dynamic:
-        return [pattern]
+    per_batch = [pattern] * shape.batch
+    documents = call_documents(pattern, documents, shape, q.device)
+    if documents is not None:
+        tile = (pattern.block_m, pattern.block_n)
+        per_batch = [
+            compile(pattern.spec, seq_len=pattern.n, block_size=tile, heads=pattern.heads, documents=each)
+            for each in documents.detach().cpu().numpy()
+        ]
+    if not any(each.dynamic for each in per_batch):
+        return per_batch if uses_documents(pattern) else [pattern]
     with torch.no_grad():
-        resolved = list(resolve_dynamic(pattern, q.detach(), k.detach()))
-    if len(resolved) != shape.batch:
-        raise BackendError(
-            f"resolving pattern {pattern.spec.name!r} gave {len(resolved)} patterns for a batch of {shape.batch}"
-        )
+        resolved = [
+            resolve_dynamic(each, q[b : b + 1].detach(), k[b : b + 1].detach())[0] for b, each in enumerate(per_batch)
+        ]
     for b, each in enumerate(resolved):
         if each.dynamic:
             raise BackendError(f"resolving pattern {pattern.spec.name!r} left batch element {b} dynamic")

@@ -71,9 +71,9 @@ def attention_entries(spec: Spec, entries: list[tuple[int, CompiledPattern]]) ->
     return [entry for entry, mixer in zip(entries, spec.layer_mixers()) if mixer == "attention"]
 
 
-def schedule_densities(spec: Spec, n: int) -> Densities:
-    """Element and tile density of the spec at n, over its layer schedule."""
-    entries = compile_layers(spec, seq_len=n)
+def schedule_densities(spec: Spec, n: int, documents: Any = None) -> Densities:
+    """Element and tile density of the spec at n, over its layer schedule (`documents` resolve document parts)."""
+    entries = compile_layers(spec, seq_len=n, documents=documents)
     layers = sum(count for count, _ in entries)
     stats = [(count, pattern.stats()) for count, pattern in attention_entries(spec, entries)]
     dynamic = any(s.element_density is None for _, s in stats)

@@ -14,12 +14,13 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from maskc.errors import BackendError, SpecError
+from maskc.errors import BackendError, DynamicPatternError, SpecError
 from maskc.ir import BlockLayout, CompiledPattern
 from maskc.ir.build import build_layout
 from maskc.origin import Origin, named
 from maskc.primitives.cluster import Cluster
-from maskc.rules import ClusterRule, LabelRule, Rule, rewrite
+from maskc.rules import ClusterRule, LabelRule, Rule, SelectedBlocksRule, TopkRule, rewrite
+from maskc.selection import select_blocks
 
 #: Most bytes of similarity scores held at once while assigning clusters (per chunk of heads).
 SCORE_BUDGET_BYTES = 1 << 28
@@ -132,14 +133,14 @@ def cluster_labels(
     return q_labels, k_labels
 
 
-def _cluster_leaves(pattern: CompiledPattern) -> dict[Origin, tuple[Cluster, list[int]]]:
-    """origin → (parameters, heads whose pattern holds that cluster leaf)."""
-    found: dict[str, tuple[Cluster, list[int]]] = {}
+def _run_time_leaves(pattern: CompiledPattern) -> dict[Origin, tuple[Rule, list[int]]]:
+    """origin → (leaf decided by q and k, heads whose pattern holds it)."""
+    found: dict[Origin, tuple[Rule, list[int]]] = {}
     for index, layout in enumerate(pattern.layouts):
         heads = np.flatnonzero(pattern.head_layout == index).tolist()
         for leaf in layout.rule.leaves():
-            if isinstance(leaf, ClusterRule):
-                found.setdefault(leaf.origin, (leaf.params, []))[1].extend(heads)
+            if isinstance(leaf, (ClusterRule, TopkRule)):
+                found.setdefault(leaf.origin, (leaf, []))[1].extend(heads)
     return found
 
 
@@ -159,21 +160,43 @@ def _check_inputs(pattern: CompiledPattern, q: torch.Tensor, k: torch.Tensor) ->
     return heads // k.shape[1]
 
 
+#: (batch element, head) → the resolved rule of one run-time leaf.
+LeafResolver = Callable[[int, int], Rule]
+
+
+def _cluster_resolver(
+    leaf: ClusterRule, heads: list[int], q: torch.Tensor, k: torch.Tensor, group: int
+) -> LeafResolver:
+    q_labels, k_labels = cluster_labels(leaf.params, q[:, heads], k[:, [h // group for h in heads]], leaf.origin)
+    q_labels, k_labels = q_labels.cpu().numpy(), k_labels.cpu().numpy()
+    slot = {h: s for s, h in enumerate(heads)}
+    return lambda b, h: LabelRule(q_labels[b, slot[h]], k_labels[b, slot[h]], leaf.origin)
+
+
+def _topk_resolver(leaf: TopkRule, q: torch.Tensor, k: torch.Tensor) -> LeafResolver:
+    selected = select_blocks(q, k, leaf.params, leaf.block, leaf.causal).cpu().numpy()
+    n = q.shape[2]
+    return lambda b, h: SelectedBlocksRule(selected[b, h], leaf.block, n, leaf.origin)
+
+
 def resolve_dynamic(pattern: CompiledPattern, q: torch.Tensor, k: torch.Tensor) -> list[CompiledPattern]:
-    """One static pattern per batch element, with one layout per head, from the cluster labels of q and k.
+    """One static pattern per batch element, with one layout per head, from q and k: cluster leaves
+    become label rules (the cluster labels of q and k), top-k leaves the blocks they select.
 
     q: (B, H, N, D); k: (B, Hkv, N, D) with H divisible by Hkv (head h reads key head h // (H // Hkv)).
     Static patterns need nothing resolved: they come back as they are, once per batch element.
+    Document leaves must be resolved before (`maskc.compile(..., documents=ids)`).
     """
     group = _check_inputs(pattern, q, k)
     batch = q.shape[0]
     if not pattern.dynamic:
         return [pattern] * batch
-    labels: dict[str, dict[int, tuple[np.ndarray, np.ndarray]]] = {}
-    for origin, (params, heads) in _cluster_leaves(pattern).items():
-        q_labels, k_labels = cluster_labels(params, q[:, heads], k[:, [h // group for h in heads]], origin)
-        q_labels, k_labels = q_labels.cpu().numpy(), k_labels.cpu().numpy()
-        labels[origin] = {h: (q_labels[:, s], k_labels[:, s]) for s, h in enumerate(heads)}
+    resolvers: dict[Origin, LeafResolver] = {}
+    for origin, (leaf, heads) in _run_time_leaves(pattern).items():
+        if isinstance(leaf, ClusterRule):
+            resolvers[origin] = _cluster_resolver(leaf, heads, q, k, group)
+        else:
+            resolvers[origin] = _topk_resolver(leaf, q, k)  # type: ignore[arg-type]
     return [
         CompiledPattern(
             spec=pattern.spec,
@@ -182,24 +205,24 @@ def resolve_dynamic(pattern: CompiledPattern, q: torch.Tensor, k: torch.Tensor) 
             block_m=pattern.block_m,
             block_n=pattern.block_n,
             heads=pattern.heads,
-            layouts=tuple(_resolved_layout(pattern.layout_of_head(h), labels, b, h) for h in range(pattern.heads)),
+            layouts=tuple(_resolved_layout(pattern.layout_of_head(h), resolvers, b, h) for h in range(pattern.heads)),
             head_layout=np.arange(pattern.heads, dtype=np.int32),
         )
         for b in range(batch)
     ]
 
 
-def _resolved_layout(
-    layout: BlockLayout, labels: dict[str, dict[int, tuple[np.ndarray, np.ndarray]]], batch: int, head: int
-) -> BlockLayout:
-    """The layout of one (batch, head): cluster leaves become label rules; a static layout is shared."""
+def _resolved_layout(layout: BlockLayout, resolvers: dict[Origin, LeafResolver], batch: int, head: int) -> BlockLayout:
+    """The layout of one (batch, head): run-time leaves resolved; a static layout is shared."""
     if not layout.rule.dynamic:
         return layout
 
-    def label_rule(leaf: Rule) -> Rule | None:
-        if not isinstance(leaf, ClusterRule):
-            return None
-        q_labels, k_labels = labels[leaf.origin][head]
-        return LabelRule(q_labels[batch], k_labels[batch], leaf.origin)
+    def resolved(leaf: Rule) -> Rule | None:
+        resolver = resolvers.get(leaf.origin) if isinstance(leaf, (ClusterRule, TopkRule)) else None
+        return None if resolver is None else resolver(batch, head)
 
-    return build_layout(rewrite(layout.rule, leaf=label_rule), layout.grid)
+    rule = rewrite(layout.rule, leaf=resolved)
+    if rule.dynamic:
+        leaves = [leaf.describe() for leaf in rule.leaves() if leaf.dynamic]
+        raise DynamicPatternError(f"{', '.join(leaves)}: decided by the documents; pass documents= to the call")
+    return build_layout(rule, layout.grid)

@@ -10,7 +10,8 @@ from typing import Any
 import numpy as np
 
 from maskc import limits
-from maskc.errors import ArgumentError, MaskcWarning, SpecError
+from maskc.documents import document_ids, uses_documents
+from maskc.errors import ArgumentError, DocumentsError, MaskcWarning, SpecError
 from maskc.grid import TileGrid
 from maskc.ir import CompiledPattern
 from maskc.ir.build import build_layout
@@ -34,11 +35,12 @@ def cached_pattern(spec_hash: str, n: int, block_m: int, block_n: int, heads: in
     """A cached static pattern compiled from the spec with this hash at this size, if the cache holds one.
 
     A backend whose calls are traced (torch.compile) records these values, which the trace reads
-    off the pattern, and finds the pattern again here when the graph runs.
+    off the pattern, and finds the pattern again here when the graph runs (patterns for fixed
+    documents are never cached: a traced call passes its documents at run time).
     """
     for pattern in _CACHE.values():
         shape = (pattern.spec_hash, pattern.n, pattern.block_m, pattern.block_n, pattern.heads)
-        if shape == (spec_hash, n, block_m, block_n, heads) and not pattern.dynamic:
+        if shape == (spec_hash, n, block_m, block_n, heads):
             return pattern
     return None
 
@@ -127,12 +129,17 @@ def compile(
     heads: int | None = None,
     device: Any = None,
     schedule: str = "single",
+    documents: Any = None,
 ) -> CompiledPattern:
     """Compile a spec (or spec file) to the block-sparse IR, cached by (spec, n, tile, heads, device).
 
     `schedule` says how backends run it: "single", one pass in token order; "auto", the passes
     `maskc.schedule` picks by predicted kernel work (planned on first use); "split", every lowering
     taken whatever its cost. The mask is the same whatever the schedule.
+
+    `documents` (one integer id per position, non-decreasing) fixes the documents of a pattern
+    with `document` leaves, so that the result is static; without them those leaves are resolved
+    at call time (`maskc.attention(..., documents=ids)`).
     """
     spec = as_spec(spec_or_path)
     if schedule not in SCHEDULE_MODES:
@@ -140,11 +147,32 @@ def compile(
             f"schedule must be one of {', '.join(SCHEDULE_MODES)}; got {schedule!r}", argument="schedule"
         )
     try:
+        if documents is not None:
+            return _compile_with_documents(spec, seq_len, block_size, heads, device, schedule, documents)
         return _compile(spec, seq_len, block_size, heads, device, schedule)
     except SpecError as err:
         if isinstance(spec_or_path, (str, Path)):
             raise locate(err, spec_or_path) from None
         raise
+
+
+def _compile_with_documents(
+    spec: Spec,
+    seq_len: int | None,
+    block_size: int | tuple[int, int] | None,
+    heads: int | None,
+    device: Any,
+    schedule: str,
+    documents: Any,
+) -> CompiledPattern:
+    """The pattern with its document leaves resolved to `documents`; an error when it has none."""
+    if not uses_documents(_compile(spec, seq_len, block_size, heads, None, "single")):
+        raise DocumentsError(
+            f"documents were given, but pattern {spec.name!r} has no document-dependent part "
+            "(document, or sink/global with per: document)"
+        )
+    ids = document_ids(documents, _seq_len(spec, seq_len))
+    return _compile(spec, seq_len, block_size, heads, device, schedule, ids)
 
 
 def _compile(
@@ -154,6 +182,7 @@ def _compile(
     heads: int | None,
     device: Any,
     schedule: str,
+    documents: np.ndarray | None = None,
 ) -> CompiledPattern:
     n = _seq_len(spec, seq_len)
     bm, bn = tile_shape(spec, block_size)
@@ -169,12 +198,16 @@ def _compile(
         None if device is None else str(device),
         schedule,
     )
-    if key in _CACHE:
+    # patterns for fixed documents are built each time: a training loop's batches would flush the cache
+    cached = documents is None
+    if cached and key in _CACHE:
         _CACHE.move_to_end(key)
         return _CACHE[key]
     grid = TileGrid(n, bm, bn)
     patterns, index = spec.distinct_head_patterns(h)
-    layouts = tuple(build_layout(lower_pattern(spec, node, n, pattern_path(spec, node)), grid) for node in patterns)
+    layouts = tuple(
+        build_layout(lower_pattern(spec, node, n, pattern_path(spec, node), documents), grid) for node in patterns
+    )
     pattern = CompiledPattern(
         spec=spec,
         spec_hash=spec.content_hash(),
@@ -190,6 +223,8 @@ def _compile(
     pattern.freeze()
     if device is not None:
         pattern.to_torch(device)
+    if not cached:
+        return pattern
     _CACHE[key] = pattern
     if len(_CACHE) > _CACHE_SIZE:
         _CACHE.popitem(last=False)
@@ -197,13 +232,17 @@ def _compile(
 
 
 def compile_layers(
-    spec_or_path: Spec | str | Path, seq_len: int | None = None, block_size: int | tuple[int, int] | None = None
+    spec_or_path: Spec | str | Path,
+    seq_len: int | None = None,
+    block_size: int | tuple[int, int] | None = None,
+    documents: Any = None,
 ) -> list[tuple[int, CompiledPattern]]:
-    """(count, compiled pattern) for each entry of the spec's layer schedule."""
+    """(count, compiled pattern) for each entry of the spec's layer schedule; `documents` resolve the
+    layers that depend on them (an error when none does)."""
     spec = as_spec(spec_or_path)
     try:
         n = _seq_len(spec, seq_len)
-        return [
+        out = [
             (count, _compile_layer(spec, k, layer, n, block_size))
             for k, (count, layer) in enumerate(spec.layer_schedule())
         ]
@@ -211,6 +250,16 @@ def compile_layers(
         if isinstance(spec_or_path, (str, Path)):
             raise locate(err, spec_or_path) from None
         raise
+    if documents is None:
+        return out
+    if not any(uses_documents(pattern) for _, pattern in out):
+        raise DocumentsError(f"documents were given, but no layer of {spec.name!r} depends on documents")
+    return [
+        (count, compile(pattern.spec, seq_len=n, block_size=block_size, documents=documents))
+        if uses_documents(pattern)
+        else (count, pattern)
+        for count, pattern in out
+    ]
 
 
 def _compile_layer(

@@ -11,17 +11,17 @@ from __future__ import annotations
 import json
 import textwrap
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from maskc import limits
-from maskc.compiler import compile
+from maskc.compiler import compile, compile_layers
 from maskc.errors import MaskcError, TooLargeError
 from maskc.grid import TileGrid
-from maskc.ir import BlockLayout
+from maskc.ir import BlockLayout, CompiledPattern
 from maskc.origin import Origin
 from maskc.primitives import PatternNode
 from maskc.rules import CombinatorRule, DifferenceRule, EmptyRule, Rule, evaluate_tiles, tile_classes
@@ -99,12 +99,37 @@ def _panel_title(panel: Panel, spec: Spec, several: bool) -> str:
     return title if panel.mixer == "attention" else f"{title} ({panel.mixer} mixer, no attention)"
 
 
-def spec_panels(spec: Spec, n: int, block_size: int | tuple[int, int] | None = None) -> list[Panel]:
-    """One panel per distinct pattern over the spec's heads and its layer schedule (one cycle)."""
+def typical_resolution(pattern: CompiledPattern, seed: int, head_dim: int = 64) -> CompiledPattern:
+    """The pattern with its q/k-decided parts (clusters, top-k) resolved from seeded random q and k,
+    keeping the first head of each distinct pattern: what a picture of a typical call shows."""
+    import torch
+
+    from maskc.clustering import resolve_dynamic
+
+    gen = torch.Generator().manual_seed(seed)
+    q, k = (torch.randn(1, pattern.heads, pattern.n, head_dim, generator=gen) for _ in range(2))
+    resolved = resolve_dynamic(pattern, q, k)[0]
+    first = [int(np.flatnonzero(pattern.head_layout == index)[0]) for index in range(len(pattern.layouts))]
+    return replace(pattern, layouts=tuple(resolved.layouts[h] for h in first), _tensors={})
+
+
+def spec_panels(
+    spec: Spec,
+    n: int,
+    block_size: int | tuple[int, int] | None = None,
+    documents: Any = None,
+    seed: int | None = None,
+) -> list[Panel]:
+    """One panel per distinct pattern over the spec's heads and its layer schedule (one cycle);
+    `documents` (one id per position) resolve the document parts, `seed` the parts decided by q and
+    k (from random q and k drawn with it)."""
     panels: dict[str, Panel] = {}
     layer = 0
-    for (count, layer_spec), mixer in zip(spec.layer_schedule(), spec.layer_mixers()):
-        pattern = compile(layer_spec, seq_len=n, block_size=block_size)
+    entries = compile_layers(spec, seq_len=n, block_size=block_size, documents=documents)
+    for (count, pattern), mixer in zip(entries, spec.layer_mixers()):
+        layer_spec = pattern.spec
+        if seed is not None and pattern.dynamic:
+            pattern = typical_resolution(pattern, seed)
         nodes, _ = layer_spec.distinct_head_patterns(pattern.heads)
         for index, node in enumerate(nodes):
             key = json.dumps([node.to_data(), layer_spec.causal, mixer], sort_keys=True)
@@ -256,14 +281,20 @@ def _check_text_size(n: int) -> None:
 
 def _dynamic_note(panels: list[Panel]) -> list[str]:
     if any(panel.layout.rule.dynamic for panel in panels):
-        return ["cluster parts are decided at run time from q and k: only the static part is shown"]
+        return ["run-time parts (clusters, top-k, documents) are decided per call: only the static part is shown"]
     return []
 
 
-def ascii_mask(spec: Spec, n: int, block_size: int | tuple[int, int] | None = None) -> str:
+def ascii_mask(
+    spec: Spec,
+    n: int,
+    block_size: int | tuple[int, int] | None = None,
+    documents: Any = None,
+    seed: int | None = None,
+) -> str:
     """The mask as text: a symbol per active pair, '.' for a masked pair in a stored tile, ' ' elsewhere."""
     _check_text_size(n)
-    panels = spec_panels(spec, n, block_size)
+    panels = spec_panels(spec, n, block_size, documents, seed)
     names, per_panel = legend(panels)
     symbols = [_ASCII_SYMBOLS[k % len(_ASCII_SYMBOLS)] for k in range(len(names))]
     out = [f"{spec.name}: n = {n}, query i down, key j across"]
@@ -369,11 +400,18 @@ def _save(figure: Any, path: str | Path) -> None:
         raise MaskcError(f"cannot write the picture to {path}: {err.strerror or err}") from None
 
 
-def mask_png(spec: Spec, n: int, path: str | Path, block_size: int | tuple[int, int] | None = None) -> str:
+def mask_png(
+    spec: Spec,
+    n: int,
+    path: str | Path,
+    block_size: int | tuple[int, int] | None = None,
+    documents: Any = None,
+    seed: int | None = None,
+) -> str:
     """Draw every distinct pattern of the spec to a PNG; returns a one-line summary."""
     from matplotlib.patches import Patch
 
-    panels = spec_panels(spec, n, block_size)
+    panels = spec_panels(spec, n, block_size, documents, seed)
     names, per_panel = legend(panels)
     colours = [primitive_colour(k) for k in range(len(names))]
     scale = cell_scale(n)
@@ -388,7 +426,7 @@ def mask_png(spec: Spec, n: int, path: str | Path, block_size: int | tuple[int, 
         axis.imshow(rgb, extent=(0, n, n, 0), interpolation="nearest")
         layout = panel.layout
         _tile_overlay(axis, layout.grid, n)
-        run_time = "; cluster part decided at run time, not drawn" if layout.rule.dynamic else ""
+        run_time = "; run-time part decided per call, not drawn" if layout.rule.dynamic else ""
         axis.set_title(
             f"{panel.title}\n{layout.nnz} tiles stored ({layout.full_count} full) of "
             f"{layout.grid.row_tiles * layout.grid.col_tiles}{run_time}",

@@ -85,6 +85,10 @@ class BackendError(MaskcError):
     """No backend can run this call, or the inputs do not fit the compiled pattern."""
 
 
+class DocumentsError(MaskcError):
+    """The documents of a call (or of a compile) do not fit the pattern or the inputs."""
+
+
 class IRFileError(MaskcError):
     """A saved IR file that cannot be read back: malformed, truncated, altered or from another version."""
 

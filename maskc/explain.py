@@ -11,6 +11,7 @@ import math
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -99,14 +100,17 @@ class Explanation:
     def _measures(self) -> list[str]:
         d = self.densities
         if d.element is None:
-            density = "density      decided at run time by the cluster assignments"
+            density = "density      decided at run time (cluster assignments, top-k selections or documents)"
         else:
             density = (
                 f"density      {d.element:.3%} of (i, j) pairs active: attention FLOPs 1/{1 / d.element:,.1f} of "
                 f"dense; a block-sparse kernel computes {d.tile:.2%} (stored tiles)"
             )
         if self.growth is None:
-            growth = "complexity   decided at run time (n²/c pairs when c clusters are balanced)"
+            growth = (
+                "complexity   decided at run time (n²/c pairs for c balanced clusters, n·k·B for top-k blocks, "
+                "Σ lengths² for documents)"
+            )
         else:
             g = self.growth
             held = (
@@ -119,7 +123,7 @@ class Explanation:
                 f"{g.n_doubled} (pairs ∝ n^{g.exponent:.2f}; {held})"
             )
         reach = "never (no depth connects every pair)" if self.min_layers is None else str(self.min_layers)
-        static = " (static part: cluster edges left out)" if self.spec.is_dynamic() else ""
+        static = " (static part: run-time edges left out)" if self.spec.is_dynamic() else ""
         return [density, growth, f"min_layers   {reach} at n = {self.n}{static}", *self._kv_cache()]
 
     def _kv_cache(self) -> list[str]:
@@ -176,10 +180,11 @@ def _flow(data: object) -> str:
     return yaml.safe_dump(data, default_flow_style=True, sort_keys=False, width=1 << 16).strip()
 
 
-def describe_parts(spec: Spec, n: int) -> list[tuple[str, list[str]]]:
+def describe_parts(spec: Spec, n: int, documents: Any = None, seed: int | None = None) -> list[tuple[str, list[str]]]:
     """Per distinct pattern (over heads and layers): its spec form and the element rule it lowers to."""
     return [
-        (panel.title, [_panel_form(panel), f"rule: {panel.layout.rule.describe()}"]) for panel in spec_panels(spec, n)
+        (panel.title, [_panel_form(panel), f"rule: {panel.layout.rule.describe()}"])
+        for panel in spec_panels(spec, n, documents=documents, seed=seed)
     ]
 
 
@@ -239,9 +244,9 @@ def similar_specs(spec: Spec, n: int, source: Path | None, top: int = 3) -> tupl
 # ----------------------------------------------------------------------------- warnings
 
 
-def empty_row_warnings(spec: Spec, n: int) -> list[str]:
+def empty_row_warnings(spec: Spec, n: int, documents: Any = None) -> list[str]:
     out = []
-    for panel in spec_panels(spec, n):
+    for panel in spec_panels(spec, n, documents=documents):
         if panel.layout.rule.dynamic:
             continue
         empty = panel.layout.empty_rows()
@@ -258,12 +263,13 @@ def _steps(rule: Rule) -> set[int]:
     return {leaf.step for leaf in rule.leaves() if isinstance(leaf, BandRule) and leaf.step > 1}
 
 
-def residue_warnings(spec: Spec, n: int) -> list[str]:
+def residue_warnings(spec: Spec, n: int, documents: Any = None) -> list[str]:
     """A dilation or stride d whose residue classes mod d never exchange information, in any layer or head.
 
     Cluster parts count as attending anything (their upper bound), so a warning is never a false alarm.
     """
-    layouts = [layout for _, pattern in compile_layers(spec, seq_len=n) for layout in pattern.layouts]
+    entries = compile_layers(spec, seq_len=n, documents=documents)
+    layouts = [layout for _, pattern in entries for layout in pattern.layouts]
     rules = [layout.rule.static_bound(lower=False) if layout.rule.dynamic else layout.rule for layout in layouts]
     out = []
     for step in sorted(set().union(*(_steps(rule) for rule in rules))):
@@ -278,10 +284,10 @@ def residue_warnings(spec: Spec, n: int) -> list[str]:
     return out
 
 
-def reach_warning(spec: Spec, n: int, layers: int | None) -> tuple[int | None, list[str]]:
+def reach_warning(spec: Spec, n: int, layers: int | None, documents: Any = None) -> tuple[int | None, list[str]]:
     """min_layers at n, and a warning when `layers` (or any depth, when never) does not connect the sequence."""
-    report = verify(spec, layers=layers or 1, seq_len=n)
-    static = " (cluster edges, decided at run time, left out)" if report.dynamic_ignored else ""
+    report = verify(spec, layers=layers or 1, seq_len=n, documents=documents)
+    static = " (run-time edges, decided per call, left out)" if report.dynamic_ignored else ""
     if report.min_layers is None:
         return None, [f"no depth connects the sequence{static}: reach stops growing before every pair is reached"]
     if layers is None or report.reachable:
@@ -295,27 +301,34 @@ def reach_warning(spec: Spec, n: int, layers: int | None) -> tuple[int | None, l
 
 
 def explain(
-    spec: Spec, seq_len: int | None = None, layers: int | None = None, source: Path | None = None
+    spec: Spec,
+    seq_len: int | None = None,
+    layers: int | None = None,
+    source: Path | None = None,
+    documents: Any = None,
+    seed: int | None = None,
 ) -> Explanation:
-    """Everything `maskc explain` prints. `layers` defaults to the depth of the spec's schedule, if any."""
+    """Everything `maskc explain` prints. `layers` defaults to the depth of the spec's schedule, if any;
+    `documents` (one id per position) resolve the document parts, `seed` the parts q and k decide
+    (from random q and k drawn with it)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", MaskcWarning)  # empty rows are reported among the warnings
         pattern = compile(spec, seq_len=seq_len, schedule="auto")
         n = pattern.n
         depth = layers or schedule_depth(spec)
-        min_layers, reach = reach_warning(spec, n, depth)
+        min_layers, reach = reach_warning(spec, n, depth, documents)
         similar, skipped = similar_specs(spec, n, source)
         return Explanation(
             spec=spec,
             n=n,
             depth=depth,
-            parts=describe_parts(spec, n),
-            densities=schedule_densities(spec, n),
+            parts=describe_parts(spec, n, documents, seed),
+            densities=schedule_densities(spec, n, documents),
             growth=growth(spec, n),
             similar=similar,
             skipped=skipped,
             min_layers=min_layers,
-            warnings=reach + residue_warnings(spec, n) + empty_row_warnings(spec, n),
+            warnings=reach + residue_warnings(spec, n, documents) + empty_row_warnings(spec, n, documents),
             kv_cache=kv_retention(spec, seq_len=n),
             families=grid_families(spec, n),
             schedule=[] if pattern.dynamic else schedule_reasons(pattern, schedule_of(pattern)),

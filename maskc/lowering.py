@@ -6,6 +6,8 @@ compiler.
 
 from __future__ import annotations
 
+import numpy as np
+
 from maskc.origin import Origin, named
 from maskc.primitives import LowerContext, PatternNode
 from maskc.rules import BandRule, Rule, intersect_rules
@@ -20,10 +22,14 @@ def causal_rule() -> Rule:
     return BandRule(unit=1, lo=None, hi=0, step=1, origin=named("causal"))
 
 
-def lower_pattern(spec: Spec, node: PatternNode, n: int, path: Origin = PATTERN) -> Rule:
-    """The element rule of one pattern of `spec` at sequence length n, causal mask included."""
+def lower_pattern(
+    spec: Spec, node: PatternNode, n: int, path: Origin = PATTERN, documents: np.ndarray | None = None
+) -> Rule:
+    """The element rule of one pattern of `spec` at sequence length n, causal mask included; with
+    `documents` (one id per position), document leaves are resolved to them."""
     canvas = spec.grid.canvas() if spec.grid is not None else None
-    rule = node.lower(LowerContext(n=n, block_size=spec.block_size, canvas=canvas), node.node_path(path))
+    ctx = LowerContext(n=n, block_size=spec.block_size, canvas=canvas, causal=spec.causal, documents=documents)
+    rule = node.lower(ctx, node.node_path(path))
     return intersect_rules([rule, causal_rule()], origin=path) if spec.causal else rule
 
 

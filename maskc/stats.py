@@ -61,7 +61,7 @@ class PatternStats:
             f"({self.tiles_full:,.0f} full, {self.tiles_partial:,.0f} partial) per head{static}",
         ]
         if self.element_density is None:
-            out.append("density        decided at run time from q and k (dynamic pattern)")
+            out.append("density        decided at run time (documents, or q and k)")
         else:
             out.append(f"density        {self.element_density:.4%} of pairs active ({self.active_pairs:,.0f} per head)")
             out.append(f"FLOPs vs dense {self.element_density:.4f}x{_times_fewer(self.element_density)}")

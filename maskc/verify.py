@@ -13,6 +13,7 @@ why each computes reach sets exactly, and maskc.reach.walk for why "never" is ex
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from maskc.errors import MaskcError
 from maskc.ir import CompiledPattern
@@ -31,15 +32,17 @@ def verify(
     *,
     block_size: int | tuple[int, int] | None = None,
     progress: Progress | None = None,
+    documents: Any = None,
 ) -> Report:
     """Does every token reach every token it must within `layers` layers? Exact, with min_layers.
 
     `spec_or_pattern` is a Spec, a spec file, or a CompiledPattern (then used at every layer).
-    `progress`, when given, receives short messages while a long search runs.
+    `progress`, when given, receives short messages while a long search runs. `documents` (one id
+    per position) resolve the document parts, so reach is checked inside each document.
     """
     if isinstance(layers, bool) or not isinstance(layers, int) or layers < 0:
         raise MaskcError(f"layers must be a whole number ≥ 0, got {layers!r}")
-    stack = build_stack(spec_or_pattern, seq_len=seq_len, block_size=block_size)
+    stack = build_stack(spec_or_pattern, seq_len=seq_len, block_size=block_size, documents=documents)
     engine, outcome = search(stack, layers, progress)
     counterexample, reach = None, None
     if outcome.shortfall is not None:

@@ -221,9 +221,39 @@ def covered_units(mask: np.ndarray, unit: int) -> np.ndarray:
     return out
 
 
+def _document_starts(docs: np.ndarray) -> np.ndarray:
+    """Per position, the first position of its document, by a plain scan."""
+    starts = np.zeros(len(docs), dtype=np.int64)
+    for x in range(1, len(docs)):
+        starts[x] = starts[x - 1] if docs[x] == docs[x - 1] else x
+    return starts
+
+
+def _per_document(kind: str, p: dict[str, Any], n: int, docs: np.ndarray, i: np.ndarray, j: np.ndarray) -> np.ndarray:
+    """sink / global with per: document: the token set on ranks within each document, inside it."""
+    rank = np.arange(n) - _document_starts(docs)
+    member = _token_set({"first": p["count"]} if kind == "sink" else p, n)[np.minimum(rank, n - 1)]
+    same = docs[i] == docs[j]
+    direction = "columns" if kind == "sink" else p.get("direction", "both")
+    rows, cols = member[i] & np.ones_like(j, dtype=bool), member[j] & np.ones_like(i, dtype=bool)
+    return same & {"both": rows | cols, "rows": rows, "columns": cols}[direction]
+
+
 def _primitive(
-    kind: str, p: dict[str, Any], n: int, block: int, i: np.ndarray, j: np.ndarray, grid: dict[str, Any] | None = None
+    kind: str,
+    p: dict[str, Any],
+    n: int,
+    block: int,
+    i: np.ndarray,
+    j: np.ndarray,
+    grid: dict[str, Any] | None = None,
+    docs: np.ndarray | None = None,
 ) -> np.ndarray:
+    if kind == "document":
+        return docs[i] == docs[j]
+    if p.get("per") == "document":
+        p = {key: size_value(value, n) if key in SIZES else value for key, value in p.items()}
+        return _per_document(kind, p, n, docs, i, j)
     if kind in ("neighborhood", "tiles"):
         assert grid is not None
         return _grid_primitive(kind, p, grid, i, j)
@@ -253,33 +283,37 @@ def _primitive(
     raise ValueError(f"no brute-force rule for {kind!r}")
 
 
-def pattern_mask(node: Any, n: int, block: int, grid: dict[str, Any] | None = None) -> np.ndarray:
-    """Dense (n, n) mask of one pattern node in spec-file form."""
+def pattern_mask(
+    node: Any, n: int, block: int, grid: dict[str, Any] | None = None, docs: np.ndarray | None = None
+) -> np.ndarray:
+    """Dense (n, n) mask of one pattern node in spec-file form (`docs`: document id per position)."""
     i, j = np.arange(n)[:, None], np.arange(n)[None, :]
     if isinstance(node, list):
         node = {"union": node}
     ((kind, params),) = node.items()
     if kind in ("union", "intersect", "difference"):
         if kind == "union":
-            return _union_mask(params, n, block, grid)
-        parts = [pattern_mask(child, n, block, grid) for child in params]
+            return _union_mask(params, n, block, grid, docs)
+        parts = [pattern_mask(child, n, block, grid, docs) for child in params]
         if kind == "intersect":
             return np.logical_and.reduce(parts)
         return parts[0] & ~parts[1]
-    return np.broadcast_to(_primitive(kind, params or {}, n, block, i, j, grid), (n, n)).copy()
+    return np.broadcast_to(_primitive(kind, params or {}, n, block, i, j, grid, docs), (n, n)).copy()
 
 
-def _union_mask(children: list[Any], n: int, block: int, grid: dict[str, Any] | None = None) -> np.ndarray:
+def _union_mask(
+    children: list[Any], n: int, block: int, grid: dict[str, Any] | None = None, docs: np.ndarray | None = None
+) -> np.ndarray:
     """A union; a random entry with `exclude` draws among the unit blocks its named siblings leave uncovered."""
     out = np.zeros((n, n), dtype=bool)
     for child in children:
         ((kind, params),) = (child if isinstance(child, dict) else {"union": child}).items()
         excluded = (params or {}).get("exclude") if kind == "random" else None
         if not excluded:
-            out |= pattern_mask(child, n, block, grid)
+            out |= pattern_mask(child, n, block, grid, docs)
             continue
         named = [c for c in children if isinstance(c, dict) and next(iter(c)) in excluded]
-        cover = np.logical_or.reduce([pattern_mask(c, n, block, grid) for c in named])
+        cover = np.logical_or.reduce([pattern_mask(c, n, block, grid, docs) for c in named])
         unit = block if params.get("granularity", "block") == "block" else 1
         p = {key: size_value(value, n) if key in SIZES else value for key, value in params.items()}
         i, j = np.arange(n)[:, None], np.arange(n)[None, :]
@@ -287,17 +321,17 @@ def _union_mask(children: list[Any], n: int, block: int, grid: dict[str, Any] | 
     return out
 
 
-def brute_force_mask(spec: dict[str, Any], n: int) -> np.ndarray:
-    """(n, n) mask, or (heads, n, n) when the spec has head_patterns."""
+def brute_force_mask(spec: dict[str, Any], n: int, docs: np.ndarray | None = None) -> np.ndarray:
+    """(n, n) mask, or (heads, n, n) when the spec has head_patterns; `docs` for document primitives."""
     block = spec.get("block_size", 64)
     causal = np.tril(np.ones((n, n), dtype=bool)) if spec.get("causal", False) else np.ones((n, n), dtype=bool)
     grid = spec.get("grid")
     if not spec.get("head_patterns"):
-        return pattern_mask(spec["pattern"], n, block, grid) & causal
+        return pattern_mask(spec["pattern"], n, block, grid, docs) & causal
     per_head = []
     for h in range(spec["heads"]):
         node = next((e["pattern"] for e in spec["head_patterns"] if h in e["heads"]), spec["pattern"])
-        per_head.append(pattern_mask(node, n, block, grid) & causal)
+        per_head.append(pattern_mask(node, n, block, grid, docs) & causal)
     return np.stack(per_head)
 
 
@@ -597,3 +631,49 @@ def small_version(spec: Any, n: int) -> tuple[Any, int]:
             data["grid"]["order"] = {"tiles": small}
     small_spec = type(spec).model_validate(data)
     return small_spec, small_spec.seq_len
+
+
+@st.composite
+def document_spec_dicts(draw: st.DrawFn, max_n: int = 160) -> tuple[dict, int, list[int]]:
+    """(spec, n, document lengths): document, per-document sink and global, composed with static parts."""
+    lengths = draw(st.lists(st.integers(1, 60), min_size=1, max_size=6))
+    n = min(sum(lengths), max_n)
+    lengths = _trimmed(lengths, n)
+    block = draw(st.sampled_from(POWERS_OF_TWO))
+    per_doc = st.one_of(
+        st.just({"document": {}}),
+        st.builds(lambda c: {"sink": {"count": c, "per": "document"}}, st.integers(1, 8)),
+        st.builds(
+            lambda f, d: {"global": {"first": f, "per": "document", "direction": d}},
+            st.integers(1, 6),
+            st.sampled_from(["both", "rows", "columns"]),
+        ),
+        st.builds(
+            lambda e, o: {"global": {"every": e, "offset": min(o % e, n - 1), "per": "document"}},
+            st.integers(1, 9),
+            st.integers(0, 8),
+        ),
+    )
+    leaf = draw(per_doc)
+    other = draw(primitives(n, block))
+    shape = draw(st.sampled_from(["alone", "intersect", "union", "difference", "swapped"]))
+    pattern: Any = {
+        "alone": leaf,
+        "intersect": {"intersect": [{"document": {}}, other]},
+        "union": [{"intersect": [{"document": {}}, other]}, leaf],
+        "difference": {"difference": [leaf, other]},
+        "swapped": {"difference": [other, leaf]},
+    }[shape]
+    spec = {"name": "documents", "seq_len": n, "block_size": block, "causal": draw(st.booleans()), "pattern": pattern}
+    return spec, n, lengths
+
+
+def _trimmed(lengths: list[int], n: int) -> list[int]:
+    """The lengths cut so that they sum to n."""
+    out, total = [], 0
+    for length in lengths:
+        take = min(length, n - total)
+        if take > 0:
+            out.append(take)
+            total += take
+    return out

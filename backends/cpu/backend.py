@@ -6,7 +6,7 @@ from typing import Any
 
 import torch
 
-from maskc.calls import resolve_scale, static_patterns
+from maskc.calls import call_documents, resolve_scale, static_patterns
 from maskc.ir import CompiledPattern
 from maskc.offsets import Offsets
 
@@ -52,13 +52,14 @@ class CpuBackend:
         *,
         scale: float | None = None,
         return_lse: bool = False,
+        documents: torch.Tensor | None = None,
         offsets: Offsets | None = None,
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         # Under torch.compile the reference runs eagerly: it works on numpy and scipy arrays, which a
         # graph cannot hold, so the compiled function breaks its graph around this call. The eager
         # path never imports torch._dynamo (importing it early changes how Triton's interpreter runs).
         run = self._untraced if torch.compiler.is_compiling() else self._run
-        return run(q, k, v, pattern, scale=scale, return_lse=return_lse, offsets=offsets)
+        return run(q, k, v, pattern, scale=scale, return_lse=return_lse, documents=documents, offsets=offsets)
 
     def _run(
         self,
@@ -69,16 +70,18 @@ class CpuBackend:
         *,
         scale: float | None,
         return_lse: bool,
+        documents: torch.Tensor | None,
         offsets: Offsets | None,
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         shape = check_call(q, k, v, pattern, rectangular=offsets is not None)
-        if offsets is not None:
+        if offsets is not None:  # a rectangular call: check_call refused a run-time pattern
+            call_documents(pattern, documents, shape, q.device)  # refuses stray documents
             scale_value, dtype = resolve_scale(scale, shape.head_dim), compute_dtype(q.dtype)
             job = rectangular_job(pattern, shape, offsets, scale_value, dtype, self.memory_budget)
             out, lse = SparseAttention.apply(q, k, v, job)
             return (out, lse) if return_lse else out
         job = Job(
-            groups=group_heads(static_patterns(pattern, q, k, shape), shape),
+            groups=group_heads(static_patterns(pattern, q, k, shape, documents), shape),
             shape=shape,
             scale=resolve_scale(scale, shape.head_dim),
             dtype=compute_dtype(q.dtype),

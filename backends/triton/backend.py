@@ -6,7 +6,7 @@ from typing import Any
 
 import torch
 
-from maskc.calls import check_shapes, resolve_scale, static_patterns
+from maskc.calls import call_documents, check_shapes, resolve_scale, static_patterns
 from maskc.errors import BackendError
 from maskc.ir import CompiledPattern
 from maskc.offsets import Offsets
@@ -21,8 +21,8 @@ class TritonBackend:
     """Block-sparse flash attention generated from the IR, forward and backward, on CUDA GPUs.
 
     Full tiles run unmasked, partial tiles through the spec's predicate compiled to Triton.
-    Dynamic patterns (cluster) are resolved from q and k into one static pattern per batch
-    element, each run on its own.
+    Run-time patterns (documents, top-k, clusters) get their tile tables per call, built on the
+    device from the documents, q and k (`runtime.py`), and run in the same single launch.
     """
 
     name = "triton"
@@ -39,6 +39,7 @@ class TritonBackend:
         *,
         scale: float | None = None,
         return_lse: bool = False,
+        documents: torch.Tensor | None = None,
         offsets: Offsets | None = None,
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         reason = unsupported_reason(q, k, v, pattern)
@@ -46,10 +47,15 @@ class TritonBackend:
             raise BackendError(reason)
         shape = check_shapes(q, k, v, pattern, rectangular=offsets is not None)
         scale = resolve_scale(scale, shape.head_dim)
-        if offsets is not None:
-            out, lse = sparse_attention(q, k, v, pattern, scale, offsets)
+        if offsets is not None:  # a rectangular call: check_shapes refused a run-time pattern
+            call_documents(pattern, documents, shape, q.device)  # refuses stray documents
+            out, lse = sparse_attention(q, k, v, pattern, scale, offsets=offsets)
             return (out, lse) if return_lse else out
-        patterns = static_patterns(pattern, q, k, shape)
+        if pattern.dynamic:
+            documents = call_documents(pattern, documents, shape, q.device)
+            out, lse = sparse_attention(q, k, v, pattern, scale, documents)
+            return (out, lse) if return_lse else out
+        patterns = static_patterns(pattern, q, k, shape, documents)
         if len(patterns) == 1 and runs_passes(patterns[0]):
             out, lse = pass_attention(q, k, v, patterns[0], scale)
         elif len(patterns) == 1:
@@ -67,9 +73,4 @@ class TritonBackend:
 
     def source(self, pattern: CompiledPattern) -> str:
         """The generated Triton module (predicate and kernels) for this pattern's rules."""
-        if pattern.dynamic:
-            raise BackendError(
-                f"pattern {pattern.spec.name!r} has a part decided at run time (cluster); its kernel source "
-                "exists only once q and k resolve it"
-            )
         return plan_for(pattern).source()

@@ -6,6 +6,7 @@ import torch
 
 from .forward_kernel import LOG2E
 from .plan import Plan
+from .runtime import CallInputs
 from .span import Span
 from .tuning import KernelConfig, choose_config, dot_precision
 
@@ -41,10 +42,12 @@ def attention_backward(
     d_lse: torch.Tensor | None,
     scale: float,
     span: Span | None = None,
+    inputs: CallInputs | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(dq, dk, dv) in the inputs' dtypes; d_lse is the gradient of the returned lse, if any.
 
-    `span` places a rectangular call's rows among the pattern's positions (all of them by default).
+    `span` places a rectangular call's rows among the pattern's positions (all of them by default);
+    `inputs` are the call's run-time tensors when the plan's layout is built per call.
     """
     batch, heads, _, head_dim = q.shape
     kv_heads, value_dim = k.shape[1], v.shape[-1]
@@ -59,15 +62,17 @@ def attention_backward(
 
     def run_dkdv(config: KernelConfig) -> None:
         window = span.tile_window(config.block_m, config.block_n)
-        tables = plan.tables("columns", config.block_m, config.block_n, q.device, window and window[::-1])
+        launch = plan.launch_tables(
+            "columns", config.block_m, config.block_n, q.device, heads, inputs, window and window[::-1]
+        )
+        tables = launch.walk
         plan.module().maskc_backward_dkdv[(tables.programs * batch * kv_heads,)](
             q, k, v, d_out, dk, dv, lse2, delta,
             *strides, *dk.stride()[:3], *dv.stride()[:3],
-            plan.head_layout(q.device, heads), tables.order, tables.full_ptr, tables.full_idx,
-            tables.partial_ptr, tables.partial_idx,
+            *launch.kernel_args(),
             scale * LOG2E, scale, plan.n, heads, batch * kv_heads, kv_heads, tables.lines,
             tables.long_lines, tables.programs, *positions,
-            *plan.mask_values(q.device),
+            *launch.mask_values,
             GROUP=heads // kv_heads, BLOCK_M=config.block_m, BLOCK_N=config.block_n, HEAD_DIM=head_dim,
             VALUE_DIM=value_dim, EVEN_N=span.even(config.block_m, config.block_n),
             PER_BATCH_Q=span.q_starts is not None, PRECISION=precision,
@@ -76,15 +81,15 @@ def attention_backward(
 
     def run_dq(config: KernelConfig) -> None:
         window = span.tile_window(config.block_m, config.block_n)
-        tables = plan.tables("rows", config.block_m, config.block_n, q.device, window)
+        launch = plan.launch_tables("rows", config.block_m, config.block_n, q.device, heads, inputs, window)
+        tables = launch.walk
         plan.module().maskc_backward_dq[(tables.programs * batch * heads,)](
             q, k, v, d_out, dq, lse2, delta,
             *strides, *dq.stride()[:3],
-            plan.head_layout(q.device, heads), tables.order, tables.full_ptr, tables.full_idx,
-            tables.partial_ptr, tables.partial_idx,
+            *launch.kernel_args(),
             scale * LOG2E, scale, plan.n, heads, heads // kv_heads, batch * heads, tables.lines, tables.long_lines,
             tables.programs, *positions,
-            *plan.mask_values(q.device),
+            *launch.mask_values,
             BLOCK_M=config.block_m, BLOCK_N=config.block_n, HEAD_DIM=head_dim, VALUE_DIM=value_dim,
             EVEN_N=span.even(config.block_m, config.block_n), PER_BATCH_Q=span.q_starts is not None,
             PRECISION=precision, num_warps=config.num_warps, num_stages=config.num_stages,

@@ -99,7 +99,7 @@ def maskc_backward_dkdv(
     stride_db, stride_dh, stride_dm,
     stride_dkb, stride_dkh, stride_dkn,
     stride_dvb, stride_dvh, stride_dvn,
-    head_layout, col_order, full_ptr, full_idx, partial_ptr, partial_idx,
+    head_layout, table_of_head, table_stride, layouts, col_order, full_ptr, full_idx, partial_ptr, partial_idx,
     qk_scale, sm_scale, n_ctx, heads, batch_kv_heads, kv_heads, col_tiles, long_cols, programs,
     q_starts, q_start, q_len, k_lo, k_hi, ${mask_params}
     GROUP: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr, VALUE_DIM: tl.constexpr,
@@ -134,12 +134,13 @@ def maskc_backward_dkdv(
     do_local = offs_m[:, None] * stride_dm + offs_v[None, :]
     for g in range(0, GROUP):
         h = kvh * GROUP + g
-        layout = tl.load(head_layout + h)
+        table = tl.load(table_of_head + h) + b * table_stride
+        layout = tl.load(head_layout + h) + layouts * table
         q_back = tl.cast(q_lo, tl.int64)
         q_head = Q + b.to(tl.int64) * stride_qb + h.to(tl.int64) * stride_qh - q_back * stride_qm
         do_head = DOut + b.to(tl.int64) * stride_db + h.to(tl.int64) * stride_dh - q_back * stride_dm
         rows_at = (b * heads + h).to(tl.int64) * q_len - q_back
-        at = layout * (col_tiles + 1) + col
+        at = table * (col_tiles + 1) + col
         dk, dv = dkdv_tiles(
             dk, dv, k, v, q_head, do_head, q_local, do_local, stride_qm, stride_dm, Lse2 + rows_at, Delta + rows_at,
             full_idx, tl.load(full_ptr + at), tl.load(full_ptr + at + 1),
@@ -207,14 +208,16 @@ def maskc_backward_dq(
     stride_vb, stride_vh, stride_vn,
     stride_db, stride_dh, stride_dm,
     stride_dqb, stride_dqh, stride_dqm,
-    head_layout, row_order, full_ptr, full_idx, partial_ptr, partial_idx,
+    head_layout, table_of_head, table_stride, layouts, row_order, full_ptr, full_idx, partial_ptr, partial_idx,
     qk_scale, sm_scale, n_ctx, heads, group, batch_heads, row_tiles, long_rows, programs,
     q_starts, q_start, q_len, k_lo, k_hi, ${mask_params}
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr, VALUE_DIM: tl.constexpr,
     EVEN_N: tl.constexpr, PER_BATCH_Q: tl.constexpr, PRECISION: tl.constexpr,
 ):
     # Rows and keys are addressed by position, as in the forward kernel.
-    b, h, kvh, bh, layout, row = row_program(row_order, head_layout, long_rows, programs, batch_heads, heads, group)
+    b, h, kvh, bh, layout, table, row = row_program(
+        row_order, head_layout, table_of_head, table_stride, layouts, long_rows, programs, batch_heads, heads, group
+    )
     q_lo = tl.load(q_starts + b) if PER_BATCH_Q else q_start
     start_m = row * BLOCK_M
     offs_m = tl.arange(0, BLOCK_M)
@@ -243,7 +246,7 @@ def maskc_backward_dq(
     k_local = offs_n[:, None] * stride_kn + offs_d[None, :]
     v_local = offs_n[:, None] * stride_vn + offs_v[None, :]
     dq = tl.zeros([BLOCK_M, HEAD_DIM], tl.float32)
-    at = layout * (row_tiles + 1) + row
+    at = table * (row_tiles + 1) + row
     dq = dq_tiles(
         dq, q, do, lse2, delta, k_head, v_head, k_local, v_local, stride_kn, stride_vn,
         full_idx, tl.load(full_ptr + at), tl.load(full_ptr + at + 1),

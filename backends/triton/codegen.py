@@ -75,11 +75,20 @@ def program_slot(pid, long_lines, lines, groups):
 
 
 @triton.jit
-def row_program(row_order, head_layout, long_rows, row_tiles, batch_heads, heads, group):
-    """(batch, head, its key/value head, batch·heads + head, layout, query tile) of a row program."""
+def row_program(row_order, head_layout, table_of_head, table_stride, layouts, long_rows, row_tiles, batch_heads, heads,
+                group):
+    """(batch, head, its key/value head, batch·heads + head, layout code, table, query tile) of a row program.
+
+    The program's tables are those of table index `table_of_head[h] + b · table_stride` (a static
+    pattern: its layout; a run-time layout: one per batch element and layout or head); the code
+    `layout + layouts · table` tells `tile_mask` both the layout and the table.
+    """
     slot, bh = program_slot(tl.program_id(0), long_rows, row_tiles, batch_heads)
     h = bh % heads
-    return bh // heads, h, h // group, bh, tl.load(head_layout + h), tl.load(row_order + slot)
+    b = bh // heads
+    table = tl.load(table_of_head + h) + b * table_stride
+    code = tl.load(head_layout + h) + layouts * table
+    return b, h, h // group, bh, code, table, tl.load(row_order + slot)
 
 
 @triton.jit
@@ -125,7 +134,10 @@ def emit_masks(rules: Sequence[Rule]) -> MaskCode:
         expressions.append((emit_rule(rule, em), em))
         args.extend(em.args)
     bounds = "(q_idx < n_ctx) & (k_idx < n_ctx)"
-    lines = ["@triton.jit", f"def tile_mask(q_idx, k_idx, layout, n_ctx, {''.join(_param(a) for a in args)}):"]
+    if any(arg.kind == "input" for arg in args):
+        args.append(KernelArg("tables_per_batch", "input", TABLE_STRIDE))
+    lines = ["@triton.jit", f"def tile_mask(q_idx, k_idx, code, n_ctx, {''.join(_param(a) for a in args)}):"]
+    lines += _prologue(len(rules), any(arg.kind == "input" for arg in args))
     if len(expressions) == 1:
         lines.append(f"    keep = ({expressions[0][0]}) & {bounds}")
     else:
@@ -138,6 +150,19 @@ def emit_masks(rules: Sequence[Rule]) -> MaskCode:
     structure = "\n".join(em.structure_key(expression) for expression, em in expressions)
     key = hashlib.sha256(f"{_TEMPLATES}\n{structure}".encode()).hexdigest()[:24]
     return MaskCode(source="\n".join(lines) + "\n", args=tuple(args), key=key)
+
+
+#: The input naming how many tables one batch element spans (run-time layouts only).
+TABLE_STRIDE = "table_stride"
+
+
+def _prologue(layouts: int, run_time: bool) -> list[str]:
+    """The predicate's first lines: the layout, and for run-time inputs the table and batch element,
+    from the code the kernels pass (layout + layouts · table, table = head's table + b · stride)."""
+    lines = [f"    layout = code % {layouts}"]
+    if run_time:
+        lines += [f"    t_idx = code // {layouts}", "    b_idx = t_idx // tables_per_batch"]
+    return lines
 
 
 def _param(arg: KernelArg) -> str:

@@ -9,7 +9,7 @@ from torch.autograd.function import once_differentiable
 
 from .autograd import backward, setup_context
 from .forward import attention_forward
-from .ops import call_span
+from .ops import call_inputs, call_span
 from .plans import plan_by_key
 
 
@@ -24,11 +24,13 @@ class EagerAttention(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, plan: str, scale: float,
-                q_starts: torch.Tensor | None, q_first: int, q_end: int, k_start: int) -> Any:  # fmt: skip
+                q_starts: torch.Tensor | None, q_first: int, q_end: int, k_start: int,
+                run_time: list) -> Any:  # fmt: skip
         ctx.set_materialize_grads(False)
         found = plan_by_key(plan)
-        output = attention_forward(found, q, k, v, scale, call_span(found, q, k, q_starts, q_first, q_end, k_start))
-        setup_context(ctx, (q, k, v, plan, scale, q_starts, q_first, q_end, k_start), output)
+        span = call_span(found, q, k, q_starts, q_first, q_end, k_start)
+        output = attention_forward(found, q, k, v, scale, span, call_inputs(plan, q, run_time))
+        setup_context(ctx, (q, k, v, plan, scale, q_starts, q_first, q_end, k_start, run_time), output)
         ctx.eager = True
         return output
 

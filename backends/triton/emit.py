@@ -20,13 +20,17 @@ from maskc.rules import (
     ClusterRule,
     CombinatorRule,
     DifferenceRule,
+    DocumentRule,
     EmptyRule,
     GridWindowRule,
     LabelRule,
+    PerDocumentRule,
     RandomRule,
     Rule,
+    SelectedBlocksRule,
     TokenSet,
     TokenSetRule,
+    TopkRule,
 )
 from maskc.schedule.positioned import PositionedRule
 
@@ -93,9 +97,61 @@ def _random(rule: RandomRule, em: TritonEmitter) -> str:
     return "(" + " | ".join(hits) + ")"
 
 
+def _by_table(em: TritonEmitter, q_table: str, k_table: str, row: str, n: str) -> str:
+    """q_table[row + q] == k_table[row + k], out-of-range positions never equal."""
+    query = f"tl.load({q_table} + {row} + {em.q}, mask={em.q} < {n}, other=-1)"
+    key = f"tl.load({k_table} + {row} + {em.k}, mask={em.k} < {n}, other=-2)"
+    return f"({query} == {key})"
+
+
+# Run-time leaves read tables each call supplies (`TritonEmitter.call_input`; `runtime.CallInputs`
+# builds them under the same keys): per batch element (`em.batch`) or per table (`em.table_index`).
+
+
 @emit_rule.register
 def _cluster(rule: ClusterRule, em: TritonEmitter) -> str:
-    raise rule.deferred_error()
+    q_labels = em.call_input(f"q_labels:{rule.origin}", "q_labels")
+    k_labels = em.call_input(f"k_labels:{rule.origin}", "k_labels")
+    n = em.runtime(rule.n, "n")
+    return _by_table(em, q_labels, k_labels, f"{em.table_index}.to(tl.int64) * {n}", n)
+
+
+def _same_document(em: TritonEmitter, n_value: int) -> str:
+    labels, n = em.call_input("labels", "labels"), em.runtime(n_value, "n")
+    return _by_table(em, labels, labels, f"{em.batch}.to(tl.int64) * {n}", n)
+
+
+@emit_rule.register
+def _document(rule: DocumentRule, em: TritonEmitter) -> str:
+    return _same_document(em, rule.n)
+
+
+@emit_rule.register
+def _per_document(rule: PerDocumentRule, em: TritonEmitter) -> str:
+    members, n = em.call_input(f"members:{rule.origin}", "members"), em.runtime(rule.n, "n")
+    row = f"{em.batch}.to(tl.int64) * {n}"
+    sides = [em.q, em.k] if rule.direction == "both" else [em.q if rule.direction == "rows" else em.k]
+    held = " | ".join(f"(tl.load({members} + {row} + {x}, mask={x} < {n}, other=0) != 0)" for x in sides)
+    return f"({_same_document(em, rule.n)} & ({held}))"
+
+
+@emit_rule.register
+def _topk(rule: TopkRule, em: TritonEmitter) -> str:
+    """The call's selection: one (blocks × blocks) table per table index (batch · heads + head)."""
+    table = em.call_input(f"selected:{rule.origin}", "selected")
+    size, n = em.constant(rule.block, "block"), em.runtime(rule.n, "n")
+    width = em.runtime(-(-rule.n // rule.block), "blocks")
+    at = f"({em.table_index}.to(tl.int64) * {width} + {em.q} // {size}) * {width} + {em.k} // {size}"
+    return f"(tl.load({table} + {at}, mask=({em.q} < {n}) & ({em.k} < {n}), other=0) != 0)"
+
+
+@emit_rule.register
+def _selected_blocks(rule: SelectedBlocksRule, em: TritonEmitter) -> str:
+    table = em.table(rule.selected.astype(np.int32).reshape(-1), "selected")
+    size, width = em.constant(rule.block, "block"), em.runtime(rule.selected.shape[1], "blocks")
+    n = em.runtime(rule.n, "n")
+    inside = f"({em.q} < {n}) & ({em.k} < {n})"
+    return f"(tl.load({table} + ({em.q} // {size}) * {width} + {em.k} // {size}, mask={inside}, other=0) != 0)"
 
 
 @emit_rule.register

@@ -17,8 +17,9 @@ class KernelArg:
     """One argument of a generated kernel: a compile-time integer or a lookup table."""
 
     name: str
-    kind: str  # "constexpr", "int" (runtime scalar) or "table" (int32 pointer)
-    value: int | np.ndarray
+    kind: str  # "constexpr", "int" (runtime scalar), "table" (int32 pointer) or "input" (per call)
+    #: the integer or table; for "input", the name of the tensor or number each call supplies
+    value: int | np.ndarray | str
 
 
 @dataclass
@@ -27,6 +28,9 @@ class TritonEmitter:
 
     q: str = "q_idx"
     k: str = "k_idx"
+    #: The batch element and the call's table index of the tile being masked (run-time inputs only).
+    batch: str = "b_idx"
+    table_index: str = "t_idx"
     prefix: str = "r"
     args: list[KernelArg] = field(default_factory=list)
 
@@ -46,6 +50,15 @@ class TritonEmitter:
         """An int32 lookup table passed as a pointer; returns its name."""
         name = f"{self.prefix}{len(self.args)}_{hint}"
         self.args.append(KernelArg(name, "table", np.ascontiguousarray(values, dtype=np.int32)))
+        return name
+
+    def call_input(self, key: str, hint: str) -> str:
+        """A value that each call supplies (documents, selected blocks), named by `key`; returns its name.
+
+        Tensors are indexed per batch element (`batch`) or per table (`table_index`) by the expression.
+        """
+        name = f"{self.prefix}{len(self.args)}_{hint}"
+        self.args.append(KernelArg(name, "input", key))
         return name
 
     def structure_key(self, expression: str) -> str:

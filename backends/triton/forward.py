@@ -6,6 +6,7 @@ import torch
 
 from .forward_kernel import LOG2E
 from .plan import Plan
+from .runtime import CallInputs
 from .span import Span
 from .tuning import KernelConfig, choose_config, dot_precision
 
@@ -20,20 +21,21 @@ def launch_forward(
     out: torch.Tensor,
     lse: torch.Tensor,
     span: Span,
+    inputs: CallInputs | None = None,
 ) -> None:
     """One launch of the forward kernel with `config`'s tile shape, writing out and lse."""
     batch, heads, _, head_dim = q.shape
     window = span.tile_window(config.block_m, config.block_n)
-    tables = plan.tables("rows", config.block_m, config.block_n, q.device, window)
+    launch = plan.launch_tables("rows", config.block_m, config.block_n, q.device, heads, inputs, window)
+    tables = launch.walk
     grid = (tables.programs * batch * heads,)
     plan.module().maskc_forward[grid](
         q, k, v, out, lse,
         *q.stride()[:3], *k.stride()[:3], *v.stride()[:3], *out.stride()[:3],
-        plan.head_layout(q.device, heads), tables.order, tables.full_ptr, tables.full_idx,
-        tables.partial_ptr, tables.partial_idx,
+        *launch.kernel_args(),
         scale * LOG2E, plan.n, heads, heads // k.shape[1], batch * heads, tables.lines, tables.long_lines,
         tables.programs, *span.kernel_args(q.device),
-        *plan.mask_values(q.device),
+        *launch.mask_values,
         BLOCK_M=config.block_m, BLOCK_N=config.block_n, HEAD_DIM=head_dim, VALUE_DIM=v.shape[-1],
         EVEN_N=span.even(config.block_m, config.block_n), PER_BATCH_Q=span.q_starts is not None,
         PRECISION=dot_precision(q.dtype), num_warps=config.num_warps, num_stages=config.num_stages,
@@ -41,11 +43,18 @@ def launch_forward(
 
 
 def attention_forward(
-    plan: Plan, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, span: Span | None = None
+    plan: Plan,
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    scale: float,
+    span: Span | None = None,
+    inputs: CallInputs | None = None,
 ) -> tuple:
     """(out, lse) for contiguous-last-dim q, k, v whose head dims are powers of two.
 
-    `span` places a rectangular call's rows among the pattern's positions (all of them by default).
+    `span` places a rectangular call's rows among the pattern's positions (all of them by default);
+    `inputs` are the call's run-time tensors when the plan's layout is built per call.
     """
     batch, heads, m, _ = q.shape
     span = span or Span.full(plan.n)
@@ -53,7 +62,7 @@ def attention_forward(
     lse = torch.empty((batch, heads, m), dtype=torch.float32, device=q.device)
 
     def run(config: KernelConfig) -> None:
-        launch_forward(plan, config, q, k, v, scale, out, lse, span)
+        launch_forward(plan, config, q, k, v, scale, out, lse, span, inputs)
 
     config = choose_config(plan, "forward", q, k, run)
     run(config)

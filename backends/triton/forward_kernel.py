@@ -76,7 +76,7 @@ def maskc_forward(
     stride_kb, stride_kh, stride_kn,
     stride_vb, stride_vh, stride_vn,
     stride_ob, stride_oh, stride_om,
-    head_layout, row_order, full_ptr, full_idx, partial_ptr, partial_idx,
+    head_layout, table_of_head, table_stride, layouts, row_order, full_ptr, full_idx, partial_ptr, partial_idx,
     qk_scale, n_ctx, heads, group, batch_heads, row_tiles, long_rows, programs,
     q_starts, q_start, q_len, k_lo, k_hi, ${mask_params}
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr, VALUE_DIM: tl.constexpr,
@@ -84,7 +84,9 @@ def maskc_forward(
 ):
     # Rows and keys are addressed by position: query row a of this batch element is position
     # q_lo + a, key row c is position k_lo + c (both 0 in full-length calls).
-    b, h, kvh, bh, layout, row = row_program(row_order, head_layout, long_rows, programs, batch_heads, heads, group)
+    b, h, kvh, bh, layout, table, row = row_program(
+        row_order, head_layout, table_of_head, table_stride, layouts, long_rows, programs, batch_heads, heads, group
+    )
     q_lo = tl.load(q_starts + b) if PER_BATCH_Q else q_start
     start_m = row * BLOCK_M
     offs_m = tl.arange(0, BLOCK_M)
@@ -106,7 +108,7 @@ def maskc_forward(
     m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
     l_i = tl.zeros([BLOCK_M], tl.float32)
     acc = tl.zeros([BLOCK_M, VALUE_DIM], tl.float32)
-    at = layout * (row_tiles + 1) + row
+    at = table * (row_tiles + 1) + row
     acc, m_i, l_i = forward_tiles(
         acc, m_i, l_i, q, k_head, v_head, k_local, v_local, stride_kn, stride_vn,
         full_idx, tl.load(full_ptr + at), tl.load(full_ptr + at + 1),

@@ -23,6 +23,7 @@ from .decode import decode_attention
 from .eager import EagerAttention
 from .ops import triton_attention
 from .plans import plan_for, traced_key
+from .runtime import CallInputs, needs_runtime_layout
 
 #: Smallest head dim a tensor-core product takes (inputs with fewer columns are zero-padded).
 MIN_HEAD_DIM = 16
@@ -49,21 +50,37 @@ def _plan_key(pattern: CompiledPattern) -> str:
     return plan_for(pattern).key
 
 
+def run_time_tensors(
+    pattern: CompiledPattern, q: torch.Tensor, k: torch.Tensor, documents: torch.Tensor | None
+) -> list[torch.Tensor]:
+    """The tensors a run-time layout is built from, by sorted key (the plan's `input_keys`); none for
+    a static pattern. Torch ops on q's device: nothing is read back to the host."""
+    rules = [layout.rule for layout in pattern.layouts]
+    if not needs_runtime_layout(rules):
+        return []
+    values = CallInputs.prepare(rules, q, k, documents).values
+    return [values[key] for key in sorted(values)]
+
+
 def sparse_attention(
     q: torch.Tensor,
     k: torch.Tensor,
     v: torch.Tensor,
     pattern: CompiledPattern,
     scale: float,
+    documents: torch.Tensor | None = None,
     offsets: Offsets | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(out, lse) for a static pattern: autocast applied, head dims padded, the scale made positive.
+    """(out, lse): autocast applied, head dims padded, the scale made positive; a pattern decided at
+    run time (documents, top-k, clusters) gets its tables from `documents`, q and k on the device.
 
     `offsets` places a rectangular call's rows among the pattern's positions (maskc.offsets).
 
     softmax(s · q kᵀ) is softmax(|s| · (sign(s) q) kᵀ), so a negative scale flips q and a zero
-    scale zeroes it; the kernels then only see positive scales.
+    scale zeroes it; the kernels then only see positive scales. Run-time selections are made from
+    q and k as given, before that.
     """
+    run_time = run_time_tensors(pattern, q, k, documents)
     device = q.device.type
     if torch.is_autocast_enabled(device):
         dtype = torch.get_autocast_dtype(device)
@@ -73,7 +90,7 @@ def sparse_attention(
     value_dim = v.shape[-1]
     operator = triton_attention if _traced(q, k, v) else EagerAttention.apply
     positions = _positions(offsets, q) if offsets is not None else (None, 0, q.shape[2], 0)
-    out, lse = operator(_padded(q), _padded(k), _padded(v), _plan_key(pattern), scale, *positions)
+    out, lse = operator(_padded(q), _padded(k), _padded(v), _plan_key(pattern), scale, *positions, run_time)
     return out[..., :value_dim], lse
 
 

@@ -14,7 +14,17 @@ from .backward import attention_backward
 from .forward import attention_forward
 from .plan import Plan
 from .plans import plan_by_key
+from .runtime import CallInputs
 from .span import Span
+
+
+def call_inputs(plan: str, q: torch.Tensor, inputs: list[torch.Tensor]) -> CallInputs | None:
+    """The call's run-time tensors by key (the plan's `input_keys` order), or None for a static layout."""
+    found = plan_by_key(plan)
+    if not found.run_time:
+        return None
+    batch, heads, n, _ = q.shape
+    return CallInputs(batch, heads, n, dict(zip(found.input_keys, inputs)))
 
 
 def call_span(plan: Plan, q: torch.Tensor, k: torch.Tensor, q_starts: torch.Tensor | None, q_first: int,
@@ -35,14 +45,18 @@ def triton_attention(
     q_first: int,
     q_end: int,
     k_start: int,
+    inputs: list[torch.Tensor],
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(out, lse) of block-sparse attention; scale > 0, head dims powers of two.
 
     Queries are positions q_first … q_end − 1 (q_starts: one start per batch element, if given),
     keys k_start … k_start + nk − 1 of the pattern's n (0 … n − 1 for full-length calls).
+    `inputs`: the run-time tensors a per-call layout is built from (documents, selections,
+    labels), else empty; such calls are full-length.
     """
     found = plan_by_key(plan)
-    return attention_forward(found, q, k, v, scale, call_span(found, q, k, q_starts, q_first, q_end, k_start))
+    span = call_span(found, q, k, q_starts, q_first, q_end, k_start)
+    return attention_forward(found, q, k, v, scale, span, call_inputs(plan, q, inputs))
 
 
 @triton_attention.register_fake
@@ -56,6 +70,7 @@ def _(
     q_first: int,
     q_end: int,
     k_start: int,
+    inputs: list[torch.Tensor],
 ) -> tuple[torch.Tensor, torch.Tensor]:
     batch, heads, n, _ = q.shape
     return q.new_empty((batch, heads, n, v.shape[-1])), q.new_empty((batch, heads, n), dtype=torch.float32)
@@ -76,11 +91,12 @@ def triton_attention_backward(
     q_first: int,
     q_end: int,
     k_start: int,
+    inputs: list[torch.Tensor],
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(dq, dk, dv); d_lse is the gradient of the returned lse when it was used."""
     found = plan_by_key(plan)
     span = call_span(found, q, k, q_starts, q_first, q_end, k_start)
-    return attention_backward(found, d_out, q, k, v, out, lse, d_lse, scale, span)
+    return attention_backward(found, d_out, q, k, v, out, lse, d_lse, scale, span, call_inputs(plan, q, inputs))
 
 
 @triton_attention_backward.register_fake
@@ -98,5 +114,6 @@ def _(
     q_first: int,
     q_end: int,
     k_start: int,
+    inputs: list[torch.Tensor],
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     return q.new_empty(q.shape), k.new_empty(k.shape), v.new_empty(v.shape)

@@ -7,22 +7,46 @@ shapes are laid out from the same rules, so every kernel tile shape is an exact 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
 import numpy as np
 import torch
 
+from maskc.errors import BackendError
 from maskc.grid import TileGrid
 from maskc.ir import BlockLayout, CompiledPattern
 from maskc.ir.build import build_layout
 
 from .cache import load_module
-from .codegen import emit_masks, module_source
+from .codegen import TABLE_STRIDE, emit_masks, module_source
+from .runtime import CallInputs, StaticMaps, needs_runtime_layout, runtime_tables
 from .tables import Walk, WalkTables, Window, walk_tables
 
 #: Tables of rectangular windows kept per plan (the oldest go first).
 WINDOW_TABLES = 32
+
+
+@dataclass(frozen=True)
+class LaunchTables:
+    """A launch's pattern arguments: tables, per-head table lookup, layout count, predicate arguments."""
+
+    walk: WalkTables
+    head_layout: torch.Tensor
+    #: (batch b, head h) reads table table_of_head[h] + b · table_stride
+    table_of_head: torch.Tensor
+    table_stride: int
+    layouts: int
+    mask_values: list[Any]
+
+    def kernel_args(self) -> tuple[Any, ...]:
+        """The kernels' arguments from `head_layout` to `partial_idx`, in order."""
+        walk = self.walk
+        return (
+            self.head_layout, self.table_of_head, self.table_stride, self.layouts, walk.order,
+            walk.full_ptr, walk.full_idx, walk.partial_ptr, walk.partial_idx,
+        )  # fmt: skip
 
 
 class Plan:
@@ -43,6 +67,13 @@ class Plan:
         self._window_tables: dict[tuple, WalkTables] = {}
         self._mask_values: dict[str, list[Any]] = {}
         self._head_tensors: dict[tuple[str, int], torch.Tensor] = {}
+        #: Run-time layouts: tile tables built per call from documents, q and k (`runtime.py`).
+        self.run_time = needs_runtime_layout(self.rules)
+        #: The keys of the per-call tensors the predicate reads, in the order the operators carry them.
+        self.input_keys = tuple(
+            sorted({a.value for a in self.masks.args if a.kind == "input" and a.value != TABLE_STRIDE})
+        )
+        self._static_maps = StaticMaps()
 
     def module(self) -> ModuleType:
         return load_module(self.masks.key, lambda: module_source(self.masks))
@@ -70,12 +101,44 @@ class Plan:
                 self._window_tables.pop(next(iter(self._window_tables)))
         return store[key]
 
+    def launch_tables(
+        self,
+        walk: Walk,
+        block_m: int,
+        block_n: int,
+        device: torch.device,
+        heads: int,
+        inputs: CallInputs | None,
+        window: Window | None = None,
+    ) -> LaunchTables:
+        """Everything a kernel launch reads about the pattern: the walk's tables (of a rectangular call's
+        window, if given), how each (batch, head) finds its table, and the predicate's arguments; per call
+        for a run-time layout, which serves full-length calls only."""
+        head_layout = self.head_layout(device, heads)
+        if not self.run_time:
+            tables = self.tables(walk, block_m, block_n, device, window)
+            return LaunchTables(tables, head_layout, head_layout, 0, len(self.rules), self.mask_values(device))
+        if inputs is None:
+            raise BackendError("a run-time layout needs the call's inputs (documents, q and k)")
+        if window is not None:
+            raise BackendError("a run-time layout (documents, top-k, clusters) needs a full-length call")
+        grid = TileGrid(self.n, block_m, block_n)
+        built = runtime_tables(self.rules, self._head_layout, grid, walk, inputs, self._static_maps, device)
+        values = {**inputs.values, TABLE_STRIDE: built.table_stride}
+        arguments = [
+            values[a.value] if a.kind == "input" else value
+            for a, value in zip(self.masks.args, self.mask_values(device))
+        ]
+        return LaunchTables(
+            built.walk, head_layout, built.table_of_head, built.table_stride, len(self.rules), arguments
+        )
+
     def mask_values(self, device: torch.device) -> list[Any]:
         """The predicate's arguments in order: integers as they are, lookup tables on `device`."""
         key = str(device)
         if key not in self._mask_values:
             self._mask_values[key] = [
-                torch.as_tensor(arg.value, device=device) if arg.kind == "table" else arg.value
+                torch.as_tensor(arg.value, device=device) if arg.kind == "table" else arg.value  # inputs: per call
                 for arg in self.masks.args
             ]
         return self._mask_values[key]

@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from maskc.cli.options import positive_int
+from maskc.cli.options import add_documents_argument, documents_and_seq_len, positive_int
 from maskc.explain import explain
 from maskc.loader import load
 
@@ -20,10 +20,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--layers", type=positive_int, metavar="L", help="model depth to check reach for (default: the spec's schedule)"
     )
+    add_documents_argument(parser)
+    parser.add_argument("--seed", type=int, help="resolve clusters and top-k from random q and k drawn with this seed")
     parser.add_argument("--json", action="store_true", help="print the figures as one JSON object")
 
 
 def run(args: argparse.Namespace) -> int:
-    report = explain(load(args.spec), seq_len=args.seq_len, layers=args.layers, source=Path(args.spec))
+    documents, seq_len = documents_and_seq_len(args)
+    report = explain(
+        load(args.spec),
+        seq_len=seq_len,
+        layers=args.layers,
+        source=Path(args.spec),
+        documents=documents,
+        seed=args.seed,
+    )
     print(json.dumps(report.to_json(), indent=2) if args.json else "\n".join(report.lines()))
     return 0

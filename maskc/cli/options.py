@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any
+
+from maskc.documents import ids_from_lengths
+from maskc.errors import DocumentsError
 
 
 def positive_int(text: str) -> int:
@@ -32,3 +36,27 @@ def add_spec_arguments(parser: argparse.ArgumentParser, *, seq_len_required: boo
         "--seq-len", type=positive_int, required=seq_len_required, help="sequence length n (default: the spec's)"
     )
     parser.add_argument("--block-size", type=tile_size, help="IR tile: B or BMxBN (default: the spec's block_size)")
+
+
+def lengths(text: str) -> list[int]:
+    """Comma-separated document lengths: `4096,8192,…`."""
+    return [positive_int(part.strip()) for part in text.split(",")]
+
+
+def add_documents_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--documents",
+        type=lengths,
+        metavar="L1,L2,...",
+        help="document lengths of a packed sequence, for patterns with document parts (they sum to seq_len)",
+    )
+
+
+def documents_and_seq_len(args: argparse.Namespace) -> tuple[Any, int | None]:
+    """(document ids or None, seq_len): the lengths' sum is the seq_len unless --seq-len says otherwise."""
+    if args.documents is None:
+        return None, args.seq_len
+    total = sum(args.documents)
+    if args.seq_len is not None and args.seq_len != total:
+        raise DocumentsError(f"--documents lengths sum to {total}, but --seq-len is {args.seq_len}")
+    return ids_from_lengths(args.documents), total

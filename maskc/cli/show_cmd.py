@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from maskc.cli.options import add_spec_arguments, positive_int
+from maskc.cli.options import add_documents_argument, add_spec_arguments, documents_and_seq_len, positive_int
 from maskc.compiler import as_spec, compile
 from maskc.draw import ascii_mask, ascii_reach, mask_png, reach_png
 from maskc.draw_grid import ascii_query, query_png
@@ -15,6 +15,10 @@ HELP = "draw the mask (text for small n, or --png FILE), coloured by the primiti
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_spec_arguments(parser)
+    add_documents_argument(parser)
+    parser.add_argument(
+        "--seed", type=int, help="draw clusters and top-k as resolved from random q and k drawn with this seed"
+    )
     parser.add_argument("--png", metavar="FILE", help="write a picture: one panel per distinct pattern, with a legend")
     parser.add_argument(
         "--reach",
@@ -31,13 +35,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     spec = as_spec(args.spec)
-    n = compile(spec, seq_len=args.seq_len).n
+    documents, seq_len = documents_and_seq_len(args)
+    n = compile(spec, seq_len=seq_len).n
     if args.query is not None:
         print(query_png(spec, args.query, args.png) if args.png else ascii_query(spec, args.query))
     elif args.reach is not None:
         print(reach_png(spec, n, args.reach, args.png) if args.png else ascii_reach(spec, n, args.reach))
     elif args.png:
-        print(mask_png(spec, n, args.png, args.block_size))
+        print(mask_png(spec, n, args.png, args.block_size, documents, args.seed))
     else:
-        print(ascii_mask(spec, n, args.block_size))
+        print(ascii_mask(spec, n, args.block_size, documents, args.seed))
     return 0

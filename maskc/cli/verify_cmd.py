@@ -11,7 +11,7 @@ import sys
 import time
 from typing import Any
 
-from maskc.cli.options import add_spec_arguments, positive_int
+from maskc.cli.options import add_documents_argument, add_spec_arguments, documents_and_seq_len, positive_int
 from maskc.errors import ArgumentError
 from maskc.loader import load
 from maskc.verify import Report, Witness, verify
@@ -22,6 +22,7 @@ HELP = "prove that every token reaches every token it must within L layers, or p
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_spec_arguments(parser)
+    add_documents_argument(parser)
     parser.add_argument(
         "--layers",
         type=positive_int,
@@ -90,7 +91,10 @@ def run(args: argparse.Namespace) -> int:
     layers, note = _default_layers(args)
     progress = StderrProgress() if sys.stderr.isatty() else None
     try:
-        report = verify(args.spec, layers, seq_len=args.seq_len, block_size=args.block_size, progress=progress)
+        documents, seq_len = documents_and_seq_len(args)
+        report = verify(
+            args.spec, layers, seq_len=seq_len, block_size=args.block_size, progress=progress, documents=documents
+        )
         witness = report.path(*args.path, unbounded=True) if args.path else None
     finally:
         if progress is not None:

@@ -40,9 +40,10 @@ class StoredTiles(Protocol):
 
 def require_static(layout: StoredTiles) -> None:
     if layout.rule.dynamic:
+        inputs = sorted({getattr(leaf, "decided_by", "q and k") for leaf in layout.rule.leaves() if leaf.dynamic})
         raise DynamicPatternError(
             f"the pattern has a part decided at run time ({layout.rule.describe()}); "
-            "its elements are known only after resolving it with q and k"
+            f"its elements are known only after resolving it with {' and '.join(inputs)}"
         )
 
 

@@ -23,10 +23,12 @@ from maskc.grid import TileGrid
 from maskc.ir import elements
 from maskc.ir.irfile import check_tables, read_pattern_file, save_pattern
 from maskc.lowering import lower_pattern, pattern_path
-from maskc.rules import Rule, layout_rule
+from maskc.rules import LabelRule, Rule, SelectedBlocksRule, layout_rule
 from maskc.spec import Spec
 from maskc.stats import PatternStats, pattern_stats
 
+#: Rules that hold one call's resolution (documents, cluster labels, top-k selections).
+RESOLVED = (LabelRule, SelectedBlocksRule)
 if TYPE_CHECKING:
     import scipy.sparse as sp
 
@@ -238,6 +240,15 @@ class CompiledPattern:
         return tables
 
     def save(self, path: Any) -> None:
+        """Write the pattern; loading lowers its rules again from the spec, so a pattern resolved for one
+        call (its documents, or its clusters and top-k from q and k) cannot be saved: it would come
+        back unresolved."""
+        resolved = [leaf for layout in self.layouts for leaf in layout.rule.leaves() if isinstance(leaf, RESOLVED)]
+        if resolved:
+            raise MaskcError(
+                f"pattern {self.spec.name!r} is resolved for one call ({resolved[0].describe()}); save the pattern "
+                "before documents, q or k resolve it"
+            )
         save_pattern(self, path)
 
     @staticmethod

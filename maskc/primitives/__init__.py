@@ -6,11 +6,13 @@ from maskc.primitives.block_local import BlockLocal
 from maskc.primitives.cluster import Cluster
 from maskc.primitives.combinators import Difference, Intersect, Union
 from maskc.primitives.dense import Dense
+from maskc.primitives.document import Document
 from maskc.primitives.global_ import Global
 from maskc.primitives.neighborhood import Neighborhood, Tiles
 from maskc.primitives.random import Random
 from maskc.primitives.sink import Sink
 from maskc.primitives.stride import Stride
+from maskc.primitives.topk import Topk
 from maskc.primitives.window import Window
 
 __all__ = [
@@ -20,6 +22,7 @@ __all__ = [
     "Cluster",
     "Dense",
     "Difference",
+    "Document",
     "Global",
     "Intersect",
     "LowerContext",
@@ -30,6 +33,7 @@ __all__ = [
     "Sink",
     "Stride",
     "Tiles",
+    "Topk",
     "Union",
     "Window",
     "parse_pattern",

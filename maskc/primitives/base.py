@@ -15,6 +15,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 from pydantic_core import PydanticCustomError
 
@@ -48,13 +49,16 @@ def raise_located(err: ValidationError, loc: tuple[Any, ...] = ()) -> None:
 PATTERN_TYPES: dict[str, type[PatternNode]] = {}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class LowerContext:
-    """What lowering a node to a rule needs to know: the sequence length, the spec's unit, its grid."""
+    """What lowering a node to a rule needs to know: the sequence length, the spec's unit, its grid,
+    causality, and the documents of a run-time call when they are known (document ids per position)."""
 
     n: int
     block_size: int
     canvas: Canvas | None = None
+    causal: bool = False
+    documents: np.ndarray | None = None
 
     def fail(self, path: Origin, message: str) -> SpecError:
         return SpecError(message, path=path)

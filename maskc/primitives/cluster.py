@@ -50,4 +50,4 @@ class Cluster(Primitive):
                 path.child("clusters"),
                 f"lsh hashes to ±projections, so clusters must be even; `{self.clusters}` is {clusters}",
             )
-        return ClusterRule(self.model_copy(update={"clusters": clusters}), path)  # type: ignore[arg-type]
+        return ClusterRule(self.model_copy(update={"clusters": clusters}), ctx.n, path)  # type: ignore[arg-type]

@@ -15,6 +15,7 @@ from pydantic import NonNegativeInt, model_validator
 from maskc import limits
 from maskc.origin import Origin
 from maskc.primitives.base import LowerContext, Primitive, register
+from maskc.primitives.document import per_document
 from maskc.primitives.sizes import PositiveSize, Size, size_at
 from maskc.rules import Rule, TokenSet, TokenSetRule, UnionRule
 
@@ -37,6 +38,9 @@ class Global(Primitive):
     offset: Size | None = None
     last: PositiveSize | None = None
     direction: Literal["both", "rows", "columns"] = "both"
+    #: "sequence": positions of the sequence; "document": positions counted from each document's
+    #: start, holding within that document.
+    per: Literal["sequence", "document"] = "sequence"
 
     @model_validator(mode="after")
     def _one_selector(self) -> Global:
@@ -97,7 +101,7 @@ class Global(Primitive):
             return TokenSet(ctx.n, tokens=self.tokens)
         if self.first is not None:
             first = size_at(self.first, ctx.n, path.child("first"), 1)
-            if first > ctx.n:
+            if first > ctx.n and self.per == "sequence":  # a document's first tokens may be all of it
                 raise ctx.fail(path.child("first"), f"first {first} exceeds seq_len {ctx.n}")
             return TokenSet(ctx.n, first=first)
         every = size_at(self.every, ctx.n, path.child("every"), 1)  # type: ignore[arg-type]
@@ -110,7 +114,14 @@ class Global(Primitive):
             raise ctx.fail(path.child("offset"), f"offset {offset} is not below seq_len {ctx.n}: no global token")
         return TokenSet(ctx.n, every=every, offset=offset)
 
+    def is_dynamic(self) -> bool:
+        return self.per == "document"
+
     def lower(self, ctx: LowerContext, path: Origin) -> Rule:
+        if self.per == "document":
+            if self.last is not None:
+                raise ctx.fail(path.child("per"), "per: document takes tokens, first or every with offset, not last")
+            return per_document(ctx, self.token_set(ctx, path), self.direction, path)
         sets = self.token_sets(ctx, path)
         both = self.direction == "both"
         axes = ["rows", "columns"] if both else [self.direction]

@@ -1,9 +1,13 @@
-"""sink: every query attends the first `count` keys (StreamingLLM's attention sinks)."""
+"""sink: every query attends the first `count` keys (StreamingLLM's attention sinks), of the sequence
+or, with `per: document`, of the query's own document."""
 
 from __future__ import annotations
 
+from typing import Literal
+
 from maskc.origin import Origin
 from maskc.primitives.base import LowerContext, Primitive, register
+from maskc.primitives.document import per_document
 from maskc.primitives.sizes import PositiveSize, size_at
 from maskc.rules import Rule, TokenSet, TokenSetRule
 
@@ -16,9 +20,17 @@ class Sink(Primitive):
     summary = "every query attends the first `count` keys"
 
     count: PositiveSize
+    #: "sequence": the first keys of the sequence; "document": the first keys of the query's document.
+    per: Literal["sequence", "document"] = "sequence"
+
+    def is_dynamic(self) -> bool:
+        return self.per == "document"
 
     def lower(self, ctx: LowerContext, path: Origin) -> Rule:
         count = size_at(self.count, ctx.n, path.child("count"), 1)
-        if count > ctx.n:
+        if count > ctx.n and self.per == "sequence":  # a document's first keys may be all of it
             raise ctx.fail(path.child("count"), f"count {count} exceeds seq_len {ctx.n}")
-        return TokenSetRule(TokenSet(ctx.n, first=count), "columns", path)
+        tokens = TokenSet(ctx.n, first=count)
+        if self.per == "document":
+            return per_document(ctx, tokens, "columns", path)
+        return TokenSetRule(tokens, "columns", path)

@@ -311,8 +311,13 @@ def source_bits(lo: int, hi: int, n: int, words: int) -> np.ndarray:
     return x
 
 
-def required_bits(lo: int, hi: int, n: int, words: int, causal: bool) -> np.ndarray:
-    """Which source bits each row must hold: all of the chunk, or for causal specs those at or before it."""
+def required_bits(
+    lo: int, hi: int, n: int, words: int, causal: bool, documents: tuple[np.ndarray, np.ndarray] | None = None
+) -> np.ndarray:
+    """Which source bits each row must hold: all of the chunk, or for causal specs those at or before it;
+    with documents (first and last position of each position's document), those of its document only."""
+    if documents is not None:
+        return _document_required_bits(lo, hi, words, causal, documents)
     need = np.zeros((n, words), dtype=np.uint64)
     prefix = np.cumsum(source_bits(lo, hi, hi, words)[lo:hi], axis=0, dtype=np.uint64)
     everything = prefix[-1] if hi > lo else np.zeros(words, dtype=np.uint64)
@@ -324,6 +329,22 @@ def required_bits(lo: int, hi: int, n: int, words: int, causal: bool) -> np.ndar
     return need
 
 
+def _document_required_bits(
+    lo: int, hi: int, words: int, causal: bool, documents: tuple[np.ndarray, np.ndarray]
+) -> np.ndarray:
+    """Row i needs the chunk's sources s in its document (and s ≤ i when causal): a range of sources,
+    whose bits are a difference of two prefix sums (the bits are distinct, so sums are ORs)."""
+    first, last = documents
+    n = len(first)
+    prefix = np.zeros((hi - lo + 1, words), dtype=np.uint64)
+    prefix[1:] = np.cumsum(source_bits(lo, hi, hi, words)[lo:hi], axis=0, dtype=np.uint64)
+    rows = np.arange(n)
+    a = np.clip(first, lo, hi) - lo
+    b = np.clip((rows if causal else last) + 1, lo, hi) - lo
+    b = np.maximum(a, b)
+    return prefix[b] - prefix[a]
+
+
 class BitSearch:
     """The reach state of one chunk of sources."""
 
@@ -331,7 +352,7 @@ class BitSearch:
         n, words, causal = model.stack.n, model.words, model.stack.causal
         self.model, self.lo, self.hi = model, lo, hi
         self.x = source_bits(lo, hi, n, words)
-        self.need = required_bits(lo, hi, n, words, causal)
+        self.need = required_bits(lo, hi, n, words, causal, model.stack.document_bounds)
         self.recorded: tuple[int, int, np.ndarray] | None = None
 
     def apply(self, layer: int, pattern: int) -> bool:

@@ -99,6 +99,8 @@ class Report:
     def lines(self) -> list[str]:
         """The human-readable report `maskc verify` prints."""
         scope = "every key j ≤ query i (causal)" if self.causal else "every pair"
+        if self._stack.document_bounds is not None:
+            scope += " of one document"
         layers = f"{self.layers} layer{'s' if self.layers != 1 else ''}"
         verdict = f"PROVEN: {scope} reaches" if self.reachable else f"REFUTED: not {scope} reaches"
         out = [

@@ -95,6 +95,8 @@ Engine = GridEngine | IntervalEngine | BitEngine
 
 
 def choose_engine(stack: LayerStack) -> Engine:
+    if stack.document_bounds is not None:
+        return BitEngine(stack, "reach is checked inside each document")
     try:
         return GridEngine(stack)
     except NotProductShapedError:

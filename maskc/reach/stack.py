@@ -10,11 +10,13 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from maskc.compiler import as_spec, compile
-from maskc.errors import MaskcError
+from maskc.documents import document_ids, uses_documents
+from maskc.errors import DocumentsError, MaskcError
 from maskc.grid import ragged_ranges
 from maskc.ir import BlockLayout, CompiledPattern
 from maskc.ir.build import build_layout
@@ -51,6 +53,9 @@ class LayerStack:
     runs: tuple[tuple[int, int], ...]
     #: Origins of the dynamic (run-time) leaves whose edges were left out.
     dynamic: tuple[str, ...]
+    #: With documents: per position, the first and last position of its document; every key must
+    #: then reach the queries of its own document only.
+    document_bounds: tuple[np.ndarray, np.ndarray] | None = None
 
     @property
     def period(self) -> int:
@@ -80,7 +85,11 @@ class LayerStack:
 
     def targets(self, j: int) -> tuple[int, int]:
         """The queries source j must reach: (first, last) inclusive."""
-        return (j, self.n - 1) if self.causal else (0, self.n - 1)
+        lo, hi = (j, self.n - 1) if self.causal else (0, self.n - 1)
+        if self.document_bounds is None:
+            return lo, hi
+        first, last = self.document_bounds
+        return max(lo, int(first[j])), min(hi, int(last[j]))
 
     def check_position(self, value: int, what: str) -> int:
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not 0 <= value < self.n:
@@ -136,19 +145,38 @@ def _compile_schedule(
     ]
 
 
+def _with_documents(
+    spec: Spec, entries: list[tuple[int, CompiledPattern]], documents: Any
+) -> list[tuple[int, CompiledPattern]]:
+    """The schedule with every layer that depends on documents resolved to them (an error when none does)."""
+    if not any(uses_documents(pattern) for _, pattern in entries):
+        raise DocumentsError(f"documents were given, but no layer of {spec.name!r} depends on documents")
+    return [
+        (count, compile(p.spec, seq_len=p.n, block_size=(p.block_m, p.block_n), documents=documents))
+        if uses_documents(p)
+        else (count, p)
+        for count, p in entries
+    ]
+
+
 def build_stack(
     subject: Spec | str | Path | CompiledPattern,
     seq_len: int | None = None,
     block_size: int | tuple[int, int] | None = None,
+    documents: Any = None,
 ) -> LayerStack:
     """The layer model of a spec (its layer schedule) or of one compiled pattern used at every layer."""
     if isinstance(subject, CompiledPattern):
+        if documents is not None:
+            raise MaskcError("documents go to maskc.compile(..., documents=ids) when verifying a compiled pattern")
         if seq_len is not None and seq_len != subject.n:
             raise MaskcError(f"the compiled pattern is for seq_len {subject.n}; got seq_len={seq_len}")
         entries, spec = [(1, subject)], subject.spec
     else:
         spec = as_spec(subject)
         entries = _compile_schedule(spec, seq_len, block_size)
+        if documents is not None:
+            entries = _with_documents(spec, entries, documents)
     layers: dict[int, LayerPattern] = {}
     runs, dynamic = [], []
     for count, pattern in entries:
@@ -158,4 +186,12 @@ def build_stack(
         runs.append((count, list(layers).index(id(pattern))))
     patterns = tuple(layers.values())
     n = patterns[0].layout.grid.n
-    return LayerStack(spec.name, n, spec.causal, patterns, tuple(runs), tuple(dynamic))
+    bounds = None if documents is None else _document_bounds(document_ids(documents, n))
+    return LayerStack(spec.name, n, spec.causal, patterns, tuple(runs), tuple(dynamic), bounds)
+
+
+def _document_bounds(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per position, the first and the last position of its document (ids non-decreasing)."""
+    first = np.searchsorted(ids, ids, side="left")
+    last = np.searchsorted(ids, ids, side="right") - 1
+    return first.astype(np.int64), last.astype(np.int64)

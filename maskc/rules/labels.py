@@ -11,11 +11,10 @@ from typing import Protocol
 
 import numpy as np
 
-from maskc.errors import DynamicPatternError
 from maskc.grid import TileGrid
 from maskc.origin import Origin
-from maskc.rules.band import BandRule
-from maskc.rules.base import EmptyRule, Rule, TileClass
+from maskc.rules.base import Rule, TileClass
+from maskc.rules.deferred import DeferredRule
 
 
 class ClusterParams(Protocol):
@@ -27,40 +26,15 @@ class ClusterParams(Protocol):
     iterations: int
 
 
-class ClusterRule(Rule):
-    """A placeholder for cluster membership; every element question about it is deferred."""
+class ClusterRule(DeferredRule):
+    """Cluster membership, decided by the cluster labels of q and k: resolved on the host (`LabelRule`),
+    or on the GPU by the predicate over the call's label tables."""
 
-    dynamic = True
-
-    def __init__(self, params: ClusterParams, origin: Origin) -> None:
-        self.params, self.origin = params, origin
-
-    def deferred_error(self) -> DynamicPatternError:
-        return DynamicPatternError(
-            f"{self.origin}: cluster membership is decided at run time from q and k; "
-            "resolve the pattern with assignments first"
-        )
-
-    def mask(self, i: np.ndarray, j: np.ndarray) -> np.ndarray:
-        raise self.deferred_error()
-
-    def blocks(self, grid: TileGrid) -> np.ndarray:
-        raise self.deferred_error()
-
-    def classify(self, grid: TileGrid, r: np.ndarray, c: np.ndarray) -> TileClass:
-        raise self.deferred_error()
-
-    def estimate(self, grid: TileGrid) -> int:
-        return grid.row_tiles * grid.col_tiles
-
-    def signature(self, grid: TileGrid, r: np.ndarray, c: np.ndarray) -> list[np.ndarray]:
-        raise self.deferred_error()
+    def __init__(self, params: ClusterParams, n: int, origin: Origin) -> None:
+        self.params, self.n, self.origin = params, n, origin
 
     def describe(self) -> str:
         return f"cluster({self.params.clusters}, {self.params.method})"
-
-    def static_bound(self, lower: bool = True) -> Rule:
-        return EmptyRule(self.origin) if lower else BandRule(1, None, None, 1, self.origin)
 
 
 class LabelRule(Rule):

@@ -111,10 +111,16 @@ def _poison_allocator(nbytes: int) -> None:
 def _relative(got: torch.Tensor, want: torch.Tensor) -> float:
     """‖got − want‖ / ‖want‖, with ‖want‖ taken as at least 1e-3 per element: where the exact
     value is zero (the gradients of a query that attends only itself) rounding is compared with
-    that absolute scale instead of with nothing."""
-    assert torch.isfinite(got).all(), "non-finite values (an unwritten tile?)"
-    floor = 1e-3 * want.numel() ** 0.5
-    return ((got.float() - want).norm() / want.norm().clamp_min(floor)).item()
+    that absolute scale instead of with nothing. The lse of a row with no key is −inf: such
+    positions must be −inf on both sides, and every other value finite in both."""
+    got, want = got.float(), want.float()
+    empty = want == float("-inf")
+    assert torch.equal(got == float("-inf"), empty), "−inf at other positions than the reference's"
+    assert torch.isfinite(got[~empty]).all(), "non-finite values (an unwritten tile?)"
+    assert torch.isfinite(want[~empty]).all(), "non-finite reference values"
+    got, want = got[~empty], want[~empty]
+    floor = 1e-3 * max(want.numel(), 1) ** 0.5
+    return ((got - want).norm() / want.norm().clamp_min(floor)).item()
 
 
 def _check(pattern, batch, kv_heads, head_dim, dtype, scale=None, seed=None):

@@ -1,0 +1,244 @@
+"""Run-time patterns on one GPU, in one process: packed documents and top-k block selection, against
+FlexAttention (the equivalent mask_mod), torch's varlen_attn (documents) and dense causal cuDNN.
+
+Run on a CUDA machine: python3 bench/bench_runtime.py [--n 32768] [--cases documents,window,topk,kmeans,lsh]
+bf16, B = 1, H = 16, D = 128, the 8 document lengths of issue 13 (2381, 1211, 2568, 1799, 1174, 5864,
+13954, 3817). maskc's times include its run-time layout build (the documents' tile tables, the top-k
+selection), since both run inside every call. FlexAttention's kernel is timed with its block mask
+built once, and the block-mask build is timed apart (per batch it is part of the cost). Both sides
+run the same mask: the active pairs of Flex's mask_mod are counted on the GPU and must equal maskc's
+exact count (from the host resolution), and the outputs' relative difference is printed. Efficiency
+is each time against dense causal cuDNN's in the same run, scaled by the work: (pairs / dense pairs)
+· dense time / time. Medians of triton.testing.do_bench. Writes JSON to $OUT/bench_runtime.json
+when OUT is set.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from bench_triton import time_fwd_bwd  # the same timing as the static patterns' benchmark
+from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.nn.attention.flex_attention import create_block_mask, flex_attention
+from triton.testing import do_bench
+
+import maskc
+from maskc.clustering import resolve_dynamic
+from maskc.errors import MaskcWarning
+from maskc.selection import select_blocks
+
+B, H, D = 1, 16, 128
+DTYPE = torch.bfloat16
+LENGTHS = [2381, 1211, 2568, 1799, 1174, 5864, 13954, 3817]
+ROWS: list[dict[str, Any]] = []
+
+
+def log(**row: Any) -> None:
+    ROWS.append(row)
+    print(json.dumps(row), flush=True)
+    if os.environ.get("OUT"):
+        with open(os.path.join(os.environ["OUT"], "bench_runtime.json"), "w") as f:
+            json.dump(ROWS, f, indent=1)
+
+
+def count_pairs(mask_mod: Callable, n: int, heads: int) -> int:
+    """Active pairs of a mask_mod over every head, evaluated on the GPU in row chunks."""
+    total, keys = 0, torch.arange(n, device="cuda")[None, :]
+    for h in range(heads):
+        for lo in range(0, n, 2048):
+            rows = torch.arange(lo, min(lo + 2048, n), device="cuda")[:, None]
+            total += int(mask_mod(0, h, rows, keys).sum())
+    return total
+
+
+def relative(a: torch.Tensor, b: torch.Tensor) -> float:
+    return ((a.float() - b.float()).norm() / b.float().norm()).item()
+
+
+def compiled(spec: dict[str, Any], n: int) -> maskc.CompiledPattern:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", MaskcWarning)
+        return maskc.compile(maskc.Spec.model_validate(spec), seq_len=n, heads=H)
+
+
+class Dense:
+    """Dense causal cuDNN in the same run: the efficiency yardstick."""
+
+    def __init__(self, n: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
+        with sdpa_kernel(SDPBackend.CUDNN_ATTENTION):
+            self.fwd, self.fwd_bwd = time_fwd_bwd(
+                lambda a, b, c: F.scaled_dot_product_attention(a, b, c, is_causal=True), q, k, v
+            )
+        self.pairs = H * n * (n + 1) // 2
+        log(impl="sdpa_cudnn", case="dense_causal", fwd_ms=round(self.fwd, 3), fwdbwd_ms=round(self.fwd_bwd, 3))
+
+    def efficiency(self, pairs: int, fwd: float, fwd_bwd: float) -> dict[str, float]:
+        share = pairs / self.pairs
+        return {
+            "fwd_ms": round(fwd, 3),
+            "fwdbwd_ms": round(fwd_bwd, 3),
+            "fwd_efficiency": round(share * self.fwd / fwd, 3),
+            "fwdbwd_efficiency": round(share * self.fwd_bwd / fwd_bwd, 3),
+        }
+
+
+def bench_maskc(case: str, ours: Callable, pairs: int, dense: Dense, q, k, v) -> torch.Tensor:
+    out = ours(q, k, v)
+    out.backward(torch.randn_like(out))
+    fwd, fwd_bwd = time_fwd_bwd(ours, q, k, v)
+    log(impl="maskc", case=case, pairs=pairs, **dense.efficiency(pairs, fwd, fwd_bwd))
+    return ours(q, k, v)
+
+
+def bench_flex(case: str, mask_mod: Callable, heads: int | None, pairs: int, dense: Dense, reference, q, k, v) -> None:
+    torch._dynamo.reset()
+    flex_pairs = count_pairs(mask_mod, q.shape[2], H)
+    if flex_pairs != pairs:
+        log(impl="flex", case=case, error=f"mask mismatch: maskc {pairs} pairs, flex mask_mod {flex_pairs}")
+        return
+    n = q.shape[2]
+
+    def build() -> Any:
+        return create_block_mask(mask_mod, 1, heads, n, n, device="cuda", _compile=True)
+
+    block_mask = build()
+    build_ms = do_bench(build, warmup=3, rep=10, return_mode="median")
+    flex = torch.compile(flex_attention, dynamic=False)
+
+    def theirs(a, b, c):
+        return flex(a, b, c, block_mask=block_mask)
+
+    agreement = relative(reference, theirs(q, k, v))
+    fwd, fwd_bwd = time_fwd_bwd(theirs, q, k, v)
+    log(impl="flex", case=case, block_mask_ms=round(build_ms, 3), out_vs_maskc=round(agreement, 5),
+        **dense.efficiency(pairs, fwd, fwd_bwd))  # fmt: skip
+
+
+def bench_varlen(case: str, window: int | None, pairs: int, dense: Dense, reference, q, k, v) -> None:
+    try:
+        from torch.nn.attention.varlen import varlen_attn
+    except ImportError as error:
+        log(impl="varlen_attn", case=case, error=str(error)[:200])
+        return
+    cu = torch.tensor([0, *np.cumsum(LENGTHS).tolist()], device="cuda", dtype=torch.int32)
+    longest = max(LENGTHS)
+    size = (-1, 0) if window is None else (window - 1, 0)
+
+    def theirs(a, b, c):
+        return varlen_attn(a, b, c, cu, cu, longest, longest, window_size=size)
+
+    # varlen_attn takes packed (n, H, D) tensors: its own copies, made before any timing
+    packed = [x.detach()[0].transpose(0, 1).contiguous().requires_grad_() for x in (q, k, v)]
+    try:
+        agreement = relative(reference, theirs(*packed).transpose(0, 1)[None])
+        fwd, fwd_bwd = time_fwd_bwd(theirs, *packed)
+        log(impl="varlen_attn", case=case, out_vs_maskc=round(agreement, 5), **dense.efficiency(pairs, fwd, fwd_bwd))
+    except Exception as error:  # an unsupported option is reported, not fatal
+        log(impl="varlen_attn", case=case, error=f"{type(error).__name__}: {str(error)[:200]}")
+
+
+def bench_documents(case: str, window: int | None, n: int, dense: Dense, q, k, v) -> None:
+    part: Any = (
+        {"document": {}}
+        if window is None
+        else {"intersect": [{"document": {}}, {"window": {"before": window - 1, "after": 0}}]}
+    )
+    pattern = compiled({"name": case, "causal": True, "pattern": part}, n)
+    ids = maskc.ids_from_lengths(LENGTHS)
+    pairs = H * maskc.compile(pattern.spec, seq_len=n, documents=ids).layouts[0].element_count()
+    documents = torch.as_tensor(ids, device="cuda")[None]
+
+    def ours(a, b, c):
+        return maskc.attention(a, b, c, pattern, backend="triton", documents=documents)
+
+    reference = bench_maskc(case, ours, pairs, dense, q, k, v)
+    doc = documents[0]
+
+    def mask_mod(b, h, i, j):
+        keep = (doc[i] == doc[j]) & (i >= j)
+        return keep if window is None else keep & (i - j < window)
+
+    bench_flex(case, mask_mod, None, pairs, dense, reference, q, k, v)
+    bench_varlen(case, window, pairs, dense, reference, q, k, v)
+
+
+def bench_topk(n: int, dense: Dense, q, k, v) -> None:
+    case = "topk16 (B=64) + causal window 512 + 4 sinks"
+    spec = {
+        "name": "nsa",
+        "causal": True,
+        "block_size": 64,
+        "pattern": [{"window": {"before": 511, "after": 0}}, {"topk": {"blocks": 16}}, {"sink": {"count": 4}}],
+    }
+    pattern = compiled(spec, n)
+
+    def ours(a, b, c):
+        return maskc.attention(a, b, c, pattern, backend="triton")
+
+    with torch.no_grad():
+        resolved = resolve_dynamic(pattern, q.detach(), k.detach())[0]
+        selected = select_blocks(q.detach(), k.detach(), maskc.Topk(blocks=16), 64, True)[0]
+    pairs = sum(resolved.layout_of_head(h).element_count() for h in range(H))
+    reference = bench_maskc(case, ours, pairs, dense, q, k, v)
+
+    def mask_mod(b, h, i, j):
+        return (i >= j) & ((i - j < 512) | (j < 4) | selected[h, i // 64, j // 64])
+
+    bench_flex(case, mask_mod, H, pairs, dense, reference, q, k, v)
+
+
+def bench_clusters(method: str, n: int, dense: Dense, q, k, v) -> None:
+    clusters = round(n**0.5) if method == "kmeans" else 64
+    spec = {"name": method, "causal": True, "pattern": {"cluster": {"clusters": clusters, "method": method}}}
+    pattern = compiled(spec, n)
+
+    def ours(a, b, c):
+        return maskc.attention(a, b, c, pattern, backend="triton")
+
+    try:
+        fwd, fwd_bwd = time_fwd_bwd(ours, q, k, v)
+        log(
+            impl="maskc",
+            case=f"{method} clusters {clusters}, causal",
+            fwd_ms=round(fwd, 3),
+            fwdbwd_ms=round(fwd_bwd, 3),
+            fwd_vs_dense=round(fwd / dense.fwd, 3),
+            fwdbwd_vs_dense=round(fwd_bwd / dense.fwd_bwd, 3),
+        )
+    except Exception as error:
+        log(impl="maskc", case=f"{method} clusters", error=f"{type(error).__name__}: {str(error)[:200]}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=sum(LENGTHS))
+    parser.add_argument("--cases", default="documents,window,topk,kmeans,lsh")
+    args = parser.parse_args()
+    if args.n != sum(LENGTHS):
+        parser.error(f"the documents sum to {sum(LENGTHS)}; --n must be that")
+    cases = args.cases.split(",")
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(B, H, args.n, D, device="cuda", dtype=DTYPE, requires_grad=True) for _ in range(3))
+    log(device=torch.cuda.get_device_name(), torch=torch.__version__, n=args.n, lengths=LENGTHS)
+    dense = Dense(args.n, q, k, v)
+    if "documents" in cases:
+        bench_documents("documents, document-causal", None, args.n, dense, q, k, v)
+    if "window" in cases:
+        bench_documents("documents, causal window 1024 inside each", 1024, args.n, dense, q, k, v)
+    if "topk" in cases:
+        bench_topk(args.n, dense, q, k, v)
+    for method in ("kmeans", "lsh"):
+        if method in cases:
+            bench_clusters(method, args.n, dense, q, k, v)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,89 @@
+"""Documents of packed sequences: the ids a call passes, checked, and what a pattern needs of them.
+
+A call passes `documents`, an integer tensor (B, N) of document ids, non-decreasing along N.
+`document_ids` checks one sequence's ids on the host (compile, the CLI); `check_documents` checks a
+call's tensor where it lies, so a GPU call needs no copy of it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from maskc.errors import DocumentsError
+
+if TYPE_CHECKING:
+    from maskc.ir import CompiledPattern
+
+
+def uses_documents(pattern: CompiledPattern) -> bool:
+    """Whether a compiled pattern has leaves decided by the documents (document, per-document sets)."""
+    return any(
+        getattr(leaf, "decided_by", None) == "documents" for layout in pattern.layouts for leaf in layout.rule.leaves()
+    )
+
+
+def ids_from_lengths(lengths: Sequence[int]) -> np.ndarray:
+    """Document lengths [l0, l1, …] → ids 0 (l0 times), 1 (l1 times), …"""
+    lengths = list(lengths)
+    bad = [x for x in lengths if isinstance(x, bool) or not isinstance(x, (int, np.integer)) or x < 1]
+    if not lengths or bad:
+        raise DocumentsError(f"document lengths must be whole numbers ≥ 1, got {lengths!r}")
+    return np.repeat(np.arange(len(lengths), dtype=np.int64), lengths)
+
+
+def document_ids(documents: Any, n: int) -> np.ndarray:
+    """One sequence's ids as int64 (n,), checked: integers, length n, non-decreasing."""
+    if isinstance(documents, torch.Tensor):
+        if documents.is_floating_point() or documents.is_complex() or documents.dtype == torch.bool:
+            raise DocumentsError(f"documents must hold integer ids, got dtype {documents.dtype}")
+        documents = documents.detach().cpu().numpy()
+    ids = np.asarray(documents)
+    if ids.dtype.kind not in "iu":
+        raise DocumentsError(f"documents must hold integer ids, got {ids.dtype} values")
+    if ids.shape != (n,):
+        raise DocumentsError(f"documents must give one id per position, shape ({n},); got shape {ids.shape}")
+    drops = np.flatnonzero(ids[1:] < ids[:-1])
+    if len(drops):
+        at = int(drops[0])
+        raise DocumentsError(
+            f"document ids must be non-decreasing along the sequence; position {at + 1} has id {ids[at + 1]} "
+            f"after {ids[at]}"
+        )
+    return ids.astype(np.int64)
+
+
+def _under_capture(device: torch.device) -> bool:
+    """Whether the call is traced or captured, where reading a value back to the host is not allowed."""
+    if torch.compiler.is_compiling():
+        return True
+    return device.type == "cuda" and torch.cuda.is_current_stream_capturing()
+
+
+def check_documents(documents: Any, batch: int, n: int, device: torch.device) -> torch.Tensor:
+    """A call's documents, checked against its batch, length and device.
+
+    Shape, dtype and device are checked always. Non-decreasing ids are checked too, except while
+    torch.compile traces or a CUDA graph captures the call: that check reads one flag back to the
+    host, which neither allows.
+    """
+    if not isinstance(documents, torch.Tensor):
+        raise DocumentsError(f"documents must be a torch tensor ({batch}, {n}), got {type(documents).__name__}")
+    if documents.is_floating_point() or documents.is_complex() or documents.dtype == torch.bool:
+        raise DocumentsError(f"documents must hold integer ids, got dtype {documents.dtype}")
+    if tuple(documents.shape) != (batch, n):
+        raise DocumentsError(
+            f"documents must have shape (batch, seq_len) = ({batch}, {n}); got {tuple(documents.shape)}"
+        )
+    if documents.device != device:
+        raise DocumentsError(f"documents are on {documents.device}, but q is on {device}; put them on one device")
+    if not _under_capture(device) and n > 1 and bool((documents[:, 1:] < documents[:, :-1]).any()):
+        b, at = (documents[:, 1:] < documents[:, :-1]).nonzero()[0].tolist()
+        raise DocumentsError(
+            f"document ids must be non-decreasing along the sequence; batch element {b}, position {at + 1} has id "
+            f"{int(documents[b, at + 1])} after {int(documents[b, at])}"
+        )
+    return documents

@@ -1,0 +1,53 @@
+"""Top-k block selection from q and k, with torch ops on the tensors' own device (no host copy).
+
+score(I, J) = mean query of block I · mean key of block J, in float32, per batch and head; the
+`blocks` best candidates of each query block are kept, ties to the lower J. The same function
+serves the CPU reference (which moves the choice to the host) and the GPU tile-table builder.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from maskc.rules import TopkParams
+
+
+def block_means(x: torch.Tensor, block: int) -> torch.Tensor:
+    """(..., N, D) → (..., ceil(N / block), D) float32 means (the last block over the positions it has)."""
+    n = x.shape[-2]
+    blocks = -(-n // block)
+    padded = torch.nn.functional.pad(x.float(), (0, 0, 0, blocks * block - n))
+    sums = padded.reshape(*x.shape[:-2], blocks, block, x.shape[-1]).sum(dim=-2)
+    sizes = torch.full((blocks,), float(block), device=x.device)
+    sizes[-1] = n - (blocks - 1) * block
+    return sums / sizes[:, None]
+
+
+def block_scores(q: torch.Tensor, k: torch.Tensor, block: int, share: str) -> torch.Tensor:
+    """(B, H, nb, nb) float32 scores; q (B, H, N, D), k (B, Hkv, N, D). With share="group", each head
+    holds the mean score of its group (the query heads reading one key/value head)."""
+    group = q.shape[1] // k.shape[1]
+    q_means = block_means(q, block)
+    k_means = block_means(k, block).repeat_interleave(group, dim=1)
+    scores = q_means @ k_means.transpose(-1, -2)
+    if share == "group" and group > 1:
+        b, h, nb, _ = scores.shape
+        scores = scores.reshape(b, h // group, group, nb, nb).mean(dim=2, keepdim=True)
+        scores = scores.expand(b, h // group, group, nb, nb).reshape(b, h, nb, nb)
+    return scores
+
+
+def select_blocks(q: torch.Tensor, k: torch.Tensor, params: TopkParams, block: int, causal: bool) -> torch.Tensor:
+    """(B, H, nb, nb) bool: key block J selected for query block I.
+
+    A stable descending sort puts equal scores in increasing J, so ties go to the lower J; the
+    first `params.blocks` candidates in that order are kept (all of them when there are fewer).
+    """
+    scores = block_scores(q, k, block, params.share)
+    nb = scores.shape[-1]
+    index = torch.arange(nb, device=scores.device)
+    candidate = index[None, :] <= index[:, None] if causal else torch.ones(nb, nb, dtype=torch.bool, device=q.device)
+    keyed = torch.where(candidate, scores, float("-inf"))
+    order = torch.sort(keyed, dim=-1, descending=True, stable=True).indices
+    keep = (torch.arange(nb, device=index.device) < params.blocks) & candidate.expand_as(keyed).gather(-1, order)
+    return torch.zeros_like(candidate.expand_as(keyed)).scatter(-1, order, keep)

@@ -1,0 +1,177 @@
+"""Run-time tile tables built with torch ops (the Triton backend's documents and top-k path) against the
+host resolution: every non-empty tile is stored, every tile called full is full, tables are well formed."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from specgen import document_spec_dicts, tile_shapes
+
+import maskc
+from maskc.backends.triton.runtime import CallInputs, StaticMaps, compact, runtime_tables
+from maskc.clustering import resolve_dynamic
+from maskc.errors import MaskcWarning
+from maskc.grid import TileGrid
+
+PROPERTY = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+def _maps_from_tables(pointers: np.ndarray, indices: np.ndarray, groups: int, lines: int, width: int) -> np.ndarray:
+    out = np.zeros((groups, lines, width), dtype=bool)
+    for g in range(groups):
+        for line in range(lines):
+            lo, hi = pointers[g * (lines + 1) + line], pointers[g * (lines + 1) + line + 1]
+            row = indices[lo:hi]
+            assert np.all(np.diff(row) > 0), "indices of a line are sorted and distinct"
+            out[g, line, row] = True
+    return out
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.integers(1, 3), st.integers(1, 6), st.integers(1, 6), st.integers(0, 2**16))
+def test_compact_round_trips(groups: int, lines: int, width: int, seed: int) -> None:
+    maps = torch.rand(groups, lines, width, generator=torch.Generator().manual_seed(seed)) < 0.4
+    pointers, indices = compact(maps)
+    assert len(indices) == maps.numel()
+    rebuilt = _maps_from_tables(pointers.numpy(), indices.numpy(), groups, lines, width)
+    assert np.array_equal(rebuilt, maps.numpy())
+
+
+def _tile_truth(mask: np.ndarray, grid: TileGrid) -> tuple[np.ndarray, np.ndarray]:
+    rows, cols = grid.row_tiles * grid.block_m, grid.col_tiles * grid.block_n
+    padded = np.zeros((rows, cols), dtype=bool)
+    valid = np.zeros((rows, cols), dtype=bool)
+    padded[: grid.n, : grid.n] = mask
+    valid[: grid.n, : grid.n] = True
+    view = padded.reshape(grid.row_tiles, grid.block_m, grid.col_tiles, grid.block_n)
+    inside = valid.reshape(grid.row_tiles, grid.block_m, grid.col_tiles, grid.block_n)
+    return view.any(axis=(1, 3)), (view == inside).all(axis=(1, 3))
+
+
+def _check_tables(pattern: maskc.CompiledPattern, masks: np.ndarray, grid: TileGrid, tables, walk: str) -> None:
+    """masks: (B, H, n, n) exact masks; tables for `walk` must cover them exactly."""
+    batch, heads = masks.shape[:2]
+    walk_tables = tables.walk
+    lines, width = (grid.row_tiles, grid.col_tiles) if walk == "rows" else (grid.col_tiles, grid.row_tiles)
+    groups = len(walk_tables.full_ptr) // (lines + 1)
+    full = _maps_from_tables(walk_tables.full_ptr.numpy(), walk_tables.full_idx.numpy(), groups, lines, width)
+    partial = _maps_from_tables(walk_tables.partial_ptr.numpy(), walk_tables.partial_idx.numpy(), groups, lines, width)
+    assert not (full & partial).any()
+    assert sorted(walk_tables.order.tolist()) == list(range(lines))
+    for b in range(batch):
+        for h in range(heads):
+            table = int(tables.table_of_head[h]) + b * tables.table_stride
+            any_true, full_true = _tile_truth(masks[b, h], grid)
+            if walk == "columns":
+                any_true, full_true = any_true.T, full_true.T
+            stored = full[table] | partial[table]
+            assert not (any_true & ~stored).any(), "a non-empty tile is missing"
+            assert not (full[table] & ~full_true).any(), "a tile called full is not"
+
+
+@PROPERTY
+@given(document_spec_dicts(max_n=120), tile_shapes(), st.sampled_from(["rows", "columns"]))
+def test_document_tables_cover_the_exact_mask(
+    case: tuple[dict, int, list[int]], tile: tuple[int, int], walk: str
+) -> None:
+    spec_dict, n, lengths = case
+    spec = maskc.Spec.model_validate(spec_dict)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", MaskcWarning)
+        pattern = maskc.compile(spec, block_size=tile)
+        other = list(reversed(lengths))
+        ids = [maskc.ids_from_lengths(lengths), maskc.ids_from_lengths(other)]
+        masks = np.stack([maskc.compile(spec, block_size=tile, documents=i).to_dense()[None] for i in ids])
+    q = torch.zeros(2, 1, n, 4)
+    inputs = CallInputs.prepare([pattern.layouts[0].rule], q, q, torch.as_tensor(np.stack(ids)))
+    grid = TileGrid(n, *tile)
+    tables = runtime_tables([pattern.layouts[0].rule], pattern.head_layout, grid, walk, inputs, StaticMaps(), q.device)
+    _check_tables(pattern, masks, grid, tables, walk)
+
+
+def _check_resolved_by_q_and_k(spec: maskc.Spec, n: int, tile: tuple[int, int], seed: int) -> None:
+    """Four query heads on two key heads, random q and k: the device tables against the host resolution."""
+    gen = torch.Generator().manual_seed(seed)
+    q, k = torch.randn(2, 4, n, 8, generator=gen), torch.randn(2, 2, n, 8, generator=gen)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", MaskcWarning)
+        pattern = maskc.compile(spec, seq_len=n, heads=4, block_size=tile)
+        resolved = resolve_dynamic(pattern, q, k)
+        masks = np.stack([np.stack([p.layout_of_head(h).to_dense() for h in range(4)]) for p in resolved])
+    rules = [layout.rule for layout in pattern.layouts]
+    inputs = CallInputs.prepare(rules, q, k, None)
+    grid = TileGrid(n, *tile)
+    for walk in ("rows", "columns"):
+        tables = runtime_tables(rules, pattern.head_layout, grid, walk, inputs, StaticMaps(), q.device)
+        _check_tables(pattern, masks, grid, tables, walk)
+
+
+@settings(max_examples=20, deadline=None)
+@given(
+    st.integers(1, 90),
+    st.sampled_from([4, 16, 32]),
+    tile_shapes(),
+    st.integers(1, 4),
+    st.booleans(),
+    st.sampled_from(["head", "group"]),
+    st.integers(0, 2**16),
+)
+def test_topk_tables_cover_the_exact_mask(
+    n: int, block: int, tile: tuple[int, int], blocks: int, causal: bool, share: str, seed: int
+) -> None:
+    spec = maskc.Spec.model_validate(
+        {
+            "name": "nsa",
+            "causal": causal,
+            "block_size": block,
+            "pattern": [{"window": {"before": 5, "after": 0}}, {"topk": {"blocks": blocks, "share": share}}],
+        }
+    )
+    _check_resolved_by_q_and_k(spec, n, tile, seed)
+
+
+@settings(max_examples=8, deadline=None)
+@given(st.integers(2, 80), tile_shapes(), st.sampled_from(["kmeans", "lsh"]), st.booleans(), st.integers(0, 2**16))
+def test_cluster_tables_cover_the_exact_mask(
+    n: int, tile: tuple[int, int], method: str, causal: bool, seed: int
+) -> None:
+    spec = maskc.Spec.model_validate(
+        {
+            "name": "routing",
+            "causal": causal,
+            "pattern": [{"cluster": {"clusters": 4, "method": method}}, {"window": {"before": 3, "after": 0}}],
+        }
+    )
+    _check_resolved_by_q_and_k(spec, n, tile, seed)
+
+
+@settings(max_examples=20, deadline=None)
+@given(st.lists(st.integers(1, 50), min_size=1, max_size=6), tile_shapes())
+def test_document_causal_tables_are_exact(lengths: list[int], tile: tuple[int, int]) -> None:
+    """For documents alone (and causal), the device tables store exactly the non-empty tiles and call
+    exactly the full ones full: no tile outside a document's range is walked."""
+    n = sum(lengths)
+    spec = maskc.Spec.model_validate({"name": "docs", "causal": True, "pattern": {"document": {}}})
+    ids = maskc.ids_from_lengths(lengths)
+    pattern = maskc.compile(spec, seq_len=n, block_size=tile)
+    exact = maskc.compile(spec, seq_len=n, block_size=tile, documents=ids).layouts[0]
+    q = torch.zeros(1, 1, n, 4)
+    rules = [pattern.layouts[0].rule]
+    inputs = CallInputs.prepare(rules, q, q, torch.as_tensor(ids)[None])
+    grid = TileGrid(n, *tile)
+    walk = runtime_tables(rules, pattern.head_layout, grid, "rows", inputs, StaticMaps(), q.device).walk
+    full = _maps_from_tables(walk.full_ptr.numpy(), walk.full_idx.numpy(), 1, grid.row_tiles, grid.col_tiles)[0]
+    partial = _maps_from_tables(walk.partial_ptr.numpy(), walk.partial_idx.numpy(), 1, grid.row_tiles, grid.col_tiles)[
+        0
+    ]
+    rows = exact.tile_rows()
+    stored = np.zeros_like(full)
+    stored[rows, exact.col_idx] = True
+    exact_full = np.zeros_like(full)
+    exact_full[rows[exact.full], exact.col_idx[exact.full]] = True
+    assert np.array_equal(full | partial, stored)
+    assert np.array_equal(full, exact_full)
