@@ -26,6 +26,9 @@ MAX_STORED_TILES = 1 << 26
 #: analysis (empty rows, reach) and the estimate of stored tiles are per tile row; at this limit a
 #: 64-wide tile reaches n = 2**27, a 1024-wide one every n up to MAX_SEQ_LEN.
 MAX_TILE_ROWS = 1 << 21
+#: Longest sequence whose schedule `maskc compile` plans for its summary: a schedule holds each
+#: pass's position tables (8 bytes a position), so past this the summary leaves the passes out.
+MAX_SCHEDULE_SEQ_LEN = 1 << 27
 #: Largest tile side (and spec block_size): element masks are evaluated a tile at a time, and
 #: Triton kernels take tiles of at most a few hundred rows.
 MAX_TILE_SIDE = 1024

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from maskc import limits
 from maskc.cli.options import add_spec_arguments, positive_int
 from maskc.compiler import compile
 from maskc.schedule import SCHEDULE_MODES, schedule_lines, schedule_of, schedule_summary
@@ -39,12 +40,18 @@ def run(args: argparse.Namespace) -> int:
         return 0
     stats = pattern.stats()
     if args.json:
-        print(json.dumps({**stats.as_dict(), **schedule_summary(pattern, schedule_of(pattern))}))
+        planned = pattern.n <= limits.MAX_SCHEDULE_SEQ_LEN
+        summary = schedule_summary(pattern, schedule_of(pattern)) if planned else {"passes": None}
+        print(json.dumps({**stats.as_dict(), **summary}))
     else:
         print("\n".join(stats.lines()))
         for k, layout in enumerate(pattern.layouts):
             print(f"rule [{k}]       {layout.rule.describe()}")
-        print("\n".join(schedule_lines(pattern, schedule_of(pattern))))
+        if pattern.n <= limits.MAX_SCHEDULE_SEQ_LEN:
+            print("\n".join(schedule_lines(pattern, schedule_of(pattern))))
+        else:
+            limit = limits.MAX_SCHEDULE_SEQ_LEN
+            print(f"schedule       not planned above n = {limit:,} (maskc.limits.MAX_SCHEDULE_SEQ_LEN)")
         if any(entry.pattern is not None for entry in pattern.spec.layers):
             print(
                 "layers         some layers have patterns of their own; this is the top-level pattern "

@@ -120,12 +120,12 @@ def classify_candidates(
     rule: Rule, q_index: np.ndarray, k_index: np.ndarray, r: np.ndarray, c: np.ndarray, bm: int, bn: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """Exact (any, full) of candidate tiles, evaluating their elements on original positions
-    (int32 positions: half the bytes of int64 through the rule's arithmetic)."""
+    (int64, as every rule's arithmetic expects: parameters reach 2**62)."""
     fast = layout_rule(rule)
-    q32, k32 = q_index.astype(np.int32), k_index.astype(np.int32)
+    q64, k64 = q_index.astype(np.int64, copy=False), k_index.astype(np.int64, copy=False)
 
     def hold(rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
-        return fast.mask(q32[rows], k32[cols])
+        return fast.mask(q64[rows], k64[cols])
 
     return classify_by_elements(hold, len(q_index), len(k_index), r, c, bm, bn)
 

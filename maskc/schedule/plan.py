@@ -136,7 +136,9 @@ def plan_schedule(layout: BlockLayout, mode: str = "auto") -> Schedule:
     groups = _groups(layout.rule, layout.grid.n)
     considered: list[str] = []
     if all(g.order.kind == "identity" for g in groups):
-        considered.append("no part asks for another order")
+        # nothing to lower: no layout at other tile shapes is worth building (at huge n it would not fit)
+        best.considered = ("no part asks for another order",)
+        return best
     for shape in pass_tiles(layout):
         base = layout if shape == (layout.grid.block_m, layout.grid.block_n) else None
         base = base or build_layout(layout.rule, TileGrid(layout.grid.n, *shape))
