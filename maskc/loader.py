@@ -120,18 +120,25 @@ def _check_depth(text: str, source: str) -> None:
 
     Parsing to events keeps its own stack (no recursion), so any depth is safe to measure here."""
     depth, deepest = 0, 3 * limits.MAX_NESTING_DEPTH + 8
-    for event in yaml.parse(text, Loader=_SpecLoader):
-        if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
-            depth += 1
-            if depth > deepest:
-                line = event.start_mark.line + 1
-                message = (
-                    f"the YAML nests deeper than {deepest} levels, more than a pattern within the nesting "
-                    f"limit of {limits.MAX_NESTING_DEPTH} (maskc.limits.MAX_NESTING_DEPTH) needs"
-                )
-                raise SpecError(message, source=source, line=line)
-        elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
-            depth -= 1
+    message = (
+        f"the YAML nests deeper than {deepest} levels, more than a pattern within the nesting "
+        f"limit of {limits.MAX_NESTING_DEPTH} (maskc.limits.MAX_NESTING_DEPTH) needs"
+    )
+    try:
+        for event in yaml.parse(text, Loader=_SpecLoader):
+            if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+                depth += 1
+                if depth > deepest:
+                    raise SpecError(message, source=source, line=event.start_mark.line + 1)
+            elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+                depth -= 1
+    except yaml.MarkedYAMLError as err:
+        # libyaml (PyYAML >= 6.0.4) stops its own scanner at a fixed nesting level, before our count
+        # reaches `deepest`; that is the same refusal, so say it the same way.
+        if "nesting depth" not in str(err.problem):
+            raise
+        mark = err.problem_mark
+        raise SpecError(message, source=source, line=mark.line + 1 if mark else None) from None
 
 
 def _line_of(root: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:
