@@ -15,6 +15,8 @@ from typing import Any, Protocol
 from maskc.errors import BackendError
 
 _BACKENDS: dict[str, Backend] = {}
+#: Backends that failed to load: name → why (the import error), so that asking for one says so.
+_UNAVAILABLE: dict[str, str] = {}
 #: backend="auto" tries the registered backends in increasing priority.
 _AUTO_PRIORITY: dict[str, int] = {}
 _DISCOVERED = False
@@ -40,15 +42,30 @@ def register_backend(backend: Backend, *, auto_priority: int | None = None) -> B
     return backend
 
 
+#: The built-in backends, each a subpackage of maskc.backends that registers itself on import.
+BUILT_IN = ("cpu", "triton")
+
+
 def _discover() -> None:
-    """Import the built-in backends and any installed through entry points, once."""
+    """Import the built-in backends and any installed through entry points, once.
+
+    One backend failing to import (Triton missing, a broken plugin) leaves the others usable;
+    its error is kept and reported when that backend is asked for, never hidden."""
     global _DISCOVERED
     if _DISCOVERED:
         return
     _DISCOVERED = True
-    import_module("maskc.backends")
+    for name in BUILT_IN:
+        _load(name, lambda name=name: import_module(f"maskc.backends.{name}"))
     for entry in entry_points(group="maskc.backends"):
-        entry.load()
+        _load(entry.name, entry.load)
+
+
+def _load(name: str, load: Any) -> None:
+    try:
+        load()
+    except Exception as err:  # any failure makes the backend unavailable, with its reason
+        _UNAVAILABLE[name] = f"{type(err).__name__}: {err}"
 
 
 def available_backends() -> list[str]:
@@ -59,7 +76,10 @@ def available_backends() -> list[str]:
 def get_backend(name: str) -> Backend:
     _discover()
     if name not in _BACKENDS:
-        raise BackendError(f"unknown backend {name!r}; available: {', '.join(sorted(_BACKENDS)) or 'none'}")
+        available = ", ".join(sorted(_BACKENDS)) or "none"
+        if name in _UNAVAILABLE:
+            raise BackendError(f"backend {name!r} failed to load ({_UNAVAILABLE[name]}); available: {available}")
+        raise BackendError(f"unknown backend {name!r}; available: {available}")
     return _BACKENDS[name]
 
 
