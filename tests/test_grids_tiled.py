@@ -42,11 +42,10 @@ def _check_local_rule(p: Pass) -> None:
 
 
 @PROPERTY
-@given(grid_spec_dicts(max_side=12), st.sampled_from(["auto", "split"]), st.sampled_from([(8, 8), (16, 8), (8, 16)]))
+@given(grid_spec_dicts(max_side=12), st.sampled_from(["auto", "split"]), st.sampled_from([(16, 16), (32, 16), (16, 32)]))
 def test_tiled_passes_cover_grid_masks_exactly(case: tuple[dict, int], mode: str, tile: tuple[int, int]) -> None:
     data, n = case
-    data = {**data, "block_size": list(tile)}
-    pattern = _compile(data, mode)
+    pattern = _compile(data, mode, tile)
     expected = brute_force_mask(data, n)
     for schedule in schedule_of(pattern):
         _check_schedule(schedule, expected)
