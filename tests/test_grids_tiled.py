@@ -42,7 +42,9 @@ def _check_local_rule(p: Pass) -> None:
 
 
 @PROPERTY
-@given(grid_spec_dicts(max_side=12), st.sampled_from(["auto", "split"]), st.sampled_from([(16, 16), (32, 16), (16, 32)]))
+@given(
+    grid_spec_dicts(max_side=12), st.sampled_from(["auto", "split"]), st.sampled_from([(16, 16), (32, 16), (16, 32)])
+)
 def test_tiled_passes_cover_grid_masks_exactly(case: tuple[dict, int], mode: str, tile: tuple[int, int]) -> None:
     data, n = case
     pattern = _compile(data, mode, tile)

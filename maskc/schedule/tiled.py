@@ -90,7 +90,7 @@ class TiledCanvas:
         return GridWindowRule(self.target, [a for a in axes if a is not None], rule.name, rule.params, rule.origin)
 
 
-class _NoClosedForm(Exception):
+class _NoClosedFormError(Exception):
     """A leaf whose pairs move in a way no rule on pass positions describes."""
 
 
@@ -103,17 +103,17 @@ def local_rule(rule: Rule, tiled: TiledCanvas) -> Rule | None:
         if isinstance(node, GridWindowRule):
             moved = tiled.local_window(node)
             if moved is None:
-                raise _NoClosedForm
+                raise _NoClosedFormError
             return moved
         if isinstance(node, TokenSetRule) and not node.tokens.contains(np.arange(cells)).any():
             return None
         if isinstance(node, EmptyRule):
             return None
-        raise _NoClosedForm
+        raise _NoClosedFormError
 
     try:
         return rewrite(rule, leaf)
-    except _NoClosedForm:
+    except _NoClosedFormError:
         return None
 
 
@@ -143,9 +143,7 @@ def estimated_area(windows: list[GridWindowRule], tile: tuple[int, ...]) -> floa
 
 
 def _grid_windows(rule: Rule, canvas: Canvas) -> list[GridWindowRule]:
-    return [
-        c for d in disjuncts(rule) for c in conjuncts(d) if isinstance(c, GridWindowRule) and c.canvas == canvas
-    ]
+    return [c for d in disjuncts(rule) for c in conjuncts(d) if isinstance(c, GridWindowRule) and c.canvas == canvas]
 
 
 def tiled_pass_for(rule: Rule, tiled: TiledCanvas, grid: TileGrid, reason: str) -> Pass:
@@ -228,4 +226,3 @@ def tiled_pass(rule: Rule, order: Order, grid: TileGrid, reason: str, cost: Call
             best = candidate
     assert best is not None
     return best
-
