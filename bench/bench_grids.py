@@ -8,8 +8,12 @@ time), forward and forward+backward (3.5 × the forward FLOPs over both). FlexAt
 mask_mod written here from the definitions (NATTEN's clamped centres, STA's tile borders), in the
 same storage order; its active pairs are counted on the GPU and must equal maskc's exact count.
 
-Without a GPU, `--cpu` prints the tile efficiency of the plain block-sparse layout (active pairs
-over the stored tile area, what a kernel computes) for each case in row-major and tiled orders.
+maskc runs each case with `--schedule` (default auto: the tiled-order pass of maskc.schedule.tiled
+where the cost model predicts it cheaper; single: the plain layout in storage order).
+
+Without a GPU, `--cpu` prints, for each case in row-major and tiled orders, the kernel work (pairs
+computed, masked ones included, summed over passes) of the single pass in storage order and of the
+auto schedule, the active pairs, and their ratio (the tile efficiency).
 Writes JSON to $OUT/bench_grids.json when OUT is set.
 """
 
@@ -71,10 +75,18 @@ def log(**row: Any) -> None:
             json.dump(ROWS, handle, indent=1)
 
 
-def compiled(case: Case, block_size: int | tuple[int, int]) -> maskc.CompiledPattern:
+def compiled(case: Case, block_size: int | tuple[int, int], schedule: str = "single") -> maskc.CompiledPattern:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", MaskcWarning)
-        return maskc.compile(case.spec(), heads=H, block_size=block_size)
+        return maskc.compile(case.spec(), heads=H, block_size=block_size, schedule=schedule)
+
+
+def schedule_work(pattern: maskc.CompiledPattern) -> dict[str, Any]:
+    """Kernel work of the pattern's schedule (pairs computed over all passes) and its passes."""
+    from maskc.schedule import schedule_of
+
+    schedule = schedule_of(pattern)[0]
+    return {"kernel_work": schedule.kernel_work(), "passes": [p.label for p in schedule.passes]}
 
 
 def tile_efficiency(pattern: maskc.CompiledPattern) -> dict[str, Any]:
@@ -146,7 +158,7 @@ def mask_mod(case: Case) -> Callable:
     return natten if case.kind == "neighborhood" else sta
 
 
-def run_gpu(cases: list[Case], block_size: int | tuple[int, int]) -> None:
+def run_gpu(cases: list[Case], block_size: int | tuple[int, int], schedule: str) -> None:
     import torch
     import torch.nn.functional as F
     from bench_triton import count_pairs, relative
@@ -156,7 +168,7 @@ def run_gpu(cases: list[Case], block_size: int | tuple[int, int]) -> None:
 
     flex = torch.compile(flex_attention, dynamic=False)
     for case in cases:
-        pattern = compiled(case, block_size)
+        pattern = compiled(case, block_size, schedule)
         n = pattern.n
         pattern.to_torch("cuda")
         mm = mask_mod(case)
@@ -171,7 +183,7 @@ def run_gpu(cases: list[Case], block_size: int | tuple[int, int]) -> None:
             dense_f, dense_b = timed(lambda a, b, c: F.scaled_dot_product_attention(a, b, c), q, k, v)
         dense = 4 * B * H * D * n * n
         flops = 4 * B * H * D * pairs
-        row: dict[str, Any] = {"case": case.name, "n": n, "block": str(block_size), **cpu}
+        row: dict[str, Any] = {"case": case.name, "n": n, "block": str(block_size), **cpu, **schedule_work(pattern)}
         row["dense_fwd_tflops"] = round(dense / dense_f / 1e9, 1)
         row["dense_fwdbwd_tflops"] = round(3.5 * dense / dense_b / 1e9, 1)
         out = maskc.attention(q, k, v, pattern, backend="triton")
@@ -198,17 +210,21 @@ def run_gpu(cases: list[Case], block_size: int | tuple[int, int]) -> None:
 
 
 def run_cpu(cases: list[Case], blocks: list[int | tuple[int, int]]) -> None:
-    print("| case | IR tile | stored tiles | full | active pairs | tile efficiency (pairs / tile area) |")
-    print("|---|---|---:|---:|---:|---:|")
+    print("| case | IR tile | active pairs | single: kernel work | eff. | auto: kernel work | eff. | auto passes |")
+    print("|---|---|---:|---:|---:|---:|---:|---|")
     for case in cases:
         for block in blocks:
-            row = tile_efficiency(compiled(case, block))
+            pairs = tile_efficiency(compiled(case, block))["pairs"]
+            single = schedule_work(compiled(case, block, "single"))
+            auto = schedule_work(compiled(case, block, "auto"))
             side = block if isinstance(block, int) else "x".join(map(str, block))
             print(
-                f"| {case.name} | {side} | {row['stored_tiles']:,} | {row['full_tiles']:,} | {row['pairs']:,} | "
-                f"{row['tile_efficiency']:.3f} |"
+                f"| {case.name} | {side} | {pairs:,} | {single['kernel_work']:,} | "
+                f"{pairs / single['kernel_work']:.3f} | {auto['kernel_work']:,} | {pairs / auto['kernel_work']:.3f} | "
+                f"{', '.join(auto['passes'])} |",
+                flush=True,
             )
-            ROWS.append({"case": case.name, "block": str(block), **row})
+            ROWS.append({"case": case.name, "block": str(block), "pairs": pairs, "single": single, "auto": auto})
     if os.environ.get("OUT"):
         with open(os.path.join(os.environ["OUT"], "bench_grids_cpu.json"), "w") as handle:
             json.dump(ROWS, handle, indent=1)
@@ -223,13 +239,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cases", default="all", help="comma-separated case numbers (0-based) or 'all'")
     parser.add_argument("--block-size", default="64", help="IR tile for the GPU runs: B or BMxBN")
-    parser.add_argument("--cpu", action="store_true", help="only the tile efficiency of each layout, on the CPU")
+    parser.add_argument("--schedule", default="auto", choices=["auto", "single"], help="how maskc runs (GPU)")
+    parser.add_argument("--cpu", action="store_true", help="only the kernel work of each schedule, on the CPU")
     args = parser.parse_args()
     cases = CASES if args.cases == "all" else [CASES[int(k)] for k in args.cases.split(",")]
     if args.cpu:
-        run_cpu(cases, [64, (128, 64), 128])
+        run_cpu(cases, [64, (128, 64)])
     else:
-        run_gpu(cases, _block(args.block_size))
+        run_gpu(cases, _block(args.block_size), args.schedule)
 
 
 if __name__ == "__main__":

@@ -65,7 +65,12 @@ class KVCache:
         # what the first of them reads
         self.recent = self.retention.recent() + step_tokens - 1 if self.retention.recent() else 0
         # a global query row reads every key: the ring must still hold them all when its step comes
-        self.rolling = self.retention.tokens() is not None and self.retention.rows_until + step_tokens <= self.recent
+        # keys a grid window keeps are not the most recent ones: such a cache grows (keeps every key)
+        self.rolling = (
+            self.retention.grid is None
+            and self.retention.tokens() is not None
+            and self.retention.rows_until + step_tokens <= self.recent
+        )
         slots = len(self.pinned) + self.recent if self.rolling else GROWTH_START
         self.batch, self.kv_heads = batch, kv_heads
         self.k = torch.zeros(batch, kv_heads, slots, head_dim, dtype=dtype, device=device)

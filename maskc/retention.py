@@ -10,6 +10,12 @@ form, as a union of parts:
   meet every offset and every residue class;
 - global columns (sinks, tokens) keep their members ("pinned"); columns every l grow with n;
 - global rows keep every key while a member query is still to come (t ≤ its last member);
+- a grid window (neighbourhood, sliding tiles) keeps key j while t ≤ last(j), the last query
+  position whose window holds j: per axis the queries holding key coordinate k form an interval of
+  its residue class, a storage position grows with every coordinate (row-major or tile by tile),
+  so last(j) is the position of the per-axis last queries. A neighbourhood causal in time with
+  kernel kt keeps the current frame and the kt − 2 before it whole, and of frame f − kt + 1 the
+  cells the rest of frame f still reaches;
 - a union keeps the union of its parts; an intersection with a band that holds for every j ≤ t ≤ i
   (causal masking) keeps what the other side keeps.
 
@@ -28,10 +34,37 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from maskc.ir import CompiledPattern
-from maskc.rules import BandRule, EmptyRule, IntersectRule, Rule, TokenSetRule, UnionRule
+from maskc.rules import BandRule, EmptyRule, GridWindowRule, IntersectRule, Rule, TokenSetRule, UnionRule
 
 if TYPE_CHECKING:
     from maskc.spec import Spec
+
+
+class LastQuery:
+    """Per key position, the last query position that attends it (−1: none), for grid windows."""
+
+    def __init__(self, last: np.ndarray) -> None:
+        self.last = np.asarray(last, dtype=np.int64)
+        self.last.flags.writeable = False
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, LastQuery) and np.array_equal(self.last, other.last)
+
+    def __hash__(self) -> int:
+        return hash(self.last.tobytes())
+
+    def union(self, other: LastQuery | None) -> LastQuery:
+        if other is None:
+            return self
+        size = max(len(self.last), len(other.last))
+        out = np.full(size, -1, dtype=np.int64)
+        for part in (self.last, other.last):
+            out[: len(part)] = np.maximum(out[: len(part)], part)
+        return LastQuery(out)
+
+    def keeps(self, t: int, positions: np.ndarray) -> np.ndarray:
+        inside = positions < len(self.last)
+        return inside & (self.last[np.minimum(positions, len(self.last) - 1)] >= t)
 
 
 @dataclass(frozen=True)
@@ -54,9 +87,13 @@ class Retention:
     reason: str = field(default="", compare=False)
     #: The layer's mixer: only "attention" layers keep keys (recurrent and identity layers keep none).
     mixer: str = "attention"
+    #: Grid windows: key j stays while t ≤ its last query position.
+    grid: LastQuery | None = None
 
     def union(self, other: Retention) -> Retention:
+        grid = self.grid.union(other.grid) if self.grid is not None else other.grid
         return Retention(
+            grid=grid,
             everything=self.everything or other.everything,
             bands=tuple(sorted(set(self.bands) | set(other.bands))),
             pinned=self.pinned | other.pinned,
@@ -80,7 +117,29 @@ class Retention:
             return 0
         if self.keeps_everything or self.strided:
             return None
+        if self.grid is not None:
+            return self._grid_peak()
         return self.recent() + len(self.pinned)
+
+    def _grid_peak(self) -> int:
+        """The most keys any step keeps, over the grid's positions: each key j is kept from step j
+        to its last step (its last query for grid parts, band ends, forever when pinned)."""
+        assert self.grid is not None
+        n = len(self.grid.last)
+        j = np.arange(n, dtype=np.int64)
+        last = self.grid.last.copy()
+        for unit, first in self.bands:
+            if first <= 0:
+                last = np.maximum(last, unit * (j // unit - first + 1) - 1)
+        pinned = np.fromiter((p for p in self.pinned if p < n), dtype=np.int64)
+        last[pinned] = n - 1
+        end = np.minimum(last, n - 1)
+        live = end >= j
+        counts = np.zeros(n + 1, dtype=np.int64)
+        np.add.at(counts, j[live], 1)
+        np.add.at(counts, end[live] + 1, -1)
+        peak = int(np.cumsum(counts)[:n].max(initial=0))
+        return max(peak, min(self.rows_until + 1, n))
 
     def keys(self, t: int) -> np.ndarray:
         """Sorted positions j ≤ t kept at step t."""
@@ -89,6 +148,8 @@ class Retention:
         start = min((max(0, unit * (t // unit + first)) for unit, first in self.bands if first <= 0), default=t + 1)
         parts = [np.arange(start, t + 1), np.fromiter((p for p in self.pinned if p <= t), dtype=np.int64)]
         positions = np.arange(t + 1)
+        if self.grid is not None:
+            parts.append(positions[self.grid.keeps(t, positions)])
         for every, offset in self.strided:
             parts.append(positions[positions % every == offset])
         return np.unique(np.concatenate(parts)).astype(np.int64)
@@ -99,6 +160,8 @@ class Retention:
         if self.keeps_everything or t <= self.rows_until:
             return np.ones(positions.shape, dtype=bool)
         out = np.isin(positions, np.fromiter(self.pinned, dtype=np.int64, count=len(self.pinned)))
+        if self.grid is not None:
+            out |= self.grid.keeps(t, positions)
         for unit, first in self.bands:
             if first <= 0:
                 out |= positions // unit >= t // unit + first
@@ -119,6 +182,10 @@ class Retention:
             parts.append(f"{len(self.pinned)} {name}")
         if self.recent():
             parts.append(f"{self.recent()} recent")
+        if self.grid is not None:
+            rows = f"; all tokens up to step {self.rows_until} (a global query row)" if self.rows_until >= 0 else ""
+            kept = " + ".join([*parts, "the keys a later query's grid window still reaches"])
+            return f"{self.tokens()} tokens{per} at most: {kept}{rows}"
         if self.strided:
             every = ", ".join(f"every {every}" for every, _ in self.strided)
             return " + ".join([*parts, f"global columns {every}"]) + f"{per} (grows with n)"
@@ -140,6 +207,8 @@ def rule_retention(rule: Rule) -> Retention:
         return _band(rule)
     if isinstance(rule, TokenSetRule):
         return _tokens(rule)
+    if isinstance(rule, GridWindowRule):
+        return Retention(grid=LastQuery(grid_last_query(rule)))
     if isinstance(rule, UnionRule):
         out = Retention()
         for kid in rule.kids:
@@ -174,6 +243,25 @@ def _tokens(rule: TokenSetRule) -> Retention:
         return Retention(strided=((tokens.every, tokens.offset),))
     members = range(tokens.first) if tokens.first is not None else np.flatnonzero(tokens.member).tolist()
     return Retention(pinned=frozenset(int(p) for p in members))
+
+
+def grid_last_query(rule: GridWindowRule) -> np.ndarray:
+    """Per position, the last query position whose window holds it (−1: none; text keys: none).
+
+    Along each axis the last query coordinate holding key coordinate k is found on the axis's
+    size × size table; a storage position grows with every coordinate, so the last query holding a
+    cell is the one at the per-axis last coordinates."""
+    canvas = rule.canvas
+    per_axis = []
+    for axis in rule.axes:
+        q = np.arange(axis.size, dtype=np.int64)
+        holds = axis.holds(q[:, None], q[None, :])
+        per_axis.append(np.where(holds.any(axis=0), axis.size - 1 - np.argmax(holds[::-1], axis=0), -1))
+    coords = canvas.coords(np.arange(canvas.cells, dtype=np.int64))
+    last_coords = [table[c] for table, c in zip(per_axis, coords)]
+    reached = np.logical_and.reduce([c >= 0 for c in last_coords])
+    last = np.where(reached, canvas.positions([np.maximum(c, 0) for c in last_coords]), -1)
+    return np.concatenate([last, np.full(canvas.text, -1, dtype=np.int64)])
 
 
 def _holds_for_past_keys(rule: Rule) -> bool:

@@ -6,6 +6,9 @@ Lowering rules, read off the tree, never written per spec:
   inside one residue class mod s, where it is contiguous: order positions by (i mod s, i // s);
 - a conjunct key set (global columns, sinks, summary columns) that is small runs as a gathered
   compact key set; a conjunct query set (global rows) as gathered query rows;
+- a conjunct grid window (a neighbourhood, sliding tiles) is a band on every axis of its canvas:
+  it is made of dense tiles in a tiled order, tokens grouped by small boxes of the canvas
+  (`maskc.schedule.tiled`), dilated axes first grouped by residue;
 - anything else stays in token order.
 
 A union's parts that ask for different orders become different passes (`maskc.schedule.plan`).
@@ -19,7 +22,17 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from maskc.rules import BandRule, DifferenceRule, IntersectRule, Rule, TokenSetRule, UnionRule, intersect_rules
+from maskc.rules import (
+    BandRule,
+    Canvas,
+    DifferenceRule,
+    GridWindowRule,
+    IntersectRule,
+    Rule,
+    TokenSetRule,
+    UnionRule,
+    intersect_rules,
+)
 
 #: Largest number of disjuncts an intersection of unions is expanded into.
 MAX_DISJUNCTS = 32
@@ -31,7 +44,7 @@ GATHER_FRACTION = 8
 class Order:
     """The token order a disjunct asks for."""
 
-    kind: str  # "identity", "residue", "gathered keys", "gathered queries"
+    kind: str  # "identity", "residue", "gathered keys", "gathered queries", "tiled"
     modulus: int = 1
     #: Residue orders: the range of t_j − t_i (i = r + s·t) within a class; None is open.
     step_lo: int | None = None
@@ -39,11 +52,14 @@ class Order:
     #: Gathered orders: the sorted positions gathered.
     tokens: tuple[int, ...] = ()
     why: str = ""
+    #: Tiled orders: the canvas whose cells are regrouped, and the dilation of each axis.
+    canvas: Canvas | None = None
+    dilation: tuple[int, ...] = ()
 
     @property
     def group(self) -> tuple[object, ...]:
         """Disjuncts with equal groups share a pass."""
-        return (self.kind, self.modulus, self.tokens)
+        return (self.kind, self.modulus, self.tokens, self.canvas, self.dilation)
 
 
 IDENTITY = Order("identity", why="token order")
@@ -110,12 +126,30 @@ def gathered_order(parts: list[Rule], n: int) -> Order | None:
     return best
 
 
+def tiled_order(parts: list[Rule]) -> Order | None:
+    """A tiled order of the canvas of the first conjunct grid window (the tile shape is chosen
+    with the kernels' tile shape, `maskc.schedule.tiled`)."""
+    windows = [p for p in parts if isinstance(p, GridWindowRule)]
+    if not windows:
+        return None
+    window = windows[0]
+    dilation = tuple(axis.step for axis in window.axes)
+    dilated = "" if all(d == 1 for d in dilation) else ", dilated axes grouped by residue"
+    return Order(
+        "tiled",
+        canvas=window.canvas,
+        dilation=dilation,
+        why=f"a {window.name} window is a band on every axis: dense tiles when tokens are grouped by boxes{dilated}",
+    )
+
+
 def order_of(rule: Rule, n: int) -> Order:
-    """The token order a disjunct asks for: gathered sets first (smallest work), then residues."""
+    """The token order a disjunct asks for: gathered sets first (smallest work), then grid tiles,
+    then residues."""
     if rule.dynamic:
         return IDENTITY
     parts = conjuncts(rule)
-    return gathered_order(parts, n) or residue_order(parts, n) or IDENTITY
+    return gathered_order(parts, n) or tiled_order(parts) or residue_order(parts, n) or IDENTITY
 
 
 def merged_gather(a: Order, b: Order) -> Order:

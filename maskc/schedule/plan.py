@@ -20,6 +20,7 @@ from maskc.rules import DifferenceRule, IntersectRule, Rule, UnionRule, intersec
 from maskc.schedule.decompose import Order, disjuncts, merged_gather, order_of
 from maskc.schedule.passes import identity_pass, lowered_pass
 from maskc.schedule.record import Pass, Schedule
+from maskc.schedule.tiled import tiled_pass
 
 #: "single": one pass in token order; "auto": the cost model's choice; "split": every part that
 #: asks for another order gets its pass, whatever the cost (to test and to measure each lowering).
@@ -104,13 +105,20 @@ def _passes(layout: BlockLayout, kept: list[Rule], split: list[_Group]) -> list[
     earlier: list[Rule] = []
     for group in split:
         rule = group.rule if not earlier else DifferenceRule([group.rule, union_of(earlier)])
-        passes.append(lowered_pass(rule, group.order, layout, group.order.why))
+        passes.append(_lowered(rule, group.order, layout))
         earlier.append(group.rule)
     if kept:
         rest = union_of(kept)
         rule = rest if not earlier else DifferenceRule([rest, union_of(earlier)])
         passes.append(identity_pass(rule, layout.grid, "the parts that ask for no other order"))
     return passes
+
+
+def _lowered(rule: Rule, order: Order, layout: BlockLayout) -> Pass:
+    """The pass of `rule` in `order`; a tiled order picks its box shape by predicted work."""
+    if order.kind == "tiled":
+        return tiled_pass(rule, order, layout.grid, order.why, lambda p: predicted_work([p]))
+    return lowered_pass(rule, order, layout, order.why)
 
 
 def pass_tiles(layout: BlockLayout) -> list[tuple[int, int]]:

@@ -90,11 +90,13 @@ class PositionedRule(Rule):
 def pass_pattern(pattern: CompiledPattern, p: Pass, name: str) -> CompiledPattern:
     """The pass as a square one-layout pattern a kernel runs as it runs any compiled pattern.
 
-    A token-order pass keeps its own rule (no position tables); any other reads its positions
-    through `PositionedRule`. One layout serves every head, as a pattern compiled for one head does.
+    A token-order pass keeps its own rule (no position tables), a pass whose rule has a closed
+    form on its own positions (a tiled order) runs that; any other reads its positions through
+    `PositionedRule`. One layout serves every head, as a pattern compiled for one head does.
     """
-    if p.q_identity and p.k_identity:
-        rule: Rule = p.rule
+    local = p.local_rule if p.local_rule is not None else (p.rule if p.q_identity and p.k_identity else None)
+    if local is not None:
+        rule: Rule = local
         grid = TileGrid(p.nq, p.block_m, p.block_n)
         layout = BlockLayout(grid=grid, rule=rule, **{k: v for k, v in p.arrays().items() if not k.endswith("index")})
     else:

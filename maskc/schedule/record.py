@@ -43,6 +43,11 @@ class Pass:
     csc_to_csr: np.ndarray
     #: The modulus of a residue order (positions grouped by i mod s), else 1.
     modulus: int = 1
+    #: Tiled orders: the canvas box that makes one group of tokens.
+    tile: tuple[int, ...] = ()
+    #: The rule on the pass's own positions, when it has a closed form (a kernel's predicate then
+    #: needs no position tables); None: kernels read `rule` through the position tables.
+    local_rule: Rule | None = None
     _tile_rows: np.ndarray | None = field(default=None, repr=False)
 
     @property
@@ -144,6 +149,7 @@ class Pass:
         return {
             "lowering": self.lowering,
             "modulus": self.modulus,
+            "tile": list(self.tile),
             "reason": self.reason,
             "rule": self.rule.describe(),
             "queries": self.nq,
@@ -158,8 +164,9 @@ class Pass:
 
     @property
     def label(self) -> str:
-        """The lowering with its modulus, e.g. "residue mod 128"."""
-        return self.lowering + (f" mod {self.modulus}" if self.modulus > 1 else "")
+        """The lowering with its modulus or tile, e.g. "residue mod 128", "tiled 8x8"."""
+        tile = f" {'x'.join(map(str, self.tile))}" if self.tile else ""
+        return self.lowering + (f" mod {self.modulus}" if self.modulus > 1 else "") + tile
 
     def describe(self) -> str:
         return (
