@@ -93,11 +93,3 @@ def test_catalogue_name_and_bad_specs():
     model = transformers.AutoModelForCausalLM.from_config(config, attn_implementation="maskc")
     with pytest.raises(SpecError, match=r"'specs/no_such_spec\.yaml' is neither a spec file nor a catalogue spec"):
         model(torch.zeros(1, 4, dtype=torch.long))
-
-
-def test_padding_is_refused():
-    _, model = _pair(CONFIGS["llama"](), DENSE)
-    ids = torch.ones(2, 6, dtype=torch.long)
-    mask = torch.tensor([[1] * 6, [0, 0, 1, 1, 1, 1]])
-    with pytest.raises(BackendError, match="takes no padding"):
-        model(ids, attention_mask=mask)
