@@ -16,7 +16,7 @@ import maskc
 import_triton_for_the_interpreter()
 transformers = pytest.importorskip("transformers")
 import maskc.hf  # noqa: E402
-from maskc.errors import BackendError, SpecError  # noqa: E402
+from maskc.errors import SpecError  # noqa: E402
 
 maskc.hf.register()
 
