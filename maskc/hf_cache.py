@@ -62,34 +62,24 @@ class MaskcLayer(CacheLayerMixin):
         padded: PaddedCall | None,
         scale: float | None,
     ) -> torch.Tensor:
-        """Attention (B, H, m, Dv) of the new tokens' queries; stores their keys and values."""
-        m = key.shape[2]
-        if self.kv is None:
-            return self._prompt(query, key, value, pattern, padded, scale)
-        if padded is not None and not bool(padded.batch.real(padded.q_start, m).all()):
-            raise BackendError("a maskc cache takes padding only in the prompt; later tokens must all be real")
-        self.kv.append(key, value)
-        return self.kv.attention(query, scale=scale)
+        """Attention (B, H, m, Dv) of the new tokens' queries; stores their keys and values.
 
-    def _prompt(
-        self,
-        query: torch.Tensor,
-        key: torch.Tensor,
-        value: torch.Tensor,
-        pattern: CompiledPattern,
-        padded: PaddedCall | None,
-        scale: float | None,
-    ) -> torch.Tensor:
+        The first call (the prompt) attends its own keys, then stores each row's tokens from slot 0
+        (position 0 = the row's first token); later calls append and attend over the cache.
+        """
+        if self.kv is not None:
+            if padded is not None and not bool(padded.batch.real(padded.q_start, key.shape[2]).all()):
+                raise BackendError("a maskc cache takes padding only in the prompt; later tokens must all be real")
+            self.kv.append(key, value)
+            return self.kv.attention(query, scale=scale)
         batch, kv_heads, _, head_dim = key.shape
         self.kv = KVCache(pattern, batch, kv_heads, head_dim, value.shape[-1], dtype=key.dtype, device=key.device)
         if padded is None:
-            out = attention(query, key, value, pattern, scale=scale, q_offset=0, k_offset=0)
             self.kv.append(key, value)
-            return out
-        out = padded.attention(query, key, value, pattern, scale)
-        frame = key_frame(padded.batch, key, value, padded.k_start)  # slot j: position j, each row's tokens first
+            return attention(query, key, value, pattern, scale=scale, q_offset=0, k_offset=0)
+        frame = key_frame(padded.batch, key, value, padded.k_start)
         self.kv.append(frame.k, frame.v, counts=padded.batch.count.cpu().numpy())
-        return out
+        return padded.attention(query, key, value, pattern, scale)
 
     def get_mask_sizes(self, query_length: int) -> tuple[int, int]:
         return self.seen + query_length, 0

@@ -12,32 +12,12 @@ from __future__ import annotations
 
 import pytest
 import torch
-from interpreter import import_triton_for_the_interpreter
+from tinyhf import CONFIGS, DENSE, transformers
 
 import maskc
+import maskc.hf
+from maskc.errors import BackendError
 
-import_triton_for_the_interpreter()
-transformers = pytest.importorskip("transformers")
-import maskc.hf  # noqa: E402
-from maskc.errors import BackendError  # noqa: E402
-
-maskc.hf.register()
-
-DENSE = {"name": "dense-causal", "causal": True, "pattern": {"dense": {}}}
-SMALL = {
-    "vocab_size": 97,
-    "hidden_size": 64,
-    "intermediate_size": 96,
-    "num_hidden_layers": 2,
-    "num_attention_heads": 4,
-    "num_key_value_heads": 2,
-    "max_position_embeddings": 64,
-}
-CONFIGS = {
-    "llama": lambda **extra: transformers.LlamaConfig(**SMALL, **extra),
-    "mistral": lambda **extra: transformers.MistralConfig(**{"sliding_window": None, **SMALL, **extra}),
-    "qwen2": lambda **extra: transformers.Qwen2Config(**SMALL, **extra),
-}
 #: Rows of 14 columns: full, left-padded by 3 and by 9 (a batch for generation).
 LEFT = torch.tensor([[1] * 14, [0] * 3 + [1] * 11, [0] * 9 + [1] * 5])
 GREEDY = {"do_sample": False, "pad_token_id": 0}
