@@ -27,16 +27,13 @@ from maskc.attention import attention
 from maskc.catalogue import catalogue_dir
 from maskc.compiler import compile
 from maskc.errors import BackendError, SpecError
+from maskc.hf_cache import CACHE_TAG, NAME, MaskcCache
 from maskc.ir import CompiledPattern
 from maskc.loader import load
 from maskc.nn import layer_spec
 from maskc.padding import PaddedBatch, padded_attention
 from maskc.spec import Spec
 
-#: The name models pass as attn_implementation.
-NAME = "maskc"
-#: The attribute a maskc cache layer (maskc.hf_cache) sets on the keys it hands the attention function.
-CACHE_TAG = "maskc_cache_layer"
 #: Compiled patterns per (config object, layer): a model compiles each layer's pattern once.
 _PATTERNS: dict[tuple[int, int], tuple[Any, CompiledPattern]] = {}
 
@@ -173,6 +170,4 @@ def maskc_attention_forward(
 def cache_for(model: Any) -> Any:
     """A transformers Cache for `model.generate(..., past_key_values=cache)` that keeps, per layer, only
     the keys the spec says future queries read (see maskc.hf_cache.MaskcCache)."""
-    from maskc.hf_cache import MaskcCache
-
     return MaskcCache(model.config)

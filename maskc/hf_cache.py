@@ -3,10 +3,10 @@
 transformers' own caches keep every key (or the last `config.sliding_window`), whatever the spec
 says. `MaskcCache` keeps, per layer, exactly what the layer's pattern says a future query reads
 (`maskc.retention`): a causal window w with k sinks holds k + w positions per sequence, a dense
-layer everything. Pass it to generate: `model.generate(ids, past_key_values=maskc.hf.cache_for(model))`.
+layer everything. Pass it to generate: `model.generate(ids, cache=maskc.hf.cache_for(model))`.
 
 How the work splits: a layer's `update` only counts the tokens and marks the new keys with itself
-(the `maskc.hf.CACHE_TAG` attribute); the "maskc" attention function, which knows the batch's
+(the `CACHE_TAG` attribute); the "maskc" attention function, which knows the batch's
 padding, then calls `MaskcLayer.attend`. The first call (the prompt) attends the prompt's own keys
 and stores each sequence's tokens (positions counted from its first token); each later call
 appends the new tokens and attends over the cache (`KVCache.attention`). It needs
@@ -23,10 +23,14 @@ from transformers.cache_utils import Cache, CacheLayerMixin
 
 from maskc.attention import attention
 from maskc.errors import BackendError
-from maskc.hf import CACHE_TAG, NAME, PaddedCall
 from maskc.ir import CompiledPattern
 from maskc.kvcache import KVCache
 from maskc.padding import key_frame
+
+#: The name models pass as attn_implementation.
+NAME = "maskc"
+#: The attribute a cache layer sets on the keys it hands the attention function (maskc.hf reads it).
+CACHE_TAG = "maskc_cache_layer"
 
 
 class MaskcLayer(CacheLayerMixin):
@@ -59,11 +63,12 @@ class MaskcLayer(CacheLayerMixin):
         key: torch.Tensor,
         value: torch.Tensor,
         pattern: CompiledPattern,
-        padded: PaddedCall | None,
+        padded: Any,
         scale: float | None,
     ) -> torch.Tensor:
         """Attention (B, H, m, Dv) of the new tokens' queries; stores their keys and values.
 
+        `padded` is the call's `maskc.hf.PaddedCall`, or None without padding.
         The first call (the prompt) attends its own keys, then stores each row's tokens from slot 0
         (position 0 = the row's first token); later calls append and attend over the cache.
         """
