@@ -27,7 +27,6 @@ from maskc.attention import attention
 from maskc.catalogue import catalogue_dir
 from maskc.compiler import compile
 from maskc.errors import BackendError, SpecError
-from maskc.hf_cache import CACHE_TAG, NAME, MaskcCache
 from maskc.ir import CompiledPattern
 from maskc.loader import load
 from maskc.nn import layer_spec
@@ -42,6 +41,8 @@ def register() -> None:
     """Make attn_implementation="maskc" available to every transformers model."""
     from transformers import AttentionInterface
     from transformers.masking_utils import AttentionMaskInterface
+
+    from maskc.hf_cache import NAME
 
     AttentionInterface.register(NAME, maskc_attention_forward)
     AttentionMaskInterface.register(NAME, padding_call)
@@ -156,6 +157,8 @@ def maskc_attention_forward(
     if attention_mask is not None and padded is None:
         raise BackendError("attn_implementation='maskc' received a dense mask; the spec's pattern is the only mask")
     pattern = layer_pattern(module.config, module.layer_idx)
+    from maskc.hf_cache import CACHE_TAG  # transformers is loaded whenever this runs
+
     layer = getattr(key, CACHE_TAG, None)
     if layer is not None:  # the model runs with a cache sized by the spec (maskc.hf.cache_for)
         out = layer.attend(query, key, value, pattern, padded, scaling)
@@ -170,4 +173,6 @@ def maskc_attention_forward(
 def cache_for(model: Any) -> Any:
     """A transformers Cache for `model.generate(..., past_key_values=cache)` that keeps, per layer, only
     the keys the spec says future queries read (see maskc.hf_cache.MaskcCache)."""
+    from maskc.hf_cache import MaskcCache  # imports transformers, an optional extra
+
     return MaskcCache(model.config)
