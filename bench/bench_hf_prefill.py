@@ -2,6 +2,8 @@
 "sdpa" and "flex_attention", same weights, same run.
 
 Run on a CUDA machine: python3 bench/bench_hf_prefill.py [--n 32768] [--layers 4]
+`--tiny` runs the same comparison end to end on the CPU at a toy size (hidden 64, window 16, n 256,
+float32), to check the script, not to time anything.
 A Mistral-style model (hidden 4096, 32 query / 8 KV heads, head dim 128, bf16, random weights,
 nothing downloaded) with a causal sliding window of 4096: transformers' own sliding-window masks for
 "sdpa" and "flex_attention", and specs/mistral_swa.yaml for "maskc" (the same mask). The median
@@ -15,6 +17,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -23,44 +28,81 @@ from triton.testing import do_bench
 
 import maskc.hf
 
-WINDOW = 4096
+
+@dataclass(frozen=True)
+class Size:
+    """The model and where it runs."""
+
+    vocab: int
+    hidden: int
+    intermediate: int
+    heads: int
+    kv_heads: int
+    window: int
+    device: str
+    dtype: torch.dtype
 
 
-def build(n: int, layers: int, implementation: str, state: dict | None) -> transformers.PreTrainedModel:
+FULL = Size(32000, 4096, 14336, 32, 8, 4096, "cuda", torch.bfloat16)
+TINY = Size(97, 64, 96, 4, 2, 16, "cpu", torch.float32)
+
+
+def window_spec(window: int) -> dict:
+    """specs/mistral_swa.yaml's causal window, at `window` keys counting the query itself."""
+    return {"name": "mistral-swa", "causal": True, "pattern": {"window": {"before": window - 1, "after": 0}}}
+
+
+def build(size: Size, n: int, layers: int, implementation: str, state: dict | None) -> transformers.PreTrainedModel:
     config = transformers.MistralConfig(
-        vocab_size=32000, hidden_size=4096, intermediate_size=14336, num_hidden_layers=layers,
-        num_attention_heads=32, num_key_value_heads=8, max_position_embeddings=n, sliding_window=WINDOW,
-        maskc_spec="mistral_swa", maskc_seq_len=n,
+        vocab_size=size.vocab, hidden_size=size.hidden, intermediate_size=size.intermediate,
+        num_hidden_layers=layers, num_attention_heads=size.heads, num_key_value_heads=size.kv_heads,
+        max_position_embeddings=n, sliding_window=size.window, maskc_spec=window_spec(size.window), maskc_seq_len=n,
     )  # fmt: skip
     torch.manual_seed(0)
     model = transformers.AutoModelForCausalLM.from_config(config, attn_implementation=implementation)
-    model = model.to("cuda", torch.bfloat16).eval()
+    model = model.to(size.device, size.dtype).eval()
     if state is not None:
         model.load_state_dict(state)
     return model
+
+
+def median_ms(run, device: str) -> float:
+    """Median milliseconds of run(): triton's do_bench on CUDA, a wall clock on the CPU."""
+    if device == "cuda":
+        return do_bench(run, warmup=2, rep=20, return_mode="median")
+    times = []
+    for _ in range(3):
+        start = time.perf_counter()
+        run()
+        times.append((time.perf_counter() - start) * 1e3)
+    return statistics.median(times)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--n", type=int, default=32768)
     parser.add_argument("--layers", type=int, default=4)
+    parser.add_argument("--tiny", action="store_true", help="a toy model on the CPU: checks the script end to end")
     args = parser.parse_args()
+    size, n = (TINY, min(args.n, 256)) if args.tiny else (FULL, args.n)
     maskc.hf.register()
-    ids = torch.randint(0, 32000, (1, args.n), device="cuda")
-    results: dict = {"device": torch.cuda.get_device_name(), "transformers": transformers.__version__, "n": args.n}
+    ids = torch.randint(0, size.vocab, (1, n), device=size.device)
+    device = torch.cuda.get_device_name() if size.device == "cuda" else "cpu (--tiny: not a measurement)"
+    results: dict = {"device": device, "transformers": transformers.__version__, "n": n, "window": size.window}
     state, reference = None, None
     for implementation in ("sdpa", "flex_attention", "maskc"):
-        model = build(args.n, args.layers, implementation, state)
+        model = build(size, n, args.layers, implementation, state)
         state = state or {k: v.clone() for k, v in model.state_dict().items()}
         with torch.no_grad():
             logits = model(ids, logits_to_keep=1).logits.float()
             reference = logits if reference is None else reference
-            ms = do_bench(lambda model=model: model(ids, logits_to_keep=1), warmup=2, rep=20, return_mode="median")
+            ms = median_ms(lambda model=model: model(ids, logits_to_keep=1), size.device)
         error = ((logits - reference).norm() / reference.norm()).item()
         results[implementation] = {"prefill_ms": ms, "relative_difference_vs_sdpa": error}
         print(implementation, json.dumps(results[implementation]))
         del model
-        torch.cuda.empty_cache()
+        if size.device == "cuda":
+            torch.cuda.empty_cache()
     for other in ("sdpa", "flex_attention"):
         results[f"maskc_speedup_vs_{other}"] = results[other]["prefill_ms"] / results["maskc"]["prefill_ms"]
     print(json.dumps(results, indent=2))

@@ -5,16 +5,19 @@
 comes from `config.maskc_spec`: a path to a spec file, the name of a catalogue spec
 ("mistral_swa"), or a dict in spec-file form. Layer L of the model uses layer L of the spec's
 schedule, cycled. Each layer's pattern is compiled once for `config.maskc_seq_len` positions
-(default `config.max_position_embeddings`); positions come from the model's `position_ids`, so
-prefill, training and `generate()` (with transformers' own caches, full or sliding) evaluate the
-rule on true positions.
+(default `config.max_position_embeddings`).
 
-Not supported, with an error that says so: padded batches (an attention mask with zeros: the
-pattern is the only mask) and attention dropout.
+Without padding, positions come from the model's `position_ids`, so prefill, training and
+`generate()` (with transformers' own caches, full or sliding) evaluate the rule on true positions.
+A padded batch (an attention_mask with zeros: left padding for generation, right padding for
+training) runs through `maskc.padding`: each sequence's positions count from its first token, and
+padding is never attended. `maskc.hf.cache_for(model)` gives generate() a cache sized by the spec
+(`maskc.hf_cache`). Attention dropout is refused.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,10 +30,9 @@ from maskc.errors import BackendError, SpecError
 from maskc.ir import CompiledPattern
 from maskc.loader import load
 from maskc.nn import layer_spec
+from maskc.padding import PaddedBatch, padded_attention
 from maskc.spec import Spec
 
-#: The name models pass as attn_implementation.
-NAME = "maskc"
 #: Compiled patterns per (config object, layer): a model compiles each layer's pattern once.
 _PATTERNS: dict[tuple[int, int], tuple[Any, CompiledPattern]] = {}
 
@@ -40,8 +42,10 @@ def register() -> None:
     from transformers import AttentionInterface
     from transformers.masking_utils import AttentionMaskInterface
 
+    from maskc.hf_cache import NAME
+
     AttentionInterface.register(NAME, maskc_attention_forward)
-    AttentionMaskInterface.register(NAME, no_padding_mask)
+    AttentionMaskInterface.register(NAME, padding_call)
 
 
 def resolve_spec(value: Any) -> Spec:
@@ -80,15 +84,47 @@ def layer_pattern(config: Any, layer: int) -> CompiledPattern:
     return pattern
 
 
-def no_padding_mask(batch_size: int, q_length: int, kv_length: int, *args: Any, **kwargs: Any) -> None:
-    """transformers' mask builder for "maskc": no dense mask; a padding mask is refused, not dropped."""
-    mask = kwargs.get("attention_mask")
-    if mask is not None and not bool(mask.all()):
-        raise BackendError(
-            "attn_implementation='maskc' takes no padding: the spec's pattern is the only mask. Run sequences "
-            "of different lengths one by one (or unpadded), or use another attention implementation"
+@dataclass(frozen=True)
+class PaddedCall:
+    """What the mask function hands the attention function for a padded batch: the batch's rows and
+    where the call's queries and keys sit among its columns (transformers' q_offset, kv_offset)."""
+
+    batch: PaddedBatch
+    q_start: int
+    k_start: int
+
+    def attention(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, pattern: CompiledPattern,
+                  scale: float | None) -> torch.Tensor:  # fmt: skip
+        return padded_attention(
+            query, key, value, pattern, self.batch, q_start=self.q_start, k_start=self.k_start, scale=scale
         )
-    return None
+
+
+def padding_call(
+    batch_size: int,
+    q_length: int,
+    kv_length: int,
+    q_offset: Any = 0,
+    kv_offset: Any = 0,
+    attention_mask: torch.Tensor | None = None,
+    **kwargs: Any,
+) -> PaddedCall | None:
+    """transformers' mask builder for "maskc": no dense mask; a padded batch becomes a `PaddedCall`.
+
+    transformers has turned the model's 2-D attention_mask into booleans by now (any nonzero value is
+    a token, as for every implementation); a row whose tokens are not contiguous is refused.
+    """
+    if attention_mask is None:
+        return None
+    if attention_mask.dim() != 2:
+        raise BackendError(f"attn_implementation='maskc' takes a 2-D attention_mask; got {attention_mask.dim()}-D")
+    columns = int(kv_offset) + kv_length
+    if attention_mask.shape[1] < columns:  # as transformers does: columns past the mask are padding
+        attention_mask = torch.nn.functional.pad(attention_mask, (0, columns - attention_mask.shape[1]))
+    batch = PaddedBatch.from_mask(attention_mask[:, :columns])
+    if not batch.padded:
+        return None
+    return PaddedCall(batch=batch, q_start=int(q_offset), k_start=int(kv_offset))
 
 
 def _offsets(position_ids: torch.Tensor | None, q_len: int, kv_len: int) -> tuple[Any, int]:
@@ -117,9 +153,26 @@ def maskc_attention_forward(
     """transformers' attention function: (B, H, m, D) queries → (B, m, H, Dv) output, no weights."""
     if dropout:
         raise BackendError(f"attn_implementation='maskc' has no attention dropout (got {dropout}); set it to 0")
-    if attention_mask is not None:
+    padded = attention_mask if isinstance(attention_mask, PaddedCall) else None
+    if attention_mask is not None and padded is None:
         raise BackendError("attn_implementation='maskc' received a dense mask; the spec's pattern is the only mask")
     pattern = layer_pattern(module.config, module.layer_idx)
-    q_offset, k_offset = _offsets(kwargs.get("position_ids"), query.shape[2], key.shape[2])
-    out = attention(query, key, value, pattern, scale=scaling, q_offset=q_offset, k_offset=k_offset)
+    from maskc.hf_cache import CACHE_TAG  # transformers is loaded whenever this runs
+
+    layer = getattr(key, CACHE_TAG, None)
+    if layer is not None:  # the model runs with a cache sized by the spec (maskc.hf.cache_for)
+        out = layer.attend(query, key, value, pattern, padded, scaling)
+    elif padded is not None:
+        out = padded.attention(query, key, value, pattern, scaling)
+    else:
+        q_offset, k_offset = _offsets(kwargs.get("position_ids"), query.shape[2], key.shape[2])
+        out = attention(query, key, value, pattern, scale=scaling, q_offset=q_offset, k_offset=k_offset)
     return out.transpose(1, 2).contiguous(), None
+
+
+def cache_for(model: Any) -> Any:
+    """A transformers Cache for `model.generate(..., past_key_values=cache)` that keeps, per layer, only
+    the keys the spec says future queries read (see maskc.hf_cache.MaskcCache)."""
+    from maskc.hf_cache import MaskcCache  # imports transformers, an optional extra
+
+    return MaskcCache(model.config)

@@ -48,3 +48,12 @@ def test_no_static_import_of_maskc_backends(folder: str) -> None:
         if name == "maskc.backends" or name.startswith("maskc.backends.")
     ]
     assert not offenders, "\n".join(offenders)
+
+
+def test_optional_extras_are_not_imported_by_maskc() -> None:
+    """`import maskc` works without the optional extras: transformers and selenium load only on use."""
+    import subprocess
+
+    probe = "import sys, maskc; print(sorted(m for m in ('transformers', 'selenium') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

@@ -9,32 +9,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from interpreter import import_triton_for_the_interpreter
+from tinyhf import CONFIGS, DENSE, SMALL, transformers
 
 import maskc
-
-import_triton_for_the_interpreter()
-transformers = pytest.importorskip("transformers")
-import maskc.hf  # noqa: E402
-from maskc.errors import BackendError, SpecError  # noqa: E402
-
-maskc.hf.register()
-
-DENSE = {"name": "dense-causal", "causal": True, "pattern": {"dense": {}}}
-SMALL = {
-    "vocab_size": 97,
-    "hidden_size": 64,
-    "intermediate_size": 96,
-    "num_hidden_layers": 2,
-    "num_attention_heads": 4,
-    "num_key_value_heads": 2,
-    "max_position_embeddings": 64,
-}
-CONFIGS = {
-    "llama": lambda: transformers.LlamaConfig(**SMALL),
-    "mistral": lambda: transformers.MistralConfig(**SMALL, sliding_window=None),
-    "qwen2": lambda: transformers.Qwen2Config(**SMALL),
-}
+import maskc.hf
+from maskc.errors import SpecError
 
 
 def _pair(config, spec, **extra):
@@ -93,11 +72,3 @@ def test_catalogue_name_and_bad_specs():
     model = transformers.AutoModelForCausalLM.from_config(config, attn_implementation="maskc")
     with pytest.raises(SpecError, match=r"'specs/no_such_spec\.yaml' is neither a spec file nor a catalogue spec"):
         model(torch.zeros(1, 4, dtype=torch.long))
-
-
-def test_padding_is_refused():
-    _, model = _pair(CONFIGS["llama"](), DENSE)
-    ids = torch.ones(2, 6, dtype=torch.long)
-    mask = torch.tensor([[1] * 6, [0, 0, 1, 1, 1, 1]])
-    with pytest.raises(BackendError, match="takes no padding"):
-        model(ids, attention_mask=mask)
