@@ -1,17 +1,14 @@
-"""Launching the backward kernels (`backward_kernels.BACKWARD_KERNELS`) of a plan, tuned per problem."""
+"""Launching the backward kernels (`kernels/backward.py`) of a plan, tuned per problem."""
 
 from __future__ import annotations
 
 import torch
 
-from .forward_kernel import LOG2E
+from .forward import LOG2E
 from .plan import Plan
 from .runtime import CallInputs
 from .span import Span
 from .tuning import KernelConfig, choose_config, dot_precision
-
-#: Rows per program of the preparation kernel.
-PREPARE_ROWS = 64
 
 
 def _prepare(
@@ -21,12 +18,13 @@ def _prepare(
     batch, heads, n, value_dim = out.shape
     delta = torch.empty_like(lse)
     lse2 = torch.empty_like(lse)
-    grid = (-(-n // PREPARE_ROWS), batch * heads)
-    plan.module().maskc_backward_prepare[grid](
+    kernels = plan.kernels("backward")
+    grid = (-(-n // kernels.PREPARE_ROWS), batch * heads)
+    kernels.maskc_backward_prepare[grid](
         out, d_out, lse if d_lse is None else d_lse, lse, delta, lse2,
         *out.stride()[:3], *d_out.stride()[:3],
         n, heads,
-        BLOCK_M=PREPARE_ROWS, VALUE_DIM=value_dim, HAS_DLSE=d_lse is not None,
+        BLOCK_M=kernels.PREPARE_ROWS, VALUE_DIM=value_dim, HAS_DLSE=d_lse is not None,
     )  # fmt: skip
     return delta, lse2
 
@@ -66,13 +64,12 @@ def attention_backward(
             "columns", config.block_m, config.block_n, q.device, heads, inputs, window and window[::-1]
         )
         tables = launch.walk
-        plan.module().maskc_backward_dkdv[(tables.programs * batch * kv_heads,)](
+        plan.kernels("backward").maskc_backward_dkdv[(tables.programs * batch * kv_heads,)](
             q, k, v, d_out, dk, dv, lse2, delta,
             *strides, *dk.stride()[:3], *dv.stride()[:3],
             *launch.kernel_args(),
             scale * LOG2E, scale, plan.n, heads, batch * kv_heads, kv_heads, tables.lines,
-            tables.long_lines, tables.programs, *positions,
-            *launch.mask_values,
+            tables.long_lines, tables.programs, *positions, plan.tile_mask(), launch.mask_args,
             GROUP=heads // kv_heads, BLOCK_M=config.block_m, BLOCK_N=config.block_n, HEAD_DIM=head_dim,
             VALUE_DIM=value_dim, EVEN_N=span.even(config.block_m, config.block_n),
             PER_BATCH_Q=span.q_starts is not None, PRECISION=precision,
@@ -83,13 +80,12 @@ def attention_backward(
         window = span.tile_window(config.block_m, config.block_n)
         launch = plan.launch_tables("rows", config.block_m, config.block_n, q.device, heads, inputs, window)
         tables = launch.walk
-        plan.module().maskc_backward_dq[(tables.programs * batch * heads,)](
+        plan.kernels("backward").maskc_backward_dq[(tables.programs * batch * heads,)](
             q, k, v, d_out, dq, lse2, delta,
             *strides, *dq.stride()[:3],
             *launch.kernel_args(),
             scale * LOG2E, scale, plan.n, heads, heads // kv_heads, batch * heads, tables.lines, tables.long_lines,
-            tables.programs, *positions,
-            *launch.mask_values,
+            tables.programs, *positions, plan.tile_mask(), launch.mask_args,
             BLOCK_M=config.block_m, BLOCK_N=config.block_n, HEAD_DIM=head_dim, VALUE_DIM=value_dim,
             EVEN_N=span.even(config.block_m, config.block_n), PER_BATCH_Q=span.q_starts is not None,
             PRECISION=precision, num_warps=config.num_warps, num_stages=config.num_stages,

@@ -1,4 +1,4 @@
-"""Launching the decoding kernels (`decode_kernels.DECODE_KERNELS`) of a plan: split-KV, then the merge."""
+"""Launching the decoding kernels (`kernels/decode.py`) of a plan: split-KV, then the merge."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from .forward_kernel import LOG2E
+from .forward import LOG2E
 from .tuning import dot_precision
 
 if TYPE_CHECKING:
@@ -50,19 +50,19 @@ def decode_attention(
     splits = -(-slots // per_split)
     out_part = torch.empty((batch, heads, q_len, splits, value_dim), dtype=torch.float32, device=q.device)
     lse_part = torch.empty((batch, heads, q_len, splits), dtype=torch.float32, device=q.device)
-    module = plan.module()
-    module.maskc_decode_split[(batch * kv_heads, splits)](
+    kernels = plan.kernels("decode")
+    kernels.maskc_decode_split[(batch * kv_heads, splits)](
         q, k, v, positions, q_positions, slot_counts, out_part, lse_part,
         *q.stride()[:3], *k.stride()[:3], *v.stride()[:3], positions.stride(0),
         plan.head_layout(q.device, heads), scale * LOG2E, plan.n, heads, kv_heads, q_len, per_split, splits,
-        *plan.mask_values(q.device),
+        plan.tile_mask(), plan.mask_args(q.device),
         GROUP=group, ROWS=rows, BLOCK_N=BLOCK_N, HEAD_DIM=head_dim, VALUE_DIM=value_dim,
         ONE_LAYOUT=len(plan.rules) == 1, PRECISION=dot_precision(q.dtype),
-        num_warps=4, num_stages=2,
+        num_warps=kernels.SPLIT_WARPS, num_stages=kernels.SPLIT_STAGES,
     )  # fmt: skip
     out = torch.empty((batch, heads, q_len, value_dim), dtype=q.dtype, device=q.device)
     lse = torch.empty((batch, heads, q_len), dtype=torch.float32, device=q.device)
-    module.maskc_decode_merge[(batch * heads * q_len,)](
+    kernels.maskc_decode_merge[(batch * heads * q_len,)](
         out_part, lse_part, out, lse, splits, SPLITS=max(2, triton_next_power_of_2(splits)), VALUE_DIM=value_dim,
     )  # fmt: skip
     return out, lse

@@ -1,14 +1,16 @@
-"""Launching the forward kernel (`forward_kernel.FORWARD_KERNEL`) of a plan, tuned per problem."""
+"""Launching the forward kernel (`kernels/forward.py`) of a plan, tuned per problem."""
 
 from __future__ import annotations
 
 import torch
 
-from .forward_kernel import LOG2E
 from .plan import Plan
 from .runtime import CallInputs
 from .span import Span
 from .tuning import KernelConfig, choose_config, dot_precision
+
+#: log2(e): the kernels work in base 2, so the score scale is folded with it (kernels.common.LOG2E).
+LOG2E = 1.4426950408889634
 
 
 def launch_forward(
@@ -29,13 +31,12 @@ def launch_forward(
     launch = plan.launch_tables("rows", config.block_m, config.block_n, q.device, heads, inputs, window)
     tables = launch.walk
     grid = (tables.programs * batch * heads,)
-    plan.module().maskc_forward[grid](
+    plan.kernels("forward").maskc_forward[grid](
         q, k, v, out, lse,
         *q.stride()[:3], *k.stride()[:3], *v.stride()[:3], *out.stride()[:3],
         *launch.kernel_args(),
         scale * LOG2E, plan.n, heads, heads // k.shape[1], batch * heads, tables.lines, tables.long_lines,
-        tables.programs, *span.kernel_args(q.device),
-        *launch.mask_values,
+        tables.programs, *span.kernel_args(q.device), plan.tile_mask(), launch.mask_args,
         BLOCK_M=config.block_m, BLOCK_N=config.block_n, HEAD_DIM=head_dim, VALUE_DIM=v.shape[-1],
         EVEN_N=span.even(config.block_m, config.block_n), PER_BATCH_Q=span.q_starts is not None,
         PRECISION=dot_precision(q.dtype), num_warps=config.num_warps, num_stages=config.num_stages,

@@ -1,4 +1,4 @@
-"""What one compiled pattern needs on the GPU: its kernel module, mask arguments and tables.
+"""What one compiled pattern needs on the GPU: its predicate, the predicate's arguments and its tables.
 
 A plan keeps the rules, not the pattern, so the pattern can be collected; layouts at other tile
 shapes are laid out from the same rules, so every kernel tile shape is an exact IR tile shape.
@@ -19,8 +19,10 @@ from maskc.grid import TileGrid
 from maskc.ir import BlockLayout, CompiledPattern
 from maskc.ir.build import build_layout
 
-from .cache import load_module
+from .cache import interpreting, load_module
 from .codegen import TABLE_STRIDE, emit_masks, module_source
+from .emitter import KernelArg
+from .kernels import kernel_module
 from .runtime import CallInputs, StaticMaps, needs_runtime_layout, runtime_tables
 from .tables import Walk, WalkTables, Window, walk_tables
 
@@ -30,7 +32,7 @@ WINDOW_TABLES = 32
 
 @dataclass(frozen=True)
 class LaunchTables:
-    """A launch's pattern arguments: tables, per-head table lookup, layout count, predicate arguments."""
+    """A launch's pattern arguments: tables, per-head table lookup, layout count, the predicate's `mask_args`."""
 
     walk: WalkTables
     head_layout: torch.Tensor
@@ -38,7 +40,7 @@ class LaunchTables:
     table_of_head: torch.Tensor
     table_stride: int
     layouts: int
-    mask_values: list[Any]
+    mask_args: tuple[Any, ...]
 
     def kernel_args(self) -> tuple[Any, ...]:
         """The kernels' arguments from `head_layout` to `partial_idx`, in order."""
@@ -50,7 +52,7 @@ class LaunchTables:
 
 
 class Plan:
-    """Module, predicate arguments, and tables per (walk, tile shape, device) of one pattern."""
+    """Predicate, its arguments, and tables per (walk, tile shape, device) of one pattern."""
 
     def __init__(self, pattern: CompiledPattern, key: str) -> None:
         #: What the operators carry to find this plan again (`plans.plan_by_key`).
@@ -65,7 +67,7 @@ class Plan:
         self._layouts: dict[tuple[int, int], tuple[BlockLayout, ...]] = {self.native_tile: pattern.layouts}
         self._tables: dict[tuple, WalkTables] = {}
         self._window_tables: dict[tuple, WalkTables] = {}
-        self._mask_values: dict[str, list[Any]] = {}
+        self._mask_args: dict[str, tuple[Any, ...]] = {}
         self._head_tensors: dict[tuple[str, int], torch.Tensor] = {}
         #: Run-time layouts: tile tables built per call from documents, q and k (`runtime.py`).
         self.run_time = needs_runtime_layout(self.rules)
@@ -76,7 +78,17 @@ class Plan:
         self._static_maps = StaticMaps()
 
     def module(self) -> ModuleType:
+        """The generated module holding the predicate `tile_mask` (loaded for the current TRITON_INTERPRET)."""
         return load_module(self.masks.key, lambda: module_source(self.masks))
+
+    def tile_mask(self) -> Any:
+        """The predicate the kernels take as their `tile_mask` argument."""
+        return self.module().tile_mask
+
+    @staticmethod
+    def kernels(name: str) -> ModuleType:
+        """Kernel module `name` ("forward", "backward", "decode") for the current TRITON_INTERPRET."""
+        return kernel_module(name, interpreting())
 
     def source(self) -> str:
         return module_source(self.masks)
@@ -117,7 +129,7 @@ class Plan:
         head_layout = self.head_layout(device, heads)
         if not self.run_time:
             tables = self.tables(walk, block_m, block_n, device, window)
-            return LaunchTables(tables, head_layout, head_layout, 0, len(self.rules), self.mask_values(device))
+            return LaunchTables(tables, head_layout, head_layout, 0, len(self.rules), self.mask_args(device))
         if inputs is None:
             raise BackendError("a run-time layout needs the call's inputs (documents, q and k)")
         if window is not None:
@@ -125,23 +137,20 @@ class Plan:
         grid = TileGrid(self.n, block_m, block_n)
         built = runtime_tables(self.rules, self._head_layout, grid, walk, inputs, self._static_maps, device)
         values = {**inputs.values, TABLE_STRIDE: built.table_stride}
-        arguments = [
-            values[a.value] if a.kind == "input" else value
-            for a, value in zip(self.masks.args, self.mask_values(device))
-        ]
+        arguments = tuple(
+            values[a.value] if a.kind == "input" else value for a, value in zip(self.masks.args, self.mask_args(device))
+        )
         return LaunchTables(
             built.walk, head_layout, built.table_of_head, built.table_stride, len(self.rules), arguments
         )
 
-    def mask_values(self, device: torch.device) -> list[Any]:
-        """The predicate's arguments in order: integers as they are, lookup tables on `device`."""
+    def mask_args(self, device: torch.device) -> tuple[Any, ...]:
+        """The predicate's `mask_args` tuple: constants as tl.constexpr (the kernels specialise on them),
+        run-time integers as they are, lookup tables on `device`; inputs (per call) as their keys."""
         key = str(device)
-        if key not in self._mask_values:
-            self._mask_values[key] = [
-                torch.as_tensor(arg.value, device=device) if arg.kind == "table" else arg.value  # inputs: per call
-                for arg in self.masks.args
-            ]
-        return self._mask_values[key]
+        if key not in self._mask_args:
+            self._mask_args[key] = tuple(_mask_arg(arg, device) for arg in self.masks.args)
+        return self._mask_args[key]
 
     def head_layout(self, device: torch.device, heads: int) -> torch.Tensor:
         """Layout index per query head (all 0 when one shared pattern serves `heads` heads)."""
@@ -150,3 +159,13 @@ class Plan:
             values = self._head_layout if len(self._head_layout) == heads else np.zeros(heads, dtype=np.int32)
             self._head_tensors[key] = torch.as_tensor(values, device=device)
         return self._head_tensors[key]
+
+
+def _mask_arg(arg: KernelArg, device: torch.device) -> Any:
+    import triton.language as tl  # on first use: the interpreter needs to be chosen before Triton loads
+
+    if arg.kind == "constexpr":
+        return tl.constexpr(arg.value)
+    if arg.kind == "table":
+        return torch.as_tensor(arg.value, device=device)
+    return arg.value

@@ -9,28 +9,36 @@ partials by log-sum-exp. The query heads of one KV head (grouped-query attention
 program, so each key and value tile is loaded once for the whole group.
 
 Slots are not in position order (a rolling buffer wraps around), so the cache passes each slot's
-position and the kernel evaluates the spec's predicate `tile_mask` on (query position, slot
+position and the kernel evaluates the pattern's predicate `tile_mask` on (query position, slot
 position): the order of the slots never matters to the softmax. Empty slots hold position −1.
 
-`DECODE_KERNELS` is a template: codegen splices the predicate's parameters into it; `decode.py`
-launches it.
+`backends/triton/decode.py` launches them, the split kernel with the warps and stages below.
 """
 
 from __future__ import annotations
 
-DECODE_KERNELS = """
+import triton
+import triton.language as tl
+
+from .common import LN2, mma
+
+#: The split kernel's warps and pipeline stages (its slots per tile, BLOCK_N, also set the shares: decode.py).
+SPLIT_WARPS = 4
+SPLIT_STAGES = 2
+
+
 @triton.jit
-def decode_keep(q_pos, k_pos, row_group, head_layout, kvh, n_ctx, ${mask_params}
+def decode_keep(q_pos, k_pos, row_group, head_layout, kvh, n_ctx, tile_mask: tl.constexpr, mask_args,
                 GROUP: tl.constexpr, ONE_LAYOUT: tl.constexpr):
     # The predicate on true positions; with per-head patterns each query head of the group
     # evaluates its own layout's branch (tile_mask branches on a layout that is uniform per call).
     if ONE_LAYOUT:
-        keep = tile_mask(q_pos[:, None], k_pos[None, :], 0, n_ctx, ${mask_args})
+        keep = tile_mask(q_pos[:, None], k_pos[None, :], 0, n_ctx, mask_args)
     else:
         keep = q_pos[:, None] < 0
         for g in tl.static_range(GROUP):
             layout = tl.load(head_layout + kvh * GROUP + g)
-            mine = tile_mask(q_pos[:, None], k_pos[None, :], layout, n_ctx, ${mask_args})
+            mine = tile_mask(q_pos[:, None], k_pos[None, :], layout, n_ctx, mask_args)
             keep = tl.where((row_group == g)[:, None], mine, keep)
     return keep
 
@@ -42,7 +50,7 @@ def maskc_decode_split(
     stride_kb, stride_kh, stride_kn,
     stride_vb, stride_vh, stride_vn,
     stride_pb,
-    head_layout, qk_scale, n_ctx, heads, kv_heads, q_len, slots_per_split, splits, ${mask_params}
+    head_layout, qk_scale, n_ctx, heads, kv_heads, q_len, slots_per_split, splits, tile_mask: tl.constexpr, mask_args,
     GROUP: tl.constexpr, ROWS: tl.constexpr, BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr,
     VALUE_DIM: tl.constexpr, ONE_LAYOUT: tl.constexpr, PRECISION: tl.constexpr,
 ):
@@ -84,7 +92,7 @@ def maskc_decode_split(
         v = tl.load(v_base + rows_n * stride_vn + offs_v[None, :], mask=slot_in[:, None], other=0.0)
         qk = mma(q, tl.trans(k), None, PRECISION)
         filled = k_pos >= 0
-        keep = decode_keep(q_pos, tl.where(filled, k_pos, 0), row_group, head_layout, kvh, n_ctx, ${mask_args}
+        keep = decode_keep(q_pos, tl.where(filled, k_pos, 0), row_group, head_layout, kvh, n_ctx, tile_mask, mask_args,
                            GROUP, ONE_LAYOUT)
         keep = keep & filled[None, :] & row_in[:, None]
         qk = tl.where(keep, qk, float("-inf"))
@@ -122,4 +130,3 @@ def maskc_decode_merge(OutPart, LsePart, Out, Lse, splits,
     out = tl.sum(parts * weight[:, None], 0) / tl.where(total == 0.0, 1.0, total)
     tl.store(Out + row * VALUE_DIM + offs_v, out.to(Out.dtype.element_ty))
     tl.store(Lse + row, tl.where(total == 0.0, float("-inf"), (top + tl.math.log2(total)) * LN2))
-"""

@@ -5,18 +5,26 @@ A preparation kernel computes, per query row, delta = rowsum(dO ∘ O) − dlse 
 The dK/dV kernel gives one program a key tile of one (batch, key/value head); it loops over the
 query heads of its group (grouped-query attention: each may have its own layout) and, for each,
 over the query tiles of the key tile's column, full ones unmasked, then partial ones through the
-generated predicate, called on transposed [BLOCK_N, BLOCK_M] tiles. dK and dV stay in registers
+pattern's predicate, called on transposed [BLOCK_N, BLOCK_M] tiles. dK and dV stay in registers
 and are written once: no atomics. The dQ kernel mirrors the forward pass over rows. Two kernels
 rather than one launch of both kinds of program: each then has its own tile shape and warps
 (bench/NOTES.md has the measurements). Long columns and rows run first, as in the forward pass.
 
-`BACKWARD_KERNELS` is a template: codegen splices the predicate's parameters into it; `backward.py`
-launches it.
+`backends/triton/backward.py` launches them: the preparation kernel PREPARE_ROWS rows per program,
+dK/dV and dQ with the candidates of `tuning.py`, timed per problem.
 """
 
 from __future__ import annotations
 
-BACKWARD_KERNELS = """
+import triton
+import triton.language as tl
+
+from .common import LOG2E, load_rows, mma, program_slot, query_rows, row_program, rows_by_position, tile_start
+
+#: Rows per program of the preparation kernel.
+PREPARE_ROWS = 64
+
+
 @triton.jit
 def maskc_backward_prepare(
     Out, DOut, DLse, Lse, Delta, Lse2,
@@ -47,23 +55,25 @@ def maskc_backward_prepare(
 
 @triton.jit
 def dkdv_tile(dk, dv, k, v, q_tile, do_tile, Lse2, Delta, offs_q, offs_k, layout, n_ctx, q_lo, q_hi, qk_scale,
-              ${mask_params} MASKED: tl.constexpr, EVEN_N: tl.constexpr, PRECISION: tl.constexpr):
+              tile_mask: tl.constexpr, mask_args,
+              MASKED: tl.constexpr, EVEN_N: tl.constexpr, PRECISION: tl.constexpr):
+    # -- load Q, dO and the rows' lse and delta: rows outside [q_lo, q_hi) are not the call's --
+    q_in = (offs_q >= q_lo) & (offs_q < q_hi)
+    q = load_rows(q_tile, q_in, EVEN_N)
+    do = load_rows(do_tile, q_in, EVEN_N)
     if EVEN_N:
-        q = tl.load(q_tile)
-        do = tl.load(do_tile)
         lse2 = tl.load(Lse2 + offs_q)
         delta = tl.load(Delta + offs_q)
     else:
-        q_in = (offs_q >= q_lo) & (offs_q < q_hi)
-        q = tl.load(q_tile, mask=q_in[:, None], other=0.0)
-        do = tl.load(do_tile, mask=q_in[:, None], other=0.0)
         lse2 = tl.load(Lse2 + offs_q, mask=q_in, other=float("inf"))
         delta = tl.load(Delta + offs_q, mask=q_in, other=0.0)
+    # -- P^T from the saved lse, masked by the predicate on partial tiles only --
     qk_t = mma(k, tl.trans(q), None, PRECISION)
     p_t = tl.math.exp2(qk_t * qk_scale - lse2[None, :])
     if MASKED:
-        keep = tile_mask(offs_q[None, :], offs_k[:, None], layout, n_ctx, ${mask_args})
+        keep = tile_mask(offs_q[None, :], offs_k[:, None], layout, n_ctx, mask_args)
         p_t = tl.where(keep, p_t, 0.0)
+    # -- dV += P^T dO; dK += dS^T Q with dS = P ∘ (dP − delta) --
     dv = mma(p_t.to(do.dtype), do, dv, PRECISION)
     dp_t = mma(v, tl.trans(do), None, PRECISION)
     ds_t = p_t * (dp_t - delta[None, :])
@@ -73,7 +83,8 @@ def dkdv_tile(dk, dv, k, v, q_tile, do_tile, Lse2, Delta, offs_q, offs_k, layout
 
 @triton.jit
 def dkdv_tiles(dk, dv, k, v, q_head, do_head, q_local, do_local, stride_qm, stride_dm, lse2_head, delta_head,
-               tile_idx, lo, hi, offs_m, offs_k, layout, n_ctx, q_lo, q_hi, qk_scale, ${mask_params}
+               tile_idx, lo, hi, offs_m, offs_k, layout, n_ctx, q_lo, q_hi, qk_scale,
+               tile_mask: tl.constexpr, mask_args,
                BLOCK_M: tl.constexpr, MASKED: tl.constexpr, EVEN_N: tl.constexpr, PRECISION: tl.constexpr):
     # Add the dK and dV contributions of the query tiles tile_idx[lo:hi] of one key column.
     start_m = tile_start(tile_idx, lo, hi, BLOCK_M)
@@ -83,7 +94,7 @@ def dkdv_tiles(dk, dv, k, v, q_head, do_head, q_local, do_local, stride_qm, stri
             dk, dv, k, v,
             q_head + start_m.to(tl.int64) * stride_qm + q_local,
             do_head + start_m.to(tl.int64) * stride_dm + do_local,
-            lse2_head, delta_head, start_m + offs_m, offs_k, layout, n_ctx, q_lo, q_hi, qk_scale, ${mask_args}
+            lse2_head, delta_head, start_m + offs_m, offs_k, layout, n_ctx, q_lo, q_hi, qk_scale, tile_mask, mask_args,
             MASKED, EVEN_N, PRECISION,
         )
         start_m = next_m
@@ -101,10 +112,11 @@ def maskc_backward_dkdv(
     stride_dvb, stride_dvh, stride_dvn,
     head_layout, table_of_head, table_stride, layouts, col_order, full_ptr, full_idx, partial_ptr, partial_idx,
     qk_scale, sm_scale, n_ctx, heads, batch_kv_heads, kv_heads, col_tiles, long_cols, programs,
-    q_starts, q_start, q_len, k_lo, k_hi, ${mask_params}
+    q_starts, q_start, q_len, k_lo, k_hi, tile_mask: tl.constexpr, mask_args,
     GROUP: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr, VALUE_DIM: tl.constexpr,
     EVEN_N: tl.constexpr, PER_BATCH_Q: tl.constexpr, PRECISION: tl.constexpr,
 ):
+    # Stage 1: the program's (batch, key/value head) and key tile; K and V stay in registers.
     # Rows are addressed by position, as in the forward kernel: the base pointers below are
     # moved back by the first position of the call's queries (q_lo) and keys (k_lo).
     slot, bkv = program_slot(tl.program_id(0), long_cols, programs, batch_kv_heads)
@@ -121,60 +133,57 @@ def maskc_backward_dkdv(
     local_n = (start_n - k_lo).to(tl.int64)
     k_rows = K + b.to(tl.int64) * stride_kb + kvh.to(tl.int64) * stride_kh + local_n * stride_kn
     v_rows = V + b.to(tl.int64) * stride_vb + kvh.to(tl.int64) * stride_vh + local_n * stride_vn
-    k_in = ((offs_k >= k_lo) & (offs_k < k_hi))[:, None]
-    if EVEN_N:
-        k = tl.load(k_rows + offs_n[:, None] * stride_kn + offs_d[None, :])
-        v = tl.load(v_rows + offs_n[:, None] * stride_vn + offs_v[None, :])
-    else:
-        k = tl.load(k_rows + offs_n[:, None] * stride_kn + offs_d[None, :], mask=k_in, other=0.0)
-        v = tl.load(v_rows + offs_n[:, None] * stride_vn + offs_v[None, :], mask=k_in, other=0.0)
+    k_in = (offs_k >= k_lo) & (offs_k < k_hi)
+    k = load_rows(k_rows + offs_n[:, None] * stride_kn + offs_d[None, :], k_in, EVEN_N)
+    v = load_rows(v_rows + offs_n[:, None] * stride_vn + offs_v[None, :], k_in, EVEN_N)
     dk = tl.zeros([BLOCK_N, HEAD_DIM], tl.float32)
     dv = tl.zeros([BLOCK_N, VALUE_DIM], tl.float32)
     q_local = offs_m[:, None] * stride_qm + offs_d[None, :]
     do_local = offs_m[:, None] * stride_dm + offs_v[None, :]
+    # Stage 2: each query head of the group, its column's full tiles, then its partial ones.
     for g in range(0, GROUP):
         h = kvh * GROUP + g
         table = tl.load(table_of_head + h) + b * table_stride
         layout = tl.load(head_layout + h) + layouts * table
-        q_back = tl.cast(q_lo, tl.int64)
-        q_head = Q + b.to(tl.int64) * stride_qb + h.to(tl.int64) * stride_qh - q_back * stride_qm
-        do_head = DOut + b.to(tl.int64) * stride_db + h.to(tl.int64) * stride_dh - q_back * stride_dm
-        rows_at = (b * heads + h).to(tl.int64) * q_len - q_back
+        q_head = rows_by_position(Q, b, h, stride_qb, stride_qh, stride_qm, q_lo)
+        do_head = rows_by_position(DOut, b, h, stride_db, stride_dh, stride_dm, q_lo)
+        rows_at = (b * heads + h).to(tl.int64) * q_len - tl.cast(q_lo, tl.int64)
         at = table * (col_tiles + 1) + col
         dk, dv = dkdv_tiles(
             dk, dv, k, v, q_head, do_head, q_local, do_local, stride_qm, stride_dm, Lse2 + rows_at, Delta + rows_at,
             full_idx, tl.load(full_ptr + at), tl.load(full_ptr + at + 1),
-            offs_m, offs_k, layout, n_ctx, q_lo, q_lo + q_len, qk_scale, ${mask_args}
+            offs_m, offs_k, layout, n_ctx, q_lo, q_lo + q_len, qk_scale, tile_mask, mask_args,
             BLOCK_M, False, EVEN_N, PRECISION,
         )
         dk, dv = dkdv_tiles(
             dk, dv, k, v, q_head, do_head, q_local, do_local, stride_qm, stride_dm, Lse2 + rows_at, Delta + rows_at,
             partial_idx, tl.load(partial_ptr + at), tl.load(partial_ptr + at + 1),
-            offs_m, offs_k, layout, n_ctx, q_lo, q_lo + q_len, qk_scale, ${mask_args}
+            offs_m, offs_k, layout, n_ctx, q_lo, q_lo + q_len, qk_scale, tile_mask, mask_args,
             BLOCK_M, True, EVEN_N, PRECISION,
         )
+    # Stage 3: write dK (scaled) and dV once.
     dk_rows = DK + b.to(tl.int64) * stride_dkb + kvh.to(tl.int64) * stride_dkh + local_n * stride_dkn
     dv_rows = DV + b.to(tl.int64) * stride_dvb + kvh.to(tl.int64) * stride_dvh + local_n * stride_dvn
     tl.store(dk_rows + offs_n[:, None] * stride_dkn + offs_d[None, :], (dk * sm_scale).to(DK.dtype.element_ty),
-             mask=k_in)
-    tl.store(dv_rows + offs_n[:, None] * stride_dvn + offs_v[None, :], dv.to(DV.dtype.element_ty), mask=k_in)
+             mask=k_in[:, None])
+    tl.store(dv_rows + offs_n[:, None] * stride_dvn + offs_v[None, :], dv.to(DV.dtype.element_ty), mask=k_in[:, None])
 
 
 @triton.jit
-def dq_tile(dq, q, do, lse2, delta, k_tile, v_tile, offs_q, offs_k, layout, n_ctx, k_lo, k_hi, qk_scale, ${mask_params}
+def dq_tile(dq, q, do, lse2, delta, k_tile, v_tile, offs_q, offs_k, layout, n_ctx, k_lo, k_hi, qk_scale,
+            tile_mask: tl.constexpr, mask_args,
             MASKED: tl.constexpr, EVEN_N: tl.constexpr, PRECISION: tl.constexpr):
-    if EVEN_N:
-        k = tl.load(k_tile)
-        v = tl.load(v_tile)
-    else:
-        k_in = ((offs_k >= k_lo) & (offs_k < k_hi))[:, None]
-        k = tl.load(k_tile, mask=k_in, other=0.0)
-        v = tl.load(v_tile, mask=k_in, other=0.0)
+    # -- load K and V --
+    k_in = (offs_k >= k_lo) & (offs_k < k_hi)
+    k = load_rows(k_tile, k_in, EVEN_N)
+    v = load_rows(v_tile, k_in, EVEN_N)
+    # -- P from the saved lse, masked by the predicate on partial tiles only --
     qk = mma(q, tl.trans(k), None, PRECISION)
     p = tl.math.exp2(qk * qk_scale - lse2[:, None])
     if MASKED:
-        keep = tile_mask(offs_q[:, None], offs_k[None, :], layout, n_ctx, ${mask_args})
+        keep = tile_mask(offs_q[:, None], offs_k[None, :], layout, n_ctx, mask_args)
         p = tl.where(keep, p, 0.0)
+    # -- dQ += dS K with dS = P ∘ (dO V^T − delta) --
     dp = mma(do, tl.trans(v), None, PRECISION)
     ds = p * (dp - delta[:, None])
     dq = mma(ds.to(k.dtype), k, dq, PRECISION)
@@ -183,7 +192,8 @@ def dq_tile(dq, q, do, lse2, delta, k_tile, v_tile, offs_q, offs_k, layout, n_ct
 
 @triton.jit
 def dq_tiles(dq, q, do, lse2, delta, k_head, v_head, k_local, v_local, stride_kn, stride_vn,
-             tile_idx, lo, hi, offs_q, offs_n, layout, n_ctx, k_lo, k_hi, qk_scale, ${mask_params}
+             tile_idx, lo, hi, offs_q, offs_n, layout, n_ctx, k_lo, k_hi, qk_scale,
+             tile_mask: tl.constexpr, mask_args,
              BLOCK_N: tl.constexpr, MASKED: tl.constexpr, EVEN_N: tl.constexpr, PRECISION: tl.constexpr):
     # Add the dQ contributions of the key tiles tile_idx[lo:hi] of one query row.
     start_n = tile_start(tile_idx, lo, hi, BLOCK_N)
@@ -193,7 +203,7 @@ def dq_tiles(dq, q, do, lse2, delta, k_head, v_head, k_local, v_local, stride_kn
             dq, q, do, lse2, delta,
             k_head + start_n.to(tl.int64) * stride_kn + k_local,
             v_head + start_n.to(tl.int64) * stride_vn + v_local,
-            offs_q, start_n + offs_n, layout, n_ctx, k_lo, k_hi, qk_scale, ${mask_args}
+            offs_q, start_n + offs_n, layout, n_ctx, k_lo, k_hi, qk_scale, tile_mask, mask_args,
             MASKED, EVEN_N, PRECISION,
         )
         start_n = next_n
@@ -210,57 +220,52 @@ def maskc_backward_dq(
     stride_dqb, stride_dqh, stride_dqm,
     head_layout, table_of_head, table_stride, layouts, row_order, full_ptr, full_idx, partial_ptr, partial_idx,
     qk_scale, sm_scale, n_ctx, heads, group, batch_heads, row_tiles, long_rows, programs,
-    q_starts, q_start, q_len, k_lo, k_hi, ${mask_params}
+    q_starts, q_start, q_len, k_lo, k_hi, tile_mask: tl.constexpr, mask_args,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr, VALUE_DIM: tl.constexpr,
     EVEN_N: tl.constexpr, PER_BATCH_Q: tl.constexpr, PRECISION: tl.constexpr,
 ):
-    # Rows and keys are addressed by position, as in the forward kernel.
+    # Stage 1: the program's (batch, head) and query tile, as in the forward kernel; Q, dO, lse and
+    # delta of its rows stay in registers.
     b, h, kvh, bh, layout, table, row = row_program(
         row_order, head_layout, table_of_head, table_stride, layouts, long_rows, programs, batch_heads, heads, group
     )
-    q_lo = tl.load(q_starts + b) if PER_BATCH_Q else q_start
-    start_m = row * BLOCK_M
+    q_lo, start_m, offs_q, q_in = query_rows(q_starts, q_start, q_len, b, row, BLOCK_M, PER_BATCH_Q)
     offs_m = tl.arange(0, BLOCK_M)
     offs_n = tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, HEAD_DIM)
     offs_v = tl.arange(0, VALUE_DIM)
-    offs_q = start_m + offs_m
-    q_in = (offs_q >= q_lo) & (offs_q < q_lo + q_len)
     local_m = (start_m - q_lo).to(tl.int64)
     q_rows = Q + b.to(tl.int64) * stride_qb + h.to(tl.int64) * stride_qh + local_m * stride_qm
     do_rows = DOut + b.to(tl.int64) * stride_db + h.to(tl.int64) * stride_dh + local_m * stride_dm
     row_at = bh.to(tl.int64) * q_len + (offs_q - q_lo)
+    q = load_rows(q_rows + offs_m[:, None] * stride_qm + offs_d[None, :], q_in, EVEN_N)
+    do = load_rows(do_rows + offs_m[:, None] * stride_dm + offs_v[None, :], q_in, EVEN_N)
     if EVEN_N:
-        q = tl.load(q_rows + offs_m[:, None] * stride_qm + offs_d[None, :])
-        do = tl.load(do_rows + offs_m[:, None] * stride_dm + offs_v[None, :])
         lse2 = tl.load(Lse2 + row_at)
         delta = tl.load(Delta + row_at)
     else:
-        q = tl.load(q_rows + offs_m[:, None] * stride_qm + offs_d[None, :], mask=q_in[:, None], other=0.0)
-        do = tl.load(do_rows + offs_m[:, None] * stride_dm + offs_v[None, :], mask=q_in[:, None], other=0.0)
         lse2 = tl.load(Lse2 + row_at, mask=q_in, other=float("inf"))
         delta = tl.load(Delta + row_at, mask=q_in, other=0.0)
-    k_back = tl.cast(k_lo, tl.int64)
-    k_head = K + b.to(tl.int64) * stride_kb + kvh.to(tl.int64) * stride_kh - k_back * stride_kn
-    v_head = V + b.to(tl.int64) * stride_vb + kvh.to(tl.int64) * stride_vh - k_back * stride_vn
+    k_head = rows_by_position(K, b, kvh, stride_kb, stride_kh, stride_kn, k_lo)
+    v_head = rows_by_position(V, b, kvh, stride_vb, stride_vh, stride_vn, k_lo)
     k_local = offs_n[:, None] * stride_kn + offs_d[None, :]
     v_local = offs_n[:, None] * stride_vn + offs_v[None, :]
     dq = tl.zeros([BLOCK_M, HEAD_DIM], tl.float32)
     at = table * (row_tiles + 1) + row
+    # Stage 2: the row's full tiles, no predicate; stage 3: its partial tiles, through the predicate.
     dq = dq_tiles(
         dq, q, do, lse2, delta, k_head, v_head, k_local, v_local, stride_kn, stride_vn,
         full_idx, tl.load(full_ptr + at), tl.load(full_ptr + at + 1),
-        offs_q, offs_n, layout, n_ctx, k_lo, k_hi, qk_scale, ${mask_args}
+        offs_q, offs_n, layout, n_ctx, k_lo, k_hi, qk_scale, tile_mask, mask_args,
         BLOCK_N, False, EVEN_N, PRECISION,
     )
     dq = dq_tiles(
         dq, q, do, lse2, delta, k_head, v_head, k_local, v_local, stride_kn, stride_vn,
         partial_idx, tl.load(partial_ptr + at), tl.load(partial_ptr + at + 1),
-        offs_q, offs_n, layout, n_ctx, k_lo, k_hi, qk_scale, ${mask_args}
+        offs_q, offs_n, layout, n_ctx, k_lo, k_hi, qk_scale, tile_mask, mask_args,
         BLOCK_N, True, EVEN_N, PRECISION,
     )
+    # Stage 4: write dQ (scaled) once.
     dq_rows = DQ + b.to(tl.int64) * stride_dqb + h.to(tl.int64) * stride_dqh + local_m * stride_dqm
     tl.store(dq_rows + offs_m[:, None] * stride_dqm + offs_d[None, :], (dq * sm_scale).to(DQ.dtype.element_ty),
              mask=q_in[:, None])
-
-"""

@@ -1,0 +1,105 @@
+"""Helpers every kernel shares: products, the program → (slot, head) order, tile walks, row prologues.
+
+The pattern's predicate is not here: each kernel takes it as `tile_mask: tl.constexpr` (a
+`@triton.jit` function generated from the rules, `codegen.py`) with its arguments as one tuple,
+`mask_args`, whose compile-time constants are `tl.constexpr` elements. Triton compiles one
+specialisation per predicate and per value of its constants, as if they were written into the
+kernel.
+"""
+
+from __future__ import annotations
+
+import os
+
+import triton
+import triton.language as tl
+
+#: log2(e) and ln(2): the kernels work in base 2 (launches fold LOG2E into the score scale).
+LOG2E = tl.constexpr(1.4426950408889634)
+LN2 = tl.constexpr(0.6931471805599453)
+
+if os.environ.get("TRITON_INTERPRET", "0") == "1":
+    # Triton's interpreter multiplies bfloat16 operands as their raw 16-bit patterns; their
+    # float32 values are exact, and products of them accumulate in float32 as on tensor cores.
+    @triton.jit
+    def mma(a, b, acc, PRECISION: tl.constexpr):
+        return tl.dot(a.to(tl.float32), b.to(tl.float32), acc, input_precision="ieee")
+
+else:
+
+    @triton.jit
+    def mma(a, b, acc, PRECISION: tl.constexpr):
+        return tl.dot(a, b, acc, input_precision=PRECISION)
+
+
+@triton.jit
+def program_slot(pid, long_lines, lines, groups):
+    """(slot in the order table, (batch, head) group) of program `pid`.
+
+    The long lines come first, each for every group, so they start early; then each group runs
+    its other lines in order, so programs running together share the keys and values of one head
+    in L2.
+    """
+    long_programs = long_lines * groups
+    if pid < long_programs:
+        slot = pid // groups
+        group = pid % groups
+    else:
+        rest = pid - long_programs
+        short = lines - long_lines
+        group = rest // short
+        slot = long_lines + rest % short
+    return slot, group
+
+
+@triton.jit
+def row_program(row_order, head_layout, table_of_head, table_stride, layouts, long_rows, row_tiles, batch_heads, heads,
+                group):
+    """(batch, head, its key/value head, batch·heads + head, layout code, table, query tile) of a row program.
+
+    The program's tables are those of table index `table_of_head[h] + b · table_stride` (a static
+    pattern: its layout; a run-time layout: one per batch element and layout or head); the code
+    `layout + layouts · table` tells `tile_mask` both the layout and the table.
+    """
+    slot, bh = program_slot(tl.program_id(0), long_rows, row_tiles, batch_heads)
+    h = bh % heads
+    b = bh // heads
+    table = tl.load(table_of_head + h) + b * table_stride
+    code = tl.load(head_layout + h) + layouts * table
+    return b, h, h // group, bh, code, table, tl.load(row_order + slot)
+
+
+@triton.jit
+def tile_start(tile_idx, t, hi, BLOCK: tl.constexpr):
+    """First position of the t-th tile of a walk (0 past its end, hi).
+
+    Walkers read the next tile's index one step ahead, into a value carried by the loop: the
+    software pipeliner then leaves that load alone and pipelines the tile loads behind it. Read
+    within the step that uses it, the index went through the asynchronous copy pipeline itself,
+    and every step waited for all copies in flight (no overlap of loads with products).
+    """
+    return tl.load(tile_idx + t, mask=t < hi, other=0) * BLOCK
+
+
+@triton.jit
+def rows_by_position(X, b, h, stride_b, stride_h, stride_row, lo):
+    """Pointer to (batch b, head h) of X moved back by `lo` rows, so that the row of position p is at
+    p · stride_row: a rectangular call's tensors hold the positions [lo, lo + len) (lo = 0 for a full
+    call). 64-bit offsets, as a tensor may pass 2**31 elements."""
+    return X + b.to(tl.int64) * stride_b + h.to(tl.int64) * stride_h - tl.cast(lo, tl.int64) * stride_row
+
+
+@triton.jit
+def query_rows(q_starts, q_start, q_len, b, row, BLOCK_M: tl.constexpr, PER_BATCH_Q: tl.constexpr):
+    """(q_lo, start_m, offs_q, rows_in) of query tile `row`: the call's first query position (per batch
+    element when PER_BATCH_Q), the tile's first position, its positions, and which are the call's."""
+    q_lo = tl.load(q_starts + b) if PER_BATCH_Q else q_start
+    start_m = row * BLOCK_M
+    offs_q = start_m + tl.arange(0, BLOCK_M)
+    return q_lo, start_m, offs_q, (offs_q >= q_lo) & (offs_q < q_lo + q_len)
+
+
+@triton.jit
+def load_rows(tile, rows_in, EVEN: tl.constexpr):
+    """A [rows, columns] tile, rows outside `rows_in` as zeros (no mask when every row is in)."""
+    return tl.load(tile) if EVEN else tl.load(tile, mask=rows_in[:, None], other=0.0)

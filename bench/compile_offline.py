@@ -1,0 +1,140 @@
+"""Compile maskc's Triton kernels for a Hopper target without a GPU, and summarise what came out.
+
+Runs real maskc calls (forward, backward, a decoding step) on CPU tensors while Triton believes a
+CUDA sm_90 device is current: every launch compiles exactly as on an H200 (same arguments, same
+specialisation, the first tuning candidate of each kernel) and stops before launching. For each
+compiled kernel it prints TTGIR operation counts, PTX instruction count, registers and spills
+(cuobjdump on Triton's own cubin) and shared memory, one JSON object per line.
+
+Used to check that a change of the kernels' source form changes no compiled code (bench/NOTES.md).
+Needs a Triton with the NVIDIA backend (it bundles ptxas and cuobjdump); no GPU.
+
+    MASKC_TRITON_AUTOTUNE=0 python bench/compile_offline.py > compiled.jsonl
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+#: (name, spec, seq_len, block size, schedule, documents?) of the patterns compiled.
+CASES = [
+    ("window", {"causal": True, "pattern": {"window": {"before": 255, "after": 0}}}, 1024, 64, "single", False),
+    ("longformer", "specs/longformer.yaml", 1024, 64, "single", False),
+    ("strided, split schedule", "specs/sparse_transformer_strided.yaml", 1024, 64, "split", False),
+    ("documents (run-time)", {"causal": True, "pattern": [
+        {"intersect": [{"document": {}}, {"window": {"before": 100, "after": 0}}]},
+        {"sink": {"count": 2, "per": "document"}}]}, 1024, 64, "single", True),
+]  # fmt: skip
+_OP = re.compile(r"^\s*(?:%[\w#:, %]+=\s*)?\"?([a-z_]+\.[a-z_.0-9]+)")
+
+
+class _Hopper:
+    """Just enough of a Triton driver to compile for sm_90 on a machine without a GPU."""
+
+    def get_current_device(self) -> int:
+        return 0
+
+    def get_current_stream(self, device: int) -> int:
+        return 0
+
+    def get_current_target(self):
+        from triton.backends.compiler import GPUTarget
+
+        return GPUTarget("cuda", 90, 128)
+
+
+def _compile_only(compiled: list) -> None:
+    """Every launch compiles (warmup) instead of running, and its compiled kernel is kept."""
+    from triton.runtime import driver
+    from triton.runtime.jit import JITFunction
+
+    driver.set_active(_Hopper())
+    run = JITFunction.run
+
+    def compile_run(self, *args, grid, warmup, **kwargs):
+        kernel = run(self, *args, grid=grid, warmup=True, **kwargs)
+        compiled.append((self.fn.__name__, kernel))
+        return kernel
+
+    JITFunction.run = compile_run
+
+
+def _summary(name: str, kernel) -> dict:
+    ops = collections.Counter(m.group(1) for line in kernel.asm["ttgir"].splitlines() if (m := _OP.match(line)))
+    ptx = [line.split()[0] for line in kernel.asm["ptx"].splitlines()
+           if line.startswith("\t") and line.strip() and not line.strip().startswith(("//", ".", "$", "{", "}"))]
+    with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
+        f.write(kernel.asm["cubin"])
+        f.flush()
+        tool = Path(__import__("triton").__file__).parent / "backends" / "nvidia" / "bin" / "cuobjdump"
+        usage = subprocess.run([tool, "--dump-resource-usage", f.name], capture_output=True, text=True).stdout
+    regs = re.search(r"REG:(\d+)", usage)
+    stack = re.search(r"STACK:(\d+)", usage)
+    return {
+        "kernel": name,
+        "ttgir_ops": sum(ops.values()),
+        "dots": sum(v for k, v in ops.items() if "dot" in k),
+        "loops": ops["scf.for"],
+        "loads": sum(v for k, v in ops.items() if "load" in k or "async_copy" in k),
+        "divisions": sum(v for k, v in ops.items() if k.startswith("arith.div") or k.startswith("arith.rem")),
+        "ptx_instructions": len(ptx),
+        "registers": int(regs.group(1)) if regs else None,
+        "stack": int(stack.group(1)) if stack else None,
+        "shared": kernel.metadata.shared,
+        "warps": kernel.metadata.num_warps,
+        "stages": kernel.metadata.num_stages,
+    }
+
+
+def main() -> None:
+    import maskc
+    from maskc.backends.triton import backend as triton_backend
+
+    os.environ.pop("TRITON_INTERPRET", None)
+    os.environ["MASKC_TRITON_AUTOTUNE"] = "0"
+    os.environ.setdefault("TRITON_CACHE_DIR", tempfile.mkdtemp(prefix="triton-offline-"))
+    triton_backend.unsupported_reason = lambda *args: None  # CPU tensors stand in for CUDA ones
+    compiled: list = []
+    _compile_only(compiled)
+    for label, spec, n, block, schedule, documents in CASES:
+        spec = maskc.Spec(name="offline", **spec) if isinstance(spec, dict) else spec
+        pattern = maskc.compile(spec, seq_len=n, block_size=block, heads=2, schedule=schedule)
+        q, k, v = (torch.randn(1, 2, n, 128, dtype=torch.bfloat16, requires_grad=True) for _ in range(3))
+        docs = torch.as_tensor(maskc.ids_from_lengths([300, 500, 224]))[None] if documents else None
+        start = len(compiled)
+        out = maskc.attention(q, k, v, pattern, backend="triton", documents=docs)
+        out.float().sum().backward()
+        for name, kernel in compiled[start:]:
+            print(json.dumps({"case": label, **_summary(name, kernel)}), flush=True)
+    _decode(compiled)
+
+
+def _decode(compiled: list) -> None:
+    """One decoding step of 4 queries over a Longformer cache (its split and merge kernels)."""
+    import maskc
+    from maskc.backends.triton.decode import decode_attention
+    from maskc.backends.triton.plans import plan_for
+
+    pattern = maskc.compile("specs/longformer.yaml", seq_len=1024, block_size=64, heads=2)
+    q = torch.randn(1, 2, 4, 128, dtype=torch.bfloat16)
+    k = v = torch.randn(1, 2, 512, 128, dtype=torch.bfloat16)
+    positions = torch.as_tensor(np.arange(512, dtype=np.int32))[None]
+    start = len(compiled)
+    decode_attention(plan_for(pattern), q, k, v, positions, torch.tensor([512], dtype=torch.int32),
+                     torch.tensor([512], dtype=torch.int32), 0.1)  # fmt: skip
+    for name, kernel in compiled[start:]:
+        print(json.dumps({"case": "decode (longformer)", **_summary(name, kernel)}), flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
