@@ -20,7 +20,6 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from maskc.attention import attention as sparse_attention
 from maskc.distributed.comm import (
     Group,
     Pending,
@@ -31,41 +30,23 @@ from maskc.distributed.comm import (
     return_gradients,
     start_exchange,
 )
+from maskc.distributed.local import Job, local_attention, merge
 from maskc.distributed.planner import Block, Plan, Shipment, plan
+from maskc.distributed.ring import RingAttention, ring_forward
 from maskc.distributed.sharding import check_sharding, shard, unshard
 from maskc.errors import BackendError
 from maskc.ir import CompiledPattern
 
-_plans: weakref.WeakKeyDictionary[CompiledPattern, dict[tuple[int, str], Plan]] = weakref.WeakKeyDictionary()
+_plans: weakref.WeakKeyDictionary[CompiledPattern, dict[tuple[int, str, str], Plan]] = weakref.WeakKeyDictionary()
 
 
-def cached_plan(pattern: CompiledPattern, ranks: int, sharding: str) -> Plan:
+def cached_plan(pattern: CompiledPattern, ranks: int, sharding: str, mode: str = "auto") -> Plan:
     """The plan of `pattern` over `ranks` ranks, computed once per pattern object."""
     per_pattern = _plans.setdefault(pattern, {})
-    key = (ranks, sharding)
+    key = (ranks, sharding, mode)
     if key not in per_pattern:
-        per_pattern[key] = plan(pattern, ranks, sharding)
+        per_pattern[key] = plan(pattern, ranks, sharding, mode)
     return per_pattern[key]
-
-
-@dataclass(frozen=True)
-class Job:
-    """One call: the plan, the group, the pattern, the score scale and the backend of the local calls."""
-
-    plan: Plan
-    group: Group
-    pattern: CompiledPattern
-    scale: Any
-    backend: str = "auto"
-
-
-def local_attention(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, job: Job, q_offset: int, k_offset: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(out, lse) of queries at positions q_offset… against keys at k_offset… under the full pattern."""
-    return sparse_attention(
-        q, k, v, job.pattern, job.backend, scale=job.scale, return_lse=True, q_offset=q_offset, k_offset=k_offset
-    )
 
 
 def attention(
@@ -79,6 +60,7 @@ def attention(
     scale: float | None = None,
     return_lse: bool = False,
     backend: str = "auto",
+    mode: str = "auto",
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """This rank's output shard of sparse attention over a sequence split across `group`.
 
@@ -86,10 +68,17 @@ def attention(
     of tensors over the whole sequence; `pattern` is compiled for the whole N. Returns the
     output shard (and its lse shard, (B, H, N/P), when return_lse is true); differentiable.
     `backend` picks the local calls' backend as in `maskc.attention` ("auto": Triton for CUDA
-    tensors, with NCCL; the CPU reference for CPU tensors, with gloo).
+    tensors, with NCCL; the CPU reference for CPU tensors, with gloo). `mode` picks how keys move
+    ("halo", "ring", or "auto": the planner's choice, see `maskc.distributed.planner`).
     """
-    job = _job(q, k, v, pattern, group, sharding, scale, backend)
-    if torch.is_grad_enabled() and any(x.requires_grad for x in (q, k, v)):
+    job = _job(q, k, v, pattern, group, sharding, scale, backend, mode)
+    if job.plan.mode == "ring":
+        if torch.is_grad_enabled() and any(x.requires_grad for x in (q, k, v)):
+            out, lse = RingAttention.apply(q, k, v, job)
+        else:
+            out, lse = ring_forward(job, q, k, v)
+            out = out.to(q.dtype)
+    elif torch.is_grad_enabled() and any(x.requires_grad for x in (q, k, v)):
         out, lse = ContextParallelAttention.apply(q, k, v, job)
     else:
         record = _run(job, q, k, v, track=False)
@@ -98,7 +87,15 @@ def attention(
 
 
 def _job(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pattern: Any, group: Any, sharding: str, scale: Any, backend: str
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    pattern: Any,
+    group: Any,
+    sharding: str,
+    scale: Any,
+    backend: str,
+    mode: str,
 ) -> Job:
     check_sharding(sharding)
     if not dist.is_available() or not dist.is_initialized():
@@ -114,7 +111,7 @@ def _job(
                 f"{name} holds {x.shape[2]} positions per rank; pattern {pattern.spec.name!r} is compiled for "
                 f"seq_len {pattern.n}, which over {members.size} ranks is {pattern.n / members.size:g} per rank"
             )
-    return Job(cached_plan(pattern, members.size, sharding), members, pattern, scale, backend)
+    return Job(cached_plan(pattern, members.size, sharding, mode), members, pattern, scale, backend)
 
 
 @dataclass
@@ -197,6 +194,7 @@ def simulate(
     scale: float | None = None,
     only_rank: int | None = None,
     backend: str = "auto",
+    mode: str = "auto",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Every rank's local calls and merges of the plan, run in this process on full-length tensors
     (no torch.distributed): (out, lse) over the whole sequence, differentiable by plain autograd.
@@ -205,7 +203,7 @@ def simulate(
     shard of) one rank's compute alone, for timing it without communication.
     """
     check_sharding(sharding)
-    plan_all = cached_plan(pattern, ranks, sharding)
+    plan_all = cached_plan(pattern, ranks, sharding, mode)
     job = Job(plan_all, Group(None, 0, ranks, tuple(range(ranks))), pattern, scale, backend)
     outs, lses = [], []
     for rank in range(ranks) if only_rank is None else [only_rank]:
@@ -320,23 +318,3 @@ def _assemble(
         out[:, :, rows] = merged_out
         lse[:, :, rows] = merged_lse
     return out, lse
-
-
-def merge(
-    out_a: torch.Tensor, lse_a: torch.Tensor, out_b: torch.Tensor, lse_b: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Softmax outputs over two disjoint key sets merged into the output over their union, by lse.
-
-    Rows with no key in either set (lse = −inf in both) stay zero with lse = −inf, with zero
-    gradients rather than NaN.
-    """
-    peak = torch.maximum(lse_a, lse_b)
-    peak = torch.where(torch.isfinite(peak), peak, torch.zeros_like(peak))
-    weight_a, weight_b = torch.exp(lse_a - peak), torch.exp(lse_b - peak)
-    total = weight_a + weight_b
-    some = total > 0
-    safe = torch.where(some, total, torch.ones_like(total))
-    lse = torch.where(some, peak + torch.log(safe), torch.full_like(total, float("-inf")))
-    dtype = lse.dtype
-    out = (weight_a[..., None] * out_a.to(dtype) + weight_b[..., None] * out_b.to(dtype)) / safe[..., None]
-    return out.to(out_a.dtype), lse
