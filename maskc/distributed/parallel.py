@@ -24,10 +24,12 @@ from maskc.distributed.comm import (
     Group,
     Pending,
     Piece,
+    add_key_gradients,
     exchange_partials,
     local_slice,
     pieces_of,
-    return_gradients,
+    return_query_gradients,
+    send_key_gradients,
     start_exchange,
 )
 from maskc.distributed.local import Job, local_attention, merge
@@ -126,6 +128,9 @@ class Record:
     hosted: list[tuple[Shipment, torch.Tensor, torch.Tensor, torch.Tensor]]
     #: Partial outputs and lse of this rank's shipped rows, as received (leaves).
     partials: list[tuple[Shipment, torch.Tensor, torch.Tensor]]
+    #: The query rows of each call on received keys, as leaves of their own, so that the backward
+    #: pass differentiates those calls first and sends the keys' gradients before the local calls.
+    remote_queries: list[tuple[Block, torch.Tensor]]
 
 
 class ContextParallelAttention(torch.autograd.Function):
@@ -153,11 +158,17 @@ class ContextParallelAttention(torch.autograd.Function):
             grads.append(d_lse)
         keys = [b for _, kb, vb in record.received for b in (kb, vb)]
         partials = [b for _, ob, lb in record.partials for b in (ob, lb)]
-        dq, dk, dv, *found = _grads(outputs, leaves + keys + partials, grads, retain=bool(record.hosted))
+        remote = [leaf for _, leaf in record.remote_queries]
+        # first the calls on received keys, whose key gradients go home while the local calls are differentiated
+        found = _grads(outputs, keys + partials + remote, grads, retain=True) if keys + partials + remote else []
         key_grads = [(t, found[2 * i], found[2 * i + 1]) for i, (t, _, _) in enumerate(record.received)]
+        returning = send_key_gradients(job.plan, job.group, key_grads, leaves[1], leaves[2])
         found = found[len(keys) :]
         sent = [(s, found[2 * i], found[2 * i + 1]) for i, (s, _, _) in enumerate(record.partials)]
         pending = exchange_partials(job.plan, job.group, sent, record.out, record.lse, backward=True)
+        dq, dk, dv = _grads(outputs, leaves, grads, retain=bool(record.hosted))
+        for (block, _), grad in zip(record.remote_queries, found[len(partials) :]):
+            _rows(dq, block.q_start, block.q_stop, job.plan.rank_plans[job.group.rank].ranges).add_(grad)
         pending.wait()
         query_grads = []
         if record.hosted:
@@ -167,7 +178,8 @@ class ContextParallelAttention(torch.autograd.Function):
             *d_rows, dk_hosted, dv_hosted = _grads(hosted_out, [*rows, leaves[1], leaves[2]], hosted_grads)
             dk, dv = dk + dk_hosted, dv + dv_hosted
             query_grads = [(s, g) for (s, _, _, _), g in zip(record.hosted, d_rows)]
-        return_gradients(job.plan, job.group, key_grads, query_grads, dq, dk, dv)
+        return_query_gradients(job.plan, job.group, query_grads, dq)
+        add_key_gradients(job.plan, job.group, returning, dk, dv)
         return dq, dk, dv, None
 
 
@@ -242,14 +254,19 @@ def _run(job: Job, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, track: 
     computed = [(s, out.detach(), lse.detach().to(like_lse.dtype)) for s, _, out, lse in hosted]
     partial_pending = exchange_partials(job.plan, job.group, computed, like_out, like_lse)
     pieces += pieces_of(pending.received)
-    results += [(block, *_call(job, q, local, pieces, block)) for block in here.blocks if block.source != rank]
+    remote = [
+        (block, _rows(q, block.q_start, block.q_stop, local).detach().requires_grad_(track))
+        for block in here.blocks
+        if block.source != rank
+    ]
+    results += [(block, *_call(job, rows, [(block.q_start, block.q_stop)], pieces, block)) for block, rows in remote]
     partial_pending.wait()
     partials = partial_pending.received
     if track:
         partials = [(s, ob.requires_grad_(), lb.requires_grad_()) for s, ob, lb in partials]
     results += [result for s, ob, lb in partials for result in _shipped_results(s, ob, lb)]
     outs, lses = zip(*(_assemble(q, v.shape[3], a, b, results) for a, b in local))
-    return Record(torch.cat(outs, dim=2), torch.cat(lses, dim=2), pending.received, hosted, partials)
+    return Record(torch.cat(outs, dim=2), torch.cat(lses, dim=2), pending.received, hosted, partials, remote)
 
 
 def _host(job: Job, guests: list[tuple[Shipment, torch.Tensor]], pieces: list[Piece], value_dim: int) -> list:

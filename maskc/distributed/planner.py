@@ -346,9 +346,7 @@ def _halo_plan(pattern: CompiledPattern, sharding: str, shards: list[list[Range]
     )
 
 
-def _ring_plan(
-    pattern: CompiledPattern, sharding: str, shards: list[list[Range]], atoms: _Atoms, reason: str
-) -> Plan:
+def _ring_plan(pattern: CompiledPattern, sharding: str, shards: list[list[Range]], atoms: _Atoms, reason: str) -> Plan:
     """Every rank's queries against every shard as it passes by; the work of each step."""
     ranks = len(shards)
     pieces = [(a, b, src) for src, ranges in enumerate(shards) for a, b in ranges]
