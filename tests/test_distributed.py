@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 import warnings
 
@@ -46,6 +47,18 @@ def two_ranks(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def four_ranks(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     return _run_world(4, tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def eight_ranks(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    return _run_world(8, tmp_path_factory)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.environ.get("MASKC_SLOW_TESTS"), reason="8 processes: opt in with MASKC_SLOW_TESTS=1")
+@pytest.mark.parametrize("case", case_keys())
+def test_eight_ranks_match_one_process(eight_ranks: dict[str, str], case: str) -> None:
+    assert eight_ranks[case] == "", eight_ranks[case]
 
 
 @pytest.mark.parametrize("case", case_keys())

@@ -331,18 +331,21 @@ def _halo_plan(pattern: CompiledPattern, sharding: str, shards: list[list[Range]
         work = sum(atoms.block_work(block) for block in blocks + guests)
         read = atoms.count(needs[rank] | atoms.needed(shipped[rank]))
         rank_plans.append(RankPlan(rank, ranges, blocks, work, read))
+    return _new_plan(pattern, sharding, rank_plans, p2p=p2p, broadcasts=broadcasts, shipments=shipments)
+
+
+def _new_plan(pattern: CompiledPattern, sharding: str, rank_plans: list[RankPlan], **how: Any) -> Plan:
+    """A plan of the pattern's sizes; `how` says how keys move (Plan's remaining fields)."""
     return Plan(
-        n=n,
-        ranks=ranks,
+        n=pattern.n,
+        ranks=len(rank_plans),
         sharding=sharding,
         block_m=pattern.block_m,
         block_n=pattern.block_n,
         heads=pattern.heads,
         rank_plans=rank_plans,
-        p2p=p2p,
-        broadcasts=broadcasts,
-        shipments=shipments,
         spec_name=pattern.spec.name,
+        **how,
     )
 
 
@@ -358,20 +361,8 @@ def _ring_plan(pattern: CompiledPattern, sharding: str, shards: list[list[Range]
             step_work[(rank - block.source) % ranks][rank] += atoms.block_work(block)
         work = sum(step[rank] for step in step_work)
         rank_plans.append(RankPlan(rank, ranges, blocks, work, atoms.count(atoms.needed(ranges))))
-    return Plan(
-        n=pattern.n,
-        ranks=ranks,
-        sharding=sharding,
-        block_m=pattern.block_m,
-        block_n=pattern.block_n,
-        heads=pattern.heads,
-        rank_plans=rank_plans,
-        p2p=[],
-        broadcasts=[],
-        spec_name=pattern.spec.name,
-        mode="ring",
-        reason=reason,
-        step_work=step_work,
+    return _new_plan(
+        pattern, sharding, rank_plans, p2p=[], broadcasts=[], mode="ring", reason=reason, step_work=step_work
     )
 
 
