@@ -214,6 +214,16 @@ def test_ring_blocks_cover_exactly_the_stored_tiles(sharding: str) -> None:
                 assert any(a <= block.k_start and block.k_stop <= b for a, b in held), (name, block)
 
 
+def test_a_memory_budget_keeps_halos_that_fit() -> None:
+    """Within the budget halos are kept (the ring recomputes forward in backward); past it, the ring."""
+    dense = compile_spec({"name": "causal", "causal": True, "pattern": {"dense": {}}}, N_RING, tile=64)
+    halo_held = md.plan(dense, 4, "zigzag", "halo").peak_keys
+    assert md.plan(dense, 4, "zigzag", max_held_keys=halo_held).mode == "halo"
+    assert md.plan(dense, 4, "zigzag", max_held_keys=halo_held - 1).mode == "ring"
+    with pytest.raises(BackendError, match="max_held_keys must be at least 0"):
+        md.plan(dense, 4, "zigzag", max_held_keys=-1)
+
+
 def test_plan_mode_is_checked() -> None:
     pattern = compile_spec({"name": "w", "pattern": {"window": {"size": 8}}}, 64, tile=16)
     with pytest.raises(BackendError, match="mode must be one of auto, halo, ring"):

@@ -64,3 +64,6 @@ def test_plan_takes_the_ring_for_dense_causal(tmp_path: Path) -> None:
     assert "mode           ring:" in text and "ring steps" in text
     halo = json.loads(run_cli("plan", spec, "--ranks", "4", "--block-size", "256", "--mode", "halo", "--json").stdout)
     assert halo["mode"] == "halo" and halo["reason"] == "asked for"
+    # a budget of 1 GiB holds the halos' 6,144 keys (48 MiB): auto keeps them
+    kept = run_cli("plan", spec, "--ranks", "4", "--sharding", "zigzag", "--block-size", "256", "--max-held-gib", "1")
+    assert "mode           halo: 6,144 keys held at once, within the budget" in kept.stdout, kept.stderr

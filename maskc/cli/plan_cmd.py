@@ -31,6 +31,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--mode", choices=MODES, default="auto", help="how keys move: halos, a ring, or the planner's choice (auto)"
     )
+    parser.add_argument(
+        "--max-held-gib",
+        type=float,
+        help="memory budget for received keys and values per rank (GiB, at the call's size): auto keeps "
+        "halos that fit in it rather than a ring",
+    )
     parser.add_argument("--heads", type=positive_int, help="query heads (default: the spec's, or 1)")
     parser.add_argument("--kv-heads", type=positive_int, help="key/value heads (default: the query heads)")
     parser.add_argument("--head-dim", type=positive_int, default=128, help="head dimension D for bytes (default 128)")
@@ -42,10 +48,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     pattern = compile(args.spec, seq_len=args.seq_len, block_size=args.block_size, heads=args.heads)
-    result = plan(pattern, args.ranks, args.sharding, args.mode)
     kv_heads = args.kv_heads or pattern.heads
     itemsize = DTYPE_BYTES[args.dtype]
     size = CallSize(args.batch, pattern.heads, kv_heads, args.head_dim, args.head_dim, itemsize, max(4, itemsize))
+    budget = None if args.max_held_gib is None else int(args.max_held_gib * 2**30) // size.key_bytes
+    result = plan(pattern, args.ranks, args.sharding, args.mode, budget)
     if args.json:
         summary = result.as_dict(size)
         summary["call"] = {"batch": args.batch, "heads": pattern.heads, "kv_heads": kv_heads}

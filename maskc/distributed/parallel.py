@@ -39,15 +39,18 @@ from maskc.distributed.sharding import check_sharding, shard, unshard
 from maskc.errors import BackendError
 from maskc.ir import CompiledPattern
 
-_plans: weakref.WeakKeyDictionary[CompiledPattern, dict[tuple[int, str, str], Plan]] = weakref.WeakKeyDictionary()
+#: Plans per pattern object, by (ranks, sharding, mode, max_held_keys).
+_plans: weakref.WeakKeyDictionary[CompiledPattern, dict[tuple, Plan]] = weakref.WeakKeyDictionary()
 
 
-def cached_plan(pattern: CompiledPattern, ranks: int, sharding: str, mode: str = "auto") -> Plan:
+def cached_plan(
+    pattern: CompiledPattern, ranks: int, sharding: str, mode: str = "auto", max_held_keys: int | None = None
+) -> Plan:
     """The plan of `pattern` over `ranks` ranks, computed once per pattern object."""
     per_pattern = _plans.setdefault(pattern, {})
-    key = (ranks, sharding, mode)
+    key = (ranks, sharding, mode, max_held_keys)
     if key not in per_pattern:
-        per_pattern[key] = plan(pattern, ranks, sharding, mode)
+        per_pattern[key] = plan(pattern, ranks, sharding, mode, max_held_keys)
     return per_pattern[key]
 
 
@@ -63,6 +66,7 @@ def attention(
     return_lse: bool = False,
     backend: str = "auto",
     mode: str = "auto",
+    max_held_keys: int | None = None,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """This rank's output shard of sparse attention over a sequence split across `group`.
 
@@ -71,9 +75,11 @@ def attention(
     output shard (and its lse shard, (B, H, N/P), when return_lse is true); differentiable.
     `backend` picks the local calls' backend as in `maskc.attention` ("auto": Triton for CUDA
     tensors, with NCCL; the CPU reference for CPU tensors, with gloo). `mode` picks how keys move
-    ("halo", "ring", or "auto": the planner's choice, see `maskc.distributed.planner`).
+    ("halo", "ring", or "auto": the planner's choice, see `maskc.distributed.planner`);
+    `max_held_keys`, the same on every rank, keeps halos where they hold at most that many
+    received keys at once.
     """
-    job = _job(q, k, v, pattern, group, sharding, scale, backend, mode)
+    job = _job(q, k, v, pattern, group, sharding, scale, backend, (mode, max_held_keys))
     if job.plan.mode == "ring":
         if torch.is_grad_enabled() and any(x.requires_grad for x in (q, k, v)):
             out, lse = RingAttention.apply(q, k, v, job)
@@ -97,7 +103,7 @@ def _job(
     sharding: str,
     scale: Any,
     backend: str,
-    mode: str,
+    how: tuple[str, int | None],
 ) -> Job:
     check_sharding(sharding)
     if not dist.is_available() or not dist.is_initialized():
@@ -113,7 +119,7 @@ def _job(
                 f"{name} holds {x.shape[2]} positions per rank; pattern {pattern.spec.name!r} is compiled for "
                 f"seq_len {pattern.n}, which over {members.size} ranks is {pattern.n / members.size:g} per rank"
             )
-    return Job(cached_plan(pattern, members.size, sharding, mode), members, pattern, scale, backend)
+    return Job(cached_plan(pattern, members.size, sharding, *how), members, pattern, scale, backend)
 
 
 @dataclass

@@ -271,15 +271,25 @@ class Plan:
         }
 
 
-def plan(pattern: CompiledPattern, ranks: int, sharding: str = "contiguous", mode: str = "auto") -> Plan:
+def plan(
+    pattern: CompiledPattern,
+    ranks: int,
+    sharding: str = "contiguous",
+    mode: str = "auto",
+    max_held_keys: int | None = None,
+) -> Plan:
     """The plan of `pattern` over `ranks` ranks; DynamicPatternError for run-time patterns.
 
     mode "halo" or "ring" forces how keys move; "auto" takes the ring when its bytes received per
     rank are at most RING_BYTES_FACTOR times the halo plan's largest and it holds fewer received
-    keys at once (patterns whose ranks read nearly every key: dense causal, long windows).
+    keys at once (patterns whose ranks read nearly every key: dense causal, long windows), unless
+    the halo plan holds at most `max_held_keys` received keys at once: within that memory budget
+    halos are kept, since the ring's backward pass recomputes every call's forward.
     """
     if mode not in MODES:
         raise BackendError(f"mode must be one of {', '.join(MODES)}; got {mode!r}")
+    if max_held_keys is not None and max_held_keys < 0:
+        raise BackendError(f"max_held_keys must be at least 0; got {max_held_keys}")
     if pattern.dynamic:
         raise DynamicPatternError(
             f"pattern {pattern.spec.name!r} has a part decided at run time (cluster); context parallelism "
@@ -295,6 +305,12 @@ def plan(pattern: CompiledPattern, ranks: int, sharding: str = "contiguous", mod
         return halo
     ring = _ring_plan(pattern, sharding, shards, atoms, "")
     ring_keys, halo_keys = ring.keys_received(0), max(halo.keys_received(r) for r in range(ranks))
+    if max_held_keys is not None and halo.peak_keys <= max_held_keys:
+        halo.reason = (
+            f"{halo.peak_keys:,} keys held at once, within the budget of {max_held_keys:,} "
+            "(a ring would recompute every call's forward in its backward pass)"
+        )
+        return halo
     if ring_keys <= RING_BYTES_FACTOR * halo_keys and ring.peak_keys < halo.peak_keys:
         ring.reason = (
             f"{ring_keys:,} keys per rank against {halo_keys:,} by halos, "
