@@ -1,9 +1,11 @@
 """Context parallelism on the GPUs of one host: per-GPU throughput against one GPU, bytes against the plan.
 
 Run: NCCL_NVLS_ENABLE=0 torchrun --standalone --nproc_per_node 2 bench/bench_cp.py --out cp.json
+On 4 and 8 GPUs at n = 1M / 2M (issue 17): bash bench/run_cp_scaling.sh.
 
-For each case (causal window 4096 over contiguous shards; dense causal over zigzag shards, and
-over contiguous shards for comparison), bf16, B = 1, H = 16, D = 128, n = 262144 by default:
+For each case (causal window 4096 over contiguous shards; dense causal over zigzag shards, as the
+planner moves its keys (a ring past two ranks) and, for comparison, by halos or over contiguous
+shards), bf16, B = 1, H = 16, D = 128, n = 262144 by default:
 
 - forward+backward of `maskc.distributed.attention` on all ranks (median over --reps; a step
   lasts as long as its slowest rank), and the same of `maskc.attention` at n / P on rank 0 alone,
@@ -13,7 +15,10 @@ over contiguous shards for comparison), bf16, B = 1, H = 16, D = 128, n = 262144
 - bytes each rank received (keys and values forward, their gradients backward), counted by
   maskc.distributed.comm, against the planner's prediction and against an all-gather;
 - the planner's work imbalance and each rank's measured step time;
-- the output shard's relative difference from one GPU running the whole n (a correctness check).
+- the output shard's relative difference from one GPU computing the rank's query rows against
+  all n keys (a rectangular call; a correctness check whose cost is the rank's share).
+
+A case that fails (a size over maskc.limits, memory) is recorded with its error and the run goes on.
 
 Prints one table and writes every figure as JSON to --out.
 """
@@ -46,12 +51,14 @@ def spec_of(name: str, window: int) -> dict[str, Any]:
     return {"name": "dense-causal", "causal": True, "pattern": {"dense": {}}}
 
 
-#: case name → (spec, sharding, throughput target)
-CASES: dict[str, tuple[str, str, float | None]] = {
-    "window": ("window", "contiguous", 0.90),
-    "dense_causal": ("dense_causal", "zigzag", 0.80),
-    "dense_causal_contiguous": ("dense_causal", "contiguous", None),
+#: case name → (spec, sharding, mode, throughput target)
+CASES: dict[str, tuple[str, str, str, float | None]] = {
+    "window": ("window", "contiguous", "auto", 0.90),
+    "dense_causal": ("dense_causal", "zigzag", "auto", 0.80),
+    "dense_causal_halo": ("dense_causal", "zigzag", "halo", None),
+    "dense_causal_contiguous": ("dense_causal", "contiguous", "auto", None),
 }
+DEFAULT_CASES = "window,dense_causal,dense_causal_contiguous"
 
 
 #: Where the benchmark runs: CUDA with NCCL, or (--cpu, a smoke test at small n) the CPU with gloo.
@@ -121,7 +128,7 @@ def one_gpu(spec: dict[str, Any], n: int, heads: int, dim: int, args: argparse.N
 def simulate_case(case: str, ranks: int, args: argparse.Namespace) -> dict[str, Any]:
     """One device, no torch.distributed: each rank's local calls and merges (`md.simulate(only_rank=r)`)
     timed alone against n / P on the same device; communication is left out."""
-    spec_name, sharding, target = CASES[case]
+    spec_name, sharding, mode, target = CASES[case]
     spec = spec_of(spec_name, args.window)
     n, heads, dim = args.seq_len, args.heads, args.head_dim
     pattern = compile_spec(spec, n, heads)
@@ -130,12 +137,13 @@ def simulate_case(case: str, ranks: int, args: argparse.Namespace) -> dict[str, 
     grad = torch.randn(1, heads, n // ranks, dim, device=q.device, dtype=q.dtype)
     rank_ms = []
     for rank in range(ranks):
-        call = lambda a, b, c, r=rank: md.simulate(a, b, c, pattern, ranks, sharding, only_rank=r)[0]  # noqa: E731
+        call = lambda a, b, c, r=rank: md.simulate(a, b, c, pattern, ranks, sharding, only_rank=r, mode=mode)[0]  # noqa: E731
         rank_ms.append(statistics.median(median_ms(fwd_bwd(call, q, k, v, grad), args.warmup, args.reps, False)))
     with torch.no_grad():
         whole = maskc.attention(q, k, v, pattern)
         rel_diff = (
-            (md.simulate(q, k, v, pattern, ranks, sharding)[0].float() - whole.float()).norm() / whole.float().norm()
+            (md.simulate(q, k, v, pattern, ranks, sharding, mode=mode)[0].float() - whole.float()).norm()
+            / whole.float().norm()
         ).item()
     per_gpu = active_pairs(pattern) / ranks / (max(rank_ms) * 1e-3)
     one = single_pairs / (single_ms * 1e-3)
@@ -147,19 +155,33 @@ def simulate_case(case: str, ranks: int, args: argparse.Namespace) -> dict[str, 
         "one_gpu_ms_at_n_over_p": round(single_ms, 3),
         "per_gpu_vs_one_gpu": round(per_gpu / one, 3),
         "target": target,
-        "planned_imbalance": round(md.plan(pattern, ranks, sharding).imbalance, 4),
+        "planned_imbalance": round(md.plan(pattern, ranks, sharding, mode).imbalance, 4),
         "measured_imbalance": round(max(rank_ms) / statistics.mean(rank_ms) - 1, 4),
         "out_rel_diff_vs_one_call": rel_diff,
     }
 
 
 def run_case(case: str, args: argparse.Namespace) -> dict[str, Any]:
+    """The case's figures; a failure (on any rank) is recorded as the case's error."""
+    try:
+        row = measure_case(case, args)
+        failed = None
+    except Exception as error:  # a size over a limit, memory: recorded, the run goes on
+        row, failed = {"case": case}, f"rank {dist.get_rank()}: {type(error).__name__}: {error}"
+    errors: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(errors, failed)
+    if any(errors):
+        return {"case": case, "n": args.seq_len, "ranks": dist.get_world_size(), "error": [e for e in errors if e]}
+    return row
+
+
+def measure_case(case: str, args: argparse.Namespace) -> dict[str, Any]:
     rank, world = dist.get_rank(), dist.get_world_size()
-    spec_name, sharding, target = CASES[case]
+    spec_name, sharding, mode, target = CASES[case]
     spec = spec_of(spec_name, args.window)
     n, heads, dim = args.seq_len, args.heads, args.head_dim
     pattern = compile_spec(spec, n, heads)
-    plan = md.plan(pattern, world, sharding)
+    plan = md.plan(pattern, world, sharding, mode)
     size = md.CallSize(1, heads, heads, dim, dim, DEVICE["dtype"].itemsize, lse_itemsize=4)
     per_key = size.key_bytes
 
@@ -173,7 +195,7 @@ def run_case(case: str, args: argparse.Namespace) -> dict[str, Any]:
     full = inputs(n, heads, dim, seed=2)
     q, k, v = (md.shard(x.detach(), rank, world, sharding).requires_grad_() for x in full)
     grad = torch.randn_like(q)
-    call = lambda a, b, c: md.attention(a, b, c, pattern, sharding=sharding)  # noqa: E731
+    call = lambda a, b, c: md.attention(a, b, c, pattern, sharding=sharding, mode=mode)  # noqa: E731
     comm.traffic.reset()
     fwd_bwd(call, q, k, v, grad)()
     synchronize()
@@ -181,11 +203,16 @@ def run_case(case: str, args: argparse.Namespace) -> dict[str, Any]:
     times = median_ms(fwd_bwd(call, q, k, v, grad), args.warmup, args.reps, True)
     mine = statistics.median(times)
 
-    with torch.no_grad():  # correctness: this rank's output shard against one GPU running the whole n
-        whole = md.shard(maskc.attention(*(x.detach() for x in full), pattern), rank, world, sharding)
-        part = md.attention(q.detach(), k.detach(), v.detach(), pattern, sharding=sharding)
+    with torch.no_grad():  # correctness: this rank's rows against all n keys on this GPU alone
+        keys, values = full[1].detach(), full[2].detach()
+        rows = [
+            maskc.attention(full[0].detach()[:, :, a:b], keys, values, pattern, q_offset=a, k_offset=0)
+            for a, b in md.rank_ranges(n, rank, world, sharding)
+        ]
+        whole = torch.cat(rows, dim=2)
+        part = md.attention(q.detach(), k.detach(), v.detach(), pattern, sharding=sharding, mode=mode)
         rel_diff = ((part.float() - whole.float()).norm() / whole.float().norm()).item()
-    del full, whole
+    del full, whole, rows
 
     per_rank = [None] * world
     dist.all_gather_object(
@@ -212,6 +239,8 @@ def run_case(case: str, args: argparse.Namespace) -> dict[str, Any]:
         "case": case,
         "spec": spec["name"],
         "sharding": sharding,
+        "mode": plan.mode,
+        "mode_reason": plan.reason,
         "n": n,
         "ranks": world,
         "heads": heads,
@@ -224,9 +253,11 @@ def run_case(case: str, args: argparse.Namespace) -> dict[str, Any]:
         "per_gpu_vs_one_gpu": round(per_gpu / one_rate, 3),
         "target": target,
         "planned_imbalance": round(plan.imbalance, 4),
+        "planned_ring_step_imbalance": round(plan.ring_imbalance, 4) if plan.mode == "ring" else None,
         "measured_imbalance": round(step_ms / statistics.mean(r["step_ms"] for r in per_rank) - 1, 4),
         "halo_bytes": args.window * per_key if spec_name == "window" else None,
         "all_gather_bytes": (n - n // world) * per_key,
+        "peak_keys_held": plan.peak_keys,
         "bytes_match_plan": all(
             r["bytes_received_fwd"] == r["planned_bytes_fwd"] and r["bytes_received_bwd"] == r["planned_bytes_bwd"]
             for r in per_rank
@@ -242,6 +273,9 @@ def table(rows: list[dict[str, Any]]) -> str:
     )
     lines = [head, "-" * len(head)]
     for r in rows:
+        if "error" in r:
+            lines.append(f"{r['case']:<24} failed: {'; '.join(r['error'])[:200]}")
+            continue
         recv = max(p["bytes_received_fwd"] for p in r["per_rank"]) / 2**20
         diff = max(p["out_rel_diff_vs_one_gpu"] for p in r["per_rank"])
         lines.append(
@@ -260,7 +294,7 @@ def main() -> None:
     parser.add_argument("--window", type=int, default=4096, help="keys of the causal window, the query's own included")
     parser.add_argument("--heads", type=int, default=16)
     parser.add_argument("--head-dim", type=int, default=128)
-    parser.add_argument("--cases", default=",".join(CASES), help=f"comma-separated, of {', '.join(CASES)}")
+    parser.add_argument("--cases", default=DEFAULT_CASES, help=f"comma-separated, of {', '.join(CASES)}")
     parser.add_argument("--reps", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--out", required=True, help="JSON file to write (rank 0)")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 import warnings
 
@@ -48,6 +49,18 @@ def four_ranks(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     return _run_world(4, tmp_path_factory)
 
 
+@pytest.fixture(scope="module")
+def eight_ranks(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    return _run_world(8, tmp_path_factory)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.environ.get("MASKC_SLOW_TESTS"), reason="8 processes: opt in with MASKC_SLOW_TESTS=1")
+@pytest.mark.parametrize("case", case_keys())
+def test_eight_ranks_match_one_process(eight_ranks: dict[str, str], case: str) -> None:
+    assert eight_ranks[case] == "", eight_ranks[case]
+
+
 @pytest.mark.parametrize("case", case_keys())
 def test_two_ranks_match_one_process(two_ranks: dict[str, str], case: str) -> None:
     assert two_ranks[case] == "", two_ranks[case]
@@ -87,7 +100,7 @@ def check_plan_against_tiles(pattern: maskc.CompiledPattern, world: int, shardin
     """Keys read, received and their senders, hosts of shipped rows and the total work, from the dense mask."""
     n, bm, bn = pattern.n, pattern.block_m, pattern.block_n
     dense = pattern.to_dense().reshape(-1, n, n) if pattern.per_head else pattern.to_dense()[None]
-    plan = md.plan(pattern, world, sharding)
+    plan = md.plan(pattern, world, sharding, "halo")
     owner = {j: r for r in range(world) for j in md.positions(n, r, world, sharding).tolist()}
     for rank in range(world):
         where = (name, sharding, world, rank)
@@ -157,6 +170,64 @@ def test_dense_causal_zigzag_balances_work() -> None:
     contiguous, zigzag = md.plan(pattern, 4, "contiguous"), md.plan(pattern, 4, "zigzag")
     assert contiguous.imbalance > 0.5
     assert zigzag.imbalance < 0.01
+    # every ring step too: rank r's zigzag chunks against rank r − s's hold two chunks of work each
+    assert zigzag.mode == "ring" and zigzag.ring_imbalance < 0.01
+    assert contiguous.ring_imbalance > 0.5
+
+
+N_RING = 4608  # splits over 3, 4 and 8 ranks
+
+
+def test_three_ranks_keep_halos_for_dense_causal() -> None:
+    """Over three ranks a ring holds two shards at once, as many as the last rank's halos: no gain."""
+    dense = compile_spec({"name": "causal", "causal": True, "pattern": {"dense": {}}}, N_RING, tile=64)
+    assert md.plan(dense, 3, "contiguous").mode == "halo"
+    assert md.plan(dense, 3, "contiguous", "ring").mode == "ring"
+
+
+@pytest.mark.parametrize("ranks", [4, 8])
+def test_ring_is_chosen_where_ranks_read_nearly_every_key(ranks: int) -> None:
+    dense = compile_spec({"name": "causal", "causal": True, "pattern": {"dense": {}}}, N_RING, tile=64)
+    window = compile_spec({"name": "w", "causal": True, "pattern": {"window": {"before": 255}}}, N_RING, tile=64)
+    ring = md.plan(dense, ranks, "contiguous")
+    halo = md.plan(window, ranks, "contiguous")
+    assert (ring.mode, halo.mode) == ("ring", "halo"), (ring.reason, halo.reason)
+    shard = N_RING // ranks
+    assert ring.peak_keys == min(2, ranks - 1) * shard and ring.p2p == [] and ring.broadcasts == []
+    size = md.CallSize(1, 2, 2, 8, 8, itemsize=2, lse_itemsize=4)
+    assert ring.bytes_received(1, size) == ((N_RING - shard) * 64, (N_RING - shard) * (64 + 128))
+
+
+@pytest.mark.parametrize("sharding", ["contiguous", "zigzag"])
+def test_ring_blocks_cover_exactly_the_stored_tiles(sharding: str) -> None:
+    """A ring plan's blocks, step by step, hold every stored tile's keys of the rank's rows once."""
+    for name, spec, n, heads, _ in CASES:
+        pattern = compile_spec(spec, n, heads)
+        halo, ring = md.plan(pattern, 4, sharding, "halo"), md.plan(pattern, 4, sharding, "ring")
+        assert [p.work for p in ring.rank_plans] == [sum(step[r] for step in ring.step_work) for r in range(4)]
+        assert sum(p.work for p in ring.rank_plans) == sum(p.work for p in halo.rank_plans), name
+        for rank in range(4):
+            read = {j for b in ring.rank_plans[rank].blocks for j in range(b.k_start, b.k_stop)}
+            assert len(read) == ring.rank_plans[rank].keys_read == halo.rank_plans[rank].keys_read, name
+            for block in ring.rank_plans[rank].blocks:
+                held = md.rank_ranges(n, block.source, 4, sharding)
+                assert any(a <= block.k_start and block.k_stop <= b for a, b in held), (name, block)
+
+
+def test_a_memory_budget_keeps_halos_that_fit() -> None:
+    """Within the budget halos are kept (the ring recomputes forward in backward); past it, the ring."""
+    dense = compile_spec({"name": "causal", "causal": True, "pattern": {"dense": {}}}, N_RING, tile=64)
+    halo_held = md.plan(dense, 4, "zigzag", "halo").peak_keys
+    assert md.plan(dense, 4, "zigzag", max_held_keys=halo_held).mode == "halo"
+    assert md.plan(dense, 4, "zigzag", max_held_keys=halo_held - 1).mode == "ring"
+    with pytest.raises(BackendError, match="max_held_keys must be at least 0"):
+        md.plan(dense, 4, "zigzag", max_held_keys=-1)
+
+
+def test_plan_mode_is_checked() -> None:
+    pattern = compile_spec({"name": "w", "pattern": {"window": {"size": 8}}}, 64, tile=16)
+    with pytest.raises(BackendError, match="mode must be one of auto, halo, ring"):
+        md.plan(pattern, 2, "contiguous", "all-gather")
 
 
 def test_global_keys_go_by_broadcast_past_two_ranks() -> None:

@@ -43,3 +43,27 @@ def test_plan_refuses_run_time_patterns(tmp_path: Path) -> None:
     result = run_cli("plan", spec, "--ranks", "2")
     assert result.returncode == 2
     assert "static patterns only" in result.stderr and "Traceback" not in result.stderr
+
+
+DENSE = "name: dc\nseq_len: 8192\ncausal: true\nheads: 16\npattern: {dense: {}}\n"
+
+
+def test_plan_takes_the_ring_for_dense_causal(tmp_path: Path) -> None:
+    spec = write_spec(tmp_path, DENSE)
+    result = run_cli("plan", spec, "--ranks", "4", "--sharding", "zigzag", "--block-size", "256", "--json")
+    assert result.returncode == 0, result.stderr
+    plan = json.loads(result.stdout)
+    per_key = 16 * 2 * 128 * 2
+    assert plan["mode"] == "ring" and plan["peak_keys_held"] == 2 * 2048
+    assert plan["imbalance"] < 0.01 and plan["ring_step_imbalance"] < 0.01
+    # forward: the three other shards; backward: them again and their gradients in float32
+    assert {(r["bytes_received"], r["grad_bytes_received"]) for r in plan["per_rank"]} == {
+        (6144 * per_key, 6144 * per_key * 3)
+    }
+    text = run_cli("plan", spec, "--ranks", "4", "--sharding", "zigzag", "--block-size", "256").stdout
+    assert "mode           ring:" in text and "ring steps" in text
+    halo = json.loads(run_cli("plan", spec, "--ranks", "4", "--block-size", "256", "--mode", "halo", "--json").stdout)
+    assert halo["mode"] == "halo" and halo["reason"] == "asked for"
+    # a budget of 1 GiB holds the halos' 6,144 keys (48 MiB): auto keeps them
+    kept = run_cli("plan", spec, "--ranks", "4", "--sharding", "zigzag", "--block-size", "256", "--max-held-gib", "1")
+    assert "mode           halo: 6,144 keys held at once, within the budget" in kept.stdout, kept.stderr

@@ -12,7 +12,7 @@ import json
 
 from maskc.cli.options import add_spec_arguments, positive_int
 from maskc.compiler import compile
-from maskc.distributed.planner import CallSize, Plan, plan
+from maskc.distributed.planner import MODES, CallSize, Plan, plan
 from maskc.distributed.sharding import SHARDINGS
 
 NAME = "plan"
@@ -28,6 +28,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--ranks", type=positive_int, required=True, help="number of ranks P the sequence is split over"
     )
     parser.add_argument("--sharding", choices=SHARDINGS, default="contiguous", help="how positions go to ranks")
+    parser.add_argument(
+        "--mode", choices=MODES, default="auto", help="how keys move: halos, a ring, or the planner's choice (auto)"
+    )
+    parser.add_argument(
+        "--max-held-gib",
+        type=float,
+        help="memory budget for received keys and values per rank (GiB, at the call's size): auto keeps "
+        "halos that fit in it rather than a ring",
+    )
     parser.add_argument("--heads", type=positive_int, help="query heads (default: the spec's, or 1)")
     parser.add_argument("--kv-heads", type=positive_int, help="key/value heads (default: the query heads)")
     parser.add_argument("--head-dim", type=positive_int, default=128, help="head dimension D for bytes (default 128)")
@@ -39,10 +48,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     pattern = compile(args.spec, seq_len=args.seq_len, block_size=args.block_size, heads=args.heads)
-    result = plan(pattern, args.ranks, args.sharding)
     kv_heads = args.kv_heads or pattern.heads
     itemsize = DTYPE_BYTES[args.dtype]
     size = CallSize(args.batch, pattern.heads, kv_heads, args.head_dim, args.head_dim, itemsize, max(4, itemsize))
+    budget = None if args.max_held_gib is None else int(args.max_held_gib * 2**30) // size.key_bytes
+    result = plan(pattern, args.ranks, args.sharding, args.mode, budget)
     if args.json:
         summary = result.as_dict(size)
         summary["call"] = {"batch": args.batch, "heads": pattern.heads, "kv_heads": kv_heads}
@@ -69,6 +79,7 @@ def summary_lines(result: Plan, size: CallSize, shape: str) -> list[str]:
     lines = [
         f"pattern        {result.spec_name}  (n = {result.n:,}, {result.ranks} ranks, {result.sharding}, "
         f"tile {result.block_m}x{result.block_n}, {result.heads} heads)",
+        f"mode           {result.mode}: {result.reason}",
         f"call           {shape}: {per_key:,} bytes per key and value row",
         f"all-gather     {gather:,} keys, {human_bytes(gather * per_key)} received per rank, for comparison",
         "",
@@ -79,6 +90,7 @@ def summary_lines(result: Plan, size: CallSize, shape: str) -> list[str]:
         forward, backward = result.bytes_received(p.rank, size)
         held = ", ".join(f"{a}…{b - 1}" for a, b in p.ranges)
         sources = len({t.src for t in result.receives(p.rank)} | {t.src for t in result.broadcasts if t.src != p.rank})
+        sources = result.ranks - 1 if result.mode == "ring" else sources
         lines.append(
             f"{p.rank:>5} {held:>30} {p.keys_read:>11,} {result.keys_received(p.rank):>10,} "
             f"{human_bytes(forward):>11} {sources:>5} {human_bytes(backward):>11} {p.work:>17,} {len(p.blocks):>6}"
@@ -91,6 +103,15 @@ def summary_lines(result: Plan, size: CallSize, shape: str) -> list[str]:
         "",
         f"imbalance      {result.imbalance:.2%} (largest work over mean work, minus one; "
         f"work {min(work):,} … {max(work):,})",
+        *(
+            [
+                f"ring steps     {result.ranks} steps, imbalance {result.ring_imbalance:.2%} "
+                "(each step's largest work, summed, over the mean work, minus one)"
+            ]
+            if result.mode == "ring"
+            else []
+        ),
+        f"held at once   {result.peak_keys:,} received keys at most per rank",
         f"received       at most {max(received):,} keys per rank per call, "
         f"{max(received) / gather:.2%} of an all-gather"
         if gather
@@ -100,7 +121,10 @@ def summary_lines(result: Plan, size: CallSize, shape: str) -> list[str]:
         if shipped
         else "shipped rows   none",
         f"messages       {len(result.p2p)} point-to-point, {len(result.broadcasts)} broadcast"
-        + (f" (keys of {_ranks([t.src for t in result.broadcasts])})" if result.broadcasts else ""),
+        + (f" (keys of {_ranks([t.src for t in result.broadcasts])})" if result.broadcasts else "")
+        if result.mode == "halo"
+        else f"messages       {result.ranks - 1} ring steps forward, each a shard from rank r − 1 (and "
+        f"{result.ranks - 1} backward with the gradients)",
     ]
     return lines
 

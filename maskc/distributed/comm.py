@@ -4,9 +4,10 @@ Forward: one batch of point-to-point isend/irecv (batch_isend_irecv) for every (
 of the plan (keys and values, and shipped query rows), then one broadcast per source with keys
 every rank reads; all asynchronous, so the caller computes on its local keys while they travel.
 Shipped rows' partial outputs come back in a second batch. Backward: the gradients of received
-keys go back to their owners by the same pairs in reverse, broadcast keys' gradients are summed
-at their source by a reduce, and shipped rows exchange the gradients of their partial outputs
-and then of their queries.
+keys go back to their owners by the same pairs in reverse and broadcast keys' gradients are
+summed at their source by a reduce, posted as soon as they are known so that they travel while
+the caller differentiates its local calls; shipped rows exchange the gradients of their partial
+outputs and then of their queries. Every rank posts these batches in the same order.
 
 `traffic` counts the bytes of every buffer this process receives (a point-to-point receive,
 a broadcast it does not send, a reduce it is the destination of), so that tests and benchmarks
@@ -177,25 +178,19 @@ def pieces_of(received: list[tuple[Transfer, torch.Tensor, torch.Tensor]]) -> li
     return pieces
 
 
-def return_gradients(
+def send_key_gradients(
     plan: Plan,
     group: Group,
     grads: list[tuple[Transfer, torch.Tensor, torch.Tensor]],
-    query_grads: list[tuple[Shipment, torch.Tensor]],
-    dq: torch.Tensor,
     dk: torch.Tensor,
     dv: torch.Tensor,
-) -> None:
-    """Send the gradients of received keys and values to their owners, and add those of this rank's
-    keys (read by others) into dk, dv in place. `grads` pairs each received transfer with its
-    gradients; likewise the gradients of hosted query rows go back to their owners, and those of
-    this rank's shipped rows are added into dq."""
-    rank, local = group.rank, plan.rank_plans[group.rank].ranges
+) -> Pending:
+    """Post the return of received keys' and values' gradients to their owners (point-to-point,
+    and a reduce at the source of every broadcast), and the receives of this rank's own; returns
+    at once. `grads` pairs each received transfer with its gradients; `add_key_gradients` adds
+    what came back into dk, dv once it has."""
+    rank = group.rank
     ops, incoming = [], []
-    for s, g in query_grads:
-        ops.append(dist.P2POp(dist.isend, g.contiguous(), group.members[s.src], group.group))
-    shipped = [(s, _empty_like_rows(dq, s.rows)) for s in plan.shipped(rank)]
-    ops += [dist.P2POp(dist.irecv, b, group.members[s.dst], group.group) for s, b in shipped]
     for t, gk, gv in grads:
         if t.dst is not None:
             ops += [dist.P2POp(dist.isend, g.contiguous(), group.members[t.src], group.group) for g in (gk, gv)]
@@ -212,14 +207,33 @@ def return_gradients(
         else:
             buffers = tuple(g.contiguous() for g in sent[t.src])
         handles += [dist.reduce(b, group.members[t.src], group=group.group, async_op=True) for b in buffers]
-    for handle in handles:
-        handle.wait()
-    traffic.backward += sum(gk.nbytes + gv.nbytes for _, gk, gv in incoming) + sum(b.nbytes for _, b in shipped)
-    for s, g in shipped:
-        _add_rows(dq, g, s.ranges, local)
-    for t, gk, gv in incoming:
+    traffic.backward += sum(gk.nbytes + gv.nbytes for _, gk, gv in incoming)
+    return Pending(incoming, handles)
+
+
+def add_key_gradients(plan: Plan, group: Group, pending: Pending, dk: torch.Tensor, dv: torch.Tensor) -> None:
+    """Wait for this rank's keys' gradients from the ranks that read them and add them into dk, dv."""
+    pending.wait()
+    local = plan.rank_plans[group.rank].ranges
+    for t, gk, gv in pending.received:
         _add_rows(dk, gk, t.ranges, local)
         _add_rows(dv, gv, t.ranges, local)
+
+
+def return_query_gradients(
+    plan: Plan, group: Group, query_grads: list[tuple[Shipment, torch.Tensor]], dq: torch.Tensor
+) -> None:
+    """Send the gradients of hosted query rows to their owners and add those of this rank's shipped
+    rows, computed by their hosts, into dq."""
+    rank, local = group.rank, plan.rank_plans[group.rank].ranges
+    ops = [dist.P2POp(dist.isend, g.contiguous(), group.members[s.src], group.group) for s, g in query_grads]
+    shipped = [(s, _empty_like_rows(dq, s.rows)) for s in plan.shipped(rank)]
+    ops += [dist.P2POp(dist.irecv, b, group.members[s.dst], group.group) for s, b in shipped]
+    for handle in list(dist.batch_isend_irecv(ops)) if ops else []:
+        handle.wait()
+    traffic.backward += sum(b.nbytes for _, b in shipped)
+    for s, g in shipped:
+        _add_rows(dq, g, s.ranges, local)
 
 
 def _add_rows(target: torch.Tensor, rows: torch.Tensor, ranges: tuple[Range, ...], local: list[Range]) -> None:

@@ -20,52 +20,38 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from maskc.attention import attention as sparse_attention
 from maskc.distributed.comm import (
     Group,
     Pending,
     Piece,
+    add_key_gradients,
     exchange_partials,
     local_slice,
     pieces_of,
-    return_gradients,
+    return_query_gradients,
+    send_key_gradients,
     start_exchange,
 )
+from maskc.distributed.local import Job, local_attention, merge
 from maskc.distributed.planner import Block, Plan, Shipment, plan
+from maskc.distributed.ring import RingAttention, ring_forward
 from maskc.distributed.sharding import check_sharding, shard, unshard
 from maskc.errors import BackendError
 from maskc.ir import CompiledPattern
 
-_plans: weakref.WeakKeyDictionary[CompiledPattern, dict[tuple[int, str], Plan]] = weakref.WeakKeyDictionary()
+#: Plans per pattern object, by (ranks, sharding, mode, max_held_keys).
+_plans: weakref.WeakKeyDictionary[CompiledPattern, dict[tuple, Plan]] = weakref.WeakKeyDictionary()
 
 
-def cached_plan(pattern: CompiledPattern, ranks: int, sharding: str) -> Plan:
+def cached_plan(
+    pattern: CompiledPattern, ranks: int, sharding: str, mode: str = "auto", max_held_keys: int | None = None
+) -> Plan:
     """The plan of `pattern` over `ranks` ranks, computed once per pattern object."""
     per_pattern = _plans.setdefault(pattern, {})
-    key = (ranks, sharding)
+    key = (ranks, sharding, mode, max_held_keys)
     if key not in per_pattern:
-        per_pattern[key] = plan(pattern, ranks, sharding)
+        per_pattern[key] = plan(pattern, ranks, sharding, mode, max_held_keys)
     return per_pattern[key]
-
-
-@dataclass(frozen=True)
-class Job:
-    """One call: the plan, the group, the pattern, the score scale and the backend of the local calls."""
-
-    plan: Plan
-    group: Group
-    pattern: CompiledPattern
-    scale: Any
-    backend: str = "auto"
-
-
-def local_attention(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, job: Job, q_offset: int, k_offset: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(out, lse) of queries at positions q_offset… against keys at k_offset… under the full pattern."""
-    return sparse_attention(
-        q, k, v, job.pattern, job.backend, scale=job.scale, return_lse=True, q_offset=q_offset, k_offset=k_offset
-    )
 
 
 def attention(
@@ -79,6 +65,8 @@ def attention(
     scale: float | None = None,
     return_lse: bool = False,
     backend: str = "auto",
+    mode: str = "auto",
+    max_held_keys: int | None = None,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """This rank's output shard of sparse attention over a sequence split across `group`.
 
@@ -86,10 +74,19 @@ def attention(
     of tensors over the whole sequence; `pattern` is compiled for the whole N. Returns the
     output shard (and its lse shard, (B, H, N/P), when return_lse is true); differentiable.
     `backend` picks the local calls' backend as in `maskc.attention` ("auto": Triton for CUDA
-    tensors, with NCCL; the CPU reference for CPU tensors, with gloo).
+    tensors, with NCCL; the CPU reference for CPU tensors, with gloo). `mode` picks how keys move
+    ("halo", "ring", or "auto": the planner's choice, see `maskc.distributed.planner`);
+    `max_held_keys`, the same on every rank, keeps halos where they hold at most that many
+    received keys at once.
     """
-    job = _job(q, k, v, pattern, group, sharding, scale, backend)
-    if torch.is_grad_enabled() and any(x.requires_grad for x in (q, k, v)):
+    job = _job(q, k, v, pattern, group, sharding, scale, backend, (mode, max_held_keys))
+    if job.plan.mode == "ring":
+        if torch.is_grad_enabled() and any(x.requires_grad for x in (q, k, v)):
+            out, lse = RingAttention.apply(q, k, v, job)
+        else:
+            out, lse = ring_forward(job, q, k, v)
+            out = out.to(q.dtype)
+    elif torch.is_grad_enabled() and any(x.requires_grad for x in (q, k, v)):
         out, lse = ContextParallelAttention.apply(q, k, v, job)
     else:
         record = _run(job, q, k, v, track=False)
@@ -98,7 +95,15 @@ def attention(
 
 
 def _job(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pattern: Any, group: Any, sharding: str, scale: Any, backend: str
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    pattern: Any,
+    group: Any,
+    sharding: str,
+    scale: Any,
+    backend: str,
+    how: tuple[str, int | None],
 ) -> Job:
     check_sharding(sharding)
     if not dist.is_available() or not dist.is_initialized():
@@ -114,7 +119,7 @@ def _job(
                 f"{name} holds {x.shape[2]} positions per rank; pattern {pattern.spec.name!r} is compiled for "
                 f"seq_len {pattern.n}, which over {members.size} ranks is {pattern.n / members.size:g} per rank"
             )
-    return Job(cached_plan(pattern, members.size, sharding), members, pattern, scale, backend)
+    return Job(cached_plan(pattern, members.size, sharding, *how), members, pattern, scale, backend)
 
 
 @dataclass
@@ -129,6 +134,9 @@ class Record:
     hosted: list[tuple[Shipment, torch.Tensor, torch.Tensor, torch.Tensor]]
     #: Partial outputs and lse of this rank's shipped rows, as received (leaves).
     partials: list[tuple[Shipment, torch.Tensor, torch.Tensor]]
+    #: The query rows of each call on received keys, as leaves of their own, so that the backward
+    #: pass differentiates those calls first and sends the keys' gradients before the local calls.
+    remote_queries: list[tuple[Block, torch.Tensor]]
 
 
 class ContextParallelAttention(torch.autograd.Function):
@@ -156,11 +164,17 @@ class ContextParallelAttention(torch.autograd.Function):
             grads.append(d_lse)
         keys = [b for _, kb, vb in record.received for b in (kb, vb)]
         partials = [b for _, ob, lb in record.partials for b in (ob, lb)]
-        dq, dk, dv, *found = _grads(outputs, leaves + keys + partials, grads, retain=bool(record.hosted))
+        remote = [leaf for _, leaf in record.remote_queries]
+        # first the calls on received keys, whose key gradients go home while the local calls are differentiated
+        found = _grads(outputs, keys + partials + remote, grads, retain=True) if keys + partials + remote else []
         key_grads = [(t, found[2 * i], found[2 * i + 1]) for i, (t, _, _) in enumerate(record.received)]
+        returning = send_key_gradients(job.plan, job.group, key_grads, leaves[1], leaves[2])
         found = found[len(keys) :]
         sent = [(s, found[2 * i], found[2 * i + 1]) for i, (s, _, _) in enumerate(record.partials)]
         pending = exchange_partials(job.plan, job.group, sent, record.out, record.lse, backward=True)
+        dq, dk, dv = _grads(outputs, leaves, grads, retain=bool(record.hosted))
+        for (block, _), grad in zip(record.remote_queries, found[len(partials) :]):
+            _rows(dq, block.q_start, block.q_stop, job.plan.rank_plans[job.group.rank].ranges).add_(grad)
         pending.wait()
         query_grads = []
         if record.hosted:
@@ -170,7 +184,8 @@ class ContextParallelAttention(torch.autograd.Function):
             *d_rows, dk_hosted, dv_hosted = _grads(hosted_out, [*rows, leaves[1], leaves[2]], hosted_grads)
             dk, dv = dk + dk_hosted, dv + dv_hosted
             query_grads = [(s, g) for (s, _, _, _), g in zip(record.hosted, d_rows)]
-        return_gradients(job.plan, job.group, key_grads, query_grads, dq, dk, dv)
+        return_query_gradients(job.plan, job.group, query_grads, dq)
+        add_key_gradients(job.plan, job.group, returning, dk, dv)
         return dq, dk, dv, None
 
 
@@ -197,6 +212,7 @@ def simulate(
     scale: float | None = None,
     only_rank: int | None = None,
     backend: str = "auto",
+    mode: str = "auto",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Every rank's local calls and merges of the plan, run in this process on full-length tensors
     (no torch.distributed): (out, lse) over the whole sequence, differentiable by plain autograd.
@@ -205,7 +221,7 @@ def simulate(
     shard of) one rank's compute alone, for timing it without communication.
     """
     check_sharding(sharding)
-    plan_all = cached_plan(pattern, ranks, sharding)
+    plan_all = cached_plan(pattern, ranks, sharding, mode)
     job = Job(plan_all, Group(None, 0, ranks, tuple(range(ranks))), pattern, scale, backend)
     outs, lses = [], []
     for rank in range(ranks) if only_rank is None else [only_rank]:
@@ -244,14 +260,19 @@ def _run(job: Job, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, track: 
     computed = [(s, out.detach(), lse.detach().to(like_lse.dtype)) for s, _, out, lse in hosted]
     partial_pending = exchange_partials(job.plan, job.group, computed, like_out, like_lse)
     pieces += pieces_of(pending.received)
-    results += [(block, *_call(job, q, local, pieces, block)) for block in here.blocks if block.source != rank]
+    remote = [
+        (block, _rows(q, block.q_start, block.q_stop, local).detach().requires_grad_(track))
+        for block in here.blocks
+        if block.source != rank
+    ]
+    results += [(block, *_call(job, rows, [(block.q_start, block.q_stop)], pieces, block)) for block, rows in remote]
     partial_pending.wait()
     partials = partial_pending.received
     if track:
         partials = [(s, ob.requires_grad_(), lb.requires_grad_()) for s, ob, lb in partials]
     results += [result for s, ob, lb in partials for result in _shipped_results(s, ob, lb)]
     outs, lses = zip(*(_assemble(q, v.shape[3], a, b, results) for a, b in local))
-    return Record(torch.cat(outs, dim=2), torch.cat(lses, dim=2), pending.received, hosted, partials)
+    return Record(torch.cat(outs, dim=2), torch.cat(lses, dim=2), pending.received, hosted, partials, remote)
 
 
 def _host(job: Job, guests: list[tuple[Shipment, torch.Tensor]], pieces: list[Piece], value_dim: int) -> list:
@@ -320,23 +341,3 @@ def _assemble(
         out[:, :, rows] = merged_out
         lse[:, :, rows] = merged_lse
     return out, lse
-
-
-def merge(
-    out_a: torch.Tensor, lse_a: torch.Tensor, out_b: torch.Tensor, lse_b: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Softmax outputs over two disjoint key sets merged into the output over their union, by lse.
-
-    Rows with no key in either set (lse = −inf in both) stay zero with lse = −inf, with zero
-    gradients rather than NaN.
-    """
-    peak = torch.maximum(lse_a, lse_b)
-    peak = torch.where(torch.isfinite(peak), peak, torch.zeros_like(peak))
-    weight_a, weight_b = torch.exp(lse_a - peak), torch.exp(lse_b - peak)
-    total = weight_a + weight_b
-    some = total > 0
-    safe = torch.where(some, total, torch.ones_like(total))
-    lse = torch.where(some, peak + torch.log(safe), torch.full_like(total, float("-inf")))
-    dtype = lse.dtype
-    out = (weight_a[..., None] * out_a.to(dtype) + weight_b[..., None] * out_b.to(dtype)) / safe[..., None]
-    return out.to(out_a.dtype), lse

@@ -13,6 +13,13 @@ shard boundaries, so shards need not be tile aligned. What rank r needs of rank 
   outputs and send them back ("shipments"). A rank ships its rows when they are few (at most a
   quarter of its rows) and sending them costs fewer rows than pulling the keys only they read.
 
+Where the queries of the ranks read (nearly) every key, a plan of halos holds all of them at once
+on every rank. The ring instead passes whole shards of keys and values around the ranks in P − 1
+steps, each rank computing on the shard in hand while the next arrives (a shard in hand and one
+in flight), and in the backward pass passes them round again with the gradients of the keys,
+which end at their owners. `plan(mode="auto")` takes the ring when its bytes per rank are within
+RING_BYTES_FACTOR of the halo plan's and it holds fewer received keys at once.
+
 Every rank computes the same plan from the same pattern, so no metadata is exchanged. The plan
 also says, per rank, the local attention calls ("blocks": query rows × one received or local key
 range) and the work they hold (stored tile area, summed over heads).
@@ -26,10 +33,18 @@ from typing import Any
 import numpy as np
 
 from maskc.distributed.sharding import rank_ranges
-from maskc.errors import DynamicPatternError
+from maskc.errors import BackendError, DynamicPatternError
 from maskc.ir import BlockLayout, CompiledPattern
 
 Range = tuple[int, int]
+
+#: How keys move: "halo" (point-to-point halos, broadcasts of global keys, shipped rows), "ring",
+#: or "auto" (the planner's choice).
+MODES: tuple[str, ...] = ("auto", "halo", "ring")
+#: The ring is taken when its bytes received per rank are at most this factor of the halo plan's
+#: largest and it holds fewer received keys at once: its extra bytes buy bounded memory and
+#: communication spread over the steps.
+RING_BYTES_FACTOR = 1.25
 
 
 @dataclass(frozen=True)
@@ -90,6 +105,11 @@ class CallSize:
         return self.batch * self.kv_heads * (self.head_dim + self.value_dim) * self.itemsize
 
     @property
+    def accumulator_bytes(self) -> int:
+        """One key and one value gradient row as the ring passes them (float32 at least, to add them up)."""
+        return self.key_bytes * max(self.itemsize, 4) // self.itemsize
+
+    @property
     def query_bytes(self) -> int:
         """One query row (or its gradient), every batch element and head."""
         return self.batch * self.heads * self.head_dim * self.itemsize
@@ -132,6 +152,11 @@ class Plan:
     #: Query rows sent to key owners, ordered by (src, dst).
     shipments: list[Shipment] = field(default_factory=list)
     spec_name: str = ""
+    #: "halo" or "ring" (see MODES), and why the planner took it.
+    mode: str = "halo"
+    reason: str = ""
+    #: Ring only: work of each rank at each step (step s: the shard of rank r − s), [step][rank].
+    step_work: list[list[int]] = field(default_factory=list)
     _received: dict[int, tuple[int, int]] = field(default_factory=dict, repr=False)
 
     def shipped(self, rank: int) -> list[Shipment]:
@@ -146,6 +171,9 @@ class Plan:
         """Bytes the rank receives in the forward and in the backward pass of a call of this size:
         keys and values (and their gradients), hosted query rows and the partial outputs of
         shipped ones (and the gradients of both)."""
+        if self.mode == "ring":  # keys and values forward; again backward, with their gradients
+            keys = self.keys_received(rank)
+            return keys * size.key_bytes, keys * (size.key_bytes + size.accumulator_bytes)
         hosted = sum(s.rows for s in self.hosted(rank))
         shipped = sum(s.rows for s in self.shipped(rank))
         forward = self.keys_received(rank) * size.key_bytes
@@ -163,6 +191,8 @@ class Plan:
         return self._counts(rank)[1]
 
     def _counts(self, rank: int) -> tuple[int, int]:
+        if rank not in self._received and self.mode == "ring":
+            self._received[rank] = (self.n - self.shard_len, self.n - self.shard_len)
         if rank not in self._received:
             forward = sum(t.keys for t in self.p2p if t.dst == rank)
             forward += sum(t.keys for t in self.broadcasts if t.src != rank)
@@ -170,6 +200,23 @@ class Plan:
             backward += sum(t.keys for t in self.broadcasts if t.src == rank)
             self._received[rank] = (forward, backward)
         return self._received[rank]
+
+    @property
+    def peak_keys(self) -> int:
+        """Received keys a rank holds at once, largest over ranks: all it receives (halo), or the
+        shard in hand and the one arriving (ring)."""
+        if self.mode == "ring":
+            return min(2, self.ranks - 1) * self.shard_len
+        return max(self.keys_received(r) for r in range(self.ranks))
+
+    @property
+    def ring_imbalance(self) -> float:
+        """Ring only: the steps' summed largest work over the mean rank's work, minus one (ranks wait
+        for each other at every step, so a step lasts as long as its busiest rank)."""
+        total = sum(p.work for p in self.rank_plans)
+        if not self.step_work or total == 0:
+            return 0.0
+        return sum(max(step) for step in self.step_work) / (total / self.ranks) - 1.0
 
     def sends(self, rank: int) -> list[Transfer]:
         return [t for t in self.p2p if t.src == rank]
@@ -210,26 +257,76 @@ class Plan:
             "seq_len": self.n,
             "ranks": self.ranks,
             "sharding": self.sharding,
+            "mode": self.mode,
+            "reason": self.reason,
+            "peak_keys_held": self.peak_keys,
             "tile": [self.block_m, self.block_n],
             "heads": self.heads,
             "shard_len": self.shard_len,
             "all_gather_keys_per_rank": self.n - self.shard_len,
             "imbalance": self.imbalance,
+            "ring_step_imbalance": self.ring_imbalance if self.mode == "ring" else None,
             "broadcasts": [{"src": t.src, "ranges": [list(r) for r in t.ranges]} for t in self.broadcasts],
             "per_rank": ranks,
         }
 
 
-def plan(pattern: CompiledPattern, ranks: int, sharding: str = "contiguous") -> Plan:
-    """The plan of `pattern` over `ranks` ranks; DynamicPatternError for run-time patterns."""
+def plan(
+    pattern: CompiledPattern,
+    ranks: int,
+    sharding: str = "contiguous",
+    mode: str = "auto",
+    max_held_keys: int | None = None,
+) -> Plan:
+    """The plan of `pattern` over `ranks` ranks; DynamicPatternError for run-time patterns.
+
+    mode "halo" or "ring" forces how keys move; "auto" takes the ring when its bytes received per
+    rank are at most RING_BYTES_FACTOR times the halo plan's largest and it holds fewer received
+    keys at once (patterns whose ranks read nearly every key: dense causal, long windows), unless
+    the halo plan holds at most `max_held_keys` received keys at once: within that memory budget
+    halos are kept, since the ring's backward pass recomputes every call's forward.
+    """
+    if mode not in MODES:
+        raise BackendError(f"mode must be one of {', '.join(MODES)}; got {mode!r}")
+    if max_held_keys is not None and max_held_keys < 0:
+        raise BackendError(f"max_held_keys must be at least 0; got {max_held_keys}")
     if pattern.dynamic:
         raise DynamicPatternError(
             f"pattern {pattern.spec.name!r} has a part decided at run time (cluster); context parallelism "
             "needs the keys each rank reads before the call, so it takes static patterns only"
         )
-    n = pattern.n
-    shards = [rank_ranges(n, r, ranks, sharding) for r in range(ranks)]
+    shards = [rank_ranges(pattern.n, r, ranks, sharding) for r in range(ranks)]
     atoms = _Atoms(pattern, shards)
+    if mode == "ring" and ranks > 1:
+        return _ring_plan(pattern, sharding, shards, atoms, "asked for")
+    halo = _halo_plan(pattern, sharding, shards, atoms)
+    if mode == "halo" or ranks <= 2:
+        halo.reason = "asked for" if mode == "halo" else "two ranks or fewer: a ring moves the same shards"
+        return halo
+    ring = _ring_plan(pattern, sharding, shards, atoms, "")
+    ring_keys, halo_keys = ring.keys_received(0), max(halo.keys_received(r) for r in range(ranks))
+    if max_held_keys is not None and halo.peak_keys <= max_held_keys:
+        halo.reason = (
+            f"{halo.peak_keys:,} keys held at once, within the budget of {max_held_keys:,} "
+            "(a ring would recompute every call's forward in its backward pass)"
+        )
+        return halo
+    if ring_keys <= RING_BYTES_FACTOR * halo_keys and ring.peak_keys < halo.peak_keys:
+        ring.reason = (
+            f"{ring_keys:,} keys per rank against {halo_keys:,} by halos, "
+            f"{ring.peak_keys:,} held at once against {halo.peak_keys:,}"
+        )
+        return ring
+    halo.reason = (
+        f"{halo_keys:,} keys per rank at most, {halo.peak_keys:,} held at once, against {ring_keys:,} "
+        f"and {ring.peak_keys:,} by a ring"
+    )
+    return halo
+
+
+def _halo_plan(pattern: CompiledPattern, sharding: str, shards: list[list[Range]], atoms: _Atoms) -> Plan:
+    """Point-to-point halos, broadcasts of keys every rank reads, and shipped rows."""
+    n, ranks = pattern.n, len(shards)
     shipped = [atoms.rows_to_ship(rank, ranges, n // ranks) for rank, ranges in enumerate(shards)]
     kept = [_subtract(ranges, ship) for ranges, ship in zip(shards, shipped)]
     needs = [atoms.needed(rows) for rows in kept]
@@ -250,18 +347,38 @@ def plan(pattern: CompiledPattern, ranks: int, sharding: str = "contiguous") -> 
         work = sum(atoms.block_work(block) for block in blocks + guests)
         read = atoms.count(needs[rank] | atoms.needed(shipped[rank]))
         rank_plans.append(RankPlan(rank, ranges, blocks, work, read))
+    return _new_plan(pattern, sharding, rank_plans, p2p=p2p, broadcasts=broadcasts, shipments=shipments)
+
+
+def _new_plan(pattern: CompiledPattern, sharding: str, rank_plans: list[RankPlan], **how: Any) -> Plan:
+    """A plan of the pattern's sizes; `how` says how keys move (Plan's remaining fields)."""
     return Plan(
-        n=n,
-        ranks=ranks,
+        n=pattern.n,
+        ranks=len(rank_plans),
         sharding=sharding,
         block_m=pattern.block_m,
         block_n=pattern.block_n,
         heads=pattern.heads,
         rank_plans=rank_plans,
-        p2p=p2p,
-        broadcasts=broadcasts,
-        shipments=shipments,
         spec_name=pattern.spec.name,
+        **how,
+    )
+
+
+def _ring_plan(pattern: CompiledPattern, sharding: str, shards: list[list[Range]], atoms: _Atoms, reason: str) -> Plan:
+    """Every rank's queries against every shard as it passes by; the work of each step."""
+    ranks = len(shards)
+    pieces = [(a, b, src) for src, ranges in enumerate(shards) for a, b in ranges]
+    rank_plans = []
+    step_work = [[0] * ranks for _ in range(ranks)]
+    for rank, ranges in enumerate(shards):
+        blocks = atoms.blocks_of(ranges, pieces)
+        for block in blocks:
+            step_work[(rank - block.source) % ranks][rank] += atoms.block_work(block)
+        work = sum(step[rank] for step in step_work)
+        rank_plans.append(RankPlan(rank, ranges, blocks, work, atoms.count(atoms.needed(ranges))))
+    return _new_plan(
+        pattern, sharding, rank_plans, p2p=[], broadcasts=[], mode="ring", reason=reason, step_work=step_work
     )
 
 

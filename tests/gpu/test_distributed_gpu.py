@@ -80,11 +80,16 @@ def test_simulated_ranks_match_one_call(name: str, ranks: int, sharding: str) ->
         assert relative(got, expected) < TOLERANCE, (what, relative(got, expected))
 
 
-def _nccl_worker(rank: int, world: int, init_file: str, sharding: str) -> None:
+def _nccl_worker(rank: int, world: int, init_file: str, sharding: str, mode: str) -> None:
     os.environ["NCCL_NVLS_ENABLE"] = "0"
     torch.cuda.set_device(rank)
     dist.init_process_group(
-        "nccl", init_method=f"file://{init_file}", rank=rank, world_size=world, timeout=timedelta(seconds=120)
+        "nccl",
+        init_method=f"file://{init_file}",
+        rank=rank,
+        world_size=world,
+        timeout=timedelta(seconds=120),
+        device_id=torch.device("cuda", rank),  # eager: point-to-point batches need the communicator first
     )
     try:
         for name in sorted(SPECS):
@@ -93,10 +98,10 @@ def _nccl_worker(rank: int, world: int, init_file: str, sharding: str) -> None:
             want = [md.shard(x, rank, world, sharding) for x in one_call(pattern, q, k, v, w)]
             part = [md.shard(x, rank, world, sharding).requires_grad_() for x in (q, k, v)]
             comm.traffic.reset()
-            out = md.attention(*part, pattern, sharding=sharding)
+            out = md.attention(*part, pattern, sharding=sharding, mode=mode)
             (out.float() * md.shard(w, rank, world, sharding)).sum().backward()
             torch.cuda.synchronize()
-            plan = md.plan(pattern, world, sharding)
+            plan = md.plan(pattern, world, sharding, mode)
             predicted = plan.bytes_received(rank, md.CallSize(1, 4, 2, 64, 64, itemsize=2, lse_itemsize=4))
             assert (comm.traffic.forward, comm.traffic.backward) == predicted, name
             # dK, dV of this rank's shard: its own queries' part plus what the other ranks sent back
@@ -107,7 +112,10 @@ def _nccl_worker(rank: int, world: int, init_file: str, sharding: str) -> None:
 
 
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA GPUs")
+@pytest.mark.parametrize("mode", ["auto", "ring"])
 @pytest.mark.parametrize("sharding", ["contiguous", "zigzag"])
-def test_nccl_ranks_match_one_gpu(sharding: str) -> None:
+def test_nccl_ranks_match_one_gpu(sharding: str, mode: str) -> None:
+    """Two GPUs (four where the host has them); mode "ring" passes every shard round the ranks."""
+    world = 4 if torch.cuda.device_count() >= 4 else 2
     with tempfile.TemporaryDirectory() as folder:
-        mp.spawn(_nccl_worker, args=(2, os.path.join(folder, "init"), sharding), nprocs=2, join=True)
+        mp.spawn(_nccl_worker, args=(world, os.path.join(folder, "init"), sharding, mode), nprocs=world, join=True)
