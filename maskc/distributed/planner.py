@@ -191,14 +191,22 @@ class Plan:
         return self._counts(rank)[1]
 
     def _counts(self, rank: int) -> tuple[int, int]:
-        if rank not in self._received and self.mode == "ring":
-            self._received[rank] = (self.n - self.shard_len, self.n - self.shard_len)
-        if rank not in self._received:
-            forward = sum(t.keys for t in self.p2p if t.dst == rank)
-            forward += sum(t.keys for t in self.broadcasts if t.src != rank)
-            backward = sum(t.keys for t in self.p2p if t.src == rank)
-            backward += sum(t.keys for t in self.broadcasts if t.src == rank)
-            self._received[rank] = (forward, backward)
+        """(keys received forward, key gradients received backward), counted for every rank at once."""
+        if not self._received:
+            if self.mode == "ring":
+                each = self.n - self.shard_len
+                self._received.update({r: (each, each) for r in range(self.ranks)})
+            else:
+                forward, backward = [0] * self.ranks, [0] * self.ranks
+                for t in self.p2p:
+                    forward[t.dst] += t.keys
+                    backward[t.src] += t.keys
+                broadcast = sum(t.keys for t in self.broadcasts)
+                forward = [keys + broadcast for keys in forward]  # every broadcast but a rank's own
+                for t in self.broadcasts:
+                    backward[t.src] += t.keys
+                    forward[t.src] -= t.keys
+                self._received.update({r: (forward[r], backward[r]) for r in range(self.ranks)})
         return self._received[rank]
 
     @property
@@ -334,13 +342,16 @@ def _halo_plan(pattern: CompiledPattern, sharding: str, shards: list[list[Range]
     shipments = [
         Shipment(src, dst, tuple(rows), tuple(atoms.blocks_of(rows, _pieces(shards[dst], dst))))
         for src in range(ranks)
+        if shipped[src]
         for dst in range(ranks)
         if dst != src and (rows := atoms.rows_reading(shipped[src], dst))
     ]
+    received: list[list[tuple[int, int, int]]] = [[] for _ in range(ranks)]
+    for t in p2p:
+        received[t.dst] += [(a, b, t.src) for a, b in t.ranges]
     rank_plans = []
     for rank, ranges in enumerate(shards):
-        pieces = _pieces(ranges, rank)
-        pieces += [(a, b, t.src) for t in p2p if t.dst == rank for a, b in t.ranges]
+        pieces = _pieces(ranges, rank) + received[rank]
         pieces += [(a, b, t.src) for t in broadcasts if t.src != rank for a, b in t.ranges]
         blocks = atoms.blocks_of(kept[rank], pieces) + atoms.blocks_of(shipped[rank], _pieces(ranges, rank))
         guests = [block for s in shipments if s.dst == rank for block in s.blocks]
@@ -383,16 +394,17 @@ def _ring_plan(pattern: CompiledPattern, sharding: str, shards: list[list[Range]
 
 
 def _transfers(atoms: _Atoms, needs: list[np.ndarray]) -> tuple[list[Transfer], list[Transfer]]:
-    """Point-to-point sends and broadcasts that bring every rank the keys it needs."""
+    """Point-to-point sends and broadcasts that bring every rank the keys it needs.
+
+    Linear in ranks × atoms: each rank's wanted keys are cut into runs once, per owner."""
     ranks = len(needs)
     common = _common_needs(atoms, needs, ranks)
     p2p = []
-    for src in range(ranks):
-        for dst in range(ranks):
-            wanted = needs[dst] & atoms.owned_by(src) & ~common[src]
-            if src != dst and wanted.any():
-                p2p.append(Transfer(src, dst, atoms.ranges(wanted)))
-    broadcasts = [Transfer(src, None, atoms.ranges(common[src])) for src in range(ranks) if common[src].any()]
+    for dst in range(ranks):
+        wanted = needs[dst] & ~common & (atoms.owner != dst)
+        p2p += [Transfer(src, dst, ranges) for src, ranges in atoms.ranges_by_owner(wanted).items()]
+    p2p.sort(key=lambda t: (t.src, t.dst))
+    broadcasts = [Transfer(src, None, ranges) for src, ranges in sorted(atoms.ranges_by_owner(common).items())]
     return p2p, broadcasts
 
 
@@ -426,16 +438,13 @@ def _merged(ranges: list[Range]) -> list[Range]:
     return out
 
 
-def _common_needs(atoms: _Atoms, needs: list[np.ndarray], ranks: int) -> list[np.ndarray]:
-    """Per source rank, its keys that every other rank needs (broadcast when P > 2)."""
-    none = np.zeros(atoms.count_atoms, dtype=bool)
+def _common_needs(atoms: _Atoms, needs: list[np.ndarray], ranks: int) -> np.ndarray:
+    """The atoms every rank but their owner needs (broadcast when P > 2)."""
     if ranks <= 2:
-        return [none] * ranks
-    common = []
-    for src in range(ranks):
-        others = [needs[dst] for dst in range(ranks) if dst != src]
-        common.append(np.logical_and.reduce(others) & atoms.owned_by(src))
-    return common
+        return np.zeros(atoms.count_atoms, dtype=bool)
+    matrix = np.stack(needs)
+    others = matrix.sum(axis=0) - matrix[atoms.owner, np.arange(atoms.count_atoms)]
+    return others == ranks - 1
 
 
 class _Atoms:
@@ -472,11 +481,25 @@ class _Atoms:
     def count(self, mask: np.ndarray) -> int:
         return int((self.hi - self.lo)[mask].sum())
 
-    def ranges(self, mask: np.ndarray) -> tuple[Range, ...]:
-        """The masked atoms as maximal position ranges."""
+    def ranges(self, mask: np.ndarray, first: int = 0) -> tuple[Range, ...]:
+        """The masked atoms as maximal position ranges (`mask` covers the atoms from `first` on)."""
         edges = np.diff(np.concatenate([[0], mask.astype(np.int8), [0]]))
-        starts, stops = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
+        starts, stops = np.flatnonzero(edges == 1) + first, np.flatnonzero(edges == -1) + first
         return tuple((int(self.lo[a]), int(self.hi[b - 1])) for a, b in zip(starts, stops))
+
+    def ranges_by_owner(self, mask: np.ndarray) -> dict[int, tuple[Range, ...]]:
+        """The masked atoms as maximal position ranges within one owner, grouped by owner."""
+        picked = np.flatnonzero(mask)
+        if len(picked) == 0:
+            return {}
+        owners = self.owner[picked]
+        # a run ends where the next picked atom is not adjacent or has another owner
+        breaks = np.flatnonzero((np.diff(picked) != 1) | (np.diff(owners) != 0)) + 1
+        out: dict[int, list[Range]] = {}
+        for run in np.split(np.arange(len(picked)), breaks):
+            a, b = picked[run[0]], picked[run[-1]]
+            out.setdefault(int(owners[run[0]]), []).append((int(self.lo[a]), int(self.hi[b])))
+        return {owner: tuple(ranges) for owner, ranges in out.items()}
 
     def _entries(self, q_start: int, q_stop: int) -> list[tuple[BlockLayout, int, np.ndarray, np.ndarray]]:
         """Per layout: its head count, then the row tile and column tile of every stored tile meeting the rows."""
@@ -566,9 +589,14 @@ class _Atoms:
         entries = self._entries(q_start, q_stop)
         need = self.needed([(q_start, q_stop)])
         blocks = []
-        for a, b, source in sorted(pieces):
-            inside = need & (self.lo >= a) & (self.hi <= b)
-            for k_start, k_stop in self.ranges(inside):
+        pieces = sorted(pieces)
+        bounds = np.asarray([(a, b) for a, b, _ in pieces], dtype=np.int64).reshape(-1, 2)
+        firsts = np.searchsorted(self.lo, bounds[:, 0])
+        ends = np.searchsorted(self.hi, bounds[:, 1], side="right")
+        needed_before = np.concatenate([[0], np.cumsum(need)])
+        for index in np.flatnonzero(needed_before[ends] > needed_before[firsts]):  # pieces with a needed key
+            first, end, source = int(firsts[index]), int(ends[index]), pieces[index][2]
+            for k_start, k_stop in self.ranges(need[first:end], first):
                 first_tile, last_tile = k_start // self.block_n, (k_stop - 1) // self.block_n
                 rows = np.concatenate([r[(c >= first_tile) & (c <= last_tile)] for _, _, r, c in entries])
                 lo = max(int(rows.min()) * self.block_m, q_start)
