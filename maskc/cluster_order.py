@@ -81,12 +81,14 @@ class SortedClusterRule(DeferredRule):
 
 def order_keys(leaf: ClusterRule) -> tuple[str, str]:
     """The call-input keys of the query and key orders of a cluster leaf."""
-    return f"q_order:{leaf.origin}", f"k_order:{leaf.origin}"
+    origin = str(leaf.origin)  # str() first: torch.compile traces it, not a format of the dataclass
+    return f"q_order:{origin}", f"k_order:{origin}"
 
 
 def label_keys(leaf: ClusterRule) -> tuple[str, str]:
     """The call-input keys of the query and key labels of a cluster leaf (as `runtime.CallInputs`)."""
-    return f"q_labels:{leaf.origin}", f"k_labels:{leaf.origin}"
+    origin = str(leaf.origin)
+    return f"q_labels:{origin}", f"k_labels:{origin}"
 
 
 def cluster_order(labels: torch.Tensor) -> torch.Tensor:

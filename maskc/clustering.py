@@ -10,7 +10,6 @@ resolved patterns, so two backends given the same resolved pattern compute the s
 from __future__ import annotations
 
 from collections.abc import Callable
-from functools import lru_cache
 
 import numpy as np
 import torch
@@ -42,11 +41,37 @@ def _seeded(seed: int) -> torch.Generator:
     return torch.Generator(device="cpu").manual_seed(seed)
 
 
-@lru_cache(maxsize=256)
-def _kmeans_uniforms(seed: int, clusters: int) -> tuple[float, ...]:
-    """The seeded uniforms behind k-means++ seeding: constants of the spec (seed, clusters), drawn once
-    on the host, so a call reads nothing back from its device."""
-    return tuple(torch.rand(clusters, generator=_seeded(seed), dtype=torch.float64).tolist())
+@torch.library.custom_op("maskc::seeded_draw", mutates_args=())
+def seeded_draw(seed: int, rows: int, cols: int, normal: bool) -> torch.Tensor:
+    """Draws of one seeded CPU generator: standard normal float32 or uniform [0, 1) float64, (rows, cols).
+
+    An operator, so that torch.compile records the draw in its graph (a generator cannot be traced).
+    """
+    if normal:
+        return torch.randn(rows, cols, generator=_seeded(seed), dtype=torch.float32)
+    return torch.rand(rows, cols, generator=_seeded(seed), dtype=torch.float64)
+
+
+@seeded_draw.register_fake
+def _(seed: int, rows: int, cols: int, normal: bool) -> torch.Tensor:
+    return torch.empty(rows, cols, dtype=torch.float32 if normal else torch.float64)
+
+
+#: Seeded draws by (seed, rows, cols, normal, device, dtype): constants of the spec, copied to a device
+#: once, so later calls (and CUDA graph captures after a first call) copy nothing.
+_DRAWS: dict[tuple[int, int, int, bool, str, torch.dtype], torch.Tensor] = {}
+
+
+def seeded_constant(
+    seed: int, rows: int, cols: int, normal: bool, device: torch.device, dtype: torch.dtype
+) -> torch.Tensor:
+    """`seeded_draw` on `device` in `dtype` (a traced call records the draw in its graph instead)."""
+    if torch.compiler.is_compiling():
+        return seeded_draw(seed, rows, cols, normal).to(device=device, dtype=dtype)
+    key = (seed, rows, cols, normal, str(device), dtype)
+    if key not in _DRAWS:
+        _DRAWS[key] = seeded_draw(seed, rows, cols, normal).to(device=device, dtype=dtype)
+    return _DRAWS[key]
 
 
 def _kmeans_seeds(points: torch.Tensor, params: Cluster) -> torch.Tensor:
@@ -54,15 +79,18 @@ def _kmeans_seeds(points: torch.Tensor, params: Cluster) -> torch.Tensor:
 
     Each next seed is drawn with probability proportional to its distance 1 − cos from the
     nearest seed so far. The uniforms behind the draws come from one seeded CPU generator, so
-    the choice depends only on the seed and the data, and every step stays on the data's device.
+    the choice depends only on the seed and the data, and every step stays on the data's device
+    (the uniforms are float64 constants there: nothing is read back).
     """
     groups, count, dim = points.shape
-    uniforms = _kmeans_uniforms(params.seed, params.clusters)
-    seeds = [points[:, min(int(uniforms[0] * count), count - 1)]]
+    uniforms = seeded_constant(params.seed, 1, params.clusters, False, points.device, torch.float64)[0]
+    first = (uniforms[:1] * count).long().clamp_max(count - 1)
+    seeds = [points.index_select(1, first)[:, 0]]
     nearest = torch.einsum("gpd,gd->gp", points, seeds[0])
-    for u in uniforms[1:]:
+    for step in range(1, params.clusters):
         cumulative = (1 - nearest).clamp_min(0).cumsum(dim=-1)
-        pick = torch.searchsorted(cumulative, u * cumulative[:, -1:]).clamp_max(count - 1)
+        target = uniforms[step].to(cumulative.dtype) * cumulative[:, -1:]
+        pick = torch.searchsorted(cumulative, target).clamp_max(count - 1)
         seed = points.gather(1, pick[..., None].expand(groups, 1, dim))[:, 0]
         seeds.append(seed)
         nearest = torch.maximum(nearest, torch.einsum("gpd,gd->gp", points, seed))
@@ -92,23 +120,9 @@ def _kmeans_labels(q: torch.Tensor, k: torch.Tensor, params: Cluster) -> tuple[t
     return torch.bmm(q, centroids).argmax(dim=-1), torch.bmm(k, centroids).argmax(dim=-1)
 
 
-#: LSH rotations by (seed, clusters, head dim, device, dtype): copied to a device once, so later calls
-#: (and CUDA graph captures after a first call) copy nothing.
-_ROTATIONS: dict[tuple[int, int, int, str, torch.dtype], torch.Tensor] = {}
-
-
-def _lsh_rotation(seed: int, clusters: int, dim: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    """The seeded random rotation R (dim × clusters/2), drawn in float32 on the CPU and moved."""
-    key = (seed, clusters, dim, str(device), dtype)
-    if key not in _ROTATIONS:
-        rotation = torch.randn(dim, clusters // 2, generator=_seeded(seed), dtype=torch.float32)
-        _ROTATIONS[key] = rotation.to(device=device, dtype=dtype)
-    return _ROTATIONS[key]
-
-
 def _lsh_labels(q: torch.Tensor, k: torch.Tensor, params: Cluster) -> tuple[torch.Tensor, torch.Tensor]:
     """Angular LSH: bucket = argmax([xR, −xR]) for one seeded random rotation R (D × clusters/2)."""
-    rotation = _lsh_rotation(params.seed, params.clusters, q.shape[-1], q.device, q.dtype)
+    rotation = seeded_constant(params.seed, q.shape[-1], params.clusters // 2, True, q.device, q.dtype)
 
     def bucket(x: torch.Tensor) -> torch.Tensor:
         projected = x @ rotation

@@ -25,7 +25,7 @@ from maskc.ir import CompiledPattern
 from maskc.ir.build import build_layout
 
 from .function import sparse_attention
-from .plans import DERIVED, DERIVED_SEPARATOR
+from .plans import DERIVED, DERIVED_SEPARATOR, plan_for, traced_key
 from .runtime import CallInputs
 
 #: The name the sorted pattern's spec hash carries after the separator (`plans.DERIVED`).
@@ -65,6 +65,14 @@ def sorted_pattern(pattern: CompiledPattern) -> CompiledPattern:
 DERIVED[CLUSTER_ORDER] = sorted_pattern
 
 
+def _sorted_plan_key(pattern: CompiledPattern) -> str:
+    """The plan key of the sorted pattern; a traced call records its traced key, read off the pattern's
+    attributes (`plans.plan_by_key` derives the sorted pattern again from the cached one)."""
+    if torch.compiler.is_compiling():
+        return traced_key(pattern).replace(pattern.spec_hash, f"{pattern.spec_hash}{DERIVED_SEPARATOR}{CLUSTER_ORDER}")
+    return plan_for(sorted_pattern(pattern)).key
+
+
 def _gather(x: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
     """(B, H, N, D) rows in `order` (B, H, N)."""
     return x.gather(2, order[..., None].expand(*order.shape, x.shape[-1]))
@@ -85,10 +93,10 @@ def cluster_inputs(
 ) -> dict[str, torch.Tensor]:
     """The call's run-time tensors of the sorted pattern: labels on original positions (as in token
     order), documents and other leaves' tables, and the stable orders by the sorting leaf's labels."""
-    ordered = sorted_pattern(pattern)
     leaf = sorting_leaf(pattern)
     assert leaf is not None
-    values = CallInputs.prepare([layout.rule for layout in ordered.layouts], q, k, documents, centroids).values
+    # the sorted rules hold the same leaves: the pattern's own rules name the same inputs
+    values = CallInputs.prepare([layout.rule for layout in pattern.layouts], q, k, documents, centroids).values
     for labels, order in zip(label_keys(leaf), order_keys(leaf)):
         values[order] = cluster_order(values[labels]).to(torch.int32).contiguous()
     return values
@@ -114,8 +122,9 @@ def cluster_attention(
         _gather(q, q_order),
         _gather(keys, k_order),
         _gather(vals, k_order),
-        sorted_pattern(pattern),
+        pattern,
         scale,
         run_time=[values[key] for key in sorted(values)],
+        plan_key=_sorted_plan_key(pattern),
     )
     return _scatter(out, q_order), _scatter(lse, q_order)

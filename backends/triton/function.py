@@ -76,10 +76,12 @@ def sparse_attention(
     offsets: Offsets | None = None,
     centroids: torch.Tensor | None = None,
     run_time: list[torch.Tensor] | None = None,
+    plan_key: str | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(out, lse): autocast applied, head dims padded, the scale made positive; a pattern decided at
     run time (documents, top-k, clusters) gets its tables from `documents`, q and k on the device
-    (or from `run_time`, the tensors by the plan's `input_keys`, when the caller made them).
+    (or from `run_time`, the tensors by the plan's `input_keys`, when the caller made them). `plan_key`,
+    when given, names the plan to run instead of the pattern's own.
 
     `offsets` places a rectangular call's rows among the pattern's positions (maskc.offsets).
 
@@ -98,7 +100,7 @@ def sparse_attention(
     value_dim = v.shape[-1]
     operator = triton_attention if _traced(q, k, v) else EagerAttention.apply
     positions = _positions(offsets, q) if offsets is not None else (None, 0, q.shape[2], 0)
-    out, lse = operator(_padded(q), _padded(k), _padded(v), _plan_key(pattern), scale, *positions, run_time)
+    out, lse = operator(_padded(q), _padded(k), _padded(v), plan_key or _plan_key(pattern), scale, *positions, run_time)
     return out[..., :value_dim], lse
 
 
