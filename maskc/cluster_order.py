@@ -18,6 +18,7 @@ contiguous), bands from each tile's smallest and largest original position, any 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from functools import reduce
 
 import torch
 
@@ -153,14 +154,6 @@ def _unknown(like: torch.Tensor) -> Classes:
     )
 
 
-def _fold(op: object, maps: Iterable[torch.Tensor]) -> torch.Tensor:
-    maps = list(maps)
-    out = maps[0]
-    for other in maps[1:]:
-        out = op(out, other)  # type: ignore[operator]
-    return out
-
-
 def _classes(rule: Rule, tiles: _SortedTiles) -> Classes:
     """Stored tiles cover `rule`'s pairs, full tiles lie inside them (like `runtime.tile_classes`)."""
     if isinstance(rule, ClusterRule) and rule.origin == tiles.leaf.origin:
@@ -174,7 +167,7 @@ def _classes(rule: Rule, tiles: _SortedTiles) -> Classes:
     if isinstance(rule, (UnionRule, IntersectRule)):
         op = torch.logical_or if isinstance(rule, UnionRule) else torch.logical_and
         kids = [_classes(kid, tiles) for kid in rule.kids]
-        return _fold(op, (a for a, _ in kids)), _fold(op, (f for _, f in kids))
+        return reduce(op, [a for a, _ in kids]), reduce(op, [f for _, f in kids])
     if isinstance(rule, DifferenceRule):
         (a_any, a_full), (b_any, b_full) = (_classes(kid, tiles) for kid in rule.kids)
         return a_any & ~b_full, a_full & ~b_any

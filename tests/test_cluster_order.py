@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 from test_backend_triton import interpreter  # noqa: F401 - the module's TRITON_INTERPRET=1 fixture
+from test_runtime_triton import _relative, _run
 
 import maskc
 from maskc.backends.triton.clusters import cluster_inputs, runs_in_cluster_order, sorted_pattern
@@ -44,22 +45,6 @@ def _inputs(batch: int, heads: int, kv_heads: int, n: int, seed: int = 0) -> lis
     gen = torch.Generator().manual_seed(seed)
     q = torch.randn(batch, heads, n, D, generator=gen)
     return [q, *(torch.randn(batch, kv_heads, n, D, generator=gen) for _ in range(2))]
-
-
-def _run(pattern, q, k, v, backend: str, **options) -> list[torch.Tensor]:
-    leaves = [x.detach().clone().requires_grad_() for x in (q, k, v)]
-    out, lse = maskc.attention(*leaves, pattern, backend=backend, return_lse=True, **options)
-    gen = torch.Generator().manual_seed(5)
-    g, h = torch.randn(out.shape, generator=gen), torch.randn(lse.shape, generator=gen)
-    ((out * g).sum() + torch.where(torch.isfinite(lse), lse * h, 0).sum()).backward()
-    return [out.detach(), lse.detach(), *(x.grad for x in leaves)]
-
-
-def _relative(got: torch.Tensor, want: torch.Tensor) -> float:
-    finite = torch.isfinite(want)
-    assert torch.equal(finite, torch.isfinite(got)), "rows without keys differ"
-    got, want = got[finite].double(), want[finite].double()
-    return ((got - want).norm() / want.norm().clamp_min(1e-30)).item()
 
 
 def _hand_mask(q_labels: np.ndarray, k_labels: np.ndarray, causal: bool, before: int | None) -> np.ndarray:
