@@ -307,3 +307,18 @@ def test_sparse_attention_module_uses_and_updates_its_centroids():
     assert not torch.equal(centroids.centroids, before)
     assert torch.allclose(centroids.centroids.norm(dim=-1), torch.ones(heads, 4))
     assert "centroids.centroids" in layer.state_dict()
+
+
+def test_clusters_inside_documents_match_the_reference():
+    """A cluster intersected with packed documents runs in cluster order: the predicate reads the
+    document ids at original positions."""
+    n, heads = 60, 2
+    spec = {"causal": True, "pattern": {"intersect": [{"document": {}}, {"cluster": {"clusters": 4, "method": "lsh"}}]}}
+    pattern = _pattern(spec, n, heads)
+    assert runs_in_cluster_order(pattern)
+    documents = torch.as_tensor(np.stack([maskc.ids_from_lengths([25, 35]), maskc.ids_from_lengths([7, 40, 13])]))
+    q, k, v = _inputs(2, heads, 1, n, seed=9)
+    got = _run(pattern, q, k, v, "triton", documents)
+    want = _run(pattern, q, k, v, "cpu", documents)
+    for a, b in zip(got, want):
+        assert _relative(a, b) < TOLERANCE
