@@ -21,8 +21,10 @@ import weakref
 import torch
 
 from maskc.cluster_order import SortedClusterRule, cluster_order, label_keys, order_keys, sorting_leaf
+from maskc.errors import BackendError
 from maskc.ir import CompiledPattern
 from maskc.ir.build import build_layout
+from maskc.rules import ClusterRule
 
 from .function import sparse_attention
 from .plans import DERIVED, DERIVED_SEPARATOR, plan_for, traced_key
@@ -39,13 +41,18 @@ def runs_in_cluster_order(pattern: CompiledPattern) -> bool:
     return pattern.dynamic and sorting_leaf(pattern) is not None
 
 
+def _sorting_leaf(pattern: CompiledPattern) -> ClusterRule:
+    leaf = sorting_leaf(pattern)
+    if leaf is None:
+        raise BackendError(f"pattern {pattern.spec.name!r} is not bounded by one cluster leaf: it runs in token order")
+    return leaf
+
+
 def sorted_pattern(pattern: CompiledPattern) -> CompiledPattern:
     """The pattern on the sorted grid: each layout's rule in the order of the sorting leaf (kept while
     `pattern` lives, so its plan and kernels are built once)."""
     if pattern not in _SORTED:
-        leaf = sorting_leaf(pattern)
-        if leaf is None:
-            raise ValueError(f"pattern {pattern.spec.name!r} is not bounded by one cluster leaf")
+        leaf = _sorting_leaf(pattern)
         layouts = tuple(
             build_layout(SortedClusterRule(layout.rule, leaf, pattern.n), layout.grid) for layout in pattern.layouts
         )
@@ -69,7 +76,7 @@ def _sorted_plan_key(pattern: CompiledPattern) -> str:
     """The plan key of the sorted pattern; a traced call records its traced key, read off the pattern's
     attributes (`plans.plan_by_key` derives the sorted pattern again from the cached one)."""
     if torch.compiler.is_compiling():
-        return traced_key(pattern).replace(pattern.spec_hash, f"{pattern.spec_hash}{DERIVED_SEPARATOR}{CLUSTER_ORDER}")
+        return traced_key(pattern, CLUSTER_ORDER)
     return plan_for(sorted_pattern(pattern)).key
 
 
@@ -93,8 +100,7 @@ def cluster_inputs(
 ) -> dict[str, torch.Tensor]:
     """The call's run-time tensors of the sorted pattern: labels on original positions (as in token
     order), documents and other leaves' tables, and the stable orders by the sorting leaf's labels."""
-    leaf = sorting_leaf(pattern)
-    assert leaf is not None
+    leaf = _sorting_leaf(pattern)
     # the sorted rules hold the same leaves: the pattern's own rules name the same inputs
     values = CallInputs.prepare([layout.rule for layout in pattern.layouts], q, k, documents, centroids).values
     for labels, order in zip(label_keys(leaf), order_keys(leaf)):
@@ -112,8 +118,7 @@ def cluster_attention(
     centroids: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(out, lse) of a cluster-bounded pattern, computed in cluster order and returned in token order."""
-    leaf = sorting_leaf(pattern)
-    assert leaf is not None
+    leaf = _sorting_leaf(pattern)
     values = cluster_inputs(pattern, q, k, documents, centroids)
     q_order, k_order = (values[key].long() for key in order_keys(leaf))
     group = q.shape[1] // k.shape[1]

@@ -71,9 +71,11 @@ class PlanRegistry:
         return plan
 
 
-def traced_key(pattern: CompiledPattern) -> str:
-    """The key a torch.compile graph carries, read off the pattern's attributes only."""
-    return f"{_TRACED_PREFIX}{pattern.spec_hash}:{pattern.n}:{pattern.block_m}:{pattern.block_n}:{pattern.heads}"
+def traced_key(pattern: CompiledPattern, derived: str = "") -> str:
+    """The key a torch.compile graph carries, read off the pattern's attributes only; with `derived`, the
+    key of the pattern DERIVED[derived] makes from it."""
+    spec_hash = f"{pattern.spec_hash}{DERIVED_SEPARATOR}{derived}" if derived else pattern.spec_hash
+    return f"{_TRACED_PREFIX}{spec_hash}:{pattern.n}:{pattern.block_m}:{pattern.block_n}:{pattern.heads}"
 
 
 PLANS = PlanRegistry()
