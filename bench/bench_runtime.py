@@ -1,13 +1,15 @@
-"""Run-time patterns on one GPU, in one process: packed documents and top-k block selection, against
-FlexAttention (the equivalent mask_mod), torch's varlen_attn (documents) and dense causal cuDNN.
+"""Run-time patterns on one GPU, in one process: packed documents, top-k block selection and clusters
+(k-means routing with √n clusters fitted per call or held between calls, LSH with 64 buckets; causal),
+against FlexAttention (the equivalent mask_mod), torch's varlen_attn (documents) and dense causal cuDNN.
 
 Run on a CUDA machine: python3 bench/bench_runtime.py [--n 32768] [--cases documents,window,topk,kmeans,lsh]
 bf16, B = 1, H = 16, D = 128, the 8 document lengths of issue 13 (2381, 1211, 2568, 1799, 1174, 5864,
 13954, 3817). maskc's times include its run-time layout build (the documents' tile tables, the top-k
-selection), since both run inside every call. FlexAttention's kernel is timed with its block mask
-built once, and the block-mask build is timed apart (per batch it is part of the cost). Both sides
-run the same mask: the active pairs of Flex's mask_mod are counted on the GPU and must equal maskc's
-exact count (from the host resolution), and the outputs' relative difference is printed. Efficiency
+selection, the cluster assignment and sort), since they run inside every call. FlexAttention's kernel
+is timed with its block mask built once, and the block-mask build is timed apart (per batch it is
+part of the cost). Both sides run the same mask: the active pairs of Flex's mask_mod are counted on
+the GPU and must equal maskc's exact count (from the host resolution; for clusters from the labels
+on the GPU), and the outputs' relative difference is printed. Efficiency
 is each time against dense causal cuDNN's in the same run, scaled by the work: (pairs / dense pairs)
 · dense time / time. Medians of triton.testing.do_bench. Writes JSON to $OUT/bench_runtime.json
 when OUT is set.
@@ -195,26 +197,59 @@ def bench_topk(n: int, dense: Dense, q, k, v) -> None:
     bench_flex(case, mask_mod, H, pairs, dense, reference, q, k, v)
 
 
-def bench_clusters(method: str, n: int, dense: Dense, q, k, v) -> None:
+def cluster_pairs(q_labels: torch.Tensor, k_labels: torch.Tensor, clusters: int) -> int:
+    """Causal pairs inside clusters, summed over heads, on the GPU: for each query, the keys of its
+    cluster at or before it (a running count of each cluster's keys)."""
+    total = 0
+    for h in range(q_labels.shape[1]):
+        running = F.one_hot(k_labels[0, h], clusters).cumsum(dim=0)  # (n, clusters)
+        total += int(running.gather(1, q_labels[0, h, :, None]).sum())
+    return total
+
+
+def bench_clusters(method: str, n: int, dense: Dense, q, k, v, held: bool = False) -> None:
+    """Clusters in sorted order, end to end (assignment, sort, tables, kernels, scatter), against Flex
+    with the same labels in its mask_mod. `held`: k-means centroids kept between calls
+    (maskc.nn.ClusterCentroids, as Routing Transformer trains) instead of fitted per call."""
+    from maskc.backends.triton.clusters import cluster_inputs
+    from maskc.cluster_order import label_keys, sorting_leaf
+
     clusters = round(n**0.5) if method == "kmeans" else 64
+    case = f"{method} {clusters} clusters{', held centroids' if held else ''}, causal"
     spec = {"name": method, "causal": True, "pattern": {"cluster": {"clusters": clusters, "method": method}}}
     pattern = compiled(spec, n)
+    centroids = None
+    if held:
+        module = maskc.nn.ClusterCentroids(H, clusters, D).cuda()
+        module.update(q.detach(), k.detach())
+        centroids = module.centroids
 
     def ours(a, b, c):
-        return maskc.attention(a, b, c, pattern, backend="triton")
+        return maskc.attention(a, b, c, pattern, backend="triton", centroids=centroids)
 
     try:
+        with torch.no_grad():
+            values = cluster_inputs(pattern, q.detach(), k.detach(), None, centroids)
+            q_labels, k_labels = (values[key].long() for key in label_keys(sorting_leaf(pattern)))
+        assign_ms = do_bench(lambda: cluster_inputs(pattern, q.detach(), k.detach(), None, centroids), warmup=3,
+                             rep=20, return_mode="median")  # fmt: skip
+        pairs = cluster_pairs(q_labels, k_labels, clusters)
+        out = ours(q, k, v)
+        out.backward(torch.randn_like(out))
         fwd, fwd_bwd = time_fwd_bwd(ours, q, k, v)
-        log(
-            impl="maskc",
-            case=f"{method} clusters {clusters}, causal",
-            fwd_ms=round(fwd, 3),
-            fwdbwd_ms=round(fwd_bwd, 3),
-            fwd_vs_dense=round(fwd / dense.fwd, 3),
-            fwdbwd_vs_dense=round(fwd_bwd / dense.fwd_bwd, 3),
-        )
+        log(impl="maskc", case=case, pairs=pairs, assign_and_sort_ms=round(assign_ms, 3),
+            fwd_vs_dense=round(fwd / dense.fwd, 3), fwdbwd_vs_dense=round(fwd_bwd / dense.fwd_bwd, 3),
+            target="at most 0.5 of dense causal, fwd and fwd+bwd", **dense.efficiency(pairs, fwd, fwd_bwd))  # fmt: skip
+        reference = ours(q, k, v)
     except Exception as error:
-        log(impl="maskc", case=f"{method} clusters", error=f"{type(error).__name__}: {str(error)[:200]}")
+        log(impl="maskc", case=case, error=f"{type(error).__name__}: {str(error)[:200]}")
+        return
+    ql, kl = q_labels[0].int(), k_labels[0].int()
+
+    def mask_mod(b, h, i, j):
+        return (i >= j) & (ql[h, i] == kl[h, j])
+
+    bench_flex(case, mask_mod, H, pairs, dense, reference, q, k, v)
 
 
 def main() -> None:
@@ -235,9 +270,11 @@ def main() -> None:
         bench_documents("documents, causal window 1024 inside each", 1024, args.n, dense, q, k, v)
     if "topk" in cases:
         bench_topk(args.n, dense, q, k, v)
-    for method in ("kmeans", "lsh"):
-        if method in cases:
-            bench_clusters(method, args.n, dense, q, k, v)
+    if "kmeans" in cases:
+        bench_clusters("kmeans", args.n, dense, q, k, v)
+        bench_clusters("kmeans", args.n, dense, q, k, v, held=True)
+    if "lsh" in cases:
+        bench_clusters("lsh", args.n, dense, q, k, v)
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ def attention(
     scale: float | None = None,
     return_lse: bool = False,
     documents: Any = None,
+    centroids: Any = None,
     q_offset: Any = None,
     k_offset: Any = 0,
 ) -> Any:
@@ -36,9 +37,13 @@ def attention(
     documents: (B, N) integer document ids, non-decreasing along N, on q's device; required by
     patterns with `document` (or sink/global `per: document`) and refused by any other. A pattern
     decided at run time (documents, top-k, clusters) needs a full-length call (no offsets).
+    centroids: (H, clusters, D) k-means centroids that replace the per-call fit of the pattern's
+    cluster leaves (all `method: kmeans` with that many clusters; `maskc.nn.ClusterCentroids` keeps them).
     """
     chosen = choose_backend(q, k, v, pattern, backend)
     extra: dict[str, Any] = {} if documents is None else {"documents": documents}
+    if centroids is not None:
+        extra["centroids"] = centroids
     if not _square(q, k, pattern, q_offset, k_offset):
         extra["offsets"] = resolve_offsets(q.shape[0], q.shape[2], k.shape[2], pattern.n, q_offset, k_offset)
     return chosen.forward(q, k, v, pattern, scale=scale, return_lse=return_lse, **extra)

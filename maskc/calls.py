@@ -141,7 +141,12 @@ def call_documents(pattern: CompiledPattern, documents: Any, shape: CallShape, d
 
 
 def static_patterns(
-    pattern: CompiledPattern, q: torch.Tensor, k: torch.Tensor, shape: CallShape, documents: Any = None
+    pattern: CompiledPattern,
+    q: torch.Tensor,
+    k: torch.Tensor,
+    shape: CallShape,
+    documents: Any = None,
+    centroids: torch.Tensor | None = None,
 ) -> list[CompiledPattern]:
     """[pattern] when it is static; otherwise its resolution for each batch element, checked like the pattern.
 
@@ -163,7 +168,8 @@ def static_patterns(
         return per_batch if uses_documents(pattern) else [pattern]
     with torch.no_grad():
         resolved = [
-            resolve_dynamic(each, q[b : b + 1].detach(), k[b : b + 1].detach())[0] for b, each in enumerate(per_batch)
+            resolve_dynamic(each, q[b : b + 1].detach(), k[b : b + 1].detach(), centroids)[0]
+            for b, each in enumerate(per_batch)
         ]
     for b, each in enumerate(resolved):
         if each.dynamic:

@@ -41,20 +41,56 @@ def _seeded(seed: int) -> torch.Generator:
     return torch.Generator(device="cpu").manual_seed(seed)
 
 
+@torch.library.custom_op("maskc::seeded_draw", mutates_args=())
+def seeded_draw(seed: int, rows: int, cols: int, normal: bool) -> torch.Tensor:
+    """Draws of one seeded CPU generator: standard normal float32 or uniform [0, 1) float64, (rows, cols).
+
+    An operator, so that torch.compile records the draw in its graph (a generator cannot be traced).
+    """
+    if normal:
+        return torch.randn(rows, cols, generator=_seeded(seed), dtype=torch.float32)
+    return torch.rand(rows, cols, generator=_seeded(seed), dtype=torch.float64)
+
+
+@seeded_draw.register_fake
+def _(seed: int, rows: int, cols: int, normal: bool) -> torch.Tensor:
+    return torch.empty(rows, cols, dtype=torch.float32 if normal else torch.float64)
+
+
+#: Seeded draws by (seed, rows, cols, normal, device, dtype): constants of the spec, copied to a device
+#: once, so later calls (and CUDA graph captures after a first call) copy nothing.
+_DRAWS: dict[tuple[int, int, int, bool, str, torch.dtype], torch.Tensor] = {}
+
+
+def seeded_constant(
+    seed: int, rows: int, cols: int, normal: bool, device: torch.device, dtype: torch.dtype
+) -> torch.Tensor:
+    """`seeded_draw` on `device` in `dtype` (a traced call records the draw in its graph instead)."""
+    if torch.compiler.is_compiling():
+        return seeded_draw(seed, rows, cols, normal).to(device=device, dtype=dtype)
+    key = (seed, rows, cols, normal, str(device), dtype)
+    if key not in _DRAWS:
+        _DRAWS[key] = seeded_draw(seed, rows, cols, normal).to(device=device, dtype=dtype)
+    return _DRAWS[key]
+
+
 def _kmeans_seeds(points: torch.Tensor, params: Cluster) -> torch.Tensor:
     """k-means++ seeding on (G, P, D) unit vectors: (G, clusters, D) initial centroids.
 
     Each next seed is drawn with probability proportional to its distance 1 − cos from the
     nearest seed so far. The uniforms behind the draws come from one seeded CPU generator, so
-    the choice depends only on the seed and the data, and every step stays on the data's device.
+    the choice depends only on the seed and the data, and every step stays on the data's device
+    (the uniforms are float64 constants there: nothing is read back).
     """
     groups, count, dim = points.shape
-    uniforms = torch.rand(params.clusters, generator=_seeded(params.seed), dtype=torch.float64).tolist()
-    seeds = [points[:, min(int(uniforms[0] * count), count - 1)]]
+    uniforms = seeded_constant(params.seed, 1, params.clusters, False, points.device, torch.float64)[0]
+    first = (uniforms[:1] * count).long().clamp_max(count - 1)
+    seeds = [points.index_select(1, first)[:, 0]]
     nearest = torch.einsum("gpd,gd->gp", points, seeds[0])
-    for u in uniforms[1:]:
+    for step in range(1, params.clusters):
         cumulative = (1 - nearest).clamp_min(0).cumsum(dim=-1)
-        pick = torch.searchsorted(cumulative, u * cumulative[:, -1:]).clamp_max(count - 1)
+        target = uniforms[step].to(cumulative.dtype) * cumulative[:, -1:]
+        pick = torch.searchsorted(cumulative, target).clamp_max(count - 1)
         seed = points.gather(1, pick[..., None].expand(groups, 1, dim))[:, 0]
         seeds.append(seed)
         nearest = torch.maximum(nearest, torch.einsum("gpd,gd->gp", points, seed))
@@ -86,8 +122,7 @@ def _kmeans_labels(q: torch.Tensor, k: torch.Tensor, params: Cluster) -> tuple[t
 
 def _lsh_labels(q: torch.Tensor, k: torch.Tensor, params: Cluster) -> tuple[torch.Tensor, torch.Tensor]:
     """Angular LSH: bucket = argmax([xR, −xR]) for one seeded random rotation R (D × clusters/2)."""
-    rotation = torch.randn(q.shape[-1], params.clusters // 2, generator=_seeded(params.seed), dtype=torch.float32)
-    rotation = rotation.to(device=q.device, dtype=q.dtype)
+    rotation = seeded_constant(params.seed, q.shape[-1], params.clusters // 2, True, q.device, q.dtype)
 
     def bucket(x: torch.Tensor) -> torch.Tensor:
         projected = x @ rotation
@@ -110,14 +145,38 @@ _METHODS: dict[str, Callable[[torch.Tensor, torch.Tensor, Cluster], tuple[torch.
 }
 
 
+def _fixed_labels(x: torch.Tensor, centroids: torch.Tensor) -> torch.Tensor:
+    """(G, P, D) unit vectors → the index of the centroid (G, clusters, D) of largest cosine."""
+    return torch.bmm(x, _normalised(centroids).to(x.dtype).transpose(1, 2)).argmax(dim=-1)
+
+
+def check_centroids(params: Cluster, centroids: torch.Tensor, heads: int, dim: int, origin: Origin = CLUSTER) -> None:
+    """Centroids given to a call must be (heads, clusters, D) floats of a k-means leaf."""
+    if params.method != "kmeans":
+        raise BackendError(f"{origin}: centroids were given, but this cluster leaf hashes (lsh); they serve kmeans")
+    if not isinstance(centroids, torch.Tensor) or not centroids.is_floating_point():
+        raise BackendError(f"centroids must be a floating-point tensor (heads, clusters, D), got {type(centroids)}")
+    want = (heads, params.clusters, dim)
+    if tuple(centroids.shape) != want:
+        raise BackendError(
+            f"{origin}: centroids must have shape (heads, clusters, D) = {want}; got {tuple(centroids.shape)}"
+        )
+
+
 def cluster_labels(
-    params: Cluster, q: torch.Tensor, k: torch.Tensor, origin: Origin = CLUSTER
+    params: Cluster,
+    q: torch.Tensor,
+    k: torch.Tensor,
+    origin: Origin = CLUSTER,
+    centroids: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Cluster of every query and key: q and k (..., N, D) on any device → two int64 (..., N) tensors.
 
     Queries and keys of one (batch, head) share one clustering; labels lie in 0 … clusters − 1.
     Work is split over the leading dimensions so that the scores stay within SCORE_BUDGET_BYTES.
-    `origin` names the spec's cluster primitive in errors.
+    `origin` names the spec's cluster primitive in errors. `centroids` (k-means only), broadcastable
+    to (..., clusters, D), replace the per-call fit: each vector takes its nearest centroid by cosine
+    (`maskc.nn.ClusterCentroids` keeps them between calls).
     """
     if q.shape != k.shape:
         raise BackendError(f"cluster assignment needs q and k of one shape, got {tuple(q.shape)} and {tuple(k.shape)}")
@@ -126,8 +185,13 @@ def cluster_labels(
     qg, kg = _normalised(q.reshape(-1, n, dim)), _normalised(k.reshape(-1, n, dim))
     per_group = 2 * n * params.clusters * qg.element_size()
     step = max(1, SCORE_BUDGET_BYTES // per_group)
-    method = _METHODS[params.method]
-    parts = [method(qg[lo : lo + step], kg[lo : lo + step], params) for lo in range(0, qg.shape[0], step)]
+    if centroids is None:
+        method = _METHODS[params.method]
+        parts = [method(qg[lo : lo + step], kg[lo : lo + step], params) for lo in range(0, qg.shape[0], step)]
+    else:
+        fixed = centroids.expand(*lead, params.clusters, dim).reshape(-1, params.clusters, dim)
+        chunks = [(lo, lo + step) for lo in range(0, qg.shape[0], step)]
+        parts = [(_fixed_labels(qg[a:b], fixed[a:b]), _fixed_labels(kg[a:b], fixed[a:b])) for a, b in chunks]
     q_labels = torch.cat([p[0] for p in parts]).reshape(*lead, n)
     k_labels = torch.cat([p[1] for p in parts]).reshape(*lead, n)
     return q_labels, k_labels
@@ -142,6 +206,17 @@ def _run_time_leaves(pattern: CompiledPattern) -> dict[Origin, tuple[Rule, list[
             if isinstance(leaf, (ClusterRule, TopkRule)):
                 found.setdefault(leaf.origin, (leaf, []))[1].extend(heads)
     return found
+
+
+def check_call_centroids(pattern: CompiledPattern, centroids: torch.Tensor | None, heads: int, dim: int) -> None:
+    """Centroids given to a call need a pattern with cluster leaves, all k-means with as many clusters."""
+    if centroids is None:
+        return
+    leaves = [leaf for leaf, _ in _run_time_leaves(pattern).values() if isinstance(leaf, ClusterRule)]
+    if not leaves:
+        raise BackendError(f"centroids were given, but pattern {pattern.spec.name!r} has no cluster leaf")
+    for leaf in leaves:
+        check_centroids(leaf.params, centroids, heads, dim, leaf.origin)
 
 
 def _check_inputs(pattern: CompiledPattern, q: torch.Tensor, k: torch.Tensor) -> int:
@@ -165,9 +240,10 @@ LeafResolver = Callable[[int, int], Rule]
 
 
 def _cluster_resolver(
-    leaf: ClusterRule, heads: list[int], q: torch.Tensor, k: torch.Tensor, group: int
+    leaf: ClusterRule, heads: list[int], q: torch.Tensor, k: torch.Tensor, group: int, centroids: torch.Tensor | None
 ) -> LeafResolver:
-    q_labels, k_labels = cluster_labels(leaf.params, q[:, heads], k[:, [h // group for h in heads]], leaf.origin)
+    fixed = None if centroids is None else centroids[heads]
+    q_labels, k_labels = cluster_labels(leaf.params, q[:, heads], k[:, [h // group for h in heads]], leaf.origin, fixed)
     q_labels, k_labels = q_labels.cpu().numpy(), k_labels.cpu().numpy()
     slot = {h: s for s, h in enumerate(heads)}
     return lambda b, h: LabelRule(q_labels[b, slot[h]], k_labels[b, slot[h]], leaf.origin)
@@ -179,22 +255,26 @@ def _topk_resolver(leaf: TopkRule, q: torch.Tensor, k: torch.Tensor) -> LeafReso
     return lambda b, h: SelectedBlocksRule(selected[b, h], leaf.block, n, leaf.origin)
 
 
-def resolve_dynamic(pattern: CompiledPattern, q: torch.Tensor, k: torch.Tensor) -> list[CompiledPattern]:
+def resolve_dynamic(
+    pattern: CompiledPattern, q: torch.Tensor, k: torch.Tensor, centroids: torch.Tensor | None = None
+) -> list[CompiledPattern]:
     """One static pattern per batch element, with one layout per head, from q and k: cluster leaves
     become label rules (the cluster labels of q and k), top-k leaves the blocks they select.
 
     q: (B, H, N, D); k: (B, Hkv, N, D) with H divisible by Hkv (head h reads key head h // (H // Hkv)).
     Static patterns need nothing resolved: they come back as they are, once per batch element.
-    Document leaves must be resolved before (`maskc.compile(..., documents=ids)`).
+    Document leaves must be resolved before (`maskc.compile(..., documents=ids)`). `centroids`
+    (H, clusters, D) replace the per-call k-means fit of every cluster leaf (`check_call_centroids`).
     """
     group = _check_inputs(pattern, q, k)
+    check_call_centroids(pattern, centroids, q.shape[1], q.shape[3])
     batch = q.shape[0]
     if not pattern.dynamic:
         return [pattern] * batch
     resolvers: dict[Origin, LeafResolver] = {}
     for origin, (leaf, heads) in _run_time_leaves(pattern).items():
         if isinstance(leaf, ClusterRule):
-            resolvers[origin] = _cluster_resolver(leaf, heads, q, k, group)
+            resolvers[origin] = _cluster_resolver(leaf, heads, q, k, group, centroids)
         else:
             resolvers[origin] = _topk_resolver(leaf, q, k)  # type: ignore[arg-type]
     return [

@@ -3,6 +3,11 @@
 It holds no weights: projections stay the model's. Training and prefill call `maskc.attention`
 (any backend, differentiable); generation passes a `maskc.KVCache` made by `new_cache`, which
 keeps only the keys the spec says future queries read.
+
+`ClusterCentroids` holds k-means centroids between calls (Routing Transformer): given to a
+`SparseAttention` over a `cluster: {method: kmeans}` spec, each call assigns q and k to its
+centroids instead of fitting them per call, and training calls move them by an exponential
+moving average.
 """
 
 from __future__ import annotations
@@ -20,6 +25,59 @@ from maskc.kvcache import KVCache
 from maskc.spec import Spec
 
 
+class ClusterCentroids(torch.nn.Module):
+    """k-means centroids per query head, (heads, clusters, head_dim) unit vectors, kept between calls.
+
+    They start as seeded random unit vectors. `update(q, k)` moves each by an exponential moving
+    average toward the vectors assigned to it (Routing Transformer): with x̂ the unit vectors of the
+    call's queries and keys of head h (keys of the head's key/value head), assigned to the centroid
+    of largest cosine, and m_c the mean of the x̂ assigned to centroid c over the batch,
+
+        c ← normalise(decay · c + (1 − decay) · m_c)
+
+    A centroid with nothing assigned stays where it is. The update is not differentiated.
+    """
+
+    centroids: torch.Tensor
+
+    def __init__(self, heads: int, clusters: int, head_dim: int, *, decay: float = 0.999, seed: int = 0) -> None:
+        super().__init__()
+        if not 0.0 <= decay < 1.0:
+            raise BackendError(f"decay must lie in [0, 1); got {decay!r}")
+        if min(heads, clusters, head_dim) < 1:
+            raise BackendError(f"heads, clusters and head_dim must be at least 1; got {heads}, {clusters}, {head_dim}")
+        generator = torch.Generator().manual_seed(seed)
+        start = torch.randn(heads, clusters, head_dim, generator=generator)
+        self.register_buffer("centroids", torch.nn.functional.normalize(start, dim=-1))
+        self.decay = decay
+
+    @torch.no_grad()
+    def update(self, q: torch.Tensor, k: torch.Tensor) -> None:
+        """One moving-average step from q (B, H, N, D) and k (B, Hkv, N, D) of one call."""
+        heads, clusters, dim = self.centroids.shape
+        if q.dim() != 4 or q.shape[1] != heads or q.shape[3] != dim or k.dim() != 4 or heads % k.shape[1]:
+            raise BackendError(
+                f"centroids are for {heads} heads of size {dim}; got q {tuple(q.shape)} and k {tuple(k.shape)}"
+            )
+        keys = k.repeat_interleave(heads // k.shape[1], dim=1)
+        points = torch.nn.functional.normalize(torch.cat([q, keys], dim=2).float(), dim=-1).transpose(0, 1)
+        points = points.reshape(heads, -1, dim)  # (H, B · 2N, D)
+        current = self.centroids.float()
+        nearest = torch.bmm(points, current.transpose(1, 2)).argmax(dim=-1)  # (H, B · 2N)
+        slot = (torch.arange(heads, device=q.device)[:, None] * clusters + nearest).reshape(-1)
+        sums = torch.zeros(heads * clusters, dim, device=q.device).index_add_(0, slot, points.reshape(-1, dim))
+        ones = torch.ones_like(slot, dtype=torch.float32)
+        counts = torch.zeros(heads * clusters, device=q.device).index_add_(0, slot, ones)
+        means = (sums / counts.clamp_min(1)[:, None]).reshape(heads, clusters, dim)
+        moved = torch.nn.functional.normalize(self.decay * current + (1 - self.decay) * means, dim=-1)
+        assigned = (counts > 0).reshape(heads, clusters, 1)
+        self.centroids.copy_(torch.where(assigned, moved, current).to(self.centroids.dtype))
+
+    def extra_repr(self) -> str:
+        heads, clusters, dim = self.centroids.shape
+        return f"heads={heads}, clusters={clusters}, head_dim={dim}, decay={self.decay}"
+
+
 def layer_spec(spec: Spec, layer: int) -> Spec:
     """The spec of model layer `layer` (0-based), reading the spec's schedule cyclically."""
     schedule = [entry for count, entry in spec.layer_schedule() for _ in range(count)]
@@ -31,6 +89,8 @@ class SparseAttention(torch.nn.Module):
 
     `seq_len` is the largest position the module will see (the pattern is compiled for it once);
     `layer` picks the layer of the spec's schedule; `heads` is needed for specs with head_patterns.
+    `centroids` (a `ClusterCentroids`) replace the per-call k-means fit of the spec's cluster leaves;
+    calls in training mode update them.
     """
 
     def __init__(
@@ -42,8 +102,10 @@ class SparseAttention(torch.nn.Module):
         heads: int | None = None,
         backend: str = "auto",
         scale: float | None = None,
+        centroids: ClusterCentroids | None = None,
     ) -> None:
         super().__init__()
+        self.centroids = centroids
         if isinstance(spec, CompiledPattern):
             self.pattern = spec
         else:
@@ -70,9 +132,14 @@ class SparseAttention(torch.nn.Module):
         most the cache's step_tokens tokens.
         """
         if cache is None:
-            return attention(
-                q, k, v, self.pattern, self.backend, scale=self.scale, q_offset=q_offset, k_offset=k_offset
+            fixed = None if self.centroids is None else self.centroids.centroids
+            out = attention(
+                q, k, v, self.pattern, self.backend, scale=self.scale, centroids=fixed, q_offset=q_offset,
+                k_offset=k_offset,
             )
+            if self.centroids is not None and self.training:
+                self.centroids.update(q, k)
+            return out
         if cache.pattern is not self.pattern:
             raise BackendError("the cache belongs to another pattern; make it with this module's new_cache")
         if q.shape[2] != k.shape[2]:

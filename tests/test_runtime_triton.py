@@ -26,9 +26,9 @@ def _pattern(spec: dict, n: int, heads: int, tile: tuple[int, int]) -> maskc.Com
         )
 
 
-def _run(pattern, q, k, v, backend, documents):
+def _run(pattern, q, k, v, backend, documents=None, **options):
     leaves = [x.detach().clone().requires_grad_() for x in (q, k, v)]
-    out, lse = maskc.attention(*leaves, pattern, backend=backend, documents=documents, return_lse=True)
+    out, lse = maskc.attention(*leaves, pattern, backend=backend, documents=documents, return_lse=True, **options)
     gen = torch.Generator().manual_seed(5)
     g, h = torch.randn(out.shape, generator=gen), torch.randn(lse.shape, generator=gen)
     ((out * g).sum() + torch.where(torch.isfinite(lse), lse * h, 0).sum()).backward()

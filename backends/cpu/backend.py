@@ -7,6 +7,7 @@ from typing import Any
 import torch
 
 from maskc.calls import call_documents, resolve_scale, static_patterns
+from maskc.clustering import check_call_centroids
 from maskc.ir import CompiledPattern
 from maskc.offsets import Offsets
 
@@ -54,12 +55,16 @@ class CpuBackend:
         return_lse: bool = False,
         documents: torch.Tensor | None = None,
         offsets: Offsets | None = None,
+        centroids: torch.Tensor | None = None,
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         # Under torch.compile the reference runs eagerly: it works on numpy and scipy arrays, which a
         # graph cannot hold, so the compiled function breaks its graph around this call. The eager
         # path never imports torch._dynamo (importing it early changes how Triton's interpreter runs).
         run = self._untraced if torch.compiler.is_compiling() else self._run
-        return run(q, k, v, pattern, scale=scale, return_lse=return_lse, documents=documents, offsets=offsets)
+        return run(
+            q, k, v, pattern, scale=scale, return_lse=return_lse, documents=documents, offsets=offsets,
+            centroids=centroids,
+        )
 
     def _run(
         self,
@@ -72,8 +77,10 @@ class CpuBackend:
         return_lse: bool,
         documents: torch.Tensor | None,
         offsets: Offsets | None,
+        centroids: torch.Tensor | None = None,
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         shape = check_call(q, k, v, pattern, rectangular=offsets is not None)
+        check_call_centroids(pattern, centroids, shape.heads, shape.head_dim)
         if offsets is not None:  # a rectangular call: check_call refused a run-time pattern
             call_documents(pattern, documents, shape, q.device)  # refuses stray documents
             scale_value, dtype = resolve_scale(scale, shape.head_dim), compute_dtype(q.dtype)
@@ -81,7 +88,7 @@ class CpuBackend:
             out, lse = SparseAttention.apply(q, k, v, job)
             return (out, lse) if return_lse else out
         job = Job(
-            groups=group_heads(static_patterns(pattern, q, k, shape, documents), shape),
+            groups=group_heads(static_patterns(pattern, q, k, shape, documents, centroids), shape),
             shape=shape,
             scale=resolve_scale(scale, shape.head_dim),
             dtype=compute_dtype(q.dtype),

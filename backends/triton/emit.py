@@ -12,6 +12,7 @@ from functools import singledispatch
 
 import numpy as np
 
+from maskc.cluster_order import SortedClusterRule, order_keys
 from maskc.errors import BackendError
 from maskc.rules import (
     AxisWindow,
@@ -222,4 +223,21 @@ def _positioned(rule: PositionedRule, em: TritonEmitter) -> str:
     q = f"tl.load({q_table} + {em.q}, mask={em.q} < {size}, other=-1)"
     k = f"tl.load({k_table} + {em.k}, mask={em.k} < {size}, other=-1)"
     inner = TritonEmitter(q=f"tl.maximum({q}, 0)", k=f"tl.maximum({k}, 0)", prefix=em.prefix, args=em.args)
+    return f"(({q} >= 0) & ({k} >= 0) & ({emit_rule(rule.inner, inner)}))"
+
+
+@emit_rule.register
+def _sorted_cluster(rule: SortedClusterRule, em: TritonEmitter) -> str:
+    """The rule at the original positions of sorted row and column, read from the call's order tables
+    (one row of n per table index: batch · heads + head); positions past n hold nothing."""
+    q_key, k_key = order_keys(rule.leaf)
+    q_order, k_order = em.call_input(q_key, "q_order"), em.call_input(k_key, "k_order")
+    n = em.runtime(rule.n, "n")
+    row = f"{em.table_index}.to(tl.int64) * {n}"
+    q = f"tl.load({q_order} + {row} + {em.q}, mask={em.q} < {n}, other=-1)"
+    k = f"tl.load({k_order} + {row} + {em.k}, mask={em.k} < {n}, other=-1)"
+    inner = TritonEmitter(
+        q=f"tl.maximum({q}, 0)", k=f"tl.maximum({k}, 0)", batch=em.batch, table_index=em.table_index,
+        prefix=em.prefix, args=em.args,
+    )
     return f"(({q} >= 0) & ({k} >= 0) & ({emit_rule(rule.inner, inner)}))"

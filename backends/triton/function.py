@@ -51,14 +51,18 @@ def _plan_key(pattern: CompiledPattern) -> str:
 
 
 def run_time_tensors(
-    pattern: CompiledPattern, q: torch.Tensor, k: torch.Tensor, documents: torch.Tensor | None
+    pattern: CompiledPattern,
+    q: torch.Tensor,
+    k: torch.Tensor,
+    documents: torch.Tensor | None,
+    centroids: torch.Tensor | None = None,
 ) -> list[torch.Tensor]:
     """The tensors a run-time layout is built from, by sorted key (the plan's `input_keys`); none for
     a static pattern. Torch ops on q's device: nothing is read back to the host."""
     rules = [layout.rule for layout in pattern.layouts]
     if not needs_runtime_layout(rules):
         return []
-    values = CallInputs.prepare(rules, q, k, documents).values
+    values = CallInputs.prepare(rules, q, k, documents, centroids).values
     return [values[key] for key in sorted(values)]
 
 
@@ -70,9 +74,14 @@ def sparse_attention(
     scale: float,
     documents: torch.Tensor | None = None,
     offsets: Offsets | None = None,
+    centroids: torch.Tensor | None = None,
+    run_time: list[torch.Tensor] | None = None,
+    plan_key: str | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(out, lse): autocast applied, head dims padded, the scale made positive; a pattern decided at
-    run time (documents, top-k, clusters) gets its tables from `documents`, q and k on the device.
+    run time (documents, top-k, clusters) gets its tables from `documents`, q and k on the device
+    (or from `run_time`, the tensors by the plan's `input_keys`, when the caller made them). `plan_key`,
+    when given, names the plan to run instead of the pattern's own.
 
     `offsets` places a rectangular call's rows among the pattern's positions (maskc.offsets).
 
@@ -80,7 +89,8 @@ def sparse_attention(
     scale zeroes it; the kernels then only see positive scales. Run-time selections are made from
     q and k as given, before that.
     """
-    run_time = run_time_tensors(pattern, q, k, documents)
+    if run_time is None:
+        run_time = run_time_tensors(pattern, q, k, documents, centroids)
     device = q.device.type
     if torch.is_autocast_enabled(device):
         dtype = torch.get_autocast_dtype(device)
@@ -90,7 +100,7 @@ def sparse_attention(
     value_dim = v.shape[-1]
     operator = triton_attention if _traced(q, k, v) else EagerAttention.apply
     positions = _positions(offsets, q) if offsets is not None else (None, 0, q.shape[2], 0)
-    out, lse = operator(_padded(q), _padded(k), _padded(v), _plan_key(pattern), scale, *positions, run_time)
+    out, lse = operator(_padded(q), _padded(k), _padded(v), plan_key or _plan_key(pattern), scale, *positions, run_time)
     return out[..., :value_dim], lse
 
 

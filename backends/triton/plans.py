@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import itertools
 import weakref
+from collections.abc import Callable
 
 from maskc.compiler import cached_pattern
 from maskc.errors import BackendError
@@ -22,6 +23,10 @@ from maskc.ir import CompiledPattern
 from .plan import Plan
 
 _PLAN_PREFIX = "maskc-plan-"
+#: A pattern a backend derives from a compiled one carries `<spec hash>+<name>` (e.g. clusters in
+#: sorted order); a traced key names it so, and DERIVED[name] derives it again from the cached pattern.
+DERIVED_SEPARATOR = "+"
+DERIVED: dict[str, Callable[[CompiledPattern], CompiledPattern]] = {}
 _TRACED_PREFIX = "compiled:"
 
 
@@ -57,17 +62,20 @@ class PlanRegistry:
     def _plan_of_cached_pattern(self, key: str) -> Plan | None:
         spec_hash, *sizes = key.removeprefix(_TRACED_PREFIX).split(":")
         n, block_m, block_n, heads = (int(size) for size in sizes)
-        pattern = cached_pattern(spec_hash, n, block_m, block_n, heads)
-        if pattern is None:
+        base, _, derived = spec_hash.partition(DERIVED_SEPARATOR)
+        pattern = cached_pattern(base, n, block_m, block_n, heads)
+        if pattern is None or (derived and derived not in DERIVED):
             return None
-        plan = self.plan_for(pattern)
+        plan = self.plan_for(DERIVED[derived](pattern) if derived else pattern)
         self._by_key[key] = plan
         return plan
 
 
-def traced_key(pattern: CompiledPattern) -> str:
-    """The key a torch.compile graph carries, read off the pattern's attributes only."""
-    return f"{_TRACED_PREFIX}{pattern.spec_hash}:{pattern.n}:{pattern.block_m}:{pattern.block_n}:{pattern.heads}"
+def traced_key(pattern: CompiledPattern, derived: str = "") -> str:
+    """The key a torch.compile graph carries, read off the pattern's attributes only; with `derived`, the
+    key of the pattern DERIVED[derived] makes from it."""
+    spec_hash = f"{pattern.spec_hash}{DERIVED_SEPARATOR}{derived}" if derived else pattern.spec_hash
+    return f"{_TRACED_PREFIX}{spec_hash}:{pattern.n}:{pattern.block_m}:{pattern.block_n}:{pattern.heads}"
 
 
 PLANS = PlanRegistry()

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from maskc.cluster_order import SortedClusterRule, sorted_classes
 from maskc.clustering import cluster_labels
 from maskc.grid import TileGrid
 from maskc.rules import (
@@ -92,10 +93,16 @@ class CallInputs:
 
     @classmethod
     def prepare(
-        cls, rules: Sequence[Rule], q: torch.Tensor, k: torch.Tensor, documents: torch.Tensor | None
+        cls,
+        rules: Sequence[Rule],
+        q: torch.Tensor,
+        k: torch.Tensor,
+        documents: torch.Tensor | None,
+        centroids: torch.Tensor | None = None,
     ) -> CallInputs:
         """From the call's q (B, H, N, D), k (B, Hkv, N, D) and documents (B, N), with torch ops where
-        they lie: document numbers, per-document memberships, top-k selections, cluster labels."""
+        they lie: document numbers, per-document memberships, top-k selections, cluster labels (from
+        `centroids` (H, clusters, D) when given, else fitted per call)."""
         batch, heads, n, _ = q.shape
         inputs = cls(batch, heads, n)
         labels = None if documents is None else document_labels(documents)
@@ -103,10 +110,12 @@ class CallInputs:
             inputs.values["labels"] = labels
         with torch.no_grad():
             for leaf in (leaf for rule in rules for leaf in rule.leaves()):
-                inputs._add(leaf, q, k, labels)
+                inputs._add(leaf, q, k, labels, centroids)
         return inputs
 
-    def _add(self, leaf: Rule, q: torch.Tensor, k: torch.Tensor, labels: torch.Tensor | None) -> None:
+    def _add(
+        self, leaf: Rule, q: torch.Tensor, k: torch.Tensor, labels: torch.Tensor | None, centroids: torch.Tensor | None
+    ) -> None:
         origin = str(leaf.origin)
         if isinstance(leaf, TopkRule):
             selected = select_blocks(q, k, leaf.params, leaf.block, leaf.causal)
@@ -116,7 +125,7 @@ class CallInputs:
             self.values[f"members:{origin}"] = member.to(torch.int8).contiguous()
         elif isinstance(leaf, ClusterRule):
             keys = k.repeat_interleave(q.shape[1] // k.shape[1], dim=1)
-            q_labels, k_labels = cluster_labels(leaf.params, q, keys, leaf.origin)
+            q_labels, k_labels = cluster_labels(leaf.params, q, keys, leaf.origin, centroids)
             self.values[f"q_labels:{origin}"] = q_labels.to(torch.int32).contiguous()
             self.values[f"k_labels:{origin}"] = k_labels.to(torch.int32).contiguous()
 
@@ -244,6 +253,8 @@ def tile_classes(rule: Rule, grid: TileGrid, inputs: CallInputs, static: StaticM
     """(any, full) of every tile for this call: stored tiles cover the mask, full tiles lie inside it."""
     if not rule.dynamic:
         return static.get(rule, grid, device)
+    if isinstance(rule, SortedClusterRule):
+        return sorted_classes(rule, grid, inputs.values)
     if isinstance(rule, DocumentRule):
         return _document_classes(inputs, grid)
     if isinstance(rule, PerDocumentRule):

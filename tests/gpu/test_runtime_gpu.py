@@ -43,6 +43,14 @@ SPECS = {
         "pattern": [{"window": {"before": 127, "after": 0}}, {"topk": {"blocks": 4, "share": "group"}}],
     },
     "k-means routing, causal": {"causal": True, "pattern": {"cluster": {"clusters": 32}}},
+    "LSH buckets, causal window 2048": {
+        "causal": True,
+        "pattern": {"intersect": [{"cluster": {"clusters": 16, "method": "lsh"}}, {"window": {"before": 2047}}]},
+    },
+    "k-means minus the local window (cluster order, difference)": {
+        "causal": True,
+        "pattern": {"difference": [{"cluster": {"clusters": 24}}, {"window": {"before": 63, "after": 0}}]},
+    },
 }
 
 
@@ -81,7 +89,13 @@ def test_against_the_float32_reference(name: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "name", ["document-causal window 1024 + 4 sinks per document", "top-k 8 blocks of 64 + window 256 + 4 sinks"]
+    "name",
+    [
+        "document-causal window 1024 + 4 sinks per document",
+        "top-k 8 blocks of 64 + window 256 + 4 sinks",
+        "k-means routing, causal",
+        "LSH buckets, causal window 2048",
+    ],
 )
 def test_cuda_graph_capture(name: str) -> None:
     """A forward call captured in a CUDA graph, replayed on new q, k, v and new documents: the layout
@@ -108,9 +122,33 @@ def test_cuda_graph_capture(name: str) -> None:
     assert torch.equal(out, call())
 
 
-def test_torch_compile_with_inductor() -> None:
+def test_held_centroids_against_the_float32_reference() -> None:
+    """k-means routing with centroids held between calls (maskc.nn.ClusterCentroids), in cluster order."""
+    torch.manual_seed(2)
+    name, n, heads = "k-means routing, causal", sum(LENGTHS), 4
+    pattern = _pattern(name, n, heads)
+    centroids = maskc.nn.ClusterCentroids(heads, 32, 128).cuda()
+    q, k, v = (torch.randn(1, heads, n, 128, device="cuda", dtype=torch.bfloat16) for _ in range(3))
+    centroids.update(q, k)
+    held = centroids.centroids
+    g = torch.randn_like(q)
+    leaves = [x.clone().requires_grad_() for x in (q, k, v)]
+    out, lse = maskc.attention(*leaves, pattern, backend="triton", centroids=held, return_lse=True)
+    out.backward(g)
+    resolved = static_patterns(pattern, q, k, check_shapes(q, k, v, pattern), None, held)
+    ref_out, ref_lse, *ref_grads = _reference(resolved, q, k, v, g, 1 / math.sqrt(128))
+    bound = TOLERANCE[torch.bfloat16]
+    assert _relative(out, ref_out) < bound
+    assert _relative(lse, ref_lse) < bound
+    for got, want in zip((x.grad for x in leaves), ref_grads):
+        assert _relative(got, want) < bound
+
+
+@pytest.mark.parametrize(
+    "name", ["document-causal window 1024 + 4 sinks per document", "LSH buckets, causal window 2048"]
+)
+def test_torch_compile_with_inductor(name: str) -> None:
     maskc.available_backends()
-    name = "document-causal window 1024 + 4 sinks per document"
     n, heads = sum(LENGTHS), 4
     pattern = _pattern(name, n, heads)
     q, k, v = (torch.randn(1, heads, n, 64, device="cuda", dtype=torch.bfloat16, requires_grad=True) for _ in range(3))

@@ -1,0 +1,188 @@
+"""Clusters as segments: positions sorted by cluster, the rule evaluated on original positions.
+
+A pattern whose every pair must share a cluster (a `cluster` leaf intersected with the rest, e.g.
+`causal: true` over `cluster`) attends only inside clusters. In token order those pairs are
+scattered over the whole grid; sorted by cluster (a stable sort per batch element and head, so
+positions keep their order inside a cluster) they are variable-length segments on the diagonal,
+like packed documents. `SortedClusterRule` is that rule in sorted order: row p and column q stand
+for the original positions q_order[p] and k_order[q] (tables of the call), and the original rule
+— the cluster leaf comparing labels, causal and window on positions — holds there. So the mask is
+exactly the token-order one, permuted.
+
+`sorted_classes` gives every tile of the sorted grid its class (empty, partial, full) with torch
+ops on the device: the cluster leaf from each tile's first and last sorted label (segments are
+contiguous), bands from each tile's smallest and largest original position, any other leaf as
+"may hold, not known full" (its tiles are stored and masked by the exact predicate).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from functools import reduce
+
+import torch
+
+from maskc.grid import TileGrid
+from maskc.ir import CompiledPattern
+from maskc.rules import BandRule, ClusterRule, DifferenceRule, EmptyRule, IntersectRule, Rule, UnionRule
+from maskc.rules.deferred import DeferredRule
+
+#: (any, full) boolean tile maps broadcastable to (batch, heads, row tiles, column tiles).
+Classes = tuple[torch.Tensor, torch.Tensor]
+
+
+def bounding_cluster(rule: Rule) -> ClusterRule | None:
+    """The cluster leaf every pair of `rule` must satisfy, if there is one (None otherwise).
+
+    A cluster leaf bounds itself; an intersection is bounded by any of its kids' bounds; a difference
+    by its first kid's; a union only when all its kids share one bound.
+    """
+    if isinstance(rule, ClusterRule):
+        return rule
+    if isinstance(rule, IntersectRule):
+        return next((leaf for leaf in map(bounding_cluster, rule.kids) if leaf is not None), None)
+    if isinstance(rule, DifferenceRule):
+        return bounding_cluster(rule.kids[0])
+    if isinstance(rule, UnionRule):
+        bounds = [bounding_cluster(kid) for kid in rule.kids]
+        first = bounds[0]
+        if first is not None and all(b is not None and b.origin == first.origin for b in bounds):
+            return first
+    return None
+
+
+def sorting_leaf(pattern: CompiledPattern) -> ClusterRule | None:
+    """The one cluster leaf that bounds every layout of the pattern, if there is one: the pattern then
+    runs in cluster order. Patterns whose pairs may leave a cluster (a union with a window, heads
+    without clusters, two different cluster leaves) return None and run in token order."""
+    bounds = [bounding_cluster(layout.rule) for layout in pattern.layouts]
+    first = bounds[0]
+    if first is None or any(b is None or b.origin != first.origin for b in bounds):
+        return None
+    return first
+
+
+class SortedClusterRule(DeferredRule):
+    """`inner` on the sorted grid: row p, column q hold when `inner` holds at the call's original
+    positions q_order[p], k_order[q] (the stable sorts by `leaf`'s labels, per batch and head)."""
+
+    def __init__(self, inner: Rule, leaf: ClusterRule, n: int) -> None:
+        self.inner, self.leaf, self.n = inner, leaf, n
+        self.origin = inner.origin
+
+    def children(self) -> tuple[Rule, ...]:
+        return (self.inner,)
+
+    def static_bound(self, lower: bool = True) -> Rule:
+        return EmptyRule(self.origin) if lower else BandRule(1, None, None, 1, self.origin)
+
+    def describe(self) -> str:
+        return f"{self.inner.describe()} in the order of {self.leaf.describe()}"
+
+
+def order_keys(leaf: ClusterRule) -> tuple[str, str]:
+    """The call-input keys of the query and key orders of a cluster leaf."""
+    origin = str(leaf.origin)  # str() first: torch.compile traces it, not a format of the dataclass
+    return f"q_order:{origin}", f"k_order:{origin}"
+
+
+def label_keys(leaf: ClusterRule) -> tuple[str, str]:
+    """The call-input keys of the query and key labels of a cluster leaf (as `runtime.CallInputs`)."""
+    origin = str(leaf.origin)
+    return f"q_labels:{origin}", f"k_labels:{origin}"
+
+
+def cluster_order(labels: torch.Tensor) -> torch.Tensor:
+    """(..., N) labels → int64 positions sorted by label, stable (equal labels keep their order)."""
+    return torch.sort(labels, dim=-1, stable=True).indices
+
+
+def _tile_extremes(values: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(..., N) → per tile of `size` positions: (smallest, largest) value (the last tile clipped at N:
+    padded with copies of the last value, which change neither)."""
+    n = values.shape[-1]
+    tiles = -(-n // size)
+    padded = torch.cat([values, values[..., -1:].expand(*values.shape[:-1], tiles * size - n)], dim=-1)
+    blocks = padded.reshape(*values.shape[:-1], tiles, size)
+    return blocks.amin(-1), blocks.amax(-1)
+
+
+class _SortedTiles:
+    """Per tile of the sorted grid: the label span and the original-position span of its rows and columns."""
+
+    def __init__(self, leaf: ClusterRule, grid: TileGrid, values: dict[str, torch.Tensor]) -> None:
+        q_order_key, k_order_key = order_keys(leaf)
+        q_labels_key, k_labels_key = label_keys(leaf)
+        q_order, k_order = values[q_order_key].long(), values[k_order_key].long()
+        q_sorted = values[q_labels_key].long().gather(-1, q_order)
+        k_sorted = values[k_labels_key].long().gather(-1, k_order)
+        self.leaf = leaf
+        self.row_labels = _tile_extremes(q_sorted, grid.block_m)
+        self.col_labels = _tile_extremes(k_sorted, grid.block_n)
+        self.row_positions = _tile_extremes(q_order, grid.block_m)
+        self.col_positions = _tile_extremes(k_order, grid.block_n)
+
+    def cluster(self) -> Classes:
+        """Rows and columns share a cluster only where their sorted label spans overlap; a tile is full
+        when both sides hold one and the same label."""
+        (r0, r1), (c0, c1) = self.row_labels, self.col_labels
+        r0, r1, c0, c1 = r0[..., :, None], r1[..., :, None], c0[..., None, :], c1[..., None, :]
+        return (r0 <= c1) & (c0 <= r1), (r0 == r1) & (c0 == c1) & (r0 == c0)
+
+    def band(self, rule: BandRule) -> Classes:
+        """d = k//unit − q//unit on original positions lies in [k_lo − q_hi, k_hi − q_lo] over the tile
+        (floors keep the order, so the extremes of positions give those of units)."""
+        unit = rule.unit
+        (q_lo, q_hi), (k_lo, k_hi) = self.row_positions, self.col_positions
+        d_lo = k_lo[..., None, :] // unit - q_hi[..., :, None] // unit
+        d_hi = k_hi[..., None, :] // unit - q_lo[..., :, None] // unit
+        any_ = torch.ones_like(d_lo, dtype=torch.bool)
+        full = torch.full_like(d_lo, rule.step == 1, dtype=torch.bool)
+        if rule.lo is not None:
+            any_, full = any_ & (d_hi >= rule.lo), full & (d_lo >= rule.lo)
+        if rule.hi is not None:
+            any_, full = any_ & (d_lo <= rule.hi), full & (d_hi <= rule.hi)
+        return any_, full
+
+
+def _unknown(like: torch.Tensor) -> Classes:
+    """A leaf this module does not classify: it may hold anywhere, and is nowhere known to be full."""
+    shape = (1,) * like.dim()
+    return (
+        torch.ones(shape, dtype=torch.bool, device=like.device),
+        torch.zeros(shape, dtype=torch.bool, device=like.device),
+    )
+
+
+def _classes(rule: Rule, tiles: _SortedTiles) -> Classes:
+    """Stored tiles cover `rule`'s pairs, full tiles lie inside them (like `runtime.tile_classes`)."""
+    if isinstance(rule, ClusterRule) and rule.origin == tiles.leaf.origin:
+        return tiles.cluster()
+    if isinstance(rule, BandRule):
+        return tiles.band(rule)
+    if isinstance(rule, EmptyRule):
+        like = tiles.row_positions[0]
+        none = torch.zeros((1,) * (like.dim() + 1), dtype=torch.bool, device=like.device)
+        return none, none
+    if isinstance(rule, (UnionRule, IntersectRule)):
+        op = torch.logical_or if isinstance(rule, UnionRule) else torch.logical_and
+        kids = [_classes(kid, tiles) for kid in rule.kids]
+        return reduce(op, [a for a, _ in kids]), reduce(op, [f for _, f in kids])
+    if isinstance(rule, DifferenceRule):
+        (a_any, a_full), (b_any, b_full) = (_classes(kid, tiles) for kid in rule.kids)
+        return a_any & ~b_full, a_full & ~b_any
+    return _unknown(tiles.row_positions[0][..., None])
+
+
+def sorted_classes(rule: SortedClusterRule, grid: TileGrid, values: dict[str, torch.Tensor]) -> Classes:
+    """(any, full) of every tile of the sorted grid, (batch, heads, row tiles, column tiles)."""
+    tiles = _SortedTiles(rule.leaf, grid, values)
+    any_, full = _classes(rule.inner, tiles)
+    shape = (*tiles.row_positions[0].shape, tiles.col_positions[0].shape[-1])
+    return any_.expand(shape), (full & any_).expand(shape)
+
+
+def sorted_rules(rules: Iterable[Rule], leaf: ClusterRule, n: int) -> list[Rule]:
+    """Each rule wrapped to run in the order of `leaf`."""
+    return [SortedClusterRule(rule, leaf, n) for rule in rules]
+
