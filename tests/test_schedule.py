@@ -9,7 +9,7 @@ import warnings
 import numpy as np
 import pytest
 from clitools import run_cli
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from specgen import brute_force_mask, lowering_spec_dicts, spec_dicts
 
@@ -66,8 +66,20 @@ def test_passes_cover_the_mask_exactly(case: tuple[dict, int], mode: str) -> Non
     assert np.array_equal(pattern.to_dense(), expected), "the schedule must not change the IR's mask"
 
 
+#: Two residue disjuncts of one modulus with different class offsets share a pass, whose candidate
+#: tiles must cover both (the pair (13, 15) was lost when the last disjunct's offsets were kept).
+_RESIDUE_HULL = {
+    "name": "residue_hull", "seq_len": 17, "block_size": 1, "causal": False,
+    "pattern": {"intersect": [
+        {"window": {"size": 2, "dilation": 2, "granularity": "block"}},
+        {"union": [{"dense": {}}, {"block_local": {"size": 1}}]},
+    ]},
+}  # fmt: skip
+
+
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(spec_dicts(max_n=160), st.sampled_from([(16, 16), (32, 16), (16, 64), (128, 128), (128, 32)]))
+@example((_RESIDUE_HULL, 17), (16, 16))
 def test_any_spec_splits_exactly(case: tuple[dict, int], tile: tuple[int, int]) -> None:
     """Every primitive and combinator, per-head patterns, rectangular tiles, forced splits."""
     spec_dict, n = case

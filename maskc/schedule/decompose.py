@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -150,6 +150,13 @@ def order_of(rule: Rule, n: int) -> Order:
         return IDENTITY
     parts = conjuncts(rule)
     return gathered_order(parts, n) or tiled_order(parts) or residue_order(parts, n) or IDENTITY
+
+
+def merged_residue(a: Order, b: Order) -> Order:
+    """One residue order allowing both orders' class offsets (their hull; None stays open)."""
+    lo = None if a.step_lo is None or b.step_lo is None else min(a.step_lo, b.step_lo)
+    hi = None if a.step_hi is None or b.step_hi is None else max(a.step_hi, b.step_hi)
+    return replace(a, step_lo=lo, step_hi=hi)
 
 
 def merged_gather(a: Order, b: Order) -> Order:

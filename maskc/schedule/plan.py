@@ -17,7 +17,7 @@ from maskc.ir import BlockLayout, CompiledPattern
 from maskc.ir.build import build_layout
 from maskc.origin import NOWHERE
 from maskc.rules import DifferenceRule, IntersectRule, Rule, UnionRule, intersect_rules, layout_rule
-from maskc.schedule.decompose import Order, disjuncts, merged_gather, order_of
+from maskc.schedule.decompose import Order, disjuncts, merged_gather, merged_residue, order_of
 from maskc.schedule.passes import identity_pass, lowered_pass
 from maskc.schedule.record import Pass, Schedule
 from maskc.schedule.tiled import tiled_pass
@@ -88,6 +88,9 @@ def _groups(rule: Rule, n: int) -> list[_Group]:
             key = (order.kind,)
             if key in groups:
                 order = merged_gather(groups[key].order, order)
+        elif order.kind == "residue" and key in groups:
+            # the pass's candidate tiles must cover every disjunct's class offsets
+            order = merged_residue(groups[key].order, order)
         groups.setdefault(key, _Group(order, []))
         groups[key].order = order
         groups[key].rules.append(part)
