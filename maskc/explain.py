@@ -18,7 +18,7 @@ import yaml
 from maskc.catalogue import Densities, attention_entries, schedule_densities, schedule_depth
 from maskc.compiler import compile, compile_layers
 from maskc.draw import Panel, format_ranges, spec_panels
-from maskc.errors import MaskcWarning
+from maskc.errors import MaskcWarning, SpecError
 from maskc.ir.build import build_layout
 from maskc.origin import named
 from maskc.recognise import COMPARE_N, Recognition, rank
@@ -106,7 +106,9 @@ class Explanation:
                 f"density      {d.element:.3%} of (i, j) pairs active: attention FLOPs 1/{1 / d.element:,.1f} of "
                 f"dense; a block-sparse kernel computes {d.tile:.2%} (stored tiles)"
             )
-        if self.growth is None:
+        if self.growth is None and not self.spec.is_dynamic():
+            growth = f"complexity   not estimated: the spec does not hold at twice n = {self.n}"
+        elif self.growth is None:
             growth = (
                 "complexity   decided at run time (n²/c pairs for c balanced clusters, n·k·B for top-k blocks, "
                 "Σ lengths² for documents)"
@@ -206,10 +208,13 @@ def growth(spec: Spec, n: int) -> Growth | None:
     """How active pairs grow from n to 2n (a grid: its first axis doubled); None for run-time patterns."""
     if spec.is_dynamic():
         return None
-    if spec.grid is not None:
-        bigger = doubled_grid(spec)
-        return Growth(n, _active_pairs(spec, n), _active_pairs(bigger, bigger.seq_len or 0), bigger.seq_len or 0)
-    return Growth(n, _active_pairs(spec, n), _active_pairs(spec, 2 * n), 2 * n)
+    try:
+        if spec.grid is not None:
+            bigger = doubled_grid(spec)
+            return Growth(n, _active_pairs(spec, n), _active_pairs(bigger, bigger.seq_len or 0), bigger.seq_len or 0)
+        return Growth(n, _active_pairs(spec, n), _active_pairs(spec, 2 * n), 2 * n)
+    except SpecError:
+        return None  # valid at n but not at twice n (an offset written in n, say): no growth to measure
 
 
 def doubled_grid(spec: Spec) -> Spec:

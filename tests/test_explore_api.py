@@ -9,7 +9,7 @@ import warnings
 import numpy as np
 import pytest
 import yaml
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from PIL import Image
 from specgen import brute_force_mask, spec_dicts
 
@@ -57,8 +57,16 @@ def mask_of(text: str, n: int | None = None) -> dict:
     return body
 
 
+#: Valid at its n only (the offset reaches `every` at 2n): the page draws it with no growth figure.
+_ONLY_AT_N = {
+    "name": "only_at_n", "seq_len": 1, "block_size": 1, "causal": False,
+    "pattern": {"global": {"offset": "n - 1", "every": 1, "direction": "both"}},
+}  # fmt: skip
+
+
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(spec_dicts(max_n=160, per_head=False))
+@example((_ONLY_AT_N, 1))
 def test_mask_picture_is_the_brute_force_mask(case: tuple[dict, int]) -> None:
     spec, n = case
     with warnings.catch_warnings():
