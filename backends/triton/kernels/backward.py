@@ -348,7 +348,7 @@ def maskc_sum_chunks(
     b = g // heads
     h = g % heads
     line = tl.load(line_order + slot)
-    lo, first_row, offs, rows_in = query_rows(starts, start, length, b, line, BLOCK, PER_BATCH)
+    lo, first_row, _, rows_in = query_rows(starts, start, length, b, line, BLOCK, PER_BATCH)
     total = tl.zeros([BLOCK, WIDTH], tl.float32)
     for c in range(tl.load(chunk_ptr + slot), tl.load(chunk_ptr + slot + 1)):
         total += tl.load(chunk_rows(Work, c * groups + g, BLOCK, WIDTH))
