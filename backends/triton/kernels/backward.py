@@ -25,7 +25,6 @@ import triton.language as tl
 from .common import (
     LOG2E,
     chunk_rows,
-    chunk_walks,
     head_tables,
     load_rows,
     mma,
@@ -35,6 +34,7 @@ from .common import (
     rows_by_position,
     split_slot,
     tile_start,
+    walk_part,
 )
 
 #: Rows per program of the preparation kernel.
@@ -173,18 +173,19 @@ def maskc_backward_dkdv(
         at = table * (col_tiles + 1) + col
         full_lo = tl.load(full_ptr + at)
         full_hi = tl.load(full_ptr + at + 1)
-        partial_lo = tl.load(partial_ptr + at)
-        partial_hi = tl.load(partial_ptr + at + 1)
         if SPLIT:
-            full_lo, full_hi, partial_lo, partial_hi = chunk_walks(
-                full_lo, full_hi, partial_lo, partial_hi, first, last
-            )
+            full_count = full_hi - full_lo
+            full_lo, full_hi = walk_part(full_lo, full_hi, first, last)
         dk, dv = dkdv_tiles(
             dk, dv, k, v, q_head, do_head, q_local, do_local, stride_qm, stride_dm, Lse2 + rows_at, Delta + rows_at,
             full_idx, full_lo, full_hi,
             offs_m, offs_k, layout, n_ctx, q_lo, q_lo + q_len, qk_scale, tile_mask, mask_args,
             BLOCK_M, False, EVEN_N, PRECISION,
         )
+        partial_lo = tl.load(partial_ptr + at)
+        partial_hi = tl.load(partial_ptr + at + 1)
+        if SPLIT:
+            partial_lo, partial_hi = walk_part(partial_lo, partial_hi, first - full_count, last - full_count)
         dk, dv = dkdv_tiles(
             dk, dv, k, v, q_head, do_head, q_local, do_local, stride_qm, stride_dm, Lse2 + rows_at, Delta + rows_at,
             partial_idx, partial_lo, partial_hi,
@@ -298,10 +299,9 @@ def maskc_backward_dq(
     at = table * (row_tiles + 1) + row
     full_lo = tl.load(full_ptr + at)
     full_hi = tl.load(full_ptr + at + 1)
-    partial_lo = tl.load(partial_ptr + at)
-    partial_hi = tl.load(partial_ptr + at + 1)
     if SPLIT:
-        full_lo, full_hi, partial_lo, partial_hi = chunk_walks(full_lo, full_hi, partial_lo, partial_hi, first, last)
+        full_count = full_hi - full_lo
+        full_lo, full_hi = walk_part(full_lo, full_hi, first, last)
     # Stage 2: the row's full tiles, no predicate; stage 3: its partial tiles, through the predicate.
     dq = dq_tiles(
         dq, q, do, lse2, delta, k_head, v_head, k_local, v_local, stride_kn, stride_vn,
@@ -309,6 +309,10 @@ def maskc_backward_dq(
         offs_q, offs_n, layout, n_ctx, k_lo, k_hi, qk_scale, tile_mask, mask_args,
         BLOCK_N, False, EVEN_N, PRECISION,
     )
+    partial_lo = tl.load(partial_ptr + at)
+    partial_hi = tl.load(partial_ptr + at + 1)
+    if SPLIT:
+        partial_lo, partial_hi = walk_part(partial_lo, partial_hi, first - full_count, last - full_count)
     dq = dq_tiles(
         dq, q, do, lse2, delta, k_head, v_head, k_local, v_local, stride_kn, stride_vn,
         partial_idx, partial_lo, partial_hi,

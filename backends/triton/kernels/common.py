@@ -80,16 +80,6 @@ def walk_part(lo, hi, first, last):
 
 
 @triton.jit
-def chunk_walks(full_lo, full_hi, partial_lo, partial_hi, first, last):
-    """A chunk's part of a line's full tiles and of its partial ones: positions [first, last) of the
-    line's tile list, full tiles first."""
-    full_count = full_hi - full_lo
-    full_lo, full_hi = walk_part(full_lo, full_hi, first, last)
-    partial_lo, partial_hi = walk_part(partial_lo, partial_hi, first - full_count, last - full_count)
-    return full_lo, full_hi, partial_lo, partial_hi
-
-
-@triton.jit
 def head_tables(bh, head_layout, table_of_head, table_stride, layouts, heads, group):
     """(batch, head, its key/value head, layout code, table) of (batch, head) group `bh`.
 

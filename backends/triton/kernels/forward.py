@@ -24,7 +24,6 @@ import triton.language as tl
 from .common import (
     LN2,
     chunk_rows,
-    chunk_walks,
     head_tables,
     load_rows,
     mma,
@@ -33,6 +32,7 @@ from .common import (
     rows_by_position,
     split_slot,
     tile_start,
+    walk_part,
 )
 
 
@@ -132,10 +132,9 @@ def maskc_forward(
     at = table * (row_tiles + 1) + row
     full_lo = tl.load(full_ptr + at)
     full_hi = tl.load(full_ptr + at + 1)
-    partial_lo = tl.load(partial_ptr + at)
-    partial_hi = tl.load(partial_ptr + at + 1)
     if SPLIT:
-        full_lo, full_hi, partial_lo, partial_hi = chunk_walks(full_lo, full_hi, partial_lo, partial_hi, first, last)
+        full_count = full_hi - full_lo
+        full_lo, full_hi = walk_part(full_lo, full_hi, first, last)
     # Stage 2: the row's full tiles, no predicate.
     acc, m_i, l_i = forward_tiles(
         acc, m_i, l_i, q, k_head, v_head, k_local, v_local, stride_kn, stride_vn,
@@ -143,6 +142,10 @@ def maskc_forward(
         offs_q, offs_n, layout, n_ctx, k_lo, k_hi, qk_scale, tile_mask, mask_args,
         BLOCK_N, False, EVEN_N, PRECISION,
     )
+    partial_lo = tl.load(partial_ptr + at)
+    partial_hi = tl.load(partial_ptr + at + 1)
+    if SPLIT:
+        partial_lo, partial_hi = walk_part(partial_lo, partial_hi, first - full_count, last - full_count)
     # Stage 3: its partial tiles, through the predicate.
     acc, m_i, l_i = forward_tiles(
         acc, m_i, l_i, q, k_head, v_head, k_local, v_local, stride_kn, stride_vn,
