@@ -201,8 +201,12 @@ def maskc_backward_dkdv(
             store_rows(DK, dk, b, kvh, local_n, k_in, sm_scale, stride_dkb, stride_dkh, stride_dkn, BLOCK_N, HEAD_DIM)
             store_rows(DV, dv, b, kvh, local_n, k_in, 1.0, stride_dvb, stride_dvh, stride_dvn, BLOCK_N, VALUE_DIM)
     else:
-        store_rows(DK, dk, b, kvh, local_n, k_in, sm_scale, stride_dkb, stride_dkh, stride_dkn, BLOCK_N, HEAD_DIM)
-        store_rows(DV, dv, b, kvh, local_n, k_in, 1.0, stride_dvb, stride_dvh, stride_dvn, BLOCK_N, VALUE_DIM)
+        dk_rows = DK + b.to(tl.int64) * stride_dkb + kvh.to(tl.int64) * stride_dkh + local_n * stride_dkn
+        dv_rows = DV + b.to(tl.int64) * stride_dvb + kvh.to(tl.int64) * stride_dvh + local_n * stride_dvn
+        tl.store(dk_rows + offs_n[:, None] * stride_dkn + offs_d[None, :], (dk * sm_scale).to(DK.dtype.element_ty),
+                 mask=k_in[:, None])
+        tl.store(dv_rows + offs_n[:, None] * stride_dvn + offs_v[None, :], dv.to(DV.dtype.element_ty),
+                 mask=k_in[:, None])
 
 
 @triton.jit
