@@ -52,7 +52,7 @@ def launch_forward(
     if tables.split:
         kernels.maskc_forward_merge[(tables.long_lines, groups)](
             out, lse, acc_work, m_work, l_work, *out.stride()[:3], tables.order, tables.chunk_ptr, heads, groups,
-            *positions[:3], BLOCK_M=block_m, VALUE_DIM=value_dim, PER_BATCH_Q=span.q_starts is not None,
+            *positions[:3], BLOCK_M=block_m, VALUE_DIM=value_dim, PER_BATCH_Q=span.q_starts is not None, num_warps=8,
         )  # fmt: skip
 
 
