@@ -15,7 +15,8 @@ import pytest
 import torch
 
 import maskc
-from maskc.backends.triton import backward, forward, tables
+from maskc.backends.triton import tables, tuning
+from maskc.backends.triton.plans import plan_for
 from maskc.errors import MaskcWarning
 
 pytestmark = [
@@ -31,20 +32,20 @@ CASES = {
 
 
 @pytest.fixture(autouse=True)
-def fixed_first_config(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Each kernel's first configuration, untimed; returns which launchers ran split tables."""
+def fixed_first_config(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each kernel's first configuration, untimed."""
     monkeypatch.setenv("MASKC_TRITON_AUTOTUNE", "0")
     monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
-    seen: list[str] = []
-    for name, module in (("forward", forward), ("backward", backward)):
 
-        def spy(walk_tables, groups, name=name, original=module.launch_programs):
-            if walk_tables.split:
-                seen.append(name)
-            return original(walk_tables, groups)
 
-        monkeypatch.setattr(module, "launch_programs", spy)
-    return seen
+def _splits(pattern: maskc.CompiledPattern, dtype: torch.dtype) -> dict[str, bool]:
+    """Per kernel, whether the tables of its first configuration (the one that runs) split."""
+    plan = plan_for(pattern)
+    out = {}
+    for kernel, walk in (("forward", "rows"), ("dkdv", "columns"), ("dq", "rows")):
+        first = tuning.candidates(kernel, 64, dtype, plan.native_tile)[0]
+        out[kernel] = plan.tables(walk, first.block_m, first.block_n, torch.device("cuda")).split
+    return out
 
 
 def _compile(name: str, n: int, heads: int) -> maskc.CompiledPattern:
@@ -78,16 +79,16 @@ def _check(pattern: maskc.CompiledPattern, batch: int, heads: int, kv_heads: int
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
-def test_default_chunks(name: str, fixed_first_config: list[str]) -> None:
+def test_default_chunks(name: str) -> None:
     """At n = 16384 the default settings split the long lines: exact against the reference."""
     pattern = _compile(name, 16384, heads=2)
     _check(pattern, 1, 2, 2, torch.bfloat16)
-    assert "forward" in fixed_first_config and "backward" in fixed_first_config
+    assert _splits(pattern, torch.bfloat16) == {"forward": True, "dkdv": True, "dq": True}
 
 
-def test_forced_small_chunks_gqa_batch(monkeypatch: pytest.MonkeyPatch, fixed_first_config: list[str]) -> None:
+def test_forced_small_chunks_gqa_batch(monkeypatch: pytest.MonkeyPatch) -> None:
     """Chunks of 3 tiles, GQA and a batch of 2, float32."""
     monkeypatch.setattr(tables, "CHUNK_TILES", 3)
     pattern = _compile("longformer", 4096, heads=4)
     _check(pattern, 2, 4, 2, torch.float32)
-    assert fixed_first_config.count("forward") == 1 and fixed_first_config.count("backward") == 2
+    assert _splits(pattern, torch.float32) == {"forward": True, "dkdv": True, "dq": True}

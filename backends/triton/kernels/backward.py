@@ -25,16 +25,16 @@ import triton.language as tl
 from .common import (
     LOG2E,
     chunk_rows,
-    head_tables,
     load_rows,
+    merge_program,
     mma,
     program_slot,
     query_rows,
-    row_program,
     rows_by_position,
     split_slot,
     tile_start,
     walk_part,
+    walking_row_program,
 )
 
 #: Rows per program of the preparation kernel.
@@ -267,17 +267,10 @@ def maskc_backward_dq(
 ):
     # Stage 1: the program's (batch, head) and query tile, as in the forward kernel; Q, dO, lse and
     # delta of its rows stay in registers.
-    if SPLIT:
-        slot, bh, first, last, is_chunk = split_slot(
-            tl.program_id(0), chunk_line, chunk_start, chunk_tiles, chunk_programs, long_rows, programs, batch_heads
-        )
-        b, h, kvh, layout, table = head_tables(bh, head_layout, table_of_head, table_stride, layouts, heads, group)
-        row = tl.load(row_order + slot)
-    else:
-        b, h, kvh, bh, layout, table, row = row_program(
-            row_order, head_layout, table_of_head, table_stride, layouts, long_rows, programs, batch_heads, heads,
-            group,
-        )
+    b, h, kvh, bh, layout, table, row, first, last, is_chunk = walking_row_program(
+        row_order, head_layout, table_of_head, table_stride, layouts, long_rows, programs, batch_heads, heads, group,
+        chunk_line, chunk_start, chunk_tiles, chunk_programs, SPLIT,
+    )
     q_lo, start_m, offs_q, q_in = query_rows(q_starts, q_start, q_len, b, row, BLOCK_M, PER_BATCH_Q)
     offs_m = tl.arange(0, BLOCK_M)
     offs_n = tl.arange(0, BLOCK_N)
@@ -351,14 +344,11 @@ def maskc_sum_chunks(
     # One program per (long line, group): the sum of the line's chunk partials, scaled, stored as the
     # unsplit kernel stores the line (rows of positions [start, start + length) only, per batch
     # element when PER_BATCH).
-    slot = tl.program_id(0)
-    g = tl.program_id(1)
-    b = g // heads
-    h = g % heads
-    line = tl.load(line_order + slot)
-    lo, first_row, _, rows_in = query_rows(starts, start, length, b, line, BLOCK, PER_BATCH)
+    g, b, h, lo, first_row, _, rows_in, first, end = merge_program(
+        line_order, chunk_ptr, heads, starts, start, length, BLOCK, PER_BATCH
+    )
     total = tl.zeros([BLOCK, WIDTH], tl.float32)
-    for c in range(tl.load(chunk_ptr + slot), tl.load(chunk_ptr + slot + 1)):
+    for c in range(first, end):
         total += tl.load(chunk_rows(Work, c * groups + g, BLOCK, WIDTH))
     store_rows(Dst, total, b, h, (first_row - lo).to(tl.int64), rows_in, scale, stride_b, stride_h, stride_row,
                BLOCK, WIDTH)

@@ -104,6 +104,41 @@ def row_program(row_order, head_layout, table_of_head, table_stride, layouts, lo
 
 
 @triton.jit
+def walking_row_program(row_order, head_layout, table_of_head, table_stride, layouts, long_rows, row_tiles,
+                        batch_heads, heads, group, chunk_line, chunk_start, chunk_tiles, chunk_programs,
+                        SPLIT: tl.constexpr):
+    """`row_program`'s values and the program's positions [first, last) in its row's tile list and
+    whether it is a chunk: with SPLIT from `split_slot`; without, `row_program` alone (the others
+    are then unused, and compiled away)."""
+    if SPLIT:
+        slot, bh, first, last, is_chunk = split_slot(
+            tl.program_id(0), chunk_line, chunk_start, chunk_tiles, chunk_programs, long_rows, row_tiles, batch_heads
+        )
+        b, h, kvh, layout, table = head_tables(bh, head_layout, table_of_head, table_stride, layouts, heads, group)
+        row = tl.load(row_order + slot)
+    else:
+        b, h, kvh, bh, layout, table, row = row_program(
+            row_order, head_layout, table_of_head, table_stride, layouts, long_rows, row_tiles, batch_heads, heads,
+            group,
+        )
+        first = row
+        last = row
+        is_chunk = row < 0
+    return b, h, kvh, bh, layout, table, row, first, last, is_chunk
+
+
+@triton.jit
+def merge_program(line_order, chunk_ptr, heads, starts, start, length, BLOCK: tl.constexpr, PER_BATCH: tl.constexpr):
+    """(group, batch, head, query_rows' four values, first chunk, end chunk) of a merge program: one
+    per (long line, group), the line's chunks chunk_ptr[slot] … chunk_ptr[slot + 1] − 1."""
+    slot = tl.program_id(0)
+    g = tl.program_id(1)
+    b = g // heads
+    lo, first_row, offs, rows_in = query_rows(starts, start, length, b, tl.load(line_order + slot), BLOCK, PER_BATCH)
+    return g, b, g % heads, lo, first_row, offs, rows_in, tl.load(chunk_ptr + slot), tl.load(chunk_ptr + slot + 1)
+
+
+@triton.jit
 def chunk_rows(Work, chunk, BLOCK: tl.constexpr, WIDTH: tl.constexpr):
     """Pointers to chunk program `chunk`'s [BLOCK, WIDTH] float32 partial in a chunk workspace."""
     rows = chunk.to(tl.int64) * BLOCK + tl.arange(0, BLOCK)

@@ -24,15 +24,14 @@ import triton.language as tl
 from .common import (
     LN2,
     chunk_rows,
-    head_tables,
     load_rows,
+    merge_program,
     mma,
     query_rows,
-    row_program,
     rows_by_position,
-    split_slot,
     tile_start,
     walk_part,
+    walking_row_program,
 )
 
 
@@ -104,17 +103,10 @@ def maskc_forward(
     # Stage 1: the program's (batch, head), query tile and tables. Rows and keys are addressed by
     # position: query row a of this batch element is position q_lo + a, key row c is position
     # k_lo + c (both 0 in full-length calls).
-    if SPLIT:
-        slot, bh, first, last, is_chunk = split_slot(
-            tl.program_id(0), chunk_line, chunk_start, chunk_tiles, chunk_programs, long_rows, programs, batch_heads
-        )
-        b, h, kvh, layout, table = head_tables(bh, head_layout, table_of_head, table_stride, layouts, heads, group)
-        row = tl.load(row_order + slot)
-    else:
-        b, h, kvh, bh, layout, table, row = row_program(
-            row_order, head_layout, table_of_head, table_stride, layouts, long_rows, programs, batch_heads, heads,
-            group,
-        )
+    b, h, kvh, bh, layout, table, row, first, last, is_chunk = walking_row_program(
+        row_order, head_layout, table_of_head, table_stride, layouts, long_rows, programs, batch_heads, heads, group,
+        chunk_line, chunk_start, chunk_tiles, chunk_programs, SPLIT,
+    )
     q_lo, start_m, offs_q, row_in = query_rows(q_starts, q_start, q_len, b, row, BLOCK_M, PER_BATCH_Q)
     offs_m = tl.arange(0, BLOCK_M)
     offs_n = tl.arange(0, BLOCK_N)
@@ -192,15 +184,10 @@ def maskc_forward_merge(
 ):
     # One program per (long row, batch·head): its chunks' partials (acc, m, l), each relative to its
     # own running maximum m, rescaled to their common maximum and summed: exactly the unsplit row.
-    slot = tl.program_id(0)
-    bh = tl.program_id(1)
-    b = bh // heads
-    h = bh % heads
-    row = tl.load(row_order + slot)
-    q_lo, start_m, offs_q, row_in = query_rows(q_starts, q_start, q_len, b, row, BLOCK_M, PER_BATCH_Q)
+    bh, b, h, q_lo, start_m, offs_q, row_in, first, end = merge_program(
+        row_order, chunk_ptr, heads, q_starts, q_start, q_len, BLOCK_M, PER_BATCH_Q
+    )
     offs_m = tl.arange(0, BLOCK_M)
-    first = tl.load(chunk_ptr + slot)
-    end = tl.load(chunk_ptr + slot + 1)
     m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
     for c in range(first, end):
         m_i = tl.maximum(m_i, tl.load(MWork + (c * batch_heads + bh).to(tl.int64) * BLOCK_M + offs_m))
