@@ -215,6 +215,15 @@ def test_chunks_cover_each_long_line_exactly_once(monkeypatch, name, tile, chunk
             assert seen["partial"] == arrays["partial_idx"][partial[0] : partial[1]].tolist()
 
 
+def test_chunk_factor_zero_runs_long_lines_whole(monkeypatch):
+    """CHUNK_FACTOR = 0 (bench_triton.py --chunk-factor 0): long lines stay long and whole."""
+    monkeypatch.setattr(tables, "CHUNK_FACTOR", 0.0)
+    pattern = _compile("longformer")
+    layout = build_layout(pattern.layouts[0].rule, TileGrid(16384, 16, 16))
+    arrays = tables.walk_arrays([layout], "rows")
+    assert arrays["long_lines"][0] >= 1 and len(arrays["chunk_line"]) == 0
+
+
 def test_no_chunks_without_long_lines():
     """A window has no long line: its tables have no chunks and the kernels run unsplit."""
     spec = maskc.Spec(name="window", pattern={"window": {"size": 20}})

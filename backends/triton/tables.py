@@ -43,7 +43,8 @@ Window = tuple[tuple[int, int], tuple[int, int]]
 _NAMES: dict[str, tuple[str, str]] = {"rows": ("row_ptr", "col_idx"), "columns": ("col_ptr", "row_idx")}
 #: A line with more tiles than this times the median is scheduled ahead of every head.
 LONG_FACTOR = 2.0
-#: A long line is cut into chunks of this many times the median line's tiles (at least one tile).
+#: A long line is cut into chunks of this many times the median line's tiles (at least one tile);
+#: 0 runs long lines whole (for comparisons: bench_triton.py --chunk-factor 0).
 CHUNK_FACTOR = 2.0
 #: Fixed chunk size in tiles instead of CHUNK_FACTOR × the median (None: the factor); tests set it.
 CHUNK_TILES: int | None = None
@@ -157,7 +158,7 @@ def chunk_arrays(line_tiles: np.ndarray, long_lines: int) -> dict[str, np.ndarra
     chunk_ptr, and chunk_tiles. Chunking pays only where a line becomes at least two chunks; else none."""
     size = chunk_size(line_tiles) if len(line_tiles) else 1
     counts = -(-line_tiles[:long_lines] // size)
-    if long_lines == 0 or counts.max() < 2:
+    if long_lines == 0 or counts.max() < 2 or (CHUNK_FACTOR <= 0 and CHUNK_TILES is None):
         counts = np.zeros(0, dtype=np.int64)
     ptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int32)
     line = np.repeat(np.arange(len(counts)), counts).astype(np.int32)
