@@ -40,7 +40,7 @@ SPECS = {
     ),
     # Two rows attend every key and the others none: empty rows, and long rows among empty ones.
     "empty-rows": ({"pattern": {"global": {"tokens": [5, 70], "direction": "rows"}}}, 96),
-    # Causal: the global column's list grows down the rows; a sink adds a long column only.
+    # Causal: the global token's row is short (it sees key 0 only) and its column long.
     "causal-sink": ({"causal": True, "pattern": [{"window": {"before": 15}}, {"global": {"tokens": [0]}}]}, 112),
 }
 
