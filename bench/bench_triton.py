@@ -32,6 +32,7 @@ from torch.nn.attention.flex_attention import create_block_mask, flex_attention
 from triton.testing import do_bench
 
 import maskc
+from maskc.backends.triton import tables
 from maskc.backends.triton.tuning import chosen_configs
 from maskc.errors import MaskcWarning
 
@@ -256,9 +257,13 @@ def main() -> None:
     parser.add_argument("--ns", default="8192,32768", help="comma-separated sequence lengths")
     parser.add_argument("--patterns", default="all", help="comma-separated spec names, or all")
     parser.add_argument("--memory-n", type=int, default=0, help="also run the memory check at this n")
+    parser.add_argument("--chunk-factor", type=float, default=tables.CHUNK_FACTOR,
+                        help="long lines run as chunks of this many median lines; 0 runs them whole")  # fmt: skip
     args = parser.parse_args()
+    tables.CHUNK_FACTOR = args.chunk_factor
     torch.backends.cuda.matmul.allow_tf32 = True
-    log(gpu=torch.cuda.get_device_name(), torch=torch.__version__, triton=triton.__version__)
+    log(gpu=torch.cuda.get_device_name(), torch=torch.__version__, triton=triton.__version__,
+        chunk_factor=tables.CHUNK_FACTOR)  # fmt: skip
     peak, bandwidth = matmul_tflops(), copy_bandwidth()
     log(peak_bf16_matmul_tflops=round(peak, 1), copy_tb_per_s=round(bandwidth, 2))
     if args.memory_n:

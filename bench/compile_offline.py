@@ -30,6 +30,8 @@ import torch
 CASES = [
     ("window", {"causal": True, "pattern": {"window": {"before": 255, "after": 0}}}, 1024, 64, "single", False),
     ("longformer", "specs/longformer.yaml", 1024, 64, "single", False),
+    # n = 8192: the global row and column are long and run as chunks (SPLIT kernels and merges)
+    ("longformer, long lines split", "specs/longformer.yaml", 8192, 64, "single", False),
     ("strided, split schedule", "specs/sparse_transformer_strided.yaml", 1024, 64, "split", False),
     ("documents (run-time)", {"causal": True, "pattern": [
         {"intersect": [{"document": {}}, {"window": {"before": 100, "after": 0}}]},

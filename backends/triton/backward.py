@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from types import ModuleType
+
 import torch
 
+from .chunks import chunk_args, chunk_programs, launch_programs, workspace
 from .forward import LOG2E
 from .plan import Plan
 from .runtime import CallInputs
 from .span import Span
+from .tables import WalkTables
 from .tuning import KernelConfig, choose_config, dot_precision
 
 
@@ -27,6 +31,27 @@ def _prepare(
         BLOCK_M=kernels.PREPARE_ROWS, VALUE_DIM=value_dim, HAS_DLSE=d_lse is not None,
     )  # fmt: skip
     return delta, lse2
+
+
+def _sum_chunks(
+    kernels: ModuleType,
+    tables: WalkTables,
+    grad: torch.Tensor,
+    work: torch.Tensor,
+    heads: int,
+    groups: int,
+    scale: float,
+    rows: tuple,
+    block: int,
+    width: int,
+    per_batch: bool,
+) -> None:
+    """grad's long lines as the scaled sums of their chunks' partials; `rows` = (starts, start, length)
+    of the positions grad holds."""
+    kernels.maskc_sum_chunks[(tables.long_lines, groups)](
+        grad, work, *grad.stride()[:3], tables.order, tables.chunk_ptr, heads, groups, scale, *rows,
+        BLOCK=block, WIDTH=width, PER_BATCH=per_batch,
+    )  # fmt: skip
 
 
 def attention_backward(
@@ -63,33 +88,48 @@ def attention_backward(
         launch = plan.launch_tables(
             "columns", config.block_m, config.block_n, q.device, heads, inputs, window and window[::-1]
         )
-        tables = launch.walk
-        plan.kernels("backward").maskc_backward_dkdv[(tables.programs * batch * kv_heads,)](
+        tables, groups, block_n = launch.walk, batch * kv_heads, config.block_n
+        chunks = chunk_programs(tables, groups)
+        dk_work = workspace(chunks, block_n, head_dim, device=q.device)
+        dv_work = workspace(chunks, block_n, value_dim, device=q.device)
+        kernels = plan.kernels("backward")
+        kernels.maskc_backward_dkdv[(launch_programs(tables, groups),)](
             q, k, v, d_out, dk, dv, lse2, delta,
             *strides, *dk.stride()[:3], *dv.stride()[:3],
             *launch.kernel_args(),
-            scale * LOG2E, scale, plan.n, heads, batch * kv_heads, kv_heads, tables.lines,
+            scale * LOG2E, scale, plan.n, heads, groups, kv_heads, tables.lines,
             tables.long_lines, tables.programs, *positions, plan.tile_mask(), launch.mask_args,
-            GROUP=heads // kv_heads, BLOCK_M=config.block_m, BLOCK_N=config.block_n, HEAD_DIM=head_dim,
-            VALUE_DIM=value_dim, EVEN_N=span.even(config.block_m, config.block_n),
-            PER_BATCH_Q=span.q_starts is not None, PRECISION=precision,
+            *chunk_args(tables, groups), dk_work, dv_work,
+            GROUP=heads // kv_heads, BLOCK_M=config.block_m, BLOCK_N=block_n, HEAD_DIM=head_dim,
+            VALUE_DIM=value_dim, EVEN_N=span.even(config.block_m, block_n),
+            PER_BATCH_Q=span.q_starts is not None, PRECISION=precision, SPLIT=tables.split,
             num_warps=config.num_warps, num_stages=config.num_stages,
         )  # fmt: skip
+        if tables.split:
+            keys = (positions[0], span.k_start, span.k_end - span.k_start)
+            for grad, work, width, factor in ((dk, dk_work, head_dim, scale), (dv, dv_work, value_dim, 1.0)):
+                _sum_chunks(kernels, tables, grad, work, kv_heads, groups, factor, keys, block_n, width, False)
 
     def run_dq(config: KernelConfig) -> None:
         window = span.tile_window(config.block_m, config.block_n)
         launch = plan.launch_tables("rows", config.block_m, config.block_n, q.device, heads, inputs, window)
-        tables = launch.walk
-        plan.kernels("backward").maskc_backward_dq[(tables.programs * batch * heads,)](
+        tables, groups, block_m = launch.walk, batch * heads, config.block_m
+        dq_work = workspace(chunk_programs(tables, groups), block_m, head_dim, device=q.device)
+        kernels = plan.kernels("backward")
+        kernels.maskc_backward_dq[(launch_programs(tables, groups),)](
             q, k, v, d_out, dq, lse2, delta,
             *strides, *dq.stride()[:3],
             *launch.kernel_args(),
-            scale * LOG2E, scale, plan.n, heads, heads // kv_heads, batch * heads, tables.lines, tables.long_lines,
+            scale * LOG2E, scale, plan.n, heads, heads // kv_heads, groups, tables.lines, tables.long_lines,
             tables.programs, *positions, plan.tile_mask(), launch.mask_args,
-            BLOCK_M=config.block_m, BLOCK_N=config.block_n, HEAD_DIM=head_dim, VALUE_DIM=value_dim,
-            EVEN_N=span.even(config.block_m, config.block_n), PER_BATCH_Q=span.q_starts is not None,
-            PRECISION=precision, num_warps=config.num_warps, num_stages=config.num_stages,
+            *chunk_args(tables, groups), dq_work,
+            BLOCK_M=block_m, BLOCK_N=config.block_n, HEAD_DIM=head_dim, VALUE_DIM=value_dim,
+            EVEN_N=span.even(block_m, config.block_n), PER_BATCH_Q=span.q_starts is not None,
+            PRECISION=precision, SPLIT=tables.split, num_warps=config.num_warps, num_stages=config.num_stages,
         )  # fmt: skip
+        if tables.split:
+            _sum_chunks(kernels, tables, dq, dq_work, heads, groups, scale, positions[:3], block_m, head_dim,
+                        span.q_starts is not None)  # fmt: skip
 
     run_dkdv(choose_config(plan, "dkdv", q, k, run_dkdv))
     run_dq(choose_config(plan, "dq", q, k, run_dq))

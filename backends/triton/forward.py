@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from .chunks import chunk_args, chunk_programs, launch_programs, workspace
 from .plan import Plan
 from .runtime import CallInputs
 from .span import Span
@@ -30,17 +31,29 @@ def launch_forward(
     window = span.tile_window(config.block_m, config.block_n)
     launch = plan.launch_tables("rows", config.block_m, config.block_n, q.device, heads, inputs, window)
     tables = launch.walk
-    grid = (tables.programs * batch * heads,)
-    plan.kernels("forward").maskc_forward[grid](
+    groups, value_dim, block_m = batch * heads, v.shape[-1], config.block_m
+    chunks = chunk_programs(tables, groups)
+    acc_work = workspace(chunks, block_m, value_dim, device=q.device)
+    m_work, l_work = (workspace(chunks, block_m, device=q.device) for _ in range(2))
+    kernels = plan.kernels("forward")
+    positions = span.kernel_args(q.device)
+    kernels.maskc_forward[(launch_programs(tables, groups),)](
         q, k, v, out, lse,
         *q.stride()[:3], *k.stride()[:3], *v.stride()[:3], *out.stride()[:3],
         *launch.kernel_args(),
-        scale * LOG2E, plan.n, heads, heads // k.shape[1], batch * heads, tables.lines, tables.long_lines,
-        tables.programs, *span.kernel_args(q.device), plan.tile_mask(), launch.mask_args,
-        BLOCK_M=config.block_m, BLOCK_N=config.block_n, HEAD_DIM=head_dim, VALUE_DIM=v.shape[-1],
-        EVEN_N=span.even(config.block_m, config.block_n), PER_BATCH_Q=span.q_starts is not None,
-        PRECISION=dot_precision(q.dtype), num_warps=config.num_warps, num_stages=config.num_stages,
+        scale * LOG2E, plan.n, heads, heads // k.shape[1], groups, tables.lines, tables.long_lines,
+        tables.programs, *positions, plan.tile_mask(), launch.mask_args,
+        *chunk_args(tables, groups), acc_work, m_work, l_work,
+        BLOCK_M=block_m, BLOCK_N=config.block_n, HEAD_DIM=head_dim, VALUE_DIM=value_dim,
+        EVEN_N=span.even(block_m, config.block_n), PER_BATCH_Q=span.q_starts is not None,
+        PRECISION=dot_precision(q.dtype), SPLIT=tables.split,
+        num_warps=config.num_warps, num_stages=config.num_stages,
     )  # fmt: skip
+    if tables.split:
+        kernels.maskc_forward_merge[(tables.long_lines, groups)](
+            out, lse, acc_work, m_work, l_work, *out.stride()[:3], tables.order, tables.chunk_ptr, heads, groups,
+            *positions[:3], BLOCK_M=block_m, VALUE_DIM=value_dim, PER_BATCH_Q=span.q_starts is not None, num_warps=8,
+        )  # fmt: skip
 
 
 def attention_forward(

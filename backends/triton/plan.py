@@ -24,7 +24,7 @@ from .codegen import TABLE_STRIDE, emit_masks, module_source
 from .emitter import KernelArg
 from .kernels import kernel_module
 from .runtime import CallInputs, StaticMaps, needs_runtime_layout, runtime_tables
-from .tables import Walk, WalkTables, Window, walk_tables
+from .tables import Walk, WalkTables, Window, chunking, walk_tables
 
 #: Tables of rectangular windows kept per plan (the oldest go first).
 WINDOW_TABLES = 32
@@ -105,7 +105,7 @@ class Plan:
         self, walk: Walk, block_m: int, block_n: int, device: torch.device, window: Window | None = None
     ) -> WalkTables:
         """The walk's tables, of the whole grid or of a rectangular call's window (the last few kept)."""
-        key = (walk, block_m, block_n, str(device), window)
+        key = (walk, block_m, block_n, str(device), window, chunking())
         store = self._tables if window is None else self._window_tables
         if key not in store:
             store[key] = walk_tables(self.layouts(block_m, block_n), walk, device, window)

@@ -13,6 +13,14 @@ hold more than `LONG_FACTOR` times the median: a global token's row or column. K
 first for every head, so that one long program does not start last and serialize the tail, and
 then the rest head by head, so that programs running together share one head's keys and values
 in L2.
+
+A long line is also split into chunks (`chunk_line`, `chunk_start`, `chunk_ptr`): chunk c of a
+line covers the positions [c · chunk_tiles, (c + 1) · chunk_tiles) of its tile list (full tiles
+then partial ones, per layout: a layout with fewer tiles leaves its last chunks short or empty),
+and runs as a program of its own that writes a float32 partial result; a merge combines a line's
+partials exactly (log-sum-exp in the forward pass, a sum in the backward one). `chunk_tiles` is
+`CHUNK_FACTOR` times the median line, so a chunk costs about what an ordinary line costs and no
+chunk is itself long: one global row no longer sets the critical path of the whole grid.
 """
 
 from __future__ import annotations
@@ -35,6 +43,16 @@ Window = tuple[tuple[int, int], tuple[int, int]]
 _NAMES: dict[str, tuple[str, str]] = {"rows": ("row_ptr", "col_idx"), "columns": ("col_ptr", "row_idx")}
 #: A line with more tiles than this times the median is scheduled ahead of every head.
 LONG_FACTOR = 2.0
+#: A long line is cut into chunks of this many times the median line's tiles (at least one tile);
+#: 0 runs long lines whole (for comparisons: bench_triton.py --chunk-factor 0).
+CHUNK_FACTOR = 2.0
+#: Fixed chunk size in tiles instead of CHUNK_FACTOR × the median (None: the factor); tests set it.
+CHUNK_TILES: int | None = None
+
+
+def chunking() -> tuple[float, float, int | None]:
+    """The current chunking settings, part of every table key (tests change them)."""
+    return LONG_FACTOR, CHUNK_FACTOR, CHUNK_TILES
 
 
 @dataclass(frozen=True)
@@ -50,6 +68,19 @@ class WalkTables:
     full_idx: torch.Tensor
     partial_ptr: torch.Tensor
     partial_idx: torch.Tensor
+    #: Chunks of the long lines (0: the long lines run whole), and each chunk's tile count.
+    chunks: int = 0
+    chunk_tiles: int = 0
+    #: Per chunk: the line and the first position in its tile list; per long line (in `order`), its
+    #: first chunk (long_lines + 1 entries). None when there are no chunks.
+    chunk_line: torch.Tensor | None = None
+    chunk_start: torch.Tensor | None = None
+    chunk_ptr: torch.Tensor | None = None
+
+    @property
+    def split(self) -> bool:
+        """Whether the long lines run as chunks."""
+        return self.chunks > 0
 
 
 def _concatenate(splits: Sequence[dict[str, np.ndarray]], pointer: str, index: str) -> tuple[np.ndarray, np.ndarray]:
@@ -96,20 +127,43 @@ def walk_arrays(layouts: Sequence[BlockLayout], walk: Walk, window: Window | Non
         splits = [_windowed(split, pointer, index, window) for split in splits]
     full_ptr, full_idx = _concatenate(splits, f"full_{pointer}", f"full_{index}")
     partial_ptr, partial_idx = _concatenate(splits, f"partial_{pointer}", f"partial_{index}")
-    lengths = sum(np.diff(s[f"full_{pointer}"]) + np.diff(s[f"partial_{pointer}"]) for s in splits)
+    per_layout = np.stack([np.diff(s[f"full_{pointer}"]) + np.diff(s[f"partial_{pointer}"]) for s in splits])
+    lengths = per_layout.sum(axis=0)
     order = np.argsort(-lengths, kind="stable").astype(np.int32)
     if window is not None:
         order = order[(order >= window[0][0]) & (order < window[0][1])]
     lengths_in = lengths[order]
+    long_lines = np.count_nonzero(lengths_in > LONG_FACTOR * np.median(lengths_in)) if len(order) else 0
     return {
         "order": order,
         "lines": np.asarray([len(lengths)]),
-        "long_lines": np.asarray([np.count_nonzero(lengths_in > LONG_FACTOR * np.median(lengths_in))]),
+        "long_lines": np.asarray([long_lines]),
+        **chunk_arrays(per_layout.max(axis=0)[order], long_lines),
         "full_ptr": full_ptr,
         "full_idx": full_idx,
         "partial_ptr": partial_ptr,
         "partial_idx": partial_idx,
     }
+
+
+def chunk_size(line_tiles: np.ndarray) -> int:
+    """Tiles per chunk for lines of `line_tiles` tiles (the most of any layout), in `order`."""
+    if CHUNK_TILES is not None:
+        return CHUNK_TILES
+    return max(1, int(np.ceil(CHUNK_FACTOR * np.median(line_tiles))))
+
+
+def chunk_arrays(line_tiles: np.ndarray, long_lines: int) -> dict[str, np.ndarray]:
+    """The chunks of the first `long_lines` lines in order: chunk_line (a slot in `order`), chunk_start,
+    chunk_ptr, and chunk_tiles. Chunking pays only where a line becomes at least two chunks; else none."""
+    size = chunk_size(line_tiles) if len(line_tiles) else 1
+    counts = -(-line_tiles[:long_lines] // size)
+    if long_lines == 0 or counts.max() < 2 or (CHUNK_FACTOR <= 0 and CHUNK_TILES is None):
+        counts = np.zeros(0, dtype=np.int64)
+    ptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int32)
+    line = np.repeat(np.arange(len(counts)), counts).astype(np.int32)
+    start = ((np.arange(ptr[-1]) - ptr[:-1][line]) * size).astype(np.int32)
+    return {"chunk_line": line, "chunk_start": start, "chunk_ptr": ptr, "chunk_tiles": np.asarray([size])}
 
 
 def walk_tables(
@@ -133,4 +187,18 @@ def walk_tables(
         full_idx=tensor("full_idx"),
         partial_ptr=tensor("partial_ptr"),
         partial_idx=tensor("partial_idx"),
+        **_chunk_tensors(arrays, tensor),
     )
+
+
+def _chunk_tensors(arrays: dict[str, np.ndarray], tensor) -> dict:
+    chunks = len(arrays["chunk_line"])
+    if chunks == 0:
+        return {}
+    return {
+        "chunks": chunks,
+        "chunk_tiles": int(arrays["chunk_tiles"][0]),
+        "chunk_line": tensor("chunk_line"),
+        "chunk_start": tensor("chunk_start"),
+        "chunk_ptr": tensor("chunk_ptr"),
+    }

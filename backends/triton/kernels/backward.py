@@ -8,7 +8,10 @@ over the query tiles of the key tile's column, full ones unmasked, then partial 
 pattern's predicate, called on transposed [BLOCK_N, BLOCK_M] tiles. dK and dV stay in registers
 and are written once: no atomics. The dQ kernel mirrors the forward pass over rows. Two kernels
 rather than one launch of both kinds of program: each then has its own tile shape and warps
-(bench/NOTES.md has the measurements). Long columns and rows run first, as in the forward pass.
+(bench/NOTES.md has the measurements). Long columns and rows run first, as in the forward pass;
+with SPLIT they run as chunks (tables.py), each writing its unscaled float32 partial dK, dV or dQ
+to a workspace, and `maskc_sum_chunks` sums a long line's partials: dQ of a row and dK, dV of a
+column are sums over their tiles (given the merged lse and delta), so the split is exact.
 
 `backends/triton/backward.py` launches them: the preparation kernel PREPARE_ROWS rows per program,
 dK/dV and dQ with the candidates of `tuning.py`, timed per problem.
@@ -19,7 +22,20 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from .common import LOG2E, load_rows, mma, program_slot, query_rows, row_program, rows_by_position, tile_start
+from .common import (
+    LOG2E,
+    chunk_rows,
+    load_rows,
+    merge_program,
+    mma,
+    program_slot,
+    query_rows,
+    rows_by_position,
+    split_slot,
+    tile_start,
+    walk_part,
+    walking_row_program,
+)
 
 #: Rows per program of the preparation kernel.
 PREPARE_ROWS = 64
@@ -113,13 +129,19 @@ def maskc_backward_dkdv(
     head_layout, table_of_head, table_stride, layouts, col_order, full_ptr, full_idx, partial_ptr, partial_idx,
     qk_scale, sm_scale, n_ctx, heads, batch_kv_heads, kv_heads, col_tiles, long_cols, programs,
     q_starts, q_start, q_len, k_lo, k_hi, tile_mask: tl.constexpr, mask_args,
+    chunk_line, chunk_start, chunk_tiles, chunk_programs, DKWork, DVWork,
     GROUP: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr, VALUE_DIM: tl.constexpr,
-    EVEN_N: tl.constexpr, PER_BATCH_Q: tl.constexpr, PRECISION: tl.constexpr,
+    EVEN_N: tl.constexpr, PER_BATCH_Q: tl.constexpr, PRECISION: tl.constexpr, SPLIT: tl.constexpr,
 ):
     # Stage 1: the program's (batch, key/value head) and key tile; K and V stay in registers.
     # Rows are addressed by position, as in the forward kernel: the base pointers below are
     # moved back by the first position of the call's queries (q_lo) and keys (k_lo).
-    slot, bkv = program_slot(tl.program_id(0), long_cols, programs, batch_kv_heads)
+    if SPLIT:
+        slot, bkv, first, last, is_chunk = split_slot(
+            tl.program_id(0), chunk_line, chunk_start, chunk_tiles, chunk_programs, long_cols, programs, batch_kv_heads
+        )
+    else:
+        slot, bkv = program_slot(tl.program_id(0), long_cols, programs, batch_kv_heads)
     b = bkv // kv_heads
     kvh = bkv % kv_heads
     col = tl.load(col_order + slot)
@@ -149,24 +171,42 @@ def maskc_backward_dkdv(
         do_head = rows_by_position(DOut, b, h, stride_db, stride_dh, stride_dm, q_lo)
         rows_at = (b * heads + h).to(tl.int64) * q_len - tl.cast(q_lo, tl.int64)
         at = table * (col_tiles + 1) + col
+        full_lo = tl.load(full_ptr + at)
+        full_hi = tl.load(full_ptr + at + 1)
+        if SPLIT:
+            full_count = full_hi - full_lo
+            full_lo, full_hi = walk_part(full_lo, full_hi, first, last)
         dk, dv = dkdv_tiles(
             dk, dv, k, v, q_head, do_head, q_local, do_local, stride_qm, stride_dm, Lse2 + rows_at, Delta + rows_at,
-            full_idx, tl.load(full_ptr + at), tl.load(full_ptr + at + 1),
+            full_idx, full_lo, full_hi,
             offs_m, offs_k, layout, n_ctx, q_lo, q_lo + q_len, qk_scale, tile_mask, mask_args,
             BLOCK_M, False, EVEN_N, PRECISION,
         )
+        partial_lo = tl.load(partial_ptr + at)
+        partial_hi = tl.load(partial_ptr + at + 1)
+        if SPLIT:
+            partial_lo, partial_hi = walk_part(partial_lo, partial_hi, first - full_count, last - full_count)
         dk, dv = dkdv_tiles(
             dk, dv, k, v, q_head, do_head, q_local, do_local, stride_qm, stride_dm, Lse2 + rows_at, Delta + rows_at,
-            partial_idx, tl.load(partial_ptr + at), tl.load(partial_ptr + at + 1),
+            partial_idx, partial_lo, partial_hi,
             offs_m, offs_k, layout, n_ctx, q_lo, q_lo + q_len, qk_scale, tile_mask, mask_args,
             BLOCK_M, True, EVEN_N, PRECISION,
         )
-    # Stage 3: write dK (scaled) and dV once.
-    dk_rows = DK + b.to(tl.int64) * stride_dkb + kvh.to(tl.int64) * stride_dkh + local_n * stride_dkn
-    dv_rows = DV + b.to(tl.int64) * stride_dvb + kvh.to(tl.int64) * stride_dvh + local_n * stride_dvn
-    tl.store(dk_rows + offs_n[:, None] * stride_dkn + offs_d[None, :], (dk * sm_scale).to(DK.dtype.element_ty),
-             mask=k_in[:, None])
-    tl.store(dv_rows + offs_n[:, None] * stride_dvn + offs_v[None, :], dv.to(DV.dtype.element_ty), mask=k_in[:, None])
+    # Stage 3: write dK (scaled) and dV once, or, for a chunk, keep the partials for the sum.
+    if SPLIT:
+        if is_chunk:
+            tl.store(chunk_rows(DKWork, tl.program_id(0), BLOCK_N, HEAD_DIM), dk)
+            tl.store(chunk_rows(DVWork, tl.program_id(0), BLOCK_N, VALUE_DIM), dv)
+        else:
+            store_rows(DK, dk, b, kvh, local_n, k_in, sm_scale, stride_dkb, stride_dkh, stride_dkn, BLOCK_N, HEAD_DIM)
+            store_rows(DV, dv, b, kvh, local_n, k_in, 1.0, stride_dvb, stride_dvh, stride_dvn, BLOCK_N, VALUE_DIM)
+    else:
+        dk_rows = DK + b.to(tl.int64) * stride_dkb + kvh.to(tl.int64) * stride_dkh + local_n * stride_dkn
+        dv_rows = DV + b.to(tl.int64) * stride_dvb + kvh.to(tl.int64) * stride_dvh + local_n * stride_dvn
+        tl.store(dk_rows + offs_n[:, None] * stride_dkn + offs_d[None, :], (dk * sm_scale).to(DK.dtype.element_ty),
+                 mask=k_in[:, None])
+        tl.store(dv_rows + offs_n[:, None] * stride_dvn + offs_v[None, :], dv.to(DV.dtype.element_ty),
+                 mask=k_in[:, None])
 
 
 @triton.jit
@@ -221,13 +261,15 @@ def maskc_backward_dq(
     head_layout, table_of_head, table_stride, layouts, row_order, full_ptr, full_idx, partial_ptr, partial_idx,
     qk_scale, sm_scale, n_ctx, heads, group, batch_heads, row_tiles, long_rows, programs,
     q_starts, q_start, q_len, k_lo, k_hi, tile_mask: tl.constexpr, mask_args,
+    chunk_line, chunk_start, chunk_tiles, chunk_programs, DQWork,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr, VALUE_DIM: tl.constexpr,
-    EVEN_N: tl.constexpr, PER_BATCH_Q: tl.constexpr, PRECISION: tl.constexpr,
+    EVEN_N: tl.constexpr, PER_BATCH_Q: tl.constexpr, PRECISION: tl.constexpr, SPLIT: tl.constexpr,
 ):
     # Stage 1: the program's (batch, head) and query tile, as in the forward kernel; Q, dO, lse and
     # delta of its rows stay in registers.
-    b, h, kvh, bh, layout, table, row = row_program(
-        row_order, head_layout, table_of_head, table_stride, layouts, long_rows, programs, batch_heads, heads, group
+    b, h, kvh, bh, layout, table, row, first, last, is_chunk = walking_row_program(
+        row_order, head_layout, table_of_head, table_stride, layouts, long_rows, programs, batch_heads, heads, group,
+        chunk_line, chunk_start, chunk_tiles, chunk_programs, SPLIT,
     )
     q_lo, start_m, offs_q, q_in = query_rows(q_starts, q_start, q_len, b, row, BLOCK_M, PER_BATCH_Q)
     offs_m = tl.arange(0, BLOCK_M)
@@ -252,20 +294,61 @@ def maskc_backward_dq(
     v_local = offs_n[:, None] * stride_vn + offs_v[None, :]
     dq = tl.zeros([BLOCK_M, HEAD_DIM], tl.float32)
     at = table * (row_tiles + 1) + row
+    full_lo = tl.load(full_ptr + at)
+    full_hi = tl.load(full_ptr + at + 1)
+    if SPLIT:
+        full_count = full_hi - full_lo
+        full_lo, full_hi = walk_part(full_lo, full_hi, first, last)
     # Stage 2: the row's full tiles, no predicate; stage 3: its partial tiles, through the predicate.
     dq = dq_tiles(
         dq, q, do, lse2, delta, k_head, v_head, k_local, v_local, stride_kn, stride_vn,
-        full_idx, tl.load(full_ptr + at), tl.load(full_ptr + at + 1),
+        full_idx, full_lo, full_hi,
         offs_q, offs_n, layout, n_ctx, k_lo, k_hi, qk_scale, tile_mask, mask_args,
         BLOCK_N, False, EVEN_N, PRECISION,
     )
+    partial_lo = tl.load(partial_ptr + at)
+    partial_hi = tl.load(partial_ptr + at + 1)
+    if SPLIT:
+        partial_lo, partial_hi = walk_part(partial_lo, partial_hi, first - full_count, last - full_count)
     dq = dq_tiles(
         dq, q, do, lse2, delta, k_head, v_head, k_local, v_local, stride_kn, stride_vn,
-        partial_idx, tl.load(partial_ptr + at), tl.load(partial_ptr + at + 1),
+        partial_idx, partial_lo, partial_hi,
         offs_q, offs_n, layout, n_ctx, k_lo, k_hi, qk_scale, tile_mask, mask_args,
         BLOCK_N, True, EVEN_N, PRECISION,
     )
-    # Stage 4: write dQ (scaled) once.
-    dq_rows = DQ + b.to(tl.int64) * stride_dqb + h.to(tl.int64) * stride_dqh + local_m * stride_dqm
-    tl.store(dq_rows + offs_m[:, None] * stride_dqm + offs_d[None, :], (dq * sm_scale).to(DQ.dtype.element_ty),
-             mask=q_in[:, None])
+    # Stage 4: write dQ (scaled) once, or, for a chunk, keep the partial for the sum.
+    if SPLIT:
+        if is_chunk:
+            tl.store(chunk_rows(DQWork, tl.program_id(0), BLOCK_M, HEAD_DIM), dq)
+        else:
+            store_rows(DQ, dq, b, h, local_m, q_in, sm_scale, stride_dqb, stride_dqh, stride_dqm, BLOCK_M, HEAD_DIM)
+    else:
+        store_rows(DQ, dq, b, h, local_m, q_in, sm_scale, stride_dqb, stride_dqh, stride_dqm, BLOCK_M, HEAD_DIM)
+
+
+@triton.jit
+def store_rows(Dst, x, b, h, local, rows_in, scale, stride_b, stride_h, stride_row,
+               BLOCK: tl.constexpr, WIDTH: tl.constexpr):
+    # Store scale · x as rows local … local + BLOCK − 1 of (b, h) of Dst, those in `rows_in` only.
+    rows = Dst + b.to(tl.int64) * stride_b + h.to(tl.int64) * stride_h + local * stride_row
+    tl.store(rows + tl.arange(0, BLOCK)[:, None] * stride_row + tl.arange(0, WIDTH)[None, :],
+             (x * scale).to(Dst.dtype.element_ty), mask=rows_in[:, None])
+
+
+@triton.jit
+def maskc_sum_chunks(
+    Dst, Work, stride_b, stride_h, stride_row, line_order, chunk_ptr, heads, groups, scale,
+    starts, start, length,
+    BLOCK: tl.constexpr, WIDTH: tl.constexpr, PER_BATCH: tl.constexpr,
+):
+    # One program per (long line, group): the sum of the line's chunk partials, scaled, stored as the
+    # unsplit kernel stores the line (rows of positions [start, start + length) only, per batch
+    # element when PER_BATCH).
+    g, b, h, lo, first_row, _, rows_in, first, end = merge_program(
+        line_order, chunk_ptr, heads, starts, start, length, BLOCK, PER_BATCH
+    )
+    total = tl.zeros([BLOCK, WIDTH], tl.float32)
+    for c in range(first, end):
+        total += tl.load(chunk_rows(Work, c * groups + g, BLOCK, WIDTH))
+    store_rows(Dst, total, b, h, (first_row - lo).to(tl.int64), rows_in, scale, stride_b, stride_h, stride_row,
+               BLOCK, WIDTH)

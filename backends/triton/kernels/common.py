@@ -53,20 +53,96 @@ def program_slot(pid, long_lines, lines, groups):
 
 
 @triton.jit
-def row_program(row_order, head_layout, table_of_head, table_stride, layouts, long_rows, row_tiles, batch_heads, heads,
-                group):
-    """(batch, head, its key/value head, batch·heads + head, layout code, table, query tile) of a row program.
+def split_slot(pid, chunk_line, chunk_start, chunk_tiles, chunk_programs, long_lines, lines, groups):
+    """(slot in the order table, group, [first, last) positions in the line's tile list, is it a chunk)
+    of program `pid` when the long lines run as chunks (tables.py).
+
+    The chunk programs come first, chunk by chunk and each for every group, so that they start early;
+    then each group runs its other lines whole, in order, as `program_slot` orders them.
+    """
+    is_chunk = pid < chunk_programs
+    chunk = tl.minimum(pid, chunk_programs - 1) // groups
+    rest = tl.maximum(pid - chunk_programs, 0)
+    short = tl.maximum(lines - long_lines, 1)
+    group = tl.where(is_chunk, pid % groups, rest // short)
+    slot = tl.where(is_chunk, tl.load(chunk_line + chunk), long_lines + rest % short)
+    first = tl.where(is_chunk, tl.load(chunk_start + chunk), 0)
+    last = tl.where(is_chunk, first + chunk_tiles, 2147483647)
+    return slot, group, first, last, is_chunk
+
+
+@triton.jit
+def walk_part(lo, hi, first, last):
+    """The part [lo', hi') of a walk tile_idx[lo:hi] at positions [first, last) of it (either may be
+    outside the walk)."""
+    count = hi - lo
+    return lo + tl.minimum(tl.maximum(first, 0), count), lo + tl.minimum(tl.maximum(last, 0), count)
+
+
+@triton.jit
+def head_tables(bh, head_layout, table_of_head, table_stride, layouts, heads, group):
+    """(batch, head, its key/value head, layout code, table) of (batch, head) group `bh`.
 
     The program's tables are those of table index `table_of_head[h] + b · table_stride` (a static
     pattern: its layout; a run-time layout: one per batch element and layout or head); the code
     `layout + layouts · table` tells `tile_mask` both the layout and the table.
     """
-    slot, bh = program_slot(tl.program_id(0), long_rows, row_tiles, batch_heads)
     h = bh % heads
     b = bh // heads
     table = tl.load(table_of_head + h) + b * table_stride
     code = tl.load(head_layout + h) + layouts * table
-    return b, h, h // group, bh, code, table, tl.load(row_order + slot)
+    return b, h, h // group, code, table
+
+
+@triton.jit
+def row_program(row_order, head_layout, table_of_head, table_stride, layouts, long_rows, row_tiles, batch_heads, heads,
+                group):
+    """(batch, head, its key/value head, batch·heads + head, layout code, table, query tile) of a row program."""
+    slot, bh = program_slot(tl.program_id(0), long_rows, row_tiles, batch_heads)
+    b, h, kvh, code, table = head_tables(bh, head_layout, table_of_head, table_stride, layouts, heads, group)
+    return b, h, kvh, bh, code, table, tl.load(row_order + slot)
+
+
+@triton.jit
+def walking_row_program(row_order, head_layout, table_of_head, table_stride, layouts, long_rows, row_tiles,
+                        batch_heads, heads, group, chunk_line, chunk_start, chunk_tiles, chunk_programs,
+                        SPLIT: tl.constexpr):
+    """`row_program`'s values and the program's positions [first, last) in its row's tile list and
+    whether it is a chunk: with SPLIT from `split_slot`; without, `row_program` alone (the others
+    are then unused, and compiled away)."""
+    if SPLIT:
+        slot, bh, first, last, is_chunk = split_slot(
+            tl.program_id(0), chunk_line, chunk_start, chunk_tiles, chunk_programs, long_rows, row_tiles, batch_heads
+        )
+        b, h, kvh, layout, table = head_tables(bh, head_layout, table_of_head, table_stride, layouts, heads, group)
+        row = tl.load(row_order + slot)
+    else:
+        b, h, kvh, bh, layout, table, row = row_program(
+            row_order, head_layout, table_of_head, table_stride, layouts, long_rows, row_tiles, batch_heads, heads,
+            group,
+        )
+        first = row
+        last = row
+        is_chunk = row < 0
+    return b, h, kvh, bh, layout, table, row, first, last, is_chunk
+
+
+@triton.jit
+def merge_program(line_order, chunk_ptr, heads, starts, start, length, BLOCK: tl.constexpr, PER_BATCH: tl.constexpr):
+    """(group, batch, head, query_rows' four values, first chunk, end chunk) of a merge program: one
+    per (long line, group), the line's chunks chunk_ptr[slot] … chunk_ptr[slot + 1] − 1."""
+    slot = tl.program_id(0)
+    g = tl.program_id(1)
+    b = g // heads
+    lo, first_row, offs, rows_in = query_rows(starts, start, length, b, tl.load(line_order + slot), BLOCK, PER_BATCH)
+    return g, b, g % heads, lo, first_row, offs, rows_in, tl.load(chunk_ptr + slot), tl.load(chunk_ptr + slot + 1)
+
+
+@triton.jit
+def chunk_rows(Work, chunk, BLOCK: tl.constexpr, WIDTH: tl.constexpr):
+    """Pointers to chunk program `chunk`'s [BLOCK, WIDTH] float32 partial in a chunk workspace."""
+    rows = chunk.to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    return Work + rows[:, None] * WIDTH + tl.arange(0, WIDTH)[None, :]
 
 
 @triton.jit

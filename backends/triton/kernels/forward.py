@@ -5,6 +5,10 @@ masking at all (a bounds mask on the last key tile only when n is not a multiple
 then its partial tiles with the pattern's predicate `tile_mask`. Long rows (a global token's)
 run first for every head, so that they do not serialize the tail; the others head by head, so
 that concurrent programs share a head's keys and values in L2 (`program_slot`, tables.py).
+With SPLIT, long rows run as chunks instead (`split_slot`): each chunk program walks its part of
+the row's tile list and writes its unnormalised partial (acc, m, l in base 2) to float32
+workspaces; `maskc_forward_merge` then combines each long row's partials by log-sum-exp into Out
+and Lse exactly. Without SPLIT the kernel is the unsplit one, compiled to the same code.
 Online softmax in base 2 as in Triton's fused-attention tutorial; a row that meets no key keeps
 m = −inf without producing NaN and ends with zeros and lse = −inf.
 
@@ -17,7 +21,18 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from .common import LN2, load_rows, mma, query_rows, row_program, rows_by_position, tile_start
+from .common import (
+    LN2,
+    chunk_rows,
+    load_rows,
+    merge_program,
+    mma,
+    query_rows,
+    rows_by_position,
+    tile_start,
+    walk_part,
+    walking_row_program,
+)
 
 
 @triton.jit
@@ -81,14 +96,16 @@ def maskc_forward(
     head_layout, table_of_head, table_stride, layouts, row_order, full_ptr, full_idx, partial_ptr, partial_idx,
     qk_scale, n_ctx, heads, group, batch_heads, row_tiles, long_rows, programs,
     q_starts, q_start, q_len, k_lo, k_hi, tile_mask: tl.constexpr, mask_args,
+    chunk_line, chunk_start, chunk_tiles, chunk_programs, AccWork, MWork, LWork,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr, VALUE_DIM: tl.constexpr,
-    EVEN_N: tl.constexpr, PER_BATCH_Q: tl.constexpr, PRECISION: tl.constexpr,
+    EVEN_N: tl.constexpr, PER_BATCH_Q: tl.constexpr, PRECISION: tl.constexpr, SPLIT: tl.constexpr,
 ):
     # Stage 1: the program's (batch, head), query tile and tables. Rows and keys are addressed by
     # position: query row a of this batch element is position q_lo + a, key row c is position
     # k_lo + c (both 0 in full-length calls).
-    b, h, kvh, bh, layout, table, row = row_program(
-        row_order, head_layout, table_of_head, table_stride, layouts, long_rows, programs, batch_heads, heads, group
+    b, h, kvh, bh, layout, table, row, first, last, is_chunk = walking_row_program(
+        row_order, head_layout, table_of_head, table_stride, layouts, long_rows, programs, batch_heads, heads, group,
+        chunk_line, chunk_start, chunk_tiles, chunk_programs, SPLIT,
     )
     q_lo, start_m, offs_q, row_in = query_rows(q_starts, q_start, q_len, b, row, BLOCK_M, PER_BATCH_Q)
     offs_m = tl.arange(0, BLOCK_M)
@@ -105,21 +122,50 @@ def maskc_forward(
     l_i = tl.zeros([BLOCK_M], tl.float32)
     acc = tl.zeros([BLOCK_M, VALUE_DIM], tl.float32)
     at = table * (row_tiles + 1) + row
+    full_lo = tl.load(full_ptr + at)
+    full_hi = tl.load(full_ptr + at + 1)
+    if SPLIT:
+        full_count = full_hi - full_lo
+        full_lo, full_hi = walk_part(full_lo, full_hi, first, last)
     # Stage 2: the row's full tiles, no predicate.
     acc, m_i, l_i = forward_tiles(
         acc, m_i, l_i, q, k_head, v_head, k_local, v_local, stride_kn, stride_vn,
-        full_idx, tl.load(full_ptr + at), tl.load(full_ptr + at + 1),
+        full_idx, full_lo, full_hi,
         offs_q, offs_n, layout, n_ctx, k_lo, k_hi, qk_scale, tile_mask, mask_args,
         BLOCK_N, False, EVEN_N, PRECISION,
     )
+    partial_lo = tl.load(partial_ptr + at)
+    partial_hi = tl.load(partial_ptr + at + 1)
+    if SPLIT:
+        partial_lo, partial_hi = walk_part(partial_lo, partial_hi, first - full_count, last - full_count)
     # Stage 3: its partial tiles, through the predicate.
     acc, m_i, l_i = forward_tiles(
         acc, m_i, l_i, q, k_head, v_head, k_local, v_local, stride_kn, stride_vn,
-        partial_idx, tl.load(partial_ptr + at), tl.load(partial_ptr + at + 1),
+        partial_idx, partial_lo, partial_hi,
         offs_q, offs_n, layout, n_ctx, k_lo, k_hi, qk_scale, tile_mask, mask_args,
         BLOCK_N, True, EVEN_N, PRECISION,
     )
-    # Stage 4: normalise; a row with no key gets zeros and lse = −inf.
+    # Stage 4: normalise and store, or, for a chunk, keep the partial for the merge.
+    if SPLIT:
+        if is_chunk:
+            chunk = tl.program_id(0)
+            tl.store(chunk_rows(AccWork, chunk, BLOCK_M, VALUE_DIM), acc)
+            tl.store(MWork + chunk.to(tl.int64) * BLOCK_M + offs_m, m_i)
+            tl.store(LWork + chunk.to(tl.int64) * BLOCK_M + offs_m, l_i)
+        else:
+            finish_rows(Out, Lse, acc, m_i, l_i, b, h, bh, start_m, q_lo, q_len, offs_q, row_in,
+                        stride_ob, stride_oh, stride_om, BLOCK_M, VALUE_DIM)
+    else:
+        finish_rows(Out, Lse, acc, m_i, l_i, b, h, bh, start_m, q_lo, q_len, offs_q, row_in,
+                    stride_ob, stride_oh, stride_om, BLOCK_M, VALUE_DIM)
+
+
+@triton.jit
+def finish_rows(Out, Lse, acc, m_i, l_i, b, h, bh, start_m, q_lo, q_len, offs_q, row_in,
+                stride_ob, stride_oh, stride_om, BLOCK_M: tl.constexpr, VALUE_DIM: tl.constexpr):
+    # Normalise and store a query tile's rows; a row with no key gets zeros and lse = −inf.
+    offs_m = tl.arange(0, BLOCK_M)
+    offs_v = tl.arange(0, VALUE_DIM)
     empty = l_i == 0.0
     l_safe = tl.where(empty, 1.0, l_i)
     out = acc / l_safe[:, None]
@@ -128,3 +174,30 @@ def maskc_forward(
     o_tile = o_rows + offs_m[:, None] * stride_om + offs_v[None, :]
     tl.store(o_tile, out.to(Out.dtype.element_ty), mask=row_in[:, None])
     tl.store(Lse + bh.to(tl.int64) * q_len + (offs_q - q_lo), lse, mask=row_in)
+
+
+@triton.jit
+def maskc_forward_merge(
+    Out, Lse, AccWork, MWork, LWork, stride_ob, stride_oh, stride_om,
+    row_order, chunk_ptr, heads, batch_heads, q_starts, q_start, q_len,
+    BLOCK_M: tl.constexpr, VALUE_DIM: tl.constexpr, PER_BATCH_Q: tl.constexpr,
+):
+    # One program per (long row, batch·head): its chunks' partials (acc, m, l), each relative to its
+    # own running maximum m, rescaled to their common maximum and summed: exactly the unsplit row.
+    bh, b, h, q_lo, start_m, offs_q, row_in, first, end = merge_program(
+        row_order, chunk_ptr, heads, q_starts, q_start, q_len, BLOCK_M, PER_BATCH_Q
+    )
+    offs_m = tl.arange(0, BLOCK_M)
+    m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
+    for c in range(first, end):
+        m_i = tl.maximum(m_i, tl.load(MWork + (c * batch_heads + bh).to(tl.int64) * BLOCK_M + offs_m))
+    m_use = tl.where(m_i == float("-inf"), 0.0, m_i)
+    l_i = tl.zeros([BLOCK_M], tl.float32)
+    acc = tl.zeros([BLOCK_M, VALUE_DIM], tl.float32)
+    for c in range(first, end):
+        chunk = c * batch_heads + bh
+        scale = tl.math.exp2(tl.load(MWork + chunk.to(tl.int64) * BLOCK_M + offs_m) - m_use)
+        l_i += tl.load(LWork + chunk.to(tl.int64) * BLOCK_M + offs_m) * scale
+        acc += tl.load(chunk_rows(AccWork, chunk, BLOCK_M, VALUE_DIM)) * scale[:, None]
+    finish_rows(Out, Lse, acc, m_i, l_i, b, h, bh, start_m, q_lo, q_len, offs_q, row_in,
+                stride_ob, stride_oh, stride_om, BLOCK_M, VALUE_DIM)

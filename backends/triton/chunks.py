@@ -1,0 +1,38 @@
+"""Host side of long lines run as chunks (tables.py): launch sizes, chunk arguments and workspaces.
+
+A launch whose tables split their long lines runs, besides the other lines' programs, one program
+per (chunk, group), each writing a float32 partial to a workspace; a merge launch then combines a
+long line's partials (`kernels.forward.maskc_forward_merge`, `kernels.backward.maskc_sum_chunks`).
+Without chunks the kernels get placeholders and SPLIT=False, and compile to the unsplit code.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from .tables import WalkTables
+
+
+def chunk_programs(tables: WalkTables, groups: int) -> int:
+    """Programs of the chunks: one per (chunk, group); 0 without chunks."""
+    return tables.chunks * groups
+
+
+def launch_programs(tables: WalkTables, groups: int) -> int:
+    """Programs of one launch: the chunks', then every line not split, for each group."""
+    whole = tables.programs - tables.long_lines if tables.split else tables.programs
+    return whole * groups + chunk_programs(tables, groups)
+
+
+def chunk_args(tables: WalkTables, groups: int) -> tuple[Any, ...]:
+    """(chunk_line, chunk_start, chunk_tiles, chunk_programs) as the kernels take them."""
+    if not tables.split:
+        return tables.order, tables.order, 0, 0
+    return tables.chunk_line, tables.chunk_start, tables.chunk_tiles, chunk_programs(tables, groups)
+
+
+def workspace(programs: int, *shape: int, device: torch.device) -> torch.Tensor:
+    """A float32 workspace of one `shape` partial per chunk program (one entry when there are none)."""
+    return torch.empty((max(programs, 1), *shape), dtype=torch.float32, device=device)
