@@ -57,6 +57,10 @@ MAX_SPEC_BYTES = 1 << 20
 MAX_SPEC_NODES = 100_000
 #: Largest IR file (`compile --out`) read back, compressed; its tables are checked after loading.
 MAX_IR_FILE_BYTES = 1 << 30
+#: Most ranks a context-parallel plan is made for (`maskc plan --ranks`): a plan lists the keys
+#: every rank sends every other, and a pattern that reads every key (dense causal) has P² of them;
+#: 4096 ranks plan in about a minute for a window spec, past what one host's processes reach.
+MAX_PLAN_RANKS = 4096
 
 
 def exceeds(what: str, value: int, name: str) -> str:

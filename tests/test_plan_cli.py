@@ -38,6 +38,13 @@ def test_plan_refuses_an_uneven_split(tmp_path: Path) -> None:
     assert "does not split into 3 equal chunks" in result.stderr and "Traceback" not in result.stderr
 
 
+def test_plan_refuses_ranks_past_the_limit(tmp_path: Path) -> None:
+    result = run_cli("plan", write_spec(tmp_path, WINDOW), "--ranks", "65536")
+    assert result.returncode == 2
+    assert "ranks 65536 exceeds the limit of 4096 (maskc.limits.MAX_PLAN_RANKS)" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_plan_refuses_run_time_patterns(tmp_path: Path) -> None:
     spec = write_spec(tmp_path, "name: c\nseq_len: 256\npattern: {cluster: {clusters: 4}}\n")
     result = run_cli("plan", spec, "--ranks", "2")

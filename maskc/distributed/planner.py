@@ -32,8 +32,9 @@ from typing import Any
 
 import numpy as np
 
+from maskc import limits
 from maskc.distributed.sharding import rank_ranges
-from maskc.errors import BackendError, DynamicPatternError
+from maskc.errors import BackendError, DynamicPatternError, TooLargeError
 from maskc.ir import BlockLayout, CompiledPattern
 
 Range = tuple[int, int]
@@ -296,6 +297,8 @@ def plan(
     """
     if mode not in MODES:
         raise BackendError(f"mode must be one of {', '.join(MODES)}; got {mode!r}")
+    if ranks > limits.MAX_PLAN_RANKS:
+        raise TooLargeError(limits.exceeds("ranks", ranks, "MAX_PLAN_RANKS"))
     if max_held_keys is not None and max_held_keys < 0:
         raise BackendError(f"max_held_keys must be at least 0; got {max_held_keys}")
     if pattern.dynamic:
