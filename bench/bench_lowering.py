@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 import triton
 from bench_triton import ROWS, count_pairs, log, mask_mods, relative, time_fwd_bwd
+from report import markdown_table
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.nn.attention.flex_attention import create_block_mask, flex_attention
 
@@ -159,18 +160,15 @@ def bench_one(name: str, spec: Any, mask_mod: Callable | None, n: int, q, k, v, 
 
 
 def table() -> str:
-    lines = [
-        "| n | pattern | impl | passes | kernel work / pairs | fwd eff | fwd+bwd eff | fwd vs flex | fwd+bwd vs flex |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
-    for r in ROWS:
-        if "fwd_eff" in r:
-            lines.append(
-                f"| {r['n']} | {r['pattern']} | {r['impl']} | {', '.join(r.get('passes', []))} | "
-                f"{r.get('kernel_work_over_pairs', '')} | {r['fwd_eff']} | {r['fwdbwd_eff']} | "
-                f"{r.get('fwd_vs_flex', '')} | {r.get('fwdbwd_vs_flex', '')} |"
-            )
-    return "\n".join(lines)
+    header = ["n", "pattern", "impl", "passes", "kernel work / pairs", "fwd eff", "fwd+bwd eff", "fwd vs flex",
+              "fwd+bwd vs flex"]  # fmt: skip
+    rows = [
+        [r["n"], r["pattern"], r["impl"], ", ".join(r.get("passes", [])), r.get("kernel_work_over_pairs", ""),
+         r["fwd_eff"], r["fwdbwd_eff"], r.get("fwd_vs_flex", ""), r.get("fwdbwd_vs_flex", "")]
+        for r in ROWS
+        if "fwd_eff" in r
+    ]  # fmt: skip
+    return markdown_table(header, rows)
 
 
 def main() -> None:

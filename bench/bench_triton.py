@@ -27,6 +27,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 import triton
+from report import markdown_table
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.nn.attention.flex_attention import create_block_mask, flex_attention
 from triton.testing import do_bench
@@ -222,34 +223,21 @@ def bench_memory(n: int) -> None:
 
 def table() -> str:
     """The measured rows as a markdown table, with ratios to Flex and dense cuDNN of the same run."""
-    lines = [
-        "| n | pattern | impl | fwd ms | fwd TFLOP/s | fwd+bwd ms | fwd+bwd TFLOP/s | fwd vs flex | fwd+bwd vs flex |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
-    for row in ROWS:
-        if "fwd_ms" not in row:
-            continue
+    header = ["n", "pattern", "impl", "fwd ms", "fwd TFLOP/s", "fwd+bwd ms", "fwd+bwd TFLOP/s", "fwd vs flex",
+              "fwd+bwd vs flex"]  # fmt: skip
+    rows = []
+    for row in (r for r in ROWS if "fwd_ms" in r):
         flex = next(
-            (
-                r
-                for r in ROWS
-                if r.get("impl") == "flex"
-                and r.get("n") == row["n"]
-                and r.get("pattern") == row["pattern"]
-                and "fwd_ms" in r
-            ),
+            (r for r in ROWS if r.get("impl") == "flex" and r.get("n") == row["n"]
+             and r.get("pattern") == row["pattern"] and "fwd_ms" in r),
             None,
-        )
-        ratio = (
-            ("", "")
-            if flex is None
-            else (f"{flex['fwd_ms'] / row['fwd_ms']:.2f}x", f"{flex['fwdbwd_ms'] / row['fwdbwd_ms']:.2f}x")
-        )
-        lines.append(
-            f"| {row['n']} | {row['pattern']} | {row['impl']} | {row['fwd_ms']} | {row['fwd_tflops']} | "
-            f"{row['fwdbwd_ms']} | {row['fwdbwd_tflops']} | {ratio[0]} | {ratio[1]} |"
-        )
-    return "\n".join(lines)
+        )  # fmt: skip
+        ratio = ("", "") if flex is None else tuple(
+            f"{flex[key] / row[key]:.2f}x" for key in ("fwd_ms", "fwdbwd_ms")
+        )  # fmt: skip
+        rows.append([row["n"], row["pattern"], row["impl"], row["fwd_ms"], row["fwd_tflops"], row["fwdbwd_ms"],
+                     row["fwdbwd_tflops"], *ratio])  # fmt: skip
+    return markdown_table(header, rows)
 
 
 def main() -> None:

@@ -18,6 +18,8 @@ import time
 import warnings
 from typing import Any
 
+from report import markdown_table
+
 import maskc
 from maskc import distributed as md
 from maskc.errors import MaskcWarning
@@ -68,20 +70,16 @@ def gib(count: int) -> str:
 
 
 def markdown(rows: list[dict[str, Any]]) -> str:
-    lines = [
-        "| pattern | n | P | sharding | mode | keys received per rank | GiB fwd | GiB bwd | all-gather GiB "
-        "| keys held at once | work imbalance | ring step imbalance |",
-        "|---|---:|---:|---|---|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    for r in rows:
-        ring = "–" if r["ring_step_imbalance"] is None else f"{r['ring_step_imbalance']:.2%}"
-        lines.append(
-            f"| {r['pattern']} | {r['n']:,} | {r['ranks']} | {r['sharding']} | {r['mode']} "
-            f"| {r['keys_received_max']:,} "
-            f"| {gib(r['bytes_fwd_max'])} | {gib(r['bytes_bwd_max'])} | {gib(r['all_gather_bytes'])} "
-            f"| {r['peak_keys_held']:,} | {r['imbalance']:.2%} | {ring} |"
-        )
-    return "\n".join(lines)
+    header = ["pattern", "n", "P", "sharding", "mode", "keys received per rank", "GiB fwd", "GiB bwd",
+              "all-gather GiB", "keys held at once", "work imbalance", "ring step imbalance"]  # fmt: skip
+    cells = [
+        [r["pattern"], f"{r['n']:,}", r["ranks"], r["sharding"], r["mode"], f"{r['keys_received_max']:,}",
+         gib(r["bytes_fwd_max"]), gib(r["bytes_bwd_max"]), gib(r["all_gather_bytes"]), f"{r['peak_keys_held']:,}",
+         f"{r['imbalance']:.2%}",
+         "–" if r["ring_step_imbalance"] is None else f"{r['ring_step_imbalance']:.2%}"]
+        for r in rows
+    ]  # fmt: skip
+    return markdown_table(header, cells, align="lrrllrrrrrrr")
 
 
 def main() -> None:
