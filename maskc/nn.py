@@ -22,6 +22,7 @@ from maskc.compiler import as_spec, compile
 from maskc.errors import BackendError
 from maskc.ir import CompiledPattern
 from maskc.kvcache import KVCache
+from maskc.padding import PaddedBatch, key_frame, padded_attention
 from maskc.spec import Spec
 
 
@@ -122,6 +123,7 @@ class SparseAttention(torch.nn.Module):
         cache: KVCache | None = None,
         q_offset: Any = None,
         k_offset: Any = 0,
+        attention_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Attention output (B, H, m, Dv).
 
@@ -130,11 +132,25 @@ class SparseAttention(torch.nn.Module):
         of those tokens attend every key the cache holds. An empty cache takes a whole prompt (the
         prompt attends its own keys, then the cache keeps what decoding reads); later steps hold at
         most the cache's step_tokens tokens.
+
+        `attention_mask` (B, nk) of 1 (token) and 0 (padding) makes a padded batch (`maskc.padding`):
+        each sequence's positions count from its first token, padding is never attended and its
+        output rows are zeros; the queries are the last m columns. With a cache it goes with the
+        prompt only (an empty cache keeps each sequence's own tokens); later steps are all real tokens.
         """
+        if attention_mask is not None:
+            return self._padded(q, k, v, attention_mask, cache, q_offset, k_offset)
         if cache is None:
             fixed = None if self.centroids is None else self.centroids.centroids
             out = attention(
-                q, k, v, self.pattern, self.backend, scale=self.scale, centroids=fixed, q_offset=q_offset,
+                q,
+                k,
+                v,
+                self.pattern,
+                self.backend,
+                scale=self.scale,
+                centroids=fixed,
+                q_offset=q_offset,
                 k_offset=k_offset,
             )
             if self.centroids is not None and self.training:
@@ -155,6 +171,41 @@ class SparseAttention(torch.nn.Module):
             return out
         cache.append(k, v)
         return cache.attention(q, scale=self.scale, backend=self.backend)
+
+    def _padded(
+        self,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        attention_mask: torch.Tensor,
+        cache: KVCache | None,
+        q_offset: Any,
+        k_offset: Any,
+    ) -> torch.Tensor:
+        """A padded batch: `padded_attention`, and with an empty cache the prompt's tokens stored per sequence."""
+        if q_offset is not None or not (isinstance(k_offset, int) and k_offset == 0):
+            raise BackendError("attention_mask sets each sequence's positions; give no q_offset or k_offset with it")
+        if self.centroids is not None:
+            raise BackendError("padded batches with held cluster centroids are not supported")
+        if tuple(attention_mask.shape) != (k.shape[0], k.shape[2]):
+            raise BackendError(
+                f"attention_mask must be (batch, keys) = {(k.shape[0], k.shape[2])}; got {tuple(attention_mask.shape)}"
+            )
+        batch = PaddedBatch.from_mask(attention_mask)
+        if cache is not None and (cache.pattern is not self.pattern or int(cache.lengths.max()) > 0):
+            raise BackendError(
+                "with a cache, attention_mask goes with the prompt into an empty cache of this module's "
+                "pattern (new_cache); later steps are real tokens and take no mask"
+            )
+        if cache is not None and q.shape[2] != k.shape[2]:
+            raise BackendError(f"with a cache, q and k hold the same new tokens; got {q.shape[2]} and {k.shape[2]}")
+        out = padded_attention(
+            q, k, v, self.pattern, batch, q_start=k.shape[2] - q.shape[2], scale=self.scale, backend=self.backend
+        )
+        if cache is not None:
+            frame = key_frame(batch, k, v, 0)
+            cache.append(frame.k, frame.v, counts=batch.count.cpu().numpy())
+        return out
 
     def new_cache(self, batch: int, kv_heads: int, head_dim: int, **options: Any) -> KVCache:
         """An empty cache for this layer, sized by the pattern's retention (options: KVCache's)."""

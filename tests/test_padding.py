@@ -145,3 +145,59 @@ def test_dropped_keys_the_spec_reads_are_refused():
         padded_attention(q, k, k, _pattern("window-sinks"), batch, q_start=29, k_start=20)
     out = padded_attention(q, k, k, _pattern("window"), batch, q_start=29, k_start=20)
     assert np.isfinite(out.numpy()).all()
+
+
+def _left_padded(counts: list[int], total: int) -> tuple[torch.Tensor, list[int]]:
+    mask = torch.zeros(len(counts), total, dtype=torch.long)
+    for b, c in enumerate(counts):
+        mask[b, total - c :] = 1
+    return mask, [total - c for c in counts]
+
+
+@pytest.mark.parametrize("name", sorted(SPECS))
+def test_sparse_attention_module_takes_a_padding_mask(name):
+    """maskc.nn.SparseAttention(attention_mask=...) is padded_attention: each row alone, padding rows zero."""
+    total, counts = 20, [20, 13, 0]
+    mask, first = _left_padded(counts, total)
+    gen = torch.Generator().manual_seed(7)
+    q = torch.randn(3, 4, total, 16, generator=gen, dtype=torch.float64)
+    k, v = (torch.randn(3, 2, total, 16, generator=gen, dtype=torch.float64) for _ in range(2))
+    module = maskc.nn.SparseAttention(_pattern(name), backend="cpu")
+    out = module(q, k, v, attention_mask=mask)
+    want = _reference(q, k, v, name, first, counts, 0, 0)
+    torch.testing.assert_close(out, want, rtol=1e-9, atol=1e-12)
+    assert not out[2].any() and not out[1, :, : total - 13].any()
+
+
+def test_sparse_attention_module_decodes_a_padded_prompt():
+    """A left-padded prompt into an empty cache, then steps of one real token: each step's output is
+    the padded batch's attention over everything so far (positions counted per sequence)."""
+    name, prompt, steps, counts = "window-sinks", 12, 4, [12, 5]
+    total = prompt + steps
+    mask, first = _left_padded(counts, prompt)
+    gen = torch.Generator().manual_seed(3)
+    q = torch.randn(2, 4, total, 16, generator=gen, dtype=torch.float64)
+    k, v = (torch.randn(2, 2, total, 16, generator=gen, dtype=torch.float64) for _ in range(2))
+    module = maskc.nn.SparseAttention(_pattern(name), backend="cpu")
+    cache = module.new_cache(2, 2, 16, dtype=torch.float64)
+    outs = [module(q[:, :, :prompt], k[:, :, :prompt], v[:, :, :prompt], cache=cache, attention_mask=mask)]
+    for t in range(prompt, total):
+        outs.append(module(q[:, :, t : t + 1], k[:, :, t : t + 1], v[:, :, t : t + 1], cache=cache))
+    want = _reference(q, k, v, name, first, [c + steps for c in counts], 0, 0)
+    torch.testing.assert_close(torch.cat(outs, dim=2), want, rtol=1e-9, atol=1e-12)
+    assert cache.slots <= 2 + 10 + 1  # sinks + window (+ the step's own token): the spec's retention
+
+
+def test_sparse_attention_module_refuses_a_mask_it_cannot_honour():
+    module = maskc.nn.SparseAttention(_pattern("window"), backend="cpu")
+    q, k = torch.zeros(1, 4, 8, 16), torch.zeros(1, 2, 8, 16)
+    v = k
+    ones = torch.ones(1, 8, dtype=torch.long)
+    with pytest.raises(BackendError, match="give no q_offset or k_offset"):
+        module(q, k, v, attention_mask=ones, q_offset=0)
+    with pytest.raises(BackendError, match=r"attention_mask must be \(batch, keys\) = \(1, 8\); got \(1, 7\)"):
+        module(q, k, v, attention_mask=ones[:, :7])
+    cache = module.new_cache(1, 2, 16)
+    module(q, k, v, cache=cache)
+    with pytest.raises(BackendError, match="goes with the prompt into an empty cache"):
+        module(q[:, :, :1], k[:, :, :1], v[:, :, :1], cache=cache, attention_mask=ones[:, :1])
