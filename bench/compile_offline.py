@@ -73,8 +73,11 @@ def _compile_only(compiled: list) -> None:
 
 def _summary(name: str, kernel) -> dict:
     ops = collections.Counter(m.group(1) for line in kernel.asm["ttgir"].splitlines() if (m := _OP.match(line)))
-    ptx = [line.split()[0] for line in kernel.asm["ptx"].splitlines()
-           if line.startswith("\t") and line.strip() and not line.strip().startswith(("//", ".", "$", "{", "}"))]
+    ptx = [
+        line.split()[0]
+        for line in kernel.asm["ptx"].splitlines()
+        if line.startswith("\t") and line.strip() and not line.strip().startswith(("//", ".", "$", "{", "}"))
+    ]
     with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
         f.write(kernel.asm["cubin"])
         f.flush()

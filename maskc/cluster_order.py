@@ -185,4 +185,3 @@ def sorted_classes(rule: SortedClusterRule, grid: TileGrid, values: dict[str, to
 def sorted_rules(rules: Iterable[Rule], leaf: ClusterRule, n: int) -> list[Rule]:
     """Each rule wrapped to run in the order of `leaf`."""
     return [SortedClusterRule(rule, leaf, n) for rule in rules]
-

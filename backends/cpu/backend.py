@@ -62,7 +62,14 @@ class CpuBackend:
         # path never imports torch._dynamo (importing it early changes how Triton's interpreter runs).
         run = self._untraced if torch.compiler.is_compiling() else self._run
         return run(
-            q, k, v, pattern, scale=scale, return_lse=return_lse, documents=documents, offsets=offsets,
+            q,
+            k,
+            v,
+            pattern,
+            scale=scale,
+            return_lse=return_lse,
+            documents=documents,
+            offsets=offsets,
             centroids=centroids,
         )
 

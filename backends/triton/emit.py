@@ -237,7 +237,11 @@ def _sorted_cluster(rule: SortedClusterRule, em: TritonEmitter) -> str:
     q = f"tl.load({q_order} + {row} + {em.q}, mask={em.q} < {n}, other=-1)"
     k = f"tl.load({k_order} + {row} + {em.k}, mask={em.k} < {n}, other=-1)"
     inner = TritonEmitter(
-        q=f"tl.maximum({q}, 0)", k=f"tl.maximum({k}, 0)", batch=em.batch, table_index=em.table_index,
-        prefix=em.prefix, args=em.args,
+        q=f"tl.maximum({q}, 0)",
+        k=f"tl.maximum({k}, 0)",
+        batch=em.batch,
+        table_index=em.table_index,
+        prefix=em.prefix,
+        args=em.args,
     )
     return f"(({q} >= 0) & ({k} >= 0) & ({emit_rule(rule.inner, inner)}))"
