@@ -25,7 +25,7 @@ from maskc.attention import attention
 from maskc.errors import BackendError
 from maskc.ir import CompiledPattern
 from maskc.kvcache import KVCache
-from maskc.padding import key_frame
+from maskc.padding import store_prompt
 
 #: The name models pass as attn_implementation.
 NAME = "maskc"
@@ -82,8 +82,7 @@ class MaskcLayer(CacheLayerMixin):
         if padded is None:
             self.kv.append(key, value)
             return attention(query, key, value, pattern, scale=scale, q_offset=0, k_offset=0)
-        frame = key_frame(padded.batch, key, value, padded.k_start)
-        self.kv.append(frame.k, frame.v, counts=padded.batch.count.cpu().numpy())
+        store_prompt(self.kv, padded.batch, key, value, padded.k_start)
         return padded.attention(query, key, value, pattern, scale)
 
     def get_mask_sizes(self, query_length: int) -> tuple[int, int]:

@@ -22,7 +22,7 @@ from maskc.compiler import as_spec, compile
 from maskc.errors import BackendError
 from maskc.ir import CompiledPattern
 from maskc.kvcache import KVCache
-from maskc.padding import PaddedBatch, key_frame, padded_attention
+from maskc.padding import PaddedBatch, padded_attention, store_prompt
 from maskc.spec import Spec
 
 
@@ -203,8 +203,7 @@ class SparseAttention(torch.nn.Module):
             q, k, v, self.pattern, batch, q_start=k.shape[2] - q.shape[2], scale=self.scale, backend=self.backend
         )
         if cache is not None:
-            frame = key_frame(batch, k, v, 0)
-            cache.append(frame.k, frame.v, counts=batch.count.cpu().numpy())
+            store_prompt(cache, batch, k, v)
         return out
 
     def new_cache(self, batch: int, kv_heads: int, head_dim: int, **options: Any) -> KVCache:

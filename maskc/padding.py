@@ -24,6 +24,7 @@ import torch
 from maskc.attention import attention
 from maskc.errors import BackendError
 from maskc.ir import CompiledPattern
+from maskc.kvcache import KVCache
 from maskc.retention import pattern_retention
 
 
@@ -117,6 +118,13 @@ def key_frame(batch: PaddedBatch, k: torch.Tensor, v: torch.Tensor, k_start: int
     frame_k = torch.where(keep, _take(k, source), 0)
     frame_v = torch.where(keep, _take(v, source), 0)
     return KeyFrame(k=frame_k, v=frame_v, valid=valid, start=start, low=low, high=high)
+
+
+def store_prompt(cache: KVCache, batch: PaddedBatch, k: torch.Tensor, v: torch.Tensor, k_start: int = 0) -> None:
+    """Store a padded prompt's keys (columns k_start …) in an empty cache: each sequence its own
+    tokens from position 0, as a cache holds sequences of different lengths."""
+    frame = key_frame(batch, k, v, k_start)
+    cache.append(frame.k, frame.v, counts=batch.count.cpu().numpy())
 
 
 def check_keys_present(pattern: CompiledPattern, query_positions: torch.Tensor, low: torch.Tensor) -> None:

@@ -8,6 +8,7 @@ or exposes an entry point in the group "maskc.backends".
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from importlib import import_module
 from importlib.metadata import entry_points
 from typing import Any, Protocol
@@ -61,7 +62,7 @@ def _discover() -> None:
         _load(entry.name, entry.load)
 
 
-def _load(name: str, load: Any) -> None:
+def _load(name: str, load: Callable[[], object]) -> None:
     try:
         load()
     except Exception as err:  # any failure makes the backend unavailable, with its reason
