@@ -17,6 +17,7 @@ padding is never attended. `maskc.hf.cache_for(model)` gives generate() a cache 
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -128,7 +129,10 @@ def padding_call(
 
 
 def _offsets(position_ids: torch.Tensor | None, q_len: int, kv_len: int) -> tuple[Any, int]:
-    """(q_offset, k_offset) from the queries' positions: keys are the kv_len positions ending at the last query."""
+    """(q_offset, k_offset) from the queries' positions: keys are the kv_len positions ending at the last query.
+
+    Reads position_ids back to the host (a stall of the GPU's queue); `_ReadOnce` keeps that to once
+    per model forward."""
     if position_ids is None:
         return None, 0
     rows = position_ids.reshape(-1, position_ids.shape[-1])
@@ -138,6 +142,46 @@ def _offsets(position_ids: torch.Tensor | None, q_len: int, kv_len: int) -> tupl
     if last - first[0] + 1 != q_len:
         raise BackendError(f"position_ids {first[0]}..{last} do not match {q_len} query rows (packed sequences?)")
     return first[0], last + 1 - kv_len
+
+
+class _ReadOnce:
+    """The offsets of the last position_ids tensor read, by identity and version: every layer of one
+    forward receives the same tensor, so its values are read back once per forward, not per layer."""
+
+    seen: tuple[weakref.ref, int, int, int, tuple[Any, int]] | None = None
+
+    @classmethod
+    def known(cls, position_ids: torch.Tensor | None, q_len: int, kv_len: int) -> tuple[Any, int] | None:
+        if position_ids is None:
+            return None, 0
+        if cls.seen is None:
+            return None
+        ref, version, seen_q, seen_kv, offsets = cls.seen
+        same = ref() is position_ids and version == position_ids._version and (seen_q, seen_kv) == (q_len, kv_len)
+        return offsets if same else None
+
+    @classmethod
+    def read(cls, position_ids: torch.Tensor, q_len: int, kv_len: int) -> tuple[Any, int]:
+        offsets = _offsets(position_ids, q_len, kv_len)
+        cls.seen = (weakref.ref(position_ids), position_ids._version, q_len, kv_len, offsets)
+        return offsets
+
+
+def _unpadded_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, pattern: CompiledPattern,
+                        scaling: float | None, position_ids: torch.Tensor | None) -> torch.Tensor:  # fmt: skip
+    """Attention at the positions position_ids give. The first layer of a prefill (as many queries as
+    keys) runs at positions 0 … m − 1 before position_ids are read, and again if they say otherwise:
+    the read then waits on a busy GPU instead of stalling an idle one."""
+    q_len, kv_len = query.shape[2], key.shape[2]
+    offsets = _ReadOnce.known(position_ids, q_len, kv_len)
+    if offsets is None and q_len == kv_len:
+        out = attention(query, key, value, pattern, scale=scaling, q_offset=0, k_offset=0)
+        offsets = _ReadOnce.read(position_ids, q_len, kv_len)
+        if offsets == (0, 0):
+            return out
+    if offsets is None:
+        offsets = _ReadOnce.read(position_ids, q_len, kv_len)
+    return attention(query, key, value, pattern, scale=scaling, q_offset=offsets[0], k_offset=offsets[1])
 
 
 def maskc_attention_forward(
@@ -165,8 +209,7 @@ def maskc_attention_forward(
     elif padded is not None:
         out = padded.attention(query, key, value, pattern, scaling)
     else:
-        q_offset, k_offset = _offsets(kwargs.get("position_ids"), query.shape[2], key.shape[2])
-        out = attention(query, key, value, pattern, scale=scaling, q_offset=q_offset, k_offset=k_offset)
+        out = _unpadded_attention(query, key, value, pattern, scaling, kwargs.get("position_ids"))
     return out.transpose(1, 2).contiguous(), None
 
 

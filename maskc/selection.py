@@ -18,8 +18,9 @@ def block_means(x: torch.Tensor, block: int) -> torch.Tensor:
     blocks = -(-n // block)
     padded = torch.nn.functional.pad(x.float(), (0, 0, 0, blocks * block - n))
     sums = padded.reshape(*x.shape[:-2], blocks, block, x.shape[-1]).sum(dim=-2)
-    sizes = torch.full((blocks,), float(block), device=x.device)
-    sizes[-1] = n - (blocks - 1) * block
+    # positions per block, made on the device (no host value enters a device tensor: CUDA-graph safe)
+    starts = torch.arange(blocks, device=x.device, dtype=torch.float32) * block
+    sizes = (n - starts).clamp(max=block)
     return sums / sizes[:, None]
 
 

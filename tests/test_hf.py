@@ -72,3 +72,26 @@ def test_catalogue_name_and_bad_specs():
     model = transformers.AutoModelForCausalLM.from_config(config, attn_implementation="maskc")
     with pytest.raises(SpecError, match=r"'specs/no_such_spec\.yaml' is neither a spec file nor a catalogue spec"):
         model(torch.zeros(1, 4, dtype=torch.long))
+
+
+SINKS = {"name": "sinks", "causal": True, "pattern": [{"sink": {"count": 2}}, {"window": {"before": 3, "after": 0}}]}
+
+
+def test_position_ids_read_once_per_forward_and_honoured(monkeypatch):
+    """position_ids are read back to the host once per forward (not per layer), and a prefill whose
+    positions do not start at 0 still runs at its true positions (a spec with sinks tells them apart)."""
+    _, model = _pair(CONFIGS["llama"](), SINKS)
+    reads = []
+    real = maskc.hf._offsets
+    monkeypatch.setattr(maskc.hf, "_offsets", lambda *a: reads.append(a) or real(*a))
+    ids = torch.randint(0, 97, (1, 20), generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        at_zero = model(ids).logits
+        assert len(reads) == 1 and model.config.num_hidden_layers > 1
+        shifted = model(ids, position_ids=torch.arange(7, 27)[None]).logits
+        assert len(reads) == 2
+        # the reference: every layer reads its position_ids (nothing remembered, nothing guessed)
+        monkeypatch.setattr(maskc.hf._ReadOnce, "known", classmethod(lambda cls, p, q, k: real(p, q, k)))
+        want = model(ids, position_ids=torch.arange(7, 27)[None]).logits
+    assert torch.equal(shifted, want)
+    assert _relative(shifted, at_zero) > 1e-3  # the sinks moved: the positions mattered
