@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import warnings
 
+import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -17,6 +18,7 @@ from slicedref import q_starts_of, sliced_attention, slices
 from specgen import brute_force_mask
 
 import maskc
+from maskc.backends.triton.span import Span
 from maskc.errors import MaskcWarning
 
 #: Small specs (the interpreter is slow): GQA, a per-head pattern, globals, tiles not dividing n.
@@ -45,13 +47,28 @@ def _relative(got: torch.Tensor, want: torch.Tensor) -> float:
 @given(which=st.integers(0, len(SPECS) - 1), data=st.data())
 def test_slices_match_dense_attention(which, data):
     spec, n, kv_heads = SPECS[which]
-    heads = spec.get("heads", 2)
     batch = data.draw(st.integers(1, 2))
+    m, nk, k_offset, q_offset = data.draw(slices(n, batch))
+    check_slice(spec, n, kv_heads, batch, m, nk, k_offset, q_offset, data.draw(st.integers(0, 999)))
+
+
+@pytest.mark.parametrize("which", range(len(SPECS)))
+def test_slices_on_tile_borders(which):
+    """Rectangles whose rows and keys start and end on tile borders take the kernels' path without
+    bounds checks (a context-parallel shard's call); they must stay exact."""
+    spec, n, kv_heads = SPECS[which]
+    n = 64 * (n // 64) or 64
+    assert Span(n=n, q_len=32, q_first=32, q_end=64, k_start=0, k_end=64).even(32, 32)
+    check_slice(spec, n, kv_heads, 1, 32, 64, 0, 32, seed=which)
+    check_slice(spec, n, kv_heads, 2, 32, 32, 32, 32, seed=which + 10)
+
+
+def check_slice(spec: dict, n: int, kv_heads: int, batch: int, m: int, nk: int, k_offset: int, q_offset, seed: int):
+    heads = spec.get("heads", 2)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", MaskcWarning)
         pattern = maskc.compile(maskc.Spec.model_validate(spec), seq_len=n, block_size=(16, 16), heads=heads)
-    m, nk, k_offset, q_offset = data.draw(slices(n, batch))
-    gen = torch.Generator().manual_seed(data.draw(st.integers(0, 999)))
+    gen = torch.Generator().manual_seed(seed)
     q = torch.randn(batch, heads, m, 16, generator=gen)
     k, v = (torch.randn(batch, kv_heads, nk, 16, generator=gen) for _ in range(2))
     leaves = [x.clone().requires_grad_() for x in (q, k, v)]

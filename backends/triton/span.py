@@ -4,7 +4,8 @@ Kernels address query and key rows by position. A rectangular call (maskc.offset
 query rows at q_start … (per batch element when `q_starts` is a tensor) and its nk key rows at
 k_start …; kernels load and store only positions inside, and walk only the tiles of the
 rectangle that covers every batch element's rows (`tile_window`). A full-length call passes
-starts 0 and ends n, and keeps its unrestricted tables and EVEN_N fast path.
+starts 0 and ends n and keeps its unrestricted tables; a call on whole tiles (full-length, or a
+rectangle on tile borders) takes the EVEN_N fast path, with no bounds checks.
 """
 
 from __future__ import annotations
@@ -36,8 +37,14 @@ class Span:
         return self.q_starts is None and self.q_first == 0 and self.k_start == 0 and self.q_end == self.k_end == self.n
 
     def even(self, block_m: int, block_n: int) -> bool:
-        """Whether kernels may skip every bounds check (full-length calls on whole tiles)."""
-        return self.is_full and self.n % block_m == 0 and self.n % block_n == 0
+        """Whether kernels may skip every bounds check: every tile they walk lies inside the call's rows,
+        as when the query and key ranges (and n) start and end on tile borders (full-length calls on
+        whole tiles, or a context-parallel shard's rectangle)."""
+        if self.q_starts is not None or self.q_end - self.q_first != self.q_len:
+            return False
+        rows = (self.q_first, self.q_end, self.n)
+        keys = (self.k_start, self.k_end, self.n)
+        return all(p % block_m == 0 for p in rows) and all(p % block_n == 0 for p in keys)
 
     def tile_window(self, block_m: int, block_n: int) -> tuple[tuple[int, int], tuple[int, int]] | None:
         """(query tiles [lo, hi), key tiles [lo, hi)) a rectangular call meets; None for the whole grid."""
