@@ -2,25 +2,29 @@
 
 Each pass is a square block-sparse problem (`maskc.schedule.positioned.pass_pattern`) that the
 kernels run as they run any pattern, their predicate reading the pass's position tables. Rows and
-columns are gathered with `index_select` (a copy) and zero-padded to the pass's size; the merge
-(`maskc.schedule.merge`) is torch code, so autograd gives each pass's backward its share of the
-output gradient and its lse gradient: the gradients are exact, scattered back by the gathers'
-own backward.
+columns are gathered with `index_select` (a copy; none for a side already in token order) and
+zero-padded to the pass's size where it is larger; the merge is one kernel (`merge.py`), whose
+backward gives each pass's backward its share of the output gradient and its lse gradient: the
+gradients are exact, scattered back by the gathers' own backward. Every index tensor a call
+needs is made once per pattern and device (`ScheduleTables`), so a call copies nothing from the
+host.
 """
 
 from __future__ import annotations
 
 import weakref
+from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 from maskc.ir import CompiledPattern
 from maskc.schedule import Pass, Schedule, schedule_of
-from maskc.schedule.merge import merge_passes
 from maskc.schedule.positioned import pass_pattern
 
 from .function import sparse_attention
+from .merge import MergeTables, fused_merge
 
 #: The pass patterns of each scheduled pattern, kept alive with it (their plans are found by them).
 _PASS_PATTERNS: weakref.WeakKeyDictionary[CompiledPattern, tuple[tuple[CompiledPattern, ...], ...]] = (
@@ -45,9 +49,76 @@ def _pass_patterns(pattern: CompiledPattern) -> tuple[tuple[CompiledPattern, ...
     return _PASS_PATTERNS[pattern]
 
 
-def _gather(x: torch.Tensor, index: torch.Tensor, identity: bool, size: int) -> torch.Tensor:
-    """x's rows in the pass's order, zero-padded to the pass's size."""
-    rows = x if identity else x.index_select(2, index)
+@dataclass(frozen=True)
+class PassIndex:
+    """One pass's gathers on a device: the original rows of its queries and keys (None: the side is
+    every position in token order, no gather) and its padded size."""
+
+    q: torch.Tensor | None
+    k: torch.Tensor | None
+    size: int
+
+    @classmethod
+    def build(cls, p: Pass, n: int, size: int, device: torch.device) -> PassIndex:
+        return cls(_index(p.q_index, p.q_identity, n, device), _index(p.k_index, p.k_identity, n, device), size)
+
+
+def _index(index: np.ndarray, identity: bool, n: int, device: torch.device) -> torch.Tensor | None:
+    """The index tensor of a gather, or None where the side is all n positions in order."""
+    if identity or (len(index) == n and np.array_equal(index, np.arange(n))):
+        return None
+    return torch.as_tensor(index, device=device)
+
+
+@dataclass(frozen=True)
+class ScheduleTables:
+    """Everything a schedule's call needs on a device besides q, k and v: made once per pattern."""
+
+    passes: tuple[PassIndex, ...]
+    merge: MergeTables
+
+    @classmethod
+    def build(
+        cls, schedule: Schedule, patterns: tuple[CompiledPattern, ...], n: int, device: torch.device
+    ) -> ScheduleTables:
+        passes = tuple(PassIndex.build(p, n, pattern.n, device) for p, pattern in zip(schedule.passes, patterns))
+        merge = MergeTables.build([p.q_index for p in schedule.passes], [pattern.n for pattern in patterns], n, device)
+        return cls(passes, merge)
+
+
+@dataclass(frozen=True)
+class DeviceTables:
+    """A pattern's tables on one device: one ScheduleTables per layout; with several layouts, the
+    query heads each serves and the order that puts their outputs back."""
+
+    schedules: tuple[ScheduleTables, ...]
+    heads: tuple[torch.Tensor, ...] | None
+    head_order: torch.Tensor | None
+
+
+#: Per scheduled pattern and device: each layout's ScheduleTables, and the head tables of per-head layouts.
+_TABLES: weakref.WeakKeyDictionary[CompiledPattern, dict[torch.device, DeviceTables]] = weakref.WeakKeyDictionary()
+
+
+def _device_tables(pattern: CompiledPattern, device: torch.device) -> DeviceTables:
+    tables = _TABLES.setdefault(pattern, {})
+    if device not in tables:
+        schedules = tuple(
+            ScheduleTables.build(s, patterns, pattern.n, device)
+            for s, patterns in zip(schedule_of(pattern), _pass_patterns(pattern))
+        )
+        heads = order = None
+        if len(pattern.layouts) > 1:
+            groups = [np.flatnonzero(pattern.head_layout == k) for k in range(len(pattern.layouts))]
+            heads = tuple(torch.as_tensor(g, device=device) for g in groups)
+            order = torch.as_tensor(np.argsort(np.concatenate(groups), kind="stable"), device=device)
+        tables[device] = DeviceTables(schedules, heads, order)
+    return tables[device]
+
+
+def _gather(x: torch.Tensor, index: torch.Tensor | None, size: int) -> torch.Tensor:
+    """x's rows in the pass's order, zero-padded to the pass's size (neither where not needed)."""
+    rows = x if index is None else x.index_select(2, index)
     return rows if rows.shape[2] == size else F.pad(rows, (0, 0, 0, size - rows.shape[2]))
 
 
@@ -55,61 +126,41 @@ def _run_schedule(
     q: torch.Tensor,
     k: torch.Tensor,
     v: torch.Tensor,
-    schedule: Schedule,
+    tables: ScheduleTables,
     patterns: tuple[CompiledPattern, ...],
     scale: float,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    outs, lses, rows = [], [], []
-    for p, pattern in zip(schedule.passes, patterns):
-        q_index, k_index = (torch.as_tensor(i, device=q.device) for i in (p.q_index, p.k_index))
-        size = pattern.n
+    outs, lses = [], []
+    for index, pattern in zip(tables.passes, patterns):
         out, lse = sparse_attention(
-            _gather(q, q_index, p.q_identity, size),
-            _gather(k, k_index, p.k_identity, size),
-            _gather(v, k_index, p.k_identity, size),
+            _gather(q, index.q, index.size),
+            _gather(k, index.k, index.size),
+            _gather(v, index.k, index.size),
             pattern,
             scale,
         )
-        outs.append(out[:, :, : p.nq])
-        lses.append(lse[:, :, : p.nq])
-        rows.append(q_index)
-    return merge_passes(outs, lses, rows, q.shape[2])
-
-
-def _heads_alike(pattern: CompiledPattern, heads: int) -> list[torch.Tensor | None]:
-    """Per layout, the query heads it serves (None: every head, one shared layout)."""
-    if len(pattern.layouts) == 1:
-        return [None]
-    return [torch.as_tensor((pattern.head_layout == k).nonzero()[0]) for k in range(len(pattern.layouts))]
+        outs.append(out)
+        lses.append(lse)
+    return fused_merge(outs, lses, tables.merge)
 
 
 def pass_attention(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pattern: CompiledPattern, scale: float
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(out, lse) of a static pattern run pass by pass; per-head layouts run head group by head group."""
-    schedules, patterns = schedule_of(pattern), _pass_patterns(pattern)
-    groups = _heads_alike(pattern, q.shape[1])
-    if groups == [None]:
-        return _run_schedule(q, k, v, schedules[0], patterns[0], scale)
+    patterns, tables = _pass_patterns(pattern), _device_tables(pattern, q.device)
+    if tables.heads is None:
+        return _run_schedule(q, k, v, tables.schedules[0], patterns[0], scale)
     group = q.shape[1] // k.shape[1]
     k_full, v_full = k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1)
-    parts, order = [], []
-    for layout, heads in enumerate(groups):
-        heads = heads.to(q.device)
-        parts.append(
-            _run_schedule(
-                q.index_select(1, heads),
-                k_full.index_select(1, heads),
-                v_full.index_select(1, heads),
-                schedules[layout],
-                patterns[layout],
-                scale,
-            )
+    parts = [
+        _run_schedule(
+            q.index_select(1, heads), k_full.index_select(1, heads), v_full.index_select(1, heads), s, p, scale
         )
-        order.append(heads)
-    inverse = torch.argsort(torch.cat(order))
-    out = torch.cat([o for o, _ in parts], dim=1).index_select(1, inverse)
-    lse = torch.cat([s for _, s in parts], dim=1).index_select(1, inverse)
+        for heads, s, p in zip(tables.heads, tables.schedules, patterns)
+    ]
+    out = torch.cat([o for o, _ in parts], dim=1).index_select(1, tables.head_order)
+    lse = torch.cat([s for _, s in parts], dim=1).index_select(1, tables.head_order)
     return out, lse
 
 
