@@ -120,6 +120,10 @@ def merge_backward(
         d_out_p = torch.empty_like(out_p, memory_format=torch.contiguous_format)
         d_lse_p = torch.empty_like(lse_p, memory_format=torch.contiguous_format)
         size = out_p.shape[2]
+        if size == 0 or out_p.numel() == 0:
+            d_outs.append(d_out_p)
+            d_lses.append(d_lse_p)
+            continue
         kernels.maskc_merge_backward[_grid(size, batch, heads)](
             out_p, lse_p, rows, out, lse, d_out, d_lse, d_out_p, d_lse_p,
             _strides(out_p), _strides(lse_p), _strides(out), _strides(lse), _strides(d_out), _strides(d_lse),
