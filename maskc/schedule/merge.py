@@ -1,4 +1,5 @@
-"""Merging pass outputs by log-sum-exp, in torch, for every backend that runs passes.
+"""Merging pass outputs by log-sum-exp, in torch: the CPU backend's merge and the reference of the Triton
+backend's fused one (backends/triton/merge.py).
 
 Pass p gives, for its rows (original queries `q_index_p`, possibly repeated across passes),
 out_p = softmax over the pass's keys times v and lse_p. Over disjoint passes whose union is the
