@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torch.utils._python_dispatch import _get_current_dispatch_mode_stack
 
 from maskc.calls import resolve_scale
 from maskc.errors import BackendError
@@ -40,7 +41,15 @@ def _traced(*tensors: torch.Tensor) -> bool:
     """Whether the call is being traced (torch.compile, make_fx, aot_function): tracers see
     fake tensors, which only the custom op's fake implementation can take."""
     plain = all(type(t) in (torch.Tensor, torch.nn.Parameter) for t in tensors)
-    return torch.compiler.is_compiling() or torch._C._len_torch_dispatch_stack() > 0 or not plain
+    return torch.compiler.is_compiling() or _tracing_mode() or not plain
+
+
+def _tracing_mode() -> bool:
+    """Whether a dispatch mode other than a mere observer (one with `observer = True`, such as an op
+    counter, which runs the eager path as a plain call would) is active."""
+    if torch._C._len_torch_dispatch_stack() == 0:
+        return False
+    return not all(getattr(mode, "observer", False) for mode in _get_current_dispatch_mode_stack())
 
 
 def _plan_key(pattern: CompiledPattern) -> str:
