@@ -18,7 +18,7 @@ from pathlib import Path
 os.environ.setdefault("TRITON_INTERPRET", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from hostops import runtime_cases  # noqa: E402
+from hostops import runtime_cases
 
 
 def main() -> None:
@@ -30,8 +30,10 @@ def main() -> None:
     for case in runtime_cases(args.n, args.block, args.heads):
         for backward in (False, True):
             counts = case.count(backward)
-            print(f"\n## {case.name}, {'forward+backward' if backward else 'forward'}: "
-                  f"{counts.total_ops} ops, {counts.total_reads} reads, {counts.total_uploads} uploads")
+            print(
+                f"\n## {case.name}, {'forward+backward' if backward else 'forward'}: "
+                f"{counts.total_ops} ops, {counts.total_reads} reads, {counts.total_uploads} uploads"
+            )
             print(counts.table())
             for caller, what in counts.events:
                 print(f"    {what} in {caller}")

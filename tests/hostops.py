@@ -212,7 +212,11 @@ def runtime_cases(n: int = 2048, block: int = 64, heads: int = 2, head_dim: int 
         f"top-k 16 (B={block}) + causal window {topk_window} + 4 sinks": {
             "causal": True,
             "block_size": block,
-            "pattern": [{"window": {"before": topk_window - 1, "after": 0}}, {"topk": {"blocks": 16}}, {"sink": {"count": 4}}],
+            "pattern": [
+                {"window": {"before": topk_window - 1, "after": 0}},
+                {"topk": {"blocks": 16}},
+                {"sink": {"count": 4}},
+            ],
         },
     }
     gen = torch.Generator().manual_seed(0)
