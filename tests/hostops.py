@@ -6,7 +6,7 @@ time (Python and dispatch), and a read of a value back to the host (`.item()`, `
 `.cpu()`, `.numpy()`) waits for the device queue to drain, while an upload of host data (a tensor made
 from Python or NumPy values) cannot be captured in a CUDA graph. On the CPU neither is visible as a
 wait, so they are counted instead: ops through the dispatch mode, reads and uploads through wrappers of
-the tensor methods and constructors that make them. Only what maskc's own code asks for is counted:
+the tensor methods that make them, uploads as the op that makes a tensor of host data. Only what maskc's own code asks for is counted:
 ops made inside Triton (its CPU interpreter running the kernels) are left out, and each op is charged
 to the innermost maskc function on the stack (`module.function`).
 
@@ -34,8 +34,9 @@ OWN = tuple(str(ROOT / part) for part in ("maskc", "backends"))
 READ_OPS = {"aten::_local_scalar_dense", "aten::item", "aten::is_nonzero", "aten::equal"}
 #: Tensor methods that read values back to the host without always dispatching an op on the CPU.
 READ_METHODS = ("item", "tolist", "numpy", "cpu", "__bool__", "__int__", "__float__", "__index__")
-#: Constructors that make a tensor from host data (an upload to the device when a device is given).
-UPLOADS = ("tensor", "as_tensor", "from_numpy")
+#: The op that makes a tensor from host data (torch.tensor, torch.as_tensor of a list or an array, a Python
+#: number assigned into a tensor): a copy to the device, which a CUDA graph cannot capture.
+UPLOAD_OP = "aten::lift_fresh"
 
 
 @dataclass
@@ -97,6 +98,9 @@ class _OpCounter(TorchDispatchMode):
         if caller is not None:
             name = func._schema.name
             self.counts.ops[caller] += 1
+            if name == UPLOAD_OP:
+                self.counts.uploads[caller] += 1
+                self.counts.events.append((caller, name))
             if name in READ_OPS or (name in ("aten::_to_copy", "aten::copy_") and _to_host(args, kwargs)):
                 self.counts.reads[caller] += 1
                 self.counts.events.append((caller, name))
@@ -144,13 +148,7 @@ def counting() -> Iterator[HostOps]:
         counts.reads[caller] += 1
         counts.events.append((caller, f"Tensor.{name}"))
 
-    def upload(caller: str, name: str, args: tuple) -> None:
-        if name == "as_tensor" and args and isinstance(args[0], torch.Tensor):
-            return  # a tensor already: no host data
-        counts.uploads[caller] += 1
-        counts.events.append((caller, f"torch.{name}"))
-
-    with _wrapped(torch.Tensor, READ_METHODS, read), _wrapped(torch, UPLOADS, upload), _OpCounter(counts):
+    with _wrapped(torch.Tensor, READ_METHODS, read), _OpCounter(counts):
         yield counts
 
 
