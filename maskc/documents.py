@@ -2,11 +2,13 @@
 
 A call passes `documents`, an integer tensor (B, N) of document ids, non-decreasing along N.
 `document_ids` checks one sequence's ids on the host (compile, the CLI); `check_documents` checks a
-call's tensor where it lies, so a GPU call needs no copy of it.
+call's tensor where it lies, so a GPU call needs no copy of it, and by default no read back either
+(`CHECK_DOCUMENTS`).
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -56,6 +58,20 @@ def document_ids(documents: Any, n: int) -> np.ndarray:
     return ids.astype(np.int64)
 
 
+#: How a call's document ids are checked to be non-decreasing: "sync" reads the answer back and raises
+#: DocumentsError naming the first decreasing position; "async" queues a device-side assertion
+#: (torch._assert_async) that fails the call, or the next synchronising op, with a shorter message and
+#: no position, without waiting for the device. Unset: "sync" on the CPU (where a read waits for
+#: nothing), "async" on other devices and whenever torch.compile traces or a CUDA graph captures the call.
+CHECK_DOCUMENTS = "MASKC_CHECK_DOCUMENTS"
+
+#: The message of the asynchronous check.
+ORDER_MESSAGE = (
+    "maskc: document ids must be non-decreasing along the sequence (documents= of the call); "
+    f"set {CHECK_DOCUMENTS}=sync to raise DocumentsError with the position"
+)
+
+
 def _under_capture(device: torch.device) -> bool:
     """Whether the call is traced or captured, where reading a value back to the host is not allowed."""
     if torch.compiler.is_compiling():
@@ -63,12 +79,23 @@ def _under_capture(device: torch.device) -> bool:
     return device.type == "cuda" and torch.cuda.is_current_stream_capturing()
 
 
-def check_documents(documents: Any, batch: int, n: int, device: torch.device) -> torch.Tensor:
-    """A call's documents, checked against its batch, length and device.
+def order_check(device: torch.device) -> str:
+    """ "sync" or "async": how the order of the ids is checked on `device` now (see CHECK_DOCUMENTS)."""
+    chosen = os.environ.get(CHECK_DOCUMENTS, "")
+    if chosen not in ("", "sync", "async"):
+        raise DocumentsError(f"{CHECK_DOCUMENTS} must be sync or async, got {chosen!r}")
+    if _under_capture(device):
+        return "async"
+    return chosen or ("sync" if device.type == "cpu" else "async")
 
-    Shape, dtype and device are checked always. Non-decreasing ids are checked too, except while
-    torch.compile traces or a CUDA graph captures the call: that check reads one flag back to the
-    host, which neither allows.
+
+def check_documents(documents: Any, batch: int, n: int, device: torch.device) -> torch.Tensor:
+    """A call's documents, checked against its batch, length and device, and non-decreasing.
+
+    Shape, dtype and device are checked on the host. The order is checked as `order_check` says: by
+    default on a GPU without a read back to the host (a read would stall the queue, and CUDA graphs and
+    torch.compile allow none), so a decreasing id fails through a device-side assertion; with
+    MASKC_CHECK_DOCUMENTS=sync (and always on the CPU) it raises DocumentsError with the position.
     """
     if not isinstance(documents, torch.Tensor):
         raise DocumentsError(f"documents must be a torch tensor ({batch}, {n}), got {type(documents).__name__}")
@@ -80,10 +107,14 @@ def check_documents(documents: Any, batch: int, n: int, device: torch.device) ->
         )
     if documents.device != device:
         raise DocumentsError(f"documents are on {documents.device}, but q is on {device}; put them on one device")
-    if not _under_capture(device) and n > 1 and bool((documents[:, 1:] < documents[:, :-1]).any()):
-        b, at = (documents[:, 1:] < documents[:, :-1]).nonzero()[0].tolist()
-        raise DocumentsError(
-            f"document ids must be non-decreasing along the sequence; batch element {b}, position {at + 1} has id "
-            f"{int(documents[b, at + 1])} after {int(documents[b, at])}"
-        )
+    if n > 1:
+        drops = documents[:, 1:] < documents[:, :-1]
+        if order_check(device) == "async":
+            torch._assert_async(~drops.any(), ORDER_MESSAGE)
+        elif bool(drops.any()):
+            b, at = drops.nonzero()[0].tolist()
+            raise DocumentsError(
+                f"document ids must be non-decreasing along the sequence; batch element {b}, position {at + 1} "
+                f"has id {int(documents[b, at + 1])} after {int(documents[b, at])}"
+            )
     return documents

@@ -16,7 +16,8 @@ can be captured in a CUDA graph. A run-time layout therefore never needs more ti
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -51,8 +52,7 @@ def needs_runtime_layout(rules: Sequence[Rule]) -> bool:
 
 def document_labels(documents: torch.Tensor) -> torch.Tensor:
     """(B, N) non-decreasing ids → int32 document numbers 0, 1, … (equal ids, equal numbers)."""
-    change = torch.zeros_like(documents, dtype=torch.int32)
-    change[:, 1:] = (documents[:, 1:] != documents[:, :-1]).to(torch.int32)
+    change = torch.nn.functional.pad(documents[:, 1:] != documents[:, :-1], (1, 0))
     return change.cumsum(dim=1, dtype=torch.int32)
 
 
@@ -130,11 +130,18 @@ class CallInputs:
             self.values[f"k_labels:{origin}"] = k_labels.to(torch.int32).contiguous()
 
 
-def _tile_spans(labels: torch.Tensor, size: int, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per tile of `size` positions: the document number of its first and of its last position."""
-    first = labels[:, ::size]
-    last_positions = torch.clamp(torch.arange(1, first.shape[1] + 1, device=labels.device) * size, max=n) - 1
-    return first, labels[:, last_positions]
+def _tile_spans(labels: torch.Tensor, size: int, n: int, static: StaticMaps) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per tile of `size` positions: the document number of its first and of its last position, (B, tiles)
+    each, gathered in one op (the positions are a constant of the grid)."""
+    ends = static.tensor(("tile ends", size, n, str(labels.device)), lambda: _tile_ends(size, n, labels.device))
+    first, last = labels.index_select(1, ends).unflatten(1, (2, -1)).unbind(1)
+    return first, last
+
+
+def _tile_ends(size: int, n: int, device: torch.device) -> torch.Tensor:
+    """The first positions of the tiles of `size`, then their last positions (the last tile clipped at n)."""
+    starts = torch.arange(0, n, size, device=device)
+    return torch.cat([starts, torch.clamp(starts + size, max=n) - 1])
 
 
 def _tile_counts(values: torch.Tensor, size: int, n: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -146,19 +153,19 @@ def _tile_counts(values: torch.Tensor, size: int, n: int) -> tuple[torch.Tensor,
     return counts, sizes
 
 
-def _document_classes(inputs: CallInputs, grid: TileGrid) -> Classes:
+def _document_classes(inputs: CallInputs, grid: TileGrid, static: StaticMaps) -> Classes:
     """Same document: a tile's rows hold every document number from their first's to their last's
     (numbers are consecutive and positions contiguous), and so do its columns, so the tile meets one
-    document on both sides exactly when the two spans overlap; it is full when one document covers it."""
+    document on both sides exactly when the two spans overlap; it is full when one document covers it,
+    that is when the rows' first number is the columns' last and the rows' last the columns' first
+    (each span's first is at most its last, so all four are then equal)."""
     labels = inputs.values["labels"]
-    r0, r1 = _tile_spans(labels, grid.block_m, grid.n)
-    c0, c1 = _tile_spans(labels, grid.block_n, grid.n)
-    any_ = (r0[:, :, None] <= c1[:, None, :]) & (c0[:, None, :] <= r1[:, :, None])
-    full = (r0 == r1)[:, :, None] & (c0 == c1)[:, None, :] & (r0[:, :, None] == c0[:, None, :])
-    return any_[:, None], full[:, None]
+    r0, r1 = (x[:, None, :, None] for x in _tile_spans(labels, grid.block_m, grid.n, static))
+    c0, c1 = (x[:, None, None, :] for x in _tile_spans(labels, grid.block_n, grid.n, static))
+    return (r0 <= c1) & (c0 <= r1), (r0 == c1) & (r1 == c0)
 
 
-def _member_classes(leaf: PerDocumentRule, inputs: CallInputs, grid: TileGrid) -> Classes:
+def _member_classes(leaf: PerDocumentRule, inputs: CallInputs, grid: TileGrid, static: StaticMaps) -> Classes:
     """A per-document set: its side's member counts per tile, within the same document."""
     member = inputs.values[f"members:{leaf.origin}"].bool()
     sides = ["rows", "columns"] if leaf.direction == "both" else [leaf.direction]
@@ -170,26 +177,26 @@ def _member_classes(leaf: PerDocumentRule, inputs: CallInputs, grid: TileGrid) -
         some, every = (some[:, :, None], every[:, :, None]) if side == "rows" else (some[:, None], every[:, None])
         any_ = some if any_ is None else any_ | some
         full = every if full is None else full | every
-    doc_any, doc_full = _document_classes(inputs, grid)
+    doc_any, doc_full = _document_classes(inputs, grid, static)
     return doc_any & any_[:, None], doc_full & full[:, None]
 
 
-def _block_to_tiles(selected: torch.Tensor, block: int, size: int, tiles: int, dim: int) -> tuple[torch.Tensor, ...]:
-    """Along `dim`, block units → tile units: (any, all) over the blocks a tile covers."""
-    if size <= block:
-        index = torch.arange(tiles, device=selected.device) * size // block
-        picked = selected.index_select(dim, index)
-        return picked, picked
+def _block_to_tiles(
+    selected: torch.Tensor, block: int, size: int, tiles: int, dim: int, reduce: str, static: StaticMaps
+) -> torch.Tensor:
+    """Along `dim`, block units → tile units: `reduce` ("any" or "all") over the blocks a tile covers."""
+    if size == block and selected.shape[dim] == tiles:
+        return selected
+    if size < block:
+        key = ("block of tile", tiles, size, block, str(selected.device))
+        index = static.tensor(key, lambda: torch.arange(tiles, device=selected.device) * size // block)
+        return selected.index_select(dim, index)
     factor = size // block
     pad = tiles * factor - selected.shape[dim]
-    moved = selected.movedim(dim, -1)
-    padded_any = torch.nn.functional.pad(moved, (0, pad), value=False)
-    padded_all = torch.nn.functional.pad(moved, (0, pad), value=True)  # positions past n hold nothing to miss
-    shape = (*moved.shape[:-1], tiles, factor)
-    return (
-        padded_any.reshape(shape).any(dim=-1).movedim(-1, dim),
-        padded_all.reshape(shape).all(dim=-1).movedim(-1, dim),
-    )
+    # positions past n hold nothing to miss: padding is False for "any", True for "all"
+    padded = torch.nn.functional.pad(selected.movedim(dim, -1), (0, pad), value=reduce == "all")
+    grouped = padded.unflatten(-1, (tiles, factor))
+    return (grouped.any(dim=-1) if reduce == "any" else grouped.all(dim=-1)).movedim(-1, dim)
 
 
 def _presence(labels: torch.Tensor, clusters: int, size: int) -> torch.Tensor:
@@ -216,12 +223,14 @@ def _cluster_classes(leaf: ClusterRule, inputs: CallInputs, grid: TileGrid) -> C
     return any_, any_ & single
 
 
-def _topk_classes(leaf: TopkRule, inputs: CallInputs, grid: TileGrid) -> Classes:
+def _topk_classes(leaf: TopkRule, inputs: CallInputs, grid: TileGrid, static: StaticMaps) -> Classes:
     selected = inputs.values[f"selected:{leaf.origin}"].bool()
-    rows_any, rows_all = _block_to_tiles(selected, leaf.block, grid.block_m, grid.row_tiles, 2)
-    any_ = _block_to_tiles(rows_any, leaf.block, grid.block_n, grid.col_tiles, 3)[0]
-    full = _block_to_tiles(rows_all, leaf.block, grid.block_n, grid.col_tiles, 3)[1]
-    return any_, full
+
+    def tiles(reduce: str) -> torch.Tensor:
+        rows = _block_to_tiles(selected, leaf.block, grid.block_m, grid.row_tiles, 2, reduce, static)
+        return _block_to_tiles(rows, leaf.block, grid.block_n, grid.col_tiles, 3, reduce, static)
+
+    return tiles("any"), tiles("all")
 
 
 class StaticMaps:
@@ -232,6 +241,14 @@ class StaticMaps:
         self._maps: dict[tuple[int, TileGrid, str], Classes] = {}
         self._keep: list[Rule] = []
         self._constants: dict[tuple[bytes, str, str], torch.Tensor] = {}
+        self._tensors: dict[tuple, torch.Tensor] = {}
+
+    def tensor(self, key: tuple, make: Callable[[], torch.Tensor]) -> torch.Tensor:
+        """A constant of the grid made on the device by `make` (index tensors, aranges), made once per key
+        (which names the device): later calls dispatch no op for it."""
+        if key not in self._tensors:
+            self._tensors[key] = make()
+        return self._tensors[key]
 
     def constant(self, values: np.ndarray, device: torch.device) -> torch.Tensor:
         """A small host array on the device, copied once (a copy inside a CUDA graph capture would fail)."""
@@ -256,11 +273,11 @@ def tile_classes(rule: Rule, grid: TileGrid, inputs: CallInputs, static: StaticM
     if isinstance(rule, SortedClusterRule):
         return sorted_classes(rule, grid, inputs.values)
     if isinstance(rule, DocumentRule):
-        return _document_classes(inputs, grid)
+        return _document_classes(inputs, grid, static)
     if isinstance(rule, PerDocumentRule):
-        return _member_classes(rule, inputs, grid)
+        return _member_classes(rule, inputs, grid, static)
     if isinstance(rule, TopkRule):
-        return _topk_classes(rule, inputs, grid)
+        return _topk_classes(rule, inputs, grid, static)
     if isinstance(rule, ClusterRule):
         return _cluster_classes(rule, inputs, grid)
     kids = [tile_classes(kid, grid, inputs, static, device) for kid in rule.children()]
@@ -281,25 +298,31 @@ def _fold(op: object, maps: list[torch.Tensor]) -> torch.Tensor:
     return out
 
 
-def compact(maps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def compact(maps: torch.Tensor, columns: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(G, lines, width) boolean maps → (pointers (G · (lines + 1)), indices (G · lines · width)).
 
     The pointers of map g sit at [g · (lines + 1), (g + 1) · (lines + 1)) as the kernels read them;
-    the indices of each line are sorted, and entries past the total are unused capacity.
+    the indices of each line are sorted, and entries past the total are unused capacity. Maps of shape
+    (S, G, lines, width) are S independent sets, compacted in the same ops: (S, …) pointers and indices.
+    `columns`, when given, is `column_numbers(maps.shape)` made once (a constant of the shape).
     """
-    groups, lines, width = maps.shape
-    flat = maps.reshape(-1)
-    counts = maps.sum(dim=-1, dtype=torch.int32).reshape(-1)
-    starts = torch.zeros(groups * lines + 1, dtype=torch.int32, device=maps.device)
-    starts[1:] = counts.cumsum(0, dtype=torch.int32)
-    at = torch.arange(groups, device=maps.device)[:, None] * lines + torch.arange(lines + 1, device=maps.device)
-    pointers = starts[at].reshape(-1)
-    slot = flat.cumsum(0, dtype=torch.int32) - 1
-    capacity = flat.numel()
-    target = torch.where(flat, slot.long(), capacity)
-    values = torch.arange(width, device=maps.device, dtype=torch.int32).repeat(groups * lines)
-    indices = torch.zeros(capacity + 1, dtype=torch.int32, device=maps.device).scatter_(0, target, values)
-    return pointers, indices[:capacity]
+    *sets, groups, lines, width = maps.shape
+    flat = maps.reshape(-1, groups * lines * width)
+    counts = maps.sum(dim=-1, dtype=torch.int32).view(-1, groups, lines)
+    ends = counts.view(-1, groups * lines).cumsum(1, dtype=torch.int32).view_as(counts)
+    pointers = torch.cat([ends - counts, ends[..., -1:]], dim=-1).view(*sets, -1)
+    # each stored tile goes to its 1-based rank among its set's stored ones, every other entry to slot 0
+    target = flat.cumsum(1) * flat
+    if columns is None:
+        columns = column_numbers(maps.shape, maps.device)
+    indices = torch.zeros(flat.shape[0], flat.shape[1] + 1, dtype=torch.int32, device=maps.device)
+    indices = indices.scatter_(1, target, columns.view_as(target))[:, 1:]
+    return pointers, indices.view(*sets, -1)
+
+
+def column_numbers(shape: tuple[int, ...], device: torch.device) -> torch.Tensor:
+    """The column of every entry of (…, lines, width) maps, flat, int32."""
+    return torch.arange(shape[-1], device=device, dtype=torch.int32).repeat(math.prod(shape[:-1]))
 
 
 @dataclass(frozen=True)
@@ -321,39 +344,60 @@ def runtime_tables(
     static: StaticMaps,
     device: torch.device,
 ) -> RuntimeTables:
-    """Tables of every (batch, layout) — or (batch, head) when a leaf differs per head (top-k)."""
+    """Tables of every (batch, layout) — or (batch, head) when a leaf differs per head (top-k).
+
+    Full and partial tiles are compacted in the same ops (two sets of `compact`); constants of the grid
+    come from `static`.
+    """
     heads = inputs.heads
     layout_of = np.asarray(head_layout if len(head_layout) == heads else np.zeros(heads, dtype=np.int32))
     classes = [tile_classes(rule, grid, inputs, static, device) for rule in rules]
     # tables per (batch, head) when q and k decide a leaf: its predicate tables are indexed so too
     per_head = any(isinstance(leaf, (TopkRule, ClusterRule)) for rule in rules for leaf in rule.leaves())
+    tables = heads if per_head else len(rules)
     shape = (inputs.batch, heads if per_head else 1, grid.row_tiles, grid.col_tiles)
-    if per_head:
-        pick = [(classes[int(layout_of[h])], h) for h in range(heads)]
-        any_ = torch.cat([c[0].expand(shape)[:, h : h + 1] for c, h in pick], dim=1)
-        full = torch.cat([c[1].expand(shape)[:, h : h + 1] for c, h in pick], dim=1)
-        table_of_head, stride = np.arange(heads, dtype=np.int32), heads
-    else:
-        any_ = torch.cat([a.expand(shape) for a, _ in classes], dim=1)
-        full = torch.cat([f.expand(shape) for _, f in classes], dim=1)
-        table_of_head, stride = layout_of.astype(np.int32), len(rules)
-    full = full & any_
-    partial = any_ & ~full
+    any_, full = (_per_table([c[side] for c in classes], shape, layout_of, per_head, static, device) for side in (0, 1))
+    # 2 where full, 1 where partial, 0 where empty; then full maps and partial maps, stacked
+    kind = any_.to(torch.int8) + (full & any_)
+    levels = static.tensor(("levels", str(device)), lambda: torch.arange(2, 0, -1, dtype=torch.int8, device=device))
+    maps = kind[None] == levels.view(2, 1, 1, 1, 1)
     if walk == "columns":
-        full, partial = full.transpose(-1, -2), partial.transpose(-1, -2)
-    full, partial = (m.reshape(-1, m.shape[-2], m.shape[-1]).contiguous() for m in (full, partial))
-    full_ptr, full_idx = compact(full)
-    partial_ptr, partial_idx = compact(partial)
-    lengths = (full.sum(dim=(0, 2)) + partial.sum(dim=(0, 2))).to(torch.int32)
-    order = torch.sort(-lengths, stable=True).indices.to(torch.int32)
-    tables = WalkTables(
-        lines=full.shape[1],
+        maps = maps.transpose(-1, -2)
+    lines, width = maps.shape[-2:]
+    maps = maps.reshape(2, -1, lines, width)
+    columns = static.tensor(("columns", maps.shape, str(device)), lambda: column_numbers(maps.shape, device))
+    (full_ptr, partial_ptr), (full_idx, partial_idx) = (x.unbind(0) for x in compact(maps, columns))
+    lengths = maps.sum(dim=(0, 1, 3), dtype=torch.int32)
+    order = torch.sort(lengths, descending=True, stable=True).indices.to(torch.int32)
+    walk_tables = WalkTables(
+        lines=lines,
         long_lines=0,
-        programs=full.shape[1],
+        programs=lines,
         order=order,
         full_ptr=full_ptr,
         full_idx=full_idx,
         partial_ptr=partial_ptr,
         partial_idx=partial_idx,
     )
-    return RuntimeTables(tables, static.constant(table_of_head, device), stride)
+    table_of_head = np.arange(heads, dtype=np.int32) if per_head else layout_of.astype(np.int32)
+    return RuntimeTables(walk_tables, static.constant(table_of_head, device), tables)
+
+
+def _per_table(
+    maps: list[torch.Tensor],
+    shape: tuple[int, int, int, int],
+    layout_of: np.ndarray,
+    per_head: bool,
+    static: StaticMaps,
+    device: torch.device,
+) -> torch.Tensor:
+    """One side (any or full) of each layout's classes → (batch, tables, row tiles, column tiles): the
+    layouts in order, or per head the layout of each head."""
+    if len(maps) == 1:
+        return maps[0].expand(shape)
+    if not per_head:
+        return torch.cat([m.expand(shape) for m in maps], dim=1)
+    layouts = static.constant(layout_of.astype(np.int64), device)
+    heads = static.tensor(("heads", len(layout_of), str(device)), lambda: torch.arange(len(layout_of), device=device))
+    # (layouts, batch, heads, …) → (heads, batch, …), head h from its layout's map, → (batch, heads, …)
+    return torch.stack([m.expand(shape) for m in maps])[layouts, :, heads].transpose(0, 1)
