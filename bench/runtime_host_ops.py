@@ -2,6 +2,8 @@
 uploads of maskc's own code (the layout build and the launches' set-up, not the kernels), per function.
 
 Run: TRITON_INTERPRET=1 python3 bench/runtime_host_ops.py [--n 2048] [--block 64]
+(MASKC_CHECK_DOCUMENTS=async unless set otherwise: the documents' order is checked as on a GPU, where
+the default check reads nothing back.)
 The three cases of bench_runtime.py at a small n (documents of the same proportions): document-causal,
 documents with a causal window inside each, and top-k 16 + causal window + 4 sinks. Each is called
 once to fill the caches (plans, kernels, static maps), then counted on a second forward and a
@@ -16,6 +18,8 @@ import sys
 from pathlib import Path
 
 os.environ.setdefault("TRITON_INTERPRET", "1")
+# the documents' order checked as on a GPU by default (no read back; maskc.documents.CHECK_DOCUMENTS)
+os.environ.setdefault("MASKC_CHECK_DOCUMENTS", "async")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from hostops import runtime_cases

@@ -33,7 +33,7 @@ def backward(ctx: Any, d_out: torch.Tensor | None, d_lse: torch.Tensor | None) -
     d_lse = None if d_lse is None else d_lse.contiguous()
     if ctx.eager and not torch.compiler.is_compiling():
         span = call_span(ctx.plan_object, q, k, q_starts, *ctx.positions)
-        inputs = call_inputs(ctx.plan, q, run_time)
+        inputs = getattr(ctx, "call_inputs", None) or call_inputs(ctx.plan, q, run_time)
         dq, dk, dv = attention_backward(ctx.plan_object, d_out, q, k, v, out, lse, d_lse, ctx.scale, span, inputs)
     else:
         dq, dk, dv = triton_attention_backward(

@@ -29,9 +29,11 @@ class EagerAttention(torch.autograd.Function):
         ctx.set_materialize_grads(False)
         found = plan_by_key(plan)
         span = call_span(found, q, k, q_starts, q_first, q_end, k_start)
-        output = attention_forward(found, q, k, v, scale, span, call_inputs(plan, q, run_time))
+        inputs = call_inputs(plan, q, run_time)
+        output = attention_forward(found, q, k, v, scale, span, inputs)
         setup_context(ctx, (q, k, v, plan, scale, q_starts, q_first, q_end, k_start, run_time), output)
         ctx.eager = True
+        ctx.call_inputs = inputs  # a run-time layout's tables, built by the forward, serve the backward
         return output
 
     backward = staticmethod(once_differentiable(backward))

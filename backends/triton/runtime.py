@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -90,6 +91,9 @@ class CallInputs:
     heads: int
     n: int
     values: dict[str, torch.Tensor] = field(default_factory=dict)
+    #: What `runtime_tables` built from these values (tile classes per grid, tables per walk and grid),
+    #: so that the backward of the call reuses the forward's (`eager.EagerAttention` keeps the object).
+    built: dict[tuple, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
     def prepare(
@@ -160,8 +164,9 @@ def _document_classes(inputs: CallInputs, grid: TileGrid, static: StaticMaps) ->
     that is when the rows' first number is the columns' last and the rows' last the columns' first
     (each span's first is at most its last, so all four are then equal)."""
     labels = inputs.values["labels"]
-    r0, r1 = (x[:, None, :, None] for x in _tile_spans(labels, grid.block_m, grid.n, static))
-    c0, c1 = (x[:, None, None, :] for x in _tile_spans(labels, grid.block_n, grid.n, static))
+    batch = labels.shape[0]
+    r0, r1 = (x.view(batch, 1, -1, 1) for x in _tile_spans(labels, grid.block_m, grid.n, static))
+    c0, c1 = (x.view(batch, 1, 1, -1) for x in _tile_spans(labels, grid.block_n, grid.n, static))
     return (r0 <= c1) & (c0 <= r1), (r0 == c1) & (r1 == c0)
 
 
@@ -347,11 +352,29 @@ def runtime_tables(
     """Tables of every (batch, layout) — or (batch, head) when a leaf differs per head (top-k).
 
     Full and partial tiles are compacted in the same ops (two sets of `compact`); constants of the grid
-    come from `static`.
+    come from `static`. Built once per call, walk and grid: kept in `inputs.built`.
     """
+    key = ("tables", walk, grid, str(device))
+    if key not in inputs.built:
+        inputs.built[key] = _runtime_tables(rules, head_layout, grid, walk, inputs, static, device)
+    return inputs.built[key]
+
+
+def _runtime_tables(
+    rules: Sequence[Rule],
+    head_layout: np.ndarray,
+    grid: TileGrid,
+    walk: str,
+    inputs: CallInputs,
+    static: StaticMaps,
+    device: torch.device,
+) -> RuntimeTables:
     heads = inputs.heads
     layout_of = np.asarray(head_layout if len(head_layout) == heads else np.zeros(heads, dtype=np.int32))
-    classes = [tile_classes(rule, grid, inputs, static, device) for rule in rules]
+    key = ("classes", grid, str(device))
+    if key not in inputs.built:  # the rows and the columns walk of one grid share them
+        inputs.built[key] = [tile_classes(rule, grid, inputs, static, device) for rule in rules]
+    classes = inputs.built[key]
     # tables per (batch, head) when q and k decide a leaf: its predicate tables are indexed so too
     per_head = any(isinstance(leaf, (TopkRule, ClusterRule)) for rule in rules for leaf in rule.leaves())
     tables = heads if per_head else len(rules)
