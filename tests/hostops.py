@@ -5,9 +5,10 @@ A run-time layout (documents, top-k, clusters) is built per call with torch ops;
 time (Python and dispatch), and a read of a value back to the host (`.item()`, `bool(t)`, `.tolist()`,
 `.cpu()`, `.numpy()`) waits for the device queue to drain, while an upload of host data (a tensor made
 from Python or NumPy values) cannot be captured in a CUDA graph. On the CPU neither is visible as a
-wait, so they are counted instead: ops through the dispatch mode, reads and uploads through wrappers of
-the tensor methods that make them, uploads as the op that makes a tensor of host data. Only what maskc's own code asks for is counted:
-ops made inside Triton (its CPU interpreter running the kernels) are left out, and each op is charged
+wait, so they are counted instead: ops through the dispatch mode; reads as the ops that read (item,
+is_nonzero, copies to the CPU) and through wrappers of the tensor methods that read; uploads as the
+op that makes a tensor of host data. Only what maskc's own code asks for is counted: ops made inside
+Triton (its CPU interpreter running the kernels) are left out, and each op is charged
 to the innermost maskc function on the stack (`module.function`).
 
 Used by tests/test_runtime_host.py and by bench/runtime_host_ops.py (which prints the counts).
