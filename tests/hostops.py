@@ -193,7 +193,14 @@ def scaled_documents(n: int) -> torch.Tensor:
     return torch.cat([torch.full((end - start,), i) for i, (start, end) in enumerate(zip(starts, ends))])[None]
 
 
-def runtime_cases(n: int = 2048, block: int = 64, heads: int = 2, head_dim: int = 16) -> list[RuntimeCase]:
+def runtime_cases(
+    n: int = 2048,
+    block: int = 64,
+    heads: int = 2,
+    head_dim: int = 16,
+    device: str = "cpu",
+    dtype: torch.dtype = torch.float32,
+) -> list[RuntimeCase]:
     """bench_runtime.py's three cases at n: windows scaled by n / 32768, top-k blocks of `block`."""
     import warnings
 
@@ -219,7 +226,7 @@ def runtime_cases(n: int = 2048, block: int = 64, heads: int = 2, head_dim: int 
         },
     }
     gen = torch.Generator().manual_seed(0)
-    q, k, v = (torch.randn(1, heads, n, head_dim, generator=gen) for _ in range(3))
+    q, k, v = (torch.randn(1, heads, n, head_dim, generator=gen).to(device, dtype) for _ in range(3))
     cases = []
     for name, spec in specs.items():
         with warnings.catch_warnings():
@@ -227,6 +234,6 @@ def runtime_cases(n: int = 2048, block: int = 64, heads: int = 2, head_dim: int 
             pattern = maskc.compile(
                 maskc.Spec.model_validate({"name": "host", **spec}), seq_len=n, heads=heads, block_size=block
             )
-        documents = scaled_documents(n) if "document" in str(spec) else None
+        documents = scaled_documents(n).to(device) if "document" in str(spec) else None
         cases.append(RuntimeCase(name, pattern, documents, q, k, v))
     return cases

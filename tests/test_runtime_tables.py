@@ -175,3 +175,26 @@ def test_document_causal_tables_are_exact(lengths: list[int], tile: tuple[int, i
     exact_full[rows[exact.full], exact.col_idx[exact.full]] = True
     assert np.array_equal(full | partial, stored)
     assert np.array_equal(full, exact_full)
+
+
+@settings(max_examples=10, deadline=None)
+@given(st.integers(8, 70), tile_shapes(), st.integers(1, 3), st.integers(0, 2**16))
+def test_per_head_layouts_with_topk_tables_cover_the_exact_mask(
+    n: int, tile: tuple[int, int], blocks: int, seed: int
+) -> None:
+    """Heads with different layouts, one of them decided by q and k: each head's table from its own
+    layout (the tables are per (batch, head), picked from the layouts by the head's layout index)."""
+    spec = maskc.Spec.model_validate(
+        {
+            "name": "mixed heads",
+            "causal": True,
+            "block_size": 8,
+            "heads": 4,
+            "pattern": [{"window": {"before": 3, "after": 0}}, {"topk": {"blocks": blocks}}],
+            "head_patterns": [
+                {"heads": [1], "pattern": {"window": {"before": 6, "after": 0}}},
+                {"heads": [3], "pattern": [{"sink": {"count": 2}}, {"topk": {"blocks": 1}}]},
+            ],
+        }
+    )
+    _check_resolved_by_q_and_k(spec, n, tile, seed)
