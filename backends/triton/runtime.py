@@ -354,21 +354,9 @@ def runtime_tables(
     Full and partial tiles are compacted in the same ops (two sets of `compact`); constants of the grid
     come from `static`. Built once per call, walk and grid: kept in `inputs.built`.
     """
-    key = ("tables", walk, grid, str(device))
-    if key not in inputs.built:
-        inputs.built[key] = _runtime_tables(rules, head_layout, grid, walk, inputs, static, device)
-    return inputs.built[key]
-
-
-def _runtime_tables(
-    rules: Sequence[Rule],
-    head_layout: np.ndarray,
-    grid: TileGrid,
-    walk: str,
-    inputs: CallInputs,
-    static: StaticMaps,
-    device: torch.device,
-) -> RuntimeTables:
+    built_key = ("tables", walk, grid, str(device))
+    if built_key in inputs.built:
+        return inputs.built[built_key]
     heads = inputs.heads
     layout_of = np.asarray(head_layout if len(head_layout) == heads else np.zeros(heads, dtype=np.int32))
     key = ("classes", grid, str(device))
@@ -403,7 +391,8 @@ def _runtime_tables(
         partial_idx=partial_idx,
     )
     table_of_head = np.arange(heads, dtype=np.int32) if per_head else layout_of.astype(np.int32)
-    return RuntimeTables(walk_tables, static.constant(table_of_head, device), tables)
+    inputs.built[built_key] = RuntimeTables(walk_tables, static.constant(table_of_head, device), tables)
+    return inputs.built[built_key]
 
 
 def _per_table(
