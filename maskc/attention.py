@@ -35,7 +35,9 @@ def attention(
     backend="auto" picks the first registered backend that supports the inputs (the Triton
     backend for CUDA tensors, the CPU reference otherwise).
     documents: (B, N) integer document ids, non-decreasing along N, on q's device; required by
-    patterns with `document` (or sink/global `per: document`) and refused by any other. A pattern
+    patterns with `document` (or sink/global `per: document`) and refused by any other. On a GPU a
+    decreasing id fails through a device-side assertion (no read back to the host);
+    MASKC_CHECK_DOCUMENTS=sync raises DocumentsError with the position instead (`maskc.documents`). A pattern
     decided at run time (documents, top-k, clusters) needs a full-length call (no offsets).
     centroids: (H, clusters, D) k-means centroids that replace the per-call fit of the pattern's
     cluster leaves (all `method: kmeans` with that many clusters; `maskc.nn.ClusterCentroids` keeps them).
