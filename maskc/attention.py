@@ -35,9 +35,10 @@ def attention(
     backend="auto" picks the first registered backend that supports the inputs (the Triton
     backend for CUDA tensors, the CPU reference otherwise).
     documents: (B, N) integer document ids, non-decreasing along N, on q's device; required by
-    patterns with `document` (or sink/global `per: document`) and refused by any other. On a GPU a
-    decreasing id fails through a device-side assertion (no read back to the host);
-    MASKC_CHECK_DOCUMENTS=sync raises DocumentsError with the position instead (`maskc.documents`). A pattern
+    patterns with `document` (or sink/global `per: document`) and refused by any other. A decreasing
+    id raises DocumentsError with the position; on a GPU the order is read back once per documents
+    tensor (unchanged tensors are not checked again), and under CUDA graphs or torch.compile (or with
+    MASKC_CHECK_DOCUMENTS=async) checked by a device-side assertion (`maskc.documents`). A pattern
     decided at run time (documents, top-k, clusters) needs a full-length call (no offsets).
     centroids: (H, clusters, D) k-means centroids that replace the per-call fit of the pattern's
     cluster leaves (all `method: kmeans` with that many clusters; `maskc.nn.ClusterCentroids` keeps them).

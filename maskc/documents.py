@@ -9,6 +9,7 @@ call's tensor where it lies, so a GPU call needs no copy of it, and by default n
 from __future__ import annotations
 
 import os
+import weakref
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -58,11 +59,13 @@ def document_ids(documents: Any, n: int) -> np.ndarray:
     return ids.astype(np.int64)
 
 
-#: How a call's document ids are checked to be non-decreasing: "sync" reads the answer back and raises
-#: DocumentsError naming the first decreasing position; "async" queues a device-side assertion
-#: (torch._assert_async) that fails the call, or the next synchronising op, with a shorter message and
-#: no position, without waiting for the device. Unset: "sync" on the CPU (where a read waits for
-#: nothing), "async" on other devices and whenever torch.compile traces or a CUDA graph captures the call.
+#: How a call's document ids are checked to be non-decreasing: "sync" reads the answer back on every
+#: call and raises DocumentsError naming the first decreasing position; "once" does so the first time
+#: a tensor is seen and not again while it is unchanged (same object, same version); "async" queues a device-side
+#: assertion (torch._assert_async) that fails the call, or the next synchronising op, with a shorter
+#: message and no position, without waiting for the device. Unset: "sync" on the CPU (where a read
+#: waits for nothing), "once" on a GPU (a model's layers share one tensor, so a forward reads back
+#: once, at its first layer); "async" whenever torch.compile traces or a CUDA graph captures the call.
 CHECK_DOCUMENTS = "MASKC_CHECK_DOCUMENTS"
 
 #: The message of the asynchronous check.
@@ -80,22 +83,36 @@ def _under_capture(device: torch.device) -> bool:
 
 
 def order_check(device: torch.device) -> str:
-    """ "sync" or "async": how the order of the ids is checked on `device` now (see CHECK_DOCUMENTS)."""
+    """ "sync", "once" or "async": how the order of the ids is checked on `device` now (see CHECK_DOCUMENTS)."""
     chosen = os.environ.get(CHECK_DOCUMENTS, "")
-    if chosen not in ("", "sync", "async"):
-        raise DocumentsError(f"{CHECK_DOCUMENTS} must be sync or async, got {chosen!r}")
+    if chosen not in ("", "sync", "once", "async"):
+        raise DocumentsError(f"{CHECK_DOCUMENTS} must be sync, once or async, got {chosen!r}")
     if _under_capture(device):
         return "async"
-    return chosen or ("sync" if device.type == "cpu" else "async")
+    return chosen or ("sync" if device.type == "cpu" else "once")
+
+
+class _Checked:
+    """The last documents tensor whose order a default GPU check read back, by identity and version."""
+
+    seen: tuple[weakref.ref, int] | None = None
+
+    @classmethod
+    def known(cls, documents: torch.Tensor) -> bool:
+        return cls.seen is not None and cls.seen[0]() is documents and cls.seen[1] == documents._version
+
+    @classmethod
+    def remember(cls, documents: torch.Tensor) -> None:
+        cls.seen = (weakref.ref(documents), documents._version)
 
 
 def check_documents(documents: Any, batch: int, n: int, device: torch.device) -> torch.Tensor:
     """A call's documents, checked against its batch, length and device, and non-decreasing.
 
     Shape, dtype and device are checked on the host. The order is checked as `order_check` says: by
-    default on a GPU without a read back to the host (a read would stall the queue, and CUDA graphs and
-    torch.compile allow none), so a decreasing id fails through a device-side assertion; with
-    MASKC_CHECK_DOCUMENTS=sync (and always on the CPU) it raises DocumentsError with the position.
+    default with a read back that raises DocumentsError with the position, on a GPU once per tensor (a
+    read stalls the queue); under CUDA graphs and torch.compile, which allow no read, and with
+    MASKC_CHECK_DOCUMENTS=async, through a device-side assertion.
     """
     if not isinstance(documents, torch.Tensor):
         raise DocumentsError(f"documents must be a torch tensor ({batch}, {n}), got {type(documents).__name__}")
@@ -107,14 +124,18 @@ def check_documents(documents: Any, batch: int, n: int, device: torch.device) ->
         )
     if documents.device != device:
         raise DocumentsError(f"documents are on {documents.device}, but q is on {device}; put them on one device")
-    if n > 1:
-        drops = documents[:, 1:] < documents[:, :-1]
-        if order_check(device) == "async":
-            torch._assert_async(~drops.any(), ORDER_MESSAGE)
-        elif bool(drops.any()):
-            b, at = drops.nonzero()[0].tolist()
-            raise DocumentsError(
-                f"document ids must be non-decreasing along the sequence; batch element {b}, position {at + 1} "
-                f"has id {int(documents[b, at + 1])} after {int(documents[b, at])}"
-            )
+    how = order_check(device)
+    if n == 1 or (how == "once" and _Checked.known(documents)):
+        return documents
+    drops = documents[:, 1:] < documents[:, :-1]
+    if how == "async":
+        torch._assert_async(~drops.any(), ORDER_MESSAGE)
+    elif bool(drops.any()):
+        b, at = drops.nonzero()[0].tolist()
+        raise DocumentsError(
+            f"document ids must be non-decreasing along the sequence; batch element {b}, position {at + 1} "
+            f"has id {int(documents[b, at + 1])} after {int(documents[b, at])}"
+        )
+    elif how == "once":
+        _Checked.remember(documents)
     return documents

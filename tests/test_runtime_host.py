@@ -106,5 +106,26 @@ def test_decreasing_documents_named_by_position_when_checked_with_a_read(cases, 
 def test_an_unknown_check_mode_is_refused(cases, monkeypatch) -> None:
     monkeypatch.setenv(CHECK_DOCUMENTS, "later")
     case = cases["document-causal"]
-    with pytest.raises(DocumentsError, match="MASKC_CHECK_DOCUMENTS must be sync or async"):
+    with pytest.raises(DocumentsError, match="MASKC_CHECK_DOCUMENTS must be sync, once or async"):
         maskc.attention(case.q, case.k, case.v, case.pattern, backend="triton", documents=case.documents)
+
+
+def test_documents_checked_once_per_unchanged_tensor(cases, monkeypatch) -> None:
+    """The GPU default: the first call with a documents tensor reads its order back, later calls with
+    the same unchanged tensor read nothing, and an in-place change is checked again."""
+    monkeypatch.setenv(CHECK_DOCUMENTS, "once")
+    case = cases["document-causal"]
+    documents = case.documents.clone()
+
+    def call() -> None:
+        maskc.attention(case.q, case.k, case.v, case.pattern, backend="triton", documents=documents)
+
+    with counting() as counts:
+        call()
+    assert counts.total_reads >= 1, counts.events  # the order read back
+    with counting() as counts:
+        call()
+    assert counts.total_reads == 0, counts.events
+    documents[0, 100] = documents[0, 99] - 1  # in place: the tensor's version moves
+    with pytest.raises(DocumentsError, match="batch element 0, position 100 has id"):
+        call()
