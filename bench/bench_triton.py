@@ -1,6 +1,6 @@
 """maskc's Triton backend against FlexAttention and dense SDPA on one GPU, in one process.
 
-Run on a CUDA machine: python3 bench/bench_triton.py [--ns 8192,32768] [--patterns all] [--memory-n 1048576]
+Run on a CUDA machine: python3 bench/bench_triton.py [--ns 8192,32768] [--patterns all] [--memory-n 1048576] [--chunk-factor 2,0]
 Same method as the FlexAttention anchors (../shared/reference/flex_peer_bench.py): bf16, B = 1,
 H = 16, D = 128; FlexAttention compiled with the equivalent mask_mod and its default block mask;
 dense causal scaled_dot_product_attention (flash and cuDNN); triton.testing.do_bench medians;
@@ -149,7 +149,8 @@ def bench_dense(n: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> No
             log(n=n, impl=name, pattern="dense_causal", error=str(error)[:200])
 
 
-def bench_pattern(name: str, mask_mod: Callable, n: int, q, k, v, peak: float, bandwidth: float) -> None:
+def bench_pattern(name: str, mask_mod: Callable, n: int, q, k, v, peak: float, bandwidth: float,
+                  chunk_factors: list[float]) -> None:  # fmt: skip
     pattern = compile_spec(name, n)
     pairs = int(pattern.stats().active_pairs)
     flex_pairs = count_pairs(mask_mod, n)
@@ -161,18 +162,21 @@ def bench_pattern(name: str, mask_mod: Callable, n: int, q, k, v, peak: float, b
     def ours(a, b, c):
         return maskc.attention(a, b, c, pattern, backend="triton")
 
-    start = time.perf_counter()
-    out = ours(q, k, v)
-    out.backward(torch.randn_like(out))
-    torch.cuda.synchronize()
-    first = time.perf_counter() - start
-    fwd, fwd_bwd = time_fwd_bwd(ours, q, k, v)
-    tuned = {
-        key[1]: vars(config)
-        for key, config in chosen_configs().items()
-        if key[0][0] == pattern.spec_hash and key[0][3] == n
-    }
-    log(impl="maskc", first_call_s=round(first, 1), configs=tuned, **common, **rates(pairs, fwd, fwd_bwd))
+    for factor in chunk_factors:  # each factor in this process, beside the same Flex and cuDNN figures
+        tables.CHUNK_FACTOR = factor
+        start = time.perf_counter()
+        out = ours(q, k, v)
+        out.backward(torch.randn_like(out))
+        torch.cuda.synchronize()
+        first = time.perf_counter() - start
+        fwd, fwd_bwd = time_fwd_bwd(ours, q, k, v)
+        tuned = {
+            key[1]: vars(config)
+            for key, config in chosen_configs().items()
+            if key[0][0] == pattern.spec_hash and key[0][3] == n
+        }
+        impl = "maskc" if len(chunk_factors) == 1 else f"maskc chunks {factor:g}"
+        log(impl=impl, first_call_s=round(first, 1), configs=tuned, **common, **rates(pairs, fwd, fwd_bwd))
 
     # Each pattern's mask_mod is new code to torch.compile; without a reset, the recompile limit
     # would silently send later patterns to eager flex_attention (dense scores, not FlexAttention).
@@ -240,18 +244,29 @@ def table() -> str:
     return markdown_table(header, rows)
 
 
+def chunk_factors(parser: argparse.ArgumentParser, text: str) -> list[float]:
+    """--chunk-factor's values: numbers ≥ 0, at least one."""
+    try:
+        factors = [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        parser.error(f"--chunk-factor takes numbers separated by commas, got {text!r}")
+    if not factors or any(f < 0 for f in factors):
+        parser.error(f"--chunk-factor takes numbers ≥ 0, got {text!r}")
+    return factors
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ns", default="8192,32768", help="comma-separated sequence lengths")
     parser.add_argument("--patterns", default="all", help="comma-separated spec names, or all")
     parser.add_argument("--memory-n", type=int, default=0, help="also run the memory check at this n")
-    parser.add_argument("--chunk-factor", type=float, default=tables.CHUNK_FACTOR,
-                        help="long lines run as chunks of this many median lines; 0 runs them whole")  # fmt: skip
+    parser.add_argument("--chunk-factor", default=f"{tables.CHUNK_FACTOR:g}",
+                        help="long lines run as chunks of this many median lines; 0 runs them whole; "
+                             "several (comma-separated) are each timed in this process")  # fmt: skip
     args = parser.parse_args()
-    tables.CHUNK_FACTOR = args.chunk_factor
+    factors = chunk_factors(parser, args.chunk_factor)
     torch.backends.cuda.matmul.allow_tf32 = True
-    log(gpu=torch.cuda.get_device_name(), torch=torch.__version__, triton=triton.__version__,
-        chunk_factor=tables.CHUNK_FACTOR)  # fmt: skip
+    log(gpu=torch.cuda.get_device_name(), torch=torch.__version__, triton=triton.__version__, chunk_factors=factors)
     peak, bandwidth = matmul_tflops(), copy_bandwidth()
     log(peak_bf16_matmul_tflops=round(peak, 1), copy_tb_per_s=round(bandwidth, 2))
     if args.memory_n:
@@ -264,7 +279,7 @@ def main() -> None:
         names = list(mods) if args.patterns == "all" else args.patterns.split(",")
         for name in names:
             try:
-                bench_pattern(name, mods[name], n, q, k, v, peak, bandwidth)
+                bench_pattern(name, mods[name], n, q, k, v, peak, bandwidth, factors)
             except Exception as error:  # one failing pattern must not hide the others
                 log(n=n, pattern=name, error=f"{type(error).__name__}: {str(error)[:300]}")
         del q, k, v

@@ -5,6 +5,9 @@
 #                                 then both GPUs: bench_cp (issue 15)
 #   bash bench/run_gpu.sh benches GPU 0: bench_runtime, bench_grids; GPU 1: bench_hf_prefill,
 #                                 bench_decode, bench_triton long lines as chunks against whole
+#   bash bench/run_gpu.sh next    what bench/NOTES.md's first section lists as not yet measured:
+#                                 GPU 0: fixed through its passes, row-major NATTEN, the merge alone;
+#                                 GPU 1: top-k, long lines as chunks and whole in one process
 # Every queue stops starting benchmarks when its time (second argument, seconds) is spent.
 set -u
 phase=${1:-tests}; budget=${2:-330}
@@ -32,6 +35,12 @@ if [ "$phase" = tests ]; then
     timeout 200 torchrun --standalone --nproc_per_node 2 bench/bench_cp.py --out "$out/bench_cp.json" >>"$out/bench_a.log" 2>&1 \
         || echo "(exit $?)" >>"$out/bench_a.log"
     grep -E "^(FAILED|ERROR)|passed|failed" "$out/gpu_tests.log" | tail -20
+elif [ "$phase" = next ]; then
+    queue 0 bench_n0 "fixed|python3 bench/bench_lowering.py --quick --patterns fixed" \
+        "natten|python3 bench/bench_grids.py --cases 0,1" "merge|python3 bench/bench_merge.py" &
+    queue 1 bench_n1 "topk|python3 bench/bench_runtime.py --cases topk" \
+        "chunks|python3 bench/bench_triton.py --ns 32768 --patterns longformer,bigbird --chunk-factor 2,0" &
+    wait
 else
     queue 0 bench_b0 "runtime|python3 bench/bench_runtime.py" "grids|python3 bench/bench_grids.py" &
     queue 1 bench_b1 "hf_prefill|python3 bench/bench_hf_prefill.py" "decode|python3 bench/bench_decode.py" \
