@@ -1,6 +1,7 @@
 """maskc's Triton backend against FlexAttention and dense SDPA on one GPU, in one process.
 
-Run on a CUDA machine: python3 bench/bench_triton.py [--ns 8192,32768] [--patterns all] [--memory-n 1048576] [--chunk-factor 2,0]
+Run on a CUDA machine: python3 bench/bench_triton.py [--ns 8192,32768] [--patterns all] [--memory-n 1048576]
+[--chunk-factor 2,0]
 Same method as the FlexAttention anchors (../shared/reference/flex_peer_bench.py): bf16, B = 1,
 H = 16, D = 128; FlexAttention compiled with the equivalent mask_mod and its default block mask;
 dense causal scaled_dot_product_attention (flash and cuDNN); triton.testing.do_bench medians;
