@@ -25,7 +25,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 import triton
-from bench_triton import ROWS, count_pairs, log, mask_mods, relative, time_fwd_bwd
+from bench_triton import ROWS, count_pairs, first_call_and_times, log, mask_mods, relative, time_fwd_bwd
 from report import markdown_table
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.nn.attention.flex_attention import create_block_mask, flex_attention
@@ -133,12 +133,7 @@ def bench_one(name: str, spec: Any, mask_mod: Callable | None, n: int, q, k, v, 
         def ours(a, b, c, pattern=pattern):
             return maskc.attention(a, b, c, pattern, backend="triton")
 
-        start = time.perf_counter()
-        out = ours(q, k, v)
-        out.backward(torch.randn_like(out))
-        torch.cuda.synchronize()
-        first = time.perf_counter() - start
-        fwd, fwd_bwd = time_fwd_bwd(ours, q, k, v)
+        first, fwd, fwd_bwd = first_call_and_times(ours, q, k, v)
         rate = tflops(pairs, fwd, fwd_bwd)
         row = {
             "n": n, "pattern": name, "impl": f"maskc_{schedule}", "passes": [p.label for p in plan[0].passes],

@@ -100,6 +100,16 @@ def time_fwd_bwd(fn: Callable, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor
     return fwd, do_bench(fwd_bwd, warmup=10, rep=50, return_mode="median")
 
 
+def first_call_and_times(fn: Callable, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tuple[float, float, float]:
+    """(seconds of a first forward+backward, compiles and tuning included; then `time_fwd_bwd`'s medians)."""
+    start = time.perf_counter()
+    out = fn(q, k, v)
+    out.backward(torch.randn_like(out))
+    torch.cuda.synchronize()
+    first = time.perf_counter() - start
+    return (first, *time_fwd_bwd(fn, q, k, v))
+
+
 def relative(a: torch.Tensor, b: torch.Tensor) -> float:
     return ((a.float() - b.float()).norm() / b.float().norm()).item()
 
@@ -165,12 +175,7 @@ def bench_pattern(name: str, mask_mod: Callable, n: int, q, k, v, peak: float, b
 
     for factor in chunk_factors:  # each factor in this process, beside the same Flex and cuDNN figures
         tables.CHUNK_FACTOR = factor
-        start = time.perf_counter()
-        out = ours(q, k, v)
-        out.backward(torch.randn_like(out))
-        torch.cuda.synchronize()
-        first = time.perf_counter() - start
-        fwd, fwd_bwd = time_fwd_bwd(ours, q, k, v)
+        first, fwd, fwd_bwd = first_call_and_times(ours, q, k, v)
         tuned = {
             key[1]: vars(config)
             for key, config in chosen_configs().items()

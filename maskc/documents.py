@@ -9,7 +9,6 @@ call's tensor where it lies, so a GPU call needs no copy of it, and by default n
 from __future__ import annotations
 
 import os
-import weakref
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -17,6 +16,7 @@ import numpy as np
 import torch
 
 from maskc.errors import DocumentsError
+from maskc.tensor_memo import LastTensor
 
 if TYPE_CHECKING:
     from maskc.ir import CompiledPattern
@@ -92,18 +92,8 @@ def order_check(device: torch.device) -> str:
     return chosen or ("sync" if device.type == "cpu" else "once")
 
 
-class _Checked:
-    """The last documents tensor whose order a default GPU check read back, by identity and version."""
-
-    seen: tuple[weakref.ref, int] | None = None
-
-    @classmethod
-    def known(cls, documents: torch.Tensor) -> bool:
-        return cls.seen is not None and cls.seen[0]() is documents and cls.seen[1] == documents._version
-
-    @classmethod
-    def remember(cls, documents: torch.Tensor) -> None:
-        cls.seen = (weakref.ref(documents), documents._version)
+#: The last documents tensor whose order a "once" check read back and found non-decreasing.
+_CHECKED = LastTensor()
 
 
 def check_documents(documents: Any, batch: int, n: int, device: torch.device) -> torch.Tensor:
@@ -125,7 +115,7 @@ def check_documents(documents: Any, batch: int, n: int, device: torch.device) ->
     if documents.device != device:
         raise DocumentsError(f"documents are on {documents.device}, but q is on {device}; put them on one device")
     how = order_check(device)
-    if n == 1 or (how == "once" and _Checked.known(documents)):
+    if n == 1 or (how == "once" and _CHECKED.get(documents)):
         return documents
     drops = documents[:, 1:] < documents[:, :-1]
     if how == "async":
@@ -137,5 +127,5 @@ def check_documents(documents: Any, batch: int, n: int, device: torch.device) ->
             f"has id {int(documents[b, at + 1])} after {int(documents[b, at])}"
         )
     elif how == "once":
-        _Checked.remember(documents)
+        _CHECKED.put(documents, True)
     return documents

@@ -17,7 +17,6 @@ padding is never attended. `maskc.hf.cache_for(model)` gives generate() a cache 
 
 from __future__ import annotations
 
-import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,6 +32,7 @@ from maskc.loader import load
 from maskc.nn import layer_spec
 from maskc.padding import PaddedBatch, padded_attention
 from maskc.spec import Spec
+from maskc.tensor_memo import LastTensor
 
 #: Compiled patterns per (config object, layer): a model compiles each layer's pattern once.
 _PATTERNS: dict[tuple[int, int], tuple[Any, CompiledPattern]] = {}
@@ -131,7 +131,7 @@ def padding_call(
 def _offsets(position_ids: torch.Tensor | None, q_len: int, kv_len: int) -> tuple[Any, int]:
     """(q_offset, k_offset) from the queries' positions: keys are the kv_len positions ending at the last query.
 
-    Reads position_ids back to the host (a stall of the GPU's queue); `_ReadOnce` keeps that to once
+    Reads position_ids back to the host (a stall of the GPU's queue); `_POSITIONS` keeps that to once
     per model forward."""
     if position_ids is None:
         return None, 0
@@ -144,27 +144,22 @@ def _offsets(position_ids: torch.Tensor | None, q_len: int, kv_len: int) -> tupl
     return first[0], last + 1 - kv_len
 
 
-class _ReadOnce:
-    """The offsets of the last position_ids tensor read, by identity and version: every layer of one
-    forward receives the same tensor, so its values are read back once per forward, not per layer."""
+#: The offsets of the last position_ids read: every layer of one forward receives the same tensor, so its
+#: values are read back once per forward, not per layer.
+_POSITIONS = LastTensor()
 
-    seen: tuple[weakref.ref, int, int, int, tuple[Any, int]] | None = None
 
-    @classmethod
-    def known(cls, position_ids: torch.Tensor | None, q_len: int, kv_len: int) -> tuple[Any, int] | None:
-        if position_ids is None:
-            return None, 0
-        if cls.seen is None:
-            return None
-        ref, version, seen_q, seen_kv, offsets = cls.seen
-        same = ref() is position_ids and version == position_ids._version and (seen_q, seen_kv) == (q_len, kv_len)
-        return offsets if same else None
+def _known_offsets(position_ids: torch.Tensor | None, q_len: int, kv_len: int) -> tuple[Any, int] | None:
+    """The offsets without a read: those of no position_ids, or remembered for this tensor; else None."""
+    if position_ids is None:
+        return None, 0
+    return _POSITIONS.get(position_ids, (q_len, kv_len))
 
-    @classmethod
-    def read(cls, position_ids: torch.Tensor, q_len: int, kv_len: int) -> tuple[Any, int]:
-        offsets = _offsets(position_ids, q_len, kv_len)
-        cls.seen = (weakref.ref(position_ids), position_ids._version, q_len, kv_len, offsets)
-        return offsets
+
+def _read_offsets(position_ids: torch.Tensor, q_len: int, kv_len: int) -> tuple[Any, int]:
+    offsets = _offsets(position_ids, q_len, kv_len)
+    _POSITIONS.put(position_ids, offsets, (q_len, kv_len))
+    return offsets
 
 
 def _unpadded_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, pattern: CompiledPattern,
@@ -173,14 +168,14 @@ def _unpadded_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Ten
     keys) runs at positions 0 … m − 1 before position_ids are read, and again if they say otherwise:
     the read then waits on a busy GPU instead of stalling an idle one."""
     q_len, kv_len = query.shape[2], key.shape[2]
-    offsets = _ReadOnce.known(position_ids, q_len, kv_len)
+    offsets = _known_offsets(position_ids, q_len, kv_len)
     if offsets is None and q_len == kv_len:
         out = attention(query, key, value, pattern, scale=scaling, q_offset=0, k_offset=0)
-        offsets = _ReadOnce.read(position_ids, q_len, kv_len)
+        offsets = _read_offsets(position_ids, q_len, kv_len)
         if offsets == (0, 0):
             return out
     if offsets is None:
-        offsets = _ReadOnce.read(position_ids, q_len, kv_len)
+        offsets = _read_offsets(position_ids, q_len, kv_len)
     return attention(query, key, value, pattern, scale=scaling, q_offset=offsets[0], k_offset=offsets[1])
 
 

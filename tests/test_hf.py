@@ -91,7 +91,7 @@ def test_position_ids_read_once_per_forward_and_honoured(monkeypatch):
         shifted = model(ids, position_ids=torch.arange(7, 27)[None]).logits
         assert len(reads) == 2
         # the reference: every layer reads its position_ids (nothing remembered, nothing guessed)
-        monkeypatch.setattr(maskc.hf._ReadOnce, "known", classmethod(lambda cls, p, q, k: real(p, q, k)))
+        monkeypatch.setattr(maskc.hf, "_known_offsets", lambda p, q, k: real(p, q, k))
         want = model(ids, position_ids=torch.arange(7, 27)[None]).logits
     assert torch.equal(shifted, want)
     assert _relative(shifted, at_zero) > 1e-3  # the sinks moved: the positions mattered

@@ -1,0 +1,32 @@
+"""One tensor remembered by identity and version, with what was learnt from its values.
+
+Reading a device tensor's values back to the host stalls the device's queue. Where every call of a
+forward receives the same tensor (a model's layers share `position_ids`, or `documents`), what one
+read learnt serves the later calls, as long as the tensor is the same object at the same version
+(an in-place change moves the version, so the values are read again).
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Hashable
+from typing import Any
+
+import torch
+
+
+class LastTensor:
+    """What was learnt from the last tensor read (and the `key` it was read for, e.g. a call's sizes)."""
+
+    def __init__(self) -> None:
+        self._seen: tuple[weakref.ref, int, Hashable, Any] | None = None
+
+    def get(self, tensor: torch.Tensor, key: Hashable = None) -> Any | None:
+        """The value remembered for this very tensor, unchanged, and `key`; None when there is none."""
+        if self._seen is None:
+            return None
+        ref, version, seen_key, value = self._seen
+        return value if ref() is tensor and version == tensor._version and seen_key == key else None
+
+    def put(self, tensor: torch.Tensor, value: Any, key: Hashable = None) -> None:
+        self._seen = (weakref.ref(tensor), tensor._version, key, value)
