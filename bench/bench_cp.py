@@ -125,6 +125,18 @@ def one_gpu(spec: dict[str, Any], n: int, heads: int, dim: int, args: argparse.N
     return statistics.median(median_ms(step, args.warmup, args.reps, False)), active_pairs(pattern)
 
 
+def profile_step(step: Callable[[], None], label: str, rows: int = 18) -> None:
+    """One step under torch.profiler: its busiest device operations, printed (each rank prints its own)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    synchronize()
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        step()
+        synchronize()
+    table = prof.key_averages().table(sort_by="device_time_total", row_limit=rows, max_name_column_width=60)
+    print(f"== profile: {label}\n{table}", flush=True)
+
+
 def simulate_case(case: str, ranks: int, args: argparse.Namespace) -> dict[str, Any]:
     """One device, no torch.distributed: each rank's local calls and merges (`md.simulate(only_rank=r)`)
     timed alone against n / P on the same device; communication is left out."""
@@ -202,6 +214,8 @@ def measure_case(case: str, args: argparse.Namespace) -> dict[str, Any]:
     received = (comm.traffic.forward, comm.traffic.backward)
     times = median_ms(fwd_bwd(call, q, k, v, grad), args.warmup, args.reps, True)
     mine = statistics.median(times)
+    if args.profile:
+        profile_step(fwd_bwd(call, q, k, v, grad), f"{case}, rank {rank}")
 
     with torch.no_grad():  # correctness: this rank's rows against all n keys on this GPU alone
         keys, values = full[1].detach(), full[2].detach()
@@ -301,6 +315,7 @@ def main() -> None:
     parser.add_argument(
         "--simulate-ranks", type=int, help="no torch.distributed: time each rank's compute alone on this one device"
     )
+    parser.add_argument("--profile", action="store_true", help="print one profiled step per rank and case")
     parser.add_argument("--cpu", action="store_true", help="smoke test on the CPU with gloo (float32; small --seq-len)")
     args = parser.parse_args()
     os.environ.setdefault("NCCL_NVLS_ENABLE", "0")  # read when NCCL builds its communicators

@@ -1,7 +1,7 @@
 """maskc's Triton backend against FlexAttention and dense SDPA on one GPU, in one process.
 
 Run on a CUDA machine: python3 bench/bench_triton.py [--ns 8192,32768] [--patterns all] [--memory-n 1048576]
-[--chunk-factor 2,0]
+[--chunk-factor 2,0] [--tma 0,1]
 Same method as the FlexAttention anchors (../shared/reference/flex_peer_bench.py): bf16, B = 1,
 H = 16, D = 128; FlexAttention compiled with the equivalent mask_mod and its default block mask;
 dense causal scaled_dot_product_attention (flash and cuDNN); triton.testing.do_bench medians;
@@ -35,7 +35,7 @@ from triton.testing import do_bench
 
 import maskc
 from maskc.backends.triton import tables
-from maskc.backends.triton.tuning import chosen_configs
+from maskc.backends.triton.tuning import chosen_configs, forget_configs
 from maskc.errors import MaskcWarning
 
 SPECS = Path(__file__).resolve().parent.parent / "specs"
@@ -161,7 +161,7 @@ def bench_dense(n: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> No
 
 
 def bench_pattern(name: str, mask_mod: Callable, n: int, q, k, v, peak: float, bandwidth: float,
-                  chunk_factors: list[float]) -> None:  # fmt: skip
+                  chunk_factors: list[float], tma: list[str]) -> None:  # fmt: skip
     pattern = compile_spec(name, n)
     pairs = int(pattern.stats().active_pairs)
     flex_pairs = count_pairs(mask_mod, n)
@@ -173,15 +173,22 @@ def bench_pattern(name: str, mask_mod: Callable, n: int, q, k, v, peak: float, b
     def ours(a, b, c):
         return maskc.attention(a, b, c, pattern, backend="triton")
 
-    for factor in chunk_factors:  # each factor in this process, beside the same Flex and cuDNN figures
+    # each variant in this process, beside the same Flex and cuDNN figures
+    for factor, tma_setting in ((f, t) for f in chunk_factors for t in tma):
         tables.CHUNK_FACTOR = factor
+        os.environ["MASKC_TRITON_TMA"] = tma_setting
+        forget_configs()
         first, fwd, fwd_bwd = first_call_and_times(ours, q, k, v)
         tuned = {
             key[1]: vars(config)
             for key, config in chosen_configs().items()
             if key[0][0] == pattern.spec_hash and key[0][3] == n
         }
-        impl = "maskc" if len(chunk_factors) == 1 else f"maskc chunks {factor:g}"
+        impl = " ".join(
+            ["maskc"]
+            + ([f"chunks {factor:g}"] if len(chunk_factors) > 1 else [])
+            + ([f"tma {tma_setting}"] if len(tma) > 1 else [])
+        )
         log(impl=impl, first_call_s=round(first, 1), configs=tuned, **common, **rates(pairs, fwd, fwd_bwd))
 
     # Each pattern's mask_mod is new code to torch.compile; without a reset, the recompile limit
@@ -269,8 +276,14 @@ def main() -> None:
     parser.add_argument("--chunk-factor", default=f"{tables.CHUNK_FACTOR:g}",
                         help="long lines run as chunks of this many median lines; 0 runs them whole; "
                              "several (comma-separated) are each timed in this process")  # fmt: skip
+    parser.add_argument("--tma", default=os.environ.get("MASKC_TRITON_TMA", "1"),
+                        help="MASKC_TRITON_TMA values to time in this process (0: no tensor-descriptor "
+                             "candidates, 1: the tuner may pick them), comma-separated")  # fmt: skip
     args = parser.parse_args()
     factors = chunk_factors(parser, args.chunk_factor)
+    tma = [x.strip() for x in args.tma.split(",") if x.strip()]
+    if not tma or any(x not in ("0", "1") for x in tma):
+        parser.error(f"--tma takes 0 and 1, comma-separated, got {args.tma!r}")
     torch.backends.cuda.matmul.allow_tf32 = True
     log(gpu=torch.cuda.get_device_name(), torch=torch.__version__, triton=triton.__version__, chunk_factors=factors)
     peak, bandwidth = matmul_tflops(), copy_bandwidth()
@@ -285,7 +298,7 @@ def main() -> None:
         names = list(mods) if args.patterns == "all" else args.patterns.split(",")
         for name in names:
             try:
-                bench_pattern(name, mods[name], n, q, k, v, peak, bandwidth, factors)
+                bench_pattern(name, mods[name], n, q, k, v, peak, bandwidth, factors, tma)
             except Exception as error:  # one failing pattern must not hide the others
                 log(n=n, pattern=name, error=f"{type(error).__name__}: {str(error)[:300]}")
         del q, k, v

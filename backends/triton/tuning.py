@@ -5,7 +5,8 @@ tile shape the pattern is laid out on), the warps per program and the software-p
 depth. The spaces hold shapes that fit block-64 patterns (64-wide key tiles) and the usual
 128-row tiles. On a GPU the first call of a problem times every candidate on the real inputs and
 keeps the fastest; under the interpreter the pattern's own tile shape runs, one warp group, no
-pipelining. MASKC_TRITON_AUTOTUNE=0 takes the first candidate without timing.
+pipelining. MASKC_TRITON_AUTOTUNE=0 takes the first candidate without timing; MASKC_TRITON_TMA=0
+leaves the tensor-descriptor (TMA) forward variants out.
 """
 
 from __future__ import annotations
@@ -25,12 +26,14 @@ Kernel = Literal["forward", "dkdv", "dq"]
 
 @dataclass(frozen=True)
 class KernelConfig:
-    """Tile shape (query rows × keys per tile), warps per program and pipeline stages."""
+    """Tile shape (query rows × keys per tile), warps per program, pipeline stages, and whether key and
+    value tiles load through tensor descriptors (TMA; forward kernel on Hopper, whole-tile calls)."""
 
     block_m: int
     block_n: int
     num_warps: int
     num_stages: int
+    tma: bool = False
 
 
 #: Candidates for 16-bit inputs by kernel and largest head dim; dK/dV's BLOCK_N is its keys per
@@ -59,6 +62,12 @@ _HALF: dict[Kernel, dict[int, list[KernelConfig]]] = {
         256: [KernelConfig(64, 32, 4, 2), KernelConfig(64, 64, 8, 2)],
     },
 }
+#: Forward candidates added on Hopper: key and value tiles through tensor descriptors (TMA).
+_TMA_FORWARD: dict[int, list[KernelConfig]] = {
+    64: [KernelConfig(128, 64, 4, 3, tma=True), KernelConfig(128, 128, 8, 3, tma=True)],
+    128: [KernelConfig(128, 64, 8, 3, tma=True), KernelConfig(128, 128, 8, 3, tma=True)],
+    256: [],
+}
 #: float32 tiles take twice the shared memory: smaller shapes, fewer stages, for every kernel.
 _SINGLE: dict[int, list[KernelConfig]] = {
     64: [KernelConfig(64, 64, 4, 2), KernelConfig(32, 32, 4, 2)],
@@ -75,12 +84,25 @@ def dot_precision(dtype: torch.dtype) -> str:
     return "ieee" if dtype == torch.float32 else "tf32"
 
 
-def candidates(kernel: Kernel, head_dim: int, dtype: torch.dtype, native: tuple[int, int]) -> list[KernelConfig]:
-    """The configurations to try; under the interpreter only the pattern's own tile shape."""
+def candidates(
+    kernel: Kernel, head_dim: int, dtype: torch.dtype, native: tuple[int, int], tma: bool = False
+) -> list[KernelConfig]:
+    """The configurations to try; under the interpreter only the pattern's own tile shape. `tma`: the
+    device has tensor descriptors (Hopper), so the forward kernel's descriptor variants join."""
     if interpreting():
         return [KernelConfig(native[0], native[1], 4, 1)]
     size = next(size for size in (64, 128, 256) if head_dim <= size)
-    return list(_SINGLE[size] if dtype == torch.float32 else _HALF[kernel][size])
+    if dtype == torch.float32:
+        return list(_SINGLE[size])
+    return _HALF[kernel][size] + (_TMA_FORWARD[size] if tma and kernel == "forward" else [])
+
+
+def has_tma(device: torch.device) -> bool:
+    """Whether kernels on `device` may load through tensor descriptors (CUDA, compute capability 9+),
+    unless MASKC_TRITON_TMA=0 leaves them out of the tuning space."""
+    if os.environ.get("MASKC_TRITON_TMA", "1") == "0":
+        return False
+    return device.type == "cuda" and torch.cuda.get_device_capability(device)[0] >= 9
 
 
 def choose_config(
@@ -90,7 +112,7 @@ def choose_config(
     key = (plan.tune_key, kernel, tuple(q.shape), k.shape[1], k.shape[-1], q.dtype, str(q.device))
     chosen = _CHOSEN.get(key)
     if chosen is None:
-        options = candidates(kernel, max(q.shape[-1], k.shape[-1]), q.dtype, plan.native_tile)
+        options = candidates(kernel, max(q.shape[-1], k.shape[-1]), q.dtype, plan.native_tile, has_tma(q.device))
         if len(options) == 1 or os.environ.get("MASKC_TRITON_AUTOTUNE", "1") == "0":
             chosen = options[0]
         else:
@@ -102,6 +124,11 @@ def choose_config(
 def chosen_configs() -> dict[tuple, KernelConfig]:
     """What the tuner picked so far, by problem (benchmarks print it)."""
     return dict(_CHOSEN)
+
+
+def forget_configs() -> None:
+    """Tune every problem again on its next call (benchmarks comparing tuning spaces in one process)."""
+    _CHOSEN.clear()
 
 
 def _fastest(options: list[KernelConfig], run: Callable[[KernelConfig], None]) -> KernelConfig:

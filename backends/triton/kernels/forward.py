@@ -9,7 +9,9 @@ With SPLIT, long rows run as chunks instead (`split_slot`): each chunk program w
 the row's tile list and writes its unnormalised partial (acc, m, l in base 2) to float32
 workspaces; `maskc_forward_merge` then combines each long row's partials by log-sum-exp into Out
 and Lse exactly. Without SPLIT the kernel is the unsplit one, compiled to the same code.
-Online softmax in base 2 as in Triton's fused-attention tutorial; a row that meets no key keeps
+With TMA (whole-tile calls on Hopper), key and value tiles come through tensor descriptors, the
+copy engine's bulk loads, instead of pointer loads. Online softmax in base 2 as in Triton's
+fused-attention tutorial; a row that meets no key keeps
 m = −inf without producing NaN and ends with zeros and lse = −inf.
 
 `backends/triton/forward.py` launches `maskc_forward`; its tile shapes, warps and stages are the
@@ -36,13 +38,10 @@ from .common import (
 
 
 @triton.jit
-def forward_tile(acc, m_i, l_i, q, k_tile, v_tile, offs_q, offs_k, layout, n_ctx, k_lo, k_hi, qk_scale,
+def forward_tile(acc, m_i, l_i, q, k, v, offs_q, offs_k, layout, n_ctx, k_lo, k_hi, qk_scale,
                  tile_mask: tl.constexpr, mask_args,
                  MASKED: tl.constexpr, EVEN_N: tl.constexpr, PRECISION: tl.constexpr):
-    # -- load K and V: keys are positions; only those in [k_lo, k_hi) are the call's --
     k_in = (offs_k >= k_lo) & (offs_k < k_hi)
-    k = load_rows(k_tile, k_in, EVEN_N)
-    v = load_rows(v_tile, k_in, EVEN_N)
     # -- compute qk, masked by the predicate on partial tiles only --
     qk = mma(q, tl.trans(k), None, PRECISION)
     if MASKED:
@@ -67,18 +66,26 @@ def forward_tile(acc, m_i, l_i, q, k_tile, v_tile, offs_q, offs_k, layout, n_ctx
 
 
 @triton.jit
-def forward_tiles(acc, m_i, l_i, q, k_head, v_head, k_local, v_local, stride_kn, stride_vn,
+def forward_tiles(acc, m_i, l_i, q, k_head, v_head, k_local, v_local, stride_kn, stride_vn, KDesc, VDesc, k_row, v_row,
                   tile_idx, lo, hi, offs_q, offs_n, layout, n_ctx, k_lo, k_hi, qk_scale,
                   tile_mask: tl.constexpr, mask_args,
-                  BLOCK_N: tl.constexpr, MASKED: tl.constexpr, EVEN_N: tl.constexpr, PRECISION: tl.constexpr):
+                  BLOCK_N: tl.constexpr, MASKED: tl.constexpr, EVEN_N: tl.constexpr, PRECISION: tl.constexpr,
+                  TMA: tl.constexpr):
     # Fold the key tiles tile_idx[lo:hi] of one query row into the running softmax.
     start_n = tile_start(tile_idx, lo, hi, BLOCK_N)
     for t in range(lo, hi):
         next_n = tile_start(tile_idx, t + 1, hi, BLOCK_N)
+        # -- load K and V: keys are positions; only those in [k_lo, k_hi) are the call's --
+        if TMA:  # whole tiles by the copy engine (kv_descriptors, forward.py): row of position p is k_row + p
+            k = KDesc.load([k_row + start_n, 0])
+            v = VDesc.load([v_row + start_n, 0])
+        else:
+            offs_k = start_n + offs_n
+            k_in = (offs_k >= k_lo) & (offs_k < k_hi)
+            k = load_rows(k_head + start_n.to(tl.int64) * stride_kn + k_local, k_in, EVEN_N)
+            v = load_rows(v_head + start_n.to(tl.int64) * stride_vn + v_local, k_in, EVEN_N)
         acc, m_i, l_i = forward_tile(
-            acc, m_i, l_i, q,
-            k_head + start_n.to(tl.int64) * stride_kn + k_local,
-            v_head + start_n.to(tl.int64) * stride_vn + v_local,
+            acc, m_i, l_i, q, k, v,
             offs_q, start_n + offs_n, layout, n_ctx, k_lo, k_hi, qk_scale, tile_mask, mask_args,
             MASKED, EVEN_N, PRECISION,
         )
@@ -96,9 +103,10 @@ def maskc_forward(
     head_layout, table_of_head, table_stride, layouts, row_order, full_ptr, full_idx, partial_ptr, partial_idx,
     qk_scale, n_ctx, heads, group, batch_heads, row_tiles, long_rows, programs,
     q_starts, q_start, q_len, k_lo, k_hi, tile_mask: tl.constexpr, mask_args,
-    chunk_line, chunk_start, chunk_tiles, chunk_programs, AccWork, MWork, LWork,
+    chunk_line, chunk_start, chunk_tiles, chunk_programs, AccWork, MWork, LWork, KDesc, VDesc,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr, VALUE_DIM: tl.constexpr,
     EVEN_N: tl.constexpr, PER_BATCH_Q: tl.constexpr, PRECISION: tl.constexpr, SPLIT: tl.constexpr,
+    TMA: tl.constexpr,
 ):
     # Stage 1: the program's (batch, head), query tile and tables. Rows and keys are addressed by
     # position: query row a of this batch element is position q_lo + a, key row c is position
@@ -118,6 +126,9 @@ def maskc_forward(
     v_head = rows_by_position(V, b, kvh, stride_vb, stride_vh, stride_vn, k_lo)
     k_local = offs_n[:, None] * stride_kn + offs_d[None, :]
     v_local = offs_n[:, None] * stride_vn + offs_v[None, :]
+    # with TMA, the descriptors' row of (batch b, head kvh) at position p is k_row + p (v_row + p)
+    k_row = (b * (stride_kb // HEAD_DIM) + kvh * (stride_kh // HEAD_DIM) - k_lo).to(tl.int32)
+    v_row = (b * (stride_vb // VALUE_DIM) + kvh * (stride_vh // VALUE_DIM) - k_lo).to(tl.int32)
     m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
     l_i = tl.zeros([BLOCK_M], tl.float32)
     acc = tl.zeros([BLOCK_M, VALUE_DIM], tl.float32)
@@ -129,10 +140,10 @@ def maskc_forward(
         full_lo, full_hi = walk_part(full_lo, full_hi, first, last)
     # Stage 2: the row's full tiles, no predicate.
     acc, m_i, l_i = forward_tiles(
-        acc, m_i, l_i, q, k_head, v_head, k_local, v_local, stride_kn, stride_vn,
+        acc, m_i, l_i, q, k_head, v_head, k_local, v_local, stride_kn, stride_vn, KDesc, VDesc, k_row, v_row,
         full_idx, full_lo, full_hi,
         offs_q, offs_n, layout, n_ctx, k_lo, k_hi, qk_scale, tile_mask, mask_args,
-        BLOCK_N, False, EVEN_N, PRECISION,
+        BLOCK_N, False, EVEN_N, PRECISION, TMA,
     )
     partial_lo = tl.load(partial_ptr + at)
     partial_hi = tl.load(partial_ptr + at + 1)
@@ -140,10 +151,10 @@ def maskc_forward(
         partial_lo, partial_hi = walk_part(partial_lo, partial_hi, first - full_count, last - full_count)
     # Stage 3: its partial tiles, through the predicate.
     acc, m_i, l_i = forward_tiles(
-        acc, m_i, l_i, q, k_head, v_head, k_local, v_local, stride_kn, stride_vn,
+        acc, m_i, l_i, q, k_head, v_head, k_local, v_local, stride_kn, stride_vn, KDesc, VDesc, k_row, v_row,
         partial_idx, partial_lo, partial_hi,
         offs_q, offs_n, layout, n_ctx, k_lo, k_hi, qk_scale, tile_mask, mask_args,
-        BLOCK_N, True, EVEN_N, PRECISION,
+        BLOCK_N, True, EVEN_N, PRECISION, TMA,
     )
     # Stage 4: normalise and store, or, for a chunk, keep the partial for the merge.
     if SPLIT:

@@ -1,0 +1,128 @@
+"""The forward kernel's tensor-descriptor (TMA) loads, through Triton's interpreter (TRITON_INTERPRET=1).
+
+On Hopper the tuner also times forward configurations whose key and value tiles come through
+tensor descriptors (`kv_descriptors`, one row table per tensor). The interpreter runs the same
+kernel code, so here every forward call is forced onto such a configuration and checked against
+float64 dense attention on the brute-force mask: full-length calls, a rectangle on tile borders,
+shards that are views into a longer sequence, GQA and per-head patterns. A spy checks that the
+descriptor path really ran, and that calls which cannot take it (not on tile borders, a layout
+whose rows are not `dim` apart) fall back to pointer loads.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+from interpreter import interpreter  # noqa: F401  (fixture: kernels run in Triton's interpreter)
+from slicedref import sliced_attention
+from specgen import brute_force_mask
+
+import maskc
+from maskc.backends.triton import forward, tuning
+from maskc.errors import MaskcWarning
+
+SPECS = [
+    ({"name": "swa-sinks", "causal": True, "pattern": [{"window": {"before": 11}}, {"sink": {"count": 3}}]}, 1),
+    (
+        {
+            "name": "per-head",
+            "heads": 2,
+            "pattern": [{"window": {"size": 20}}, {"global": {"tokens": [5]}}],
+            "head_patterns": [{"heads": [1], "pattern": {"stride": {"every": 7}}}],
+        },
+        2,
+    ),
+]
+N = 64
+
+
+@pytest.fixture
+def tma_forward(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+    """Every forward call on a TMA configuration of the pattern's tile shape; returns, per launch,
+    whether descriptors were built (the kernel's TMA path) or not (pointer loads)."""
+    used: list[bool] = []
+    original_candidates, original_descriptors = tuning.candidates, forward.kv_descriptors
+
+    def candidates(kernel, head_dim, dtype, native, tma=False):
+        found = original_candidates(kernel, head_dim, dtype, native, tma)
+        if kernel != "forward":
+            return found
+        return [tuning.KernelConfig(c.block_m, c.block_n, c.num_warps, c.num_stages, tma=True) for c in found]
+
+    def descriptors(k, v, block_n):
+        found = original_descriptors(k, v, block_n)
+        used.append(found is not None)
+        return found
+
+    monkeypatch.setattr(tuning, "candidates", candidates)
+    monkeypatch.setattr(forward, "kv_descriptors", descriptors)
+    monkeypatch.setattr(tuning, "_CHOSEN", {})
+    return used
+
+
+def _pattern(spec: dict) -> maskc.CompiledPattern:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", MaskcWarning)
+        return maskc.compile(
+            maskc.Spec.model_validate(spec), seq_len=N, block_size=(16, 16), heads=spec.get("heads", 2)
+        )
+
+
+def _check(spec: dict, q, k, v, q_start: int, k_start: int) -> None:
+    """Output, lse and gradients of one call against float64 dense attention on the mask's slice."""
+    pattern = _pattern(spec)
+    leaves = [x.detach().clone().requires_grad_() for x in (q, k, v)]
+    out, lse = maskc.attention(*leaves, pattern, "triton", return_lse=True, q_offset=q_start, k_offset=k_start)
+    refs = [x.detach().double().requires_grad_() for x in (q, k, v)]
+    mask = brute_force_mask(spec, N)
+    ref_out, ref_lse = sliced_attention(*refs, mask, [q_start] * q.shape[0], k_start, q.shape[-1] ** -0.5)
+    assert torch.equal(torch.isinf(lse), torch.isinf(ref_lse))
+    finite = torch.isfinite(ref_lse)
+    assert (out.double() - ref_out).norm() / ref_out.norm() < 1e-4
+    assert (lse[finite].double() - ref_lse[finite]).abs().max() < 1e-4
+    d_out = torch.randn_like(out)
+    got = torch.autograd.grad(out, leaves, d_out)
+    want = torch.autograd.grad(ref_out, refs, d_out.double())
+    for g, w in zip(got, want):
+        assert (g.double() - w).norm() / w.norm().clamp_min(1e-30) < 1e-4
+
+
+@pytest.mark.parametrize("which", range(len(SPECS)))
+def test_full_length_calls_load_through_descriptors(tma_forward, which):
+    spec, kv_heads = SPECS[which]
+    gen = torch.Generator().manual_seed(which)
+    q = torch.randn(2, 2, N, 16, generator=gen)
+    k, v = (torch.randn(2, kv_heads, N, 16, generator=gen) for _ in range(2))
+    _check(spec, q, k, v, 0, 0)
+    assert tma_forward and all(tma_forward)
+
+
+@pytest.mark.parametrize("which", range(len(SPECS)))
+def test_shards_of_a_longer_sequence_load_through_descriptors(tma_forward, which):
+    """A context-parallel shard: rows and keys 32 … 63 as views into the whole sequence's tensors
+    (head strides of 64 rows, not 32), on tile borders."""
+    spec, kv_heads = SPECS[which]
+    gen = torch.Generator().manual_seed(10 + which)
+    q = torch.randn(1, 2, N, 16, generator=gen)[:, :, 32:]
+    k, v = (torch.randn(1, kv_heads, N, 16, generator=gen)[:, :, 16:] for _ in range(2))
+    _check(spec, q, k, v, 32, 16)
+    assert tma_forward and all(tma_forward)
+
+
+def test_calls_off_tile_borders_fall_back_to_pointer_loads(tma_forward):
+    spec, kv_heads = SPECS[0]
+    gen = torch.Generator().manual_seed(20)
+    q = torch.randn(1, 2, 21, 16, generator=gen)
+    k, v = (torch.randn(1, kv_heads, 40, 16, generator=gen) for _ in range(2))
+    _check(spec, q, k, v, 30, 3)
+    assert tma_forward == []  # not on tile borders: no descriptors asked for
+
+
+def test_descriptors_need_rows_one_head_dim_apart():
+    k = torch.randn(1, 4, 32, 16)
+    assert forward.kv_descriptors(k, k, 16) is not None
+    heads_last = torch.randn(1, 32, 4, 16).transpose(1, 2)  # (B, N, H, D) storage: rows 4 · 16 apart
+    assert forward.kv_descriptors(heads_last, heads_last, 16) is None
+    assert forward.kv_descriptors(k, heads_last, 16) is None
