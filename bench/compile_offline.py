@@ -10,7 +10,7 @@ Used to check that a change of the kernels' source form changes no compiled code
 Needs a Triton with the NVIDIA backend (it bundles ptxas and cuobjdump); no GPU.
 
     MASKC_TRITON_AUTOTUNE=0 python bench/compile_offline.py > compiled.jsonl
-    python bench/compile_offline.py --tma   # the forward kernel with tensor-descriptor loads
+    python bench/compile_offline.py --tma   # every kernel's tensor-descriptor (TMA) variant
 """
 
 from __future__ import annotations
@@ -102,16 +102,14 @@ def _summary(name: str, kernel) -> dict:
     }
 
 
-def _tma_forward() -> None:
-    """The forward candidates as their tensor-descriptor (TMA) variants, as on Hopper."""
+def _tma_everywhere() -> None:
+    """Every candidate as its tensor-descriptor (TMA) variant, as Hopper may tune them."""
     from maskc.backends.triton import tuning
 
     original = tuning.candidates
 
     def candidates(kernel, head_dim, dtype, native, tma=False):
         found = original(kernel, head_dim, dtype, native, tma)
-        if kernel != "forward":
-            return found
         return [tuning.KernelConfig(c.block_m, c.block_n, c.num_warps, c.num_stages, tma=True) for c in found]
 
     tuning.candidates = candidates
@@ -122,7 +120,7 @@ def main() -> None:
     from maskc.backends.triton import backend as triton_backend
 
     if "--tma" in sys.argv[1:]:
-        _tma_forward()
+        _tma_everywhere()
 
     os.environ.pop("TRITON_INTERPRET", None)
     os.environ["MASKC_TRITON_AUTOTUNE"] = "0"

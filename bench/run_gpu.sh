@@ -5,9 +5,10 @@
 #                                 then both GPUs: bench_cp (issue 15)
 #   bash bench/run_gpu.sh benches GPU 0: bench_runtime, bench_grids; GPU 1: bench_hf_prefill,
 #                                 bench_decode, bench_triton long lines as chunks against whole
-#   bash bench/run_gpu.sh tma     GPU 0: the GPU test suite; GPU 1: the forward kernel with and without
-#                                 tensor-descriptor loads (bench_triton --tma 0,1; grids with each);
-#                                 then both GPUs: bench_cp's window, each rank's step profiled
+#   bash bench/run_gpu.sh tma     GPU 0: the GPU test suite, then grids; GPU 1: the causal window with and
+#                                 without tensor-descriptor loads (bench_triton --tma 0,1), then
+#                                 bench_lowering --quick; then both GPUs: bench_cp's window and dense
+#                                 causal, each rank's step profiled
 #   bash bench/run_gpu.sh next    what bench/NOTES.md's first section lists as not yet measured:
 #                                 GPU 0: fixed through its passes, row-major NATTEN, the merge alone;
 #                                 GPU 1: top-k, long lines as chunks and whole in one process
@@ -39,13 +40,13 @@ if [ "$phase" = tests ]; then
         || echo "(exit $?)" >>"$out/bench_a.log"
     grep -E "^(FAILED|ERROR)|passed|failed" "$out/gpu_tests.log" | tail -20
 elif [ "$phase" = tma ]; then
-    queue 0 gpu_tests "tests|python3 -m pytest -q -p no:cacheprovider -n 8 -rfE --timeout 240 --junitxml=$out/gpu_tests.xml tests/gpu -m gpu" &
-    queue 1 bench_a "tma|python3 bench/bench_triton.py --ns 32768 --patterns mistral_swa,longformer,bigbird --tma 0,1" \
-        "grids tma 0|MASKC_TRITON_TMA=0 python3 bench/bench_grids.py --cases 1,3" \
-        "grids tma 1|MASKC_TRITON_TMA=1 python3 bench/bench_grids.py --cases 1,3" &
+    queue 0 gpu_tests "tests|python3 -m pytest -q -p no:cacheprovider -n 8 -rfE --timeout 240 --junitxml=$out/gpu_tests.xml tests/gpu -m gpu" \
+        "grids|python3 bench/bench_grids.py --cases 0,1,3,4,6" &
+    queue 1 bench_a "tma|python3 bench/bench_triton.py --ns 32768 --patterns mistral_swa --tma 0,1" \
+        "lowering|python3 bench/bench_lowering.py --quick" &
     wait
     echo "== cp" >>"$out/bench_a.log"
-    timeout 200 torchrun --standalone --nproc_per_node 2 bench/bench_cp.py --cases window --profile \
+    timeout 170 torchrun --standalone --nproc_per_node 2 bench/bench_cp.py --cases window,dense_causal --profile \
         --out "$out/bench_cp.json" >>"$out/bench_a.log" 2>&1 || echo "(exit $?)" >>"$out/bench_a.log"
     grep -E "^(FAILED|ERROR)|passed|failed" "$out/gpu_tests.log" | tail -20
 elif [ "$phase" = next ]; then

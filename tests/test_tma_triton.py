@@ -1,12 +1,12 @@
-"""The forward kernel's tensor-descriptor (TMA) loads, through Triton's interpreter (TRITON_INTERPRET=1).
+"""The kernels' tensor-descriptor (TMA) loads, through Triton's interpreter (TRITON_INTERPRET=1).
 
-On Hopper the tuner also times forward configurations whose key and value tiles come through
-tensor descriptors (`kv_descriptors`, one row table per tensor). The interpreter runs the same
-kernel code, so here every forward call is forced onto such a configuration and checked against
-float64 dense attention on the brute-force mask: full-length calls, a rectangle on tile borders,
-shards that are views into a longer sequence, GQA and per-head patterns. A spy checks that the
-descriptor path really ran, and that calls which cannot take it (not on tile borders, a layout
-whose rows are not `dim` apart) fall back to pointer loads.
+On Hopper the tuner also times configurations whose walked tiles (keys and values in the forward
+and dQ kernels, queries and dO in dK/dV) come through tensor descriptors (`descriptors.py`). The
+interpreter runs the same kernel code, so here every call is forced onto such configurations and
+checked against float64 dense attention on the brute-force mask (outputs, lse, gradients):
+full-length calls, shards that are views into a longer sequence, GQA and per-head patterns. A spy
+checks that the descriptor path really ran in all three kernels, and that calls which cannot take
+it (not on tile borders, a layout whose rows are not `dim` apart) fall back to pointer loads.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from slicedref import sliced_attention
 from specgen import brute_force_mask
 
 import maskc
-from maskc.backends.triton import forward, tuning
+from maskc.backends.triton import descriptors, tuning
 from maskc.errors import MaskcWarning
 
 SPECS = [
@@ -39,25 +39,23 @@ N = 64
 
 
 @pytest.fixture
-def tma_forward(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
-    """Every forward call on a TMA configuration of the pattern's tile shape; returns, per launch,
-    whether descriptors were built (the kernel's TMA path) or not (pointer loads)."""
+def tma_calls(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+    """Every kernel on TMA configurations of the pattern's tile shape; returns, per launch that asked
+    for descriptors, whether they were built (the kernel's TMA path) or not (pointer loads)."""
     used: list[bool] = []
-    original_candidates, original_descriptors = tuning.candidates, forward.kv_descriptors
+    original_candidates, original_descriptors = tuning.candidates, descriptors.row_descriptors
 
     def candidates(kernel, head_dim, dtype, native, tma=False):
         found = original_candidates(kernel, head_dim, dtype, native, tma)
-        if kernel != "forward":
-            return found
         return [tuning.KernelConfig(c.block_m, c.block_n, c.num_warps, c.num_stages, tma=True) for c in found]
 
-    def descriptors(k, v, block_n):
-        found = original_descriptors(k, v, block_n)
+    def row_descriptors(tensors, block_rows):
+        found = original_descriptors(tensors, block_rows)
         used.append(found is not None)
         return found
 
     monkeypatch.setattr(tuning, "candidates", candidates)
-    monkeypatch.setattr(forward, "kv_descriptors", descriptors)
+    monkeypatch.setattr(descriptors, "row_descriptors", row_descriptors)
     monkeypatch.setattr(tuning, "_CHOSEN", {})
     return used
 
@@ -90,17 +88,17 @@ def _check(spec: dict, q, k, v, q_start: int, k_start: int) -> None:
 
 
 @pytest.mark.parametrize("which", range(len(SPECS)))
-def test_full_length_calls_load_through_descriptors(tma_forward, which):
+def test_full_length_calls_load_through_descriptors(tma_calls, which):
     spec, kv_heads = SPECS[which]
     gen = torch.Generator().manual_seed(which)
     q = torch.randn(2, 2, N, 16, generator=gen)
     k, v = (torch.randn(2, kv_heads, N, 16, generator=gen) for _ in range(2))
     _check(spec, q, k, v, 0, 0)
-    assert tma_forward and all(tma_forward)
+    assert tma_calls == [True] * 3  # forward, dK/dV, dQ
 
 
 @pytest.mark.parametrize("which", range(len(SPECS)))
-def test_shards_of_a_longer_sequence_load_through_descriptors(tma_forward, which):
+def test_shards_of_a_longer_sequence_load_through_descriptors(tma_calls, which):
     """A context-parallel shard: rows and keys 32 … 63 as views into the whole sequence's tensors
     (head strides of 64 rows, not 32), on tile borders."""
     spec, kv_heads = SPECS[which]
@@ -108,21 +106,21 @@ def test_shards_of_a_longer_sequence_load_through_descriptors(tma_forward, which
     q = torch.randn(1, 2, N, 16, generator=gen)[:, :, 32:]
     k, v = (torch.randn(1, kv_heads, N, 16, generator=gen)[:, :, 16:] for _ in range(2))
     _check(spec, q, k, v, 32, 16)
-    assert tma_forward and all(tma_forward)
+    assert tma_calls == [True] * 3
 
 
-def test_calls_off_tile_borders_fall_back_to_pointer_loads(tma_forward):
+def test_calls_off_tile_borders_fall_back_to_pointer_loads(tma_calls):
     spec, kv_heads = SPECS[0]
     gen = torch.Generator().manual_seed(20)
     q = torch.randn(1, 2, 21, 16, generator=gen)
     k, v = (torch.randn(1, kv_heads, 40, 16, generator=gen) for _ in range(2))
     _check(spec, q, k, v, 30, 3)
-    assert tma_forward == []  # not on tile borders: no descriptors asked for
+    assert tma_calls == []  # not on tile borders: no descriptors asked for
 
 
 def test_descriptors_need_rows_one_head_dim_apart():
     k = torch.randn(1, 4, 32, 16)
-    assert forward.kv_descriptors(k, k, 16) is not None
+    assert descriptors.row_descriptors((k, k), 16) is not None
     heads_last = torch.randn(1, 32, 4, 16).transpose(1, 2)  # (B, N, H, D) storage: rows 4 · 16 apart
-    assert forward.kv_descriptors(heads_last, heads_last, 16) is None
-    assert forward.kv_descriptors(k, heads_last, 16) is None
+    assert descriptors.row_descriptors((heads_last,), 16) is None
+    assert descriptors.row_descriptors((k, heads_last), 16) is None

@@ -6,6 +6,7 @@ from types import ModuleType
 
 import torch
 
+from . import descriptors
 from .chunks import chunk_args, chunk_programs, launch_programs, workspace
 from .forward import LOG2E
 from .plan import Plan
@@ -93,17 +94,18 @@ def attention_backward(
         dk_work = workspace(chunks, block_n, head_dim, device=q.device)
         dv_work = workspace(chunks, block_n, value_dim, device=q.device)
         kernels = plan.kernels("backward")
+        even = span.even(config.block_m, block_n)
+        tma = descriptors.row_descriptors((q, d_out), config.block_m) if config.tma and even else None
         kernels.maskc_backward_dkdv[(launch_programs(tables, groups),)](
             q, k, v, d_out, dk, dv, lse2, delta,
             *strides, *dk.stride()[:3], *dv.stride()[:3],
             *launch.kernel_args(),
             scale * LOG2E, scale, plan.n, heads, groups, kv_heads, tables.lines,
             tables.long_lines, tables.programs, *positions, plan.tile_mask(), launch.mask_args,
-            *chunk_args(tables, groups), dk_work, dv_work,
+            *chunk_args(tables, groups), dk_work, dv_work, *(tma or (None, None)),
             GROUP=heads // kv_heads, BLOCK_M=config.block_m, BLOCK_N=block_n, HEAD_DIM=head_dim,
-            VALUE_DIM=value_dim, EVEN_N=span.even(config.block_m, block_n),
-            PER_BATCH_Q=span.q_starts is not None, PRECISION=precision, SPLIT=tables.split,
-            num_warps=config.num_warps, num_stages=config.num_stages,
+            VALUE_DIM=value_dim, EVEN_N=even, PER_BATCH_Q=span.q_starts is not None, PRECISION=precision,
+            SPLIT=tables.split, TMA=tma is not None, num_warps=config.num_warps, num_stages=config.num_stages,
         )  # fmt: skip
         if tables.split:
             keys = (positions[0], span.k_start, span.k_end - span.k_start)
@@ -116,16 +118,18 @@ def attention_backward(
         tables, groups, block_m = launch.walk, batch * heads, config.block_m
         dq_work = workspace(chunk_programs(tables, groups), block_m, head_dim, device=q.device)
         kernels = plan.kernels("backward")
+        even = span.even(block_m, config.block_n)
+        tma = descriptors.row_descriptors((k, v), config.block_n) if config.tma and even else None
         kernels.maskc_backward_dq[(launch_programs(tables, groups),)](
             q, k, v, d_out, dq, lse2, delta,
             *strides, *dq.stride()[:3],
             *launch.kernel_args(),
             scale * LOG2E, scale, plan.n, heads, heads // kv_heads, groups, tables.lines, tables.long_lines,
             tables.programs, *positions, plan.tile_mask(), launch.mask_args,
-            *chunk_args(tables, groups), dq_work,
+            *chunk_args(tables, groups), dq_work, *(tma or (None, None)),
             BLOCK_M=block_m, BLOCK_N=config.block_n, HEAD_DIM=head_dim, VALUE_DIM=value_dim,
-            EVEN_N=span.even(block_m, config.block_n), PER_BATCH_Q=span.q_starts is not None,
-            PRECISION=precision, SPLIT=tables.split, num_warps=config.num_warps, num_stages=config.num_stages,
+            EVEN_N=even, PER_BATCH_Q=span.q_starts is not None, PRECISION=precision, SPLIT=tables.split,
+            TMA=tma is not None, num_warps=config.num_warps, num_stages=config.num_stages,
         )  # fmt: skip
         if tables.split:
             _sum_chunks(kernels, tables, dq, dq_work, heads, groups, scale, positions[:3], block_m, head_dim,

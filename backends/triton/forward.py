@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 
+from . import descriptors
 from .chunks import chunk_args, chunk_programs, launch_programs, workspace
 from .plan import Plan
 from .runtime import CallInputs
@@ -40,17 +39,17 @@ def launch_forward(
     kernels = plan.kernels("forward")
     positions = span.kernel_args(q.device)
     even = span.even(block_m, config.block_n)
-    descriptors = kv_descriptors(k, v, config.block_n) if config.tma and even else None
+    tma = descriptors.row_descriptors((k, v), config.block_n) if config.tma and even else None
     kernels.maskc_forward[(launch_programs(tables, groups),)](
         q, k, v, out, lse,
         *q.stride()[:3], *k.stride()[:3], *v.stride()[:3], *out.stride()[:3],
         *launch.kernel_args(),
         scale * LOG2E, plan.n, heads, heads // k.shape[1], groups, tables.lines, tables.long_lines,
         tables.programs, *positions, plan.tile_mask(), launch.mask_args,
-        *chunk_args(tables, groups), acc_work, m_work, l_work, *(descriptors or (None, None)),
+        *chunk_args(tables, groups), acc_work, m_work, l_work, *(tma or (None, None)),
         BLOCK_M=block_m, BLOCK_N=config.block_n, HEAD_DIM=head_dim, VALUE_DIM=value_dim,
         EVEN_N=even, PER_BATCH_Q=span.q_starts is not None,
-        PRECISION=dot_precision(q.dtype), SPLIT=tables.split, TMA=descriptors is not None,
+        PRECISION=dot_precision(q.dtype), SPLIT=tables.split, TMA=tma is not None,
         num_warps=config.num_warps, num_stages=config.num_stages,
     )  # fmt: skip
     if tables.split:
@@ -58,32 +57,6 @@ def launch_forward(
             out, lse, acc_work, m_work, l_work, *out.stride()[:3], tables.order, tables.chunk_ptr, heads, groups,
             *positions[:3], BLOCK_M=block_m, VALUE_DIM=value_dim, PER_BATCH_Q=span.q_starts is not None, num_warps=8,
         )  # fmt: skip
-
-
-def kv_descriptors(k: torch.Tensor, v: torch.Tensor, block_n: int) -> tuple[Any, Any] | None:
-    """Tensor descriptors of K's and V's rows, [block_n, dim] tiles, or None where TMA cannot read them.
-
-    Each covers its tensor's storage as rows of `dim` elements from its first element on: the row of
-    (batch b, head h, key c) is b · stride_b / dim + h · stride_h / dim + c, which the kernel
-    computes. That needs rows of one stride `dim` (stride_n = dim, last stride 1), batch and head
-    strides that are whole rows, and the 16-byte alignment TMA asks of the base and the row stride;
-    a view into a longer sequence (a context-parallel shard, a cache) qualifies.
-    """
-    from triton.tools.tensor_descriptor import TensorDescriptor
-
-    found = []
-    for x in (k, v):
-        dim = x.shape[-1]
-        strides = x.stride()
-        if strides[3] != 1 or strides[2] != dim or strides[0] % dim or strides[1] % dim:
-            return None
-        if x.data_ptr() % 16 or (dim * x.element_size()) % 16:
-            return None
-        rows = ((x.shape[0] - 1) * strides[0] + (x.shape[1] - 1) * strides[1]) // dim + x.shape[2]
-        if rows >= 2**31:
-            return None
-        found.append(TensorDescriptor(x, [rows, dim], [dim, 1], [block_n, dim]))
-    return found[0], found[1]
 
 
 def attention_forward(

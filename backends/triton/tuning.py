@@ -6,7 +6,7 @@ depth. The spaces hold shapes that fit block-64 patterns (64-wide key tiles) and
 128-row tiles. On a GPU the first call of a problem times every candidate on the real inputs and
 keeps the fastest; under the interpreter the pattern's own tile shape runs, one warp group, no
 pipelining. MASKC_TRITON_AUTOTUNE=0 takes the first candidate without timing; MASKC_TRITON_TMA=0
-leaves the tensor-descriptor (TMA) forward variants out.
+leaves the tensor-descriptor (TMA) variants out.
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ Kernel = Literal["forward", "dkdv", "dq"]
 
 @dataclass(frozen=True)
 class KernelConfig:
-    """Tile shape (query rows × keys per tile), warps per program, pipeline stages, and whether key and
-    value tiles load through tensor descriptors (TMA; forward kernel on Hopper, whole-tile calls)."""
+    """Tile shape (query rows × keys per tile), warps per program, pipeline stages, and whether the
+    walked tiles load through tensor descriptors (TMA: Hopper, whole-tile calls; descriptors.py)."""
 
     block_m: int
     block_n: int
@@ -62,11 +62,24 @@ _HALF: dict[Kernel, dict[int, list[KernelConfig]]] = {
         256: [KernelConfig(64, 32, 4, 2), KernelConfig(64, 64, 8, 2)],
     },
 }
-#: Forward candidates added on Hopper: key and value tiles through tensor descriptors (TMA).
-_TMA_FORWARD: dict[int, list[KernelConfig]] = {
-    64: [KernelConfig(128, 64, 4, 3, tma=True), KernelConfig(128, 128, 8, 3, tma=True)],
-    128: [KernelConfig(128, 64, 8, 3, tma=True), KernelConfig(128, 128, 8, 3, tma=True)],
-    256: [],
+#: Candidates added on Hopper: the tiles a kernel walks (keys and values; queries and dO for dK/dV)
+#: through tensor descriptors (TMA), on the shapes the pointer-load tuning picked most.
+_TMA: dict[Kernel, dict[int, list[KernelConfig]]] = {
+    "forward": {
+        64: [KernelConfig(128, 64, 4, 3, tma=True), KernelConfig(128, 128, 8, 3, tma=True)],
+        128: [KernelConfig(128, 64, 8, 3, tma=True), KernelConfig(128, 128, 8, 3, tma=True)],
+        256: [],
+    },
+    "dkdv": {
+        64: [KernelConfig(64, 128, 8, 3, tma=True), KernelConfig(32, 64, 4, 3, tma=True)],
+        128: [KernelConfig(64, 128, 8, 3, tma=True), KernelConfig(32, 64, 4, 3, tma=True)],
+        256: [],
+    },
+    "dq": {
+        64: [KernelConfig(128, 64, 8, 3, tma=True), KernelConfig(64, 64, 4, 3, tma=True)],
+        128: [KernelConfig(128, 64, 8, 3, tma=True), KernelConfig(64, 64, 4, 3, tma=True)],
+        256: [],
+    },
 }
 #: float32 tiles take twice the shared memory: smaller shapes, fewer stages, for every kernel.
 _SINGLE: dict[int, list[KernelConfig]] = {
@@ -88,13 +101,13 @@ def candidates(
     kernel: Kernel, head_dim: int, dtype: torch.dtype, native: tuple[int, int], tma: bool = False
 ) -> list[KernelConfig]:
     """The configurations to try; under the interpreter only the pattern's own tile shape. `tma`: the
-    device has tensor descriptors (Hopper), so the forward kernel's descriptor variants join."""
+    device has tensor descriptors (Hopper), so the descriptor variants join."""
     if interpreting():
         return [KernelConfig(native[0], native[1], 4, 1)]
     size = next(size for size in (64, 128, 256) if head_dim <= size)
     if dtype == torch.float32:
         return list(_SINGLE[size])
-    return _HALF[kernel][size] + (_TMA_FORWARD[size] if tma and kernel == "forward" else [])
+    return _HALF[kernel][size] + (_TMA[kernel][size] if tma else [])
 
 
 def has_tma(device: torch.device) -> bool:

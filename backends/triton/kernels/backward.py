@@ -25,6 +25,8 @@ import triton.language as tl
 from .common import (
     LOG2E,
     chunk_rows,
+    key_rows,
+    load_key_tile,
     load_rows,
     merge_program,
     mma,
@@ -70,13 +72,11 @@ def maskc_backward_prepare(
 
 
 @triton.jit
-def dkdv_tile(dk, dv, k, v, q_tile, do_tile, Lse2, Delta, offs_q, offs_k, layout, n_ctx, q_lo, q_hi, qk_scale,
+def dkdv_tile(dk, dv, k, v, q, do, Lse2, Delta, offs_q, offs_k, layout, n_ctx, q_lo, q_hi, qk_scale,
               tile_mask: tl.constexpr, mask_args,
               MASKED: tl.constexpr, EVEN_N: tl.constexpr, PRECISION: tl.constexpr):
-    # -- load Q, dO and the rows' lse and delta: rows outside [q_lo, q_hi) are not the call's --
+    # -- the rows' lse and delta: rows outside [q_lo, q_hi) are not the call's --
     q_in = (offs_q >= q_lo) & (offs_q < q_hi)
-    q = load_rows(q_tile, q_in, EVEN_N)
-    do = load_rows(do_tile, q_in, EVEN_N)
     if EVEN_N:
         lse2 = tl.load(Lse2 + offs_q)
         delta = tl.load(Delta + offs_q)
@@ -98,18 +98,26 @@ def dkdv_tile(dk, dv, k, v, q_tile, do_tile, Lse2, Delta, offs_q, offs_k, layout
 
 
 @triton.jit
-def dkdv_tiles(dk, dv, k, v, q_head, do_head, q_local, do_local, stride_qm, stride_dm, lse2_head, delta_head,
-               tile_idx, lo, hi, offs_m, offs_k, layout, n_ctx, q_lo, q_hi, qk_scale,
+def dkdv_tiles(dk, dv, k, v, q_head, do_head, q_local, do_local, stride_qm, stride_dm, QDesc, DODesc, q_row, do_row,
+               lse2_head, delta_head, tile_idx, lo, hi, offs_m, offs_k, layout, n_ctx, q_lo, q_hi, qk_scale,
                tile_mask: tl.constexpr, mask_args,
-               BLOCK_M: tl.constexpr, MASKED: tl.constexpr, EVEN_N: tl.constexpr, PRECISION: tl.constexpr):
+               BLOCK_M: tl.constexpr, MASKED: tl.constexpr, EVEN_N: tl.constexpr, PRECISION: tl.constexpr,
+               TMA: tl.constexpr):
     # Add the dK and dV contributions of the query tiles tile_idx[lo:hi] of one key column.
     start_m = tile_start(tile_idx, lo, hi, BLOCK_M)
     for t in range(lo, hi):
         next_m = tile_start(tile_idx, t + 1, hi, BLOCK_M)
+        # -- load Q and dO: rows outside [q_lo, q_hi) are not the call's --
+        if TMA:  # whole tiles through descriptors (descriptors.py): the row of position p is q_row + p
+            q = QDesc.load([q_row + start_m, 0])
+            do = DODesc.load([do_row + start_m, 0])
+        else:
+            offs_q = start_m + offs_m
+            q_in = (offs_q >= q_lo) & (offs_q < q_hi)
+            q = load_rows(q_head + start_m.to(tl.int64) * stride_qm + q_local, q_in, EVEN_N)
+            do = load_rows(do_head + start_m.to(tl.int64) * stride_dm + do_local, q_in, EVEN_N)
         dk, dv = dkdv_tile(
-            dk, dv, k, v,
-            q_head + start_m.to(tl.int64) * stride_qm + q_local,
-            do_head + start_m.to(tl.int64) * stride_dm + do_local,
+            dk, dv, k, v, q, do,
             lse2_head, delta_head, start_m + offs_m, offs_k, layout, n_ctx, q_lo, q_hi, qk_scale, tile_mask, mask_args,
             MASKED, EVEN_N, PRECISION,
         )
@@ -129,9 +137,10 @@ def maskc_backward_dkdv(
     head_layout, table_of_head, table_stride, layouts, col_order, full_ptr, full_idx, partial_ptr, partial_idx,
     qk_scale, sm_scale, n_ctx, heads, batch_kv_heads, kv_heads, col_tiles, long_cols, programs,
     q_starts, q_start, q_len, k_lo, k_hi, tile_mask: tl.constexpr, mask_args,
-    chunk_line, chunk_start, chunk_tiles, chunk_programs, DKWork, DVWork,
+    chunk_line, chunk_start, chunk_tiles, chunk_programs, DKWork, DVWork, QDesc, DODesc,
     GROUP: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr, VALUE_DIM: tl.constexpr,
     EVEN_N: tl.constexpr, PER_BATCH_Q: tl.constexpr, PRECISION: tl.constexpr, SPLIT: tl.constexpr,
+    TMA: tl.constexpr,
 ):
     # Stage 1: the program's (batch, key/value head) and key tile; K and V stay in registers.
     # Rows are addressed by position, as in the forward kernel: the base pointers below are
@@ -169,6 +178,8 @@ def maskc_backward_dkdv(
         layout = tl.load(head_layout + h) + layouts * table
         q_head = rows_by_position(Q, b, h, stride_qb, stride_qh, stride_qm, q_lo)
         do_head = rows_by_position(DOut, b, h, stride_db, stride_dh, stride_dm, q_lo)
+        q_row = (b * (stride_qb // HEAD_DIM) + h * (stride_qh // HEAD_DIM) - q_lo).to(tl.int32)
+        do_row = (b * (stride_db // VALUE_DIM) + h * (stride_dh // VALUE_DIM) - q_lo).to(tl.int32)
         rows_at = (b * heads + h).to(tl.int64) * q_len - tl.cast(q_lo, tl.int64)
         at = table * (col_tiles + 1) + col
         full_lo = tl.load(full_ptr + at)
@@ -177,20 +188,22 @@ def maskc_backward_dkdv(
             full_count = full_hi - full_lo
             full_lo, full_hi = walk_part(full_lo, full_hi, first, last)
         dk, dv = dkdv_tiles(
-            dk, dv, k, v, q_head, do_head, q_local, do_local, stride_qm, stride_dm, Lse2 + rows_at, Delta + rows_at,
+            dk, dv, k, v, q_head, do_head, q_local, do_local, stride_qm, stride_dm, QDesc, DODesc, q_row, do_row,
+            Lse2 + rows_at, Delta + rows_at,
             full_idx, full_lo, full_hi,
             offs_m, offs_k, layout, n_ctx, q_lo, q_lo + q_len, qk_scale, tile_mask, mask_args,
-            BLOCK_M, False, EVEN_N, PRECISION,
+            BLOCK_M, False, EVEN_N, PRECISION, TMA,
         )
         partial_lo = tl.load(partial_ptr + at)
         partial_hi = tl.load(partial_ptr + at + 1)
         if SPLIT:
             partial_lo, partial_hi = walk_part(partial_lo, partial_hi, first - full_count, last - full_count)
         dk, dv = dkdv_tiles(
-            dk, dv, k, v, q_head, do_head, q_local, do_local, stride_qm, stride_dm, Lse2 + rows_at, Delta + rows_at,
+            dk, dv, k, v, q_head, do_head, q_local, do_local, stride_qm, stride_dm, QDesc, DODesc, q_row, do_row,
+            Lse2 + rows_at, Delta + rows_at,
             partial_idx, partial_lo, partial_hi,
             offs_m, offs_k, layout, n_ctx, q_lo, q_lo + q_len, qk_scale, tile_mask, mask_args,
-            BLOCK_M, True, EVEN_N, PRECISION,
+            BLOCK_M, True, EVEN_N, PRECISION, TMA,
         )
     # Stage 3: write dK (scaled) and dV once, or, for a chunk, keep the partials for the sum.
     if SPLIT:
@@ -210,13 +223,8 @@ def maskc_backward_dkdv(
 
 
 @triton.jit
-def dq_tile(dq, q, do, lse2, delta, k_tile, v_tile, offs_q, offs_k, layout, n_ctx, k_lo, k_hi, qk_scale,
-            tile_mask: tl.constexpr, mask_args,
-            MASKED: tl.constexpr, EVEN_N: tl.constexpr, PRECISION: tl.constexpr):
-    # -- load K and V --
-    k_in = (offs_k >= k_lo) & (offs_k < k_hi)
-    k = load_rows(k_tile, k_in, EVEN_N)
-    v = load_rows(v_tile, k_in, EVEN_N)
+def dq_tile(dq, q, do, lse2, delta, k, v, offs_q, offs_k, layout, n_ctx, qk_scale,
+            tile_mask: tl.constexpr, mask_args, MASKED: tl.constexpr, PRECISION: tl.constexpr):
     # -- P from the saved lse, masked by the predicate on partial tiles only --
     qk = mma(q, tl.trans(k), None, PRECISION)
     p = tl.math.exp2(qk * qk_scale - lse2[:, None])
@@ -231,20 +239,20 @@ def dq_tile(dq, q, do, lse2, delta, k_tile, v_tile, offs_q, offs_k, layout, n_ct
 
 
 @triton.jit
-def dq_tiles(dq, q, do, lse2, delta, k_head, v_head, k_local, v_local, stride_kn, stride_vn,
+def dq_tiles(dq, q, do, lse2, delta, k_head, v_head, k_local, v_local, stride_kn, stride_vn, KDesc, VDesc, k_row, v_row,
              tile_idx, lo, hi, offs_q, offs_n, layout, n_ctx, k_lo, k_hi, qk_scale,
              tile_mask: tl.constexpr, mask_args,
-             BLOCK_N: tl.constexpr, MASKED: tl.constexpr, EVEN_N: tl.constexpr, PRECISION: tl.constexpr):
+             BLOCK_N: tl.constexpr, MASKED: tl.constexpr, EVEN_N: tl.constexpr, PRECISION: tl.constexpr,
+             TMA: tl.constexpr):
     # Add the dQ contributions of the key tiles tile_idx[lo:hi] of one query row.
     start_n = tile_start(tile_idx, lo, hi, BLOCK_N)
     for t in range(lo, hi):
         next_n = tile_start(tile_idx, t + 1, hi, BLOCK_N)
+        k, v = load_key_tile(k_head, v_head, k_local, v_local, stride_kn, stride_vn, KDesc, VDesc, k_row, v_row,
+                             start_n, offs_n, k_lo, k_hi, EVEN_N, TMA)
         dq = dq_tile(
-            dq, q, do, lse2, delta,
-            k_head + start_n.to(tl.int64) * stride_kn + k_local,
-            v_head + start_n.to(tl.int64) * stride_vn + v_local,
-            offs_q, start_n + offs_n, layout, n_ctx, k_lo, k_hi, qk_scale, tile_mask, mask_args,
-            MASKED, EVEN_N, PRECISION,
+            dq, q, do, lse2, delta, k, v,
+            offs_q, start_n + offs_n, layout, n_ctx, qk_scale, tile_mask, mask_args, MASKED, PRECISION,
         )
         start_n = next_n
     return dq
@@ -261,9 +269,10 @@ def maskc_backward_dq(
     head_layout, table_of_head, table_stride, layouts, row_order, full_ptr, full_idx, partial_ptr, partial_idx,
     qk_scale, sm_scale, n_ctx, heads, group, batch_heads, row_tiles, long_rows, programs,
     q_starts, q_start, q_len, k_lo, k_hi, tile_mask: tl.constexpr, mask_args,
-    chunk_line, chunk_start, chunk_tiles, chunk_programs, DQWork,
+    chunk_line, chunk_start, chunk_tiles, chunk_programs, DQWork, KDesc, VDesc,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr, VALUE_DIM: tl.constexpr,
     EVEN_N: tl.constexpr, PER_BATCH_Q: tl.constexpr, PRECISION: tl.constexpr, SPLIT: tl.constexpr,
+    TMA: tl.constexpr,
 ):
     # Stage 1: the program's (batch, head) and query tile, as in the forward kernel; Q, dO, lse and
     # delta of its rows stay in registers.
@@ -292,6 +301,7 @@ def maskc_backward_dq(
     v_head = rows_by_position(V, b, kvh, stride_vb, stride_vh, stride_vn, k_lo)
     k_local = offs_n[:, None] * stride_kn + offs_d[None, :]
     v_local = offs_n[:, None] * stride_vn + offs_v[None, :]
+    k_row, v_row = key_rows(b, kvh, stride_kb, stride_kh, stride_vb, stride_vh, k_lo, HEAD_DIM, VALUE_DIM)
     dq = tl.zeros([BLOCK_M, HEAD_DIM], tl.float32)
     at = table * (row_tiles + 1) + row
     full_lo = tl.load(full_ptr + at)
@@ -301,20 +311,20 @@ def maskc_backward_dq(
         full_lo, full_hi = walk_part(full_lo, full_hi, first, last)
     # Stage 2: the row's full tiles, no predicate; stage 3: its partial tiles, through the predicate.
     dq = dq_tiles(
-        dq, q, do, lse2, delta, k_head, v_head, k_local, v_local, stride_kn, stride_vn,
+        dq, q, do, lse2, delta, k_head, v_head, k_local, v_local, stride_kn, stride_vn, KDesc, VDesc, k_row, v_row,
         full_idx, full_lo, full_hi,
         offs_q, offs_n, layout, n_ctx, k_lo, k_hi, qk_scale, tile_mask, mask_args,
-        BLOCK_N, False, EVEN_N, PRECISION,
+        BLOCK_N, False, EVEN_N, PRECISION, TMA,
     )
     partial_lo = tl.load(partial_ptr + at)
     partial_hi = tl.load(partial_ptr + at + 1)
     if SPLIT:
         partial_lo, partial_hi = walk_part(partial_lo, partial_hi, first - full_count, last - full_count)
     dq = dq_tiles(
-        dq, q, do, lse2, delta, k_head, v_head, k_local, v_local, stride_kn, stride_vn,
+        dq, q, do, lse2, delta, k_head, v_head, k_local, v_local, stride_kn, stride_vn, KDesc, VDesc, k_row, v_row,
         partial_idx, partial_lo, partial_hi,
         offs_q, offs_n, layout, n_ctx, k_lo, k_hi, qk_scale, tile_mask, mask_args,
-        BLOCK_N, True, EVEN_N, PRECISION,
+        BLOCK_N, True, EVEN_N, PRECISION, TMA,
     )
     # Stage 4: write dQ (scaled) once, or, for a chunk, keep the partial for the sum.
     if SPLIT:

@@ -176,6 +176,32 @@ def query_rows(q_starts, q_start, q_len, b, row, BLOCK_M: tl.constexpr, PER_BATC
 
 
 @triton.jit
+def key_rows(b, kvh, stride_kb, stride_kh, stride_vb, stride_vh, k_lo, HEAD_DIM: tl.constexpr,
+             VALUE_DIM: tl.constexpr):
+    """(k_row, v_row): with tensor descriptors (descriptors.py), the row of key position p of (batch b,
+    key/value head kvh) is k_row + p in K's descriptor and v_row + p in V's."""
+    k_row = b * (stride_kb // HEAD_DIM) + kvh * (stride_kh // HEAD_DIM) - k_lo
+    v_row = b * (stride_vb // VALUE_DIM) + kvh * (stride_vh // VALUE_DIM) - k_lo
+    return k_row.to(tl.int32), v_row.to(tl.int32)
+
+
+@triton.jit
+def load_key_tile(k_head, v_head, k_local, v_local, stride_kn, stride_vn, KDesc, VDesc, k_row, v_row,
+                  start_n, offs_n, k_lo, k_hi, EVEN_N: tl.constexpr, TMA: tl.constexpr):
+    """The key and value tile at positions start_n …: through the descriptors (whole-tile calls), or
+    by pointers, keys outside the call's [k_lo, k_hi) as zeros."""
+    if TMA:
+        k = KDesc.load([k_row + start_n, 0])
+        v = VDesc.load([v_row + start_n, 0])
+    else:
+        offs_k = start_n + offs_n
+        k_in = (offs_k >= k_lo) & (offs_k < k_hi)
+        k = load_rows(k_head + start_n.to(tl.int64) * stride_kn + k_local, k_in, EVEN_N)
+        v = load_rows(v_head + start_n.to(tl.int64) * stride_vn + v_local, k_in, EVEN_N)
+    return k, v
+
+
+@triton.jit
 def load_rows(tile, rows_in, EVEN: tl.constexpr):
     """A [rows, columns] tile, rows outside `rows_in` as zeros (no mask when every row is in)."""
     return tl.load(tile) if EVEN else tl.load(tile, mask=rows_in[:, None], other=0.0)

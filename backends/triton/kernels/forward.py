@@ -9,8 +9,8 @@ With SPLIT, long rows run as chunks instead (`split_slot`): each chunk program w
 the row's tile list and writes its unnormalised partial (acc, m, l in base 2) to float32
 workspaces; `maskc_forward_merge` then combines each long row's partials by log-sum-exp into Out
 and Lse exactly. Without SPLIT the kernel is the unsplit one, compiled to the same code.
-With TMA (whole-tile calls on Hopper), key and value tiles come through tensor descriptors, the
-copy engine's bulk loads, instead of pointer loads. Online softmax in base 2 as in Triton's
+With TMA (whole-tile calls on Hopper), key and value tiles come through tensor descriptors
+(`descriptors.py`), the copy engine's bulk loads, instead of pointer loads. Online softmax in base 2 as in Triton's
 fused-attention tutorial; a row that meets no key keeps
 m = −inf without producing NaN and ends with zeros and lse = −inf.
 
@@ -26,6 +26,8 @@ import triton.language as tl
 from .common import (
     LN2,
     chunk_rows,
+    key_rows,
+    load_key_tile,
     load_rows,
     merge_program,
     mma,
@@ -76,14 +78,8 @@ def forward_tiles(acc, m_i, l_i, q, k_head, v_head, k_local, v_local, stride_kn,
     for t in range(lo, hi):
         next_n = tile_start(tile_idx, t + 1, hi, BLOCK_N)
         # -- load K and V: keys are positions; only those in [k_lo, k_hi) are the call's --
-        if TMA:  # whole tiles by the copy engine (kv_descriptors, forward.py): row of position p is k_row + p
-            k = KDesc.load([k_row + start_n, 0])
-            v = VDesc.load([v_row + start_n, 0])
-        else:
-            offs_k = start_n + offs_n
-            k_in = (offs_k >= k_lo) & (offs_k < k_hi)
-            k = load_rows(k_head + start_n.to(tl.int64) * stride_kn + k_local, k_in, EVEN_N)
-            v = load_rows(v_head + start_n.to(tl.int64) * stride_vn + v_local, k_in, EVEN_N)
+        k, v = load_key_tile(k_head, v_head, k_local, v_local, stride_kn, stride_vn, KDesc, VDesc, k_row, v_row,
+                             start_n, offs_n, k_lo, k_hi, EVEN_N, TMA)
         acc, m_i, l_i = forward_tile(
             acc, m_i, l_i, q, k, v,
             offs_q, start_n + offs_n, layout, n_ctx, k_lo, k_hi, qk_scale, tile_mask, mask_args,
@@ -126,9 +122,7 @@ def maskc_forward(
     v_head = rows_by_position(V, b, kvh, stride_vb, stride_vh, stride_vn, k_lo)
     k_local = offs_n[:, None] * stride_kn + offs_d[None, :]
     v_local = offs_n[:, None] * stride_vn + offs_v[None, :]
-    # with TMA, the descriptors' row of (batch b, head kvh) at position p is k_row + p (v_row + p)
-    k_row = (b * (stride_kb // HEAD_DIM) + kvh * (stride_kh // HEAD_DIM) - k_lo).to(tl.int32)
-    v_row = (b * (stride_vb // VALUE_DIM) + kvh * (stride_vh // VALUE_DIM) - k_lo).to(tl.int32)
+    k_row, v_row = key_rows(b, kvh, stride_kb, stride_kh, stride_vb, stride_vh, k_lo, HEAD_DIM, VALUE_DIM)
     m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
     l_i = tl.zeros([BLOCK_M], tl.float32)
     acc = tl.zeros([BLOCK_M, VALUE_DIM], tl.float32)
