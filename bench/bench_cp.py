@@ -37,6 +37,7 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
+from report import profile_step
 
 import maskc
 from maskc import distributed as md
@@ -123,18 +124,6 @@ def one_gpu(spec: dict[str, Any], n: int, heads: int, dim: int, args: argparse.N
     grad = torch.randn_like(q)
     step = fwd_bwd(lambda a, b, c: maskc.attention(a, b, c, pattern), q, k, v, grad)
     return statistics.median(median_ms(step, args.warmup, args.reps, False)), active_pairs(pattern)
-
-
-def profile_step(step: Callable[[], None], label: str, rows: int = 18) -> None:
-    """One step under torch.profiler: its busiest device operations, printed (each rank prints its own)."""
-    from torch.profiler import ProfilerActivity, profile
-
-    synchronize()
-    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
-        step()
-        synchronize()
-    table = prof.key_averages().table(sort_by="device_time_total", row_limit=rows, max_name_column_width=60)
-    print(f"== profile: {label}\n{table}", flush=True)
 
 
 def simulate_case(case: str, ranks: int, args: argparse.Namespace) -> dict[str, Any]:

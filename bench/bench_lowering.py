@@ -1,6 +1,7 @@
 """Issue 12's patterns on the GPU, each lowering on and off, against dense causal cuDNN and FlexAttention.
 
 Run on a CUDA machine: python3 bench/bench_lowering.py [--quick] [--ns 32768] [--patterns all]
+MASKC_BENCH_PROFILE=1 also prints one profiled forward+backward of each maskc case (report.profile_step).
 bf16, B = 1, H = 16, D = 128, one process. Per n: dense causal SDPA (cuDNN) first; then per
 pattern maskc with schedule="single" (one pass in token order) and schedule="auto" (the cost
 model's passes), and FlexAttention with the equivalent mask_mod. Efficiency = effective TFLOP/s
@@ -26,7 +27,7 @@ import torch
 import torch.nn.functional as F
 import triton
 from bench_triton import ROWS, count_pairs, first_call_and_times, log, mask_mods, relative, time_fwd_bwd
-from report import markdown_table
+from report import markdown_table, profile_fwd_bwd
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.nn.attention.flex_attention import create_block_mask, flex_attention
 
@@ -134,6 +135,7 @@ def bench_one(name: str, spec: Any, mask_mod: Callable | None, n: int, q, k, v, 
             return maskc.attention(a, b, c, pattern, backend="triton")
 
         first, fwd, fwd_bwd = first_call_and_times(ours, q, k, v)
+        profile_fwd_bwd(ours, q, k, v, f"{name}, schedule {schedule}")
         rate = tflops(pairs, fwd, fwd_bwd)
         row = {
             "n": n, "pattern": name, "impl": f"maskc_{schedule}", "passes": [p.label for p in plan[0].passes],

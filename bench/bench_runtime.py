@@ -3,6 +3,7 @@
 against FlexAttention (the equivalent mask_mod), torch's varlen_attn (documents) and dense causal cuDNN.
 
 Run on a CUDA machine: python3 bench/bench_runtime.py [--n 32768] [--cases documents,window,topk,kmeans,lsh]
+MASKC_BENCH_PROFILE=1 also prints one profiled forward+backward of each maskc case (report.profile_step).
 bf16, B = 1, H = 16, D = 128, the 8 document lengths of issue 13 (2381, 1211, 2568, 1799, 1174, 5864,
 13954, 3817). maskc's times include its run-time layout build (the documents' tile tables, the top-k
 selection, the cluster assignment and sort), since they run inside every call. FlexAttention's kernel
@@ -28,6 +29,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from bench_triton import time_fwd_bwd  # the same timing as the static patterns' benchmark
+from report import profile_fwd_bwd
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.nn.attention.flex_attention import create_block_mask, flex_attention
 from triton.testing import do_bench
@@ -97,6 +99,7 @@ def bench_maskc(case: str, ours: Callable, pairs: int, dense: Dense, q, k, v) ->
     out.backward(torch.randn_like(out))
     fwd, fwd_bwd = time_fwd_bwd(ours, q, k, v)
     log(impl="maskc", case=case, pairs=pairs, **dense.efficiency(pairs, fwd, fwd_bwd))
+    profile_fwd_bwd(ours, q, k, v, case)
     return ours(q, k, v)
 
 

@@ -1,8 +1,9 @@
-"""Markdown tables for the benchmarks' summaries (pasted into RESULTS.md as printed)."""
+"""Markdown tables for the benchmarks' summaries (pasted into RESULTS.md as printed), and a profiled step."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import os
+from collections.abc import Callable, Iterable, Sequence
 
 
 def markdown_table(header: Sequence[str], rows: Iterable[Sequence[object]], align: str = "") -> str:
@@ -12,3 +13,33 @@ def markdown_table(header: Sequence[str], rows: Iterable[Sequence[object]], alig
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(rules) + "|"]
     lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def profile_step(step: Callable[[], None], label: str, rows: int = 18) -> None:
+    """One step under torch.profiler: its busiest device operations, printed under `label`."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
+    sync()
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        step()
+        sync()
+    table = prof.key_averages().table(sort_by="device_time_total", row_limit=rows, max_name_column_width=60)
+    print(f"== profile: {label}\n{table}", flush=True)
+
+
+def profile_fwd_bwd(call: Callable, q, k, v, label: str) -> None:
+    """With MASKC_BENCH_PROFILE=1, one forward+backward of `call` profiled (profile_step)."""
+    if os.environ.get("MASKC_BENCH_PROFILE") != "1":
+        return
+    grad = None
+
+    def step() -> None:
+        nonlocal grad
+        out = call(q, k, v)
+        grad = grad if grad is not None else out.detach().clone().normal_()
+        out.backward(grad)
+
+    step()
+    profile_step(step, label)
