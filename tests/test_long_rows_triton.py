@@ -11,6 +11,7 @@ patterns, empty rows, rows shorter than a chunk, rectangular calls and schedule 
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -23,6 +24,8 @@ from maskc.backends.triton.plans import plan_for
 from maskc.errors import MaskcWarning
 from maskc.grid import TileGrid
 from maskc.ir.build import build_layout
+
+SPEC_DIR = Path(__file__).resolve().parent.parent / "specs"
 
 TOLERANCE = 1e-4
 
@@ -231,3 +234,28 @@ def test_no_chunks_without_long_lines():
     for walk in ("rows", "columns"):
         arrays = tables.walk_arrays([layout], walk)
         assert arrays["long_lines"][0] == 0 and len(arrays["chunk_line"]) == 0
+
+
+def test_typical_line_leaves_empty_lines_out():
+    """Empty lines cost nothing: the typical line is the median of the busy ones."""
+    lengths = np.array([0, 0, 0, 0, 0, 512, 500, 480])
+    assert tables.typical_line(lengths) == 500
+    assert tables.typical_line(np.zeros(4, dtype=np.int64)) == 0.0
+    assert tables.chunk_size(lengths) == int(np.ceil(tables.CHUNK_FACTOR * 500))
+
+
+def test_gathered_pass_columns_are_not_cut_into_one_tile_chunks():
+    """The fixed pattern's gathered-keys pass has a few busy key columns among many empty ones; chunks
+    sized by the median of all columns (0) were one tile each, whose partial sums cost more than
+    the tiles (bench/NOTES.md)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", MaskcWarning)
+        spec = SPEC_DIR / "sparse_transformer_fixed.yaml"
+        pattern = maskc.compile(spec, seq_len=8192, block_size=64, schedule="auto")
+    from maskc.backends.triton.passes import _pass_patterns
+
+    passes = [p for group in _pass_patterns(pattern) for p in group]
+    assert len(passes) > 1, "the fixed pattern runs as passes"
+    for p in passes:
+        arrays = tables.walk_arrays(plan_for(p).layouts(64, 128), "columns")
+        assert len(arrays["chunk_line"]) == 0 or arrays["chunk_tiles"][0] > 1

@@ -312,15 +312,18 @@ def compact(maps: torch.Tensor, columns: torch.Tensor | None = None) -> tuple[to
     `columns`, when given, is `column_numbers(maps.shape)` made once (a constant of the shape).
     """
     *sets, groups, lines, width = maps.shape
-    flat = maps.reshape(-1, groups * lines * width)
-    counts = maps.sum(dim=-1, dtype=torch.int32).view(-1, groups, lines)
+    lined = maps.reshape(-1, groups, lines, width)
+    counts = lined.sum(dim=-1, dtype=torch.int32)
     ends = counts.view(-1, groups * lines).cumsum(1, dtype=torch.int32).view_as(counts)
-    pointers = torch.cat([ends - counts, ends[..., -1:]], dim=-1).view(*sets, -1)
-    # each stored tile goes to its 1-based rank among its set's stored ones, every other entry to slot 0
-    target = flat.cumsum(1) * flat
+    starts = ends - counts
+    pointers = torch.cat([starts, ends[..., -1:]], dim=-1).view(*sets, -1)
+    # each stored tile goes to its 1-based rank among its set's stored ones (the tiles stored before
+    # its line, then its rank inside the line: a scan along lines, not one over the whole set, which
+    # GPUs run on one row at a time), every other entry to slot 0
+    target = ((lined.cumsum(-1, dtype=torch.int32) + starts[..., None]) * lined).view(lined.shape[0], -1).long()
     if columns is None:
         columns = column_numbers(maps.shape, maps.device)
-    indices = torch.zeros(flat.shape[0], flat.shape[1] + 1, dtype=torch.int32, device=maps.device)
+    indices = torch.zeros(target.shape[0], target.shape[1] + 1, dtype=torch.int32, device=maps.device)
     indices = indices.scatter_(1, target, columns.view_as(target))[:, 1:]
     return pointers, indices.view(*sets, -1)
 

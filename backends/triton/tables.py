@@ -9,18 +9,18 @@ A rectangular call (span.py) walks a window of the grid: its tables keep only th
 and `order` only the lines inside (`programs` of them; the pointers stay indexed by line).
 
 `order` lists the lines longest first (tiles summed over layouts). The first `long_lines` of them
-hold more than `LONG_FACTOR` times the median: a global token's row or column. Kernels run those
-first for every head, so that one long program does not start last and serialize the tail, and
-then the rest head by head, so that programs running together share one head's keys and values
-in L2.
+hold more than `LONG_FACTOR` times the median line: a global token's row or column. Kernels run
+those first for every head, so that one long program does not start last and serialize the tail,
+and then the rest head by head, so that programs running together share one head's keys and
+values in L2.
 
 A long line is also split into chunks (`chunk_line`, `chunk_start`, `chunk_ptr`): chunk c of a
 line covers the positions [c · chunk_tiles, (c + 1) · chunk_tiles) of its tile list (full tiles
 then partial ones, per layout: a layout with fewer tiles leaves its last chunks short or empty),
 and runs as a program of its own that writes a float32 partial result; a merge combines a line's
 partials exactly (log-sum-exp in the forward pass, a sum in the backward one). `chunk_tiles` is
-`CHUNK_FACTOR` times the median line, so a chunk costs about what an ordinary line costs and no
-chunk is itself long: one global row no longer sets the critical path of the whole grid.
+`CHUNK_FACTOR` times the median of the non-empty lines (`typical_line`), so a chunk costs about
+what an ordinary busy line costs and no chunk is itself long: one global row no longer sets the critical path of the whole grid.
 """
 
 from __future__ import annotations
@@ -41,12 +41,12 @@ Window = tuple[tuple[int, int], tuple[int, int]]
 
 #: split() table names per walk: (pointer table, index table) for the full and the partial tiles.
 _NAMES: dict[str, tuple[str, str]] = {"rows": ("row_ptr", "col_idx"), "columns": ("col_ptr", "row_idx")}
-#: A line with more tiles than this times the median is scheduled ahead of every head.
+#: A line with more tiles than this times the median line is scheduled ahead of every head.
 LONG_FACTOR = 2.0
-#: A long line is cut into chunks of this many times the median line's tiles (at least one tile);
+#: A long line is cut into chunks of this many times the typical line's tiles (at least one tile);
 #: 0 runs long lines whole (for comparisons: bench_triton.py --chunk-factor 0).
 CHUNK_FACTOR = 2.0
-#: Fixed chunk size in tiles instead of CHUNK_FACTOR × the median (None: the factor); tests set it.
+#: Fixed chunk size in tiles instead of CHUNK_FACTOR × the typical line (None: the factor); tests set it.
 CHUNK_TILES: int | None = None
 
 
@@ -146,11 +146,22 @@ def walk_arrays(layouts: Sequence[BlockLayout], walk: Walk, window: Window | Non
     }
 
 
+def typical_line(line_tiles: np.ndarray) -> float:
+    """The median tiles of the lines that hold any (0 when none does): what a chunk is sized by.
+
+    Empty lines cost nothing (their programs end at once), so they do not count: a pass over a few
+    gathered keys has mostly empty columns, and chunks sized by the median of all of them (0) were
+    one tile each, whose partials cost more than the tiles.
+    """
+    busy = line_tiles[line_tiles > 0]
+    return float(np.median(busy)) if len(busy) else 0.0
+
+
 def chunk_size(line_tiles: np.ndarray) -> int:
     """Tiles per chunk for lines of `line_tiles` tiles (the most of any layout), in `order`."""
     if CHUNK_TILES is not None:
         return CHUNK_TILES
-    return max(1, int(np.ceil(CHUNK_FACTOR * np.median(line_tiles))))
+    return max(1, int(np.ceil(CHUNK_FACTOR * typical_line(line_tiles))))
 
 
 def chunk_arrays(line_tiles: np.ndarray, long_lines: int) -> dict[str, np.ndarray]:
