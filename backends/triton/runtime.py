@@ -318,8 +318,8 @@ def compact(maps: torch.Tensor, columns: torch.Tensor | None = None) -> tuple[to
     starts = ends - counts
     pointers = torch.cat([starts, ends[..., -1:]], dim=-1).view(*sets, -1)
     # each stored tile goes to its 1-based rank among its set's stored ones (the tiles stored before
-    # its line, then its rank inside the line: a scan along lines, not one over the whole set, which
-    # GPUs run on one row at a time), every other entry to slot 0
+    # its line, then its rank inside the line: a scan along lines; torch runs a scan along a whole
+    # set's row, millions long, with one block per row), every other entry to slot 0
     target = ((lined.cumsum(-1, dtype=torch.int32) + starts[..., None]) * lined).view(lined.shape[0], -1).long()
     if columns is None:
         columns = column_numbers(maps.shape, maps.device)
