@@ -20,7 +20,8 @@ then partial ones, per layout: a layout with fewer tiles leaves its last chunks 
 and runs as a program of its own that writes a float32 partial result; a merge combines a line's
 partials exactly (log-sum-exp in the forward pass, a sum in the backward one). `chunk_tiles` is
 `CHUNK_FACTOR` times the median of the non-empty lines (`typical_line`), so a chunk costs about
-what an ordinary busy line costs and no chunk is itself long: one global row no longer sets the critical path of the whole grid.
+what an ordinary busy line costs and no chunk is itself long: one global row no longer sets the
+critical path of the whole grid.
 """
 
 from __future__ import annotations

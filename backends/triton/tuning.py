@@ -67,7 +67,11 @@ _HALF: dict[Kernel, dict[int, list[KernelConfig]]] = {
 _TMA: dict[Kernel, dict[int, list[KernelConfig]]] = {
     "forward": {
         64: [KernelConfig(128, 64, 4, 3, tma=True), KernelConfig(128, 128, 8, 3, tma=True)],
-        128: [KernelConfig(128, 64, 8, 3, tma=True), KernelConfig(128, 128, 8, 3, tma=True)],
+        128: [
+            KernelConfig(128, 64, 8, 3, tma=True),
+            KernelConfig(128, 128, 8, 3, tma=True),
+            KernelConfig(64, 64, 4, 3, tma=True),
+        ],
         256: [],
     },
     "dkdv": {
