@@ -25,9 +25,9 @@ import triton.language as tl
 from .common import (
     LOG2E,
     chunk_rows,
-    key_rows,
-    load_key_tile,
+    descriptor_rows,
     load_rows,
+    load_tile_pair,
     merge_program,
     mma,
     program_slot,
@@ -108,14 +108,8 @@ def dkdv_tiles(dk, dv, k, v, q_head, do_head, q_local, do_local, stride_qm, stri
     for t in range(lo, hi):
         next_m = tile_start(tile_idx, t + 1, hi, BLOCK_M)
         # -- load Q and dO: rows outside [q_lo, q_hi) are not the call's --
-        if TMA:  # whole tiles through descriptors (descriptors.py): the row of position p is q_row + p
-            q = QDesc.load([q_row + start_m, 0])
-            do = DODesc.load([do_row + start_m, 0])
-        else:
-            offs_q = start_m + offs_m
-            q_in = (offs_q >= q_lo) & (offs_q < q_hi)
-            q = load_rows(q_head + start_m.to(tl.int64) * stride_qm + q_local, q_in, EVEN_N)
-            do = load_rows(do_head + start_m.to(tl.int64) * stride_dm + do_local, q_in, EVEN_N)
+        q, do = load_tile_pair(q_head, do_head, q_local, do_local, stride_qm, stride_dm, QDesc, DODesc, q_row, do_row,
+                               start_m, offs_m, q_lo, q_hi, EVEN_N, TMA)
         dk, dv = dkdv_tile(
             dk, dv, k, v, q, do,
             lse2_head, delta_head, start_m + offs_m, offs_k, layout, n_ctx, q_lo, q_hi, qk_scale, tile_mask, mask_args,
@@ -178,8 +172,7 @@ def maskc_backward_dkdv(
         layout = tl.load(head_layout + h) + layouts * table
         q_head = rows_by_position(Q, b, h, stride_qb, stride_qh, stride_qm, q_lo)
         do_head = rows_by_position(DOut, b, h, stride_db, stride_dh, stride_dm, q_lo)
-        q_row = (b * (stride_qb // HEAD_DIM) + h * (stride_qh // HEAD_DIM) - q_lo).to(tl.int32)
-        do_row = (b * (stride_db // VALUE_DIM) + h * (stride_dh // VALUE_DIM) - q_lo).to(tl.int32)
+        q_row, do_row = descriptor_rows(b, h, stride_qb, stride_qh, stride_db, stride_dh, q_lo, HEAD_DIM, VALUE_DIM)
         rows_at = (b * heads + h).to(tl.int64) * q_len - tl.cast(q_lo, tl.int64)
         at = table * (col_tiles + 1) + col
         full_lo = tl.load(full_ptr + at)
@@ -248,7 +241,7 @@ def dq_tiles(dq, q, do, lse2, delta, k_head, v_head, k_local, v_local, stride_kn
     start_n = tile_start(tile_idx, lo, hi, BLOCK_N)
     for t in range(lo, hi):
         next_n = tile_start(tile_idx, t + 1, hi, BLOCK_N)
-        k, v = load_key_tile(k_head, v_head, k_local, v_local, stride_kn, stride_vn, KDesc, VDesc, k_row, v_row,
+        k, v = load_tile_pair(k_head, v_head, k_local, v_local, stride_kn, stride_vn, KDesc, VDesc, k_row, v_row,
                              start_n, offs_n, k_lo, k_hi, EVEN_N, TMA)
         dq = dq_tile(
             dq, q, do, lse2, delta, k, v,
@@ -301,7 +294,7 @@ def maskc_backward_dq(
     v_head = rows_by_position(V, b, kvh, stride_vb, stride_vh, stride_vn, k_lo)
     k_local = offs_n[:, None] * stride_kn + offs_d[None, :]
     v_local = offs_n[:, None] * stride_vn + offs_v[None, :]
-    k_row, v_row = key_rows(b, kvh, stride_kb, stride_kh, stride_vb, stride_vh, k_lo, HEAD_DIM, VALUE_DIM)
+    k_row, v_row = descriptor_rows(b, kvh, stride_kb, stride_kh, stride_vb, stride_vh, k_lo, HEAD_DIM, VALUE_DIM)
     dq = tl.zeros([BLOCK_M, HEAD_DIM], tl.float32)
     at = table * (row_tiles + 1) + row
     full_lo = tl.load(full_ptr + at)

@@ -176,29 +176,29 @@ def query_rows(q_starts, q_start, q_len, b, row, BLOCK_M: tl.constexpr, PER_BATC
 
 
 @triton.jit
-def key_rows(b, kvh, stride_kb, stride_kh, stride_vb, stride_vh, k_lo, HEAD_DIM: tl.constexpr,
-             VALUE_DIM: tl.constexpr):
-    """(k_row, v_row): with tensor descriptors (descriptors.py), the row of key position p of (batch b,
-    key/value head kvh) is k_row + p in K's descriptor and v_row + p in V's."""
-    k_row = b * (stride_kb // HEAD_DIM) + kvh * (stride_kh // HEAD_DIM) - k_lo
-    v_row = b * (stride_vb // VALUE_DIM) + kvh * (stride_vh // VALUE_DIM) - k_lo
-    return k_row.to(tl.int32), v_row.to(tl.int32)
+def descriptor_rows(b, h, stride_ab, stride_ah, stride_bb, stride_bh, lo, A_DIM: tl.constexpr, B_DIM: tl.constexpr):
+    """(a_row, b_row): with tensor descriptors (descriptors.py), the row of position p of (batch b,
+    head h) is a_row + p in tensor A's descriptor and b_row + p in B's (keys and values, or queries
+    and dO), the call's tensors holding positions lo …"""
+    a_row = b * (stride_ab // A_DIM) + h * (stride_ah // A_DIM) - lo
+    b_row = b * (stride_bb // B_DIM) + h * (stride_bh // B_DIM) - lo
+    return a_row.to(tl.int32), b_row.to(tl.int32)
 
 
 @triton.jit
-def load_key_tile(k_head, v_head, k_local, v_local, stride_kn, stride_vn, KDesc, VDesc, k_row, v_row,
-                  start_n, offs_n, k_lo, k_hi, EVEN_N: tl.constexpr, TMA: tl.constexpr):
-    """The key and value tile at positions start_n …: through the descriptors (whole-tile calls), or
-    by pointers, keys outside the call's [k_lo, k_hi) as zeros."""
+def load_tile_pair(a_head, b_head, a_local, b_local, stride_a, stride_b, ADesc, BDesc, a_row, b_row,
+                   start, offs, lo, hi, EVEN: tl.constexpr, TMA: tl.constexpr):
+    """The tiles of rows at positions start … of A and B (keys and values, or queries and dO): through
+    the descriptors (whole-tile calls), or by pointers, rows outside the call's [lo, hi) as zeros."""
     if TMA:
-        k = KDesc.load([k_row + start_n, 0])
-        v = VDesc.load([v_row + start_n, 0])
+        a = ADesc.load([a_row + start, 0])
+        b = BDesc.load([b_row + start, 0])
     else:
-        offs_k = start_n + offs_n
-        k_in = (offs_k >= k_lo) & (offs_k < k_hi)
-        k = load_rows(k_head + start_n.to(tl.int64) * stride_kn + k_local, k_in, EVEN_N)
-        v = load_rows(v_head + start_n.to(tl.int64) * stride_vn + v_local, k_in, EVEN_N)
-    return k, v
+        rows = start + offs
+        rows_in = (rows >= lo) & (rows < hi)
+        a = load_rows(a_head + start.to(tl.int64) * stride_a + a_local, rows_in, EVEN)
+        b = load_rows(b_head + start.to(tl.int64) * stride_b + b_local, rows_in, EVEN)
+    return a, b
 
 
 @triton.jit

@@ -26,9 +26,9 @@ import triton.language as tl
 from .common import (
     LN2,
     chunk_rows,
-    key_rows,
-    load_key_tile,
+    descriptor_rows,
     load_rows,
+    load_tile_pair,
     merge_program,
     mma,
     query_rows,
@@ -78,7 +78,7 @@ def forward_tiles(acc, m_i, l_i, q, k_head, v_head, k_local, v_local, stride_kn,
     for t in range(lo, hi):
         next_n = tile_start(tile_idx, t + 1, hi, BLOCK_N)
         # -- load K and V: keys are positions; only those in [k_lo, k_hi) are the call's --
-        k, v = load_key_tile(k_head, v_head, k_local, v_local, stride_kn, stride_vn, KDesc, VDesc, k_row, v_row,
+        k, v = load_tile_pair(k_head, v_head, k_local, v_local, stride_kn, stride_vn, KDesc, VDesc, k_row, v_row,
                              start_n, offs_n, k_lo, k_hi, EVEN_N, TMA)
         acc, m_i, l_i = forward_tile(
             acc, m_i, l_i, q, k, v,
@@ -122,7 +122,7 @@ def maskc_forward(
     v_head = rows_by_position(V, b, kvh, stride_vb, stride_vh, stride_vn, k_lo)
     k_local = offs_n[:, None] * stride_kn + offs_d[None, :]
     v_local = offs_n[:, None] * stride_vn + offs_v[None, :]
-    k_row, v_row = key_rows(b, kvh, stride_kb, stride_kh, stride_vb, stride_vh, k_lo, HEAD_DIM, VALUE_DIM)
+    k_row, v_row = descriptor_rows(b, kvh, stride_kb, stride_kh, stride_vb, stride_vh, k_lo, HEAD_DIM, VALUE_DIM)
     m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
     l_i = tl.zeros([BLOCK_M], tl.float32)
     acc = tl.zeros([BLOCK_M, VALUE_DIM], tl.float32)
