@@ -11,6 +11,7 @@ Needs a Triton with the NVIDIA backend (it bundles ptxas and cuobjdump); no GPU.
 
     MASKC_TRITON_AUTOTUNE=0 python bench/compile_offline.py > compiled.jsonl
     python bench/compile_offline.py --tma   # every kernel's tensor-descriptor (TMA) variant
+    python bench/compile_offline.py --atomic-dq [--tma]   # dK/dV computing dQ with atomics
 """
 
 from __future__ import annotations
@@ -102,15 +103,18 @@ def _summary(name: str, kernel) -> dict:
     }
 
 
-def _tma_everywhere() -> None:
-    """Every candidate as its tensor-descriptor (TMA) variant, as Hopper may tune them."""
+def _variants(**variant: bool) -> None:
+    """Every candidate as its `variant` (tma for every kernel, atomic_dq for dK/dV), as a GPU may tune them."""
+    import dataclasses
+
     from maskc.backends.triton import tuning
 
     original = tuning.candidates
 
     def candidates(kernel, head_dim, dtype, native, tma=False):
         found = original(kernel, head_dim, dtype, native, tma)
-        return [tuning.KernelConfig(c.block_m, c.block_n, c.num_warps, c.num_stages, tma=True) for c in found]
+        wanted = {key: value for key, value in variant.items() if key == "tma" or kernel == "dkdv"}
+        return [dataclasses.replace(c, **wanted) for c in found]
 
     tuning.candidates = candidates
 
@@ -119,8 +123,10 @@ def main() -> None:
     import maskc
     from maskc.backends.triton import backend as triton_backend
 
-    if "--tma" in sys.argv[1:]:
-        _tma_everywhere()
+    flags = {"--tma": "tma", "--atomic-dq": "atomic_dq"}
+    chosen = {flags[a]: True for a in sys.argv[1:] if a in flags}
+    if chosen:
+        _variants(**chosen)
 
     os.environ.pop("TRITON_INTERPRET", None)
     os.environ["MASKC_TRITON_AUTOTUNE"] = "0"

@@ -96,21 +96,25 @@ def attention_backward(
         kernels = plan.kernels("backward")
         even = span.even(config.block_m, block_n)
         tma = descriptors.row_descriptors((q, d_out), config.block_m) if config.tma and even else None
+        dq_acc = torch.zeros(q.shape, dtype=torch.float32, device=q.device) if config.atomic_dq else None
         kernels.maskc_backward_dkdv[(launch_programs(tables, groups),)](
             q, k, v, d_out, dk, dv, lse2, delta,
             *strides, *dk.stride()[:3], *dv.stride()[:3],
             *launch.kernel_args(),
             scale * LOG2E, scale, plan.n, heads, groups, kv_heads, tables.lines,
             tables.long_lines, tables.programs, *positions, plan.tile_mask(), launch.mask_args,
-            *chunk_args(tables, groups), dk_work, dv_work, *(tma or (None, None)),
+            *chunk_args(tables, groups), dk_work, dv_work, *(tma or (None, None)), dq_acc,
             GROUP=heads // kv_heads, BLOCK_M=config.block_m, BLOCK_N=block_n, HEAD_DIM=head_dim,
             VALUE_DIM=value_dim, EVEN_N=even, PER_BATCH_Q=span.q_starts is not None, PRECISION=precision,
-            SPLIT=tables.split, TMA=tma is not None, num_warps=config.num_warps, num_stages=config.num_stages,
+            SPLIT=tables.split, TMA=tma is not None, ATOMIC_DQ=config.atomic_dq,
+            num_warps=config.num_warps, num_stages=config.num_stages,
         )  # fmt: skip
         if tables.split:
             keys = (positions[0], span.k_start, span.k_end - span.k_start)
             for grad, work, width, factor in ((dk, dk_work, head_dim, scale), (dv, dv_work, value_dim, 1.0)):
                 _sum_chunks(kernels, tables, grad, work, kv_heads, groups, factor, keys, block_n, width, False)
+        if dq_acc is not None:
+            dq.copy_(dq_acc.mul_(scale))
 
     def run_dq(config: KernelConfig) -> None:
         window = span.tile_window(config.block_m, config.block_n)
@@ -135,6 +139,14 @@ def attention_backward(
             _sum_chunks(kernels, tables, dq, dq_work, heads, groups, scale, positions[:3], block_m, head_dim,
                         span.q_starts is not None)  # fmt: skip
 
-    run_dkdv(choose_config(plan, "dkdv", q, k, run_dkdv))
-    run_dq(choose_config(plan, "dq", q, k, run_dq))
+    dq_config = choose_config(plan, "dq", q, k, run_dq)
+
+    def run_gradients(config: KernelConfig) -> None:
+        """dK and dV with `config`, and dQ: in the same kernel (atomic_dq) or by the dQ kernel after it,
+        so that the tuner times both ways whole."""
+        run_dkdv(config)
+        if not config.atomic_dq:
+            run_dq(dq_config)
+
+    run_gradients(choose_config(plan, "dkdv", q, k, run_gradients))
     return dq, dk, dv

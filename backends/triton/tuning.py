@@ -6,11 +6,13 @@ depth. The spaces hold shapes that fit block-64 patterns (64-wide key tiles) and
 128-row tiles. On a GPU the first call of a problem times every candidate on the real inputs and
 keeps the fastest; under the interpreter the pattern's own tile shape runs, one warp group, no
 pipelining. MASKC_TRITON_AUTOTUNE=0 takes the first candidate without timing; MASKC_TRITON_TMA=0
-leaves the tensor-descriptor (TMA) variants out.
+leaves the tensor-descriptor (TMA) variants out, MASKC_TRITON_ATOMIC_DQ=0 (or torch's deterministic
+algorithms) the dK/dV variants that compute dQ with atomics.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -34,6 +36,9 @@ class KernelConfig:
     num_warps: int
     num_stages: int
     tma: bool = False
+    #: dK/dV only: the kernel also adds each tile's dQ to a float32 accumulator with atomics, and
+    #: the dQ kernel is not launched (kernels/backward.py).
+    atomic_dq: bool = False
 
 
 #: Candidates for 16-bit inputs by kernel and largest head dim; dK/dV's BLOCK_N is its keys per
@@ -85,6 +90,14 @@ _TMA: dict[Kernel, dict[int, list[KernelConfig]]] = {
         256: [],
     },
 }
+#: dK/dV candidates that compute dQ too, with atomics (not under deterministic algorithms); TMA ones
+#: join on Hopper. At head dim 128 only 32-row steps compile without spills (sm_90, ptxas: 64 × 128
+#: with 8 warps needs 255 registers and a 56–208-byte stack).
+_ATOMIC_DQ: dict[int, list[KernelConfig]] = {
+    64: [KernelConfig(64, 128, 8, 3, atomic_dq=True), KernelConfig(32, 64, 4, 3, atomic_dq=True)],
+    128: [KernelConfig(32, 128, 8, 3, atomic_dq=True), KernelConfig(32, 64, 4, 3, atomic_dq=True)],
+    256: [],
+}
 #: float32 tiles take twice the shared memory: smaller shapes, fewer stages, for every kernel.
 _SINGLE: dict[int, list[KernelConfig]] = {
     64: [KernelConfig(64, 64, 4, 2), KernelConfig(32, 32, 4, 2)],
@@ -111,7 +124,19 @@ def candidates(
     size = next(size for size in (64, 128, 256) if head_dim <= size)
     if dtype == torch.float32:
         return list(_SINGLE[size])
-    return _HALF[kernel][size] + (_TMA[kernel][size] if tma else [])
+    found = _HALF[kernel][size] + (_TMA[kernel][size] if tma else [])
+    if kernel == "dkdv" and atomic_dq_allowed():
+        atomic = _ATOMIC_DQ[size]
+        found += atomic + ([dataclasses.replace(c, tma=True) for c in atomic] if tma else [])
+    return found
+
+
+def atomic_dq_allowed() -> bool:
+    """Whether dK/dV candidates may compute dQ with atomics: not when torch is asked for deterministic
+    algorithms (the float32 additions' order varies), nor with MASKC_TRITON_ATOMIC_DQ=0."""
+    if torch.are_deterministic_algorithms_enabled():
+        return False
+    return os.environ.get("MASKC_TRITON_ATOMIC_DQ", "1") != "0"
 
 
 def has_tma(device: torch.device) -> bool:
@@ -126,7 +151,9 @@ def choose_config(
     plan: Plan, kernel: Kernel, q: torch.Tensor, k: torch.Tensor, run: Callable[[KernelConfig], None]
 ) -> KernelConfig:
     """The fastest candidate for this problem, timed with `run` on the first call, then remembered."""
-    key = (plan.tune_key, kernel, tuple(q.shape), k.shape[1], k.shape[-1], q.dtype, str(q.device))
+    # the last two entries: the spaces that environment and torch settings open or close
+    key = (plan.tune_key, kernel, tuple(q.shape), k.shape[1], k.shape[-1], q.dtype, str(q.device),
+           has_tma(q.device), atomic_dq_allowed())  # fmt: skip
     chosen = _CHOSEN.get(key)
     if chosen is None:
         options = candidates(kernel, max(q.shape[-1], k.shape[-1]), q.dtype, plan.native_tile, has_tma(q.device))

@@ -12,6 +12,11 @@ rather than one launch of both kinds of program: each then has its own tile shap
 with SPLIT they run as chunks (tables.py), each writing its unscaled float32 partial dK, dV or dQ
 to a workspace, and `maskc_sum_chunks` sums a long line's partials: dQ of a row and dK, dV of a
 column are sums over their tiles (given the merged lse and delta), so the split is exact.
+With ATOMIC_DQ the dK/dV kernel also computes each tile's dQ = dS K (the product the dQ kernel
+would recompute QKᵀ and dO Vᵀ for) and adds it to a float32 accumulator with atomics, as
+FlashAttention-2 does: five products per tile pair instead of seven, the dQ kernel not launched,
+the order of the float32 additions not fixed (`tuning.py` leaves these candidates out when torch
+asks for deterministic algorithms).
 
 `backends/triton/backward.py` launches them: the preparation kernel PREPARE_ROWS rows per program,
 dK/dV and dQ with the candidates of `tuning.py`, timed per problem.
@@ -72,9 +77,9 @@ def maskc_backward_prepare(
 
 
 @triton.jit
-def dkdv_tile(dk, dv, k, v, q, do, Lse2, Delta, offs_q, offs_k, layout, n_ctx, q_lo, q_hi, qk_scale,
+def dkdv_tile(dk, dv, k, v, q, do, Lse2, Delta, dq_tile, offs_q, offs_k, layout, n_ctx, q_lo, q_hi, qk_scale,
               tile_mask: tl.constexpr, mask_args,
-              MASKED: tl.constexpr, EVEN_N: tl.constexpr, PRECISION: tl.constexpr):
+              MASKED: tl.constexpr, EVEN_N: tl.constexpr, PRECISION: tl.constexpr, ATOMIC_DQ: tl.constexpr):
     # -- the rows' lse and delta: rows outside [q_lo, q_hi) are not the call's --
     q_in = (offs_q >= q_lo) & (offs_q < q_hi)
     if EVEN_N:
@@ -92,17 +97,25 @@ def dkdv_tile(dk, dv, k, v, q, do, Lse2, Delta, offs_q, offs_k, layout, n_ctx, q
     # -- dV += P^T dO; dK += dS^T Q with dS = P ∘ (dP − delta) --
     dv = mma(p_t.to(do.dtype), do, dv, PRECISION)
     dp_t = mma(v, tl.trans(do), None, PRECISION)
-    ds_t = p_t * (dp_t - delta[None, :])
-    dk = mma(ds_t.to(q.dtype), q, dk, PRECISION)
+    ds_t = (p_t * (dp_t - delta[None, :])).to(q.dtype)
+    dk = mma(ds_t, q, dk, PRECISION)
+    # -- with ATOMIC_DQ, this tile's dQ = dS K added to the rows' float32 accumulator --
+    if ATOMIC_DQ:
+        dq = mma(tl.trans(ds_t), k, None, PRECISION)
+        if EVEN_N:
+            tl.atomic_add(dq_tile, dq, sem="relaxed")
+        else:
+            tl.atomic_add(dq_tile, dq, mask=q_in[:, None], sem="relaxed")
     return dk, dv
 
 
 @triton.jit
 def dkdv_tiles(dk, dv, k, v, q_head, do_head, q_local, do_local, stride_qm, stride_dm, QDesc, DODesc, q_row, do_row,
-               lse2_head, delta_head, tile_idx, lo, hi, offs_m, offs_k, layout, n_ctx, q_lo, q_hi, qk_scale,
+               lse2_head, delta_head, dq_head, dq_local, stride_dqm,
+               tile_idx, lo, hi, offs_m, offs_k, layout, n_ctx, q_lo, q_hi, qk_scale,
                tile_mask: tl.constexpr, mask_args,
                BLOCK_M: tl.constexpr, MASKED: tl.constexpr, EVEN_N: tl.constexpr, PRECISION: tl.constexpr,
-               TMA: tl.constexpr):
+               TMA: tl.constexpr, ATOMIC_DQ: tl.constexpr):
     # Add the dK and dV contributions of the query tiles tile_idx[lo:hi] of one key column.
     start_m = tile_start(tile_idx, lo, hi, BLOCK_M)
     for t in range(lo, hi):
@@ -111,9 +124,9 @@ def dkdv_tiles(dk, dv, k, v, q_head, do_head, q_local, do_local, stride_qm, stri
         q, do = load_tile_pair(q_head, do_head, q_local, do_local, stride_qm, stride_dm, QDesc, DODesc, q_row, do_row,
                                start_m, offs_m, q_lo, q_hi, EVEN_N, TMA)
         dk, dv = dkdv_tile(
-            dk, dv, k, v, q, do,
-            lse2_head, delta_head, start_m + offs_m, offs_k, layout, n_ctx, q_lo, q_hi, qk_scale, tile_mask, mask_args,
-            MASKED, EVEN_N, PRECISION,
+            dk, dv, k, v, q, do, lse2_head, delta_head, dq_head + start_m.to(tl.int64) * stride_dqm + dq_local,
+            start_m + offs_m, offs_k, layout, n_ctx, q_lo, q_hi, qk_scale, tile_mask, mask_args,
+            MASKED, EVEN_N, PRECISION, ATOMIC_DQ,
         )
         start_m = next_m
     return dk, dv
@@ -131,10 +144,10 @@ def maskc_backward_dkdv(
     head_layout, table_of_head, table_stride, layouts, col_order, full_ptr, full_idx, partial_ptr, partial_idx,
     qk_scale, sm_scale, n_ctx, heads, batch_kv_heads, kv_heads, col_tiles, long_cols, programs,
     q_starts, q_start, q_len, k_lo, k_hi, tile_mask: tl.constexpr, mask_args,
-    chunk_line, chunk_start, chunk_tiles, chunk_programs, DKWork, DVWork, QDesc, DODesc,
+    chunk_line, chunk_start, chunk_tiles, chunk_programs, DKWork, DVWork, QDesc, DODesc, DQAcc,
     GROUP: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr, VALUE_DIM: tl.constexpr,
     EVEN_N: tl.constexpr, PER_BATCH_Q: tl.constexpr, PRECISION: tl.constexpr, SPLIT: tl.constexpr,
-    TMA: tl.constexpr,
+    TMA: tl.constexpr, ATOMIC_DQ: tl.constexpr,
 ):
     # Stage 1: the program's (batch, key/value head) and key tile; K and V stay in registers.
     # Rows are addressed by position, as in the forward kernel: the base pointers below are
@@ -165,6 +178,7 @@ def maskc_backward_dkdv(
     dv = tl.zeros([BLOCK_N, VALUE_DIM], tl.float32)
     q_local = offs_m[:, None] * stride_qm + offs_d[None, :]
     do_local = offs_m[:, None] * stride_dm + offs_v[None, :]
+    dq_local = offs_m[:, None] * HEAD_DIM + offs_d[None, :]
     # Stage 2: each query head of the group, its column's full tiles, then its partial ones.
     for g in range(0, GROUP):
         h = kvh * GROUP + g
@@ -173,6 +187,10 @@ def maskc_backward_dkdv(
         q_head = rows_by_position(Q, b, h, stride_qb, stride_qh, stride_qm, q_lo)
         do_head = rows_by_position(DOut, b, h, stride_db, stride_dh, stride_dm, q_lo)
         q_row, do_row = descriptor_rows(b, h, stride_qb, stride_qh, stride_db, stride_dh, q_lo, HEAD_DIM, VALUE_DIM)
+        if ATOMIC_DQ:  # DQAcc: (batch, heads, q_len, HEAD_DIM) float32, contiguous
+            dq_head = rows_by_position(DQAcc, b, h, heads * q_len * HEAD_DIM, q_len * HEAD_DIM, HEAD_DIM, q_lo)
+        else:
+            dq_head = Lse2
         rows_at = (b * heads + h).to(tl.int64) * q_len - tl.cast(q_lo, tl.int64)
         at = table * (col_tiles + 1) + col
         full_lo = tl.load(full_ptr + at)
@@ -182,10 +200,10 @@ def maskc_backward_dkdv(
             full_lo, full_hi = walk_part(full_lo, full_hi, first, last)
         dk, dv = dkdv_tiles(
             dk, dv, k, v, q_head, do_head, q_local, do_local, stride_qm, stride_dm, QDesc, DODesc, q_row, do_row,
-            Lse2 + rows_at, Delta + rows_at,
+            Lse2 + rows_at, Delta + rows_at, dq_head, dq_local, HEAD_DIM,
             full_idx, full_lo, full_hi,
             offs_m, offs_k, layout, n_ctx, q_lo, q_lo + q_len, qk_scale, tile_mask, mask_args,
-            BLOCK_M, False, EVEN_N, PRECISION, TMA,
+            BLOCK_M, False, EVEN_N, PRECISION, TMA, ATOMIC_DQ,
         )
         partial_lo = tl.load(partial_ptr + at)
         partial_hi = tl.load(partial_ptr + at + 1)
@@ -193,10 +211,10 @@ def maskc_backward_dkdv(
             partial_lo, partial_hi = walk_part(partial_lo, partial_hi, first - full_count, last - full_count)
         dk, dv = dkdv_tiles(
             dk, dv, k, v, q_head, do_head, q_local, do_local, stride_qm, stride_dm, QDesc, DODesc, q_row, do_row,
-            Lse2 + rows_at, Delta + rows_at,
+            Lse2 + rows_at, Delta + rows_at, dq_head, dq_local, HEAD_DIM,
             partial_idx, partial_lo, partial_hi,
             offs_m, offs_k, layout, n_ctx, q_lo, q_lo + q_len, qk_scale, tile_mask, mask_args,
-            BLOCK_M, True, EVEN_N, PRECISION, TMA,
+            BLOCK_M, True, EVEN_N, PRECISION, TMA, ATOMIC_DQ,
         )
     # Stage 3: write dK (scaled) and dV once, or, for a chunk, keep the partials for the sum.
     if SPLIT:

@@ -1,16 +1,20 @@
-"""The kernels' tensor-descriptor (TMA) loads, through Triton's interpreter (TRITON_INTERPRET=1).
+"""The kernels' GPU variants, through Triton's interpreter (TRITON_INTERPRET=1): tensor-descriptor
+(TMA) loads and dQ by atomics inside the dK/dV kernel.
 
 On Hopper the tuner also times configurations whose walked tiles (keys and values in the forward
-and dQ kernels, queries and dO in dK/dV) come through tensor descriptors (`descriptors.py`). The
-interpreter runs the same kernel code, so here every call is forced onto such configurations and
-checked against float64 dense attention on the brute-force mask (outputs, lse, gradients):
-full-length calls, shards that are views into a longer sequence, GQA and per-head patterns. A spy
-checks that the descriptor path really ran in all three kernels, and that calls which cannot take
-it (not on tile borders, a layout whose rows are not `dim` apart) fall back to pointer loads.
+and dQ kernels, queries and dO in dK/dV) come through tensor descriptors (`descriptors.py`), and
+on every GPU dK/dV configurations that add each tile's dQ to a float32 accumulator with atomics
+instead of launching the dQ kernel. The interpreter runs the same kernel code, so here every call
+is forced onto such configurations and checked against float64 dense attention on the
+brute-force mask (outputs, lse, gradients): full-length calls, shards that are views into a
+longer sequence, GQA and per-head patterns. Spies check that the descriptor path really ran, and
+that calls which cannot take it (not on tile borders, a layout whose rows are not `dim` apart)
+fall back to pointer loads.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 
 import pytest
@@ -38,16 +42,16 @@ SPECS = [
 N = 64
 
 
-@pytest.fixture
-def tma_calls(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
-    """Every kernel on TMA configurations of the pattern's tile shape; returns, per launch that asked
-    for descriptors, whether they were built (the kernel's TMA path) or not (pointer loads)."""
+def _forced(monkeypatch: pytest.MonkeyPatch, **variant: bool) -> list[bool]:
+    """Every kernel on the pattern's tile shape with `variant` (tma, atomic_dq for dK/dV); returns, per
+    launch that asked for descriptors, whether they were built (the TMA path) or not (pointers)."""
     used: list[bool] = []
     original_candidates, original_descriptors = tuning.candidates, descriptors.row_descriptors
 
     def candidates(kernel, head_dim, dtype, native, tma=False):
         found = original_candidates(kernel, head_dim, dtype, native, tma)
-        return [tuning.KernelConfig(c.block_m, c.block_n, c.num_warps, c.num_stages, tma=True) for c in found]
+        wanted = {key: value for key, value in variant.items() if key == "tma" or kernel == "dkdv"}
+        return [dataclasses.replace(c, **wanted) for c in found]
 
     def row_descriptors(tensors, block_rows):
         found = original_descriptors(tensors, block_rows)
@@ -58,6 +62,11 @@ def tma_calls(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
     monkeypatch.setattr(descriptors, "row_descriptors", row_descriptors)
     monkeypatch.setattr(tuning, "_CHOSEN", {})
     return used
+
+
+@pytest.fixture
+def tma_calls(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+    return _forced(monkeypatch, tma=True)
 
 
 def _pattern(spec: dict) -> maskc.CompiledPattern:
@@ -124,3 +133,41 @@ def test_descriptors_need_rows_one_head_dim_apart():
     heads_last = torch.randn(1, 32, 4, 16).transpose(1, 2)  # (B, N, H, D) storage: rows 4 · 16 apart
     assert descriptors.row_descriptors((heads_last,), 16) is None
     assert descriptors.row_descriptors((k, heads_last), 16) is None
+
+
+@pytest.mark.parametrize("tma", [False, True])
+@pytest.mark.parametrize("which", range(len(SPECS)))
+def test_dq_by_atomics_in_the_dkdv_kernel(monkeypatch, which, tma):
+    """dK/dV configurations with atomic_dq: the same gradients, and no dQ configuration is tuned."""
+    used = _forced(monkeypatch, tma=tma, atomic_dq=True)
+    spec, kv_heads = SPECS[which]
+    gen = torch.Generator().manual_seed(30 + which)
+    q = torch.randn(2, 2, N, 16, generator=gen)
+    k, v = (torch.randn(2, kv_heads, N, 16, generator=gen) for _ in range(2))
+    _check(spec, q, k, v, 0, 0)
+    chosen = {key[1]: config for key, config in tuning._CHOSEN.items()}
+    assert chosen["dkdv"].atomic_dq
+    assert used == ([True] * 2 if tma else [])  # forward and dK/dV; no dQ kernel launched
+
+
+def test_dq_by_atomics_off_tile_borders(monkeypatch):
+    """A rectangle not on tile borders: the atomics skip the rows outside the call."""
+    _forced(monkeypatch, atomic_dq=True)
+    spec, kv_heads = SPECS[0]
+    gen = torch.Generator().manual_seed(40)
+    q = torch.randn(1, 2, 21, 16, generator=gen)
+    k, v = (torch.randn(1, kv_heads, 40, 16, generator=gen) for _ in range(2))
+    _check(spec, q, k, v, 30, 3)
+
+
+def test_deterministic_algorithms_leave_atomic_dq_out(monkeypatch):
+    monkeypatch.setattr(tuning, "interpreting", lambda: False)
+    assert any(c.atomic_dq for c in tuning.candidates("dkdv", 128, torch.bfloat16, (64, 64)))
+    monkeypatch.setenv("MASKC_TRITON_ATOMIC_DQ", "0")
+    assert not any(c.atomic_dq for c in tuning.candidates("dkdv", 128, torch.bfloat16, (64, 64)))
+    monkeypatch.delenv("MASKC_TRITON_ATOMIC_DQ")
+    torch.use_deterministic_algorithms(True)
+    try:
+        assert not any(c.atomic_dq for c in tuning.candidates("dkdv", 128, torch.bfloat16, (64, 64)))
+    finally:
+        torch.use_deterministic_algorithms(False)
