@@ -2,12 +2,12 @@
 # The GPU test suite and every GPU benchmark on one host with two GPUs, in two calls of under ten
 # minutes each (the device tool's limit). Logs and JSON go to $OUT (default ./out).
 #   bash bench/run_gpu.sh tests   GPU 0: the GPU test suite; GPU 1: bench_lowering --quick (issue 12);
-#                                 then both GPUs: bench_cp (issue 15)
+#                                 then both GPUs: the two-GPU tests, bench_cp (issue 15)
 #   bash bench/run_gpu.sh benches GPU 0: bench_runtime, bench_grids; GPU 1: bench_hf_prefill,
 #                                 bench_decode, bench_triton long lines as chunks against whole
 #   bash bench/run_gpu.sh tma     GPU 0: the GPU test suite, then grids; GPU 1: the causal window with and
 #                                 without tensor-descriptor loads (bench_triton --tma 0,1), then
-#                                 bench_lowering --quick; then both GPUs: bench_cp's window and dense
+#                                 bench_lowering --quick; then both GPUs: the two-GPU tests, bench_cp's window and dense
 #                                 causal, each rank's step profiled
 #   bash bench/run_gpu.sh next    what bench/NOTES.md's first section lists as not yet measured:
 #                                 GPU 0: fixed through its passes, row-major NATTEN, the merge alone;
@@ -29,12 +29,19 @@ queue() {  # gpu, log name, then "name|command" entries run one after another wi
     done
 }
 
+two_gpu_tests() {  # the suite's queue sees GPU 0 alone: its two-GPU tests run here, on both
+    echo "== two-GPU tests" >>"$out/gpu_tests.log"
+    timeout 150 python3 -m pytest -q -p no:cacheprovider -rfE tests/gpu/test_distributed_gpu.py -m gpu \
+        >>"$out/gpu_tests.log" 2>&1 || echo "(exit $?)" >>"$out/gpu_tests.log"
+}
+
 if [ "$phase" = tests ]; then
     # Eight workers share GPU 0 (the suite is bound by Triton's compile time); every failure is named
     # in the log's summary (-rfE) and in the JUnit file, whatever part of the log comes back.
     queue 0 gpu_tests "tests|python3 -m pytest -q -p no:cacheprovider -n 8 -rfE --timeout 240 --junitxml=$out/gpu_tests.xml tests/gpu -m gpu" &
     queue 1 bench_a "lowering|python3 bench/bench_lowering.py --quick" &
     wait
+    two_gpu_tests
     echo "== cp" >>"$out/bench_a.log"
     timeout 200 torchrun --standalone --nproc_per_node 2 bench/bench_cp.py --out "$out/bench_cp.json" >>"$out/bench_a.log" 2>&1 \
         || echo "(exit $?)" >>"$out/bench_a.log"
@@ -45,6 +52,7 @@ elif [ "$phase" = tma ]; then
     queue 1 bench_a "tma|python3 bench/bench_triton.py --ns 32768 --patterns mistral_swa --tma 0,1" \
         "lowering|python3 bench/bench_lowering.py --quick" &
     wait
+    two_gpu_tests
     echo "== cp" >>"$out/bench_a.log"
     timeout 170 torchrun --standalone --nproc_per_node 2 bench/bench_cp.py --cases window,dense_causal --profile \
         --out "$out/bench_cp.json" >>"$out/bench_a.log" 2>&1 || echo "(exit $?)" >>"$out/bench_a.log"
