@@ -173,7 +173,8 @@ def bench_pattern(name: str, mask_mod: Callable, n: int, q, k, v, peak: float, b
     def ours(a, b, c):
         return maskc.attention(a, b, c, pattern, backend="triton")
 
-    # each variant in this process, beside the same Flex and cuDNN figures
+    # each variant in this process, beside the same Flex and cuDNN figures; the TMA setting restored after
+    setting = os.environ.get("MASKC_TRITON_TMA")
     for factor, tma_setting in ((f, t) for f in chunk_factors for t in tma):
         tables.CHUNK_FACTOR = factor
         os.environ["MASKC_TRITON_TMA"] = tma_setting
@@ -190,6 +191,10 @@ def bench_pattern(name: str, mask_mod: Callable, n: int, q, k, v, peak: float, b
             + ([f"tma {tma_setting}"] if len(tma) > 1 else [])
         )
         log(impl=impl, first_call_s=round(first, 1), configs=tuned, **common, **rates(pairs, fwd, fwd_bwd))
+    if setting is None:
+        os.environ.pop("MASKC_TRITON_TMA", None)
+    else:
+        os.environ["MASKC_TRITON_TMA"] = setting
 
     # Each pattern's mask_mod is new code to torch.compile; without a reset, the recompile limit
     # would silently send later patterns to eager flex_attention (dense scores, not FlexAttention).

@@ -124,7 +124,10 @@ def main() -> None:
     from maskc.backends.triton import backend as triton_backend
 
     flags = {"--tma": "tma", "--atomic-dq": "atomic_dq"}
-    chosen = {flags[a]: True for a in sys.argv[1:] if a in flags}
+    unknown = [a for a in sys.argv[1:] if a not in flags]
+    if unknown:
+        sys.exit(f"unknown option(s) {' '.join(unknown)}; the options are {', '.join(flags)}")
+    chosen = {flags[a]: True for a in sys.argv[1:]}
     if chosen:
         _variants(**chosen)
 

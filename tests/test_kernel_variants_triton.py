@@ -24,7 +24,8 @@ from slicedref import sliced_attention
 from specgen import brute_force_mask
 
 import maskc
-from maskc.backends.triton import descriptors, tuning
+from maskc.backends.triton import backward, descriptors, tables, tuning
+from maskc.backends.triton.kernels import kernel_module
 from maskc.errors import MaskcWarning
 
 SPECS = [
@@ -135,19 +136,61 @@ def test_descriptors_need_rows_one_head_dim_apart():
     assert descriptors.row_descriptors((k, heads_last), 16) is None
 
 
+@pytest.fixture
+def dq_launches(monkeypatch: pytest.MonkeyPatch) -> list:
+    """The grids of the dQ kernel's launches in this test."""
+    module = kernel_module("backward", interpret=True)
+    original, launches = module.maskc_backward_dq, []
+
+    class Spy:
+        def __getitem__(self, grid):
+            launches.append(grid)
+            return original[grid]
+
+    monkeypatch.setattr(module, "maskc_backward_dq", Spy())
+    return launches
+
+
 @pytest.mark.parametrize("tma", [False, True])
 @pytest.mark.parametrize("which", range(len(SPECS)))
-def test_dq_by_atomics_in_the_dkdv_kernel(monkeypatch, which, tma):
-    """dK/dV configurations with atomic_dq: the same gradients, and no dQ configuration is tuned."""
+def test_dq_by_atomics_in_the_dkdv_kernel(monkeypatch, dq_launches, which, tma):
+    """dK/dV configurations with atomic_dq: the same gradients, with the dQ kernel never launched."""
     used = _forced(monkeypatch, tma=tma, atomic_dq=True)
     spec, kv_heads = SPECS[which]
     gen = torch.Generator().manual_seed(30 + which)
     q = torch.randn(2, 2, N, 16, generator=gen)
     k, v = (torch.randn(2, kv_heads, N, 16, generator=gen) for _ in range(2))
     _check(spec, q, k, v, 0, 0)
-    chosen = {key[1]: config for key, config in tuning._CHOSEN.items()}
-    assert chosen["dkdv"].atomic_dq
-    assert used == ([True] * 2 if tma else [])  # forward and dK/dV; no dQ kernel launched
+    assert dq_launches == []
+    assert used == ([True] * 2 if tma else [])  # forward and dK/dV
+
+
+def test_the_dq_kernel_runs_without_atomics(monkeypatch, dq_launches):
+    """The spy above sees launches: without atomic_dq the dQ kernel runs once per backward."""
+    _forced(monkeypatch, atomic_dq=False)
+    spec, kv_heads = SPECS[0]
+    gen = torch.Generator().manual_seed(35)
+    q = torch.randn(1, 2, N, 16, generator=gen)
+    k, v = (torch.randn(1, kv_heads, N, 16, generator=gen) for _ in range(2))
+    _check(spec, q, k, v, 0, 0)
+    assert len(dq_launches) == 1
+
+
+@pytest.mark.parametrize("tma", [False, True])
+def test_dq_by_atomics_in_chunks_of_long_columns(monkeypatch, dq_launches, tma):
+    """Long lines run as chunks (the per-head spec's global token): the chunks' atomics add up too."""
+    used = _forced(monkeypatch, tma=tma, atomic_dq=True)
+    monkeypatch.setattr(tables, "CHUNK_TILES", 1)
+    monkeypatch.setattr(tables, "LONG_FACTOR", 1.0)
+    sums, original_sums = [], backward._sum_chunks
+    monkeypatch.setattr(backward, "_sum_chunks", lambda *args: sums.append(1) or original_sums(*args))
+    spec, kv_heads = SPECS[1]
+    gen = torch.Generator().manual_seed(45)
+    q = torch.randn(1, 2, N, 16, generator=gen)
+    k, v = (torch.randn(1, kv_heads, N, 16, generator=gen) for _ in range(2))
+    _check(spec, q, k, v, 0, 0)
+    assert sums, "the dK/dV columns ran as chunks"
+    assert dq_launches == [] and used == ([True] * 2 if tma else [])
 
 
 def test_dq_by_atomics_off_tile_borders(monkeypatch):

@@ -104,6 +104,7 @@ def attention_backward(
             scale * LOG2E, scale, plan.n, heads, groups, kv_heads, tables.lines,
             tables.long_lines, tables.programs, *positions, plan.tile_mask(), launch.mask_args,
             *chunk_args(tables, groups), dk_work, dv_work, *(tma or (None, None)), dq_acc,
+            *(dq_acc.stride()[:2] if dq_acc is not None else (0, 0)),
             GROUP=heads // kv_heads, BLOCK_M=config.block_m, BLOCK_N=block_n, HEAD_DIM=head_dim,
             VALUE_DIM=value_dim, EVEN_N=even, PER_BATCH_Q=span.q_starts is not None, PRECISION=precision,
             SPLIT=tables.split, TMA=tma is not None, ATOMIC_DQ=config.atomic_dq,

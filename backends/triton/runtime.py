@@ -317,9 +317,10 @@ def compact(maps: torch.Tensor, columns: torch.Tensor | None = None) -> tuple[to
     ends = counts.view(-1, groups * lines).cumsum(1, dtype=torch.int32).view_as(counts)
     starts = ends - counts
     pointers = torch.cat([starts, ends[..., -1:]], dim=-1).view(*sets, -1)
-    # each stored tile goes to its 1-based rank among its set's stored ones (the tiles stored before
-    # its line, then its rank inside the line: a scan along lines; torch runs a scan along a whole
-    # set's row, millions long, with one block per row), every other entry to slot 0
+    # each stored tile goes to its 1-based rank among its set's stored ones: the tiles stored before
+    # its line, then its rank inside the line (a scan along lines, short and many; one scan along
+    # each set's whole row, millions long, ran on the GPU with one block per row), every other
+    # entry to slot 0
     target = ((lined.cumsum(-1, dtype=torch.int32) + starts[..., None]) * lined).view(lined.shape[0], -1).long()
     if columns is None:
         columns = column_numbers(maps.shape, maps.device)

@@ -144,7 +144,7 @@ def maskc_backward_dkdv(
     head_layout, table_of_head, table_stride, layouts, col_order, full_ptr, full_idx, partial_ptr, partial_idx,
     qk_scale, sm_scale, n_ctx, heads, batch_kv_heads, kv_heads, col_tiles, long_cols, programs,
     q_starts, q_start, q_len, k_lo, k_hi, tile_mask: tl.constexpr, mask_args,
-    chunk_line, chunk_start, chunk_tiles, chunk_programs, DKWork, DVWork, QDesc, DODesc, DQAcc,
+    chunk_line, chunk_start, chunk_tiles, chunk_programs, DKWork, DVWork, QDesc, DODesc, DQAcc, stride_ab, stride_ah,
     GROUP: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr, VALUE_DIM: tl.constexpr,
     EVEN_N: tl.constexpr, PER_BATCH_Q: tl.constexpr, PRECISION: tl.constexpr, SPLIT: tl.constexpr,
     TMA: tl.constexpr, ATOMIC_DQ: tl.constexpr,
@@ -187,8 +187,9 @@ def maskc_backward_dkdv(
         q_head = rows_by_position(Q, b, h, stride_qb, stride_qh, stride_qm, q_lo)
         do_head = rows_by_position(DOut, b, h, stride_db, stride_dh, stride_dm, q_lo)
         q_row, do_row = descriptor_rows(b, h, stride_qb, stride_qh, stride_db, stride_dh, q_lo, HEAD_DIM, VALUE_DIM)
-        if ATOMIC_DQ:  # DQAcc: (batch, heads, q_len, HEAD_DIM) float32, contiguous
-            dq_head = rows_by_position(DQAcc, b, h, heads * q_len * HEAD_DIM, q_len * HEAD_DIM, HEAD_DIM, q_lo)
+        # DQAcc: (batch, heads, q_len, HEAD_DIM) float32, rows HEAD_DIM apart; None without ATOMIC_DQ
+        if ATOMIC_DQ:  # noqa: SIM108  (a branch Triton compiles only when taken)
+            dq_head = rows_by_position(DQAcc, b, h, stride_ab, stride_ah, HEAD_DIM, q_lo)
         else:
             dq_head = Lse2
         rows_at = (b * heads + h).to(tl.int64) * q_len - tl.cast(q_lo, tl.int64)
