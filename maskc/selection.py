@@ -16,8 +16,9 @@ def block_means(x: torch.Tensor, block: int) -> torch.Tensor:
     """(..., N, D) → (..., ceil(N / block), D) float32 means (the last block over the positions it has)."""
     n = x.shape[-2]
     blocks = -(-n // block)
-    padded = torch.nn.functional.pad(x.float(), (0, 0, 0, blocks * block - n))
-    sums = padded.reshape(*x.shape[:-2], blocks, block, x.shape[-1]).sum(dim=-2)
+    # zeros pad the last block in x's own dtype, and the sum upcasts as it reads: no float32 copy of x
+    padded = x if blocks * block == n else torch.nn.functional.pad(x, (0, 0, 0, blocks * block - n))
+    sums = padded.reshape(*x.shape[:-2], blocks, block, x.shape[-1]).sum(dim=-2, dtype=torch.float32)
     # positions per block, made on the device (no host value enters a device tensor: CUDA-graph safe)
     starts = torch.arange(blocks, device=x.device, dtype=torch.float32) * block
     sizes = (n - starts).clamp(max=block)

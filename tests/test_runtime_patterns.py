@@ -220,6 +220,17 @@ def test_block_means_of_a_short_last_block() -> None:
     assert block_means(x, 4).reshape(-1).tolist() == [1.5, 5.5, 8.5]
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
+def test_block_means_are_float32_means_of_the_inputs(dtype: torch.dtype) -> None:
+    """Whatever the input dtype, each block's mean in float32 of its values (the last block short)."""
+    x = torch.randn(2, 3, 100, 8, generator=torch.Generator().manual_seed(1)).to(dtype)
+    means = block_means(x, 16)
+    assert means.dtype == torch.float32 and means.shape == (2, 3, 7, 8)
+    for j in range(7):
+        want = x[..., 16 * j : min(100, 16 * (j + 1)), :].float().mean(dim=-2)
+        torch.testing.assert_close(means[..., j, :], want, rtol=1e-6, atol=1e-6)
+
+
 def test_topk_group_sharing_selects_once_per_group() -> None:
     gen = torch.Generator().manual_seed(1)
     q, k = torch.randn(1, 4, 64, 8, generator=gen), torch.randn(1, 2, 64, 8, generator=gen)
