@@ -136,8 +136,9 @@ def _offsets(position_ids: torch.Tensor | None, q_len: int, kv_len: int) -> tupl
     if position_ids is None:
         return None, 0
     rows = position_ids.reshape(-1, position_ids.shape[-1])
-    first, last = rows[:, 0].tolist(), int(rows[0, -1])
-    if len(set(first)) > 1 or any(row[-1] != last for row in rows[:, -1:].tolist()):
+    ends = rows[:, [0, -1]].tolist()  # one read: each row's first and last position
+    first, last = [start for start, _ in ends], ends[0][1]
+    if len(set(first)) > 1 or any(end != last for _, end in ends):
         raise BackendError(f"attn_implementation='maskc' needs one position range for the batch; got starts {first}")
     if last - first[0] + 1 != q_len:
         raise BackendError(f"position_ids {first[0]}..{last} do not match {q_len} query rows (packed sequences?)")

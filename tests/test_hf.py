@@ -95,3 +95,14 @@ def test_position_ids_read_once_per_forward_and_honoured(monkeypatch):
         want = model(ids, position_ids=torch.arange(7, 27)[None]).logits
     assert torch.equal(shifted, want)
     assert _relative(shifted, at_zero) > 1e-3  # the sinks moved: the positions mattered
+
+
+def test_offsets_from_position_ids() -> None:
+    """One position range for the whole batch, as many positions as query rows; keys end at the last."""
+    rows = torch.arange(5, 9).repeat(2, 1)
+    assert maskc.hf._offsets(rows, 4, 6) == (5, 3)
+    assert maskc.hf._offsets(None, 4, 4) == (None, 0)
+    with pytest.raises(maskc.BackendError, match="one position range"):
+        maskc.hf._offsets(torch.stack([torch.arange(5, 9), torch.arange(6, 10)]), 4, 6)
+    with pytest.raises(maskc.BackendError, match="do not match 3 query rows"):
+        maskc.hf._offsets(rows, 3, 6)

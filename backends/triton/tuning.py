@@ -151,12 +151,13 @@ def choose_config(
     plan: Plan, kernel: Kernel, q: torch.Tensor, k: torch.Tensor, run: Callable[[KernelConfig], None]
 ) -> KernelConfig:
     """The fastest candidate for this problem, timed with `run` on the first call, then remembered."""
+    tma = has_tma(q.device)
     # the last two entries: the spaces that environment and torch settings open or close
     key = (plan.tune_key, kernel, tuple(q.shape), k.shape[1], k.shape[-1], q.dtype, str(q.device),
-           has_tma(q.device), atomic_dq_allowed())  # fmt: skip
+           tma, atomic_dq_allowed())  # fmt: skip
     chosen = _CHOSEN.get(key)
     if chosen is None:
-        options = candidates(kernel, max(q.shape[-1], k.shape[-1]), q.dtype, plan.native_tile, has_tma(q.device))
+        options = candidates(kernel, max(q.shape[-1], k.shape[-1]), q.dtype, plan.native_tile, tma)
         if len(options) == 1 or os.environ.get("MASKC_TRITON_AUTOTUNE", "1") == "0":
             chosen = options[0]
         else:
