@@ -163,6 +163,7 @@ def run_gpu(cases: list[Case], block_size: int | tuple[int, int], schedule: str)
     import torch.nn.functional as F
     from bench_triton import count_pairs, relative
     from bench_triton import time_fwd_bwd as timed
+    from report import tuner_picks
     from torch.nn.attention import SDPBackend, sdpa_kernel
     from torch.nn.attention.flex_attention import create_block_mask, flex_attention
 
@@ -189,6 +190,7 @@ def run_gpu(cases: list[Case], block_size: int | tuple[int, int], schedule: str)
         out = maskc.attention(q, k, v, pattern, backend="triton")
         f, b = timed(lambda a, bb, c, p=pattern: maskc.attention(a, bb, c, p, backend="triton"), q, k, v)
         row.update(maskc_fwd_ms=round(f, 3), maskc_fwdbwd_ms=round(b, 3))
+        row["configs"], row["tuning"] = tuner_picks(pattern.spec_hash, n)
         row.update(maskc_fwd_eff=round((flops / f) / (dense / dense_f), 3))
         row.update(maskc_fwdbwd_eff=round((flops / b) / (dense / dense_b), 3))
         try:

@@ -28,14 +28,14 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 import triton
-from report import markdown_table
+from report import markdown_table, tuner_picks
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.nn.attention.flex_attention import create_block_mask, flex_attention
 from triton.testing import do_bench
 
 import maskc
 from maskc.backends.triton import tables
-from maskc.backends.triton.tuning import chosen_configs, forget_configs
+from maskc.backends.triton.tuning import forget_configs
 from maskc.errors import MaskcWarning
 
 SPECS = Path(__file__).resolve().parent.parent / "specs"
@@ -180,17 +180,15 @@ def bench_pattern(name: str, mask_mod: Callable, n: int, q, k, v, peak: float, b
         os.environ["MASKC_TRITON_TMA"] = tma_setting
         forget_configs()
         first, fwd, fwd_bwd = first_call_and_times(ours, q, k, v)
-        tuned = {
-            key[1]: vars(config)
-            for key, config in chosen_configs().items()
-            if key[0][0] == pattern.spec_hash and key[0][3] == n
-        }
+        tuned, timed = tuner_picks(pattern.spec_hash, n)
         impl = " ".join(
             ["maskc"]
             + ([f"chunks {factor:g}"] if len(chunk_factors) > 1 else [])
             + ([f"tma {tma_setting}"] if len(tma) > 1 else [])
         )
-        log(impl=impl, first_call_s=round(first, 1), configs=tuned, **common, **rates(pairs, fwd, fwd_bwd))
+        log(
+            impl=impl, first_call_s=round(first, 1), configs=tuned, tuning=timed, **common, **rates(pairs, fwd, fwd_bwd)
+        )
     if setting is None:
         os.environ.pop("MASKC_TRITON_TMA", None)
     else:

@@ -43,3 +43,26 @@ def profile_fwd_bwd(call: Callable, q, k, v, label: str) -> None:
 
     step()
     profile_step(step, label)
+
+
+def tuner_picks(spec_hash: str, n: int) -> tuple[dict[str, dict], dict[str, list[list]]]:
+    """What the Triton tuner chose for a pattern (spec hash) at length n, by kernel, and every
+    candidate's median ms as it timed them, fastest first (dK/dV's include the dQ kernel it needs)."""
+    from maskc.backends.triton.tuning import chosen_configs, tuning_timings
+
+    def ours(key: tuple) -> bool:
+        return key[0][0] == spec_hash and key[0][3] == n
+
+    chosen = {key[1]: vars(config) for key, config in chosen_configs().items() if ours(key)}
+    timed = {
+        key[1]: sorted(([_label(config), round(ms, 3)] for config, ms in timings.items()), key=lambda t: t[1])
+        for key, timings in tuning_timings().items()
+        if ours(key)
+    }
+    return chosen, timed
+
+
+def _label(config) -> str:
+    """A kernel configuration as '64x128 w8 s3 tma atomic-dq'."""
+    flags = [name for name, on in (("tma", config.tma), ("atomic-dq", config.atomic_dq)) if on]
+    return " ".join([f"{config.block_m}x{config.block_n} w{config.num_warps} s{config.num_stages}", *flags])

@@ -10,8 +10,9 @@
 #                                 bench_lowering --quick; then both GPUs: the two-GPU tests, bench_cp's window and dense
 #                                 causal, each rank's step profiled
 #   bash bench/run_gpu.sh next    what bench/NOTES.md's first section lists as not yet measured:
-#                                 GPU 0: fixed through its passes, row-major NATTEN, the merge alone;
-#                                 GPU 1: top-k, long lines as chunks and whole in one process
+#                                 GPU 0: the GPU test suite; GPU 1: window, Longformer and BigBird
+#                                 (atomic dQ by bulk reductions; every candidate's time), then STA;
+#                                 then both GPUs: the two-GPU tests
 # Every queue stops starting benchmarks when its time (second argument, seconds) is spent.
 set -u
 phase=${1:-tests}; budget=${2:-330}
@@ -58,14 +59,12 @@ elif [ "$phase" = tma ]; then
         --out "$out/bench_cp.json" >>"$out/bench_a.log" 2>&1 || echo "(exit $?)" >>"$out/bench_a.log"
     grep -E "^(FAILED|ERROR)|passed|failed" "$out/gpu_tests.log" | tail -20
 elif [ "$phase" = next ]; then
-    # On a one-GPU machine the two queues run one after the other on GPU 0 (never sharing it).
-    if [ "$(nvidia-smi -L | wc -l)" -gt 1 ]; then second=1; else second=0; fi
-    queue 0 bench_n0 "fixed|python3 bench/bench_lowering.py --quick --patterns fixed" \
-        "natten|python3 bench/bench_grids.py --cases 0,1" "merge|python3 bench/bench_merge.py" &
-    [ "$second" = 1 ] || wait
-    queue "$second" bench_n1 "topk|python3 bench/bench_runtime.py --cases topk" \
-        "chunks|python3 bench/bench_triton.py --ns 32768 --patterns longformer,bigbird --chunk-factor 2,0" &
+    queue 0 gpu_tests "tests|python3 -m pytest -q -p no:cacheprovider -n 8 -rfE --timeout 240 --junitxml=$out/gpu_tests.xml tests/gpu -m gpu" &
+    queue 1 bench_n1 "triton|python3 bench/bench_triton.py --ns 32768 --patterns mistral_swa,longformer,bigbird" \
+        "grids|python3 bench/bench_grids.py --cases 3" &
     wait
+    two_gpu_tests
+    grep -E "^(FAILED|ERROR)|passed|failed" "$out/gpu_tests.log" | tail -20
 else
     queue 0 bench_b0 "runtime|python3 bench/bench_runtime.py" "grids|python3 bench/bench_grids.py" &
     queue 1 bench_b1 "hf_prefill|python3 bench/bench_hf_prefill.py" "decode|python3 bench/bench_decode.py" \

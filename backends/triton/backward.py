@@ -7,6 +7,7 @@ from types import ModuleType
 import torch
 
 from . import descriptors
+from .cache import interpreting
 from .chunks import chunk_args, chunk_programs, launch_programs, workspace
 from .forward import LOG2E
 from .plan import Plan
@@ -97,6 +98,12 @@ def attention_backward(
         even = span.even(config.block_m, block_n)
         tma = descriptors.row_descriptors((q, d_out), config.block_m) if config.tma and even else None
         dq_acc = torch.zeros(q.shape, dtype=torch.float32, device=q.device) if config.atomic_dq else None
+        # dQ's bulk reduction needs a descriptor too; Triton's interpreter has no descriptor reductions
+        dq_desc = (
+            descriptors.row_descriptors((dq_acc,), config.block_m)
+            if tma is not None and dq_acc is not None and not interpreting()
+            else None
+        )
         kernels.maskc_backward_dkdv[(launch_programs(tables, groups),)](
             q, k, v, d_out, dk, dv, lse2, delta,
             *strides, *dk.stride()[:3], *dv.stride()[:3],
@@ -104,10 +111,10 @@ def attention_backward(
             scale * LOG2E, scale, plan.n, heads, groups, kv_heads, tables.lines,
             tables.long_lines, tables.programs, *positions, plan.tile_mask(), launch.mask_args,
             *chunk_args(tables, groups), dk_work, dv_work, *(tma or (None, None)), dq_acc,
-            *(dq_acc.stride()[:2] if dq_acc is not None else (0, 0)),
+            *(dq_acc.stride()[:2] if dq_acc is not None else (0, 0)), dq_desc and dq_desc[0],
             GROUP=heads // kv_heads, BLOCK_M=config.block_m, BLOCK_N=block_n, HEAD_DIM=head_dim,
             VALUE_DIM=value_dim, EVEN_N=even, PER_BATCH_Q=span.q_starts is not None, PRECISION=precision,
-            SPLIT=tables.split, TMA=tma is not None, ATOMIC_DQ=config.atomic_dq,
+            SPLIT=tables.split, TMA=tma is not None, ATOMIC_DQ=config.atomic_dq, TMA_DQ=bool(dq_desc),
             num_warps=config.num_warps, num_stages=config.num_stages,
         )  # fmt: skip
         if tables.split:

@@ -107,6 +107,8 @@ _SINGLE: dict[int, list[KernelConfig]] = {
 
 #: Chosen configurations by problem, shared by every pattern with the same values (spec hash).
 _CHOSEN: dict[tuple, KernelConfig] = {}
+#: Each timed candidate's median milliseconds, by problem (benchmarks print them).
+_TIMINGS: dict[tuple, dict[KernelConfig, float]] = {}
 
 
 def dot_precision(dtype: torch.dtype) -> str:
@@ -161,7 +163,8 @@ def choose_config(
         if len(options) == 1 or os.environ.get("MASKC_TRITON_AUTOTUNE", "1") == "0":
             chosen = options[0]
         else:
-            chosen = _fastest(options, run)
+            _TIMINGS[key] = _timings(options, run)
+            chosen = min(_TIMINGS[key], key=_TIMINGS[key].get)
         _CHOSEN[key] = chosen
     return chosen
 
@@ -171,12 +174,19 @@ def chosen_configs() -> dict[tuple, KernelConfig]:
     return dict(_CHOSEN)
 
 
+def tuning_timings() -> dict[tuple, dict[KernelConfig, float]]:
+    """Every timed candidate's median ms, by problem, as the tuner measured them (benchmarks print it)."""
+    return {key: dict(timings) for key, timings in _TIMINGS.items()}
+
+
 def forget_configs() -> None:
     """Tune every problem again on its next call (benchmarks comparing tuning spaces in one process)."""
     _CHOSEN.clear()
+    _TIMINGS.clear()
 
 
-def _fastest(options: list[KernelConfig], run: Callable[[KernelConfig], None]) -> KernelConfig:
+def _timings(options: list[KernelConfig], run: Callable[[KernelConfig], None]) -> dict[KernelConfig, float]:
+    """Median ms of each candidate that fits the GPU."""
     from triton.runtime.errors import OutOfResources
     from triton.testing import do_bench
 
@@ -188,4 +198,4 @@ def _fastest(options: list[KernelConfig], run: Callable[[KernelConfig], None]) -
             continue
     if not timings:
         raise RuntimeError(f"no kernel configuration fits this GPU: tried {options}")
-    return min(timings, key=timings.get)
+    return timings

@@ -14,7 +14,8 @@ to a workspace, and `maskc_sum_chunks` sums a long line's partials: dQ of a row 
 column are sums over their tiles (given the merged lse and delta), so the split is exact.
 With ATOMIC_DQ the dK/dV kernel also computes each tile's dQ = dS K (the product the dQ kernel
 would recompute QKᵀ and dO Vᵀ for) and adds it to a float32 accumulator with atomics, as
-FlashAttention-2 does: five products per tile pair instead of seven, the dQ kernel not launched,
+FlashAttention-2 does (with TMA_DQ by one bulk reduction of the tile through a tensor descriptor,
+as FlashAttention-3 does): five products per tile pair instead of seven, the dQ kernel not launched,
 the order of the float32 additions not fixed (`tuning.py` leaves these candidates out when torch
 asks for deterministic algorithms).
 
@@ -77,9 +78,9 @@ def maskc_backward_prepare(
 
 
 @triton.jit
-def dkdv_tile(dk, dv, k, v, q, do, Lse2, Delta, dq_tile, offs_q, offs_k, layout, n_ctx, q_lo, q_hi, qk_scale,
+def dkdv_tile(dk, dv, k, v, q, do, Lse2, Delta, offs_q, offs_k, layout, n_ctx, q_lo, q_hi, qk_scale,
               tile_mask: tl.constexpr, mask_args,
-              MASKED: tl.constexpr, EVEN_N: tl.constexpr, PRECISION: tl.constexpr, ATOMIC_DQ: tl.constexpr):
+              MASKED: tl.constexpr, EVEN_N: tl.constexpr, PRECISION: tl.constexpr):
     # -- the rows' lse and delta: rows outside [q_lo, q_hi) are not the call's --
     q_in = (offs_q >= q_lo) & (offs_q < q_hi)
     if EVEN_N:
@@ -99,23 +100,31 @@ def dkdv_tile(dk, dv, k, v, q, do, Lse2, Delta, dq_tile, offs_q, offs_k, layout,
     dp_t = mma(v, tl.trans(do), None, PRECISION)
     ds_t = (p_t * (dp_t - delta[None, :])).to(q.dtype)
     dk = mma(ds_t, q, dk, PRECISION)
-    # -- with ATOMIC_DQ, this tile's dQ = dS K added to the rows' float32 accumulator --
-    if ATOMIC_DQ:
-        dq = mma(tl.trans(ds_t), k, None, PRECISION)
-        if EVEN_N:
-            tl.atomic_add(dq_tile, dq, sem="relaxed")
-        else:
-            tl.atomic_add(dq_tile, dq, mask=q_in[:, None], sem="relaxed")
-    return dk, dv
+    return dk, dv, ds_t
+
+
+@triton.jit
+def add_tile_dq(ds_t, k, dq_tile, DQDesc, dq_row, offs_q, q_lo, q_hi,
+                EVEN_N: tl.constexpr, PRECISION: tl.constexpr, TMA_DQ: tl.constexpr):
+    # This tile's dQ = dS K added to the rows' float32 accumulator: by one bulk reduction through
+    # the accumulator's descriptor (TMA_DQ: whole-tile calls on Hopper), else by relaxed atomics.
+    dq = mma(tl.trans(ds_t), k, None, PRECISION)
+    if TMA_DQ:
+        DQDesc.atomic_add([dq_row, 0], dq)
+    elif EVEN_N:
+        tl.atomic_add(dq_tile, dq, sem="relaxed")
+    else:
+        q_in = (offs_q >= q_lo) & (offs_q < q_hi)
+        tl.atomic_add(dq_tile, dq, mask=q_in[:, None], sem="relaxed")
 
 
 @triton.jit
 def dkdv_tiles(dk, dv, k, v, q_head, do_head, q_local, do_local, stride_qm, stride_dm, QDesc, DODesc, q_row, do_row,
-               lse2_head, delta_head, dq_head, dq_local, stride_dqm,
+               lse2_head, delta_head, dq_head, dq_local, stride_dqm, DQDesc, dq_row,
                tile_idx, lo, hi, offs_m, offs_k, layout, n_ctx, q_lo, q_hi, qk_scale,
                tile_mask: tl.constexpr, mask_args,
                BLOCK_M: tl.constexpr, MASKED: tl.constexpr, EVEN_N: tl.constexpr, PRECISION: tl.constexpr,
-               TMA: tl.constexpr, ATOMIC_DQ: tl.constexpr):
+               TMA: tl.constexpr, ATOMIC_DQ: tl.constexpr, TMA_DQ: tl.constexpr):
     # Add the dK and dV contributions of the query tiles tile_idx[lo:hi] of one key column.
     start_m = tile_start(tile_idx, lo, hi, BLOCK_M)
     for t in range(lo, hi):
@@ -123,11 +132,14 @@ def dkdv_tiles(dk, dv, k, v, q_head, do_head, q_local, do_local, stride_qm, stri
         # -- load Q and dO: rows outside [q_lo, q_hi) are not the call's --
         q, do = load_tile_pair(q_head, do_head, q_local, do_local, stride_qm, stride_dm, QDesc, DODesc, q_row, do_row,
                                start_m, offs_m, q_lo, q_hi, EVEN_N, TMA)
-        dk, dv = dkdv_tile(
-            dk, dv, k, v, q, do, lse2_head, delta_head, dq_head + start_m.to(tl.int64) * stride_dqm + dq_local,
+        dk, dv, ds_t = dkdv_tile(
+            dk, dv, k, v, q, do, lse2_head, delta_head,
             start_m + offs_m, offs_k, layout, n_ctx, q_lo, q_hi, qk_scale, tile_mask, mask_args,
-            MASKED, EVEN_N, PRECISION, ATOMIC_DQ,
+            MASKED, EVEN_N, PRECISION,
         )
+        if ATOMIC_DQ:
+            add_tile_dq(ds_t, k, dq_head + start_m.to(tl.int64) * stride_dqm + dq_local, DQDesc, dq_row + start_m,
+                        start_m + offs_m, q_lo, q_hi, EVEN_N, PRECISION, TMA_DQ)
         start_m = next_m
     return dk, dv
 
@@ -145,9 +157,10 @@ def maskc_backward_dkdv(
     qk_scale, sm_scale, n_ctx, heads, batch_kv_heads, kv_heads, col_tiles, long_cols, programs,
     q_starts, q_start, q_len, k_lo, k_hi, tile_mask: tl.constexpr, mask_args,
     chunk_line, chunk_start, chunk_tiles, chunk_programs, DKWork, DVWork, QDesc, DODesc, DQAcc, stride_ab, stride_ah,
+    DQDesc,
     GROUP: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr, VALUE_DIM: tl.constexpr,
     EVEN_N: tl.constexpr, PER_BATCH_Q: tl.constexpr, PRECISION: tl.constexpr, SPLIT: tl.constexpr,
-    TMA: tl.constexpr, ATOMIC_DQ: tl.constexpr,
+    TMA: tl.constexpr, ATOMIC_DQ: tl.constexpr, TMA_DQ: tl.constexpr,
 ):
     # Stage 1: the program's (batch, key/value head) and key tile; K and V stay in registers.
     # Rows are addressed by position, as in the forward kernel: the base pointers below are
@@ -192,6 +205,8 @@ def maskc_backward_dkdv(
             dq_head = rows_by_position(DQAcc, b, h, stride_ab, stride_ah, HEAD_DIM, q_lo)
         else:
             dq_head = Lse2
+        # the accumulator's descriptor row of position 0 (TMA_DQ), as descriptor_rows computes it
+        dq_row = (b * (stride_ab // HEAD_DIM) + h * (stride_ah // HEAD_DIM) - q_lo).to(tl.int32)
         rows_at = (b * heads + h).to(tl.int64) * q_len - tl.cast(q_lo, tl.int64)
         at = table * (col_tiles + 1) + col
         full_lo = tl.load(full_ptr + at)
@@ -201,10 +216,10 @@ def maskc_backward_dkdv(
             full_lo, full_hi = walk_part(full_lo, full_hi, first, last)
         dk, dv = dkdv_tiles(
             dk, dv, k, v, q_head, do_head, q_local, do_local, stride_qm, stride_dm, QDesc, DODesc, q_row, do_row,
-            Lse2 + rows_at, Delta + rows_at, dq_head, dq_local, HEAD_DIM,
+            Lse2 + rows_at, Delta + rows_at, dq_head, dq_local, HEAD_DIM, DQDesc, dq_row,
             full_idx, full_lo, full_hi,
             offs_m, offs_k, layout, n_ctx, q_lo, q_lo + q_len, qk_scale, tile_mask, mask_args,
-            BLOCK_M, False, EVEN_N, PRECISION, TMA, ATOMIC_DQ,
+            BLOCK_M, False, EVEN_N, PRECISION, TMA, ATOMIC_DQ, TMA_DQ,
         )
         partial_lo = tl.load(partial_ptr + at)
         partial_hi = tl.load(partial_ptr + at + 1)
@@ -212,10 +227,10 @@ def maskc_backward_dkdv(
             partial_lo, partial_hi = walk_part(partial_lo, partial_hi, first - full_count, last - full_count)
         dk, dv = dkdv_tiles(
             dk, dv, k, v, q_head, do_head, q_local, do_local, stride_qm, stride_dm, QDesc, DODesc, q_row, do_row,
-            Lse2 + rows_at, Delta + rows_at, dq_head, dq_local, HEAD_DIM,
+            Lse2 + rows_at, Delta + rows_at, dq_head, dq_local, HEAD_DIM, DQDesc, dq_row,
             partial_idx, partial_lo, partial_hi,
             offs_m, offs_k, layout, n_ctx, q_lo, q_lo + q_len, qk_scale, tile_mask, mask_args,
-            BLOCK_M, True, EVEN_N, PRECISION, TMA, ATOMIC_DQ,
+            BLOCK_M, True, EVEN_N, PRECISION, TMA, ATOMIC_DQ, TMA_DQ,
         )
     # Stage 3: write dK (scaled) and dV once, or, for a chunk, keep the partials for the sum.
     if SPLIT:
