@@ -9,11 +9,11 @@ import pytest
 import torch
 
 pytest.importorskip("triton")
-import triton.testing  # noqa: E402
-from triton.runtime.errors import OutOfResources  # noqa: E402
+import triton.testing
+from triton.runtime.errors import OutOfResources
 
-from maskc.backends.triton import tuning  # noqa: E402
-from maskc.backends.triton.tuning import KernelConfig  # noqa: E402
+from maskc.backends.triton import tuning
+from maskc.backends.triton.tuning import KernelConfig
 
 FAST = KernelConfig(64, 128, 8, 3, tma=True)
 SLOW = KernelConfig(128, 64, 8, 3)
