@@ -57,3 +57,22 @@ def test_optional_extras_are_not_imported_by_maskc() -> None:
     probe = "import sys, maskc; print(sorted(m for m in ('transformers', 'selenium') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def _layout_table() -> list[str]:
+    """The first cells of the README's "Layout of the repository" table."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = text.split("## Layout of the repository", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith("| `")]
+    return [row.split("|")[1].strip() for row in rows]
+
+
+def test_readme_layout_table_names_every_module_once() -> None:
+    """Each package and top-level module of maskc, and each top folder, has one row; no row is repeated."""
+    cells = _layout_table()
+    assert len(cells) == len(set(cells)), sorted(c for c in cells if cells.count(c) > 1)
+    named = " ".join(cells)
+    wanted = [f"`maskc/{p.name}`" for p in sorted((ROOT / "maskc").glob("*.py")) if not p.name.startswith("__")]
+    wanted += [f"`maskc/{p.name}/`" for p in sorted((ROOT / "maskc").iterdir()) if (p / "__init__.py").exists()]
+    wanted += [f"`{folder}/`" for folder in ("backends", "specs", "tests", "bench", "docs")]
+    assert not [w for w in wanted if w not in named], [w for w in wanted if w not in named]
