@@ -101,6 +101,10 @@ class Explanation:
         d = self.densities
         if d.element is None:
             density = "density      decided at run time (cluster assignments, top-k selections or documents)"
+        elif d.element == 0:
+            density = (
+                "density      no (i, j) pair is active: no attention FLOPs (an empty pattern, or no attention layer)"
+            )
         else:
             density = (
                 f"density      {d.element:.3%} of (i, j) pairs active: attention FLOPs 1/{1 / d.element:,.1f} of "
@@ -108,6 +112,8 @@ class Explanation:
             )
         if self.growth is None and not self.spec.is_dynamic():
             growth = f"complexity   not estimated: the spec does not hold at twice n = {self.n}"
+        elif self.growth is not None and not self.growth.pairs:
+            growth = f"complexity   none: no active pairs at n = {self.n} to grow"
         elif self.growth is None:
             growth = (
                 "complexity   decided at run time (n²/c pairs for c balanced clusters, n·k·B for top-k blocks, "

@@ -172,7 +172,7 @@ class Retention:
     def describe(self, per: str = "") -> str:
         """E.g. "4 sinks + 1020 recent = 1024 tokens per layer, constant in n" (per=" per layer")."""
         if self.mixer != "attention":
-            return f"none (a {self.mixer} layer attends no keys)"
+            return f"none ({self.mixer} layers attend no keys)"
         if self.keeps_everything:
             return f"all tokens{per} (grows with n)" + (f": {self.reason}" if self.reason else "")
         parts = []

@@ -9,10 +9,12 @@ as the top-level package `backends`, so its absolute imports must not spell `mas
 from __future__ import annotations
 
 import ast
+import re
 import sys
 from pathlib import Path
 
 import pytest
+import tomllib
 from importlinter.cli import lint_imports
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -57,3 +59,35 @@ def test_optional_extras_are_not_imported_by_maskc() -> None:
     probe = "import sys, maskc; print(sorted(m for m in ('transformers', 'selenium') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def _layout_table() -> list[str]:
+    """The first cells of the README's "Layout of the repository" table."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = text.split("## Layout of the repository", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith("| `")]
+    return [row.split("|")[1].strip() for row in rows]
+
+
+def test_readme_layout_table_names_every_module_once() -> None:
+    """Each package and top-level module of maskc, and each top folder, has one row; no row is repeated."""
+    cells = _layout_table()
+    assert len(cells) == len(set(cells)), sorted(c for c in cells if cells.count(c) > 1)
+    named = " ".join(cells)
+    wanted = [f"`maskc/{p.name}`" for p in sorted((ROOT / "maskc").glob("*.py")) if not p.name.startswith("__")]
+    wanted += [f"`maskc/{p.name}/`" for p in sorted((ROOT / "maskc").iterdir()) if (p / "__init__.py").exists()]
+    wanted += [f"`{folder}/`" for folder in ("backends", "specs", "tests", "bench", "docs")]
+    assert not [w for w in wanted if w not in named], [w for w in wanted if w not in named]
+
+
+def test_every_module_of_maskc_is_in_a_layer() -> None:
+    """A module outside the layers contract could import upwards unseen: each one has its layer."""
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    contract = next(c for c in config["tool"]["importlinter"]["contracts"] if c["type"] == "layers")
+    layered = {name.strip() for layer in contract["layers"] for name in re.split(r"[:|]", layer)}
+    modules = [f"maskc.{p.stem}" for p in (ROOT / "maskc").glob("*.py") if p.name != "__init__.py"]
+    modules += [f"maskc.{p.name}" for p in (ROOT / "maskc").iterdir() if (p / "__init__.py").exists()]
+    modules += [f"maskc.ir.{p.stem}" for p in (ROOT / "maskc" / "ir").glob("*.py") if p.name != "__init__.py"]
+    # maskc.ir's own __init__ only re-exports maskc.ir.record; its modules have layers of their own.
+    missing = sorted(m for m in modules if m not in layered and m != "maskc.ir")
+    assert not missing, missing

@@ -76,3 +76,22 @@ def test_cli_explains_a_catalogue_spec() -> None:
     assert "made of" in out and "layers 9–12:" in out and "{window: {before: 512, after: 0}}" in out
     assert "complexity   O(n)" in out and "min_layers   21 at n = 4096" in out
     assert "12 layers do not connect the sequence" in out
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "seq_len: 64\npattern: {window: {size: 4}}\nlayers:\n  - {count: 2, mixer: recurrent}\n",
+        "seq_len: 64\npattern: {window: {size: 4}}\nlayers:\n  - {count: 1, mixer: identity}\n",
+        "seq_len: 64\npattern: {difference: [{window: {size: 4}}, {window: {size: 4}}]}\n",
+    ],
+    ids=["only-recurrent-layers", "only-identity-layers", "empty-pattern"],
+)
+def test_explain_without_active_pairs(tmp_path: Path, text: str) -> None:
+    """No pair to count (no attention layer, or a pattern that holds nowhere): said, not divided by."""
+    path = tmp_path / "none.yaml"
+    path.write_text(text)
+    result = run_cli("explain", str(path))
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
+    assert "density      no (i, j) pair is active: no attention FLOPs" in result.stdout
+    assert "complexity   none: no active pairs at n = 64" in result.stdout
