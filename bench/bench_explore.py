@@ -7,7 +7,11 @@ explorer's result caches and maskc's compile cache. Per spec this script measure
   analysis  POST /api/analysis: min_layers (`maskc.verify`) and the recognised model
   reach     POST /api/reach at n = 512 (the page's default), L = the spec's depth or 12
   http      /api/mask as the page sees it: the same work plus JSON and a local HTTP round trip
-and prints median and worst in ms. Usage: python bench/bench_explore.py [--n N] [--reps R]
+and prints median and worst in ms. With --browser it also times the whole redraw in the headless
+chromium the tests use (tests/browser.py): from a control's input event (the spec's name, so each
+change is a spec the server has not seen) through the page's debounce, the request and the drawing
+of the new panels to the decoded mask image.
+Usage: python bench/bench_explore.py [--n N] [--reps R] [--browser]
 """
 
 from __future__ import annotations
@@ -15,11 +19,17 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
+import tempfile
 import time
 import urllib.request
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
+
+import yaml
 
 from maskc.errors import MaskcWarning
 from maskc.explore import api
@@ -104,10 +114,61 @@ def measure(url: str, base: dict[str, Any], n: int, reps: int) -> dict[str, list
     return rows
 
 
+#: Sets the name field (an input event, as typing does) and calls back with the ms until the panels
+#: the answer draws hold a decoded mask image.
+_REDRAW = """
+const [name, done] = [arguments[0], arguments[arguments.length - 1]];
+const observer = new MutationObserver(() => {
+  observer.disconnect();
+  document.getElementById("mask-img-0").decode().then(() => requestAnimationFrame(() => done(performance.now() - t0)));
+});
+observer.observe(document.getElementById("panels"), {childList: true});
+const t0 = performance.now();
+const field = document.getElementById("f-name");
+field.value = name;
+field.dispatchEvent(new Event("input", {bubbles: true}));
+"""
+
+
+@contextmanager
+def browser() -> Iterator[Any]:
+    """The tests' headless chromium (tests/browser.py)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+    from browser import chromium
+
+    with tempfile.TemporaryDirectory() as downloads, chromium(Path(downloads)) as driver:
+        driver.set_script_timeout(120)
+        yield driver
+
+
+def settled(driver: Any, timeout: float = 120) -> None:
+    script = "return document.body.dataset.pending === '0' && document.getElementById('status').textContent === 'ready'"
+    time.sleep(0.5)  # past the page's debounce
+    deadline = time.monotonic() + timeout
+    while not driver.execute_script(script):
+        if time.monotonic() > deadline:
+            raise SystemExit("the page did not settle")
+        time.sleep(0.05)
+
+
+def page_redraws(driver: Any, base: dict[str, Any], n: int, reps: int) -> list[float]:
+    """ms from a control's change to the redrawn mask in the page, over `reps` fresh names."""
+    start = yaml.safe_dump({"name": "bench", "seq_len": n, **base}, sort_keys=False)
+    out = []
+    with serving(start, "bench.yaml") as server:
+        driver.get(server.url)
+        settled(driver)
+        for k in range(reps):
+            out.append(driver.execute_async_script(_REDRAW, f"page-{n}-{k}"))
+            settled(driver)  # the analysis and reach requests that follow, before the next change
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=4096)
     parser.add_argument("--reps", type=int, default=7)
+    parser.add_argument("--browser", action="store_true", help="also time the whole redraw in headless chromium")
     args = parser.parse_args()
     warnings.simplefilter("ignore", MaskcWarning)
     api.mask({"data": variant(SPECS["Longformer window 512 + global"], 10_000), "n": args.n}, "bench.yaml")  # warm-up
@@ -118,6 +179,12 @@ def main() -> None:
             rows = measure(server.url, base, args.n, args.reps)
             cells = [f"{statistics.median(v):7.0f} / {max(v):5.0f}" for v in rows.values()]
             print(f"{name:48s} {cells[0]:>15s} {cells[1]:>15s} {cells[2]:>15s} {cells[3]:>15s}")
+    if args.browser:
+        print(f"\nthe page in headless chromium, ms from a control's change to the redrawn mask at n = {args.n}")
+        with browser() as driver:
+            for name, base in SPECS.items():
+                times = page_redraws(driver, base, args.n, args.reps)
+                print(f"{name:48s} {statistics.median(times):7.0f} / {max(times):5.0f}")
 
 
 if __name__ == "__main__":

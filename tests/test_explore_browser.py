@@ -225,6 +225,31 @@ def test_random_exclude_in_the_controls(page: Any) -> None:
     assert data["pattern"][1] == {"random": {"per_row": 2}}
 
 
+def test_a_control_keeps_the_fields_it_does_not_show(page: Any) -> None:
+    from selenium.webdriver.common.by import By
+
+    set_editor(page, "name: image\ngrid: {shape: [32, 32]}\npattern: {neighborhood: {kernel: [5, 5]}}\n")
+    page.find_element(By.ID, "f-causal").click()
+    settle(page)
+    data = maskc.parse_spec(page.find_element(By.ID, "yaml").get_attribute("value")).to_data()
+    assert data["grid"] == {"shape": [32, 32]} and data["causal"] is True
+    assert text(page, "error") == ""
+
+
+def test_a_block_size_off_the_list_survives_a_control_change(page: Any) -> None:
+    from selenium.webdriver.common.by import By
+
+    set_editor(page, "name: small\nseq_len: 1024\nblock_size: 8\npattern: {window: {size: 64}}\n")
+    assert page.execute_script("return document.getElementById('f-block_size').value") == "8"
+    page.find_element(By.ID, "on-sink").click()
+    settle(page)
+    data = maskc.parse_spec(page.find_element(By.ID, "yaml").get_attribute("value")).to_data()
+    assert data["block_size"] == 8 and data["pattern"][-1] == {"sink": {"count": 4}}
+    assert text(page, "error") == ""
+    sizes = page.execute_script("return [...document.getElementById('f-block_size').options].map((o) => o.value)")
+    assert sizes == ["8", "16", "32", "64", "128", "256", "512"]
+
+
 def test_download_gives_yaml_that_compiles(page: Any, downloads: Path) -> None:
     from selenium.webdriver.common.by import By
 
