@@ -1,0 +1,136 @@
+"""Host time of maskc's Triton calls on one GPU: what a call costs the CPU, and where it goes.
+
+`do_bench` (and any stream of calls waiting on the host) counts the host time a call spends before
+its first kernel starts, so a 2 ms kernel with 0.1 ms of Python in front of it measures 5 % slower.
+For each case this prints, per call, the host time of a forward and of a forward+backward measured
+while the GPU is held busy by a sleep kernel (so the host never waits on it; a call that reads a value
+back to the host shows as the sleep's length), then the busiest Python functions of 100 forwards under
+cProfile. Keep --calls small: CUDA's launch queue holds about a thousand launches, and once the
+blocked GPU lets it fill, the host waits as if it had synchronised (a run-time layout's call launches
+tens of small kernels). Cases: the causal window 4096 (specs/mistral_swa.yaml), packed documents
+with a causal window 1024 inside each, and top-k blocks (bench_runtime's cases), n = 32768, H = 16,
+D = 128, bf16.
+
+    python3 bench/host_time.py [--cases window,docwindow,topk] [--calls 5] [--sync-debug]
+
+With --sync-debug a warm forward and forward+backward of each case run under torch's synchronisation
+debug mode set to error, so the first operation that waits on the GPU prints where it was called.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import io
+import json
+import os
+import pstats
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from bench_runtime import LENGTHS, compiled
+from bench_triton import compile_spec
+
+import maskc
+
+H, D, N = 16, 128, sum(LENGTHS)
+SLEEP_CYCLES = 4_000_000_000  # ~2 s at H200 clocks: longer than any batch of host calls below
+
+
+def cases() -> dict[str, Callable[[], Callable]]:
+    """Each case's call (q, k, v) -> out, built on demand."""
+
+    def window() -> Callable:
+        pattern = compile_spec("mistral_swa", N)
+        return lambda a, b, c: maskc.attention(a, b, c, pattern, backend="triton")
+
+    def docwindow() -> Callable:
+        part = {"intersect": [{"document": {}}, {"window": {"before": 1023, "after": 0}}]}
+        pattern = compiled({"name": "docwindow", "causal": True, "pattern": part}, N)
+        documents = torch.as_tensor(maskc.ids_from_lengths(LENGTHS), device="cuda")[None]
+        return lambda a, b, c: maskc.attention(a, b, c, pattern, backend="triton", documents=documents)
+
+    def topk() -> Callable:
+        parts = [{"window": {"before": 511, "after": 0}}, {"topk": {"blocks": 16}}, {"sink": {"count": 4}}]
+        spec = {"name": "nsa", "causal": True, "block_size": 64, "pattern": parts}
+        pattern = compiled(spec, N)
+        return lambda a, b, c: maskc.attention(a, b, c, pattern, backend="triton")
+
+    return {"window": window, "docwindow": docwindow, "topk": topk}
+
+
+def host_us(step: Callable[[], None], calls: int) -> float:
+    """Host µs per call of `step`, the GPU held busy meanwhile (its queue never drains)."""
+    torch.cuda.synchronize()
+    torch.cuda._sleep(SLEEP_CYCLES)
+    start = time.perf_counter()
+    for _ in range(calls):
+        step()
+    elapsed = time.perf_counter() - start
+    torch.cuda.synchronize()
+    return elapsed / calls * 1e6
+
+
+def profile(step: Callable[[], None], calls: int = 100, rows: int = 25) -> str:
+    torch.cuda.synchronize()
+    profiler = cProfile.Profile()
+    profiler.enable()
+    for _ in range(calls):
+        step()
+    torch.cuda.synchronize()
+    profiler.disable()
+    text = io.StringIO()
+    pstats.Stats(profiler, stream=text).sort_stats("tottime").print_stats(rows)
+    return text.getvalue()
+
+
+def first_sync(step: Callable[[], None]) -> str:
+    """Where `step` first waits on the GPU (torch's sync debug mode as errors), or 'none'."""
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        step()
+    except RuntimeError:
+        return "".join(traceback.format_exc(limit=-8))
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    return "none"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cases", default="window,docwindow,topk")
+    parser.add_argument("--calls", type=int, default=5)
+    parser.add_argument("--sync-debug", action="store_true")
+    args = parser.parse_args()
+    q, k, v = (torch.randn(1, H, N, D, device="cuda", dtype=torch.bfloat16, requires_grad=True) for _ in range(3))
+    rows = []
+    for name in args.cases.split(","):
+        call = cases()[name]()
+        out = call(q, k, v)
+        grad = torch.randn_like(out)
+        out.backward(grad)  # compiles and tunes
+
+        def forward(call: Callable = call) -> None:
+            call(q, k, v)
+
+        def forward_backward(call: Callable = call, grad: torch.Tensor = grad) -> None:
+            q.grad = k.grad = v.grad = None
+            call(q, k, v).backward(grad)
+
+        if args.sync_debug:
+            print(f"== first sync, forward: {name}\n{first_sync(forward)}", flush=True)
+            print(f"== first sync, forward+backward: {name}\n{first_sync(forward_backward)}", flush=True)
+        row = {"case": name, "fwd_host_us": round(host_us(forward, args.calls), 1),
+               "fwdbwd_host_us": round(host_us(forward_backward, args.calls), 1)}  # fmt: skip
+        print(json.dumps(row), flush=True)
+        print(f"== cProfile, 100 forwards: {name}\n{profile(forward)}", flush=True)
+        rows.append(row)
+    if os.environ.get("OUT"):
+        Path(os.environ["OUT"], "host_time.json").write_text(json.dumps(rows, indent=1))
+
+
+if __name__ == "__main__":
+    main()
