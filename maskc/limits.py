@@ -8,6 +8,8 @@ below guard work that is inherently large.
 
 from __future__ import annotations
 
+import math
+
 from maskc.errors import TooLargeError
 
 #: Largest sequence length: every position and tile index stays in int32.
@@ -63,9 +65,26 @@ MAX_IR_FILE_BYTES = 1 << 30
 MAX_PLAN_RANKS = 4096
 
 
+#: Bits of a whole number that a message spells out (about 40 digits); longer ones are described
+#: by their length.
+_SHOWN_BITS = 133
+
+
+def shown(value: object) -> str:
+    """`value` for a message: repr, except that a whole number too long to read (Python refuses
+    to print one past 4300 digits) is given as its digit count."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > _SHOWN_BITS:
+        digits = int(value.bit_length() * math.log10(2)) + 1  # no decimal conversion, which is what fails
+        return f"{'a negative' if value < 0 else 'a'} number of about {digits} digits"
+    if isinstance(value, tuple | list):
+        inner = ", ".join(map(shown, value)) + ("," if isinstance(value, tuple) and len(value) == 1 else "")
+        return f"({inner})" if isinstance(value, tuple) else f"[{inner}]"
+    return repr(value)
+
+
 def exceeds(what: str, value: int, name: str) -> str:
     """The message for a value over a limit: '<what> N exceeds the limit of M (maskc.limits.NAME)'."""
-    return f"{what} {value} exceeds the limit of {globals()[name]} (maskc.limits.{name})"
+    return f"{what} {shown(value)} exceeds the limit of {globals()[name]} (maskc.limits.{name})"
 
 
 def check_grid(n: int, block_m: int, block_n: int, stored: int | None = None) -> None:

@@ -151,6 +151,12 @@ CLI_CASES: dict[str, tuple[str | None, list[str], int, str | None]] = {
         0,
         None,
     ),
+    "integer_5000_digits": (
+        _spec("seq_len: " + "9" * 5000 + "\npattern: {dense: {}}\n"),
+        ["check", "SPEC"],
+        2,
+        r"spec\.yaml:2: .*a whole number of 5000 digits is past every limit .*MAX_PARAMETER",
+    ),
     "spec_block_size": (
         _spec("seq_len: 64\nblock_size: 1048576\npattern: {dense: {}}\n"),
         ["check", "SPEC"],
@@ -301,6 +307,15 @@ PYTHON_CASES: dict[str, tuple[str, str]] = {
         "import maskc, torch\np = maskc.compile('specs/longformer.yaml', seq_len=64)\nq = torch.zeros(1, 12, 0, 8)\n"
         "try:\n    maskc.attention(q, q, q, p)\nexcept maskc.BackendError as err:\n    result = str(err)\n",
         r"^'q, k and v have seq_len 0: attention needs at least one position",
+    ),
+    "numbers_too_long_to_print": (
+        "import maskc\nresult = []\n"
+        "for call in (lambda: maskc.Window(size=10**5000), lambda: maskc.compile('specs/longformer.yaml',"
+        " seq_len=10**5000), lambda: maskc.compile('specs/longformer.yaml', seq_len=64, block_size=(10**5000, 64)),"
+        " lambda: maskc.compile('specs/longformer.yaml', seq_len=64, heads=10**5000)):\n"
+        "    try:\n        call()\n    except maskc.MaskcError as err:\n"
+        "        result.append('about 5001 digits' in str(err))\n",
+        r"^\[True, True, True, True\]$",
     ),
     "window_negative": (
         "import maskc\ntry:\n    maskc.Window(before=-1)\nexcept maskc.SpecError as err:\n    result = str(err)\n",
