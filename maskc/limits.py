@@ -28,6 +28,9 @@ MAX_STORED_TILES = 1 << 26
 #: analysis (empty rows, reach) and the estimate of stored tiles are per tile row; at this limit a
 #: 64-wide tile reaches n = 2**27, a 1024-wide one every n up to MAX_SEQ_LEN.
 MAX_TILE_ROWS = 1 << 21
+#: Longest sequence whose reach is proved (`maskc verify`, explain's min_layers): the engines hold
+#: several int64 tables of n and walk every token, about 1 GB and half a minute of CPU at this n.
+MAX_REACH_SEQ_LEN = 1 << 22
 #: Longest sequence whose schedule `maskc compile` plans for its summary: a schedule holds each
 #: pass's position tables (8 bytes a position), so past this the summary leaves the passes out.
 MAX_SCHEDULE_SEQ_LEN = 1 << 27

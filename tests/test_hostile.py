@@ -22,7 +22,7 @@ from clitools import ROOT
 MEMORY_LIMIT = 3 << 30
 #: CPU seconds one case may use, and the cases allowed more (the largest n takes about 10 s).
 CPU_LIMIT = 15.0
-CPU_LIMIT_OF = {"max_seq_len_large_tiles": 40.0}
+CPU_LIMIT_OF = {"max_seq_len_large_tiles": 40.0, "verify_max_seq_len": 40.0}
 
 BIG = 10**23
 
@@ -48,6 +48,18 @@ CLI_CASES: dict[str, tuple[str | None, list[str], int, str | None]] = {
         ["compile", "SPEC", "--block-size", "1024", "--json"],
         0,
         None,
+    ),
+    "verify_max_seq_len": (
+        _spec("seq_len: 2147483647\nblock_size: 1024\npattern: {window: {size: 8}}\n"),
+        ["verify", "SPEC", "--layers", "4"],
+        2,
+        r"error: proving reach at n = 2147483647: .*maskc\.limits\.MAX_REACH_SEQ_LEN",
+    ),
+    "explain_past_reach_limit": (
+        _spec("seq_len: 4194305\nblock_size: 1024\npattern: {window: {size: 8}}\n"),
+        ["explain", "SPEC"],
+        2,
+        r"error: proving reach at n = 4194305: .*maskc\.limits\.MAX_REACH_SEQ_LEN",
     ),
     "global_99000_tokens": (
         _spec("seq_len: 100000\npattern: {global: {tokens: [" + ",".join(map(str, range(99_000))) + "]}}\n"),
