@@ -56,6 +56,12 @@ MAX_GLOBAL_TOKENS = 1 << 20
 MAX_CLUSTER_ITERATIONS = 1000
 #: Most clusters of a cluster primitive: run time holds scores (and, for lsh, a rotation) per cluster.
 MAX_CLUSTERS = 1 << 16
+#: Most entries of a random primitive's table (rows × per_row, int64): it is drawn at lowering and
+#: read by every kernel.
+MAX_RANDOM_ENTRIES = 1 << 26
+#: Most comparisons of a random draw (rows × per_row² / 2: each of per_row steps checks every row's
+#: earlier picks), a few seconds of CPU.
+MAX_RANDOM_WORK = 1 << 31
 #: Largest spec file, refused before parsing.
 MAX_SPEC_BYTES = 1 << 20
 #: Most YAML nodes a spec may expand to once aliases are followed (stops "billion laughs").

@@ -61,6 +61,18 @@ CLI_CASES: dict[str, tuple[str | None, list[str], int, str | None]] = {
         2,
         r"error: proving reach at n = 4194305: .*maskc\.limits\.MAX_REACH_SEQ_LEN",
     ),
+    "random_token_table_at_max_seq_len": (
+        _spec("seq_len: 2147483647\nblock_size: 1024\npattern: {random: {per_row: 8, granularity: token}}\n"),
+        ["check", "SPEC"],
+        2,
+        r"spec\.yaml:4: pattern\.random\.per_row: .*maskc\.limits\.MAX_RANDOM_ENTRIES",
+    ),
+    "random_draw_quadratic_in_per_row": (
+        _spec("seq_len: 65536\npattern: {random: {per_row: 1000, granularity: token}}\n"),
+        ["check", "SPEC"],
+        2,
+        r"spec\.yaml:3: pattern\.random\.per_row: .*maskc\.limits\.MAX_RANDOM_WORK",
+    ),
     "global_99000_tokens": (
         _spec("seq_len: 100000\npattern: {global: {tokens: [" + ",".join(map(str, range(99_000))) + "]}}\n"),
         ["check", "SPEC"],
