@@ -65,7 +65,9 @@ def _seq_len(spec: Spec, seq_len: int | None) -> int:
             "no sequence length: set seq_len in the spec, or pass --seq-len N (seq_len=N in Python)", path="seq_len"
         )
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not 0 < n <= MAX_SEQ_LEN:
-        message = f"seq_len must be a whole number in 1 … {MAX_SEQ_LEN} (maskc.limits.MAX_SEQ_LEN), got {n!r}"
+        message = (
+            f"seq_len must be a whole number in 1 … {MAX_SEQ_LEN} (maskc.limits.MAX_SEQ_LEN), got {limits.shown(n)}"
+        )
         raise ArgumentError(message, argument="seq_len")
     if spec.grid is not None and n != spec.grid.tokens:
         raise SpecError(f"seq_len {n} conflicts with the grid, which holds {spec.grid.tokens} tokens", path="grid")
@@ -80,12 +82,14 @@ def tile_shape(spec: Spec, block_size: int | tuple[int, int] | None) -> tuple[in
     shape = (block_size, block_size) if isinstance(block_size, (int, np.integer)) else tuple(block_size)
     if len(shape) != 2:
         raise ArgumentError(
-            f"block_size is one size or a pair (BLOCK_M, BLOCK_N), got {block_size!r}", argument="block_size"
+            f"block_size is one size or a pair (BLOCK_M, BLOCK_N), got {limits.shown(block_size)}",
+            argument="block_size",
         )
     for side in shape:
         if isinstance(side, bool) or not isinstance(side, (int, np.integer)) or side < MIN_TILE or side & (side - 1):
             raise ArgumentError(
-                f"tile sides must be powers of two, at least {MIN_TILE}; got {block_size!r}", argument="block_size"
+                f"tile sides must be powers of two, at least {MIN_TILE}; got {limits.shown(block_size)}",
+                argument="block_size",
             )
         if side > limits.MAX_TILE_SIDE:
             raise ArgumentError(limits.exceeds("the tile side", int(side), "MAX_TILE_SIDE"), argument="block_size")
@@ -96,7 +100,7 @@ def _heads(spec: Spec, heads: int | None) -> int:
     if heads is None:
         return spec.heads or 1
     if isinstance(heads, bool) or not isinstance(heads, (int, np.integer)) or heads < 1:
-        raise ArgumentError(f"heads must be a positive whole number, got {heads!r}", argument="heads")
+        raise ArgumentError(f"heads must be a positive whole number, got {limits.shown(heads)}", argument="heads")
     if heads > limits.MAX_HEADS:
         raise ArgumentError(limits.exceeds("heads", int(heads), "MAX_HEADS"), argument="heads")
     if spec.head_patterns and spec.heads is not None and heads != spec.heads:

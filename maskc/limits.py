@@ -8,6 +8,8 @@ below guard work that is inherently large.
 
 from __future__ import annotations
 
+import math
+
 from maskc.errors import TooLargeError
 
 #: Largest sequence length: every position and tile index stays in int32.
@@ -26,6 +28,9 @@ MAX_STORED_TILES = 1 << 26
 #: analysis (empty rows, reach) and the estimate of stored tiles are per tile row; at this limit a
 #: 64-wide tile reaches n = 2**27, a 1024-wide one every n up to MAX_SEQ_LEN.
 MAX_TILE_ROWS = 1 << 21
+#: Longest sequence whose reach is proved (`maskc verify`, explain's min_layers): the engines hold
+#: several int64 tables of n and walk every token, about 1 GB and half a minute of CPU at this n.
+MAX_REACH_SEQ_LEN = 1 << 22
 #: Longest sequence whose schedule `maskc compile` plans for its summary: a schedule holds each
 #: pass's position tables (8 bytes a position), so past this the summary leaves the passes out.
 MAX_SCHEDULE_SEQ_LEN = 1 << 27
@@ -51,6 +56,12 @@ MAX_GLOBAL_TOKENS = 1 << 20
 MAX_CLUSTER_ITERATIONS = 1000
 #: Most clusters of a cluster primitive: run time holds scores (and, for lsh, a rotation) per cluster.
 MAX_CLUSTERS = 1 << 16
+#: Most entries of a random primitive's table (rows × per_row, int64): it is drawn at lowering and
+#: read by every kernel.
+MAX_RANDOM_ENTRIES = 1 << 26
+#: Most comparisons of a random draw (rows × per_row² / 2: each of per_row steps checks every row's
+#: earlier picks), a few seconds of CPU.
+MAX_RANDOM_WORK = 1 << 31
 #: Largest spec file, refused before parsing.
 MAX_SPEC_BYTES = 1 << 20
 #: Most YAML nodes a spec may expand to once aliases are followed (stops "billion laughs").
@@ -63,9 +74,26 @@ MAX_IR_FILE_BYTES = 1 << 30
 MAX_PLAN_RANKS = 4096
 
 
+#: Bits of a whole number that a message spells out (about 40 digits); longer ones are described
+#: by their length.
+_SHOWN_BITS = 133
+
+
+def shown(value: object) -> str:
+    """`value` for a message: repr, except that a whole number too long to read (Python refuses
+    to print one past 4300 digits) is given as its digit count."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > _SHOWN_BITS:
+        digits = int(value.bit_length() * math.log10(2)) + 1  # no decimal conversion, which is what fails
+        return f"{'a negative' if value < 0 else 'a'} number of about {digits} digits"
+    if isinstance(value, tuple | list):
+        inner = ", ".join(map(shown, value)) + ("," if isinstance(value, tuple) and len(value) == 1 else "")
+        return f"({inner})" if isinstance(value, tuple) else f"[{inner}]"
+    return repr(value)
+
+
 def exceeds(what: str, value: int, name: str) -> str:
     """The message for a value over a limit: '<what> N exceeds the limit of M (maskc.limits.NAME)'."""
-    return f"{what} {value} exceeds the limit of {globals()[name]} (maskc.limits.{name})"
+    return f"{what} {shown(value)} exceeds the limit of {globals()[name]} (maskc.limits.{name})"
 
 
 def check_grid(n: int, block_m: int, block_n: int, stored: int | None = None) -> None:

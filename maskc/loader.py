@@ -28,6 +28,8 @@ _YAML12 = (
 )
 #: Tag of a plain scalar that YAML 1.1 and 1.2 read differently (`yes`, `1:04`, `010`, `1_000`).
 _AMBIGUOUS = "tag:maskc,2026:ambiguous"
+#: Longest whole number a spec may spell out: far past MAX_PARAMETER, far below what int() refuses.
+_MAX_INT_DIGITS = 100
 
 
 def _expanded_size(root: yaml.Node | None) -> int:
@@ -82,6 +84,14 @@ class _SpecLoader(_BaseLoader):  # type: ignore[misc,valid-type]
         value = str(self.construct_scalar(node))
         sign, digits = (-1, value[1:]) if value[0] == "-" else (1, value.lstrip("+"))
         base = {"0o": 8, "0x": 16}.get(digits[:2], 10)
+        if len(digits) > _MAX_INT_DIGITS:  # int() itself refuses past 4300 digits, with a ValueError
+            raise yaml.constructor.ConstructorError(
+                None,
+                None,
+                f"a whole number of {len(digits)} digits is past every limit "
+                f"(the largest parameter is 2**62, maskc.limits.MAX_PARAMETER)",
+                node.start_mark,
+            )
         return sign * int(digits[2:] if base != 10 else digits, base)
 
     def construct_yaml_float(self, node: yaml.ScalarNode) -> float:

@@ -22,7 +22,7 @@ from clitools import ROOT
 MEMORY_LIMIT = 3 << 30
 #: CPU seconds one case may use, and the cases allowed more (the largest n takes about 10 s).
 CPU_LIMIT = 15.0
-CPU_LIMIT_OF = {"max_seq_len_large_tiles": 40.0}
+CPU_LIMIT_OF = {"max_seq_len_large_tiles": 40.0, "verify_max_seq_len": 40.0}
 
 BIG = 10**23
 
@@ -48,6 +48,30 @@ CLI_CASES: dict[str, tuple[str | None, list[str], int, str | None]] = {
         ["compile", "SPEC", "--block-size", "1024", "--json"],
         0,
         None,
+    ),
+    "verify_max_seq_len": (
+        _spec("seq_len: 2147483647\nblock_size: 1024\npattern: {window: {size: 8}}\n"),
+        ["verify", "SPEC", "--layers", "4"],
+        2,
+        r"error: proving reach at n = 2147483647: .*maskc\.limits\.MAX_REACH_SEQ_LEN",
+    ),
+    "explain_past_reach_limit": (
+        _spec("seq_len: 4194305\nblock_size: 1024\npattern: {window: {size: 8}}\n"),
+        ["explain", "SPEC"],
+        2,
+        r"error: proving reach at n = 4194305: .*maskc\.limits\.MAX_REACH_SEQ_LEN",
+    ),
+    "random_token_table_at_max_seq_len": (
+        _spec("seq_len: 2147483647\nblock_size: 1024\npattern: {random: {per_row: 8, granularity: token}}\n"),
+        ["check", "SPEC"],
+        2,
+        r"spec\.yaml:4: pattern\.random\.per_row: .*maskc\.limits\.MAX_RANDOM_ENTRIES",
+    ),
+    "random_draw_quadratic_in_per_row": (
+        _spec("seq_len: 65536\npattern: {random: {per_row: 1000, granularity: token}}\n"),
+        ["check", "SPEC"],
+        2,
+        r"spec\.yaml:3: pattern\.random\.per_row: .*maskc\.limits\.MAX_RANDOM_WORK",
     ),
     "global_99000_tokens": (
         _spec("seq_len: 100000\npattern: {global: {tokens: [" + ",".join(map(str, range(99_000))) + "]}}\n"),
@@ -150,6 +174,12 @@ CLI_CASES: dict[str, tuple[str | None, list[str], int, str | None]] = {
         ["compile", "SPEC", "--json"],
         0,
         None,
+    ),
+    "integer_5000_digits": (
+        _spec("seq_len: " + "9" * 5000 + "\npattern: {dense: {}}\n"),
+        ["check", "SPEC"],
+        2,
+        r"spec\.yaml:2: .*a whole number of 5000 digits is past every limit .*MAX_PARAMETER",
     ),
     "spec_block_size": (
         _spec("seq_len: 64\nblock_size: 1048576\npattern: {dense: {}}\n"),
@@ -301,6 +331,15 @@ PYTHON_CASES: dict[str, tuple[str, str]] = {
         "import maskc, torch\np = maskc.compile('specs/longformer.yaml', seq_len=64)\nq = torch.zeros(1, 12, 0, 8)\n"
         "try:\n    maskc.attention(q, q, q, p)\nexcept maskc.BackendError as err:\n    result = str(err)\n",
         r"^'q, k and v have seq_len 0: attention needs at least one position",
+    ),
+    "numbers_too_long_to_print": (
+        "import maskc\nresult = []\n"
+        "for call in (lambda: maskc.Window(size=10**5000), lambda: maskc.compile('specs/longformer.yaml',"
+        " seq_len=10**5000), lambda: maskc.compile('specs/longformer.yaml', seq_len=64, block_size=(10**5000, 64)),"
+        " lambda: maskc.compile('specs/longformer.yaml', seq_len=64, heads=10**5000)):\n"
+        "    try:\n        call()\n    except maskc.MaskcError as err:\n"
+        "        result.append('about 5001 digits' in str(err))\n",
+        r"^\[True, True, True, True\]$",
     ),
     "window_negative": (
         "import maskc\ntry:\n    maskc.Window(before=-1)\nexcept maskc.SpecError as err:\n    result = str(err)\n",

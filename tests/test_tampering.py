@@ -133,6 +133,10 @@ def test_tampered_tables_are_refused(saved: tuple[Path, dict[str, np.ndarray]], 
         maskc.CompiledPattern.load(_rewrite(tables, path, change))
 
 
+def _at(raw: bytes, offset: int, replacement: bytes) -> bytes:
+    return raw[:offset] + replacement + raw[offset + len(replacement) :]
+
+
 @pytest.mark.parametrize(
     "damage",
     {
@@ -141,6 +145,8 @@ def test_tampered_tables_are_refused(saved: tuple[Path, dict[str, np.ndarray]], 
         "truncated_tail": lambda raw: raw[:-20],
         "not_a_zip": lambda raw: b"name: not an npz\n",
         "garbage_inside": lambda raw: raw[:200] + bytes(200) + raw[400:],
+        # the first member's compression method (central directory) set to one zipfile does not know
+        "unknown_compression": lambda raw: _at(raw, raw.index(b"PK\x01\x02") + 10, b"\x63\x00"),
     }.items(),
     ids=lambda item: item[0],
 )

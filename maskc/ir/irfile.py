@@ -121,7 +121,7 @@ def _read(path: str | Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         raise
     except FileNotFoundError:
         raise IRFileError(path, "no such file") from None
-    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error) as err:
+    except (OSError, ValueError, EOFError, KeyError, NotImplementedError, zipfile.BadZipFile, zlib.error) as err:
         raise IRFileError(path, f"not a saved maskc IR file ({type(err).__name__}: {err})") from None
     raw = tables.pop("header", None)
     if raw is None or raw.dtype != np.uint8 or raw.ndim != 1:

@@ -16,12 +16,25 @@ from typing import Literal
 import numpy as np
 from pydantic import Field, NonNegativeInt, field_validator
 
+from maskc import limits
 from maskc.grid import TileGrid
 from maskc.origin import Origin
 from maskc.primitives.base import LowerContext, PatternNode, Primitive, register
 from maskc.primitives.sizes import PositiveSize, size_at
 from maskc.rules import RandomRule, Rule, UnionRule, draw_distinct
 from maskc.rules.random import draw_among
+
+
+def _check_draw(ctx: LowerContext, path: Origin, rows: int, per_row: int) -> None:
+    """Refuse a draw whose table or work is past its limit, before drawing."""
+    where = f"at seq_len {ctx.n}, {rows:,} rows of {per_row:,} draws"
+    table, work = rows * per_row, rows * per_row * (per_row + 1) // 2
+    if table > limits.MAX_RANDOM_ENTRIES:
+        over = f"a table of {table:,} entries, over the limit of {limits.MAX_RANDOM_ENTRIES:,}"
+        raise ctx.fail(path.child("per_row"), f"{where}: {over} (maskc.limits.MAX_RANDOM_ENTRIES)")
+    if work > limits.MAX_RANDOM_WORK:
+        over = f"{work:,} comparisons to draw, over the limit of {limits.MAX_RANDOM_WORK:,}"
+        raise ctx.fail(path.child("per_row"), f"{where}: {over} (maskc.limits.MAX_RANDOM_WORK); lower per_row")
 
 
 @register
@@ -55,6 +68,7 @@ class Random(Primitive):
         if per_row > units:
             what = "key blocks" if unit > 1 else "keys"
             raise ctx.fail(path.child("per_row"), f"per_row {per_row} exceeds the {units} {what} at seq_len {ctx.n}")
+        _check_draw(ctx, path, units, per_row)
         return unit, units, per_row
 
     def _rng(self, ctx: LowerContext) -> np.random.Generator:

@@ -14,9 +14,10 @@ from typing import Any
 
 import numpy as np
 
+from maskc import limits
 from maskc.compiler import as_spec, compile
 from maskc.documents import document_ids, uses_documents
-from maskc.errors import DocumentsError, MaskcError
+from maskc.errors import DocumentsError, MaskcError, TooLargeError
 from maskc.grid import ragged_ranges
 from maskc.ir import BlockLayout, CompiledPattern
 from maskc.ir.build import build_layout
@@ -177,6 +178,9 @@ def build_stack(
         entries = _compile_schedule(spec, seq_len, block_size)
         if documents is not None:
             entries = _with_documents(spec, entries, documents)
+    n = entries[0][1].n
+    if n > limits.MAX_REACH_SEQ_LEN:
+        raise TooLargeError(f"proving reach at n = {n}: " + limits.exceeds("n", n, "MAX_REACH_SEQ_LEN"))
     layers: dict[int, LayerPattern] = {}
     runs, dynamic = [], []
     for count, pattern in entries:
@@ -185,7 +189,6 @@ def build_stack(
             dynamic += [o for o in _dynamic_origins(pattern) if o not in dynamic]
         runs.append((count, list(layers).index(id(pattern))))
     patterns = tuple(layers.values())
-    n = patterns[0].layout.grid.n
     bounds = None if documents is None else _document_bounds(document_ids(documents, n))
     return LayerStack(spec.name, n, spec.causal, patterns, tuple(runs), tuple(dynamic), bounds)
 
