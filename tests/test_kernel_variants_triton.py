@@ -203,12 +203,12 @@ def test_dq_by_atomics_off_tile_borders(monkeypatch):
     _check(spec, q, k, v, 30, 3)
 
 
-def test_deterministic_algorithms_leave_atomic_dq_out(monkeypatch):
+def test_atomic_dq_only_when_asked_and_never_under_deterministic_algorithms(monkeypatch):
     monkeypatch.setattr(tuning, "interpreting", lambda: False)
-    assert any(c.atomic_dq for c in tuning.candidates("dkdv", 128, torch.bfloat16, (64, 64)))
-    monkeypatch.setenv("MASKC_TRITON_ATOMIC_DQ", "0")
+    monkeypatch.delenv("MASKC_TRITON_ATOMIC_DQ", raising=False)
     assert not any(c.atomic_dq for c in tuning.candidates("dkdv", 128, torch.bfloat16, (64, 64)))
-    monkeypatch.delenv("MASKC_TRITON_ATOMIC_DQ")
+    monkeypatch.setenv("MASKC_TRITON_ATOMIC_DQ", "1")
+    assert any(c.atomic_dq for c in tuning.candidates("dkdv", 128, torch.bfloat16, (64, 64)))
     torch.use_deterministic_algorithms(True)
     try:
         assert not any(c.atomic_dq for c in tuning.candidates("dkdv", 128, torch.bfloat16, (64, 64)))

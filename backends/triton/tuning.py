@@ -6,8 +6,9 @@ depth. The spaces hold shapes that fit block-64 patterns (64-wide key tiles) and
 128-row tiles. On a GPU the first call of a problem times every candidate on the real inputs and
 keeps the fastest; under the interpreter the pattern's own tile shape runs, one warp group, no
 pipelining. MASKC_TRITON_AUTOTUNE=0 takes the first candidate without timing; MASKC_TRITON_TMA=0
-leaves the tensor-descriptor (TMA) variants out, MASKC_TRITON_ATOMIC_DQ=0 (or torch's deterministic
-algorithms) the dK/dV variants that compute dQ with atomics.
+leaves the tensor-descriptor (TMA) variants out; MASKC_TRITON_ATOMIC_DQ=1 adds the dK/dV variants that
+compute dQ with atomics (not under torch's deterministic algorithms). Those lost by 30–40 % on every
+pattern measured on an H200 (bench/NOTES.md), so by default they cost no tuning time.
 """
 
 from __future__ import annotations
@@ -134,11 +135,11 @@ def candidates(
 
 
 def atomic_dq_allowed() -> bool:
-    """Whether dK/dV candidates may compute dQ with atomics: not when torch is asked for deterministic
-    algorithms (the float32 additions' order varies), nor with MASKC_TRITON_ATOMIC_DQ=0."""
+    """Whether dK/dV candidates may compute dQ with atomics: only with MASKC_TRITON_ATOMIC_DQ=1, and not
+    when torch is asked for deterministic algorithms (the float32 additions' order varies)."""
     if torch.are_deterministic_algorithms_enabled():
         return False
-    return os.environ.get("MASKC_TRITON_ATOMIC_DQ", "1") != "0"
+    return os.environ.get("MASKC_TRITON_ATOMIC_DQ", "0") == "1"
 
 
 def has_tma(device: torch.device) -> bool:

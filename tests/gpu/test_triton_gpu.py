@@ -178,7 +178,9 @@ def test_dtypes_head_dims_and_ragged_n(dtype: torch.dtype, head_dim: int, n: int
 @pytest.mark.parametrize("kernel", ["forward", "dkdv", "dq"])
 def test_every_configuration(monkeypatch: pytest.MonkeyPatch, kernel: str) -> None:
     """Every candidate the tuner may pick computes the same thing, on a block-64 pattern: on Hopper
-    the tensor-descriptor variants of every kernel too, and dK/dV's candidates computing dQ by atomics."""
+    the tensor-descriptor variants of every kernel too, and dK/dV's candidates computing dQ by atomics
+    (which the tuner times only with MASKC_TRITON_ATOMIC_DQ=1)."""
+    monkeypatch.setenv("MASKC_TRITON_ATOMIC_DQ", "1")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", MaskcWarning)
         pattern = maskc.compile(SPECS[0].parent / "bigbird.yaml", seq_len=8192, heads=2)
