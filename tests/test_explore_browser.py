@@ -186,14 +186,16 @@ def test_per_head_overrides_as_yaml(page: Any) -> None:
 TWO_HEADS = START.replace("seq_len: 1024\n", "seq_len: 1024\nheads: 2\n")
 
 
-def value_of(driver: Any, element_id: str) -> Any:
-    return driver.execute_script("const e = document.getElementById(arguments[0]); return e.type === 'checkbox' ? e.checked : e.value", element_id)
+def value_of(driver: Any, element_id: str, name: str = "value") -> Any:
+    """A property of an element: its value, or `checked`, `hidden`, `disabled` …"""
+    return driver.execute_script("return document.getElementById(arguments[0])[arguments[1]]", element_id, name)
 
 
 def panels(driver: Any) -> list[dict[str, Any]]:
     """Each mask panel's heads, picture, and whether it is marked as the selected head's."""
-    script = """return [...document.querySelectorAll('#panels .panel')].map((f) =>
-        ({heads: JSON.parse(f.dataset.heads), src: f.querySelector('img').src, selected: f.classList.contains('selected')}))"""
+    script = """return [...document.querySelectorAll('#panels .panel')].map((f) => ({
+        heads: JSON.parse(f.dataset.heads), src: f.querySelector('img').src,
+        selected: f.classList.contains('selected')}))"""
     return driver.execute_script(script)
 
 
@@ -217,13 +219,15 @@ def test_a_head_override_made_with_the_controls(page: Any) -> None:
     shared = shown_spec(page)["pattern"]
     (both,) = [p["src"] for p in panels(page)]
     density = text(page, "density")
-    assert page.execute_script("return [...document.getElementById('head-select').options].map((o) => o.value)") == ["0", "1"]
+    options = "return [...document.getElementById('head-select').options].map((o) => o.value)"
+    assert page.execute_script(options) == ["0", "1"]
     choose_head(page, 1)
-    assert not value_of(page, "head-override") and "Head 1 uses the shared pattern" in text(page, "head-note")
+    assert not value_of(page, "head-override", "checked")
+    assert "Head 1 uses the shared pattern" in text(page, "head-note")
     page.find_element(By.ID, "head-override").click()  # starts as a copy of the shared pattern
     settle(page)
     assert shown_spec(page)["head_patterns"] == [{"heads": [1], "pattern": shared}]
-    assert value_of(page, "h-on-window") and value_of(page, "h-p-window-before") == "48"
+    assert value_of(page, "h-on-window", "checked") and value_of(page, "h-p-window-before") == "48"
     type_into(page.find_element(By.ID, "h-p-window-after"), "0")
     settle(page)
     data = shown_spec(page)
@@ -238,7 +242,7 @@ def test_a_head_override_made_with_the_controls(page: Any) -> None:
     page.find_element(By.ID, "h-on-stride").click()
     settle(page)
     assert shown_spec(page)["head_patterns"] == [{"heads": [1], "pattern": [*own, {"stride": {"every": 64}}]}]
-    assert [p["src"] for p in panels(page)][0] == both
+    assert panels(page)[0]["src"] == both
     page.find_element(By.ID, "head-override").click()  # back to the shared pattern
     settle(page)
     assert "head_patterns" not in shown_spec(page) and [p["src"] for p in panels(page)] == [both]
@@ -252,18 +256,20 @@ def test_the_head_controls_follow_the_yaml(page: Any) -> None:
     choose_head(page, 1)
     type_into(page.find_element(By.ID, "f-head_patterns"), "- heads: [1]\n  pattern: {axial: {width: 32}}")
     settle(page)
-    assert value_of(page, "head-override") and value_of(page, "h-on-axial") and not value_of(page, "h-on-window")
+    checked = [value_of(page, name, "checked") for name in ("head-override", "h-on-axial", "h-on-window")]
+    assert checked == [True, True, False]
     assert value_of(page, "h-p-axial-width") == "32"
     assert [p["selected"] for p in panels(page)] == [False, True]
     choose_head(page, 0)
-    assert not value_of(page, "head-override") and page.execute_script("return document.getElementById('head-prims').hidden")
+    assert not value_of(page, "head-override", "checked") and value_of(page, "head-prims", "hidden")
     assert [p["selected"] for p in panels(page)] == [True, False]
-    shared_by_two = "heads: 3\nhead_patterns:\n  - heads: [1, 2]\n    pattern: {intersect: [{window: {size: 64}}, {stride: {every: 2}}]}\n"
+    combined = "{intersect: [{window: {size: 64}}, {stride: {every: 2}}]}"
+    shared_by_two = f"heads: 3\nhead_patterns:\n  - heads: [1, 2]\n    pattern: {combined}\n"
     set_editor(page, TWO_HEADS.replace("heads: 2\n", "") + shared_by_two)
     choose_head(page, 2)
-    assert value_of(page, "head-override") and page.execute_script("return document.getElementById('head-prims').disabled")
+    assert value_of(page, "head-override", "checked") and value_of(page, "head-prims", "disabled")
     assert "edit it in the YAML box" in text(page, "head-note") and "shared by heads 1, 2" in text(page, "head-note")
-    assert not page.execute_script("return document.getElementById('prims').disabled")  # the shared pattern still fits
+    assert not value_of(page, "prims", "disabled")  # the shared pattern still fits
     page.find_element(By.ID, "head-override").click()  # head 2 leaves the entry; head 1 keeps it
     settle(page)
     assert [e["heads"] for e in shown_spec(page)["head_patterns"]] == [[1]]
