@@ -218,7 +218,7 @@ def test_a_head_override_made_with_the_controls(page: Any) -> None:
     set_editor(page, TWO_HEADS)
     shared = shown_spec(page)["pattern"]
     (both,) = [p["src"] for p in panels(page)]
-    density = text(page, "density")
+    density, tiles = text(page, "density"), text(page, "tiles")
     options = "return [...document.getElementById('head-select').options].map((o) => o.value)"
     assert page.execute_script(options) == ["0", "1"]
     choose_head(page, 1)
@@ -239,6 +239,8 @@ def test_a_head_override_made_with_the_controls(page: Any) -> None:
     assert (head0["heads"], head0["src"], head0["selected"]) == ([0], both, False)  # head 0 as it was
     assert head1["heads"] == [1] and head1["src"] != both and head1["selected"]
     assert text(page, "density") != density
+    head0_tiles, head1_tiles = text(page, "tiles").split("; ")
+    assert head0_tiles == tiles and head1_tiles != tiles
     page.find_element(By.ID, "h-on-stride").click()
     settle(page)
     assert shown_spec(page)["head_patterns"] == [{"heads": [1], "pattern": [*own, {"stride": {"every": 64}}]}]
