@@ -1,7 +1,8 @@
 """Screenshots of `maskc explore` for the README, taken in the headless chromium the tests use.
 
-Usage: python docs/explorer_screenshot.py SPEC OUT.png [--n N] [--bad-line K TEXT]
-With --bad-line, line K of the spec is replaced by TEXT once the page is drawn, to show an error.
+Usage: python docs/explorer_screenshot.py SPEC OUT.png [--n N] [--head H] [--bad-line K TEXT]
+With --head, head H is selected in the per-head controls; with --bad-line, line K of the spec is
+replaced by TEXT once the page is drawn, to show an error.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ def main() -> None:
     parser.add_argument("spec")
     parser.add_argument("out")
     parser.add_argument("--n", type=int)
+    parser.add_argument("--head", type=int)
     parser.add_argument("--bad-line", nargs=2, metavar=("K", "TEXT"))
     parser.add_argument("--size", default="1500x1240")
     args = parser.parse_args()
@@ -50,6 +52,12 @@ def main() -> None:
         if args.n:
             driver.execute_script(f"setN({args.n}); refreshFromYaml();")
             wait(driver)
+        if args.head is not None:
+            script = (
+                "const s = document.getElementById('head-select'); s.value = arguments[0];"
+                " s.dispatchEvent(new Event('change'));"
+            )
+            driver.execute_script(script, str(args.head))
         if args.bad_line:
             lines = text.splitlines()
             lines[int(args.bad_line[0]) - 1] = args.bad_line[1]

@@ -129,6 +129,7 @@ head_patterns:
 """
     body = mask_of(text)
     assert [p["title"] for p in body["panels"]] == ["head 0", "head 1"]
+    assert [p["heads"] for p in body["panels"]] == [[0], [1]]
     status, body = api.analysis({"yaml": text}, SOURCE)
     assert status == 200 and any("residue classes never exchange" in w for w in body["warnings"])
 

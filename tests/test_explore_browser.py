@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from browser import browser_paths, chromium
 
 import maskc
@@ -180,6 +181,100 @@ def test_per_head_overrides_as_yaml(page: Any) -> None:
     assert data["heads"] == 2 and data["head_patterns"] == [{"heads": [1], "pattern": {"stride": {"every": 16}}}]
     assert page.execute_script("return document.querySelectorAll('#panels img').length") == 2
     assert text(page, "error") == ""
+
+
+TWO_HEADS = START.replace("seq_len: 1024\n", "seq_len: 1024\nheads: 2\n")
+
+
+def value_of(driver: Any, element_id: str, name: str = "value") -> Any:
+    """A property of an element: its value, or `checked`, `hidden`, `disabled` …"""
+    return driver.execute_script("return document.getElementById(arguments[0])[arguments[1]]", element_id, name)
+
+
+def panels(driver: Any) -> list[dict[str, Any]]:
+    """Each mask panel's heads, picture, and whether it is marked as the selected head's."""
+    script = """return [...document.querySelectorAll('#panels .panel')].map((f) => ({
+        heads: JSON.parse(f.dataset.heads), src: f.querySelector('img').src,
+        selected: f.classList.contains('selected')}))"""
+    return driver.execute_script(script)
+
+
+def shown_spec(driver: Any) -> dict[str, Any]:
+    from selenium.webdriver.common.by import By
+
+    return maskc.parse_spec(driver.find_element(By.ID, "yaml").get_attribute("value")).to_data()
+
+
+def choose_head(driver: Any, head: int) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.select import Select
+
+    Select(driver.find_element(By.ID, "head-select")).select_by_value(str(head))
+
+
+def test_a_head_override_made_with_the_controls(page: Any) -> None:
+    from selenium.webdriver.common.by import By
+
+    set_editor(page, TWO_HEADS)
+    shared = shown_spec(page)["pattern"]
+    (both,) = [p["src"] for p in panels(page)]
+    density, tiles = text(page, "density"), text(page, "tiles")
+    options = "return [...document.getElementById('head-select').options].map((o) => o.value)"
+    assert page.execute_script(options) == ["0", "1"]
+    choose_head(page, 1)
+    assert not value_of(page, "head-override", "checked")
+    assert "Head 1 uses the shared pattern" in text(page, "head-note")
+    page.find_element(By.ID, "head-override").click()  # starts as a copy of the shared pattern
+    settle(page)
+    assert shown_spec(page)["head_patterns"] == [{"heads": [1], "pattern": shared}]
+    assert value_of(page, "h-on-window", "checked") and value_of(page, "h-p-window-before") == "48"
+    type_into(page.find_element(By.ID, "h-p-window-after"), "0")
+    settle(page)
+    data = shown_spec(page)
+    own = [{"window": {"before": 48, "after": 0}}, {"global": {"tokens": [0, 1]}}]
+    assert data["pattern"] == shared and data["head_patterns"] == [{"heads": [1], "pattern": own}]
+    box = yaml.safe_load(page.find_element(By.ID, "f-head_patterns").get_attribute("value"))
+    assert box == data["head_patterns"]
+    head0, head1 = panels(page)
+    assert (head0["heads"], head0["src"], head0["selected"]) == ([0], both, False)  # head 0 as it was
+    assert head1["heads"] == [1] and head1["src"] != both and head1["selected"]
+    assert text(page, "density") != density
+    head0_tiles, head1_tiles = text(page, "tiles").split("; ")
+    assert head0_tiles == tiles and head1_tiles != tiles
+    page.find_element(By.ID, "h-on-stride").click()
+    settle(page)
+    assert shown_spec(page)["head_patterns"] == [{"heads": [1], "pattern": [*own, {"stride": {"every": 64}}]}]
+    assert panels(page)[0]["src"] == both
+    page.find_element(By.ID, "head-override").click()  # back to the shared pattern
+    settle(page)
+    assert "head_patterns" not in shown_spec(page) and [p["src"] for p in panels(page)] == [both]
+    assert text(page, "density") == density and page.find_element(By.ID, "f-head_patterns").get_attribute("value") == ""
+
+
+def test_the_head_controls_follow_the_yaml(page: Any) -> None:
+    from selenium.webdriver.common.by import By
+
+    set_editor(page, TWO_HEADS)
+    choose_head(page, 1)
+    type_into(page.find_element(By.ID, "f-head_patterns"), "- heads: [1]\n  pattern: {axial: {width: 32}}")
+    settle(page)
+    checked = [value_of(page, name, "checked") for name in ("head-override", "h-on-axial", "h-on-window")]
+    assert checked == [True, True, False]
+    assert value_of(page, "h-p-axial-width") == "32"
+    assert [p["selected"] for p in panels(page)] == [False, True]
+    choose_head(page, 0)
+    assert not value_of(page, "head-override", "checked") and value_of(page, "head-prims", "hidden")
+    assert [p["selected"] for p in panels(page)] == [True, False]
+    combined = "{intersect: [{window: {size: 64}}, {stride: {every: 2}}]}"
+    shared_by_two = f"heads: 3\nhead_patterns:\n  - heads: [1, 2]\n    pattern: {combined}\n"
+    set_editor(page, TWO_HEADS.replace("heads: 2\n", "") + shared_by_two)
+    choose_head(page, 2)
+    assert value_of(page, "head-override", "checked") and value_of(page, "head-prims", "disabled")
+    assert "edit it in the YAML box" in text(page, "head-note") and "shared by heads 1, 2" in text(page, "head-note")
+    assert not value_of(page, "prims", "disabled")  # the shared pattern still fits
+    page.find_element(By.ID, "head-override").click()  # head 2 leaves the entry; head 1 keeps it
+    settle(page)
+    assert [e["heads"] for e in shown_spec(page)["head_patterns"]] == [[1]]
 
 
 def test_combinators_disable_the_primitive_controls(page: Any) -> None:

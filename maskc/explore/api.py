@@ -240,6 +240,7 @@ def mask_view(spec: Spec, n: int) -> dict[str, Any]:
         pictures.append(
             {
                 "title": panel.title,
+                "heads": panel.heads,
                 "png": png_data_url(index, table),
                 "tiles_stored": layout.nnz,
                 "tiles_full": layout.full_count,
