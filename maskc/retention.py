@@ -187,14 +187,24 @@ class Retention:
             kept = " + ".join([*parts, "the keys a later query's grid window still reaches"])
             return f"{self.tokens()} tokens{per} at most: {kept}{rows}"
         if self.strided:
-            every = ", ".join(f"every {every}" for every, _ in self.strided)
-            return " + ".join([*parts, f"global columns {every}"]) + f"{per} (grows with n)"
+            return " + ".join([*parts, _periods(self.strided)]) + f"{per} (grows with n)"
         total = f" = {self.tokens()}" if len(parts) > 1 else ""
         rows = f"; all tokens up to step {self.rows_until} (a global query row)" if self.rows_until >= 0 else ""
         return f"{' + '.join(parts) or '0'}{total} tokens{per}, constant in n{rows}"
 
 
 EVERYTHING = Retention(everything=True)
+
+
+def _periods(strided: tuple[tuple[int, int], ...]) -> str:
+    """Periodic global columns by period: "global columns every 128", "8 global columns every 128"."""
+    offsets: dict[int, int] = {}
+    for every, _ in strided:
+        offsets[every] = offsets.get(every, 0) + 1
+    return ", ".join(
+        f"global columns every {every}" if count == 1 else f"{count} global columns every {every}"
+        for every, count in offsets.items()
+    )
 
 
 def rule_retention(rule: Rule) -> Retention:

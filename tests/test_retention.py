@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -103,3 +104,9 @@ def test_explain_prints_the_cache_and_json_lists_it():
     result = run_cli("explain", "specs/hybrid_local_global.yaml", "--json")
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["kv_cache_tokens"] == [1024] * 5 + [None]
+
+
+def test_periodic_columns_are_described_once_per_period() -> None:
+    """The fixed pattern's c = 8 summary columns of every block of 128 are one phrase, not eight."""
+    (fixed,) = maskc.kv_retention(Path(__file__).parents[1] / "specs" / "sparse_transformer_fixed.yaml", seq_len=1024)
+    assert fixed.describe() == "128 recent + 8 global columns every 128 (grows with n)"
