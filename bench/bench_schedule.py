@@ -1,7 +1,8 @@
 """Schedule benchmark on the CPU (issue 12): kernel work of the chosen passes against active pairs.
 
 Target: kernel_work ≤ 2 × active pairs for every spec in specs/ whose pattern is static, at
-n = 32768 and 131072, with the spec's own tile size. Prints one row per spec and size: active
+n = 32768 and 131072, with the spec's own tile size (a grid spec, whose grid fixes n, at its own n
+only). Prints one row per spec and size: active
 pairs and kernel work per head (averaged over heads), the single pass's work, the passes chosen
 and the time the planning took.
 """
@@ -54,7 +55,7 @@ def main() -> None:
         spec = maskc.load(path)
         if spec.is_dynamic() or (args.specs and path.stem not in args.specs):
             continue
-        for n in args.sizes:
+        for n in [spec.grid.tokens] if spec.grid is not None else args.sizes:
             line, ok = row(path.stem, spec, n)
             missed += not ok
             print(line, flush=True)
