@@ -7,15 +7,19 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from clitools import ROOT, run_cli, write_spec
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from specgen import brute_force_mask, size_value
+from specgen import brute_force_mask, same_value, size_value
+from test_runtime_patterns import _brute_selection
 
 import maskc
+from maskc.clustering import resolve_dynamic
 from maskc.errors import MaskcWarning, SpecError
 from maskc.explain import growth
 from maskc.primitives.sizes import ExpressionError, evaluate, parse_expression
+from maskc.rules import TopkRule
 
 
 @pytest.mark.parametrize(
@@ -196,3 +200,80 @@ def test_catalogue_strided_spec_scales_and_keeps_its_figures() -> None:
     at_16k = maskc.compile(spec).layouts[0].rule.describe()
     assert "band[-128..0]" in at_16k and "step 128" in at_16k
     assert "step 64]" in maskc.compile(spec, seq_len=4096).layouts[0].rule.describe()
+
+
+def _compile_quietly(data: dict, n: int) -> maskc.CompiledPattern:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", MaskcWarning)
+        return maskc.compile(maskc.Spec.model_validate(data), seq_len=n)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.data(),
+    st.integers(1, 9),
+    st.sampled_from([4, 8, 16]),
+    st.integers(1, 6),
+    st.booleans(),
+    st.integers(0, 2**16),
+)
+def test_topk_blocks_in_n_select_as_the_brute_force(
+    data: st.DataObject, count: int, block: int, blocks: int, causal: bool, seed: int
+) -> None:
+    """`topk: {blocks: <expression>}` selects, per query block, the brute force's choice with k read by
+    the independent reader (specgen.size_value)."""
+    n = count * block  # whole blocks of small integers: every mean and score is exact
+    natural = st.sampled_from(["max(1, n / 16)", "max(1, sqrt(n) / 4)", "ceil(log2(n) / 3)", "min(n, 3)"])
+    text = data.draw(st.one_of(same_value(blocks, n), natural))
+    spec = {"causal": causal, "block_size": block, "pattern": {"topk": {"blocks": text}}}
+    pattern = _compile_quietly(spec, n)
+    (leaf,) = [leaf for leaf in pattern.layouts[0].rule.leaves() if isinstance(leaf, TopkRule)]
+    k_blocks = size_value(text, n)
+    assert leaf.params.blocks == k_blocks and isinstance(leaf.params.blocks, int)
+    gen = torch.Generator().manual_seed(seed)
+    q, k = (torch.randint(-2, 3, (1, 1, n, 4), generator=gen).to(torch.float64) for _ in range(2))
+    (resolved,) = resolve_dynamic(pattern, q, k)
+    selected = _brute_selection(q[0, 0].numpy(), k[0, 0].numpy(), k_blocks, block, causal)
+    i, j = np.arange(n)[:, None], np.arange(n)[None, :]
+    want = selected[i // block, j // block] & ((j <= i) if causal else True)
+    assert np.array_equal(resolved.layout_of_head(0).to_dense(), want)
+
+
+@pytest.mark.parametrize(
+    ("params", "needle"),
+    [
+        ("{topk: {blocks: n / 1024}}", "pattern[1].topk.blocks: `n / 1024` is 0 at n = 512; it must be at least 1"),
+        ("{topk: {blocks: sqrt(k)}}", "pattern[1].topk.blocks: unknown name 'k'"),
+        ("{topk: {blocks: 0}}", "pattern[1].topk.blocks: must be greater than 0, got 0"),
+        ("{cluster: {clusters: 4, iterations: log2(m)}}", "pattern[1].cluster.iterations: unknown name 'm'"),
+        (
+            "{cluster: {clusters: 4, iterations: n * 2}}",
+            "pattern[1].cluster.iterations: `n * 2` at n = 512: iterations 1024 exceeds the limit of 1000",
+        ),
+        (
+            "{cluster: {clusters: n * 256}}",
+            "pattern[1].cluster.clusters: `n * 256` at n = 512: clusters 131072 exceeds the limit",
+        ),
+    ],
+)
+def test_topk_and_cluster_counts_in_n_fail_located_on_the_cli(tmp_path: Path, params: str, needle: str) -> None:
+    path = write_spec(tmp_path, f"seq_len: 512\npattern:\n  - window: {{size: 4}}\n  - {params}\n")
+    result = run_cli("check", path)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert f"{path}:4: {needle}" in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize("n", [64, 100])
+def test_cluster_iterations_in_n_run_as_the_same_literal(n: int) -> None:
+    """k-means with `iterations: log2(n)` assigns exactly as with the literal value at that n."""
+    gen = torch.Generator().manual_seed(5)
+    q, k = (torch.randn(1, 1, n, 8, generator=gen, dtype=torch.float64) for _ in range(2))
+    masks = []
+    for iterations in ("log2(n)", n.bit_length() - 1):
+        spec = {"pattern": {"cluster": {"clusters": 4, "iterations": iterations}}}
+        pattern = _compile_quietly(spec, n)
+        (leaf,) = list(pattern.layouts[0].rule.leaves())
+        assert leaf.params.iterations == n.bit_length() - 1
+        (resolved,) = resolve_dynamic(pattern, q, k)
+        masks.append(resolved.layout_of_head(0).to_dense())
+    assert np.array_equal(masks[0], masks[1])

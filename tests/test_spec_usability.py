@@ -220,6 +220,9 @@ def test_catalogue_fixed_specs_use_one_entry() -> None:
     [
         ("{every: 16, last: 17}", "last must be at most every (16), got 17"),
         ("{first: 4, last: 2}", "last goes with every"),
+        ("{last: 8}", "last goes with every (the last c of every block of l): add `every: l`"),
+        ("{offset: 3}", "offset goes with every"),
+        ("{tokens: [1], offset: 3}", "offset goes with every"),
         ("{every: 16, offset: 3, last: 2}", "not both"),
         ("{every: 16, last: 0}", "greater than 0"),
     ],
@@ -228,6 +231,14 @@ def test_last_errors(params: str, needle: str) -> None:
     with pytest.raises(SpecError) as info:
         maskc.parse_spec(f"pattern: {{global: {params}}}\n", source="bad.yaml")
     assert needle in str(info.value) and "pattern.global" in str(info.value)
+
+
+def test_last_without_every_is_located_on_the_cli(tmp_path: Path) -> None:
+    path = write_spec(tmp_path, "seq_len: 64\npattern:\n  - window: {size: 4}\n  - global: {last: 8}\n")
+    result = run_cli("check", path)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert f"{path}:4: pattern[1].global: last goes with every" in result.stderr
+    assert "got none" not in result.stderr
 
 
 DENSE_CAUSAL = {"intersect": [{"dense": {}}, {"window": {"before": 1 << 20, "after": 0}}]}

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import NonNegativeInt, PositiveInt, model_validator
+from pydantic import NonNegativeInt, model_validator
 
 from maskc import limits
 from maskc.origin import Origin
@@ -27,7 +27,8 @@ class Cluster(Primitive):
     clusters: PositiveSize
     method: Literal["kmeans", "lsh"] = "kmeans"
     seed: NonNegativeInt = 0
-    iterations: PositiveInt = 4
+    #: k-means refinement steps (a count, so it may be an expression in n too; lsh ignores it).
+    iterations: PositiveSize = 4
 
     @model_validator(mode="after")
     def _lsh_needs_even_buckets(self) -> Cluster:
@@ -43,11 +44,21 @@ class Cluster(Primitive):
         return True
 
     def lower(self, ctx: LowerContext, path: Origin) -> Rule:
-        """The symbolic rule, with `clusters` evaluated at ctx.n (run time reads a number)."""
-        clusters = size_at(self.clusters, ctx.n, path.child("clusters"), 1)
+        """The symbolic rule, with `clusters` and `iterations` evaluated at ctx.n (run time reads numbers)."""
+        clusters = self._count_at(ctx, path, "clusters", "MAX_CLUSTERS")
+        iterations = self._count_at(ctx, path, "iterations", "MAX_CLUSTER_ITERATIONS")
         if self.method == "lsh" and clusters % 2:
             raise ctx.fail(
                 path.child("clusters"),
                 f"lsh hashes to ±projections, so clusters must be even; `{self.clusters}` is {clusters}",
             )
-        return ClusterRule(self.model_copy(update={"clusters": clusters}), ctx.n, path)  # type: ignore[arg-type]
+        resolved = self.model_copy(update={"clusters": clusters, "iterations": iterations})
+        return ClusterRule(resolved, ctx.n, path)  # type: ignore[arg-type]
+
+    def _count_at(self, ctx: LowerContext, path: Origin, name: str, limit: str) -> int:
+        """The field's value at ctx.n, at least 1 and within its limit in maskc.limits."""
+        written = getattr(self, name)
+        value = size_at(written, ctx.n, path.child(name), 1)
+        if value > getattr(limits, limit):
+            raise ctx.fail(path.child(name), f"`{written}` at n = {ctx.n}: " + limits.exceeds(name, value, limit))
+        return value

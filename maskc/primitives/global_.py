@@ -44,12 +44,13 @@ class Global(Primitive):
 
     @model_validator(mode="after")
     def _one_selector(self) -> Global:
+        # `offset` and `last` qualify `every`: said first, so `last: 8` alone is not "got none"
+        for name, meaning in (("offset", "every l-th token from offset o"), ("last", "the last c of every block of l")):
+            if getattr(self, name) is not None and self.every is None:
+                raise ValueError(f"{name} goes with every ({meaning}): add `every: l`")
         given = [name for name in ("tokens", "first", "every") if getattr(self, name) is not None]
         if len(given) != 1:
             raise ValueError(f"give exactly one of tokens, first, every (got {', '.join(given) or 'none'})")
-        for name in ("offset", "last"):
-            if getattr(self, name) is not None and self.every is None:
-                raise ValueError(f"{name} goes with every")
         if self.offset is not None and self.last is not None:
             raise ValueError(
                 "give offset (one position per block) or last (the last positions of every block), not both"

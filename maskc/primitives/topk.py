@@ -11,10 +11,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import PositiveInt
-
 from maskc.origin import Origin
 from maskc.primitives.base import LowerContext, Primitive, register
+from maskc.primitives.sizes import PositiveSize, size_at
 from maskc.rules import Rule, TopkRule
 
 
@@ -25,7 +24,8 @@ class Topk(Primitive):
     kind = "topk"
     summary = "each query block attends the k key blocks whose mean key best matches its mean query (run time)"
 
-    blocks: PositiveInt
+    #: A whole number or an expression in n (`n / 1024`), evaluated when the pattern is lowered.
+    blocks: PositiveSize
     #: "head": every head selects its own blocks; "group": the query heads sharing a key/value head
     #: select together, by the mean of their scores.
     share: Literal["head", "group"] = "head"
@@ -34,4 +34,6 @@ class Topk(Primitive):
         return True
 
     def lower(self, ctx: LowerContext, path: Origin) -> Rule:
-        return TopkRule(self, ctx.block_size, ctx.causal, ctx.n, path)
+        """The placeholder, with `blocks` evaluated at ctx.n (the selection reads a number)."""
+        blocks = size_at(self.blocks, ctx.n, path.child("blocks"), 1)
+        return TopkRule(self.model_copy(update={"blocks": blocks}), ctx.block_size, ctx.causal, ctx.n, path)  # type: ignore[arg-type]
