@@ -169,3 +169,25 @@ def test_explain_says_why() -> None:
     assert "pass 0: gathered keys: 256 key positions hold every pair" in text
     text = run_cli("explain", "specs/streaming_llm.yaml", "--seq-len", "4096").stdout
     assert "considered gathered keys" in text and "kept in token order" in text
+
+
+def test_a_pattern_with_nothing_to_lower_may_take_smaller_tiles() -> None:
+    """A causal window of 182 on 128-wide tiles computes about twice its pairs; token order on 64-wide
+    tiles, predicted cheaper, is taken (its tables exact), unless that layout would be too large."""
+    spec = {"causal": True, "seq_len": 4096, "block_size": 128, "pattern": {"window": {"before": 181, "after": 0}}}
+    pattern = _compile(spec, "auto")
+    (schedule,) = schedule_of(pattern)
+    (only,) = schedule.passes
+    assert (only.lowering, only.block_m, only.block_n) == ("identity", 64, 64)
+    assert schedule.kernel_work() < schedule.single_work
+    _check_tables(only)
+    assert np.array_equal(pattern.to_dense(), _compile(spec, "single").to_dense())
+
+
+def test_smaller_tiles_are_not_built_past_their_budget(monkeypatch: pytest.MonkeyPatch) -> None:
+    from maskc.schedule import plan
+
+    monkeypatch.setattr(plan, "MAX_RETILED_TILES", 10)
+    spec = {"causal": True, "seq_len": 4096, "block_size": 128, "pattern": {"window": {"before": 181, "after": 0}}}
+    schedule = plan.plan_schedule(_compile(spec, "single").layouts[0])
+    assert schedule.single and schedule.considered == ("no part asks for another order",)

@@ -68,6 +68,9 @@ def union_of(rules: list[Rule]) -> Rule:
 MERGE_PAIRS_PER_ROW = 512
 #: The smaller tile side split passes may use (see `pass_tiles`).
 PASS_TILE = 64
+#: A pattern with nothing to lower is laid out again on smaller tiles only up to this many of them
+#: (a bound computed before building: at huge n the smaller tiles' layout would not fit).
+MAX_RETILED_TILES = 1 << 22
 
 
 def predicted_work(passes: list[Pass]) -> int:
@@ -132,6 +135,13 @@ def pass_tiles(layout: BlockLayout) -> list[tuple[int, int]]:
     return [own] if small == own else [own, small]
 
 
+def _retiled_tiles(layout: BlockLayout, shape: tuple[int, int]) -> int:
+    """An upper bound on the tiles `layout` stores on `shape` tiles (each of its tiles splits into
+    at most this many), computed before building that layout."""
+    bm, bn = layout.grid.block_m, layout.grid.block_n
+    return layout.nnz * -(-bm // shape[0]) * -(-bn // shape[1])
+
+
 def plan_schedule(layout: BlockLayout, mode: str = "auto") -> Schedule:
     """The schedule of one head pattern: the single pass, or the cheapest greedy split."""
     if mode not in SCHEDULE_MODES:
@@ -146,11 +156,14 @@ def plan_schedule(layout: BlockLayout, mode: str = "auto") -> Schedule:
         return best
     groups = _groups(layout.rule, layout.grid.n)
     considered: list[str] = []
+    shapes = pass_tiles(layout)
     if all(g.order.kind == "identity" for g in groups):
-        # nothing to lower: no layout at other tile shapes is worth building (at huge n it would not fit)
-        best.considered = ("no part asks for another order",)
-        return best
-    for shape in pass_tiles(layout):
+        # nothing to lower: only token order on smaller tiles, when that layout stays small enough
+        shapes = [shape for shape in shapes[1:] if _retiled_tiles(layout, shape) <= MAX_RETILED_TILES]
+        if not shapes:
+            best.considered = ("no part asks for another order",)
+            return best
+    for shape in shapes:
         base = layout if shape == (layout.grid.block_m, layout.grid.block_n) else None
         base = base or build_layout(layout.rule, TileGrid(layout.grid.n, *shape))
         split = _greedy_split(base, groups, best, mode)
