@@ -4,48 +4,56 @@ Declare a pattern from primitives, compile it to a block-sparse IR, prove that i
 every token in L layers, and run it on a backend.
 """
 
-from maskc import hf, nn
-from maskc.attention import attention
-from maskc.canvas import Grid
-from maskc.compiler import compile, compile_layers
-from maskc.documents import ids_from_lengths
-from maskc.errors import (
-    ArgumentError,
-    BackendError,
-    DocumentsError,
-    DynamicPatternError,
-    IRFileError,
-    MaskcError,
-    MaskcWarning,
-    SpecError,
-    TooLargeError,
-)
-from maskc.ir import BlockLayout, CompiledPattern
-from maskc.kvcache import KVCache
-from maskc.loader import load, parse_spec
-from maskc.primitives import (
-    Axial,
-    BlockLocal,
-    Cluster,
-    Dense,
-    Difference,
-    Document,
-    Global,
-    Intersect,
-    Neighborhood,
-    Random,
-    Sink,
-    Stride,
-    Tiles,
-    Topk,
-    Union,
-    Window,
-)
-from maskc.recognise import Recognition, recognise
-from maskc.registry import available_backends, register_backend
-from maskc.retention import Retention, kv_cache_tokens, kv_retention, pattern_retention
-from maskc.spec import HeadPattern, LayerEntry, Spec
-from maskc.verify import Report, verify
+from __future__ import annotations
+
+import importlib
+import sys
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # the names as static tools see them; at run time they load on first use (below)
+    from maskc import hf, nn
+    from maskc.attention import attention
+    from maskc.canvas import Grid
+    from maskc.compiler import compile, compile_layers
+    from maskc.documents import ids_from_lengths
+    from maskc.errors import (
+        ArgumentError,
+        BackendError,
+        DocumentsError,
+        DynamicPatternError,
+        IRFileError,
+        MaskcError,
+        MaskcWarning,
+        SpecError,
+        TooLargeError,
+    )
+    from maskc.ir import BlockLayout, CompiledPattern
+    from maskc.kvcache import KVCache
+    from maskc.loader import load, parse_spec
+    from maskc.primitives import (
+        Axial,
+        BlockLocal,
+        Cluster,
+        Dense,
+        Difference,
+        Document,
+        Global,
+        Intersect,
+        Neighborhood,
+        Random,
+        Sink,
+        Stride,
+        Tiles,
+        Topk,
+        Union,
+        Window,
+    )
+    from maskc.recognise import Recognition, recognise
+    from maskc.registry import available_backends, register_backend
+    from maskc.retention import Retention, kv_cache_tokens, kv_retention, pattern_retention
+    from maskc.spec import HeadPattern, LayerEntry, Spec
+    from maskc.verify import Report, verify
 
 __version__ = "0.1.0"
 
@@ -101,3 +109,91 @@ __all__ = [
     "register_backend",
     "verify",
 ]
+
+#: Where each public name lives. They are imported on first use (PEP 562), so that `import maskc`
+#: and the `maskc` command do not pay for torch, scipy or Triton until a name that needs them is used.
+_HOME = {
+    "hf": "maskc.hf",
+    "nn": "maskc.nn",
+    "attention": "maskc.attention",
+    "Grid": "maskc.canvas",
+    "compile": "maskc.compiler",
+    "compile_layers": "maskc.compiler",
+    "ids_from_lengths": "maskc.documents",
+    **dict.fromkeys(
+        [
+            "ArgumentError",
+            "BackendError",
+            "DocumentsError",
+            "DynamicPatternError",
+            "IRFileError",
+            "MaskcError",
+            "MaskcWarning",
+            "SpecError",
+            "TooLargeError",
+        ],
+        "maskc.errors",
+    ),
+    "BlockLayout": "maskc.ir",
+    "CompiledPattern": "maskc.ir",
+    "KVCache": "maskc.kvcache",
+    "load": "maskc.loader",
+    "parse_spec": "maskc.loader",
+    **dict.fromkeys(
+        [
+            "Axial",
+            "BlockLocal",
+            "Cluster",
+            "Dense",
+            "Difference",
+            "Document",
+            "Global",
+            "Intersect",
+            "Neighborhood",
+            "Random",
+            "Sink",
+            "Stride",
+            "Tiles",
+            "Topk",
+            "Union",
+            "Window",
+        ],
+        "maskc.primitives",
+    ),
+    "Recognition": "maskc.recognise",
+    "recognise": "maskc.recognise",
+    "available_backends": "maskc.registry",
+    "register_backend": "maskc.registry",
+    **dict.fromkeys(["Retention", "kv_cache_tokens", "kv_retention", "pattern_retention"], "maskc.retention"),
+    **dict.fromkeys(["HeadPattern", "LayerEntry", "Spec"], "maskc.spec"),
+    "Report": "maskc.verify",
+    "verify": "maskc.verify",
+}
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOME.get(name)
+    if home is None:
+        raise AttributeError(f"module 'maskc' has no attribute {name!r}")
+    module = importlib.import_module(home)
+    value = module if home == f"maskc.{name}" and name in ("hf", "nn") else getattr(module, name)
+    setattr(sys.modules[__name__], name, value)
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
+
+class _Package(ModuleType):
+    """The package module: a function named like the module that holds it (`maskc.attention`,
+    `maskc.verify`, `maskc.recognise`) stays the function when that module is imported, as the
+    import system then sets the package attribute to the module."""
+
+    def __setattr__(self, name: str, value: object) -> None:
+        if isinstance(value, ModuleType) and name not in ("hf", "nn") and _HOME.get(name) == value.__name__:
+            value = getattr(value, name)
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package

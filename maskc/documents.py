@@ -8,18 +8,21 @@ call's tensor where it lies, so a GPU call needs no copy of it, and by default n
 
 from __future__ import annotations
 
+import functools
 import os
+import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from maskc.errors import DocumentsError
-from maskc.tensor_memo import LastTensor
 
 if TYPE_CHECKING:
+    import torch
+
     from maskc.ir import CompiledPattern
+    from maskc.tensor_memo import LastTensor
 
 
 def uses_documents(pattern: CompiledPattern) -> bool:
@@ -39,8 +42,12 @@ def ids_from_lengths(lengths: Sequence[int]) -> np.ndarray:
 
 
 def document_ids(documents: Any, n: int) -> np.ndarray:
-    """One sequence's ids as int64 (n,), checked: integers, length n, non-decreasing."""
-    if isinstance(documents, torch.Tensor):
+    """One sequence's ids as int64 (n,), checked: integers, length n, non-decreasing.
+
+    Compile and the CLI call it on the host: a tensor can only be given where torch is already
+    imported, so torch is not imported here for the check."""
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(documents, torch.Tensor):
         if documents.is_floating_point() or documents.is_complex() or documents.dtype == torch.bool:
             raise DocumentsError(f"documents must hold integer ids, got dtype {documents.dtype}")
         documents = documents.detach().cpu().numpy()
@@ -77,6 +84,8 @@ ORDER_MESSAGE = (
 
 def _under_capture(device: torch.device) -> bool:
     """Whether the call is traced or captured, where reading a value back to the host is not allowed."""
+    import torch
+
     if torch.compiler.is_compiling():
         return True
     return device.type == "cuda" and torch.cuda.is_current_stream_capturing()
@@ -92,8 +101,13 @@ def order_check(device: torch.device) -> str:
     return chosen or ("sync" if device.type == "cpu" else "once")
 
 
-#: The last documents tensor whose order a "once" check read back and found non-decreasing.
-_CHECKED = LastTensor()
+@functools.cache
+def _checked() -> LastTensor:
+    """The last documents tensor whose order a "once" check read back and found non-decreasing
+    (made on first use: the tensor memo needs torch, which a host-only command never imports)."""
+    from maskc.tensor_memo import LastTensor
+
+    return LastTensor()
 
 
 def check_documents(documents: Any, batch: int, n: int, device: torch.device) -> torch.Tensor:
@@ -104,6 +118,8 @@ def check_documents(documents: Any, batch: int, n: int, device: torch.device) ->
     read stalls the queue); under CUDA graphs and torch.compile, which allow no read, and with
     MASKC_CHECK_DOCUMENTS=async, through a device-side assertion.
     """
+    import torch
+
     if not isinstance(documents, torch.Tensor):
         raise DocumentsError(f"documents must be a torch tensor ({batch}, {n}), got {type(documents).__name__}")
     if documents.is_floating_point() or documents.is_complex() or documents.dtype == torch.bool:
@@ -115,7 +131,7 @@ def check_documents(documents: Any, batch: int, n: int, device: torch.device) ->
     if documents.device != device:
         raise DocumentsError(f"documents are on {documents.device}, but q is on {device}; put them on one device")
     how = order_check(device)
-    if n == 1 or (how == "once" and _CHECKED.get(documents)):
+    if n == 1 or (how == "once" and _checked().get(documents)):
         return documents
     drops = documents[:, 1:] < documents[:, :-1]
     if how == "async":
@@ -127,5 +143,5 @@ def check_documents(documents: Any, batch: int, n: int, device: torch.device) ->
             f"has id {int(documents[b, at + 1])} after {int(documents[b, at])}"
         )
     elif how == "once":
-        _CHECKED.put(documents, True)
+        _checked().put(documents, True)
     return documents

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import ast
 import json
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
-from clitools import run_cli, write_spec
+from clitools import ROOT, run_cli, write_spec
 
 import maskc
 
@@ -80,3 +82,54 @@ def test_bad_inputs_exit_2_without_traceback(tmp_path: Path) -> None:
     assert_clean_failure(run_cli("compile", token, "--seq-len", "128", "--block-size", "48"), "powers of two")
     no_n = write_spec(tmp_path, "name: x\npattern: {dense: {}}\n", "no_n.yaml")
     assert_clean_failure(run_cli("compile", no_n), "no sequence length")
+
+
+#: What each command may import: none of them loads torch, Triton or matplotlib, and only
+#: `compile` (its summary plans the schedule, through scipy.sparse) loads scipy.
+_LIGHT_COMMANDS = {
+    ("--version",): set(),
+    ("check", "specs/longformer.yaml"): {"scipy"},
+    ("compile", "specs/longformer.yaml", "--json"): set(),
+    ("verify", "specs/longformer.yaml"): {"scipy"},
+    ("plan", "specs/longformer.yaml", "--ranks", "4"): {"scipy"},
+}
+
+
+def test_commands_import_only_what_they_need() -> None:
+    """`maskc --version`, `check`, `compile --json`: no torch, Triton or matplotlib (the import alone
+    took seconds); `import maskc` stays lazy until a name that needs torch is used."""
+    for argv, not_loaded in _LIGHT_COMMANDS.items():
+        code = (
+            "import sys, contextlib, io\nimport maskc.cli\n"
+            "with contextlib.redirect_stdout(io.StringIO()):\n"
+            "    try:\n        code = maskc.cli.main(sys.argv[1:])\n    except SystemExit as exit_:\n"
+            "        code = exit_.code\n"
+            "print(code, sorted(m for m in ('torch', 'triton', 'matplotlib', 'scipy') if m in sys.modules))\n"
+        )
+        result = subprocess.run(
+            [sys.executable, "-c", code, *argv], capture_output=True, text=True, timeout=300, cwd=ROOT
+        )
+        assert result.returncode == 0, result.stderr
+        exit_code, loaded = result.stdout.split(" ", 1)
+        assert exit_code == "0", (argv, result.stdout, result.stderr)
+        loaded_modules = set(ast.literal_eval(loaded))
+        assert not loaded_modules & {"torch", "triton", "matplotlib"}, (argv, loaded_modules)
+        assert not loaded_modules & not_loaded, (argv, loaded_modules)
+
+
+def test_lazy_package_names() -> None:
+    """Every name in maskc.__all__ loads on first use, and a function named like its module
+    (`maskc.attention`, `maskc.verify`) stays the function after its module is imported."""
+    code = (
+        "import sys, maskc\nassert 'torch' not in sys.modules\n"
+        "import maskc.nn, maskc.verify, maskc.recognise, maskc.attention\n"
+        "from maskc import *\n"
+        "missing = [n for n in maskc.__all__ if not hasattr(maskc, n)]\n"
+        "assert not missing, missing\n"
+        "assert callable(maskc.attention) and callable(maskc.verify) and callable(maskc.recognise)\n"
+        "assert maskc.hf.__name__ == 'maskc.hf' and maskc.nn.__name__ == 'maskc.nn'\n"
+        "assert set(maskc.__all__) <= set(dir(maskc))\n"
+        "print('ok')\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert result.stdout.strip() == "ok", result.stderr

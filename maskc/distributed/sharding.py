@@ -8,9 +8,10 @@ A rank's shard is its chunks concatenated in position order.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 from maskc.errors import BackendError
 
@@ -55,17 +56,23 @@ def rank_ranges(n: int, rank: int, ranks: int, sharding: str) -> list[tuple[int,
 
 def positions(n: int, rank: int, ranks: int, sharding: str) -> torch.Tensor:
     """Global positions of the rank's shard, in shard order (int64)."""
+    import torch  # here, not at the top: the planner and `maskc plan` need no torch
+
     return torch.cat([torch.arange(a, b) for a, b in rank_ranges(n, rank, ranks, sharding)])
 
 
 def shard(x: torch.Tensor, rank: int, ranks: int, sharding: str = "contiguous", dim: int = 2) -> torch.Tensor:
     """This rank's shard of a full-sequence tensor (sequence along `dim`, default 2 as in (B, H, N, D))."""
+    import torch  # here, not at the top: the planner and `maskc plan` need no torch
+
     n = x.shape[dim]
     return torch.cat([x.narrow(dim, a, b - a) for a, b in rank_ranges(n, rank, ranks, sharding)], dim=dim)
 
 
 def unshard(shards: list[torch.Tensor], sharding: str = "contiguous", dim: int = 2) -> torch.Tensor:
     """The full-sequence tensor from every rank's shard, given in rank order (the inverse of `shard`)."""
+    import torch  # here, not at the top: the planner and `maskc plan` need no torch
+
     ranks = len(shards)
     if ranks == 0:
         raise BackendError("unshard needs at least one shard")

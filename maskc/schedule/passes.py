@@ -11,9 +11,9 @@ about the pass's kernel work, never with n².
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
-import scipy.sparse as sp
 
 from maskc.grid import TileGrid, ragged_ranges
 from maskc.ir import BlockLayout
@@ -22,6 +22,9 @@ from maskc.ir.record import csr_pointers
 from maskc.rules import Rule, layout_rule
 from maskc.schedule.decompose import Order
 from maskc.schedule.record import Pass
+
+if TYPE_CHECKING:
+    import scipy.sparse as sp
 
 #: Elements evaluated at once when candidate tiles are classified.
 _BATCH_ELEMENTS = 1 << 22
@@ -73,6 +76,8 @@ def residue_candidates(order: Order, grid: TileGrid) -> tuple[np.ndarray, np.nda
 
 def _side_map(positions: np.ndarray, pass_block: int, grid_block: int, grid_tiles: int) -> sp.csr_matrix:
     """Indicator (pass tiles × original tiles): which original tiles a pass tile's positions fall in."""
+    import scipy.sparse as sp  # here: compiling and checking a spec need no scipy, only gathered passes
+
     pass_tiles = -(-len(positions) // pass_block)
     rows = np.arange(len(positions)) // pass_block
     return sp.csr_matrix(
@@ -82,6 +87,8 @@ def _side_map(positions: np.ndarray, pass_block: int, grid_block: int, grid_tile
 
 def gathered_candidates(q_index: np.ndarray, k_index: np.ndarray, single: BlockLayout) -> tuple[np.ndarray, np.ndarray]:
     """Candidates of a gathered pass: pass tiles meeting a stored tile of the single layout."""
+    import scipy.sparse as sp
+
     grid = single.grid
     stored = sp.csr_matrix(
         (np.ones(single.nnz, dtype=np.int32), single.col_idx, single.row_ptr), shape=(grid.row_tiles, grid.col_tiles)
