@@ -180,6 +180,17 @@ def leaf_name(panel: Panel, leaf: Rule) -> str:
     return f"{kind} {args}".strip() + (f" ({origin.part})" if origin.part else "")
 
 
+def leaf_labels(rule: Rule, leaves: list[Rule], grid: TileGrid, r: np.ndarray, c: np.ndarray) -> np.ndarray:
+    """Per given tile (len(r), BM, BN): index of the first leaf holding at each active element, else NOTHING."""
+    active = evaluate_tiles(rule, grid, r, c)
+    labels = np.full(active.shape, NOTHING, dtype=np.int16)
+    for index, leaf in enumerate(leaves):
+        unset = active & (labels == NOTHING)
+        if unset.any():
+            labels[unset & evaluate_tiles(leaf, grid, r, c)] = index
+    return labels
+
+
 def class_labels(
     rule: Rule, leaves: list[Rule], grid: TileGrid, r: np.ndarray, c: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -189,14 +200,7 @@ def class_labels(
     if len(r) == 0:
         return np.full((0, grid.block_m, grid.block_n), NOTHING, dtype=np.int16), np.zeros(0, dtype=np.int64)
     first, inverse = tile_classes(rule, grid, r, c)
-    reps_r, reps_c = r[first], c[first]
-    active = evaluate_tiles(rule, grid, reps_r, reps_c)
-    labels = np.full(active.shape, NOTHING, dtype=np.int16)
-    for index, leaf in enumerate(leaves):
-        unset = active & (labels == NOTHING)
-        if unset.any():
-            labels[unset & evaluate_tiles(leaf, grid, reps_r, reps_c)] = index
-    return labels, inverse
+    return leaf_labels(rule, leaves, grid, r[first], c[first]), inverse
 
 
 def tile_labels(rule: Rule, leaves: list[Rule], grid: TileGrid, r: np.ndarray, c: np.ndarray) -> np.ndarray:
@@ -224,28 +228,51 @@ def cell_scale(n: int, cells: int = PICTURE_CELLS) -> int:
     return scale
 
 
+#: Stored tiles spread onto the cell image at once (a few int64 tables of this many tiles × cells per tile).
+_SPREAD_TILES = 1 << 20
+
+
+def class_cells(
+    rule: Rule, leaves: list[Rule], grid: TileGrid, r: np.ndarray, c: np.ndarray, sub_m: int, sub_n: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per class of identical tiles, its labels reduced to blocks of sub_m × sub_n elements (the
+    smallest leaf index in each), and each tile's class. Each class is evaluated once, a few
+    element masks at a time, so the work follows the classes (as compiling does), not the tiles."""
+    first, inverse = tile_classes(rule, grid, r, c)
+    shape = (grid.block_m // sub_m, sub_m, grid.block_n // sub_n, sub_n)
+    cells = np.empty((len(first), shape[0], shape[2]), dtype=np.int16)
+    step = max(1, (1 << 22) // (grid.block_m * grid.block_n))
+    for lo in range(0, len(first), step):
+        reps = first[lo : lo + step]
+        labels = leaf_labels(rule, leaves, grid, r[reps], c[reps])
+        # min over the last axis first: contiguous reductions are many times faster than one over two strided axes
+        cells[lo : lo + step] = labels.reshape(len(reps), *shape).min(axis=4).min(axis=2)
+    return cells, inverse
+
+
 def rasterise(panel: Panel, leaves: list[Rule], scale: int) -> CellImage:
-    """Cell image of a panel: each cell takes the smallest leaf index among the active pairs in it."""
+    """Cell image of a panel: each cell takes the smallest leaf index among the active pairs in it.
+
+    Drawn from the stored tiles: each class of identical tiles is evaluated once and reduced to
+    cells, then spread over its tiles, so memory and time follow the stored tiles and the image,
+    never n × n (at n = 2**31 - 1 a tile is a small part of one cell)."""
     layout, rule = panel.layout, panel.rule
     grid = layout.grid
     side = -(-grid.n // scale)
     labels = np.full(side * side, NOTHING, dtype=np.int16)
     tiles = np.zeros((side, side), dtype=np.int8)
     r, c, full = layout.tile_rows(), layout.col_idx.astype(np.int64), layout.full
-    step = max(1, (1 << 22) // (grid.block_m * grid.block_n))
     sub_m, sub_n = min(scale, grid.block_m), min(scale, grid.block_n)
-    for lo in range(0, len(r), step):
-        rr, cc = r[lo : lo + step], c[lo : lo + step]
-        classes, inverse = class_labels(rule, leaves, grid, rr, cc)
-        # Each class is reduced to cells before it is spread over its tiles (min over the last axis first:
-        # contiguous reductions are many times faster than one over two strided axes).
-        shape = (len(classes), grid.block_m // sub_m, sub_m, grid.block_n // sub_n, sub_n)
-        tile = classes.reshape(shape).min(axis=4).min(axis=2)[inverse]
-        rows = (grid.row_first(rr)[:, None] + np.arange(0, grid.block_m, sub_m)[None, :]) // scale
-        cols = (grid.col_first(cc)[:, None] + np.arange(0, grid.block_n, sub_n)[None, :]) // scale
-        inside = (rows < side)[:, :, None] & (cols < side)[:, None, :]
-        flat = rows[:, :, None] * side + cols[:, None, :]
-        np.minimum.at(labels, flat[inside], tile[inside])
+    if len(r):
+        cells, inverse = class_cells(rule, leaves, grid, r, c, sub_m, sub_n)
+        for lo in range(0, len(r), _SPREAD_TILES):
+            rr, cc = r[lo : lo + _SPREAD_TILES], c[lo : lo + _SPREAD_TILES]
+            tile = cells[inverse[lo : lo + _SPREAD_TILES]]
+            rows = (grid.row_first(rr)[:, None] + np.arange(0, grid.block_m, sub_m)[None, :]) // scale
+            cols = (grid.col_first(cc)[:, None] + np.arange(0, grid.block_n, sub_n)[None, :]) // scale
+            inside = (rows < side)[:, :, None] & (cols < side)[:, None, :]
+            flat = rows[:, :, None] * side + cols[:, None, :]
+            np.minimum.at(labels, flat[inside], tile[inside])
     if scale <= min(grid.block_m, grid.block_n):
         status = np.zeros((grid.row_tiles, grid.col_tiles), dtype=np.int8)
         status[r, c] = np.where(full, 2, 1)

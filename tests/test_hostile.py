@@ -22,7 +22,7 @@ from clitools import ROOT
 MEMORY_LIMIT = 3 << 30
 #: CPU seconds one case may use, and the cases allowed more (the largest n takes about 10 s).
 CPU_LIMIT = 15.0
-CPU_LIMIT_OF = {"max_seq_len_large_tiles": 40.0, "verify_max_seq_len": 40.0}
+CPU_LIMIT_OF = {"max_seq_len_large_tiles": 40.0, "verify_max_seq_len": 40.0, "show_png_max_seq_len": 40.0}
 
 BIG = 10**23
 
@@ -46,6 +46,12 @@ CLI_CASES: dict[str, tuple[str | None, list[str], int, str | None]] = {
     "max_seq_len_large_tiles": (
         _spec("seq_len: 2147483647\npattern: {window: {size: 8}}\n"),
         ["compile", "SPEC", "--block-size", "1024", "--json"],
+        0,
+        None,
+    ),
+    "show_png_max_seq_len": (
+        _spec("seq_len: 2147483647\npattern: {window: {size: 8}}\n"),
+        ["show", "SPEC", "--block-size", "1024", "--png", "PNG"],
         0,
         None,
     ),
@@ -373,7 +379,8 @@ def _cases(tmp: Path) -> list[list[dict[str, Any]]]:
         spec = tmp / f"{name}.spec.yaml"
         if text is not None:
             spec.write_text(text)
-        cli.append({"id": name, "argv": [str(spec) if a == "SPEC" else a for a in argv]})
+        paths = {"SPEC": str(spec), "PNG": str(tmp / f"{name}.png")}
+        cli.append({"id": name, "argv": [paths.get(a, a) for a in argv]})
     python = [{"id": name, "python": code} for name, (code, _) in PYTHON_CASES.items()]
     everything = cli + python
     return [everything[0::2], everything[1::2]]
@@ -465,3 +472,9 @@ def test_show_into_a_closed_pipe() -> None:
     show.stdout.close()
     _, err = show.communicate(timeout=300)
     assert b"Traceback" not in err and b"BrokenPipe" not in err, err
+
+
+def test_show_png_at_max_seq_len(outcomes: dict[str, dict[str, Any]]) -> None:
+    """The picture at n = 2**31 − 1 is drawn from the stored tiles' classes, not tile by tile."""
+    out = _outcome(outcomes, "show_png_max_seq_len")["stdout"]
+    assert re.search(r"wrote .*show_png_max_seq_len\.png: 1 panel\(s\), n = 2147483647, 256 cells per side", out), out

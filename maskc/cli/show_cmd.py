@@ -36,7 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     spec = as_spec(args.spec)
     documents, seq_len = documents_and_seq_len(args)
-    n = compile(spec, seq_len=seq_len).n
+    n = compile(spec, seq_len=seq_len, block_size=args.block_size).n
     if args.query is not None:
         print(query_png(spec, args.query, args.png) if args.png else ascii_query(spec, args.query))
     elif args.reach is not None:
