@@ -276,9 +276,10 @@ def resemblance(mine: Shape, theirs: Shape, overlap: float | None) -> float:
 
 
 def union_mask(pattern: CompiledPattern) -> np.ndarray:
-    """The (n, n) mask of a compiled pattern, union over heads."""
-    dense = pattern.to_dense()
-    return dense.any(axis=0) if dense.ndim == 3 else dense
+    """The (n, n) mask of a compiled pattern, union over heads: one mask per distinct pattern the
+    heads use, never one per head (65,536 heads would need 64 GiB at n = 1024)."""
+    used = np.unique(pattern.head_layout) if pattern.per_head else [0]
+    return np.logical_or.reduce([pattern.layouts[int(k)].to_dense() for k in used])
 
 
 def mask_overlaps(spec: Spec, others: list[tuple[Path, Spec]]) -> tuple[dict[str, float], list[str]]:

@@ -35,6 +35,9 @@ def _deep(levels: int) -> str:
     return _spec("pattern: " + "{union: [" * levels + "{dense: {}}" + "]}" * levels + "\n")
 
 
+#: 31 distinct patterns for the head_patterns cases: 30 windows and dense.
+_HEAD_PATTERNS = [f"{{window: {{size: {2 * k + 2}}}}}" for k in range(30)] + ["{dense: {}}"]
+
 #: id → (spec text or None, argv after the command with SPEC for the file, expected exit, stderr regex or None)
 CLI_CASES: dict[str, tuple[str | None, list[str], int, str | None]] = {
     "max_seq_len_window": (
@@ -108,6 +111,15 @@ CLI_CASES: dict[str, tuple[str | None, list[str], int, str | None]] = {
         ["explain", "SPEC"],
         2,
         r"spec\.yaml:4: layers: .*maskc\.limits\.MAX_SCHEDULE_LAYERS",
+    ),
+    "explain_65536_heads_5000_head_patterns": (
+        _spec(
+            "seq_len: 4096\nheads: 65536\npattern: {window: {size: 8}}\nhead_patterns:\n"
+            + "".join(f"  - {{heads: [{13 * e}], pattern: {_HEAD_PATTERNS[e % 31]}}}\n" for e in range(5000))
+        ),
+        ["explain", "SPEC"],
+        0,
+        None,
     ),
     "cluster_iterations": (
         _spec("seq_len: 64\npattern: {cluster: {clusters: 4, iterations: 1000000000000}}\n"),
@@ -362,6 +374,12 @@ PYTHON_CASES: dict[str, tuple[str, str]] = {
         "patterns, index = spec.distinct_head_patterns(65536)\n"
         "result = (len(patterns), index[3], index[0], len(index))\n",
         r"^\(2, 1, 0, 65536\)$",
+    ),
+    "to_dense_of_65536_heads": (
+        "import maskc\nspec = maskc.Spec(name='x', seq_len=1024, heads=65536, pattern=maskc.Dense(),"
+        " head_patterns=[{'heads': [3], 'pattern': {'window': {'size': 2}}}])\n"
+        "try:\n    maskc.compile(spec).to_dense()\nexcept maskc.TooLargeError as err:\n    result = str(err)\n",
+        r"to_dense of 65536 heads at n = 1024 needs 64\.0 GiB",
     ),
     "cached_tables_read_only": (
         "import maskc, numpy as np\np = maskc.compile('specs/longformer.yaml', seq_len=1024)\n"

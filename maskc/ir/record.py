@@ -198,11 +198,17 @@ class CompiledPattern:
         return pattern_stats(self)
 
     def to_dense(self, limit: int = DENSE_LIMIT) -> np.ndarray:
-        """Boolean (n, n) mask, or (heads, n, n) when the spec has head_patterns."""
+        """Boolean (n, n) mask, or (heads, n, n) when the spec has head_patterns (refused past limit² elements)."""
         if self.n > limit:
             raise TooLargeError(
                 f"to_dense at n = {self.n} needs {self.n * self.n / 2**30:.1f} GiB per head; "
                 f"the limit is n = {limit} (pass limit= to raise it, or use to_scipy())"
+            )
+        if self.per_head and self.heads * self.n * self.n > limit * limit:
+            raise TooLargeError(
+                f"to_dense of {self.heads} heads at n = {self.n} needs {self.heads * self.n * self.n / 2**30:.1f} GiB, "
+                f"past the {limit * limit / 2**30:.2f} GiB of one n = {limit} mask (pass limit= to raise it); "
+                "`layouts[k].to_dense()` gives each distinct pattern once, `head_layout` which head uses it"
             )
         dense = [layout.to_dense() for layout in self.layouts]
         if not self.per_head:
