@@ -247,11 +247,11 @@ def _tokens(rule: TokenSetRule) -> Retention:
     if rule.axis == "rows":
         if tokens.every is not None:
             return Retention(everything=True, reason=f"{rule.describe()}: a global query row is always to come")
-        last = tokens.first - 1 if tokens.first is not None else int(np.flatnonzero(tokens.member).max(initial=-1))
+        last = tokens.first - 1 if tokens.first is not None else int(tokens.positions.max(initial=-1))
         return Retention(rows_until=last)
     if tokens.every is not None:
         return Retention(strided=((tokens.every, tokens.offset),))
-    members = range(tokens.first) if tokens.first is not None else np.flatnonzero(tokens.member).tolist()
+    members = range(tokens.first) if tokens.first is not None else tokens.positions.tolist()
     return Retention(pinned=frozenset(int(p) for p in members))
 
 

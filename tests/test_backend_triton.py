@@ -258,3 +258,28 @@ def test_bad_calls_are_refused_with_reasons():
     with pytest.raises(BackendError, match="seq_len"):
         maskc.attention(q[:, :, :32], k[:, :, :40], v[:, :, :40], pattern, backend="triton", k_offset=30)
     assert os.environ["TRITON_INTERPRET"] == "1"
+
+
+@pytest.mark.parametrize("per", ["sequence", "document"])
+def test_token_lists_past_the_table_limit_match_cpu_reference(monkeypatch, per):
+    """Past n = 2**24 a token list has no n-long table: kernels read its pages and per-document
+    sets a binary search. Forced here at small n (pages of 64 positions, one of them empty)."""
+    import maskc.rules.tokens as tokens
+
+    monkeypatch.setattr(tokens, "_MEMBER_TABLE_LIMIT", 0)
+    monkeypatch.setattr(tokens, "PAGE_BITS", 6)
+    spec = maskc.Spec(
+        name=f"pages-{per}",
+        pattern=[
+            {"window": {"size": 4}},
+            {"global": {"tokens": [0, 33, 77, 199], "direction": "rows", "per": per}},
+            {"global": {"tokens": [1, 64, 65, 198], "direction": "columns", "per": per}},
+        ],
+    )
+    pattern = maskc.compile(spec, seq_len=200, block_size=32)
+    q, k, v = _inputs(1, 1, 1, 200, 16, 16, torch.float32, seed=5)
+    documents = torch.tensor([[0] * 90 + [1] * 110]) if per == "document" else None
+    outs = []
+    for backend, cast in (("triton", lambda x: x), ("cpu", lambda x: x.double())):
+        outs.append(maskc.attention(cast(q), cast(k), cast(v), pattern, backend=backend, documents=documents))
+    assert _relative(*outs) < 1e-4

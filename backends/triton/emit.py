@@ -74,6 +74,13 @@ def token_set_expression(tokens: TokenSet, em: TritonEmitter, idx: str) -> str:
     if tokens.member is not None:
         table = em.table(tokens.member.astype(np.int32), "members")
         return f"(tl.load({table} + {idx}, mask={idx} < {em.runtime(tokens.n, 'n')}, other=0) != 0)"
+    if tokens.positions is not None:  # past the table's n: the list's pages (memory grows with the list)
+        page_bits, directory, words = tokens.pages()
+        pages, bits = em.table(directory, "pages"), em.table(words, "bits")
+        page = f"tl.load({pages} + ({idx} >> {page_bits}), mask={idx} < {em.runtime(tokens.n, 'n')}, other=-1)"
+        in_page = f"(({idx} >> 5) & {(1 << (page_bits - 5)) - 1})"
+        word = f"tl.load({bits} + ({page}) * {1 << (page_bits - 5)} + {in_page}, mask=({page}) >= 0, other=0)"
+        return f"(((({word}) >> ({idx} & 31)) & 1) != 0)"
     if tokens.first is not None:
         return f"({idx} < {em.constant(tokens.first, 'first')})"
     return f"({idx} % {em.constant(tokens.every, 'every')} == {em.constant(tokens.offset, 'offset')})"

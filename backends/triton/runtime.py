@@ -77,6 +77,13 @@ def token_membership(tokens: TokenSet, index: torch.Tensor) -> torch.Tensor:
             copies[str(index.device)] = torch.as_tensor(tokens.member, device=index.device)
         table = copies[str(index.device)]
         return table[index.clamp(max=tokens.n - 1).long()] & (index < tokens.n)
+    if tokens.positions is not None:  # past the table's n: a binary search in the sorted list
+        copies = tokens.__dict__.setdefault("_device_positions", {})
+        if str(index.device) not in copies:
+            copies[str(index.device)] = torch.as_tensor(tokens.positions, device=index.device)
+        positions = copies[str(index.device)]
+        at = torch.searchsorted(positions, index.long()).clamp(max=len(positions) - 1)
+        return positions[at] == index
     if tokens.first is not None:
         return index < tokens.first
     return index % tokens.every == tokens.offset

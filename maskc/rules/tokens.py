@@ -15,15 +15,19 @@ from maskc.grid import TileGrid
 from maskc.origin import Origin
 from maskc.rules.base import Rule, TileClass
 
-#: Up to this n a token list also keeps a membership table (n bytes) for fast element lookups.
+#: Up to this n a token list also keeps a membership table (n bytes) for fast element lookups;
+#: past it every structure of a token list grows with the list, not with n.
 _MEMBER_TABLE_LIMIT = 1 << 24
+#: Positions per page of `TokenSet.pages` (2**PAGE_BITS, a multiple of 32).
+PAGE_BITS = 12
 
 
 class TokenSet:
     """A set of positions below n with vectorized membership and range counts.
 
     A token list is kept as its sorted positions (memory grows with the list, not with n);
-    range counts are binary searches, and membership a table lookup up to n = 2**24.
+    range counts are binary searches, and membership a table lookup up to n = 2**24 and a binary
+    search past it. Kernels look members up in `pages` past that n.
     """
 
     def __init__(
@@ -45,8 +49,9 @@ class TokenSet:
 
     @property
     def member(self) -> np.ndarray | None:
-        """Membership of every position as a boolean array of length n (where a lookup table pays)."""
-        if self.positions is None:
+        """Membership of every position as a boolean array of length n, for a token list at n up to
+        2**24 (where a lookup table pays); None otherwise (a table at n = 2**31 - 1 is 2 GiB)."""
+        if self.positions is None or self.n > _MEMBER_TABLE_LIMIT:
             return None
         if self._member is not None:
             return self._member
@@ -63,6 +68,20 @@ class TokenSet:
         if self.first is not None:
             return idx < self.first
         return idx % self.every == self.offset
+
+    def pages(self) -> tuple[int, np.ndarray, np.ndarray]:
+        """A token list's membership in memory that grows with the list: log2 of the page size (2**b
+        positions), a directory with one entry per page (the page's number among those holding a
+        member, or -1), and those pages' bits as int32 words (bit p % 32 of word p // 32 within its
+        page). At n = 2**31 - 1 the directory is 2 MiB, and each page with a member 512 bytes."""
+        assert self.positions is not None
+        owners, where = np.unique(self.positions >> PAGE_BITS, return_inverse=True)
+        directory = np.full(-(-self.n >> PAGE_BITS), -1, dtype=np.int32)
+        directory[owners] = np.arange(len(owners), dtype=np.int32)
+        words = np.zeros((len(owners), 1 << (PAGE_BITS - 5)), dtype=np.uint32)
+        offset = self.positions & ((1 << PAGE_BITS) - 1)
+        np.bitwise_or.at(words, (where.reshape(-1), offset >> 5), (1 << (offset & 31)).astype(np.uint32))
+        return PAGE_BITS, directory, words.reshape(-1).view(np.int32)
 
     def count(self, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
         """Members in lo..hi inclusive (0 ≤ lo ≤ hi < n)."""
