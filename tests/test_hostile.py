@@ -22,7 +22,16 @@ from clitools import ROOT
 MEMORY_LIMIT = 3 << 30
 #: CPU seconds one case may use, and the cases allowed more (the largest n takes about 10 s).
 CPU_LIMIT = 15.0
-CPU_LIMIT_OF = {"max_seq_len_large_tiles": 40.0, "verify_max_seq_len": 40.0, "show_png_max_seq_len": 40.0}
+CPU_LIMIT_OF = dict.fromkeys(
+    [
+        "max_seq_len_large_tiles",
+        "verify_max_seq_len",
+        "show_png_max_seq_len",
+        "emit_triton_token_list_max_seq_len",
+        "check_token_list_max_seq_len",
+    ],
+    40.0,
+)
 
 BIG = 10**23
 
@@ -55,6 +64,21 @@ CLI_CASES: dict[str, tuple[str | None, list[str], int, str | None]] = {
     "show_png_max_seq_len": (
         _spec("seq_len: 2147483647\npattern: {window: {size: 8}}\n"),
         ["show", "SPEC", "--block-size", "1024", "--png", "PNG"],
+        0,
+        None,
+    ),
+    "emit_triton_token_list_max_seq_len": (
+        None,
+        ["compile", "specs/longformer.yaml", "--emit", "triton", "--seq-len", "2147483647", "--block-size", "1024"],
+        0,
+        None,
+    ),
+    "check_token_list_max_seq_len": (
+        _spec(
+            "seq_len: 2147483647\nblock_size: 1024\nheads: 12\n"
+            "pattern:\n  - window: {before: 256, after: 256}\n  - global: {tokens: [0, 5, 70000, 2147483646]}\n"
+        ),
+        ["check", "SPEC"],
         0,
         None,
     ),
@@ -496,3 +520,9 @@ def test_show_png_at_max_seq_len(outcomes: dict[str, dict[str, Any]]) -> None:
     """The picture at n = 2**31 − 1 is drawn from the stored tiles' classes, not tile by tile."""
     out = _outcome(outcomes, "show_png_max_seq_len")["stdout"]
     assert re.search(r"wrote .*show_png_max_seq_len\.png: 1 panel\(s\), n = 2147483647, 256 cells per side", out), out
+
+
+def test_emit_at_max_seq_len_reads_pages(outcomes: dict[str, dict[str, Any]]) -> None:
+    """The kernel for a token list at n = 2**31 − 1 looks members up in pages, not in an n-long table."""
+    out = _outcome(outcomes, "emit_triton_token_list_max_seq_len")["stdout"]
+    assert "_pages + (q_idx >> 12)" in out and "_members" not in out, out
