@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import unicodedata
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -100,6 +101,25 @@ class LayerEntry(_Model):
         return pattern
 
 
+#: Unicode categories a name or description may not hold: control (NUL, ESC, …), format (bidi
+#: overrides such as U+202E, zero-width characters) and line/paragraph separators. Both are printed
+#: as they are (terminal, pictures, JSON), so such a character could hide or reorder what is shown.
+_UNPRINTABLE = ("Cc", "Cf", "Zl", "Zp")
+
+
+def printable_text(field: str, value: str, allowed: str = "") -> str:
+    """`value`, refused when it holds a character of _UNPRINTABLE (other than those `allowed`),
+    naming the first one by code point and Unicode name."""
+    for at, char in enumerate(value):
+        if char not in allowed and unicodedata.category(char) in _UNPRINTABLE:
+            what = unicodedata.name(char, unicodedata.category(char))
+            raise ValueError(
+                f"control or format character U+{ord(char):04X} ({what}) at index {at}: the {field} is printed "
+                "as it is, so only printable characters are allowed"
+            )
+    return value
+
+
 class Spec(_Model):
     """A sparse attention pattern as declared by a user."""
 
@@ -115,6 +135,16 @@ class Spec(_Model):
     pattern: Pattern
     head_patterns: list[HeadPattern] = Field(default_factory=list)
     layers: list[LayerEntry] = Field(default_factory=list)
+
+    @field_validator("name")
+    @classmethod
+    def _printable_name(cls, value: str) -> str:
+        return printable_text("name", value)
+
+    @field_validator("description")
+    @classmethod
+    def _printable_description(cls, value: str) -> str:
+        return printable_text("description", value, allowed="\n\t")
 
     @field_validator("block_size")
     @classmethod

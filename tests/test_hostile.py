@@ -328,6 +328,24 @@ CLI_CASES: dict[str, tuple[str | None, list[str], int, str | None]] = {
         2,
         r"spec\.yaml:2: .*'010' is ambiguous",
     ),
+    "name_right_to_left_override": (
+        'name: "ab\\u202Ecd"\nseq_len: 64\npattern: {dense: {}}\n',
+        ["check", "SPEC"],
+        2,
+        r"spec\.yaml:1: name: control or format character U\+202E \(RIGHT-TO-LEFT OVERRIDE\) at index 2",
+    ),
+    "name_nul": (
+        'name: "ab\\0cd"\nseq_len: 64\npattern: {dense: {}}\n',
+        ["check", "SPEC"],
+        2,
+        r"spec\.yaml:1: name: control or format character U\+0000 \(Cc\) at index 2",
+    ),
+    "description_zero_width_space": (
+        _spec('description: "a\\u200Bb"\nseq_len: 64\npattern: {dense: {}}\n'),
+        ["check", "SPEC"],
+        2,
+        r"spec\.yaml:2: description: control or format character U\+200B",
+    ),
     "no_seq_len": (_spec("pattern: {dense: {}}\n"), ["compile", "SPEC"], 2, r"pass --seq-len N"),
     "verify_without_schedule": (
         _spec("seq_len: 64\npattern: {dense: {}}\n"),
