@@ -44,6 +44,12 @@ def _deep(levels: int) -> str:
     return _spec("pattern: " + "{union: [" * levels + "{dense: {}}" + "]}" * levels + "\n")
 
 
+#: A schedule of three kinds of layer (window, recurrent, stride) that connects every pair in 11 layers.
+_MIXED_SCHEDULE = _spec(
+    "seq_len: 4096\npattern: {window: {size: 2}}\nlayers:\n  - {count: 3}\n  - {count: 1, mixer: recurrent}\n"
+    "  - count: 2\n    pattern: {stride: {every: 64}}\n"
+)
+
 #: 31 distinct patterns for the head_patterns cases: 30 windows and dense.
 _HEAD_PATTERNS = [f"{{window: {{size: {2 * k + 2}}}}}" for k in range(30)] + ["{dense: {}}"]
 
@@ -353,6 +359,26 @@ CLI_CASES: dict[str, tuple[str | None, list[str], int, str | None]] = {
         2,
         r"--layers: the spec has no `layers:` schedule",
     ),
+    "verify_layers_10_30_proven": (
+        _MIXED_SCHEDULE,
+        ["verify", "SPEC", "--layers", str(10**30), "--json"],
+        0,
+        None,
+    ),
+    "verify_layers_at_min_layers": (_MIXED_SCHEDULE, ["verify", "SPEC", "--layers", "11"], 0, None),
+    "verify_layers_below_min_layers": (_MIXED_SCHEDULE, ["verify", "SPEC", "--layers", "10"], 1, None),
+    "verify_layers_10_30_never": (
+        _spec("seq_len: 4096\npattern: {block_local: {size: 16}}\n"),
+        ["verify", "SPEC", "--layers", str(10**30)],
+        1,
+        None,
+    ),
+    "verify_layers_5001_digits": (
+        None,
+        ["verify", "specs/longformer.yaml", "--layers", "1" + "0" * 5000],
+        2,
+        r"--layers: a whole number of 5001 digits is past every limit",
+    ),
     "verify_defaults_to_one_cycle": (None, ["verify", "specs/longformer.yaml"], 0, None),
 }
 
@@ -544,3 +570,12 @@ def test_emit_at_max_seq_len_reads_pages(outcomes: dict[str, dict[str, Any]]) ->
     """The kernel for a token list at n = 2**31 − 1 looks members up in pages, not in an n-long table."""
     out = _outcome(outcomes, "emit_triton_token_list_max_seq_len")["stdout"]
     assert "_pages + (q_idx >> 12)" in out and "_members" not in out, out
+
+
+def test_verify_at_10_30_layers(outcomes: dict[str, dict[str, Any]]) -> None:
+    """--layers 10**30 is answered exactly (reach only grows, and the walk stops once a whole cycle adds
+    nothing): proven, with the min_layers that --layers 11 proves and --layers 10 refutes."""
+    report = json.loads(_outcome(outcomes, "verify_layers_10_30_proven")["stdout"])
+    assert report["reachable"] is True and report["layers"] == 10**30 and report["min_layers"] == 11, report
+    never = _outcome(outcomes, "verify_layers_10_30_never")["stdout"]
+    assert f"within {10**30} layers" in never, never

@@ -14,7 +14,11 @@ def positive_int(text: str) -> int:
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        digits = text.strip().lstrip("+-").replace("_", "")
+        if digits.isdigit():  # Python refuses to read one past 4300 digits
+            raise argparse.ArgumentTypeError(f"a whole number of {len(digits)} digits is past every limit") from None
+        shown = text if len(text) <= 60 else text[:60] + "…"
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {shown!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a whole number ≥ 1, got {value}")
     return value
