@@ -112,62 +112,28 @@ __all__ = [
 
 #: Where each public name lives. They are imported on first use (PEP 562), so that `import maskc`
 #: and the `maskc` command do not pay for torch, scipy or Triton until a name that needs them is used.
-_HOME = {
-    "hf": "maskc.hf",
-    "nn": "maskc.nn",
-    "attention": "maskc.attention",
-    "Grid": "maskc.canvas",
-    "compile": "maskc.compiler",
-    "compile_layers": "maskc.compiler",
-    "ids_from_lengths": "maskc.documents",
-    **dict.fromkeys(
-        [
-            "ArgumentError",
-            "BackendError",
-            "DocumentsError",
-            "DynamicPatternError",
-            "IRFileError",
-            "MaskcError",
-            "MaskcWarning",
-            "SpecError",
-            "TooLargeError",
-        ],
-        "maskc.errors",
-    ),
-    "BlockLayout": "maskc.ir",
-    "CompiledPattern": "maskc.ir",
-    "KVCache": "maskc.kvcache",
-    "load": "maskc.loader",
-    "parse_spec": "maskc.loader",
-    **dict.fromkeys(
-        [
-            "Axial",
-            "BlockLocal",
-            "Cluster",
-            "Dense",
-            "Difference",
-            "Document",
-            "Global",
-            "Intersect",
-            "Neighborhood",
-            "Random",
-            "Sink",
-            "Stride",
-            "Tiles",
-            "Topk",
-            "Union",
-            "Window",
-        ],
-        "maskc.primitives",
-    ),
-    "Recognition": "maskc.recognise",
-    "recognise": "maskc.recognise",
-    "available_backends": "maskc.registry",
-    "register_backend": "maskc.registry",
-    **dict.fromkeys(["Retention", "kv_cache_tokens", "kv_retention", "pattern_retention"], "maskc.retention"),
-    **dict.fromkeys(["HeadPattern", "LayerEntry", "Spec"], "maskc.spec"),
-    "Report": "maskc.verify",
-    "verify": "maskc.verify",
+_EXPORTS = {
+    "maskc.attention": "attention",
+    "maskc.canvas": "Grid",
+    "maskc.compiler": "compile compile_layers",
+    "maskc.documents": "ids_from_lengths",
+    "maskc.errors": "ArgumentError BackendError DocumentsError DynamicPatternError IRFileError MaskcError "
+    "MaskcWarning SpecError TooLargeError",
+    "maskc.ir": "BlockLayout CompiledPattern",
+    "maskc.kvcache": "KVCache",
+    "maskc.loader": "load parse_spec",
+    "maskc.primitives": "Axial BlockLocal Cluster Dense Difference Document Global Intersect Neighborhood Random "
+    "Sink Stride Tiles Topk Union Window",
+    "maskc.recognise": "Recognition recognise",
+    "maskc.registry": "available_backends register_backend",
+    "maskc.retention": "Retention kv_cache_tokens kv_retention pattern_retention",
+    "maskc.spec": "HeadPattern LayerEntry Spec",
+    "maskc.verify": "Report verify",
+}
+#: Public names that are modules themselves.
+_SUBMODULES = ("hf", "nn")
+_HOME = {name: f"maskc.{name}" for name in _SUBMODULES} | {
+    name: module for module, names in _EXPORTS.items() for name in names.split()
 }
 
 
@@ -176,7 +142,7 @@ def __getattr__(name: str) -> Any:
     if home is None:
         raise AttributeError(f"module 'maskc' has no attribute {name!r}")
     module = importlib.import_module(home)
-    value = module if home == f"maskc.{name}" and name in ("hf", "nn") else getattr(module, name)
+    value = module if name in _SUBMODULES else getattr(module, name)
     setattr(sys.modules[__name__], name, value)
     return value
 
@@ -191,7 +157,7 @@ class _Package(ModuleType):
     import system then sets the package attribute to the module."""
 
     def __setattr__(self, name: str, value: object) -> None:
-        if isinstance(value, ModuleType) and name not in ("hf", "nn") and _HOME.get(name) == value.__name__:
+        if isinstance(value, ModuleType) and name not in _SUBMODULES and _HOME.get(name) == value.__name__:
             value = getattr(value, name)
         super().__setattr__(name, value)
 
