@@ -60,7 +60,7 @@ elif [ "$phase" = tma ]; then
     grep -E "^(FAILED|ERROR)|passed|failed" "$out/gpu_tests.log" | tail -20
 elif [ "$phase" = next ]; then
     queue 0 gpu_tests "tests|python3 -m pytest -q -p no:cacheprovider -n 8 -rfE --timeout 240 --junitxml=$out/gpu_tests.xml tests/gpu -m gpu" &
-    queue 1 bench_n1 "triton|python3 bench/bench_triton.py --ns 32768 --patterns mistral_swa,longformer,bigbird" \
+    queue 1 bench_n1 "triton|python3 bench/bench_triton.py --ns 32768 --patterns ${NEXT_PATTERNS:-mistral_swa,longformer,bigbird}" \
         "grids|python3 bench/bench_grids.py --cases 3" &
     wait
     two_gpu_tests
