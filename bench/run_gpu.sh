@@ -59,8 +59,11 @@ elif [ "$phase" = tma ]; then
         --out "$out/bench_cp.json" >>"$out/bench_a.log" 2>&1 || echo "(exit $?)" >>"$out/bench_a.log"
     grep -E "^(FAILED|ERROR)|passed|failed" "$out/gpu_tests.log" | tail -20
 elif [ "$phase" = next ]; then
+    # On a one-GPU machine the two queues run one after the other on GPU 0 (never sharing it).
+    if [ "$(nvidia-smi -L | wc -l)" -gt 1 ]; then second=1; else second=0; fi
     queue 0 gpu_tests "tests|python3 -m pytest -q -p no:cacheprovider -n 8 -rfE --timeout 240 --junitxml=$out/gpu_tests.xml tests/gpu -m gpu" &
-    queue 1 bench_n1 "triton|python3 bench/bench_triton.py --ns 32768 --patterns ${NEXT_PATTERNS:-mistral_swa,longformer,bigbird}" \
+    [ "$second" = 1 ] || wait
+    queue "$second" bench_n1 "triton|python3 bench/bench_triton.py --ns 32768 --patterns ${NEXT_PATTERNS:-mistral_swa,longformer,bigbird}" \
         "grids|python3 bench/bench_grids.py --cases 3" &
     wait
     two_gpu_tests

@@ -7,6 +7,7 @@ every token in L layers, and run it on a backend.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import sys
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
@@ -140,6 +141,9 @@ _HOME = {name: f"maskc.{name}" for name in _SUBMODULES} | {
 def __getattr__(name: str) -> Any:
     home = _HOME.get(name)
     if home is None:
+        # a submodule by its name (`maskc.limits`, `maskc.schedule`), as the eager imports once gave
+        if not name.startswith("_") and importlib.util.find_spec(f"maskc.{name}") is not None:
+            return importlib.import_module(f"maskc.{name}")
         raise AttributeError(f"module 'maskc' has no attribute {name!r}")
     module = importlib.import_module(home)
     value = module if name in _SUBMODULES else getattr(module, name)
@@ -148,7 +152,9 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+    """The public names and the submodules loaded so far (not this module's own imports)."""
+    loaded = {key for key, value in globals().items() if isinstance(value, ModuleType) and value.__name__ != key}
+    return sorted(set(__all__) | loaded)
 
 
 class _Package(ModuleType):

@@ -277,9 +277,13 @@ def resemblance(mine: Shape, theirs: Shape, overlap: float | None) -> float:
 
 def union_mask(pattern: CompiledPattern) -> np.ndarray:
     """The (n, n) mask of a compiled pattern, union over heads: one mask per distinct pattern the
-    heads use, never one per head (65,536 heads would need 64 GiB at n = 1024)."""
+    heads use, never one per head (65,536 heads would need 64 GiB at n = 1024), each OR-ed into one
+    (n, n) result as it is made (thousands of distinct patterns stay one mask, not a stack)."""
     used = np.unique(pattern.head_layout) if pattern.per_head else [0]
-    return np.logical_or.reduce([pattern.layouts[int(k)].to_dense() for k in used])
+    union = pattern.layouts[int(used[0])].to_dense().copy()  # never a cached array
+    for k in used[1:]:
+        union |= pattern.layouts[int(k)].to_dense()
+    return union
 
 
 def mask_overlaps(spec: Spec, others: list[tuple[Path, Spec]]) -> tuple[dict[str, float], list[str]]:

@@ -283,3 +283,24 @@ def test_token_lists_past_the_table_limit_match_cpu_reference(monkeypatch, per):
     for backend, cast in (("triton", lambda x: x), ("cpu", lambda x: x.double())):
         outs.append(maskc.attention(cast(q), cast(k), cast(v), pattern, backend=backend, documents=documents))
     assert _relative(*outs) < 1e-4
+
+
+def test_a_per_document_token_list_no_document_reaches(monkeypatch):
+    """Rank 150 of documents of 90 and 110 tokens is nobody: the list is empty, past the table limit
+    too (host binary search, run-time tables, compile-time documents), and only the window holds."""
+    import maskc.rules.tokens as tokens
+
+    monkeypatch.setattr(tokens, "_MEMBER_TABLE_LIMIT", 0)
+    spec = maskc.Spec(
+        name="nobody",
+        pattern=[{"window": {"size": 4}}, {"global": {"tokens": [150], "direction": "rows", "per": "document"}}],
+    )
+    ids = [0] * 90 + [1] * 110
+    window_only = maskc.compile(maskc.Spec(name="window", pattern={"window": {"size": 4}}), seq_len=200, block_size=32)
+    fixed = maskc.compile(spec, seq_len=200, block_size=32, documents=ids)
+    assert np.array_equal(fixed.to_dense(), window_only.to_dense())
+    q, k, v = _inputs(1, 1, 1, 200, 16, 16, torch.float32, seed=6)
+    pattern = maskc.compile(spec, seq_len=200, block_size=32)
+    out = maskc.attention(q, k, v, pattern, backend="triton", documents=torch.tensor([ids]))
+    want = maskc.attention(q.double(), k.double(), v.double(), window_only, backend="cpu")
+    assert _relative(out, want) < 1e-4

@@ -118,8 +118,9 @@ def test_commands_import_only_what_they_need() -> None:
 
 
 def test_lazy_package_names() -> None:
-    """Every name in maskc.__all__ loads on first use, and a function named like its module
-    (`maskc.attention`, `maskc.verify`) stays the function after its module is imported."""
+    """Every name in maskc.__all__ loads on first use, submodules by their names (`maskc.limits`, as
+    errors name it), and a function named like its module (`maskc.attention`, `maskc.verify`)
+    stays the function after its module is imported."""
     code = (
         "import sys, maskc\nassert 'torch' not in sys.modules\n"
         "import maskc.nn, maskc.verify, maskc.recognise, maskc.attention\n"
@@ -129,6 +130,8 @@ def test_lazy_package_names() -> None:
         "assert callable(maskc.attention) and callable(maskc.verify) and callable(maskc.recognise)\n"
         "assert maskc.hf.__name__ == 'maskc.hf' and maskc.nn.__name__ == 'maskc.nn'\n"
         "assert set(maskc.__all__) <= set(dir(maskc))\n"
+        "assert not {'sys', 'importlib', 'Any', 'TYPE_CHECKING'} & set(dir(maskc))\n"
+        "assert maskc.limits.MAX_HEADS > 0 and maskc.schedule.__name__ == 'maskc.schedule'\n"
         "print('ok')\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=ROOT)

@@ -191,3 +191,15 @@ def test_smaller_tiles_are_not_built_past_their_budget(monkeypatch: pytest.Monke
     spec = {"causal": True, "seq_len": 4096, "block_size": 128, "pattern": {"window": {"before": 181, "after": 0}}}
     schedule = plan.plan_schedule(_compile(spec, "single").layouts[0])
     assert schedule.single and schedule.considered == ("no part asks for another order",)
+
+
+def test_smaller_pass_tiles_are_left_out_where_their_grid_would_be_too_large() -> None:
+    """At n = 2**28 on 128-wide tiles, 64-wide tiles would exceed MAX_TILE_ROWS: the planner keeps to
+    the spec's tiles instead of failing on a grid of its own choosing."""
+    spec = {
+        "seq_len": 1 << 28,
+        "block_size": 128,
+        "pattern": {"intersect": [{"window": {"size": 8}}, {"global": {"first": 60000, "direction": "rows"}}]},
+    }
+    (schedule,) = schedule_of(_compile(spec, "auto"))
+    assert all((p.block_m, p.block_n) == (128, 128) for p in schedule.passes)

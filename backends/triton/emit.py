@@ -75,6 +75,8 @@ def token_set_expression(tokens: TokenSet, em: TritonEmitter, idx: str) -> str:
         table = em.table(tokens.member.astype(np.int32), "members")
         return f"(tl.load({table} + {idx}, mask={idx} < {em.runtime(tokens.n, 'n')}, other=0) != 0)"
     if tokens.positions is not None:  # past the table's n: the list's pages (memory grows with the list)
+        if len(tokens.positions) == 0:
+            return f"({idx} < 0)"  # no member (positions are never negative)
         page_bits, directory, words = tokens.pages()
         pages, bits = em.table(directory, "pages"), em.table(words, "bits")
         page = f"tl.load({pages} + ({idx} >> {page_bits}), mask={idx} < {em.runtime(tokens.n, 'n')}, other=-1)"

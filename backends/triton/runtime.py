@@ -82,6 +82,8 @@ def token_membership(tokens: TokenSet, index: torch.Tensor) -> torch.Tensor:
         if str(index.device) not in copies:
             copies[str(index.device)] = torch.as_tensor(tokens.positions, device=index.device)
         positions = copies[str(index.device)]
+        if len(positions) == 0:
+            return torch.zeros_like(index, dtype=torch.bool)
         at = torch.searchsorted(positions, index.long()).clamp(max=len(positions) - 1)
         return positions[at] == index
     if tokens.first is not None:

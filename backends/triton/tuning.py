@@ -7,7 +7,7 @@ depth. The spaces hold shapes that fit block-64 patterns (64-wide key tiles) and
 keeps the fastest; under the interpreter the pattern's own tile shape runs, one warp group, no
 pipelining. MASKC_TRITON_AUTOTUNE=0 takes the first candidate without timing; MASKC_TRITON_TMA=0
 leaves the tensor-descriptor (TMA) variants out; MASKC_TRITON_ATOMIC_DQ=1 adds the dK/dV variants that
-compute dQ with atomics (not under torch's deterministic algorithms). Those lost by 30–40 % on every
+compute dQ with atomics (not under torch's deterministic algorithms). Those lost by 30–47 % on every
 pattern measured on an H200 (bench/NOTES.md), so by default they cost no tuning time.
 """
 

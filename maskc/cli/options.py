@@ -15,7 +15,7 @@ def positive_int(text: str) -> int:
         value = int(text)
     except ValueError:
         digits = text.strip().lstrip("+-").replace("_", "")
-        if digits.isdigit():  # Python refuses to read one past 4300 digits
+        if digits.isascii() and digits.isdecimal() and len(digits) > 4300:  # past Python's int() limit
             raise argparse.ArgumentTypeError(f"a whole number of {len(digits)} digits is past every limit") from None
         shown = text if len(text) <= 60 else text[:60] + "…"
         raise argparse.ArgumentTypeError(f"expected a whole number, got {shown!r}") from None

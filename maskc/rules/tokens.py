@@ -63,6 +63,8 @@ class TokenSet:
         if self._member is not None:
             return self._member[idx]
         if self.positions is not None:
+            if len(self.positions) == 0:  # a per-document list no document reaches
+                return np.zeros(np.shape(idx), dtype=bool)
             at = np.minimum(np.searchsorted(self.positions, idx), len(self.positions) - 1)
             return self.positions[at] == idx
         if self.first is not None:

@@ -15,6 +15,7 @@ from maskc.errors import MaskcError
 from maskc.grid import TileGrid
 from maskc.ir import BlockLayout, CompiledPattern
 from maskc.ir.build import build_layout
+from maskc.limits import MAX_TILE_ROWS
 from maskc.origin import NOWHERE
 from maskc.rules import DifferenceRule, IntersectRule, Rule, UnionRule, intersect_rules, layout_rule
 from maskc.schedule.decompose import Order, disjuncts, merged_gather, merged_residue, order_of
@@ -129,10 +130,12 @@ def _lowered(rule: Rule, order: Order, layout: BlockLayout) -> Pass:
 
 def pass_tiles(layout: BlockLayout) -> list[tuple[int, int]]:
     """Tile shapes split passes may use: the layout's own, and PASS_TILE × PASS_TILE when that is
-    smaller (a band or a residue class much narrower than a 128-wide tile wastes most of it)."""
+    smaller (a band or a residue class much narrower than a 128-wide tile wastes most of it) and its
+    grid stays within MAX_TILE_ROWS (the user's larger tiles may be what lets a huge n compile)."""
     own = (layout.grid.block_m, layout.grid.block_n)
     small = (min(own[0], PASS_TILE), min(own[1], PASS_TILE))
-    return [own] if small == own else [own, small]
+    fits = -(-layout.grid.n // min(small)) <= MAX_TILE_ROWS
+    return [own] if small == own or not fits else [own, small]
 
 
 def _retiled_tiles(layout: BlockLayout, shape: tuple[int, int]) -> int:
