@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import textwrap
-from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ from maskc.origin import Origin
 from maskc.primitives import PatternNode
 from maskc.rules import CombinatorRule, DifferenceRule, EmptyRule, Rule, evaluate_tiles, tile_classes
 from maskc.spec import Spec
+from maskc.text import format_ranges
 
 #: Widest mask printed as text (one character per key).
 ASCII_LIMIT = 128
@@ -65,20 +65,6 @@ class Panel:
         """The rule drawn: a dynamic (cluster) part is left out, as nothing decides it before run time."""
         rule = self.layout.rule
         return rule.static_bound(lower=True) if rule.dynamic else rule
-
-
-def format_ranges(values: Sequence[int], shown: int | None = None) -> str:
-    """Sorted integers as runs: [0, 1, 2, 5] → "0–2, 5" (the first `shown` runs, then "…")."""
-    runs: list[str] = []
-    start = None
-    for k, v in enumerate(values):
-        start = v if start is None else start
-        if k + 1 == len(values) or values[k + 1] != v + 1:
-            runs.append(str(v) if start == v else f"{start}–{v}")
-            start = None
-    if shown is not None and len(runs) > shown:
-        return ", ".join(runs[:shown]) + ", …"
-    return ", ".join(runs)
 
 
 def _panel_title(panel: Panel, spec: Spec, several: bool) -> str:

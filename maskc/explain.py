@@ -17,7 +17,7 @@ import yaml
 
 from maskc.catalogue import Densities, attention_entries, schedule_densities, schedule_depth
 from maskc.compiler import compile, compile_layers
-from maskc.draw import Panel, format_ranges, spec_panels
+from maskc.draw import Panel, spec_panels
 from maskc.errors import MaskcWarning, SpecError
 from maskc.ir.build import build_layout
 from maskc.origin import named
@@ -26,6 +26,7 @@ from maskc.retention import Retention, kv_retention
 from maskc.rules import BandRule, DifferenceRule, GridWindowRule, Rule
 from maskc.schedule import schedule_of, schedule_reasons
 from maskc.spec import Spec
+from maskc.text import format_ranges
 from maskc.verify import verify
 
 #: What the grid rules are called in the literature.

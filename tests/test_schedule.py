@@ -203,3 +203,18 @@ def test_smaller_pass_tiles_are_left_out_where_their_grid_would_be_too_large() -
     }
     (schedule,) = schedule_of(_compile(spec, "auto"))
     assert all((p.block_m, p.block_n) == (128, 128) for p in schedule.passes)
+
+
+def test_schedule_reasons_name_heads_as_runs() -> None:
+    """Thousands of heads print as runs ("heads 0, 3–63"), not as a list of every head."""
+    from maskc.schedule import schedule_reasons
+
+    spec = {
+        "seq_len": 1024,
+        "heads": 64,
+        "pattern": {"window": {"size": 16}},
+        "head_patterns": [{"heads": [1, 2], "pattern": {"window": {"size": 32}}}],
+    }
+    pattern = _compile(spec, "auto")
+    lines = schedule_reasons(pattern, schedule_of(pattern))
+    assert [line.split(":")[0] for line in lines if line.startswith("heads")] == ["heads 0, 3–63", "heads 1–2"]

@@ -13,10 +13,11 @@ from typing import Any
 
 import numpy as np
 
-from maskc.draw import cell_scale, format_ranges
+from maskc.draw import cell_scale
 from maskc.explore.images import png_data_url
 from maskc.retention import Retention, kv_retention
 from maskc.spec import Spec
+from maskc.text import format_ranges
 
 #: Colours: keys not yet written, keys seen and dropped, keys kept.
 _TABLE = np.array([[1.0, 1.0, 1.0], [0.86, 0.86, 0.86], [0.58, 0.40, 0.74]])

@@ -22,6 +22,7 @@ from maskc.schedule.decompose import Order, disjuncts, merged_gather, merged_res
 from maskc.schedule.passes import identity_pass, lowered_pass
 from maskc.schedule.record import Pass, Schedule
 from maskc.schedule.tiled import tiled_pass
+from maskc.text import format_ranges
 
 #: "single": one pass in token order; "auto": the cost model's choice; "split": every part that
 #: asks for another order gets its pass, whatever the cost (to test and to measure each lowering).
@@ -262,7 +263,7 @@ def schedule_reasons(pattern: CompiledPattern, schedules: tuple[Schedule, ...]) 
     out = []
     for k, schedule in enumerate(schedules):
         heads = [h for h, layout in enumerate(pattern.head_layout) if layout == k]
-        label = f"heads {heads}: " if len(schedules) > 1 else ""
+        label = f"heads {format_ranges(heads)}: " if len(schedules) > 1 else ""
         out.append(
             f"{label}{len(schedule.passes)} pass(es), kernel work {schedule.kernel_work():,} pairs "
             f"(single pass: {schedule.single_work:,})"
