@@ -174,3 +174,54 @@ def test_torch_compile_traces_one_graph() -> None:
     want.backward()
     assert torch.allclose(loss, want)
     assert all(torch.allclose(a, x.grad) for a, x in zip(compiled, (q, k, v)))
+
+
+# ----------------------------------------------------------------------------- tables kept per documents
+
+
+def _spy_builds(monkeypatch) -> list[int]:
+    """Counts the tile classes the Triton backend computes for run-time tables (what a build costs)."""
+    from maskc.backends.triton import reuse, runtime
+
+    reuse.forget()
+    builds: list[int] = []
+    original = runtime.tile_classes
+
+    def counted(*args, **kwargs):
+        builds.append(1)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(runtime, "tile_classes", counted)
+    return builds
+
+
+def test_the_same_documents_tensor_builds_its_tables_once(monkeypatch):
+    """Calls on one documents tensor (a model's layers) reuse the first call's tables; another tensor,
+    or the same one changed in place, builds its own; every result matches the CPU reference."""
+    builds = _spy_builds(monkeypatch)
+    pattern = _pattern(DOCUMENT_SPECS["document-causal window + sinks per document"], 96, 2, (16, 16))
+    documents = _documents([40, 56], [96])
+    _compare(pattern, 2, 96, documents, seed=1)
+    first = len(builds)
+    assert first > 0
+    _compare(pattern, 2, 96, documents, seed=2)  # other q, k, v; the same documents
+    assert len(builds) == first
+    other = _documents([10, 86], [50, 46])
+    _compare(pattern, 2, 96, other, seed=3)
+    assert len(builds) > first
+    again = len(builds)
+    other[1, 70:] = 2  # in place (a new version): the second row's documents become 50, 20, 26
+    _compare(pattern, 2, 96, other, seed=4)
+    assert len(builds) > again
+
+
+def test_top_k_tables_are_built_every_call(monkeypatch):
+    """q and k decide top-k selections: nothing is kept between calls."""
+    builds = _spy_builds(monkeypatch)
+    parts = [{"window": {"before": 15, "after": 0}}, {"topk": {"blocks": 2}}]
+    spec = {"causal": True, "block_size": 16, "pattern": parts}
+    pattern = _pattern(spec, 64, 2, (16, 16))
+    _compare(pattern, 2, 64, seed=1)
+    first = len(builds)
+    _compare(pattern, 2, 64, seed=2)
+    assert len(builds) == 2 * first
