@@ -5,14 +5,12 @@ against FlexAttention (the equivalent mask_mod), torch's varlen_attn (documents)
 Run on a CUDA machine: python3 bench/bench_runtime.py [--n 32768] [--cases documents,window,topk,kmeans,lsh]
 MASKC_BENCH_PROFILE=1 also prints one profiled forward+backward of each maskc case (report.profile_step).
 bf16, B = 1, H = 16, D = 128, the 8 document lengths of issue 13 (2381, 1211, 2568, 1799, 1174, 5864,
-13954, 3817). maskc's times include its run-time layout build (the top-k selection, the cluster
-assignment and sort), since they run inside every call; the documents' tile tables are built once per
-documents tensor (a model's layers share it: backends/triton/reuse.py), so the documents cases are
-also timed with the tables built inside every call ("tables built in the call", a batch's first
-layer). FlexAttention's kernel is timed with its block mask built once, and the block-mask build is
-timed apart (per batch it is part of the cost). Both sides run the same mask: the active pairs of
-Flex's mask_mod are counted on the GPU and must equal maskc's exact count (from the host resolution;
-for clusters from the labels on the GPU), and the outputs' relative difference is printed. Efficiency
+13954, 3817). maskc's times include its run-time layout build (the documents' tile tables, the top-k
+selection, the cluster assignment and sort), since they run inside every call. FlexAttention's kernel
+is timed with its block mask built once, and the block-mask build is timed apart (per batch it is
+part of the cost). Both sides run the same mask: the active pairs of Flex's mask_mod are counted on
+the GPU and must equal maskc's exact count (from the host resolution; for clusters from the labels
+on the GPU), and the outputs' relative difference is printed. Efficiency
 is each time against dense causal cuDNN's in the same run, scaled by the work: (pairs / dense pairs)
 · dense time / time. Medians of triton.testing.do_bench. Writes JSON to $OUT/bench_runtime.json
 when OUT is set.
@@ -37,7 +35,6 @@ from torch.nn.attention.flex_attention import create_block_mask, flex_attention
 from triton.testing import do_bench
 
 import maskc
-from maskc.backends.triton.reuse import forget as forget_kept_tables
 from maskc.clustering import resolve_dynamic
 from maskc.errors import MaskcWarning
 from maskc.selection import select_blocks
@@ -167,13 +164,7 @@ def bench_documents(case: str, window: int | None, n: int, dense: Dense, q, k, v
     def ours(a, b, c):
         return maskc.attention(a, b, c, pattern, backend="triton", documents=documents)
 
-    def tables_per_call(a, b, c):  # as a batch's first layer: its tables built in the call
-        forget_kept_tables()
-        return ours(a, b, c)
-
     reference = bench_maskc(case, ours, pairs, dense, q, k, v)
-    fwd, fwd_bwd = time_fwd_bwd(tables_per_call, q, k, v)
-    log(impl="maskc, tables built in the call", case=case, pairs=pairs, **dense.efficiency(pairs, fwd, fwd_bwd))
     doc = documents[0]
 
     def mask_mod(b, h, i, j):

@@ -24,7 +24,6 @@ from .decode import decode_attention
 from .eager import EagerAttention
 from .ops import triton_attention
 from .plans import plan_for, traced_key
-from .reuse import document_tensors, reusable
 from .runtime import CallInputs, needs_runtime_layout
 
 #: Smallest head dim a tensor-core product takes (inputs with fewer columns are zero-padded).
@@ -72,14 +71,8 @@ def run_time_tensors(
     rules = [layout.rule for layout in pattern.layouts]
     if not needs_runtime_layout(rules):
         return []
-
-    def make() -> list[torch.Tensor]:
-        values = CallInputs.prepare(rules, q, k, documents, centroids).values
-        return [values[key] for key in sorted(values)]
-
-    if reusable(rules, documents):  # the same documents give the same tensors: made once (reuse.py)
-        return document_tensors(_plan_key(pattern), documents, tuple(q.shape[:3]), make)
-    return make()
+    values = CallInputs.prepare(rules, q, k, documents, centroids).values
+    return [values[key] for key in sorted(values)]
 
 
 def sparse_attention(

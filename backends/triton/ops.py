@@ -14,7 +14,6 @@ from .backward import attention_backward
 from .forward import attention_forward
 from .plan import Plan
 from .plans import plan_by_key
-from .reuse import call_inputs_for
 from .runtime import CallInputs
 from .span import Span
 
@@ -25,12 +24,7 @@ def call_inputs(plan: str, q: torch.Tensor, inputs: list[torch.Tensor]) -> CallI
     if not found.run_time:
         return None
     batch, heads, n, _ = q.shape
-
-    def make() -> CallInputs:
-        return CallInputs(batch, heads, n, dict(zip(found.input_keys, inputs)))
-
-    # the same tensors as the last call (a model's layers on one documents tensor): its built tables too
-    return call_inputs_for(plan, inputs, (batch, heads, n), make)
+    return CallInputs(batch, heads, n, dict(zip(found.input_keys, inputs)))
 
 
 def call_span(plan: Plan, q: torch.Tensor, k: torch.Tensor, q_starts: torch.Tensor | None, q_first: int,
