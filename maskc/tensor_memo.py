@@ -22,11 +22,14 @@ class LastTensor:
         self._seen: tuple[weakref.ref, int, Hashable, Any] | None = None
 
     def get(self, tensor: torch.Tensor, key: Hashable = None) -> Any | None:
-        """The value remembered for this very tensor, unchanged, and `key`; None when there is none."""
-        if self._seen is None:
+        """The value remembered for this very tensor, unchanged, and `key`; None when there is none
+        (always for an inference-mode tensor, which has no version to tell a change by)."""
+        if self._seen is None or tensor.is_inference():
             return None
         ref, version, seen_key, value = self._seen
         return value if ref() is tensor and version == tensor._version and seen_key == key else None
 
     def put(self, tensor: torch.Tensor, value: Any, key: Hashable = None) -> None:
-        self._seen = (weakref.ref(tensor), tensor._version, key, value)
+        """Remember `value` for `tensor` (not for an inference-mode tensor: nothing to key it by)."""
+        if not tensor.is_inference():
+            self._seen = (weakref.ref(tensor), tensor._version, key, value)
