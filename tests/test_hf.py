@@ -106,3 +106,13 @@ def test_offsets_from_position_ids() -> None:
         maskc.hf._offsets(torch.stack([torch.arange(5, 9), torch.arange(6, 10)]), 4, 6)
     with pytest.raises(maskc.BackendError, match="do not match 3 query rows"):
         maskc.hf._offsets(rows, 3, 6)
+
+
+def test_serving_under_inference_mode():
+    """Forward and greedy generation under torch.inference_mode (how servers run), as under no_grad."""
+    reference, model = _pair(CONFIGS[next(iter(CONFIGS))](), DENSE)
+    ids = torch.randint(0, 97, (2, 30), generator=torch.Generator().manual_seed(3))
+    settings = {"max_new_tokens": 6, "do_sample": False, "pad_token_id": 0}
+    with torch.inference_mode():
+        assert _relative(model(ids).logits, reference(ids).logits) < 1e-5
+        assert torch.equal(model.generate(ids[:1, :10], **settings), reference.generate(ids[:1, :10], **settings))
