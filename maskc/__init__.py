@@ -142,7 +142,7 @@ def __getattr__(name: str) -> Any:
     home = _HOME.get(name)
     if home is None:
         # a submodule by its name (`maskc.limits`, `maskc.schedule`), as the eager imports once gave
-        if not name.startswith("_") and importlib.util.find_spec(f"maskc.{name}") is not None:
+        if name.isidentifier() and not name.startswith("_") and importlib.util.find_spec(f"maskc.{name}"):
             return importlib.import_module(f"maskc.{name}")
         raise AttributeError(f"module 'maskc' has no attribute {name!r}")
     module = importlib.import_module(home)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
 
 from maskc.documents import ids_from_lengths
@@ -15,7 +16,8 @@ def positive_int(text: str) -> int:
         value = int(text)
     except ValueError:
         digits = text.strip().lstrip("+-").replace("_", "")
-        if digits.isascii() and digits.isdecimal() and len(digits) > 4300:  # past Python's int() limit
+        limit = sys.get_int_max_str_digits()
+        if digits.isascii() and digits.isdecimal() and limit and len(digits) > limit:  # past int()'s limit
             raise argparse.ArgumentTypeError(f"a whole number of {len(digits)} digits is past every limit") from None
         shown = text if len(text) <= 60 else text[:60] + "…"
         raise argparse.ArgumentTypeError(f"expected a whole number, got {shown!r}") from None
