@@ -13,7 +13,7 @@ from maskc import limits
 from maskc.errors import SpecError
 from maskc.limits import MAX_SPEC_BYTES, MAX_SPEC_NODES
 from maskc.primitives.base import format_path, specificity, validating
-from maskc.spec import Spec
+from maskc.spec import Spec, printable_text
 
 #: YAML 1.2 core schema: what a plain scalar means (YAML 1.1, PyYAML's default, differs).
 _YAML12 = (
@@ -183,6 +183,16 @@ def default_name(source: str) -> str:
     return stem or "spec"
 
 
+def _name_from_file(source: str) -> str:
+    """`default_name`, refused (the file named as the reason, not a `name:` line) when the stem is
+    not printable text."""
+    name = default_name(source)
+    try:
+        return printable_text("name", name)
+    except ValueError as err:
+        raise SpecError(f"the spec gives no name, and its file's stem cannot be one: {err}; add `name:`") from None
+
+
 def parse_spec(text: str, source: str = "<spec>") -> Spec:
     """A spec from YAML text; raises SpecError with file, line and field path.
 
@@ -216,7 +226,7 @@ def parse_spec(text: str, source: str = "<spec>") -> Spec:
         kind = "empty" if data is None else f"a {type(data).__name__}"
         raise SpecError(f"a spec is a YAML mapping with a pattern, but this file is {kind}", source=source)
     if "name" not in data:
-        data["name"] = default_name(source)
+        data["name"] = _name_from_file(source)
     try:
         with validating():
             return Spec.model_validate(data)

@@ -299,3 +299,15 @@ def test_saved_ir_rebuilds_exclude_and_expressions(tmp_path: Path) -> None:
         pattern.save(tmp_path / f"{name}.npz")
         loaded = maskc.CompiledPattern.load(tmp_path / f"{name}.npz")
         assert np.array_equal(pattern.to_dense(), loaded.to_dense()), name
+
+
+def test_a_file_stem_that_cannot_be_a_name(tmp_path: Path) -> None:
+    """A spec without `name:` is named after its file; a stem holding a control or format character
+    is refused as the file's fault (no `name:` line to point at), exit 2, and `name:` fixes it."""
+    path = write_spec(tmp_path, "pattern: {window: {size: 8}}\n", name="bad\u202ename.yaml")
+    result = run_cli("check", path)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "the spec gives no name, and its file's stem cannot be one" in result.stderr
+    assert "U+202E" in result.stderr and ":1:" not in result.stderr
+    write_spec(tmp_path, "name: fine\npattern: {window: {size: 8}}\n", name="bad\u202ename.yaml")
+    assert run_cli("check", path).returncode == 0
