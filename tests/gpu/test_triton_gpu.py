@@ -247,3 +247,23 @@ def test_grid_patterns(grid: dict, pattern: dict) -> None:
         warnings.simplefilter("ignore", MaskcWarning)
         compiled = maskc.compile(spec, heads=4)
     _check(compiled, batch=1, kv_heads=2, head_dim=64, dtype=torch.bfloat16)
+
+
+def test_token_lists_read_through_pages(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past n = 2**24 a generated kernel reads a token list's pages instead of an n-long table; forced
+    here at n = 4096 (pages of 64 positions, some empty), forward and gradients against float64."""
+    import maskc.rules.tokens as tokens
+
+    monkeypatch.setattr(tokens, "_MEMBER_TABLE_LIMIT", 0)
+    monkeypatch.setattr(tokens, "PAGE_BITS", 6)
+    spec = maskc.Spec(
+        name="pages",
+        heads=4,
+        pattern=[
+            {"window": {"size": 64}},
+            {"global": {"tokens": [0, 33, 777, 2049, 4095], "direction": "rows"}},
+            {"global": {"tokens": [1, 64, 65, 1999, 4000], "direction": "columns"}},
+        ],
+    )
+    pattern = maskc.compile(spec, seq_len=4096)
+    _check(pattern, batch=1, kv_heads=2, head_dim=64, dtype=torch.bfloat16, seed=11)
