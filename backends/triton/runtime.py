@@ -71,17 +71,10 @@ def document_ranks(labels: torch.Tensor) -> torch.Tensor:
 def token_membership(tokens: TokenSet, index: torch.Tensor) -> torch.Tensor:
     """`tokens.contains` for a tensor of non-negative indices (of any size: those past n are outside)."""
     if tokens.member is not None:
-        # copied to the device once per token set (a copy inside a CUDA graph capture would fail)
-        copies = tokens.__dict__.setdefault("_device_copies", {})
-        if str(index.device) not in copies:
-            copies[str(index.device)] = torch.as_tensor(tokens.member, device=index.device)
-        table = copies[str(index.device)]
+        table = _on_device(tokens, "member", tokens.member, index.device)
         return table[index.clamp(max=tokens.n - 1).long()] & (index < tokens.n)
     if tokens.positions is not None:  # past the table's n: a binary search in the sorted list
-        copies = tokens.__dict__.setdefault("_device_positions", {})
-        if str(index.device) not in copies:
-            copies[str(index.device)] = torch.as_tensor(tokens.positions, device=index.device)
-        positions = copies[str(index.device)]
+        positions = _on_device(tokens, "positions", tokens.positions, index.device)
         if len(positions) == 0:
             return torch.zeros_like(index, dtype=torch.bool)
         at = torch.searchsorted(positions, index.long()).clamp(max=len(positions) - 1)
@@ -89,6 +82,16 @@ def token_membership(tokens: TokenSet, index: torch.Tensor) -> torch.Tensor:
     if tokens.first is not None:
         return index < tokens.first
     return index % tokens.every == tokens.offset
+
+
+def _on_device(tokens: TokenSet, name: str, array: np.ndarray, device: torch.device) -> torch.Tensor:
+    """`array` of the token set on `device`, copied once per set and device (a copy inside a CUDA graph
+    capture would fail)."""
+    copies = tokens.__dict__.setdefault("_device_copies", {})
+    key = (name, str(device))
+    if key not in copies:
+        copies[key] = torch.as_tensor(array, device=device)
+    return copies[key]
 
 
 @dataclass

@@ -31,6 +31,7 @@ import triton.language as tl
 from .common import (
     LOG2E,
     chunk_rows,
+    descriptor_row,
     descriptor_rows,
     load_rows,
     load_tile_pair,
@@ -205,8 +206,7 @@ def maskc_backward_dkdv(
             dq_head = rows_by_position(DQAcc, b, h, stride_ab, stride_ah, HEAD_DIM, q_lo)
         else:
             dq_head = Lse2
-        # the accumulator's descriptor row of position 0 (TMA_DQ), as descriptor_rows computes it
-        dq_row = (b * (stride_ab // HEAD_DIM) + h * (stride_ah // HEAD_DIM) - q_lo).to(tl.int32)
+        dq_row = descriptor_row(b, h, stride_ab, stride_ah, q_lo, HEAD_DIM)  # the accumulator's, with TMA_DQ
         rows_at = (b * heads + h).to(tl.int64) * q_len - tl.cast(q_lo, tl.int64)
         at = table * (col_tiles + 1) + col
         full_lo = tl.load(full_ptr + at)

@@ -176,13 +176,16 @@ def query_rows(q_starts, q_start, q_len, b, row, BLOCK_M: tl.constexpr, PER_BATC
 
 
 @triton.jit
+def descriptor_row(b, h, stride_b, stride_h, lo, DIM: tl.constexpr):
+    """With a tensor descriptor over a tensor's rows (descriptors.py), the row of position p of
+    (batch b, head h) is this + p, the call's tensor holding positions lo …"""
+    return (b * (stride_b // DIM) + h * (stride_h // DIM) - lo).to(tl.int32)
+
+
+@triton.jit
 def descriptor_rows(b, h, stride_ab, stride_ah, stride_bb, stride_bh, lo, A_DIM: tl.constexpr, B_DIM: tl.constexpr):
-    """(a_row, b_row): with tensor descriptors (descriptors.py), the row of position p of (batch b,
-    head h) is a_row + p in tensor A's descriptor and b_row + p in B's (keys and values, or queries
-    and dO), the call's tensors holding positions lo …"""
-    a_row = b * (stride_ab // A_DIM) + h * (stride_ah // A_DIM) - lo
-    b_row = b * (stride_bb // B_DIM) + h * (stride_bh // B_DIM) - lo
-    return a_row.to(tl.int32), b_row.to(tl.int32)
+    """`descriptor_row` of tensors A and B (keys and values, or queries and dO)."""
+    return descriptor_row(b, h, stride_ab, stride_ah, lo, A_DIM), descriptor_row(b, h, stride_bb, stride_bh, lo, B_DIM)
 
 
 @triton.jit
