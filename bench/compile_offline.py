@@ -105,7 +105,6 @@ def _summary(name: str, kernel) -> dict:
 
 def _variants(**variant: bool) -> None:
     """Every candidate as its `variant` (tma for every kernel, atomic_dq for dK/dV), as a GPU may tune them."""
-    import dataclasses
 
     from maskc.backends.triton import tuning
 
@@ -113,8 +112,7 @@ def _variants(**variant: bool) -> None:
 
     def candidates(kernel, head_dim, dtype, native, tma=False):
         found = original(kernel, head_dim, dtype, native, tma)
-        wanted = {key: value for key, value in variant.items() if key == "tma" or kernel == "dkdv"}
-        return [dataclasses.replace(c, **wanted) for c in found]
+        return tuning.as_variant(found, kernel, **variant)
 
     tuning.candidates = candidates
 

@@ -14,7 +14,6 @@ fall back to pointer loads.
 
 from __future__ import annotations
 
-import dataclasses
 import warnings
 
 import pytest
@@ -51,8 +50,7 @@ def _forced(monkeypatch: pytest.MonkeyPatch, **variant: bool) -> list[bool]:
 
     def candidates(kernel, head_dim, dtype, native, tma=False):
         found = original_candidates(kernel, head_dim, dtype, native, tma)
-        wanted = {key: value for key, value in variant.items() if key == "tma" or kernel == "dkdv"}
-        return [dataclasses.replace(c, **wanted) for c in found]
+        return tuning.as_variant(found, kernel, **variant)
 
     def row_descriptors(tensors, block_rows):
         found = original_descriptors(tensors, block_rows)

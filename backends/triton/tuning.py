@@ -134,6 +134,13 @@ def candidates(
     return found
 
 
+def as_variant(configs: list[KernelConfig], kernel: Kernel, **variant: bool) -> list[KernelConfig]:
+    """`configs` with `variant` set (`tma` for every kernel, `atomic_dq` for dK/dV only): how the
+    offline compile and the interpreter tests force a variant the tuner would only time on a GPU."""
+    wanted = {key: value for key, value in variant.items() if key == "tma" or kernel == "dkdv"}
+    return [dataclasses.replace(c, **wanted) for c in configs]
+
+
 def atomic_dq_allowed() -> bool:
     """Whether dK/dV candidates may compute dQ with atomics: only with MASKC_TRITON_ATOMIC_DQ=1, and not
     when torch is asked for deterministic algorithms (the float32 additions' order varies)."""
