@@ -141,14 +141,11 @@ def browser() -> Iterator[Any]:
         yield driver
 
 
-def settled(driver: Any, timeout: float = 120) -> None:
-    script = "return document.body.dataset.pending === '0' && document.getElementById('status').textContent === 'ready'"
-    time.sleep(0.5)  # past the page's debounce
-    deadline = time.monotonic() + timeout
-    while not driver.execute_script(script):
-        if time.monotonic() > deadline:
-            raise SystemExit("the page did not settle")
-        time.sleep(0.05)
+def settled(driver: Any) -> None:
+    """The tests' wait for the page to answer every change (tests/browser.py), with a longer timeout."""
+    from browser import settle
+
+    settle(driver, timeout=120)
 
 
 def page_redraws(driver: Any, base: dict[str, Any], n: int, reps: int) -> list[float]:

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -78,3 +79,33 @@ def chromium(downloads: Path, width: int = 1500, height: int = 1100) -> Iterator
         yield driver
     finally:
         driver.quit()
+
+
+#: Longest wait for the explorer's page to reach a state (a first analysis at n = 4096 included).
+TIMEOUT = 60.0
+
+
+def wait_for(condition: Callable[[], Any], what: str, timeout: float = TIMEOUT) -> Any:
+    """`condition()`'s first true value, polled every 50 ms; AssertionError naming `what` past `timeout`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def text(driver: Any, element_id: str) -> str:
+    return driver.execute_script(f"return document.getElementById('{element_id}').textContent")
+
+
+def idle(driver: Any) -> bool:
+    """No request in flight and no debounce pending (the status reads 'ready')."""
+    return driver.execute_script("return document.body.dataset.pending === '0'") and text(driver, "status") == "ready"
+
+
+def settle(driver: Any, timeout: float = TIMEOUT) -> None:
+    """Wait until the page has answered every change (past its debounce, no request in flight)."""
+    time.sleep(0.5)  # past the page's debounce
+    wait_for(lambda: idle(driver), "the page to settle", timeout)

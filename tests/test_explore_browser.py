@@ -6,14 +6,13 @@ Without chromium these tests FAIL (CI installs it); MASKC_NO_BROWSER=1 skips the
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from browser import browser_paths, chromium
+from browser import browser_paths, chromium, idle, settle, text, wait_for
 
 import maskc
 from maskc.explore.server import ExplorerServer, serving
@@ -25,17 +24,6 @@ pattern:
   - window: {before: 48, after: 48}
   - global: {tokens: [0, 1]}
 """
-TIMEOUT = 60.0
-
-
-def wait_for(condition: Callable[[], Any], what: str, timeout: float = TIMEOUT) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.fixture(scope="module")
@@ -57,22 +45,8 @@ def page(server: ExplorerServer, downloads: Path) -> Iterator[Any]:
         yield driver
 
 
-def text(driver: Any, element_id: str) -> str:
-    return driver.execute_script(f"return document.getElementById('{element_id}').textContent")
-
-
-def idle(driver: Any) -> bool:
-    """No request in flight and no debounce pending (the status reads 'ready')."""
-    return driver.execute_script("return document.body.dataset.pending === '0'") and text(driver, "status") == "ready"
-
-
 def mask_src(driver: Any) -> str:
     return driver.execute_script("return document.getElementById('mask-img-0').src")
-
-
-def settle(driver: Any) -> None:
-    time.sleep(0.5)  # past the page's debounce
-    wait_for(lambda: idle(driver), "the page to settle")
 
 
 def type_into(element: Any, typed: str) -> None:
