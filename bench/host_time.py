@@ -4,12 +4,12 @@
 its first kernel starts, so a 2 ms kernel with 0.1 ms of Python in front of it measures 5 % slower.
 For each case this prints, per call, the host time of a forward and of a forward+backward measured
 while the GPU is held busy by a sleep kernel (so the host never waits on it; a call that reads a value
-back to the host shows as the sleep's length), then the busiest Python functions of 100 forwards under
-cProfile. Keep --calls small: CUDA's launch queue holds about a thousand launches, and once the
-blocked GPU lets it fill, the host waits as if it had synchronised (a run-time layout's call launches
-tens of small kernels). Cases: the causal window 4096 (specs/mistral_swa.yaml), packed documents
-with a causal window 1024 inside each, and top-k blocks (bench_runtime's cases), n = 32768, H = 16,
-D = 128, bf16.
+back to the host shows as the sleep's length) and the part of a forward's spent in Triton's own
+launch path, then the busiest Python functions of 100 forwards under cProfile. Keep --calls small:
+CUDA's launch queue holds about a thousand launches, and once the blocked GPU lets it fill, the host
+waits as if it had synchronised (a run-time layout's call launches tens of small kernels). Cases: the
+causal window 4096 (specs/mistral_swa.yaml), packed documents with a causal window 1024 inside each,
+and top-k blocks (bench_runtime's cases), n = 32768, H = 16, D = 128, bf16.
 
     python3 bench/host_time.py [--cases window,docwindow,topk] [--calls 5] [--sync-debug]
 
@@ -74,6 +74,29 @@ def host_us(step: Callable[[], None], calls: int) -> float:
     return elapsed / calls * 1e6
 
 
+def launch_us(step: Callable[[], None], calls: int) -> float:
+    """Host µs per call of `step` spent inside Triton's kernel launches (`JITFunction.run`: argument
+    specialisation, cache lookup, the launcher), the GPU held busy as in `host_us`."""
+    from triton.runtime.jit import JITFunction
+
+    spent = [0.0]
+    original = JITFunction.run
+
+    def timed(self: JITFunction, *args: object, **kwargs: object) -> object:
+        start = time.perf_counter()
+        try:
+            return original(self, *args, **kwargs)
+        finally:
+            spent[0] += time.perf_counter() - start
+
+    JITFunction.run = timed
+    try:
+        host_us(step, calls)
+    finally:
+        JITFunction.run = original
+    return spent[0] / calls * 1e6
+
+
 def profile(step: Callable[[], None], calls: int = 100, rows: int = 25) -> str:
     torch.cuda.synchronize()
     profiler = cProfile.Profile()
@@ -124,7 +147,8 @@ def main() -> None:
             print(f"== first sync, forward: {name}\n{first_sync(forward)}", flush=True)
             print(f"== first sync, forward+backward: {name}\n{first_sync(forward_backward)}", flush=True)
         row = {"case": name, "fwd_host_us": round(host_us(forward, args.calls), 1),
-               "fwdbwd_host_us": round(host_us(forward_backward, args.calls), 1)}  # fmt: skip
+               "fwdbwd_host_us": round(host_us(forward_backward, args.calls), 1),
+               "fwd_triton_launch_us": round(launch_us(forward, args.calls), 1)}  # fmt: skip
         print(json.dumps(row), flush=True)
         print(f"== cProfile, 100 forwards: {name}\n{profile(forward)}", flush=True)
         rows.append(row)

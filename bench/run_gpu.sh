@@ -10,9 +10,10 @@
 #                                 bench_lowering --quick; then both GPUs: the two-GPU tests, bench_cp's window and dense
 #                                 causal, each rank's step profiled
 #   bash bench/run_gpu.sh next    what bench/NOTES.md's first section lists as not yet measured:
-#                                 GPU 0: the GPU test suite; GPU 1: window, Longformer and BigBird
-#                                 (atomic dQ by bulk reductions; every candidate's time), then STA;
-#                                 then both GPUs: the two-GPU tests
+#                                 GPU 0: the GPU test suite; GPU 1: host time of a call (host_time.py),
+#                                 then window, Longformer and BigBird at n = 32768, the lowering cases
+#                                 strided, StreamingLLM and dilated, the three at n = 131072 (every
+#                                 candidate's time); then both GPUs: the two-GPU tests
 # Every queue stops starting benchmarks when its time (second argument, seconds) is spent.
 set -u
 phase=${1:-tests}; budget=${2:-330}
@@ -63,8 +64,10 @@ elif [ "$phase" = next ]; then
     if [ "$(nvidia-smi -L | wc -l)" -gt 1 ]; then second=1; else second=0; fi
     queue 0 gpu_tests "tests|python3 -m pytest -q -p no:cacheprovider -n 8 -rfE --timeout 240 --junitxml=$out/gpu_tests.xml tests/gpu -m gpu" &
     [ "$second" = 1 ] || wait
-    queue "$second" bench_n1 "triton|python3 bench/bench_triton.py --ns 32768 --patterns ${NEXT_PATTERNS:-mistral_swa,longformer,bigbird}" \
-        "grids|python3 bench/bench_grids.py --cases 3" &
+    queue "$second" bench_n1 "host|python3 bench/host_time.py" \
+        "triton|python3 bench/bench_triton.py --ns 32768 --patterns ${NEXT_PATTERNS:-mistral_swa,longformer,bigbird}" \
+        "lowering|python3 bench/bench_lowering.py --quick --patterns ${NEXT_LOWERING:-strided,streaming_llm,dilated_2}" \
+        "triton_131k|python3 bench/bench_triton.py --ns 131072 --patterns ${NEXT_PATTERNS:-mistral_swa,longformer,bigbird}" &
     wait
     two_gpu_tests
     grep -E "^(FAILED|ERROR)|passed|failed" "$out/gpu_tests.log" | tail -20

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import os
 import sys
+import weakref
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -26,10 +27,16 @@ if TYPE_CHECKING:
 
 
 def uses_documents(pattern: CompiledPattern) -> bool:
-    """Whether a compiled pattern has leaves decided by the documents (document, per-document sets)."""
-    return any(
-        getattr(leaf, "decided_by", None) == "documents" for layout in pattern.layouts for leaf in layout.rule.leaves()
-    )
+    """Whether a compiled pattern has leaves decided by the documents (document, per-document sets).
+    Asked on every call, so answered once per pattern (its layouts do not change)."""
+    found = _USES_DOCUMENTS.get(pattern)
+    if found is None:
+        leaves = (leaf for layout in pattern.layouts for leaf in layout.rule.leaves())
+        found = _USES_DOCUMENTS[pattern] = any(getattr(leaf, "decided_by", None) == "documents" for leaf in leaves)
+    return found
+
+
+_USES_DOCUMENTS: weakref.WeakKeyDictionary[CompiledPattern, bool] = weakref.WeakKeyDictionary()
 
 
 def ids_from_lengths(lengths: Sequence[int]) -> np.ndarray:

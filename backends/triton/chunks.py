@@ -34,5 +34,18 @@ def chunk_args(tables: WalkTables, groups: int) -> tuple[Any, ...]:
 
 
 def workspace(programs: int, *shape: int, device: torch.device) -> torch.Tensor:
-    """A float32 workspace of one `shape` partial per chunk program (one entry when there are none)."""
-    return torch.empty((max(programs, 1), *shape), dtype=torch.float32, device=device)
+    """A float32 workspace of one `shape` partial per chunk program; without chunks a placeholder the
+    kernels never touch (SPLIT=False), kept per device rather than allocated per launch."""
+    if programs == 0:
+        return _placeholder(device)
+    return torch.empty((programs, *shape), dtype=torch.float32, device=device)
+
+
+_PLACEHOLDERS: dict[torch.device, torch.Tensor] = {}
+
+
+def _placeholder(device: torch.device) -> torch.Tensor:
+    found = _PLACEHOLDERS.get(device)
+    if found is None:
+        found = _PLACEHOLDERS[device] = torch.empty(1, dtype=torch.float32, device=device)
+    return found

@@ -21,7 +21,7 @@ from maskc.offsets import Offsets
 from .autograd import last_dim_contiguous
 from .checks import unsupported_reason
 from .decode import decode_attention
-from .eager import EagerAttention
+from .eager import EagerAttention, eager_forward
 from .ops import triton_attention
 from .plans import plan_for, traced_key
 from .runtime import CallInputs, needs_runtime_layout
@@ -107,10 +107,15 @@ def sparse_attention(
     if scale <= 0:
         q, scale = (-q, -scale) if scale < 0 else (q * 0, 1.0)
     value_dim = v.shape[-1]
-    operator = triton_attention if _traced(q, k, v) else EagerAttention.apply
+    if _traced(q, k, v):
+        operator = triton_attention
+    elif torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad):
+        operator = EagerAttention.apply
+    else:
+        operator = eager_forward
     positions = _positions(offsets, q) if offsets is not None else (None, 0, q.shape[2], 0)
     out, lse = operator(_padded(q), _padded(k), _padded(v), plan_key or _plan_key(pattern), scale, *positions, run_time)
-    return out[..., :value_dim], lse
+    return (out if out.shape[-1] == value_dim else out[..., :value_dim]), lse
 
 
 def _positions(offsets: Offsets, q: torch.Tensor) -> tuple[torch.Tensor | None, int, int, int]:

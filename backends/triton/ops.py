@@ -31,6 +31,8 @@ def call_span(plan: Plan, q: torch.Tensor, k: torch.Tensor, q_starts: torch.Tens
               q_end: int, k_start: int) -> Span:  # fmt: skip
     """Where the call's rows sit: queries from q_first (or q_starts per batch element), keys from k_start."""
     m, nk = q.shape[2], k.shape[2]
+    if q_starts is None and q_first == k_start == 0 and q_end == m == nk == plan.n:
+        return Span.full(plan.n)
     return Span(n=plan.n, q_len=m, q_first=q_first, q_end=q_end, k_start=k_start, k_end=k_start + nk, q_starts=q_starts)
 
 

@@ -69,6 +69,10 @@ class Plan:
         self._window_tables: dict[tuple, WalkTables] = {}
         self._mask_args: dict[str, tuple[Any, ...]] = {}
         self._head_tensors: dict[tuple[str, int], torch.Tensor] = {}
+        #: A static layout's launch tables by (walk, tile shape, device, heads, window, chunking): one
+        #: lookup per launch, since a call's host time before its kernel starts is time the GPU waits.
+        self._launches: dict[tuple, LaunchTables] = {}
+        self._tile_masks: dict[bool, Any] = {}
         #: Run-time layouts: tile tables built per call from documents, q and k (`runtime.py`).
         self.run_time = needs_runtime_layout(self.rules)
         #: The keys of the per-call tensors the predicate reads, in the order the operators carry them.
@@ -83,7 +87,10 @@ class Plan:
 
     def tile_mask(self) -> Any:
         """The predicate the kernels take as their `tile_mask` argument."""
-        return self.module().tile_mask
+        mode = interpreting()
+        if mode not in self._tile_masks:
+            self._tile_masks[mode] = self.module().tile_mask
+        return self._tile_masks[mode]
 
     @staticmethod
     def kernels(name: str) -> ModuleType:
@@ -126,10 +133,18 @@ class Plan:
         """Everything a kernel launch reads about the pattern: the walk's tables (of a rectangular call's
         window, if given), how each (batch, head) finds its table, and the predicate's arguments; per call
         for a run-time layout, which serves full-length calls only."""
-        head_layout = self.head_layout(device, heads)
         if not self.run_time:
-            tables = self.tables(walk, block_m, block_n, device, window)
-            return LaunchTables(tables, head_layout, head_layout, 0, len(self.rules), self.mask_args(device))
+            key = (walk, block_m, block_n, device, heads, window, chunking())
+            launch = self._launches.get(key)
+            if launch is None:
+                tables = self.tables(walk, block_m, block_n, device, window)
+                head_layout = self.head_layout(device, heads)
+                launch = LaunchTables(tables, head_layout, head_layout, 0, len(self.rules), self.mask_args(device))
+                self._launches[key] = launch
+                while len(self._launches) > WINDOW_TABLES + 8:  # rectangular windows come and go
+                    self._launches.pop(next(iter(self._launches)))
+            return launch
+        head_layout = self.head_layout(device, heads)
         if inputs is None:
             raise BackendError("a run-time layout needs the call's inputs (documents, q and k)")
         if window is not None:

@@ -11,6 +11,7 @@ rectangle on tile borders) takes the EVEN_N fast path, with no bounds checks.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import torch
 
@@ -30,7 +31,8 @@ class Span:
 
     @classmethod
     def full(cls, n: int) -> Span:
-        return cls(n=n, q_len=n, q_first=0, q_end=n, k_start=0, k_end=n)
+        """All n positions (one object per n: a full-length call builds none)."""
+        return _full_span(n)
 
     @property
     def is_full(self) -> bool:
@@ -58,6 +60,11 @@ class Span:
         """(q_starts, q_start, q_len, k_lo, k_hi) as the kernels take them (q_starts a dummy when unused)."""
         starts = self.q_starts if self.q_starts is not None else _dummy(device)
         return starts, self.q_first, self.q_len, self.k_start, self.k_end
+
+
+@lru_cache(maxsize=64)
+def _full_span(n: int) -> Span:
+    return Span(n=n, q_len=n, q_first=0, q_end=n, k_start=0, k_end=n)
 
 
 _DUMMIES: dict[str, torch.Tensor] = {}

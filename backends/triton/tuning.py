@@ -154,7 +154,14 @@ def has_tma(device: torch.device) -> bool:
     unless MASKC_TRITON_TMA=0 leaves them out of the tuning space."""
     if os.environ.get("MASKC_TRITON_TMA", "1") == "0":
         return False
-    return device.type == "cuda" and torch.cuda.get_device_capability(device)[0] >= 9
+    found = _HOPPER.get(device)
+    if found is None:
+        found = _HOPPER[device] = device.type == "cuda" and torch.cuda.get_device_capability(device)[0] >= 9
+    return found
+
+
+#: Whether a device is Hopper or newer, by device (asked once: every launch's tuning key needs it).
+_HOPPER: dict[torch.device, bool] = {}
 
 
 def choose_config(
@@ -163,8 +170,7 @@ def choose_config(
     """The fastest candidate for this problem, timed with `run` on the first call, then remembered."""
     tma = has_tma(q.device)
     # the last two entries: the spaces that environment and torch settings open or close
-    key = (plan.tune_key, kernel, tuple(q.shape), k.shape[1], k.shape[-1], q.dtype, str(q.device),
-           tma, atomic_dq_allowed())  # fmt: skip
+    key = (plan.tune_key, kernel, q.shape, k.shape[1], k.shape[-1], q.dtype, q.device, tma, atomic_dq_allowed())
     chosen = _CHOSEN.get(key)
     if chosen is None:
         options = candidates(kernel, max(q.shape[-1], k.shape[-1]), q.dtype, plan.native_tile, tma)
