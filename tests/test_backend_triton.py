@@ -306,3 +306,29 @@ def test_a_per_document_token_list_no_document_reaches(monkeypatch):
     assert _relative(out, want) < 1e-4
     # the documents given at compile time: the kernel's predicate holds the empty list itself
     assert _relative(maskc.attention(q, k, v, fixed, backend="triton"), want) < 1e-4
+
+
+def test_a_call_that_needs_no_gradient_gives_the_same_output():
+    """Without grad (grad mode off, or no input requiring it) the forward runs without the autograd
+    function: same output and lse, no graph recorded."""
+    pattern = maskc.compile("specs/longformer.yaml", seq_len=128, block_size=32, heads=2)
+    q, k, v = _inputs(1, 2, 2, 128, 16, 16, torch.float32, seed=3)
+    leaves = [x.clone().requires_grad_() for x in (q, k, v)]
+    want_out, want_lse = maskc.attention(*leaves, pattern, backend="triton", return_lse=True)
+    assert want_out.grad_fn is not None
+    with torch.no_grad():
+        out, lse = maskc.attention(*leaves, pattern, backend="triton", return_lse=True)
+    plain_out, plain_lse = maskc.attention(q, k, v, pattern, backend="triton", return_lse=True)
+    for got, want in ((out, want_out), (lse, want_lse), (plain_out, want_out), (plain_lse, want_lse)):
+        assert got.grad_fn is None
+        assert torch.equal(got, want.detach())
+
+
+def test_forward_mode_derivatives_are_refused_not_dropped():
+    """Dual inputs do not require grad, but their tangent must not be silently lost."""
+    from torch.autograd import forward_ad
+
+    pattern = maskc.compile("specs/longformer.yaml", seq_len=128, block_size=32, heads=2)
+    q, k, v = _inputs(1, 2, 2, 128, 16, 16, torch.float32, seed=4)
+    with forward_ad.dual_level(), pytest.raises((NotImplementedError, RuntimeError)):
+        maskc.attention(forward_ad.make_dual(q, torch.ones_like(q)), k, v, pattern, backend="triton")

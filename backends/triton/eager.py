@@ -28,7 +28,7 @@ class EagerAttention(torch.autograd.Function):
                 run_time: list) -> Any:  # fmt: skip
         ctx.set_materialize_grads(False)
         inputs = call_inputs(plan, q, run_time)
-        output = eager_forward(q, k, v, plan, scale, q_starts, q_first, q_end, k_start, run_time, inputs)
+        output = _forward(q, k, v, plan, scale, q_starts, q_first, q_end, k_start, inputs)
         setup_context(ctx, (q, k, v, plan, scale, q_starts, q_first, q_end, k_start, run_time), output)
         ctx.eager = True
         ctx.call_inputs = inputs  # a run-time layout's tables, built by the forward, serve the backward
@@ -37,13 +37,19 @@ class EagerAttention(torch.autograd.Function):
     backward = staticmethod(once_differentiable(backward))
 
 
+@torch.no_grad()
 def eager_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, plan: str, scale: float,
-                  q_starts: torch.Tensor | None, q_first: int, q_end: int, k_start: int, run_time: list,
-                  inputs: Any = None) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+                  q_starts: torch.Tensor | None, q_first: int, q_end: int, k_start: int,
+                  run_time: list) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
     """(out, lse) of the forward kernels alone: what a call that needs no gradient runs, without the
     autograd function's bookkeeping (its host time is the GPU's idle time on small problems)."""
+    inputs = call_inputs(plan, q, run_time)
+    return _forward(q, k, v, plan, scale, q_starts, q_first, q_end, k_start, inputs)
+
+
+def _forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, plan: str, scale: float,
+             q_starts: torch.Tensor | None, q_first: int, q_end: int, k_start: int,
+             inputs: Any) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
     found = plan_by_key(plan)
     span = call_span(found, q, k, q_starts, q_first, q_end, k_start)
-    if inputs is None:
-        inputs = call_inputs(plan, q, run_time)
     return attention_forward(found, q, k, v, scale, span, inputs)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torch.autograd import forward_ad
 from torch.utils._python_dispatch import _get_current_dispatch_mode_stack
 
 from maskc.calls import resolve_scale
@@ -50,6 +51,14 @@ def _tracing_mode() -> bool:
     if torch._C._len_torch_dispatch_stack() == 0:
         return False
     return not all(getattr(mode, "observer", False) for mode in _get_current_dispatch_mode_stack())
+
+
+def _needs_no_derivative(*tensors: torch.Tensor) -> bool:
+    """Whether no gradient can be asked of the call: grad mode off or no input requiring one, and no
+    forward-mode (dual) level open, whose tangents the autograd function refuses rather than drops."""
+    if getattr(forward_ad, "_current_level", 0) >= 0:
+        return False
+    return not (torch.is_grad_enabled() and any(t.requires_grad for t in tensors))
 
 
 def _plan_key(pattern: CompiledPattern) -> str:
@@ -109,10 +118,10 @@ def sparse_attention(
     value_dim = v.shape[-1]
     if _traced(q, k, v):
         operator = triton_attention
-    elif torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad):
-        operator = EagerAttention.apply
-    else:
+    elif _needs_no_derivative(q, k, v):
         operator = eager_forward
+    else:
+        operator = EagerAttention.apply
     positions = _positions(offsets, q) if offsets is not None else (None, 0, q.shape[2], 0)
     out, lse = operator(_padded(q), _padded(k), _padded(v), plan_key or _plan_key(pattern), scale, *positions, run_time)
     return (out if out.shape[-1] == value_dim else out[..., :value_dim]), lse

@@ -24,6 +24,7 @@ from maskc.schedule import Pass, Schedule, schedule_of
 from maskc.schedule.positioned import pass_pattern
 
 from .function import sparse_attention
+from .gathers import AxisOrder, axis_order
 from .merge import MergeTables, fused_merge
 
 #: The pass patterns of each scheduled pattern, kept alive with it (their plans are found by them).
@@ -52,15 +53,21 @@ def _pass_patterns(pattern: CompiledPattern) -> tuple[tuple[CompiledPattern, ...
 @dataclass(frozen=True)
 class PassIndex:
     """One pass's gathers on a device: the original rows of its queries and keys (None: the side is
-    every position in token order, no gather) and its padded size."""
+    every position in token order, no gather), its padded size, and each side's order as a reordering
+    of axes where it is one (`gathers.py`: a strided copy instead of an index gather)."""
 
     q: torch.Tensor | None
     k: torch.Tensor | None
     size: int
+    q_axes: AxisOrder | None = None
+    k_axes: AxisOrder | None = None
 
     @classmethod
     def build(cls, p: Pass, n: int, size: int, device: torch.device) -> PassIndex:
-        return cls(_index(p.q_index, p.q_identity, n, device), _index(p.k_index, p.k_identity, n, device), size)
+        q, k = _index(p.q_index, p.q_identity, n, device), _index(p.k_index, p.k_identity, n, device)
+        q_axes = axis_order(p.q_index) if q is not None and len(p.q_index) == n else None
+        k_axes = axis_order(p.k_index) if k is not None and len(p.k_index) == n else None
+        return cls(q, k, size, q_axes, k_axes)
 
 
 def _index(index: np.ndarray, identity: bool, n: int, device: torch.device) -> torch.Tensor | None:
@@ -116,10 +123,11 @@ def _device_tables(pattern: CompiledPattern, device: torch.device) -> DeviceTabl
     return tables[device]
 
 
-def _gather(x: torch.Tensor, index: torch.Tensor | None, size: int) -> torch.Tensor:
+def _gather(x: torch.Tensor, index: torch.Tensor | None, size: int, axes: AxisOrder | None) -> torch.Tensor:
     """x's rows in the pass's order, zero-padded to the pass's size (neither where not needed)."""
-    rows = x if index is None else x.index_select(2, index)
-    return rows if rows.shape[2] == size else F.pad(rows, (0, 0, 0, size - rows.shape[2]))
+    if index is not None:
+        x = axes.gather(x) if axes is not None else x.index_select(2, index)
+    return x if x.shape[2] == size else F.pad(x, (0, 0, 0, size - x.shape[2]))
 
 
 def _run_schedule(
@@ -133,9 +141,9 @@ def _run_schedule(
     outs, lses = [], []
     for index, pattern in zip(tables.passes, patterns):
         out, lse = sparse_attention(
-            _gather(q, index.q, index.size),
-            _gather(k, index.k, index.size),
-            _gather(v, index.k, index.size),
+            _gather(q, index.q, index.size, index.q_axes),
+            _gather(k, index.k, index.size, index.k_axes),
+            _gather(v, index.k, index.size, index.k_axes),
             pattern,
             scale,
         )

@@ -72,7 +72,6 @@ class Plan:
         #: A static layout's launch tables by (walk, tile shape, device, heads, window, chunking): one
         #: lookup per launch, since a call's host time before its kernel starts is time the GPU waits.
         self._launches: dict[tuple, LaunchTables] = {}
-        self._tile_masks: dict[bool, Any] = {}
         #: Run-time layouts: tile tables built per call from documents, q and k (`runtime.py`).
         self.run_time = needs_runtime_layout(self.rules)
         #: The keys of the per-call tensors the predicate reads, in the order the operators carry them.
@@ -87,10 +86,7 @@ class Plan:
 
     def tile_mask(self) -> Any:
         """The predicate the kernels take as their `tile_mask` argument."""
-        mode = interpreting()
-        if mode not in self._tile_masks:
-            self._tile_masks[mode] = self.module().tile_mask
-        return self._tile_masks[mode]
+        return self.module().tile_mask
 
     @staticmethod
     def kernels(name: str) -> ModuleType:

@@ -156,7 +156,9 @@ def has_tma(device: torch.device) -> bool:
         return False
     found = _HOPPER.get(device)
     if found is None:
-        found = _HOPPER[device] = device.type == "cuda" and torch.cuda.get_device_capability(device)[0] >= 9
+        found = device.type == "cuda" and torch.cuda.get_device_capability(device)[0] >= 9
+        if device.index is not None or device.type != "cuda":  # "cuda" alone names whichever is current
+            _HOPPER[device] = found
     return found
 
 

@@ -1,0 +1,107 @@
+"""Pass orders as axis reorderings (backends/triton/gathers.py): against the index gather they replace."""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import maskc
+from maskc.backends.triton.gathers import axis_order
+from maskc.backends.triton.passes import PassIndex
+from maskc.errors import MaskcWarning
+from maskc.schedule import schedule_of
+
+
+def _reordering(dims: list[int], perm: list[int]) -> np.ndarray:
+    """Positions of an array of `dims` (row-major), its axes walked in `perm`: an axis reordering."""
+    return np.arange(math.prod(dims)).reshape(dims).transpose(perm).ravel()
+
+
+@st.composite
+def reorderings(draw: st.DrawFn) -> np.ndarray:
+    dims = draw(st.lists(st.integers(1, 6), min_size=1, max_size=4))
+    perm = draw(st.permutations(range(len(dims))))
+    return _reordering(dims, list(perm))
+
+
+def _index_gather(x: torch.Tensor, p: np.ndarray) -> torch.Tensor:
+    return x.index_select(2, torch.as_tensor(p))
+
+
+@settings(max_examples=200, deadline=None)
+@given(reorderings())
+def test_every_axis_reordering_is_found_and_gathers_as_the_index(p: np.ndarray) -> None:
+    found = axis_order(p)
+    if len(p) < 2 or np.array_equal(p, np.arange(len(p))):
+        assert found is None  # nothing to gather: the identity keeps its rows
+        return
+    assert found is not None, p
+    x = torch.randn(2, 3, len(p), 4)
+    assert torch.equal(found.gather(x), _index_gather(x, p))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(2, 40).flatmap(lambda n: st.permutations(range(n))))
+def test_any_order_found_gathers_exactly(p: list[int]) -> None:
+    """A random permutation is rarely an axis reordering; whatever is returned must be exact."""
+    p = np.array(p)
+    found = axis_order(p)
+    if found is not None:
+        x = torch.randn(1, 2, len(p), 3)
+        assert torch.equal(found.gather(x), _index_gather(x, p))
+
+
+@pytest.mark.parametrize(
+    "p",
+    [
+        np.array([0, 2, 4, 1, 3]),  # residue order with n not a multiple of the modulus
+        np.array([1, 0, 2, 3]),  # not starting at 0
+        np.array([0, 1, 3, 2]),  # a swap inside a run
+        np.arange(6)[::-1].copy(),  # reversed
+        np.array([0, 4, 8, 1, 5, 9]),  # a subset (gathered keys), not a permutation of 0 … n − 1
+    ],
+)
+def test_orders_that_are_not_axis_reorderings_keep_the_index(p: np.ndarray) -> None:
+    assert axis_order(p) is None
+
+
+def test_gradients_match_the_index_gather() -> None:
+    p = _reordering([4, 3, 5], [2, 0, 1])
+    found = axis_order(p)
+    x = torch.randn(1, 2, len(p), 3, dtype=torch.float64, requires_grad=True)
+    y = torch.randn(1, 2, len(p), 3, dtype=torch.float64)
+    (grad_axes,) = torch.autograd.grad((found.gather(x) * y).sum(), x)
+    (grad_index,) = torch.autograd.grad((_index_gather(x, p) * y).sum(), x)
+    assert torch.equal(grad_axes, grad_index)
+
+
+@pytest.mark.parametrize(
+    ("spec", "n", "lowering"),
+    [
+        ("specs/sparse_transformer_strided.yaml", 4096, "residue"),
+        ("specs/natten_2d.yaml", None, "tiled"),
+    ],
+)
+def test_the_lowerings_orders_take_the_strided_copy(spec: str, n: int | None, lowering: str) -> None:
+    """The residue and tiled passes the cost model picks are axis reorderings, so they never run the
+    index gather (whose backward is a scatter-add)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", MaskcWarning)
+        pattern = maskc.compile(spec, seq_len=n, schedule="auto")
+    passes = [p for s in schedule_of(pattern) for p in s.passes if not (p.q_identity and p.k_identity)]
+    assert passes, f"{spec}: the cost model kept one pass in token order"
+    for p in passes:
+        built = PassIndex.build(p, pattern.n, pattern.n, torch.device("cpu"))
+        for index, axes, order in ((built.q, built.q_axes, p.q_index), (built.k, built.k_axes, p.k_index)):
+            if index is None:
+                continue
+            assert axes is not None, f"{spec}: a {p.lowering} order was not recognised"
+            x = torch.randn(1, 1, pattern.n, 2)
+            assert torch.equal(axes.gather(x), _index_gather(x, order))
+    assert any(lowering in p.lowering or p.modulus > 1 or p.tile for p in passes)
