@@ -4,9 +4,19 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
+
 from maskc.ir import CompiledPattern
 from maskc.offsets import is_full_call, resolve_offsets
-from maskc.registry import choose_backend
+from maskc.registry import available_backends, choose_backend
+
+
+@torch.compiler.assume_constant_result
+def _backends_found() -> bool:
+    """Find the backends (imports, entry points) before choosing one. torch.compile runs this at trace
+    time rather than tracing it, so a compiled model whose first call traces `attention` keeps one graph
+    (importlib cannot be traced)."""
+    return bool(available_backends())
 
 
 def attention(
@@ -43,6 +53,7 @@ def attention(
     centroids: (H, clusters, D) k-means centroids that replace the per-call fit of the pattern's
     cluster leaves (all `method: kmeans` with that many clusters; `maskc.nn.ClusterCentroids` keeps them).
     """
+    _backends_found()
     chosen = choose_backend(q, k, v, pattern, backend)
     extra: dict[str, Any] = {} if documents is None else {"documents": documents}
     if centroids is not None:
