@@ -8,7 +8,7 @@ import torch
 
 from maskc.ir import CompiledPattern
 from maskc.offsets import is_full_call, resolve_offsets
-from maskc.registry import available_backends, choose_backend
+from maskc.registry import choose_backend, find_backends
 
 
 @torch.compiler.assume_constant_result
@@ -16,7 +16,7 @@ def _backends_found() -> bool:
     """Find the backends (imports, entry points) before choosing one. torch.compile runs this at trace
     time rather than tracing it, so a compiled model whose first call traces `attention` keeps one graph
     (importlib cannot be traced)."""
-    return bool(available_backends())
+    return find_backends()
 
 
 def attention(

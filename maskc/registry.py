@@ -69,6 +69,12 @@ def _load(name: str, load: Callable[[], object]) -> None:
         _UNAVAILABLE[name] = f"{type(err).__name__}: {err}"
 
 
+def find_backends() -> bool:
+    """Import the built-in and installed backends (once; later calls return at once). True."""
+    _discover()
+    return True
+
+
 def available_backends() -> list[str]:
     _discover()
     return sorted(_BACKENDS)

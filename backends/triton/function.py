@@ -56,6 +56,7 @@ def _tracing_mode() -> bool:
 def _needs_no_derivative(*tensors: torch.Tensor) -> bool:
     """Whether no gradient can be asked of the call: grad mode off or no input requiring one, and no
     forward-mode (dual) level open, whose tangents the autograd function refuses rather than drops."""
+    # torch keeps the open forward-mode level in a module global (-1: none); without it, assume one
     if getattr(forward_ad, "_current_level", 0) >= 0:
         return False
     return not (torch.is_grad_enabled() and any(t.requires_grad for t in tensors))

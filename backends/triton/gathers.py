@@ -43,7 +43,7 @@ class AxisOrder:
     perm: tuple[int, ...]
 
     def gather(self, x: torch.Tensor) -> torch.Tensor:
-        """x (B, H, n, D) with its rows in this order (a copy, contiguous)."""
+        """x (B, H, n, D) with its rows in this order: one strided copy (a view where x's strides allow)."""
         k = len(self.dims)
         view = x.unflatten(2, self.dims).permute(0, 1, *(2 + a for a in self.perm), 2 + k)
         return view.flatten(2, 1 + k)
