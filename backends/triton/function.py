@@ -9,6 +9,9 @@ would dominate small problems.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch.autograd import forward_ad
@@ -110,22 +113,44 @@ def sparse_attention(
     """
     if run_time is None:
         run_time = run_time_tensors(pattern, q, k, documents, centroids)
-    device = q.device.type
-    if torch.is_autocast_enabled(device):
-        dtype = torch.get_autocast_dtype(device)
-        q, k, v = q.to(dtype), k.to(dtype), v.to(dtype)
-    if scale <= 0:
-        q, scale = (-q, -scale) if scale < 0 else (q * 0, 1.0)
-    value_dim = v.shape[-1]
-    if _traced(q, k, v):
-        operator = triton_attention
-    elif _needs_no_derivative(q, k, v):
-        operator = eager_forward
-    else:
-        operator = EagerAttention.apply
+    call = PreparedCall.of(q, k, v, scale)
     positions = _positions(offsets, q) if offsets is not None else (None, 0, q.shape[2], 0)
-    out, lse = operator(_padded(q), _padded(k), _padded(v), plan_key or _plan_key(pattern), scale, *positions, run_time)
-    return (out if out.shape[-1] == value_dim else out[..., :value_dim]), lse
+    out, lse = call.operator(call.q, call.k, call.v, plan_key or _plan_key(pattern), call.scale, *positions, run_time)
+    return call.output(out), lse
+
+
+@dataclass(frozen=True)
+class PreparedCall:
+    """q, k, v as the operators take them (autocast applied, head dims padded, the scale made
+    positive), the operator that runs them, and the value dim to cut the output back to. Made once
+    per call: a scheduled pattern runs its passes' operators on gathers of these."""
+
+    q: torch.Tensor
+    k: torch.Tensor
+    v: torch.Tensor
+    scale: float
+    value_dim: int
+    operator: Callable[..., tuple[torch.Tensor, torch.Tensor]]
+
+    @classmethod
+    def of(cls, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> PreparedCall:
+        device = q.device.type
+        if torch.is_autocast_enabled(device):
+            dtype = torch.get_autocast_dtype(device)
+            q, k, v = q.to(dtype), k.to(dtype), v.to(dtype)
+        if scale <= 0:
+            q, scale = (-q, -scale) if scale < 0 else (q * 0, 1.0)
+        if _traced(q, k, v):
+            operator = triton_attention
+        elif _needs_no_derivative(q, k, v):
+            operator = eager_forward
+        else:
+            operator = EagerAttention.apply
+        return cls(_padded(q), _padded(k), _padded(v), scale, v.shape[-1], operator)
+
+    def output(self, out: torch.Tensor) -> torch.Tensor:
+        """out (…, padded value dim) cut back to the inputs' value dim."""
+        return out if out.shape[-1] == self.value_dim else out[..., : self.value_dim]
 
 
 def _positions(offsets: Offsets, q: torch.Tensor) -> tuple[torch.Tensor | None, int, int, int]:

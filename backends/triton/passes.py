@@ -23,9 +23,10 @@ from maskc.ir import CompiledPattern
 from maskc.schedule import Pass, Schedule, schedule_of
 from maskc.schedule.positioned import pass_pattern
 
-from .function import sparse_attention
+from .function import PreparedCall
 from .gathers import AxisOrder, axis_order
 from .merge import MergeTables, fused_merge
+from .plans import plan_for
 
 #: The pass patterns of each scheduled pattern, kept alive with it (their plans are found by them).
 _PASS_PATTERNS: weakref.WeakKeyDictionary[CompiledPattern, tuple[tuple[CompiledPattern, ...], ...]] = (
@@ -39,6 +40,11 @@ def runs_passes(pattern: CompiledPattern) -> bool:
     if pattern.schedule_mode == "single" or pattern.dynamic or torch.compiler.is_compiling():
         return False
     return not all(s.single for s in schedule_of(pattern))
+
+
+def _pass_keys(pattern: CompiledPattern) -> tuple[tuple[str, ...], ...]:
+    """The plan keys of each layout's pass patterns (the pass patterns live in _PASS_PATTERNS)."""
+    return tuple(tuple(plan_for(p).key for p in passes) for passes in _pass_patterns(pattern))
 
 
 def _pass_patterns(pattern: CompiledPattern) -> tuple[tuple[CompiledPattern, ...], ...]:
@@ -131,22 +137,17 @@ def _gather(x: torch.Tensor, index: torch.Tensor | None, size: int, axes: AxisOr
 
 
 def _run_schedule(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    tables: ScheduleTables,
-    patterns: tuple[CompiledPattern, ...],
-    scale: float,
+    call: PreparedCall, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, tables: ScheduleTables, keys: tuple[str, ...]
 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(out, lse) of q, k, v (prepared by `call`) through the schedule's passes, run by their plans' keys."""
     outs, lses = [], []
-    for index, pattern in zip(tables.passes, patterns):
-        out, lse = sparse_attention(
+    for index, key in zip(tables.passes, keys):
+        out, lse = call.operator(
             _gather(q, index.q, index.size, index.q_axes),
             _gather(k, index.k, index.size, index.k_axes),
             _gather(v, index.k, index.size, index.k_axes),
-            pattern,
-            scale,
-        )
+            key, call.scale, None, 0, index.size, 0, [],
+        )  # fmt: skip
         outs.append(out)
         lses.append(lse)
     only = tables.passes[0]
@@ -158,21 +159,24 @@ def _run_schedule(
 def pass_attention(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pattern: CompiledPattern, scale: float
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(out, lse) of a static pattern run pass by pass; per-head layouts run head group by head group."""
-    patterns, tables = _pass_patterns(pattern), _device_tables(pattern, q.device)
+    """(out, lse) of a static pattern run pass by pass; per-head layouts run head group by head group.
+    The call is prepared once (`PreparedCall`), and each pass's operator runs on gathers of it."""
+    keys, tables = _pass_keys(pattern), _device_tables(pattern, q.device)
+    call = PreparedCall.of(q, k, v, scale)
     if tables.heads is None:
-        return _run_schedule(q, k, v, tables.schedules[0], patterns[0], scale)
+        out, lse = _run_schedule(call, call.q, call.k, call.v, tables.schedules[0], keys[0])
+        return call.output(out), lse
     group = q.shape[1] // k.shape[1]
-    k_full, v_full = k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1)
+    k_full, v_full = call.k.repeat_interleave(group, dim=1), call.v.repeat_interleave(group, dim=1)
     parts = [
         _run_schedule(
-            q.index_select(1, heads), k_full.index_select(1, heads), v_full.index_select(1, heads), s, p, scale
+            call, call.q.index_select(1, heads), k_full.index_select(1, heads), v_full.index_select(1, heads), s, p
         )
-        for heads, s, p in zip(tables.heads, tables.schedules, patterns)
+        for heads, s, p in zip(tables.heads, tables.schedules, keys)
     ]
     out = torch.cat([o for o, _ in parts], dim=1).index_select(1, tables.head_order)
     lse = torch.cat([s for _, s in parts], dim=1).index_select(1, tables.head_order)
-    return out, lse
+    return call.output(out), lse
 
 
 def schedule_passes(pattern: CompiledPattern) -> list[Pass]:
