@@ -7,6 +7,8 @@ serves the CPU reference (which moves the choice to the host) and the GPU tile-t
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 from maskc.rules import TopkParams
@@ -19,10 +21,14 @@ def block_means(x: torch.Tensor, block: int) -> torch.Tensor:
     # zeros pad the last block in x's own dtype, and the sum upcasts as it reads: no float32 copy of x
     padded = x if blocks * block == n else torch.nn.functional.pad(x, (0, 0, 0, blocks * block - n))
     sums = padded.reshape(*x.shape[:-2], blocks, block, x.shape[-1]).sum(dim=-2, dtype=torch.float32)
-    # positions per block, made on the device (no host value enters a device tensor: CUDA-graph safe)
-    starts = torch.arange(blocks, device=x.device, dtype=torch.float32) * block
-    sizes = (n - starts).clamp(max=block)
-    return sums / sizes[:, None]
+    return sums / _constant(("block sizes", n, block, x.device), lambda: _block_sizes(n, block, x.device))
+
+
+def _block_sizes(n: int, block: int, device: torch.device) -> torch.Tensor:
+    """(blocks, 1) float32 positions per block, made on the device (no host value enters a device
+    tensor: CUDA-graph safe)."""
+    starts = torch.arange(-(-n // block), device=device, dtype=torch.float32) * block
+    return (n - starts).clamp(max=block)[:, None]
 
 
 def block_scores(q: torch.Tensor, k: torch.Tensor, block: int, share: str) -> torch.Tensor:
@@ -46,10 +52,42 @@ def select_blocks(q: torch.Tensor, k: torch.Tensor, params: TopkParams, block: i
     first `params.blocks` candidates in that order are kept (all of them when there are fewer).
     """
     scores = block_scores(q, k, block, params.share)
-    nb = scores.shape[-1]
-    index = torch.arange(nb, device=scores.device)
-    candidate = index[None, :] <= index[:, None] if causal else torch.ones(nb, nb, dtype=torch.bool, device=q.device)
+    nb, device = scores.shape[-1], scores.device
+    candidate = _constant(("candidates", nb, causal, device), lambda: _candidates(nb, causal, device))
     keyed = torch.where(candidate, scores, float("-inf"))
     order = torch.sort(keyed, dim=-1, descending=True, stable=True).indices
-    keep = (torch.arange(nb, device=index.device) < params.blocks) & candidate.expand_as(keyed).gather(-1, order)
+    first = _constant(("first", nb, params.blocks, device), lambda: torch.arange(nb, device=device) < params.blocks)
+    keep = first & candidate.expand_as(keyed).gather(-1, order)
     return torch.zeros_like(candidate.expand_as(keyed)).scatter(-1, order, keep)
+
+
+def _candidates(nb: int, causal: bool, device: torch.device) -> torch.Tensor:
+    """(nb, nb) bool: key block J is a candidate of query block I (J ≤ I when causal)."""
+    if not causal:
+        return torch.ones(nb, nb, dtype=torch.bool, device=device)
+    index = torch.arange(nb, device=device)
+    return index[None, :] <= index[:, None]
+
+
+#: Tensors that depend only on sizes and the device, by key: made once, since a run-time top-k runs
+#: these functions on every call and each op costs host time. Few and small (bounded below).
+_CONSTANTS: dict[tuple, torch.Tensor] = {}
+_MAX_CONSTANTS = 32
+_MAX_CONSTANT_ELEMENTS = 1 << 22
+
+
+def _constant(key: tuple, make: Callable[[], torch.Tensor]) -> torch.Tensor:
+    """`make()`, kept under `key` when it is small; made afresh while torch.compile traces (its tensors
+    are fake) or under inference mode (its tensors could not join a later call's autograd)."""
+    if torch.compiler.is_compiling():
+        return make()
+    found = _CONSTANTS.get(key)
+    if found is not None:
+        return found
+    made = make()
+    if torch.is_inference_mode_enabled() or made.numel() > _MAX_CONSTANT_ELEMENTS:
+        return made
+    while len(_CONSTANTS) >= _MAX_CONSTANTS:
+        _CONSTANTS.pop(next(iter(_CONSTANTS)))
+    _CONSTANTS[key] = made
+    return made

@@ -177,8 +177,10 @@ def _document_classes(inputs: CallInputs, grid: TileGrid, static: StaticMaps) ->
     (each span's first is at most its last, so all four are then equal)."""
     labels = inputs.values["labels"]
     batch = labels.shape[0]
-    r0, r1 = (x.view(batch, 1, -1, 1) for x in _tile_spans(labels, grid.block_m, grid.n, static))
-    c0, c1 = (x.view(batch, 1, 1, -1) for x in _tile_spans(labels, grid.block_n, grid.n, static))
+    rows = _tile_spans(labels, grid.block_m, grid.n, static)
+    columns = rows if grid.block_n == grid.block_m else _tile_spans(labels, grid.block_n, grid.n, static)
+    r0, r1 = (x.view(batch, 1, -1, 1) for x in rows)
+    c0, c1 = (x.view(batch, 1, 1, -1) for x in columns)
     return (r0 <= c1) & (c0 <= r1), (r0 == c1) & (r1 == c0)
 
 
@@ -341,8 +343,8 @@ def compact(
         columns = column_numbers(maps.shape, maps.device)
     if spill is None:
         spill = spill_slots(maps.shape, maps.device)
-    rank = lined.cumsum(-1, dtype=torch.int32) + starts[..., None]
-    target = torch.where(lined, rank, spill.view_as(lined)).reshape(lined.shape[0], -1).long()
+    rank = lined.cumsum(-1) + starts[..., None]  # int64: scatter's index type, so no cast of the whole map
+    target = torch.where(lined, rank, spill.view_as(lined)).reshape(lined.shape[0], -1)
     entries = target.shape[1]
     indices = torch.zeros(target.shape[0], entries + 1 + _spill_width(entries), dtype=torch.int32, device=maps.device)
     indices = indices.scatter_(1, target, columns.view_as(target))[:, 1 : entries + 1]
@@ -359,10 +361,10 @@ def _spill_width(entries: int) -> int:
 
 def spill_slots(shape: tuple[int, ...], device: torch.device) -> torch.Tensor:
     """Where each entry of one set of (…, lines, width) maps goes when it is not stored: past the
-    1 + entries slots of stored ones, entry j at slot entries + 1 + j mod SPILL_SLOTS (int32, flat)."""
+    1 + entries slots of stored ones, entry j at slot entries + 1 + j mod SPILL_SLOTS (int64, flat)."""
     entries = math.prod(shape[-3:])
     sets = math.prod(shape[:-3])
-    flat = torch.arange(entries, device=device, dtype=torch.int32)
+    flat = torch.arange(entries, device=device, dtype=torch.int64)
     return (flat % _spill_width(entries) + entries + 1).repeat(sets)
 
 
