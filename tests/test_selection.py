@@ -38,7 +38,7 @@ def test_kept_constants_give_the_definition_across_sizes_and_modes() -> None:
 def test_constants_made_in_inference_mode_are_not_kept() -> None:
     """An inference tensor kept and reused by a later call that records autograd would raise."""
     selection._CONSTANTS.clear()
-    q, k = torch.randn(1, 1, 48, 4), torch.randn(1, 1, 48, 4)
+    q = torch.randn(1, 1, 48, 4)
     with torch.inference_mode():
         selection.block_means(q, 16)
     assert not selection._CONSTANTS
