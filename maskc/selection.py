@@ -70,24 +70,32 @@ def _candidates(nb: int, causal: bool, device: torch.device) -> torch.Tensor:
 
 
 #: Tensors that depend only on sizes and the device, by key: made once, since a run-time top-k runs
-#: these functions on every call and each op costs host time. Few and small (bounded below).
+#: these functions on every call and each op costs host time. Never dropped once kept: a CUDA graph
+#: captured after a first call reads them by address. Few and small (bounded below).
 _CONSTANTS: dict[tuple, torch.Tensor] = {}
-_MAX_CONSTANTS = 32
+_MAX_CONSTANTS = 64
 _MAX_CONSTANT_ELEMENTS = 1 << 22
 
 
 def _constant(key: tuple, make: Callable[[], torch.Tensor]) -> torch.Tensor:
-    """`make()`, kept under `key` when it is small; made afresh while torch.compile traces (its tensors
-    are fake) or under inference mode (its tensors could not join a later call's autograd)."""
+    """`make()`, kept under `key` when it is small and there is room. Made afresh and not kept while
+    torch.compile traces or any tracer runs (fake tensors), under inference mode (its tensors could not
+    join a later call's autograd), and inside a CUDA graph capture (there `make` is only recorded, and
+    its memory belongs to the graph). A constant is made on the stream of the call that first needs
+    it; calls on other streams should follow one call on the same stream, as a capture does."""
     if torch.compiler.is_compiling():
         return make()
     found = _CONSTANTS.get(key)
     if found is not None:
         return found
     made = make()
-    if torch.is_inference_mode_enabled() or made.numel() > _MAX_CONSTANT_ELEMENTS:
-        return made
-    while len(_CONSTANTS) >= _MAX_CONSTANTS:
-        _CONSTANTS.pop(next(iter(_CONSTANTS)))
-    _CONSTANTS[key] = made
+    keep = (
+        type(made) is torch.Tensor
+        and not torch.is_inference_mode_enabled()
+        and made.numel() <= _MAX_CONSTANT_ELEMENTS
+        and len(_CONSTANTS) < _MAX_CONSTANTS
+        and not (made.device.type == "cuda" and torch.cuda.is_current_stream_capturing())
+    )
+    if keep:
+        _CONSTANTS.setdefault(key, made)
     return made

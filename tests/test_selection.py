@@ -45,3 +45,16 @@ def test_constants_made_in_inference_mode_are_not_kept() -> None:
     leaf = q.clone().requires_grad_()
     selection.block_means(leaf, 16).sum().backward()
     assert leaf.grad is not None and selection._CONSTANTS
+
+
+def test_kept_constants_are_never_dropped(monkeypatch) -> None:
+    """A CUDA graph captured after a first call reads the kept constants by address: once kept, a
+    constant stays, and past the bound new ones are made per call instead."""
+    monkeypatch.setattr(selection, "_CONSTANTS", {})
+    monkeypatch.setattr(selection, "_MAX_CONSTANTS", 2)
+    first = selection._constant(("a",), lambda: torch.zeros(3))
+    selection._constant(("b",), lambda: torch.ones(3))
+    extra = selection._constant(("c",), lambda: torch.ones(3))
+    assert selection._constant(("a",), lambda: torch.zeros(3)) is first
+    assert selection._constant(("c",), lambda: torch.ones(3)) is not extra
+    assert set(selection._CONSTANTS) == {("a",), ("b",)}

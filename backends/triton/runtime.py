@@ -344,7 +344,7 @@ def compact(
     if spill is None:
         spill = spill_slots(maps.shape, maps.device)
     rank = lined.cumsum(-1) + starts[..., None]  # int64: scatter's index type, so no cast of the whole map
-    target = torch.where(lined, rank, spill.view_as(lined)).reshape(lined.shape[0], -1)
+    target = torch.where(lined, rank, spill.view(lined.shape[1:])).reshape(lined.shape[0], -1)
     entries = target.shape[1]
     indices = torch.zeros(target.shape[0], entries + 1 + _spill_width(entries), dtype=torch.int32, device=maps.device)
     indices = indices.scatter_(1, target, columns.view_as(target))[:, 1 : entries + 1]
@@ -361,11 +361,11 @@ def _spill_width(entries: int) -> int:
 
 def spill_slots(shape: tuple[int, ...], device: torch.device) -> torch.Tensor:
     """Where each entry of one set of (…, lines, width) maps goes when it is not stored: past the
-    1 + entries slots of stored ones, entry j at slot entries + 1 + j mod SPILL_SLOTS (int64, flat)."""
+    1 + entries slots of stored ones, entry j at slot entries + 1 + j mod SPILL_SLOTS (int64, flat; the
+    same for every set)."""
     entries = math.prod(shape[-3:])
-    sets = math.prod(shape[:-3])
     flat = torch.arange(entries, device=device, dtype=torch.int64)
-    return (flat % _spill_width(entries) + entries + 1).repeat(sets)
+    return flat % _spill_width(entries) + entries + 1
 
 
 def column_numbers(shape: tuple[int, ...], device: torch.device) -> torch.Tensor:
