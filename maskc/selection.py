@@ -12,6 +12,7 @@ from collections.abc import Callable
 import torch
 
 from maskc.rules import TopkParams
+from maskc.tracing import tracing_mode
 
 
 def block_means(x: torch.Tensor, block: int) -> torch.Tensor:
@@ -83,7 +84,7 @@ def _constant(key: tuple, make: Callable[[], torch.Tensor]) -> torch.Tensor:
     join a later call's autograd), and inside a CUDA graph capture (there `make` is only recorded, and
     its memory belongs to the graph). A constant is made on the stream of the call that first needs
     it; calls on other streams should follow one call on the same stream, as a capture does."""
-    if torch.compiler.is_compiling():
+    if torch.compiler.is_compiling() or tracing_mode():
         return make()
     found = _CONSTANTS.get(key)
     if found is not None:

@@ -15,12 +15,12 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch.autograd import forward_ad
-from torch.utils._python_dispatch import _get_current_dispatch_mode_stack
 
 from maskc.calls import resolve_scale
 from maskc.errors import BackendError
 from maskc.ir import CompiledPattern
 from maskc.offsets import Offsets
+from maskc.tracing import tracing_mode
 
 from .autograd import last_dim_contiguous
 from .checks import unsupported_reason
@@ -45,15 +45,7 @@ def _traced(*tensors: torch.Tensor) -> bool:
     """Whether the call is being traced (torch.compile, make_fx, aot_function): tracers see
     fake tensors, which only the custom op's fake implementation can take."""
     plain = all(type(t) in (torch.Tensor, torch.nn.Parameter) for t in tensors)
-    return torch.compiler.is_compiling() or _tracing_mode() or not plain
-
-
-def _tracing_mode() -> bool:
-    """Whether a dispatch mode other than a mere observer (one with `observer = True`, such as an op
-    counter, which runs the eager path as a plain call would) is active."""
-    if torch._C._len_torch_dispatch_stack() == 0:
-        return False
-    return not all(getattr(mode, "observer", False) for mode in _get_current_dispatch_mode_stack())
+    return torch.compiler.is_compiling() or tracing_mode() or not plain
 
 
 def _needs_no_derivative(*tensors: torch.Tensor) -> bool:
