@@ -16,7 +16,8 @@ def _backends_found() -> bool:
     """Find the backends (imports, entry points) before choosing one. torch.compile runs this at trace
     time rather than tracing it, so a compiled model whose first call traces `attention` keeps one graph
     (importlib cannot be traced)."""
-    return find_backends()
+    find_backends()
+    return True
 
 
 def attention(

@@ -69,10 +69,9 @@ def _load(name: str, load: Callable[[], object]) -> None:
         _UNAVAILABLE[name] = f"{type(err).__name__}: {err}"
 
 
-def find_backends() -> bool:
-    """Import the built-in and installed backends (once; later calls return at once). True."""
+def find_backends() -> None:
+    """Import the built-in and installed backends (once; later calls return at once)."""
     _discover()
-    return True
 
 
 def available_backends() -> list[str]:

@@ -28,6 +28,14 @@ from .tables import Walk, WalkTables, Window, chunking, walk_tables
 
 #: Tables of rectangular windows kept per plan (the oldest go first).
 WINDOW_TABLES = 32
+#: Launch tables kept per plan: the whole grid's few (walks × tile shapes × head counts) and windows'.
+LAUNCHES = 2 * WINDOW_TABLES
+
+
+def _drop_oldest(store: dict, limit: int) -> None:
+    """Drop `store`'s oldest entries past `limit` (rectangular windows come and go)."""
+    while len(store) > limit:
+        store.pop(next(iter(store)))
 
 
 @dataclass(frozen=True)
@@ -112,8 +120,7 @@ class Plan:
         store = self._tables if window is None else self._window_tables
         if key not in store:
             store[key] = walk_tables(self.layouts(block_m, block_n), walk, device, window)
-            while len(self._window_tables) > WINDOW_TABLES:
-                self._window_tables.pop(next(iter(self._window_tables)))
+            _drop_oldest(self._window_tables, WINDOW_TABLES)
         return store[key]
 
     def launch_tables(
@@ -137,8 +144,7 @@ class Plan:
                 head_layout = self.head_layout(device, heads)
                 launch = LaunchTables(tables, head_layout, head_layout, 0, len(self.rules), self.mask_args(device))
                 self._launches[key] = launch
-                while len(self._launches) > WINDOW_TABLES + 8:  # rectangular windows come and go
-                    self._launches.pop(next(iter(self._launches)))
+                _drop_oldest(self._launches, LAUNCHES)
             return launch
         head_layout = self.head_layout(device, heads)
         if inputs is None:
