@@ -158,10 +158,21 @@ def mask_mod(case: Case) -> Callable:
     return natten if case.kind == "neighborhood" else sta
 
 
+def graph_efficiency(impl: str, graphed: dict[str, Any], dense: dict[str, Any]) -> dict[str, Any]:
+    """An implementation's rates replayed from a CUDA graph, as efficiencies against dense cuDNN's
+    graphed rates (`{impl}_graph_fwd_eff`, `{impl}_graph_fwdbwd_eff`), or the capture's error."""
+    if "graph_fwd_tflops" not in graphed or "graph_fwd_tflops" not in dense:
+        return {f"{impl}_{key}": value for key, value in {**dense, **graphed}.items() if key == "graph_error"}
+    return {
+        f"{impl}_graph_{step}_eff": round(graphed[f"graph_{step}_tflops"] / dense[f"graph_{step}_tflops"], 3)
+        for step in ("fwd", "fwdbwd")
+    }
+
+
 def run_gpu(cases: list[Case], block_size: int | tuple[int, int], schedule: str) -> None:
     import torch
     import torch.nn.functional as F
-    from bench_triton import count_pairs, relative
+    from bench_triton import count_pairs, graph_times, relative
     from bench_triton import time_fwd_bwd as timed
     from report import tuner_picks
     from torch.nn.attention import SDPBackend, sdpa_kernel
@@ -182,6 +193,7 @@ def run_gpu(cases: list[Case], block_size: int | tuple[int, int], schedule: str)
         q, k, v = (torch.randn(B, H, n, D, device="cuda", dtype=torch.bfloat16, requires_grad=True) for _ in range(3))
         with sdpa_kernel(SDPBackend.CUDNN_ATTENTION):
             dense_f, dense_b = timed(lambda a, b, c: F.scaled_dot_product_attention(a, b, c), q, k, v)
+            dense_graphed = graph_times(lambda a, b, c: F.scaled_dot_product_attention(a, b, c), q, k, v, n * n)
         dense = 4 * B * H * D * n * n
         flops = 4 * B * H * D * pairs
         row: dict[str, Any] = {"case": case.name, "n": n, "block": str(block_size), **cpu, **schedule_work(pattern)}
@@ -193,6 +205,8 @@ def run_gpu(cases: list[Case], block_size: int | tuple[int, int], schedule: str)
         row["configs"], row["tuning"] = tuner_picks(pattern.spec_hash, n)
         row.update(maskc_fwd_eff=round((flops / f) / (dense / dense_f), 3))
         row.update(maskc_fwdbwd_eff=round((flops / b) / (dense / dense_b), 3))
+        ours = graph_times(lambda a, bb, c, p=pattern: maskc.attention(a, bb, c, p, backend="triton"), q, k, v, pairs)
+        row.update(graph_efficiency("maskc", ours, dense_graphed))
         try:
             block_mask = create_block_mask(mm, None, None, n, n, device="cuda", _compile=True)
             ff, fb = timed(lambda a, bb, c, m=block_mask: flex(a, bb, c, block_mask=m), q, k, v)
@@ -201,6 +215,8 @@ def run_gpu(cases: list[Case], block_size: int | tuple[int, int], schedule: str)
             row.update(flex_fwd_eff=round((flops / ff) / (dense / dense_f), 3))
             row.update(flex_fwdbwd_eff=round((flops / fb) / (dense / dense_b), 3))
             row["maskc_vs_flex_rel_diff"] = round(relative(out, want), 5)
+            theirs = graph_times(lambda a, bb, c, m=block_mask: flex(a, bb, c, block_mask=m), q, k, v, pairs)
+            row.update(graph_efficiency("flex", theirs, dense_graphed))
         except Exception as error:  # a FlexAttention failure is reported, not fatal
             row["flex_error"] = str(error)[:200]
         log(**row)

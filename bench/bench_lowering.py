@@ -26,7 +26,16 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 import triton
-from bench_triton import ROWS, count_pairs, first_call_and_times, log, mask_mods, relative, time_fwd_bwd
+from bench_triton import (
+    ROWS,
+    count_pairs,
+    first_call_and_times,
+    graph_times,
+    log,
+    mask_mods,
+    relative,
+    time_fwd_bwd,
+)
 from report import markdown_table, profile_fwd_bwd
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.nn.attention.flex_attention import create_block_mask, flex_attention
@@ -99,18 +108,22 @@ def tflops(pairs: int, fwd: float, fwd_bwd: float) -> tuple[float, float]:
 
 
 def dense_causal(n: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tuple[float, float]:
-    """Dense causal cuDNN TFLOP/s (forward, forward+backward) of this run."""
+    """Dense causal cuDNN TFLOP/s (forward, forward+backward) of this run; its rates replayed from a
+    CUDA graph are logged beside them (the yardstick of the graphed rows)."""
     with sdpa_kernel(SDPBackend.CUDNN_ATTENTION):
-        fwd, fwd_bwd = time_fwd_bwd(lambda a, b, c: F.scaled_dot_product_attention(a, b, c, is_causal=True), q, k, v)
+        dense = lambda a, b, c: F.scaled_dot_product_attention(a, b, c, is_causal=True)  # noqa: E731
+        fwd, fwd_bwd = time_fwd_bwd(dense, q, k, v)
+        graphed = graph_times(dense, q, k, v, n * (n + 1) // 2)
     rate = tflops(n * (n + 1) // 2, fwd, fwd_bwd)
     log(n=n, impl="cudnn", pattern="dense_causal", fwd_ms=round(fwd, 3), fwdbwd_ms=round(fwd_bwd, 3),
-        fwd_tflops=round(rate[0], 1), fwdbwd_tflops=round(rate[1], 1))  # fmt: skip
+        fwd_tflops=round(rate[0], 1), fwdbwd_tflops=round(rate[1], 1), **graphed)  # fmt: skip
     return rate
 
 
 def bench_one(name: str, spec: Any, mask_mod: Callable | None, n: int, q, k, v, dense: tuple[float, float]) -> None:
     flex_out = None
     flex_row: dict[str, Any] = {}
+    flex_graphed: dict[str, Any] = {}
     if mask_mod is not None:
         torch._dynamo.reset()
         block_mask = create_block_mask(mask_mod, None, None, n, n, device="cuda", _compile=True)
@@ -121,6 +134,7 @@ def bench_one(name: str, spec: Any, mask_mod: Callable | None, n: int, q, k, v, 
 
         flex_out = theirs(q, k, v).detach()
         flex_row = dict(zip(("fwd_ms", "fwdbwd_ms"), time_fwd_bwd(theirs, q, k, v)))
+        flex_graphed = graph_times(theirs, q, k, v, count_pairs(mask_mod, n))
     for schedule in ("single", "auto"):
         pattern = compile_pattern(name, spec, n, schedule)
         pairs = int(pattern.stats().active_pairs)
@@ -143,6 +157,7 @@ def bench_one(name: str, spec: Any, mask_mod: Callable | None, n: int, q, k, v, 
             "plan_s": round(plan_s, 2), "first_call_s": round(first, 1),
             "fwd_ms": round(fwd, 3), "fwdbwd_ms": round(fwd_bwd, 3),
             "fwd_eff": round(rate[0] / dense[0], 3), "fwdbwd_eff": round(rate[1] / dense[1], 3),
+            **graph_times(ours, q, k, v, pairs),
         }  # fmt: skip
         if flex_out is not None:
             row["out_vs_flex"] = round(relative(ours(q, k, v), flex_out), 5)
@@ -153,15 +168,25 @@ def bench_one(name: str, spec: Any, mask_mod: Callable | None, n: int, q, k, v, 
         rate = tflops(pairs, flex_row["fwd_ms"], flex_row["fwdbwd_ms"])
         log(n=n, pattern=name, impl="flex", fwd_ms=round(flex_row["fwd_ms"], 3),
             fwdbwd_ms=round(flex_row["fwdbwd_ms"], 3), fwd_eff=round(rate[0] / dense[0], 3),
-            fwdbwd_eff=round(rate[1] / dense[1], 3))  # fmt: skip
+            fwdbwd_eff=round(rate[1] / dense[1], 3), **flex_graphed)  # fmt: skip
+
+
+def graph_efficiency(row: dict[str, Any]) -> str:
+    """Efficiency ("fwd / fwd+bwd") of a row replayed from a CUDA graph, against cuDNN's graphed rates of
+    the same n; empty when either was not captured."""
+    dense = next((r for r in ROWS if r.get("impl") == "cudnn" and r.get("n") == row["n"]), {})
+    keys = ("graph_fwd_tflops", "graph_fwdbwd_tflops")
+    if not all(key in row and key in dense for key in keys):
+        return ""
+    return " / ".join(f"{row[key] / dense[key]:.3f}" for key in keys)
 
 
 def table() -> str:
     header = ["n", "pattern", "impl", "passes", "kernel work / pairs", "fwd eff", "fwd+bwd eff", "fwd vs flex",
-              "fwd+bwd vs flex"]  # fmt: skip
+              "fwd+bwd vs flex", "graphed eff"]  # fmt: skip
     rows = [
         [r["n"], r["pattern"], r["impl"], ", ".join(r.get("passes", [])), r.get("kernel_work_over_pairs", ""),
-         r["fwd_eff"], r["fwdbwd_eff"], r.get("fwd_vs_flex", ""), r.get("fwdbwd_vs_flex", "")]
+         r["fwd_eff"], r["fwdbwd_eff"], r.get("fwd_vs_flex", ""), r.get("fwdbwd_vs_flex", ""), graph_efficiency(r)]
         for r in ROWS
         if "fwd_eff" in r
     ]  # fmt: skip

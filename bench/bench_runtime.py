@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from bench_triton import time_fwd_bwd  # the same timing as the static patterns' benchmark
+from bench_triton import graph_times, time_fwd_bwd  # the same timings as the static patterns' benchmark
 from report import profile_fwd_bwd
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.nn.attention.flex_attention import create_block_mask, flex_attention
@@ -78,11 +78,12 @@ class Dense:
 
     def __init__(self, n: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
         with sdpa_kernel(SDPBackend.CUDNN_ATTENTION):
-            self.fwd, self.fwd_bwd = time_fwd_bwd(
-                lambda a, b, c: F.scaled_dot_product_attention(a, b, c, is_causal=True), q, k, v
-            )
+            dense = lambda a, b, c: F.scaled_dot_product_attention(a, b, c, is_causal=True)  # noqa: E731
+            self.fwd, self.fwd_bwd = time_fwd_bwd(dense, q, k, v)
+            self.graphed = graph_times(dense, q, k, v, n * (n + 1) // 2)
         self.pairs = H * n * (n + 1) // 2
-        log(impl="sdpa_cudnn", case="dense_causal", fwd_ms=round(self.fwd, 3), fwdbwd_ms=round(self.fwd_bwd, 3))
+        log(impl="sdpa_cudnn", case="dense_causal", fwd_ms=round(self.fwd, 3), fwdbwd_ms=round(self.fwd_bwd, 3),
+            **self.graphed)  # fmt: skip
 
     def efficiency(self, pairs: int, fwd: float, fwd_bwd: float) -> dict[str, float]:
         share = pairs / self.pairs
@@ -93,12 +94,27 @@ class Dense:
             "fwdbwd_efficiency": round(share * self.fwd_bwd / fwd_bwd, 3),
         }
 
+    def graph_efficiency(self, fn: Callable, pairs: int, q, k, v) -> dict[str, Any]:
+        """`fn`'s forward and forward+backward replayed from a CUDA graph (bench_triton.graph_times),
+        as efficiencies against cuDNN's graphed times of this run."""
+        graphed = graph_times(fn, q, k, v, pairs)
+        keys = ("graph_fwd_ms", "graph_fwdbwd_ms")
+        if not all(key in graphed and key in self.graphed for key in keys):
+            return {key: value for key, value in graphed.items() if "tflops" not in key}
+        share = pairs / self.pairs
+        return {
+            **{key: graphed[key] for key in keys},
+            "graph_fwd_efficiency": round(share * self.graphed["graph_fwd_ms"] / graphed["graph_fwd_ms"], 3),
+            "graph_fwdbwd_efficiency": round(share * self.graphed["graph_fwdbwd_ms"] / graphed["graph_fwdbwd_ms"], 3),
+        }
+
 
 def bench_maskc(case: str, ours: Callable, pairs: int, dense: Dense, q, k, v) -> torch.Tensor:
     out = ours(q, k, v)
     out.backward(torch.randn_like(out))
     fwd, fwd_bwd = time_fwd_bwd(ours, q, k, v)
-    log(impl="maskc", case=case, pairs=pairs, **dense.efficiency(pairs, fwd, fwd_bwd))
+    log(impl="maskc", case=case, pairs=pairs, **dense.efficiency(pairs, fwd, fwd_bwd),
+        **dense.graph_efficiency(ours, pairs, q, k, v))  # fmt: skip
     profile_fwd_bwd(ours, q, k, v, case)
     return ours(q, k, v)
 
@@ -124,7 +140,7 @@ def bench_flex(case: str, mask_mod: Callable, heads: int | None, pairs: int, den
     agreement = relative(reference, theirs(q, k, v))
     fwd, fwd_bwd = time_fwd_bwd(theirs, q, k, v)
     log(impl="flex", case=case, block_mask_ms=round(build_ms, 3), out_vs_maskc=round(agreement, 5),
-        **dense.efficiency(pairs, fwd, fwd_bwd))  # fmt: skip
+        **dense.efficiency(pairs, fwd, fwd_bwd), **dense.graph_efficiency(theirs, pairs, q, k, v))  # fmt: skip
 
 
 def bench_varlen(case: str, window: int | None, pairs: int, dense: Dense, reference, q, k, v) -> None:
@@ -145,7 +161,8 @@ def bench_varlen(case: str, window: int | None, pairs: int, dense: Dense, refere
     try:
         agreement = relative(reference, theirs(*packed).transpose(0, 1)[None])
         fwd, fwd_bwd = time_fwd_bwd(theirs, *packed)
-        log(impl="varlen_attn", case=case, out_vs_maskc=round(agreement, 5), **dense.efficiency(pairs, fwd, fwd_bwd))
+        log(impl="varlen_attn", case=case, out_vs_maskc=round(agreement, 5), **dense.efficiency(pairs, fwd, fwd_bwd),
+            **dense.graph_efficiency(theirs, pairs, *packed))  # fmt: skip
     except Exception as error:  # an unsupported option is reported, not fatal
         log(impl="varlen_attn", case=case, error=f"{type(error).__name__}: {str(error)[:200]}")
 

@@ -20,6 +20,7 @@ import argparse
 import json
 import os
 import time
+import traceback
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -31,7 +32,7 @@ import triton
 from report import markdown_table, tuner_picks
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.nn.attention.flex_attention import create_block_mask, flex_attention
-from triton.testing import do_bench
+from triton.testing import do_bench, do_bench_cudagraph
 
 import maskc
 from maskc.backends.triton import tables
@@ -42,6 +43,8 @@ SPECS = Path(__file__).resolve().parent.parent / "specs"
 B, H, D = 1, 16, 128
 DTYPE = torch.bfloat16
 ROWS: list[dict[str, Any]] = []
+#: Also time every call replayed from a CUDA graph (`graph_times`); MASKC_BENCH_GRAPHS=0 turns it off.
+GRAPHS = os.environ.get("MASKC_BENCH_GRAPHS", "1") != "0"
 
 
 def log(**row: Any) -> None:
@@ -100,6 +103,28 @@ def time_fwd_bwd(fn: Callable, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor
     return fwd, do_bench(fwd_bwd, warmup=10, rep=50, return_mode="median")
 
 
+def graph_times(fn: Callable, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pairs: int) -> dict[str, Any]:
+    """Median forward and forward+backward ms of `fn` replayed from a CUDA graph (do_bench_cudagraph):
+    the GPU's time with no host time in it, as a captured training step (torch.compile's
+    "reduce-overhead" mode, torch.cuda.make_graphed_callables) runs the call. Unlike do_bench, the L2
+    cache is not flushed between calls. With TFLOP/s of `pairs` active pairs (per batch element and
+    head); {"graph_error": …} when the call cannot be captured."""
+    if not GRAPHS:
+        return {}
+    g = torch.randn_like(fn(q, k, v))
+    try:
+        fwd = do_bench_cudagraph(lambda: fn(q, k, v), rep=100, return_mode="median")
+        fwd_bwd = do_bench_cudagraph(lambda: fn(q, k, v).backward(g), rep=100, grad_to_none=[q, k, v],
+                                     return_mode="median")  # fmt: skip
+    except Exception as error:  # a call that cannot be captured is reported, not fatal
+        traceback.print_exception(error)
+        first = error  # a failed capture's own error is the context of the capture's end
+        while first.__context__ is not None:
+            first = first.__context__
+        return {"graph_error": f"{type(first).__name__}: {str(first)[:300]}"}
+    return {f"graph_{key}": value for key, value in rates(pairs, fwd, fwd_bwd).items()}
+
+
 def first_call_and_times(fn: Callable, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tuple[float, float, float]:
     """(seconds of a first forward+backward, compiles and tuning included; then `time_fwd_bwd`'s medians)."""
     start = time.perf_counter()
@@ -155,7 +180,9 @@ def bench_dense(n: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> No
                 fwd, fwd_bwd = time_fwd_bwd(
                     lambda a, b, c: F.scaled_dot_product_attention(a, b, c, is_causal=True), q, k, v
                 )
-            log(n=n, impl=name, pattern="dense_causal", **rates(pairs, fwd, fwd_bwd))
+                graphed = graph_times(lambda a, b, c: F.scaled_dot_product_attention(a, b, c, is_causal=True), q, k,
+                                      v, pairs)  # fmt: skip
+            log(n=n, impl=name, pattern="dense_causal", **rates(pairs, fwd, fwd_bwd), **graphed)
         except Exception as error:  # a missing SDPA backend is reported, not fatal
             log(n=n, impl=name, pattern="dense_causal", error=str(error)[:200])
 
@@ -186,9 +213,8 @@ def bench_pattern(name: str, mask_mod: Callable, n: int, q, k, v, peak: float, b
             + ([f"chunks {factor:g}"] if len(chunk_factors) > 1 else [])
             + ([f"tma {tma_setting}"] if len(tma) > 1 else [])
         )
-        log(
-            impl=impl, first_call_s=round(first, 1), configs=tuned, tuning=timed, **common, **rates(pairs, fwd, fwd_bwd)
-        )
+        log(impl=impl, first_call_s=round(first, 1), configs=tuned, tuning=timed, **common,
+            **rates(pairs, fwd, fwd_bwd), **graph_times(ours, q, k, v, pairs))  # fmt: skip
     if setting is None:
         os.environ.pop("MASKC_TRITON_TMA", None)
     else:
@@ -216,6 +242,7 @@ def bench_pattern(name: str, mask_mod: Callable, n: int, q, k, v, peak: float, b
         out_vs_maskc=round(agreement, 5),
         **common,
         **rates(pairs, fwd, fwd_bwd),
+        **graph_times(theirs, q, k, v, pairs),
     )
 
 
@@ -244,7 +271,7 @@ def bench_memory(n: int) -> None:
 def table() -> str:
     """The measured rows as a markdown table, with ratios to Flex and dense cuDNN of the same run."""
     header = ["n", "pattern", "impl", "fwd ms", "fwd TFLOP/s", "fwd+bwd ms", "fwd+bwd TFLOP/s", "fwd vs flex",
-              "fwd+bwd vs flex"]  # fmt: skip
+              "fwd+bwd vs flex", "graph fwd / fwd+bwd TFLOP/s"]  # fmt: skip
     rows = []
     for row in (r for r in ROWS if "fwd_ms" in r):
         flex = next(
@@ -255,8 +282,9 @@ def table() -> str:
         ratio = ("", "") if flex is None else tuple(
             f"{flex[key] / row[key]:.2f}x" for key in ("fwd_ms", "fwdbwd_ms")
         )  # fmt: skip
+        graphed = f"{row['graph_fwd_tflops']} / {row['graph_fwdbwd_tflops']}" if "graph_fwd_tflops" in row else ""
         rows.append([row["n"], row["pattern"], row["impl"], row["fwd_ms"], row["fwd_tflops"], row["fwdbwd_ms"],
-                     row["fwdbwd_tflops"], *ratio])  # fmt: skip
+                     row["fwdbwd_tflops"], *ratio, graphed])  # fmt: skip
     return markdown_table(header, rows)
 
 

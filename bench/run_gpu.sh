@@ -14,6 +14,10 @@
 #                                 then window, Longformer and BigBird at n = 32768, the lowering cases
 #                                 strided, StreamingLLM and dilated, the three at n = 131072 (every
 #                                 candidate's time); then both GPUs: the two-GPU tests
+#   bash bench/run_gpu.sh graphs  one GPU: the CUDA-graph tests, then the cases that looked bound by
+#                                 the host, with their times replayed from CUDA graphs (bench_triton's
+#                                 graph_times): run-time documents, window and top-k; strided, profiled;
+#                                 NATTEN 2-D row-major and tiled
 # Every queue stops starting benchmarks when its time (second argument, seconds) is spent.
 set -u
 phase=${1:-tests}; budget=${2:-330}
@@ -71,6 +75,16 @@ elif [ "$phase" = next ]; then
     wait
     two_gpu_tests
     grep -E "^(FAILED|ERROR)|passed|failed" "$out/gpu_tests.log" | tail -20
+elif [ "$phase" = graphs ]; then
+    # each test and case in a process of its own: a capture that fails leaves CUDA's generator unusable
+    mapfile -t tests < <(python3 -m pytest -q --collect-only -p no:cacheprovider -m gpu tests/gpu/test_graphs_gpu.py | grep ::)
+    entries=()
+    for t in "${tests[@]}"; do entries+=("graph test $t|python3 -m pytest -q -p no:cacheprovider -rfE -m gpu '$t'"); done
+    for c in topk documents window; do entries+=("runtime $c|python3 bench/bench_runtime.py --cases $c"); done
+    entries+=("grids 0|python3 bench/bench_grids.py --cases 0")
+    entries+=("strided profiled|MASKC_BENCH_PROFILE=1 python3 bench/bench_lowering.py --quick --no-flex --patterns strided")
+    entries+=("grids 1|python3 bench/bench_grids.py --cases 1")
+    queue 0 graphs "${entries[@]}"
 else
     queue 0 bench_b0 "runtime|python3 bench/bench_runtime.py" "grids|python3 bench/bench_grids.py" &
     queue 1 bench_b1 "hf_prefill|python3 bench/bench_hf_prefill.py" "decode|python3 bench/bench_decode.py" \
