@@ -199,7 +199,7 @@ def run_gpu(cases: list[Case], block_size: int | tuple[int, int], schedule: str)
         row: dict[str, Any] = {"case": case.name, "n": n, "block": str(block_size), **cpu, **schedule_work(pattern)}
         row["dense_fwd_tflops"] = round(dense / dense_f / 1e9, 1)
         row["dense_fwdbwd_tflops"] = round(3.5 * dense / dense_b / 1e9, 1)
-        out = maskc.attention(q, k, v, pattern, backend="triton")
+        out = maskc.attention(q, k, v, pattern, backend="triton").detach()
         f, b = timed(lambda a, bb, c, p=pattern: maskc.attention(a, bb, c, p, backend="triton"), q, k, v)
         row.update(maskc_fwd_ms=round(f, 3), maskc_fwdbwd_ms=round(b, 3))
         row["configs"], row["tuning"] = tuner_picks(pattern.spec_hash, n)

@@ -116,7 +116,7 @@ def bench_maskc(case: str, ours: Callable, pairs: int, dense: Dense, q, k, v) ->
     log(impl="maskc", case=case, pairs=pairs, **dense.efficiency(pairs, fwd, fwd_bwd),
         **dense.graph_efficiency(ours, pairs, q, k, v))  # fmt: skip
     profile_fwd_bwd(ours, q, k, v, case)
-    return ours(q, k, v)
+    return ours(q, k, v).detach()
 
 
 def bench_flex(case: str, mask_mod: Callable, heads: int | None, pairs: int, dense: Dense, reference, q, k, v) -> None:

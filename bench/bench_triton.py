@@ -111,6 +111,9 @@ def graph_times(fn: Callable, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     head); {"graph_error": …} when the call cannot be captured."""
     if not GRAPHS:
         return {}
+    # fresh leaves: a leaf's gradient accumulator made by earlier eager steps (and kept alive by any
+    # output still referenced) would accumulate on the default stream, which a capture refuses
+    q, k, v = (x.detach().clone().requires_grad_(x.requires_grad) for x in (q, k, v))
     g = torch.randn_like(fn(q, k, v))
     try:
         fwd = do_bench_cudagraph(lambda: fn(q, k, v), rep=100, return_mode="median")

@@ -17,7 +17,7 @@
 #   bash bench/run_gpu.sh graphs  one GPU: the CUDA-graph tests, then the cases that looked bound by
 #                                 the host, with their times replayed from CUDA graphs (bench_triton's
 #                                 graph_times): run-time documents, window and top-k; strided, profiled;
-#                                 NATTEN 2-D row-major and tiled
+#                                 NATTEN 2-D row-major and tiled (GRAPH_TESTS=0: without the tests)
 # Every queue stops starting benchmarks when its time (second argument, seconds) is spent.
 set -u
 phase=${1:-tests}; budget=${2:-330}
@@ -77,12 +77,15 @@ elif [ "$phase" = next ]; then
     grep -E "^(FAILED|ERROR)|passed|failed" "$out/gpu_tests.log" | tail -20
 elif [ "$phase" = graphs ]; then
     # each test and case in a process of its own: a capture that fails leaves CUDA's generator unusable
-    mapfile -t tests < <(python3 -m pytest -q --collect-only -p no:cacheprovider -m gpu tests/gpu/test_graphs_gpu.py | grep ::)
     entries=()
-    for t in "${tests[@]}"; do entries+=("graph test $t|python3 -m pytest -q -p no:cacheprovider -rfE -m gpu '$t'"); done
-    for c in topk documents window; do entries+=("runtime $c|python3 bench/bench_runtime.py --cases $c"); done
+    if [ "${GRAPH_TESTS:-1}" = 1 ]; then
+        mapfile -t tests < <(python3 -m pytest -q --collect-only -p no:cacheprovider -m gpu tests/gpu/test_graphs_gpu.py | grep ::)
+        for t in "${tests[@]}"; do entries+=("graph test $t|python3 -m pytest -q -p no:cacheprovider -rfE -m gpu '$t'"); done
+    fi
+    for c in window topk; do entries+=("runtime $c|python3 bench/bench_runtime.py --cases $c"); done
     entries+=("grids 0|python3 bench/bench_grids.py --cases 0")
     entries+=("strided profiled|MASKC_BENCH_PROFILE=1 python3 bench/bench_lowering.py --quick --no-flex --patterns strided")
+    entries+=("runtime documents|python3 bench/bench_runtime.py --cases documents")
     entries+=("grids 1|python3 bench/bench_grids.py --cases 1")
     queue 0 graphs "${entries[@]}"
 else
