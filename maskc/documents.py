@@ -93,9 +93,9 @@ def _under_capture(device: torch.device) -> bool:
     """Whether the call is traced or captured, where reading a value back to the host is not allowed."""
     import torch
 
-    if torch.compiler.is_compiling():
-        return True
-    return device.type == "cuda" and torch.cuda.is_current_stream_capturing()
+    from maskc.tracing import capturing
+
+    return torch.compiler.is_compiling() or capturing(device)
 
 
 def order_check(device: torch.device) -> str:

@@ -12,7 +12,7 @@ from collections.abc import Callable
 import torch
 
 from maskc.rules import TopkParams
-from maskc.tracing import tracing_mode
+from maskc.tracing import capturing, tracing_mode
 
 
 def block_means(x: torch.Tensor, block: int) -> torch.Tensor:
@@ -95,7 +95,7 @@ def _constant(key: tuple, make: Callable[[], torch.Tensor]) -> torch.Tensor:
         and not torch.is_inference_mode_enabled()
         and made.numel() <= _MAX_CONSTANT_ELEMENTS
         and len(_CONSTANTS) < _MAX_CONSTANTS
-        and not (made.device.type == "cuda" and torch.cuda.is_current_stream_capturing())
+        and not capturing(made.device)
     )
     if keep:
         _CONSTANTS.setdefault(key, made)

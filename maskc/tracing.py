@@ -1,9 +1,11 @@
-"""Whether a call runs under a tracer: a torch dispatch mode other than a mere observer.
+"""Whether a call runs under a tracer or inside a CUDA graph capture: when what it makes must not be
+kept for later calls.
 
 Tracers (make_fx, FakeTensorMode, torch.export's proxy modes) hand fake or proxy tensors through
 torch ops, so what a call would keep for later calls (constants made once) must be made afresh
 under them. A mode that only watches (`observer = True`, such as an op counter) sees a call run as
-it would without it.
+it would without it. Inside a capture, kernels are recorded, not run: a tensor made there holds
+nothing until the graph replays, so an eager call reading it first would read garbage.
 """
 
 from __future__ import annotations
@@ -17,3 +19,8 @@ def tracing_mode() -> bool:
     if torch._C._len_torch_dispatch_stack() == 0:
         return False
     return not all(getattr(mode, "observer", False) for mode in _get_current_dispatch_mode_stack())
+
+
+def capturing(device: torch.device) -> bool:
+    """Whether work on `device` is being captured into a CUDA graph now (see the module docstring)."""
+    return device.type == "cuda" and torch.cuda.is_current_stream_capturing()

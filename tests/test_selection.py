@@ -58,3 +58,15 @@ def test_kept_constants_are_never_dropped(monkeypatch) -> None:
     assert selection._constant(("a",), lambda: torch.zeros(3)) is first
     assert selection._constant(("c",), lambda: torch.ones(3)) is not extra
     assert set(selection._CONSTANTS) == {("a",), ("b",)}
+
+
+def test_constants_made_inside_a_capture_are_not_kept(monkeypatch) -> None:
+    """Inside a CUDA graph capture a constant's kernels are only recorded: kept, it would give a later
+    eager call garbage. Made there, it is used and not kept; the next call outside keeps its own."""
+    monkeypatch.setattr(selection, "_CONSTANTS", {})
+    monkeypatch.setattr(selection, "capturing", lambda device: True)
+    made = selection._constant(("a",), lambda: torch.zeros(3))
+    assert made is not None and not selection._CONSTANTS
+    monkeypatch.setattr(selection, "capturing", lambda device: False)
+    kept = selection._constant(("a",), lambda: torch.zeros(3))
+    assert list(selection._CONSTANTS) == [("a",)] and selection._CONSTANTS[("a",)] is kept

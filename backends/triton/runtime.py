@@ -39,6 +39,7 @@ from maskc.rules import (
     UnionRule,
 )
 from maskc.selection import select_blocks
+from maskc.tracing import capturing
 
 from .tables import WalkTables
 
@@ -264,10 +265,14 @@ class StaticMaps:
 
     def tensor(self, key: tuple, make: Callable[[], torch.Tensor]) -> torch.Tensor:
         """A constant of the grid made on the device by `make` (index tensors, aranges), made once per key
-        (which names the device): later calls dispatch no op for it."""
-        if key not in self._tensors:
-            self._tensors[key] = make()
-        return self._tensors[key]
+        (which names the device): later calls dispatch no op for it. One made inside a CUDA graph
+        capture is not kept: it holds nothing until a replay (maskc.tracing)."""
+        found = self._tensors.get(key)
+        if found is None:
+            found = make()
+            if not capturing(found.device):
+                self._tensors[key] = found
+        return found
 
     def constant(self, values: np.ndarray, device: torch.device) -> torch.Tensor:
         """A small host array on the device, copied once (a copy inside a CUDA graph capture would fail)."""
