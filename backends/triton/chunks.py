@@ -12,6 +12,8 @@ from typing import Any
 
 import torch
 
+from maskc.tracing import capturing
+
 from .tables import WalkTables
 
 
@@ -47,5 +49,7 @@ _PLACEHOLDERS: dict[torch.device, torch.Tensor] = {}
 def _placeholder(device: torch.device) -> torch.Tensor:
     found = _PLACEHOLDERS.get(device)
     if found is None:
-        found = _PLACEHOLDERS[device] = torch.empty(1, dtype=torch.float32, device=device)
+        found = torch.empty(1, dtype=torch.float32, device=device)
+        if not capturing(device):  # memory of a capture is the graph's: not kept for other calls
+            _PLACEHOLDERS[device] = found
     return found

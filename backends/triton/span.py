@@ -15,6 +15,8 @@ from functools import lru_cache
 
 import torch
 
+from maskc.tracing import capturing
+
 
 @dataclass(frozen=True)
 class Span:
@@ -72,6 +74,9 @@ _DUMMIES: dict[str, torch.Tensor] = {}
 
 def _dummy(device: torch.device) -> torch.Tensor:
     key = str(device)
-    if key not in _DUMMIES:
-        _DUMMIES[key] = torch.zeros(1, dtype=torch.int32, device=device)
-    return _DUMMIES[key]
+    found = _DUMMIES.get(key)
+    if found is None:
+        found = torch.zeros(1, dtype=torch.int32, device=device)
+        if not capturing(device):  # made inside a capture, its zero is only recorded: not kept
+            _DUMMIES[key] = found
+    return found
