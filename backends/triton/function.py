@@ -50,11 +50,10 @@ def _traced(*tensors: torch.Tensor) -> bool:
 
 def _needs_no_derivative(*tensors: torch.Tensor) -> bool:
     """Whether no gradient can be asked of the call: grad mode off or no input requiring one, and no
-    forward-mode (dual) level open, whose tangents the autograd function refuses rather than drops."""
-    # torch keeps the open forward-mode level in a module global (-1: none); without it, assume one
-    if getattr(forward_ad, "_current_level", 0) >= 0:
+    input carrying a forward-mode tangent, which the autograd function refuses rather than drops."""
+    if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
         return False
-    return not (torch.is_grad_enabled() and any(t.requires_grad for t in tensors))
+    return all(forward_ad.unpack_dual(t).tangent is None for t in tensors)
 
 
 def _plan_key(pattern: CompiledPattern) -> str:
