@@ -27,6 +27,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from report import save_rows
+
 import maskc
 from maskc.errors import MaskcWarning
 
@@ -70,9 +72,7 @@ CASES = [
 def log(**row: Any) -> None:
     ROWS.append(row)
     print(json.dumps(row), flush=True)
-    if os.environ.get("OUT"):
-        with open(os.path.join(os.environ["OUT"], "bench_grids.json"), "w") as handle:
-            json.dump(ROWS, handle, indent=1)
+    save_rows("bench_grids.json", ROWS)
 
 
 def compiled(case: Case, block_size: int | tuple[int, int], schedule: str = "single") -> maskc.CompiledPattern:
@@ -159,14 +159,17 @@ def mask_mod(case: Case) -> Callable:
 
 
 def graph_efficiency(impl: str, graphed: dict[str, Any], dense: dict[str, Any]) -> dict[str, Any]:
-    """An implementation's rates replayed from a CUDA graph, as efficiencies against dense cuDNN's
-    graphed rates (`{impl}_graph_fwd_eff`, `{impl}_graph_fwdbwd_eff`), or the capture's error."""
-    if "graph_fwd_tflops" not in graphed or "graph_fwd_tflops" not in dense:
-        return {f"{impl}_{key}": value for key, value in {**dense, **graphed}.items() if key == "graph_error"}
-    return {
-        f"{impl}_graph_{step}_eff": round(graphed[f"graph_{step}_tflops"] / dense[f"graph_{step}_tflops"], 3)
-        for step in ("fwd", "fwdbwd")
-    }
+    """An implementation's times replayed from a CUDA graph (`{impl}_graph_fwd_ms`, …) and, where
+    dense cuDNN's graphed rates exist, its efficiencies against them (`{impl}_graph_fwd_eff`, …);
+    the implementation's own capture error otherwise."""
+    if "graph_error" in graphed:
+        return {f"{impl}_graph_error": graphed["graph_error"]}
+    found = {f"{impl}_{key}": graphed[key] for key in ("graph_fwd_ms", "graph_fwdbwd_ms") if key in graphed}
+    if "graph_fwd_tflops" in graphed and "graph_fwd_tflops" in dense:
+        for step in ("fwd", "fwdbwd"):
+            rate = graphed[f"graph_{step}_tflops"] / dense[f"graph_{step}_tflops"]
+            found[f"{impl}_graph_{step}_eff"] = round(rate, 3)
+    return found
 
 
 def run_gpu(cases: list[Case], block_size: int | tuple[int, int], schedule: str) -> None:
@@ -199,6 +202,7 @@ def run_gpu(cases: list[Case], block_size: int | tuple[int, int], schedule: str)
         row: dict[str, Any] = {"case": case.name, "n": n, "block": str(block_size), **cpu, **schedule_work(pattern)}
         row["dense_fwd_tflops"] = round(dense / dense_f / 1e9, 1)
         row["dense_fwdbwd_tflops"] = round(3.5 * dense / dense_b / 1e9, 1)
+        row.update({f"dense_{key}": value for key, value in dense_graphed.items()})
         out = maskc.attention(q, k, v, pattern, backend="triton").detach()
         f, b = timed(lambda a, bb, c, p=pattern: maskc.attention(a, bb, c, p, backend="triton"), q, k, v)
         row.update(maskc_fwd_ms=round(f, 3), maskc_fwdbwd_ms=round(b, 3))

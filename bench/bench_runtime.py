@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -29,7 +28,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from bench_triton import graph_times, time_fwd_bwd  # the same timings as the static patterns' benchmark
-from report import profile_fwd_bwd
+from report import profile_fwd_bwd, save_rows
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.nn.attention.flex_attention import create_block_mask, flex_attention
 from triton.testing import do_bench
@@ -48,9 +47,7 @@ ROWS: list[dict[str, Any]] = []
 def log(**row: Any) -> None:
     ROWS.append(row)
     print(json.dumps(row), flush=True)
-    if os.environ.get("OUT"):
-        with open(os.path.join(os.environ["OUT"], "bench_runtime.json"), "w") as f:
-            json.dump(ROWS, f, indent=1)
+    save_rows("bench_runtime.json", ROWS)
 
 
 def count_pairs(mask_mod: Callable, n: int, heads: int) -> int:
@@ -97,7 +94,7 @@ class Dense:
     def graph_efficiency(self, fn: Callable, pairs: int, q, k, v) -> dict[str, Any]:
         """`fn`'s forward and forward+backward replayed from a CUDA graph (bench_triton.graph_times),
         as efficiencies against cuDNN's graphed times of this run."""
-        graphed = graph_times(fn, q, k, v, pairs)
+        graphed = graph_times(fn, q, k, v, pairs / H)  # graph_times counts pairs per head
         keys = ("graph_fwd_ms", "graph_fwdbwd_ms")
         if not all(key in graphed and key in self.graphed for key in keys):
             return {key: value for key, value in graphed.items() if "tflops" not in key}
@@ -260,7 +257,7 @@ def bench_clusters(method: str, n: int, dense: Dense, q, k, v, held: bool = Fals
         log(impl="maskc", case=case, pairs=pairs, assign_and_sort_ms=round(assign_ms, 3),
             fwd_vs_dense=round(fwd / dense.fwd, 3), fwdbwd_vs_dense=round(fwd_bwd / dense.fwd_bwd, 3),
             target="at most 0.5 of dense causal, fwd and fwd+bwd", **dense.efficiency(pairs, fwd, fwd_bwd))  # fmt: skip
-        reference = ours(q, k, v)
+        reference = ours(q, k, v).detach()
     except Exception as error:
         log(impl="maskc", case=case, error=f"{type(error).__name__}: {str(error)[:200]}")
         return

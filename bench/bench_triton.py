@@ -43,8 +43,11 @@ SPECS = Path(__file__).resolve().parent.parent / "specs"
 B, H, D = 1, 16, 128
 DTYPE = torch.bfloat16
 ROWS: list[dict[str, Any]] = []
-#: Also time every call replayed from a CUDA graph (`graph_times`); MASKC_BENCH_GRAPHS=0 turns it off.
-GRAPHS = os.environ.get("MASKC_BENCH_GRAPHS", "1") != "0"
+#: Also time every call replayed from a CUDA graph (`graph_times`): MASKC_BENCH_GRAPHS=1 (run_gpu.sh's
+#: "graphs" phase sets it; off by default, since a failed capture ends what the process can measure).
+GRAPHS = os.environ.get("MASKC_BENCH_GRAPHS", "0") == "1"
+#: Set by a failed capture: CUDA's random generator is then unusable in this process, so no more captures.
+_CAPTURE_FAILED: list[str] = []
 
 
 def log(**row: Any) -> None:
@@ -103,29 +106,40 @@ def time_fwd_bwd(fn: Callable, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor
     return fwd, do_bench(fwd_bwd, warmup=10, rep=50, return_mode="median")
 
 
-def graph_times(fn: Callable, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pairs: int) -> dict[str, Any]:
+def graph_times(fn: Callable, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pairs: float) -> dict[str, Any]:
     """Median forward and forward+backward ms of `fn` replayed from a CUDA graph (do_bench_cudagraph):
     the GPU's time with no host time in it, as a captured training step (torch.compile's
     "reduce-overhead" mode, torch.cuda.make_graphed_callables) runs the call. Unlike do_bench, the L2
     cache is not flushed between calls. With TFLOP/s of `pairs` active pairs (per batch element and
-    head); {"graph_error": …} when the call cannot be captured."""
+    head); {"graph_error": …} when the call cannot be captured, and for every call after a failed
+    capture in this process."""
     if not GRAPHS:
         return {}
+    if _CAPTURE_FAILED:
+        return {"graph_error": f"not captured: an earlier capture failed in this process ({_CAPTURE_FAILED[0]})"}
     # fresh leaves: a leaf's gradient accumulator made by earlier eager steps (and kept alive by any
     # output still referenced) would accumulate on the default stream, which a capture refuses
     q, k, v = (x.detach().clone().requires_grad_(x.requires_grad) for x in (q, k, v))
-    g = torch.randn_like(fn(q, k, v))
     try:
+        g = torch.randn_like(fn(q, k, v))
         fwd = do_bench_cudagraph(lambda: fn(q, k, v), rep=100, return_mode="median")
         fwd_bwd = do_bench_cudagraph(lambda: fn(q, k, v).backward(g), rep=100, grad_to_none=[q, k, v],
                                      return_mode="median")  # fmt: skip
     except Exception as error:  # a call that cannot be captured is reported, not fatal
         traceback.print_exception(error)
-        first = error  # a failed capture's own error is the context of the capture's end
-        while first.__context__ is not None:
-            first = first.__context__
-        return {"graph_error": f"{type(first).__name__}: {str(first)[:300]}"}
+        _CAPTURE_FAILED.append(type(error).__name__)
+        return {"graph_error": _capture_error(error)}
     return {f"graph_{key}": value for key, value in rates(pairs, fwd, fwd_bwd).items()}
+
+
+def _capture_error(error: BaseException) -> str:
+    """The error to report: a capture that ended invalidated is named with the error that broke it
+    (the context its end was raised in), any other error as it is."""
+    text = f"{type(error).__name__}: {str(error)[:300]}"
+    cause = error.__context__
+    if "during capture" not in str(error) or cause is None:
+        return text
+    return f"{type(cause).__name__}: {str(cause)[:300]} (then {text[:120]})"
 
 
 def first_call_and_times(fn: Callable, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tuple[float, float, float]:

@@ -1,9 +1,13 @@
-"""Markdown tables for the benchmarks' summaries (pasted into RESULTS.md as printed), and a profiled step."""
+"""Markdown tables for the benchmarks' summaries (pasted into RESULTS.md as printed), a profiled step,
+and the rows' JSON file."""
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
 
 
 def markdown_table(header: Sequence[str], rows: Iterable[Sequence[object]], align: str = "") -> str:
@@ -13,6 +17,22 @@ def markdown_table(header: Sequence[str], rows: Iterable[Sequence[object]], alig
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(rules) + "|"]
     lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+#: Rows that earlier processes wrote to each $OUT file, read once per process.
+_EARLIER: dict[str, list[dict[str, Any]]] = {}
+
+
+def save_rows(name: str, rows: list[dict[str, Any]]) -> None:
+    """`rows` to $OUT/`name` (when OUT is set), after the rows that earlier processes of the run wrote
+    there: run_gpu.sh runs cases one per process into one $OUT, and each would overwrite the last."""
+    out = os.environ.get("OUT")
+    if not out:
+        return
+    path = Path(out, name)
+    if name not in _EARLIER:
+        _EARLIER[name] = json.loads(path.read_text()) if path.exists() else []
+    path.write_text(json.dumps(_EARLIER[name] + rows, indent=1))
 
 
 def profile_step(step: Callable[[], None], label: str, rows: int = 18) -> None:

@@ -16,8 +16,9 @@
 #                                 candidate's time); then both GPUs: the two-GPU tests
 #   bash bench/run_gpu.sh graphs  one GPU: the CUDA-graph tests, then the cases that looked bound by
 #                                 the host, with their times replayed from CUDA graphs (bench_triton's
-#                                 graph_times): run-time documents, window and top-k; strided, profiled;
-#                                 NATTEN 2-D row-major and tiled (GRAPH_TESTS=0: without the tests)
+#                                 graph_times, on with MASKC_BENCH_GRAPHS=1): strided, profiled; run-time
+#                                 document-causal, documents with a window, top-k; NATTEN 2-D row-major
+#                                 and tiled; each in a process of its own (GRAPH_TESTS=0: no tests)
 # Every queue stops starting benchmarks when its time (second argument, seconds) is spent.
 set -u
 phase=${1:-tests}; budget=${2:-330}
@@ -76,17 +77,16 @@ elif [ "$phase" = next ]; then
     two_gpu_tests
     grep -E "^(FAILED|ERROR)|passed|failed" "$out/gpu_tests.log" | tail -20
 elif [ "$phase" = graphs ]; then
+    export MASKC_BENCH_GRAPHS=1
     # each test and case in a process of its own: a capture that fails leaves CUDA's generator unusable
     entries=()
     if [ "${GRAPH_TESTS:-1}" = 1 ]; then
         mapfile -t tests < <(python3 -m pytest -q --collect-only -p no:cacheprovider -m gpu tests/gpu/test_graphs_gpu.py | grep ::)
         for t in "${tests[@]}"; do entries+=("graph test $t|python3 -m pytest -q -p no:cacheprovider -rfE -m gpu '$t'"); done
     fi
-    for c in window topk; do entries+=("runtime $c|python3 bench/bench_runtime.py --cases $c"); done
-    entries+=("grids 0|python3 bench/bench_grids.py --cases 0")
     entries+=("strided profiled|MASKC_BENCH_PROFILE=1 python3 bench/bench_lowering.py --quick --no-flex --patterns strided")
-    entries+=("runtime documents|python3 bench/bench_runtime.py --cases documents")
-    entries+=("grids 1|python3 bench/bench_grids.py --cases 1")
+    for c in documents window topk; do entries+=("runtime $c|python3 bench/bench_runtime.py --cases $c"); done
+    for c in 0 1; do entries+=("grids $c|python3 bench/bench_grids.py --cases $c"); done
     queue 0 graphs "${entries[@]}"
 else
     queue 0 bench_b0 "runtime|python3 bench/bench_runtime.py" "grids|python3 bench/bench_grids.py" &

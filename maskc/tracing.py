@@ -22,5 +22,11 @@ def tracing_mode() -> bool:
 
 
 def capturing(device: torch.device) -> bool:
-    """Whether work on `device` is being captured into a CUDA graph now (see the module docstring)."""
-    return device.type == "cuda" and torch.cuda.is_current_stream_capturing()
+    """Whether work on `device` is being captured into a CUDA graph now: its current stream is
+    capturing (see the module docstring)."""
+    if device.type != "cuda":
+        return False
+    if device.index is None or device.index == torch.cuda.current_device():
+        return torch.cuda.is_current_stream_capturing()
+    with torch.cuda.device(device):
+        return torch.cuda.is_current_stream_capturing()

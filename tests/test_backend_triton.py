@@ -332,3 +332,21 @@ def test_forward_mode_derivatives_are_refused_not_dropped():
     q, k, v = _inputs(1, 2, 2, 128, 16, 16, torch.float32, seed=4)
     with forward_ad.dual_level(), pytest.raises((NotImplementedError, RuntimeError)):
         maskc.attention(forward_ad.make_dual(q, torch.ones_like(q)), k, v, pattern, backend="triton")
+
+
+def test_an_open_forward_mode_level_without_tangents_takes_the_no_grad_path(monkeypatch):
+    """Inside `dual_level()` with no input carrying a tangent, nothing can be asked of the call: it
+    runs without the autograd function, as outside the level, and gives the same output."""
+    from torch.autograd import forward_ad
+
+    from maskc.backends.triton import function
+
+    pattern = maskc.compile("specs/longformer.yaml", seq_len=128, block_size=32, heads=2)
+    q, k, v = _inputs(1, 2, 2, 128, 16, 16, torch.float32, seed=5)
+    want = maskc.attention(q, k, v, pattern, backend="triton")
+    applied: list[bool] = []
+    original = function.EagerAttention.apply
+    monkeypatch.setattr(function.EagerAttention, "apply", lambda *a: applied.append(True) or original(*a))
+    with forward_ad.dual_level():
+        got = maskc.attention(q, k, v, pattern, backend="triton")
+    assert not applied and torch.equal(got, want)

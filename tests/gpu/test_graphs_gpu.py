@@ -38,6 +38,15 @@ SPECS = {
         "causal": True,
         "pattern": {"intersect": [{"document": {}}, {"window": {"before": 1023, "after": 0}}]},
     },
+    "top-k 8 blocks of 64 + causal window 256 + 4 sinks": {
+        "causal": True,
+        "block_size": 64,
+        "pattern": [{"window": {"before": 255, "after": 0}}, {"topk": {"blocks": 8}}, {"sink": {"count": 4}}],
+    },
+    "k-means routing, 32 clusters, causal (cluster order)": {
+        "causal": True,
+        "pattern": {"cluster": {"clusters": 32}},
+    },
     "NATTEN 2-D 64 x 64, kernel 13 x 13, row-major (tiled pass)": {
         "grid": {"shape": [64, 64]},
         "pattern": {"neighborhood": {"kernel": [13, 13]}},
@@ -136,3 +145,31 @@ def test_tuned_steps_in_one_graph(name: str, monkeypatch: pytest.MonkeyPatch) ->
     graph.replay()
     torch.cuda.synchronize()
     _check_against_reference(pattern, documents, leaves, out, g)
+
+
+def test_a_batch_size_first_seen_inside_a_capture(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run-time layout's index constants for a batch size first seen inside a capture are only
+    recorded there (they hold nothing until a replay): an eager call of that size made before any
+    replay must build its own, not read those, and match the reference."""
+    monkeypatch.setenv("MASKC_TRITON_AUTOTUNE", "0")
+    heads = 4
+    pattern, documents = _setup("document-causal window 1024", heads)
+
+    def inputs(batch: int) -> tuple[list[torch.Tensor], torch.Tensor]:
+        qkv = [torch.randn(batch, heads, pattern.n, 128, device="cuda", dtype=torch.bfloat16) for _ in "qkv"]
+        return qkv, documents.expand(batch, -1).contiguous()
+
+    torch.manual_seed(5)
+    (q, k, v), ids = inputs(2)
+    maskc.attention(q, k, v, pattern, backend="triton", documents=ids)  # kernels and static tables
+    (q, k, v), ids = inputs(3)
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.stream(stream), torch.cuda.graph(graph):
+        maskc.attention(q, k, v, pattern, backend="triton", documents=ids)
+    torch.cuda.current_stream().wait_stream(stream)
+    out = maskc.attention(q, k, v, pattern, backend="triton", documents=ids)
+    resolved = static_patterns(pattern, q, k, check_shapes(q, k, v, pattern), ids)
+    ref_out, *_ = _reference(resolved, q, k, v, torch.zeros_like(q), 1 / math.sqrt(128))
+    assert _relative(out, ref_out) < TOLERANCE[torch.bfloat16]
