@@ -158,18 +158,14 @@ def mask_mod(case: Case) -> Callable:
     return natten if case.kind == "neighborhood" else sta
 
 
-def graph_efficiency(impl: str, graphed: dict[str, Any], dense: dict[str, Any]) -> dict[str, Any]:
-    """An implementation's times replayed from a CUDA graph (`{impl}_graph_fwd_ms`, …) and, where
-    dense cuDNN's graphed rates exist, its efficiencies against them (`{impl}_graph_fwd_eff`, …);
-    the implementation's own capture error otherwise."""
-    if "graph_error" in graphed:
-        return {f"{impl}_graph_error": graphed["graph_error"]}
-    found = {f"{impl}_{key}": graphed[key] for key in ("graph_fwd_ms", "graph_fwdbwd_ms") if key in graphed}
-    if "graph_fwd_tflops" in graphed and "graph_fwd_tflops" in dense:
-        for step in ("fwd", "fwdbwd"):
-            rate = graphed[f"graph_{step}_tflops"] / dense[f"graph_{step}_tflops"]
-            found[f"{impl}_graph_{step}_eff"] = round(rate, 3)
-    return found
+def graphed_fields(impl: str, graphed: dict[str, Any], dense: dict[str, Any]) -> dict[str, Any]:
+    """An implementation's times replayed from a CUDA graph and its efficiencies against dense
+    cuDNN's graphed rates (bench_triton.graph_efficiency), as `{impl}_graph_…` fields, or its own
+    capture error."""
+    from bench_triton import graph_efficiency
+
+    times = {key: value for key, value in graphed.items() if not key.endswith("tflops")}
+    return {f"{impl}_{key}": value for key, value in {**times, **graph_efficiency(graphed, dense)}.items()}
 
 
 def run_gpu(cases: list[Case], block_size: int | tuple[int, int], schedule: str) -> None:
@@ -210,7 +206,7 @@ def run_gpu(cases: list[Case], block_size: int | tuple[int, int], schedule: str)
         row.update(maskc_fwd_eff=round((flops / f) / (dense / dense_f), 3))
         row.update(maskc_fwdbwd_eff=round((flops / b) / (dense / dense_b), 3))
         ours = graph_times(lambda a, bb, c, p=pattern: maskc.attention(a, bb, c, p, backend="triton"), q, k, v, pairs)
-        row.update(graph_efficiency("maskc", ours, dense_graphed))
+        row.update(graphed_fields("maskc", ours, dense_graphed))
         try:
             block_mask = create_block_mask(mm, None, None, n, n, device="cuda", _compile=True)
             ff, fb = timed(lambda a, bb, c, m=block_mask: flex(a, bb, c, block_mask=m), q, k, v)
@@ -220,7 +216,7 @@ def run_gpu(cases: list[Case], block_size: int | tuple[int, int], schedule: str)
             row.update(flex_fwdbwd_eff=round((flops / fb) / (dense / dense_b), 3))
             row["maskc_vs_flex_rel_diff"] = round(relative(out, want), 5)
             theirs = graph_times(lambda a, bb, c, m=block_mask: flex(a, bb, c, block_mask=m), q, k, v, pairs)
-            row.update(graph_efficiency("flex", theirs, dense_graphed))
+            row.update(graphed_fields("flex", theirs, dense_graphed))
         except Exception as error:  # a FlexAttention failure is reported, not fatal
             row["flex_error"] = str(error)[:200]
         log(**row)

@@ -30,6 +30,7 @@ from bench_triton import (
     ROWS,
     count_pairs,
     first_call_and_times,
+    graph_efficiency,
     graph_times,
     log,
     mask_mods,
@@ -171,14 +172,12 @@ def bench_one(name: str, spec: Any, mask_mod: Callable | None, n: int, q, k, v, 
             fwdbwd_eff=round(rate[1] / dense[1], 3), **flex_graphed)  # fmt: skip
 
 
-def graph_efficiency(row: dict[str, Any]) -> str:
-    """Efficiency ("fwd / fwd+bwd") of a row replayed from a CUDA graph, against cuDNN's graphed rates of
-    the same n; empty when either was not captured."""
+def graphed_column(row: dict[str, Any]) -> str:
+    """ "fwd / fwd+bwd" efficiency of a row replayed from a CUDA graph (against cuDNN's graphed rates of
+    the same n), or empty."""
     dense = next((r for r in ROWS if r.get("impl") == "cudnn" and r.get("n") == row["n"]), {})
-    keys = ("graph_fwd_tflops", "graph_fwdbwd_tflops")
-    if not all(key in row and key in dense for key in keys):
-        return ""
-    return " / ".join(f"{row[key] / dense[key]:.3f}" for key in keys)
+    found = graph_efficiency(row, dense)
+    return " / ".join(f"{value:.3f}" for value in found.values())
 
 
 def table() -> str:
@@ -186,7 +185,7 @@ def table() -> str:
               "fwd+bwd vs flex", "graphed eff"]  # fmt: skip
     rows = [
         [r["n"], r["pattern"], r["impl"], ", ".join(r.get("passes", [])), r.get("kernel_work_over_pairs", ""),
-         r["fwd_eff"], r["fwdbwd_eff"], r.get("fwd_vs_flex", ""), r.get("fwdbwd_vs_flex", ""), graph_efficiency(r)]
+         r["fwd_eff"], r["fwdbwd_eff"], r.get("fwd_vs_flex", ""), r.get("fwdbwd_vs_flex", ""), graphed_column(r)]
         for r in ROWS
         if "fwd_eff" in r
     ]  # fmt: skip

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from bench_triton import graph_times, time_fwd_bwd  # the same timings as the static patterns' benchmark
+from bench_triton import graph_efficiency, graph_times, time_fwd_bwd  # the static patterns' timings
 from report import profile_fwd_bwd, save_rows
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.nn.attention.flex_attention import create_block_mask, flex_attention
@@ -92,18 +92,11 @@ class Dense:
         }
 
     def graph_efficiency(self, fn: Callable, pairs: int, q, k, v) -> dict[str, Any]:
-        """`fn`'s forward and forward+backward replayed from a CUDA graph (bench_triton.graph_times),
-        as efficiencies against cuDNN's graphed times of this run."""
+        """`fn`'s forward and forward+backward ms replayed from a CUDA graph (bench_triton.graph_times)
+        and its efficiencies against cuDNN's graphed rates of this run, or the capture's error."""
         graphed = graph_times(fn, q, k, v, pairs / H)  # graph_times counts pairs per head
-        keys = ("graph_fwd_ms", "graph_fwdbwd_ms")
-        if not all(key in graphed and key in self.graphed for key in keys):
-            return {key: value for key, value in graphed.items() if "tflops" not in key}
-        share = pairs / self.pairs
-        return {
-            **{key: graphed[key] for key in keys},
-            "graph_fwd_efficiency": round(share * self.graphed["graph_fwd_ms"] / graphed["graph_fwd_ms"], 3),
-            "graph_fwdbwd_efficiency": round(share * self.graphed["graph_fwdbwd_ms"] / graphed["graph_fwdbwd_ms"], 3),
-        }
+        times = {key: value for key, value in graphed.items() if not key.endswith("tflops")}
+        return {**times, **graph_efficiency(graphed, self.graphed)}
 
 
 def bench_maskc(case: str, ours: Callable, pairs: int, dense: Dense, q, k, v) -> torch.Tensor:

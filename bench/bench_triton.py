@@ -132,6 +132,15 @@ def graph_times(fn: Callable, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     return {f"graph_{key}": value for key, value in rates(pairs, fwd, fwd_bwd).items()}
 
 
+def graph_efficiency(graphed: dict[str, Any], dense: dict[str, Any]) -> dict[str, float]:
+    """{"graph_fwd_eff", "graph_fwdbwd_eff"}: `graph_times` rates over dense cuDNN's graphed rates of the
+    same run (both per batch element and head); {} when either was not captured."""
+    keys = {"fwd": "graph_fwd_tflops", "fwdbwd": "graph_fwdbwd_tflops"}
+    if not all(key in graphed and key in dense for key in keys.values()):
+        return {}
+    return {f"graph_{step}_eff": round(graphed[key] / dense[key], 3) for step, key in keys.items()}
+
+
 def _capture_error(error: BaseException) -> str:
     """The error to report: a capture that ended invalidated is named with the error that broke it
     (the context its end was raised in), any other error as it is."""

@@ -3,8 +3,9 @@ steps unrolled in one graph): forward and backward replayed on new inputs, again
 reference of the same inputs.
 
 Capture is how a call whose GPU work is shorter than its Python runs without its host time (the
-benchmarks' `graph_*` columns); these are the three kinds of call: one static pass, a schedule of
-passes (gathers, passes, merge), and a layout built per call from run-time documents.
+benchmarks' `graph_*` columns). The cases cover each kind of call: one static pass, a schedule of
+passes (gathers, passes, merge; strided, and NATTEN's tiled pass), and layouts built per call from
+run-time documents, a top-k selection and k-means clusters (run in cluster order).
 """
 
 from __future__ import annotations
@@ -147,29 +148,26 @@ def test_tuned_steps_in_one_graph(name: str, monkeypatch: pytest.MonkeyPatch) ->
     _check_against_reference(pattern, documents, leaves, out, g)
 
 
-def test_a_batch_size_first_seen_inside_a_capture(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A run-time layout's index constants for a batch size first seen inside a capture are only
-    recorded there (they hold nothing until a replay): an eager call of that size made before any
-    replay must build its own, not read those, and match the reference."""
+def test_index_constants_first_made_inside_a_capture(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run-time layout's index constants (the plan's StaticMaps tensors) first made inside a capture
+    are only recorded there (they hold nothing until a replay): an eager call made before any replay
+    must build its own, not read those, and match the reference."""
+    from maskc.backends.triton.plans import plan_for
+
     monkeypatch.setenv("MASKC_TRITON_AUTOTUNE", "0")
+    torch.manual_seed(5)
     heads = 4
     pattern, documents = _setup("document-causal window 1024", heads)
-
-    def inputs(batch: int) -> tuple[list[torch.Tensor], torch.Tensor]:
-        qkv = [torch.randn(batch, heads, pattern.n, 128, device="cuda", dtype=torch.bfloat16) for _ in "qkv"]
-        return qkv, documents.expand(batch, -1).contiguous()
-
-    torch.manual_seed(5)
-    (q, k, v), ids = inputs(2)
-    maskc.attention(q, k, v, pattern, backend="triton", documents=ids)  # kernels and static tables
-    (q, k, v), ids = inputs(3)
+    q, k, v = (torch.randn(1, heads, pattern.n, 128, device="cuda", dtype=torch.bfloat16) for _ in "qkv")
+    maskc.attention(q, k, v, pattern, backend="triton", documents=documents)  # kernels, static tables
+    plan_for(pattern)._static_maps._tensors.clear()  # as if this call's shape were new
     stream = torch.cuda.Stream()
     stream.wait_stream(torch.cuda.current_stream())
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.stream(stream), torch.cuda.graph(graph):
-        maskc.attention(q, k, v, pattern, backend="triton", documents=ids)
+        maskc.attention(q, k, v, pattern, backend="triton", documents=documents)
     torch.cuda.current_stream().wait_stream(stream)
-    out = maskc.attention(q, k, v, pattern, backend="triton", documents=ids)
-    resolved = static_patterns(pattern, q, k, check_shapes(q, k, v, pattern), ids)
+    out = maskc.attention(q, k, v, pattern, backend="triton", documents=documents)
+    resolved = static_patterns(pattern, q, k, check_shapes(q, k, v, pattern), documents)
     ref_out, *_ = _reference(resolved, q, k, v, torch.zeros_like(q), 1 / math.sqrt(128))
     assert _relative(out, ref_out) < TOLERANCE[torch.bfloat16]
