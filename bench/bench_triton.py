@@ -11,7 +11,7 @@ counted on the GPU and must equal maskc's exact count, and the two outputs' rela
 Also prints the two floors per pattern (active-pair FLOPs at the measured bf16 matmul rate, and
 the stored tile area over the active pairs; bytes at the measured copy bandwidth) and, with
 --memory-n, the peak memory of a first forward+backward of the causal 4096 window.
-Writes JSON to $OUT/bench_triton.json when OUT is set.
+Writes JSON (row by row) to $OUT/bench_triton.json and a markdown table to bench_triton.md when OUT is set.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 import triton
-from report import markdown_table, tuner_picks
+from report import markdown_table, save_rows, tuner_picks
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.nn.attention.flex_attention import create_block_mask, flex_attention
 from triton.testing import do_bench, do_bench_cudagraph
@@ -50,9 +50,15 @@ GRAPHS = os.environ.get("MASKC_BENCH_GRAPHS", "0") == "1"
 _CAPTURE_FAILED: list[str] = []
 
 
+#: The file under $OUT that `log` keeps the rows in, each time (a run cut by its time limit keeps its
+#: rows); bench_lowering.py names its own.
+JSON_FILE = {"name": "bench_triton.json"}
+
+
 def log(**row: Any) -> None:
     ROWS.append(row)
     print(json.dumps(row), flush=True)
+    save_rows(JSON_FILE["name"], ROWS)
 
 
 def matmul_tflops() -> float:
@@ -111,8 +117,11 @@ def graph_times(fn: Callable, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     the GPU's time with no host time in it, as a captured training step (torch.compile's
     "reduce-overhead" mode, torch.cuda.make_graphed_callables) runs the call. Unlike do_bench, the L2
     cache is not flushed between calls. With TFLOP/s of `pairs` active pairs (per batch element and
-    head); {"graph_error": …} when the call cannot be captured, and for every call after a failed
-    capture in this process."""
+    head, also logged as `graph_pairs`); {"graph_error": …} when the call cannot be captured.
+
+    A failed capture leaves CUDA's random generator unusable in the process (torch then refuses any
+    random draw on the GPU): later calls here return the error at once, and the benchmark's own later
+    draws fail, so `run_gpu.sh graphs` runs one case per process."""
     if not GRAPHS:
         return {}
     if _CAPTURE_FAILED:
@@ -120,8 +129,8 @@ def graph_times(fn: Callable, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     # fresh leaves: a leaf's gradient accumulator made by earlier eager steps (and kept alive by any
     # output still referenced) would accumulate on the default stream, which a capture refuses
     q, k, v = (x.detach().clone().requires_grad_(x.requires_grad) for x in (q, k, v))
+    g = torch.randn_like(fn(q, k, v))
     try:
-        g = torch.randn_like(fn(q, k, v))
         fwd = do_bench_cudagraph(lambda: fn(q, k, v), rep=100, return_mode="median")
         fwd_bwd = do_bench_cudagraph(lambda: fn(q, k, v).backward(g), rep=100, grad_to_none=[q, k, v],
                                      return_mode="median")  # fmt: skip
@@ -129,16 +138,20 @@ def graph_times(fn: Callable, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
         traceback.print_exception(error)
         _CAPTURE_FAILED.append(type(error).__name__)
         return {"graph_error": _capture_error(error)}
-    return {f"graph_{key}": value for key, value in rates(pairs, fwd, fwd_bwd).items()}
+    return {"graph_pairs": pairs, **{f"graph_{key}": value for key, value in rates(pairs, fwd, fwd_bwd).items()}}
 
 
 def graph_efficiency(graphed: dict[str, Any], dense: dict[str, Any]) -> dict[str, float]:
-    """{"graph_fwd_eff", "graph_fwdbwd_eff"}: `graph_times` rates over dense cuDNN's graphed rates of the
-    same run (both per batch element and head); {} when either was not captured."""
-    keys = {"fwd": "graph_fwd_tflops", "fwdbwd": "graph_fwdbwd_tflops"}
-    if not all(key in graphed and key in dense for key in keys.values()):
+    """{"graph_fwd_eff", "graph_fwdbwd_eff"}: pairs per graphed ms over dense cuDNN's of the same run
+    (both `graph_times` results, pairs per batch element and head); {} when either was not captured."""
+    keys = ("graph_pairs", "graph_fwd_ms", "graph_fwdbwd_ms")
+    if not all(key in graphed and key in dense for key in keys):
         return {}
-    return {f"graph_{step}_eff": round(graphed[key] / dense[key], 3) for step, key in keys.items()}
+    share = graphed["graph_pairs"] / dense["graph_pairs"]
+    return {
+        f"graph_{step}_eff": round(share * dense[f"graph_{step}_ms"] / graphed[f"graph_{step}_ms"], 3)
+        for step in ("fwd", "fwdbwd")
+    }
 
 
 def _capture_error(error: BaseException) -> str:
@@ -363,7 +376,6 @@ def main() -> None:
     print(table())
     out = os.environ.get("OUT")
     if out:
-        Path(out, "bench_triton.json").write_text(json.dumps(ROWS, indent=1))
         Path(out, "bench_triton.md").write_text(table() + "\n")
 
 

@@ -24,15 +24,30 @@ _EARLIER: dict[str, list[dict[str, Any]]] = {}
 
 
 def save_rows(name: str, rows: list[dict[str, Any]]) -> None:
-    """`rows` to $OUT/`name` (when OUT is set), after the rows that earlier processes of the run wrote
-    there: run_gpu.sh runs cases one per process into one $OUT, and each would overwrite the last."""
+    """`rows` to $OUT/`name` (when OUT is set), after the rows that earlier processes wrote there:
+    run_gpu.sh runs cases one per process into one $OUT, and each would overwrite the last (so give
+    each run its own OUT). Written whole to a temporary file, then renamed: a process killed by its
+    time limit leaves the last complete file. An unreadable earlier file is kept as `name`.unreadable."""
     out = os.environ.get("OUT")
     if not out:
         return
     path = Path(out, name)
     if name not in _EARLIER:
-        _EARLIER[name] = json.loads(path.read_text()) if path.exists() else []
-    path.write_text(json.dumps(_EARLIER[name] + rows, indent=1))
+        _EARLIER[name] = _earlier_rows(path)
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(json.dumps(_EARLIER[name] + rows, indent=1))
+    os.replace(partial, path)
+
+
+def _earlier_rows(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    try:
+        return list(json.loads(path.read_text()))
+    except (ValueError, TypeError):
+        path.replace(path.with_name(path.name + ".unreadable"))
+        print(f"{path}: not a JSON list of rows; kept as {path.name}.unreadable, starting a new one", flush=True)
+        return []
 
 
 def profile_step(step: Callable[[], None], label: str, rows: int = 18) -> None:

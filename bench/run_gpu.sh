@@ -18,7 +18,8 @@
 #                                 the host, with their times replayed from CUDA graphs (bench_triton's
 #                                 graph_times, on with MASKC_BENCH_GRAPHS=1): strided, profiled; run-time
 #                                 document-causal, documents with a window, top-k; NATTEN 2-D row-major
-#                                 and tiled; each in a process of its own (GRAPH_TESTS=0: no tests)
+#                                 and tiled; each in a process of its own. The 13 graph tests take
+#                                 some 300 s: give the phase 540 s, or run GRAPH_TESTS=0 as its own call
 # Every queue stops starting benchmarks when its time (second argument, seconds) is spent.
 set -u
 phase=${1:-tests}; budget=${2:-330}
