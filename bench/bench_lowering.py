@@ -4,7 +4,8 @@ Run on a CUDA machine: python3 bench/bench_lowering.py [--quick] [--ns 32768] [-
 MASKC_BENCH_PROFILE=1 also prints one profiled forward+backward of each maskc case (report.profile_step).
 bf16, B = 1, H = 16, D = 128, one process. Per n: dense causal SDPA (cuDNN) first; then per
 pattern maskc with schedule="single" (one pass in token order) and schedule="auto" (the cost
-model's passes), and FlexAttention with the equivalent mask_mod. Efficiency = effective TFLOP/s
+model's passes), or those --schedules names ("split": every lowering taken, to measure one the cost
+model declines), and FlexAttention with the equivalent mask_mod. Efficiency = effective TFLOP/s
 (4·B·H·D·active pairs / forward time; 3.5× that over forward+backward) divided by cuDNN's in the
 same run; Flex ratios are Flex time / maskc time. Each maskc output is checked against Flex's
 (relative difference printed). Axial runs at n = 65536 only (W = 256), as the issue states.
@@ -121,7 +122,8 @@ def dense_causal(n: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> t
     return rate
 
 
-def bench_one(name: str, spec: Any, mask_mod: Callable | None, n: int, q, k, v, dense: tuple[float, float]) -> None:
+def bench_one(name: str, spec: Any, mask_mod: Callable | None, n: int, q, k, v, dense: tuple[float, float],
+              schedules: tuple[str, ...] = ("single", "auto")) -> None:  # fmt: skip
     flex_out = None
     flex_row: dict[str, Any] = {}
     flex_graphed: dict[str, Any] = {}
@@ -136,7 +138,7 @@ def bench_one(name: str, spec: Any, mask_mod: Callable | None, n: int, q, k, v, 
         flex_out = theirs(q, k, v).detach()
         flex_row = dict(zip(("fwd_ms", "fwdbwd_ms"), time_fwd_bwd(theirs, q, k, v)))
         flex_graphed = graph_times(theirs, q, k, v, count_pairs(mask_mod, n))
-    for schedule in ("single", "auto"):
+    for schedule in schedules:
         pattern = compile_pattern(name, spec, n, schedule)
         pairs = int(pattern.stats().active_pairs)
         if mask_mod is not None and count_pairs(mask_mod, n) != pairs:
@@ -199,7 +201,13 @@ def main() -> None:
     parser.add_argument("--patterns", default="all", help="comma-separated names (see PATTERNS, and bigbird)")
     parser.add_argument("--quick", action="store_true", help="n = 32768 only")
     parser.add_argument("--no-flex", action="store_true", help="skip FlexAttention (its compiles take time)")
+    parser.add_argument("--schedules", default="single,auto",
+                        help="maskc schedules to time, comma-separated: single, auto, split (every lowering "
+                             "taken, whatever the cost model predicts)")  # fmt: skip
     args = parser.parse_args()
+    schedules = tuple(x.strip() for x in args.schedules.split(",") if x.strip())
+    if not schedules or any(x not in ("single", "auto", "split") for x in schedules):
+        parser.error(f"--schedules takes single, auto and split, comma-separated; got {args.schedules!r}")
     if args.quick:
         args.ns = "32768"
     log(gpu=torch.cuda.get_device_name(), torch=torch.__version__, triton=triton.__version__)
@@ -216,7 +224,7 @@ def main() -> None:
                     mod = mask_mods(n, compile_pattern(name, spec, n, "single"))["bigbird"]
                 else:
                     spec, mod = PATTERNS[name]
-                bench_one(name, spec, None if args.no_flex else mod, n, q, k, v, dense)
+                bench_one(name, spec, None if args.no_flex else mod, n, q, k, v, dense, schedules)
             except Exception as error:  # one failing pattern must not hide the others
                 log(n=n, pattern=name, error=f"{type(error).__name__}: {str(error)[:300]}")
         del q, k, v
@@ -226,7 +234,7 @@ def main() -> None:
         q, k, v = (torch.randn(B, H, n, D, device="cuda", dtype=DTYPE, requires_grad=True) for _ in range(3))
         spec, mod = PATTERNS["axial_256"]
         try:
-            bench_one("axial_256", spec, None if args.no_flex else mod, n, q, k, v, dense_causal(n, q, k, v))
+            bench_one("axial_256", spec, None if args.no_flex else mod, n, q, k, v, dense_causal(n, q, k, v), schedules)
         except Exception as error:
             log(n=n, pattern="axial_256", error=f"{type(error).__name__}: {str(error)[:300]}")
     print(table())
