@@ -12,7 +12,7 @@ from collections.abc import Callable
 import torch
 
 from maskc.rules import TopkParams
-from maskc.tracing import capturing, tracing_mode
+from maskc.tracing import made_once, tracing_mode
 
 
 def block_means(x: torch.Tensor, block: int) -> torch.Tensor:
@@ -86,17 +86,14 @@ def _constant(key: tuple, make: Callable[[], torch.Tensor]) -> torch.Tensor:
     it; calls on other streams should follow one call on the same stream, as a capture does."""
     if torch.compiler.is_compiling() or tracing_mode():
         return make()
-    found = _CONSTANTS.get(key)
-    if found is not None:
-        return found
-    made = make()
-    keep = (
+    return made_once(_CONSTANTS, key, make, _may_keep)
+
+
+def _may_keep(made: torch.Tensor) -> bool:
+    """A plain tensor, made outside inference mode, small, with room left (see `_constant`)."""
+    return (
         type(made) is torch.Tensor
         and not torch.is_inference_mode_enabled()
         and made.numel() <= _MAX_CONSTANT_ELEMENTS
         and len(_CONSTANTS) < _MAX_CONSTANTS
-        and not capturing(made.device)
     )
-    if keep:
-        _CONSTANTS.setdefault(key, made)
-    return made

@@ -10,6 +10,8 @@ nothing until the graph replays, so an eager call reading it first would read ga
 
 from __future__ import annotations
 
+from collections.abc import Callable, Hashable
+
 import torch
 from torch.utils._python_dispatch import _get_current_dispatch_mode_stack
 
@@ -19,6 +21,22 @@ def tracing_mode() -> bool:
     if torch._C._len_torch_dispatch_stack() == 0:
         return False
     return not all(getattr(mode, "observer", False) for mode in _get_current_dispatch_mode_stack())
+
+
+def made_once(
+    store: dict,
+    key: Hashable,
+    make: Callable[[], torch.Tensor],
+    keep: Callable[[torch.Tensor], bool] = lambda made: True,
+) -> torch.Tensor:
+    """`store[key]`, else `make()`, kept there unless it was made inside a CUDA graph capture (it holds
+    nothing until a replay) or `keep` refuses it: a device constant made once, for later calls."""
+    found = store.get(key)
+    if found is None:
+        found = make()
+        if not capturing(found.device) and keep(found):
+            store[key] = found
+    return found
 
 
 def capturing(device: torch.device) -> bool:

@@ -203,7 +203,7 @@ def test_per_head_layouts_with_topk_tables_cover_the_exact_mask(
 def test_static_tensors_made_inside_a_capture_are_not_kept(monkeypatch) -> None:
     """StaticMaps keeps a grid's index tensors for later calls, but not one made inside a CUDA graph
     capture (recorded, not computed, until a replay): the next call outside makes and keeps its own."""
-    from maskc.backends.triton import runtime
+    from maskc import tracing
 
     maps = StaticMaps()
     made: list[torch.Tensor] = []
@@ -212,9 +212,9 @@ def test_static_tensors_made_inside_a_capture_are_not_kept(monkeypatch) -> None:
         made.append(torch.arange(4))
         return made[-1]
 
-    monkeypatch.setattr(runtime, "capturing", lambda device: True)
+    monkeypatch.setattr(tracing, "capturing", lambda device: True)
     inside = maps.tensor(("ends", 4), make)
-    monkeypatch.setattr(runtime, "capturing", lambda device: False)
+    monkeypatch.setattr(tracing, "capturing", lambda device: False)
     outside = maps.tensor(("ends", 4), make)
     assert inside is made[0] and outside is made[1]
     assert maps.tensor(("ends", 4), make) is outside and len(made) == 2

@@ -6,7 +6,7 @@ from types import SimpleNamespace
 
 import torch
 
-from maskc import selection
+from maskc import selection, tracing
 
 
 def _brute_force(q: torch.Tensor, k: torch.Tensor, blocks: int, block: int, causal: bool) -> torch.Tensor:
@@ -64,9 +64,9 @@ def test_constants_made_inside_a_capture_are_not_kept(monkeypatch) -> None:
     """Inside a CUDA graph capture a constant's kernels are only recorded: kept, it would give a later
     eager call garbage. Made there, it is used and not kept; the next call outside keeps its own."""
     monkeypatch.setattr(selection, "_CONSTANTS", {})
-    monkeypatch.setattr(selection, "capturing", lambda device: True)
+    monkeypatch.setattr(tracing, "capturing", lambda device: True)
     made = selection._constant(("a",), lambda: torch.zeros(3))
     assert made is not None and not selection._CONSTANTS
-    monkeypatch.setattr(selection, "capturing", lambda device: False)
+    monkeypatch.setattr(tracing, "capturing", lambda device: False)
     kept = selection._constant(("a",), lambda: torch.zeros(3))
     assert list(selection._CONSTANTS) == [("a",)] and selection._CONSTANTS[("a",)] is kept

@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from maskc.tracing import capturing
+from maskc.tracing import made_once
 
 from .tables import WalkTables
 
@@ -47,9 +47,4 @@ _PLACEHOLDERS: dict[torch.device, torch.Tensor] = {}
 
 
 def _placeholder(device: torch.device) -> torch.Tensor:
-    found = _PLACEHOLDERS.get(device)
-    if found is None:
-        found = torch.empty(1, dtype=torch.float32, device=device)
-        if not capturing(device):  # memory of a capture is the graph's: not kept for other calls
-            _PLACEHOLDERS[device] = found
-    return found
+    return made_once(_PLACEHOLDERS, device, lambda: torch.empty(1, dtype=torch.float32, device=device))

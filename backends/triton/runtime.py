@@ -39,7 +39,7 @@ from maskc.rules import (
     UnionRule,
 )
 from maskc.selection import select_blocks
-from maskc.tracing import capturing
+from maskc.tracing import made_once
 
 from .tables import WalkTables
 
@@ -267,12 +267,7 @@ class StaticMaps:
         """A constant of the grid made on the device by `make` (index tensors, aranges), made once per key
         (which names the device): later calls dispatch no op for it. One made inside a CUDA graph
         capture is not kept: it holds nothing until a replay (maskc.tracing)."""
-        found = self._tensors.get(key)
-        if found is None:
-            found = make()
-            if not capturing(found.device):
-                self._tensors[key] = found
-        return found
+        return made_once(self._tensors, key, make)
 
     def constant(self, values: np.ndarray, device: torch.device) -> torch.Tensor:
         """A small host array on the device, copied once (a copy inside a CUDA graph capture would fail)."""

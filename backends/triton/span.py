@@ -15,7 +15,7 @@ from functools import lru_cache
 
 import torch
 
-from maskc.tracing import capturing
+from maskc.tracing import made_once
 
 
 @dataclass(frozen=True)
@@ -73,10 +73,4 @@ _DUMMIES: dict[str, torch.Tensor] = {}
 
 
 def _dummy(device: torch.device) -> torch.Tensor:
-    key = str(device)
-    found = _DUMMIES.get(key)
-    if found is None:
-        found = torch.zeros(1, dtype=torch.int32, device=device)
-        if not capturing(device):  # made inside a capture, its zero is only recorded: not kept
-            _DUMMIES[key] = found
-    return found
+    return made_once(_DUMMIES, str(device), lambda: torch.zeros(1, dtype=torch.int32, device=device))
