@@ -177,6 +177,8 @@ def run_gpu(cases: list[Case], block_size: int | tuple[int, int], schedule: str)
     from torch.nn.attention import SDPBackend, sdpa_kernel
     from torch.nn.attention.flex_attention import create_block_mask, flex_attention
 
+    from maskc.backends.triton.passes import read_in_place_enabled
+
     flex = torch.compile(flex_attention, dynamic=False)
     for case in cases:
         pattern = compiled(case, block_size, schedule)
@@ -195,7 +197,14 @@ def run_gpu(cases: list[Case], block_size: int | tuple[int, int], schedule: str)
             dense_graphed = graph_times(lambda a, b, c: F.scaled_dot_product_attention(a, b, c), q, k, v, n * n)
         dense = 4 * B * H * D * n * n
         flops = 4 * B * H * D * pairs
-        row: dict[str, Any] = {"case": case.name, "n": n, "block": str(block_size), **cpu, **schedule_work(pattern)}
+        row: dict[str, Any] = {
+            "case": case.name,
+            "n": n,
+            "block": str(block_size),
+            **cpu,
+            **schedule_work(pattern),
+            "read_in_place": read_in_place_enabled(),
+        }
         row["dense_fwd_tflops"] = round(dense / dense_f / 1e9, 1)
         row["dense_fwdbwd_tflops"] = round(3.5 * dense / dense_b / 1e9, 1)
         row.update({f"dense_{key}": value for key, value in dense_graphed.items()})

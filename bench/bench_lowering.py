@@ -5,7 +5,9 @@ MASKC_BENCH_PROFILE=1 also prints one profiled forward+backward of each maskc ca
 bf16, B = 1, H = 16, D = 128, one process. Per n: dense causal SDPA (cuDNN) first; then per
 pattern maskc with schedule="single" (one pass in token order) and schedule="auto" (the cost
 model's passes), or those --schedules names ("split": every lowering taken, to measure one the cost
-model declines), and FlexAttention with the equivalent mask_mod. Efficiency = effective TFLOP/s
+model declines), and FlexAttention with the equivalent mask_mod. Passes in orders of axes are read
+in place by the kernels; with MASKC_TRITON_READ_IN_PLACE=0 they are copied instead (rows
+"maskc_<schedule>_copies"), to compare the two in one run. Efficiency = effective TFLOP/s
 (4·B·H·D·active pairs / forward time; 3.5× that over forward+backward) divided by cuDNN's in the
 same run; Flex ratios are Flex time / maskc time. Each maskc output is checked against Flex's
 (relative difference printed). Axial runs at n = 65536 only (W = 256), as the issue states.
@@ -43,6 +45,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.nn.attention.flex_attention import create_block_mask, flex_attention
 
 import maskc
+from maskc.backends.triton.passes import read_in_place_enabled
 from maskc.errors import MaskcWarning
 from maskc.schedule import schedule_of
 
@@ -155,7 +158,8 @@ def bench_one(name: str, spec: Any, mask_mod: Callable | None, n: int, q, k, v, 
         profile_fwd_bwd(ours, q, k, v, f"{name}, schedule {schedule}")
         rate = tflops(pairs, fwd, fwd_bwd)
         row = {
-            "n": n, "pattern": name, "impl": f"maskc_{schedule}", "passes": [p.label for p in plan[0].passes],
+            "n": n, "pattern": name, "impl": f"maskc_{schedule}{'' if read_in_place_enabled() else '_copies'}",
+            "passes": [p.label for p in plan[0].passes],
             "kernel_work_over_pairs": round(sum(s.kernel_work() for s in plan) / len(plan) / pairs, 3),
             "plan_s": round(plan_s, 2), "first_call_s": round(first, 1),
             "fwd_ms": round(fwd, 3), "fwdbwd_ms": round(fwd_bwd, 3),

@@ -1,4 +1,5 @@
-"""Pass orders as axis reorderings (backends/triton/gathers.py): against the index gather they replace."""
+"""Pass orders as axis reorderings (maskc/schedule/axes.py, backends/triton/gathers.py): the strided
+copy against the index gather it replaces, and the kernels' row maps against the order itself."""
 
 from __future__ import annotations
 
@@ -13,9 +14,11 @@ from hypothesis import strategies as st
 
 import maskc
 from maskc.backends.triton.gathers import axis_order
-from maskc.backends.triton.passes import PassIndex
+from maskc.backends.triton.passes import PassIndex, in_place_rows
 from maskc.errors import MaskcWarning
 from maskc.schedule import schedule_of
+from maskc.schedule.axes import KERNEL_DIGITS, in_place_maps, mapped_rows, row_map
+from maskc.schedule.plan import copied_rows
 
 
 def _reordering(dims: list[int], perm: list[int]) -> np.ndarray:
@@ -25,7 +28,7 @@ def _reordering(dims: list[int], perm: list[int]) -> np.ndarray:
 
 @st.composite
 def reorderings(draw: st.DrawFn) -> np.ndarray:
-    dims = draw(st.lists(st.integers(1, 6), min_size=1, max_size=4))
+    dims = draw(st.lists(st.integers(1, 6), min_size=1, max_size=KERNEL_DIGITS))
     perm = draw(st.permutations(range(len(dims))))
     return _reordering(dims, list(perm))
 
@@ -44,6 +47,28 @@ def test_every_axis_reordering_is_found_and_gathers_as_the_index(p: np.ndarray) 
     assert found is not None, p
     x = torch.randn(2, 3, len(p), 4)
     assert torch.equal(found.gather(x), _index_gather(x, p))
+
+
+@settings(max_examples=200, deadline=None)
+@given(reorderings())
+def test_row_maps_read_every_axis_reordering(p: np.ndarray) -> None:
+    """What a kernel computes from the row map (numpy's copy of `mapped_rows`) is the order itself."""
+    found = axis_order(p)
+    if found is None:
+        return
+    rows = row_map(found.digits)
+    assert rows is not None and len(rows) == 3 * KERNEL_DIGITS
+    assert np.array_equal(mapped_rows(rows, np.arange(len(p))), p)
+    assert in_place_maps(p, False, np.arange(len(p)), True, len(p)) == (rows, row_map(None))
+
+
+def test_row_maps_of_token_order_and_of_copies() -> None:
+    assert np.array_equal(mapped_rows(row_map(None), np.arange(7)), np.arange(7))
+    too_many = axis_order(_reordering([2] * (KERNEL_DIGITS + 1), list(range(KERNEL_DIGITS, -1, -1))))
+    assert too_many is not None and row_map(too_many.digits) is None  # more digits than a kernel reads
+    subset = np.array([0, 4, 8, 1, 5, 9])
+    assert in_place_maps(subset, False, np.arange(12), True, 12) is None  # a subset: copied
+    assert in_place_maps(np.arange(12), True, np.arange(12), True, 12) is None  # token order: nothing to read
 
 
 @settings(max_examples=200, deadline=None)
@@ -89,15 +114,18 @@ def test_gradients_match_the_index_gather() -> None:
     ],
 )
 def test_the_lowerings_orders_take_the_strided_copy(spec: str, n: int | None, lowering: str) -> None:
-    """The residue and tiled passes the cost model picks are axis reorderings, so they never run the
-    index gather (whose backward is a scatter-add)."""
+    """The residue and tiled passes the cost model picks are axis reorderings: read in place by
+    default, charged no copy, and when gathered (MASKC_TRITON_READ_IN_PLACE=0) never by the index
+    gather (whose backward is a scatter-add)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", MaskcWarning)
         pattern = maskc.compile(spec, seq_len=n, schedule="auto")
     passes = [p for s in schedule_of(pattern) for p in s.passes if p.lowering == lowering]
     assert passes, f"{spec}: the cost model chose no {lowering} pass"
     for p in passes:
-        built = PassIndex.build(p, pattern.n, pattern.n, torch.device("cpu"))
+        assert in_place_rows(p, pattern.n, pattern.n) is not None
+        assert copied_rows(p, pattern.n) == 0 < p.gathered_rows()
+        built = PassIndex.build(p, pattern.n, pattern.n, torch.device("cpu"), in_place=False)
         for index, axes, order in ((built.q, built.q_axes, p.q_index), (built.k, built.k_axes, p.k_index)):
             if index is None:
                 continue

@@ -9,7 +9,7 @@ import torch
 from . import descriptors
 from .cache import interpreting
 from .chunks import chunk_args, chunk_programs, launch_programs, workspace
-from .forward import LOG2E
+from .forward import LOG2E, check_in_place
 from .plan import Plan
 from .runtime import CallInputs
 from .span import Span
@@ -44,14 +44,15 @@ def _sum_chunks(
     groups: int,
     scale: float,
     rows: tuple,
+    rows_map: tuple,
     block: int,
     width: int,
     per_batch: bool,
 ) -> None:
     """grad's long lines as the scaled sums of their chunks' partials; `rows` = (starts, start, length)
-    of the positions grad holds."""
+    of the positions grad holds, `rows_map` the rows they map to (the plan's row map of that side)."""
     kernels.maskc_sum_chunks[(tables.long_lines, groups)](
-        grad, work, *grad.stride()[:3], tables.order, tables.chunk_ptr, heads, groups, scale, *rows,
+        grad, work, *grad.stride()[:3], tables.order, tables.chunk_ptr, heads, groups, scale, *rows, rows_map,
         BLOCK=block, WIDTH=width, PER_BATCH=per_batch,
     )  # fmt: skip
 
@@ -84,8 +85,10 @@ def attention_backward(
     precision = dot_precision(q.dtype)
     strides = (*q.stride()[:3], *k.stride()[:3], *v.stride()[:3], *d_out.stride()[:3])
     positions = span.kernel_args(q.device)
+    q_map, k_map = plan.row_map_args()
 
     def run_dkdv(config: KernelConfig) -> None:
+        check_in_place(plan, config, span)
         window = span.tile_window(config.block_m, config.block_n)
         launch = plan.launch_tables(
             "columns", config.block_m, config.block_n, q.device, heads, inputs, window and window[::-1]
@@ -109,7 +112,7 @@ def attention_backward(
             *strides, *dk.stride()[:3], *dv.stride()[:3],
             *launch.kernel_args(),
             scale * LOG2E, scale, plan.n, heads, groups, kv_heads, tables.lines,
-            tables.long_lines, tables.programs, *positions, plan.tile_mask(), launch.mask_args,
+            tables.long_lines, tables.programs, *positions, plan.tile_mask(), launch.mask_args, q_map, k_map,
             *chunk_args(tables, groups), dk_work, dv_work, *(tma or (None, None)), dq_acc,
             *(dq_acc.stride()[:2] if dq_acc is not None else (0, 0)), dq_desc and dq_desc[0],
             GROUP=heads // kv_heads, BLOCK_M=config.block_m, BLOCK_N=block_n, HEAD_DIM=head_dim,
@@ -120,11 +123,12 @@ def attention_backward(
         if tables.split:
             keys = (positions[0], span.k_start, span.k_end - span.k_start)
             for grad, work, width, factor in ((dk, dk_work, head_dim, scale), (dv, dv_work, value_dim, 1.0)):
-                _sum_chunks(kernels, tables, grad, work, kv_heads, groups, factor, keys, block_n, width, False)
+                _sum_chunks(kernels, tables, grad, work, kv_heads, groups, factor, keys, k_map, block_n, width, False)
         if dq_acc is not None:
             dq.copy_(dq_acc.mul_(scale))
 
     def run_dq(config: KernelConfig) -> None:
+        check_in_place(plan, config, span)
         window = span.tile_window(config.block_m, config.block_n)
         launch = plan.launch_tables("rows", config.block_m, config.block_n, q.device, heads, inputs, window)
         tables, groups, block_m = launch.walk, batch * heads, config.block_m
@@ -137,14 +141,14 @@ def attention_backward(
             *strides, *dq.stride()[:3],
             *launch.kernel_args(),
             scale * LOG2E, scale, plan.n, heads, heads // kv_heads, groups, tables.lines, tables.long_lines,
-            tables.programs, *positions, plan.tile_mask(), launch.mask_args,
+            tables.programs, *positions, plan.tile_mask(), launch.mask_args, q_map, k_map,
             *chunk_args(tables, groups), dq_work, *(tma or (None, None)),
             BLOCK_M=block_m, BLOCK_N=config.block_n, HEAD_DIM=head_dim, VALUE_DIM=value_dim,
             EVEN_N=even, PER_BATCH_Q=span.q_starts is not None, PRECISION=precision, SPLIT=tables.split,
             TMA=tma is not None, num_warps=config.num_warps, num_stages=config.num_stages,
         )  # fmt: skip
         if tables.split:
-            _sum_chunks(kernels, tables, dq, dq_work, heads, groups, scale, positions[:3], block_m, head_dim,
+            _sum_chunks(kernels, tables, dq, dq_work, heads, groups, scale, positions[:3], q_map, block_m, head_dim,
                         span.q_starts is not None)  # fmt: skip
 
     dq_config = choose_config(plan, "dq", q, k, run_dq)

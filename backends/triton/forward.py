@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from maskc.errors import BackendError
+
 from . import descriptors
 from .chunks import chunk_args, chunk_programs, launch_programs, workspace
 from .plan import Plan
@@ -29,6 +31,7 @@ def launch_forward(
 ) -> None:
     """One launch of the forward kernel with `config`'s tile shape, writing out and lse."""
     batch, heads, _, head_dim = q.shape
+    check_in_place(plan, config, span)
     window = span.tile_window(config.block_m, config.block_n)
     launch = plan.launch_tables("rows", config.block_m, config.block_n, q.device, heads, inputs, window)
     tables = launch.walk
@@ -40,12 +43,13 @@ def launch_forward(
     positions = span.kernel_args(q.device)
     even = span.even(block_m, config.block_n)
     tma = descriptors.row_descriptors((k, v), config.block_n) if config.tma and even else None
+    q_map, k_map = plan.row_map_args()
     kernels.maskc_forward[(launch_programs(tables, groups),)](
         q, k, v, out, lse,
         *q.stride()[:3], *k.stride()[:3], *v.stride()[:3], *out.stride()[:3],
         *launch.kernel_args(),
         scale * LOG2E, plan.n, heads, heads // k.shape[1], groups, tables.lines, tables.long_lines,
-        tables.programs, *positions, plan.tile_mask(), launch.mask_args,
+        tables.programs, *positions, plan.tile_mask(), launch.mask_args, q_map, k_map,
         *chunk_args(tables, groups), acc_work, m_work, l_work, *(tma or (None, None)),
         BLOCK_M=block_m, BLOCK_N=config.block_n, HEAD_DIM=head_dim, VALUE_DIM=value_dim,
         EVEN_N=even, PER_BATCH_Q=span.q_starts is not None,
@@ -55,8 +59,15 @@ def launch_forward(
     if tables.split:
         kernels.maskc_forward_merge[(tables.long_lines, groups)](
             out, lse, acc_work, m_work, l_work, *out.stride()[:3], tables.order, tables.chunk_ptr, heads, groups,
-            *positions[:3], BLOCK_M=block_m, VALUE_DIM=value_dim, PER_BATCH_Q=span.q_starts is not None, num_warps=8,
+            *positions[:3], q_map, BLOCK_M=block_m, VALUE_DIM=value_dim, PER_BATCH_Q=span.q_starts is not None,
+            num_warps=8,
         )  # fmt: skip
+
+
+def check_in_place(plan: Plan, config: KernelConfig, span: Span) -> None:
+    """A plan whose rows are read in place (`Plan.read_in_place`) runs full-length calls, by pointer loads."""
+    if plan.mapped and (config.tma or not span.is_full):
+        raise BackendError("a pass read in place (an order of axes) runs full-length calls with pointer loads only")
 
 
 def attention_forward(

@@ -1,17 +1,23 @@
-"""Running a pattern's schedule: each pass on gathered q, k, v, the outputs merged by log-sum-exp.
+"""Running a pattern's schedule: each pass on q, k, v in its order, the outputs merged by log-sum-exp.
 
 Each pass is a square block-sparse problem (`maskc.schedule.positioned.pass_pattern`) that the
-kernels run as they run any pattern, their predicate reading the pass's position tables. Rows and
-columns are gathered with `index_select` (a copy; none for a side already in token order) and
-zero-padded to the pass's size where it is larger; the merge is one kernel (`merge.py`), whose
-backward gives each pass's backward its share of the output gradient and its lse gradient: the
-gradients are exact, scattered back by the gathers' own backward. Every index tensor a call
-needs is made once per pattern and device (`ScheduleTables`), so a call copies nothing from the
-host.
+kernels run as they run any pattern, their predicate reading the pass's position tables. A pass
+whose orders are reorderings of axes (a residue order, a tiled order of a grid) over all n
+positions is read in place: its plan's row maps (`Plan.read_in_place`, gathers.py `row_map`) make
+the kernels load and store the rows its positions map to, so q, k, v go in untouched and its
+output, lse and gradients come out in token order. Other passes gather rows (a strided copy for an
+order of axes, `index_select` otherwise; none for a side already in token order) and are
+zero-padded to the pass's size where it is larger. MASKC_TRITON_READ_IN_PLACE=0 (read when a
+pattern's passes are first run) makes every pass gather, for comparisons. The merge is one kernel
+(`merge.py`), whose backward gives each pass's backward its share of the output gradient and its
+lse gradient: the gradients are exact, scattered back by the gathers' own backward where there
+are gathers. Every index tensor a call needs is made once per pattern and device
+(`ScheduleTables`), so a call copies nothing from the host.
 """
 
 from __future__ import annotations
 
+import os
 import weakref
 from dataclasses import dataclass
 
@@ -21,6 +27,7 @@ import torch.nn.functional as F
 
 from maskc.ir import CompiledPattern
 from maskc.schedule import Pass, Schedule, schedule_of
+from maskc.schedule.axes import in_place_maps
 from maskc.schedule.positioned import pass_pattern
 
 from .function import PreparedCall
@@ -49,18 +56,37 @@ def _pass_keys(pattern: CompiledPattern) -> tuple[tuple[str, ...], ...]:
 
 def _pass_patterns(pattern: CompiledPattern) -> tuple[tuple[CompiledPattern, ...], ...]:
     if pattern not in _PASS_PATTERNS:
-        _PASS_PATTERNS[pattern] = tuple(
-            tuple(pass_pattern(pattern, p, f"{k}.{i}") for i, p in enumerate(s.passes))
-            for k, s in enumerate(schedule_of(pattern))
-        )
+        found = []
+        for k, s in enumerate(schedule_of(pattern)):
+            patterns = tuple(pass_pattern(pattern, p, f"{k}.{i}") for i, p in enumerate(s.passes))
+            for p, made in zip(s.passes, patterns):
+                rows = in_place_rows(p, pattern.n, made.n)
+                if rows is not None:
+                    plan_for(made).read_in_place(*rows)
+            found.append(patterns)
+        _PASS_PATTERNS[pattern] = tuple(found)
     return _PASS_PATTERNS[pattern]
+
+
+def read_in_place_enabled() -> bool:
+    """Whether passes in orders of axes are read in place (MASKC_TRITON_READ_IN_PLACE, default 1)."""
+    return os.environ.get("MASKC_TRITON_READ_IN_PLACE", "1") != "0"
+
+
+def in_place_rows(p: Pass, n: int, size: int) -> tuple[tuple[int, ...], tuple[int, ...]] | None:
+    """The (query, key) row maps with which the kernels read pass `p` in place (`axes.in_place_maps`),
+    or None where it gathers (also when its pattern is padded past n, or the variable says so)."""
+    if not read_in_place_enabled() or size != n:
+        return None
+    return in_place_maps(p.q_index, p.q_identity, p.k_index, p.k_identity, n)
 
 
 @dataclass(frozen=True)
 class PassIndex:
     """One pass's gathers on a device: the original rows of its queries and keys (None: the side is
-    every position in token order, no gather), its padded size, and each side's order as a reordering
-    of axes where it is one (`gathers.py`: a strided copy instead of an index gather)."""
+    every position in token order, or the kernels read it in place: no gather), its padded size, and
+    each side's order as a reordering of axes where it is one (`gathers.py`: a strided copy instead
+    of an index gather)."""
 
     q: torch.Tensor | None
     k: torch.Tensor | None
@@ -69,7 +95,9 @@ class PassIndex:
     k_axes: AxisOrder | None = None
 
     @classmethod
-    def build(cls, p: Pass, n: int, size: int, device: torch.device) -> PassIndex:
+    def build(cls, p: Pass, n: int, size: int, device: torch.device, in_place: bool) -> PassIndex:
+        if in_place:
+            return cls(None, None, size)
         q, k = _index(p.q_index, p.q_identity, n, device), _index(p.k_index, p.k_identity, n, device)
         q_axes = axis_order(p.q_index) if q is not None and len(p.q_index) == n else None
         k_axes = axis_order(p.k_index) if k is not None and len(p.k_index) == n else None
@@ -94,8 +122,14 @@ class ScheduleTables:
     def build(
         cls, schedule: Schedule, patterns: tuple[CompiledPattern, ...], n: int, device: torch.device
     ) -> ScheduleTables:
-        passes = tuple(PassIndex.build(p, n, pattern.n, device) for p, pattern in zip(schedule.passes, patterns))
-        merge = MergeTables.build([p.q_index for p in schedule.passes], [pattern.n for pattern in patterns], n, device)
+        in_place = [plan_for(pattern).mapped for pattern in patterns]
+        passes = tuple(
+            PassIndex.build(p, n, pattern.n, device, mapped)
+            for p, pattern, mapped in zip(schedule.passes, patterns, in_place)
+        )
+        # a pass read in place writes its rows in token order
+        rows = [np.arange(n) if mapped else p.q_index for p, mapped in zip(schedule.passes, in_place)]
+        merge = MergeTables.build(rows, [pattern.n for pattern in patterns], n, device)
         return cls(passes, merge)
 
 

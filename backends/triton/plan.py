@@ -18,6 +18,7 @@ from maskc.errors import BackendError
 from maskc.grid import TileGrid
 from maskc.ir import BlockLayout, CompiledPattern
 from maskc.ir.build import build_layout
+from maskc.schedule.axes import row_map
 
 from .cache import interpreting, load_module
 from .codegen import TABLE_STRIDE, emit_masks, module_source
@@ -26,6 +27,8 @@ from .kernels import kernel_module
 from .runtime import CallInputs, StaticMaps, needs_runtime_layout, runtime_tables
 from .tables import Walk, WalkTables, Window, chunking, walk_tables
 
+#: The row map of token order: every position reads its own row.
+IDENTITY_ROWS = row_map(None)
 #: Tables of rectangular windows kept per plan (the oldest go first).
 WINDOW_TABLES = 32
 #: Launch tables kept per plan: the whole grid's few (walks × tile shapes × head counts) and windows'.
@@ -87,6 +90,32 @@ class Plan:
             sorted({a.value for a in self.masks.args if a.kind == "input" and a.value != TABLE_STRIDE})
         )
         self._static_maps = StaticMaps()
+        #: The rows each query and key position reads (gathers.py `row_map`): token order unless the
+        #: plan runs a pass whose order the kernels read in place (`read_in_place`).
+        self.row_maps: tuple[tuple[int, ...], tuple[int, ...]] = (IDENTITY_ROWS, IDENTITY_ROWS)
+        self._row_map_args: tuple[Any, Any] | None = None
+
+    @property
+    def mapped(self) -> bool:
+        """Whether the kernels read some rows in place of a gather (full-length calls, pointer loads only)."""
+        return self.row_maps != (IDENTITY_ROWS, IDENTITY_ROWS)
+
+    def read_in_place(self, q_rows: tuple[int, ...], k_rows: tuple[int, ...]) -> None:
+        """Have the kernels read query position p at row q_rows(p) of q (and write out, lse and dq there),
+        key position p at row k_rows(p) of k and v (dk, dv likewise): set once, by the schedule's runner,
+        before the plan's first launch. Tuned configurations are then this plan's own."""
+        self.row_maps = (q_rows, k_rows)
+        self.tune_key = (*self.tune_key[:4], self.row_maps)
+        self._row_map_args = None
+
+    def row_map_args(self) -> tuple[Any, Any]:
+        """(q_map, k_map) as the kernels take them: tuples of tl.constexpr (compiled in)."""
+        if self._row_map_args is None:
+            import triton.language as tl  # on first use, as for the predicate's arguments
+
+            q_map, k_map = (tuple(tl.constexpr(v) for v in rows) for rows in self.row_maps)
+            self._row_map_args = (q_map, k_map)
+        return self._row_map_args
 
     def module(self) -> ModuleType:
         """The generated module holding the predicate `tile_mask` (loaded for the current TRITON_INTERPRET)."""

@@ -170,7 +170,7 @@ def choose_config(
     plan: Plan, kernel: Kernel, q: torch.Tensor, k: torch.Tensor, run: Callable[[KernelConfig], None]
 ) -> KernelConfig:
     """The fastest candidate for this problem, timed with `run` on the first call, then remembered."""
-    tma = has_tma(q.device)
+    tma = has_tma(q.device) and not plan.mapped  # rows read in place by pointers: no descriptor tiles
     # the last two entries: the spaces that environment and torch settings open or close
     key = (plan.tune_key, kernel, q.shape, k.shape[1], k.shape[-1], q.dtype, q.device, tma, atomic_dq_allowed())
     chosen = _CHOSEN.get(key)

@@ -1,7 +1,8 @@
 """The cost model: which parts of a pattern run as passes of their own, in which order.
 
 Predicted work of a schedule = the tile area its kernels compute (masked pairs included) plus,
-for every token row gathered into a pass's order, GATHER_PAIRS_PER_ROW pair-equivalents, plus,
+for every token row copied into a pass's order, GATHER_PAIRS_PER_ROW pair-equivalents (none for
+a pass the kernels read in place, `axes.py`), plus,
 when there are several passes, MERGE_PAIRS_PER_ROW for every query row each pass merges. Parts
 are split out greedily, each kept only when it lowers the prediction, so the single pass in token
 order stays wherever it is cheaper.
@@ -18,6 +19,7 @@ from maskc.ir.build import build_layout
 from maskc.limits import MAX_TILE_ROWS
 from maskc.origin import NOWHERE
 from maskc.rules import DifferenceRule, IntersectRule, Rule, UnionRule, intersect_rules, layout_rule
+from maskc.schedule.axes import in_place_maps
 from maskc.schedule.decompose import Order, disjuncts, merged_gather, merged_residue, order_of
 from maskc.schedule.passes import identity_pass, lowered_pass
 from maskc.schedule.record import Pass, Schedule
@@ -28,11 +30,11 @@ from maskc.text import format_ranges
 #: asks for another order gets its pass, whatever the cost (to test and to measure each lowering).
 SCHEDULE_MODES = ("single", "auto", "split")
 
-#: Pair-equivalents charged per gathered token row. A gather copy reads and writes a row of q
+#: Pair-equivalents charged per copied token row. A gather copy reads and writes a row of q
 #: (or of k and v) and scatters the output back: about 16·D bytes, which on an H200 (about 150
 #: flops per byte of HBM bandwidth at bf16) costs as much as about 600 pairs of 4·D flops each;
-#: a permutation fused into the kernel's loads costs next to nothing. 256 sits between the two
-#: and is an estimate, to be calibrated by bench/bench_triton.py (bench/NOTES.md).
+#: an order the kernels read in place (an order of axes over all positions) is charged nothing.
+#: 256 is an estimate (bench/NOTES.md).
 GATHER_PAIRS_PER_ROW = 256
 
 
@@ -75,12 +77,20 @@ PASS_TILE = 64
 MAX_RETILED_TILES = 1 << 22
 
 
-def predicted_work(passes: list[Pass]) -> int:
-    """Tile area, plus gathers, plus the merge when there is more than one pass (pair-equivalents)."""
-    work = sum(p.tile_area() + GATHER_PAIRS_PER_ROW * p.gathered_rows() for p in passes)
+def predicted_work(passes: list[Pass], n: int) -> int:
+    """Tile area, plus copies, plus the merge when there is more than one pass (pair-equivalents), of
+    passes over a pattern of n positions."""
+    work = sum(p.tile_area() + GATHER_PAIRS_PER_ROW * copied_rows(p, n) for p in passes)
     if len(passes) > 1:
         work += MERGE_PAIRS_PER_ROW * sum(p.nq for p in passes)
     return work
+
+
+def copied_rows(p: Pass, n: int) -> int:
+    """Token rows a pass copies into its order: none where the kernels read it in place (axes.py)."""
+    if p.gathered_rows() and in_place_maps(p.q_index, p.q_identity, p.k_index, p.k_identity, n) is not None:
+        return 0
+    return p.gathered_rows()
 
 
 def _groups(rule: Rule, n: int) -> list[_Group]:
@@ -125,7 +135,7 @@ def _passes(layout: BlockLayout, kept: list[Rule], split: list[_Group]) -> list[
 def _lowered(rule: Rule, order: Order, layout: BlockLayout) -> Pass:
     """The pass of `rule` in `order`; a tiled order picks its box shape by predicted work."""
     if order.kind == "tiled":
-        return tiled_pass(rule, order, layout.grid, order.why, lambda p: predicted_work([p]))
+        return tiled_pass(rule, order, layout.grid, order.why, lambda p: predicted_work([p], layout.grid.n))
     return lowered_pass(rule, order, layout, order.why)
 
 
@@ -151,7 +161,7 @@ def plan_schedule(layout: BlockLayout, mode: str = "auto") -> Schedule:
     if mode not in SCHEDULE_MODES:
         raise MaskcError(f"schedule must be one of {', '.join(SCHEDULE_MODES)}; got {mode!r}")
     single = identity_pass(layout.rule, layout.grid, "token order", layout)
-    single_work = predicted_work([single])
+    single_work = predicted_work([single], layout.grid.n)
     best = Schedule((single,), mode, single_work, single_work, layout_tile=(layout.grid.block_m, layout.grid.block_n))
     if mode == "single":
         return best
@@ -187,7 +197,7 @@ def _greedy_split(layout: BlockLayout, groups: list[_Group], single: Schedule, m
     best, considered, split = single, [], []
     if not candidates and (layout.grid.block_m, layout.grid.block_n) != single.layout_tile:
         retiled = [identity_pass(layout.rule, layout.grid, f"token order on {tiles}", layout)]
-        work = predicted_work(retiled)
+        work = predicted_work(retiled, layout.grid.n)
         take = work < best.predicted_work
         considered.append(
             f"token order on {tiles}: predicted {work:,} vs {best.predicted_work:,}: "
@@ -198,7 +208,7 @@ def _greedy_split(layout: BlockLayout, groups: list[_Group], single: Schedule, m
     for group in candidates:
         others = [rule for g in candidates if g is not group and g not in split for rule in g.rules]
         passes = _passes(layout, kept + others, split + [group])
-        work = predicted_work(passes)
+        work = predicted_work(passes, layout.grid.n)
         label = group.order.kind + (f" mod {group.order.modulus}" if group.order.modulus > 1 else "")
         take = work < best.predicted_work or mode == "split"
         verdict = "taken" if take else "kept in token order"

@@ -35,11 +35,13 @@ from .common import (
     descriptor_rows,
     load_rows,
     load_tile_pair,
+    mapped_rows,
     merge_program,
     mma,
     program_slot,
     query_rows,
     rows_by_position,
+    shifted,
     split_slot,
     tile_start,
     walk_part,
@@ -80,16 +82,18 @@ def maskc_backward_prepare(
 
 @triton.jit
 def dkdv_tile(dk, dv, k, v, q, do, Lse2, Delta, offs_q, offs_k, layout, n_ctx, q_lo, q_hi, qk_scale,
-              tile_mask: tl.constexpr, mask_args,
+              tile_mask: tl.constexpr, mask_args, q_map,
               MASKED: tl.constexpr, EVEN_N: tl.constexpr, PRECISION: tl.constexpr):
-    # -- the rows' lse and delta: rows outside [q_lo, q_hi) are not the call's --
+    # -- the rows' lse and delta (at the rows the positions map to): rows outside [q_lo, q_hi) are
+    # not the call's --
     q_in = (offs_q >= q_lo) & (offs_q < q_hi)
+    q_at = mapped_rows(offs_q, q_map)
     if EVEN_N:
-        lse2 = tl.load(Lse2 + offs_q)
-        delta = tl.load(Delta + offs_q)
+        lse2 = tl.load(Lse2 + q_at)
+        delta = tl.load(Delta + q_at)
     else:
-        lse2 = tl.load(Lse2 + offs_q, mask=q_in, other=float("inf"))
-        delta = tl.load(Delta + offs_q, mask=q_in, other=0.0)
+        lse2 = tl.load(Lse2 + q_at, mask=q_in, other=float("inf"))
+        delta = tl.load(Delta + q_at, mask=q_in, other=0.0)
     # -- P^T from the saved lse, masked by the predicate on partial tiles only --
     qk_t = mma(k, tl.trans(q), None, PRECISION)
     p_t = tl.math.exp2(qk_t * qk_scale - lse2[None, :])
@@ -107,6 +111,7 @@ def dkdv_tile(dk, dv, k, v, q, do, Lse2, Delta, offs_q, offs_k, layout, n_ctx, q
 @triton.jit
 def add_tile_dq(ds_t, k, dq_tile, DQDesc, dq_row, offs_q, q_lo, q_hi,
                 EVEN_N: tl.constexpr, PRECISION: tl.constexpr, TMA_DQ: tl.constexpr):
+    # (dq_tile: the pointers of the rows offs_q map to; TMA_DQ only in token order)
     # This tile's dQ = dS K added to the rows' float32 accumulator: by one bulk reduction through
     # the accumulator's descriptor (TMA_DQ: whole-tile calls on Hopper), else by relaxed atomics.
     dq = mma(tl.trans(ds_t), k, None, PRECISION)
@@ -123,7 +128,7 @@ def add_tile_dq(ds_t, k, dq_tile, DQDesc, dq_row, offs_q, q_lo, q_hi,
 def dkdv_tiles(dk, dv, k, v, q_head, do_head, q_local, do_local, stride_qm, stride_dm, QDesc, DODesc, q_row, do_row,
                lse2_head, delta_head, dq_head, dq_local, stride_dqm, DQDesc, dq_row,
                tile_idx, lo, hi, offs_m, offs_k, layout, n_ctx, q_lo, q_hi, qk_scale,
-               tile_mask: tl.constexpr, mask_args,
+               tile_mask: tl.constexpr, mask_args, q_map,
                BLOCK_M: tl.constexpr, MASKED: tl.constexpr, EVEN_N: tl.constexpr, PRECISION: tl.constexpr,
                TMA: tl.constexpr, ATOMIC_DQ: tl.constexpr, TMA_DQ: tl.constexpr):
     # Add the dK and dV contributions of the query tiles tile_idx[lo:hi] of one key column.
@@ -132,14 +137,16 @@ def dkdv_tiles(dk, dv, k, v, q_head, do_head, q_local, do_local, stride_qm, stri
         next_m = tile_start(tile_idx, t + 1, hi, BLOCK_M)
         # -- load Q and dO: rows outside [q_lo, q_hi) are not the call's --
         q, do = load_tile_pair(q_head, do_head, q_local, do_local, stride_qm, stride_dm, QDesc, DODesc, q_row, do_row,
-                               start_m, offs_m, q_lo, q_hi, EVEN_N, TMA)
+                               start_m, offs_m, q_lo, q_hi, q_map, EVEN_N, TMA)
         dk, dv, ds_t = dkdv_tile(
             dk, dv, k, v, q, do, lse2_head, delta_head,
-            start_m + offs_m, offs_k, layout, n_ctx, q_lo, q_hi, qk_scale, tile_mask, mask_args,
+            start_m + offs_m, offs_k, layout, n_ctx, q_lo, q_hi, qk_scale, tile_mask, mask_args, q_map,
             MASKED, EVEN_N, PRECISION,
         )
         if ATOMIC_DQ:
-            add_tile_dq(ds_t, k, dq_head + start_m.to(tl.int64) * stride_dqm + dq_local, DQDesc, dq_row + start_m,
+            dq_tile = shifted(dq_head + start_m.to(tl.int64) * stride_dqm + dq_local, start_m + offs_m, stride_dqm,
+                              q_map)
+            add_tile_dq(ds_t, k, dq_tile, DQDesc, dq_row + start_m,
                         start_m + offs_m, q_lo, q_hi, EVEN_N, PRECISION, TMA_DQ)
         start_m = next_m
     return dk, dv
@@ -156,7 +163,7 @@ def maskc_backward_dkdv(
     stride_dvb, stride_dvh, stride_dvn,
     head_layout, table_of_head, table_stride, layouts, col_order, full_ptr, full_idx, partial_ptr, partial_idx,
     qk_scale, sm_scale, n_ctx, heads, batch_kv_heads, kv_heads, col_tiles, long_cols, programs,
-    q_starts, q_start, q_len, k_lo, k_hi, tile_mask: tl.constexpr, mask_args,
+    q_starts, q_start, q_len, k_lo, k_hi, tile_mask: tl.constexpr, mask_args, q_map, k_map,
     chunk_line, chunk_start, chunk_tiles, chunk_programs, DKWork, DVWork, QDesc, DODesc, DQAcc, stride_ab, stride_ah,
     DQDesc,
     GROUP: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr, VALUE_DIM: tl.constexpr,
@@ -165,7 +172,8 @@ def maskc_backward_dkdv(
 ):
     # Stage 1: the program's (batch, key/value head) and key tile; K and V stay in registers.
     # Rows are addressed by position, as in the forward kernel: the base pointers below are
-    # moved back by the first position of the call's queries (q_lo) and keys (k_lo).
+    # moved back by the first position of the call's queries (q_lo) and keys (k_lo); a pass in an
+    # order of axes reads and writes the rows its positions map to (q_map, k_map).
     if SPLIT:
         slot, bkv, first, last, is_chunk = split_slot(
             tl.program_id(0), chunk_line, chunk_start, chunk_tiles, chunk_programs, long_cols, programs, batch_kv_heads
@@ -186,8 +194,10 @@ def maskc_backward_dkdv(
     k_rows = K + b.to(tl.int64) * stride_kb + kvh.to(tl.int64) * stride_kh + local_n * stride_kn
     v_rows = V + b.to(tl.int64) * stride_vb + kvh.to(tl.int64) * stride_vh + local_n * stride_vn
     k_in = (offs_k >= k_lo) & (offs_k < k_hi)
-    k = load_rows(k_rows + offs_n[:, None] * stride_kn + offs_d[None, :], k_in, EVEN_N)
-    v = load_rows(v_rows + offs_n[:, None] * stride_vn + offs_v[None, :], k_in, EVEN_N)
+    k_tile = shifted(k_rows + offs_n[:, None] * stride_kn + offs_d[None, :], offs_k, stride_kn, k_map)
+    v_tile = shifted(v_rows + offs_n[:, None] * stride_vn + offs_v[None, :], offs_k, stride_vn, k_map)
+    k = load_rows(k_tile, k_in, EVEN_N)
+    v = load_rows(v_tile, k_in, EVEN_N)
     dk = tl.zeros([BLOCK_N, HEAD_DIM], tl.float32)
     dv = tl.zeros([BLOCK_N, VALUE_DIM], tl.float32)
     q_local = offs_m[:, None] * stride_qm + offs_d[None, :]
@@ -218,7 +228,7 @@ def maskc_backward_dkdv(
             dk, dv, k, v, q_head, do_head, q_local, do_local, stride_qm, stride_dm, QDesc, DODesc, q_row, do_row,
             Lse2 + rows_at, Delta + rows_at, dq_head, dq_local, HEAD_DIM, DQDesc, dq_row,
             full_idx, full_lo, full_hi,
-            offs_m, offs_k, layout, n_ctx, q_lo, q_lo + q_len, qk_scale, tile_mask, mask_args,
+            offs_m, offs_k, layout, n_ctx, q_lo, q_lo + q_len, qk_scale, tile_mask, mask_args, q_map,
             BLOCK_M, False, EVEN_N, PRECISION, TMA, ATOMIC_DQ, TMA_DQ,
         )
         partial_lo = tl.load(partial_ptr + at)
@@ -229,7 +239,7 @@ def maskc_backward_dkdv(
             dk, dv, k, v, q_head, do_head, q_local, do_local, stride_qm, stride_dm, QDesc, DODesc, q_row, do_row,
             Lse2 + rows_at, Delta + rows_at, dq_head, dq_local, HEAD_DIM, DQDesc, dq_row,
             partial_idx, partial_lo, partial_hi,
-            offs_m, offs_k, layout, n_ctx, q_lo, q_lo + q_len, qk_scale, tile_mask, mask_args,
+            offs_m, offs_k, layout, n_ctx, q_lo, q_lo + q_len, qk_scale, tile_mask, mask_args, q_map,
             BLOCK_M, True, EVEN_N, PRECISION, TMA, ATOMIC_DQ, TMA_DQ,
         )
     # Stage 3: write dK (scaled) and dV once, or, for a chunk, keep the partials for the sum.
@@ -238,15 +248,17 @@ def maskc_backward_dkdv(
             tl.store(chunk_rows(DKWork, tl.program_id(0), BLOCK_N, HEAD_DIM), dk)
             tl.store(chunk_rows(DVWork, tl.program_id(0), BLOCK_N, VALUE_DIM), dv)
         else:
-            store_rows(DK, dk, b, kvh, local_n, k_in, sm_scale, stride_dkb, stride_dkh, stride_dkn, BLOCK_N, HEAD_DIM)
-            store_rows(DV, dv, b, kvh, local_n, k_in, 1.0, stride_dvb, stride_dvh, stride_dvn, BLOCK_N, VALUE_DIM)
+            store_rows(DK, dk, b, kvh, local_n, offs_k, k_in, sm_scale, stride_dkb, stride_dkh, stride_dkn, k_map,
+                       BLOCK_N, HEAD_DIM)
+            store_rows(DV, dv, b, kvh, local_n, offs_k, k_in, 1.0, stride_dvb, stride_dvh, stride_dvn, k_map,
+                       BLOCK_N, VALUE_DIM)
     else:
         dk_rows = DK + b.to(tl.int64) * stride_dkb + kvh.to(tl.int64) * stride_dkh + local_n * stride_dkn
         dv_rows = DV + b.to(tl.int64) * stride_dvb + kvh.to(tl.int64) * stride_dvh + local_n * stride_dvn
-        tl.store(dk_rows + offs_n[:, None] * stride_dkn + offs_d[None, :], (dk * sm_scale).to(DK.dtype.element_ty),
-                 mask=k_in[:, None])
-        tl.store(dv_rows + offs_n[:, None] * stride_dvn + offs_v[None, :], dv.to(DV.dtype.element_ty),
-                 mask=k_in[:, None])
+        tl.store(shifted(dk_rows + offs_n[:, None] * stride_dkn + offs_d[None, :], offs_k, stride_dkn, k_map),
+                 (dk * sm_scale).to(DK.dtype.element_ty), mask=k_in[:, None])
+        tl.store(shifted(dv_rows + offs_n[:, None] * stride_dvn + offs_v[None, :], offs_k, stride_dvn, k_map),
+                 dv.to(DV.dtype.element_ty), mask=k_in[:, None])
 
 
 @triton.jit
@@ -268,7 +280,7 @@ def dq_tile(dq, q, do, lse2, delta, k, v, offs_q, offs_k, layout, n_ctx, qk_scal
 @triton.jit
 def dq_tiles(dq, q, do, lse2, delta, k_head, v_head, k_local, v_local, stride_kn, stride_vn, KDesc, VDesc, k_row, v_row,
              tile_idx, lo, hi, offs_q, offs_n, layout, n_ctx, k_lo, k_hi, qk_scale,
-             tile_mask: tl.constexpr, mask_args,
+             tile_mask: tl.constexpr, mask_args, k_map,
              BLOCK_N: tl.constexpr, MASKED: tl.constexpr, EVEN_N: tl.constexpr, PRECISION: tl.constexpr,
              TMA: tl.constexpr):
     # Add the dQ contributions of the key tiles tile_idx[lo:hi] of one query row.
@@ -276,7 +288,7 @@ def dq_tiles(dq, q, do, lse2, delta, k_head, v_head, k_local, v_local, stride_kn
     for t in range(lo, hi):
         next_n = tile_start(tile_idx, t + 1, hi, BLOCK_N)
         k, v = load_tile_pair(k_head, v_head, k_local, v_local, stride_kn, stride_vn, KDesc, VDesc, k_row, v_row,
-                             start_n, offs_n, k_lo, k_hi, EVEN_N, TMA)
+                             start_n, offs_n, k_lo, k_hi, k_map, EVEN_N, TMA)
         dq = dq_tile(
             dq, q, do, lse2, delta, k, v,
             offs_q, start_n + offs_n, layout, n_ctx, qk_scale, tile_mask, mask_args, MASKED, PRECISION,
@@ -295,7 +307,7 @@ def maskc_backward_dq(
     stride_dqb, stride_dqh, stride_dqm,
     head_layout, table_of_head, table_stride, layouts, row_order, full_ptr, full_idx, partial_ptr, partial_idx,
     qk_scale, sm_scale, n_ctx, heads, group, batch_heads, row_tiles, long_rows, programs,
-    q_starts, q_start, q_len, k_lo, k_hi, tile_mask: tl.constexpr, mask_args,
+    q_starts, q_start, q_len, k_lo, k_hi, tile_mask: tl.constexpr, mask_args, q_map, k_map,
     chunk_line, chunk_start, chunk_tiles, chunk_programs, DQWork, KDesc, VDesc,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr, VALUE_DIM: tl.constexpr,
     EVEN_N: tl.constexpr, PER_BATCH_Q: tl.constexpr, PRECISION: tl.constexpr, SPLIT: tl.constexpr,
@@ -315,9 +327,11 @@ def maskc_backward_dq(
     local_m = (start_m - q_lo).to(tl.int64)
     q_rows = Q + b.to(tl.int64) * stride_qb + h.to(tl.int64) * stride_qh + local_m * stride_qm
     do_rows = DOut + b.to(tl.int64) * stride_db + h.to(tl.int64) * stride_dh + local_m * stride_dm
-    row_at = bh.to(tl.int64) * q_len + (offs_q - q_lo)
-    q = load_rows(q_rows + offs_m[:, None] * stride_qm + offs_d[None, :], q_in, EVEN_N)
-    do = load_rows(do_rows + offs_m[:, None] * stride_dm + offs_v[None, :], q_in, EVEN_N)
+    row_at = bh.to(tl.int64) * q_len + (mapped_rows(offs_q, q_map) - q_lo)
+    q_tile = shifted(q_rows + offs_m[:, None] * stride_qm + offs_d[None, :], offs_q, stride_qm, q_map)
+    do_tile = shifted(do_rows + offs_m[:, None] * stride_dm + offs_v[None, :], offs_q, stride_dm, q_map)
+    q = load_rows(q_tile, q_in, EVEN_N)
+    do = load_rows(do_tile, q_in, EVEN_N)
     if EVEN_N:
         lse2 = tl.load(Lse2 + row_at)
         delta = tl.load(Delta + row_at)
@@ -340,7 +354,7 @@ def maskc_backward_dq(
     dq = dq_tiles(
         dq, q, do, lse2, delta, k_head, v_head, k_local, v_local, stride_kn, stride_vn, KDesc, VDesc, k_row, v_row,
         full_idx, full_lo, full_hi,
-        offs_q, offs_n, layout, n_ctx, k_lo, k_hi, qk_scale, tile_mask, mask_args,
+        offs_q, offs_n, layout, n_ctx, k_lo, k_hi, qk_scale, tile_mask, mask_args, k_map,
         BLOCK_N, False, EVEN_N, PRECISION, TMA,
     )
     partial_lo = tl.load(partial_ptr + at)
@@ -350,7 +364,7 @@ def maskc_backward_dq(
     dq = dq_tiles(
         dq, q, do, lse2, delta, k_head, v_head, k_local, v_local, stride_kn, stride_vn, KDesc, VDesc, k_row, v_row,
         partial_idx, partial_lo, partial_hi,
-        offs_q, offs_n, layout, n_ctx, k_lo, k_hi, qk_scale, tile_mask, mask_args,
+        offs_q, offs_n, layout, n_ctx, k_lo, k_hi, qk_scale, tile_mask, mask_args, k_map,
         BLOCK_N, True, EVEN_N, PRECISION, TMA,
     )
     # Stage 4: write dQ (scaled) once, or, for a chunk, keep the partial for the sum.
@@ -358,34 +372,37 @@ def maskc_backward_dq(
         if is_chunk:
             tl.store(chunk_rows(DQWork, tl.program_id(0), BLOCK_M, HEAD_DIM), dq)
         else:
-            store_rows(DQ, dq, b, h, local_m, q_in, sm_scale, stride_dqb, stride_dqh, stride_dqm, BLOCK_M, HEAD_DIM)
+            store_rows(DQ, dq, b, h, local_m, offs_q, q_in, sm_scale, stride_dqb, stride_dqh, stride_dqm, q_map,
+                       BLOCK_M, HEAD_DIM)
     else:
-        store_rows(DQ, dq, b, h, local_m, q_in, sm_scale, stride_dqb, stride_dqh, stride_dqm, BLOCK_M, HEAD_DIM)
+        store_rows(DQ, dq, b, h, local_m, offs_q, q_in, sm_scale, stride_dqb, stride_dqh, stride_dqm, q_map,
+                   BLOCK_M, HEAD_DIM)
 
 
 @triton.jit
-def store_rows(Dst, x, b, h, local, rows_in, scale, stride_b, stride_h, stride_row,
+def store_rows(Dst, x, b, h, local, positions, rows_in, scale, stride_b, stride_h, stride_row, ROWS,
                BLOCK: tl.constexpr, WIDTH: tl.constexpr):
-    # Store scale · x as rows local … local + BLOCK − 1 of (b, h) of Dst, those in `rows_in` only.
+    # Store scale · x as rows local … local + BLOCK − 1 of (b, h) of Dst (of `positions`, moved to the
+    # rows they map to under ROWS), those in `rows_in` only.
     rows = Dst + b.to(tl.int64) * stride_b + h.to(tl.int64) * stride_h + local * stride_row
-    tl.store(rows + tl.arange(0, BLOCK)[:, None] * stride_row + tl.arange(0, WIDTH)[None, :],
-             (x * scale).to(Dst.dtype.element_ty), mask=rows_in[:, None])
+    tile = rows + tl.arange(0, BLOCK)[:, None] * stride_row + tl.arange(0, WIDTH)[None, :]
+    tl.store(shifted(tile, positions, stride_row, ROWS), (x * scale).to(Dst.dtype.element_ty), mask=rows_in[:, None])
 
 
 @triton.jit
 def maskc_sum_chunks(
     Dst, Work, stride_b, stride_h, stride_row, line_order, chunk_ptr, heads, groups, scale,
-    starts, start, length,
+    starts, start, length, rows_map,
     BLOCK: tl.constexpr, WIDTH: tl.constexpr, PER_BATCH: tl.constexpr,
 ):
     # One program per (long line, group): the sum of the line's chunk partials, scaled, stored as the
     # unsplit kernel stores the line (rows of positions [start, start + length) only, per batch
     # element when PER_BATCH).
-    g, b, h, lo, first_row, _, rows_in, first, end = merge_program(
+    g, b, h, lo, first_row, positions, rows_in, first, end = merge_program(
         line_order, chunk_ptr, heads, starts, start, length, BLOCK, PER_BATCH
     )
     total = tl.zeros([BLOCK, WIDTH], tl.float32)
     for c in range(first, end):
         total += tl.load(chunk_rows(Work, c * groups + g, BLOCK, WIDTH))
-    store_rows(Dst, total, b, h, (first_row - lo).to(tl.int64), rows_in, scale, stride_b, stride_h, stride_row,
-               BLOCK, WIDTH)
+    store_rows(Dst, total, b, h, (first_row - lo).to(tl.int64), positions, rows_in, scale, stride_b, stride_h,
+               stride_row, rows_map, BLOCK, WIDTH)

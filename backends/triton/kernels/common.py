@@ -189,18 +189,46 @@ def descriptor_rows(b, h, stride_ab, stride_ah, stride_bb, stride_bh, lo, A_DIM:
 
 
 @triton.jit
+def mapped_rows(pos, ROWS):
+    """The rows positions `pos` read: the positions themselves (token order: ROWS[0] == 0), or, for a
+    pass whose order is a reordering of axes (gathers.py `row_map`), Σ_j ((pos // div_j) mod size_j)
+    · step_j over ROWS's six (div, size, step) triples, fastest digit first, size 0 unused. Constant
+    divisors and sizes: shifts and masks where they are powers of two."""
+    if ROWS[0] == 0:
+        rows = pos
+    else:
+        rows = (pos // ROWS[0]) % ROWS[1] * ROWS[2]
+        for j in tl.static_range(1, 6):
+            if ROWS[3 * j + 1] != 0:
+                rows += (pos // ROWS[3 * j]) % ROWS[3 * j + 1] * ROWS[3 * j + 2]
+    return rows
+
+
+@triton.jit
+def shifted(tile, pos, stride, ROWS):
+    """Pointers `tile` ([rows, columns], row r at r · stride) of the rows at positions `pos` moved to the
+    rows those positions read under ROWS (`mapped_rows`); unchanged in token order."""
+    if ROWS[0] == 0:  # noqa: SIM108  (a branch Triton compiles only when taken)
+        moved = tile
+    else:
+        moved = tile + (mapped_rows(pos, ROWS) - pos).to(tl.int64)[:, None] * stride
+    return moved
+
+
+@triton.jit
 def load_tile_pair(a_head, b_head, a_local, b_local, stride_a, stride_b, ADesc, BDesc, a_row, b_row,
-                   start, offs, lo, hi, EVEN: tl.constexpr, TMA: tl.constexpr):
+                   start, offs, lo, hi, ROWS, EVEN: tl.constexpr, TMA: tl.constexpr):
     """The tiles of rows at positions start … of A and B (keys and values, or queries and dO): through
-    the descriptors (whole-tile calls), or by pointers, rows outside the call's [lo, hi) as zeros."""
+    the descriptors (whole-tile calls in token order), or by pointers to the rows the positions read
+    (ROWS), rows outside the call's [lo, hi) as zeros."""
     if TMA:
         a = ADesc.load([a_row + start, 0])
         b = BDesc.load([b_row + start, 0])
     else:
         rows = start + offs
         rows_in = (rows >= lo) & (rows < hi)
-        a = load_rows(a_head + start.to(tl.int64) * stride_a + a_local, rows_in, EVEN)
-        b = load_rows(b_head + start.to(tl.int64) * stride_b + b_local, rows_in, EVEN)
+        a = load_rows(shifted(a_head + start.to(tl.int64) * stride_a + a_local, rows, stride_a, ROWS), rows_in, EVEN)
+        b = load_rows(shifted(b_head + start.to(tl.int64) * stride_b + b_local, rows, stride_b, ROWS), rows_in, EVEN)
     return a, b
 
 

@@ -29,10 +29,12 @@ from .common import (
     descriptor_rows,
     load_rows,
     load_tile_pair,
+    mapped_rows,
     merge_program,
     mma,
     query_rows,
     rows_by_position,
+    shifted,
     tile_start,
     walk_part,
     walking_row_program,
@@ -70,7 +72,7 @@ def forward_tile(acc, m_i, l_i, q, k, v, offs_q, offs_k, layout, n_ctx, k_lo, k_
 @triton.jit
 def forward_tiles(acc, m_i, l_i, q, k_head, v_head, k_local, v_local, stride_kn, stride_vn, KDesc, VDesc, k_row, v_row,
                   tile_idx, lo, hi, offs_q, offs_n, layout, n_ctx, k_lo, k_hi, qk_scale,
-                  tile_mask: tl.constexpr, mask_args,
+                  tile_mask: tl.constexpr, mask_args, k_map,
                   BLOCK_N: tl.constexpr, MASKED: tl.constexpr, EVEN_N: tl.constexpr, PRECISION: tl.constexpr,
                   TMA: tl.constexpr):
     # Fold the key tiles tile_idx[lo:hi] of one query row into the running softmax.
@@ -79,7 +81,7 @@ def forward_tiles(acc, m_i, l_i, q, k_head, v_head, k_local, v_local, stride_kn,
         next_n = tile_start(tile_idx, t + 1, hi, BLOCK_N)
         # -- load K and V: keys are positions; only those in [k_lo, k_hi) are the call's --
         k, v = load_tile_pair(k_head, v_head, k_local, v_local, stride_kn, stride_vn, KDesc, VDesc, k_row, v_row,
-                             start_n, offs_n, k_lo, k_hi, EVEN_N, TMA)
+                             start_n, offs_n, k_lo, k_hi, k_map, EVEN_N, TMA)
         acc, m_i, l_i = forward_tile(
             acc, m_i, l_i, q, k, v,
             offs_q, start_n + offs_n, layout, n_ctx, k_lo, k_hi, qk_scale, tile_mask, mask_args,
@@ -98,7 +100,7 @@ def maskc_forward(
     stride_ob, stride_oh, stride_om,
     head_layout, table_of_head, table_stride, layouts, row_order, full_ptr, full_idx, partial_ptr, partial_idx,
     qk_scale, n_ctx, heads, group, batch_heads, row_tiles, long_rows, programs,
-    q_starts, q_start, q_len, k_lo, k_hi, tile_mask: tl.constexpr, mask_args,
+    q_starts, q_start, q_len, k_lo, k_hi, tile_mask: tl.constexpr, mask_args, q_map, k_map,
     chunk_line, chunk_start, chunk_tiles, chunk_programs, AccWork, MWork, LWork, KDesc, VDesc,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr, VALUE_DIM: tl.constexpr,
     EVEN_N: tl.constexpr, PER_BATCH_Q: tl.constexpr, PRECISION: tl.constexpr, SPLIT: tl.constexpr,
@@ -106,7 +108,8 @@ def maskc_forward(
 ):
     # Stage 1: the program's (batch, head), query tile and tables. Rows and keys are addressed by
     # position: query row a of this batch element is position q_lo + a, key row c is position
-    # k_lo + c (both 0 in full-length calls).
+    # k_lo + c (both 0 in full-length calls); a pass whose order is a reordering of axes reads and
+    # writes the rows its positions map to (q_map, k_map: `mapped_rows`), in a full-length call.
     b, h, kvh, bh, layout, table, row, first, last, is_chunk = walking_row_program(
         row_order, head_layout, table_of_head, table_stride, layouts, long_rows, programs, batch_heads, heads, group,
         chunk_line, chunk_start, chunk_tiles, chunk_programs, SPLIT,
@@ -117,7 +120,8 @@ def maskc_forward(
     offs_d = tl.arange(0, HEAD_DIM)
     offs_v = tl.arange(0, VALUE_DIM)
     q_rows = Q + b.to(tl.int64) * stride_qb + h.to(tl.int64) * stride_qh + (start_m - q_lo).to(tl.int64) * stride_qm
-    q = load_rows(q_rows + offs_m[:, None] * stride_qm + offs_d[None, :], row_in, EVEN_N)
+    q = load_rows(shifted(q_rows + offs_m[:, None] * stride_qm + offs_d[None, :], offs_q, stride_qm, q_map), row_in,
+                  EVEN_N)
     k_head = rows_by_position(K, b, kvh, stride_kb, stride_kh, stride_kn, k_lo)
     v_head = rows_by_position(V, b, kvh, stride_vb, stride_vh, stride_vn, k_lo)
     k_local = offs_n[:, None] * stride_kn + offs_d[None, :]
@@ -136,7 +140,7 @@ def maskc_forward(
     acc, m_i, l_i = forward_tiles(
         acc, m_i, l_i, q, k_head, v_head, k_local, v_local, stride_kn, stride_vn, KDesc, VDesc, k_row, v_row,
         full_idx, full_lo, full_hi,
-        offs_q, offs_n, layout, n_ctx, k_lo, k_hi, qk_scale, tile_mask, mask_args,
+        offs_q, offs_n, layout, n_ctx, k_lo, k_hi, qk_scale, tile_mask, mask_args, k_map,
         BLOCK_N, False, EVEN_N, PRECISION, TMA,
     )
     partial_lo = tl.load(partial_ptr + at)
@@ -147,7 +151,7 @@ def maskc_forward(
     acc, m_i, l_i = forward_tiles(
         acc, m_i, l_i, q, k_head, v_head, k_local, v_local, stride_kn, stride_vn, KDesc, VDesc, k_row, v_row,
         partial_idx, partial_lo, partial_hi,
-        offs_q, offs_n, layout, n_ctx, k_lo, k_hi, qk_scale, tile_mask, mask_args,
+        offs_q, offs_n, layout, n_ctx, k_lo, k_hi, qk_scale, tile_mask, mask_args, k_map,
         BLOCK_N, True, EVEN_N, PRECISION, TMA,
     )
     # Stage 4: normalise and store, or, for a chunk, keep the partial for the merge.
@@ -159,16 +163,17 @@ def maskc_forward(
             tl.store(LWork + chunk.to(tl.int64) * BLOCK_M + offs_m, l_i)
         else:
             finish_rows(Out, Lse, acc, m_i, l_i, b, h, bh, start_m, q_lo, q_len, offs_q, row_in,
-                        stride_ob, stride_oh, stride_om, BLOCK_M, VALUE_DIM)
+                        stride_ob, stride_oh, stride_om, q_map, BLOCK_M, VALUE_DIM)
     else:
         finish_rows(Out, Lse, acc, m_i, l_i, b, h, bh, start_m, q_lo, q_len, offs_q, row_in,
-                    stride_ob, stride_oh, stride_om, BLOCK_M, VALUE_DIM)
+                    stride_ob, stride_oh, stride_om, q_map, BLOCK_M, VALUE_DIM)
 
 
 @triton.jit
 def finish_rows(Out, Lse, acc, m_i, l_i, b, h, bh, start_m, q_lo, q_len, offs_q, row_in,
-                stride_ob, stride_oh, stride_om, BLOCK_M: tl.constexpr, VALUE_DIM: tl.constexpr):
-    # Normalise and store a query tile's rows; a row with no key gets zeros and lse = −inf.
+                stride_ob, stride_oh, stride_om, q_map, BLOCK_M: tl.constexpr, VALUE_DIM: tl.constexpr):
+    # Normalise and store a query tile's rows (at the rows their positions map to); a row with no
+    # key gets zeros and lse = −inf.
     offs_m = tl.arange(0, BLOCK_M)
     offs_v = tl.arange(0, VALUE_DIM)
     empty = l_i == 0.0
@@ -176,15 +181,15 @@ def finish_rows(Out, Lse, acc, m_i, l_i, b, h, bh, start_m, q_lo, q_len, offs_q,
     out = acc / l_safe[:, None]
     lse = tl.where(empty, float("-inf"), (m_i + tl.math.log2(l_safe)) * LN2)
     o_rows = Out + b.to(tl.int64) * stride_ob + h.to(tl.int64) * stride_oh + (start_m - q_lo).to(tl.int64) * stride_om
-    o_tile = o_rows + offs_m[:, None] * stride_om + offs_v[None, :]
+    o_tile = shifted(o_rows + offs_m[:, None] * stride_om + offs_v[None, :], offs_q, stride_om, q_map)
     tl.store(o_tile, out.to(Out.dtype.element_ty), mask=row_in[:, None])
-    tl.store(Lse + bh.to(tl.int64) * q_len + (offs_q - q_lo), lse, mask=row_in)
+    tl.store(Lse + bh.to(tl.int64) * q_len + (mapped_rows(offs_q, q_map) - q_lo), lse, mask=row_in)
 
 
 @triton.jit
 def maskc_forward_merge(
     Out, Lse, AccWork, MWork, LWork, stride_ob, stride_oh, stride_om,
-    row_order, chunk_ptr, heads, batch_heads, q_starts, q_start, q_len,
+    row_order, chunk_ptr, heads, batch_heads, q_starts, q_start, q_len, q_map,
     BLOCK_M: tl.constexpr, VALUE_DIM: tl.constexpr, PER_BATCH_Q: tl.constexpr,
 ):
     # One program per (long row, batch·head): its chunks' partials (acc, m, l), each relative to its
@@ -205,4 +210,4 @@ def maskc_forward_merge(
         l_i += tl.load(LWork + chunk.to(tl.int64) * BLOCK_M + offs_m) * scale
         acc += tl.load(chunk_rows(AccWork, chunk, BLOCK_M, VALUE_DIM)) * scale[:, None]
     finish_rows(Out, Lse, acc, m_i, l_i, b, h, bh, start_m, q_lo, q_len, offs_q, row_in,
-                stride_ob, stride_oh, stride_om, BLOCK_M, VALUE_DIM)
+                stride_ob, stride_oh, stride_om, q_map, BLOCK_M, VALUE_DIM)
