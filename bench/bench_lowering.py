@@ -6,11 +6,13 @@ bf16, B = 1, H = 16, D = 128, one process. Per n: dense causal SDPA (cuDNN) firs
 pattern maskc with schedule="single" (one pass in token order) and schedule="auto" (the cost
 model's passes), or those --schedules names ("split": every lowering taken, to measure one the cost
 model declines), and FlexAttention with the equivalent mask_mod. Passes in orders of axes are read
-in place by the kernels; with MASKC_TRITON_READ_IN_PLACE=0 they are copied instead (rows
-"maskc_<schedule>_copies"), to compare the two in one run. Efficiency = effective TFLOP/s
-(4·B·H·D·active pairs / forward time; 3.5× that over forward+backward) divided by cuDNN's in the
-same run; Flex ratios are Flex time / maskc time. Each maskc output is checked against Flex's
-(relative difference printed). Axial runs at n = 65536 only (W = 256), as the issue states.
+in place by the kernels; a second process with MASKC_TRITON_READ_IN_PLACE=0 copies them instead
+(rows "maskc_<schedule>_copies": the same passes, the cost model does not read the variable), and
+one with MASKC_TRITON_PASSES_IN_TURN=0 merges passes that would run in turn ("maskc_<schedule>_merged").
+Efficiency = effective TFLOP/s (4·B·H·D·active pairs / forward time; 3.5× that over forward+
+backward) divided by cuDNN's in the same run; Flex ratios are Flex time / maskc time. Each maskc
+output is checked against Flex's (relative difference printed). Axial runs at n = 65536 only (W =
+256), as the issue states.
 --quick: n = 32768 only (meant to take about 5 minutes on an H200; not yet measured).
 Writes JSON and a markdown table to $OUT when OUT is set. Shares its helpers with bench_triton.py.
 """
@@ -46,6 +48,7 @@ from torch.nn.attention.flex_attention import create_block_mask, flex_attention
 
 import maskc
 from maskc.backends.triton.passes import read_in_place_enabled
+from maskc.backends.triton.turns import in_turn_enabled
 from maskc.errors import MaskcWarning
 from maskc.schedule import schedule_of
 
@@ -107,6 +110,11 @@ def compile_pattern(name: str, spec: dict[str, Any] | Path, n: int, schedule: st
         return maskc.compile(source, seq_len=n, heads=H, block_size=block, schedule=schedule)
 
 
+def _variant() -> str:
+    """How this process runs passes, when not as by default: "_copies", "_merged" (bench docstring)."""
+    return ("" if read_in_place_enabled() else "_copies") + ("" if in_turn_enabled() else "_merged")
+
+
 def tflops(pairs: int, fwd: float, fwd_bwd: float) -> tuple[float, float]:
     flops = 4 * B * H * D * pairs
     return flops / fwd / 1e9, 3.5 * flops / fwd_bwd / 1e9
@@ -158,7 +166,7 @@ def bench_one(name: str, spec: Any, mask_mod: Callable | None, n: int, q, k, v, 
         profile_fwd_bwd(ours, q, k, v, f"{name}, schedule {schedule}")
         rate = tflops(pairs, fwd, fwd_bwd)
         row = {
-            "n": n, "pattern": name, "impl": f"maskc_{schedule}{'' if read_in_place_enabled() else '_copies'}",
+            "n": n, "pattern": name, "impl": f"maskc_{schedule}{_variant()}",
             "passes": [p.label for p in plan[0].passes],
             "kernel_work_over_pairs": round(sum(s.kernel_work() for s in plan) / len(plan) / pairs, 3),
             "plan_s": round(plan_s, 2), "first_call_s": round(first, 1),

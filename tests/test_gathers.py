@@ -113,18 +113,21 @@ def test_gradients_match_the_index_gather() -> None:
         ("specs/natten_2d.yaml", None, "tiled"),
     ],
 )
-def test_the_lowerings_orders_take_the_strided_copy(spec: str, n: int | None, lowering: str) -> None:
+def test_the_lowerings_orders_take_the_strided_copy(
+    spec: str, n: int | None, lowering: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The residue and tiled passes the cost model picks are axis reorderings: read in place by
     default, charged no copy, and when gathered (MASKC_TRITON_READ_IN_PLACE=0) never by the index
     gather (whose backward is a scatter-add)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", MaskcWarning)
         pattern = maskc.compile(spec, seq_len=n, schedule="auto")
+    monkeypatch.delenv("MASKC_TRITON_READ_IN_PLACE", raising=False)  # the default: read in place
     passes = [p for s in schedule_of(pattern) for p in s.passes if p.lowering == lowering]
     assert passes, f"{spec}: the cost model chose no {lowering} pass"
     for p in passes:
         assert in_place_rows(p, pattern.n, pattern.n) is not None
-        assert copied_rows(p, pattern.n) == 0 < p.gathered_rows()
+        assert copied_rows(p, pattern.n) == 0 < p.gathered_rows() and p.in_place
         built = PassIndex.build(p, pattern.n, pattern.n, torch.device("cpu"), in_place=False)
         for index, axes, order in ((built.q, built.q_axes, p.q_index), (built.k, built.k_axes, p.k_index)):
             if index is None:

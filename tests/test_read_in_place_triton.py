@@ -1,11 +1,15 @@
-"""Passes read in place (backends/triton/passes.py): a pass whose orders are reorderings of axes
-runs on q, k, v as they are, its kernels loading and storing the rows its positions map to
-(gathers.py `row_map`, kernels/common.py `mapped_rows`). Under Triton's interpreter, against the
-CPU reference in float64 and against the same pass gathered (MASKC_TRITON_READ_IN_PLACE=0):
-forward, lse and the gradients of q, k and v, for residue orders (two digits), a 2-D grid's tiled
-order (four), with GQA and with long lines cut into chunks (the row maps of up to six digits a
-3-D grid needs: tests/test_gathers.py). Each case asserts that a pass is read in place, so none
-can pass by gathering."""
+"""Passes read in place (backends/triton/passes.py) and run in turn (turns.py).
+
+A pass whose orders are reorderings of axes runs on q, k, v as they are, its kernels loading and
+storing the rows its positions map to (maskc/schedule/axes.py `row_map`, kernels/common.py
+`mapped_rows`); a schedule whose passes all do so (or keep token order) runs them in turn, each
+going on from the last's (out, lse), with no merge. Under Triton's interpreter, against the CPU
+reference in float64 and against the same passes gathered (MASKC_TRITON_READ_IN_PLACE=0) or merged
+(MASKC_TRITON_PASSES_IN_TURN=0): forward, lse and the gradients of q, k and v (with an lse
+gradient), for residue orders (two digits), a 2-D grid's tiled order (four), with GQA and with long
+lines cut into chunks (the six-digit row maps of a 3-D grid's tiled order are checked against the
+order in numpy: tests/test_gathers.py).
+Each case asserts the path it tests (a pass read in place; no merge), so none passes by another."""
 
 from __future__ import annotations
 
@@ -17,7 +21,7 @@ from interpreter import interpreter  # noqa: F401  (fixture: kernels run in Trit
 from test_schedule_triton import check_triton
 
 import maskc
-from maskc.backends.triton import tables
+from maskc.backends.triton import backward, forward, passes, tables
 from maskc.backends.triton.passes import _pass_patterns
 from maskc.backends.triton.plans import plan_for
 from maskc.errors import MaskcWarning
@@ -49,22 +53,40 @@ def _outputs(pattern: maskc.CompiledPattern, heads: int, kv_heads: int) -> list[
     n, d = pattern.n, 16
     q, k, v = (torch.randn(1, h, n, d, generator=gen).requires_grad_() for h in (heads, kv_heads, kv_heads))
     out, lse = maskc.attention(q, k, v, pattern, backend="triton", return_lse=True)
-    grads = torch.autograd.grad((out * torch.randn(out.shape, generator=gen)).sum(), (q, k, v))
-    return [out, lse, *grads]
+    loss = (out * torch.randn(out.shape, generator=gen)).sum() + (lse * torch.randn(lse.shape, generator=gen)).sum()
+    return [out, lse, *torch.autograd.grad(loss, (q, k, v))]
+
+
+@pytest.fixture
+def merges(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """How many merges the passes ran (one entry per merge)."""
+    seen: list[int] = []
+
+    def counted(*args, original=passes.fused_merge):
+        seen.append(1)
+        return original(*args)
+
+    monkeypatch.setattr(passes, "fused_merge", counted)
+    return seen
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
-def test_in_place_matches_reference_and_gather(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_in_place_matches_reference_and_gather(name: str, merges: list[int], monkeypatch: pytest.MonkeyPatch) -> None:
     data, n = CASES[name]
     pattern = _compile(name, data, n, heads=4)
     assert _in_place_passes(pattern) > 0, "no pass is read in place"
     check_triton(pattern, heads=4, kv_heads=2)
+    assert not merges, "every pass reads q, k, v as they are: they run in turn, unmerged"
     in_place = _outputs(pattern, 4, 2)
+    monkeypatch.setenv("MASKC_TRITON_PASSES_IN_TURN", "0")
+    merged = _outputs(pattern, 4, 2)
+    assert merges or len(_pass_patterns(pattern)[0]) == 1, "merged on request"
     monkeypatch.setenv("MASKC_TRITON_READ_IN_PLACE", "0")
     gathered_pattern = _compile(f"{name}-gathered", data, n, heads=4)  # a new pattern: its passes gather
     assert _in_place_passes(gathered_pattern) == 0
-    for got, want in zip(in_place, _outputs(gathered_pattern, 4, 2)):
-        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    for other in (merged, _outputs(gathered_pattern, 4, 2)):
+        for got, want in zip(in_place, other):
+            torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
 
 
 def test_in_place_grid_in_boxes() -> None:
@@ -73,11 +95,32 @@ def test_in_place_grid_in_boxes() -> None:
     check_triton(pattern, heads=2, kv_heads=1)
 
 
-def test_in_place_long_lines_as_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A global token's column in a pass read in place: its chunks' sums are stored at mapped rows."""
+@pytest.mark.parametrize(
+    ("name", "data", "n"),
+    [
+        # a global token's row and column in their own passes (gathered), the columns read in place
+        ("axial-global", {"pattern": [{"axial": {"width": 8}}, {"global": {"tokens": [3]}}]}, 64),
+        # run in turn: lines of different lengths in both passes, the chunks' merge going on too
+        ("strided-long", CASES["strided"][0], 256),
+    ],
+)
+def test_in_place_long_lines_as_chunks(
+    name: str, data: dict, n: int, merges: list[int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Long lines cut into one-tile chunks: their sums and merges store at mapped rows (and add to,
+    or go on from, the earlier passes' rows when the passes run in turn)."""
     monkeypatch.setattr(tables, "CHUNK_TILES", 1)
     monkeypatch.setattr(tables, "LONG_FACTOR", 1.0)
-    data = {"pattern": [{"axial": {"width": 8}}, {"global": {"tokens": [3]}}]}
-    pattern = _compile("axial-global", data, 64, heads=2)
+    split: dict[str, list[bool]] = {"forward": [], "backward": []}
+    for kind, module in (("forward", forward), ("backward", backward)):
+
+        def spy(walk_tables, groups, kind=kind, original=module.launch_programs):
+            split[kind].append(walk_tables.split)
+            return original(walk_tables, groups)
+
+        monkeypatch.setattr(module, "launch_programs", spy)
+    pattern = _compile(name, data, n, heads=2)
     assert _in_place_passes(pattern) > 0
     check_triton(pattern, heads=2, kv_heads=1)
+    assert any(split["forward"]) and any(split["backward"]), "no line was cut into chunks"
+    assert bool(merges) == (name == "axial-global"), "passes that read q, k, v as they are run in turn"

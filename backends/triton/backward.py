@@ -9,7 +9,7 @@ import torch
 from . import descriptors
 from .cache import interpreting
 from .chunks import chunk_args, chunk_programs, launch_programs, workspace
-from .forward import LOG2E, check_in_place
+from .forward import LOG2E, check_in_place, descriptor_tiles
 from .plan import Plan
 from .runtime import CallInputs
 from .span import Span
@@ -17,7 +17,7 @@ from .tables import WalkTables
 from .tuning import KernelConfig, choose_config, dot_precision
 
 
-def _prepare(
+def prepare_rows(
     plan: Plan, out: torch.Tensor, d_out: torch.Tensor, lse: torch.Tensor, d_lse: torch.Tensor | None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(delta, lse in base 2 with −inf turned to +inf), both (B, H, N) float32."""
@@ -48,12 +48,13 @@ def _sum_chunks(
     block: int,
     width: int,
     per_batch: bool,
+    accumulate: bool,
 ) -> None:
     """grad's long lines as the scaled sums of their chunks' partials; `rows` = (starts, start, length)
     of the positions grad holds, `rows_map` the rows they map to (the plan's row map of that side)."""
     kernels.maskc_sum_chunks[(tables.long_lines, groups)](
         grad, work, *grad.stride()[:3], tables.order, tables.chunk_ptr, heads, groups, scale, *rows, rows_map,
-        BLOCK=block, WIDTH=width, PER_BATCH=per_batch,
+        BLOCK=block, WIDTH=width, PER_BATCH=per_batch, ACCUMULATE=accumulate,
     )  # fmt: skip
 
 
@@ -69,26 +70,34 @@ def attention_backward(
     scale: float,
     span: Span | None = None,
     inputs: CallInputs | None = None,
+    prepared: tuple[torch.Tensor, torch.Tensor] | None = None,
+    into: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(dq, dk, dv) in the inputs' dtypes; d_lse is the gradient of the returned lse, if any.
 
     `span` places a rectangular call's rows among the pattern's positions (all of them by default);
-    `inputs` are the call's run-time tensors when the plan's layout is built per call.
+    `inputs` are the call's run-time tensors when the plan's layout is built per call. A pass of a
+    schedule whose passes went on from one another (`attention_forward`'s `earlier`) takes the rows'
+    terms `prepared` once from the final out and lse (`prepare_rows`), and adds its share of the
+    gradients to the earlier passes' (`into`, updated in place and returned).
     """
     batch, heads, _, head_dim = q.shape
     kv_heads, value_dim = k.shape[1], v.shape[-1]
     span = span or Span.full(plan.n)
-    delta, lse2 = _prepare(plan, out, d_out, lse, d_lse)
-    dq = torch.empty(q.shape, dtype=q.dtype, device=q.device)
-    dk = torch.empty(k.shape, dtype=k.dtype, device=k.device)
-    dv = torch.empty(v.shape, dtype=v.dtype, device=v.device)
+    delta, lse2 = prepared if prepared is not None else prepare_rows(plan, out, d_out, lse, d_lse)
+    accumulate = into is not None
+    if into is None:
+        into = (torch.empty_like(q, memory_format=torch.contiguous_format),
+                torch.empty_like(k, memory_format=torch.contiguous_format),
+                torch.empty_like(v, memory_format=torch.contiguous_format))  # fmt: skip
+    dq, dk, dv = into
     precision = dot_precision(q.dtype)
     strides = (*q.stride()[:3], *k.stride()[:3], *v.stride()[:3], *d_out.stride()[:3])
     positions = span.kernel_args(q.device)
     q_map, k_map = plan.row_map_args()
 
-    def run_dkdv(config: KernelConfig) -> None:
-        check_in_place(plan, config, span)
+    def run_dkdv(config: KernelConfig, dq: torch.Tensor, dk: torch.Tensor, dv: torch.Tensor, add: bool) -> None:
+        check_in_place(plan, span)
         window = span.tile_window(config.block_m, config.block_n)
         launch = plan.launch_tables(
             "columns", config.block_m, config.block_n, q.device, heads, inputs, window and window[::-1]
@@ -99,7 +108,7 @@ def attention_backward(
         dv_work = workspace(chunks, block_n, value_dim, device=q.device)
         kernels = plan.kernels("backward")
         even = span.even(config.block_m, block_n)
-        tma = descriptors.row_descriptors((q, d_out), config.block_m) if config.tma and even else None
+        tma = descriptor_tiles(plan, config, even, (q, d_out), config.block_m)
         dq_acc = torch.zeros(q.shape, dtype=torch.float32, device=q.device) if config.atomic_dq else None
         # dQ's bulk reduction needs a descriptor too; Triton's interpreter has no descriptor reductions
         dq_desc = (
@@ -118,24 +127,25 @@ def attention_backward(
             GROUP=heads // kv_heads, BLOCK_M=config.block_m, BLOCK_N=block_n, HEAD_DIM=head_dim,
             VALUE_DIM=value_dim, EVEN_N=even, PER_BATCH_Q=span.q_starts is not None, PRECISION=precision,
             SPLIT=tables.split, TMA=tma is not None, ATOMIC_DQ=config.atomic_dq, TMA_DQ=bool(dq_desc),
-            num_warps=config.num_warps, num_stages=config.num_stages,
+            ACCUMULATE=add, num_warps=config.num_warps, num_stages=config.num_stages,
         )  # fmt: skip
         if tables.split:
             keys = (positions[0], span.k_start, span.k_end - span.k_start)
             for grad, work, width, factor in ((dk, dk_work, head_dim, scale), (dv, dv_work, value_dim, 1.0)):
-                _sum_chunks(kernels, tables, grad, work, kv_heads, groups, factor, keys, k_map, block_n, width, False)
+                _sum_chunks(kernels, tables, grad, work, kv_heads, groups, factor, keys, k_map, block_n, width, False,
+                            add)  # fmt: skip
         if dq_acc is not None:
-            dq.copy_(dq_acc.mul_(scale))
+            (dq.add_ if add else dq.copy_)(dq_acc.mul_(scale))
 
-    def run_dq(config: KernelConfig) -> None:
-        check_in_place(plan, config, span)
+    def run_dq(config: KernelConfig, dq: torch.Tensor, add: bool) -> None:
+        check_in_place(plan, span)
         window = span.tile_window(config.block_m, config.block_n)
         launch = plan.launch_tables("rows", config.block_m, config.block_n, q.device, heads, inputs, window)
         tables, groups, block_m = launch.walk, batch * heads, config.block_m
         dq_work = workspace(chunk_programs(tables, groups), block_m, head_dim, device=q.device)
         kernels = plan.kernels("backward")
         even = span.even(block_m, config.block_n)
-        tma = descriptors.row_descriptors((k, v), config.block_n) if config.tma and even else None
+        tma = descriptor_tiles(plan, config, even, (k, v), config.block_n)
         kernels.maskc_backward_dq[(launch_programs(tables, groups),)](
             q, k, v, d_out, dq, lse2, delta,
             *strides, *dq.stride()[:3],
@@ -145,20 +155,25 @@ def attention_backward(
             *chunk_args(tables, groups), dq_work, *(tma or (None, None)),
             BLOCK_M=block_m, BLOCK_N=config.block_n, HEAD_DIM=head_dim, VALUE_DIM=value_dim,
             EVEN_N=even, PER_BATCH_Q=span.q_starts is not None, PRECISION=precision, SPLIT=tables.split,
-            TMA=tma is not None, num_warps=config.num_warps, num_stages=config.num_stages,
+            TMA=tma is not None, ACCUMULATE=add, num_warps=config.num_warps, num_stages=config.num_stages,
         )  # fmt: skip
         if tables.split:
             _sum_chunks(kernels, tables, dq, dq_work, heads, groups, scale, positions[:3], q_map, block_m, head_dim,
-                        span.q_starts is not None)  # fmt: skip
+                        span.q_starts is not None, add)  # fmt: skip
 
-    dq_config = choose_config(plan, "dq", q, k, run_dq)
+    # the tuner's timings of a pass that adds to `into` write fresh buffers: adding again and again would spoil it
+    def scratch() -> tuple[torch.Tensor, ...]:
+        return tuple(torch.empty_like(g) for g in into) if accumulate else into
 
-    def run_gradients(config: KernelConfig) -> None:
+    dq_config = choose_config(plan, "dq", q, k, lambda config: run_dq(config, scratch()[0], False))
+
+    def run_gradients(config: KernelConfig, grads: tuple[torch.Tensor, ...], add: bool) -> None:
         """dK and dV with `config`, and dQ: in the same kernel (atomic_dq) or by the dQ kernel after it,
         so that the tuner times both ways whole."""
-        run_dkdv(config)
+        run_dkdv(config, *grads, add)
         if not config.atomic_dq:
-            run_dq(dq_config)
+            run_dq(dq_config, grads[0], add)
 
-    run_gradients(choose_config(plan, "dkdv", q, k, run_gradients))
+    config = choose_config(plan, "dkdv", q, k, lambda config: run_gradients(config, scratch(), False))
+    run_gradients(config, into, accumulate)
     return dq, dk, dv

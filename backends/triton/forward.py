@@ -28,10 +28,12 @@ def launch_forward(
     lse: torch.Tensor,
     span: Span,
     inputs: CallInputs | None = None,
+    going_on: bool = False,
 ) -> None:
-    """One launch of the forward kernel with `config`'s tile shape, writing out and lse."""
+    """One launch of the forward kernel with `config`'s tile shape, writing out and lse (`going_on`:
+    going on from the earlier passes' rows that out and lse hold)."""
     batch, heads, _, head_dim = q.shape
-    check_in_place(plan, config, span)
+    check_in_place(plan, span)
     window = span.tile_window(config.block_m, config.block_n)
     launch = plan.launch_tables("rows", config.block_m, config.block_n, q.device, heads, inputs, window)
     tables = launch.walk
@@ -42,7 +44,7 @@ def launch_forward(
     kernels = plan.kernels("forward")
     positions = span.kernel_args(q.device)
     even = span.even(block_m, config.block_n)
-    tma = descriptors.row_descriptors((k, v), config.block_n) if config.tma and even else None
+    tma = descriptor_tiles(plan, config, even, (k, v), config.block_n)
     q_map, k_map = plan.row_map_args()
     kernels.maskc_forward[(launch_programs(tables, groups),)](
         q, k, v, out, lse,
@@ -53,21 +55,32 @@ def launch_forward(
         *chunk_args(tables, groups), acc_work, m_work, l_work, *(tma or (None, None)),
         BLOCK_M=block_m, BLOCK_N=config.block_n, HEAD_DIM=head_dim, VALUE_DIM=value_dim,
         EVEN_N=even, PER_BATCH_Q=span.q_starts is not None,
-        PRECISION=dot_precision(q.dtype), SPLIT=tables.split, TMA=tma is not None,
+        PRECISION=dot_precision(q.dtype), SPLIT=tables.split, TMA=tma is not None, CONTINUE=going_on,
         num_warps=config.num_warps, num_stages=config.num_stages,
     )  # fmt: skip
     if tables.split:
         kernels.maskc_forward_merge[(tables.long_lines, groups)](
             out, lse, acc_work, m_work, l_work, *out.stride()[:3], tables.order, tables.chunk_ptr, heads, groups,
             *positions[:3], q_map, BLOCK_M=block_m, VALUE_DIM=value_dim, PER_BATCH_Q=span.q_starts is not None,
-            num_warps=8,
+            CONTINUE=going_on, num_warps=8,
         )  # fmt: skip
 
 
-def check_in_place(plan: Plan, config: KernelConfig, span: Span) -> None:
-    """A plan whose rows are read in place (`Plan.read_in_place`) runs full-length calls, by pointer loads."""
-    if plan.mapped and (config.tma or not span.is_full):
-        raise BackendError("a pass read in place (an order of axes) runs full-length calls with pointer loads only")
+def descriptor_tiles(
+    plan: Plan, config: KernelConfig, even: bool, tensors: tuple[torch.Tensor, ...], rows: int
+) -> list | None:
+    """The tensor descriptors of a TMA configuration's walked tiles, or None: pointer loads (calls not on
+    whole tiles, tensors a descriptor cannot read, and passes read in place, whose rows are not one
+    descriptor's tiles)."""
+    if not (config.tma and even) or plan.mapped:
+        return None
+    return descriptors.row_descriptors(tensors, rows)
+
+
+def check_in_place(plan: Plan, span: Span) -> None:
+    """A plan whose rows are read in place (`Plan.read_in_place`) runs full-length calls only."""
+    if plan.mapped and not span.is_full:
+        raise BackendError("a pass read in place (an order of axes) runs full-length calls only")
 
 
 def attention_forward(
@@ -78,20 +91,29 @@ def attention_forward(
     scale: float,
     span: Span | None = None,
     inputs: CallInputs | None = None,
+    earlier: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> tuple:
     """(out, lse) for contiguous-last-dim q, k, v whose head dims are powers of two.
 
     `span` places a rectangular call's rows among the pattern's positions (all of them by default);
-    `inputs` are the call's run-time tensors when the plan's layout is built per call.
+    `inputs` are the call's run-time tensors when the plan's layout is built per call. `earlier`:
+    the (out, lse) of a schedule's earlier passes, in token order, which this pass goes on from and
+    updates in place (the pairs of the passes must be disjoint).
     """
     batch, heads, m, _ = q.shape
     span = span or Span.full(plan.n)
-    out = torch.empty((batch, heads, m, v.shape[-1]), dtype=q.dtype, device=q.device)
-    lse = torch.empty((batch, heads, m), dtype=torch.float32, device=q.device)
+    if earlier is None:
+        out = torch.empty((batch, heads, m, v.shape[-1]), dtype=q.dtype, device=q.device)
+        lse = torch.empty((batch, heads, m), dtype=torch.float32, device=q.device)
+    else:
+        out, lse = earlier
 
     def run(config: KernelConfig) -> None:
-        launch_forward(plan, config, q, k, v, scale, out, lse, span, inputs)
+        launch_forward(plan, config, q, k, v, scale, out, lse, span, inputs, going_on=earlier is not None)
 
-    config = choose_config(plan, "forward", q, k, run)
+    def tune(config: KernelConfig) -> None:  # timings must not go on from out and lse again and again
+        launch_forward(plan, config, q, k, v, scale, torch.empty_like(out), torch.empty_like(lse), span, inputs)
+
+    config = choose_config(plan, "forward", q, k, run if earlier is None else tune)
     run(config)
     return out, lse

@@ -3,7 +3,7 @@
 Each pass is a square block-sparse problem (`maskc.schedule.positioned.pass_pattern`) that the
 kernels run as they run any pattern, their predicate reading the pass's position tables. A pass
 whose orders are reorderings of axes (a residue order, a tiled order of a grid) over all n
-positions is read in place: its plan's row maps (`Plan.read_in_place`, gathers.py `row_map`) make
+positions is read in place: its plan's row maps (`Plan.read_in_place`, maskc.schedule.axes `row_map`) make
 the kernels load and store the rows its positions map to, so q, k, v go in untouched and its
 output, lse and gradients come out in token order. Other passes gather rows (a strided copy for an
 order of axes, `index_select` otherwise; none for a side already in token order) and are
@@ -30,10 +30,12 @@ from maskc.schedule import Pass, Schedule, schedule_of
 from maskc.schedule.axes import in_place_maps
 from maskc.schedule.positioned import pass_pattern
 
+from .eager import EagerAttention, eager_forward
 from .function import PreparedCall
 from .gathers import AxisOrder, axis_order
 from .merge import MergeTables, fused_merge
-from .plans import plan_for
+from .plans import plan_by_key, plan_for
+from .turns import PassesInTurn, forward_in_turn, in_turn_enabled
 
 #: The pass patterns of each scheduled pattern, kept alive with it (their plans are found by them).
 _PASS_PATTERNS: weakref.WeakKeyDictionary[CompiledPattern, tuple[tuple[CompiledPattern, ...], ...]] = (
@@ -173,7 +175,13 @@ def _gather(x: torch.Tensor, index: torch.Tensor | None, size: int, axes: AxisOr
 def _run_schedule(
     call: PreparedCall, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, tables: ScheduleTables, keys: tuple[str, ...]
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(out, lse) of q, k, v (prepared by `call`) through the schedule's passes, run by their plans' keys."""
+    """(out, lse) of q, k, v (prepared by `call`) through the schedule's passes, run by their plans' keys:
+    in turn where every pass reads q, k, v as they are (`turns.py`), else each on its gathers, merged."""
+    if _runs_in_turn(call, tables, q.shape[2]):
+        plans = tuple(plan_by_key(key) for key in keys)
+        if call.operator is eager_forward:
+            return forward_in_turn(plans, q, k, v, call.scale)
+        return PassesInTurn.apply(q, k, v, plans, call.scale)
     outs, lses = [], []
     for index, key in zip(tables.passes, keys):
         out, lse = call.operator(
@@ -188,6 +196,16 @@ def _run_schedule(
     if len(outs) == 1 and only.q is None and only.size == q.shape[2]:
         return outs[0], lses[0]  # one pass over every row in token order: nothing to merge
     return fused_merge(outs, lses, tables.merge)
+
+
+def _runs_in_turn(call: PreparedCall, tables: ScheduleTables, n: int) -> bool:
+    """Several passes, each reading all n rows of q, k, v as they are (token order or in place), in an
+    eager call (the custom op that a traced call takes runs one pass at a time)."""
+    if len(tables.passes) < 2 or not in_turn_enabled():
+        return False
+    if call.operator is not eager_forward and call.operator != EagerAttention.apply:
+        return False
+    return all(p.q is None and p.k is None and p.size == n for p in tables.passes)
 
 
 def pass_attention(

@@ -90,7 +90,7 @@ class Plan:
             sorted({a.value for a in self.masks.args if a.kind == "input" and a.value != TABLE_STRIDE})
         )
         self._static_maps = StaticMaps()
-        #: The rows each query and key position reads (gathers.py `row_map`): token order unless the
+        #: The rows each query and key position reads (maskc.schedule.axes `row_map`): token order unless the
         #: plan runs a pass whose order the kernels read in place (`read_in_place`).
         self.row_maps: tuple[tuple[int, ...], tuple[int, ...]] = (IDENTITY_ROWS, IDENTITY_ROWS)
         self._row_map_args: tuple[Any, Any] | None = None

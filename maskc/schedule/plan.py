@@ -86,11 +86,14 @@ def predicted_work(passes: list[Pass], n: int) -> int:
     return work
 
 
+def reads_in_place(p: Pass, n: int) -> bool:
+    """Whether the Triton kernels read pass `p` of a pattern of n positions in place (axes.py)."""
+    return in_place_maps(p.q_index, p.q_identity, p.k_index, p.k_identity, n) is not None
+
+
 def copied_rows(p: Pass, n: int) -> int:
-    """Token rows a pass copies into its order: none where the kernels read it in place (axes.py)."""
-    if p.gathered_rows() and in_place_maps(p.q_index, p.q_identity, p.k_index, p.k_identity, n) is not None:
-        return 0
-    return p.gathered_rows()
+    """Token rows a pass copies into its order: none where the kernels read it in place."""
+    return 0 if p.gathered_rows() and reads_in_place(p, n) else p.gathered_rows()
 
 
 def _groups(rule: Rule, n: int) -> list[_Group]:
@@ -185,6 +188,8 @@ def plan_schedule(layout: BlockLayout, mode: str = "auto") -> Schedule:
         if split.predicted_work < best.predicted_work or (mode == "split" and best.single):
             best = split
     best.considered = tuple(considered)
+    for p in best.passes:
+        p.in_place = p.gathered_rows() > 0 and reads_in_place(p, layout.grid.n)
     return best
 
 

@@ -48,6 +48,9 @@ class Pass:
     #: The rule on the pass's own positions, when it has a closed form (a kernel's predicate then
     #: needs no position tables); None: kernels read `rule` through the position tables.
     local_rule: Rule | None = None
+    #: Set on a chosen schedule's passes: the Triton kernels read its orders in place (maskc.schedule.axes),
+    #: so its rows in another order are not copied.
+    in_place: bool = False
     _tile_rows: np.ndarray | None = field(default=None, repr=False)
 
     @property
@@ -88,7 +91,8 @@ class Pass:
         return int((rows * cols).sum())
 
     def gathered_rows(self) -> int:
-        """Token rows copied into the pass's order (queries, and keys with their values)."""
+        """Token rows the pass takes in an order of its own (queries, and keys with their values): copied
+        into it, unless the kernels read the pass in place."""
         return (0 if self.q_identity else self.nq) + (0 if self.k_identity else self.nk)
 
     def tile_masks(self, lo: int = 0, hi: int | None = None) -> np.ndarray:
@@ -160,6 +164,7 @@ class Pass:
             "tiles_full": int(self.full.sum()),
             "kernel_work": self.tile_area(),
             "gathered_rows": self.gathered_rows(),
+            "read_in_place": self.in_place,
         }
 
     @property
@@ -171,7 +176,8 @@ class Pass:
     def describe(self) -> str:
         return (
             f"{self.label}: {self.nq} x {self.nk}, {self.nnz:,} tiles ({int(self.full.sum()):,} full), "
-            f"work {self.tile_area():,} pairs, {self.gathered_rows():,} rows gathered"
+            f"work {self.tile_area():,} pairs, {self.gathered_rows():,} rows "
+            + ("read in place" if self.in_place else "gathered")
         )
 
 

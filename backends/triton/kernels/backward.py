@@ -168,7 +168,7 @@ def maskc_backward_dkdv(
     DQDesc,
     GROUP: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr, VALUE_DIM: tl.constexpr,
     EVEN_N: tl.constexpr, PER_BATCH_Q: tl.constexpr, PRECISION: tl.constexpr, SPLIT: tl.constexpr,
-    TMA: tl.constexpr, ATOMIC_DQ: tl.constexpr, TMA_DQ: tl.constexpr,
+    TMA: tl.constexpr, ATOMIC_DQ: tl.constexpr, TMA_DQ: tl.constexpr, ACCUMULATE: tl.constexpr,
 ):
     # Stage 1: the program's (batch, key/value head) and key tile; K and V stay in registers.
     # Rows are addressed by position, as in the forward kernel: the base pointers below are
@@ -249,16 +249,14 @@ def maskc_backward_dkdv(
             tl.store(chunk_rows(DVWork, tl.program_id(0), BLOCK_N, VALUE_DIM), dv)
         else:
             store_rows(DK, dk, b, kvh, local_n, offs_k, k_in, sm_scale, stride_dkb, stride_dkh, stride_dkn, k_map,
-                       BLOCK_N, HEAD_DIM)
+                       BLOCK_N, HEAD_DIM, ACCUMULATE)
             store_rows(DV, dv, b, kvh, local_n, offs_k, k_in, 1.0, stride_dvb, stride_dvh, stride_dvn, k_map,
-                       BLOCK_N, VALUE_DIM)
+                       BLOCK_N, VALUE_DIM, ACCUMULATE)
     else:
-        dk_rows = DK + b.to(tl.int64) * stride_dkb + kvh.to(tl.int64) * stride_dkh + local_n * stride_dkn
-        dv_rows = DV + b.to(tl.int64) * stride_dvb + kvh.to(tl.int64) * stride_dvh + local_n * stride_dvn
-        tl.store(shifted(dk_rows + offs_n[:, None] * stride_dkn + offs_d[None, :], offs_k, stride_dkn, k_map),
-                 (dk * sm_scale).to(DK.dtype.element_ty), mask=k_in[:, None])
-        tl.store(shifted(dv_rows + offs_n[:, None] * stride_dvn + offs_v[None, :], offs_k, stride_dvn, k_map),
-                 dv.to(DV.dtype.element_ty), mask=k_in[:, None])
+        store_rows(DK, dk, b, kvh, local_n, offs_k, k_in, sm_scale, stride_dkb, stride_dkh, stride_dkn, k_map,
+                   BLOCK_N, HEAD_DIM, ACCUMULATE)
+        store_rows(DV, dv, b, kvh, local_n, offs_k, k_in, 1.0, stride_dvb, stride_dvh, stride_dvn, k_map,
+                   BLOCK_N, VALUE_DIM, ACCUMULATE)
 
 
 @triton.jit
@@ -311,7 +309,7 @@ def maskc_backward_dq(
     chunk_line, chunk_start, chunk_tiles, chunk_programs, DQWork, KDesc, VDesc,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr, VALUE_DIM: tl.constexpr,
     EVEN_N: tl.constexpr, PER_BATCH_Q: tl.constexpr, PRECISION: tl.constexpr, SPLIT: tl.constexpr,
-    TMA: tl.constexpr,
+    TMA: tl.constexpr, ACCUMULATE: tl.constexpr,
 ):
     # Stage 1: the program's (batch, head) and query tile, as in the forward kernel; Q, dO, lse and
     # delta of its rows stay in registers.
@@ -373,27 +371,32 @@ def maskc_backward_dq(
             tl.store(chunk_rows(DQWork, tl.program_id(0), BLOCK_M, HEAD_DIM), dq)
         else:
             store_rows(DQ, dq, b, h, local_m, offs_q, q_in, sm_scale, stride_dqb, stride_dqh, stride_dqm, q_map,
-                       BLOCK_M, HEAD_DIM)
+                       BLOCK_M, HEAD_DIM, ACCUMULATE)
     else:
         store_rows(DQ, dq, b, h, local_m, offs_q, q_in, sm_scale, stride_dqb, stride_dqh, stride_dqm, q_map,
-                   BLOCK_M, HEAD_DIM)
+                   BLOCK_M, HEAD_DIM, ACCUMULATE)
 
 
 @triton.jit
 def store_rows(Dst, x, b, h, local, positions, rows_in, scale, stride_b, stride_h, stride_row, ROWS,
-               BLOCK: tl.constexpr, WIDTH: tl.constexpr):
+               BLOCK: tl.constexpr, WIDTH: tl.constexpr, ACCUMULATE: tl.constexpr):
     # Store scale · x as rows local … local + BLOCK − 1 of (b, h) of Dst (of `positions`, moved to the
-    # rows they map to under ROWS), those in `rows_in` only.
+    # rows they map to under ROWS), those in `rows_in` only; with ACCUMULATE added to what they hold
+    # (a later pass of a schedule adds its share of a gradient).
     rows = Dst + b.to(tl.int64) * stride_b + h.to(tl.int64) * stride_h + local * stride_row
-    tile = rows + tl.arange(0, BLOCK)[:, None] * stride_row + tl.arange(0, WIDTH)[None, :]
-    tl.store(shifted(tile, positions, stride_row, ROWS), (x * scale).to(Dst.dtype.element_ty), mask=rows_in[:, None])
+    tile = shifted(rows + tl.arange(0, BLOCK)[:, None] * stride_row + tl.arange(0, WIDTH)[None, :], positions,
+                   stride_row, ROWS)
+    value = x * scale
+    if ACCUMULATE:
+        value += tl.load(tile, mask=rows_in[:, None], other=0.0).to(tl.float32)
+    tl.store(tile, value.to(Dst.dtype.element_ty), mask=rows_in[:, None])
 
 
 @triton.jit
 def maskc_sum_chunks(
     Dst, Work, stride_b, stride_h, stride_row, line_order, chunk_ptr, heads, groups, scale,
     starts, start, length, rows_map,
-    BLOCK: tl.constexpr, WIDTH: tl.constexpr, PER_BATCH: tl.constexpr,
+    BLOCK: tl.constexpr, WIDTH: tl.constexpr, PER_BATCH: tl.constexpr, ACCUMULATE: tl.constexpr,
 ):
     # One program per (long line, group): the sum of the line's chunk partials, scaled, stored as the
     # unsplit kernel stores the line (rows of positions [start, start + length) only, per batch
@@ -405,4 +408,4 @@ def maskc_sum_chunks(
     for c in range(first, end):
         total += tl.load(chunk_rows(Work, c * groups + g, BLOCK, WIDTH))
     store_rows(Dst, total, b, h, (first_row - lo).to(tl.int64), positions, rows_in, scale, stride_b, stride_h,
-               stride_row, rows_map, BLOCK, WIDTH)
+               stride_row, rows_map, BLOCK, WIDTH, ACCUMULATE)

@@ -191,9 +191,9 @@ def descriptor_rows(b, h, stride_ab, stride_ah, stride_bb, stride_bh, lo, A_DIM:
 @triton.jit
 def mapped_rows(pos, ROWS):
     """The rows positions `pos` read: the positions themselves (token order: ROWS[0] == 0), or, for a
-    pass whose order is a reordering of axes (gathers.py `row_map`), Σ_j ((pos // div_j) mod size_j)
-    · step_j over ROWS's six (div, size, step) triples, fastest digit first, size 0 unused. Constant
-    divisors and sizes: shifts and masks where they are powers of two."""
+    pass whose order is a reordering of axes (maskc.schedule.axes `row_map`), Σ_j ((pos // div_j) mod size_j)
+    · step_j over ROWS's six (div, size, step) triples, fastest digit first, size 0 unused. Divisors and
+    sizes are compile-time constants: no division instruction (multiplications and shifts)."""
     if ROWS[0] == 0:
         rows = pos
     else:

@@ -25,6 +25,7 @@ import triton.language as tl
 
 from .common import (
     LN2,
+    LOG2E,
     chunk_rows,
     descriptor_rows,
     load_rows,
@@ -104,7 +105,7 @@ def maskc_forward(
     chunk_line, chunk_start, chunk_tiles, chunk_programs, AccWork, MWork, LWork, KDesc, VDesc,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr, VALUE_DIM: tl.constexpr,
     EVEN_N: tl.constexpr, PER_BATCH_Q: tl.constexpr, PRECISION: tl.constexpr, SPLIT: tl.constexpr,
-    TMA: tl.constexpr,
+    TMA: tl.constexpr, CONTINUE: tl.constexpr,
 ):
     # Stage 1: the program's (batch, head), query tile and tables. Rows and keys are addressed by
     # position: query row a of this batch element is position q_lo + a, key row c is position
@@ -127,9 +128,19 @@ def maskc_forward(
     k_local = offs_n[:, None] * stride_kn + offs_d[None, :]
     v_local = offs_n[:, None] * stride_vn + offs_v[None, :]
     k_row, v_row = descriptor_rows(b, kvh, stride_kb, stride_kh, stride_vb, stride_vh, k_lo, HEAD_DIM, VALUE_DIM)
-    m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
-    l_i = tl.zeros([BLOCK_M], tl.float32)
-    acc = tl.zeros([BLOCK_M, VALUE_DIM], tl.float32)
+    if CONTINUE:
+        # a later pass of a schedule: Out and Lse hold the earlier passes' rows, where it goes on
+        # (a chunk starts empty: the chunk merge adds them once)
+        acc, m_i, l_i = continued_state(Out, Lse, b, h, bh, start_m, q_lo, q_len, offs_q, row_in,
+                                        stride_ob, stride_oh, stride_om, q_map, BLOCK_M, VALUE_DIM)
+        if SPLIT:
+            acc = tl.where(is_chunk, 0.0, acc)
+            m_i = tl.where(is_chunk, float("-inf"), m_i)
+            l_i = tl.where(is_chunk, 0.0, l_i)
+    else:
+        m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
+        l_i = tl.zeros([BLOCK_M], tl.float32)
+        acc = tl.zeros([BLOCK_M, VALUE_DIM], tl.float32)
     at = table * (row_tiles + 1) + row
     full_lo = tl.load(full_ptr + at)
     full_hi = tl.load(full_ptr + at + 1)
@@ -170,6 +181,23 @@ def maskc_forward(
 
 
 @triton.jit
+def continued_state(Out, Lse, b, h, bh, start_m, q_lo, q_len, offs_q, row_in, stride_ob, stride_oh, stride_om, q_map,
+                    BLOCK_M: tl.constexpr, VALUE_DIM: tl.constexpr):
+    # The running state (acc, m, l) of a finished (out, lse), as finish_rows stored it: m = lse in base
+    # 2 and l = 1, so that acc / l = out and m + log2 l = the lse; a row with no key yet has m = −inf,
+    # l = 0 and acc = 0. Going on from it is exactly going on from the state that made it.
+    offs_m = tl.arange(0, BLOCK_M)
+    offs_v = tl.arange(0, VALUE_DIM)
+    o_rows = Out + b.to(tl.int64) * stride_ob + h.to(tl.int64) * stride_oh + (start_m - q_lo).to(tl.int64) * stride_om
+    o_tile = shifted(o_rows + offs_m[:, None] * stride_om + offs_v[None, :], offs_q, stride_om, q_map)
+    acc = tl.load(o_tile, mask=row_in[:, None], other=0.0).to(tl.float32)
+    lse = tl.load(Lse + bh.to(tl.int64) * q_len + (mapped_rows(offs_q, q_map) - q_lo), mask=row_in,
+                  other=float("-inf"))
+    empty = lse == float("-inf")
+    return acc, tl.where(empty, float("-inf"), lse * LOG2E), tl.where(empty, 0.0, 1.0)
+
+
+@triton.jit
 def finish_rows(Out, Lse, acc, m_i, l_i, b, h, bh, start_m, q_lo, q_len, offs_q, row_in,
                 stride_ob, stride_oh, stride_om, q_map, BLOCK_M: tl.constexpr, VALUE_DIM: tl.constexpr):
     # Normalise and store a query tile's rows (at the rows their positions map to); a row with no
@@ -190,20 +218,31 @@ def finish_rows(Out, Lse, acc, m_i, l_i, b, h, bh, start_m, q_lo, q_len, offs_q,
 def maskc_forward_merge(
     Out, Lse, AccWork, MWork, LWork, stride_ob, stride_oh, stride_om,
     row_order, chunk_ptr, heads, batch_heads, q_starts, q_start, q_len, q_map,
-    BLOCK_M: tl.constexpr, VALUE_DIM: tl.constexpr, PER_BATCH_Q: tl.constexpr,
+    BLOCK_M: tl.constexpr, VALUE_DIM: tl.constexpr, PER_BATCH_Q: tl.constexpr, CONTINUE: tl.constexpr,
 ):
     # One program per (long row, batch·head): its chunks' partials (acc, m, l), each relative to its
     # own running maximum m, rescaled to their common maximum and summed: exactly the unsplit row.
+    # With CONTINUE the earlier passes' state of the row (continued_state) is one more partial.
     bh, b, h, q_lo, start_m, offs_q, row_in, first, end = merge_program(
         row_order, chunk_ptr, heads, q_starts, q_start, q_len, BLOCK_M, PER_BATCH_Q
     )
     offs_m = tl.arange(0, BLOCK_M)
-    m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
+    if CONTINUE:
+        acc_0, m_0, l_0 = continued_state(Out, Lse, b, h, bh, start_m, q_lo, q_len, offs_q, row_in,
+                                          stride_ob, stride_oh, stride_om, q_map, BLOCK_M, VALUE_DIM)
+        m_i = m_0
+    else:
+        m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
     for c in range(first, end):
         m_i = tl.maximum(m_i, tl.load(MWork + (c * batch_heads + bh).to(tl.int64) * BLOCK_M + offs_m))
     m_use = tl.where(m_i == float("-inf"), 0.0, m_i)
-    l_i = tl.zeros([BLOCK_M], tl.float32)
-    acc = tl.zeros([BLOCK_M, VALUE_DIM], tl.float32)
+    if CONTINUE:
+        scale_0 = tl.math.exp2(m_0 - m_use)
+        l_i = l_0 * scale_0
+        acc = acc_0 * scale_0[:, None]
+    else:
+        l_i = tl.zeros([BLOCK_M], tl.float32)
+        acc = tl.zeros([BLOCK_M, VALUE_DIM], tl.float32)
     for c in range(first, end):
         chunk = c * batch_heads + bh
         scale = tl.math.exp2(tl.load(MWork + chunk.to(tl.int64) * BLOCK_M + offs_m) - m_use)
