@@ -253,10 +253,16 @@ def maskc_backward_dkdv(
             store_rows(DV, dv, b, kvh, local_n, offs_k, k_in, 1.0, stride_dvb, stride_dvh, stride_dvn, k_map,
                        BLOCK_N, VALUE_DIM, ACCUMULATE)
     else:
-        store_rows(DK, dk, b, kvh, local_n, offs_k, k_in, sm_scale, stride_dkb, stride_dkh, stride_dkn, k_map,
-                   BLOCK_N, HEAD_DIM, ACCUMULATE)
-        store_rows(DV, dv, b, kvh, local_n, offs_k, k_in, 1.0, stride_dvb, stride_dvh, stride_dvn, k_map,
-                   BLOCK_N, VALUE_DIM, ACCUMULATE)
+        dk_rows = DK + b.to(tl.int64) * stride_dkb + kvh.to(tl.int64) * stride_dkh + local_n * stride_dkn
+        dv_rows = DV + b.to(tl.int64) * stride_dvb + kvh.to(tl.int64) * stride_dvh + local_n * stride_dvn
+        dk_tile = shifted(dk_rows + offs_n[:, None] * stride_dkn + offs_d[None, :], offs_k, stride_dkn, k_map)
+        dv_tile = shifted(dv_rows + offs_n[:, None] * stride_dvn + offs_v[None, :], offs_k, stride_dvn, k_map)
+        dk = dk * sm_scale
+        if ACCUMULATE:  # a later pass of a schedule adds its share
+            dk += tl.load(dk_tile, mask=k_in[:, None], other=0.0).to(tl.float32)
+            dv += tl.load(dv_tile, mask=k_in[:, None], other=0.0).to(tl.float32)
+        tl.store(dk_tile, dk.to(DK.dtype.element_ty), mask=k_in[:, None])
+        tl.store(dv_tile, dv.to(DV.dtype.element_ty), mask=k_in[:, None])
 
 
 @triton.jit
