@@ -284,5 +284,8 @@ def schedule_reasons(pattern: CompiledPattern, schedules: tuple[Schedule, ...]) 
             f"(single pass: {schedule.single_work:,})"
         )
         out += [f"  considered {line}" for line in schedule.considered]
-        out += [f"  pass {i}: {p.label}: {p.reason}" for i, p in enumerate(schedule.passes)]
+        out += [
+            f"  pass {i}: {p.label}: {p.reason}" + ("; the kernels read its order in place" if p.in_place else "")
+            for i, p in enumerate(schedule.passes)
+        ]
     return out
