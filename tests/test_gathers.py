@@ -145,4 +145,4 @@ def test_dilated_window_runs_in_residue_order_read_in_place() -> None:
     (schedule,) = schedule_of(pattern)
     assert [p.label for p in schedule.passes] == ["residue mod 2"] and schedule.passes[0].in_place
     assert schedule.predicted_work == schedule.kernel_work() < schedule.single_work  # nothing copied or merged
-    assert "the kernels read its order in place" in "\n".join(schedule_reasons(pattern, (schedule,)))
+    assert "the Triton kernels read its order in place" in "\n".join(schedule_reasons(pattern, (schedule,)))

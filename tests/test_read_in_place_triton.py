@@ -18,12 +18,14 @@ import warnings
 import pytest
 import torch
 from interpreter import interpreter  # noqa: F401  (fixture: kernels run in Triton's interpreter)
+from test_kernel_variants_triton import _forced
 from test_schedule_triton import check_triton
 
 import maskc
-from maskc.backends.triton import backward, forward, passes, tables
+from maskc.backends.triton import backward, forward, passes, tables, tuning
 from maskc.backends.triton.passes import _pass_patterns
 from maskc.backends.triton.plans import plan_for
+from maskc.backends.triton.turns import PassesInTurn
 from maskc.errors import MaskcWarning
 
 CASES = {
@@ -100,7 +102,7 @@ def test_in_place_grid_in_boxes() -> None:
     [
         # a global token's row and column in their own passes (gathered), the columns read in place
         ("axial-global", {"pattern": [{"axial": {"width": 8}}, {"global": {"tokens": [3]}}]}, 64),
-        # run in turn: lines of different lengths in both passes, the chunks' merge going on too
+        # run in turn: the residue pass's lines are cut (the pass that goes on from it: next test)
         ("strided-long", CASES["strided"][0], 256),
     ],
 )
@@ -124,3 +126,58 @@ def test_in_place_long_lines_as_chunks(
     check_triton(pattern, heads=2, kv_heads=1)
     assert any(split["forward"]) and any(split["backward"]), "no line was cut into chunks"
     assert bool(merges) == (name == "axial-global"), "passes that read q, k, v as they are run in turn"
+
+
+@pytest.mark.parametrize("variant", ["plain", "atomic dQ, timed twice"])
+def test_going_on_pass_with_long_lines(variant: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The passes in reverse order, so that the pass that goes on from the earlier one is the one whose
+    long lines are cut into chunks: its chunk merge takes the earlier rows, its chunk sums add to the
+    earlier gradients (asserted by spies), against the CPU reference. With atomic dQ the adding is the
+    accumulator's; timed twice, every tuning candidate runs twice, as the tuner runs them on a GPU:
+    timings must not go on from, or add to, the call's own buffers."""
+    monkeypatch.setattr(tables, "CHUNK_TILES", 1)
+    monkeypatch.setattr(tables, "LONG_FACTOR", 1.0)
+    if variant != "plain":
+        _forced(monkeypatch, atomic_dq=True)
+        native = tuning.candidates
+        monkeypatch.setattr(tuning, "candidates", lambda *args, **kwargs: native(*args, **kwargs) * 2)
+        monkeypatch.setattr(tuning, "_timings", lambda options, run: {c: [run(c), run(c)] and i for i, c in
+                                                                      enumerate(options)})  # fmt: skip
+        monkeypatch.setattr(tuning, "_CHOSEN", {})
+    going_on_split: list[bool] = []
+    adding_sums: list[bool] = []
+    state = {"going_on": False}
+
+    def launch_forward(*args, original=forward.launch_forward, **kwargs):
+        state["going_on"] = kwargs.get("going_on", False)
+        return original(*args, **kwargs)
+
+    def launch_programs(walk_tables, groups, original=forward.launch_programs):
+        going_on_split.append(state["going_on"] and walk_tables.split)
+        return original(walk_tables, groups)
+
+    def sum_chunks(*args, original=backward._sum_chunks):
+        adding_sums.append(args[-1])  # its last argument: add to what the gradient holds
+        return original(*args)
+
+    monkeypatch.setattr(forward, "launch_forward", launch_forward)
+    monkeypatch.setattr(forward, "launch_programs", launch_programs)
+    monkeypatch.setattr(backward, "_sum_chunks", sum_chunks)
+    pattern = _compile("strided-reversed", CASES["strided"][0], 256, heads=2)
+    plans = tuple(plan_for(p) for p in _pass_patterns(pattern)[0])[::-1]
+    gen = torch.Generator().manual_seed(7)
+    inputs = [torch.randn(1, h, pattern.n, 16, generator=gen) for h in (2, 1, 1)]
+    weights = torch.randn(1, 2, pattern.n, 16, generator=gen), torch.randn(1, 2, pattern.n, generator=gen)
+    results = []
+    for run in ("triton", "cpu"):
+        leaves = [x.double().requires_grad_() if run == "cpu" else x.clone().requires_grad_() for x in inputs]
+        if run == "triton":
+            out, lse = PassesInTurn.apply(*leaves, plans, 16**-0.5)
+        else:
+            out, lse = maskc.attention(*leaves, pattern, backend="cpu", return_lse=True)
+        loss = (out * weights[0].to(out.dtype)).sum() + (lse * weights[1].to(lse.dtype)).sum()
+        results.append([out, lse, *torch.autograd.grad(loss, leaves)])
+    for got, want in zip(*results):
+        assert ((got.double() - want).norm() / want.norm()).item() < 1e-4
+    assert any(going_on_split), "the pass that goes on was not cut into chunks"
+    assert any(adding_sums), "no chunk sum added to an earlier pass's gradient"

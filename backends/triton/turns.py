@@ -4,12 +4,12 @@ When every pass of a schedule reads q, k and v in token order or in place (`pass
 tiled orders over all n positions), every pass writes its output rows in token order, and the
 passes' pairs are disjoint. Then a pass can go on from the (out, lse) the earlier ones left, as one
 flash-attention row goes on from its earlier key tiles (`kernels/forward.py` `continued_state`: a
-finished (out, lse) is the running state m = lse, l = 1, acc = out), and the last pass leaves the
-schedule's output: no merge kernel. Backward uses the rows' terms of the final out and lse (delta =
-rowsum(dO ∘ O) − dlse, and lse itself), as the issue of the passes states: each pass's dK, dV and dQ
-are then its exact share of the gradient, and each later pass adds its share to the earlier ones'
-in its kernels' stores (`ACCUMULATE`). What goes: the merge's forward and backward kernels, a
-preparation kernel per pass, and autograd's additions of the passes' gradients.
+finished (out, lse) is the running state m = lse · log2 e (the kernels' base 2), l = 1, acc = out),
+and the last pass leaves the schedule's output: no merge kernel. Backward uses the rows' terms of
+the final out and lse (delta = rowsum(dO ∘ O) − dlse, and lse itself) for every pass: each pass's
+dK, dV and dQ are then its exact share of the gradient, and each later pass adds its share to the
+earlier ones' in its kernels' stores (`ACCUMULATE`). What goes: the merge's forward and backward
+kernels, a preparation kernel per pass, and autograd's additions of the passes' gradients.
 MASKC_TRITON_PASSES_IN_TURN=0 merges instead, for comparisons.
 """
 

@@ -284,8 +284,7 @@ def schedule_reasons(pattern: CompiledPattern, schedules: tuple[Schedule, ...]) 
             f"(single pass: {schedule.single_work:,})"
         )
         out += [f"  considered {line}" for line in schedule.considered]
-        out += [
-            f"  pass {i}: {p.label}: {p.reason}" + ("; the kernels read its order in place" if p.in_place else "")
-            for i, p in enumerate(schedule.passes)
-        ]
+        in_place = "; the Triton kernels read its order in place"
+        for i, p in enumerate(schedule.passes):
+            out.append(f"  pass {i}: {p.label}: {p.reason}{in_place if p.in_place else ''}")
     return out

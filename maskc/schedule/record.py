@@ -49,7 +49,8 @@ class Pass:
     #: needs no position tables); None: kernels read `rule` through the position tables.
     local_rule: Rule | None = None
     #: Set on a chosen schedule's passes: the Triton kernels read its orders in place (maskc.schedule.axes),
-    #: so its rows in another order are not copied.
+    #: so its rows in another order are not copied (unless MASKC_TRITON_READ_IN_PLACE=0; the CPU
+    #: backend gathers them).
     in_place: bool = False
     _tile_rows: np.ndarray | None = field(default=None, repr=False)
 
