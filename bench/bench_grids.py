@@ -216,6 +216,8 @@ def run_gpu(cases: list[Case], block_size: int | tuple[int, int], schedule: str)
         row.update(maskc_fwdbwd_eff=round((flops / b) / (dense / dense_b), 3))
         ours = graph_times(lambda a, bb, c, p=pattern: maskc.attention(a, bb, c, p, backend="triton"), q, k, v, pairs)
         row.update(graphed_fields("maskc", ours, dense_graphed))
+        # maskc's figures first, to the log: FlexAttention's compile can outlast a call's time limit
+        print(json.dumps({"before_flex": True, **row}), flush=True)
         try:
             block_mask = create_block_mask(mm, None, None, n, n, device="cuda", _compile=True)
             ff, fb = timed(lambda a, bb, c, m=block_mask: flex(a, bb, c, block_mask=m), q, k, v)
