@@ -161,11 +161,13 @@ def attention_backward(
             _sum_chunks(kernels, tables, dq, dq_work, heads, groups, scale, positions[:3], q_map, block_m, head_dim,
                         span.q_starts is not None, add)  # fmt: skip
 
-    # the tuner's timings of a pass that adds to `into` write fresh buffers: adding again and again would spoil it
+    # the tuner times a pass that adds to `into` adding to zeros: adding to `into` again and again would spoil it
     def scratch() -> tuple[torch.Tensor, ...]:
-        return tuple(torch.empty_like(g) for g in into) if accumulate else into
+        return tuple(torch.zeros_like(g) for g in into) if accumulate else into
 
-    dq_config = choose_config(plan, "dq", q, k, lambda config: run_dq(config, scratch()[0], False))
+    dq_config = choose_config(
+        plan, "dq", q, k, lambda config: run_dq(config, torch.zeros_like(dq) if accumulate else dq, accumulate)
+    )
 
     def run_gradients(config: KernelConfig, grads: tuple[torch.Tensor, ...], add: bool) -> None:
         """dK and dV with `config`, and dQ: in the same kernel (atomic_dq) or by the dQ kernel after it,
@@ -174,6 +176,6 @@ def attention_backward(
         if not config.atomic_dq:
             run_dq(dq_config, grads[0], add)
 
-    config = choose_config(plan, "dkdv", q, k, lambda config: run_gradients(config, scratch(), False))
+    config = choose_config(plan, "dkdv", q, k, lambda config: run_gradients(config, scratch(), accumulate))
     run_gradients(config, into, accumulate)
     return dq, dk, dv

@@ -111,8 +111,11 @@ def attention_forward(
     def run(config: KernelConfig) -> None:
         launch_forward(plan, config, q, k, v, scale, out, lse, span, inputs, going_on=earlier is not None)
 
-    def tune(config: KernelConfig) -> None:  # timings must not go on from out and lse again and again
-        launch_forward(plan, config, q, k, v, scale, torch.empty_like(out), torch.empty_like(lse), span, inputs)
+    def tune(config: KernelConfig) -> None:
+        """The launch that goes on, timed on rows that hold no key yet: not on out and lse, which every
+        timing would go on from again."""
+        empty = torch.zeros_like(out), torch.full_like(lse, float("-inf"))
+        launch_forward(plan, config, q, k, v, scale, *empty, span, inputs, going_on=True)
 
     config = choose_config(plan, "forward", q, k, run if earlier is None else tune)
     run(config)
