@@ -34,7 +34,8 @@ from .eager import EagerAttention, eager_forward
 from .function import PreparedCall
 from .gathers import AxisOrder, axis_order
 from .merge import MergeTables, fused_merge
-from .plans import plan_by_key, plan_for
+from .plan import Plan
+from .plans import plan_for
 from .turns import PassesInTurn, forward_in_turn, in_turn_enabled
 
 #: The pass patterns of each scheduled pattern, kept alive with it (their plans are found by them).
@@ -119,6 +120,9 @@ class ScheduleTables:
 
     passes: tuple[PassIndex, ...]
     merge: MergeTables
+    #: The passes' plans when every pass reads all n rows of q, k, v as they are (token order or in
+    #: place), so that they can run in turn (`turns.py`); None otherwise.
+    as_they_are: tuple[Plan, ...] | None = None
 
     @classmethod
     def build(
@@ -132,7 +136,8 @@ class ScheduleTables:
         # a pass read in place writes its rows in token order
         rows = [np.arange(n) if mapped else p.q_index for p, mapped in zip(schedule.passes, in_place)]
         merge = MergeTables.build(rows, [pattern.n for pattern in patterns], n, device)
-        return cls(passes, merge)
+        plain = len(passes) > 1 and all(p.q is None and p.k is None and p.size == n for p in passes)
+        return cls(passes, merge, tuple(plan_for(pattern) for pattern in patterns) if plain else None)
 
 
 @dataclass(frozen=True)
@@ -177,8 +182,8 @@ def _run_schedule(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(out, lse) of q, k, v (prepared by `call`) through the schedule's passes, run by their plans' keys:
     in turn where every pass reads q, k, v as they are (`turns.py`), else each on its gathers, merged."""
-    if _runs_in_turn(call, tables, q.shape[2]):
-        plans = tuple(plan_by_key(key) for key in keys)
+    plans = tables.as_they_are
+    if plans is not None and _runs_in_turn(call):
         if call.operator is eager_forward:
             return forward_in_turn(plans, q, k, v, call.scale)
         return PassesInTurn.apply(q, k, v, plans, call.scale)
@@ -198,14 +203,10 @@ def _run_schedule(
     return fused_merge(outs, lses, tables.merge)
 
 
-def _runs_in_turn(call: PreparedCall, tables: ScheduleTables, n: int) -> bool:
-    """Several passes, each reading all n rows of q, k, v as they are (token order or in place), in an
-    eager call (the custom op that a traced call takes runs one pass at a time)."""
-    if len(tables.passes) < 2 or not in_turn_enabled():
-        return False
-    if call.operator is not eager_forward and call.operator != EagerAttention.apply:
-        return False
-    return all(p.q is None and p.k is None and p.size == n for p in tables.passes)
+def _runs_in_turn(call: PreparedCall) -> bool:
+    """Whether passes that read q, k, v as they are run in turn in this call: an eager one (the custom
+    op that a traced call takes runs one pass at a time), unless MASKC_TRITON_PASSES_IN_TURN=0."""
+    return in_turn_enabled() and (call.operator is eager_forward or call.operator == EagerAttention.apply)
 
 
 def pass_attention(
