@@ -3,7 +3,9 @@
 against FlexAttention (the equivalent mask_mod), torch's varlen_attn (documents) and dense causal cuDNN.
 
 Run on a CUDA machine: python3 bench/bench_runtime.py [--n 32768] [--cases documents,window,topk,kmeans,lsh]
-MASKC_BENCH_PROFILE=1 also prints one profiled forward+backward of each maskc case (report.profile_step).
+[--no-flex] (`kmeans` runs the fitted and held cases, `kmeans_held` the held one alone). MASKC_BENCH_PROFILE=1
+also prints one profiled forward+backward of each maskc case, and one forward of each cluster case
+(report.profile_step).
 bf16, B = 1, H = 16, D = 128, the 8 document lengths of issue 13 (2381, 1211, 2568, 1799, 1174, 5864,
 13954, 3817). maskc's times include its run-time layout build (the documents' tile tables, the top-k
 selection, the cluster assignment and sort), since they run inside every call. FlexAttention's kernel
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -28,7 +31,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from bench_triton import graph_efficiency, graph_times, time_fwd_bwd  # the static patterns' timings
-from report import profile_fwd_bwd, save_rows
+from report import profile_fwd_bwd, profile_step, save_rows
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.nn.attention.flex_attention import create_block_mask, flex_attention
 from triton.testing import do_bench
@@ -42,6 +45,8 @@ B, H, D = 1, 16, 128
 DTYPE = torch.bfloat16
 LENGTHS = [2381, 1211, 2568, 1799, 1174, 5864, 13954, 3817]
 ROWS: list[dict[str, Any]] = []
+#: False with --no-flex: maskc (and varlen_attn) only, no FlexAttention compile.
+FLEX = True
 
 
 def log(**row: Any) -> None:
@@ -110,6 +115,8 @@ def bench_maskc(case: str, ours: Callable, pairs: int, dense: Dense, q, k, v) ->
 
 
 def bench_flex(case: str, mask_mod: Callable, heads: int | None, pairs: int, dense: Dense, reference, q, k, v) -> None:
+    if not FLEX:
+        return
     torch._dynamo.reset()
     flex_pairs = count_pairs(mask_mod, q.shape[2], H)
     if flex_pairs != pairs:
@@ -250,6 +257,11 @@ def bench_clusters(method: str, n: int, dense: Dense, q, k, v, held: bool = Fals
         log(impl="maskc", case=case, pairs=pairs, assign_and_sort_ms=round(assign_ms, 3),
             fwd_vs_dense=round(fwd / dense.fwd, 3), fwdbwd_vs_dense=round(fwd_bwd / dense.fwd_bwd, 3),
             target="at most 0.5 of dense causal, fwd and fwd+bwd", **dense.efficiency(pairs, fwd, fwd_bwd))  # fmt: skip
+        if os.environ.get("MASKC_BENCH_PROFILE") == "1":
+            with torch.no_grad():
+                ours(q, k, v)
+                profile_step(lambda: ours(q, k, v), f"{case}, forward")
+        profile_fwd_bwd(ours, q, k, v, case)
         reference = ours(q, k, v).detach()
     except Exception as error:
         log(impl="maskc", case=case, error=f"{type(error).__name__}: {str(error)[:200]}")
@@ -266,10 +278,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=sum(LENGTHS))
     parser.add_argument("--cases", default="documents,window,topk,kmeans,lsh")
+    parser.add_argument("--no-flex", action="store_true", help="leave FlexAttention out (no compile)")
     args = parser.parse_args()
+    global FLEX
+    FLEX = not args.no_flex
     if args.n != sum(LENGTHS):
         parser.error(f"the documents sum to {sum(LENGTHS)}; --n must be that")
     cases = args.cases.split(",")
+    unknown = set(cases) - {"documents", "window", "topk", "kmeans", "kmeans_held", "lsh"}
+    if unknown:
+        parser.error(f"unknown cases {sorted(unknown)}")
     torch.manual_seed(0)
     q, k, v = (torch.randn(B, H, args.n, D, device="cuda", dtype=DTYPE, requires_grad=True) for _ in range(3))
     log(device=torch.cuda.get_device_name(), torch=torch.__version__, n=args.n, lengths=LENGTHS)
@@ -282,6 +300,7 @@ def main() -> None:
         bench_topk(args.n, dense, q, k, v)
     if "kmeans" in cases:
         bench_clusters("kmeans", args.n, dense, q, k, v)
+    if "kmeans" in cases or "kmeans_held" in cases:
         bench_clusters("kmeans", args.n, dense, q, k, v, held=True)
     if "lsh" in cases:
         bench_clusters("lsh", args.n, dense, q, k, v)

@@ -19,6 +19,7 @@ from maskc.ir import BlockLayout, CompiledPattern
 from maskc.ir.build import build_layout
 from maskc.origin import Origin, named
 from maskc.primitives.cluster import Cluster
+from maskc.registry import kernel_for
 from maskc.rules import ClusterRule, LabelRule, Rule, SelectedBlocksRule, TopkRule, rewrite
 from maskc.selection import select_blocks
 
@@ -115,20 +116,41 @@ def _kmeans_centroids(points: torch.Tensor, params: Cluster) -> torch.Tensor:
 
 
 def _kmeans_labels(q: torch.Tensor, k: torch.Tensor, params: Cluster) -> tuple[torch.Tensor, torch.Tensor]:
-    """(G, N, D) queries and keys → labels from centroids fitted to both together."""
-    centroids = _kmeans_centroids(torch.cat([q, k], dim=1), params).transpose(1, 2)
-    return torch.bmm(q, centroids).argmax(dim=-1), torch.bmm(k, centroids).argmax(dim=-1)
+    """(G, N, D) unit queries and keys → labels from centroids fitted to both together."""
+    centroids = _kmeans_centroids(torch.cat([q, k], dim=1), params)
+    return nearest_direction(q, centroids), nearest_direction(k, centroids)
 
 
 def _lsh_labels(q: torch.Tensor, k: torch.Tensor, params: Cluster) -> tuple[torch.Tensor, torch.Tensor]:
     """Angular LSH: bucket = argmax([xR, −xR]) for one seeded random rotation R (D × clusters/2)."""
-    rotation = seeded_constant(params.seed, q.shape[-1], params.clusters // 2, True, q.device, q.dtype)
+    rotation = seeded_constant(params.seed, q.shape[-1], params.clusters // 2, True, q.device, torch.float32)
+    directions = rotation.T.contiguous()[None]
+    return nearest_direction(q, directions, signed=True), nearest_direction(k, directions, signed=True)
 
-    def bucket(x: torch.Tensor) -> torch.Tensor:
-        projected = x @ rotation
-        return torch.cat([projected, -projected], dim=-1).argmax(dim=-1)
 
-    return bucket(q), bucket(k)
+def nearest_direction(x: torch.Tensor, directions: torch.Tensor, signed: bool = False) -> torch.Tensor:
+    """(G, P) int64: for each point of x (G, P, D), the m of largest x̂ · d_m over directions (G or 1, M,
+    D) (for unit directions, the largest cosine); with `signed` over the M directions and then their
+    negatives, −d_m being label M + m. Ties go to the lower label.
+
+    A backend's kernel computes it where one is offered for x's device (`maskc.registry.kernel_for`:
+    the Triton backend's on CUDA, with no float32 copy of x), torch otherwise: x as float32 unit
+    vectors, SCORE_BUDGET_BYTES of scores at a time. The two agree except where two scores differ by
+    about float32 rounding.
+    """
+    kernel = kernel_for("nearest_direction", x.device.type)
+    if kernel is not None:
+        return kernel(x, directions, signed)
+    groups, points, _ = x.shape
+    per_group = points * directions.shape[1] * (2 if signed else 1) * 4
+    step = max(1, SCORE_BUDGET_BYTES // max(per_group, 1))
+    parts = []
+    for lo in range(0, groups, step):
+        units = _normalised(x[lo : lo + step])
+        chunk = directions if directions.shape[0] == 1 else directions[lo : lo + step]
+        scores = torch.matmul(units, chunk.to(units.dtype).transpose(1, 2))
+        parts.append((torch.cat([scores, -scores], dim=-1) if signed else scores).argmax(dim=-1))
+    return torch.cat(parts) if parts else torch.zeros(0, points, dtype=torch.int64, device=x.device)
 
 
 def _check_params(params: Cluster, n: int, origin: Origin) -> None:
@@ -137,17 +159,6 @@ def _check_params(params: Cluster, n: int, origin: Origin) -> None:
             f"kmeans asks for {params.clusters} clusters from only {2 * n} query and key vectors (n = {n})",
             path=origin.child("clusters"),
         )
-
-
-_METHODS: dict[str, Callable[[torch.Tensor, torch.Tensor, Cluster], tuple[torch.Tensor, torch.Tensor]]] = {
-    "kmeans": _kmeans_labels,
-    "lsh": _lsh_labels,
-}
-
-
-def _fixed_labels(x: torch.Tensor, centroids: torch.Tensor) -> torch.Tensor:
-    """(G, P, D) unit vectors → the index of the centroid (G, clusters, D) of largest cosine."""
-    return torch.bmm(x, _normalised(centroids).to(x.dtype).transpose(1, 2)).argmax(dim=-1)
 
 
 def check_centroids(params: Cluster, centroids: torch.Tensor, heads: int, dim: int, origin: Origin = CLUSTER) -> None:
@@ -172,8 +183,8 @@ def cluster_labels(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Cluster of every query and key: q and k (..., N, D) on any device → two int64 (..., N) tensors.
 
-    Queries and keys of one (batch, head) share one clustering; labels lie in 0 … clusters − 1.
-    Work is split over the leading dimensions so that the scores stay within SCORE_BUDGET_BYTES.
+    Queries and keys of one (batch, head) share one clustering; labels lie in 0 … clusters − 1, each
+    the nearest direction (`nearest_direction`) among the centroids or the LSH rotation's columns.
     `origin` names the spec's cluster primitive in errors. `centroids` (k-means only), broadcastable
     to (..., clusters, D), replace the per-call fit: each vector takes its nearest centroid by cosine
     (`maskc.nn.ClusterCentroids` keeps them between calls).
@@ -182,19 +193,27 @@ def cluster_labels(
         raise BackendError(f"cluster assignment needs q and k of one shape, got {tuple(q.shape)} and {tuple(k.shape)}")
     lead, (n, dim) = q.shape[:-2], q.shape[-2:]
     _check_params(params, n, origin)
-    qg, kg = _normalised(q.reshape(-1, n, dim)), _normalised(k.reshape(-1, n, dim))
-    per_group = 2 * n * params.clusters * qg.element_size()
-    step = max(1, SCORE_BUDGET_BYTES // per_group)
-    if centroids is None:
-        method = _METHODS[params.method]
-        parts = [method(qg[lo : lo + step], kg[lo : lo + step], params) for lo in range(0, qg.shape[0], step)]
+    qg, kg = q.reshape(-1, n, dim), k.reshape(-1, n, dim)
+    if centroids is not None:
+        fixed = _normalised(centroids).expand(*lead, params.clusters, dim).reshape(-1, params.clusters, dim)
+        q_labels, k_labels = nearest_direction(qg, fixed), nearest_direction(kg, fixed)
+    elif params.method == "lsh":
+        q_labels, k_labels = _lsh_labels(qg, kg, params)
     else:
-        fixed = centroids.expand(*lead, params.clusters, dim).reshape(-1, params.clusters, dim)
-        chunks = [(lo, lo + step) for lo in range(0, qg.shape[0], step)]
-        parts = [(_fixed_labels(qg[a:b], fixed[a:b]), _fixed_labels(kg[a:b], fixed[a:b])) for a, b in chunks]
-    q_labels = torch.cat([p[0] for p in parts]).reshape(*lead, n)
-    k_labels = torch.cat([p[1] for p in parts]).reshape(*lead, n)
-    return q_labels, k_labels
+        q_labels, k_labels = _fitted_kmeans_labels(qg, kg, params)
+    return q_labels.reshape(*lead, n), k_labels.reshape(*lead, n)
+
+
+def _fitted_kmeans_labels(q: torch.Tensor, k: torch.Tensor, params: Cluster) -> tuple[torch.Tensor, torch.Tensor]:
+    """k-means fitted per call on (G, N, D) queries and keys, a few groups at a time, so that the
+    fit's scores stay within SCORE_BUDGET_BYTES."""
+    per_group = 2 * q.shape[1] * params.clusters * 4
+    step = max(1, SCORE_BUDGET_BYTES // per_group)
+    parts = [
+        _kmeans_labels(_normalised(q[lo : lo + step]), _normalised(k[lo : lo + step]), params)
+        for lo in range(0, q.shape[0], step)
+    ]
+    return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
 
 
 def _run_time_leaves(pattern: CompiledPattern) -> dict[Origin, tuple[Rule, list[int]]]:

@@ -21,6 +21,8 @@ _UNAVAILABLE: dict[str, str] = {}
 #: backend="auto" tries the registered backends in increasing priority.
 _AUTO_PRIORITY: dict[str, int] = {}
 _DISCOVERED = False
+#: Kernels backends offer to maskc's run-time work, by (name, device type): `register_kernel`.
+_KERNELS: dict[tuple[str, str], Callable[..., Any]] = {}
 
 
 class Backend(Protocol):
@@ -41,6 +43,19 @@ def register_backend(backend: Backend, *, auto_priority: int | None = None) -> B
     if auto_priority is not None:
         _AUTO_PRIORITY[backend.name] = auto_priority
     return backend
+
+
+def register_kernel(name: str, device_type: str, kernel: Callable[..., Any]) -> None:
+    """Offer `kernel` for the run-time step `name` on tensors of `device_type` (e.g. cluster labels on
+    "cuda"): it must compute what maskc's own torch code for that step computes."""
+    _KERNELS[(name, device_type)] = kernel
+
+
+def kernel_for(name: str, device_type: str) -> Callable[..., Any] | None:
+    """The kernel a backend offers for step `name` on `device_type`, or None (backends found first, so
+    the answer does not depend on which backend a process happened to import)."""
+    _discover()
+    return _KERNELS.get((name, device_type))
 
 
 #: The built-in backends, each a subpackage of maskc.backends that registers itself on import.

@@ -141,7 +141,8 @@ class CallInputs:
             member = token_membership(leaf.within, document_ranks(labels))
             self.values[f"members:{origin}"] = member.to(torch.int8).contiguous()
         elif isinstance(leaf, ClusterRule):
-            keys = k.repeat_interleave(q.shape[1] // k.shape[1], dim=1)
+            group = q.shape[1] // k.shape[1]
+            keys = k if group == 1 else k.repeat_interleave(group, dim=1)
             q_labels, k_labels = cluster_labels(leaf.params, q, keys, leaf.origin, centroids)
             self.values[f"q_labels:{origin}"] = q_labels.to(torch.int32).contiguous()
             self.values[f"k_labels:{origin}"] = k_labels.to(torch.int32).contiguous()

@@ -1,5 +1,5 @@
 """The attention kernels as Triton code: `forward`, `backward` (dK/dV, dQ), `decode` and the passes' `merge`,
-with `common` helpers.
+with `common` helpers; and `nearest`, the cluster labels' kernel.
 
 The kernels are the same for every pattern. What a pattern changes is the predicate `tile_mask`,
 generated from its rules (`codegen.py`), which every kernel takes as a `tl.constexpr` argument,
@@ -22,12 +22,12 @@ from pathlib import Path
 from types import ModuleType
 
 #: The kernel modules; their source is part of the generated predicate's key.
-MODULES = ("common", "forward", "backward", "decode", "merge")
+MODULES = ("common", "forward", "backward", "decode", "merge", "nearest")
 _HERE = Path(__file__).parent
 
 
 def kernel_module(name: str, interpret: bool) -> ModuleType:
-    """Kernel module `name` ("forward", "backward", "decode", "merge") decorated for the interpreter or the compiler."""
+    """Kernel module `name` (one of MODULES) decorated for the interpreter or the compiler."""
     if name not in MODULES:
         raise ValueError(f"no kernel module {name!r}; the modules are {', '.join(MODULES)}")
     package = f"maskc_kernels_{'interpreted' if interpret else 'compiled'}"
