@@ -5,9 +5,10 @@ cluster, e.g. `causal: true` over `cluster`) runs on q, k and v gathered in clus
 element and head: each cluster is a contiguous segment, so its tiles lie on the diagonal and the
 tile tables built on the device (`runtime.py`, `cluster_order.sorted_classes`) hold only tiles
 inside segments. The predicate (`SortedClusterRule`) evaluates the original rule on original
-positions, so the mask is exactly the token-order one. Assignment, stable sort, gathers and
-scatters are torch ops on the device; nothing is read back to the host. Gradients reach q, k and v
-through the gathers and scatters (autograd's own), not through the assignment.
+positions, so the mask is exactly the token-order one. Assignment (`nearest.py`), stable sort and
+the row permutations (`rows.py`: q, k and v into cluster order, the output back, each one copy of
+the rows, whose gradient is the inverse permutation) run on the device; nothing is read back to the
+host. Gradients reach q, k and v through the permutations, not through the assignment.
 
 With grouped-query attention the keys of each query head are sorted by that head's key labels, so
 keys and values are expanded to the query heads first (their gradients sum back through the
@@ -28,6 +29,7 @@ from maskc.rules import ClusterRule
 
 from .function import sparse_attention
 from .plans import DERIVED, DERIVED_SEPARATOR, plan_for, traced_key
+from .rows import inverse_order, permute_rows
 from .runtime import CallInputs
 
 #: The name the sorted pattern's spec hash carries after the separator (`plans.DERIVED`).
@@ -80,17 +82,6 @@ def _sorted_plan_key(pattern: CompiledPattern) -> str:
     return plan_for(sorted_pattern(pattern)).key
 
 
-def _gather(x: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
-    """(B, H, N, D) rows in `order` (B, H, N)."""
-    return x.gather(2, order[..., None].expand(*order.shape, x.shape[-1]))
-
-
-def _scatter(y: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
-    """The inverse of `_gather` (rows or, for 3-D y, entries back at their original positions)."""
-    index = order if y.dim() == 3 else order[..., None].expand_as(y)
-    return torch.zeros_like(y).scatter(2, index, y)
-
-
 def cluster_inputs(
     pattern: CompiledPattern,
     q: torch.Tensor,
@@ -120,16 +111,17 @@ def cluster_attention(
     """(out, lse) of a cluster-bounded pattern, computed in cluster order and returned in token order."""
     leaf = _sorting_leaf(pattern)
     values = cluster_inputs(pattern, q, k, documents, centroids)
-    q_order, k_order = (values[key].long() for key in order_keys(leaf))
+    q_order, k_order = (values[key] for key in order_keys(leaf))
+    q_inverse, k_inverse = inverse_order(q_order), inverse_order(k_order)
     group = q.shape[1] // k.shape[1]
     keys, vals = (x.repeat_interleave(group, dim=1) if group > 1 else x for x in (k, v))
     out, lse = sparse_attention(
-        _gather(q, q_order),
-        _gather(keys, k_order),
-        _gather(vals, k_order),
+        permute_rows(q, q_order, q_inverse),
+        permute_rows(keys, k_order, k_inverse),
+        permute_rows(vals, k_order, k_inverse),
         pattern,
         scale,
         run_time=[values[key] for key in sorted(values)],
         plan_key=_sorted_plan_key(pattern),
     )
-    return _scatter(out, q_order), _scatter(lse, q_order)
+    return permute_rows(out, q_inverse, q_order), lse.gather(-1, q_inverse.long())

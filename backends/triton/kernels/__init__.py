@@ -1,5 +1,6 @@
 """The attention kernels as Triton code: `forward`, `backward` (dK/dV, dQ), `decode` and the passes' `merge`,
-with `common` helpers; and `nearest`, the cluster labels' kernel.
+with `common` helpers; and for cluster patterns `nearest` (their labels) and `rows` (their row
+permutations).
 
 The kernels are the same for every pattern. What a pattern changes is the predicate `tile_mask`,
 generated from its rules (`codegen.py`), which every kernel takes as a `tl.constexpr` argument,
@@ -22,7 +23,7 @@ from pathlib import Path
 from types import ModuleType
 
 #: The kernel modules; their source is part of the generated predicate's key.
-MODULES = ("common", "forward", "backward", "decode", "merge", "nearest")
+MODULES = ("common", "forward", "backward", "decode", "merge", "nearest", "rows")
 _HERE = Path(__file__).parent
 
 

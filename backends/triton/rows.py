@@ -1,0 +1,62 @@
+"""Row permutations as one torch op, `maskc::permute_rows`, with its gradient (the inverse permutation).
+
+y = permute_rows(x, order, inverse) holds y[b, h, p] = x[b, h, order[b, h, p]] for x (B, H, N, D);
+`inverse` is order's inverse (inverse[order[p]] = p), which the gradient applies: the gradient of
+a permutation is the inverse permutation of the incoming gradient, a copy, where torch's gather
+would add into zeros with a scatter. One Triton kernel (`kernels/rows.py`) copies whole rows. An
+op, so that torch.compile keeps it whole and CUDA graphs capture it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import triton
+
+from .cache import interpreting
+from .kernels import kernel_module
+
+#: Rows per program.
+BLOCK_R = 64
+
+
+def inverse_order(order: torch.Tensor) -> torch.Tensor:
+    """The inverse of permutations along the last dim: inverse[..., order[..., p]] = p."""
+    positions = torch.arange(order.shape[-1], device=order.device, dtype=order.dtype).expand_as(order)
+    return torch.empty_like(order).scatter_(-1, order.long(), positions)
+
+
+@torch.library.custom_op("maskc::permute_rows", mutates_args=())
+def permute_rows(x: torch.Tensor, order: torch.Tensor, inverse: torch.Tensor) -> torch.Tensor:
+    """x (B, H, N, D) with its rows in `order` (B, H, N), a permutation of 0 … N − 1 per (batch, head);
+    `inverse` is its inverse (for the gradient). Contiguous (B, H, N, D) out."""
+    batch, heads, rows, dim = x.shape
+    x = x if x.stride(-1) == 1 else x.contiguous()
+    y = torch.empty(x.shape, dtype=x.dtype, device=x.device)
+    if y.numel() == 0:
+        return y
+    kernel = kernel_module("rows", interpreting()).maskc_permute_rows
+    kernel[(triton.cdiv(rows, BLOCK_R), batch * heads)](
+        x, order.contiguous(), y, x.stride(0), x.stride(1), x.stride(2), heads, rows,
+        DIM=dim, PADDED_DIM=triton.next_power_of_2(dim), BLOCK_R=BLOCK_R, num_warps=4,
+    )  # fmt: skip
+    return y
+
+
+@permute_rows.register_fake
+def _(x: torch.Tensor, order: torch.Tensor, inverse: torch.Tensor) -> torch.Tensor:
+    return torch.empty_like(x, memory_format=torch.contiguous_format)
+
+
+def _setup(ctx: Any, inputs: tuple[Any, ...], output: torch.Tensor) -> None:
+    _, order, inverse = inputs
+    ctx.save_for_backward(order, inverse)
+
+
+def _backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
+    order, inverse = ctx.saved_tensors
+    return permute_rows(grad, inverse, order), None, None
+
+
+permute_rows.register_autograd(_backward, setup_context=_setup)
