@@ -133,14 +133,20 @@ def nearest_direction(x: torch.Tensor, directions: torch.Tensor, signed: bool = 
     D) (for unit directions, the largest cosine); with `signed` over the M directions and then their
     negatives, −d_m being label M + m. Ties go to the lower label.
 
-    A backend's kernel computes it where one is offered for x's device (`maskc.registry.kernel_for`:
-    the Triton backend's on CUDA, with no float32 copy of x), torch otherwise: x as float32 unit
-    vectors, SCORE_BUDGET_BYTES of scores at a time. The two agree except where two scores differ by
-    about float32 rounding.
+    A backend's kernel computes it where one is offered for x's device and takes x's dtype and size
+    (`maskc.registry.kernel_for`: the Triton backend's on CUDA for float16, bfloat16 and float32,
+    head dims up to 256), torch otherwise (`torch_nearest_direction`). The two agree except where two
+    scores differ by about float32 rounding.
     """
+    _check_directions(x, directions)
     kernel = kernel_for("nearest_direction", x.device.type)
-    if kernel is not None:
-        return kernel(x, directions, signed)
+    labels = None if kernel is None else kernel(x, directions, signed)
+    return torch_nearest_direction(x, directions, signed) if labels is None else labels
+
+
+def torch_nearest_direction(x: torch.Tensor, directions: torch.Tensor, signed: bool = False) -> torch.Tensor:
+    """`nearest_direction` in torch: x as float32 (or wider) unit vectors, SCORE_BUDGET_BYTES of scores at
+    a time."""
     groups, points, _ = x.shape
     per_group = points * directions.shape[1] * (2 if signed else 1) * 4
     step = max(1, SCORE_BUDGET_BYTES // max(per_group, 1))
@@ -151,6 +157,19 @@ def nearest_direction(x: torch.Tensor, directions: torch.Tensor, signed: bool = 
         scores = torch.matmul(units, chunk.to(units.dtype).transpose(1, 2))
         parts.append((torch.cat([scores, -scores], dim=-1) if signed else scores).argmax(dim=-1))
     return torch.cat(parts) if parts else torch.zeros(0, points, dtype=torch.int64, device=x.device)
+
+
+def _check_directions(x: torch.Tensor, directions: torch.Tensor) -> None:
+    """Points (G, P, D) and directions (1 or G, M >= 1, D), or a BackendError saying which is not."""
+    if x.dim() != 3 or directions.dim() != 3:
+        shapes = f"{tuple(x.shape)} and {tuple(directions.shape)}"
+        raise BackendError(f"points must be (G, P, D) and directions (G or 1, M, D); got {shapes}")
+    groups, _, dim = x.shape
+    if directions.shape[0] not in (1, groups) or directions.shape[1] < 1 or directions.shape[2] != dim:
+        lead = "1" if groups == 1 else f"1 or {groups}"
+        raise BackendError(
+            f"directions must be ({lead}, M >= 1, {dim}) for points {tuple(x.shape)}; got {tuple(directions.shape)}"
+        )
 
 
 def _check_params(params: Cluster, n: int, origin: Origin) -> None:

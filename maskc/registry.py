@@ -8,12 +8,13 @@ or exposes an entry point in the group "maskc.backends".
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from importlib import import_module
 from importlib.metadata import entry_points
 from typing import Any, Protocol
 
-from maskc.errors import BackendError
+from maskc.errors import BackendError, MaskcWarning
 
 _BACKENDS: dict[str, Backend] = {}
 #: Backends that failed to load: name → why (the import error), so that asking for one says so.
@@ -47,13 +48,26 @@ def register_backend(backend: Backend, *, auto_priority: int | None = None) -> B
 
 def register_kernel(name: str, device_type: str, kernel: Callable[..., Any]) -> None:
     """Offer `kernel` for the run-time step `name` on tensors of `device_type` (e.g. cluster labels on
-    "cuda"): it must compute what maskc's own torch code for that step computes."""
+    "cuda"): it must compute what maskc's own torch code for that step computes, or return None for
+    an input it does not take (torch computes it then). A second, different kernel for the same step
+    and device replaces the first, with a warning naming both."""
+    earlier = _KERNELS.get((name, device_type))
+    if earlier is not None and earlier is not kernel:
+        warnings.warn(
+            f"{_qualified(kernel)} replaces {_qualified(earlier)} as the {name!r} kernel on {device_type!r}",
+            MaskcWarning,
+            stacklevel=2,
+        )
     _KERNELS[(name, device_type)] = kernel
 
 
+def _qualified(function: Callable[..., Any]) -> str:
+    return f"{getattr(function, '__module__', '?')}.{getattr(function, '__qualname__', repr(function))}"
+
+
 def kernel_for(name: str, device_type: str) -> Callable[..., Any] | None:
-    """The kernel a backend offers for step `name` on `device_type`, or None (backends found first, so
-    the answer does not depend on which backend a process happened to import)."""
+    """The kernel a backend offers for step `name` on `device_type`, or None (backends found first, even
+    for CPU tensors, so the answer does not depend on which backend a process happened to import)."""
     _discover()
     return _KERNELS.get((name, device_type))
 

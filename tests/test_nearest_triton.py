@@ -10,9 +10,10 @@ import torch
 from interpreter import interpreter  # noqa: F401  (fixture: kernels run in Triton's interpreter)
 
 from maskc import registry
-from maskc.backends.triton.nearest import nearest_direction
-from maskc.clustering import cluster_labels
-from maskc.clustering import nearest_direction as torch_nearest
+from maskc.backends.triton.nearest import LARGEST_DIM, nearest_direction, nearest_labels
+from maskc.backends.triton.rows import permute_rows
+from maskc.clustering import cluster_labels, torch_nearest_direction
+from maskc.clustering import nearest_direction as checked_nearest
 from maskc.errors import BackendError
 from maskc.primitives.cluster import Cluster
 
@@ -47,7 +48,7 @@ def test_labels_attain_the_largest_score(case: tuple) -> None:
     assert int(labels.min()) >= 0 and int(labels.max()) < count * (2 if signed else 1)
     gap = scores.max(dim=-1).values - scores.gather(-1, labels[..., None])[..., 0]
     assert float(gap.max()) <= 1e-5 * float(scores.abs().max())
-    assert torch.equal(labels, torch_nearest(x, directions, signed))
+    assert torch.equal(labels, torch_nearest_direction(x, directions, signed))
 
 
 def test_ties_go_to_the_lower_label() -> None:
@@ -58,14 +59,14 @@ def test_ties_go_to_the_lower_label() -> None:
     x = torch.cat([_draw(1, 40, 16, seed=4), torch.zeros(1, 3, 16)], dim=1)
     labels = nearest_direction(x, directions, False)
     assert int(labels.max()) < 5
-    assert torch.equal(labels, torch_nearest(x, directions, False))
+    assert torch.equal(labels, torch_nearest_direction(x, directions, False))
     assert labels[0, -3:].tolist() == [0, 0, 0]
     orthogonal = torch.zeros(1, 1, 16)
     orthogonal[0, 0, 0] = 1.0
     axis = torch.zeros(1, 2, 16)
     axis[0, :, 1] = 1.0  # both directions orthogonal to the point: x·d = 0 = −x·d
     assert nearest_direction(orthogonal, axis, True).tolist() == [[0]]
-    assert torch_nearest(orthogonal, axis, True).tolist() == [[0]]
+    assert torch_nearest_direction(orthogonal, axis, True).tolist() == [[0]]
 
 
 def test_strided_points() -> None:
@@ -78,12 +79,39 @@ def test_strided_points() -> None:
     assert torch.equal(nearest_direction(view, directions, False), contiguous)
 
 
+def test_ties_across_steps_of_the_walk() -> None:
+    """Direction 70 (in the walk's second step of 64) repeats direction 3: the earlier step's label
+    stays, for the directions and, signed, for their negatives (label M + 3)."""
+    directions = torch.nn.functional.normalize(_draw(1, 100, 32, seed=12), dim=-1)
+    directions[0, 70] = directions[0, 3]
+    towards = directions[:, 3:4] * 2.0  # a point on direction 3: 3 and 70 tie at the top
+    assert nearest_direction(towards, directions, False).tolist() == [[3]]
+    assert nearest_direction(-towards, directions, True).tolist() == [[103]]
+    assert torch_nearest_direction(-towards, directions, True).tolist() == [[103]]
+
+
+def test_what_the_kernel_does_not_take_is_left_to_torch() -> None:
+    """float64 points and head dims over LARGEST_DIM: `nearest_labels` (the registered entry) declines,
+    and the op itself refuses them with a message."""
+    directions = torch.nn.functional.normalize(_draw(1, 8, 16, seed=13), dim=-1)
+    assert nearest_labels(_draw(1, 10, 16, seed=14, dtype=torch.float64), directions, False) is None
+    wide = LARGEST_DIM[torch.float32] * 2
+    assert nearest_labels(_draw(1, 10, wide, seed=15), _draw(1, 8, wide, seed=16), False) is None
+    with pytest.raises(BackendError, match="the label kernel takes"):
+        nearest_direction(_draw(1, 10, 16, seed=14, dtype=torch.float64), directions, False)
+
+
 def test_bad_shapes_are_named() -> None:
     x = _draw(2, 10, 16, seed=7)
     with pytest.raises(BackendError, match=r"directions must be \(1 or 2, M >= 1, 16\)"):
-        nearest_direction(x, _draw(3, 4, 16, seed=8), False)
+        checked_nearest(x, _draw(3, 4, 16, seed=8), False)
+    with pytest.raises(BackendError, match=r"directions must be \(1, M >= 1, 16\)"):
+        checked_nearest(x[:1], torch.zeros(1, 0, 16), False)
     with pytest.raises(BackendError, match="points must be"):
-        nearest_direction(x[0], _draw(1, 4, 16, seed=8), False)
+        checked_nearest(x[0], _draw(1, 4, 16, seed=8), False)
+    with pytest.raises(BackendError, match="permute_rows takes"):
+        order = torch.zeros(1, 1, 10, dtype=torch.int64)
+        permute_rows(_draw(1, 2, 10, 16, seed=9), order, order)
 
 
 def test_cluster_labels_use_the_kernel_offered_for_the_device(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -97,15 +125,14 @@ def test_cluster_labels_use_the_kernel_offered_for_the_device(monkeypatch: pytes
 
     q, k = _draw(1, 2, 96, 32, seed=9), _draw(1, 2, 96, 32, seed=10)
     centroids = _draw(2, 12, 32, seed=11)
-    expected = [
-        cluster_labels(Cluster(clusters=12, method="kmeans"), q, k, centroids=centroids),
-        cluster_labels(Cluster(clusters=8, method="lsh"), q, k),
+    kinds = [
+        (Cluster(clusters=12, method="kmeans"), centroids),  # held centroids
+        (Cluster(clusters=8, method="lsh"), None),
+        (Cluster(clusters=6, method="kmeans", iterations=2), None),  # fitted: its final labels
     ]
+    expected = [cluster_labels(params, q, k, centroids=held) for params, held in kinds]
     monkeypatch.setitem(registry._KERNELS, ("nearest_direction", "cpu"), counted)
-    got = [
-        cluster_labels(Cluster(clusters=12, method="kmeans"), q, k, centroids=centroids),
-        cluster_labels(Cluster(clusters=8, method="lsh"), q, k),
-    ]
-    assert calls == [False, False, True, True]
+    got = [cluster_labels(params, q, k, centroids=held) for params, held in kinds]
+    assert calls == [False, False, True, True, False, False]
     for (a, b), (c, d) in zip(got, expected):
         assert torch.equal(a, c) and torch.equal(b, d)

@@ -7,7 +7,7 @@ import importlib
 import pytest
 
 from maskc import registry
-from maskc.errors import BackendError
+from maskc.errors import BackendError, MaskcWarning
 
 
 @pytest.fixture
@@ -40,3 +40,24 @@ def test_a_backend_that_fails_to_import_leaves_the_others_and_says_why(
         registry.get_backend("triton")
     with pytest.raises(BackendError, match=r"unknown backend 'trtion'; available: cpu"):
         registry.get_backend("trtion")
+
+
+def test_kernels_offered_by_backends(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A backend's kernel for a run-time step is found by step and device type (after the backends are
+    found); a second, different one replaces it with a warning naming both."""
+
+    def first(x):
+        return x
+
+    def second(x):
+        return x
+
+    registry.find_backends()  # their own kernels land in the registry's dict, not in this test's
+    monkeypatch.setattr(registry, "_KERNELS", {})
+    assert registry.kernel_for("a step", "a device") is None
+    registry.register_kernel("a step", "a device", first)
+    registry.register_kernel("a step", "a device", first)  # the same again: nothing to say
+    assert registry.kernel_for("a step", "a device") is first
+    with pytest.warns(MaskcWarning, match=r"test_registry\..*second replaces .*first as the 'a step' kernel"):
+        registry.register_kernel("a step", "a device", second)
+    assert registry.kernel_for("a step", "a device") is second

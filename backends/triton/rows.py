@@ -14,6 +14,8 @@ from typing import Any
 import torch
 import triton
 
+from maskc.errors import BackendError
+
 from .cache import interpreting
 from .kernels import kernel_module
 
@@ -31,6 +33,9 @@ def inverse_order(order: torch.Tensor) -> torch.Tensor:
 def permute_rows(x: torch.Tensor, order: torch.Tensor, inverse: torch.Tensor) -> torch.Tensor:
     """x (B, H, N, D) with its rows in `order` (B, H, N), a permutation of 0 … N − 1 per (batch, head);
     `inverse` is its inverse (for the gradient). Contiguous (B, H, N, D) out."""
+    if x.dim() != 4 or order.shape != x.shape[:3] or inverse.shape != order.shape:
+        raise BackendError(f"permute_rows takes x (B, H, N, D) and orders (B, H, N); got {tuple(x.shape)}, "
+                           f"{tuple(order.shape)} and {tuple(inverse.shape)}")  # fmt: skip
     batch, heads, rows, dim = x.shape
     x = x if x.stride(-1) == 1 else x.contiguous()
     y = torch.empty(x.shape, dtype=x.dtype, device=x.device)
