@@ -29,7 +29,7 @@ from maskc.rules import ClusterRule
 
 from .function import sparse_attention
 from .plans import DERIVED, DERIVED_SEPARATOR, plan_for, traced_key
-from .rows import inverse_order, permute_rows
+from .rows import inverse_order, permuted
 from .runtime import CallInputs
 
 #: The name the sorted pattern's spec hash carries after the separator (`plans.DERIVED`).
@@ -116,12 +116,12 @@ def cluster_attention(
     group = q.shape[1] // k.shape[1]
     keys, vals = (x.repeat_interleave(group, dim=1) if group > 1 else x for x in (k, v))
     out, lse = sparse_attention(
-        permute_rows(q, q_order, q_inverse),
-        permute_rows(keys, k_order, k_inverse),
-        permute_rows(vals, k_order, k_inverse),
+        permuted(q, q_order, q_inverse),
+        permuted(keys, k_order, k_inverse),
+        permuted(vals, k_order, k_inverse),
         pattern,
         scale,
         run_time=[values[key] for key in sorted(values)],
         plan_key=_sorted_plan_key(pattern),
     )
-    return permute_rows(out, q_inverse, q_order), lse.gather(-1, q_inverse.long())
+    return permuted(out, q_inverse, q_order), lse.gather(-1, q_inverse.long())

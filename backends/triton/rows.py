@@ -9,6 +9,7 @@ op, so that torch.compile keeps it whole and CUDA graphs capture it.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import torch
@@ -21,6 +22,19 @@ from .kernels import kernel_module
 
 #: Rows per program.
 BLOCK_R = 64
+
+
+def row_copies_enabled() -> bool:
+    """Whether cluster order permutes rows with this op (MASKC_TRITON_ROW_COPIES, default 1) or with
+    torch's gather and scatter, for comparisons in one run."""
+    return os.environ.get("MASKC_TRITON_ROW_COPIES", "1") != "0"
+
+
+def permuted(x: torch.Tensor, order: torch.Tensor, inverse: torch.Tensor) -> torch.Tensor:
+    """`permute_rows(x, order, inverse)`, or the same rows by torch's gather when row copies are off."""
+    if row_copies_enabled():
+        return permute_rows(x, order, inverse)
+    return x.gather(2, order.long()[..., None].expand(*order.shape, x.shape[-1]))
 
 
 def inverse_order(order: torch.Tensor) -> torch.Tensor:
