@@ -4,9 +4,10 @@ uploads of maskc's own code (the layout build and the launches' set-up, not the 
 Run: TRITON_INTERPRET=1 python3 bench/runtime_host_ops.py [--n 2048] [--block 64]
 (MASKC_CHECK_DOCUMENTS=async unless set otherwise: the documents' order is checked as on a GPU, where
 the default check reads nothing back.)
-The three cases of bench_runtime.py at a small n (documents of the same proportions): document-causal,
-documents with a causal window inside each, and top-k 16 + causal window + 4 sinks. Each is called
-once to fill the caches (plans, kernels, static maps), then counted on a second forward and a
+The cases of bench_runtime.py at a small n (documents of the same proportions): document-causal,
+documents with a causal window inside each, top-k 16 + causal window + 4 sinks, and LSH buckets in
+cluster order (labelled by torch here; on a GPU by one kernel, with fewer ops). Each is called once to
+fill the caches (plans, kernels, static maps), then counted on a second forward and a
 forward+backward (tests/hostops.py counts; tests/test_runtime_host.py bounds them).
 """
 

@@ -102,25 +102,30 @@ def _tile_extremes(values: torch.Tensor, size: int) -> tuple[torch.Tensor, torch
     padded with copies of the last value, which change neither)."""
     n = values.shape[-1]
     tiles = -(-n // size)
-    padded = torch.cat([values, values[..., -1:].expand(*values.shape[:-1], tiles * size - n)], dim=-1)
-    blocks = padded.reshape(*values.shape[:-1], tiles, size)
-    return blocks.amin(-1), blocks.amax(-1)
+    if tiles * size != n:
+        values = torch.cat([values, values[..., -1:].expand(*values.shape[:-1], tiles * size - n)], dim=-1)
+    smallest, largest = torch.aminmax(values.reshape(*values.shape[:-1], tiles, size), dim=-1)
+    return smallest, largest
 
 
 class _SortedTiles:
-    """Per tile of the sorted grid: the label span and the original-position span of its rows and columns."""
+    """Per tile of the sorted grid: the label span and the original-position span of its rows and columns.
+
+    Labels and positions of both sides go through one stack and one reduction when rows and columns
+    share a tile size: a call builds these tables every time, and each torch op costs host time."""
 
     def __init__(self, leaf: ClusterRule, grid: TileGrid, values: dict[str, torch.Tensor]) -> None:
-        q_order_key, k_order_key = order_keys(leaf)
-        q_labels_key, k_labels_key = label_keys(leaf)
-        q_order, k_order = values[q_order_key].long(), values[k_order_key].long()
-        q_sorted = values[q_labels_key].long().gather(-1, q_order)
-        k_sorted = values[k_labels_key].long().gather(-1, k_order)
+        orders = torch.stack([values[key] for key in order_keys(leaf)]).long()  # (2: rows, columns; ..., N)
+        labels = torch.stack([values[key] for key in label_keys(leaf)]).long().gather(-1, orders)
         self.leaf = leaf
-        self.row_labels = _tile_extremes(q_sorted, grid.block_m)
-        self.col_labels = _tile_extremes(k_sorted, grid.block_n)
-        self.row_positions = _tile_extremes(q_order, grid.block_m)
-        self.col_positions = _tile_extremes(k_order, grid.block_n)
+        if grid.block_m == grid.block_n:
+            lo, hi = _tile_extremes(torch.cat([labels, orders]), grid.block_m)
+            spans = list(zip(lo.unbind(0), hi.unbind(0)))
+        else:  # each side on its own tiles; (lo, hi) of (labels, positions) per side
+            sizes = (grid.block_m, grid.block_n)
+            sides = [_tile_extremes(torch.stack([labels[i], orders[i]]), size) for i, size in enumerate(sizes)]
+            spans = [(lo[j], hi[j]) for j in (0, 1) for lo, hi in sides]
+        self.row_labels, self.col_labels, self.row_positions, self.col_positions = spans
 
     def cluster(self) -> Classes:
         """Rows and columns share a cluster only where their sorted label spans overlap; a tile is full
@@ -134,14 +139,20 @@ class _SortedTiles:
         (floors keep the order, so the extremes of positions give those of units)."""
         unit = rule.unit
         (q_lo, q_hi), (k_lo, k_hi) = self.row_positions, self.col_positions
-        d_lo = k_lo[..., None, :] // unit - q_hi[..., :, None] // unit
-        d_hi = k_hi[..., None, :] // unit - q_lo[..., :, None] // unit
-        any_ = torch.ones_like(d_lo, dtype=torch.bool)
-        full = torch.full_like(d_lo, rule.step == 1, dtype=torch.bool)
+        if unit != 1:
+            q_lo, q_hi, k_lo, k_hi = (x // unit for x in (q_lo, q_hi, k_lo, k_hi))
+        d_lo = k_lo[..., None, :] - q_hi[..., :, None]
+        d_hi = k_hi[..., None, :] - q_lo[..., :, None]
+        anys, fulls = [], []
         if rule.lo is not None:
-            any_, full = any_ & (d_hi >= rule.lo), full & (d_lo >= rule.lo)
+            anys, fulls = anys + [d_hi >= rule.lo], fulls + [d_lo >= rule.lo]
         if rule.hi is not None:
-            any_, full = any_ & (d_lo <= rule.hi), full & (d_hi <= rule.hi)
+            anys, fulls = anys + [d_lo <= rule.hi], fulls + [d_hi <= rule.hi]
+        ones = (1,) * d_lo.dim()  # a side with no condition: one broadcastable element
+        any_ = reduce(torch.logical_and, anys) if anys else torch.ones(ones, dtype=torch.bool, device=d_lo.device)
+        if rule.step != 1:
+            return any_, torch.zeros(ones, dtype=torch.bool, device=d_lo.device)
+        full = reduce(torch.logical_and, fulls) if fulls else torch.ones(ones, dtype=torch.bool, device=d_lo.device)
         return any_, full
 
 

@@ -201,7 +201,8 @@ def runtime_cases(
     device: str = "cpu",
     dtype: torch.dtype = torch.float32,
 ) -> list[RuntimeCase]:
-    """bench_runtime.py's three cases at n: windows scaled by n / 32768, top-k blocks of `block`."""
+    """bench_runtime.py's cases at n (LSH for its clusters): windows scaled by n / 32768, top-k blocks of
+    `block`."""
     import warnings
 
     import maskc
@@ -223,6 +224,10 @@ def runtime_cases(
                 {"topk": {"blocks": 16}},
                 {"sink": {"count": 4}},
             ],
+        },
+        "LSH, 16 buckets, causal (cluster order)": {
+            "causal": True,
+            "pattern": {"cluster": {"clusters": 16, "method": "lsh"}},
         },
     }
     gen = torch.Generator().manual_seed(0)

@@ -94,8 +94,10 @@ def cluster_inputs(
     leaf = _sorting_leaf(pattern)
     # the sorted rules hold the same leaves: the pattern's own rules name the same inputs
     values = CallInputs.prepare([layout.rule for layout in pattern.layouts], q, k, documents, centroids).values
-    for labels, order in zip(label_keys(leaf), order_keys(leaf)):
-        values[order] = cluster_order(values[labels]).to(torch.int32).contiguous()
+    # both sides in one sort (a call builds these every time, and each op costs host time)
+    orders = cluster_order(torch.stack([values[key] for key in label_keys(leaf)])).to(torch.int32)
+    for key, order in zip(order_keys(leaf), orders.unbind(0)):
+        values[key] = order  # a contiguous half of `orders`
     return values
 
 
@@ -112,7 +114,7 @@ def cluster_attention(
     leaf = _sorting_leaf(pattern)
     values = cluster_inputs(pattern, q, k, documents, centroids)
     q_order, k_order = (values[key] for key in order_keys(leaf))
-    q_inverse, k_inverse = inverse_order(q_order), inverse_order(k_order)
+    q_inverse, k_inverse = inverse_order(torch.stack([q_order, k_order])).unbind(0)
     group = q.shape[1] // k.shape[1]
     keys, vals = (x.repeat_interleave(group, dim=1) if group > 1 else x for x in (k, v))
     out, lse = sparse_attention(
