@@ -1,5 +1,5 @@
 """Cluster order's row permutations: one Triton row copy each (`maskc::permute_rows`) against torch's
-gather and scatter (MASKC_TRITON_ROW_COPIES=0), alternating in one process on one GPU.
+gather (MASKC_TRITON_ROW_COPIES=0; its gradient a scatter-add), alternating in one process on one GPU.
 
 Run on a CUDA machine: python3 bench/bench_cluster_rows.py [--n 32768] [--rounds 2]
 k-means with √n held centroids and LSH with 64 buckets, causal, bf16, B = 1, H = 16, D = 128. Per

@@ -25,7 +25,7 @@ OP_BOUNDS = {"document-causal": (85, 145), "window": (90, 150), "top-k": (115, 1
 @pytest.fixture(scope="module")
 def cases() -> dict[str, RuntimeCase]:
     """bench_runtime.py's cases, in OP_BOUNDS' order, small enough for the interpreter."""
-    return dict(zip(OP_BOUNDS, runtime_cases(n=1024, block=64, heads=1)))
+    return dict(zip(OP_BOUNDS, runtime_cases(n=1024, block=64, heads=1), strict=True))
 
 
 @pytest.fixture(scope="module")

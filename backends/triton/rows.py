@@ -26,7 +26,9 @@ BLOCK_R = 64
 
 def row_copies_enabled() -> bool:
     """Whether cluster order permutes rows with this op (MASKC_TRITON_ROW_COPIES, default 1) or with
-    torch's gather and scatter, for comparisons in one run."""
+    torch's gather (q, k, v by their orders, the output by its inverse; the gradients by scatter-adds),
+    for comparisons in one run. Read per eager call; a torch.compile'd function keeps the mode it was
+    traced with."""
     return os.environ.get("MASKC_TRITON_ROW_COPIES", "1") != "0"
 
 
@@ -34,6 +36,9 @@ def permuted(x: torch.Tensor, order: torch.Tensor, inverse: torch.Tensor) -> tor
     """`permute_rows(x, order, inverse)`, or the same rows by torch's gather when row copies are off."""
     if row_copies_enabled():
         return permute_rows(x, order, inverse)
+    if x.dim() != 4 or order.shape != x.shape[:3]:
+        raise BackendError(f"rows of x (B, H, N, D) take an order (B, H, N); got {tuple(x.shape)} and "
+                           f"{tuple(order.shape)}")  # fmt: skip
     return x.gather(2, order.long()[..., None].expand(*order.shape, x.shape[-1]))
 
 

@@ -1,8 +1,9 @@
 """Host work of run-time patterns on a CUDA GPU: a warm call of each of bench_runtime.py's cases
-(documents, documents + window, top-k) at n = 8192 with compiled kernels reads nothing back to the
-host and uploads nothing, forward and forward+backward, with the documents' order checked by default
-(on the device). The CPU test (tests/test_runtime_host.py) checks the same under the interpreter; here
-copies to the CPU are visible as such."""
+(documents, documents + window, top-k, LSH in cluster order, labelled by the kernel) at n = 8192 with
+compiled kernels reads nothing back to the host and uploads nothing, forward and forward+backward,
+with the documents' order checked by default (on the device). The CPU test
+(tests/test_runtime_host.py) checks the same under the interpreter; here copies to the CPU are
+visible as such."""
 
 from __future__ import annotations
 
@@ -15,12 +16,13 @@ pytestmark = [
     pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU"),
 ]
 
-CASES = ["document-causal", "window", "top-k"]
+CASES = ["document-causal", "window", "top-k", "lsh"]
 
 
 @pytest.fixture(scope="module")
 def cases() -> dict:
-    return dict(zip(CASES, runtime_cases(n=8192, block=64, heads=4, head_dim=128, device="cuda", dtype=torch.bfloat16)))
+    made = runtime_cases(n=8192, block=64, heads=4, head_dim=128, device="cuda", dtype=torch.bfloat16)
+    return dict(zip(CASES, made, strict=True))
 
 
 @pytest.mark.parametrize("name", CASES)
