@@ -2,7 +2,8 @@
 
 A `cluster` primitive is symbolic at compile time. At run time the queries and keys decide it:
 `cluster_labels` assigns every query and key a cluster (k-means or LSH, both seeded, so the same
-inputs give the same labels on any device), and `resolve_dynamic` turns each `ClusterRule` into a
+inputs give the same labels on any device, up to float32 rounding where two centroids or buckets
+score within it), and `resolve_dynamic` turns each `ClusterRule` into a
 `LabelRule` for every (batch, head) and lays the result out like any static rule. Backends run the
 resolved patterns, so two backends given the same resolved pattern compute the same mask.
 """
@@ -134,8 +135,8 @@ def nearest_direction(x: torch.Tensor, directions: torch.Tensor, signed: bool = 
     negatives, −d_m being label M + m. Ties go to the lower label.
 
     A backend's kernel computes it where one is offered for x's device and takes x's dtype and size
-    (`maskc.registry.kernel_for`: the Triton backend's on CUDA for float16, bfloat16 and float32,
-    head dims up to 256), torch otherwise (`torch_nearest_direction`). The two agree except where two
+    (`maskc.registry.kernel_for`: the Triton backend's on CUDA, bfloat16 up to head dim 256, float16
+    and float32 up to 128), torch otherwise (`torch_nearest_direction`). The two agree except where two
     scores differ by about float32 rounding.
     """
     _check_directions(x, directions)
