@@ -3,7 +3,9 @@
 A backend is any object with `name`, `supports(q, k, v, pattern) -> str | None` (None when
 it can run the call, otherwise the reason it cannot), and `forward(...)`. Built-in backends
 register themselves when `maskc.backends` is imported; a third party calls `register_backend`
-or exposes an entry point in the group "maskc.backends".
+or exposes an entry point in the group "maskc.backends". A backend may also offer kernels for
+maskc's own run-time steps on its device (`register_kernel`; cluster labels on CUDA), which
+maskc's code asks for by step and device type (`kernel_for`).
 """
 
 from __future__ import annotations
