@@ -10,7 +10,7 @@ import torch
 from interpreter import interpreter  # noqa: F401  (fixture: kernels run in Triton's interpreter)
 
 from maskc import registry
-from maskc.backends.triton.nearest import LARGEST_DIM, nearest_direction, nearest_labels
+from maskc.backends.triton.nearest import LARGEST_DIM, bfloat16_pieces, nearest_direction, nearest_labels
 from maskc.backends.triton.rows import permute_rows
 from maskc.clustering import cluster_labels, torch_nearest_direction
 from maskc.clustering import nearest_direction as checked_nearest
@@ -136,3 +136,11 @@ def test_cluster_labels_use_the_kernel_offered_for_the_device(monkeypatch: pytes
     assert calls == [False, False, True, True, False, False]
     for (a, b), (c, d) in zip(got, expected):
         assert torch.equal(a, c) and torch.equal(b, d)
+
+
+def test_bfloat16_pieces_sum_to_the_directions_exactly() -> None:
+    """The bfloat16 points' products use three bfloat16 pieces of each direction: together, the value."""
+    directions = torch.nn.functional.normalize(_draw(4, 50, 64, seed=17), dim=-1) * 3.0
+    pieces = bfloat16_pieces(directions)
+    assert pieces.dtype == torch.bfloat16 and pieces.shape == (3, *directions.shape)
+    assert torch.equal(pieces.double().sum(0), directions.double())

@@ -47,13 +47,10 @@ def bfloat16_pieces(directions: torch.Tensor) -> torch.Tensor:
     """(3, ...) bfloat16 hi, mid, lo with hi + mid + lo = `directions` in float32, exactly for normal
     values of ordinary size (each piece holds the next 8 significant bits of what the earlier ones
     left; below about 2^-100 the last piece would be subnormal, near float32's largest hi overflows)."""
-    rest = directions.float()
-    pieces = []
-    for _ in range(3):
-        piece = rest.to(torch.bfloat16)
-        pieces.append(piece)
-        rest = rest - piece.float()
-    return torch.stack(pieces)
+    hi = directions.to(torch.bfloat16)
+    rest = directions - hi  # float32 (or wider): the subtraction promotes, exactly
+    mid = rest.to(torch.bfloat16)
+    return torch.stack([hi, mid, (rest - mid).to(torch.bfloat16)])
 
 
 def nearest_labels(x: torch.Tensor, directions: torch.Tensor, signed: bool) -> torch.Tensor | None:
