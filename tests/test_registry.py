@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import warnings
 
 import pytest
 
@@ -56,7 +57,9 @@ def test_kernels_offered_by_backends(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(registry, "_KERNELS", {})
     assert registry.kernel_for("a step", "a device") is None
     registry.register_kernel("a step", "a device", first)
-    registry.register_kernel("a step", "a device", first)  # the same again: nothing to say
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the same kernel again: nothing to say
+        registry.register_kernel("a step", "a device", first)
     assert registry.kernel_for("a step", "a device") is first
     with pytest.warns(MaskcWarning, match=r"test_registry\..*second replaces .*first as the 'a step' kernel"):
         registry.register_kernel("a step", "a device", second)
