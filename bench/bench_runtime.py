@@ -4,8 +4,7 @@ against FlexAttention (the equivalent mask_mod), torch's varlen_attn (documents)
 
 Run on a CUDA machine: python3 bench/bench_runtime.py [--n 32768] [--cases documents,window,topk,kmeans,lsh]
 [--no-flex] (`kmeans` runs the fitted and held cases, `kmeans_held` the held one alone). MASKC_BENCH_PROFILE=1
-also prints one profiled forward+backward of each maskc case, and one forward of each cluster case
-(report.profile_step).
+also prints one profiled forward and one forward+backward of each maskc case (report.profile_step).
 bf16, B = 1, H = 16, D = 128, the 8 document lengths of issue 13 (2381, 1211, 2568, 1799, 1174, 5864,
 13954, 3817). maskc's times include its run-time layout build (the documents' tile tables, the top-k
 selection, the cluster assignment and sort), since they run inside every call. FlexAttention's kernel
@@ -22,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -31,7 +29,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from bench_triton import graph_efficiency, graph_times, time_fwd_bwd  # the static patterns' timings
-from report import profile_fwd_bwd, profile_step, save_rows
+from report import profile_forward, profile_fwd_bwd, save_rows, tuner_picks
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.nn.attention.flex_attention import create_block_mask, flex_attention
 from triton.testing import do_bench
@@ -104,12 +102,15 @@ class Dense:
         return {**times, **graph_efficiency(graphed, self.graphed)}
 
 
-def bench_maskc(case: str, ours: Callable, pairs: int, dense: Dense, q, k, v) -> torch.Tensor:
+def bench_maskc(case: str, ours: Callable, spec_hash: str, pairs: int, dense: Dense, q, k, v) -> torch.Tensor:
+    """maskc's times and efficiencies, with the tuner's picks and timings for the pattern (spec hash)."""
     out = ours(q, k, v)
     out.backward(torch.randn_like(out))
     fwd, fwd_bwd = time_fwd_bwd(ours, q, k, v)
+    configs, tuning = tuner_picks(spec_hash, q.shape[2])
     log(impl="maskc", case=case, pairs=pairs, **dense.efficiency(pairs, fwd, fwd_bwd),
-        **dense.graph_efficiency(ours, pairs, q, k, v))  # fmt: skip
+        **dense.graph_efficiency(ours, pairs, q, k, v), configs=configs, tuning=tuning)  # fmt: skip
+    profile_forward(ours, q, k, v, case)
     profile_fwd_bwd(ours, q, k, v, case)
     return ours(q, k, v).detach()
 
@@ -178,7 +179,7 @@ def bench_documents(case: str, window: int | None, n: int, dense: Dense, q, k, v
     def ours(a, b, c):
         return maskc.attention(a, b, c, pattern, backend="triton", documents=documents)
 
-    reference = bench_maskc(case, ours, pairs, dense, q, k, v)
+    reference = bench_maskc(case, ours, pattern.spec_hash, pairs, dense, q, k, v)
     doc = documents[0]
 
     def mask_mod(b, h, i, j):
@@ -206,7 +207,7 @@ def bench_topk(n: int, dense: Dense, q, k, v) -> None:
         resolved = resolve_dynamic(pattern, q.detach(), k.detach())[0]
         selected = select_blocks(q.detach(), k.detach(), maskc.Topk(blocks=16), 64, True)[0]
     pairs = sum(resolved.layout_of_head(h).element_count() for h in range(H))
-    reference = bench_maskc(case, ours, pairs, dense, q, k, v)
+    reference = bench_maskc(case, ours, pattern.spec_hash, pairs, dense, q, k, v)
 
     def mask_mod(b, h, i, j):
         return (i >= j) & ((i - j < 512) | (j < 4) | selected[h, i // 64, j // 64])
@@ -257,10 +258,7 @@ def bench_clusters(method: str, n: int, dense: Dense, q, k, v, held: bool = Fals
         log(impl="maskc", case=case, pairs=pairs, assign_and_sort_ms=round(assign_ms, 3),
             fwd_vs_dense=round(fwd / dense.fwd, 3), fwdbwd_vs_dense=round(fwd_bwd / dense.fwd_bwd, 3),
             target="at most 0.5 of dense causal, fwd and fwd+bwd", **dense.efficiency(pairs, fwd, fwd_bwd))  # fmt: skip
-        if os.environ.get("MASKC_BENCH_PROFILE") == "1":
-            with torch.no_grad():
-                ours(q, k, v)
-                profile_step(lambda: ours(q, k, v), f"{case}, forward")
+        profile_forward(ours, q, k, v, case)
         profile_fwd_bwd(ours, q, k, v, case)
         reference = ours(q, k, v).detach()
     except Exception as error:

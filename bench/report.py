@@ -64,6 +64,17 @@ def profile_step(step: Callable[[], None], label: str, rows: int = 18) -> None:
     print(f"== profile: {label}\n{table}", flush=True)
 
 
+def profile_forward(call: Callable, q, k, v, label: str) -> None:
+    """With MASKC_BENCH_PROFILE=1, one forward of `call` without autograd profiled (profile_step)."""
+    if os.environ.get("MASKC_BENCH_PROFILE") != "1":
+        return
+    import torch
+
+    with torch.no_grad():
+        call(q, k, v)
+        profile_step(lambda: call(q, k, v), f"{label}, forward")
+
+
 def profile_fwd_bwd(call: Callable, q, k, v, label: str) -> None:
     """With MASKC_BENCH_PROFILE=1, one forward+backward of `call` profiled (profile_step)."""
     if os.environ.get("MASKC_BENCH_PROFILE") != "1":

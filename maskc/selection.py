@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 import torch
 
+from maskc.registry import kernel_for
 from maskc.rules import TopkParams
 from maskc.tracing import made_once, tracing_mode
 
@@ -49,15 +50,26 @@ def block_scores(q: torch.Tensor, k: torch.Tensor, block: int, share: str) -> to
 def select_blocks(q: torch.Tensor, k: torch.Tensor, params: TopkParams, block: int, causal: bool) -> torch.Tensor:
     """(B, H, nb, nb) bool: key block J selected for query block I.
 
-    A stable descending sort puts equal scores in increasing J, so ties go to the lower J; the
-    first `params.blocks` candidates in that order are kept (all of them when there are fewer).
+    Candidates rank by score, higher first, ties to the lower J, a NaN score as −inf; the first
+    `params.blocks` candidates in that order are kept (all of them when there are fewer). A backend's
+    kernel selects where one is offered for the scores' device (`maskc.registry.kernel_for`: the Triton
+    backend's on CUDA), torch's stable sort otherwise (`sort_select`): the same selection from the
+    same scores.
     """
     scores = block_scores(q, k, block, params.share)
+    kernel = kernel_for("select_top", scores.device.type)
+    chosen = None if kernel is None else kernel(scores, params.blocks, causal)
+    return sort_select(scores, params.blocks, causal) if chosen is None else chosen
+
+
+def sort_select(scores: torch.Tensor, count: int, causal: bool) -> torch.Tensor:
+    """`select_blocks`' selection from (..., nb, nb) scores by a stable descending sort."""
     nb, device = scores.shape[-1], scores.device
     candidate = _constant(("candidates", nb, causal, device), lambda: _candidates(nb, causal, device))
-    keyed = torch.where(candidate, scores, float("-inf"))
+    ranked = scores.nan_to_num(nan=float("-inf"), posinf=float("inf"), neginf=float("-inf"))
+    keyed = torch.where(candidate, ranked, float("-inf"))
     order = torch.sort(keyed, dim=-1, descending=True, stable=True).indices
-    first = _constant(("first", nb, params.blocks, device), lambda: torch.arange(nb, device=device) < params.blocks)
+    first = _constant(("first", nb, count, device), lambda: torch.arange(nb, device=device) < count)
     keep = first & candidate.expand_as(keyed).gather(-1, order)
     return torch.zeros_like(candidate.expand_as(keyed)).scatter(-1, order, keep)
 

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from interpreter import interpreter  # noqa: F401  (fixture: kernels run in Triton's interpreter)
 from specgen import tile_shapes
 from test_runtime_tables import _check_tables
 

@@ -1,20 +1,24 @@
-"""Run-time tile tables built with torch ops (the Triton backend's documents and top-k path) against the
-host resolution: every non-empty tile is stored, every tile called full is full, tables are well formed."""
+"""Run-time tile tables built on the device (the Triton backend's documents, top-k and cluster path; its
+compaction kernels in Triton's interpreter) against the host resolution: every non-empty tile is stored,
+every tile called full is full, tables are well formed."""
 
 from __future__ import annotations
 
 import warnings
 
 import numpy as np
+import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from interpreter import interpreter  # noqa: F401  (fixture: kernels run in Triton's interpreter)
 from specgen import document_spec_dicts, tile_shapes
 
 import maskc
-from maskc.backends.triton.runtime import CallInputs, StaticMaps, compact, runtime_tables
+from maskc.backends.triton.compaction import BLOCK_L, BLOCK_W, compact_kinds
+from maskc.backends.triton.runtime import CallInputs, StaticMaps, runtime_tables
 from maskc.clustering import resolve_dynamic
-from maskc.errors import MaskcWarning
+from maskc.errors import BackendError, MaskcWarning
 from maskc.grid import TileGrid
 
 PROPERTY = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -31,14 +35,47 @@ def _maps_from_tables(pointers: np.ndarray, indices: np.ndarray, groups: int, li
     return out
 
 
-@settings(max_examples=50, deadline=None)
-@given(st.integers(1, 3), st.integers(1, 6), st.integers(1, 6), st.integers(0, 2**16))
-def test_compact_round_trips(groups: int, lines: int, width: int, seed: int) -> None:
-    maps = torch.rand(groups, lines, width, generator=torch.Generator().manual_seed(seed)) < 0.4
-    pointers, indices = compact(maps)
-    assert len(indices) == maps.numel()
-    rebuilt = _maps_from_tables(pointers.numpy(), indices.numpy(), groups, lines, width)
-    assert np.array_equal(rebuilt, maps.numpy())
+@settings(max_examples=40, deadline=None)
+@given(
+    st.integers(1, 3),
+    st.sampled_from([1, 5, BLOCK_L, BLOCK_L + 3]),
+    st.sampled_from([1, 7, BLOCK_W + 9]),
+    st.booleans(),
+    st.integers(0, 2**16),
+)
+def test_compacted_kinds_list_every_tile_of_each_kind(
+    groups: int, rows: int, columns: int, transpose: bool, seed: int
+) -> None:
+    """Lines past one program's BLOCK_L and widths past one step's BLOCK_W included: full and partial
+    lists rebuild the maps exactly, pointers are global offsets, unused capacity is zero, lengths count
+    each line's tiles over every map."""
+    kind = torch.randint(0, 3, (groups, rows, columns), dtype=torch.int8, generator=torch.Generator().manual_seed(seed))
+    pointers, indices, lengths = compact_kinds(kind, transpose)
+    maps = kind.transpose(1, 2) if transpose else kind
+    lines, width = maps.shape[1:]
+    assert pointers.shape == (2, groups * (lines + 1)) and indices.shape == (2, groups * lines * width)
+    for at, level in enumerate((2, 1)):
+        expected = (maps == level).numpy()
+        rebuilt = _maps_from_tables(pointers[at].numpy(), indices[at].numpy(), groups, lines, width)
+        assert np.array_equal(rebuilt, expected)
+        stored = int(expected.sum())
+        assert int(pointers[at, -1]) == stored and not indices[at, stored:].any()
+    assert torch.equal(lengths, (maps > 0).sum(dim=(0, 2), dtype=torch.int32))
+
+
+def test_compacted_kinds_of_strided_maps() -> None:
+    """A map that is a view (a slice of a larger one) is read through its strides."""
+    kind = torch.randint(0, 3, (2, 9, 12), dtype=torch.int8, generator=torch.Generator().manual_seed(3))
+    view = kind[:, 1:8, ::2]
+    for transpose in (False, True):
+        got = compact_kinds(view, transpose)
+        want = compact_kinds(view.contiguous(), transpose)
+        assert all(torch.equal(a, b) for a, b in zip(got, want, strict=True))
+
+
+def test_compacted_kinds_reject_other_dtypes() -> None:
+    with pytest.raises(BackendError, match="int8 tile kinds"):
+        compact_kinds(torch.zeros(1, 2, 2, dtype=torch.bool), False)
 
 
 def _tile_truth(mask: np.ndarray, grid: TileGrid) -> tuple[np.ndarray, np.ndarray]:

@@ -6,7 +6,10 @@ tensors under TRITON_INTERPRET=1, which runs the same kernels in Triton's interp
 
 from maskc.registry import register_backend
 
-from . import nearest  # noqa: F401  (offers its cluster-label kernel to maskc.clustering)
+from . import (
+    nearest,  # noqa: F401  (offers its cluster-label kernel to maskc.clustering)
+    selection,  # noqa: F401  (offers its top-k selection kernel to maskc.selection)
+)
 from .backend import TritonBackend
 
 #: Place in backend="auto"'s order: first, ahead of the CPU reference.

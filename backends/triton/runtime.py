@@ -9,14 +9,13 @@ leaves (the selected blocks). Classes combine through union, intersection and di
 tile is stored and masked by the predicate, which is exact): stored tiles are a superset of the
 non-empty ones and full tiles a subset of the full ones, so the kernels compute the exact mask.
 
-The tables are compacted with cumulative sums and one scatter into arrays of fixed capacity (every
-tile of the grid): no value is read back to the host, nothing depends on data in shape, and a call
-can be captured in a CUDA graph. A run-time layout therefore never needs more tiles than reserved.
+The tables are compacted by two kernels (`compaction.compact_kinds`) into arrays of fixed capacity
+(every tile of the grid): no value is read back to the host, nothing depends on data in shape, and a
+call can be captured in a CUDA graph. A run-time layout therefore never needs more tiles than reserved.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -41,6 +40,7 @@ from maskc.rules import (
 from maskc.selection import select_blocks
 from maskc.tracing import made_once
 
+from .compaction import compact_kinds
 from .tables import WalkTables
 
 #: (any, full) boolean tile maps, broadcastable to (batch, heads, row tiles, column tiles).
@@ -136,7 +136,7 @@ class CallInputs:
         origin = str(leaf.origin)
         if isinstance(leaf, TopkRule):
             selected = select_blocks(q, k, leaf.params, leaf.block, leaf.causal)
-            self.values[f"selected:{origin}"] = selected.to(torch.int8).contiguous()
+            self.values[f"selected:{origin}"] = selected.contiguous().view(torch.int8)
         elif isinstance(leaf, PerDocumentRule) and labels is not None:
             member = token_membership(leaf.within, document_ranks(labels))
             self.values[f"members:{origin}"] = member.to(torch.int8).contiguous()
@@ -245,7 +245,7 @@ def _cluster_classes(leaf: ClusterRule, inputs: CallInputs, grid: TileGrid) -> C
 
 
 def _topk_classes(leaf: TopkRule, inputs: CallInputs, grid: TileGrid, static: StaticMaps) -> Classes:
-    selected = inputs.values[f"selected:{leaf.origin}"].bool()
+    selected = inputs.values[f"selected:{leaf.origin}"].view(torch.bool)
 
     def tiles(reduce: str) -> torch.Tensor:
         rows = _block_to_tiles(selected, leaf.block, grid.block_m, grid.row_tiles, 2, reduce, static)
@@ -259,7 +259,7 @@ class StaticMaps:
     first use, so later calls (and CUDA graph captures after a first call) copy nothing."""
 
     def __init__(self) -> None:
-        self._maps: dict[tuple[int, TileGrid, str], Classes] = {}
+        self._maps: dict[tuple, Classes] = {}
         self._keep: list[Rule] = []
         self._constants: dict[tuple[bytes, str, str], torch.Tensor] = {}
         self._tensors: dict[tuple, torch.Tensor] = {}
@@ -285,6 +285,20 @@ class StaticMaps:
             self._keep.append(rule)
         return self._maps[key]
 
+    def folded(
+        self, rule: UnionRule | IntersectRule, children: Sequence[Rule], grid: TileGrid, device: torch.device
+    ) -> Classes:
+        """The classes of `rule`'s static `children` combined by its operation (union or intersection),
+        on the device: one map in place of one per child, so a call combines one op fewer per child."""
+        key = (id(rule), "static children", grid, str(device))
+        if key not in self._maps:
+            combine = np.logical_or if isinstance(rule, UnionRule) else np.logical_and
+            maps = [child.grid_classes(grid) for child in children]
+            any_, full = (combine.reduce([getattr(m, side) for m in maps]) for side in ("any", "full"))
+            self._maps[key] = (torch.as_tensor(any_, device=device), torch.as_tensor(full, device=device))
+            self._keep.append(rule)
+        return self._maps[key]
+
 
 def tile_classes(rule: Rule, grid: TileGrid, inputs: CallInputs, static: StaticMaps, device: torch.device) -> Classes:
     """(any, full) of every tile for this call: stored tiles cover the mask, full tiles lie inside it."""
@@ -300,11 +314,14 @@ def tile_classes(rule: Rule, grid: TileGrid, inputs: CallInputs, static: StaticM
         return _topk_classes(rule, inputs, grid, static)
     if isinstance(rule, ClusterRule):
         return _cluster_classes(rule, inputs, grid)
+    if isinstance(rule, (UnionRule, IntersectRule)):
+        combine = torch.logical_or if isinstance(rule, UnionRule) else torch.logical_and
+        # the static children folded once on the host (one map), then the run-time ones per call
+        fixed = [kid for kid in rule.children() if not kid.dynamic]
+        kids = [static.folded(rule, fixed, grid, device)] if fixed else []
+        kids += [tile_classes(kid, grid, inputs, static, device) for kid in rule.children() if kid.dynamic]
+        return _fold(combine, [a for a, _ in kids]), _fold(combine, [f for _, f in kids])
     kids = [tile_classes(kid, grid, inputs, static, device) for kid in rule.children()]
-    if isinstance(rule, UnionRule):
-        return _fold(torch.logical_or, [a for a, _ in kids]), _fold(torch.logical_or, [f for _, f in kids])
-    if isinstance(rule, IntersectRule):
-        return _fold(torch.logical_and, [a for a, _ in kids]), _fold(torch.logical_and, [f for _, f in kids])
     if isinstance(rule, DifferenceRule):
         (a_any, a_full), (b_any, b_full) = kids
         return a_any & ~b_full, a_full & ~b_any
@@ -316,62 +333,6 @@ def _fold(op: object, maps: list[torch.Tensor]) -> torch.Tensor:
     for other in maps[1:]:
         out = op(out, other)  # type: ignore[operator]
     return out
-
-
-def compact(
-    maps: torch.Tensor, columns: torch.Tensor | None = None, spill: torch.Tensor | None = None
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(G, lines, width) boolean maps → (pointers (G · (lines + 1)), indices (G · lines · width)).
-
-    The pointers of map g sit at [g · (lines + 1), (g + 1) · (lines + 1)) as the kernels read them;
-    the indices of each line are sorted, and entries past the total are unused capacity. Maps of shape
-    (S, G, lines, width) are S independent sets, compacted in the same ops: (S, …) pointers and indices.
-    `columns` and `spill`, when given, are `column_numbers(maps.shape)` and `spill_slots(maps.shape)`
-    made once (constants of the shape).
-    """
-    *sets, groups, lines, width = maps.shape
-    lined = maps.reshape(-1, groups, lines, width)
-    counts = lined.sum(dim=-1, dtype=torch.int32)
-    ends = counts.view(-1, groups * lines).cumsum(1, dtype=torch.int32).view_as(counts)
-    starts = ends - counts
-    pointers = torch.cat([starts, ends[..., -1:]], dim=-1).view(*sets, -1)
-    # each stored tile goes to its 1-based rank among its set's stored ones: the tiles stored before
-    # its line, then its rank inside the line (a scan along lines, short and many; one scan along
-    # each set's whole row, millions long, ran on the GPU with one block per row). Every other entry
-    # goes to a spill slot past them, spread over SPILL_SLOTS addresses: all of them writing one
-    # slot serialised the scatter (350 µs per walk for top-k at n = 32768 on an H200).
-    if columns is None:
-        columns = column_numbers(maps.shape, maps.device)
-    if spill is None:
-        spill = spill_slots(maps.shape, maps.device)
-    rank = lined.cumsum(-1) + starts[..., None]  # int64: scatter's index type, so no cast of the whole map
-    target = torch.where(lined, rank, spill.view(lined.shape[1:])).reshape(lined.shape[0], -1)
-    entries = target.shape[1]
-    indices = torch.zeros(target.shape[0], entries + 1 + _spill_width(entries), dtype=torch.int32, device=maps.device)
-    indices = indices.scatter_(1, target, columns.view_as(target))[:, 1 : entries + 1]
-    return pointers, indices.reshape(*sets, -1)
-
-
-#: Spill slots of `compact`'s scatter: entries that are not stored write to one of this many slots.
-SPILL_SLOTS = 1 << 16
-
-
-def _spill_width(entries: int) -> int:
-    return min(entries, SPILL_SLOTS)
-
-
-def spill_slots(shape: tuple[int, ...], device: torch.device) -> torch.Tensor:
-    """Where each entry of one set of (…, lines, width) maps goes when it is not stored: past the
-    1 + entries slots of stored ones, entry j at slot entries + 1 + j mod SPILL_SLOTS (int64, flat; the
-    same for every set)."""
-    entries = math.prod(shape[-3:])
-    flat = torch.arange(entries, device=device, dtype=torch.int64)
-    return flat % _spill_width(entries) + entries + 1
-
-
-def column_numbers(shape: tuple[int, ...], device: torch.device) -> torch.Tensor:
-    """The column of every entry of (…, lines, width) maps, flat, int32."""
-    return torch.arange(shape[-1], device=device, dtype=torch.int32).repeat(math.prod(shape[:-1]))
 
 
 @dataclass(frozen=True)
@@ -395,7 +356,7 @@ def runtime_tables(
 ) -> RuntimeTables:
     """Tables of every (batch, layout) — or (batch, head) when a leaf differs per head (top-k).
 
-    Full and partial tiles are compacted in the same ops (two sets of `compact`); constants of the grid
+    Full and partial tiles are compacted in one op (`compact_kinds`); constants of the grid
     come from `static`. Built once per call, walk and grid: kept in `inputs.built`.
     """
     built_key = ("tables", walk, grid, str(device))
@@ -412,18 +373,11 @@ def runtime_tables(
     tables = heads if per_head else len(rules)
     shape = (inputs.batch, heads if per_head else 1, grid.row_tiles, grid.col_tiles)
     any_, full = (_per_table([c[side] for c in classes], shape, layout_of, per_head, static, device) for side in (0, 1))
-    # 2 where full, 1 where partial, 0 where empty; then full maps and partial maps, stacked
+    # 2 where full, 1 where partial, 0 where empty; compacted into full and partial tables in one op
     kind = any_.to(torch.int8) + (full & any_)
-    levels = static.tensor(("levels", str(device)), lambda: torch.arange(2, 0, -1, dtype=torch.int8, device=device))
-    maps = kind[None] == levels.view(2, 1, 1, 1, 1)
-    if walk == "columns":
-        maps = maps.transpose(-1, -2)
-    lines, width = maps.shape[-2:]
-    maps = maps.reshape(2, -1, lines, width)
-    columns = static.tensor(("columns", maps.shape, str(device)), lambda: column_numbers(maps.shape, device))
-    spill = static.tensor(("spill", maps.shape, str(device)), lambda: spill_slots(maps.shape, device))
-    (full_ptr, partial_ptr), (full_idx, partial_idx) = (x.unbind(0) for x in compact(maps, columns, spill))
-    lengths = maps.sum(dim=(0, 1, 3), dtype=torch.int32)
+    lines = grid.col_tiles if walk == "columns" else grid.row_tiles
+    pointers, indices, lengths = compact_kinds(kind.reshape(-1, grid.row_tiles, grid.col_tiles), walk == "columns")
+    (full_ptr, partial_ptr), (full_idx, partial_idx) = pointers.unbind(0), indices.unbind(0)
     order = torch.sort(lengths, descending=True, stable=True).indices.to(torch.int32)
     walk_tables = WalkTables(
         lines=lines,

@@ -1,6 +1,7 @@
 """The attention kernels as Triton code: `forward`, `backward` (dK/dV, dQ), `decode` and the passes' `merge`,
-with `common` helpers; and for cluster patterns `nearest` (their labels) and `rows` (their row
-permutations).
+with `common` helpers; for cluster patterns `nearest` (their labels) and `rows` (their row
+permutations); for run-time layouts `select` (top-k blocks) and `compact` (tile tables from tile
+kinds).
 
 The kernels are the same for every pattern. What a pattern changes is the predicate `tile_mask`,
 generated from its rules (`codegen.py`), which every kernel takes as a `tl.constexpr` argument,
@@ -23,7 +24,7 @@ from pathlib import Path
 from types import ModuleType
 
 #: The kernel modules; their source is part of the generated predicate's key.
-MODULES = ("common", "forward", "backward", "decode", "merge", "nearest", "rows")
+MODULES = ("common", "forward", "backward", "decode", "merge", "nearest", "rows", "select", "compact")
 _HERE = Path(__file__).parent
 
 
