@@ -1,8 +1,10 @@
-"""Top-k block selection from q and k, with torch ops on the tensors' own device (no host copy).
+"""Top-k block selection from q and k, on the tensors' own device (no host copy).
 
 score(I, J) = mean query of block I · mean key of block J, in float32, per batch and head; the
-`blocks` best candidates of each query block are kept, ties to the lower J. The same function
-serves the CPU reference (which moves the choice to the host) and the GPU tile-table builder.
+`blocks` best candidates of each query block are kept, ties to the lower J, a NaN score as −inf.
+The same function serves the CPU reference (which moves the choice to the host) and the GPU
+tile-table builder. The scores come from torch ops; the choice from a backend's registered kernel
+where one is offered for the device (the Triton backend's, on CUDA), else from a stable sort.
 """
 
 from __future__ import annotations

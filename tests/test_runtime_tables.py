@@ -73,6 +73,13 @@ def test_compacted_kinds_of_strided_maps() -> None:
         assert all(torch.equal(a, b) for a, b in zip(got, want, strict=True))
 
 
+def test_the_compaction_op_passes_torch_library_checks() -> None:
+    """Schema, fake tensors (shapes, dtypes, contiguity) and torch.compile's dispatch agree with the op."""
+    kind = torch.randint(0, 3, (2, 5, 3), dtype=torch.int8, generator=torch.Generator().manual_seed(4))
+    for transpose in (False, True):
+        torch.library.opcheck(compact_kinds, (kind, transpose))
+
+
 def test_compacted_kinds_reject_other_dtypes() -> None:
     with pytest.raises(BackendError, match="int8 tile kinds"):
         compact_kinds(torch.zeros(1, 2, 2, dtype=torch.bool), False)

@@ -72,9 +72,18 @@ def test_selection_through_the_registry_is_the_definition(monkeypatch: pytest.Mo
     assert len(calls) == 2
 
 
-def test_long_rows_are_left_to_torch_and_bad_input_is_named() -> None:
+def test_scores_the_kernel_does_not_take_are_left_to_torch_and_bad_input_is_named() -> None:
     assert select_top_blocks(torch.zeros(1, LARGEST_BLOCKS + 1, LARGEST_BLOCKS + 1), 1, True) is None
+    assert select_top_blocks(torch.zeros(1, 3, 3, dtype=torch.float64), 1, True) is None
+    assert select_top_blocks(torch.zeros(1, 3, 4), 1, True) is None
+    assert select_top_blocks(torch.zeros(3), 1, True) is None
     with pytest.raises(BackendError, match="float32 scores"):
         select_top(torch.zeros(1, 3, 3, dtype=torch.float64), 1, True)
     with pytest.raises(BackendError, match="at least one block"):
         select_top(torch.zeros(1, 3, 3), 0, True)
+
+
+def test_the_op_passes_torch_library_checks() -> None:
+    """Schema, fake tensor (shape, dtype, contiguity) and torch.compile's dispatch agree with the op."""
+    scores = _scores(2, 5, 3, 0)
+    torch.library.opcheck(select_top, (scores, 2, True))

@@ -43,7 +43,7 @@ def compact_kinds(kind: torch.Tensor, transpose: bool) -> tuple[torch.Tensor, to
         return pointers.zero_(), indices, counts.sum(dim=(0, 1), dtype=torch.int32)
     stride_line, stride_tile = (kind.stride(2), kind.stride(1)) if transpose else (kind.stride(1), kind.stride(2))
     module = kernel_module("compact", interpreting())
-    grid = (triton.cdiv(lines, BLOCK_L), groups)
+    grid = (groups, triton.cdiv(lines, BLOCK_L))  # groups on axis 0: axes 1 and 2 stop at 65,535
     strides = (kind.stride(0), stride_line, stride_tile, lines, width, groups)
     module.maskc_count_kinds[grid](kind, counts, *strides, BLOCK_L=BLOCK_L, BLOCK_W=BLOCK_W, num_warps=4)
     ends = counts.view(2, -1).cumsum(1, dtype=torch.int32)

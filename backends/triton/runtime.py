@@ -285,16 +285,20 @@ class StaticMaps:
             self._keep.append(rule)
         return self._maps[key]
 
-    def folded(
-        self, rule: UnionRule | IntersectRule, children: Sequence[Rule], grid: TileGrid, device: torch.device
-    ) -> Classes:
-        """The classes of `rule`'s static `children` combined by its operation (union or intersection),
-        on the device: one map in place of one per child, so a call combines one op fewer per child."""
+    def folded(self, rule: UnionRule | IntersectRule, grid: TileGrid, device: torch.device) -> Classes | None:
+        """The classes of `rule`'s static children combined by its operation (union or intersection),
+        on the device, or None when every child is dynamic: one map in place of one per child, so a call
+        combines one op fewer per static child."""
+        fixed = [child for child in rule.children() if not child.dynamic]
+        if not fixed:
+            return None
         key = (id(rule), "static children", grid, str(device))
         if key not in self._maps:
             combine = np.logical_or if isinstance(rule, UnionRule) else np.logical_and
-            maps = [child.grid_classes(grid) for child in children]
-            any_, full = (combine.reduce([getattr(m, side) for m in maps]) for side in ("any", "full"))
+            first, *rest = (child.grid_classes(grid) for child in fixed)
+            any_, full = first.any, first.full
+            for other in rest:  # pairwise: one map at a time held beside the result
+                any_, full = combine(any_, other.any), combine(full, other.full)
             self._maps[key] = (torch.as_tensor(any_, device=device), torch.as_tensor(full, device=device))
             self._keep.append(rule)
         return self._maps[key]
@@ -317,8 +321,8 @@ def tile_classes(rule: Rule, grid: TileGrid, inputs: CallInputs, static: StaticM
     if isinstance(rule, (UnionRule, IntersectRule)):
         combine = torch.logical_or if isinstance(rule, UnionRule) else torch.logical_and
         # the static children folded once on the host (one map), then the run-time ones per call
-        fixed = [kid for kid in rule.children() if not kid.dynamic]
-        kids = [static.folded(rule, fixed, grid, device)] if fixed else []
+        fixed = static.folded(rule, grid, device)
+        kids = [] if fixed is None else [fixed]
         kids += [tile_classes(kid, grid, inputs, static, device) for kid in rule.children() if kid.dynamic]
         return _fold(combine, [a for a, _ in kids]), _fold(combine, [f for _, f in kids])
     kids = [tile_classes(kid, grid, inputs, static, device) for kid in rule.children()]

@@ -26,8 +26,10 @@ _TILE = 4096
 
 
 def select_top_blocks(scores: torch.Tensor, count: int, causal: bool) -> torch.Tensor | None:
-    """maskc.selection's selection of (..., nb, nb) scores as bool, or None past LARGEST_BLOCKS."""
-    if scores.shape[-1] > LARGEST_BLOCKS:
+    """maskc.selection's selection of (..., nb, nb) scores as bool; None (torch selects) for scores
+    the kernel does not take: not float32, not square, or rows past LARGEST_BLOCKS."""
+    square = scores.dim() >= 2 and scores.shape[-1] == scores.shape[-2]
+    if scores.dtype != torch.float32 or not square or scores.shape[-1] > LARGEST_BLOCKS:
         return None
     flat = scores.reshape(-1, *scores.shape[-2:])
     return select_top(flat, count, causal).view(torch.bool).view(scores.shape)
@@ -49,7 +51,7 @@ def select_top(scores: torch.Tensor, count: int, causal: bool) -> torch.Tensor:
     padded = max(16, triton.next_power_of_2(blocks))
     rows = max(1, _TILE // padded)
     kernel = kernel_module("select", interpreting()).maskc_select_top
-    kernel[(triton.cdiv(blocks, rows), groups)](
+    kernel[(groups, triton.cdiv(blocks, rows))](  # groups on axis 0: axes 1 and 2 stop at 65,535
         scores.contiguous(), selected, blocks, min(count, blocks),
         CAUSAL=causal, PADDED=padded, ROWS=rows, num_warps=4,
     )  # fmt: skip
@@ -58,7 +60,7 @@ def select_top(scores: torch.Tensor, count: int, causal: bool) -> torch.Tensor:
 
 @select_top.register_fake
 def _(scores: torch.Tensor, count: int, causal: bool) -> torch.Tensor:
-    return torch.empty_like(scores, dtype=torch.int8)
+    return scores.new_empty(scores.shape, dtype=torch.int8)
 
 
 register_kernel("select_top", "cuda", select_top_blocks)

@@ -1,14 +1,16 @@
 """The run-time layout's kernels compiled on a CUDA GPU, at the benchmark's size (n = 32768, blocks of
-64, 16 heads): the top-k selection equals torch's stable sort on the same scores (with ties), and the
-tile tables compacted from tile kinds list every tile of each kind, for both walks."""
+64, 16 heads) and at sizes off the kernels' tiles: the top-k selection equals torch's stable sort on
+the same scores (with ties, NaN, ±inf, ±0), and the tile tables compacted from tile kinds list every
+tile of each kind, for both walks, from contiguous maps and from views; more groups than a grid's
+second axis holds."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from maskc.backends.triton.compaction import compact_kinds
-from maskc.backends.triton.selection import select_top_blocks
+from maskc.backends.triton.compaction import BLOCK_L, BLOCK_W, compact_kinds
+from maskc.backends.triton.selection import LARGEST_BLOCKS, select_top_blocks
 from maskc.selection import sort_select
 
 pytestmark = [
@@ -26,6 +28,31 @@ def test_selection_at_the_benchmark_size(causal: bool, ties: bool) -> None:
         scores = scores.mul(2).round()
     for count in (1, 16, 300):
         assert torch.equal(select_top_blocks(scores, count, causal), sort_select(scores, count, causal))
+
+
+def _special_scores(groups: int, blocks: int, seed: int) -> torch.Tensor:
+    """Few levels (many ties, −0 among them), with NaN, −inf and +inf sprinkled in."""
+    gen = torch.Generator(device="cuda").manual_seed(seed)
+    scores = torch.randint(-3, 4, (groups, blocks, blocks), device="cuda", generator=gen).float()
+    scores = torch.where(torch.rand(scores.shape, device="cuda", generator=gen) < 0.5, scores, -scores)
+    special = torch.rand(scores.shape, device="cuda", generator=gen)
+    scores[special < 0.05] = float("nan")
+    scores[(special >= 0.05) & (special < 0.08)] = float("-inf")
+    scores[(special >= 0.08) & (special < 0.1)] = float("inf")
+    return scores
+
+
+@pytest.mark.parametrize("blocks", [1, 7, 100, 513, 2049, LARGEST_BLOCKS])
+@pytest.mark.parametrize("causal", [True, False])
+def test_selection_of_rows_off_the_tile(blocks: int, causal: bool) -> None:
+    scores = _special_scores(2, blocks, blocks)
+    for count in (1, 5, blocks // 2 + 1, blocks + 3):
+        assert torch.equal(select_top_blocks(scores, count, causal), sort_select(scores, count, causal))
+
+
+def test_selection_of_more_groups_than_a_second_grid_axis_holds() -> None:
+    scores = _special_scores(70_000, 2, 7)
+    assert torch.equal(select_top_blocks(scores, 1, True), sort_select(scores, 1, True))
 
 
 def _kind_lists(kind: torch.Tensor, level: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -52,3 +79,36 @@ def test_compaction_at_the_benchmark_size(transpose: bool) -> None:
         assert torch.equal(indices[at, : len(want_idx)], want_idx)
         assert not indices[at, len(want_idx) :].any()
     assert torch.equal(lengths, (maps > 0).sum(dim=(0, 2), dtype=torch.int32))
+
+
+def _check_compaction(kind: torch.Tensor, transpose: bool) -> None:
+    pointers, indices, lengths = compact_kinds(kind, transpose)
+    maps = kind.transpose(1, 2).contiguous() if transpose else kind.contiguous()
+    for at, level in enumerate((2, 1)):
+        want_ptr, want_idx = _kind_lists(maps, level)
+        assert torch.equal(pointers[at], want_ptr)
+        assert torch.equal(indices[at, : len(want_idx)], want_idx)
+        assert not indices[at, len(want_idx) :].any()
+    assert torch.equal(lengths, (maps > 0).sum(dim=(0, 2), dtype=torch.int32))
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 1), (3, BLOCK_L + 1, BLOCK_W - 1), (2, 3 * BLOCK_L - 5, 2 * BLOCK_W + 7)])
+@pytest.mark.parametrize("transpose", [False, True])
+def test_compaction_off_the_tile(shape: tuple[int, int, int], transpose: bool) -> None:
+    gen = torch.Generator(device="cuda").manual_seed(sum(shape))
+    _check_compaction(torch.randint(0, 3, shape, device="cuda", dtype=torch.int8, generator=gen), transpose)
+
+
+@pytest.mark.parametrize("transpose", [False, True])
+def test_compaction_of_views(transpose: bool) -> None:
+    """A transposed map, a strided slice and a map expanded over groups (stride 0) are read through
+    their strides."""
+    gen = torch.Generator(device="cuda").manual_seed(2)
+    kind = torch.randint(0, 3, (4, 300, 200), device="cuda", dtype=torch.int8, generator=gen)
+    for view in (kind.transpose(1, 2), kind[:, 5:290:3, ::2], kind[1:2].expand(5, -1, -1)):
+        _check_compaction(view, transpose)
+
+
+def test_compaction_of_more_groups_than_a_second_grid_axis_holds() -> None:
+    gen = torch.Generator(device="cuda").manual_seed(3)
+    _check_compaction(torch.randint(0, 3, (70_000, 2, 3), device="cuda", dtype=torch.int8, generator=gen), False)

@@ -26,8 +26,8 @@ def maskc_count_kinds(
     BLOCK_L: tl.constexpr, BLOCK_W: tl.constexpr,
 ):
     # Stage 1: the program's lines of table g.
-    g = tl.program_id(1).to(tl.int64)
-    offs_l = tl.program_id(0) * BLOCK_L + tl.arange(0, BLOCK_L)
+    g = tl.program_id(0).to(tl.int64)
+    offs_l = tl.program_id(1) * BLOCK_L + tl.arange(0, BLOCK_L)
     l_in = offs_l < lines
     full = tl.zeros([BLOCK_L], tl.int32)
     partial = tl.zeros([BLOCK_L], tl.int32)
@@ -53,8 +53,8 @@ def maskc_write_kinds(
     BLOCK_L: tl.constexpr, BLOCK_W: tl.constexpr,
 ):
     # Stage 1: the program's lines of table g; where their full and partial lists start.
-    g = tl.program_id(1).to(tl.int64)
-    offs_l = tl.program_id(0) * BLOCK_L + tl.arange(0, BLOCK_L)
+    g = tl.program_id(0).to(tl.int64)
+    offs_l = tl.program_id(1) * BLOCK_L + tl.arange(0, BLOCK_L)
     l_in = offs_l < lines
     full_line = g * lines + offs_l
     partial_line = (groups + g) * lines + offs_l

@@ -28,8 +28,8 @@ def maskc_select_top(
     CAUSAL: tl.constexpr, PADDED: tl.constexpr, ROWS: tl.constexpr,
 ):
     # Stage 1: the program's rows of one (batch, head) group, and their candidates.
-    g = tl.program_id(1).to(tl.int64)
-    offs_i = tl.program_id(0) * ROWS + tl.arange(0, ROWS)
+    g = tl.program_id(0).to(tl.int64)
+    offs_i = tl.program_id(1) * ROWS + tl.arange(0, ROWS)
     offs_j = tl.arange(0, PADDED)
     inside = (offs_i < blocks)[:, None] & (offs_j < blocks)[None, :]
     candidate = inside
