@@ -45,9 +45,7 @@ class KernelConfig:
 #: Candidates for 16-bit inputs by kernel and largest head dim; dK/dV's BLOCK_N is its keys per
 #: program, BLOCK_M the query rows of one step. ptxas (sm_90) reports no spills for them except
 #: dK/dV 64 × 128 at head dim 128 (a 40–56-byte stack, loads from it in the tile loops), kept
-#: because it is still the fastest at some sizes (bench/NOTES.md). dK/dV 64 × 64 at head dim 128
-#: takes 8 warps (230 registers, 215 with TMA; with 4 it needs 255 and an 80-byte stack): the
-#: forward's tile shape for block-64 patterns, whose tile classes the backward then reuses.
+#: because it is still the fastest at some sizes (bench/NOTES.md).
 _HALF: dict[Kernel, dict[int, list[KernelConfig]]] = {
     "forward": {
         64: [KernelConfig(128, 64, 4, 3), KernelConfig(128, 128, 8, 3), KernelConfig(64, 64, 4, 3)],
@@ -61,7 +59,6 @@ _HALF: dict[Kernel, dict[int, list[KernelConfig]]] = {
             KernelConfig(64, 128, 8, 4),
             KernelConfig(32, 128, 8, 3),
             KernelConfig(32, 64, 4, 3),
-            KernelConfig(64, 64, 8, 3),
         ],
         256: [KernelConfig(32, 32, 8, 2), KernelConfig(16, 32, 4, 2)],
     },
@@ -85,11 +82,7 @@ _TMA: dict[Kernel, dict[int, list[KernelConfig]]] = {
     },
     "dkdv": {
         64: [KernelConfig(64, 128, 8, 3, tma=True), KernelConfig(32, 64, 4, 3, tma=True)],
-        128: [
-            KernelConfig(64, 128, 8, 3, tma=True),
-            KernelConfig(32, 64, 4, 3, tma=True),
-            KernelConfig(64, 64, 8, 3, tma=True),
-        ],
+        128: [KernelConfig(64, 128, 8, 3, tma=True), KernelConfig(32, 64, 4, 3, tma=True)],
         256: [],
     },
     "dq": {
