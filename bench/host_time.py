@@ -13,6 +13,9 @@ and top-k blocks (bench_runtime's cases), n = 32768, H = 16, D = 128, bf16.
 
     python3 bench/host_time.py [--cases window,docwindow,topk] [--calls 5] [--sync-debug]
 
+docwindow's calls share one documents tensor, so after the first they reuse its tables (a model's
+later layers; backends/triton/reuse.py); MASKC_REUSE_LAYOUT=0 times a build in every call.
+
 With --sync-debug a warm forward and forward+backward of each case run under torch's synchronisation
 debug mode set to error, so the first operation that waits on the GPU prints where it was called.
 """

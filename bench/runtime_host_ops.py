@@ -21,6 +21,9 @@ from pathlib import Path
 os.environ.setdefault("TRITON_INTERPRET", "1")
 # the documents' order checked as on a GPU by default (no read back; maskc.documents.CHECK_DOCUMENTS)
 os.environ.setdefault("MASKC_CHECK_DOCUMENTS", "async")
+# every call builds its layout, as a new batch's first layer does (a later layer with the same documents
+# tensor reuses the first one's tables: backends/triton/reuse.py)
+os.environ.setdefault("MASKC_REUSE_LAYOUT", "0")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from hostops import runtime_cases

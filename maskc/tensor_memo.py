@@ -1,35 +1,56 @@
-"""One tensor remembered by identity and version, with what was learnt from its values.
+"""One tensor (or one tuple of tensors) remembered by identity and version, with what was learnt
+from its values.
 
-Reading a device tensor's values back to the host stalls the device's queue. Where every call of a
-forward receives the same tensor (a model's layers share `position_ids`, or `documents`), what one
-read learnt serves the later calls, as long as the tensor is the same object at the same version
-(an in-place change moves the version, so the values are read again).
+Reading a device tensor's values back to the host stalls the device's queue, and building from them
+costs host time. Where every call of a forward receives the same tensor (a model's layers share
+`position_ids`, or `documents`), what one call learnt serves the later calls, as long as the tensor
+is the same object at the same version (an in-place change moves the version, so the values are read
+again; writes that bypass torch's version counter, through `.data` or from outside torch, are not
+seen).
 """
 
 from __future__ import annotations
 
 import weakref
-from collections.abc import Hashable
+from collections.abc import Hashable, Sequence
 from typing import Any
 
 import torch
 
+#: One tensor, or several remembered together.
+Tensors = torch.Tensor | Sequence[torch.Tensor]
+
 
 class LastTensor:
-    """What was learnt from the last tensor read (and the `key` it was read for, e.g. a call's sizes)."""
+    """What was learnt from the last tensor (or tuple of tensors) read, and the `key` it was read for
+    (e.g. a call's sizes)."""
 
     def __init__(self) -> None:
-        self._seen: tuple[weakref.ref, int, Hashable, Any] | None = None
+        self._seen: tuple[tuple[weakref.ref, ...], tuple[int, ...], Hashable, Any] | None = None
 
-    def get(self, tensor: torch.Tensor, key: Hashable = None) -> Any | None:
-        """The value remembered for this very tensor, unchanged, and `key`; None when there is none
+    def get(self, tensors: Tensors, key: Hashable = None) -> Any | None:
+        """The value remembered for these very tensors, unchanged, and `key`; None when there is none
         (always for an inference-mode tensor, which has no version to tell a change by)."""
-        if self._seen is None or tensor.is_inference():
+        seen = _as_tuple(tensors)
+        if self._seen is None or _any_inference(seen):
             return None
-        ref, version, seen_key, value = self._seen
-        return value if ref() is tensor and version == tensor._version and seen_key == key else None
+        refs, versions, seen_key, value = self._seen
+        same = len(refs) == len(seen) and all(
+            ref() is tensor and version == tensor._version
+            for ref, version, tensor in zip(refs, versions, seen, strict=True)
+        )
+        return value if same and seen_key == key else None
 
-    def put(self, tensor: torch.Tensor, value: Any, key: Hashable = None) -> None:
-        """Remember `value` for `tensor` (not for an inference-mode tensor: nothing to key it by)."""
-        if not tensor.is_inference():
-            self._seen = (weakref.ref(tensor), tensor._version, key, value)
+    def put(self, tensors: Tensors, value: Any, key: Hashable = None) -> None:
+        """Remember `value` for `tensors` (not for inference-mode tensors: nothing to key them by)."""
+        seen = _as_tuple(tensors)
+        if not _any_inference(seen):
+            self._seen = (tuple(weakref.ref(t) for t in seen), tuple(t._version for t in seen), key, value)
+
+
+def _as_tuple(tensors: Tensors) -> tuple[torch.Tensor, ...]:
+    return (tensors,) if isinstance(tensors, torch.Tensor) else tuple(tensors)
+
+
+def _any_inference(tensors: tuple[torch.Tensor, ...]) -> bool:
+    return any(t.is_inference() for t in tensors)

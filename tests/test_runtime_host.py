@@ -12,6 +12,7 @@ from test_backend_triton import interpreter  # noqa: F401 - the module's TRITON_
 
 import maskc
 from maskc import selection
+from maskc.backends.triton.reuse import REUSE_LAYOUT
 from maskc.documents import CHECK_DOCUMENTS, ORDER_MESSAGE
 from maskc.errors import DocumentsError
 
@@ -41,6 +42,7 @@ def counted(cases) -> dict[tuple[str, bool], HostOps]:
     per call)."""
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv(CHECK_DOCUMENTS, "async")
+        patch.setenv(REUSE_LAYOUT, "0")  # every counted call builds its layout, as a batch's first layer
         patch.setattr(selection, "_CONSTANTS", {})
         return {(name, backward): case.count(backward) for name, case in cases.items() for backward in (False, True)}
 
@@ -65,6 +67,17 @@ def test_a_run_time_call_reads_nothing_back_and_uploads_nothing(counted, name: s
 def test_the_layout_build_dispatches_few_ops(counted, name: str, backward: bool) -> None:
     counts = counted[name, backward]
     assert counts.total_ops <= OP_BOUNDS[name][backward], counts.table()
+
+
+@pytest.mark.parametrize("name", ["document-causal", "window"])
+@pytest.mark.parametrize("backward", [False, True], ids=["forward", "forward+backward"])
+def test_a_later_layer_with_the_same_documents_builds_nothing(cases, async_check, name: str, backward: bool) -> None:
+    """The layout decided by a documents tensor is built by its first call only (backends/triton/reuse.py):
+    a later call with the same tensor dispatches the documents' order check (6 ops, async) and the
+    kernels' own ops (2 forward, 18 forward+backward), against 41 / 62 when it builds."""
+    counts = cases[name].count(backward)
+    assert counts.total_ops <= (10, 22)[backward], counts.table()
+    assert "backends.triton.runtime" not in counts.table(), counts.table()
 
 
 def test_the_counter_sees_reads_and_uploads(monkeypatch) -> None:

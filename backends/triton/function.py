@@ -28,6 +28,7 @@ from .decode import decode_attention
 from .eager import EagerAttention, eager_forward
 from .ops import triton_attention
 from .plans import plan_for, traced_key
+from .reuse import reused
 from .runtime import CallInputs, needs_runtime_layout
 
 #: Smallest head dim a tensor-core product takes (inputs with fewer columns are zero-padded).
@@ -75,8 +76,16 @@ def run_time_tensors(
     rules = [layout.rule for layout in pattern.layouts]
     if not needs_runtime_layout(rules):
         return []
-    values = CallInputs.prepare(rules, q, k, documents, centroids).values
-    return [values[key] for key in sorted(values)]
+
+    def made() -> list[torch.Tensor]:
+        values = CallInputs.prepare(rules, q, k, documents, centroids).values
+        return [values[key] for key in sorted(values)]
+
+    plan = None if torch.compiler.is_compiling() else plan_for(pattern)
+    if plan is None or not plan.documents_only or documents is None:
+        return made()
+    # the same documents tensor again (a model's next layer): the same tensors, so its tables serve too
+    return reused(plan.last_documents, documents, (q.shape[0], q.shape[2]), q.device, made)
 
 
 def sparse_attention(

@@ -14,6 +14,7 @@ from .backward import attention_backward
 from .forward import attention_forward
 from .plan import Plan
 from .plans import plan_by_key
+from .reuse import reused
 from .runtime import CallInputs
 from .span import Span
 
@@ -24,7 +25,14 @@ def call_inputs(plan: str, q: torch.Tensor, inputs: list[torch.Tensor]) -> CallI
     if not found.run_time:
         return None
     batch, heads, n, _ = q.shape
-    return CallInputs(batch, heads, n, dict(zip(found.input_keys, inputs)))
+
+    def made() -> CallInputs:
+        return CallInputs(batch, heads, n, dict(zip(found.input_keys, inputs)))
+
+    if not found.documents_only:
+        return made()
+    # the same documents' tensors again (a model's next layer): the tables built from them serve again
+    return reused(found.last_inputs, inputs, (batch, heads, n), q.device, made)
 
 
 def call_span(plan: Plan, q: torch.Tensor, k: torch.Tensor, q_starts: torch.Tensor | None, q_first: int,

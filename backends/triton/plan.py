@@ -19,11 +19,13 @@ from maskc.grid import TileGrid
 from maskc.ir import BlockLayout, CompiledPattern
 from maskc.ir.build import build_layout
 from maskc.schedule.axes import row_map
+from maskc.tensor_memo import LastTensor
 
 from .cache import interpreting, load_module
 from .codegen import TABLE_STRIDE, emit_masks, module_source
 from .emitter import KernelArg
 from .kernels import kernel_module
+from .reuse import decided_by_documents
 from .runtime import CallInputs, StaticMaps, needs_runtime_layout, runtime_tables
 from .tables import Walk, WalkTables, Window, chunking, walk_tables
 
@@ -85,6 +87,11 @@ class Plan:
         self._launches: dict[tuple, LaunchTables] = {}
         #: Run-time layouts: tile tables built per call from documents, q and k (`runtime.py`).
         self.run_time = needs_runtime_layout(self.rules)
+        #: Run-time layouts decided by the documents alone: the last documents tensor's per-call tensors,
+        #: and what was built from those (tables), serve later calls with the same tensor (`reuse.py`).
+        self.documents_only = decided_by_documents(self.rules)
+        self.last_documents = LastTensor()
+        self.last_inputs = LastTensor()
         #: The keys of the per-call tensors the predicate reads, in the order the operators carry them.
         self.input_keys = tuple(
             sorted({a.value for a in self.masks.args if a.kind == "input" and a.value != TABLE_STRIDE})
