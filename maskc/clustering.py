@@ -151,13 +151,34 @@ def torch_nearest_direction(x: torch.Tensor, directions: torch.Tensor, signed: b
     groups, points, _ = x.shape
     per_group = points * directions.shape[1] * (2 if signed else 1) * 4
     step = max(1, SCORE_BUDGET_BYTES // max(per_group, 1))
+    first = _first_copies(directions)
     parts = []
     for lo in range(0, groups, step):
         units = _normalised(x[lo : lo + step])
         chunk = directions if directions.shape[0] == 1 else directions[lo : lo + step]
         scores = torch.matmul(units, chunk.to(units.dtype).transpose(1, 2))
+        if first is not None:  # equal directions score alike, whatever path the product took for each
+            index = (first if first.shape[0] == 1 else first[lo : lo + step])[:, None, :].expand(scores.shape)
+            scores = scores.gather(-1, index)
         parts.append((torch.cat([scores, -scores], dim=-1) if signed else scores).argmax(dim=-1))
     return torch.cat(parts) if parts else torch.zeros(0, points, dtype=torch.int64, device=x.device)
+
+
+def _first_copies(directions: torch.Tensor) -> torch.Tensor | None:
+    """(G or 1, M) int64: for each direction of its group, the label of the first one equal to it (its
+    own when it has no earlier copy); None on a GPU. A CPU matrix product may round equal columns
+    differently (its BLAS kernel takes remainder columns by another path), so scores are read from the
+    first copy. Not on a GPU: finding copies (torch.unique) would synchronise and could not be
+    captured in a CUDA graph, and the GPU's labels come from the Triton kernel, exact on ties."""
+    if directions.device.type != "cpu":
+        return None
+    groups, count, dim = directions.shape
+    group = torch.arange(groups).repeat_interleave(count)
+    rows = torch.cat([group[:, None].double(), directions.reshape(-1, dim).double()], dim=1)
+    inverse = torch.unique(rows, dim=0, return_inverse=True)[1]
+    earliest = torch.full((groups * count,), groups * count, dtype=torch.int64)
+    earliest = earliest.scatter_reduce(0, inverse, torch.arange(groups * count), "amin")
+    return (earliest[inverse] - group * count).view(groups, count)
 
 
 def _check_directions(x: torch.Tensor, directions: torch.Tensor) -> None:

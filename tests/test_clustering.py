@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import maskc
-from maskc.clustering import cluster_labels, resolve_dynamic
+from maskc.clustering import cluster_labels, resolve_dynamic, torch_nearest_direction
 from maskc.errors import BackendError, MaskcWarning, SpecError
 
 N, D = 192, 16
@@ -133,3 +133,20 @@ def test_cpu_and_triton_agree_from_the_same_assignments() -> None:
     on_gpu = maskc.attention(q, k, v, resolved, backend="triton")
     on_cpu = maskc.attention(q.cpu().double(), k.cpu().double(), v.cpu().double(), resolved, backend="cpu")
     assert torch.allclose(on_gpu.cpu().double(), on_cpu, rtol=1e-3, atol=1e-4)
+
+
+@pytest.mark.parametrize("signed", [False, True])
+def test_equal_directions_tie_to_the_lower_label_per_group(signed: bool) -> None:
+    """Each group's copies of a direction (at columns 5 to 9, where this CPU's matrix product rounds
+    some apart) score alike: a point nearest to a copied direction takes the first copy's label."""
+    gen = torch.Generator().manual_seed(3)
+    base = torch.nn.functional.normalize(torch.randn(2, 5, 16, generator=gen), dim=-1)
+    copies = [[0, 1, 2, 3, 4], [4, 4, 3, 2, 1]]
+    directions = torch.stack([torch.cat([base[g], base[g, copies[g]]]) for g in range(2)])
+    x = torch.randn(2, 200, 16, generator=torch.Generator().manual_seed(4))
+    labels = torch_nearest_direction(x, directions, signed)
+    scores = torch.einsum("gpd,gmd->gpm", x.double(), base.double())  # each direction once, in float64
+    want = (torch.cat([scores, -scores], dim=-1) if signed else scores).argmax(dim=-1)
+    if signed:  # the negatives of the copies are labels 10 to 14: the first copies' are 5 to 9
+        want = torch.where(want >= 5, want + 5, want)
+    assert torch.equal(labels, want)
