@@ -168,17 +168,13 @@ def _first_copies(directions: torch.Tensor) -> torch.Tensor | None:
     """(G or 1, M) int64: for each direction of its group, the label of the first one equal to it (its
     own when it has no earlier copy); None on a GPU. A CPU matrix product may round equal columns
     differently (its BLAS kernel takes remainder columns by another path), so scores are read from the
-    first copy. Not on a GPU: finding copies (torch.unique) would synchronise and could not be
-    captured in a CUDA graph, and the GPU's labels come from the Triton kernel, exact on ties."""
+    first copy. Not on a GPU, whose labels come from the Triton kernel, exact on ties (and where
+    torch's path, for inputs the kernel declines, keeps its product's rounding)."""
     if directions.device.type != "cpu":
         return None
-    groups, count, dim = directions.shape
-    group = torch.arange(groups).repeat_interleave(count)
-    rows = torch.cat([group[:, None].double(), directions.reshape(-1, dim).double()], dim=1)
-    inverse = torch.unique(rows, dim=0, return_inverse=True)[1]
-    earliest = torch.full((groups * count,), groups * count, dtype=torch.int64)
-    earliest = earliest.scatter_reduce(0, inverse, torch.arange(groups * count), "amin")
-    return (earliest[inverse] - group * count).view(groups, count)
+    wide = directions.double()  # float32 differences square without underflow: 0 only between equals
+    apart = torch.cdist(wide, wide, compute_mode="donot_use_mm_for_euclid_dist")
+    return (apart == 0).to(torch.uint8).argmax(dim=-1)  # the first maximum: the earliest equal direction
 
 
 def _check_directions(x: torch.Tensor, directions: torch.Tensor) -> None:

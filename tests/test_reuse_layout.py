@@ -1,10 +1,11 @@
 """A run-time layout decided by the documents is built once per documents tensor (backends/triton/reuse.py,
 TRITON_INTERPRET=1 on the CPU): later calls with the same unchanged tensor build nothing and compute
 what the CPU reference computes; a changed or another tensor, a top-k pattern, MASKC_REUSE_LAYOUT=0 and
-tracing build anew."""
+torch.compile build anew; inference-mode calls keep nothing; a freed tensor's layout is dropped."""
 
 from __future__ import annotations
 
+import gc
 import warnings
 
 import numpy as np
@@ -14,6 +15,7 @@ from test_backend_triton import interpreter  # noqa: F401 - the module's TRITON_
 
 import maskc
 from maskc.backends.triton import runtime
+from maskc.backends.triton.plans import plan_for
 from maskc.backends.triton.reuse import REUSE_LAYOUT, decided_by_documents
 from maskc.errors import BackendError, MaskcWarning
 
@@ -24,11 +26,11 @@ PER_DOCUMENT_SINKS = {"causal": True, "pattern": [{"document": {}}, {"sink": {"c
 TOPK = {"causal": True, "block_size": 16, "pattern": [{"window": {"before": 15, "after": 0}}, {"topk": {"blocks": 2}}]}
 
 
-def _pattern(spec: dict) -> maskc.CompiledPattern:
+def _pattern(spec: dict, heads: int = HEADS) -> maskc.CompiledPattern:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", MaskcWarning)
         spec = maskc.Spec.model_validate({"name": "reuse", **spec})
-        return maskc.compile(spec, seq_len=N, heads=HEADS, block_size=spec.block_size or (16, 16))
+        return maskc.compile(spec, seq_len=N, heads=heads, block_size=spec.block_size or (16, 16))
 
 
 def _documents(*lengths: list[int]) -> torch.Tensor:
@@ -124,3 +126,59 @@ def test_inference_mode_documents_are_not_reused_and_stay_exact(builds: list[str
     assert len(builds) == 2
     for out in got:
         torch.testing.assert_close(out, want, rtol=1e-4, atol=1e-5)
+
+
+def test_inference_mode_calls_use_what_was_built_outside_and_keep_nothing(builds: list[str]) -> None:
+    """A reference pass under inference mode, then a training pass on the same batch (and back): the
+    training pass's backward must not meet inference tensors."""
+    pattern, documents = _pattern(DOCUMENTS_WINDOW), _documents([30, 40, 26], [96])
+    q, k, v = (x.detach() for x in _qkv(0))
+    with torch.inference_mode():
+        maskc.attention(q, k, v, pattern, backend="triton", documents=documents)
+    assert len(builds) == 1 and plan_for(pattern).last_documents.held() is None
+    _close(_layer(pattern, documents, 1), _layer(pattern, documents, 1, backend="cpu"))
+    assert len(builds) == 3  # the forward's rows and the backward's columns walk
+    with torch.inference_mode():
+        out = maskc.attention(q, k, v, pattern, backend="triton", documents=documents)
+    assert len(builds) == 3
+    torch.testing.assert_close(out, maskc.attention(q, k, v, pattern, backend="cpu", documents=documents))
+
+
+def test_patterns_and_head_counts_sharing_documents_keep_their_own(builds: list[str]) -> None:
+    """Two patterns alternating on one documents tensor, and one pattern called with other head counts."""
+    window, sinks = _pattern(DOCUMENTS_WINDOW), _pattern(PER_DOCUMENT_SINKS)
+    documents = _documents([30, 40, 26], [96])
+    for pattern in (window, sinks, window, sinks):
+        _close(_layer(pattern, documents, 0), _layer(pattern, documents, 0, backend="cpu"))
+    assert len(builds) == 4  # each pattern's two walks, once
+    any_heads = _pattern(DOCUMENTS_WINDOW, heads=1)  # one pattern for every head: calls of any head count
+    q = torch.randn(2, 4, N, DIM, generator=torch.Generator().manual_seed(9))
+    for heads in (4, 1, 4, 1):
+        x = q[:, :heads]
+        want = maskc.attention(x, x, x, any_heads, backend="cpu", documents=documents)
+        torch.testing.assert_close(maskc.attention(x, x, x, any_heads, backend="triton", documents=documents), want)
+    assert len(builds) == 6  # one rows walk for each head count
+
+
+def test_a_freed_documents_tensor_drops_its_layout(builds: list[str]) -> None:
+    pattern, documents = _pattern(DOCUMENTS_WINDOW), _documents([30, 40, 26], [96])
+    _layer(pattern, documents, 0)
+    memo = plan_for(pattern).last_documents
+    assert memo.held() is not None
+    del documents
+    gc.collect()
+    assert memo.held() is None
+
+
+def test_compiled_calls_keep_nothing(builds: list[str]) -> None:
+    """Under torch.compile the op builds per call: a compiled graph may refill one tensor object with
+    other values without moving its version, so nothing it makes is remembered."""
+    pattern, documents = _pattern(DOCUMENTS_WINDOW), _documents([30, 40, 26], [96])
+    q, k, v = (x.detach() for x in _qkv(0))
+    compiled = torch.compile(lambda a, b, c, d: maskc.attention(a, b, c, pattern, backend="triton", documents=d))
+    for _ in range(2):
+        torch.testing.assert_close(
+            compiled(q, k, v, documents), maskc.attention(q, k, v, pattern, backend="cpu", documents=documents)
+        )
+    assert plan_for(pattern).last_documents.held() is None
+    assert len(builds) == 2

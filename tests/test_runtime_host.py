@@ -20,12 +20,13 @@ from maskc.errors import DocumentsError
 #: with the tables compacted by two kernels and a union's static children folded once:
 #: document-causal 39 / 60, documents + window 41 / 62, top-k + window + sinks 48 / 69 (its selection
 #: by torch's sort here, by one kernel on a GPU), LSH in cluster order (its labels by torch here, by
-#: one kernel on a GPU) 104 / 128. A custom op (`maskc::compact_kinds`, `maskc::select_top`) counts as
+#: one kernel on a GPU) 124 / 148 (20 of them the CPU's search for equal directions, which a GPU does
+#: not run). A custom op (`maskc::compact_kinds`, `maskc::select_top`) counts as
 #: one op, its launches inside it unseen, so part of the fall from the torch-op tables is the count's
 #: view, not fewer launches (the compaction is three: two kernels and a scan). With the tables
 #: compacted by torch ops: 62 / 108, 64 / 110, 70 / 116 and 127 / 176; before the layout build was
 #: first reworked: 115 / 324, 117 / 330, 140 / 335. The bounds leave room for small changes.
-OP_BOUNDS = {"document-causal": (48, 72), "window": (50, 74), "top-k": (60, 84), "lsh": (120, 148)}
+OP_BOUNDS = {"document-causal": (48, 72), "window": (50, 74), "top-k": (60, 84), "lsh": (136, 164)}
 
 
 @pytest.fixture(scope="module")
@@ -71,10 +72,13 @@ def test_the_layout_build_dispatches_few_ops(counted, name: str, backward: bool)
 
 @pytest.mark.parametrize("name", ["document-causal", "window"])
 @pytest.mark.parametrize("backward", [False, True], ids=["forward", "forward+backward"])
-def test_a_later_layer_with_the_same_documents_builds_nothing(cases, async_check, name: str, backward: bool) -> None:
+def test_a_later_layer_with_the_same_documents_builds_nothing(
+    cases, async_check, monkeypatch: pytest.MonkeyPatch, name: str, backward: bool
+) -> None:
     """The layout decided by a documents tensor is built by its first call only (backends/triton/reuse.py):
     a later call with the same tensor dispatches the documents' order check (6 ops, async) and the
     kernels' own ops (2 forward, 18 forward+backward), against 41 / 62 when it builds."""
+    monkeypatch.delenv(REUSE_LAYOUT, raising=False)
     counts = cases[name].count(backward)
     assert counts.total_ops <= (10, 22)[backward], counts.table()
     assert "backends.triton.runtime" not in counts.table(), counts.table()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+
 import torch
 
 import maskc
@@ -28,6 +30,21 @@ def test_a_tuple_of_tensors_is_kept_while_each_is_the_same_and_unchanged() -> No
     assert memo.get((a, b.clone()), key=1) is None  # one of them another tensor
     b.add_(1)  # one of them changed in place
     assert memo.get((a, b), key=1) is None
+
+
+def test_nothing_matches_no_tensors_and_a_freed_tensor_drops_the_value() -> None:
+    memo = LastTensor()
+    memo.put((), "never")
+    assert memo.get(()) is None and memo.held() is None
+    first, second = torch.zeros(3), torch.ones(2)
+    memo.put(first, "first")
+    memo.put(second, "second")
+    del first
+    gc.collect()
+    assert memo.held() == "second"  # an earlier tensor's death leaves the newer value
+    del second
+    gc.collect()
+    assert memo.held() is None
 
 
 def test_inference_mode_tensors_are_never_kept() -> None:

@@ -27,7 +27,7 @@ class EagerAttention(torch.autograd.Function):
                 q_starts: torch.Tensor | None, q_first: int, q_end: int, k_start: int,
                 run_time: list) -> Any:  # fmt: skip
         ctx.set_materialize_grads(False)
-        inputs = call_inputs(plan, q, run_time)
+        inputs = call_inputs(plan, q, run_time, reuse=True)
         output = _forward(q, k, v, plan, scale, q_starts, q_first, q_end, k_start, inputs)
         setup_context(ctx, (q, k, v, plan, scale, q_starts, q_first, q_end, k_start, run_time), output)
         ctx.eager = True
@@ -43,7 +43,7 @@ def eager_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, plan: str, 
                   run_time: list) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
     """(out, lse) of the forward kernels alone: what a call that needs no gradient runs, without the
     autograd function's bookkeeping (its host time is the GPU's idle time on small problems)."""
-    inputs = call_inputs(plan, q, run_time)
+    inputs = call_inputs(plan, q, run_time, reuse=True)
     return _forward(q, k, v, plan, scale, q_starts, q_first, q_end, k_start, inputs)
 
 

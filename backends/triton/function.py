@@ -28,7 +28,7 @@ from .decode import decode_attention
 from .eager import EagerAttention, eager_forward
 from .ops import triton_attention
 from .plans import plan_for, traced_key
-from .reuse import reused
+from .reuse import documents_tensors
 from .runtime import CallInputs, needs_runtime_layout
 
 #: Smallest head dim a tensor-core product takes (inputs with fewer columns are zero-padded).
@@ -85,7 +85,7 @@ def run_time_tensors(
     if plan is None or not plan.documents_only or documents is None:
         return made()
     # the same documents tensor again (a model's next layer): the same tensors, so its tables serve too
-    return reused(plan.last_documents, documents, (q.shape[0], q.shape[2]), q.device, made)
+    return documents_tensors(plan.last_documents, documents, (q.shape[0], q.shape[2]), made)
 
 
 def sparse_attention(

@@ -14,13 +14,15 @@ from .backward import attention_backward
 from .forward import attention_forward
 from .plan import Plan
 from .plans import plan_by_key
-from .reuse import reused
+from .reuse import documents_inputs
 from .runtime import CallInputs
 from .span import Span
 
 
-def call_inputs(plan: str, q: torch.Tensor, inputs: list[torch.Tensor]) -> CallInputs | None:
-    """The call's run-time tensors by key (the plan's `input_keys` order), or None for a static layout."""
+def call_inputs(plan: str, q: torch.Tensor, inputs: list[torch.Tensor], reuse: bool = False) -> CallInputs | None:
+    """The call's run-time tensors by key (the plan's `input_keys` order), or None for a static layout.
+    With `reuse` (the eager path only), those of a documents tensor's remembered layout come with the
+    tables already built from them (`reuse.py`)."""
     found = plan_by_key(plan)
     if not found.run_time:
         return None
@@ -29,10 +31,9 @@ def call_inputs(plan: str, q: torch.Tensor, inputs: list[torch.Tensor]) -> CallI
     def made() -> CallInputs:
         return CallInputs(batch, heads, n, dict(zip(found.input_keys, inputs)))
 
-    if not found.documents_only:
+    if not (reuse and found.documents_only and inputs):
         return made()
-    # the same documents' tensors again (a model's next layer): the tables built from them serve again
-    return reused(found.last_inputs, inputs, (batch, heads, n), q.device, made)
+    return documents_inputs(found.last_documents, inputs, (batch, heads, n), made)
 
 
 def call_span(plan: Plan, q: torch.Tensor, k: torch.Tensor, q_starts: torch.Tensor | None, q_first: int,

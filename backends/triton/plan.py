@@ -88,10 +88,9 @@ class Plan:
         #: Run-time layouts: tile tables built per call from documents, q and k (`runtime.py`).
         self.run_time = needs_runtime_layout(self.rules)
         #: Run-time layouts decided by the documents alone: the last documents tensor's per-call tensors,
-        #: and what was built from those (tables), serve later calls with the same tensor (`reuse.py`).
+        #: and the tables built from those, serve later calls with the same tensor (`reuse.py`).
         self.documents_only = decided_by_documents(self.rules)
         self.last_documents = LastTensor()
-        self.last_inputs = LastTensor()
         #: The keys of the per-call tensors the predicate reads, in the order the operators carry them.
         self.input_keys = tuple(
             sorted({a.value for a in self.masks.args if a.kind == "input" and a.value != TABLE_STRIDE})
