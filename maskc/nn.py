@@ -124,6 +124,7 @@ class SparseAttention(torch.nn.Module):
         q_offset: Any = None,
         k_offset: Any = 0,
         attention_mask: torch.Tensor | None = None,
+        documents: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Attention output (B, H, m, Dv).
 
@@ -137,7 +138,16 @@ class SparseAttention(torch.nn.Module):
         each sequence's positions count from its first token, padding is never attended and its
         output rows are zeros; the queries are the last m columns. With a cache it goes with the
         prompt only (an empty cache keeps each sequence's own tokens); later steps are all real tokens.
+
+        `documents` (B, N) are the packed documents' ids of the call (`maskc.attention`), for patterns
+        with `document` parts; full-length calls without a cache or a mask. Give every layer the same
+        tensor: its layout is then built once per step (the Triton backend).
         """
+        if documents is not None and (cache is not None or attention_mask is not None):
+            raise BackendError(
+                "documents go with a full-length call: give no cache or attention_mask with them "
+                "(a pattern decided by documents takes the whole packed sequence at once)"
+            )
         if attention_mask is not None:
             return self._padded(q, k, v, attention_mask, cache, q_offset, k_offset)
         if cache is None:
@@ -152,6 +162,7 @@ class SparseAttention(torch.nn.Module):
                 centroids=fixed,
                 q_offset=q_offset,
                 k_offset=k_offset,
+                documents=documents,
             )
             if self.centroids is not None and self.training:
                 self.centroids.update(q, k)

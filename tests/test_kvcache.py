@@ -119,3 +119,24 @@ def test_sparse_attention_module_prefill_then_decode():
     assert cache.slots == 3 + 7
     with pytest.raises(BackendError, match="exceed the cache's step_tokens=1"):
         module(q[:, :, :2], k[:, :, :2], v[:, :, :2], cache=cache)
+
+
+def test_sparse_attention_module_takes_packed_documents():
+    """maskc.nn.SparseAttention passes `documents` to maskc.attention, which checks them as usual; they go
+    with full-length calls only."""
+    spec = maskc.Spec(name="documents", causal=True, pattern={"document": {}})
+    module = maskc.nn.SparseAttention(spec, seq_len=24, backend="cpu")
+    gen = torch.Generator().manual_seed(6)
+    q, k, v = (torch.randn(1, 2, 24, 8, generator=gen, dtype=torch.float64) for _ in range(3))
+    documents = torch.as_tensor(maskc.ids_from_lengths([10, 14]))[None]
+    want = maskc.attention(q, k, v, module.pattern, "cpu", documents=documents)
+    torch.testing.assert_close(module(q, k, v, documents=documents), want)
+    # a document's first query sees only itself: the documents reached the call
+    torch.testing.assert_close(want[:, :, 10], v[:, :, 10])
+    with pytest.raises(maskc.DocumentsError, match="pass documents="):
+        module(q, k, v)
+    cache = module.new_cache(batch=1, kv_heads=2, head_dim=8, dtype=torch.float64)
+    with pytest.raises(BackendError, match="documents go with a full-length call"):
+        module(q, k, v, cache=cache, documents=documents)
+    with pytest.raises(BackendError, match="documents go with a full-length call"):
+        module(q, k, v, attention_mask=torch.ones(1, 24), documents=documents)
