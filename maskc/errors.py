@@ -74,7 +74,8 @@ class ArgumentError(SpecError):
 
 
 class DynamicPatternError(MaskcError):
-    """An operation needs the concrete mask, but part of it is decided at run time (cluster)."""
+    """An operation needs the concrete mask, but part of it is decided at run time (documents, top-k,
+    clusters)."""
 
 
 class TooLargeError(MaskcError):

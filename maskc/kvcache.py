@@ -52,8 +52,8 @@ class KVCache:
     ) -> None:
         if pattern.dynamic:
             raise BackendError(
-                f"pattern {pattern.spec.name!r} has a part decided at run time (cluster); a decoding cache needs "
-                "a static pattern"
+                f"pattern {pattern.spec.name!r} has parts decided at run time ({pattern.run_time_parts}); a "
+                "decoding cache needs a static pattern"
             )
         self.pattern = pattern
         self.retention: Retention = pattern_retention(pattern)

@@ -135,8 +135,11 @@ def test_sparse_attention_module_takes_packed_documents():
     torch.testing.assert_close(want[:, :, 10], v[:, :, 10])
     with pytest.raises(maskc.DocumentsError, match="pass documents="):
         module(q, k, v)
-    cache = module.new_cache(batch=1, kv_heads=2, head_dim=8, dtype=torch.float64)
+    with pytest.raises(BackendError, match=r"parts decided at run time \(same document\)"):
+        module.new_cache(batch=1, kv_heads=2, head_dim=8, dtype=torch.float64)
+    static = maskc.nn.SparseAttention(maskc.Spec(name="sinks+window", **SPECS["sinks+window"]), seq_len=24)
+    cache = static.new_cache(batch=1, kv_heads=2, head_dim=8, dtype=torch.float64)
     with pytest.raises(BackendError, match="documents go with a full-length call"):
-        module(q, k, v, cache=cache, documents=documents)
+        static(q, k, v, cache=cache, documents=documents)
     with pytest.raises(BackendError, match="documents go with a full-length call"):
         module(q, k, v, attention_mask=torch.ones(1, 24), documents=documents)

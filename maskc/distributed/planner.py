@@ -303,8 +303,8 @@ def plan(
         raise BackendError(f"max_held_keys must be at least 0; got {max_held_keys}")
     if pattern.dynamic:
         raise DynamicPatternError(
-            f"pattern {pattern.spec.name!r} has a part decided at run time (cluster); context parallelism "
-            "needs the keys each rank reads before the call, so it takes static patterns only"
+            f"pattern {pattern.spec.name!r} has parts decided at run time ({pattern.run_time_parts}); context "
+            "parallelism needs the keys each rank reads before the call, so it takes static patterns only"
         )
     shards = [rank_ranges(pattern.n, r, ranks, sharding) for r in range(ranks)]
     atoms = _Atoms(pattern, shards)

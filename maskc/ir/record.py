@@ -185,6 +185,12 @@ class CompiledPattern:
     def dynamic(self) -> bool:
         return any(layout.rule.dynamic for layout in self.layouts)
 
+    @property
+    def run_time_parts(self) -> str:
+        """The parts decided at run time, described ("" for a static pattern): what errors name."""
+        leaves = {leaf for layout in self.layouts for leaf in layout.rule.leaves() if leaf.dynamic}
+        return ", ".join(sorted({leaf.describe() for leaf in leaves}))
+
     def freeze(self) -> None:
         """Make every table read-only (the compile cache hands the same pattern to every caller)."""
         for layout in self.layouts:
