@@ -13,6 +13,10 @@ A padded batch (an attention_mask with zeros: left padding for generation, right
 training) runs through `maskc.padding`: each sequence's positions count from its first token, and
 padding is never attended. `maskc.hf.cache_for(model)` gives generate() a cache sized by the spec
 (`maskc.hf_cache`). Attention dropout is refused.
+
+A spec with document parts takes packed sequences: a flattened batch whose position_ids restart at 0
+for each document (transformers' DataCollatorWithFlattening) of `maskc_seq_len` tokens per row; the
+documents are where the positions restart, derived once per forward and shared by every layer.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import torch
 from maskc.attention import attention
 from maskc.catalogue import catalogue_dir
 from maskc.compiler import compile
+from maskc.documents import uses_documents
 from maskc.errors import BackendError, SpecError
 from maskc.ir import CompiledPattern
 from maskc.loader import load
@@ -141,7 +146,10 @@ def _offsets(position_ids: torch.Tensor | None, q_len: int, kv_len: int) -> tupl
     if len(set(first)) > 1 or any(end != last for _, end in ends):
         raise BackendError(f"attn_implementation='maskc' needs one position range for the batch; got starts {first}")
     if last - first[0] + 1 != q_len:
-        raise BackendError(f"position_ids {first[0]}..{last} do not match {q_len} query rows (packed sequences?)")
+        raise BackendError(
+            f"position_ids {first[0]}..{last} do not match {q_len} query rows (packed sequences? they need a spec "
+            "with document parts, e.g. document intersected with the pattern)"
+        )
     return first[0], last + 1 - kv_len
 
 
@@ -163,11 +171,47 @@ def _read_offsets(position_ids: torch.Tensor, q_len: int, kv_len: int) -> tuple[
     return offsets
 
 
+def packed_documents(position_ids: torch.Tensor, batch: int) -> torch.Tensor:
+    """(batch, N) document ids of a flattened batch (transformers' DataCollatorWithFlattening): a document
+    starts wherever a position does not follow the one before (position_ids restart at each document).
+    Torch ops on the device, nothing read back."""
+    rows = position_ids.reshape(-1, position_ids.shape[-1]).expand(batch, -1)
+    starts = torch.nn.functional.pad(rows[:, 1:] != rows[:, :-1] + 1, (1, 0))
+    return starts.cumsum(dim=1)
+
+
+#: The documents of the last position_ids seen: every layer of one forward receives the same tensor, so
+#: they all get the same documents tensor, and a run-time layout built from it serves them all.
+_DOCUMENTS = LastTensor()
+
+
+def _packed_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, pattern: CompiledPattern,
+                      scaling: float | None, position_ids: torch.Tensor | None) -> torch.Tensor:  # fmt: skip
+    """A spec with document parts: the call's documents are the packed sequences that position_ids
+    count (each from 0), over the whole flattened batch."""
+    q_len, kv_len = query.shape[2], key.shape[2]
+    if position_ids is None or q_len != kv_len or position_ids.shape[-1] != q_len:
+        raise BackendError(
+            f"layer {pattern.spec.name!r} has document parts: it takes whole packed sequences (as many queries "
+            "as keys) with position_ids that restart at 0 for each document, as transformers' "
+            "DataCollatorWithFlattening makes them; not decoding steps"
+        )
+    size = (query.shape[0], q_len)
+    documents = _DOCUMENTS.get(position_ids, size)
+    if documents is None:
+        documents = packed_documents(position_ids, query.shape[0])
+        _DOCUMENTS.put(position_ids, documents, size)
+    return attention(query, key, value, pattern, scale=scaling, documents=documents)
+
+
 def _unpadded_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, pattern: CompiledPattern,
                         scaling: float | None, position_ids: torch.Tensor | None) -> torch.Tensor:  # fmt: skip
     """Attention at the positions position_ids give. The first layer of a prefill (as many queries as
     keys) runs at positions 0 … m − 1 before position_ids are read, and again if they say otherwise:
-    the read then waits on a busy GPU instead of stalling an idle one."""
+    the read then waits on a busy GPU instead of stalling an idle one. A spec with document parts
+    takes the documents position_ids pack instead (`_packed_attention`)."""
+    if uses_documents(pattern):
+        return _packed_attention(query, key, value, pattern, scaling, position_ids)
     q_len, kv_len = query.shape[2], key.shape[2]
     offsets = _known_offsets(position_ids, q_len, kv_len)
     if offsets is None and q_len == kv_len:

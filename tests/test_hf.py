@@ -116,3 +116,52 @@ def test_serving_under_inference_mode():
     with torch.inference_mode():
         assert _relative(model(ids).logits, reference(ids).logits) < 1e-5
         assert torch.equal(model.generate(ids[:1, :10], **settings), reference.generate(ids[:1, :10], **settings))
+
+
+DOCUMENT_CAUSAL = {"name": "document-causal", "causal": True, "pattern": {"document": {}}}
+
+
+def _document_losses(logits: torch.Tensor, ids: torch.Tensor, lengths: list[int]) -> torch.Tensor:
+    """Each document's next-token loss, summed: no document predicts the next one's first token."""
+    parts = zip(logits.split(lengths, dim=1), ids.split(lengths, dim=1), strict=True)
+    return sum(torch.nn.functional.cross_entropy(x[0, :-1], t[0, 1:], reduction="sum") for x, t in parts)
+
+
+def test_packed_documents_equal_each_document_alone():
+    """A flattened batch (position_ids restarting at 0 per document, as DataCollatorWithFlattening makes)
+    under a document spec gives each document's logits and gradients as if it ran alone; the documents
+    are derived once per forward, so every layer shares one tensor (and one layout)."""
+    reference, model = _pair(CONFIGS["llama"](), DOCUMENT_CAUSAL, maskc_seq_len=30)
+    model.train(), reference.train()
+    lengths = [9, 14, 7]
+    ids = torch.randint(0, 97, (1, 30), generator=torch.Generator().manual_seed(4))
+    positions = torch.cat([torch.arange(n) for n in lengths])[None]
+    seen = []
+    real = maskc.hf.packed_documents
+    try:
+        maskc.hf.packed_documents = lambda *a: seen.append(a) or real(*a)
+        packed = model(ids, position_ids=positions).logits
+    finally:
+        maskc.hf.packed_documents = real
+    assert len(seen) == 1 and model.config.num_hidden_layers > 1
+    alone = torch.cat([reference(part).logits for part in ids.split(lengths, dim=1)], dim=1)
+    assert _relative(packed, alone) < 1e-5
+    _document_losses(packed, ids, lengths).backward()
+    _document_losses(alone, ids, lengths).backward()
+    for (name, got), want in zip(model.named_parameters(), reference.parameters(), strict=True):
+        assert _relative(got.grad, want.grad) < 1e-4, name
+
+
+def test_packed_documents_need_whole_sequences():
+    """The spec's pattern is compiled for maskc_seq_len positions and resolved from all of them."""
+    _, model = _pair(CONFIGS["llama"](), DOCUMENT_CAUSAL, maskc_seq_len=30)
+    ids = torch.randint(0, 97, (1, 30), generator=torch.Generator().manual_seed(5))
+    with torch.no_grad(), pytest.raises(maskc.BackendError, match="runs only on full-length calls"):
+        model(ids[:, :29], position_ids=torch.arange(29)[None])
+    pattern = maskc.hf.layer_pattern(model.config, 0)
+    step = torch.zeros(1, 4, 1, 16)
+    with pytest.raises(maskc.BackendError, match="has document parts: it takes whole packed sequences"):
+        maskc.hf._packed_attention(step, torch.zeros(1, 2, 30, 16), torch.zeros(1, 2, 30, 16), pattern, None,
+                                   torch.tensor([[29]]))  # fmt: skip
+    with pytest.raises(maskc.BackendError, match="do not match 30 query rows \\(packed sequences\\? they need"):
+        maskc.hf._offsets(torch.cat([torch.arange(10), torch.arange(20)])[None], 30, 30)
