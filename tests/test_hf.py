@@ -153,7 +153,8 @@ def test_packed_documents_equal_each_document_alone():
 
 
 def test_packed_documents_need_whole_sequences():
-    """The spec's pattern is compiled for maskc_seq_len positions and resolved from all of them."""
+    """The spec's pattern is compiled for maskc_seq_len positions and resolved from all of them: shorter
+    rows and decoding steps are refused, and so are packed rows under a spec without document parts."""
     _, model = _pair(CONFIGS["llama"](), DOCUMENT_CAUSAL, maskc_seq_len=30)
     ids = torch.randint(0, 97, (1, 30), generator=torch.Generator().manual_seed(5))
     with torch.no_grad(), pytest.raises(maskc.BackendError, match="runs only on full-length calls"):
