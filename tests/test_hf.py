@@ -152,6 +152,18 @@ def test_packed_documents_equal_each_document_alone():
         assert _relative(got.grad, want.grad) < 1e-4, name
 
 
+def test_rows_packed_differently_in_one_batch():
+    reference, model = _pair(CONFIGS["qwen2"](), DOCUMENT_CAUSAL, maskc_seq_len=30)
+    ids = torch.randint(0, 97, (2, 30), generator=torch.Generator().manual_seed(6))
+    lengths = [[9, 14, 7], [30]]
+    positions = torch.stack([torch.cat([torch.arange(n) for n in row]) for row in lengths])
+    with torch.no_grad():
+        packed = model(ids, position_ids=positions).logits
+        for b, row in enumerate(lengths):
+            alone = torch.cat([reference(part).logits for part in ids[b : b + 1].split(row, dim=1)], dim=1)
+            assert _relative(packed[b : b + 1], alone) < 1e-5
+
+
 def test_packed_documents_need_whole_sequences():
     """The spec's pattern is compiled for maskc_seq_len positions and resolved from all of them: shorter
     rows and decoding steps are refused, and so are packed rows under a spec without document parts."""
