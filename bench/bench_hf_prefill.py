@@ -26,6 +26,7 @@ import statistics
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from unittest import mock
 
 import torch
 import transformers
@@ -143,8 +144,7 @@ def packed(size: Size, n: int, layers: int) -> None:
                      "window": size.window, "layers": layers, "documents": len(LENGTHS)}  # fmt: skip
     reference = None
     for reuse in ("1", "0"):
-        os.environ["MASKC_REUSE_LAYOUT"] = reuse
-        with torch.no_grad():
+        with mock.patch.dict(os.environ, {"MASKC_REUSE_LAYOUT": reuse}), torch.no_grad():
             logits = model(ids, position_ids=positions, logits_to_keep=1).logits.float()
             reference = logits if reference is None else reference
             ms = median_ms(lambda: model(ids, position_ids=positions, logits_to_keep=1), size.device)
@@ -152,7 +152,6 @@ def packed(size: Size, n: int, layers: int) -> None:
         error = ((logits - reference).norm() / reference.norm()).item()
         results[name] = {"prefill_ms": ms, "relative_difference_vs_shared": error}
         print(name, json.dumps(results[name]))
-    os.environ.pop("MASKC_REUSE_LAYOUT")
     results["shared_speedup"] = results["layout_per_layer"]["prefill_ms"] / results["layout_shared"]["prefill_ms"]
     save(results)
 

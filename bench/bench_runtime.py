@@ -25,9 +25,9 @@ import argparse
 import json
 import os
 import warnings
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any
+from unittest import mock
 
 import numpy as np
 import torch
@@ -184,7 +184,7 @@ def bench_documents(case: str, window: int | None, n: int, dense: Dense, q, k, v
     def ours(a, b, c):
         return maskc.attention(a, b, c, pattern, backend="triton", documents=documents)
 
-    with layout_reuse(False):  # every call builds its tables, as a new batch's first layer does
+    with mock.patch.dict(os.environ, {REUSE_LAYOUT: "0"}):  # every call builds, as a batch's first layer
         reference = bench_maskc(case, ours, pattern.spec_hash, pairs, dense, q, k, v)
     # a model's later layers: the same documents tensor, so the first layer's tables serve (reuse.py)
     fwd, fwd_bwd = time_fwd_bwd(ours, q, k, v)
@@ -198,20 +198,6 @@ def bench_documents(case: str, window: int | None, n: int, dense: Dense, q, k, v
 
     bench_flex(case, mask_mod, None, pairs, dense, reference, q, k, v)
     bench_varlen(case, window, pairs, dense, reference, q, k, v)
-
-
-@contextmanager
-def layout_reuse(on: bool) -> Iterator[None]:
-    """MASKC_REUSE_LAYOUT set for the block (backends/triton/reuse.py), restored after."""
-    before = os.environ.get(REUSE_LAYOUT)
-    os.environ[REUSE_LAYOUT] = "1" if on else "0"
-    try:
-        yield
-    finally:
-        if before is None:
-            os.environ.pop(REUSE_LAYOUT)
-        else:
-            os.environ[REUSE_LAYOUT] = before
 
 
 def bench_topk(n: int, dense: Dense, q, k, v) -> None:

@@ -127,7 +127,7 @@ def _document_losses(logits: torch.Tensor, ids: torch.Tensor, lengths: list[int]
     return sum(torch.nn.functional.cross_entropy(x[0, :-1], t[0, 1:], reduction="sum") for x, t in parts)
 
 
-def test_packed_documents_equal_each_document_alone():
+def test_packed_documents_equal_each_document_alone(monkeypatch):
     """A flattened batch (position_ids restarting at 0 per document, as DataCollatorWithFlattening makes)
     under a document spec gives each document's logits and gradients as if it ran alone; the documents
     are derived once per forward, so every layer shares one tensor (and one layout)."""
@@ -138,11 +138,8 @@ def test_packed_documents_equal_each_document_alone():
     positions = torch.cat([torch.arange(n) for n in lengths])[None]
     seen = []
     real = maskc.hf.packed_documents
-    try:
-        maskc.hf.packed_documents = lambda *a: seen.append(a) or real(*a)
-        packed = model(ids, position_ids=positions).logits
-    finally:
-        maskc.hf.packed_documents = real
+    monkeypatch.setattr(maskc.hf, "packed_documents", lambda *a: seen.append(a) or real(*a))
+    packed = model(ids, position_ids=positions).logits
     assert len(seen) == 1 and model.config.num_hidden_layers > 1
     alone = torch.cat([reference(part).logits for part in ids.split(lengths, dim=1)], dim=1)
     assert _relative(packed, alone) < 1e-5

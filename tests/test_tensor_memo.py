@@ -20,22 +20,8 @@ def test_a_value_is_kept_for_the_same_unchanged_tensor_and_key() -> None:
     assert memo.get(ids, key=(2, 8)) is None
 
 
-def test_a_tuple_of_tensors_is_kept_while_each_is_the_same_and_unchanged() -> None:
+def test_a_freed_tensor_drops_the_value() -> None:
     memo = LastTensor()
-    a, b = torch.zeros(4), torch.ones(3)
-    memo.put((a, b), "built", key=1)
-    assert memo.get([a, b], key=1) == "built"
-    assert memo.get((a,), key=1) is None  # fewer tensors
-    assert memo.get((b, a), key=1) is None  # another order
-    assert memo.get((a, b.clone()), key=1) is None  # one of them another tensor
-    b.add_(1)  # one of them changed in place
-    assert memo.get((a, b), key=1) is None
-
-
-def test_nothing_matches_no_tensors_and_a_freed_tensor_drops_the_value() -> None:
-    memo = LastTensor()
-    memo.put((), "never")
-    assert memo.get(()) is None and memo.held() is None
     first, second = torch.zeros(3), torch.ones(2)
     memo.put(first, "first")
     memo.put(second, "second")
