@@ -9,7 +9,7 @@ for the original positions q_order[p] and k_order[q] (tables of the call), and t
 — the cluster leaf comparing labels, causal and window on positions — holds there. So the mask is
 exactly the token-order one, permuted.
 
-`sorted_classes` gives every tile of the sorted grid its class (empty, partial, full) with torch
+`sorted_kinds` gives every tile of the sorted grid its kind (empty, partial, full) with torch
 ops on the device: the cluster leaf from each tile's first and last sorted label (segments are
 contiguous), bands from each tile's smallest and largest original position, any other leaf as
 "may hold, not known full" (its tiles are stored and masked by the exact predicate).
@@ -26,9 +26,7 @@ from maskc.grid import TileGrid
 from maskc.ir import CompiledPattern
 from maskc.rules import BandRule, ClusterRule, DifferenceRule, EmptyRule, IntersectRule, Rule, UnionRule
 from maskc.rules.deferred import DeferredRule
-
-#: (any, full) boolean tile maps broadcastable to (batch, heads, row tiles, column tiles).
-Classes = tuple[torch.Tensor, torch.Tensor]
+from maskc.tile_kinds import EMPTY, FULL, PARTIAL, difference, intersection, kinds_of, union
 
 
 def bounding_cluster(rule: Rule) -> ClusterRule | None:
@@ -127,14 +125,14 @@ class _SortedTiles:
             spans = [(lo[j], hi[j]) for j in (0, 1) for lo, hi in sides]
         self.row_labels, self.col_labels, self.row_positions, self.col_positions = spans
 
-    def cluster(self) -> Classes:
+    def cluster(self) -> torch.Tensor:
         """Rows and columns share a cluster only where their sorted label spans overlap; a tile is full
         when both sides hold one and the same label."""
         (r0, r1), (c0, c1) = self.row_labels, self.col_labels
         r0, r1, c0, c1 = r0[..., :, None], r1[..., :, None], c0[..., None, :], c1[..., None, :]
-        return (r0 <= c1) & (c0 <= r1), (r0 == r1) & (c0 == c1) & (r0 == c0)
+        return kinds_of((r0 <= c1) & (c0 <= r1), (r0 == r1) & (c0 == c1) & (r0 == c0))
 
-    def band(self, rule: BandRule) -> Classes:
+    def band(self, rule: BandRule) -> torch.Tensor:
         """d = k//unit − q//unit on original positions lies in [k_lo − q_hi, k_hi − q_lo] over the tile
         (floors keep the order, so the extremes of positions give those of units)."""
         unit = rule.unit
@@ -148,49 +146,43 @@ class _SortedTiles:
             anys, fulls = anys + [d_hi >= rule.lo], fulls + [d_lo >= rule.lo]
         if rule.hi is not None:
             anys, fulls = anys + [d_lo <= rule.hi], fulls + [d_hi <= rule.hi]
-        ones = (1,) * d_lo.dim()  # a side with no condition: one broadcastable element
-        any_ = reduce(torch.logical_and, anys) if anys else torch.ones(ones, dtype=torch.bool, device=d_lo.device)
-        if rule.step != 1:
-            return any_, torch.zeros(ones, dtype=torch.bool, device=d_lo.device)
-        full = reduce(torch.logical_and, fulls) if fulls else torch.ones(ones, dtype=torch.bool, device=d_lo.device)
-        return any_, full
+        if not anys:  # no condition: the band holds everywhere
+            return _constant(PARTIAL if rule.step != 1 else FULL, d_lo)
+        any_ = reduce(torch.logical_and, anys)
+        if rule.step != 1:  # a stride: never known full
+            return any_.to(torch.int8)
+        return kinds_of(any_, reduce(torch.logical_and, fulls))
 
 
-def _unknown(like: torch.Tensor) -> Classes:
-    """A leaf this module does not classify: it may hold anywhere, and is nowhere known to be full."""
-    shape = (1,) * like.dim()
-    return (
-        torch.ones(shape, dtype=torch.bool, device=like.device),
-        torch.zeros(shape, dtype=torch.bool, device=like.device),
-    )
+def _constant(kind: int, like: torch.Tensor) -> torch.Tensor:
+    """One broadcastable element of `kind`, with `like`'s number of dimensions."""
+    return torch.full((1,) * like.dim(), kind, dtype=torch.int8, device=like.device)
 
 
-def _classes(rule: Rule, tiles: _SortedTiles) -> Classes:
-    """Stored tiles cover `rule`'s pairs, full tiles lie inside them (like `runtime.tile_classes`)."""
+def _kinds(rule: Rule, tiles: _SortedTiles) -> torch.Tensor:
+    """Stored tiles cover `rule`'s pairs, full tiles lie inside them (like `runtime.tile_kinds`); a leaf
+    this module does not classify may hold anywhere and is nowhere known to be full."""
     if isinstance(rule, ClusterRule) and rule.origin == tiles.leaf.origin:
         return tiles.cluster()
     if isinstance(rule, BandRule):
         return tiles.band(rule)
+    like = tiles.row_positions[0][..., None]
     if isinstance(rule, EmptyRule):
-        like = tiles.row_positions[0]
-        none = torch.zeros((1,) * (like.dim() + 1), dtype=torch.bool, device=like.device)
-        return none, none
+        return _constant(EMPTY, like)
     if isinstance(rule, (UnionRule, IntersectRule)):
-        op = torch.logical_or if isinstance(rule, UnionRule) else torch.logical_and
-        kids = [_classes(kid, tiles) for kid in rule.kids]
-        return reduce(op, [a for a, _ in kids]), reduce(op, [f for _, f in kids])
+        kids = [_kinds(kid, tiles) for kid in rule.kids]
+        return union(kids) if isinstance(rule, UnionRule) else intersection(kids)
     if isinstance(rule, DifferenceRule):
-        (a_any, a_full), (b_any, b_full) = (_classes(kid, tiles) for kid in rule.kids)
-        return a_any & ~b_full, a_full & ~b_any
-    return _unknown(tiles.row_positions[0][..., None])
+        return difference(*(_kinds(kid, tiles) for kid in rule.kids))
+    return _constant(PARTIAL, like)
 
 
-def sorted_classes(rule: SortedClusterRule, grid: TileGrid, values: dict[str, torch.Tensor]) -> Classes:
-    """(any, full) of every tile of the sorted grid, (batch, heads, row tiles, column tiles)."""
+def sorted_kinds(rule: SortedClusterRule, grid: TileGrid, values: dict[str, torch.Tensor]) -> torch.Tensor:
+    """int8 kinds of every tile of the sorted grid (`maskc.tile_kinds`), (batch, heads, row tiles,
+    column tiles)."""
     tiles = _SortedTiles(rule.leaf, grid, values)
-    any_, full = _classes(rule.inner, tiles)
     shape = (*tiles.row_positions[0].shape, tiles.col_positions[0].shape[-1])
-    return any_.expand(shape), (full & any_).expand(shape)
+    return _kinds(rule.inner, tiles).expand(shape)
 
 
 def sorted_rules(rules: Iterable[Rule], leaf: ClusterRule, n: int) -> list[Rule]:

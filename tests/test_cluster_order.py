@@ -16,7 +16,7 @@ from test_runtime_triton import _relative, _run
 
 import maskc
 from maskc.backends.triton.clusters import cluster_inputs, runs_in_cluster_order, sorted_pattern
-from maskc.backends.triton.runtime import CallInputs, StaticMaps, runtime_tables, tile_classes
+from maskc.backends.triton.runtime import CallInputs, StaticMaps, runtime_tables, tile_kinds
 from maskc.cluster_order import order_keys, sorting_leaf
 from maskc.clustering import cluster_labels
 from maskc.errors import BackendError, MaskcWarning
@@ -99,12 +99,13 @@ def test_sorted_clusters_match_the_reference_and_dense_float64(method, clusters,
 
 
 def _sorted_tiles(pattern, q, k, tile: tuple[int, int], centroids=None):
-    """The sorted grid's (any, full) maps and the call's values."""
+    """The sorted grid's (stored, full) maps from its kinds, and the call's values."""
     values = cluster_inputs(pattern, q, k, None, centroids)
     rule = sorted_pattern(pattern).layouts[0].rule
     grid = TileGrid(pattern.n, *tile)
     inputs = CallInputs(q.shape[0], q.shape[1], pattern.n, values)
-    return (*tile_classes(rule, grid, inputs, StaticMaps(), q.device), values, grid)
+    kinds = tile_kinds(rule, grid, inputs, StaticMaps(), q.device)
+    return kinds >= 1, kinds == 2, values, grid
 
 
 @pytest.mark.parametrize("tile", [(16, 16), (32, 16), (16, 8)])
@@ -144,8 +145,8 @@ def test_sorting_stores_fewer_tiles_than_token_order():
     q, k, _ = _inputs(1, heads, 1, n, seed=1)
     any_, _, _, _ = _sorted_tiles(pattern, q, k, (16, 16))
     values = CallInputs.prepare([pattern.layouts[0].rule], q, k, None).values
-    token_order = tile_classes(pattern.layouts[0].rule, TileGrid(n, 16, 16), CallInputs(1, 1, n, values),
-                               StaticMaps(), q.device)[0]  # fmt: skip
+    token_order = tile_kinds(pattern.layouts[0].rule, TileGrid(n, 16, 16), CallInputs(1, 1, n, values),
+                             StaticMaps(), q.device) >= 1  # fmt: skip
     assert int(any_.sum()) < int(token_order.sum()) // 2
 
 

@@ -3,7 +3,7 @@
 A pattern bounded by one cluster leaf (`maskc.cluster_order.sorting_leaf`: every pair shares a
 cluster, e.g. `causal: true` over `cluster`) runs on q, k and v gathered in cluster order, per batch
 element and head: each cluster is a contiguous segment, so its tiles lie on the diagonal and the
-tile tables built on the device (`runtime.py`, `cluster_order.sorted_classes`) hold only tiles
+tile tables built on the device (`runtime.py`, `cluster_order.sorted_kinds`) hold only tiles
 inside segments. The predicate (`SortedClusterRule`) evaluates the original rule on original
 positions, so the mask is exactly the token-order one. Assignment (`nearest.py`), stable sort and
 the row permutations (`rows.py`: q, k and v into cluster order, the output back, each one copy of

@@ -1,13 +1,12 @@
 """Run-time layouts on the device: tile tables for documents and top-k built from the call's tensors.
 
 A pattern with `document` leaves (or per-document sink/global sets) or `topk` leaves cannot be laid
-out at compile time. Per call, this module computes every tile's class (empty, partial or full)
-with torch ops on the inputs' device, from three sources: static subtrees (their compile-time tile
-maps, kept on the device), document leaves (each tile's first and last document id) and top-k
-leaves (the selected blocks). Classes combine through union, intersection and difference the way
-`maskc.primitives.combinators` combines them, except that two partial children stay partial (the
-tile is stored and masked by the predicate, which is exact): stored tiles are a superset of the
-non-empty ones and full tiles a subset of the full ones, so the kernels compute the exact mask.
+out at compile time. Per call, this module computes every tile's kind (0 empty, 1 partial, 2 full;
+`maskc.tile_kinds`) with torch ops on the inputs' device, from three sources: static subtrees (their
+compile-time tile maps, kept on the device), document leaves (each tile's first and last document id)
+and top-k leaves (the selected blocks). Kinds combine through union (maximum), intersection (minimum)
+and difference, which keeps them sound (`maskc.tile_kinds`' lemma): stored tiles are a superset of
+the non-empty ones and full tiles a subset of the full ones, so the kernels compute the exact mask.
 
 The tables are compacted by two kernels (`compaction.compact_kinds`) into arrays of fixed capacity
 (every tile of the grid): no value is read back to the host, nothing depends on data in shape, and a
@@ -23,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from maskc.cluster_order import SortedClusterRule, sorted_classes
+from maskc.cluster_order import SortedClusterRule, sorted_kinds
 from maskc.clustering import cluster_labels
 from maskc.grid import TileGrid
 from maskc.rules import (
@@ -38,13 +37,11 @@ from maskc.rules import (
     UnionRule,
 )
 from maskc.selection import select_blocks
+from maskc.tile_kinds import FULL, difference, intersection, kinds_of, kinds_of_array, union
 from maskc.tracing import made_once
 
 from .compaction import compact_kinds
 from .tables import WalkTables
-
-#: (any, full) boolean tile maps, broadcastable to (batch, heads, row tiles, column tiles).
-Classes = tuple[torch.Tensor, torch.Tensor]
 
 
 def needs_runtime_layout(rules: Sequence[Rule]) -> bool:
@@ -104,7 +101,7 @@ class CallInputs:
     heads: int
     n: int
     values: dict[str, torch.Tensor] = field(default_factory=dict)
-    #: What `runtime_tables` built from these values (tile classes per grid, tables per walk and grid),
+    #: What `runtime_tables` built from these values (tile kinds per grid, tables per walk and grid),
     #: so that the backward of the call reuses the forward's (`eager.EagerAttention` keeps the object).
     built: dict[tuple, Any] = field(default_factory=dict, repr=False, compare=False)
 
@@ -171,7 +168,7 @@ def _tile_counts(values: torch.Tensor, size: int, n: int) -> tuple[torch.Tensor,
     return counts, sizes
 
 
-def _document_classes(inputs: CallInputs, grid: TileGrid, static: StaticMaps) -> Classes:
+def _document_kinds(inputs: CallInputs, grid: TileGrid, static: StaticMaps) -> torch.Tensor:
     """Same document: a tile's rows hold every document number from their first's to their last's
     (numbers are consecutive and positions contiguous), and so do its columns, so the tile meets one
     document on both sides exactly when the two spans overlap; it is full when one document covers it,
@@ -183,23 +180,21 @@ def _document_classes(inputs: CallInputs, grid: TileGrid, static: StaticMaps) ->
     columns = rows if grid.block_n == grid.block_m else _tile_spans(labels, grid.block_n, grid.n, static)
     r0, r1 = (x.view(batch, 1, -1, 1) for x in rows)
     c0, c1 = (x.view(batch, 1, 1, -1) for x in columns)
-    return (r0 <= c1) & (c0 <= r1), (r0 == c1) & (r1 == c0)
+    return kinds_of((r0 <= c1) & (c0 <= r1), (r0 == c1) & (r1 == c0))
 
 
-def _member_classes(leaf: PerDocumentRule, inputs: CallInputs, grid: TileGrid, static: StaticMaps) -> Classes:
-    """A per-document set: its side's member counts per tile, within the same document."""
+def _member_kinds(leaf: PerDocumentRule, inputs: CallInputs, grid: TileGrid, static: StaticMaps) -> torch.Tensor:
+    """A per-document set: its side's member counts per tile (the union of both sides' when both),
+    within the same document."""
     member = inputs.values[f"members:{leaf.origin}"].bool()
     sides = ["rows", "columns"] if leaf.direction == "both" else [leaf.direction]
-    any_ = full = None
+    per_side = []
     for side in sides:
         size = grid.block_m if side == "rows" else grid.block_n
         counts, sizes = _tile_counts(member, size, grid.n)
-        some, every = counts > 0, counts == sizes
-        some, every = (some[:, :, None], every[:, :, None]) if side == "rows" else (some[:, None], every[:, None])
-        any_ = some if any_ is None else any_ | some
-        full = every if full is None else full | every
-    doc_any, doc_full = _document_classes(inputs, grid, static)
-    return doc_any & any_[:, None], doc_full & full[:, None]
+        kind = kinds_of(counts > 0, counts == sizes)
+        per_side.append(kind[:, None, :, None] if side == "rows" else kind[:, None, None, :])
+    return intersection([_document_kinds(inputs, grid, static), union(per_side)])
 
 
 def _block_to_tiles(
@@ -233,7 +228,7 @@ def _presence(labels: torch.Tensor, clusters: int, size: int) -> torch.Tensor:
     return out.reshape(batch, heads, tiles, clusters)
 
 
-def _cluster_classes(leaf: ClusterRule, inputs: CallInputs, grid: TileGrid) -> Classes:
+def _cluster_kinds(leaf: ClusterRule, inputs: CallInputs, grid: TileGrid) -> torch.Tensor:
     """A tile meets a cluster when its rows and its columns both hold that cluster; it is full when
     both hold that cluster alone."""
     q_labels, k_labels = inputs.values[f"q_labels:{leaf.origin}"], inputs.values[f"k_labels:{leaf.origin}"]
@@ -241,17 +236,21 @@ def _cluster_classes(leaf: ClusterRule, inputs: CallInputs, grid: TileGrid) -> C
     cols = _presence(k_labels, leaf.params.clusters, grid.block_n)
     any_ = (rows @ cols.transpose(-1, -2)) > 0
     single = (rows.sum(dim=-1) == 1)[..., :, None] & (cols.sum(dim=-1) == 1)[..., None, :]
-    return any_, any_ & single
+    return kinds_of(any_, single)
 
 
-def _topk_classes(leaf: TopkRule, inputs: CallInputs, grid: TileGrid, static: StaticMaps) -> Classes:
-    selected = inputs.values[f"selected:{leaf.origin}"].view(torch.bool)
+def _topk_kinds(leaf: TopkRule, inputs: CallInputs, grid: TileGrid, static: StaticMaps) -> torch.Tensor:
+    selected = inputs.values[f"selected:{leaf.origin}"]  # int8, 1 where selected
+    if grid.block_m <= leaf.block and grid.block_n <= leaf.block:  # a tile lies in one block: all or nothing
+        rows = _block_to_tiles(selected, leaf.block, grid.block_m, grid.row_tiles, 2, "any", static)
+        return _block_to_tiles(rows, leaf.block, grid.block_n, grid.col_tiles, 3, "any", static) * FULL
+    selected = selected.view(torch.bool)
 
     def tiles(reduce: str) -> torch.Tensor:
         rows = _block_to_tiles(selected, leaf.block, grid.block_m, grid.row_tiles, 2, reduce, static)
         return _block_to_tiles(rows, leaf.block, grid.block_n, grid.col_tiles, 3, reduce, static)
 
-    return tiles("any"), tiles("all")
+    return kinds_of(tiles("any"), tiles("all"))
 
 
 class StaticMaps:
@@ -259,7 +258,7 @@ class StaticMaps:
     first use, so later calls (and CUDA graph captures after a first call) copy nothing."""
 
     def __init__(self) -> None:
-        self._maps: dict[tuple, Classes] = {}
+        self._maps: dict[tuple, torch.Tensor] = {}
         self._keep: list[Rule] = []
         self._constants: dict[tuple[bytes, str, str], torch.Tensor] = {}
         self._tensors: dict[tuple, torch.Tensor] = {}
@@ -277,16 +276,17 @@ class StaticMaps:
             self._constants[key] = torch.as_tensor(values, device=device)
         return self._constants[key]
 
-    def get(self, rule: Rule, grid: TileGrid, device: torch.device) -> Classes:
+    def get(self, rule: Rule, grid: TileGrid, device: torch.device) -> torch.Tensor:
+        """The compile-time tile kinds of the static `rule` on `device`."""
         key = (id(rule), grid, str(device))
         if key not in self._maps:
             cls = rule.grid_classes(grid)
-            self._maps[key] = (torch.as_tensor(cls.any, device=device), torch.as_tensor(cls.full, device=device))
+            self._maps[key] = torch.as_tensor(kinds_of_array(cls.any, cls.full), device=device)
             self._keep.append(rule)
         return self._maps[key]
 
-    def folded(self, rule: UnionRule | IntersectRule, grid: TileGrid, device: torch.device) -> Classes | None:
-        """The classes of `rule`'s static children combined by its operation (union or intersection),
+    def folded(self, rule: UnionRule | IntersectRule, grid: TileGrid, device: torch.device) -> torch.Tensor | None:
+        """The kinds of `rule`'s static children combined by its operation (union or intersection),
         on the device, or None when every child is dynamic: one map in place of one per child, so a call
         combines one op fewer per static child."""
         fixed = [child for child in rule.children() if not child.dynamic]
@@ -294,49 +294,42 @@ class StaticMaps:
             return None
         key = (id(rule), "static children", grid, str(device))
         if key not in self._maps:
-            combine = np.logical_or if isinstance(rule, UnionRule) else np.logical_and
+            combine = np.maximum if isinstance(rule, UnionRule) else np.minimum
             first, *rest = (child.grid_classes(grid) for child in fixed)
-            any_, full = first.any, first.full
+            kinds = kinds_of_array(first.any, first.full)
             for other in rest:  # pairwise: one map at a time held beside the result
-                any_, full = combine(any_, other.any), combine(full, other.full)
-            self._maps[key] = (torch.as_tensor(any_, device=device), torch.as_tensor(full, device=device))
+                kinds = combine(kinds, kinds_of_array(other.any, other.full))
+            self._maps[key] = torch.as_tensor(kinds, device=device)
             self._keep.append(rule)
         return self._maps[key]
 
 
-def tile_classes(rule: Rule, grid: TileGrid, inputs: CallInputs, static: StaticMaps, device: torch.device) -> Classes:
-    """(any, full) of every tile for this call: stored tiles cover the mask, full tiles lie inside it."""
+def tile_kinds(
+    rule: Rule, grid: TileGrid, inputs: CallInputs, static: StaticMaps, device: torch.device
+) -> torch.Tensor:
+    """int8 kinds of every tile for this call (`maskc.tile_kinds`), broadcastable to (batch, heads, row
+    tiles, column tiles): stored tiles cover the mask, full tiles lie inside it."""
     if not rule.dynamic:
         return static.get(rule, grid, device)
     if isinstance(rule, SortedClusterRule):
-        return sorted_classes(rule, grid, inputs.values)
+        return sorted_kinds(rule, grid, inputs.values)
     if isinstance(rule, DocumentRule):
-        return _document_classes(inputs, grid, static)
+        return _document_kinds(inputs, grid, static)
     if isinstance(rule, PerDocumentRule):
-        return _member_classes(rule, inputs, grid, static)
+        return _member_kinds(rule, inputs, grid, static)
     if isinstance(rule, TopkRule):
-        return _topk_classes(rule, inputs, grid, static)
+        return _topk_kinds(rule, inputs, grid, static)
     if isinstance(rule, ClusterRule):
-        return _cluster_classes(rule, inputs, grid)
+        return _cluster_kinds(rule, inputs, grid)
     if isinstance(rule, (UnionRule, IntersectRule)):
-        combine = torch.logical_or if isinstance(rule, UnionRule) else torch.logical_and
         # the static children folded once on the host (one map), then the run-time ones per call
         fixed = static.folded(rule, grid, device)
         kids = [] if fixed is None else [fixed]
-        kids += [tile_classes(kid, grid, inputs, static, device) for kid in rule.children() if kid.dynamic]
-        return _fold(combine, [a for a, _ in kids]), _fold(combine, [f for _, f in kids])
-    kids = [tile_classes(kid, grid, inputs, static, device) for kid in rule.children()]
+        kids += [tile_kinds(kid, grid, inputs, static, device) for kid in rule.children() if kid.dynamic]
+        return union(kids) if isinstance(rule, UnionRule) else intersection(kids)
     if isinstance(rule, DifferenceRule):
-        (a_any, a_full), (b_any, b_full) = kids
-        return a_any & ~b_full, a_full & ~b_any
+        return difference(*(tile_kinds(kid, grid, inputs, static, device) for kid in rule.children()))
     raise NotImplementedError(f"no run-time layout for {rule.describe()}")
-
-
-def _fold(op: object, maps: list[torch.Tensor]) -> torch.Tensor:
-    out = maps[0]
-    for other in maps[1:]:
-        out = op(out, other)  # type: ignore[operator]
-    return out
 
 
 @dataclass(frozen=True)
@@ -368,17 +361,16 @@ def runtime_tables(
         return inputs.built[built_key]
     heads = inputs.heads
     layout_of = np.asarray(head_layout if len(head_layout) == heads else np.zeros(heads, dtype=np.int32))
-    key = ("classes", grid, str(device))
+    key = ("kinds", grid, str(device))
     if key not in inputs.built:  # the rows and the columns walk of one grid share them
-        inputs.built[key] = [tile_classes(rule, grid, inputs, static, device) for rule in rules]
-    classes = inputs.built[key]
+        inputs.built[key] = [tile_kinds(rule, grid, inputs, static, device) for rule in rules]
+    kinds = inputs.built[key]
     # tables per (batch, head) when q and k decide a leaf: its predicate tables are indexed so too
     per_head = any(isinstance(leaf, (TopkRule, ClusterRule)) for rule in rules for leaf in rule.leaves())
     tables = heads if per_head else len(rules)
     shape = (inputs.batch, heads if per_head else 1, grid.row_tiles, grid.col_tiles)
-    any_, full = (_per_table([c[side] for c in classes], shape, layout_of, per_head, static, device) for side in (0, 1))
     # 2 where full, 1 where partial, 0 where empty; compacted into full and partial tables in one op
-    kind = any_.to(torch.int8) + (full & any_)
+    kind = _per_table(kinds, shape, layout_of, per_head, static, device)
     lines = grid.col_tiles if walk == "columns" else grid.row_tiles
     pointers, indices, lengths = compact_kinds(kind.reshape(-1, grid.row_tiles, grid.col_tiles), walk == "columns")
     (full_ptr, partial_ptr), (full_idx, partial_idx) = pointers.unbind(0), indices.unbind(0)
@@ -406,8 +398,8 @@ def _per_table(
     static: StaticMaps,
     device: torch.device,
 ) -> torch.Tensor:
-    """One side (any or full) of each layout's classes → (batch, tables, row tiles, column tiles): the
-    layouts in order, or per head the layout of each head."""
+    """Each layout's kinds → (batch, tables, row tiles, column tiles): the layouts in order, or per head
+    the layout of each head."""
     if len(maps) == 1:
         return maps[0].expand(shape)
     if not per_head:
