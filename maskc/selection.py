@@ -38,14 +38,15 @@ def _block_sizes(n: int, block: int, device: torch.device) -> torch.Tensor:
 def block_scores(q: torch.Tensor, k: torch.Tensor, block: int, share: str) -> torch.Tensor:
     """(B, H, nb, nb) float32 scores; q (B, H, N, D), k (B, Hkv, N, D). With share="group", each head
     holds the mean score of its group (the query heads reading one key/value head)."""
-    group = q.shape[1] // k.shape[1]
-    q_means = block_means(q, block)
-    k_means = block_means(k, block).repeat_interleave(group, dim=1)
-    scores = q_means @ k_means.transpose(-1, -2)
+    b, h, kv_heads = q.shape[0], q.shape[1], k.shape[1]
+    group = h // kv_heads
+    q_means, k_means = block_means(q, block), block_means(k, block)
+    nb = q_means.shape[-2]
+    # a key/value head's query heads stacked as one matrix: its key means are not copied per head
+    scores = (q_means.view(b, kv_heads, group * nb, -1) @ k_means.transpose(-1, -2)).view(b, h, nb, nb)
     if share == "group" and group > 1:
-        b, h, nb, _ = scores.shape
-        scores = scores.reshape(b, h // group, group, nb, nb).mean(dim=2, keepdim=True)
-        scores = scores.expand(b, h // group, group, nb, nb).reshape(b, h, nb, nb)
+        scores = scores.view(b, kv_heads, group, nb, nb).mean(dim=2, keepdim=True)
+        scores = scores.expand(b, kv_heads, group, nb, nb).reshape(b, h, nb, nb)
     return scores
 
 

@@ -19,7 +19,7 @@ from maskc.errors import DocumentsError
 #: Ops counted at n = 1024, block 64, one head when these bounds were set (forward, forward+backward),
 #: with the tables compacted by two kernels, a union's static children folded once and tiles
 #: classified by int8 kinds (`maskc.tile_kinds`): document-causal 36 / 53, documents + window 37 / 54,
-#: top-k + window + sinks 41 / 58 (its selection by torch's sort here, by one kernel on a GPU), LSH in
+#: top-k + window + sinks 39 / 56 (its selection by torch's sort here, by one kernel on a GPU), LSH in
 #: cluster order (its labels by torch here, by one kernel on a GPU) 122 / 142 (20 of them the CPU's
 #: search for equal directions, which a GPU does not run). With (any, full) boolean pairs in place of
 #: kinds: 39 / 60, 41 / 62, 48 / 69 and 124 / 148. A custom op (`maskc::compact_kinds`, `maskc::select_top`) counts as

@@ -35,6 +35,15 @@ def test_kept_constants_give_the_definition_across_sizes_and_modes() -> None:
             assert torch.equal(selection.select_blocks(q, k, params, block, causal), want)
 
 
+def test_query_heads_sharing_a_key_head_score_against_it() -> None:
+    """Grouped keys (GQA): query head h scores against key head h // group, as the definition does on
+    the keys repeated per query head."""
+    gen = torch.Generator().manual_seed(3)
+    q, k = torch.randn(2, 6, 90, 4, generator=gen), torch.randn(2, 2, 90, 4, generator=gen)
+    want = _brute_force(q, k.repeat_interleave(3, dim=1), 3, 16, True)
+    assert torch.equal(selection.select_blocks(q, k, SimpleNamespace(blocks=3, share="head"), 16, True), want)
+
+
 def test_constants_made_in_inference_mode_are_not_kept() -> None:
     """An inference tensor kept and reused by a later call that records autograd would raise."""
     selection._CONSTANTS.clear()
