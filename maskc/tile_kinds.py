@@ -32,7 +32,8 @@ EMPTY, PARTIAL, FULL = 0, 1, 2
 
 
 def kinds_of(any_: torch.Tensor, full: torch.Tensor) -> torch.Tensor:
-    """(any, full) boolean maps → kinds. A tile marked full but not any becomes partial: sound either way."""
+    """(any, full) boolean maps → kinds. `full` should imply `any` (a full tile holds pairs): a tile
+    marked full but not any becomes partial, which is sound but stores a tile that could be skipped."""
     return any_.to(torch.int8) + full
 
 

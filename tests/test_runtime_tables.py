@@ -16,7 +16,7 @@ from specgen import document_spec_dicts, tile_shapes
 
 import maskc
 from maskc.backends.triton.compaction import BLOCK_L, BLOCK_W, compact_kinds
-from maskc.backends.triton.runtime import CallInputs, StaticMaps, runtime_tables
+from maskc.backends.triton.runtime import CallInputs, StaticMaps, runtime_tables, tile_kinds
 from maskc.clustering import resolve_dynamic
 from maskc.errors import BackendError, MaskcWarning
 from maskc.grid import TileGrid
@@ -262,3 +262,18 @@ def test_static_tensors_made_inside_a_capture_are_not_kept(monkeypatch) -> None:
     outside = maps.tensor(("ends", 4), make)
     assert inside is made[0] and outside is made[1]
     assert maps.tensor(("ends", 4), make) is outside and len(made) == 2
+
+
+def test_tiles_between_two_single_clusters_are_empty() -> None:
+    """Rows all of one cluster against columns all of another hold no pair: such a tile is not stored
+    (tight, not only sound: coverage checks alone would pass a stored one)."""
+    n = 32
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", MaskcWarning)
+        spec = maskc.Spec.model_validate({"pattern": {"cluster": {"clusters": 2}}})
+        rule = maskc.compile(spec, seq_len=n, block_size=(16, 16)).layouts[0].rule
+    (leaf,) = rule.leaves()
+    labels = torch.tensor([0] * 16 + [1] * 16, dtype=torch.int32).view(1, 1, n)
+    values = {f"q_labels:{leaf.origin}": labels, f"k_labels:{leaf.origin}": labels}
+    kinds = tile_kinds(rule, TileGrid(n, 16, 16), CallInputs(1, 1, n, values), StaticMaps(), labels.device)
+    assert kinds.tolist() == [[[[2, 0], [0, 2]]]]

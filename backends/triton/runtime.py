@@ -236,14 +236,15 @@ def _cluster_kinds(leaf: ClusterRule, inputs: CallInputs, grid: TileGrid) -> tor
     cols = _presence(k_labels, leaf.params.clusters, grid.block_n)
     any_ = (rows @ cols.transpose(-1, -2)) > 0
     single = (rows.sum(dim=-1) == 1)[..., :, None] & (cols.sum(dim=-1) == 1)[..., None, :]
-    return kinds_of(any_, single)
+    return kinds_of(any_, any_ & single)  # one cluster on each side, but not the same one: empty
 
 
 def _topk_kinds(leaf: TopkRule, inputs: CallInputs, grid: TileGrid, static: StaticMaps) -> torch.Tensor:
     selected = inputs.values[f"selected:{leaf.origin}"]  # int8, 1 where selected
     if grid.block_m <= leaf.block and grid.block_n <= leaf.block:  # a tile lies in one block: all or nothing
         rows = _block_to_tiles(selected, leaf.block, grid.block_m, grid.row_tiles, 2, "any", static)
-        return _block_to_tiles(rows, leaf.block, grid.block_n, grid.col_tiles, 3, "any", static) * FULL
+        inside = _block_to_tiles(rows, leaf.block, grid.block_n, grid.col_tiles, 3, "any", static)
+        return (inside * FULL).to(torch.int8)  # int8 as selected, unless a padded last tile made it bool
     selected = selected.view(torch.bool)
 
     def tiles(reduce: str) -> torch.Tensor:
