@@ -3,7 +3,8 @@
 against FlexAttention (the equivalent mask_mod), torch's varlen_attn (documents) and dense causal cuDNN.
 
 Run on a CUDA machine: python3 bench/bench_runtime.py [--n 32768] [--cases documents,window,topk,kmeans,lsh]
-[--no-flex] (`kmeans` runs the fitted and held cases, `kmeans_held` the held one alone). MASKC_BENCH_PROFILE=1
+[--no-flex] (`kmeans` runs the fitted and held cases, `kmeans_held` the held one alone; `topk_control`, after
+`topk`, a control of the top-k case with contiguous blocks selected). MASKC_BENCH_PROFILE=1
 also prints one profiled forward and one forward+backward of each maskc case (report.profile_step).
 bf16, B = 1, H = 16, D = 128, the 8 document lengths of issue 13 (2381, 1211, 2568, 1799, 1174, 5864,
 13954, 3817). maskc's times include its run-time layout build (the documents' tile tables, the top-k
@@ -200,15 +201,29 @@ def bench_documents(case: str, window: int | None, n: int, dense: Dense, q, k, v
     bench_varlen(case, window, pairs, dense, reference, q, k, v)
 
 
+TOPK_SPEC = {
+    "name": "nsa",
+    "causal": True,
+    "block_size": 64,
+    "pattern": [{"window": {"before": 511, "after": 0}}, {"topk": {"blocks": 16}}, {"sink": {"count": 4}}],
+}
+
+
+def stored_tiles(pattern: maskc.CompiledPattern, q, k) -> int:
+    """Tiles of the 64 × 64 grid the forward stores (the tuner's pick in every run so far), over every
+    head, from the call's run-time tile kinds."""
+    from maskc.backends.triton.runtime import CallInputs, StaticMaps, tile_kinds
+    from maskc.grid import TileGrid
+
+    rule, grid = pattern.layouts[0].rule, TileGrid(pattern.n, 64, 64)
+    with torch.no_grad():
+        kinds = tile_kinds(rule, grid, CallInputs.prepare([rule], q, k, None), StaticMaps(), q.device)
+    return int((kinds > 0).expand(B, H, grid.row_tiles, grid.col_tiles).sum())
+
+
 def bench_topk(n: int, dense: Dense, q, k, v) -> None:
     case = "topk16 (B=64) + causal window 512 + 4 sinks"
-    spec = {
-        "name": "nsa",
-        "causal": True,
-        "block_size": 64,
-        "pattern": [{"window": {"before": 511, "after": 0}}, {"topk": {"blocks": 16}}, {"sink": {"count": 4}}],
-    }
-    pattern = compiled(spec, n)
+    pattern = compiled(TOPK_SPEC, n)
 
     def ours(a, b, c):
         return maskc.attention(a, b, c, pattern, backend="triton")
@@ -217,12 +232,41 @@ def bench_topk(n: int, dense: Dense, q, k, v) -> None:
         resolved = resolve_dynamic(pattern, q.detach(), k.detach())[0]
         selected = select_blocks(q.detach(), k.detach(), maskc.Topk(blocks=16), 64, True)[0]
     pairs = sum(resolved.layout_of_head(h).element_count() for h in range(H))
+    log(impl="maskc", case=case, tiles_64x64=stored_tiles(pattern, q.detach(), k.detach()))
     reference = bench_maskc(case, ours, pattern.spec_hash, pairs, dense, q, k, v)
 
     def mask_mod(b, h, i, j):
         return (i >= j) & ((i - j < 512) | (j < 4) | selected[h, i // 64, j // 64])
 
     bench_flex(case, mask_mod, H, pairs, dense, reference, q, k, v)
+
+
+def scores_before_window(q: torch.Tensor, k: torch.Tensor, block: int, share: str) -> torch.Tensor:
+    """Block scores that rank, for query block I, the key blocks just before its window first (J from
+    I − 9 down to I − 24, nearest to I − 16.5 first): `bench_topk_control`'s selection."""
+    blocks = -(-q.shape[2] // block)
+    index = torch.arange(blocks, device=q.device, dtype=torch.float32)
+    scores = -(index[:, None] - 16.5 - index[None, :]).abs()
+    return scores.expand(q.shape[0], q.shape[1], blocks, blocks)
+
+
+def bench_topk_control(n: int, dense: Dense, q, k, v) -> None:
+    """A control, not a pattern: the top-k case with each query block's 16 blocks taken just before its
+    window instead of by score, so the kernels compute about as many tiles (`tiles_64x64`) but read
+    neighbouring key blocks, as a band does. Against the top-k case's times (the tuner keeps that
+    case's picks: same spec) it says what the selection's scattered loads cost (bench/NOTES.md)."""
+    case = "topk16 control: the 16 blocks before the window + causal window 512 + 4 sinks"
+    pattern = compiled(TOPK_SPEC, n)
+
+    def ours(a, b, c):
+        return maskc.attention(a, b, c, pattern, backend="triton")
+
+    with mock.patch("maskc.selection.block_scores", scores_before_window):
+        with torch.no_grad():
+            resolved = resolve_dynamic(pattern, q.detach(), k.detach())[0]
+        pairs = sum(resolved.layout_of_head(h).element_count() for h in range(H))
+        log(impl="maskc", case=case, tiles_64x64=stored_tiles(pattern, q.detach(), k.detach()))
+        bench_maskc(case, ours, pattern.spec_hash, pairs, dense, q, k, v)
 
 
 def cluster_pairs(q_labels: torch.Tensor, k_labels: torch.Tensor, clusters: int) -> int:
@@ -293,7 +337,7 @@ def main() -> None:
     if args.n != sum(LENGTHS):
         parser.error(f"the documents sum to {sum(LENGTHS)}; --n must be that")
     cases = args.cases.split(",")
-    unknown = set(cases) - {"documents", "window", "topk", "kmeans", "kmeans_held", "lsh"}
+    unknown = set(cases) - {"documents", "window", "topk", "topk_control", "kmeans", "kmeans_held", "lsh"}
     if unknown:
         parser.error(f"unknown cases {sorted(unknown)}")
     torch.manual_seed(0)
@@ -306,6 +350,8 @@ def main() -> None:
         bench_documents("documents, causal window 1024 inside each", 1024, args.n, dense, q, k, v)
     if "topk" in cases:
         bench_topk(args.n, dense, q, k, v)
+    if "topk_control" in cases:
+        bench_topk_control(args.n, dense, q, k, v)
     if "kmeans" in cases:
         bench_clusters("kmeans", args.n, dense, q, k, v)
     if "kmeans" in cases or "kmeans_held" in cases:
