@@ -17,6 +17,7 @@ pytestmark = [
 
 transformers = pytest.importorskip("transformers")
 
+import maskc.attention  # noqa: E402
 import maskc.hf  # noqa: E402
 
 maskc.hf.register()
@@ -53,9 +54,12 @@ def _document_loss(logits: torch.Tensor, ids: torch.Tensor, lengths: list[int]) 
     return sum(torch.nn.functional.cross_entropy(x[0, :-1], t[0, 1:], reduction="sum") for x, t in parts)
 
 
-def test_packed_rows_equal_each_document_alone_with_triton():
+def test_packed_rows_equal_each_document_alone_with_triton(monkeypatch):
     n = 512
     reference, model = _pair(n)
+    chosen = []
+    real = maskc.attention.choose_backend
+    monkeypatch.setattr(maskc.attention, "choose_backend", lambda *a: chosen.append(real(*a)) or chosen[-1])
     ids = torch.randint(0, 97, (len(LENGTHS), n), generator=torch.Generator().manual_seed(1)).cuda()
     positions = torch.stack([torch.cat([torch.arange(k) for k in row]) for row in LENGTHS]).cuda()
     packed = model(ids, position_ids=positions).logits
@@ -71,3 +75,4 @@ def test_packed_rows_equal_each_document_alone_with_triton():
     loss_alone.backward()
     for (name, got), want in zip(model.named_parameters(), reference.parameters(), strict=True):
         assert _relative(got.grad, want.grad) < 1e-3, name
+    assert chosen and {backend.name for backend in chosen} == {"triton"}  # every layer, no CPU fallback
