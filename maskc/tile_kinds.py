@@ -23,9 +23,9 @@ lemma allows. One int8 map per rule in place of two boolean ones halves the ops 
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from functools import reduce
 
-import numpy as np
 import torch
 
 EMPTY, PARTIAL, FULL = 0, 1, 2
@@ -37,18 +37,14 @@ def kinds_of(any_: torch.Tensor, full: torch.Tensor) -> torch.Tensor:
     return any_.to(torch.int8) + full
 
 
-def kinds_of_array(any_: np.ndarray, full: np.ndarray) -> np.ndarray:
-    """`kinds_of` for host arrays (compile-time maps of static subtrees)."""
-    return any_.astype(np.int8) + full.astype(np.int8)
-
-
-def union(kinds: list[torch.Tensor]) -> torch.Tensor:
-    """Kinds of the union of the children's rules (broadcast)."""
+def union(kinds: Iterable[torch.Tensor]) -> torch.Tensor:
+    """Kinds of the union of the children's rules (broadcast; pairwise, so a generator holds one
+    child's map at a time)."""
     return reduce(torch.maximum, kinds)
 
 
-def intersection(kinds: list[torch.Tensor]) -> torch.Tensor:
-    """Kinds of the intersection of the children's rules (broadcast)."""
+def intersection(kinds: Iterable[torch.Tensor]) -> torch.Tensor:
+    """Kinds of the intersection of the children's rules (broadcast, pairwise)."""
     return reduce(torch.minimum, kinds)
 
 

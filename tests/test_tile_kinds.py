@@ -9,7 +9,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from maskc.tile_kinds import FULL, PARTIAL, difference, intersection, kinds_of, kinds_of_array, union
+from maskc.tile_kinds import FULL, PARTIAL, difference, intersection, kinds_of, union
 
 TILE = 2
 
@@ -69,4 +69,3 @@ def test_full_without_any_reads_as_partial():
     any_ = torch.tensor([False, True, True, False])
     full = torch.tensor([False, False, True, True])
     assert kinds_of(any_, full).tolist() == [0, 1, 2, 1]
-    assert kinds_of_array(any_.numpy(), full.numpy()).tolist() == [0, 1, 2, 1]

@@ -37,7 +37,7 @@ from maskc.rules import (
     UnionRule,
 )
 from maskc.selection import select_blocks
-from maskc.tile_kinds import FULL, difference, intersection, kinds_of, kinds_of_array, union
+from maskc.tile_kinds import FULL, difference, intersection, kinds_of, union
 from maskc.tracing import made_once
 
 from .compaction import compact_kinds
@@ -243,8 +243,7 @@ def _topk_kinds(leaf: TopkRule, inputs: CallInputs, grid: TileGrid, static: Stat
     selected = inputs.values[f"selected:{leaf.origin}"]  # int8, 1 where selected
     if grid.block_m <= leaf.block and grid.block_n <= leaf.block:  # a tile lies in one block: all or nothing
         rows = _block_to_tiles(selected, leaf.block, grid.block_m, grid.row_tiles, 2, "any", static)
-        inside = _block_to_tiles(rows, leaf.block, grid.block_n, grid.col_tiles, 3, "any", static)
-        return (inside * FULL).to(torch.int8)  # int8 as selected, unless a padded last tile made it bool
+        return _block_to_tiles(rows, leaf.block, grid.block_n, grid.col_tiles, 3, "any", static) * FULL
     selected = selected.view(torch.bool)
 
     def tiles(reduce: str) -> torch.Tensor:
@@ -281,8 +280,7 @@ class StaticMaps:
         """The compile-time tile kinds of the static `rule` on `device`."""
         key = (id(rule), grid, str(device))
         if key not in self._maps:
-            cls = rule.grid_classes(grid)
-            self._maps[key] = torch.as_tensor(kinds_of_array(cls.any, cls.full), device=device)
+            self._maps[key] = _host_kinds(rule, grid).to(device)
             self._keep.append(rule)
         return self._maps[key]
 
@@ -295,14 +293,17 @@ class StaticMaps:
             return None
         key = (id(rule), "static children", grid, str(device))
         if key not in self._maps:
-            combine = np.maximum if isinstance(rule, UnionRule) else np.minimum
-            first, *rest = (child.grid_classes(grid) for child in fixed)
-            kinds = kinds_of_array(first.any, first.full)
-            for other in rest:  # pairwise: one map at a time held beside the result
-                kinds = combine(kinds, kinds_of_array(other.any, other.full))
-            self._maps[key] = torch.as_tensor(kinds, device=device)
+            combine = union if isinstance(rule, UnionRule) else intersection
+            # pairwise over a generator: one child's map at a time held beside the result
+            self._maps[key] = combine(_host_kinds(child, grid) for child in fixed).to(device)
             self._keep.append(rule)
         return self._maps[key]
+
+
+def _host_kinds(rule: Rule, grid: TileGrid) -> torch.Tensor:
+    """The compile-time tile kinds of the static `rule`, on the host."""
+    classes = rule.grid_classes(grid)
+    return kinds_of(torch.as_tensor(classes.any), torch.as_tensor(classes.full))
 
 
 def tile_kinds(
