@@ -38,6 +38,9 @@ CASES = [
     ("documents (run-time)", {"causal": True, "pattern": [
         {"intersect": [{"document": {}}, {"window": {"before": 100, "after": 0}}]},
         {"sink": {"count": 2, "per": "document"}}]}, 1024, 64, "single", True),
+    ("top-k (run-time)", {"causal": True, "block_size": 64, "pattern": [
+        {"window": {"before": 255, "after": 0}}, {"topk": {"blocks": 4}}, {"sink": {"count": 4}}]},
+     1024, 64, "single", False),
 ]  # fmt: skip
 _OP = re.compile(r"^\s*(?:%[\w#:, %]+=\s*)?\"?([a-z_]+\.[a-z_.0-9]+)")
 

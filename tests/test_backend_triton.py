@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from specgen import brute_force_mask, spec_dicts
 
 import maskc
+from maskc.backends.triton.plans import plan_for
 from maskc.errors import BackendError, MaskcWarning
 from maskc.registry import choose_backend, get_backend
 
@@ -233,8 +234,24 @@ def test_source_is_keyed_by_structure_not_n_or_values(tmp_path):
     other = maskc.Spec(name="w", pattern=[{"window": {"before": 8}}, {"sink": {"count": 4}}])
     sources = [backend.source(maskc.compile(s, seq_len=n)) for s, n in ((small, 128), (wide, 4096), (other, 128))]
     assert sources[0] == sources[1] != sources[2]
-    assert "def tile_mask(q_idx, k_idx, code, n_ctx, mask_args):" in sources[0]
+    assert "def tile_mask(q_idx, k_idx, code, n_ctx, mask_args, q_first, k_first, ALIGNED: tl.constexpr):" in sources[0]
     assert "def maskc_forward(" not in sources[0]  # the kernels are code in kernels/, not generated
+
+
+def test_constants_stay_compile_time_constants_in_the_predicate():
+    """Triton makes a constant bound to a plain name a scalar of the language, on which no condition
+    is decided at compile time; bound through a tl.constexpr annotation it stays a constant, so that
+    top-k's block size and a tile's extents choose one flag per tile (bench/NOTES.md)."""
+    pattern = [{"window": {"before": 8}}, {"topk": {"blocks": 2}}]
+    spec = maskc.Spec(name="t", causal=True, block_size=16, pattern=pattern)
+    plan = plan_for(maskc.compile(spec, seq_len=128))
+    constants = [arg.name for arg in plan.masks.args if arg.kind == "constexpr"]
+    others = [arg.name for arg in plan.masks.args if arg.kind != "constexpr"]
+    assert constants and others
+    lines = plan.source().splitlines()
+    for index, arg in enumerate(plan.masks.args):
+        annotation = ": tl.constexpr" if arg.name in constants else ""
+        assert f"    {arg.name}{annotation} = mask_args[{index}]" in lines
 
 
 def test_cpu_tensors_need_the_interpreter(monkeypatch):

@@ -104,9 +104,12 @@ def test_topk_matches_the_cpu_reference(share: str, causal: bool) -> None:
     _compare(_pattern(spec, 70, 4, (16, 16)), 2, 70)
 
 
-def test_topk_on_tiles_other_than_its_blocks() -> None:
-    spec = {"causal": True, "block_size": 8, "pattern": [{"window": {"before": 3}}, {"topk": {"blocks": 3}}]}
-    _compare(_pattern(spec, 60, 2, (32, 16)), 1, 60)
+@pytest.mark.parametrize(("block", "tile"), [(8, (32, 16)), (32, (16, 16)), (32, (16, 32)), (16, (16, 32))])
+def test_topk_on_tiles_other_than_its_blocks(block: int, tile: tuple[int, int]) -> None:
+    """Tiles spanning several blocks read a flag per element; tiles inside one block pair (blocks a
+    multiple of both tile extents: the second and third cases) read one flag per tile."""
+    spec = {"causal": True, "block_size": block, "pattern": [{"window": {"before": 3}}, {"topk": {"blocks": 3}}]}
+    _compare(_pattern(spec, 60, 2, tile), 1, 60)
 
 
 @pytest.mark.parametrize("method", ["kmeans", "lsh"])

@@ -2,7 +2,10 @@
 
 Each distinct head pattern (layout) emits a Triton expression over `q_idx` and `k_idx` through
 `emit.emit_rule`. The expressions become the branches of `tile_mask(q_idx, k_idx, code, n_ctx,
-mask_args)`, which the kernels (`kernels/`) call on partial tiles only; full tiles never reach it.
+mask_args, q_first, k_first, ALIGNED)`, which the kernels (`kernels/`) call on partial tiles only;
+full tiles never reach it. With ALIGNED the tile's positions are q_first … and k_first …, each range
+starting at a multiple of its length, so a rule constant over blocks of a multiple of that length
+reads one value per tile (`emit._block_flags`).
 The expressions are elementwise, so the same predicate serves [BLOCK_M, BLOCK_N] tiles (forward,
 dQ) and transposed [BLOCK_N, BLOCK_M] tiles (dK/dV).
 
@@ -54,14 +57,18 @@ def emit_masks(rules: Sequence[Rule]) -> MaskCode:
     """The `tile_mask` function branching on the layout id (uniform per program) over the rules."""
     expressions, args = [], []
     for index, rule in enumerate(rules):
-        em = TritonEmitter(prefix=f"l{index}_")
+        em = TritonEmitter(prefix=f"l{index}_", tile=TILE)
         expressions.append((emit_rule(rule, em), em))
         args.extend(em.args)
     bounds = "(q_idx < n_ctx) & (k_idx < n_ctx)"
     if any(arg.kind == "input" for arg in args):
         args.append(KernelArg("tables_per_batch", "input", TABLE_STRIDE))
-    lines = ["@triton.jit", "def tile_mask(q_idx, k_idx, code, n_ctx, mask_args):"]
-    lines += [f"    {arg.name} = mask_args[{index}]" for index, arg in enumerate(args)]
+    q_first, k_first, aligned = TILE
+    signature = f"q_idx, k_idx, code, n_ctx, mask_args, {q_first}, {k_first}, {aligned}: tl.constexpr"
+    lines = ["@triton.jit", f"def tile_mask({signature}):"]
+    # a constant stays one only through an annotated name (`x = mask_args[i]` makes it a scalar of the
+    # language, which compile-time conditions such as emit._block_flags's cannot read)
+    lines += [f"    {arg.name}{_annotation(arg)} = mask_args[{index}]" for index, arg in enumerate(args)]
     lines += _prologue(len(rules), any(arg.kind == "input" for arg in args))
     if len(expressions) == 1:
         lines.append(f"    keep = ({expressions[0][0]}) & {bounds}")
@@ -77,8 +84,16 @@ def emit_masks(rules: Sequence[Rule]) -> MaskCode:
     return MaskCode(source="\n".join(lines) + "\n", args=tuple(args), key=key)
 
 
+#: The predicate's tile arguments: its first query and key positions, and whether they describe it
+#: (the walking kernels: True; decoding, whose positions are a cache's: False).
+TILE = ("q_first", "k_first", "ALIGNED")
+
 #: The input naming how many tables one batch element spans (run-time layouts only).
 TABLE_STRIDE = "table_stride"
+
+
+def _annotation(arg: KernelArg) -> str:
+    return ": tl.constexpr" if arg.kind == "constexpr" else ""
 
 
 def _prologue(layouts: int, run_time: bool) -> list[str]:

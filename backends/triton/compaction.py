@@ -23,7 +23,7 @@ from .cache import interpreting
 from .kernels import kernel_module
 
 #: Lines per program and tiles per step along a line.
-BLOCK_L, BLOCK_W = 16, 256
+BLOCK_L, BLOCK_W = 16, 128
 
 
 @torch.library.custom_op("maskc::compact_kinds", mutates_args=())

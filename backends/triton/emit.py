@@ -151,8 +151,7 @@ def _topk(rule: TopkRule, em: TritonEmitter) -> str:
     table = em.call_input(f"selected:{rule.origin}", "selected")
     size, n = em.constant(rule.block, "block"), em.runtime(rule.n, "n")
     width = em.runtime(-(-rule.n // rule.block), "blocks")
-    at = f"({em.table_index}.to(tl.int64) * {width} + {em.q} // {size}) * {width} + {em.k} // {size}"
-    return f"(tl.load({table} + {at}, mask=({em.q} < {n}) & ({em.k} < {n}), other=0) != 0)"
+    return _block_flags(f"({table} + {em.table_index}.to(tl.int64) * {width} * {width})", em, size, width, n)
 
 
 @emit_rule.register
@@ -160,8 +159,26 @@ def _selected_blocks(rule: SelectedBlocksRule, em: TritonEmitter) -> str:
     table = em.table(rule.selected.astype(np.int32).reshape(-1), "selected")
     size, width = em.constant(rule.block, "block"), em.runtime(rule.selected.shape[1], "blocks")
     n = em.runtime(rule.n, "n")
-    inside = f"({em.q} < {n}) & ({em.k} < {n})"
-    return f"(tl.load({table} + ({em.q} // {size}) * {width} + {em.k} // {size}, mask={inside}, other=0) != 0)"
+    return _block_flags(table, em, size, width, n)
+
+
+def _block_flags(table: str, em: TritonEmitter, size: str, width: str, n: str) -> str:
+    """table[(q // size) · width + k // size] != 0 (False where q or k is past n).
+
+    Read per element, a 64 × 64 tile gathers 4,096 flags, and the 64-bit pointer of each took so many
+    registers that the forward spilled (sm_90, bench/NOTES.md). A tile of the kernels whose extents
+    divide the block size lies in one block pair, so there the flag at its first positions is read
+    once; the choice is made at compile time (the tile's extents are constants).
+    """
+    per_element = f"({em.q} // {size}) * {width} + {em.k} // {size}"
+    gathered = f"(tl.load({table} + {per_element}, mask=({em.q} < {n}) & ({em.k} < {n}), other=0) != 0)"
+    if em.tile is None:
+        return gathered
+    q_first, k_first, aligned = em.tile
+    at = f"({q_first} // {size}) * {width} + {k_first} // {size}"
+    once = f"(tl.load({table} + {at}, mask=({q_first} < {n}) & ({k_first} < {n}), other=0) != 0)"
+    one_pair = f"{aligned} and {size} % {em.q}.numel == 0 and {size} % {em.k}.numel == 0"
+    return f"({once} if {one_pair} else {gathered})"
 
 
 @emit_rule.register

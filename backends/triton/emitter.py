@@ -31,6 +31,10 @@ class TritonEmitter:
     #: The batch element and the call's table index of the tile being masked (run-time inputs only).
     batch: str = "b_idx"
     table_index: str = "t_idx"
+    #: Names of the tile's first query and key positions and of the compile-time flag saying that q
+    #: and k are the tile's own positions (contiguous, each range starting at a multiple of its
+    #: length, as the kernels' tiles are); None under a rule that remaps positions (passes, cluster order).
+    tile: tuple[str, str, str] | None = None
     prefix: str = "r"
     args: list[KernelArg] = field(default_factory=list)
 

@@ -7,6 +7,8 @@ are derived once per forward, so the layers share one layout (`backends/triton/r
 
 from __future__ import annotations
 
+import importlib
+
 import pytest
 import torch
 
@@ -17,8 +19,9 @@ pytestmark = [
 
 transformers = pytest.importorskip("transformers")
 
-import maskc.attention  # noqa: E402
 import maskc.hf  # noqa: E402
+
+ATTENTION = importlib.import_module("maskc.attention")  # the module; `maskc.attention` is the function
 
 maskc.hf.register()
 
@@ -58,8 +61,8 @@ def test_packed_rows_equal_each_document_alone_with_triton(monkeypatch):
     n = 512
     reference, model = _pair(n)
     chosen = []
-    real = maskc.attention.choose_backend
-    monkeypatch.setattr(maskc.attention, "choose_backend", lambda *a: chosen.append(real(*a)) or chosen[-1])
+    real = ATTENTION.choose_backend
+    monkeypatch.setattr(ATTENTION, "choose_backend", lambda *a: chosen.append(real(*a)) or chosen[-1])
     ids = torch.randint(0, 97, (len(LENGTHS), n), generator=torch.Generator().manual_seed(1)).cuda()
     positions = torch.stack([torch.cat([torch.arange(k) for k in row]) for row in LENGTHS]).cuda()
     packed = model(ids, position_ids=positions).logits

@@ -81,7 +81,7 @@ def maskc_backward_prepare(
 
 
 @triton.jit
-def dkdv_tile(dk, dv, k, v, q, do, Lse2, Delta, offs_q, offs_k, layout, n_ctx, q_lo, q_hi, qk_scale,
+def dkdv_tile(dk, dv, k, v, q, do, Lse2, Delta, offs_q, offs_k, start_m, start_n, layout, n_ctx, q_lo, q_hi, qk_scale,
               tile_mask: tl.constexpr, mask_args, q_map,
               MASKED: tl.constexpr, EVEN_N: tl.constexpr, PRECISION: tl.constexpr):
     # -- the rows' lse and delta (at the rows the positions map to): rows outside [q_lo, q_hi) are
@@ -98,7 +98,7 @@ def dkdv_tile(dk, dv, k, v, q, do, Lse2, Delta, offs_q, offs_k, layout, n_ctx, q
     qk_t = mma(k, tl.trans(q), None, PRECISION)
     p_t = tl.math.exp2(qk_t * qk_scale - lse2[None, :])
     if MASKED:
-        keep = tile_mask(offs_q[None, :], offs_k[:, None], layout, n_ctx, mask_args)
+        keep = tile_mask(offs_q[None, :], offs_k[:, None], layout, n_ctx, mask_args, start_m, start_n, True)
         p_t = tl.where(keep, p_t, 0.0)
     # -- dV += P^T dO; dK += dS^T Q with dS = P ∘ (dP − delta) --
     dv = mma(p_t.to(do.dtype), do, dv, PRECISION)
@@ -127,7 +127,7 @@ def add_tile_dq(ds_t, k, dq_tile, DQDesc, dq_row, offs_q, q_lo, q_hi,
 @triton.jit
 def dkdv_tiles(dk, dv, k, v, q_head, do_head, q_local, do_local, stride_qm, stride_dm, QDesc, DODesc, q_row, do_row,
                lse2_head, delta_head, dq_head, dq_local, stride_dqm, DQDesc, dq_row,
-               tile_idx, lo, hi, offs_m, offs_k, layout, n_ctx, q_lo, q_hi, qk_scale,
+               tile_idx, lo, hi, offs_m, offs_k, start_n, layout, n_ctx, q_lo, q_hi, qk_scale,
                tile_mask: tl.constexpr, mask_args, q_map,
                BLOCK_M: tl.constexpr, MASKED: tl.constexpr, EVEN_N: tl.constexpr, PRECISION: tl.constexpr,
                TMA: tl.constexpr, ATOMIC_DQ: tl.constexpr, TMA_DQ: tl.constexpr):
@@ -140,8 +140,8 @@ def dkdv_tiles(dk, dv, k, v, q_head, do_head, q_local, do_local, stride_qm, stri
                                start_m, offs_m, q_lo, q_hi, q_map, EVEN_N, TMA)
         dk, dv, ds_t = dkdv_tile(
             dk, dv, k, v, q, do, lse2_head, delta_head,
-            start_m + offs_m, offs_k, layout, n_ctx, q_lo, q_hi, qk_scale, tile_mask, mask_args, q_map,
-            MASKED, EVEN_N, PRECISION,
+            start_m + offs_m, offs_k, start_m, start_n, layout, n_ctx, q_lo, q_hi, qk_scale, tile_mask, mask_args,
+            q_map, MASKED, EVEN_N, PRECISION,
         )
         if ATOMIC_DQ:
             dq_tile = shifted(dq_head + start_m.to(tl.int64) * stride_dqm + dq_local, start_m + offs_m, stride_dqm,
@@ -228,7 +228,7 @@ def maskc_backward_dkdv(
             dk, dv, k, v, q_head, do_head, q_local, do_local, stride_qm, stride_dm, QDesc, DODesc, q_row, do_row,
             Lse2 + rows_at, Delta + rows_at, dq_head, dq_local, HEAD_DIM, DQDesc, dq_row,
             full_idx, full_lo, full_hi,
-            offs_m, offs_k, layout, n_ctx, q_lo, q_lo + q_len, qk_scale, tile_mask, mask_args, q_map,
+            offs_m, offs_k, start_n, layout, n_ctx, q_lo, q_lo + q_len, qk_scale, tile_mask, mask_args, q_map,
             BLOCK_M, False, EVEN_N, PRECISION, TMA, ATOMIC_DQ, TMA_DQ,
         )
         partial_lo = tl.load(partial_ptr + at)
@@ -239,7 +239,7 @@ def maskc_backward_dkdv(
             dk, dv, k, v, q_head, do_head, q_local, do_local, stride_qm, stride_dm, QDesc, DODesc, q_row, do_row,
             Lse2 + rows_at, Delta + rows_at, dq_head, dq_local, HEAD_DIM, DQDesc, dq_row,
             partial_idx, partial_lo, partial_hi,
-            offs_m, offs_k, layout, n_ctx, q_lo, q_lo + q_len, qk_scale, tile_mask, mask_args, q_map,
+            offs_m, offs_k, start_n, layout, n_ctx, q_lo, q_lo + q_len, qk_scale, tile_mask, mask_args, q_map,
             BLOCK_M, True, EVEN_N, PRECISION, TMA, ATOMIC_DQ, TMA_DQ,
         )
     # Stage 3: write dK (scaled) and dV once, or, for a chunk, keep the partials for the sum.
@@ -266,13 +266,13 @@ def maskc_backward_dkdv(
 
 
 @triton.jit
-def dq_tile(dq, q, do, lse2, delta, k, v, offs_q, offs_k, layout, n_ctx, qk_scale,
+def dq_tile(dq, q, do, lse2, delta, k, v, offs_q, offs_k, start_m, start_n, layout, n_ctx, qk_scale,
             tile_mask: tl.constexpr, mask_args, MASKED: tl.constexpr, PRECISION: tl.constexpr):
     # -- P from the saved lse, masked by the predicate on partial tiles only --
     qk = mma(q, tl.trans(k), None, PRECISION)
     p = tl.math.exp2(qk * qk_scale - lse2[:, None])
     if MASKED:
-        keep = tile_mask(offs_q[:, None], offs_k[None, :], layout, n_ctx, mask_args)
+        keep = tile_mask(offs_q[:, None], offs_k[None, :], layout, n_ctx, mask_args, start_m, start_n, True)
         p = tl.where(keep, p, 0.0)
     # -- dQ += dS K with dS = P ∘ (dO V^T − delta) --
     dp = mma(do, tl.trans(v), None, PRECISION)
@@ -283,7 +283,7 @@ def dq_tile(dq, q, do, lse2, delta, k, v, offs_q, offs_k, layout, n_ctx, qk_scal
 
 @triton.jit
 def dq_tiles(dq, q, do, lse2, delta, k_head, v_head, k_local, v_local, stride_kn, stride_vn, KDesc, VDesc, k_row, v_row,
-             tile_idx, lo, hi, offs_q, offs_n, layout, n_ctx, k_lo, k_hi, qk_scale,
+             tile_idx, lo, hi, offs_q, start_m, offs_n, layout, n_ctx, k_lo, k_hi, qk_scale,
              tile_mask: tl.constexpr, mask_args, k_map,
              BLOCK_N: tl.constexpr, MASKED: tl.constexpr, EVEN_N: tl.constexpr, PRECISION: tl.constexpr,
              TMA: tl.constexpr):
@@ -295,7 +295,8 @@ def dq_tiles(dq, q, do, lse2, delta, k_head, v_head, k_local, v_local, stride_kn
                              start_n, offs_n, k_lo, k_hi, k_map, EVEN_N, TMA)
         dq = dq_tile(
             dq, q, do, lse2, delta, k, v,
-            offs_q, start_n + offs_n, layout, n_ctx, qk_scale, tile_mask, mask_args, MASKED, PRECISION,
+            offs_q, start_n + offs_n, start_m, start_n, layout, n_ctx, qk_scale, tile_mask, mask_args, MASKED,
+            PRECISION,
         )
         start_n = next_n
     return dq
@@ -358,7 +359,7 @@ def maskc_backward_dq(
     dq = dq_tiles(
         dq, q, do, lse2, delta, k_head, v_head, k_local, v_local, stride_kn, stride_vn, KDesc, VDesc, k_row, v_row,
         full_idx, full_lo, full_hi,
-        offs_q, offs_n, layout, n_ctx, k_lo, k_hi, qk_scale, tile_mask, mask_args, k_map,
+        offs_q, start_m, offs_n, layout, n_ctx, k_lo, k_hi, qk_scale, tile_mask, mask_args, k_map,
         BLOCK_N, False, EVEN_N, PRECISION, TMA,
     )
     partial_lo = tl.load(partial_ptr + at)
@@ -368,7 +369,7 @@ def maskc_backward_dq(
     dq = dq_tiles(
         dq, q, do, lse2, delta, k_head, v_head, k_local, v_local, stride_kn, stride_vn, KDesc, VDesc, k_row, v_row,
         partial_idx, partial_lo, partial_hi,
-        offs_q, offs_n, layout, n_ctx, k_lo, k_hi, qk_scale, tile_mask, mask_args, k_map,
+        offs_q, start_m, offs_n, layout, n_ctx, k_lo, k_hi, qk_scale, tile_mask, mask_args, k_map,
         BLOCK_N, True, EVEN_N, PRECISION, TMA,
     )
     # Stage 4: write dQ (scaled) once, or, for a chunk, keep the partial for the sum.

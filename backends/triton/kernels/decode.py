@@ -33,12 +33,12 @@ def decode_keep(q_pos, k_pos, row_group, head_layout, kvh, n_ctx, tile_mask: tl.
     # The predicate on true positions; with per-head patterns each query head of the group
     # evaluates its own layout's branch (tile_mask branches on a layout that is uniform per call).
     if ONE_LAYOUT:
-        keep = tile_mask(q_pos[:, None], k_pos[None, :], 0, n_ctx, mask_args)
+        keep = tile_mask(q_pos[:, None], k_pos[None, :], 0, n_ctx, mask_args, 0, 0, False)  # a cache's positions
     else:
         keep = q_pos[:, None] < 0
         for g in tl.static_range(GROUP):
             layout = tl.load(head_layout + kvh * GROUP + g)
-            mine = tile_mask(q_pos[:, None], k_pos[None, :], layout, n_ctx, mask_args)
+            mine = tile_mask(q_pos[:, None], k_pos[None, :], layout, n_ctx, mask_args, 0, 0, False)
             keep = tl.where((row_group == g)[:, None], mine, keep)
     return keep
 

@@ -43,14 +43,14 @@ from .common import (
 
 
 @triton.jit
-def forward_tile(acc, m_i, l_i, q, k, v, offs_q, offs_k, layout, n_ctx, k_lo, k_hi, qk_scale,
+def forward_tile(acc, m_i, l_i, q, k, v, offs_q, offs_k, start_m, start_n, layout, n_ctx, k_lo, k_hi, qk_scale,
                  tile_mask: tl.constexpr, mask_args,
                  MASKED: tl.constexpr, EVEN_N: tl.constexpr, PRECISION: tl.constexpr):
     k_in = (offs_k >= k_lo) & (offs_k < k_hi)
     # -- compute qk, masked by the predicate on partial tiles only --
     qk = mma(q, tl.trans(k), None, PRECISION)
     if MASKED:
-        keep = tile_mask(offs_q[:, None], offs_k[None, :], layout, n_ctx, mask_args)
+        keep = tile_mask(offs_q[:, None], offs_k[None, :], layout, n_ctx, mask_args, start_m, start_n, True)
         if not EVEN_N:
             keep = keep & k_in[None, :]
         qk = tl.where(keep, qk, float("-inf"))
@@ -72,7 +72,7 @@ def forward_tile(acc, m_i, l_i, q, k, v, offs_q, offs_k, layout, n_ctx, k_lo, k_
 
 @triton.jit
 def forward_tiles(acc, m_i, l_i, q, k_head, v_head, k_local, v_local, stride_kn, stride_vn, KDesc, VDesc, k_row, v_row,
-                  tile_idx, lo, hi, offs_q, offs_n, layout, n_ctx, k_lo, k_hi, qk_scale,
+                  tile_idx, lo, hi, offs_q, start_m, offs_n, layout, n_ctx, k_lo, k_hi, qk_scale,
                   tile_mask: tl.constexpr, mask_args, k_map,
                   BLOCK_N: tl.constexpr, MASKED: tl.constexpr, EVEN_N: tl.constexpr, PRECISION: tl.constexpr,
                   TMA: tl.constexpr):
@@ -85,7 +85,7 @@ def forward_tiles(acc, m_i, l_i, q, k_head, v_head, k_local, v_local, stride_kn,
                              start_n, offs_n, k_lo, k_hi, k_map, EVEN_N, TMA)
         acc, m_i, l_i = forward_tile(
             acc, m_i, l_i, q, k, v,
-            offs_q, start_n + offs_n, layout, n_ctx, k_lo, k_hi, qk_scale, tile_mask, mask_args,
+            offs_q, start_n + offs_n, start_m, start_n, layout, n_ctx, k_lo, k_hi, qk_scale, tile_mask, mask_args,
             MASKED, EVEN_N, PRECISION,
         )
         start_n = next_n
@@ -151,7 +151,7 @@ def maskc_forward(
     acc, m_i, l_i = forward_tiles(
         acc, m_i, l_i, q, k_head, v_head, k_local, v_local, stride_kn, stride_vn, KDesc, VDesc, k_row, v_row,
         full_idx, full_lo, full_hi,
-        offs_q, offs_n, layout, n_ctx, k_lo, k_hi, qk_scale, tile_mask, mask_args, k_map,
+        offs_q, start_m, offs_n, layout, n_ctx, k_lo, k_hi, qk_scale, tile_mask, mask_args, k_map,
         BLOCK_N, False, EVEN_N, PRECISION, TMA,
     )
     partial_lo = tl.load(partial_ptr + at)
@@ -162,7 +162,7 @@ def maskc_forward(
     acc, m_i, l_i = forward_tiles(
         acc, m_i, l_i, q, k_head, v_head, k_local, v_local, stride_kn, stride_vn, KDesc, VDesc, k_row, v_row,
         partial_idx, partial_lo, partial_hi,
-        offs_q, offs_n, layout, n_ctx, k_lo, k_hi, qk_scale, tile_mask, mask_args, k_map,
+        offs_q, start_m, offs_n, layout, n_ctx, k_lo, k_hi, qk_scale, tile_mask, mask_args, k_map,
         BLOCK_N, True, EVEN_N, PRECISION, TMA,
     )
     # Stage 4: normalise and store, or, for a chunk, keep the partial for the merge.
