@@ -96,17 +96,9 @@ def probe(q, k, v, ws: bool, warps: int, stages: int) -> tuple[torch.Tensor, flo
 
     def run() -> None:
         band_forward[(B * H * N // BLOCK,)](
-            *descs,
-            N,
-            D**-0.5 * 1.4426950408889634,
-            WINDOW=WINDOW,
-            BLOCK_M=BLOCK,
-            BLOCK_N=BLOCK,
-            HEAD_DIM=D,
-            WS=ws,
-            num_warps=warps,
-            num_stages=stages,
-        )
+            *descs, N, D**-0.5 * 1.4426950408889634,
+            WINDOW=WINDOW, BLOCK_M=BLOCK, BLOCK_N=BLOCK, HEAD_DIM=D, WS=ws, num_warps=warps, num_stages=stages,
+        )  # fmt: skip
 
     run()
     return out.reshape(B, H, N, D), do_bench(run, warmup=25, rep=200, return_mode="median")
