@@ -241,7 +241,9 @@ def test_source_is_keyed_by_structure_not_n_or_values(tmp_path):
 def test_constants_stay_compile_time_constants_in_the_predicate():
     """Triton makes a constant bound to a plain name a scalar of the language, on which no condition
     is decided at compile time; bound through a tl.constexpr annotation it stays a constant, so that
-    top-k's block size and a tile's extents choose one flag per tile (bench/NOTES.md)."""
+    top-k's block size and a tile's extents choose one flag per tile (bench/NOTES.md). The source is
+    checked here (the interpreter runs either form alike); the compiled form, by the offline compile
+    (`bench/compile_offline.py`, its top-k case) and the GPU suite."""
     pattern = [{"window": {"before": 8}}, {"topk": {"blocks": 2}}]
     spec = maskc.Spec(name="t", causal=True, block_size=16, pattern=pattern)
     plan = plan_for(maskc.compile(spec, seq_len=128))

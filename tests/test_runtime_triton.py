@@ -12,6 +12,7 @@ import torch
 from test_backend_triton import interpreter  # noqa: F401 - the module's TRITON_INTERPRET=1 fixture
 
 import maskc
+from maskc.backends.triton.clusters import runs_in_cluster_order
 from maskc.errors import DocumentsError, MaskcWarning
 
 #: float32 kernels against the CPU backend's float32 computation of the same mask.
@@ -104,12 +105,40 @@ def test_topk_matches_the_cpu_reference(share: str, causal: bool) -> None:
     _compare(_pattern(spec, 70, 4, (16, 16)), 2, 70)
 
 
-@pytest.mark.parametrize(("block", "tile"), [(8, (32, 16)), (32, (16, 16)), (32, (16, 32)), (16, (16, 32))])
-def test_topk_on_tiles_other_than_its_blocks(block: int, tile: tuple[int, int]) -> None:
-    """Tiles spanning several blocks read a flag per element; tiles inside one block pair (blocks a
-    multiple of both tile extents: the second and third cases) read one flag per tile."""
-    spec = {"causal": True, "block_size": block, "pattern": [{"window": {"before": 3}}, {"topk": {"blocks": 3}}]}
-    _compare(_pattern(spec, 60, 2, tile), 1, 60)
+TILES_AND_BLOCKS = [
+    (8, (32, 16), True),  # tiles spanning several blocks: a flag per element
+    (16, (16, 32), False),
+    (32, (16, 16), True),  # tiles inside one block pair: one flag per tile, at the tile's first positions
+    (32, (16, 32), True),
+    (32, (16, 32), False),
+    (32, (32, 16), False),
+]
+
+
+@pytest.mark.parametrize(("block", "tile", "causal"), TILES_AND_BLOCKS)
+def test_topk_on_tiles_other_than_its_blocks(block: int, tile: tuple[int, int], causal: bool) -> None:
+    """Two of seven blocks selected per query block (n = 200), so a flag read at the wrong block pair
+    (swapped, of another tile, of the first block) changes the mask."""
+    spec = {"causal": causal, "block_size": block, "pattern": [{"window": {"before": 3}}, {"topk": {"blocks": 2}}]}
+    _compare(_pattern(spec, 200, 2, tile), 1, 200)
+
+
+def test_topk_inside_cluster_order() -> None:
+    """Under cluster order the predicate reads original positions through the order tables, which
+    the tile's first positions do not describe: the selection is read per element there."""
+    spec = {
+        "causal": True,
+        "block_size": 16,
+        "pattern": {
+            "intersect": [
+                {"cluster": {"clusters": 3, "method": "kmeans"}},
+                [{"window": {"before": 4}}, {"topk": {"blocks": 2}}],
+            ]
+        },
+    }
+    pattern = _pattern(spec, 100, 2, (16, 16))
+    assert runs_in_cluster_order(pattern)
+    _compare(pattern, 2, 100)
 
 
 @pytest.mark.parametrize("method", ["kmeans", "lsh"])

@@ -163,12 +163,14 @@ def _selected_blocks(rule: SelectedBlocksRule, em: TritonEmitter) -> str:
 
 
 def _block_flags(table: str, em: TritonEmitter, size: str, width: str, n: str) -> str:
-    """table[(q // size) · width + k // size] != 0 (False where q or k is past n).
+    """table[(q // size) · width + k // size] != 0.
 
     Read per element, a 64 × 64 tile gathers 4,096 flags, and the 64-bit pointer of each took so many
     registers that the forward spilled (sm_90, bench/NOTES.md). A tile of the kernels whose extents
     divide the block size lies in one block pair, so there the flag at its first positions is read
-    once; the choice is made at compile time (the tile's extents are constants).
+    once; the choice is made at compile time (the tile's extents are constants). Positions past n:
+    False per element by the load's mask; in the one-read form the tile's flag, which the
+    predicate's own bounds term (n_ctx, the rule's n) clears.
     """
     per_element = f"({em.q} // {size}) * {width} + {em.k} // {size}"
     gathered = f"(tl.load({table} + {per_element}, mask=({em.q} < {n}) & ({em.k} < {n}), other=0) != 0)"
@@ -248,7 +250,7 @@ def _positioned(rule: PositionedRule, em: TritonEmitter) -> str:
     q_table, k_table = em.table(rule.q_positions, "q_pos"), em.table(rule.k_positions, "k_pos")
     q = f"tl.load({q_table} + {em.q}, mask={em.q} < {size}, other=-1)"
     k = f"tl.load({k_table} + {em.k}, mask={em.k} < {size}, other=-1)"
-    inner = TritonEmitter(q=f"tl.maximum({q}, 0)", k=f"tl.maximum({k}, 0)", prefix=em.prefix, args=em.args)
+    inner = em.remapped(f"tl.maximum({q}, 0)", f"tl.maximum({k}, 0)")
     return f"(({q} >= 0) & ({k} >= 0) & ({emit_rule(rule.inner, inner)}))"
 
 
@@ -262,12 +264,5 @@ def _sorted_cluster(rule: SortedClusterRule, em: TritonEmitter) -> str:
     row = f"{em.table_index}.to(tl.int64) * {n}"
     q = f"tl.load({q_order} + {row} + {em.q}, mask={em.q} < {n}, other=-1)"
     k = f"tl.load({k_order} + {row} + {em.k}, mask={em.k} < {n}, other=-1)"
-    inner = TritonEmitter(
-        q=f"tl.maximum({q}, 0)",
-        k=f"tl.maximum({k}, 0)",
-        batch=em.batch,
-        table_index=em.table_index,
-        prefix=em.prefix,
-        args=em.args,
-    )
+    inner = em.remapped(f"tl.maximum({q}, 0)", f"tl.maximum({k}, 0)")
     return f"(({q} >= 0) & ({k} >= 0) & ({emit_rule(rule.inner, inner)}))"

@@ -7,7 +7,7 @@ the source depends on the rule's structure and not on n or on parameter values.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -33,7 +33,7 @@ class TritonEmitter:
     table_index: str = "t_idx"
     #: Names of the tile's first query and key positions and of the compile-time flag saying that q
     #: and k are the tile's own positions (contiguous, each range starting at a multiple of its
-    #: length, as the kernels' tiles are); None under a rule that remaps positions (passes, cluster order).
+    #: length, as the kernels' tiles are); None once positions are read through tables (`remapped`).
     tile: tuple[str, str, str] | None = None
     prefix: str = "r"
     args: list[KernelArg] = field(default_factory=list)
@@ -64,6 +64,11 @@ class TritonEmitter:
         name = f"{self.prefix}{len(self.args)}_{hint}"
         self.args.append(KernelArg(name, "input", key))
         return name
+
+    def remapped(self, q: str, k: str) -> TritonEmitter:
+        """An emitter over other position expressions (a pass's position tables, cluster order), sharing
+        this one's arguments; the tile's first positions no longer describe them, so it has none."""
+        return replace(self, q=q, k=k, tile=None)
 
     def structure_key(self, expression: str) -> str:
         """What the generated source depends on: the expression text and argument kinds."""
