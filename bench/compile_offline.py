@@ -12,6 +12,11 @@ Needs a Triton with the NVIDIA backend (it bundles ptxas and cuobjdump); no GPU.
     MASKC_TRITON_AUTOTUNE=0 python bench/compile_offline.py > compiled.jsonl
     python bench/compile_offline.py --tma   # every kernel's tensor-descriptor (TMA) variant
     python bench/compile_offline.py --atomic-dq [--tma]   # dK/dV computing dQ with atomics
+    python bench/compile_offline.py --catalogue   # every spec in specs/ at the tile shapes the tuner
+                                                  # picks most, looking for spills (registers, stack)
+
+A predicate's cost is invisible in the tuner's times until it spills: top-k's per-element flag
+reads took its forward to 255 registers and a 192-byte stack, 37 % of its time (bench/NOTES.md).
 """
 
 from __future__ import annotations
@@ -120,15 +125,62 @@ def _variants(**variant: bool) -> None:
     tuning.candidates = candidates
 
 
-def main() -> None:
+#: The catalogue sweep's tile shapes (forward, dQ, dK/dV): the tuner's most frequent picks at head
+#: dim 128 (bench/RESULTS.md), large and small.
+PICKS = {
+    "128-row": ((128, 128, 8, 3, True), (128, 64, 8, 3, True), (64, 128, 8, 3, True)),
+    "64-row": ((64, 64, 4, 3, True), (64, 64, 4, 3, True), (32, 64, 4, 3, False)),
+}
+
+
+def _catalogue_cases() -> list[tuple]:
+    """Every spec in specs/ at n = 8192 (grid specs at their own n), with the spec's heads."""
     import maskc
+
+    cases = []
+    for path in sorted(Path("specs").glob("*.yaml")):
+        spec = maskc.load(path)
+        n = None if getattr(spec, "grid", None) is not None else 8192
+        cases.append((path.name, spec, n, 64, "auto", False))
+    return cases
+
+
+def _pick(shapes: tuple) -> None:
+    """Each kernel's only candidate: the given (block_m, block_n, warps, stages, tma)."""
+    from maskc.backends.triton import tuning
+
+    chosen = dict(zip(("forward", "dq", "dkdv"), (tuning.KernelConfig(*shape) for shape in shapes), strict=True))
+    tuning.candidates = lambda kernel, *args, **kwargs: [chosen[kernel]]
+    tuning.forget_configs()  # the picks are remembered per problem
+
+
+def _compile_cases(cases: list[tuple], compiled: list, label_suffix: str = "") -> None:
+    import maskc
+
+    for label, spec, n, block, schedule, documents in cases:
+        spec = maskc.Spec(name="offline", **spec) if isinstance(spec, dict) else spec
+        heads = getattr(spec, "heads", None) or 2
+        pattern = maskc.compile(spec, seq_len=n, block_size=block, heads=heads, schedule=schedule)
+        q, k, v = (torch.randn(1, heads, pattern.n, 128, dtype=torch.bfloat16, requires_grad=True) for _ in range(3))
+        docs = torch.as_tensor(maskc.ids_from_lengths([300, 500, 224]))[None] if documents else None
+        start = len(compiled)
+        out = maskc.attention(q, k, v, pattern, backend="triton", documents=docs)
+        out.float().sum().backward()
+        for name, kernel in compiled[start:]:
+            print(json.dumps({"case": label + label_suffix, **_summary(name, kernel)}), flush=True)
+
+
+def main() -> None:
     from maskc.backends.triton import backend as triton_backend
 
-    flags = {"--tma": "tma", "--atomic-dq": "atomic_dq"}
+    flags = {"--tma": "tma", "--atomic-dq": "atomic_dq", "--catalogue": "catalogue"}
     unknown = [a for a in sys.argv[1:] if a not in flags]
     if unknown:
         sys.exit(f"unknown option(s) {' '.join(unknown)}; the options are {', '.join(flags)}")
     chosen = {flags[a]: True for a in sys.argv[1:]}
+    catalogue = chosen.pop("catalogue", False)
+    if catalogue and chosen:
+        sys.exit("--catalogue compiles its own tile shapes; give it alone")
     if chosen:
         _variants(**chosen)
 
@@ -138,16 +190,12 @@ def main() -> None:
     triton_backend.unsupported_reason = lambda *args: None  # CPU tensors stand in for CUDA ones
     compiled: list = []
     _compile_only(compiled)
-    for label, spec, n, block, schedule, documents in CASES:
-        spec = maskc.Spec(name="offline", **spec) if isinstance(spec, dict) else spec
-        pattern = maskc.compile(spec, seq_len=n, block_size=block, heads=2, schedule=schedule)
-        q, k, v = (torch.randn(1, 2, n, 128, dtype=torch.bfloat16, requires_grad=True) for _ in range(3))
-        docs = torch.as_tensor(maskc.ids_from_lengths([300, 500, 224]))[None] if documents else None
-        start = len(compiled)
-        out = maskc.attention(q, k, v, pattern, backend="triton", documents=docs)
-        out.float().sum().backward()
-        for name, kernel in compiled[start:]:
-            print(json.dumps({"case": label, **_summary(name, kernel)}), flush=True)
+    if catalogue:
+        for shapes_name, shapes in PICKS.items():
+            _pick(shapes)
+            _compile_cases(_catalogue_cases(), compiled, f", {shapes_name} tiles")
+        return
+    _compile_cases(CASES, compiled)
     _decode(compiled)
 
 
