@@ -172,12 +172,13 @@ def _block_flags(table: str, em: TritonEmitter, size: str, width: str, n: str) -
     False per element by the load's mask; in the one-read form the tile's flag, which the
     predicate's own bounds term (n_ctx, the rule's n) clears.
     """
-    per_element = f"({em.q} // {size}) * {width} + {em.k} // {size}"
+    # 64-bit offsets: a selection of W × W blocks passes 2**31 entries at W = 46,341
+    per_element = f"({em.q} // {size}).to(tl.int64) * {width} + {em.k} // {size}"
     gathered = f"(tl.load({table} + {per_element}, mask=({em.q} < {n}) & ({em.k} < {n}), other=0) != 0)"
     if em.tile is None:
         return gathered
     q_first, k_first, aligned = em.tile
-    at = f"({q_first} // {size}) * {width} + {k_first} // {size}"
+    at = f"({q_first} // {size}).to(tl.int64) * {width} + {k_first} // {size}"
     once = f"(tl.load({table} + {at}, mask=({q_first} < {n}) & ({k_first} < {n}), other=0) != 0)"
     one_pair = f"{aligned} and {size} % {em.q}.numel == 0 and {size} % {em.k}.numel == 0"
     return f"({once} if {one_pair} else {gathered})"
