@@ -117,8 +117,8 @@ TILES_AND_BLOCKS = [
 
 @pytest.mark.parametrize(("block", "tile", "causal"), TILES_AND_BLOCKS)
 def test_topk_on_tiles_other_than_its_blocks(block: int, tile: tuple[int, int], causal: bool) -> None:
-    """Two of seven blocks selected per query block (n = 200), so a flag read at the wrong block pair
-    (swapped, of another tile, of the first block) changes the mask."""
+    """Two blocks selected per query block among 7 to 25 (n = 200), so a flag read at the wrong block
+    pair (swapped, of another tile, of the first block) changes the mask."""
     spec = {"causal": causal, "block_size": block, "pattern": [{"window": {"before": 3}}, {"topk": {"blocks": 2}}]}
     _compare(_pattern(spec, 200, 2, tile), 1, 200)
 

@@ -241,16 +241,15 @@ def _cluster_kinds(leaf: ClusterRule, inputs: CallInputs, grid: TileGrid) -> tor
 
 def _topk_kinds(leaf: TopkRule, inputs: CallInputs, grid: TileGrid, static: StaticMaps) -> torch.Tensor:
     selected = inputs.values[f"selected:{leaf.origin}"]  # int8, 1 where selected
-    if grid.block_m <= leaf.block and grid.block_n <= leaf.block:  # a tile lies in one block: all or nothing
-        rows = _block_to_tiles(selected, leaf.block, grid.block_m, grid.row_tiles, 2, "any", static)
-        return _block_to_tiles(rows, leaf.block, grid.block_n, grid.col_tiles, 3, "any", static) * FULL
-    selected = selected.view(torch.bool)
 
-    def tiles(reduce: str) -> torch.Tensor:
-        rows = _block_to_tiles(selected, leaf.block, grid.block_m, grid.row_tiles, 2, reduce, static)
+    def tiles(blocks: torch.Tensor, reduce: str) -> torch.Tensor:
+        rows = _block_to_tiles(blocks, leaf.block, grid.block_m, grid.row_tiles, 2, reduce, static)
         return _block_to_tiles(rows, leaf.block, grid.block_n, grid.col_tiles, 3, reduce, static)
 
-    return kinds_of(tiles("any"), tiles("all"))
+    if grid.block_m <= leaf.block and grid.block_n <= leaf.block:  # a tile lies in one block: all or nothing
+        return tiles(selected, "any") * FULL
+    selected = selected.view(torch.bool)
+    return kinds_of(tiles(selected, "any"), tiles(selected, "all"))
 
 
 class StaticMaps:
