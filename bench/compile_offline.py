@@ -14,6 +14,7 @@ Needs a Triton with the NVIDIA backend (it bundles ptxas and cuobjdump); no GPU.
     python bench/compile_offline.py --atomic-dq [--tma]   # dK/dV computing dQ with atomics
     python bench/compile_offline.py --catalogue   # every spec in specs/ at the tile shapes the tuner
                                                   # picks most, looking for spills (registers, stack)
+    python bench/compile_offline.py --ws   # the forward as the warp-specialised Gluon kernel
 
 A predicate's cost is invisible in the tuner's times until it spills: top-k's per-element flag
 reads took its forward to 255 registers and a 192-byte stack, 37 % of its time (bench/NOTES.md).
@@ -111,6 +112,23 @@ def _summary(name: str, kernel) -> dict:
     }
 
 
+def _warp_specialised() -> None:
+    """The forward's candidates: the warp-specialised kernel's (kernels/forward_ws.py), the first of
+    the others; a stand-in count of processors for its persistent grid."""
+    from maskc.backends.triton import forward, tuning
+
+    original = tuning.candidates
+
+    def candidates(kernel, head_dim, dtype, native, tma=False, ws=False):
+        if kernel == "forward" and ws:  # a call the kernel serves (forward.ws_eligible)
+            return [c for c in tuning._WS[128] if c.block_n == native[1]] or tuning._WS[128][:1]
+        return original(kernel, head_dim, dtype, native, tma)[:1]
+
+    tuning.candidates = candidates
+    tuning.has_tma = lambda device: True  # the CPU tensors stand for a Hopper's
+    forward._processors = lambda device: 132
+
+
 def _variants(**variant: bool) -> None:
     """Every candidate as its `variant` (tma for every kernel, atomic_dq for dK/dV), as a GPU may tune them."""
 
@@ -118,7 +136,7 @@ def _variants(**variant: bool) -> None:
 
     original = tuning.candidates
 
-    def candidates(kernel, head_dim, dtype, native, tma=False):
+    def candidates(kernel, head_dim, dtype, native, tma=False, ws=False):
         found = original(kernel, head_dim, dtype, native, tma)
         return tuning.as_variant(found, kernel, **variant)
 
@@ -173,14 +191,17 @@ def _compile_cases(cases: list[tuple], compiled: list, label_suffix: str = "") -
 def main() -> None:
     from maskc.backends.triton import backend as triton_backend
 
-    flags = {"--tma": "tma", "--atomic-dq": "atomic_dq", "--catalogue": "catalogue"}
+    flags = {"--tma": "tma", "--atomic-dq": "atomic_dq", "--catalogue": "catalogue", "--ws": "ws"}
     unknown = [a for a in sys.argv[1:] if a not in flags]
     if unknown:
         sys.exit(f"unknown option(s) {' '.join(unknown)}; the options are {', '.join(flags)}")
     chosen = {flags[a]: True for a in sys.argv[1:]}
     catalogue = chosen.pop("catalogue", False)
-    if catalogue and chosen:
-        sys.exit("--catalogue compiles its own tile shapes; give it alone")
+    ws = chosen.pop("ws", False)
+    if (catalogue or ws) and (chosen or (catalogue and ws)):
+        sys.exit("--catalogue and --ws compile their own tile shapes; give either alone")
+    if ws:
+        _warp_specialised()
     if chosen:
         _variants(**chosen)
 

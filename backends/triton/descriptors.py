@@ -16,24 +16,49 @@ import torch
 
 
 def row_descriptors(tensors: tuple[torch.Tensor, ...], block_rows: int) -> list[Any] | None:
-    """One descriptor of [block_rows, dim] tiles per (B, H, N, dim) tensor, or None where TMA cannot read one.
-
-    That needs rows of one stride `dim` (stride_n = dim, last stride 1), batch and head strides that
-    are whole rows, and the 16-byte alignment TMA asks of the base and the row stride; a view into a
-    longer sequence (a context-parallel shard, a cache) qualifies, a (B, N, H, dim) layout does not.
-    """
+    """One descriptor of [block_rows, dim] tiles per (B, H, N, dim) tensor, or None where TMA cannot read
+    one (`descriptor_rows`): a view into a longer sequence (a context-parallel shard, a cache)
+    qualifies, a (B, N, H, dim) layout does not."""
     from triton.tools.tensor_descriptor import TensorDescriptor
 
     found = []
     for x in tensors:
-        dim = x.shape[-1]
-        strides = x.stride()
-        if strides[3] != 1 or strides[2] != dim or strides[0] % dim or strides[1] % dim:
+        rows = descriptor_rows(x)
+        if rows is None:
             return None
-        if x.data_ptr() % 16 or (dim * x.element_size()) % 16:
-            return None
-        rows = ((x.shape[0] - 1) * strides[0] + (x.shape[1] - 1) * strides[1]) // dim + x.shape[2]
-        if rows >= 2**31:
-            return None
-        found.append(TensorDescriptor(x, [rows, dim], [dim, 1], [block_rows, dim]))
+        found.append(TensorDescriptor(x, [rows, x.shape[-1]], [x.shape[-1], 1], [block_rows, x.shape[-1]]))
     return found
+
+
+def gluon_row_descriptors(tensors: tuple[torch.Tensor, ...], block_rows: tuple[int, ...]) -> list[Any] | None:
+    """`row_descriptors` for Gluon kernels (kernels/forward_ws.py), tensor i in [block_rows[i], dim]
+    tiles, each with the swizzled shared layout that tile takes (the one the products read)."""
+    from triton.experimental.gluon import language as gl
+    from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
+
+    element = {torch.bfloat16: gl.bfloat16, torch.float16: gl.float16}
+    found = []
+    for x, block in zip(tensors, block_rows, strict=True):
+        rows = descriptor_rows(x)
+        if rows is None or x.dtype not in element:
+            return None
+        dim = x.shape[-1]
+        layout = gl.NVMMASharedLayout.get_default_for([block, dim], element[x.dtype])
+        found.append(TensorDescriptor(x, [rows, dim], [dim, 1], [block, dim], layout))
+    return found
+
+
+def descriptor_rows(x: torch.Tensor) -> int | None:
+    """Rows of `dim` elements a descriptor over x's storage spans, or None where TMA cannot read x.
+
+    That needs rows of one stride `dim` (stride_n = dim, last stride 1), batch and head strides that
+    are whole rows, and the 16-byte alignment TMA asks of the base and the row stride.
+    """
+    dim = x.shape[-1]
+    strides = x.stride()
+    if strides[3] != 1 or strides[2] != dim or strides[0] % dim or strides[1] % dim:
+        return None
+    if x.data_ptr() % 16 or (dim * x.element_size()) % 16:
+        return None
+    rows = ((x.shape[0] - 1) * strides[0] + (x.shape[1] - 1) * strides[1]) // dim + x.shape[2]
+    return rows if rows < 2**31 else None

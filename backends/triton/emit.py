@@ -180,7 +180,9 @@ def _block_flags(table: str, em: TritonEmitter, size: str, width: str, n: str) -
     q_first, k_first, aligned = em.tile
     at = f"({q_first} // {size}).to(tl.int64) * {width} + {k_first} // {size}"
     once = f"(tl.load({table} + {at}, mask=({q_first} < {n}) & ({k_first} < {n}), other=0) != 0)"
-    one_pair = f"{aligned} and {size} % {em.q}.numel == 0 and {size} % {em.k}.numel == 0"
+    # the extents as products of the shape (Gluon's tensors, kernels/forward_ws.py, have no `numel`)
+    extent_q, extent_k = (f"({x}.shape[0] * {x}.shape[1])" for x in (em.q, em.k))
+    one_pair = f"{aligned} and {size} % {extent_q} == 0 and {size} % {extent_k} == 0"
     return f"({once} if {one_pair} else {gathered})"
 
 

@@ -32,6 +32,11 @@ def launch_forward(
 ) -> None:
     """One launch of the forward kernel with `config`'s tile shape, writing out and lse (`going_on`:
     going on from the earlier passes' rows that out and lse hold)."""
+    if config.ws:
+        if not ws_eligible(plan, q, k, v, span, going_on):
+            raise BackendError("the warp-specialised forward does not serve this call (forward.ws_eligible)")
+        launch_forward_ws(plan, config, q, k, v, scale, out, lse, inputs)
+        return
     batch, heads, _, head_dim = q.shape
     check_in_place(plan, span)
     window = span.tile_window(config.block_m, config.block_n)
@@ -64,6 +69,74 @@ def launch_forward(
             *positions[:3], q_map, BLOCK_M=block_m, VALUE_DIM=value_dim, PER_BATCH_Q=span.q_starts is not None,
             CONTINUE=going_on, num_warps=8,
         )  # fmt: skip
+
+
+def launch_forward_ws(
+    plan: Plan,
+    config: KernelConfig,
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    scale: float,
+    out: torch.Tensor,
+    lse: torch.Tensor,
+    inputs: CallInputs | None,
+) -> None:
+    """One launch of the warp-specialised forward (`kernels/forward_ws.py`) on a call `ws_eligible`
+    admits: one persistent program per SM (at most one per work item), every row walked whole."""
+    batch, heads, _, head_dim = q.shape
+    launch = plan.launch_tables("rows", config.block_m, config.block_n, q.device, heads, inputs, None)
+    tables = launch.walk
+    groups = batch * heads
+    items = tables.programs * groups
+    descs = descriptors.gluon_row_descriptors((q, k, v), (config.block_m, config.block_n, config.block_n))
+    if descs is None:
+        raise BackendError("the warp-specialised forward needs q, k and v a tensor descriptor can read")
+    kernels = plan.kernels("forward_ws")
+    kernels.maskc_forward_ws[(min(items, _processors(q.device)),)](
+        *descs, out, lse, torch.zeros(1, dtype=torch.int32, device=q.device),
+        *q.stride()[:2], *k.stride()[:2], *v.stride()[:2], *out.stride()[:3],
+        *launch.kernel_args(),
+        scale * LOG2E, plan.n, heads, heads // k.shape[1], groups, tables.lines, tables.long_lines, items,
+        plan.tile_mask(), launch.mask_args,
+        BLOCK_M=config.block_m, BLOCK_N=config.block_n, HEAD_DIM=head_dim, STAGES=config.num_stages,
+        CONSUMER_REGS=WS_CONSUMER_REGS, OVERLAP=config.overlap,
+        num_warps=config.num_warps, maxnreg=WS_MAX_REGS,
+    )  # fmt: skip
+
+
+#: Registers of the warp-specialised forward: 168 a thread over its three warp groups (65,536 an SM,
+#: one program an SM), moved to the two computing groups (232 each) from the loading one (40).
+WS_MAX_REGS = 168
+WS_CONSUMER_REGS = 232
+
+
+def ws_eligible(plan: Plan, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, span: Span, going_on: bool) -> bool:
+    """Whether the warp-specialised forward serves this call: full-length, on whole 128-row tiles, in
+    token order (no pass read in place), starting its rows (not going on from earlier passes'), 16-bit
+    q, k, v with one head dim of 64 or 128 that tensor descriptors can read."""
+    head_dim = q.shape[-1]
+    return (
+        span.is_full
+        and span.even(128, 128)
+        and not plan.mapped
+        and not going_on
+        and q.dtype in (torch.bfloat16, torch.float16)
+        and q.dtype == k.dtype == v.dtype
+        and head_dim in (64, 128)
+        and k.shape[-1] == v.shape[-1] == head_dim
+        and all(descriptors.descriptor_rows(x) is not None for x in (q, k, v))
+    )
+
+
+_PROCESSORS: dict[torch.device, int] = {}
+
+
+def _processors(device: torch.device) -> int:
+    """Streaming multiprocessors of a CUDA device (asked once per device)."""
+    if device not in _PROCESSORS:
+        _PROCESSORS[device] = torch.cuda.get_device_properties(device).multi_processor_count
+    return _PROCESSORS[device]
 
 
 def descriptor_tiles(
@@ -117,6 +190,7 @@ def attention_forward(
         empty = torch.zeros_like(out), torch.full_like(lse, float("-inf"))
         launch_forward(plan, config, q, k, v, scale, *empty, span, inputs, going_on=True)
 
-    config = choose_config(plan, "forward", q, k, run if earlier is None else tune)
+    ws = ws_eligible(plan, q, k, v, span, going_on=earlier is not None)
+    config = choose_config(plan, "forward", q, k, run if earlier is None else tune, ws=ws)
     run(config)
     return out, lse

@@ -6,9 +6,11 @@ depth. The spaces hold shapes that fit block-64 patterns (64-wide key tiles) and
 128-row tiles. On a GPU the first call of a problem times every candidate on the real inputs and
 keeps the fastest; under the interpreter the pattern's own tile shape runs, one warp group, no
 pipelining. MASKC_TRITON_AUTOTUNE=0 takes the first candidate without timing; MASKC_TRITON_TMA=0
-leaves the tensor-descriptor (TMA) variants out; MASKC_TRITON_ATOMIC_DQ=1 adds the dK/dV variants that
-compute dQ with atomics (not under torch's deterministic algorithms). Those lost by 30–47 % on every
-pattern measured on an H200 (bench/NOTES.md), so by default they cost no tuning time.
+leaves the tensor-descriptor (TMA) variants out, and with them the warp-specialised forward
+(Hopper, kernels/forward_ws.py), which MASKC_TRITON_WS=0 leaves out alone; MASKC_TRITON_ATOMIC_DQ=1
+adds the dK/dV variants that compute dQ with atomics (not under torch's deterministic algorithms).
+Those lost by 30–47 % on every pattern measured on an H200 (bench/NOTES.md), so by default they
+cost no tuning time.
 """
 
 from __future__ import annotations
@@ -40,6 +42,11 @@ class KernelConfig:
     #: dK/dV only: the kernel also adds each tile's dQ to a float32 accumulator with atomics, and
     #: the dQ kernel is not launched (kernels/backward.py).
     atomic_dq: bool = False
+    #: forward only: the warp-specialised persistent kernel (kernels/forward_ws.py); num_warps is then
+    #: each of its partitions' (one warp group), num_stages its key/value buffers; `overlap`: its walk
+    #: computes a tile's scores while the tile before it multiplies the values.
+    ws: bool = False
+    overlap: bool = False
 
 
 #: Candidates for 16-bit inputs by kernel and largest head dim; dK/dV's BLOCK_N is its keys per
@@ -91,6 +98,17 @@ _TMA: dict[Kernel, dict[int, list[KernelConfig]]] = {
         256: [],
     },
 }
+#: Forward candidates added on Hopper for the calls the warp-specialised kernel serves
+#: (`forward.ws_eligible`): 128-row tiles, two shared buffers of key and value tiles at head dim 128
+#: (three would pass the shared memory), three at 64.
+_WS: dict[int, list[KernelConfig]] = {
+    dim: [
+        KernelConfig(128, block_n, 4, stages, tma=True, ws=True, overlap=overlap)
+        for block_n, stages in ((128, 2 if dim == 128 else 3), (64, 3))
+        for overlap in (False, True)
+    ]
+    for dim in (64, 128)
+} | {256: []}
 #: dK/dV candidates that compute dQ too, with atomics (not under deterministic algorithms); TMA ones
 #: join on Hopper. At head dim 128 only 32-row steps compile without spills (sm_90, ptxas: 64 × 128
 #: with 8 warps needs 255 registers and a 56–208-byte stack).
@@ -118,16 +136,19 @@ def dot_precision(dtype: torch.dtype) -> str:
 
 
 def candidates(
-    kernel: Kernel, head_dim: int, dtype: torch.dtype, native: tuple[int, int], tma: bool = False
+    kernel: Kernel, head_dim: int, dtype: torch.dtype, native: tuple[int, int], tma: bool = False, ws: bool = False
 ) -> list[KernelConfig]:
     """The configurations to try; under the interpreter only the pattern's own tile shape. `tma`: the
-    device has tensor descriptors (Hopper), so the descriptor variants join."""
+    device has tensor descriptors (Hopper), so the descriptor variants join; `ws`: the call is one the
+    warp-specialised forward serves, whose candidates join too."""
     if interpreting():
         return [KernelConfig(native[0], native[1], 4, 1)]
     size = next(size for size in (64, 128, 256) if head_dim <= size)
     if dtype == torch.float32:
         return list(_SINGLE[size])
     found = _HALF[kernel][size] + (_TMA[kernel][size] if tma else [])
+    if kernel == "forward" and tma and ws:
+        found += _WS[size]
     if kernel == "dkdv" and atomic_dq_allowed():
         atomic = _ATOMIC_DQ[size]
         found += atomic + ([dataclasses.replace(c, tma=True) for c in atomic] if tma else [])
@@ -149,6 +170,11 @@ def atomic_dq_allowed() -> bool:
     return os.environ.get("MASKC_TRITON_ATOMIC_DQ", "0") == "1"
 
 
+def ws_allowed() -> bool:
+    """Whether the warp-specialised forward may join the tuning (MASKC_TRITON_WS=0 leaves it out)."""
+    return os.environ.get("MASKC_TRITON_WS", "1") != "0"
+
+
 def has_tma(device: torch.device) -> bool:
     """Whether kernels on `device` may load through tensor descriptors (CUDA, compute capability 9+),
     unless MASKC_TRITON_TMA=0 leaves them out of the tuning space."""
@@ -167,15 +193,23 @@ _HOPPER: dict[torch.device, bool] = {}
 
 
 def choose_config(
-    plan: Plan, kernel: Kernel, q: torch.Tensor, k: torch.Tensor, run: Callable[[KernelConfig], None]
+    plan: Plan,
+    kernel: Kernel,
+    q: torch.Tensor,
+    k: torch.Tensor,
+    run: Callable[[KernelConfig], None],
+    ws: bool = False,
 ) -> KernelConfig:
-    """The fastest candidate for this problem, timed with `run` on the first call, then remembered."""
+    """The fastest candidate for this problem, timed with `run` on the first call, then remembered
+    (`ws`: the call is one the warp-specialised forward serves)."""
     tma = has_tma(q.device) and not plan.mapped  # rows read in place by pointers: no descriptor tiles
-    # the last two entries: the spaces that environment and torch settings open or close
-    key = (plan.tune_key, kernel, q.shape, k.shape[1], k.shape[-1], q.dtype, q.device, tma, atomic_dq_allowed())
+    ws = ws and tma and ws_allowed()
+    # the last entries: the spaces that the call, environment and torch settings open or close
+    key = (plan.tune_key, kernel, q.shape, k.shape[1], k.shape[-1], q.dtype, q.device, tma, atomic_dq_allowed(), ws)
     chosen = _CHOSEN.get(key)
     if chosen is None:
-        options = candidates(kernel, max(q.shape[-1], k.shape[-1]), q.dtype, plan.native_tile, tma)
+        options = candidates(kernel, max(q.shape[-1], k.shape[-1]), q.dtype, plan.native_tile, tma, ws)
+        options = [config for config in options if ws or not config.ws]  # also when a caller forces some
         if len(options) == 1 or os.environ.get("MASKC_TRITON_AUTOTUNE", "1") == "0":
             chosen = options[0]
         else:

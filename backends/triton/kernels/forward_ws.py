@@ -1,0 +1,359 @@
+"""Forward pass on Hopper, warp-specialised: one loading warp group, two computing warp groups.
+
+The same computation as `forward.maskc_forward` (block-sparse flash attention over the IR's
+block-CSR, full tiles without the predicate, partial tiles through `tile_mask`), written in Gluon,
+Triton's lower-level language, for what Triton's own compiler does not do on Hopper (its warp
+specialisation left our loop as it was; bench/NOTES.md):
+
+- **Persistent programs.** One program per SM takes work items (query tiles, "rows", of every
+  (batch, head), in `program_slot`'s order) from a counter shared by the launch, row after row: the
+  loads of a row's first tiles run while the row before it finishes, so a short row (a band 513 keys
+  wide, a document's last tiles) pays no pipeline fill, and a program that drew short rows takes more
+  of them (long rows and uneven documents balance).
+- **A loading partition** (`issue_loads`) takes the items and issues every load as a bulk tensor copy
+  (TMA) into rings of shared buffers: a 128-row query tile per row (two buffers, each with its item
+  beside it) and each key and value tile (`STAGES` buffers each), signalling `*_ready` barriers; it
+  waits on `*_empty` barriers for a buffer to come free.
+- **Two computing partitions** (`attend_rows`, one warp group each) take the 64-row halves of each
+  query tile and the same key and value tiles: scores by a warp-group product from shared memory,
+  online softmax in base 2 in registers, the probabilities as the register operand of the second
+  product. Both release a key/value buffer (its `kv_empty` counts two arrivals). With OVERLAP a
+  half computes a tile's scores while the tile before it multiplies the values, and that tile's
+  softmax while the product runs (FlashAttention-3's order, `attend_walk`); without, in turn
+  (`attend_tiles`). The tuner times both.
+
+Calls it serves (`forward.ws_eligible`): whole-tile, full-length calls in token order with tensor
+descriptors, 16-bit inputs, 128-row tiles, head dims 64 or 128, a pass that starts the rows (not one
+going on from earlier passes'); long rows are walked whole. Gluon kernels do not run under Triton's
+interpreter: the GPU suite checks this one against the reference (tests/gpu/test_forward_ws_gpu.py),
+and on other devices the tuner never offers it.
+"""
+
+from __future__ import annotations
+
+from triton.experimental import gluon
+from triton.experimental.gluon import language as gl
+from triton.experimental.gluon.language.nvidia.hopper import mbarrier, tma, warpgroup_mma, warpgroup_mma_wait
+
+from .common import LN2, head_tables, program_slot
+
+#: Rows of a computing warp group (a warp-group product's M), and computing warp groups per query tile.
+GROUP_ROWS = gl.constexpr(64)
+CONSUMERS = gl.constexpr(2)
+#: A one-element tensor over one warp group (a work item read from or written to shared memory).
+ONE = gl.constexpr(gl.BlockedLayout([1], [32], [4], [0]))
+
+
+@gluon.jit
+def row_walk(it, row_order, head_layout, table_of_head, table_stride, layouts, full_ptr, partial_ptr,
+             heads, group, batch_heads, row_tiles, long_rows):
+    """(batch, head, kv head, batch·heads + head, layout code, query tile, full [lo, hi), partial [lo, hi))
+    of work item `it`: the row program `it` of the unpersisted kernel."""
+    slot, bh = program_slot(it, long_rows, row_tiles, batch_heads)
+    b, h, kvh, code, table = head_tables(bh, head_layout, table_of_head, table_stride, layouts, heads, group)
+    row = gl.load(row_order + slot)
+    at = table * (row_tiles + 1) + row
+    return (b, h, kvh, bh, code, row, gl.load(full_ptr + at), gl.load(full_ptr + at + 1),
+            gl.load(partial_ptr + at), gl.load(partial_ptr + at + 1))
+
+
+@gluon.jit
+def ring_slot(count, SIZE: gl.constexpr):
+    """(buffer, phase) of the count-th use of a ring of SIZE buffers."""
+    return count % SIZE, (count // SIZE) & 1
+
+
+@gluon.jit
+def issue_loads(args, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr, STAGES: gl.constexpr):
+    # The loading partition: for each row, its work item (published beside its query tile), its query
+    # tile, then its key and value tiles (full, then partial), each into the next free buffer of its
+    # ring; after the last row, an item past the end, which stops the computing partitions.
+    (q_desc, k_desc, v_desc, q_bufs, k_bufs, v_bufs, q_ready, q_empty, k_ready, v_ready, kv_empty, row_ids, counter,
+     stride_qb, stride_qh, stride_kb, stride_kh, stride_vb, stride_vh, row_order, head_layout, table_of_head,
+     table_stride, layouts, full_ptr, full_idx, partial_ptr, partial_idx, heads, group, batch_heads, row_tiles,
+     long_rows, items) = args
+    kv_count = 0
+    rows_done = 0
+    it = next_item(counter)
+    while it < items:
+        b, h, kvh, _, _, row, full_lo, full_hi, partial_lo, partial_hi = row_walk(
+            it, row_order, head_layout, table_of_head, table_stride, layouts, full_ptr, partial_ptr,
+            heads, group, batch_heads, row_tiles, long_rows)
+        qb = publish_item(row_ids, q_empty, it, rows_done)
+        mbarrier.expect(q_ready.index(qb), q_desc.block_type.nbytes)
+        q_row = (b * (stride_qb // HEAD_DIM) + h * (stride_qh // HEAD_DIM) + row * BLOCK_M).to(gl.int32)
+        tma.async_copy_global_to_shared(q_desc, [q_row, 0], q_ready.index(qb), q_bufs.index(qb))
+        k_row = (b * (stride_kb // HEAD_DIM) + kvh * (stride_kh // HEAD_DIM)).to(gl.int32)
+        v_row = (b * (stride_vb // HEAD_DIM) + kvh * (stride_vh // HEAD_DIM)).to(gl.int32)
+        kv_count = load_tiles(k_desc, v_desc, k_bufs, v_bufs, k_ready, v_ready, kv_empty, k_row, v_row,
+                              full_idx, full_lo, full_hi, kv_count, BLOCK_N, STAGES)
+        kv_count = load_tiles(k_desc, v_desc, k_bufs, v_bufs, k_ready, v_ready, kv_empty, k_row, v_row,
+                              partial_idx, partial_lo, partial_hi, kv_count, BLOCK_N, STAGES)
+        rows_done += 1
+        it = next_item(counter)
+    mbarrier.arrive(q_ready.index(publish_item(row_ids, q_empty, items, rows_done)), count=1)
+
+
+@gluon.jit
+def next_item(counter):
+    """The next work item no program has taken (one counter per launch): a program that drew short
+    rows takes more of them, so long rows (a global token's) and uneven ones (documents) balance."""
+    return gl.atomic_add(counter, 1, sem="relaxed")
+
+
+@gluon.jit
+def publish_item(row_ids, q_empty, it, rows_done):
+    """Write work item `it` into the slot of the program's rows_done-th query tile once that slot is
+    free; the slot (the arrival on its q_ready barrier that follows releases the write)."""
+    qb, q_phase = ring_slot(rows_done, 2)
+    mbarrier.wait(q_empty.index(qb), q_phase ^ 1)
+    row_ids.index(qb).store(gl.full([1], it, gl.int32, layout=ONE))
+    gl.thread_barrier()
+    return qb
+
+
+@gluon.jit
+def take_item(row_ids, q_ready, rows_done):
+    """The work item of the program's rows_done-th query tile, once published (items: none left)."""
+    qb, q_phase = ring_slot(rows_done, 2)
+    mbarrier.wait(q_ready.index(qb), q_phase)
+    return gl.max(row_ids.index(qb).load(ONE), 0)
+
+
+@gluon.jit
+def load_tiles(KDesc, VDesc, k_bufs, v_bufs, k_ready, v_ready, kv_empty, k_row, v_row,
+               tile_idx, lo, hi, kv_count, BLOCK_N: gl.constexpr, STAGES: gl.constexpr):
+    # Key and value tiles tile_idx[lo:hi] into the ring (each signals its own barrier, so the scores
+    # can start before the values have landed).
+    for t in range(lo, hi):
+        s, phase = ring_slot(kv_count, STAGES)
+        start_n = (gl.load(tile_idx + t) * BLOCK_N).to(gl.int32)
+        mbarrier.wait(kv_empty.index(s), phase ^ 1)
+        mbarrier.expect(k_ready.index(s), KDesc.block_type.nbytes)
+        tma.async_copy_global_to_shared(KDesc, [k_row + start_n, 0], k_ready.index(s), k_bufs.index(s))
+        mbarrier.expect(v_ready.index(s), VDesc.block_type.nbytes)
+        tma.async_copy_global_to_shared(VDesc, [v_row + start_n, 0], v_ready.index(s), v_bufs.index(s))
+        kv_count += 1
+    return kv_count
+
+
+@gluon.jit
+def attend_rows(args, tile_mask: gl.constexpr, mask_args, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr,
+                HEAD_DIM: gl.constexpr, STAGES: gl.constexpr, OVERLAP: gl.constexpr, HALF: gl.constexpr):
+    # A computing partition: rows [HALF · 64, HALF · 64 + 64) of every query tile the program walks.
+    (q_bufs, k_bufs, v_bufs, q_ready, q_empty, k_ready, v_ready, kv_empty, row_ids, out_ptr, lse_ptr, stride_ob,
+     stride_oh, stride_om, row_order, head_layout, table_of_head, table_stride, layouts, full_ptr, full_idx,
+     partial_ptr, partial_idx, qk_scale, n_ctx, heads, group, batch_heads, row_tiles, long_rows, items) = args
+    s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
+                                                       instr_shape=[16, BLOCK_N, 16])
+    o_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
+                                                       instr_shape=[16, HEAD_DIM, 16])
+    p_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=o_layout, k_width=2)
+    dtype: gl.constexpr = q_bufs.dtype
+    kv_count = 0
+    rows_done = 0
+    it = take_item(row_ids, q_ready, rows_done)
+    while it < items:
+        b, h, _, bh, code, row, full_lo, full_hi, partial_lo, partial_hi = row_walk(
+            it, row_order, head_layout, table_of_head, table_stride, layouts, full_ptr, partial_ptr,
+            heads, group, batch_heads, row_tiles, long_rows)
+        start_m = row * BLOCK_M + HALF * GROUP_ROWS
+        qb = rows_done % 2
+        q = q_bufs.index(qb).slice(HALF * GROUP_ROWS, GROUP_ROWS, dim=0)
+        m_i = gl.full([GROUP_ROWS], float("-inf"), gl.float32, layout=gl.SliceLayout(1, s_layout))
+        l_i = gl.zeros([GROUP_ROWS], gl.float32, layout=gl.SliceLayout(1, s_layout))
+        acc = gl.zeros([GROUP_ROWS, HEAD_DIM], gl.float32, layout=o_layout)
+        if OVERLAP:
+            # Stages 1 and 2 as one walk, each tile's scores computed while the tile before it is
+            # folded in (full tiles first, then partial ones through the predicate)
+            acc, m_i, l_i, kv_count = attend_walk(
+                q, k_bufs, v_bufs, k_ready, v_ready, kv_empty, acc, m_i, l_i, kv_count,
+                full_idx, full_lo, full_hi - full_lo, partial_idx, partial_lo, partial_hi - partial_lo,
+                start_m, code, n_ctx, qk_scale, tile_mask, mask_args, s_layout, o_layout, p_layout, dtype,
+                BLOCK_N, STAGES)
+        else:
+            # Stage 1: the row's full tiles, no predicate; Stage 2: its partial tiles, through the predicate.
+            acc, m_i, l_i, kv_count = attend_tiles(
+                q, k_bufs, v_bufs, k_ready, v_ready, kv_empty, acc, m_i, l_i, kv_count, full_idx, full_lo,
+                full_hi, start_m, code, n_ctx, qk_scale, tile_mask, mask_args, s_layout, o_layout, p_layout, dtype,
+                BLOCK_N, STAGES, False)
+            acc, m_i, l_i, kv_count = attend_tiles(
+                q, k_bufs, v_bufs, k_ready, v_ready, kv_empty, acc, m_i, l_i, kv_count, partial_idx, partial_lo,
+                partial_hi, start_m, code, n_ctx, qk_scale, tile_mask, mask_args, s_layout, o_layout, p_layout,
+                dtype, BLOCK_N, STAGES, True)
+        # the query tile's buffer is free once both halves are past their last product
+        mbarrier.arrive(q_empty.index(qb), count=1)
+        # Stage 3: normalise and store (a row with no key: zeros and lse = −inf).
+        finish_half(out_ptr, lse_ptr, acc, m_i, l_i, b, h, bh, start_m, n_ctx, stride_ob, stride_oh, stride_om,
+                    o_layout, HEAD_DIM)
+        rows_done += 1
+        it = take_item(row_ids, q_ready, rows_done)
+
+
+@gluon.jit
+def attend_tiles(q, k_bufs, v_bufs, k_ready, v_ready, kv_empty, acc, m_i, l_i, kv_count, tile_idx, lo, hi,
+                 start_m, code, n_ctx, qk_scale, tile_mask: gl.constexpr, mask_args,
+                 s_layout: gl.constexpr, o_layout: gl.constexpr, p_layout: gl.constexpr, dtype: gl.constexpr,
+                 BLOCK_N: gl.constexpr, STAGES: gl.constexpr, MASKED: gl.constexpr):
+    # Fold the key tiles tile_idx[lo:hi] into the running softmax of one 64-row half.
+    offs_q = start_m + gl.arange(0, GROUP_ROWS, layout=gl.SliceLayout(1, s_layout))
+    for t in range(lo, hi):
+        s, phase = ring_slot(kv_count, STAGES)
+        # -- scores: Q (shared) · Kᵀ (shared, transposed view) --
+        mbarrier.wait(k_ready.index(s), phase)
+        qk = gl.zeros([GROUP_ROWS, BLOCK_N], gl.float32, layout=s_layout)
+        qk = warpgroup_mma(q, k_bufs.index(s).permute((1, 0)), qk, use_acc=False, is_async=True)
+        qk = warpgroup_mma_wait(num_outstanding=0, deps=(qk,))
+        p, alpha, m_i, l_i = probabilities(qk, m_i, l_i, MASKED, offs_q, gl.load(tile_idx + t) * BLOCK_N, code,
+                                           n_ctx, qk_scale, tile_mask, mask_args, start_m, s_layout, BLOCK_N)
+        acc = acc * gl.convert_layout(alpha, gl.SliceLayout(1, o_layout))[:, None]
+        # -- values: P (registers) · V (shared) --
+        mbarrier.wait(v_ready.index(s), phase)
+        acc = warpgroup_mma(gl.convert_layout(p.to(dtype), p_layout), v_bufs.index(s), acc, is_async=True)
+        acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc,))
+        mbarrier.arrive(kv_empty.index(s), count=1)
+        kv_count += 1
+    return acc, m_i, l_i, kv_count
+
+
+@gluon.jit
+def walk_start(i, full_idx, full_lo, full_count, partial_idx, partial_lo, BLOCK_N: gl.constexpr):
+    """First key position of position i of a row's walk: its full tiles, then its partial ones."""
+    full = gl.load(full_idx + full_lo + i, mask=i < full_count, other=0)
+    partial = gl.load(partial_idx + partial_lo + (i - full_count), mask=i >= full_count, other=0)
+    return gl.where(i < full_count, full, partial) * BLOCK_N
+
+
+@gluon.jit
+def probabilities(qk, m_i, l_i, masked, offs_q, start_n, code, n_ctx, qk_scale, tile_mask: gl.constexpr, mask_args,
+                  start_m, s_layout: gl.constexpr, BLOCK_N: gl.constexpr):
+    """(p, alpha, m, l) of one tile's scores in the online softmax (base 2), through the predicate when
+    `masked`; m_use keeps a row with no key so far at exp2(−inf) = 0."""
+    if masked:
+        offs_k = start_n + gl.arange(0, BLOCK_N, layout=gl.SliceLayout(0, s_layout))
+        keep = tile_mask(offs_q[:, None], offs_k[None, :], code, n_ctx, mask_args, start_m, start_n, True)
+        qk = gl.where(keep, qk, float("-inf"))
+    m_ij = gl.maximum(m_i, gl.max(qk, 1) * qk_scale)
+    m_use = gl.where(m_ij == float("-inf"), 0.0, m_ij)
+    p = gl.exp2(qk * qk_scale - m_use[:, None])
+    alpha = gl.exp2(m_i - m_use)
+    return p, alpha, m_ij, l_i * alpha + gl.sum(p, 1)
+
+
+@gluon.jit
+def attend_walk(q, k_bufs, v_bufs, k_ready, v_ready, kv_empty, acc, m_i, l_i, kv_count,
+                full_idx, full_lo, full_count, partial_idx, partial_lo, partial_count,
+                start_m, code, n_ctx, qk_scale, tile_mask: gl.constexpr, mask_args,
+                s_layout: gl.constexpr, o_layout: gl.constexpr, p_layout: gl.constexpr, dtype: gl.constexpr,
+                BLOCK_N: gl.constexpr, STAGES: gl.constexpr):
+    # One 64-row half's walk with the products overlapped (FlashAttention-3's order): the scores of
+    # tile i are computed while tile i − 1's probabilities multiply its values, and tile i's softmax
+    # runs while that product finishes; acc is rescaled once it has.
+    offs_q = start_m + gl.arange(0, GROUP_ROWS, layout=gl.SliceLayout(1, s_layout))
+    total = full_count + partial_count
+    if total > 0:
+        # -- prologue: the first tile's scores and probabilities --
+        s, phase = ring_slot(kv_count, STAGES)
+        start_n = walk_start(0, full_idx, full_lo, full_count, partial_idx, partial_lo, BLOCK_N)
+        mbarrier.wait(k_ready.index(s), phase)
+        qk = gl.zeros([GROUP_ROWS, BLOCK_N], gl.float32, layout=s_layout)
+        qk = warpgroup_mma(q, k_bufs.index(s).permute((1, 0)), qk, use_acc=False, is_async=True)
+        qk = warpgroup_mma_wait(num_outstanding=0, deps=(qk,))
+        p, alpha, m_i, l_i = probabilities(qk, m_i, l_i, full_count == 0, offs_q, start_n, code, n_ctx, qk_scale,
+                                           tile_mask, mask_args, start_m, s_layout, BLOCK_N)
+        p_op = gl.convert_layout(p.to(dtype), p_layout)
+        for i in range(1, total):
+            # -- issue tile i's scores, then tile i − 1's values product --
+            s_next, phase_next = ring_slot(kv_count + 1, STAGES)
+            start_n = walk_start(i, full_idx, full_lo, full_count, partial_idx, partial_lo, BLOCK_N)
+            mbarrier.wait(k_ready.index(s_next), phase_next)
+            qk = gl.zeros([GROUP_ROWS, BLOCK_N], gl.float32, layout=s_layout)
+            qk = warpgroup_mma(q, k_bufs.index(s_next).permute((1, 0)), qk, use_acc=False, is_async=True)
+            mbarrier.wait(v_ready.index(s), phase)
+            acc = warpgroup_mma(p_op, v_bufs.index(s), acc, is_async=True)
+            # -- tile i's softmax while the values product runs --
+            qk, p_op = warpgroup_mma_wait(num_outstanding=1, deps=(qk, p_op))
+            p, alpha, m_i, l_i = probabilities(qk, m_i, l_i, i >= full_count, offs_q, start_n, code, n_ctx,
+                                               qk_scale, tile_mask, mask_args, start_m, s_layout, BLOCK_N)
+            acc, p_op = warpgroup_mma_wait(num_outstanding=0, deps=(acc, p_op))
+            mbarrier.arrive(kv_empty.index(s), count=1)
+            acc = acc * gl.convert_layout(alpha, gl.SliceLayout(1, o_layout))[:, None]
+            p_op = gl.convert_layout(p.to(dtype), p_layout)
+            kv_count += 1
+            s = s_next
+            phase = phase_next
+        # -- epilogue: the last tile's values product --
+        mbarrier.wait(v_ready.index(s), phase)
+        acc = warpgroup_mma(p_op, v_bufs.index(s), acc, is_async=True)
+        acc, p_op = warpgroup_mma_wait(num_outstanding=0, deps=(acc, p_op))
+        mbarrier.arrive(kv_empty.index(s), count=1)
+        kv_count += 1
+    return acc, m_i, l_i, kv_count
+
+
+@gluon.jit
+def finish_half(Out, Lse, acc, m_i, l_i, b, h, bh, start_m, n_ctx, stride_ob, stride_oh, stride_om,
+                o_layout: gl.constexpr, HEAD_DIM: gl.constexpr):
+    # Normalise a half's 64 rows and store them with their lse (natural log), as finish_rows does.
+    rows: gl.constexpr = gl.SliceLayout(1, o_layout)
+    l_o = gl.convert_layout(l_i, rows)
+    m_o = gl.convert_layout(m_i, rows)
+    empty = l_o == 0.0
+    l_safe = gl.where(empty, 1.0, l_o)
+    out = acc / l_safe[:, None]
+    offs_m = start_m + gl.arange(0, GROUP_ROWS, layout=rows)
+    offs_d = gl.arange(0, HEAD_DIM, layout=gl.SliceLayout(0, o_layout))
+    o_rows = Out + b.to(gl.int64) * stride_ob + h.to(gl.int64) * stride_oh
+    gl.store(o_rows + offs_m.to(gl.int64)[:, None] * stride_om + offs_d[None, :], out.to(Out.dtype.element_ty))
+    lse = gl.where(empty, float("-inf"), (m_o + gl.log2(l_safe)) * LN2)
+    gl.store(Lse + bh.to(gl.int64) * n_ctx + offs_m, lse)
+
+
+@gluon.jit
+def maskc_forward_ws(
+    QDesc, KDesc, VDesc, Out, Lse, counter,
+    stride_qb, stride_qh, stride_kb, stride_kh, stride_vb, stride_vh, stride_ob, stride_oh, stride_om,
+    head_layout, table_of_head, table_stride, layouts, row_order, full_ptr, full_idx, partial_ptr, partial_idx,
+    qk_scale, n_ctx, heads, group, batch_heads, row_tiles, long_rows, items,
+    tile_mask: gl.constexpr, mask_args,
+    BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr, STAGES: gl.constexpr,
+    CONSUMER_REGS: gl.constexpr, OVERLAP: gl.constexpr,
+):
+    # Shared buffers and barriers, then the partitions: the default one (this kernel's num_warps = 4)
+    # loads, two workers of one warp group each compute.
+    dtype: gl.constexpr = QDesc.dtype
+    q_bufs = gl.allocate_shared_memory(dtype, [2, BLOCK_M, HEAD_DIM], QDesc.layout)
+    k_bufs = gl.allocate_shared_memory(dtype, [STAGES, BLOCK_N, HEAD_DIM], KDesc.layout)
+    v_bufs = gl.allocate_shared_memory(dtype, [STAGES, BLOCK_N, HEAD_DIM], VDesc.layout)
+    q_ready = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
+    q_empty = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
+    k_ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+    v_ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+    kv_empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+    row_ids = gl.allocate_shared_memory(gl.int32, [2, 1], gl.SwizzledSharedLayout(1, 1, 1, [0]))
+    for i in gl.static_range(2):
+        mbarrier.init(q_ready.index(i), count=1)
+        mbarrier.init(q_empty.index(i), count=CONSUMERS)
+    for i in gl.static_range(STAGES):
+        mbarrier.init(k_ready.index(i), count=1)
+        mbarrier.init(v_ready.index(i), count=1)
+        mbarrier.init(kv_empty.index(i), count=CONSUMERS)
+    # Each partition's arguments as one tuple, apart from its compile-time ones: assigned to a name, a
+    # tuple holds neither a function (the predicate) nor constants.
+    loader = (QDesc, KDesc, VDesc, q_bufs, k_bufs, v_bufs, q_ready, q_empty, k_ready, v_ready, kv_empty,
+              row_ids, counter, stride_qb, stride_qh, stride_kb, stride_kh, stride_vb, stride_vh,
+              row_order, head_layout, table_of_head, table_stride, layouts, full_ptr, full_idx, partial_ptr,
+              partial_idx, heads, group, batch_heads, row_tiles, long_rows, items)
+    computer = (q_bufs, k_bufs, v_bufs, q_ready, q_empty, k_ready, v_ready, kv_empty, row_ids, Out, Lse,
+                stride_ob, stride_oh, stride_om,
+                row_order, head_layout, table_of_head, table_stride, layouts, full_ptr, full_idx, partial_ptr,
+                partial_idx, qk_scale, n_ctx, heads, group, batch_heads, row_tiles, long_rows, items)
+    gl.warp_specialize(
+        [
+            (issue_loads, (loader, BLOCK_M, BLOCK_N, HEAD_DIM, STAGES)),
+            (attend_rows, (computer, tile_mask, mask_args, BLOCK_M, BLOCK_N, HEAD_DIM, STAGES, OVERLAP, 0)),
+            (attend_rows, (computer, tile_mask, mask_args, BLOCK_M, BLOCK_N, HEAD_DIM, STAGES, OVERLAP, 1)),
+        ],
+        [4, 4],
+        [CONSUMER_REGS, CONSUMER_REGS],
+    )

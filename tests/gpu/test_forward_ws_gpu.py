@@ -1,0 +1,108 @@
+"""The warp-specialised forward (kernels/forward_ws.py, Hopper) against the float32 reference.
+
+The tuner offers it only where it serves the call (`forward.ws_eligible`) and keeps it only where it
+is faster, so the other GPU tests may never run it: here it comes first among the forward's
+candidates and runs untimed, on every catalogue spec and the run-time patterns, with each of its
+configurations, and each test checks that it ran where the call is one it serves.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+from test_runtime_gpu import SPECS as RUN_TIME_SPECS
+from test_runtime_gpu import test_against_the_float32_reference
+from test_triton_gpu import SPECS, _check, _layer_patterns
+
+import maskc
+from maskc.backends.triton import forward, tuning
+from maskc.errors import MaskcWarning
+
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(
+        not torch.cuda.is_available() or torch.cuda.get_device_capability()[0] != 9, reason="needs a Hopper GPU"
+    ),
+]
+
+CONFIGS = {
+    f"{c.block_m}x{c.block_n}, {c.num_stages} stages, overlap={c.overlap}, D={d}": (c, d)
+    for d in (64, 128)
+    for c in tuning._WS[d][: None if d == 128 else 1]
+}
+
+
+@pytest.fixture
+def launches(monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> list[tuple]:
+    """The warp-specialised configuration first among the forward's candidates, untimed; the list of
+    its launches (grows as they run), each call it served as ("served", shape) first."""
+    config, _ = CONFIGS[request.param]
+    monkeypatch.setenv("MASKC_TRITON_AUTOTUNE", "0")
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
+    original_candidates, original_launch = tuning.candidates, forward.launch_forward_ws
+    monkeypatch.setattr(
+        tuning,
+        "candidates",
+        lambda kernel, *args: ([config] if kernel == "forward" else []) + original_candidates(kernel, *args),
+    )
+    ran: list[tuple] = []
+
+    def launch(plan, config, q, *args):
+        ran.append((config, tuple(q.shape)))
+        original_launch(plan, config, q, *args)
+
+    def eligible(plan, q, *args, **kwargs):
+        served = original_eligible(plan, q, *args, **kwargs)
+        if served:
+            ran.append(("served", tuple(q.shape)))
+        return served
+
+    original_eligible = forward.ws_eligible
+    monkeypatch.setattr(forward, "launch_forward_ws", launch)
+    monkeypatch.setattr(forward, "ws_eligible", eligible)
+    tuning.forget_configs()
+    yield ran
+    tuning.forget_configs()
+
+
+@pytest.mark.parametrize("launches", list(CONFIGS), indirect=True)
+@pytest.mark.parametrize("path", SPECS, ids=[p.stem for p in SPECS])
+def test_every_spec(launches: list[tuple], path: Path, request: pytest.FixtureRequest) -> None:
+    """Every distinct layer pattern of every catalogue spec, bf16, GQA where heads allow, two batch
+    elements; a grid spec at its grid's n, the others at n = 4096."""
+    _, head_dim = CONFIGS[request.node.callspec.params["launches"]]
+    n = None if maskc.load(path).grid is not None else 4096
+    for pattern in _layer_patterns(path, n):
+        _check(pattern, batch=2, kv_heads=max(1, pattern.heads // 2), head_dim=head_dim, dtype=torch.bfloat16)
+    _assert_ran_where_served(launches)
+
+
+def _assert_ran_where_served(launches: list[tuple]) -> None:
+    served = [shape for kind, shape in launches if kind == "served"]
+    ran = [shape for kind, shape in launches if kind != "served"]
+    assert len(ran) * 2 >= len(served), f"served {len(served)} calls, ran {len(ran)}"
+
+
+@pytest.mark.parametrize("launches", [name for name in CONFIGS if "128x128" in name and "D=128" in name], indirect=True)
+@pytest.mark.parametrize("name", list(RUN_TIME_SPECS))
+def test_run_time_patterns(launches: list[tuple], name: str) -> None:
+    """Documents, top-k and clusters (tables built on the GPU per call), forward and gradients."""
+    test_against_the_float32_reference(name)
+    _assert_ran_where_served(launches)
+    assert launches, "the warp-specialised forward served no call"
+
+
+@pytest.mark.parametrize("launches", [next(iter(CONFIGS))], indirect=True)
+def test_a_causal_window_at_length(launches: list[tuple]) -> None:
+    """n = 32768 with more rows than programs (each program walks many rows), and an n of whole tiles
+    that is not a power of two."""
+    for n in (32768, 4096 + 128):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", MaskcWarning)
+            spec = maskc.Spec(name="window", causal=True, pattern={"window": {"before": 1023, "after": 0}})
+            pattern = maskc.compile(spec, seq_len=n, heads=4)
+        _check(pattern, batch=1, kv_heads=4, head_dim=64, dtype=torch.bfloat16)
+    assert sum(kind != "served" for kind, _ in launches) == 2

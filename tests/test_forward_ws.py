@@ -1,0 +1,91 @@
+"""The warp-specialised forward's place in the backend, on the CPU: which calls it serves, and that the
+tuner offers it for those only (the kernel itself runs on Hopper GPUs: tests/gpu/test_forward_ws_gpu.py)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+pytest.importorskip("triton")
+
+import maskc
+from maskc.backends.triton import forward, tuning
+from maskc.backends.triton.plans import plan_for
+from maskc.backends.triton.span import Span
+
+WINDOW = {"causal": True, "pattern": {"window": {"before": 99, "after": 0}}}
+
+
+def _call(n: int = 256, dtype: torch.dtype = torch.bfloat16, head_dim: int = 64) -> tuple:
+    pattern = maskc.compile(maskc.Spec(name="window", **WINDOW), seq_len=n, heads=2)
+    q, k, v = (torch.zeros(1, 2, n, head_dim, dtype=dtype) for _ in range(3))
+    return plan_for(pattern), q, k, v, Span.full(n)
+
+
+def test_serves_full_length_16_bit_calls_on_whole_tiles() -> None:
+    plan, q, k, v, span = _call()
+    assert forward.ws_eligible(plan, q, k, v, span, going_on=False)
+
+
+@pytest.mark.parametrize(
+    "change, why",
+    [
+        ({"dtype": torch.float32}, "float32"),
+        ({"head_dim": 96}, "a head dim other than 64 or 128"),
+        ({"n": 200}, "n not a multiple of the 128-row tile"),
+    ],
+)
+def test_does_not_serve(change: dict, why: str) -> None:
+    plan, q, k, v, span = _call(**change)
+    assert not forward.ws_eligible(plan, q, k, v, span, going_on=False), why
+
+
+def test_does_not_serve_a_pass_going_on_or_strided_tensors() -> None:
+    plan, q, k, v, span = _call()
+    assert not forward.ws_eligible(plan, q, k, v, span, going_on=True)
+    strided = torch.zeros(1, 256, 2, 64, dtype=torch.bfloat16).transpose(1, 2)  # (B, N, H, D) storage
+    assert not forward.ws_eligible(plan, strided, k, v, span, going_on=False)
+
+
+def test_candidates_join_for_served_forward_calls_only() -> None:
+    def served(kernel: str, dtype: torch.dtype = torch.bfloat16, tma: bool = True, ws: bool = True) -> bool:
+        return any(c.ws for c in tuning.candidates(kernel, 128, dtype, (128, 128), tma, ws))
+
+    assert served("forward")
+    assert not served("forward", ws=False)
+    assert not served("forward", tma=False)
+    assert not served("forward", dtype=torch.float32)
+    assert not served("dq") and not served("dkdv")
+    assert {c.overlap for c in tuning._WS[128]} == {False, True}
+
+
+def test_tuner_drops_the_kernel_where_it_does_not_serve(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Even a candidate list that puts it first (as the GPU tests force it) yields the next candidate."""
+    plain = tuning.KernelConfig(128, 128, 8, 3)
+    monkeypatch.setattr(tuning, "candidates", lambda *args, **kwargs: [tuning._WS[128][0], plain])
+    monkeypatch.setenv("MASKC_TRITON_AUTOTUNE", "0")
+    tuning.forget_configs()
+    plan, q, k, _, _ = _call()
+    try:
+        assert tuning.choose_config(plan, "forward", q, k, lambda config: None, ws=False) == plain
+        # on the CPU there are no tensor descriptors, so a served call cannot have it either
+        assert tuning.choose_config(plan, "forward", q, k, lambda config: None, ws=True) == plain
+    finally:
+        tuning.forget_configs()
+
+
+def test_the_kernel_module_loads_without_a_gpu() -> None:
+    """In a fresh process without the interpreter (Gluon cannot load where Triton was first loaded for
+    it, as in this test session)."""
+    script = (
+        "from maskc.backends.triton.kernels import kernel_module\n"
+        "print(type(kernel_module('forward_ws', interpret=False).maskc_forward_ws).__name__)"
+    )
+    env = {key: value for key, value in os.environ.items() if key != "TRITON_INTERPRET"}
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "GluonJITFunction"
