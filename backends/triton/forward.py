@@ -35,7 +35,7 @@ def launch_forward(
     if config.ws:
         if not ws_eligible(plan, q, k, v, span, going_on):
             raise BackendError("the warp-specialised forward does not serve this call (forward.ws_eligible)")
-        launch_forward_ws(plan, config, q, k, v, scale, out, lse, inputs)
+        launch_forward_ws(plan, config, (q, k, v), scale, (out, lse), inputs)
         return
     batch, heads, _, head_dim = q.shape
     check_in_place(plan, span)
@@ -74,22 +74,21 @@ def launch_forward(
 def launch_forward_ws(
     plan: Plan,
     config: KernelConfig,
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
+    qkv: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
     scale: float,
-    out: torch.Tensor,
-    lse: torch.Tensor,
+    outputs: tuple[torch.Tensor, torch.Tensor],
     inputs: CallInputs | None,
 ) -> None:
-    """One launch of the warp-specialised forward (`kernels/forward_ws.py`) on a call `ws_eligible`
-    admits: one persistent program per SM (at most one per work item), every row walked whole."""
+    """One launch of the warp-specialised forward (`kernels/forward_ws.py`) writing (out, lse) on a
+    call `ws_eligible` admits: one persistent program per SM (at most one per work item), every row
+    walked whole."""
+    (q, k, v), (out, lse) = qkv, outputs
     batch, heads, _, head_dim = q.shape
     launch = plan.launch_tables("rows", config.block_m, config.block_n, q.device, heads, inputs, None)
     tables = launch.walk
     groups = batch * heads
     items = tables.programs * groups
-    descs = descriptors.gluon_row_descriptors((q, k, v), (config.block_m, config.block_n, config.block_n))
+    descs = descriptors.gluon_row_descriptors(qkv, (config.block_m, config.block_n, config.block_n))
     if descs is None:
         raise BackendError("the warp-specialised forward needs q, k and v a tensor descriptor can read")
     kernels = plan.kernels("forward_ws")

@@ -50,9 +50,9 @@ def launches(monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) ->
     )
     ran: list[tuple] = []
 
-    def launch(plan, config, q, *args):
-        ran.append((config, tuple(q.shape)))
-        original_launch(plan, config, q, *args)
+    def launch(plan, config, qkv, *args):
+        ran.append((config, tuple(qkv[0].shape)))
+        original_launch(plan, config, qkv, *args)
 
     def eligible(plan, q, *args, **kwargs):
         served = original_eligible(plan, q, *args, **kwargs)
