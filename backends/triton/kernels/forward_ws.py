@@ -321,6 +321,8 @@ def maskc_forward_ws(
 ):
     # Shared buffers and barriers, then the partitions: the default one (this kernel's num_warps = 4)
     # loads, two workers of one warp group each compute.
+    # (the overlapped walk holds a tile's stage while it waits for the next tile's keys)
+    gl.static_assert(STAGES >= 2, "the key/value ring needs two stages or more")
     dtype: gl.constexpr = QDesc.dtype
     q_bufs = gl.allocate_shared_memory(dtype, [2, BLOCK_M, HEAD_DIM], QDesc.layout)
     k_bufs = gl.allocate_shared_memory(dtype, [STAGES, BLOCK_N, HEAD_DIM], KDesc.layout)
