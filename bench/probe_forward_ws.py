@@ -40,54 +40,65 @@ CASES = {
 }
 
 
-def forced(config: tuning.KernelConfig | None) -> None:
-    """Only `config` as the forward's candidate (None: the tuner's own space without the kernel)."""
+def forced(kernel: str, config: tuning.KernelConfig | None) -> None:
+    """Only `config` as `kernel`'s candidate, the others' spaces as the tuner's (None: the tuner's own
+    space without the warp-specialised kernel of `kernel`; timing dQ, the forward the tuner's with it)."""
     tuning.forget_configs()
+    os.environ["MASKC_TRITON_WS"] = "0" if config is None and kernel == "forward" else "1"
+    os.environ["MASKC_TRITON_WS_DQ"] = "0" if config is None else "1"
     if config is None:
-        os.environ["MASKC_TRITON_WS"] = "0"
         tuning.candidates = ORIGINAL
         return
-    os.environ["MASKC_TRITON_WS"] = "1"
-    tuning.candidates = lambda kernel, *args: [config] if kernel == "forward" else ORIGINAL(kernel, *args)
+    tuning.candidates = lambda name, *args: [config] if name == kernel else ORIGINAL(name, *args)
 
 
 ORIGINAL = tuning.candidates
 
 
-def run_case(name: str) -> None:
+def run_case(name: str, kernel: str) -> None:
+    """The case's forward ("forward"), or forward+backward with each dQ candidate ("dq")."""
     source, documents = CASES[name]
     spec = maskc.Spec(name=name, **source) if isinstance(source, dict) else maskc.load(source)
     n = None if getattr(spec, "grid", None) is not None else N
     pattern = maskc.compile(spec, seq_len=n, heads=H)
     n = pattern.n
-    q, k, v = (torch.randn(B, H, n, D, device="cuda", dtype=torch.bfloat16) for _ in range(3))
+    q, k, v = (torch.randn(B, H, n, D, device="cuda", dtype=torch.bfloat16, requires_grad=True) for _ in range(3))
+    grad = torch.randn_like(q)
     ids = torch.as_tensor(maskc.ids_from_lengths(LENGTHS), device="cuda")[None] if documents else None
 
     def call() -> torch.Tensor:
-        return maskc.attention(q, k, v, pattern, backend="triton", documents=ids)
+        out = maskc.attention(q, k, v, pattern, backend="triton", documents=ids)
+        if kernel == "forward":
+            return out.detach()
+        q.grad = None
+        out.backward(grad)
+        return q.grad
 
     results, reference = {}, None
+    space = tuning._WS[D] if kernel == "forward" else tuning._WS_DQ[D]
     variants = [("triton", None)]
-    variants += [(f"ws {c.block_m}x{c.block_n} s{c.num_stages} overlap={int(c.overlap)}", c) for c in tuning._WS[D]]
+    variants += [(f"ws {c.block_m}x{c.block_n} s{c.num_stages} overlap={int(c.overlap)}", c) for c in space]
     for label, config in variants:
-        forced(config)
+        forced(kernel, config)
         try:
-            out = call()
+            got = call()
             ms = do_bench(call, warmup=25, rep=100, return_mode="median")
         except Exception as error:  # a variant that fails must not hide the others
             results[label] = f"{type(error).__name__}: {str(error)[:200]}"
             continue
-        reference = out if reference is None else reference
-        diff = ((out.float() - reference.float()).norm() / reference.float().norm()).item()
-        results[label] = {"ms": round(ms, 4), "vs_triton": None, "out_diff": round(diff, 6)}
+        reference = got if reference is None else reference
+        diff = ((got.float() - reference.float()).norm() / reference.float().norm()).item()
+        results[label] = {"ms": round(ms, 4), "vs_triton": None, "diff": round(diff, 6)}
         if "triton" in results and isinstance(results["triton"], dict):
             results[label]["vs_triton"] = round(results["triton"]["ms"] / ms, 3)
-    print(json.dumps({"case": name, "n": n, **results}), flush=True)
+    print(json.dumps({"case": name, "n": n, "timed": "forward" if kernel == "forward" else "forward+backward",
+                      **results}), flush=True)  # fmt: skip
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cases", default=",".join(CASES))
+    parser.add_argument("--dq", action="store_true", help="time forward+backward with each dQ candidate instead")
     args = parser.parse_args()
     q, k, v = (torch.randn(B, H, N, D, device="cuda", dtype=torch.bfloat16) for _ in range(3))
     with sdpa_kernel(SDPBackend.CUDNN_ATTENTION):
@@ -96,7 +107,7 @@ def main() -> None:
         )
     print(json.dumps({"dense_causal_cudnn_fwd_ms": round(ms, 4), "n": N, "gpu": torch.cuda.get_device_name()}))
     for name in args.cases.split(","):
-        run_case(name)
+        run_case(name, "dq" if args.dq else "forward")
 
 
 if __name__ == "__main__":

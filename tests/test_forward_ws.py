@@ -1,5 +1,6 @@
-"""The warp-specialised forward's place in the backend, on the CPU: which calls it serves, and that the
-tuner offers it for those only (the kernel itself runs on Hopper GPUs: tests/gpu/test_forward_ws_gpu.py)."""
+"""The warp-specialised forward's (and dQ's) place in the backend, on the CPU: which calls they serve,
+and that the tuner offers them for those only (the kernels run on Hopper GPUs:
+tests/gpu/test_forward_ws_gpu.py)."""
 
 from __future__ import annotations
 
@@ -63,6 +64,19 @@ def test_candidates_join_for_served_forward_calls_only() -> None:
     assert {c.overlap for c in tuning._WS[128]} == {False, True}
 
 
+def test_the_dq_kernel_joins_only_when_asked(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The warp-specialised dQ has not yet run on a GPU: out of the space unless MASKC_TRITON_WS_DQ=1."""
+
+    def offered() -> bool:
+        return any(c.ws for c in tuning.candidates("dq", 128, torch.bfloat16, (128, 64), True, True))
+
+    monkeypatch.delenv("MASKC_TRITON_WS_DQ", raising=False)
+    assert not offered()
+    monkeypatch.setenv("MASKC_TRITON_WS_DQ", "1")
+    assert offered()
+    assert not any(c.ws for c in tuning.candidates("dq", 128, torch.bfloat16, (128, 64), True, False))
+
+
 def test_tuner_drops_the_kernel_where_it_does_not_serve(monkeypatch: pytest.MonkeyPatch) -> None:
     """Even a candidate list that puts it first (as the GPU tests force it) yields the next candidate."""
     plain = tuning.KernelConfig(128, 128, 8, 3)
@@ -78,14 +92,15 @@ def test_tuner_drops_the_kernel_where_it_does_not_serve(monkeypatch: pytest.Monk
         tuning.forget_configs()
 
 
-def test_the_kernel_module_loads_without_a_gpu() -> None:
+def test_the_kernel_modules_load_without_a_gpu() -> None:
     """In a fresh process without the interpreter (Gluon cannot load where Triton was first loaded for
     it, as in this test session)."""
     script = (
         "from maskc.backends.triton.kernels import kernel_module\n"
-        "print(type(kernel_module('forward_ws', interpret=False).maskc_forward_ws).__name__)"
+        "print(type(kernel_module('forward_ws', interpret=False).maskc_forward_ws).__name__)\n"
+        "print(type(kernel_module('backward_ws', interpret=False).maskc_backward_dq_ws).__name__)"
     )
     env = {key: value for key, value in os.environ.items() if key != "TRITON_INTERPRET"}
     done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.strip() == "GluonJITFunction"
+    assert done.stdout.split() == ["GluonJITFunction", "GluonJITFunction"]

@@ -6,10 +6,12 @@ from types import ModuleType
 
 import torch
 
+from maskc.errors import BackendError
+
 from . import descriptors
 from .cache import interpreting
 from .chunks import chunk_args, chunk_programs, launch_programs, workspace
-from .forward import LOG2E, check_in_place, descriptor_tiles
+from .forward import LOG2E, WS_CONSUMER_REGS, WS_MAX_REGS, check_in_place, descriptor_tiles, processors, ws_eligible
 from .plan import Plan
 from .runtime import CallInputs
 from .span import Span
@@ -138,6 +140,11 @@ def attention_backward(
             (dq.add_ if add else dq.copy_)(dq_acc.mul_(scale))
 
     def run_dq(config: KernelConfig, dq: torch.Tensor, add: bool) -> None:
+        if config.ws:
+            if not ws_eligible(plan, q, k, v, span, going_on=add):
+                raise BackendError("the warp-specialised dQ does not serve this call (forward.ws_eligible)")
+            launch_dq_ws(plan, config, (q, k, v, d_out), dq, (lse2, delta), scale, inputs)
+            return
         check_in_place(plan, span)
         window = span.tile_window(config.block_m, config.block_n)
         launch = plan.launch_tables("rows", config.block_m, config.block_n, q.device, heads, inputs, window)
@@ -166,7 +173,12 @@ def attention_backward(
         return tuple(torch.zeros_like(g) for g in into) if accumulate else into
 
     dq_config = choose_config(
-        plan, "dq", q, k, lambda config: run_dq(config, torch.zeros_like(dq) if accumulate else dq, accumulate)
+        plan,
+        "dq",
+        q,
+        k,
+        lambda config: run_dq(config, torch.zeros_like(dq) if accumulate else dq, accumulate),
+        ws=ws_eligible(plan, q, k, v, span, going_on=accumulate) and descriptors.descriptor_rows(d_out) is not None,
     )
 
     def run_gradients(config: KernelConfig, grads: tuple[torch.Tensor, ...], add: bool) -> None:
@@ -179,3 +191,34 @@ def attention_backward(
     config = choose_config(plan, "dkdv", q, k, lambda config: run_gradients(config, scratch(), accumulate))
     run_gradients(config, into, accumulate)
     return dq, dk, dv
+
+
+def launch_dq_ws(
+    plan: Plan,
+    config: KernelConfig,
+    tensors: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor],
+    dq: torch.Tensor,
+    rows: tuple[torch.Tensor, torch.Tensor],
+    scale: float,
+    inputs: CallInputs | None,
+) -> None:
+    """One launch of the warp-specialised dQ (`kernels/backward_ws.py`) writing dq from (q, k, v, dO) and
+    the rows' (lse in base 2, delta), on a call `forward.ws_eligible` admits (not adding to a pass's)."""
+    q, k, v, d_out = tensors
+    batch, heads, _, head_dim = q.shape
+    launch = plan.launch_tables("rows", config.block_m, config.block_n, q.device, heads, inputs, None)
+    tables = launch.walk
+    items = tables.programs * batch * heads
+    blocks = (config.block_m, config.block_n, config.block_n, config.block_m)
+    descs = descriptors.gluon_row_descriptors((q, k, v, d_out), blocks)
+    if descs is None:
+        raise BackendError("the warp-specialised dQ needs q, k, v and dO a tensor descriptor can read")
+    plan.kernels("backward_ws").maskc_backward_dq_ws[(min(items, processors(q.device)),)](
+        *descs, dq, *rows, torch.zeros(1, dtype=torch.int32, device=q.device),
+        *q.stride()[:2], *k.stride()[:2], *v.stride()[:2], *d_out.stride()[:2], *dq.stride()[:3],
+        *launch.kernel_args(),
+        scale * LOG2E, scale, plan.n, heads, heads // k.shape[1], batch * heads, tables.lines, tables.long_lines,
+        items, plan.tile_mask(), launch.mask_args,
+        BLOCK_M=config.block_m, BLOCK_N=config.block_n, HEAD_DIM=head_dim, STAGES=config.num_stages,
+        CONSUMER_REGS=WS_CONSUMER_REGS, num_warps=config.num_warps, maxnreg=WS_MAX_REGS,
+    )  # fmt: skip

@@ -92,7 +92,7 @@ def launch_forward_ws(
     if descs is None:
         raise BackendError("the warp-specialised forward needs q, k and v a tensor descriptor can read")
     kernels = plan.kernels("forward_ws")
-    kernels.maskc_forward_ws[(min(items, _processors(q.device)),)](
+    kernels.maskc_forward_ws[(min(items, processors(q.device)),)](
         *descs, out, lse, torch.zeros(1, dtype=torch.int32, device=q.device),
         *q.stride()[:2], *k.stride()[:2], *v.stride()[:2], *out.stride()[:3],
         *launch.kernel_args(),
@@ -128,14 +128,14 @@ def ws_eligible(plan: Plan, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, s
     )
 
 
-_PROCESSORS: dict[torch.device, int] = {}
+PROCESSORS_BY_DEVICE: dict[torch.device, int] = {}
 
 
-def _processors(device: torch.device) -> int:
+def processors(device: torch.device) -> int:
     """Streaming multiprocessors of a CUDA device (asked once per device)."""
-    if device not in _PROCESSORS:
-        _PROCESSORS[device] = torch.cuda.get_device_properties(device).multi_processor_count
-    return _PROCESSORS[device]
+    if device not in PROCESSORS_BY_DEVICE:
+        PROCESSORS_BY_DEVICE[device] = torch.cuda.get_device_properties(device).multi_processor_count
+    return PROCESSORS_BY_DEVICE[device]
 
 
 def descriptor_tiles(

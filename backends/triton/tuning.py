@@ -7,7 +7,8 @@ depth. The spaces hold shapes that fit block-64 patterns (64-wide key tiles) and
 keeps the fastest; under the interpreter the pattern's own tile shape runs, one warp group, no
 pipelining. MASKC_TRITON_AUTOTUNE=0 takes the first candidate without timing; MASKC_TRITON_TMA=0
 leaves the tensor-descriptor (TMA) variants out, and with them the warp-specialised forward
-(Hopper, kernels/forward_ws.py), which MASKC_TRITON_WS=0 leaves out alone; MASKC_TRITON_ATOMIC_DQ=1
+(Hopper, kernels/forward_ws.py), which MASKC_TRITON_WS=0 leaves out alone (MASKC_TRITON_WS_DQ=1 adds
+its dQ sibling, kernels/backward_ws.py, not yet run on a GPU); MASKC_TRITON_ATOMIC_DQ=1
 adds the dK/dV variants that compute dQ with atomics (not under torch's deterministic algorithms).
 Those lost by 30–47 % on every pattern measured on an H200 (bench/NOTES.md), so by default they
 cost no tuning time.
@@ -109,6 +110,11 @@ _WS: dict[int, list[KernelConfig]] = {
     ]
     for dim in (64, 128)
 } | {256: []}
+#: dQ candidates of the warp-specialised kind (kernels/backward_ws.py), for the calls the forward's
+#: serve: 64-key tiles, two or three stages. Only with MASKC_TRITON_WS_DQ=1 (`ws_dq_allowed`).
+_WS_DQ: dict[int, list[KernelConfig]] = {
+    dim: [KernelConfig(128, 64, 4, stages, tma=True, ws=True) for stages in (2, 3)] for dim in (64, 128)
+} | {256: []}
 #: dK/dV candidates that compute dQ too, with atomics (not under deterministic algorithms); TMA ones
 #: join on Hopper. At head dim 128 only 32-row steps compile without spills (sm_90, ptxas: 64 × 128
 #: with 8 warps needs 255 registers and a 56–208-byte stack).
@@ -149,6 +155,8 @@ def candidates(
     found = _HALF[kernel][size] + (_TMA[kernel][size] if tma else [])
     if kernel == "forward" and tma and ws:
         found += _WS[size]
+    if kernel == "dq" and tma and ws and ws_dq_allowed():
+        found += _WS_DQ[size]
     if kernel == "dkdv" and atomic_dq_allowed():
         atomic = _ATOMIC_DQ[size]
         found += atomic + ([dataclasses.replace(c, tma=True) for c in atomic] if tma else [])
@@ -173,6 +181,12 @@ def atomic_dq_allowed() -> bool:
 def ws_allowed() -> bool:
     """Whether the warp-specialised forward may join the tuning (MASKC_TRITON_WS=0 leaves it out)."""
     return os.environ.get("MASKC_TRITON_WS", "1") != "0"
+
+
+def ws_dq_allowed() -> bool:
+    """Whether the warp-specialised dQ joins the tuning: only with MASKC_TRITON_WS_DQ=1 until it has
+    been checked and measured on a GPU (bench/NOTES.md)."""
+    return os.environ.get("MASKC_TRITON_WS_DQ", "0") == "1"
 
 
 def has_tma(device: torch.device) -> bool:
@@ -201,11 +215,12 @@ def choose_config(
     ws: bool = False,
 ) -> KernelConfig:
     """The fastest candidate for this problem, timed with `run` on the first call, then remembered
-    (`ws`: the call is one the warp-specialised forward serves)."""
+    (`ws`: the call is one the warp-specialised kernels serve)."""
     tma = has_tma(q.device) and not plan.mapped  # rows read in place by pointers: no descriptor tiles
     ws = ws and tma and ws_allowed()
-    # the last entries: the spaces that the call, environment and torch settings open or close
-    key = (plan.tune_key, kernel, q.shape, k.shape[1], k.shape[-1], q.dtype, q.device, tma, atomic_dq_allowed(), ws)
+    # the spaces that the call, environment and torch settings open or close
+    spaces = (tma, atomic_dq_allowed(), ws, ws_dq_allowed())
+    key = (plan.tune_key, kernel, q.shape, k.shape[1], k.shape[-1], q.dtype, q.device, *spaces)
     chosen = _CHOSEN.get(key)
     if chosen is None:
         options = candidates(kernel, max(q.shape[-1], k.shape[-1]), q.dtype, plan.native_tile, tma, ws)

@@ -1,9 +1,11 @@
-"""The warp-specialised forward (kernels/forward_ws.py, Hopper) against the float32 reference.
+"""The warp-specialised forward and dQ (kernels/forward_ws.py, backward_ws.py, Hopper) against the
+float32 reference.
 
-The tuner offers it only where it serves the call (`forward.ws_eligible`) and keeps it only where it
-is faster, so the other GPU tests may never run it: here it comes first among the forward's
-candidates and runs untimed, on every catalogue spec and the run-time patterns, with each of its
-configurations, and each test checks that it ran where the call is one it serves.
+The tuner offers them only where they serve the call (`forward.ws_eligible`; dQ only with
+MASKC_TRITON_WS_DQ=1) and keeps them only where they are faster, so the other GPU tests may never run
+them: here each comes first among its kernel's candidates and runs untimed, on every catalogue spec
+and the run-time patterns, with each of its configurations, and each test checks that it ran where
+the call is one it serves.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from test_runtime_gpu import test_against_the_float32_reference
 from test_triton_gpu import SPECS, _check, _layer_patterns
 
 import maskc
-from maskc.backends.triton import forward, tuning
+from maskc.backends.triton import backward, forward, tuning
 from maskc.errors import MaskcWarning
 
 pytestmark = [
@@ -33,26 +35,32 @@ CONFIGS = {
     for d in (64, 128)
     for c in tuning._WS[d][: None if d == 128 else 1]
 }
+DQ_CONFIGS = {
+    f"dQ {c.block_m}x{c.block_n}, {c.num_stages} stages, D={d}": (c, d)
+    for d in (64, 128)
+    for c in tuning._WS_DQ[d][: None if d == 128 else 1]
+}
 
 
-@pytest.fixture
-def launches(monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> list[tuple]:
-    """The warp-specialised configuration first among the forward's candidates, untimed; the list of
-    its launches (grows as they run), each call it served as ("served", shape) first."""
-    config, _ = CONFIGS[request.param]
+def _forced(monkeypatch: pytest.MonkeyPatch, kernel: str, config: tuning.KernelConfig, module, launcher: str) -> list:
+    """`config` first among `kernel`'s candidates, untimed; the list of its launches through
+    `module.launcher` (grows as they run), each call that `module`'s ws_eligible served as
+    ("served", shape) first."""
     monkeypatch.setenv("MASKC_TRITON_AUTOTUNE", "0")
+    monkeypatch.setenv("MASKC_TRITON_WS_DQ", "1")
     monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
-    original_candidates, original_launch = tuning.candidates, forward.launch_forward_ws
+    original_candidates, original_launch = tuning.candidates, getattr(module, launcher)
+    original_eligible = module.ws_eligible
     monkeypatch.setattr(
         tuning,
         "candidates",
-        lambda kernel, *args: ([config] if kernel == "forward" else []) + original_candidates(kernel, *args),
+        lambda name, *args: ([config] if name == kernel else []) + original_candidates(name, *args),
     )
     ran: list[tuple] = []
 
-    def launch(plan, config, qkv, *args):
-        ran.append((config, tuple(qkv[0].shape)))
-        original_launch(plan, config, qkv, *args)
+    def launch(plan, config, tensors, *args):
+        ran.append((config, tuple(tensors[0].shape)))
+        original_launch(plan, config, tensors, *args)
 
     def eligible(plan, q, *args, **kwargs):
         served = original_eligible(plan, q, *args, **kwargs)
@@ -60,10 +68,24 @@ def launches(monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) ->
             ran.append(("served", tuple(q.shape)))
         return served
 
-    original_eligible = forward.ws_eligible
-    monkeypatch.setattr(forward, "launch_forward_ws", launch)
-    monkeypatch.setattr(forward, "ws_eligible", eligible)
+    monkeypatch.setattr(module, launcher, launch)
+    monkeypatch.setattr(module, "ws_eligible", eligible)
     tuning.forget_configs()
+    return ran
+
+
+@pytest.fixture
+def launches(monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> list[tuple]:
+    """The warp-specialised forward configuration `request.param` first, untimed (`_forced`)."""
+    ran = _forced(monkeypatch, "forward", CONFIGS[request.param][0], forward, "launch_forward_ws")
+    yield ran
+    tuning.forget_configs()
+
+
+@pytest.fixture
+def dq_launches(monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> list[tuple]:
+    """The warp-specialised dQ configuration `request.param` first, untimed (`_forced`)."""
+    ran = _forced(monkeypatch, "dq", DQ_CONFIGS[request.param][0], backward, "launch_dq_ws")
     yield ran
     tuning.forget_configs()
 
@@ -106,3 +128,23 @@ def test_a_causal_window_at_length(launches: list[tuple]) -> None:
             pattern = maskc.compile(spec, seq_len=n, heads=4)
         _check(pattern, batch=1, kv_heads=4, head_dim=64, dtype=torch.bfloat16)
     assert sum(kind != "served" for kind, _ in launches) == 2
+
+
+@pytest.mark.parametrize("dq_launches", list(DQ_CONFIGS), indirect=True)
+@pytest.mark.parametrize("path", SPECS, ids=[p.stem for p in SPECS])
+def test_every_spec_dq(dq_launches: list[tuple], path: Path, request: pytest.FixtureRequest) -> None:
+    """The warp-specialised dQ on every catalogue spec, as test_every_spec runs the forward."""
+    _, head_dim = DQ_CONFIGS[request.node.callspec.params["dq_launches"]]
+    n = None if maskc.load(path).grid is not None else 4096
+    for pattern in _layer_patterns(path, n):
+        _check(pattern, batch=2, kv_heads=max(1, pattern.heads // 2), head_dim=head_dim, dtype=torch.bfloat16)
+    _assert_ran_where_served(dq_launches)
+
+
+@pytest.mark.parametrize("dq_launches", [name for name in DQ_CONFIGS if "D=128" in name], indirect=True)
+@pytest.mark.parametrize("name", list(RUN_TIME_SPECS))
+def test_run_time_patterns_dq(dq_launches: list[tuple], name: str) -> None:
+    """The warp-specialised dQ on documents, top-k and clusters."""
+    test_against_the_float32_reference(name)
+    _assert_ran_where_served(dq_launches)
+    assert dq_launches, "the warp-specialised dQ served no call"

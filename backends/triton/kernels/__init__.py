@@ -1,5 +1,5 @@
 """The attention kernels as Triton code: `forward` (and on Hopper `forward_ws`, in Gluon), `backward`
-(dK/dV, dQ), `decode` and the passes' `merge`,
+(dK/dV, dQ; on Hopper `backward_ws`, dQ in Gluon), `decode` and the passes' `merge`,
 with `common` helpers; for cluster patterns `nearest` (their labels) and `rows` (their row
 permutations); for run-time layouts `select` (top-k blocks) and `compact` (tile tables from tile
 kinds).
@@ -25,7 +25,19 @@ from pathlib import Path
 from types import ModuleType
 
 #: The kernel modules; their source is part of the generated predicate's key.
-MODULES = ("common", "forward", "forward_ws", "backward", "decode", "merge", "nearest", "rows", "select", "compact")
+MODULES = (
+    "common",
+    "forward",
+    "forward_ws",
+    "backward",
+    "backward_ws",
+    "decode",
+    "merge",
+    "nearest",
+    "rows",
+    "select",
+    "compact",
+)
 _HERE = Path(__file__).parent
 
 

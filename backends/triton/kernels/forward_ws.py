@@ -58,20 +58,42 @@ def row_walk(it, row_order, head_layout, table_of_head, table_stride, layouts, f
 
 
 @gluon.jit
+def half_of_row(it, rows_done, walk, BLOCK_M: gl.constexpr, HALF: gl.constexpr):
+    """(batch, head, batch·heads + head, layout code, first position, query buffer slot, full [lo, hi),
+    partial [lo, hi)) of computing partition HALF's half of work item `it`, its rows_done-th row
+    (`walk`: `row_walk`'s tables and sizes)."""
+    (row_order, head_layout, table_of_head, table_stride, layouts, full_ptr, partial_ptr, heads, group, batch_heads,
+     row_tiles, long_rows) = walk
+    b, h, _, bh, code, row, full_lo, full_hi, partial_lo, partial_hi = row_walk(
+        it, row_order, head_layout, table_of_head, table_stride, layouts, full_ptr, partial_ptr,
+        heads, group, batch_heads, row_tiles, long_rows)
+    return b, h, bh, code, row * BLOCK_M + HALF * GROUP_ROWS, rows_done % 2, full_lo, full_hi, partial_lo, partial_hi
+
+
+@gluon.constexpr_function
+def product_layout(columns):
+    """The register layout of a 64-row warp-group product's result with `columns` columns (16-bit
+    operands: instructions of 16 × columns × 16)."""
+    return gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, columns, 16])
+
+
+@gluon.jit
 def ring_slot(count, SIZE: gl.constexpr):
     """(buffer, phase) of the count-th use of a ring of SIZE buffers."""
     return count % SIZE, (count // SIZE) & 1
 
 
 @gluon.jit
-def issue_loads(args, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr, STAGES: gl.constexpr):
+def issue_loads(args, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr, STAGES: gl.constexpr,
+                WITH_DO: gl.constexpr):
     # The loading partition: for each row, its work item (published beside its query tile), its query
-    # tile, then its key and value tiles (full, then partial), each into the next free buffer of its
-    # ring; after the last row, an item past the end, which stops the computing partitions.
+    # tile (and with WITH_DO, for dQ, its dO tile, signalled by the same barrier), then its key and
+    # value tiles (full, then partial), each into the next free buffer of its ring; after the last
+    # row, an item past the end, which stops the computing partitions.
     (q_desc, k_desc, v_desc, q_bufs, k_bufs, v_bufs, q_ready, q_empty, k_ready, v_ready, kv_empty, row_ids, counter,
      stride_qb, stride_qh, stride_kb, stride_kh, stride_vb, stride_vh, row_order, head_layout, table_of_head,
      table_stride, layouts, full_ptr, full_idx, partial_ptr, partial_idx, heads, group, batch_heads, row_tiles,
-     long_rows, items) = args
+     long_rows, items, do_desc, do_bufs, stride_db, stride_dh) = args
     kv_count = 0
     rows_done = 0
     it = next_item(counter)
@@ -80,8 +102,13 @@ def issue_loads(args, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, HEAD_DIM: gl
             it, row_order, head_layout, table_of_head, table_stride, layouts, full_ptr, partial_ptr,
             heads, group, batch_heads, row_tiles, long_rows)
         qb = publish_item(row_ids, q_empty, it, rows_done)
-        mbarrier.expect(q_ready.index(qb), q_desc.block_type.nbytes)
         q_row = (b * (stride_qb // HEAD_DIM) + h * (stride_qh // HEAD_DIM) + row * BLOCK_M).to(gl.int32)
+        if WITH_DO:
+            mbarrier.expect(q_ready.index(qb), q_desc.block_type.nbytes + do_desc.block_type.nbytes)
+            do_row = (b * (stride_db // HEAD_DIM) + h * (stride_dh // HEAD_DIM) + row * BLOCK_M).to(gl.int32)
+            tma.async_copy_global_to_shared(do_desc, [do_row, 0], q_ready.index(qb), do_bufs.index(qb))
+        else:
+            mbarrier.expect(q_ready.index(qb), q_desc.block_type.nbytes)
         tma.async_copy_global_to_shared(q_desc, [q_row, 0], q_ready.index(qb), q_bufs.index(qb))
         k_row = (b * (stride_kb // HEAD_DIM) + kvh * (stride_kh // HEAD_DIM)).to(gl.int32)
         v_row = (b * (stride_vb // HEAD_DIM) + kvh * (stride_vh // HEAD_DIM)).to(gl.int32)
@@ -144,21 +171,18 @@ def attend_rows(args, tile_mask: gl.constexpr, mask_args, BLOCK_M: gl.constexpr,
     (q_bufs, k_bufs, v_bufs, q_ready, q_empty, k_ready, v_ready, kv_empty, row_ids, out_ptr, lse_ptr, stride_ob,
      stride_oh, stride_om, row_order, head_layout, table_of_head, table_stride, layouts, full_ptr, full_idx,
      partial_ptr, partial_idx, qk_scale, n_ctx, heads, group, batch_heads, row_tiles, long_rows, items) = args
-    s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
-                                                       instr_shape=[16, BLOCK_N, 16])
-    o_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
-                                                       instr_shape=[16, HEAD_DIM, 16])
+    s_layout: gl.constexpr = product_layout(BLOCK_N)
+    o_layout: gl.constexpr = product_layout(HEAD_DIM)
     p_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=o_layout, k_width=2)
     dtype: gl.constexpr = q_bufs.dtype
+    walk = (row_order, head_layout, table_of_head, table_stride, layouts, full_ptr, partial_ptr, heads, group,
+            batch_heads, row_tiles, long_rows)
     kv_count = 0
     rows_done = 0
     it = take_item(row_ids, q_ready, rows_done)
     while it < items:
-        b, h, _, bh, code, row, full_lo, full_hi, partial_lo, partial_hi = row_walk(
-            it, row_order, head_layout, table_of_head, table_stride, layouts, full_ptr, partial_ptr,
-            heads, group, batch_heads, row_tiles, long_rows)
-        start_m = row * BLOCK_M + HALF * GROUP_ROWS
-        qb = rows_done % 2
+        b, h, bh, code, start_m, qb, full_lo, full_hi, partial_lo, partial_hi = half_of_row(
+            it, rows_done, walk, BLOCK_M, HALF)
         q = q_bufs.index(qb).slice(HALF * GROUP_ROWS, GROUP_ROWS, dim=0)
         m_i = gl.full([GROUP_ROWS], float("-inf"), gl.float32, layout=gl.SliceLayout(1, s_layout))
         l_i = gl.zeros([GROUP_ROWS], gl.float32, layout=gl.SliceLayout(1, s_layout))
@@ -310,6 +334,26 @@ def finish_half(Out, Lse, acc, m_i, l_i, b, h, bh, start_m, n_ctx, stride_ob, st
 
 
 @gluon.jit
+def ring_barriers(STAGES: gl.constexpr):
+    """The rings' barriers, initialised, and the work items' slots: (q_ready, q_empty, k_ready, v_ready,
+    kv_empty, row_ids); the empty barriers count the two computing partitions' arrivals."""
+    q_ready = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
+    q_empty = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
+    k_ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+    v_ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+    kv_empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+    row_ids = gl.allocate_shared_memory(gl.int32, [2, 1], gl.SwizzledSharedLayout(1, 1, 1, [0]))
+    for i in gl.static_range(2):
+        mbarrier.init(q_ready.index(i), count=1)
+        mbarrier.init(q_empty.index(i), count=CONSUMERS)
+    for i in gl.static_range(STAGES):
+        mbarrier.init(k_ready.index(i), count=1)
+        mbarrier.init(v_ready.index(i), count=1)
+        mbarrier.init(kv_empty.index(i), count=CONSUMERS)
+    return q_ready, q_empty, k_ready, v_ready, kv_empty, row_ids
+
+
+@gluon.jit
 def maskc_forward_ws(
     QDesc, KDesc, VDesc, Out, Lse, counter,
     stride_qb, stride_qh, stride_kb, stride_kh, stride_vb, stride_vh, stride_ob, stride_oh, stride_om,
@@ -327,32 +371,21 @@ def maskc_forward_ws(
     q_bufs = gl.allocate_shared_memory(dtype, [2, BLOCK_M, HEAD_DIM], QDesc.layout)
     k_bufs = gl.allocate_shared_memory(dtype, [STAGES, BLOCK_N, HEAD_DIM], KDesc.layout)
     v_bufs = gl.allocate_shared_memory(dtype, [STAGES, BLOCK_N, HEAD_DIM], VDesc.layout)
-    q_ready = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
-    q_empty = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
-    k_ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
-    v_ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
-    kv_empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
-    row_ids = gl.allocate_shared_memory(gl.int32, [2, 1], gl.SwizzledSharedLayout(1, 1, 1, [0]))
-    for i in gl.static_range(2):
-        mbarrier.init(q_ready.index(i), count=1)
-        mbarrier.init(q_empty.index(i), count=CONSUMERS)
-    for i in gl.static_range(STAGES):
-        mbarrier.init(k_ready.index(i), count=1)
-        mbarrier.init(v_ready.index(i), count=1)
-        mbarrier.init(kv_empty.index(i), count=CONSUMERS)
+    q_ready, q_empty, k_ready, v_ready, kv_empty, row_ids = ring_barriers(STAGES)
     # Each partition's arguments as one tuple, apart from its compile-time ones: assigned to a name, a
     # tuple holds neither a function (the predicate) nor constants.
     loader = (QDesc, KDesc, VDesc, q_bufs, k_bufs, v_bufs, q_ready, q_empty, k_ready, v_ready, kv_empty,
               row_ids, counter, stride_qb, stride_qh, stride_kb, stride_kh, stride_vb, stride_vh,
               row_order, head_layout, table_of_head, table_stride, layouts, full_ptr, full_idx, partial_ptr,
-              partial_idx, heads, group, batch_heads, row_tiles, long_rows, items)
+              partial_idx, heads, group, batch_heads, row_tiles, long_rows, items,
+              QDesc, q_bufs, stride_qb, stride_qh)  # no dO tiles: the query's stand in, unused
     computer = (q_bufs, k_bufs, v_bufs, q_ready, q_empty, k_ready, v_ready, kv_empty, row_ids, Out, Lse,
                 stride_ob, stride_oh, stride_om,
                 row_order, head_layout, table_of_head, table_stride, layouts, full_ptr, full_idx, partial_ptr,
                 partial_idx, qk_scale, n_ctx, heads, group, batch_heads, row_tiles, long_rows, items)
     gl.warp_specialize(
         [
-            (issue_loads, (loader, BLOCK_M, BLOCK_N, HEAD_DIM, STAGES)),
+            (issue_loads, (loader, BLOCK_M, BLOCK_N, HEAD_DIM, STAGES, False)),
             (attend_rows, (computer, tile_mask, mask_args, BLOCK_M, BLOCK_N, HEAD_DIM, STAGES, OVERLAP, 0)),
             (attend_rows, (computer, tile_mask, mask_args, BLOCK_M, BLOCK_N, HEAD_DIM, STAGES, OVERLAP, 1)),
         ],
