@@ -104,8 +104,9 @@ def launch_forward_ws(
     )  # fmt: skip
 
 
-#: Registers of the warp-specialised forward: 168 a thread over its three warp groups (65,536 an SM,
-#: one program an SM), moved to the two computing groups (232 each) from the loading one (40).
+#: Registers of the warp-specialised kernels (forward and dQ): 168 a thread over their three warp
+#: groups (65,536 an SM, one program an SM), moved to the two computing groups (232 each) from the
+#: loading one (40).
 WS_MAX_REGS = 168
 WS_CONSUMER_REGS = 232
 

@@ -43,9 +43,10 @@ class KernelConfig:
     #: dK/dV only: the kernel also adds each tile's dQ to a float32 accumulator with atomics, and
     #: the dQ kernel is not launched (kernels/backward.py).
     atomic_dq: bool = False
-    #: forward only: the warp-specialised persistent kernel (kernels/forward_ws.py); num_warps is then
-    #: each of its partitions' (one warp group), num_stages its key/value buffers; `overlap`: its walk
-    #: computes a tile's scores while the tile before it multiplies the values.
+    #: forward and dQ: the warp-specialised persistent kernel (kernels/forward_ws.py, backward_ws.py);
+    #: num_warps is then each of its partitions' (one warp group), num_stages its key/value buffers;
+    #: `overlap` (forward): its walk computes a tile's scores while the tile before it multiplies the
+    #: values.
     ws: bool = False
     overlap: bool = False
 
