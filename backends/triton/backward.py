@@ -140,9 +140,7 @@ def attention_backward(
             (dq.add_ if add else dq.copy_)(dq_acc.mul_(scale))
 
     def run_dq(config: KernelConfig, dq: torch.Tensor, add: bool) -> None:
-        if config.ws:
-            if not ws_eligible(plan, q, k, v, span, going_on=add):
-                raise BackendError("the warp-specialised dQ does not serve this call (forward.ws_eligible)")
+        if config.ws:  # chosen only for calls it serves: the tuner's key holds `ws_eligible`'s answer
             launch_dq_ws(plan, config, (q, k, v, d_out), dq, (lse2, delta), scale, inputs)
             return
         check_in_place(plan, span)

@@ -32,9 +32,7 @@ def launch_forward(
 ) -> None:
     """One launch of the forward kernel with `config`'s tile shape, writing out and lse (`going_on`:
     going on from the earlier passes' rows that out and lse hold)."""
-    if config.ws:
-        if not ws_eligible(plan, q, k, v, span, going_on):
-            raise BackendError("the warp-specialised forward does not serve this call (forward.ws_eligible)")
+    if config.ws:  # chosen only for calls it serves: the tuner's key holds `ws_eligible`'s answer
         launch_forward_ws(plan, config, (q, k, v), scale, (out, lse), inputs)
         return
     batch, heads, _, head_dim = q.shape

@@ -105,7 +105,7 @@ def test_every_spec(launches: list[tuple], path: Path, request: pytest.FixtureRe
 def _assert_ran_where_served(launches: list[tuple]) -> None:
     served = [shape for kind, shape in launches if kind == "served"]
     ran = [shape for kind, shape in launches if kind != "served"]
-    assert len(ran) * 2 >= len(served), f"served {len(served)} calls, ran {len(ran)}"
+    assert len(ran) >= len(served), f"served {len(served)} calls, ran {len(ran)}"
 
 
 @pytest.mark.parametrize("launches", [name for name in CONFIGS if "128x128" in name and "D=128" in name], indirect=True)
