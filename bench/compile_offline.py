@@ -14,7 +14,7 @@ Needs a Triton with the NVIDIA backend (it bundles ptxas and cuobjdump); no GPU.
     python bench/compile_offline.py --atomic-dq [--tma]   # dK/dV computing dQ with atomics
     python bench/compile_offline.py --catalogue   # every spec in specs/ at the tile shapes the tuner
                                                   # picks most, looking for spills (registers, stack)
-    python bench/compile_offline.py --ws   # the forward and dQ as the warp-specialised Gluon kernels
+    python bench/compile_offline.py --ws   # the forward, dQ and dK/dV as the warp-specialised Gluon kernels
 
 A predicate's cost is invisible in the tuner's times until it spills: top-k's per-element flag
 reads took its forward to 255 registers and a 192-byte stack, 37 % of its time (bench/NOTES.md).
@@ -113,8 +113,8 @@ def _summary(name: str, kernel) -> dict:
 
 
 def _warp_specialised() -> None:
-    """The forward's and dQ's candidates: the warp-specialised kernels' (kernels/forward_ws.py,
-    backward_ws.py), the first of the others; a stand-in count of processors for their persistent grids."""
+    """The warp-specialised kernels' candidates (kernels/forward_ws.py, backward_ws.py; the backward's
+    with the most stages), the first of the others; a stand-in count of processors for their persistent grids."""
     from maskc.backends.triton import backward, forward, tuning
 
     original = tuning.candidates
@@ -122,13 +122,12 @@ def _warp_specialised() -> None:
     def candidates(kernel, head_dim, dtype, native, tma=False, ws=False):
         if kernel == "forward" and ws:  # a call the kernel serves (forward.ws_eligible)
             return [c for c in tuning._WS[128] if c.block_n == native[1]] or tuning._WS[128][:1]
-        if kernel == "dq" and ws:
-            return tuning._WS_DQ[128][:1]
+        if kernel in tuning._WS_BACKWARD and ws:
+            return tuning._WS_BACKWARD[kernel][128][-1:]
         return original(kernel, head_dim, dtype, native, tma)[:1]
 
     tuning.candidates = candidates
     tuning.has_tma = lambda device: True  # the CPU tensors stand for a Hopper's
-    os.environ["MASKC_TRITON_WS_DQ"] = "1"
     forward.processors = backward.processors = lambda device: 132
 
 

@@ -1,20 +1,19 @@
-"""Probe: the warp-specialised forward (kernels/forward_ws.py) against the tuned Triton forward.
+"""Probe: a warp-specialised kernel (kernels/forward_ws.py, backward_ws.py) against the tuned Triton one.
 
 For each case (B = 1, H = 16, D = 128, bf16; n = 32768 unless the grid fixes it) times maskc's
-forward with the tuner's pick among the Triton kernels (MASKC_TRITON_WS=0), then with each
-warp-specialised configuration forced (with and without the overlapped walk), and dense causal
-cuDNN once in the same process; prints milliseconds, each variant's ratio to the Triton pick and
-its output's relative difference from it. A measurement for bench/NOTES.md; the backend's tuner
+forward (or, for dQ or dK/dV, forward+backward) with the tuner's pick among the kernel's Triton
+candidates, then with each of its warp-specialised configurations forced, and dense causal cuDNN
+once in the same process; prints milliseconds, each variant's ratio to the Triton pick and its
+output's (or gradients') relative difference from it. A measurement for bench/NOTES.md; the backend's tuner
 makes the same comparison per problem on its own.
 
-    python3 bench/probe_forward_ws.py [--cases window,documents]
+    python3 bench/probe_forward_ws.py [--cases window,documents] [--kernel forward|dq|dkdv]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 
 import torch
 import torch.nn.functional as F
@@ -41,22 +40,20 @@ CASES = {
 
 
 def forced(kernel: str, config: tuning.KernelConfig | None) -> None:
-    """Only `config` as `kernel`'s candidate, the others' spaces as the tuner's (None: the tuner's own
-    space without the warp-specialised kernel of `kernel`; timing dQ, the forward the tuner's with it)."""
+    """Only `config` as `kernel`'s candidate, the other kernels' spaces the tuner's (None: the tuner's
+    own space without `kernel`'s warp-specialised candidates)."""
     tuning.forget_configs()
-    os.environ["MASKC_TRITON_WS"] = "0" if config is None and kernel == "forward" else "1"
-    os.environ["MASKC_TRITON_WS_DQ"] = "0" if config is None else "1"
     if config is None:
-        tuning.candidates = ORIGINAL
-        return
-    tuning.candidates = lambda name, *args: [config] if name == kernel else ORIGINAL(name, *args)
+        tuning.candidates = lambda name, *args: [c for c in ORIGINAL(name, *args) if not (name == kernel and c.ws)]
+    else:
+        tuning.candidates = lambda name, *args: [config] if name == kernel else ORIGINAL(name, *args)
 
 
 ORIGINAL = tuning.candidates
 
 
 def run_case(name: str, kernel: str) -> None:
-    """The case's forward ("forward"), or forward+backward with each dQ candidate ("dq")."""
+    """The case's forward ("forward"), or forward+backward with each dQ ("dq") or dK/dV ("dkdv") candidate."""
     source, documents = CASES[name]
     spec = maskc.Spec(name=name, **source) if isinstance(source, dict) else maskc.load(source)
     n = None if getattr(spec, "grid", None) is not None else N
@@ -70,12 +67,12 @@ def run_case(name: str, kernel: str) -> None:
         out = maskc.attention(q, k, v, pattern, backend="triton", documents=ids)
         if kernel == "forward":
             return out.detach()
-        q.grad = None
+        q.grad = k.grad = v.grad = None
         out.backward(grad)
-        return q.grad
+        return q.grad if kernel == "dq" else torch.cat([k.grad, v.grad])
 
     results, reference = {}, None
-    space = tuning._WS[D] if kernel == "forward" else tuning._WS_DQ[D]
+    space = tuning._WS[D] if kernel == "forward" else tuning._WS_BACKWARD[kernel][D]
     variants = [("triton", None)]
     variants += [(f"ws {c.block_m}x{c.block_n} s{c.num_stages} overlap={int(c.overlap)}", c) for c in space]
     for label, config in variants:
@@ -98,7 +95,12 @@ def run_case(name: str, kernel: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cases", default=",".join(CASES))
-    parser.add_argument("--dq", action="store_true", help="time forward+backward with each dQ candidate instead")
+    parser.add_argument(
+        "--kernel",
+        choices=["forward", "dq", "dkdv"],
+        default="forward",
+        help="the kernel whose candidates are timed (dq, dkdv: forward+backward)",
+    )
     args = parser.parse_args()
     q, k, v = (torch.randn(B, H, N, D, device="cuda", dtype=torch.bfloat16) for _ in range(3))
     with sdpa_kernel(SDPBackend.CUDNN_ATTENTION):
@@ -107,7 +109,7 @@ def main() -> None:
         )
     print(json.dumps({"dense_causal_cudnn_fwd_ms": round(ms, 4), "n": N, "gpu": torch.cuda.get_device_name()}))
     for name in args.cases.split(","):
-        run_case(name, "dq" if args.dq else "forward")
+        run_case(name, args.kernel)
 
 
 if __name__ == "__main__":

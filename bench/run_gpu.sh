@@ -20,10 +20,11 @@
 #                                 document-causal, documents with a window, top-k; NATTEN 2-D row-major
 #                                 and tiled; each in a process of its own. The 13 graph tests take
 #                                 some 300 s: give the phase 540 s, or run GRAPH_TESTS=0 as its own call
-#   bash bench/run_gpu.sh gluon   one GPU: the Gluon kernels' tests (forward and dQ), then the dQ's
-#                                 forward+backward against the Triton dQ (probe_forward_ws.py --dq),
-#                                 the window with the dQ in the tuning space (MASKC_TRITON_WS_DQ=1),
-#                                 and STA against non-causal cuDNN (bench_grids case 3)
+#   bash bench/run_gpu.sh gluon   one GPU: the dK/dV's forward+backward against the Triton dK/dV on the
+#                                 window (probe_forward_ws.py --kernel dkdv), the Gluon kernels' tests
+#                                 (GLUON_TESTS: a -k selection), the same probe on documents and STA,
+#                                 the window with the tuner's choices, and STA against non-causal
+#                                 cuDNN (bench_grids case 3)
 # Every queue stops starting benchmarks when its time (second argument, seconds) is spent.
 set -u
 phase=${1:-tests}; budget=${2:-330}
@@ -82,9 +83,11 @@ elif [ "$phase" = next ]; then
     two_gpu_tests
     grep -E "^(FAILED|ERROR)|passed|failed" "$out/gpu_tests.log" | tail -20
 elif [ "$phase" = gluon ]; then
-    queue 0 gluon "tests|python3 -m pytest -q -p no:cacheprovider -n 10 -rfE --timeout 240 tests/gpu/test_forward_ws_gpu.py" \
-        "dq|python3 bench/probe_forward_ws.py --dq --cases window,documents,sta" \
-        "window|MASKC_TRITON_WS_DQ=1 python3 bench/bench_triton.py --ns 32768 --patterns mistral_swa" \
+    # the dK/dV probe's window first: a kernel that hangs shows at once, and costs 150 s, not the queue
+    queue 0 gluon "dkdv window|timeout 150 python3 bench/probe_forward_ws.py --kernel dkdv --cases window" \
+        "tests|python3 -m pytest -q -p no:cacheprovider -n 10 -rfE --timeout 240 -k '${GLUON_TESTS:-}' tests/gpu/test_forward_ws_gpu.py" \
+        "dkdv|python3 bench/probe_forward_ws.py --kernel dkdv --cases documents,sta" \
+        "window|python3 bench/bench_triton.py --ns 32768 --patterns mistral_swa" \
         "sta|python3 bench/bench_grids.py --cases 3"
     grep -E "^(FAILED|ERROR)|passed|failed" "$out/gluon.log" | tail -20
 elif [ "$phase" = graphs ]; then

@@ -1,5 +1,5 @@
-"""The warp-specialised forward's (and dQ's) place in the backend, on the CPU: which calls they serve,
-and that the tuner offers them for those only (the kernels run on Hopper GPUs:
+"""The warp-specialised kernels' place in the backend (forward, dQ, dK/dV), on the CPU: which calls they
+serve, and that the tuner offers them for those only (the kernels run on Hopper GPUs:
 tests/gpu/test_forward_ws_gpu.py)."""
 
 from __future__ import annotations
@@ -52,29 +52,47 @@ def test_does_not_serve_a_pass_going_on_or_strided_tensors() -> None:
     assert not forward.ws_eligible(plan, strided, k, v, span, going_on=False)
 
 
-def test_candidates_join_for_served_forward_calls_only() -> None:
-    def served(kernel: str, dtype: torch.dtype = torch.bfloat16, tma: bool = True, ws: bool = True) -> bool:
+@pytest.mark.parametrize("kernel", ["forward", "dq", "dkdv"])
+def test_candidates_join_for_served_calls_only(kernel: str) -> None:
+    def served(dtype: torch.dtype = torch.bfloat16, tma: bool = True, ws: bool = True) -> bool:
         return any(c.ws for c in tuning.candidates(kernel, 128, dtype, (128, 128), tma, ws))
 
-    assert served("forward")
-    assert not served("forward", ws=False)
-    assert not served("forward", tma=False)
-    assert not served("forward", dtype=torch.float32)
-    assert not served("dq") and not served("dkdv")
+    assert served()
+    assert not served(ws=False)
+    assert not served(tma=False)
+    assert not served(dtype=torch.float32)
+
+
+def test_the_forward_times_both_walks_and_dkdv_splits_its_key_tiles() -> None:
     assert {c.overlap for c in tuning._WS[128]} == {False, True}
+    # each of dK/dV's two computing partitions takes 64 keys of a tile (a compile-time assertion too)
+    assert {c.block_n for c in tuning._WS_BACKWARD["dkdv"][128]} == {128}
 
 
-def test_the_dq_kernel_joins_only_when_asked(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The warp-specialised dQ has not yet run on a GPU: out of the space unless MASKC_TRITON_WS_DQ=1."""
+def test_ws_off_leaves_every_warp_specialised_candidate_out(monkeypatch: pytest.MonkeyPatch) -> None:
+    """MASKC_TRITON_WS=0: the tuner's space has none, even for a call they serve on a Hopper."""
+    monkeypatch.setattr(tuning, "has_tma", lambda device: True)
+    monkeypatch.setenv("MASKC_TRITON_AUTOTUNE", "1")
+    plan, q, k, _, _ = _call()
+    offered: list[tuning.KernelConfig] = []
 
-    def offered() -> bool:
-        return any(c.ws for c in tuning.candidates("dq", 128, torch.bfloat16, (128, 64), True, True))
+    def timings(options: list[tuning.KernelConfig], run) -> dict[tuning.KernelConfig, float]:
+        offered.extend(options)
+        return {options[0]: 1.0}
 
-    monkeypatch.delenv("MASKC_TRITON_WS_DQ", raising=False)
-    assert not offered()
-    monkeypatch.setenv("MASKC_TRITON_WS_DQ", "1")
-    assert offered()
-    assert not any(c.ws for c in tuning.candidates("dq", 128, torch.bfloat16, (128, 64), True, False))
+    monkeypatch.setattr(tuning, "_timings", timings)
+    try:
+        for kernel in ("forward", "dq", "dkdv"):
+            monkeypatch.setenv("MASKC_TRITON_WS", "0")
+            tuning.choose_config(plan, kernel, q, k, lambda config: None, ws=True)
+            assert offered and not any(c.ws for c in offered), kernel
+            offered.clear()
+            monkeypatch.setenv("MASKC_TRITON_WS", "1")
+            tuning.choose_config(plan, kernel, q, k, lambda config: None, ws=True)
+            assert any(c.ws for c in offered), kernel
+            offered.clear()
+    finally:
+        tuning.forget_configs()
 
 
 def test_tuner_drops_the_kernel_where_it_does_not_serve(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -98,9 +116,10 @@ def test_the_kernel_modules_load_without_a_gpu() -> None:
     script = (
         "from maskc.backends.triton.kernels import kernel_module\n"
         "print(type(kernel_module('forward_ws', interpret=False).maskc_forward_ws).__name__)\n"
-        "print(type(kernel_module('backward_ws', interpret=False).maskc_backward_dq_ws).__name__)"
+        "module = kernel_module('backward_ws', interpret=False)\n"
+        "print(type(module.maskc_backward_dq_ws).__name__, type(module.maskc_backward_dkdv_ws).__name__)"
     )
     env = {key: value for key, value in os.environ.items() if key != "TRITON_INTERPRET"}
     done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.split() == ["GluonJITFunction", "GluonJITFunction"]
+    assert done.stdout.split() == ["GluonJITFunction"] * 3

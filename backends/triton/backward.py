@@ -18,6 +18,12 @@ from .span import Span
 from .tables import WalkTables
 from .tuning import KernelConfig, choose_config, dot_precision
 
+#: dK/dV's computing groups hold dK and dV (128 registers a thread) besides a tile's scores: 240
+#: registers each, the loading group keeping 24 of the 168 a thread (as FlashAttention-3's backward
+#: does). ptxas (sm_90, Triton 3.6) spills 168 bytes at 232, 72–88 at 240 (the loop's spilled values are
+#: reloaded from L1 per tile).
+WS_DKDV_CONSUMER_REGS = 240
+
 
 def prepare_rows(
     plan: Plan, out: torch.Tensor, d_out: torch.Tensor, lse: torch.Tensor, d_lse: torch.Tensor | None
@@ -99,6 +105,9 @@ def attention_backward(
     q_map, k_map = plan.row_map_args()
 
     def run_dkdv(config: KernelConfig, dq: torch.Tensor, dk: torch.Tensor, dv: torch.Tensor, add: bool) -> None:
+        if config.ws:  # chosen only for calls it serves, as run_dq's
+            launch_dkdv_ws(plan, config, (q, k, v, d_out), (dk, dv), (lse2, delta), scale, inputs)
+            return
         check_in_place(plan, span)
         window = span.tile_window(config.block_m, config.block_n)
         launch = plan.launch_tables(
@@ -170,13 +179,9 @@ def attention_backward(
     def scratch() -> tuple[torch.Tensor, ...]:
         return tuple(torch.zeros_like(g) for g in into) if accumulate else into
 
+    ws = ws_eligible(plan, q, k, v, span, going_on=accumulate) and descriptors.descriptor_rows(d_out) is not None
     dq_config = choose_config(
-        plan,
-        "dq",
-        q,
-        k,
-        lambda config: run_dq(config, torch.zeros_like(dq) if accumulate else dq, accumulate),
-        ws=ws_eligible(plan, q, k, v, span, going_on=accumulate) and descriptors.descriptor_rows(d_out) is not None,
+        plan, "dq", q, k, lambda config: run_dq(config, torch.zeros_like(dq) if accumulate else dq, accumulate), ws=ws
     )
 
     def run_gradients(config: KernelConfig, grads: tuple[torch.Tensor, ...], add: bool) -> None:
@@ -186,7 +191,7 @@ def attention_backward(
         if not config.atomic_dq:
             run_dq(dq_config, grads[0], add)
 
-    config = choose_config(plan, "dkdv", q, k, lambda config: run_gradients(config, scratch(), accumulate))
+    config = choose_config(plan, "dkdv", q, k, lambda config: run_gradients(config, scratch(), accumulate), ws=ws)
     run_gradients(config, into, accumulate)
     return dq, dk, dv
 
@@ -202,21 +207,58 @@ def launch_dq_ws(
 ) -> None:
     """One launch of the warp-specialised dQ (`kernels/backward_ws.py`) writing dq from (q, k, v, dO) and
     the rows' (lse in base 2, delta), on a call `forward.ws_eligible` admits (not adding to a pass's)."""
-    q, k, v, d_out = tensors
-    batch, heads, _, head_dim = q.shape
+    q, k = tensors[:2]
+    batch, heads = q.shape[:2]
     launch = plan.launch_tables("rows", config.block_m, config.block_n, q.device, heads, inputs, None)
     tables = launch.walk
     items = tables.programs * batch * heads
-    blocks = (config.block_m, config.block_n, config.block_n, config.block_m)
-    descs = descriptors.gluon_row_descriptors((q, k, v, d_out), blocks)
-    if descs is None:
-        raise BackendError("the warp-specialised dQ needs q, k, v and dO a tensor descriptor can read")
+    descs = _ws_descriptors(tensors, config)
     plan.kernels("backward_ws").maskc_backward_dq_ws[(min(items, processors(q.device)),)](
         *descs, dq, *rows, torch.zeros(1, dtype=torch.int32, device=q.device),
-        *q.stride()[:2], *k.stride()[:2], *v.stride()[:2], *d_out.stride()[:2], *dq.stride()[:3],
+        *(stride for x in tensors for stride in x.stride()[:2]), *dq.stride()[:3],
         *launch.kernel_args(),
         scale * LOG2E, scale, plan.n, heads, heads // k.shape[1], batch * heads, tables.lines, tables.long_lines,
         items, plan.tile_mask(), launch.mask_args,
-        BLOCK_M=config.block_m, BLOCK_N=config.block_n, HEAD_DIM=head_dim, STAGES=config.num_stages,
+        BLOCK_M=config.block_m, BLOCK_N=config.block_n, HEAD_DIM=q.shape[-1], STAGES=config.num_stages,
         CONSUMER_REGS=WS_CONSUMER_REGS, num_warps=config.num_warps, maxnreg=WS_MAX_REGS,
     )  # fmt: skip
+
+
+def launch_dkdv_ws(
+    plan: Plan,
+    config: KernelConfig,
+    tensors: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor],
+    grads: tuple[torch.Tensor, torch.Tensor],
+    rows: tuple[torch.Tensor, torch.Tensor],
+    scale: float,
+    inputs: CallInputs | None,
+) -> None:
+    """One launch of the warp-specialised dK/dV (`kernels/backward_ws.py`) writing (dk, dv) from
+    (q, k, v, dO) and the rows' (lse in base 2, delta), on a call `forward.ws_eligible` admits: one
+    persistent program per SM, every column walked whole."""
+    q, k = tensors[:2]
+    (batch, heads), kv_heads = q.shape[:2], k.shape[1]
+    launch = plan.launch_tables("columns", config.block_m, config.block_n, q.device, heads, inputs, None)
+    tables = launch.walk
+    items = tables.programs * batch * kv_heads
+    descs = _ws_descriptors(tensors, config)
+    dk, dv = grads
+    plan.kernels("backward_ws").maskc_backward_dkdv_ws[(min(items, processors(q.device)),)](
+        *descs, dk, dv, *rows, torch.zeros(1, dtype=torch.int32, device=q.device),
+        *(stride for x in tensors for stride in x.stride()[:2]), *dk.stride()[:3], *dv.stride()[:3],
+        *launch.kernel_args(),
+        scale * LOG2E, scale, plan.n, heads, kv_heads, heads // kv_heads, batch * kv_heads, tables.lines,
+        tables.long_lines, items, plan.tile_mask(), launch.mask_args,
+        BLOCK_M=config.block_m, BLOCK_N=config.block_n, HEAD_DIM=q.shape[-1], STAGES=config.num_stages,
+        CONSUMER_REGS=WS_DKDV_CONSUMER_REGS, num_warps=config.num_warps, maxnreg=WS_MAX_REGS,
+    )  # fmt: skip
+
+
+def _ws_descriptors(tensors: tuple[torch.Tensor, ...], config: KernelConfig) -> list:
+    """Gluon descriptors of (q, k, v, dO) in the tiles the warp-specialised backward kernels load:
+    query and dO tiles of block_m rows, key and value tiles of block_n."""
+    blocks = (config.block_m, config.block_n, config.block_n, config.block_m)
+    descs = descriptors.gluon_row_descriptors(tensors, blocks)
+    if descs is None:
+        raise BackendError("the warp-specialised backward needs q, k, v and dO a tensor descriptor can read")
+    return descs

@@ -6,12 +6,11 @@ depth. The spaces hold shapes that fit block-64 patterns (64-wide key tiles) and
 128-row tiles. On a GPU the first call of a problem times every candidate on the real inputs and
 keeps the fastest; under the interpreter the pattern's own tile shape runs, one warp group, no
 pipelining. MASKC_TRITON_AUTOTUNE=0 takes the first candidate without timing; MASKC_TRITON_TMA=0
-leaves the tensor-descriptor (TMA) variants out, and with them the warp-specialised forward
-(Hopper, kernels/forward_ws.py), which MASKC_TRITON_WS=0 leaves out alone (MASKC_TRITON_WS_DQ=1 adds
-its dQ sibling, kernels/backward_ws.py, not yet run on a GPU); MASKC_TRITON_ATOMIC_DQ=1
-adds the dK/dV variants that compute dQ with atomics (not under torch's deterministic algorithms).
-Those lost by 30–47 % on every pattern measured on an H200 (bench/NOTES.md), so by default they
-cost no tuning time.
+leaves the tensor-descriptor (TMA) variants out, and with them the warp-specialised kernels
+(Hopper, kernels/forward_ws.py and backward_ws.py), which MASKC_TRITON_WS=0 leaves out alone;
+MASKC_TRITON_ATOMIC_DQ=1 adds the dK/dV variants that compute dQ with atomics (not under torch's
+deterministic algorithms). Those lost by 30–47 % on every pattern measured on an H200
+(bench/NOTES.md), so by default they cost no tuning time.
 """
 
 from __future__ import annotations
@@ -43,8 +42,9 @@ class KernelConfig:
     #: dK/dV only: the kernel also adds each tile's dQ to a float32 accumulator with atomics, and
     #: the dQ kernel is not launched (kernels/backward.py).
     atomic_dq: bool = False
-    #: forward and dQ: the warp-specialised persistent kernel (kernels/forward_ws.py, backward_ws.py);
-    #: num_warps is then each of its partitions' (one warp group), num_stages its key/value buffers;
+    #: the warp-specialised persistent kernels (kernels/forward_ws.py, backward_ws.py);
+    #: num_warps is then each of its partitions' (one warp group), num_stages the depth of the ring
+    #: of walked tiles (key and value tiles; for dK/dV query and dO tiles);
     #: `overlap` (forward): its walk computes a tile's scores while the tile before it multiplies the
     #: values.
     ws: bool = False
@@ -111,11 +111,14 @@ _WS: dict[int, list[KernelConfig]] = {
     ]
     for dim in (64, 128)
 } | {256: []}
-#: dQ candidates of the warp-specialised kind (kernels/backward_ws.py), for the calls the forward's
-#: serve: 64-key tiles, two or three stages. Only with MASKC_TRITON_WS_DQ=1 (`ws_dq_allowed`).
-_WS_DQ: dict[int, list[KernelConfig]] = {
-    dim: [KernelConfig(128, 64, 4, stages, tma=True, ws=True) for stages in (2, 3)] for dim in (64, 128)
-} | {256: []}
+#: dQ and dK/dV candidates of the warp-specialised kind (kernels/backward_ws.py), for the calls the
+#: forward's serve. dQ: 128-row query tiles, 64-key tiles, two or three stages (a query and a dO
+#: tile per slot). dK/dV: 128-key tiles (64 per computing partition), 64-row query tiles, two or
+#: three stages of query and dO tiles (three take 224 KB of shared memory at head dim 128).
+_WS_BACKWARD: dict[Kernel, dict[int, list[KernelConfig]]] = {
+    "dq": {dim: [KernelConfig(128, 64, 4, stages, tma=True, ws=True) for stages in (2, 3)] for dim in (64, 128)},
+    "dkdv": {dim: [KernelConfig(64, 128, 4, stages, tma=True, ws=True) for stages in (2, 3)] for dim in (64, 128)},
+}
 #: dK/dV candidates that compute dQ too, with atomics (not under deterministic algorithms); TMA ones
 #: join on Hopper. At head dim 128 only 32-row steps compile without spills (sm_90, ptxas: 64 × 128
 #: with 8 warps needs 255 registers and a 56–208-byte stack).
@@ -156,8 +159,8 @@ def candidates(
     found = _HALF[kernel][size] + (_TMA[kernel][size] if tma else [])
     if kernel == "forward" and tma and ws:
         found += _WS[size]
-    if kernel == "dq" and tma and ws and ws_dq_allowed():
-        found += _WS_DQ[size]
+    if kernel in _WS_BACKWARD and tma and ws:
+        found += _WS_BACKWARD[kernel].get(size, [])
     if kernel == "dkdv" and atomic_dq_allowed():
         atomic = _ATOMIC_DQ[size]
         found += atomic + ([dataclasses.replace(c, tma=True) for c in atomic] if tma else [])
@@ -180,14 +183,8 @@ def atomic_dq_allowed() -> bool:
 
 
 def ws_allowed() -> bool:
-    """Whether the warp-specialised forward may join the tuning (MASKC_TRITON_WS=0 leaves it out)."""
+    """Whether the warp-specialised kernels may join the tuning (MASKC_TRITON_WS=0 leaves them out)."""
     return os.environ.get("MASKC_TRITON_WS", "1") != "0"
-
-
-def ws_dq_allowed() -> bool:
-    """Whether the warp-specialised dQ joins the tuning: only with MASKC_TRITON_WS_DQ=1 until it has
-    been checked and measured on a GPU (bench/NOTES.md)."""
-    return os.environ.get("MASKC_TRITON_WS_DQ", "0") == "1"
 
 
 def has_tma(device: torch.device) -> bool:
@@ -220,7 +217,7 @@ def choose_config(
     tma = has_tma(q.device) and not plan.mapped  # rows read in place by pointers: no descriptor tiles
     ws = ws and tma and ws_allowed()
     # the spaces that the call, environment and torch settings open or close
-    spaces = (tma, atomic_dq_allowed(), ws, ws_dq_allowed())
+    spaces = (tma, atomic_dq_allowed(), ws)
     key = (plan.tune_key, kernel, q.shape, k.shape[1], k.shape[-1], q.dtype, q.device, *spaces)
     chosen = _CHOSEN.get(key)
     if chosen is None:

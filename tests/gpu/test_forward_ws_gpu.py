@@ -1,11 +1,10 @@
-"""The warp-specialised forward and dQ (kernels/forward_ws.py, backward_ws.py, Hopper) against the
-float32 reference.
+"""The warp-specialised forward, dQ and dK/dV (kernels/forward_ws.py, backward_ws.py, Hopper) against
+the float32 reference.
 
-The tuner offers them only where they serve the call (`forward.ws_eligible`; dQ only with
-MASKC_TRITON_WS_DQ=1) and keeps them only where they are faster, so the other GPU tests may never run
-them: here each comes first among its kernel's candidates and runs untimed, on every catalogue spec
-and the run-time patterns, with each of its configurations, and each test checks that it ran where
-the call is one it serves.
+The tuner offers them only where they serve the call (`forward.ws_eligible`) and keeps them only
+where they are faster, so the other GPU tests may never run them: here each comes first among its
+kernel's candidates and runs untimed, on every catalogue spec and the run-time patterns, with each
+of its configurations, and each test checks that it ran where the call is one it serves.
 """
 
 from __future__ import annotations
@@ -35,11 +34,13 @@ CONFIGS = {
     for d in (64, 128)
     for c in tuning._WS[d][: None if d == 128 else 1]
 }
-DQ_CONFIGS = {
-    f"dQ {c.block_m}x{c.block_n}, {c.num_stages} stages, D={d}": (c, d)
+BACKWARD_CONFIGS = {
+    f"{kernel} {c.block_m}x{c.block_n}, {c.num_stages} stages, D={d}": (kernel, c, d)
+    for kernel in ("dq", "dkdv")
     for d in (64, 128)
-    for c in tuning._WS_DQ[d][: None if d == 128 else 1]
+    for c in tuning._WS_BACKWARD[kernel][d][: None if d == 128 else 1]
 }
+LAUNCHERS = {"dq": "launch_dq_ws", "dkdv": "launch_dkdv_ws"}
 
 
 def _forced(monkeypatch: pytest.MonkeyPatch, kernel: str, config: tuning.KernelConfig, module, launcher: str) -> list:
@@ -47,7 +48,6 @@ def _forced(monkeypatch: pytest.MonkeyPatch, kernel: str, config: tuning.KernelC
     `module.launcher` (grows as they run), each call that `module`'s ws_eligible served as
     ("served", shape) first."""
     monkeypatch.setenv("MASKC_TRITON_AUTOTUNE", "0")
-    monkeypatch.setenv("MASKC_TRITON_WS_DQ", "1")
     monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
     original_candidates, original_launch = tuning.candidates, getattr(module, launcher)
     original_eligible = module.ws_eligible
@@ -83,9 +83,10 @@ def launches(monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) ->
 
 
 @pytest.fixture
-def dq_launches(monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> list[tuple]:
-    """The warp-specialised dQ configuration `request.param` first, untimed (`_forced`)."""
-    ran = _forced(monkeypatch, "dq", DQ_CONFIGS[request.param][0], backward, "launch_dq_ws")
+def backward_launches(monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> list[tuple]:
+    """The warp-specialised dQ or dK/dV configuration `request.param` first, untimed (`_forced`)."""
+    kernel, config, _ = BACKWARD_CONFIGS[request.param]
+    ran = _forced(monkeypatch, kernel, config, backward, LAUNCHERS[kernel])
     yield ran
     tuning.forget_configs()
 
@@ -130,21 +131,22 @@ def test_a_causal_window_at_length(launches: list[tuple]) -> None:
     assert sum(kind != "served" for kind, _ in launches) == 2
 
 
-@pytest.mark.parametrize("dq_launches", list(DQ_CONFIGS), indirect=True)
+@pytest.mark.parametrize("backward_launches", list(BACKWARD_CONFIGS), indirect=True)
 @pytest.mark.parametrize("path", SPECS, ids=[p.stem for p in SPECS])
-def test_every_spec_dq(dq_launches: list[tuple], path: Path, request: pytest.FixtureRequest) -> None:
-    """The warp-specialised dQ on every catalogue spec, as test_every_spec runs the forward."""
-    _, head_dim = DQ_CONFIGS[request.node.callspec.params["dq_launches"]]
+def test_every_spec_backward(backward_launches: list[tuple], path: Path, request: pytest.FixtureRequest) -> None:
+    """The warp-specialised dQ or dK/dV on every catalogue spec, as test_every_spec runs the forward
+    (GQA: dK/dV sums each key tile's gradients over its group's query heads)."""
+    _, _, head_dim = BACKWARD_CONFIGS[request.node.callspec.params["backward_launches"]]
     n = None if maskc.load(path).grid is not None else 4096
     for pattern in _layer_patterns(path, n):
         _check(pattern, batch=2, kv_heads=max(1, pattern.heads // 2), head_dim=head_dim, dtype=torch.bfloat16)
-    _assert_ran_where_served(dq_launches)
+    _assert_ran_where_served(backward_launches)
 
 
-@pytest.mark.parametrize("dq_launches", [name for name in DQ_CONFIGS if "D=128" in name], indirect=True)
+@pytest.mark.parametrize("backward_launches", [name for name in BACKWARD_CONFIGS if "D=128" in name], indirect=True)
 @pytest.mark.parametrize("name", list(RUN_TIME_SPECS))
-def test_run_time_patterns_dq(dq_launches: list[tuple], name: str) -> None:
-    """The warp-specialised dQ on documents, top-k and clusters."""
+def test_run_time_patterns_backward(backward_launches: list[tuple], name: str) -> None:
+    """The warp-specialised dQ or dK/dV on documents, top-k and clusters."""
     test_against_the_float32_reference(name)
-    _assert_ran_where_served(dq_launches)
-    assert dq_launches, "the warp-specialised dQ served no call"
+    _assert_ran_where_served(backward_launches)
+    assert backward_launches, "the warp-specialised kernel served no call"

@@ -1,27 +1,49 @@
-"""dQ on Hopper, warp-specialised: the forward's plan (kernels/forward_ws.py) for the dQ kernel.
+"""The backward on Hopper, warp-specialised: dQ and dK/dV on the forward's plan (kernels/forward_ws.py).
 
-dQ walks the rows as the forward does (`backward.maskc_backward_dq`: per query tile, its key tiles,
-full ones without the predicate, partial ones through `tile_mask`), so it takes the forward's
+**dQ** walks the rows as the forward does (`backward.maskc_backward_dq`: per query tile, its key
+tiles, full ones without the predicate, partial ones through `tile_mask`), so it takes the forward's
 persistent programs, work-item counter and loading partition unchanged, the loader also bringing
 each row's dO tile beside its query tile (`issue_loads` with WITH_DO). Two computing partitions
 take the 64-row halves of each query tile: per key tile the scores Q Kᵀ and dP = dO Vᵀ (two
 warp-group products from shared memory, in flight together), P = exp2(scores · scale − lse), dS =
 P ∘ (dP − delta) in registers, and dQ += dS K with dS as the register operand. dQ is scaled and
-stored once per row.
+stored once per row. Key tiles of 64: a 128-row query and dO tile pair per slot (two slots) leaves
+shared memory for two or three 64-key stages.
 
-Calls it serves: those of the forward kernel (`forward.ws_eligible`) whose dQ is not added to an
-earlier pass's. Key tiles of 64: a 128-row query and dO tile pair per slot (two slots) leaves
-shared memory for two or three 64-key stages. Not in the tuning space by default
-(MASKC_TRITON_WS_DQ=1 adds it): it has not yet run on a GPU (bench/NOTES.md).
+**dK/dV** walks the columns (`backward.maskc_backward_dkdv`: per 128-key tile of a key/value head,
+each query head of its group, the column's query tiles, full then partial) with the same parts in
+turned roles: a work item is a key tile, published beside its key and value tiles (two slots); the
+loader (`issue_column_loads`) brings the column's 64-row query and dO tiles into the ring; two
+computing partitions take 64 keys each and, per query tile, compute Sᵀ = K Qᵀ and dPᵀ = V dOᵀ,
+Pᵀ from the rows' lse, dV += Pᵀ dO and dK += dSᵀ Q (register operands), holding dK and dV (128
+registers a thread) until the column's end, when they are stored once (dK scaled): no atomics.
+
+Calls they serve: those of the forward kernel (`forward.ws_eligible`) whose gradients are not added
+to an earlier pass's. The tuner times them beside the Triton kernels and keeps the faster.
 """
 
 from __future__ import annotations
 
 from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
-from triton.experimental.gluon.language.nvidia.hopper import mbarrier, warpgroup_mma, warpgroup_mma_wait
+from triton.experimental.gluon.language.nvidia.hopper import mbarrier, tma, warpgroup_mma, warpgroup_mma_wait
 
-from .forward_ws import GROUP_ROWS, half_of_row, issue_loads, product_layout, ring_barriers, ring_slot, take_item
+from .common import program_slot
+from .forward_ws import (
+    CONSUMERS,
+    GROUP_ROWS,
+    buffer_pair,
+    descriptor_rows,
+    half_of_row,
+    issue_loads,
+    load_walk,
+    next_item,
+    product_layout,
+    publish_item,
+    ring_barriers,
+    ring_slot,
+    take_item,
+)
 
 
 @gluon.jit
@@ -81,12 +103,8 @@ def gradient_tiles(q, do, k_bufs, v_bufs, k_ready, v_ready, kv_empty, dq, lse2, 
     for t in range(lo, hi):
         s, phase = ring_slot(kv_count, STAGES)
         # -- scores Q Kᵀ and dP = dO Vᵀ, both products in flight together --
-        mbarrier.wait(k_ready.index(s), phase)
-        qk = gl.zeros([GROUP_ROWS, BLOCK_N], gl.float32, layout=s_layout)
-        qk = warpgroup_mma(q, k_bufs.index(s).permute((1, 0)), qk, use_acc=False, is_async=True)
-        mbarrier.wait(v_ready.index(s), phase)
-        dp = gl.zeros([GROUP_ROWS, BLOCK_N], gl.float32, layout=s_layout)
-        dp = warpgroup_mma(do, v_bufs.index(s).permute((1, 0)), dp, use_acc=False, is_async=True)
+        qk, dp = product_pair(q, k_bufs.index(s), k_ready.index(s), do, v_bufs.index(s), v_ready.index(s), phase,
+                              s_layout, BLOCK_N)
         qk, dp = warpgroup_mma_wait(num_outstanding=0, deps=(qk, dp))
         # -- P from the saved lse (base 2; +inf for a row with no key), dS = P ∘ (dP − delta) --
         p = gl.exp2(qk * qk_scale - lse2[:, None])
@@ -105,6 +123,19 @@ def gradient_tiles(q, do, k_bufs, v_bufs, k_ready, v_ready, kv_empty, dq, lse2, 
 
 
 @gluon.jit
+def product_pair(a, b_tile, b_ready, c, d_tile, d_ready, phase, layout: gl.constexpr, COLUMNS: gl.constexpr):
+    """a · b_tileᵀ and c · d_tileᵀ (64 × COLUMNS each, from shared memory), issued in flight together,
+    each once its barrier says its tile has landed: a tile's scores and dP (or their transposes)."""
+    mbarrier.wait(b_ready, phase)
+    x = gl.zeros([GROUP_ROWS, COLUMNS], gl.float32, layout=layout)
+    x = warpgroup_mma(a, b_tile.permute((1, 0)), x, use_acc=False, is_async=True)
+    mbarrier.wait(d_ready, phase)
+    y = gl.zeros([GROUP_ROWS, COLUMNS], gl.float32, layout=layout)
+    y = warpgroup_mma(c, d_tile.permute((1, 0)), y, use_acc=False, is_async=True)
+    return x, y
+
+
+@gluon.jit
 def maskc_backward_dq_ws(
     QDesc, KDesc, VDesc, DODesc, DQ, Lse2, Delta, counter,
     stride_qb, stride_qh, stride_kb, stride_kh, stride_vb, stride_vh, stride_db, stride_dh,
@@ -117,11 +148,8 @@ def maskc_backward_dq_ws(
 ):
     # Shared buffers and barriers, then the partitions: the default one (num_warps = 4) loads, two
     # workers of one warp group each compute (as maskc_forward_ws, with dO tiles beside the query's).
-    dtype: gl.constexpr = QDesc.dtype
-    q_bufs = gl.allocate_shared_memory(dtype, [2, BLOCK_M, HEAD_DIM], QDesc.layout)
-    do_bufs = gl.allocate_shared_memory(dtype, [2, BLOCK_M, HEAD_DIM], DODesc.layout)
-    k_bufs = gl.allocate_shared_memory(dtype, [STAGES, BLOCK_N, HEAD_DIM], KDesc.layout)
-    v_bufs = gl.allocate_shared_memory(dtype, [STAGES, BLOCK_N, HEAD_DIM], VDesc.layout)
+    q_bufs, do_bufs = buffer_pair(QDesc, DODesc, 2, BLOCK_M, HEAD_DIM)
+    k_bufs, v_bufs = buffer_pair(KDesc, VDesc, STAGES, BLOCK_N, HEAD_DIM)
     q_ready, q_empty, k_ready, v_ready, kv_empty, row_ids = ring_barriers(STAGES)
     # Each partition's arguments as one tuple, apart from its compile-time ones (as maskc_forward_ws).
     loader = (QDesc, KDesc, VDesc, q_bufs, k_bufs, v_bufs, q_ready, q_empty, k_ready, v_ready, kv_empty,
@@ -138,6 +166,186 @@ def maskc_backward_dq_ws(
             (issue_loads, (loader, BLOCK_M, BLOCK_N, HEAD_DIM, STAGES, True)),
             (gradient_rows, (computer, tile_mask, mask_args, BLOCK_M, BLOCK_N, HEAD_DIM, STAGES, 0)),
             (gradient_rows, (computer, tile_mask, mask_args, BLOCK_M, BLOCK_N, HEAD_DIM, STAGES, 1)),
+        ],
+        [4, 4],
+        [CONSUMER_REGS, CONSUMER_REGS],
+    )
+
+
+@gluon.jit
+def column_of(it, col_order, kv_heads, batch_kv_heads, col_tiles, long_cols):
+    """(batch, key/value head, key tile) of work item `it`: the column program `it` of the unpersisted
+    dK/dV kernel (`backward.maskc_backward_dkdv`)."""
+    slot, bkv = program_slot(it, long_cols, col_tiles, batch_kv_heads)
+    return bkv // kv_heads, bkv % kv_heads, gl.load(col_order + slot)
+
+
+@gluon.jit
+def head_column(b, h, col, head_layout, table_of_head, table_stride, layouts, full_ptr, partial_ptr, col_tiles):
+    """(layout code, full [lo, hi), partial [lo, hi)) of key tile `col`'s column in query head h's tables."""
+    table = gl.load(table_of_head + h) + b * table_stride
+    code = gl.load(head_layout + h) + layouts * table
+    at = table * (col_tiles + 1) + col
+    return (code, gl.load(full_ptr + at), gl.load(full_ptr + at + 1),
+            gl.load(partial_ptr + at), gl.load(partial_ptr + at + 1))
+
+
+@gluon.jit
+def issue_column_loads(args, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr,
+                       STAGES: gl.constexpr):
+    # The loading partition of dK/dV: for each column, its work item (published beside its key and
+    # value tiles, which one barrier signals), then for each query head of its group the query and
+    # dO tiles of the column (full, then partial), each pair into the next free buffers of the ring;
+    # after the last column, an item past the end, which stops the computing partitions.
+    (q_desc, k_desc, v_desc, do_desc, q_bufs, k_bufs, v_bufs, do_bufs, col_ready, col_empty, q_ready, do_ready,
+     qdo_empty, col_ids, counter, stride_qb, stride_qh, stride_kb, stride_kh, stride_vb, stride_vh, stride_db,
+     stride_dh, col_order, head_layout, table_of_head, table_stride, layouts, full_ptr, full_idx, partial_ptr,
+     partial_idx, kv_heads, group, batch_kv_heads, col_tiles, long_cols, items) = args
+    tile_count = 0
+    cols_done = 0
+    it = next_item(counter)
+    while it < items:
+        b, kvh, col = column_of(it, col_order, kv_heads, batch_kv_heads, col_tiles, long_cols)
+        cb = publish_item(col_ids, col_empty, it, cols_done)
+        mbarrier.expect(col_ready.index(cb), k_desc.block_type.nbytes + v_desc.block_type.nbytes)
+        k_row, v_row = descriptor_rows(b, kvh, stride_kb, stride_kh, stride_vb, stride_vh, col * BLOCK_N, HEAD_DIM)
+        tma.async_copy_global_to_shared(k_desc, [k_row, 0], col_ready.index(cb), k_bufs.index(cb))
+        tma.async_copy_global_to_shared(v_desc, [v_row, 0], col_ready.index(cb), v_bufs.index(cb))
+        for g in range(group):
+            h = kvh * group + g
+            _, full_lo, full_hi, partial_lo, partial_hi = head_column(
+                b, h, col, head_layout, table_of_head, table_stride, layouts, full_ptr, partial_ptr, col_tiles)
+            q_row, do_row = descriptor_rows(b, h, stride_qb, stride_qh, stride_db, stride_dh, 0, HEAD_DIM)
+            tile_count = load_walk(q_desc, do_desc, q_bufs, do_bufs, q_ready, do_ready, qdo_empty, q_row, do_row,
+                                   (full_idx, full_lo, full_hi, partial_idx, partial_lo, partial_hi), tile_count,
+                                   BLOCK_M, STAGES)
+        cols_done += 1
+        it = next_item(counter)
+    mbarrier.arrive(col_ready.index(publish_item(col_ids, col_empty, items, cols_done)), count=1)
+
+
+@gluon.jit
+def gradient_columns(args, tile_mask: gl.constexpr, mask_args, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr,
+                     HEAD_DIM: gl.constexpr, STAGES: gl.constexpr, HALF: gl.constexpr):
+    # A computing partition: dK and dV of keys [HALF · 64, HALF · 64 + 64) of every key tile the
+    # program walks, summed over the query heads of the tile's group.
+    (q_bufs, k_bufs, v_bufs, do_bufs, col_ready, col_empty, q_ready, do_ready, qdo_empty, col_ids, dk_ptr, dv_ptr,
+     lse2_ptr, delta_ptr, stride_dkb, stride_dkh, stride_dkn, stride_dvb, stride_dvh, stride_dvn, col_order,
+     head_layout, table_of_head, table_stride, layouts, full_ptr, full_idx, partial_ptr, partial_idx, qk_scale,
+     sm_scale, n_ctx, heads, kv_heads, group, batch_kv_heads, col_tiles, long_cols, items) = args
+    s_layout: gl.constexpr = product_layout(BLOCK_M)
+    g_layout: gl.constexpr = product_layout(HEAD_DIM)
+    op_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=g_layout, k_width=2)
+    tile_count = 0
+    cols_done = 0
+    it = take_item(col_ids, col_ready, cols_done)
+    while it < items:
+        b, kvh, col = column_of(it, col_order, kv_heads, batch_kv_heads, col_tiles, long_cols)
+        cb = cols_done % 2
+        k = k_bufs.index(cb).slice(HALF * GROUP_ROWS, GROUP_ROWS, dim=0)
+        v = v_bufs.index(cb).slice(HALF * GROUP_ROWS, GROUP_ROWS, dim=0)
+        start_n = col * BLOCK_N + HALF * GROUP_ROWS
+        offs_k = start_n + gl.arange(0, GROUP_ROWS, layout=gl.SliceLayout(1, s_layout))
+        dk = gl.zeros([GROUP_ROWS, HEAD_DIM], gl.float32, layout=g_layout)
+        dv = gl.zeros([GROUP_ROWS, HEAD_DIM], gl.float32, layout=g_layout)
+        for g in range(group):
+            h = kvh * group + g
+            code, full_lo, full_hi, partial_lo, partial_hi = head_column(
+                b, h, col, head_layout, table_of_head, table_stride, layouts, full_ptr, partial_ptr, col_tiles)
+            rows_at = (b * heads + h).to(gl.int64) * n_ctx
+            # Stage 1: the column's full tiles, no predicate; Stage 2: its partial tiles, through it.
+            dk, dv, tile_count = column_tiles(
+                k, v, q_bufs, do_bufs, q_ready, do_ready, qdo_empty, dk, dv, tile_count, lse2_ptr + rows_at,
+                delta_ptr + rows_at, full_idx, full_lo, full_hi, start_n, offs_k, code, n_ctx, qk_scale, tile_mask,
+                mask_args, s_layout, op_layout, BLOCK_M, STAGES, False)
+            dk, dv, tile_count = column_tiles(
+                k, v, q_bufs, do_bufs, q_ready, do_ready, qdo_empty, dk, dv, tile_count, lse2_ptr + rows_at,
+                delta_ptr + rows_at, partial_idx, partial_lo, partial_hi, start_n, offs_k, code, n_ctx, qk_scale,
+                tile_mask, mask_args, s_layout, op_layout, BLOCK_M, STAGES, True)
+        # the key and value tiles' buffers are free once both halves are past their last product
+        mbarrier.arrive(col_empty.index(cb), count=1)
+        # Stage 3: dK (scaled) and dV stored once.
+        store_half(dk_ptr, dk * sm_scale, b, kvh, start_n, stride_dkb, stride_dkh, stride_dkn, g_layout, HEAD_DIM)
+        store_half(dv_ptr, dv, b, kvh, start_n, stride_dvb, stride_dvh, stride_dvn, g_layout, HEAD_DIM)
+        cols_done += 1
+        it = take_item(col_ids, col_ready, cols_done)
+
+
+@gluon.jit
+def column_tiles(k, v, q_bufs, do_bufs, q_ready, do_ready, qdo_empty, dk, dv, tile_count, lse2_rows, delta_rows,
+                 tile_idx, lo, hi, start_n, offs_k, code, n_ctx, qk_scale, tile_mask: gl.constexpr, mask_args,
+                 s_layout: gl.constexpr, op_layout: gl.constexpr, BLOCK_M: gl.constexpr, STAGES: gl.constexpr,
+                 MASKED: gl.constexpr):
+    # Add the dK and dV contributions of the query tiles tile_idx[lo:hi] to one 64-key half's dk, dv.
+    for t in range(lo, hi):
+        s, phase = ring_slot(tile_count, STAGES)
+        start_m = gl.load(tile_idx + t) * BLOCK_M
+        offs_q = start_m + gl.arange(0, BLOCK_M, layout=gl.SliceLayout(0, s_layout))
+        lse2 = gl.load(lse2_rows + offs_q)
+        # -- transposed scores K Qᵀ and dPᵀ = V dOᵀ, both products in flight together --
+        st, dpt = product_pair(k, q_bufs.index(s), q_ready.index(s), v, do_bufs.index(s), do_ready.index(s), phase,
+                               s_layout, BLOCK_M)
+        st = warpgroup_mma_wait(num_outstanding=1, deps=(st,))
+        # -- Pᵀ from the saved lse (base 2; +inf for a row with no key), masked on partial tiles, while
+        # dPᵀ's product runs (each row term is loaded where its use comes: registers are the limit) --
+        pt = gl.exp2(st * qk_scale - lse2[None, :])
+        if MASKED:
+            keep = tile_mask(offs_q[None, :], offs_k[:, None], code, n_ctx, mask_args, start_m, start_n, True)
+            pt = gl.where(keep, pt, 0.0)
+        delta = gl.load(delta_rows + offs_q)
+        # -- dV += Pᵀ dO, dK += dSᵀ Q with dSᵀ = Pᵀ ∘ (dPᵀ − delta): register operands, tiles as they lie --
+        pt_op = gl.convert_layout(pt.to(q_bufs.dtype), op_layout)
+        dv = warpgroup_mma(pt_op, do_bufs.index(s), dv, is_async=True)
+        dpt, pt_op = warpgroup_mma_wait(num_outstanding=1, deps=(dpt, pt_op))
+        ds_op = gl.convert_layout((pt * (dpt - delta[None, :])).to(q_bufs.dtype), op_layout)
+        dk = warpgroup_mma(ds_op, q_bufs.index(s), dk, is_async=True)
+        dv, dk, pt_op, ds_op = warpgroup_mma_wait(num_outstanding=0, deps=(dv, dk, pt_op, ds_op))
+        mbarrier.arrive(qdo_empty.index(s), count=1)
+        tile_count += 1
+    return dk, dv, tile_count
+
+
+@gluon.jit
+def store_half(grad_ptr, grad, b, kvh, start_n, stride_b, stride_h, stride_n, g_layout: gl.constexpr,
+               HEAD_DIM: gl.constexpr):
+    # One 64-key half's gradient rows [start_n, start_n + 64) of (batch b, key/value head kvh).
+    offs_n = start_n + gl.arange(0, GROUP_ROWS, layout=gl.SliceLayout(1, g_layout))
+    offs_d = gl.arange(0, HEAD_DIM, layout=gl.SliceLayout(0, g_layout))
+    rows = grad_ptr + b.to(gl.int64) * stride_b + kvh.to(gl.int64) * stride_h
+    gl.store(rows + offs_n.to(gl.int64)[:, None] * stride_n + offs_d[None, :], grad.to(grad_ptr.dtype.element_ty))
+
+
+@gluon.jit
+def maskc_backward_dkdv_ws(
+    QDesc, KDesc, VDesc, DODesc, DK, DV, Lse2, Delta, counter,
+    stride_qb, stride_qh, stride_kb, stride_kh, stride_vb, stride_vh, stride_db, stride_dh,
+    stride_dkb, stride_dkh, stride_dkn, stride_dvb, stride_dvh, stride_dvn,
+    head_layout, table_of_head, table_stride, layouts, col_order, full_ptr, full_idx, partial_ptr, partial_idx,
+    qk_scale, sm_scale, n_ctx, heads, kv_heads, group, batch_kv_heads, col_tiles, long_cols, items,
+    tile_mask: gl.constexpr, mask_args,
+    BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr, STAGES: gl.constexpr,
+    CONSUMER_REGS: gl.constexpr,
+):
+    # Shared buffers and barriers, then the partitions: the default one (num_warps = 4) loads, two
+    # workers of one warp group each compute. The rings of `ring_barriers` serve with their roles
+    # turned: its item ring (two slots) holds key tiles, its tile ring (STAGES) query and dO tiles.
+    gl.static_assert(BLOCK_N == CONSUMERS * GROUP_ROWS, "each computing partition takes 64 keys of a tile")
+    k_bufs, v_bufs = buffer_pair(KDesc, VDesc, 2, BLOCK_N, HEAD_DIM)
+    q_bufs, do_bufs = buffer_pair(QDesc, DODesc, STAGES, BLOCK_M, HEAD_DIM)
+    col_ready, col_empty, q_ready, do_ready, qdo_empty, col_ids = ring_barriers(STAGES)
+    loader = (QDesc, KDesc, VDesc, DODesc, q_bufs, k_bufs, v_bufs, do_bufs, col_ready, col_empty, q_ready, do_ready,
+              qdo_empty, col_ids, counter, stride_qb, stride_qh, stride_kb, stride_kh, stride_vb, stride_vh,
+              stride_db, stride_dh, col_order, head_layout, table_of_head, table_stride, layouts, full_ptr,
+              full_idx, partial_ptr, partial_idx, kv_heads, group, batch_kv_heads, col_tiles, long_cols, items)
+    computer = (q_bufs, k_bufs, v_bufs, do_bufs, col_ready, col_empty, q_ready, do_ready, qdo_empty, col_ids, DK, DV,
+                Lse2, Delta, stride_dkb, stride_dkh, stride_dkn, stride_dvb, stride_dvh, stride_dvn, col_order,
+                head_layout, table_of_head, table_stride, layouts, full_ptr, full_idx, partial_ptr, partial_idx,
+                qk_scale, sm_scale, n_ctx, heads, kv_heads, group, batch_kv_heads, col_tiles, long_cols, items)
+    gl.warp_specialize(
+        [
+            (issue_column_loads, (loader, BLOCK_M, BLOCK_N, HEAD_DIM, STAGES)),
+            (gradient_columns, (computer, tile_mask, mask_args, BLOCK_M, BLOCK_N, HEAD_DIM, STAGES, 0)),
+            (gradient_columns, (computer, tile_mask, mask_args, BLOCK_M, BLOCK_N, HEAD_DIM, STAGES, 1)),
         ],
         [4, 4],
         [CONSUMER_REGS, CONSUMER_REGS],

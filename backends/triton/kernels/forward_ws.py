@@ -102,23 +102,35 @@ def issue_loads(args, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, HEAD_DIM: gl
             it, row_order, head_layout, table_of_head, table_stride, layouts, full_ptr, partial_ptr,
             heads, group, batch_heads, row_tiles, long_rows)
         qb = publish_item(row_ids, q_empty, it, rows_done)
-        q_row = (b * (stride_qb // HEAD_DIM) + h * (stride_qh // HEAD_DIM) + row * BLOCK_M).to(gl.int32)
+        q_row, do_row = descriptor_rows(b, h, stride_qb, stride_qh, stride_db, stride_dh, row * BLOCK_M, HEAD_DIM)
         if WITH_DO:
             mbarrier.expect(q_ready.index(qb), q_desc.block_type.nbytes + do_desc.block_type.nbytes)
-            do_row = (b * (stride_db // HEAD_DIM) + h * (stride_dh // HEAD_DIM) + row * BLOCK_M).to(gl.int32)
             tma.async_copy_global_to_shared(do_desc, [do_row, 0], q_ready.index(qb), do_bufs.index(qb))
         else:
             mbarrier.expect(q_ready.index(qb), q_desc.block_type.nbytes)
         tma.async_copy_global_to_shared(q_desc, [q_row, 0], q_ready.index(qb), q_bufs.index(qb))
-        k_row = (b * (stride_kb // HEAD_DIM) + kvh * (stride_kh // HEAD_DIM)).to(gl.int32)
-        v_row = (b * (stride_vb // HEAD_DIM) + kvh * (stride_vh // HEAD_DIM)).to(gl.int32)
-        kv_count = load_tiles(k_desc, v_desc, k_bufs, v_bufs, k_ready, v_ready, kv_empty, k_row, v_row,
-                              full_idx, full_lo, full_hi, kv_count, BLOCK_N, STAGES)
-        kv_count = load_tiles(k_desc, v_desc, k_bufs, v_bufs, k_ready, v_ready, kv_empty, k_row, v_row,
-                              partial_idx, partial_lo, partial_hi, kv_count, BLOCK_N, STAGES)
+        k_row, v_row = descriptor_rows(b, kvh, stride_kb, stride_kh, stride_vb, stride_vh, 0, HEAD_DIM)
+        kv_count = load_walk(k_desc, v_desc, k_bufs, v_bufs, k_ready, v_ready, kv_empty, k_row, v_row,
+                             (full_idx, full_lo, full_hi, partial_idx, partial_lo, partial_hi), kv_count,
+                             BLOCK_N, STAGES)
         rows_done += 1
         it = next_item(counter)
     mbarrier.arrive(q_ready.index(publish_item(row_ids, q_empty, items, rows_done)), count=1)
+
+
+@gluon.jit
+def descriptor_rows(b, h, stride_ab, stride_ah, stride_bb, stride_bh, first, HEAD_DIM: gl.constexpr):
+    """The rows of position `first` of (batch b, head h) in two tensors' descriptors (descriptors.py)."""
+    a_row = (b * (stride_ab // HEAD_DIM) + h * (stride_ah // HEAD_DIM) + first).to(gl.int32)
+    b_row = (b * (stride_bb // HEAD_DIM) + h * (stride_bh // HEAD_DIM) + first).to(gl.int32)
+    return a_row, b_row
+
+
+@gluon.jit
+def buffer_pair(ADesc, BDesc, SLOTS: gl.constexpr, ROWS: gl.constexpr, HEAD_DIM: gl.constexpr):
+    """Two rings of SLOTS shared buffers for ADesc's and BDesc's [ROWS, HEAD_DIM] tiles."""
+    return (gl.allocate_shared_memory(ADesc.dtype, [SLOTS, ROWS, HEAD_DIM], ADesc.layout),
+            gl.allocate_shared_memory(BDesc.dtype, [SLOTS, ROWS, HEAD_DIM], BDesc.layout))
 
 
 @gluon.jit
@@ -145,6 +157,18 @@ def take_item(row_ids, q_ready, rows_done):
     qb, q_phase = ring_slot(rows_done, 2)
     mbarrier.wait(q_ready.index(qb), q_phase)
     return gl.max(row_ids.index(qb).load(ONE), 0)
+
+
+@gluon.jit
+def load_walk(ADesc, BDesc, a_bufs, b_bufs, a_ready, b_ready, empty, a_row, b_row, walk, count,
+              BLOCK: gl.constexpr, STAGES: gl.constexpr):
+    # A line's tile pairs into the ring, its full tiles, then its partial ones (walk: (full_idx,
+    # full_lo, full_hi, partial_idx, partial_lo, partial_hi)); the ring's count after them.
+    full_idx, full_lo, full_hi, partial_idx, partial_lo, partial_hi = walk
+    count = load_tiles(ADesc, BDesc, a_bufs, b_bufs, a_ready, b_ready, empty, a_row, b_row, full_idx, full_lo, full_hi,
+                       count, BLOCK, STAGES)
+    return load_tiles(ADesc, BDesc, a_bufs, b_bufs, a_ready, b_ready, empty, a_row, b_row, partial_idx, partial_lo,
+                      partial_hi, count, BLOCK, STAGES)
 
 
 @gluon.jit
@@ -369,8 +393,7 @@ def maskc_forward_ws(
     gl.static_assert(STAGES >= 2, "the key/value ring needs two stages or more")
     dtype: gl.constexpr = QDesc.dtype
     q_bufs = gl.allocate_shared_memory(dtype, [2, BLOCK_M, HEAD_DIM], QDesc.layout)
-    k_bufs = gl.allocate_shared_memory(dtype, [STAGES, BLOCK_N, HEAD_DIM], KDesc.layout)
-    v_bufs = gl.allocate_shared_memory(dtype, [STAGES, BLOCK_N, HEAD_DIM], VDesc.layout)
+    k_bufs, v_bufs = buffer_pair(KDesc, VDesc, STAGES, BLOCK_N, HEAD_DIM)
     q_ready, q_empty, k_ready, v_ready, kv_empty, row_ids = ring_barriers(STAGES)
     # Each partition's arguments as one tuple, apart from its compile-time ones: assigned to a name, a
     # tuple holds neither a function (the predicate) nor constants.
