@@ -4,7 +4,8 @@ Runs real maskc calls (forward, backward, a decoding step) on CPU tensors while 
 CUDA sm_90 device is current: every launch compiles exactly as on an H200 (same arguments, same
 specialisation, the first tuning candidate of each kernel) and stops before launching. For each
 compiled kernel it prints TTGIR operation counts, PTX instruction count, registers and spills
-(cuobjdump on Triton's own cubin) and shared memory, one JSON object per line.
+(cuobjdump on Triton's own cubin), shared memory and ptxas's performance advisories (ptxas run
+again on the PTX with -v), one JSON object per line.
 
 Used to check that a change of the kernels' source form changes no compiled code (bench/NOTES.md).
 Needs a Triton with the NVIDIA backend (it bundles ptxas and cuobjdump); no GPU.
@@ -96,6 +97,7 @@ def _summary(name: str, kernel) -> dict:
         usage = subprocess.run([tool, "--dump-resource-usage", f.name], capture_output=True, text=True).stdout
     regs = re.search(r"REG:(\d+)", usage)
     stack = re.search(r"STACK:(\d+)", usage)
+    advisories = _ptxas_advisories(kernel.asm["ptx"], tool.parent / "ptxas")
     return {
         "kernel": name,
         "ttgir_ops": sum(ops.values()),
@@ -107,9 +109,23 @@ def _summary(name: str, kernel) -> dict:
         "registers": int(regs.group(1)) if regs else None,
         "stack": int(stack.group(1)) if stack else None,
         "shared": kernel.metadata.shared,
+        # ptxas's performance advisories, e.g. C7514: warp-group products serialised (each waits for the
+        # one before), which Triton does not pass on
+        "advisories": advisories,
         "warps": kernel.metadata.num_warps,
         "stages": kernel.metadata.num_stages,
     }
+
+
+def _ptxas_advisories(ptx: str, ptxas: Path) -> list[str]:
+    """The codes and texts of ptxas's "Potential Performance Loss" notes for `ptx` (sm_90a)."""
+    with tempfile.TemporaryDirectory() as folder:
+        source = Path(folder) / "kernel.ptx"
+        source.write_text(ptx)
+        done = subprocess.run(
+            [ptxas, "-arch=sm_90a", "-v", source, "-o", Path(folder) / "kernel.cubin"], capture_output=True, text=True
+        )
+    return [line.split("info    : ", 1)[-1] for line in done.stderr.splitlines() if "Performance Loss" in line]
 
 
 def _warp_specialised() -> None:
