@@ -25,6 +25,8 @@
 #                                 (GLUON_TESTS: a -k selection), the same probe on documents and STA,
 #                                 the window with the tuner's choices, and STA against non-causal
 #                                 cuDNN (bench_grids case 3)
+#   bash bench/run_gpu.sh ncu     one GPU: Nsight Compute on one launch each of the window's Gluon dK/dV
+#                                 and dQ (stall reasons, pipe and shared-memory use)
 # Every queue stops starting benchmarks when its time (second argument, seconds) is spent.
 set -u
 phase=${1:-tests}; budget=${2:-330}
@@ -90,6 +92,16 @@ elif [ "$phase" = gluon ]; then
         "window|python3 bench/bench_triton.py --ns 32768 --patterns mistral_swa" \
         "sta|python3 bench/bench_grids.py --cases 3"
     grep -E "^(FAILED|ERROR)|passed|failed" "$out/gluon.log" | tail -20
+elif [ "$phase" = ncu ]; then
+    # Nsight Compute (Firecracker machines read the counters; clocks left alone, METHOD.md) on the
+    # window's Gluon dK/dV and, for comparison, the Gluon dQ: one launch each, where their warps stall
+    # and how busy the tensor pipes and shared memory are (bench/NOTES.md, "The backward in Gluon")
+    sections="--section SpeedOfLight --section ComputeWorkloadAnalysis --section MemoryWorkloadAnalysis \
+        --section WarpStateStats --section LaunchStats"
+    queue 0 ncu "ncu dkdv|ncu --clock-control none --kernel-name maskc_backward_dkdv_ws --launch-count 1 $sections \
+        python3 bench/probe_forward_ws.py --kernel dkdv --cases window" \
+        "ncu dq|ncu --clock-control none --kernel-name maskc_backward_dq_ws --launch-count 1 $sections \
+        python3 bench/probe_forward_ws.py --kernel dq --cases window"
 elif [ "$phase" = graphs ]; then
     export MASKC_BENCH_GRAPHS=1
     # each test and case in a process of its own: a capture that fails leaves CUDA's generator unusable
