@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import warnings
 
 import pytest
 import torch
@@ -72,6 +73,7 @@ def test_the_forward_times_both_walks_and_dkdv_splits_its_key_tiles() -> None:
 def test_ws_off_leaves_every_warp_specialised_candidate_out(monkeypatch: pytest.MonkeyPatch) -> None:
     """MASKC_TRITON_WS=0: the tuner's space has none, even for a call they serve on a Hopper."""
     monkeypatch.setattr(tuning, "has_tma", lambda device: True)
+    monkeypatch.setattr(tuning, "gluon_written_for", lambda version: True)
     monkeypatch.setenv("MASKC_TRITON_AUTOTUNE", "1")
     plan, q, k, _, _ = _call()
     offered: list[tuning.KernelConfig] = []
@@ -108,6 +110,28 @@ def test_tuner_drops_the_kernel_where_it_does_not_serve(monkeypatch: pytest.Monk
         assert tuning.choose_config(plan, "forward", q, k, lambda config: None, ws=True) == plain
     finally:
         tuning.forget_configs()
+
+
+def test_a_triton_whose_gluon_they_are_not_written_for_leaves_them_out(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Gluon changes between Triton releases: on another one the tuner offers only the Triton kernels,
+    and says so once, instead of failing at the first compile on a Hopper."""
+    import triton
+
+    tuning.gluon_written_for.cache_clear()
+    try:
+        assert tuning.gluon_written_for("3.6.0")
+        with pytest.warns(maskc.MaskcWarning, match="Triton 3.9.1"):
+            assert not tuning.gluon_written_for("3.9.1")
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            assert not tuning.gluon_written_for("3.9.1")  # said once
+        monkeypatch.setattr(triton, "__version__", "3.9.1")
+        monkeypatch.setenv("MASKC_TRITON_WS", "1")
+        assert not tuning.ws_allowed()
+        monkeypatch.setattr(triton, "__version__", "3.6.0")
+        assert tuning.ws_allowed()
+    finally:
+        tuning.gluon_written_for.cache_clear()
 
 
 def test_the_kernel_modules_load_without_a_gpu() -> None:

@@ -16,12 +16,16 @@ deterministic algorithms). Those lost by 30–47 % on every pattern measured on 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
 import torch
+
+from maskc.errors import MaskcWarning
 
 from .cache import interpreting
 from .plan import Plan
@@ -182,9 +186,35 @@ def atomic_dq_allowed() -> bool:
     return os.environ.get("MASKC_TRITON_ATOMIC_DQ", "0") == "1"
 
 
+#: The Triton releases whose Gluon the warp-specialised kernels are written for. Gluon is
+#: experimental and changes between releases (3.9 has renamed `thread_barrier` to `barrier` and
+#: removed `tma.async_copy_global_to_shared` for `async_load`), so on others they stay out.
+GLUON_RELEASES = ("3.6",)
+
+
 def ws_allowed() -> bool:
-    """Whether the warp-specialised kernels may join the tuning (MASKC_TRITON_WS=0 leaves them out)."""
-    return os.environ.get("MASKC_TRITON_WS", "1") != "0"
+    """Whether the warp-specialised kernels may join the tuning: MASKC_TRITON_WS=0 leaves them out, and
+    so does a Triton whose Gluon they are not written for (`GLUON_RELEASES`; a warning says so once)."""
+    if os.environ.get("MASKC_TRITON_WS", "1") == "0":
+        return False
+    import triton
+
+    return gluon_written_for(triton.__version__)
+
+
+@functools.cache
+def gluon_written_for(version: str) -> bool:
+    """Whether Triton `version` is one of GLUON_RELEASES; warns once per process when it is not."""
+    if version.startswith(tuple(f"{release}." for release in GLUON_RELEASES)):
+        return True
+    warnings.warn(
+        f"maskc's warp-specialised Hopper kernels are written for the Gluon of Triton "
+        f"{', '.join(GLUON_RELEASES)}; with Triton {version} the Triton kernels run instead (slower on "
+        "bands and documents; bench/NOTES.md)",
+        MaskcWarning,
+        stacklevel=2,
+    )
+    return False
 
 
 def has_tma(device: torch.device) -> bool:
