@@ -8,7 +8,9 @@ compiled kernel it prints TTGIR operation counts, PTX instruction count, registe
 again on the PTX with -v), one JSON object per line.
 
 Used to check that a change of the kernels' source form changes no compiled code (bench/NOTES.md).
-Needs a Triton with the NVIDIA backend (it bundles ptxas and cuobjdump); no GPU.
+Needs a Triton with the NVIDIA backend (it bundles ptxas and cuobjdump); no GPU. The Gluon kernels
+(--ws) need the Triton release they are written for (`tuning.GLUON_RELEASES`), e.g. its wheel
+unpacked on PYTHONPATH.
 
     MASKC_TRITON_AUTOTUNE=0 python bench/compile_offline.py > compiled.jsonl
     python bench/compile_offline.py --tma   # every kernel's tensor-descriptor (TMA) variant
