@@ -6,12 +6,19 @@ from types import ModuleType
 
 import torch
 
-from maskc.errors import BackendError
-
 from . import descriptors
 from .cache import interpreting
 from .chunks import chunk_args, chunk_programs, launch_programs, workspace
-from .forward import LOG2E, WS_CONSUMER_REGS, WS_MAX_REGS, check_in_place, descriptor_tiles, processors, ws_eligible
+from .forward import (
+    LOG2E,
+    WS_CONSUMER_REGS,
+    WS_MAX_REGS,
+    check_in_place,
+    descriptor_tiles,
+    processors,
+    ws_descriptors,
+    ws_eligible,
+)
 from .plan import Plan
 from .runtime import CallInputs
 from .span import Span
@@ -212,9 +219,8 @@ def launch_dq_ws(
     launch = plan.launch_tables("rows", config.block_m, config.block_n, q.device, heads, inputs, None)
     tables = launch.walk
     items = tables.programs * batch * heads
-    descs = _ws_descriptors(tensors, config)
     plan.kernels("backward_ws").maskc_backward_dq_ws[(min(items, processors(q.device)),)](
-        *descs, dq, *rows, torch.zeros(1, dtype=torch.int32, device=q.device),
+        *ws_descriptors(tensors, config), dq, *rows, torch.zeros(1, dtype=torch.int32, device=q.device),
         *(stride for x in tensors for stride in x.stride()[:2]), *dq.stride()[:3],
         *launch.kernel_args(),
         scale * LOG2E, scale, plan.n, heads, heads // k.shape[1], batch * heads, tables.lines, tables.long_lines,
@@ -241,10 +247,9 @@ def launch_dkdv_ws(
     launch = plan.launch_tables("columns", config.block_m, config.block_n, q.device, heads, inputs, None)
     tables = launch.walk
     items = tables.programs * batch * kv_heads
-    descs = _ws_descriptors(tensors, config)
     dk, dv = grads
     plan.kernels("backward_ws").maskc_backward_dkdv_ws[(min(items, processors(q.device)),)](
-        *descs, dk, dv, *rows, torch.zeros(1, dtype=torch.int32, device=q.device),
+        *ws_descriptors(tensors, config), dk, dv, *rows, torch.zeros(1, dtype=torch.int32, device=q.device),
         *(stride for x in tensors for stride in x.stride()[:2]), *dk.stride()[:3], *dv.stride()[:3],
         *launch.kernel_args(),
         scale * LOG2E, scale, plan.n, heads, kv_heads, heads // kv_heads, batch * kv_heads, tables.lines,
@@ -252,13 +257,3 @@ def launch_dkdv_ws(
         BLOCK_M=config.block_m, BLOCK_N=config.block_n, HEAD_DIM=q.shape[-1], STAGES=config.num_stages,
         CONSUMER_REGS=WS_DKDV_CONSUMER_REGS, num_warps=config.num_warps, maxnreg=WS_MAX_REGS,
     )  # fmt: skip
-
-
-def _ws_descriptors(tensors: tuple[torch.Tensor, ...], config: KernelConfig) -> list:
-    """Gluon descriptors of (q, k, v, dO) in the tiles the warp-specialised backward kernels load:
-    query and dO tiles of block_m rows, key and value tiles of block_n."""
-    blocks = (config.block_m, config.block_n, config.block_n, config.block_m)
-    descs = descriptors.gluon_row_descriptors(tensors, blocks)
-    if descs is None:
-        raise BackendError("the warp-specialised backward needs q, k, v and dO a tensor descriptor can read")
-    return descs

@@ -86,12 +86,9 @@ def launch_forward_ws(
     tables = launch.walk
     groups = batch * heads
     items = tables.programs * groups
-    descs = descriptors.gluon_row_descriptors(qkv, (config.block_m, config.block_n, config.block_n))
-    if descs is None:
-        raise BackendError("the warp-specialised forward needs q, k and v a tensor descriptor can read")
     kernels = plan.kernels("forward_ws")
     kernels.maskc_forward_ws[(min(items, processors(q.device)),)](
-        *descs, out, lse, torch.zeros(1, dtype=torch.int32, device=q.device),
+        *ws_descriptors(qkv, config), out, lse, torch.zeros(1, dtype=torch.int32, device=q.device),
         *q.stride()[:2], *k.stride()[:2], *v.stride()[:2], *out.stride()[:3],
         *launch.kernel_args(),
         scale * LOG2E, plan.n, heads, heads // k.shape[1], groups, tables.lines, tables.long_lines, items,
@@ -102,6 +99,16 @@ def launch_forward_ws(
     )  # fmt: skip
 
 
+def ws_descriptors(tensors: tuple[torch.Tensor, ...], config: KernelConfig) -> list:
+    """Gluon descriptors of (q, k, v) or (q, k, v, dO) in the tiles the warp-specialised kernels load:
+    query and dO tiles of block_m rows, key and value tiles of block_n."""
+    blocks = (config.block_m, config.block_n, config.block_n, config.block_m)[: len(tensors)]
+    descs = descriptors.gluon_row_descriptors(tensors, blocks)
+    if descs is None:
+        raise BackendError("the warp-specialised kernels need q, k, v (and dO) a tensor descriptor can read")
+    return descs
+
+
 #: Registers of the warp-specialised kernels (forward and dQ): 168 a thread over their three warp
 #: groups (65,536 an SM, one program an SM), moved to the two computing groups (232 each) from the
 #: loading one (40).
@@ -110,7 +117,8 @@ WS_CONSUMER_REGS = 232
 
 
 def ws_eligible(plan: Plan, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, span: Span, going_on: bool) -> bool:
-    """Whether the warp-specialised forward serves this call: full-length, on whole 128-row tiles, in
+    """Whether the warp-specialised kernels serve this call (the backward's also need dO a tensor
+    descriptor can read): full-length, on whole 128-row tiles, in
     token order (no pass read in place), starting its rows (not going on from earlier passes'), 16-bit
     q, k, v with one head dim of 64 or 128 that tensor descriptors can read."""
     head_dim = q.shape[-1]

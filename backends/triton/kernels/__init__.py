@@ -1,5 +1,5 @@
 """The attention kernels as Triton code: `forward` (and on Hopper `forward_ws`, in Gluon), `backward`
-(dK/dV, dQ; on Hopper `backward_ws`, dQ in Gluon), `decode` and the passes' `merge`,
+(dK/dV, dQ; on Hopper `backward_ws`, both in Gluon), `decode` and the passes' `merge`,
 with `common` helpers; for cluster patterns `nearest` (their labels) and `rows` (their row
 permutations); for run-time layouts `select` (top-k blocks) and `compact` (tile tables from tile
 kinds).
