@@ -7,13 +7,18 @@ once in the same process; prints milliseconds, each variant's ratio to the Trito
 output's (or gradients') relative difference from it. A measurement for bench/NOTES.md; the backend's tuner
 makes the same comparison per problem on its own.
 
-    python3 bench/probe_forward_ws.py [--cases window,documents] [--kernel forward|dq|dkdv]
+    python3 bench/probe_forward_ws.py [--cases window,documents] [--kernel forward|dq|dkdv] [--once]
+
+`--once`, for a profiler (`bench/run_gpu.sh ncu`): one call per case with the kernel's first
+warp-specialised configuration and the other kernels' first candidates, untimed and untuned, so that
+each kernel launches once and nothing else runs.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 
 import torch
 import torch.nn.functional as F
@@ -52,8 +57,9 @@ def forced(kernel: str, config: tuning.KernelConfig | None) -> None:
 ORIGINAL = tuning.candidates
 
 
-def run_case(name: str, kernel: str) -> None:
-    """The case's forward ("forward"), or forward+backward with each dQ ("dq") or dK/dV ("dkdv") candidate."""
+def run_case(name: str, kernel: str, once: bool = False) -> None:
+    """The case's forward ("forward"), or forward+backward with each dQ ("dq") or dK/dV ("dkdv") candidate
+    (`once`: one call with the first warp-specialised one)."""
     source, documents = CASES[name]
     spec = maskc.Spec(name=name, **source) if isinstance(source, dict) else maskc.load(source)
     n = None if getattr(spec, "grid", None) is not None else N
@@ -73,6 +79,12 @@ def run_case(name: str, kernel: str) -> None:
 
     results, reference = {}, None
     space = tuning._WS[D] if kernel == "forward" else tuning._WS_BACKWARD[kernel][D]
+    if once:
+        forced(kernel, space[0])
+        call()
+        torch.cuda.synchronize()
+        print(json.dumps({"case": name, "n": n, "ran once": str(space[0])}), flush=True)
+        return
     variants = [("triton", None)]
     variants += [(f"ws {c.block_m}x{c.block_n} s{c.num_stages} overlap={int(c.overlap)}", c) for c in space]
     for label, config in variants:
@@ -101,7 +113,13 @@ def main() -> None:
         default="forward",
         help="the kernel whose candidates are timed (dq, dkdv: forward+backward)",
     )
+    parser.add_argument("--once", action="store_true", help="one untimed call per case, for a profiler")
     args = parser.parse_args()
+    if args.once:
+        os.environ["MASKC_TRITON_AUTOTUNE"] = "0"  # every kernel's first candidate: no tuning launches
+        for name in args.cases.split(","):
+            run_case(name, args.kernel, once=True)
+        return
     q, k, v = (torch.randn(B, H, N, D, device="cuda", dtype=torch.bfloat16) for _ in range(3))
     with sdpa_kernel(SDPBackend.CUDNN_ATTENTION):
         ms = do_bench(

@@ -99,9 +99,9 @@ elif [ "$phase" = ncu ]; then
     sections="--section SpeedOfLight --section ComputeWorkloadAnalysis --section MemoryWorkloadAnalysis \
         --section WarpStateStats --section LaunchStats"
     queue 0 ncu "ncu dkdv|ncu --clock-control none --kernel-name maskc_backward_dkdv_ws --launch-count 1 $sections \
-        python3 bench/probe_forward_ws.py --kernel dkdv --cases window" \
+        python3 bench/probe_forward_ws.py --kernel dkdv --cases window --once" \
         "ncu dq|ncu --clock-control none --kernel-name maskc_backward_dq_ws --launch-count 1 $sections \
-        python3 bench/probe_forward_ws.py --kernel dq --cases window"
+        python3 bench/probe_forward_ws.py --kernel dq --cases window --once"
 elif [ "$phase" = graphs ]; then
     export MASKC_BENCH_GRAPHS=1
     # each test and case in a process of its own: a capture that fails leaves CUDA's generator unusable

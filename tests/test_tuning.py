@@ -60,3 +60,29 @@ def test_a_problem_is_timed_once_and_forgotten_on_request(tuner: list[KernelConf
     assert len(tuner) == 2 * runs and len(tuning.tuning_timings()) == 2
     tuning.forget_configs()
     assert tuning.tuning_timings() == {} and tuning.chosen_configs() == {}
+
+
+def test_near_equal_candidates_are_timed_in_turns_and_given_their_median(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A first round that a drifting clock misorders (AHEAD looks fastest, then is slower twice) does
+    not decide: the candidates within CLOSE of the fastest are timed again, each round reversed, and
+    the median picks; a candidate far behind is timed once."""
+    ahead, behind, far = FAST, SLOW, KernelConfig(32, 64, 4, 3)
+    clock = {ahead: iter([1.00, 1.08, 1.07]), behind: iter([1.05, 1.00, 1.01]), far: iter([1.5])}
+    order: list[KernelConfig] = []
+
+    def fake_bench(step, **_: object) -> float:
+        step()
+        return next(clock[order[-1]])
+
+    monkeypatch.setattr(triton.testing, "do_bench", fake_bench)
+    timings = tuning._timings([ahead, behind, far], order.append)
+    assert timings == {ahead: 1.07, behind: 1.01, far: 1.5}
+    assert min(timings, key=timings.get) == behind
+    assert order == [ahead, behind, far, behind, ahead, ahead, behind]
+
+
+def test_a_lone_fastest_candidate_is_timed_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    order: list[KernelConfig] = []
+    monkeypatch.setattr(triton.testing, "do_bench", lambda step, **_: step() or COST[order[-1]])
+    assert tuning._timings([SLOW, FAST], order.append) == {SLOW: 2.5, FAST: 1.0}
+    assert order == [SLOW, FAST]
