@@ -141,9 +141,24 @@ def test_the_kernel_modules_load_without_a_gpu() -> None:
         "from maskc.backends.triton.kernels import kernel_module\n"
         "print(type(kernel_module('forward_ws', interpret=False).maskc_forward_ws).__name__)\n"
         "module = kernel_module('backward_ws', interpret=False)\n"
-        "print(type(module.maskc_backward_dq_ws).__name__, type(module.maskc_backward_dkdv_ws).__name__)"
+        "print(type(module.maskc_backward_dq_ws).__name__, type(module.maskc_backward_dkdv_ws).__name__)\n"
+        "import torch\n"
+        "from maskc.backends.triton.descriptors import gluon_term_descriptors\n"
+        "lse, delta = gluon_term_descriptors((torch.zeros(2, 3, 256), torch.ones(2, 3, 256)), 64)\n"
+        "print(lse.shape, lse.block_shape, bool(delta.base.eq(1).all()))"
     )
     env = {key: value for key, value in os.environ.items() if key != "TRITON_INTERPRET"}
     done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.split() == ["GluonJITFunction"] * 3
+    *kernels, terms = done.stdout.strip().split("\n")
+    assert " ".join(kernels).split() == ["GluonJITFunction"] * 3
+    # the row terms read as one vector in [64] pieces: (b, h)'s piece at c starts at (b · H + h) · N + c
+    assert terms == "[1536] [64] True"
+
+
+def test_row_terms_read_by_tma_only_when_contiguous_and_addressable() -> None:
+    from maskc.backends.triton.descriptors import terms_readable
+
+    assert terms_readable(torch.empty(2, 16, 4096, device="meta"))
+    assert not terms_readable(torch.empty(2, 4096, 16, device="meta").transpose(1, 2))
+    assert not terms_readable(torch.empty(8, 64, 2**22, device="meta"))  # 2³¹ elements

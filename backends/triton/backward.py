@@ -27,8 +27,8 @@ from .tuning import KernelConfig, choose_config, dot_precision
 
 #: dK/dV's computing groups hold dK and dV (128 registers a thread) besides a tile's scores: 240
 #: registers each, the loading group keeping 24 of the 168 a thread (as FlashAttention-3's backward
-#: does). ptxas (sm_90, Triton 3.6) spills 168 bytes at 232, 72–88 at 240 (the loop's spilled values are
-#: reloaded from L1 per tile).
+#: does). ptxas (sm_90, Triton 3.6) spills 168 bytes at 232; at 240, with the rows' lse and delta read
+#: from shared memory, 80 on the window and none of it inside the loop over full tiles.
 WS_DKDV_CONSUMER_REGS = 240
 
 
@@ -186,7 +186,11 @@ def attention_backward(
     def scratch() -> tuple[torch.Tensor, ...]:
         return tuple(torch.zeros_like(g) for g in into) if accumulate else into
 
-    ws = ws_eligible(plan, q, k, v, span, going_on=accumulate) and descriptors.descriptor_rows(d_out) is not None
+    ws = (
+        ws_eligible(plan, q, k, v, span, going_on=accumulate)
+        and descriptors.descriptor_rows(d_out) is not None
+        and descriptors.terms_readable(lse)
+    )
     dq_config = choose_config(
         plan, "dq", q, k, lambda config: run_dq(config, torch.zeros_like(dq) if accumulate else dq, accumulate), ws=ws
     )
@@ -249,7 +253,8 @@ def launch_dkdv_ws(
     items = tables.programs * batch * kv_heads
     dk, dv = grads
     plan.kernels("backward_ws").maskc_backward_dkdv_ws[(min(items, processors(q.device)),)](
-        *ws_descriptors(tensors, config), dk, dv, *rows, torch.zeros(1, dtype=torch.int32, device=q.device),
+        *ws_descriptors(tensors, config), dk, dv, *descriptors.gluon_term_descriptors(rows, config.block_m),
+        torch.zeros(1, dtype=torch.int32, device=q.device),
         *(stride for x in tensors for stride in x.stride()[:2]), *dk.stride()[:3], *dv.stride()[:3],
         *launch.kernel_args(),
         scale * LOG2E, scale, plan.n, heads, kv_heads, heads // kv_heads, batch * kv_heads, tables.lines,

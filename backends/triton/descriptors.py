@@ -48,6 +48,22 @@ def gluon_row_descriptors(tensors: tuple[torch.Tensor, ...], block_rows: tuple[i
     return found
 
 
+def gluon_term_descriptors(terms: tuple[torch.Tensor, ...], block: int) -> list[Any]:
+    """Descriptors of [block] pieces over contiguous float32 (B, H, N) row terms (lse, delta), read as
+    one vector: the piece of (b, h, positions c … c + block) starts at (b · H + h) · N + c."""
+    from triton.experimental.gluon import language as gl
+    from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
+
+    layout = gl.NVMMASharedLayout.get_default_for([block], gl.float32)
+    return [TensorDescriptor(x.view(-1), [x.numel()], [1], [block], layout) for x in terms]
+
+
+def terms_readable(terms: torch.Tensor) -> bool:
+    """Whether `gluon_term_descriptors` can read these (B, H, N) row terms: contiguous, and every piece's
+    first element addressable by TMA's signed 32-bit coordinate."""
+    return terms.is_contiguous() and terms.numel() < 2**31
+
+
 def descriptor_rows(x: torch.Tensor) -> int | None:
     """Rows of `dim` elements a descriptor over x's storage spans, or None where TMA cannot read x.
 

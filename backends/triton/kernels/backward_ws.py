@@ -195,12 +195,14 @@ def issue_column_loads(args, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, HEAD_
                        STAGES: gl.constexpr):
     # The loading partition of dK/dV: for each column, its work item (published beside its key and
     # value tiles, which one barrier signals), then for each query head of its group the query and
-    # dO tiles of the column (full, then partial), each pair into the next free buffers of the ring;
+    # dO tiles of the column (full, then partial), each pair into the next free buffers of the ring
+    # with its rows' lse and delta beside them;
     # after the last column, an item past the end, which stops the computing partitions.
     (q_desc, k_desc, v_desc, do_desc, q_bufs, k_bufs, v_bufs, do_bufs, col_ready, col_empty, q_ready, do_ready,
      qdo_empty, col_ids, counter, stride_qb, stride_qh, stride_kb, stride_kh, stride_vb, stride_vh, stride_db,
      stride_dh, col_order, head_layout, table_of_head, table_stride, layouts, full_ptr, full_idx, partial_ptr,
-     partial_idx, kv_heads, group, batch_kv_heads, col_tiles, long_cols, items) = args
+     partial_idx, kv_heads, group, batch_kv_heads, col_tiles, long_cols, items, lse_desc, lse_bufs, delta_desc,
+     delta_bufs, heads, n_ctx) = args
     tile_count = 0
     cols_done = 0
     it = next_item(counter)
@@ -216,9 +218,10 @@ def issue_column_loads(args, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, HEAD_
             _, full_lo, full_hi, partial_lo, partial_hi = head_column(
                 b, h, col, head_layout, table_of_head, table_stride, layouts, full_ptr, partial_ptr, col_tiles)
             q_row, do_row = descriptor_rows(b, h, stride_qb, stride_qh, stride_db, stride_dh, 0, HEAD_DIM)
+            terms = (((b * heads + h) * n_ctx).to(gl.int32), lse_desc, lse_bufs, delta_desc, delta_bufs)
             tile_count = load_walk(q_desc, do_desc, q_bufs, do_bufs, q_ready, do_ready, qdo_empty, q_row, do_row,
                                    (full_idx, full_lo, full_hi, partial_idx, partial_lo, partial_hi), tile_count,
-                                   BLOCK_M, STAGES)
+                                   BLOCK_M, STAGES, terms, True)
         cols_done += 1
         it = next_item(counter)
     mbarrier.arrive(col_ready.index(publish_item(col_ids, col_empty, items, cols_done)), count=1)
@@ -230,9 +233,9 @@ def gradient_columns(args, tile_mask: gl.constexpr, mask_args, BLOCK_M: gl.const
     # A computing partition: dK and dV of keys [HALF · 64, HALF · 64 + 64) of every key tile the
     # program walks, summed over the query heads of the tile's group.
     (q_bufs, k_bufs, v_bufs, do_bufs, col_ready, col_empty, q_ready, do_ready, qdo_empty, col_ids, dk_ptr, dv_ptr,
-     lse2_ptr, delta_ptr, stride_dkb, stride_dkh, stride_dkn, stride_dvb, stride_dvh, stride_dvn, col_order,
+     lse_bufs, delta_bufs, stride_dkb, stride_dkh, stride_dkn, stride_dvb, stride_dvh, stride_dvn, col_order,
      head_layout, table_of_head, table_stride, layouts, full_ptr, full_idx, partial_ptr, partial_idx, qk_scale,
-     sm_scale, n_ctx, heads, kv_heads, group, batch_kv_heads, col_tiles, long_cols, items) = args
+     sm_scale, n_ctx, kv_heads, group, batch_kv_heads, col_tiles, long_cols, items) = args
     s_layout: gl.constexpr = product_layout(BLOCK_M)
     g_layout: gl.constexpr = product_layout(HEAD_DIM)
     op_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=g_layout, k_width=2)
@@ -252,15 +255,14 @@ def gradient_columns(args, tile_mask: gl.constexpr, mask_args, BLOCK_M: gl.const
             h = kvh * group + g
             code, full_lo, full_hi, partial_lo, partial_hi = head_column(
                 b, h, col, head_layout, table_of_head, table_stride, layouts, full_ptr, partial_ptr, col_tiles)
-            rows_at = (b * heads + h).to(gl.int64) * n_ctx
             # Stage 1: the column's full tiles, no predicate; Stage 2: its partial tiles, through it.
             dk, dv, tile_count = column_tiles(
-                k, v, q_bufs, do_bufs, q_ready, do_ready, qdo_empty, dk, dv, tile_count, lse2_ptr + rows_at,
-                delta_ptr + rows_at, full_idx, full_lo, full_hi, start_n, offs_k, code, n_ctx, qk_scale, tile_mask,
+                k, v, q_bufs, do_bufs, q_ready, do_ready, qdo_empty, dk, dv, tile_count, lse_bufs,
+                delta_bufs, full_idx, full_lo, full_hi, start_n, offs_k, code, n_ctx, qk_scale, tile_mask,
                 mask_args, s_layout, op_layout, BLOCK_M, STAGES, False)
             dk, dv, tile_count = column_tiles(
-                k, v, q_bufs, do_bufs, q_ready, do_ready, qdo_empty, dk, dv, tile_count, lse2_ptr + rows_at,
-                delta_ptr + rows_at, partial_idx, partial_lo, partial_hi, start_n, offs_k, code, n_ctx, qk_scale,
+                k, v, q_bufs, do_bufs, q_ready, do_ready, qdo_empty, dk, dv, tile_count, lse_bufs,
+                delta_bufs, partial_idx, partial_lo, partial_hi, start_n, offs_k, code, n_ctx, qk_scale,
                 tile_mask, mask_args, s_layout, op_layout, BLOCK_M, STAGES, True)
         # the key and value tiles' buffers are free once both halves are past their last product
         mbarrier.arrive(col_empty.index(cb), count=1)
@@ -272,7 +274,7 @@ def gradient_columns(args, tile_mask: gl.constexpr, mask_args, BLOCK_M: gl.const
 
 
 @gluon.jit
-def column_tiles(k, v, q_bufs, do_bufs, q_ready, do_ready, qdo_empty, dk, dv, tile_count, lse2_rows, delta_rows,
+def column_tiles(k, v, q_bufs, do_bufs, q_ready, do_ready, qdo_empty, dk, dv, tile_count, lse_bufs, delta_bufs,
                  tile_idx, lo, hi, start_n, offs_k, code, n_ctx, qk_scale, tile_mask: gl.constexpr, mask_args,
                  s_layout: gl.constexpr, op_layout: gl.constexpr, BLOCK_M: gl.constexpr, STAGES: gl.constexpr,
                  MASKED: gl.constexpr):
@@ -281,18 +283,19 @@ def column_tiles(k, v, q_bufs, do_bufs, q_ready, do_ready, qdo_empty, dk, dv, ti
         s, phase = ring_slot(tile_count, STAGES)
         start_m = gl.load(tile_idx + t) * BLOCK_M
         offs_q = start_m + gl.arange(0, BLOCK_M, layout=gl.SliceLayout(0, s_layout))
-        lse2 = gl.load(lse2_rows + offs_q)
         # -- transposed scores K Qᵀ and dPᵀ = V dOᵀ, both products in flight together --
         st, dpt = product_pair(k, q_bufs.index(s), q_ready.index(s), v, do_bufs.index(s), do_ready.index(s), phase,
                                s_layout, BLOCK_M)
         st = warpgroup_mma_wait(num_outstanding=1, deps=(st,))
         # -- Pᵀ from the saved lse (base 2; +inf for a row with no key), masked on partial tiles, while
-        # dPᵀ's product runs (each row term is loaded where its use comes: registers are the limit) --
+        # dPᵀ's product runs (each row term read from shared memory where its use comes: the loading
+        # group brought it beside the tile, and registers are the limit) --
+        lse2 = lse_bufs.index(s).load(gl.SliceLayout(0, s_layout))
         pt = gl.exp2(st * qk_scale - lse2[None, :])
         if MASKED:
             keep = tile_mask(offs_q[None, :], offs_k[:, None], code, n_ctx, mask_args, start_m, start_n, True)
             pt = gl.where(keep, pt, 0.0)
-        delta = gl.load(delta_rows + offs_q)
+        delta = delta_bufs.index(s).load(gl.SliceLayout(0, s_layout))
         # -- dV += Pᵀ dO, dK += dSᵀ Q with dSᵀ = Pᵀ ∘ (dPᵀ − delta): register operands, tiles as they lie --
         pt_op = gl.convert_layout(pt.to(q_bufs.dtype), op_layout)
         dv = warpgroup_mma(pt_op, do_bufs.index(s), dv, is_async=True)
@@ -317,7 +320,7 @@ def store_half(grad_ptr, grad, b, kvh, start_n, stride_b, stride_h, stride_n, g_
 
 @gluon.jit
 def maskc_backward_dkdv_ws(
-    QDesc, KDesc, VDesc, DODesc, DK, DV, Lse2, Delta, counter,
+    QDesc, KDesc, VDesc, DODesc, DK, DV, Lse2Desc, DeltaDesc, counter,
     stride_qb, stride_qh, stride_kb, stride_kh, stride_vb, stride_vh, stride_db, stride_dh,
     stride_dkb, stride_dkh, stride_dkn, stride_dvb, stride_dvh, stride_dvn,
     head_layout, table_of_head, table_stride, layouts, col_order, full_ptr, full_idx, partial_ptr, partial_idx,
@@ -333,14 +336,18 @@ def maskc_backward_dkdv_ws(
     k_bufs, v_bufs = buffer_pair(KDesc, VDesc, 2, BLOCK_N, HEAD_DIM)
     q_bufs, do_bufs = buffer_pair(QDesc, DODesc, STAGES, BLOCK_M, HEAD_DIM)
     col_ready, col_empty, q_ready, do_ready, qdo_empty, col_ids = ring_barriers(STAGES)
+    # the rows' lse and delta of each query tile in the ring (their descriptors: [BLOCK_M] pieces)
+    lse_bufs = gl.allocate_shared_memory(gl.float32, [STAGES, BLOCK_M], Lse2Desc.layout)
+    delta_bufs = gl.allocate_shared_memory(gl.float32, [STAGES, BLOCK_M], DeltaDesc.layout)
     loader = (QDesc, KDesc, VDesc, DODesc, q_bufs, k_bufs, v_bufs, do_bufs, col_ready, col_empty, q_ready, do_ready,
               qdo_empty, col_ids, counter, stride_qb, stride_qh, stride_kb, stride_kh, stride_vb, stride_vh,
               stride_db, stride_dh, col_order, head_layout, table_of_head, table_stride, layouts, full_ptr,
-              full_idx, partial_ptr, partial_idx, kv_heads, group, batch_kv_heads, col_tiles, long_cols, items)
+              full_idx, partial_ptr, partial_idx, kv_heads, group, batch_kv_heads, col_tiles, long_cols, items,
+              Lse2Desc, lse_bufs, DeltaDesc, delta_bufs, heads, n_ctx)
     computer = (q_bufs, k_bufs, v_bufs, do_bufs, col_ready, col_empty, q_ready, do_ready, qdo_empty, col_ids, DK, DV,
-                Lse2, Delta, stride_dkb, stride_dkh, stride_dkn, stride_dvb, stride_dvh, stride_dvn, col_order,
+                lse_bufs, delta_bufs, stride_dkb, stride_dkh, stride_dkn, stride_dvb, stride_dvh, stride_dvn, col_order,
                 head_layout, table_of_head, table_stride, layouts, full_ptr, full_idx, partial_ptr, partial_idx,
-                qk_scale, sm_scale, n_ctx, heads, kv_heads, group, batch_kv_heads, col_tiles, long_cols, items)
+                qk_scale, sm_scale, n_ctx, kv_heads, group, batch_kv_heads, col_tiles, long_cols, items)
     gl.warp_specialize(
         [
             (issue_column_loads, (loader, BLOCK_M, BLOCK_N, HEAD_DIM, STAGES)),

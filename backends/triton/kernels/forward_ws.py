@@ -161,28 +161,41 @@ def take_item(row_ids, q_ready, rows_done):
 
 @gluon.jit
 def load_walk(ADesc, BDesc, a_bufs, b_bufs, a_ready, b_ready, empty, a_row, b_row, walk, count,
-              BLOCK: gl.constexpr, STAGES: gl.constexpr):
+              BLOCK: gl.constexpr, STAGES: gl.constexpr, terms=None, TERMS: gl.constexpr = False):
     # A line's tile pairs into the ring, its full tiles, then its partial ones (walk: (full_idx,
-    # full_lo, full_hi, partial_idx, partial_lo, partial_hi)); the ring's count after them.
+    # full_lo, full_hi, partial_idx, partial_lo, partial_hi)); the ring's count after them. TERMS:
+    # each tile's row terms too (`load_tiles`).
     full_idx, full_lo, full_hi, partial_idx, partial_lo, partial_hi = walk
     count = load_tiles(ADesc, BDesc, a_bufs, b_bufs, a_ready, b_ready, empty, a_row, b_row, full_idx, full_lo, full_hi,
-                       count, BLOCK, STAGES)
+                       count, BLOCK, STAGES, terms, TERMS)
     return load_tiles(ADesc, BDesc, a_bufs, b_bufs, a_ready, b_ready, empty, a_row, b_row, partial_idx, partial_lo,
-                      partial_hi, count, BLOCK, STAGES)
+                      partial_hi, count, BLOCK, STAGES, terms, TERMS)
 
 
 @gluon.jit
 def load_tiles(KDesc, VDesc, k_bufs, v_bufs, k_ready, v_ready, kv_empty, k_row, v_row,
-               tile_idx, lo, hi, kv_count, BLOCK_N: gl.constexpr, STAGES: gl.constexpr):
+               tile_idx, lo, hi, kv_count, BLOCK_N: gl.constexpr, STAGES: gl.constexpr, terms=None,
+               TERMS: gl.constexpr = False):
     # Key and value tiles tile_idx[lo:hi] into the ring (each signals its own barrier, so the scores
-    # can start before the values have landed).
+    # can start before the values have landed). TERMS (dK/dV, whose tiles are query and dO tiles):
+    # beside each, its rows' float32 term (lse, delta) on the same barrier; terms = (first row's
+    # index in the terms' vectors, the lse descriptor and buffers, the delta descriptor and buffers).
     for t in range(lo, hi):
         s, phase = ring_slot(kv_count, STAGES)
         start_n = (gl.load(tile_idx + t) * BLOCK_N).to(gl.int32)
         mbarrier.wait(kv_empty.index(s), phase ^ 1)
-        mbarrier.expect(k_ready.index(s), KDesc.block_type.nbytes)
+        if TERMS:
+            first, k_terms, k_term_bufs, v_terms, v_term_bufs = terms
+            mbarrier.expect(k_ready.index(s), KDesc.block_type.nbytes + k_terms.block_type.nbytes)
+            tma.async_copy_global_to_shared(k_terms, [first + start_n], k_ready.index(s), k_term_bufs.index(s))
+        else:
+            mbarrier.expect(k_ready.index(s), KDesc.block_type.nbytes)
         tma.async_copy_global_to_shared(KDesc, [k_row + start_n, 0], k_ready.index(s), k_bufs.index(s))
-        mbarrier.expect(v_ready.index(s), VDesc.block_type.nbytes)
+        if TERMS:
+            mbarrier.expect(v_ready.index(s), VDesc.block_type.nbytes + v_terms.block_type.nbytes)
+            tma.async_copy_global_to_shared(v_terms, [first + start_n], v_ready.index(s), v_term_bufs.index(s))
+        else:
+            mbarrier.expect(v_ready.index(s), VDesc.block_type.nbytes)
         tma.async_copy_global_to_shared(VDesc, [v_row + start_n, 0], v_ready.index(s), v_bufs.index(s))
         kv_count += 1
     return kv_count
