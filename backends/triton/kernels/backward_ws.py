@@ -51,21 +51,19 @@ def gradient_rows(args, tile_mask: gl.constexpr, mask_args, BLOCK_M: gl.constexp
                   HEAD_DIM: gl.constexpr, STAGES: gl.constexpr, HALF: gl.constexpr):
     # A computing partition: dQ of rows [HALF · 64, HALF · 64 + 64) of every query tile the program walks.
     (q_bufs, do_bufs, k_bufs, v_bufs, q_ready, q_empty, k_ready, v_ready, kv_empty, row_ids, dq_ptr, lse2_ptr,
-     delta_ptr, stride_dqb, stride_dqh, stride_dqm, row_order, head_layout, table_of_head, table_stride, layouts,
-     full_ptr, full_idx, partial_ptr, partial_idx, qk_scale, sm_scale, n_ctx, heads, group, batch_heads, row_tiles,
-     long_rows, items) = args
+     delta_ptr, stride_dqb, stride_dqh, stride_dqm, full_idx, partial_idx, qk_scale, sm_scale, n_ctx, heads,
+     batch_heads, row_tiles, long_rows, items) = args
     s_layout: gl.constexpr = product_layout(BLOCK_N)
     dq_layout: gl.constexpr = product_layout(HEAD_DIM)
     ds_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=dq_layout, k_width=2)
     rows: gl.constexpr = gl.SliceLayout(1, s_layout)
-    walk = (row_order, head_layout, table_of_head, table_stride, layouts, full_ptr, partial_ptr, heads, group,
-            batch_heads, row_tiles, long_rows)
+    sizes = (heads, batch_heads, row_tiles, long_rows)
     kv_count = 0
     rows_done = 0
     it = take_item(row_ids, q_ready, rows_done)
     while it < items:
         b, h, bh, code, start_m, qb, full_lo, full_hi, partial_lo, partial_hi = half_of_row(
-            it, rows_done, walk, BLOCK_M, HALF)
+            it, rows_done, row_ids, sizes, BLOCK_M, HALF)
         q = q_bufs.index(qb).slice(HALF * GROUP_ROWS, GROUP_ROWS, dim=0)
         do = do_bufs.index(qb).slice(HALF * GROUP_ROWS, GROUP_ROWS, dim=0)
         offs_q = start_m + gl.arange(0, GROUP_ROWS, layout=rows)
@@ -158,9 +156,8 @@ def maskc_backward_dq_ws(
               partial_idx, heads, group, batch_heads, row_tiles, long_rows, items,
               DODesc, do_bufs, stride_db, stride_dh)
     computer = (q_bufs, do_bufs, k_bufs, v_bufs, q_ready, q_empty, k_ready, v_ready, kv_empty, row_ids, DQ, Lse2,
-                Delta, stride_dqb, stride_dqh, stride_dqm,
-                row_order, head_layout, table_of_head, table_stride, layouts, full_ptr, full_idx, partial_ptr,
-                partial_idx, qk_scale, sm_scale, n_ctx, heads, group, batch_heads, row_tiles, long_rows, items)
+                Delta, stride_dqb, stride_dqh, stride_dqm, full_idx, partial_idx, qk_scale, sm_scale, n_ctx, heads,
+                batch_heads, row_tiles, long_rows, items)
     gl.warp_specialize(
         [
             (issue_loads, (loader, BLOCK_M, BLOCK_N, HEAD_DIM, STAGES, True)),

@@ -12,7 +12,8 @@ specialisation left our loop as it was; bench/NOTES.md):
   of them (long rows and uneven documents balance).
 - **A loading partition** (`issue_loads`) takes the items and issues every load as a bulk tensor copy
   (TMA) into rings of shared buffers: a 128-row query tile per row (two buffers, each with its item
-  beside it) and each key and value tile (`STAGES` buffers each), signalling `*_ready` barriers; it
+  and the row's walk beside it, which the computing partitions read there instead of looking it up
+  again) and each key and value tile (`STAGES` buffers each), signalling `*_ready` barriers; it
   waits on `*_empty` barriers for a buffer to come free.
 - **Two computing partitions** (`attend_rows`, one warp group each) take the 64-row halves of each
   query tile and the same key and value tiles: scores by a warp-group product from shared memory,
@@ -42,6 +43,9 @@ GROUP_ROWS = gl.constexpr(64)
 CONSUMERS = gl.constexpr(2)
 #: A one-element tensor over one warp group (a work item read from or written to shared memory).
 ONE = gl.constexpr(gl.BlockedLayout([1], [32], [4], [0]))
+#: A published work item's fields in its shared slot (`publish_item`): the item, then, for a row, its
+#: walk as the loading partition looked it up (layout code, query tile, full [lo, hi), partial [lo, hi)).
+ITEM_FIELDS = gl.constexpr(8)
 
 
 @gluon.jit
@@ -58,16 +62,21 @@ def row_walk(it, row_order, head_layout, table_of_head, table_stride, layouts, f
 
 
 @gluon.jit
-def half_of_row(it, rows_done, walk, BLOCK_M: gl.constexpr, HALF: gl.constexpr):
+def half_of_row(it, rows_done, row_ids, sizes, BLOCK_M: gl.constexpr, HALF: gl.constexpr):
     """(batch, head, batch·heads + head, layout code, first position, query buffer slot, full [lo, hi),
     partial [lo, hi)) of computing partition HALF's half of work item `it`, its rows_done-th row
-    (`walk`: `row_walk`'s tables and sizes)."""
-    (row_order, head_layout, table_of_head, table_stride, layouts, full_ptr, partial_ptr, heads, group, batch_heads,
-     row_tiles, long_rows) = walk
-    b, h, _, bh, code, row, full_lo, full_hi, partial_lo, partial_hi = row_walk(
-        it, row_order, head_layout, table_of_head, table_stride, layouts, full_ptr, partial_ptr,
-        heads, group, batch_heads, row_tiles, long_rows)
-    return b, h, bh, code, row * BLOCK_M + HALF * GROUP_ROWS, rows_done % 2, full_lo, full_hi, partial_lo, partial_hi
+    (`sizes`: heads, batch·heads, row tiles, long rows). The walk is read where the loading partition
+    published it (its table lookups are a chain of dependent global loads, which would otherwise stall
+    both computing partitions at every row's start, a cost short rows feel most)."""
+    heads, batch_heads, row_tiles, long_rows = sizes
+    _, bh = program_slot(it, long_rows, row_tiles, batch_heads)
+    qb = rows_done % 2
+    slot = row_ids.index(qb)
+    code, row, full_lo, full_hi, partial_lo, partial_hi = (
+        item_field(slot, 1), item_field(slot, 2), item_field(slot, 3), item_field(slot, 4), item_field(slot, 5),
+        item_field(slot, 6))
+    return bh // heads, bh % heads, bh, code, row * BLOCK_M + HALF * GROUP_ROWS, qb, full_lo, full_hi, partial_lo, \
+        partial_hi
 
 
 @gluon.constexpr_function
@@ -98,10 +107,10 @@ def issue_loads(args, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, HEAD_DIM: gl
     rows_done = 0
     it = next_item(counter)
     while it < items:
-        b, h, kvh, _, _, row, full_lo, full_hi, partial_lo, partial_hi = row_walk(
+        b, h, kvh, _, code, row, full_lo, full_hi, partial_lo, partial_hi = row_walk(
             it, row_order, head_layout, table_of_head, table_stride, layouts, full_ptr, partial_ptr,
             heads, group, batch_heads, row_tiles, long_rows)
-        qb = publish_item(row_ids, q_empty, it, rows_done)
+        qb = publish_item(row_ids, q_empty, it, rows_done, (code, row, full_lo, full_hi, partial_lo, partial_hi), True)
         q_row, do_row = descriptor_rows(b, h, stride_qb, stride_qh, stride_db, stride_dh, row * BLOCK_M, HEAD_DIM)
         if WITH_DO:
             mbarrier.expect(q_ready.index(qb), q_desc.block_type.nbytes + do_desc.block_type.nbytes)
@@ -141,14 +150,30 @@ def next_item(counter):
 
 
 @gluon.jit
-def publish_item(row_ids, q_empty, it, rows_done):
-    """Write work item `it` into the slot of the program's rows_done-th query tile once that slot is
-    free; the slot (the arrival on its q_ready barrier that follows releases the write)."""
+def publish_item(row_ids, q_empty, it, rows_done, walk=None, WALK: gl.constexpr = False):
+    """Write work item `it` (and with WALK its row's `walk`: code, query tile, full [lo, hi), partial
+    [lo, hi)) into the slot of the program's rows_done-th query tile once that slot is free; the slot
+    (the arrival on its q_ready barrier that follows releases the writes)."""
     qb, q_phase = ring_slot(rows_done, 2)
     mbarrier.wait(q_empty.index(qb), q_phase ^ 1)
-    row_ids.index(qb).store(gl.full([1], it, gl.int32, layout=ONE))
+    slot = row_ids.index(qb)
+    set_item_field(slot, 0, it)
+    if WALK:
+        for i in gl.static_range(6):
+            set_item_field(slot, i + 1, walk[i])
     gl.thread_barrier()
     return qb
+
+
+@gluon.jit
+def set_item_field(slot, i: gl.constexpr, value):
+    slot.slice(i, 1).store(gl.full([1], value, gl.int32, layout=ONE))
+
+
+@gluon.jit
+def item_field(slot, i: gl.constexpr):
+    """Field i of a published work item's slot (`ITEM_FIELDS`)."""
+    return gl.max(slot.slice(i, 1).load(ONE), 0)
 
 
 @gluon.jit
@@ -156,7 +181,7 @@ def take_item(row_ids, q_ready, rows_done):
     """The work item of the program's rows_done-th query tile, once published (items: none left)."""
     qb, q_phase = ring_slot(rows_done, 2)
     mbarrier.wait(q_ready.index(qb), q_phase)
-    return gl.max(row_ids.index(qb).load(ONE), 0)
+    return item_field(row_ids.index(qb), 0)
 
 
 @gluon.jit
@@ -206,20 +231,19 @@ def attend_rows(args, tile_mask: gl.constexpr, mask_args, BLOCK_M: gl.constexpr,
                 HEAD_DIM: gl.constexpr, STAGES: gl.constexpr, OVERLAP: gl.constexpr, HALF: gl.constexpr):
     # A computing partition: rows [HALF · 64, HALF · 64 + 64) of every query tile the program walks.
     (q_bufs, k_bufs, v_bufs, q_ready, q_empty, k_ready, v_ready, kv_empty, row_ids, out_ptr, lse_ptr, stride_ob,
-     stride_oh, stride_om, row_order, head_layout, table_of_head, table_stride, layouts, full_ptr, full_idx,
-     partial_ptr, partial_idx, qk_scale, n_ctx, heads, group, batch_heads, row_tiles, long_rows, items) = args
+     stride_oh, stride_om, full_idx, partial_idx, qk_scale, n_ctx, heads, batch_heads, row_tiles, long_rows,
+     items) = args
     s_layout: gl.constexpr = product_layout(BLOCK_N)
     o_layout: gl.constexpr = product_layout(HEAD_DIM)
     p_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=o_layout, k_width=2)
     dtype: gl.constexpr = q_bufs.dtype
-    walk = (row_order, head_layout, table_of_head, table_stride, layouts, full_ptr, partial_ptr, heads, group,
-            batch_heads, row_tiles, long_rows)
+    sizes = (heads, batch_heads, row_tiles, long_rows)
     kv_count = 0
     rows_done = 0
     it = take_item(row_ids, q_ready, rows_done)
     while it < items:
         b, h, bh, code, start_m, qb, full_lo, full_hi, partial_lo, partial_hi = half_of_row(
-            it, rows_done, walk, BLOCK_M, HALF)
+            it, rows_done, row_ids, sizes, BLOCK_M, HALF)
         q = q_bufs.index(qb).slice(HALF * GROUP_ROWS, GROUP_ROWS, dim=0)
         m_i = gl.full([GROUP_ROWS], float("-inf"), gl.float32, layout=gl.SliceLayout(1, s_layout))
         l_i = gl.zeros([GROUP_ROWS], gl.float32, layout=gl.SliceLayout(1, s_layout))
@@ -379,7 +403,7 @@ def ring_barriers(STAGES: gl.constexpr):
     k_ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
     v_ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
     kv_empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
-    row_ids = gl.allocate_shared_memory(gl.int32, [2, 1], gl.SwizzledSharedLayout(1, 1, 1, [0]))
+    row_ids = gl.allocate_shared_memory(gl.int32, [2, ITEM_FIELDS], gl.SwizzledSharedLayout(1, 1, 1, [0]))
     for i in gl.static_range(2):
         mbarrier.init(q_ready.index(i), count=1)
         mbarrier.init(q_empty.index(i), count=CONSUMERS)
@@ -416,9 +440,8 @@ def maskc_forward_ws(
               partial_idx, heads, group, batch_heads, row_tiles, long_rows, items,
               QDesc, q_bufs, stride_qb, stride_qh)  # no dO tiles: the query's stand in, unused
     computer = (q_bufs, k_bufs, v_bufs, q_ready, q_empty, k_ready, v_ready, kv_empty, row_ids, Out, Lse,
-                stride_ob, stride_oh, stride_om,
-                row_order, head_layout, table_of_head, table_stride, layouts, full_ptr, full_idx, partial_ptr,
-                partial_idx, qk_scale, n_ctx, heads, group, batch_heads, row_tiles, long_rows, items)
+                stride_ob, stride_oh, stride_om, full_idx, partial_idx, qk_scale, n_ctx, heads, batch_heads,
+                row_tiles, long_rows, items)
     gl.warp_specialize(
         [
             (issue_loads, (loader, BLOCK_M, BLOCK_N, HEAD_DIM, STAGES, False)),
