@@ -44,7 +44,8 @@ CONSUMERS = gl.constexpr(2)
 #: A one-element tensor over one warp group (a work item read from or written to shared memory).
 ONE = gl.constexpr(gl.BlockedLayout([1], [32], [4], [0]))
 #: A published work item's fields in its shared slot (`publish_item`): the item, then, for a row, its
-#: walk as the loading partition looked it up (layout code, query tile, full [lo, hi), partial [lo, hi)).
+#: walk as the loading partition looked it up (layout code, query tile, full [lo, hi), partial [lo, hi)):
+#: seven used, eight kept.
 ITEM_FIELDS = gl.constexpr(8)
 
 
@@ -167,6 +168,7 @@ def publish_item(row_ids, q_empty, it, rows_done, walk=None, WALK: gl.constexpr 
 
 @gluon.jit
 def set_item_field(slot, i: gl.constexpr, value):
+    """Write field i of a work item's slot (`ITEM_FIELDS`)."""
     slot.slice(i, 1).store(gl.full([1], value, gl.int32, layout=ONE))
 
 
