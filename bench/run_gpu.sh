@@ -27,6 +27,9 @@
 #                                 cuDNN (bench_grids case 3)
 #   bash bench/run_gpu.sh ncu     one GPU: Nsight Compute on one launch each of the window's Gluon dK/dV
 #                                 and dQ (stall reasons, pipe and shared-memory use)
+#   bash bench/run_gpu.sh check   one GPU, after a change to the Gluon kernels: their whole test file,
+#                                 then StreamingLLM and dilated (bench_lowering --quick, short rows)
+#                                 and the causal window (bench_triton): `bash bench/run_gpu.sh check 540`
 # Every queue stops starting benchmarks when its time (second argument, seconds) is spent.
 set -u
 phase=${1:-tests}; budget=${2:-330}
@@ -102,6 +105,11 @@ elif [ "$phase" = ncu ]; then
         python3 bench/probe_forward_ws.py --kernel dkdv --cases window --once" \
         "ncu dq|ncu --clock-control none --kernel-name maskc_backward_dq_ws --launch-count 1 $sections \
         python3 bench/probe_forward_ws.py --kernel dq --cases window --once"
+elif [ "$phase" = check ]; then
+    queue 0 check "tests|python3 -m pytest -q -p no:cacheprovider -n 14 -rfE --timeout 240 tests/gpu/test_forward_ws_gpu.py" \
+        "short rows|python3 bench/bench_lowering.py --quick --patterns streaming_llm,dilated_2" \
+        "window|python3 bench/bench_triton.py --ns 32768 --patterns mistral_swa"
+    grep -E "^(FAILED|ERROR)|passed|failed" "$out/check.log" | tail -20
 elif [ "$phase" = graphs ]; then
     export MASKC_BENCH_GRAPHS=1
     # each test and case in a process of its own: a capture that fails leaves CUDA's generator unusable
