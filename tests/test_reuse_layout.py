@@ -46,13 +46,18 @@ def _qkv(seed: int) -> list[torch.Tensor]:
 def builds(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """The walks' tables compacted since the test began: one entry per table build."""
     made: list[str] = []
-    compact = runtime.compact_kinds
+    compact, compact_documents = runtime.compact_kinds, runtime.compact_document_kinds
 
     def counted(kind: torch.Tensor, transpose: bool):
         made.append("columns" if transpose else "rows")
         return compact(kind, transpose)
 
+    def counted_documents(labels: torch.Tensor, kind: torch.Tensor | None, block_m: int, block_n: int, transpose: bool):
+        made.append("columns" if transpose else "rows")
+        return compact_documents(labels, kind, block_m, block_n, transpose)
+
     monkeypatch.setattr(runtime, "compact_kinds", counted)
+    monkeypatch.setattr(runtime, "compact_document_kinds", counted_documents)
     monkeypatch.delenv(REUSE_LAYOUT, raising=False)
     return made
 

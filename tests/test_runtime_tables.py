@@ -15,7 +15,7 @@ from interpreter import interpreter  # noqa: F401  (fixture: kernels run in Trit
 from specgen import document_spec_dicts, tile_shapes
 
 import maskc
-from maskc.backends.triton.compaction import BLOCK_L, BLOCK_W, compact_kinds
+from maskc.backends.triton.compaction import BLOCK_L, BLOCK_W, compact_document_kinds, compact_kinds
 from maskc.backends.triton.runtime import CallInputs, StaticMaps, runtime_tables, tile_kinds
 from maskc.clustering import resolve_dynamic
 from maskc.errors import BackendError, MaskcWarning
@@ -83,6 +83,80 @@ def test_the_compaction_op_passes_torch_library_checks() -> None:
 def test_compacted_kinds_reject_other_dtypes() -> None:
     with pytest.raises(BackendError, match="int8 tile kinds"):
         compact_kinds(torch.zeros(1, 2, 2, dtype=torch.bool), False)
+
+
+def _document_kinds_by_pairs(ids: np.ndarray, grid: TileGrid) -> np.ndarray:
+    """(R, C) kinds of "same document" from every pair of positions: brute force, no spans."""
+    same = ids[:, None] == ids[None, :]
+    any_true, full_true = _tile_truth(same, grid)
+    return any_true.astype(np.int8) + full_true
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(st.lists(st.integers(1, 40), min_size=1, max_size=6), min_size=1, max_size=3),
+    st.sampled_from([1, 3, 16, 20]),
+    st.sampled_from([1, 4, 16, 24]),
+    st.booleans(),
+    st.booleans(),
+    st.integers(0, 2**16),
+)
+def test_document_kinds_compacted_in_the_kernels_equal_the_brute_force_maps(
+    batch_lengths: list[list[int]], block_m: int, block_n: int, with_map: bool, transpose: bool, seed: int
+) -> None:
+    """`compact_document_kinds` (kinds decided inside the two kernels from the tiles' document spans,
+    intersected with a random static map) gives exactly the tables `compact_kinds` gives for the maps
+    computed from every pair: tiles of one or many positions, n not a multiple of either side, lines
+    past one program's BLOCK_L, several batch rows with different documents."""
+    n = max(sum(lengths) for lengths in batch_lengths)
+    ids = np.stack(
+        [
+            maskc.ids_from_lengths([*lengths, n - sum(lengths)] if sum(lengths) < n else lengths)
+            for lengths in batch_lengths
+        ]
+    )
+    grid = TileGrid(n, block_m, block_n)
+    gen = torch.Generator().manual_seed(seed)
+    fixed = torch.randint(0, 3, (grid.row_tiles, grid.col_tiles), dtype=torch.int8, generator=gen)
+    maps = torch.stack([torch.as_tensor(_document_kinds_by_pairs(row, grid)) for row in ids])
+    if with_map:
+        maps = torch.minimum(maps, fixed)
+    labels = torch.as_tensor(ids, dtype=torch.int32) * 3  # numbers need only be non-decreasing
+    got = compact_document_kinds(labels, fixed if with_map else None, block_m, block_n, transpose)
+    want = compact_kinds(maps, transpose)
+    assert all(torch.equal(a, b) for a, b in zip(got, want, strict=True))
+
+
+def test_document_kinds_read_a_broadcast_map_through_its_strides() -> None:
+    """A static map expanded from one row (stride 0) is read as the full map it stands for."""
+    labels = torch.as_tensor(maskc.ids_from_lengths([5, 9, 3]), dtype=torch.int32)[None]
+    row = torch.tensor([[2, 1, 0, 2, 1]], dtype=torch.int8)
+    for transpose in (False, True):
+        got = compact_document_kinds(labels, row.expand(5, 5), 4, 4, transpose)
+        want = compact_document_kinds(labels, row.expand(5, 5).contiguous(), 4, 4, transpose)
+        assert all(torch.equal(a, b) for a, b in zip(got, want, strict=True))
+
+
+def test_the_document_compaction_op_passes_torch_library_checks() -> None:
+    labels = torch.as_tensor(maskc.ids_from_lengths([3, 4, 2]), dtype=torch.int32)[None].repeat(2, 1)
+    fixed = torch.randint(0, 3, (3, 5), dtype=torch.int8, generator=torch.Generator().manual_seed(5))
+    for kind in (fixed, None):
+        for transpose in (False, True):
+            torch.library.opcheck(compact_document_kinds, (labels, kind, 4, 2, transpose))
+
+
+@pytest.mark.parametrize(
+    ("labels", "kind", "message"),
+    [
+        (torch.zeros(1, 8, dtype=torch.int64), None, "int32 document numbers"),
+        (torch.zeros(8, dtype=torch.int32), None, "int32 document numbers"),
+        (torch.zeros(1, 8, dtype=torch.int32), torch.zeros(2, 3, dtype=torch.int8), r"\(2, 2\) int8 map"),
+        (torch.zeros(1, 8, dtype=torch.int32), torch.zeros(2, 2, dtype=torch.bool), r"\(2, 2\) int8 map"),
+    ],
+)
+def test_document_compaction_rejects_bad_inputs(labels: torch.Tensor, kind: torch.Tensor | None, message: str) -> None:
+    with pytest.raises(BackendError, match=message):
+        compact_document_kinds(labels, kind, 4, 4, False)
 
 
 def _tile_truth(mask: np.ndarray, grid: TileGrid) -> tuple[np.ndarray, np.ndarray]:

@@ -1,4 +1,4 @@
-"""Run-time tile tables from tile kinds in two kernels (`kernels/compact.py`), as one torch op.
+"""Run-time tile tables from tile kinds in two kernels (`kernels/compact.py`), as torch ops.
 
 `compact_kinds(kind, transpose)` takes (G, R, C) int8 maps of tile kinds (2 full, 1 partial, 0
 empty) and returns the tables of G layouts for one walk: lines are the maps' rows, or with
@@ -8,11 +8,18 @@ offsets into the indices, as the kernels read them) and indices (G · lines · w
 line's tiles in increasing order; entries past the last pointer are zero, unused capacity); and
 each line's stored tiles summed over the G maps (lines,), which orders the programs.
 
+`compact_document_kinds(labels, kind, block_m, block_n, transpose)` returns the same for the
+intersection of "same document" with one static (R, C) map (or with nothing): one table per row
+of the (B, N) document numbers, each tile's kind decided inside the two kernels, so that a
+documents call makes no kind map and dispatches no op per combinator.
+
 Nothing is read back to the host and nothing's shape depends on the data, so a call can be
-captured in a CUDA graph; a torch op, so that torch.compile keeps it whole.
+captured in a CUDA graph; torch ops, so that torch.compile keeps them whole.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 import triton
@@ -25,42 +32,114 @@ from .kernels import kernel_module
 #: Lines per program and tiles per step along a line.
 BLOCK_L, BLOCK_W = 16, 128
 
+Tables = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+
+
+@dataclass(frozen=True)
+class _Source:
+    """Where the two kernels find the kinds: a map read through its strides and/or document numbers."""
+
+    kind: torch.Tensor | None  # (G or 1, R, C) int8, or None
+    labels: torch.Tensor | None  # (G, N) int32 document numbers, or None
+    groups: int
+    rows: int
+    columns: int
+    size_m: int = 0  # positions per row tile and per column tile (documents only)
+    size_n: int = 0
+
 
 @torch.library.custom_op("maskc::compact_kinds", mutates_args=())
-def compact_kinds(kind: torch.Tensor, transpose: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def compact_kinds(kind: torch.Tensor, transpose: bool) -> Tables:
     """(pointers (2, G · (lines + 1)), indices (2, G · lines · width), lengths (lines,)), int32, from
     kind (G, R, C) int8; lines are R (or C with `transpose`)."""
     if kind.dim() != 3 or kind.dtype != torch.int8:
         raise BackendError(f"compact_kinds takes (G, R, C) int8 tile kinds; got {tuple(kind.shape)} {kind.dtype}")
-    groups, lines, width = _walk_shape(kind, transpose)
+    groups, rows, columns = kind.shape
+    return _compact(_Source(kind, None, groups, rows, columns), transpose)
+
+
+@torch.library.custom_op("maskc::compact_document_kinds", mutates_args=())
+def compact_document_kinds(
+    labels: torch.Tensor, kind: torch.Tensor | None, block_m: int, block_n: int, transpose: bool
+) -> Tables:
+    """The tables of "same document" ∩ `kind` for each row of labels (B, N) int32 (non-decreasing
+    document numbers), on tiles of block_m × block_n; `kind`, (R, C) int8 kinds of the pattern's static
+    part shared by every row, or None for documents alone. Returned as `compact_kinds` returns them."""
+    if labels.dim() != 2 or labels.dtype != torch.int32 or min(block_m, block_n) < 1:
+        raise BackendError(
+            f"compact_document_kinds takes (B, N) int32 document numbers and positive tile sizes; got "
+            f"{tuple(labels.shape)} {labels.dtype}, tiles {block_m} × {block_n}"
+        )
+    batch, n = labels.shape
+    rows, columns = -(-n // block_m), -(-n // block_n)
+    if kind is not None and (kind.shape != (rows, columns) or kind.dtype != torch.int8):
+        raise BackendError(
+            f"compact_document_kinds takes a ({rows}, {columns}) int8 map for {n} positions on {block_m} × "
+            f"{block_n} tiles; got {tuple(kind.shape)} {kind.dtype}"
+        )
+    shared = None if kind is None else kind.unsqueeze(0)
+    return _compact(_Source(shared, labels.contiguous(), batch, rows, columns, block_m, block_n), transpose)
+
+
+def _compact(source: _Source, transpose: bool) -> Tables:
+    """Count each line's tiles of each kind, scan the counts into the lines' ends, write the tables."""
+    groups, lines, width = _walk_shape(source.groups, source.rows, source.columns, transpose)
     if groups * lines * width >= 2**31:
         raise BackendError(f"{groups} × {lines} × {width} tiles do not fit int32 table offsets")
-    device = kind.device
+    device = (source.kind if source.labels is None else source.labels).device
     counts = torch.empty(2, groups, lines, dtype=torch.int32, device=device)
     pointers = torch.empty(2, groups * (lines + 1), dtype=torch.int32, device=device)
     indices = torch.zeros(2, groups * lines * width, dtype=torch.int32, device=device)
     if groups * lines == 0:
         return pointers.zero_(), indices, counts.sum(dim=(0, 1), dtype=torch.int32)
-    stride_line, stride_tile = (kind.stride(2), kind.stride(1)) if transpose else (kind.stride(1), kind.stride(2))
+    arguments = _arguments(source, transpose, lines, width)
     module = kernel_module("compact", interpreting())
     grid = (groups, triton.cdiv(lines, BLOCK_L))  # groups on axis 0: axes 1 and 2 stop at 65,535
-    strides = (kind.stride(0), stride_line, stride_tile, lines, width, groups)
-    module.maskc_count_kinds[grid](kind, counts, *strides, BLOCK_L=BLOCK_L, BLOCK_W=BLOCK_W, num_warps=4)
+    kind, labels, strides, flags = arguments
+    module.maskc_count_kinds[grid](kind, labels, counts, *strides, **flags)
     ends = counts.view(2, -1).cumsum(1, dtype=torch.int32)
-    module.maskc_write_kinds[grid](
-        kind, counts, ends, pointers, indices, *strides, BLOCK_L=BLOCK_L, BLOCK_W=BLOCK_W, num_warps=4
-    )
+    module.maskc_write_kinds[grid](kind, labels, counts, ends, pointers, indices, *strides, **flags)
     return pointers, indices, counts.sum(dim=(0, 1), dtype=torch.int32)
 
 
-def _walk_shape(kind: torch.Tensor, transpose: bool) -> tuple[int, int, int]:
-    groups, rows, columns = kind.shape
+def _arguments(source: _Source, transpose: bool, lines: int, width: int) -> tuple:
+    """The kernels' map, labels, scalar arguments and compile-time flags for `source`."""
+    kind, labels = source.kind, source.labels
+    stride_g = stride_line = stride_tile = 0
+    if kind is not None:
+        stride_g = kind.stride(0) if kind.shape[0] > 1 else 0  # one map for every table: stride 0
+        stride_line, stride_tile = (kind.stride(2), kind.stride(1)) if transpose else (kind.stride(1), kind.stride(2))
+    size_line, size_tile = (source.size_n, source.size_m) if transpose else (source.size_m, source.size_n)
+    n, stride_labels = (0, 0) if labels is None else (labels.shape[1], labels.stride(0))
+    strides = (stride_g, stride_line, stride_tile, lines, width, source.groups, stride_labels, n, size_line, size_tile)
+    flags = {
+        "BLOCK_L": BLOCK_L,
+        "BLOCK_W": BLOCK_W,
+        "HAS_MAP": kind is not None,
+        "DOCUMENTS": labels is not None,
+        "num_warps": 4,
+    }
+    # an absent input is passed as the other one (never read: its flag is off)
+    return (labels if kind is None else kind), (kind if labels is None else labels), strides, flags
+
+
+def _walk_shape(groups: int, rows: int, columns: int, transpose: bool) -> tuple[int, int, int]:
     return (groups, columns, rows) if transpose else (groups, rows, columns)
 
 
+def _fake_tables(like: torch.Tensor, groups: int, rows: int, columns: int, transpose: bool) -> Tables:
+    groups, lines, width = _walk_shape(groups, rows, columns, transpose)
+    pointers = like.new_empty(2, groups * (lines + 1), dtype=torch.int32)
+    indices = like.new_empty(2, groups * lines * width, dtype=torch.int32)
+    return pointers, indices, like.new_empty(lines, dtype=torch.int32)
+
+
 @compact_kinds.register_fake
-def _(kind: torch.Tensor, transpose: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    groups, lines, width = _walk_shape(kind, transpose)
-    pointers = kind.new_empty(2, groups * (lines + 1), dtype=torch.int32)
-    indices = kind.new_empty(2, groups * lines * width, dtype=torch.int32)
-    return pointers, indices, kind.new_empty(lines, dtype=torch.int32)
+def _(kind: torch.Tensor, transpose: bool) -> Tables:
+    return _fake_tables(kind, *kind.shape, transpose)
+
+
+@compact_document_kinds.register_fake
+def _(labels: torch.Tensor, kind: torch.Tensor | None, block_m: int, block_n: int, transpose: bool) -> Tables:
+    n = labels.shape[1]
+    return _fake_tables(labels, labels.shape[0], -(-n // block_m), -(-n // block_n), transpose)

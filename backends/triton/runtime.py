@@ -40,7 +40,7 @@ from maskc.selection import select_blocks
 from maskc.tile_kinds import FULL, difference, intersection, kinds_of, union
 from maskc.tracing import made_once
 
-from .compaction import compact_kinds
+from .compaction import compact_document_kinds, compact_kinds
 from .tables import WalkTables
 
 
@@ -290,12 +290,22 @@ class StaticMaps:
         fixed = [child for child in rule.children() if not child.dynamic]
         if not fixed:
             return None
-        key = (id(rule), "static children", grid, str(device))
+        return self._fold(rule, "static children", fixed, grid, device)
+
+    def intersected(self, owner: Rule, parts: Sequence[Rule], grid: TileGrid, device: torch.device) -> torch.Tensor:
+        """The kinds of the intersection of the static `parts` found under `owner`, on the device."""
+        return self._fold(owner, "static parts", parts, grid, device)
+
+    def _fold(
+        self, owner: Rule, what: str, parts: Sequence[Rule], grid: TileGrid, device: torch.device
+    ) -> torch.Tensor:
+        """`parts`' kinds combined by `owner`'s operation (union, else intersection), once per grid."""
+        key = (id(owner), what, grid, str(device))
         if key not in self._maps:
-            combine = union if isinstance(rule, UnionRule) else intersection
-            # pairwise over a generator: one child's map at a time held beside the result
-            self._maps[key] = combine(_host_kinds(child, grid) for child in fixed).to(device)
-            self._keep.append(rule)
+            combine = union if isinstance(owner, UnionRule) else intersection
+            # pairwise over a generator: one part's map at a time held beside the result
+            self._maps[key] = combine(_host_kinds(part, grid) for part in parts).to(device)
+            self._keep.append(owner)
         return self._maps[key]
 
 
@@ -362,6 +372,10 @@ def runtime_tables(
         return inputs.built[built_key]
     heads = inputs.heads
     layout_of = np.asarray(head_layout if len(head_layout) == heads else np.zeros(heads, dtype=np.int32))
+    fixed = _static_beside_documents(rules[0]) if len(rules) == 1 else None
+    if fixed is not None:
+        inputs.built[built_key] = _document_tables(rules[0], fixed, grid, walk, inputs, static, device)
+        return inputs.built[built_key]
     key = ("kinds", grid, str(device))
     if key not in inputs.built:  # the rows and the columns walk of one grid share them
         inputs.built[key] = [tile_kinds(rule, grid, inputs, static, device) for rule in rules]
@@ -374,9 +388,50 @@ def runtime_tables(
     kind = _per_table(kinds, shape, layout_of, per_head, static, device)
     lines = grid.col_tiles if walk == "columns" else grid.row_tiles
     pointers, indices, lengths = compact_kinds(kind.reshape(-1, grid.row_tiles, grid.col_tiles), walk == "columns")
+    table_of_head = np.arange(heads, dtype=np.int32) if per_head else layout_of.astype(np.int32)
+    walk_tables = _walk_tables(pointers, indices, lengths, lines)
+    inputs.built[built_key] = RuntimeTables(walk_tables, static.constant(table_of_head, device), tables)
+    return inputs.built[built_key]
+
+
+def _static_beside_documents(rule: Rule) -> list[Rule] | None:
+    """The static rules that `rule` intersects with "same document", when it is that alone or
+    intersected (at any depth of intersections) with static rules only: the form whose tables
+    `compact_document_kinds` builds without a kind map. None for any other rule."""
+    if isinstance(rule, DocumentRule):
+        return []
+    if not isinstance(rule, IntersectRule):
+        return None
+    fixed = [child for child in rule.children() if not child.dynamic]
+    dynamic = [child for child in rule.children() if child.dynamic]
+    inner = _static_beside_documents(dynamic[0]) if len(dynamic) == 1 else None
+    return None if inner is None else inner + fixed
+
+
+def _document_tables(
+    rule: Rule,
+    fixed: list[Rule],
+    grid: TileGrid,
+    walk: str,
+    inputs: CallInputs,
+    static: StaticMaps,
+    device: torch.device,
+) -> RuntimeTables:
+    """One layout's tables per batch row from the document numbers, the `fixed` rules' map (folded
+    once per grid) taken inside the compaction: one op for the kinds and their tables together."""
+    kinds = static.intersected(rule, fixed, grid, device).expand(grid.row_tiles, grid.col_tiles) if fixed else None
+    labels = inputs.values["labels"]
+    pointers, indices, lengths = compact_document_kinds(labels, kinds, grid.block_m, grid.block_n, walk == "columns")
+    lines = grid.col_tiles if walk == "columns" else grid.row_tiles
+    zero = static.constant(np.zeros(inputs.heads, dtype=np.int32), device)
+    return RuntimeTables(_walk_tables(pointers, indices, lengths, lines), zero, 1)
+
+
+def _walk_tables(pointers: torch.Tensor, indices: torch.Tensor, lengths: torch.Tensor, lines: int) -> WalkTables:
+    """A walk's tables from the compaction's output, its programs ordered by stored tiles, longest first."""
     (full_ptr, partial_ptr), (full_idx, partial_idx) = pointers.unbind(0), indices.unbind(0)
     order = torch.sort(lengths, descending=True, stable=True).indices.to(torch.int32)
-    walk_tables = WalkTables(
+    return WalkTables(
         lines=lines,
         long_lines=0,
         programs=lines,
@@ -386,9 +441,6 @@ def runtime_tables(
         partial_ptr=partial_ptr,
         partial_idx=partial_idx,
     )
-    table_of_head = np.arange(heads, dtype=np.int32) if per_head else layout_of.astype(np.int32)
-    inputs.built[built_key] = RuntimeTables(walk_tables, static.constant(table_of_head, device), tables)
-    return inputs.built[built_key]
 
 
 def _per_table(

@@ -2,14 +2,14 @@
 64, 16 heads) and at sizes off the kernels' tiles: the top-k selection equals torch's stable sort on
 the same scores (with ties, NaN, ±inf, ±0), and the tile tables compacted from tile kinds list every
 tile of each kind, for both walks, from contiguous maps and from views; more groups than a grid's
-second axis holds."""
+second axis holds; document kinds decided inside the compaction equal those of maps made by torch."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from maskc.backends.triton.compaction import BLOCK_L, BLOCK_W, compact_kinds
+from maskc.backends.triton.compaction import BLOCK_L, BLOCK_W, compact_document_kinds, compact_kinds
 from maskc.backends.triton.selection import LARGEST_BLOCKS, select_top_blocks
 from maskc.selection import sort_select
 
@@ -105,3 +105,40 @@ def test_compaction_of_views(transpose: bool) -> None:
 def test_compaction_of_more_groups_than_a_second_grid_axis_holds() -> None:
     gen = torch.Generator(device="cuda").manual_seed(3)
     _check_compaction(torch.randint(0, 3, (70_000, 2, 3), device="cuda", dtype=torch.int8, generator=gen), False)
+
+
+#: The benchmark's document lengths (bench_runtime.py), 32768 positions.
+LENGTHS = (2381, 1211, 2568, 1799, 1174, 5864, 13954, 3817)
+
+
+def _document_map(labels: torch.Tensor, block_m: int, block_n: int) -> torch.Tensor:
+    """(B, R, C) kinds of "same document" by torch: a tile holds one document on both sides when all
+    four of its rows' and columns' first and last numbers agree, meets one when the spans overlap."""
+    n = labels.shape[1]
+
+    def spans(size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        starts = torch.arange(0, n, size, device=labels.device)
+        return labels[:, starts], labels[:, (starts + size).clamp(max=n) - 1]
+
+    (r0, r1), (c0, c1) = spans(block_m), spans(block_n)
+    r0, r1, c0, c1 = r0[:, :, None], r1[:, :, None], c0[:, None, :], c1[:, None, :]
+    return ((r0 <= c1) & (c0 <= r1)).to(torch.int8) + ((r0 == c1) & (r1 == c0))
+
+
+@pytest.mark.parametrize("tile", [(128, 128), (128, 64), (64, 128), (64, 64)])
+@pytest.mark.parametrize("transpose", [False, True])
+def test_document_compaction_at_the_benchmark_size(tile: tuple[int, int], transpose: bool) -> None:
+    """Two batch rows (the benchmark's documents, and the same reversed), with the causal map and with none."""
+    ids = [torch.repeat_interleave(torch.arange(8), torch.tensor(lengths)) for lengths in (LENGTHS, LENGTHS[::-1])]
+    labels = torch.stack(ids).to(device="cuda", dtype=torch.int32)
+    n = labels.shape[1]
+    rows, columns = -(-n // tile[0]), -(-n // tile[1])
+    r = torch.arange(rows, device="cuda")[:, None]
+    c = torch.arange(columns, device="cuda")[None, :]
+    first_row, last_row = r * tile[0], (r + 1) * tile[0] - 1
+    first_col, last_col = c * tile[1], (c + 1) * tile[1] - 1
+    causal = (first_col <= last_row).to(torch.int8) + (last_col <= first_row)
+    documents = _document_map(labels, *tile)
+    for fixed, want in ((causal, torch.minimum(documents, causal)), (None, documents)):
+        got = compact_document_kinds(labels, fixed, *tile, transpose)
+        assert all(torch.equal(a, b) for a, b in zip(got, compact_kinds(want, transpose), strict=True))
