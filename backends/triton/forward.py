@@ -88,7 +88,8 @@ def launch_forward_ws(
     items = tables.programs * groups
     kernels = plan.kernels("forward_ws")
     kernels.maskc_forward_ws[(min(items, processors(q.device)),)](
-        *ws_descriptors(qkv, config), out, lse, torch.zeros(1, dtype=torch.int32, device=q.device),
+        *ws_descriptors(qkv, config), *ws_descriptors((out,), config, (64,)), lse,
+        torch.zeros(1, dtype=torch.int32, device=q.device),
         *q.stride()[:2], *k.stride()[:2], *v.stride()[:2], *out.stride()[:3],
         *launch.kernel_args(),
         scale * LOG2E, plan.n, heads, heads // k.shape[1], groups, tables.lines, tables.long_lines, items,
@@ -99,10 +100,13 @@ def launch_forward_ws(
     )  # fmt: skip
 
 
-def ws_descriptors(tensors: tuple[torch.Tensor, ...], config: KernelConfig) -> list:
+def ws_descriptors(
+    tensors: tuple[torch.Tensor, ...], config: KernelConfig, blocks: tuple[int, ...] | None = None
+) -> list:
     """Gluon descriptors of (q, k, v) or (q, k, v, dO) in the tiles the warp-specialised kernels load:
-    query and dO tiles of block_m rows, key and value tiles of block_n."""
-    blocks = (config.block_m, config.block_n, config.block_n, config.block_m)[: len(tensors)]
+    query and dO tiles of block_m rows, key and value tiles of block_n (or `blocks`' rows: the
+    forward's output, stored in 64-row halves)."""
+    blocks = blocks or (config.block_m, config.block_n, config.block_n, config.block_m)[: len(tensors)]
     descs = descriptors.gluon_row_descriptors(tensors, blocks)
     if descs is None:
         raise BackendError("the warp-specialised kernels need q, k, v (and dO) a tensor descriptor can read")

@@ -34,7 +34,13 @@ from __future__ import annotations
 
 from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
-from triton.experimental.gluon.language.nvidia.hopper import mbarrier, tma, warpgroup_mma, warpgroup_mma_wait
+from triton.experimental.gluon.language.nvidia.hopper import (
+    fence_async_shared,
+    mbarrier,
+    tma,
+    warpgroup_mma,
+    warpgroup_mma_wait,
+)
 
 from .common import LN2, head_tables, program_slot
 
@@ -232,8 +238,8 @@ def load_tiles(KDesc, VDesc, k_bufs, v_bufs, k_ready, v_ready, kv_empty, k_row, 
 def attend_rows(args, tile_mask: gl.constexpr, mask_args, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr,
                 HEAD_DIM: gl.constexpr, STAGES: gl.constexpr, OVERLAP: gl.constexpr, HALF: gl.constexpr):
     # A computing partition: rows [HALF · 64, HALF · 64 + 64) of every query tile the program walks.
-    (q_bufs, k_bufs, v_bufs, q_ready, q_empty, k_ready, v_ready, kv_empty, row_ids, out_ptr, lse_ptr, stride_ob,
-     stride_oh, stride_om, full_idx, partial_idx, qk_scale, n_ctx, heads, batch_heads, row_tiles, long_rows,
+    (q_bufs, k_bufs, v_bufs, q_ready, q_empty, k_ready, v_ready, kv_empty, row_ids, out_desc, o_bufs, lse_ptr,
+     stride_ob, stride_oh, full_idx, partial_idx, qk_scale, n_ctx, heads, batch_heads, row_tiles, long_rows,
      items) = args
     s_layout: gl.constexpr = product_layout(BLOCK_N)
     o_layout: gl.constexpr = product_layout(HEAD_DIM)
@@ -271,10 +277,11 @@ def attend_rows(args, tile_mask: gl.constexpr, mask_args, BLOCK_M: gl.constexpr,
         # the query tile's buffer is free once both halves are past their last product
         mbarrier.arrive(q_empty.index(qb), count=1)
         # Stage 3: normalise and store (a row with no key: zeros and lse = −inf).
-        finish_half(out_ptr, lse_ptr, acc, m_i, l_i, b, h, bh, start_m, n_ctx, stride_ob, stride_oh, stride_om,
-                    o_layout, HEAD_DIM)
+        finish_half(out_desc, o_bufs.index(HALF), lse_ptr, acc, m_i, l_i, b, h, bh, start_m, n_ctx, stride_ob,
+                    stride_oh, o_layout, HEAD_DIM)
         rows_done += 1
         it = take_item(row_ids, q_ready, rows_done)
+    tma.store_wait(0)  # the last row's output has left shared memory
 
 
 @gluon.jit
@@ -379,9 +386,11 @@ def attend_walk(q, k_bufs, v_bufs, k_ready, v_ready, kv_empty, acc, m_i, l_i, kv
 
 
 @gluon.jit
-def finish_half(Out, Lse, acc, m_i, l_i, b, h, bh, start_m, n_ctx, stride_ob, stride_oh, stride_om,
+def finish_half(ODesc, o_buf, Lse, acc, m_i, l_i, b, h, bh, start_m, n_ctx, stride_ob, stride_oh,
                 o_layout: gl.constexpr, HEAD_DIM: gl.constexpr):
-    # Normalise a half's 64 rows and store them with their lse (natural log), as finish_rows does.
+    # Normalise a half's 64 rows and store them with their lse (natural log), as finish_rows does:
+    # the rows through the half's shared buffer by one bulk copy, which runs while the half goes on
+    # to its next row (the copy before it has left the buffer first).
     rows: gl.constexpr = gl.SliceLayout(1, o_layout)
     l_o = gl.convert_layout(l_i, rows)
     m_o = gl.convert_layout(m_i, rows)
@@ -389,9 +398,13 @@ def finish_half(Out, Lse, acc, m_i, l_i, b, h, bh, start_m, n_ctx, stride_ob, st
     l_safe = gl.where(empty, 1.0, l_o)
     out = acc / l_safe[:, None]
     offs_m = start_m + gl.arange(0, GROUP_ROWS, layout=rows)
-    offs_d = gl.arange(0, HEAD_DIM, layout=gl.SliceLayout(0, o_layout))
-    o_rows = Out + b.to(gl.int64) * stride_ob + h.to(gl.int64) * stride_oh
-    gl.store(o_rows + offs_m.to(gl.int64)[:, None] * stride_om + offs_d[None, :], out.to(Out.dtype.element_ty))
+    tma.store_wait(0)
+    gl.thread_barrier()
+    o_buf.store(out.to(ODesc.dtype))
+    fence_async_shared()
+    gl.thread_barrier()
+    o_row = (b * (stride_ob // HEAD_DIM) + h * (stride_oh // HEAD_DIM) + start_m).to(gl.int32)
+    tma.async_copy_shared_to_global(ODesc, [o_row, 0], o_buf)
     lse = gl.where(empty, float("-inf"), (m_o + gl.log2(l_safe)) * LN2)
     gl.store(Lse + bh.to(gl.int64) * n_ctx + offs_m, lse)
 
@@ -418,7 +431,7 @@ def ring_barriers(STAGES: gl.constexpr):
 
 @gluon.jit
 def maskc_forward_ws(
-    QDesc, KDesc, VDesc, Out, Lse, counter,
+    QDesc, KDesc, VDesc, ODesc, Lse, counter,
     stride_qb, stride_qh, stride_kb, stride_kh, stride_vb, stride_vh, stride_ob, stride_oh, stride_om,
     head_layout, table_of_head, table_stride, layouts, row_order, full_ptr, full_idx, partial_ptr, partial_idx,
     qk_scale, n_ctx, heads, group, batch_heads, row_tiles, long_rows, items,
@@ -441,9 +454,10 @@ def maskc_forward_ws(
               row_order, head_layout, table_of_head, table_stride, layouts, full_ptr, full_idx, partial_ptr,
               partial_idx, heads, group, batch_heads, row_tiles, long_rows, items,
               QDesc, q_bufs, stride_qb, stride_qh)  # no dO tiles: the query's stand in, unused
-    computer = (q_bufs, k_bufs, v_bufs, q_ready, q_empty, k_ready, v_ready, kv_empty, row_ids, Out, Lse,
-                stride_ob, stride_oh, stride_om, full_idx, partial_idx, qk_scale, n_ctx, heads, batch_heads,
-                row_tiles, long_rows, items)
+    o_bufs = gl.allocate_shared_memory(dtype, [CONSUMERS, GROUP_ROWS, HEAD_DIM], ODesc.layout)
+    computer = (q_bufs, k_bufs, v_bufs, q_ready, q_empty, k_ready, v_ready, kv_empty, row_ids, ODesc, o_bufs, Lse,
+                stride_ob, stride_oh, full_idx, partial_idx, qk_scale, n_ctx, heads, batch_heads, row_tiles,
+                long_rows, items)
     gl.warp_specialize(
         [
             (issue_loads, (loader, BLOCK_M, BLOCK_N, HEAD_DIM, STAGES, False)),
