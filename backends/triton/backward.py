@@ -224,8 +224,9 @@ def launch_dq_ws(
     tables = launch.walk
     items = tables.programs * batch * heads
     plan.kernels("backward_ws").maskc_backward_dq_ws[(min(items, processors(q.device)),)](
-        *ws_descriptors(tensors, config), dq, *rows, torch.zeros(1, dtype=torch.int32, device=q.device),
-        *(stride for x in tensors for stride in x.stride()[:2]), *dq.stride()[:3],
+        *ws_descriptors(tensors, config), *ws_descriptors((dq,), config, (64,)), *rows,
+        torch.zeros(1, dtype=torch.int32, device=q.device),
+        *(stride for x in tensors for stride in x.stride()[:2]), *dq.stride()[:2],
         *launch.kernel_args(),
         scale * LOG2E, scale, plan.n, heads, heads // k.shape[1], batch * heads, tables.lines, tables.long_lines,
         items, plan.tile_mask(), launch.mask_args,
@@ -253,9 +254,9 @@ def launch_dkdv_ws(
     items = tables.programs * batch * kv_heads
     dk, dv = grads
     plan.kernels("backward_ws").maskc_backward_dkdv_ws[(min(items, processors(q.device)),)](
-        *ws_descriptors(tensors, config), dk, dv, *descriptors.gluon_term_descriptors(rows, config.block_m),
-        torch.zeros(1, dtype=torch.int32, device=q.device),
-        *(stride for x in tensors for stride in x.stride()[:2]), *dk.stride()[:3], *dv.stride()[:3],
+        *ws_descriptors(tensors, config), *ws_descriptors((dk, dv), config, (64, 64)),
+        *descriptors.gluon_term_descriptors(rows, config.block_m), torch.zeros(1, dtype=torch.int32, device=q.device),
+        *(stride for x in tensors for stride in x.stride()[:2]), *dk.stride()[:2], *dv.stride()[:2],
         *launch.kernel_args(),
         scale * LOG2E, scale, plan.n, heads, kv_heads, heads // kv_heads, batch * kv_heads, tables.lines,
         tables.long_lines, items, plan.tile_mask(), launch.mask_args,

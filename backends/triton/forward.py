@@ -104,8 +104,8 @@ def ws_descriptors(
     tensors: tuple[torch.Tensor, ...], config: KernelConfig, blocks: tuple[int, ...] | None = None
 ) -> list:
     """Gluon descriptors of (q, k, v) or (q, k, v, dO) in the tiles the warp-specialised kernels load:
-    query and dO tiles of block_m rows, key and value tiles of block_n (or `blocks`' rows: the
-    forward's output, stored in 64-row halves)."""
+    query and dO tiles of block_m rows, key and value tiles of block_n (or `blocks`' rows: outputs and
+    gradients, stored in 64-row halves)."""
     blocks = blocks or (config.block_m, config.block_n, config.block_n, config.block_m)[: len(tensors)]
     descs = descriptors.gluon_row_descriptors(tensors, blocks)
     if descs is None:

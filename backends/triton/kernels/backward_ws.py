@@ -7,7 +7,8 @@ each row's dO tile beside its query tile (`issue_loads` with WITH_DO). Two compu
 take the 64-row halves of each query tile: per key tile the scores Q Kᵀ and dP = dO Vᵀ (two
 warp-group products from shared memory, in flight together), P = exp2(scores · scale − lse), dS =
 P ∘ (dP − delta) in registers, and dQ += dS K with dS as the register operand. dQ is scaled and
-stored once per row. Key tiles of 64: a 128-row query and dO tile pair per slot (two slots) leaves
+stored once per row, through the half's dO rows in shared memory by one bulk tensor copy
+(`store_rows`). Key tiles of 64: a 128-row query and dO tile pair per slot (two slots) leaves
 shared memory for two or three 64-key stages.
 
 **dK/dV** walks the columns (`backward.maskc_backward_dkdv`: per 128-key tile of a key/value head,
@@ -16,7 +17,8 @@ turned roles: a work item is a key tile, published beside its key and value tile
 loader (`issue_column_loads`) brings the column's 64-row query and dO tiles into the ring; two
 computing partitions take 64 keys each and, per query tile, compute Sᵀ = K Qᵀ and dPᵀ = V dOᵀ,
 Pᵀ from the rows' lse, dV += Pᵀ dO and dK += dSᵀ Q (register operands), holding dK and dV (128
-registers a thread) until the column's end, when they are stored once (dK scaled): no atomics.
+registers a thread) until the column's end, when they are stored once (dK scaled), through the
+half's key and value rows in shared memory (`store_rows`): no atomics.
 
 Calls they serve: those of the forward kernel (`forward.ws_eligible`) whose gradients are not added
 to an earlier pass's. The tuner times them beside the Triton kernels and keeps the faster.
@@ -26,7 +28,13 @@ from __future__ import annotations
 
 from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
-from triton.experimental.gluon.language.nvidia.hopper import mbarrier, tma, warpgroup_mma, warpgroup_mma_wait
+from triton.experimental.gluon.language.nvidia.hopper import (
+    fence_async_shared,
+    mbarrier,
+    tma,
+    warpgroup_mma,
+    warpgroup_mma_wait,
+)
 
 from .common import program_slot
 from .forward_ws import (
@@ -50,8 +58,8 @@ from .forward_ws import (
 def gradient_rows(args, tile_mask: gl.constexpr, mask_args, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr,
                   HEAD_DIM: gl.constexpr, STAGES: gl.constexpr, HALF: gl.constexpr):
     # A computing partition: dQ of rows [HALF · 64, HALF · 64 + 64) of every query tile the program walks.
-    (q_bufs, do_bufs, k_bufs, v_bufs, q_ready, q_empty, k_ready, v_ready, kv_empty, row_ids, dq_ptr, lse2_ptr,
-     delta_ptr, stride_dqb, stride_dqh, stride_dqm, full_idx, partial_idx, qk_scale, sm_scale, n_ctx, heads,
+    (q_bufs, do_bufs, k_bufs, v_bufs, q_ready, q_empty, k_ready, v_ready, kv_empty, row_ids, dq_desc, lse2_ptr,
+     delta_ptr, stride_dqb, stride_dqh, full_idx, partial_idx, qk_scale, sm_scale, n_ctx, heads,
      batch_heads, row_tiles, long_rows, items) = args
     s_layout: gl.constexpr = product_layout(BLOCK_N)
     dq_layout: gl.constexpr = product_layout(HEAD_DIM)
@@ -80,16 +88,26 @@ def gradient_rows(args, tile_mask: gl.constexpr, mask_args, BLOCK_M: gl.constexp
             q, do, k_bufs, v_bufs, k_ready, v_ready, kv_empty, dq, lse2, delta, kv_count, partial_idx, partial_lo,
             partial_hi, start_m, offs_q, code, n_ctx, qk_scale, tile_mask, mask_args, s_layout, dq_layout, ds_layout,
             BLOCK_N, STAGES, True)
-        # the query and dO tiles' buffers are free once both halves are past their last product
+        # Stage 3: dQ scaled, stored once through the half's dO rows (read by no product any more); the
+        # query and dO tiles' buffers are free once both halves' copies have left them.
+        dq_row = b * (stride_dqb // HEAD_DIM) + h * (stride_dqh // HEAD_DIM) + start_m
+        store_rows(dq_desc, do, dq * sm_scale, dq_row)
         mbarrier.arrive(q_empty.index(qb), count=1)
-        # Stage 3: dQ scaled, stored once.
-        offs_m = start_m + gl.arange(0, GROUP_ROWS, layout=gl.SliceLayout(1, dq_layout))
-        offs_d = gl.arange(0, HEAD_DIM, layout=gl.SliceLayout(0, dq_layout))
-        dq_rows = dq_ptr + b.to(gl.int64) * stride_dqb + h.to(gl.int64) * stride_dqh
-        gl.store(dq_rows + offs_m.to(gl.int64)[:, None] * stride_dqm + offs_d[None, :],
-                 (dq * sm_scale).to(dq_ptr.dtype.element_ty))
         rows_done += 1
         it = take_item(row_ids, q_ready, rows_done)
+
+
+@gluon.jit
+def store_rows(desc, buf, rows, row):
+    """64 gradient rows from registers to global memory at row `row` of `desc`'s (rows, head dim) view:
+    written into the shared buffer `buf` (its tile's layout), then one bulk tensor copy, waited for
+    until it has read the buffer, so that the buffer may be refilled."""
+    gl.thread_barrier()  # every warp of the partition is past its last read of the buffer
+    buf.store(rows.to(desc.dtype))
+    fence_async_shared()
+    gl.thread_barrier()
+    tma.async_copy_shared_to_global(desc, [row.to(gl.int32), 0], buf)
+    tma.store_wait(0)
 
 
 @gluon.jit
@@ -135,9 +153,9 @@ def product_pair(a, b_tile, b_ready, c, d_tile, d_ready, phase, layout: gl.const
 
 @gluon.jit
 def maskc_backward_dq_ws(
-    QDesc, KDesc, VDesc, DODesc, DQ, Lse2, Delta, counter,
+    QDesc, KDesc, VDesc, DODesc, DQDesc, Lse2, Delta, counter,
     stride_qb, stride_qh, stride_kb, stride_kh, stride_vb, stride_vh, stride_db, stride_dh,
-    stride_dqb, stride_dqh, stride_dqm,
+    stride_dqb, stride_dqh,
     head_layout, table_of_head, table_stride, layouts, row_order, full_ptr, full_idx, partial_ptr, partial_idx,
     qk_scale, sm_scale, n_ctx, heads, group, batch_heads, row_tiles, long_rows, items,
     tile_mask: gl.constexpr, mask_args,
@@ -155,8 +173,8 @@ def maskc_backward_dq_ws(
               row_order, head_layout, table_of_head, table_stride, layouts, full_ptr, full_idx, partial_ptr,
               partial_idx, heads, group, batch_heads, row_tiles, long_rows, items,
               DODesc, do_bufs, stride_db, stride_dh)
-    computer = (q_bufs, do_bufs, k_bufs, v_bufs, q_ready, q_empty, k_ready, v_ready, kv_empty, row_ids, DQ, Lse2,
-                Delta, stride_dqb, stride_dqh, stride_dqm, full_idx, partial_idx, qk_scale, sm_scale, n_ctx, heads,
+    computer = (q_bufs, do_bufs, k_bufs, v_bufs, q_ready, q_empty, k_ready, v_ready, kv_empty, row_ids, DQDesc,
+                Lse2, Delta, stride_dqb, stride_dqh, full_idx, partial_idx, qk_scale, sm_scale, n_ctx, heads,
                 batch_heads, row_tiles, long_rows, items)
     gl.warp_specialize(
         [
@@ -229,8 +247,8 @@ def gradient_columns(args, tile_mask: gl.constexpr, mask_args, BLOCK_M: gl.const
                      HEAD_DIM: gl.constexpr, STAGES: gl.constexpr, HALF: gl.constexpr):
     # A computing partition: dK and dV of keys [HALF · 64, HALF · 64 + 64) of every key tile the
     # program walks, summed over the query heads of the tile's group.
-    (q_bufs, k_bufs, v_bufs, do_bufs, col_ready, col_empty, q_ready, do_ready, qdo_empty, col_ids, dk_ptr, dv_ptr,
-     lse_bufs, delta_bufs, stride_dkb, stride_dkh, stride_dkn, stride_dvb, stride_dvh, stride_dvn, col_order,
+    (q_bufs, k_bufs, v_bufs, do_bufs, col_ready, col_empty, q_ready, do_ready, qdo_empty, col_ids, dk_desc, dv_desc,
+     lse_bufs, delta_bufs, stride_dkb, stride_dkh, stride_dvb, stride_dvh, col_order,
      head_layout, table_of_head, table_stride, layouts, full_ptr, full_idx, partial_ptr, partial_idx, qk_scale,
      sm_scale, n_ctx, kv_heads, group, batch_kv_heads, col_tiles, long_cols, items) = args
     s_layout: gl.constexpr = product_layout(BLOCK_M)
@@ -261,11 +279,11 @@ def gradient_columns(args, tile_mask: gl.constexpr, mask_args, BLOCK_M: gl.const
                 k, v, q_bufs, do_bufs, q_ready, do_ready, qdo_empty, dk, dv, tile_count, lse_bufs,
                 delta_bufs, partial_idx, partial_lo, partial_hi, start_n, offs_k, code, n_ctx, qk_scale,
                 tile_mask, mask_args, s_layout, op_layout, BLOCK_M, STAGES, True)
-        # the key and value tiles' buffers are free once both halves are past their last product
+        # Stage 3: dK (scaled) and dV stored once, through the half's key and value rows (read by no
+        # product any more); the tiles' buffers are free once both halves' copies have left them.
+        store_rows(dk_desc, k, dk * sm_scale, b * (stride_dkb // HEAD_DIM) + kvh * (stride_dkh // HEAD_DIM) + start_n)
+        store_rows(dv_desc, v, dv, b * (stride_dvb // HEAD_DIM) + kvh * (stride_dvh // HEAD_DIM) + start_n)
         mbarrier.arrive(col_empty.index(cb), count=1)
-        # Stage 3: dK (scaled) and dV stored once.
-        store_half(dk_ptr, dk * sm_scale, b, kvh, start_n, stride_dkb, stride_dkh, stride_dkn, g_layout, HEAD_DIM)
-        store_half(dv_ptr, dv, b, kvh, start_n, stride_dvb, stride_dvh, stride_dvn, g_layout, HEAD_DIM)
         cols_done += 1
         it = take_item(col_ids, col_ready, cols_done)
 
@@ -306,20 +324,10 @@ def column_tiles(k, v, q_bufs, do_bufs, q_ready, do_ready, qdo_empty, dk, dv, ti
 
 
 @gluon.jit
-def store_half(grad_ptr, grad, b, kvh, start_n, stride_b, stride_h, stride_n, g_layout: gl.constexpr,
-               HEAD_DIM: gl.constexpr):
-    # One 64-key half's gradient rows [start_n, start_n + 64) of (batch b, key/value head kvh).
-    offs_n = start_n + gl.arange(0, GROUP_ROWS, layout=gl.SliceLayout(1, g_layout))
-    offs_d = gl.arange(0, HEAD_DIM, layout=gl.SliceLayout(0, g_layout))
-    rows = grad_ptr + b.to(gl.int64) * stride_b + kvh.to(gl.int64) * stride_h
-    gl.store(rows + offs_n.to(gl.int64)[:, None] * stride_n + offs_d[None, :], grad.to(grad_ptr.dtype.element_ty))
-
-
-@gluon.jit
 def maskc_backward_dkdv_ws(
-    QDesc, KDesc, VDesc, DODesc, DK, DV, Lse2Desc, DeltaDesc, counter,
+    QDesc, KDesc, VDesc, DODesc, DKDesc, DVDesc, Lse2Desc, DeltaDesc, counter,
     stride_qb, stride_qh, stride_kb, stride_kh, stride_vb, stride_vh, stride_db, stride_dh,
-    stride_dkb, stride_dkh, stride_dkn, stride_dvb, stride_dvh, stride_dvn,
+    stride_dkb, stride_dkh, stride_dvb, stride_dvh,
     head_layout, table_of_head, table_stride, layouts, col_order, full_ptr, full_idx, partial_ptr, partial_idx,
     qk_scale, sm_scale, n_ctx, heads, kv_heads, group, batch_kv_heads, col_tiles, long_cols, items,
     tile_mask: gl.constexpr, mask_args,
@@ -341,8 +349,8 @@ def maskc_backward_dkdv_ws(
               stride_db, stride_dh, col_order, head_layout, table_of_head, table_stride, layouts, full_ptr,
               full_idx, partial_ptr, partial_idx, kv_heads, group, batch_kv_heads, col_tiles, long_cols, items,
               Lse2Desc, lse_bufs, DeltaDesc, delta_bufs, heads, n_ctx)
-    computer = (q_bufs, k_bufs, v_bufs, do_bufs, col_ready, col_empty, q_ready, do_ready, qdo_empty, col_ids, DK, DV,
-                lse_bufs, delta_bufs, stride_dkb, stride_dkh, stride_dkn, stride_dvb, stride_dvh, stride_dvn, col_order,
+    computer = (q_bufs, k_bufs, v_bufs, do_bufs, col_ready, col_empty, q_ready, do_ready, qdo_empty, col_ids, DKDesc,
+                DVDesc, lse_bufs, delta_bufs, stride_dkb, stride_dkh, stride_dvb, stride_dvh, col_order,
                 head_layout, table_of_head, table_stride, layouts, full_ptr, full_idx, partial_ptr, partial_idx,
                 qk_scale, sm_scale, n_ctx, kv_heads, group, batch_kv_heads, col_tiles, long_cols, items)
     gl.warp_specialize(
