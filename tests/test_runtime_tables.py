@@ -5,6 +5,7 @@ every tile called full is full, tables are well formed."""
 from __future__ import annotations
 
 import warnings
+from typing import Any
 
 import numpy as np
 import pytest
@@ -16,7 +17,7 @@ from specgen import document_spec_dicts, tile_shapes
 
 import maskc
 from maskc.backends.triton.compaction import BLOCK_L, BLOCK_W, compact_document_kinds, compact_kinds
-from maskc.backends.triton.runtime import CallInputs, StaticMaps, runtime_tables, tile_kinds
+from maskc.backends.triton.runtime import CallInputs, RuntimeTables, StaticMaps, runtime_tables, tile_kinds
 from maskc.clustering import resolve_dynamic
 from maskc.errors import BackendError, MaskcWarning
 from maskc.grid import TileGrid
@@ -130,11 +131,29 @@ def test_document_kinds_compacted_in_the_kernels_equal_the_brute_force_maps(
 def test_document_kinds_read_a_broadcast_map_through_its_strides() -> None:
     """A static map expanded from one row (stride 0) is read as the full map it stands for."""
     labels = torch.as_tensor(maskc.ids_from_lengths([5, 9, 3]), dtype=torch.int32)[None]
-    row = torch.tensor([[2, 1, 0, 2, 1]], dtype=torch.int8)
+    line = torch.tensor([2, 1, 0, 2, 1], dtype=torch.int8)
+    for broadcast in (line[None, :].expand(5, 5), line[:, None].expand(5, 5), line[:1, None].expand(5, 5)):
+        for transpose in (False, True):
+            got = compact_document_kinds(labels, broadcast, 4, 4, transpose)
+            want = compact_document_kinds(labels, broadcast.contiguous(), 4, 4, transpose)
+            assert all(torch.equal(a, b) for a, b in zip(got, want, strict=True))
+
+
+@pytest.mark.parametrize("tile", [(1, 1), (16, 1), (3, 2)])
+def test_document_kinds_along_lines_wider_than_one_step(tile: tuple[int, int]) -> None:
+    """Lines of more than BLOCK_W tiles (tiles of one or two positions), against maps from every pair."""
+    lengths = [37, 1, 90, 2, 60, 111]
+    ids = maskc.ids_from_lengths(lengths)
+    grid = TileGrid(len(ids), *tile)
+    assert max(grid.row_tiles, grid.col_tiles) > BLOCK_W
+    fixed = torch.randint(
+        0, 3, (grid.row_tiles, grid.col_tiles), dtype=torch.int8, generator=torch.Generator().manual_seed(6)
+    )
+    maps = torch.minimum(torch.as_tensor(_document_kinds_by_pairs(ids, grid)), fixed)[None]
+    labels = torch.as_tensor(ids, dtype=torch.int32)[None]
     for transpose in (False, True):
-        got = compact_document_kinds(labels, row.expand(5, 5), 4, 4, transpose)
-        want = compact_document_kinds(labels, row.expand(5, 5).contiguous(), 4, 4, transpose)
-        assert all(torch.equal(a, b) for a, b in zip(got, want, strict=True))
+        got = compact_document_kinds(labels, fixed, *tile, transpose)
+        assert all(torch.equal(a, b) for a, b in zip(got, compact_kinds(maps, transpose), strict=True))
 
 
 def test_the_document_compaction_op_passes_torch_library_checks() -> None:
@@ -157,6 +176,81 @@ def test_the_document_compaction_op_passes_torch_library_checks() -> None:
 def test_document_compaction_rejects_bad_inputs(labels: torch.Tensor, kind: torch.Tensor | None, message: str) -> None:
     with pytest.raises(BackendError, match=message):
         compact_document_kinds(labels, kind, 4, 4, False)
+
+
+WINDOW = {"window": {"before": 20, "after": 0}}
+
+
+@pytest.mark.parametrize(
+    "pattern",
+    [
+        {"document": {}},
+        {"intersect": [{"document": {}}, WINDOW]},
+        {
+            "intersect": [
+                {"intersect": [{"document": {}}, {"window": {"before": 30, "after": 5}}]},
+                {"global": {"first": 3}},
+            ]
+        },
+    ],
+    ids=["alone", "with a window", "nested"],
+)
+@pytest.mark.parametrize("causal", [True, False])
+@pytest.mark.parametrize("tile", [(16, 16), (16, 32), (64, 16)])
+def test_document_forms_build_the_tables_of_the_general_path(
+    pattern: dict, causal: bool, tile: tuple[int, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Documents intersected with static rules take `compact_document_kinds`; their tables equal, array
+    for array, those of the general path (tile kinds by torch ops, then `compact_kinds`)."""
+    from maskc.backends.triton import runtime
+
+    n = 100
+    spec = maskc.Spec.model_validate({"name": "docs", "causal": causal, "pattern": pattern})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", MaskcWarning)
+        compiled = maskc.compile(spec, seq_len=n, block_size=tile)
+    rule = compiled.layouts[0].rule
+    assert runtime._static_beside_documents(rule) is not None
+    ids = torch.as_tensor(np.stack([maskc.ids_from_lengths([30, 40, 30]), maskc.ids_from_lengths([7, 60, 33])]))
+    q = torch.zeros(2, 3, n, 4)
+
+    def tables(walk: str) -> RuntimeTables:
+        inputs = CallInputs.prepare([rule], q, q, ids)
+        return runtime_tables([rule], compiled.head_layout, TileGrid(n, *tile), walk, inputs, StaticMaps(), q.device)
+
+    for walk in ("rows", "columns"):
+        fast = tables(walk)
+        with monkeypatch.context() as patch:
+            patch.setattr(runtime, "_static_beside_documents", lambda rule: None)
+            general = tables(walk)
+        assert fast.table_stride == general.table_stride
+        assert torch.equal(fast.table_of_head, general.table_of_head)
+        for name in ("order", "full_ptr", "full_idx", "partial_ptr", "partial_idx"):
+            assert torch.equal(getattr(fast.walk, name), getattr(general.walk, name)), (walk, name)
+
+
+@pytest.mark.parametrize(
+    "pattern",
+    [
+        [{"intersect": [{"document": {}}, WINDOW]}, {"sink": {"count": 2}}],
+        [{"document": {}}, WINDOW],
+        {"difference": [{"document": {}}, WINDOW]},
+        {"difference": [WINDOW, {"document": {}}]},
+        {"sink": {"count": 2, "per": "document"}},
+        {"intersect": [{"document": {}}, {"sink": {"count": 2, "per": "document"}}]},
+        {"intersect": [{"document": {}}, [{"document": {}}, WINDOW]]},
+        {"intersect": [{"difference": [{"document": {}}, WINDOW]}, WINDOW]},
+    ],
+)
+def test_other_document_patterns_keep_the_general_path(pattern: Any) -> None:
+    """Unions, differences and per-document sets are not "same document ∩ static rules"."""
+    from maskc.backends.triton import runtime
+
+    spec = maskc.Spec.model_validate({"name": "docs", "causal": True, "pattern": pattern})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", MaskcWarning)
+        rule = maskc.compile(spec, seq_len=96, block_size=16).layouts[0].rule
+    assert runtime._static_beside_documents(rule) is None
 
 
 def _tile_truth(mask: np.ndarray, grid: TileGrid) -> tuple[np.ndarray, np.ndarray]:

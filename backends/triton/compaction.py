@@ -77,6 +77,8 @@ def compact_document_kinds(
             f"compact_document_kinds takes a ({rows}, {columns}) int8 map for {n} positions on {block_m} × "
             f"{block_n} tiles; got {tuple(kind.shape)} {kind.dtype}"
         )
+    if kind is not None and kind.device != labels.device:
+        raise BackendError(f"compact_document_kinds: the map is on {kind.device}, the labels on {labels.device}")
     shared = None if kind is None else kind.unsqueeze(0)
     return _compact(_Source(shared, labels.contiguous(), batch, rows, columns, block_m, block_n), transpose)
 

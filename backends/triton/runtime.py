@@ -15,7 +15,7 @@ call can be captured in a CUDA graph. A run-time layout therefore never needs mo
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,6 +24,7 @@ import torch
 
 from maskc.cluster_order import SortedClusterRule, sorted_kinds
 from maskc.clustering import cluster_labels
+from maskc.errors import BackendError
 from maskc.grid import TileGrid
 from maskc.rules import (
     ClusterRule,
@@ -290,19 +291,25 @@ class StaticMaps:
         fixed = [child for child in rule.children() if not child.dynamic]
         if not fixed:
             return None
-        return self._fold(rule, "static children", fixed, grid, device)
+        combine = union if isinstance(rule, UnionRule) else intersection
+        return self._fold(rule, "static children", fixed, combine, grid, device)
 
     def intersected(self, owner: Rule, parts: Sequence[Rule], grid: TileGrid, device: torch.device) -> torch.Tensor:
         """The kinds of the intersection of the static `parts` found under `owner`, on the device."""
-        return self._fold(owner, "static parts", parts, grid, device)
+        return self._fold(owner, "static parts", parts, intersection, grid, device)
 
     def _fold(
-        self, owner: Rule, what: str, parts: Sequence[Rule], grid: TileGrid, device: torch.device
+        self,
+        owner: Rule,
+        what: str,
+        parts: Sequence[Rule],
+        combine: Callable[[Iterable[torch.Tensor]], torch.Tensor],
+        grid: TileGrid,
+        device: torch.device,
     ) -> torch.Tensor:
-        """`parts`' kinds combined by `owner`'s operation (union, else intersection), once per grid."""
+        """`parts`' kinds combined by `combine` (union or intersection), once per grid and device."""
         key = (id(owner), what, grid, str(device))
         if key not in self._maps:
-            combine = union if isinstance(owner, UnionRule) else intersection
             # pairwise over a generator: one part's map at a time held beside the result
             self._maps[key] = combine(_host_kinds(part, grid) for part in parts).to(device)
             self._keep.append(owner)
@@ -373,8 +380,9 @@ def runtime_tables(
     heads = inputs.heads
     layout_of = np.asarray(head_layout if len(head_layout) == heads else np.zeros(heads, dtype=np.int32))
     fixed = _static_beside_documents(rules[0]) if len(rules) == 1 else None
-    if fixed is not None:
-        inputs.built[built_key] = _document_tables(rules[0], fixed, grid, walk, inputs, static, device)
+    if fixed is not None:  # kinds decided inside the compaction from the documents and one static map
+        kinds = static.intersected(rules[0], fixed, grid, device) if fixed else None
+        inputs.built[built_key] = _document_tables(inputs.values["labels"], kinds, grid, walk, heads, static)
         return inputs.built[built_key]
     key = ("kinds", grid, str(device))
     if key not in inputs.built:  # the rows and the columns walk of one grid share them
@@ -409,21 +417,17 @@ def _static_beside_documents(rule: Rule) -> list[Rule] | None:
 
 
 def _document_tables(
-    rule: Rule,
-    fixed: list[Rule],
-    grid: TileGrid,
-    walk: str,
-    inputs: CallInputs,
-    static: StaticMaps,
-    device: torch.device,
+    labels: torch.Tensor, kinds: torch.Tensor | None, grid: TileGrid, walk: str, heads: int, static: StaticMaps
 ) -> RuntimeTables:
-    """One layout's tables per batch row from the document numbers, the `fixed` rules' map (folded
-    once per grid) taken inside the compaction: one op for the kinds and their tables together."""
-    kinds = static.intersected(rule, fixed, grid, device).expand(grid.row_tiles, grid.col_tiles) if fixed else None
-    labels = inputs.values["labels"]
+    """One layout's tables per batch row from the document numbers and the static rules' `kinds`
+    (folded once per grid), taken together inside the compaction: one op for kinds and tables."""
+    if labels.shape[1] != grid.n:
+        raise BackendError(f"document numbers for {labels.shape[1]} positions on a grid of {grid.n}")
+    if kinds is not None:
+        kinds = kinds.expand(grid.row_tiles, grid.col_tiles)
     pointers, indices, lengths = compact_document_kinds(labels, kinds, grid.block_m, grid.block_n, walk == "columns")
     lines = grid.col_tiles if walk == "columns" else grid.row_tiles
-    zero = static.constant(np.zeros(inputs.heads, dtype=np.int32), device)
+    zero = static.constant(np.zeros(heads, dtype=np.int32), labels.device)
     return RuntimeTables(_walk_tables(pointers, indices, lengths, lines), zero, 1)
 
 
