@@ -30,6 +30,10 @@
 #   bash bench/run_gpu.sh check   one GPU, after a change to the Gluon kernels: their whole test file,
 #                                 then StreamingLLM and dilated (bench_lowering --quick, short rows)
 #                                 and the causal window (bench_triton): `bash bench/run_gpu.sh check 540`
+#   bash bench/run_gpu.sh stores  one GPU: window, Longformer and BigBird (bench_triton), dQ against the
+#                                 Triton dQ (probe_forward_ws --kernel dq), StreamingLLM and dilated,
+#                                 documents with a window's host time (a build in every call), and a
+#                                 profiled documents forward+backward: `bash bench/run_gpu.sh stores 540`
 # Every queue stops starting benchmarks when its time (second argument, seconds) is spent.
 set -u
 phase=${1:-tests}; budget=${2:-330}
@@ -110,6 +114,16 @@ elif [ "$phase" = check ]; then
         "short rows|python3 bench/bench_lowering.py --quick --patterns streaming_llm,dilated_2" \
         "window|python3 bench/bench_triton.py --ns 32768 --patterns mistral_swa"
     grep -E "^(FAILED|ERROR)|passed|failed" "$out/check.log" | tail -20
+elif [ "$phase" = stores ]; then
+    # what the bulk stores of every Gluon kernel (2026-12-03, third session) have not been measured on:
+    # the static patterns whose forward stayed on the Triton kernel, dQ alone against the Triton dQ,
+    # the short rows again, then the documents' host time with a build in every call and one profiled
+    # forward+backward of the documents (their shared calls ran slower than the built ones)
+    queue 0 stores "triton|python3 bench/bench_triton.py --ns 32768 --patterns mistral_swa,longformer,bigbird" \
+        "dq|python3 bench/probe_forward_ws.py --kernel dq --cases window,documents,streaming" \
+        "short rows|python3 bench/bench_lowering.py --quick --patterns streaming_llm,dilated_2" \
+        "host|MASKC_REUSE_LAYOUT=0 python3 bench/host_time.py --cases docwindow --calls 3" \
+        "documents profiled|MASKC_BENCH_PROFILE=1 python3 bench/bench_runtime.py --cases documents"
 elif [ "$phase" = graphs ]; then
     export MASKC_BENCH_GRAPHS=1
     # each test and case in a process of its own: a capture that fails leaves CUDA's generator unusable
