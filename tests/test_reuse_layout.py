@@ -46,7 +46,7 @@ def _qkv(seed: int) -> list[torch.Tensor]:
 def builds(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """The walks' tables compacted since the test began: one entry per table build."""
     made: list[str] = []
-    compact, compact_documents = runtime.compact_kinds, runtime.compact_document_kinds
+    compact, compact_documents = runtime.compacted, runtime.compacted_documents
 
     def counted(kind: torch.Tensor, transpose: bool):
         made.append("columns" if transpose else "rows")
@@ -56,8 +56,8 @@ def builds(monkeypatch: pytest.MonkeyPatch) -> list[str]:
         made.append("columns" if transpose else "rows")
         return compact_documents(labels, kind, block_m, block_n, transpose)
 
-    monkeypatch.setattr(runtime, "compact_kinds", counted)
-    monkeypatch.setattr(runtime, "compact_document_kinds", counted_documents)
+    monkeypatch.setattr(runtime, "compacted", counted)
+    monkeypatch.setattr(runtime, "compacted_documents", counted_documents)
     monkeypatch.delenv(REUSE_LAYOUT, raising=False)
     return made
 

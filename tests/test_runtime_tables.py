@@ -16,7 +16,14 @@ from interpreter import interpreter  # noqa: F401  (fixture: kernels run in Trit
 from specgen import document_spec_dicts, tile_shapes
 
 import maskc
-from maskc.backends.triton.compaction import BLOCK_L, BLOCK_W, compact_document_kinds, compact_kinds
+from maskc.backends.triton.compaction import (
+    BLOCK_L,
+    BLOCK_W,
+    compact_document_kinds,
+    compact_kinds,
+    compacted,
+    compacted_documents,
+)
 from maskc.backends.triton.runtime import CallInputs, RuntimeTables, StaticMaps, runtime_tables, tile_kinds
 from maskc.clustering import resolve_dynamic
 from maskc.errors import BackendError, MaskcWarning
@@ -79,6 +86,29 @@ def test_the_compaction_op_passes_torch_library_checks() -> None:
     kind = torch.randint(0, 3, (2, 5, 3), dtype=torch.int8, generator=torch.Generator().manual_seed(4))
     for transpose in (False, True):
         torch.library.opcheck(compact_kinds, (kind, transpose))
+
+
+def test_eager_compaction_skips_the_op_and_a_tracer_records_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Eager calls run the compaction's body directly (no custom op dispatch); under a tracer (make_fx
+    here, torch.compile alike) the ops are recorded, so a compiled graph keeps them whole."""
+    from torch.fx.experimental.proxy_tensor import make_fx
+
+    kind = torch.randint(0, 3, (2, 5, 3), dtype=torch.int8, generator=torch.Generator().manual_seed(7))
+    labels = torch.as_tensor(maskc.ids_from_lengths([3, 4, 2]), dtype=torch.int32)[None]
+    fixed = kind[0, :3, :3].contiguous()
+    from maskc.backends.triton import compaction
+
+    for transpose in (False, True):
+        ops = compact_kinds(kind, transpose), compact_document_kinds(labels, fixed, 4, 3, transpose)
+        with monkeypatch.context() as patch:
+            for name in ("compact_kinds", "compact_document_kinds"):
+                patch.setattr(compaction, name, lambda *args: pytest.fail("an eager call went through the op"))
+            eager = compacted(kind, transpose), compacted_documents(labels, fixed, 4, 3, transpose)
+        for got, want in zip(eager, ops, strict=True):
+            assert all(torch.equal(a, b) for a, b in zip(got, want, strict=True))
+    graph = make_fx(lambda k, x, f: (compacted(k, False), compacted_documents(x, f, 4, 3, True)))(kind, labels, fixed)
+    targets = {str(node.target) for node in graph.graph.nodes}
+    assert {"maskc.compact_kinds.default", "maskc.compact_document_kinds.default"} <= targets, targets
 
 
 def test_compacted_kinds_reject_other_dtypes() -> None:

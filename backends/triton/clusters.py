@@ -38,9 +38,15 @@ CLUSTER_ORDER = "cluster-order"
 _SORTED: weakref.WeakKeyDictionary[CompiledPattern, CompiledPattern] = weakref.WeakKeyDictionary()
 
 
+_IN_CLUSTER_ORDER: weakref.WeakKeyDictionary[CompiledPattern, bool] = weakref.WeakKeyDictionary()
+
+
 def runs_in_cluster_order(pattern: CompiledPattern) -> bool:
-    """Whether the pattern runs as cluster segments (one cluster leaf bounds every head's rule)."""
-    return pattern.dynamic and sorting_leaf(pattern) is not None
+    """Whether the pattern runs as cluster segments (one cluster leaf bounds every head's rule):
+    a property of its rules, answered once per pattern (every call asks)."""
+    if pattern not in _IN_CLUSTER_ORDER:
+        _IN_CLUSTER_ORDER[pattern] = pattern.dynamic and sorting_leaf(pattern) is not None
+    return _IN_CLUSTER_ORDER[pattern]
 
 
 def _sorting_leaf(pattern: CompiledPattern) -> ClusterRule:

@@ -8,6 +8,10 @@ offsets into the indices, as the kernels read them) and indices (G · lines · w
 line's tiles in increasing order; entries past the last pointer are zero, unused capacity); and
 each line's stored tiles summed over the G maps (lines,), which orders the programs.
 
+Eager calls take them through `compacted` and `compacted_documents`, which call the ops' bodies
+directly (a custom op's dispatch, some 13 µs a call on a 2-core development machine, is host time in
+every call); traced calls go through the ops.
+
 `compact_document_kinds(labels, kind, block_m, block_n, transpose)` returns the same for the
 intersection of "same document" with one static (R, C) map (or with nothing): one table per row
 of the (B, N) document numbers, each tile's kind decided inside the two kernels, so that a
@@ -25,6 +29,7 @@ import torch
 import triton
 
 from maskc.errors import BackendError
+from maskc.tracing import tracing_mode
 
 from .cache import interpreting
 from .kernels import kernel_module
@@ -48,10 +53,33 @@ class _Source:
     size_n: int = 0
 
 
+def compacted(kind: torch.Tensor, transpose: bool) -> Tables:
+    """`compact_kinds`, called as a plain function in eager calls (a custom op's dispatch costs host
+    time in every call) and as the op under a tracer, which needs its fake implementation."""
+    return (_compact_kinds if _eager(kind) else compact_kinds)(kind, transpose)
+
+
+def compacted_documents(
+    labels: torch.Tensor, kind: torch.Tensor | None, block_m: int, block_n: int, transpose: bool
+) -> Tables:
+    """`compact_document_kinds`, called as `compacted` calls `compact_kinds`."""
+    op = _compact_document_kinds if _eager(labels) else compact_document_kinds
+    return op(labels, kind, block_m, block_n, transpose)
+
+
+def _eager(x: torch.Tensor) -> bool:
+    """Whether a call on `x` runs eagerly: a plain tensor, no torch.compile, no tracing dispatch mode."""
+    return type(x) is torch.Tensor and not torch.compiler.is_compiling() and not tracing_mode()
+
+
 @torch.library.custom_op("maskc::compact_kinds", mutates_args=())
 def compact_kinds(kind: torch.Tensor, transpose: bool) -> Tables:
     """(pointers (2, G · (lines + 1)), indices (2, G · lines · width), lengths (lines,)), int32, from
     kind (G, R, C) int8; lines are R (or C with `transpose`)."""
+    return _compact_kinds(kind, transpose)
+
+
+def _compact_kinds(kind: torch.Tensor, transpose: bool) -> Tables:
     if kind.dim() != 3 or kind.dtype != torch.int8:
         raise BackendError(f"compact_kinds takes (G, R, C) int8 tile kinds; got {tuple(kind.shape)} {kind.dtype}")
     groups, rows, columns = kind.shape
@@ -65,6 +93,12 @@ def compact_document_kinds(
     """The tables of "same document" ∩ `kind` for each row of labels (B, N) int32 (non-decreasing
     document numbers), on tiles of block_m × block_n; `kind`, (R, C) int8 kinds of the pattern's static
     part shared by every row, or None for documents alone. Returned as `compact_kinds` returns them."""
+    return _compact_document_kinds(labels, kind, block_m, block_n, transpose)
+
+
+def _compact_document_kinds(
+    labels: torch.Tensor, kind: torch.Tensor | None, block_m: int, block_n: int, transpose: bool
+) -> Tables:
     if labels.dim() != 2 or labels.dtype != torch.int32 or min(block_m, block_n) < 1:
         raise BackendError(
             f"compact_document_kinds takes (B, N) int32 document numbers and positive tile sizes; got "

@@ -41,7 +41,7 @@ from maskc.selection import select_blocks
 from maskc.tile_kinds import FULL, difference, intersection, kinds_of, union
 from maskc.tracing import made_once
 
-from .compaction import compact_document_kinds, compact_kinds
+from .compaction import compacted, compacted_documents
 from .tables import WalkTables
 
 
@@ -395,7 +395,7 @@ def runtime_tables(
     # 2 where full, 1 where partial, 0 where empty; compacted into full and partial tables in one op
     kind = _per_table(kinds, shape, layout_of, per_head, static, device)
     lines = grid.col_tiles if walk == "columns" else grid.row_tiles
-    pointers, indices, lengths = compact_kinds(kind.reshape(-1, grid.row_tiles, grid.col_tiles), walk == "columns")
+    pointers, indices, lengths = compacted(kind.reshape(-1, grid.row_tiles, grid.col_tiles), walk == "columns")
     table_of_head = np.arange(heads, dtype=np.int32) if per_head else layout_of.astype(np.int32)
     walk_tables = _walk_tables(pointers, indices, lengths, lines)
     inputs.built[built_key] = RuntimeTables(walk_tables, static.constant(table_of_head, device), tables)
@@ -425,7 +425,7 @@ def _document_tables(
         raise BackendError(f"document numbers for {labels.shape[1]} positions on a grid of {grid.n}")
     if kinds is not None:
         kinds = kinds.expand(grid.row_tiles, grid.col_tiles)
-    pointers, indices, lengths = compact_document_kinds(labels, kinds, grid.block_m, grid.block_n, walk == "columns")
+    pointers, indices, lengths = compacted_documents(labels, kinds, grid.block_m, grid.block_n, walk == "columns")
     lines = grid.col_tiles if walk == "columns" else grid.row_tiles
     zero = static.constant(np.zeros(heads, dtype=np.int32), labels.device)
     return RuntimeTables(_walk_tables(pointers, indices, lengths, lines), zero, 1)
