@@ -11,6 +11,10 @@ the non-empty ones and full tiles a subset of the full ones, so the kernels comp
 The tables are compacted by two kernels (`compaction.compact_kinds`) into arrays of fixed capacity
 (every tile of the grid): no value is read back to the host, nothing depends on data in shape, and a
 call can be captured in a CUDA graph. A run-time layout therefore never needs more tiles than reserved.
+
+A layout that is "same document" alone or intersected with static rules only (document-causal, a window
+inside each document) makes no kind map: `compaction.compact_document_kinds` decides its kinds inside
+the same two kernels, from the tiles' document spans and the static part's map.
 """
 
 from __future__ import annotations
