@@ -10,6 +10,7 @@ from . import descriptors
 from .cache import interpreting
 from .chunks import chunk_args, chunk_programs, launch_programs, workspace
 from .forward import (
+    HALF_ROWS,
     LOG2E,
     WS_CONSUMER_REGS,
     WS_MAX_REGS,
@@ -224,7 +225,7 @@ def launch_dq_ws(
     tables = launch.walk
     items = tables.programs * batch * heads
     plan.kernels("backward_ws").maskc_backward_dq_ws[(min(items, processors(q.device)),)](
-        *ws_descriptors(tensors, config), *ws_descriptors((dq,), config, (64,)), *rows,
+        *ws_descriptors(tensors, config), *ws_descriptors((dq,), config, (HALF_ROWS,)), *rows,
         torch.zeros(1, dtype=torch.int32, device=q.device),
         *(stride for x in tensors for stride in x.stride()[:2]), *dq.stride()[:2],
         *launch.kernel_args(),
@@ -254,7 +255,7 @@ def launch_dkdv_ws(
     items = tables.programs * batch * kv_heads
     dk, dv = grads
     plan.kernels("backward_ws").maskc_backward_dkdv_ws[(min(items, processors(q.device)),)](
-        *ws_descriptors(tensors, config), *ws_descriptors((dk, dv), config, (64, 64)),
+        *ws_descriptors(tensors, config), *ws_descriptors((dk, dv), config, (HALF_ROWS, HALF_ROWS)),
         *descriptors.gluon_term_descriptors(rows, config.block_m), torch.zeros(1, dtype=torch.int32, device=q.device),
         *(stride for x in tensors for stride in x.stride()[:2]), *dk.stride()[:2], *dv.stride()[:2],
         *launch.kernel_args(),

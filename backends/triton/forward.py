@@ -88,9 +88,9 @@ def launch_forward_ws(
     items = tables.programs * groups
     kernels = plan.kernels("forward_ws")
     kernels.maskc_forward_ws[(min(items, processors(q.device)),)](
-        *ws_descriptors(qkv, config), *ws_descriptors((out,), config, (64,)), lse,
+        *ws_descriptors(qkv, config), *ws_descriptors((out,), config, (HALF_ROWS,)), lse,
         torch.zeros(1, dtype=torch.int32, device=q.device),
-        *q.stride()[:2], *k.stride()[:2], *v.stride()[:2], *out.stride()[:3],
+        *q.stride()[:2], *k.stride()[:2], *v.stride()[:2], *out.stride()[:2],
         *launch.kernel_args(),
         scale * LOG2E, plan.n, heads, heads // k.shape[1], groups, tables.lines, tables.long_lines, items,
         plan.tile_mask(), launch.mask_args,
@@ -98,6 +98,11 @@ def launch_forward_ws(
         CONSUMER_REGS=WS_CONSUMER_REGS, OVERLAP=config.overlap,
         num_warps=config.num_warps, maxnreg=WS_MAX_REGS,
     )  # fmt: skip
+
+
+#: Rows a computing partition of the warp-specialised kernels stores at once: its half of a 128-row
+#: tile (kernels/forward_ws.py's GROUP_ROWS), so outputs and gradients take descriptors of this block.
+HALF_ROWS = 64
 
 
 def ws_descriptors(

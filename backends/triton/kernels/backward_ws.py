@@ -28,19 +28,14 @@ from __future__ import annotations
 
 from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
-from triton.experimental.gluon.language.nvidia.hopper import (
-    fence_async_shared,
-    mbarrier,
-    tma,
-    warpgroup_mma,
-    warpgroup_mma_wait,
-)
+from triton.experimental.gluon.language.nvidia.hopper import mbarrier, tma, warpgroup_mma, warpgroup_mma_wait
 
 from .common import program_slot
 from .forward_ws import (
     CONSUMERS,
     GROUP_ROWS,
     buffer_pair,
+    copy_rows_out,
     descriptor_rows,
     half_of_row,
     issue_loads,
@@ -99,14 +94,9 @@ def gradient_rows(args, tile_mask: gl.constexpr, mask_args, BLOCK_M: gl.constexp
 
 @gluon.jit
 def store_rows(desc, buf, rows, row):
-    """64 gradient rows from registers to global memory at row `row` of `desc`'s (rows, head dim) view:
-    written into the shared buffer `buf` (its tile's layout), then one bulk tensor copy, waited for
-    until it has read the buffer, so that the buffer may be refilled."""
-    gl.thread_barrier()  # every warp of the partition is past its last read of the buffer
-    buf.store(rows.to(desc.dtype))
-    fence_async_shared()
-    gl.thread_barrier()
-    tma.async_copy_shared_to_global(desc, [row.to(gl.int32), 0], buf)
+    """64 gradient rows through the shared buffer `buf` (`copy_rows_out`), waited for until the copy
+    has read the buffer, so that the buffer may be refilled."""
+    copy_rows_out(desc, buf, rows, row)
     tma.store_wait(0)
 
 

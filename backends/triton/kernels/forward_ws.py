@@ -399,14 +399,21 @@ def finish_half(ODesc, o_buf, Lse, acc, m_i, l_i, b, h, bh, start_m, n_ctx, stri
     out = acc / l_safe[:, None]
     offs_m = start_m + gl.arange(0, GROUP_ROWS, layout=rows)
     tma.store_wait(0)
-    gl.thread_barrier()
-    o_buf.store(out.to(ODesc.dtype))
-    fence_async_shared()
-    gl.thread_barrier()
-    o_row = (b * (stride_ob // HEAD_DIM) + h * (stride_oh // HEAD_DIM) + start_m).to(gl.int32)
-    tma.async_copy_shared_to_global(ODesc, [o_row, 0], o_buf)
+    copy_rows_out(ODesc, o_buf, out, b * (stride_ob // HEAD_DIM) + h * (stride_oh // HEAD_DIM) + start_m)
     lse = gl.where(empty, float("-inf"), (m_o + gl.log2(l_safe)) * LN2)
     gl.store(Lse + bh.to(gl.int64) * n_ctx + offs_m, lse)
+
+
+@gluon.jit
+def copy_rows_out(desc, buf, rows, row):
+    """64 rows from registers to global memory at row `row` of `desc`'s (rows, head dim) view: written
+    into the shared buffer `buf` (in its tile's layout), then one bulk tensor copy, not waited for (the
+    caller waits with `tma.store_wait` before the buffer is written or refilled)."""
+    gl.thread_barrier()  # every warp of the partition is past its last use of the buffer
+    buf.store(rows.to(desc.dtype))
+    fence_async_shared()
+    gl.thread_barrier()
+    tma.async_copy_shared_to_global(desc, [row.to(gl.int32), 0], buf)
 
 
 @gluon.jit
@@ -432,7 +439,7 @@ def ring_barriers(STAGES: gl.constexpr):
 @gluon.jit
 def maskc_forward_ws(
     QDesc, KDesc, VDesc, ODesc, Lse, counter,
-    stride_qb, stride_qh, stride_kb, stride_kh, stride_vb, stride_vh, stride_ob, stride_oh, stride_om,
+    stride_qb, stride_qh, stride_kb, stride_kh, stride_vb, stride_vh, stride_ob, stride_oh,
     head_layout, table_of_head, table_stride, layouts, row_order, full_ptr, full_idx, partial_ptr, partial_idx,
     qk_scale, n_ctx, heads, group, batch_heads, row_tiles, long_rows, items,
     tile_mask: gl.constexpr, mask_args,
