@@ -34,6 +34,11 @@
 #                                 Triton dQ (probe_forward_ws --kernel dq), StreamingLLM and dilated,
 #                                 documents with a window's host time (a build in every call), and a
 #                                 profiled documents forward+backward: `bash bench/run_gpu.sh stores 540`
+#   bash bench/run_gpu.sh host    one GPU, after a change to the run-time build or the launches' set-up:
+#                                 the compaction's GPU tests and the Gluon kernels' run-time-pattern tests,
+#                                 host time of documents with a window (a build in every call) and of the
+#                                 window, then document-causal and documents with a window (bench_runtime),
+#                                 the latter also from CUDA graphs: `bash bench/run_gpu.sh host 540`
 # Every queue stops starting benchmarks when its time (second argument, seconds) is spent.
 set -u
 phase=${1:-tests}; budget=${2:-330}
@@ -124,6 +129,13 @@ elif [ "$phase" = stores ]; then
         "short rows|python3 bench/bench_lowering.py --quick --patterns streaming_llm,dilated_2" \
         "host|MASKC_REUSE_LAYOUT=0 python3 bench/host_time.py --cases docwindow --calls 3" \
         "documents profiled|MASKC_BENCH_PROFILE=1 python3 bench/bench_runtime.py --cases documents"
+elif [ "$phase" = host ]; then
+    queue 0 host "compaction tests|python3 -m pytest -q -p no:cacheprovider -n 8 -rfE --timeout 240 tests/gpu/test_select_compact_gpu.py" \
+        "run-time tests|python3 -m pytest -q -p no:cacheprovider -n 8 -rfE --timeout 240 -k run_time tests/gpu/test_forward_ws_gpu.py" \
+        "host|MASKC_REUSE_LAYOUT=0 python3 bench/host_time.py --cases docwindow,window --calls 3" \
+        "runtime|python3 bench/bench_runtime.py --cases documents,window" \
+        "runtime graphed|MASKC_BENCH_GRAPHS=1 python3 bench/bench_runtime.py --cases window"
+    grep -E "^(FAILED|ERROR)|passed|failed" "$out/host.log" | tail -20
 elif [ "$phase" = graphs ]; then
     export MASKC_BENCH_GRAPHS=1
     # each test and case in a process of its own: a capture that fails leaves CUDA's generator unusable

@@ -145,15 +145,27 @@ def test_the_kernel_modules_load_without_a_gpu() -> None:
         "import torch\n"
         "from maskc.backends.triton.descriptors import gluon_term_descriptors\n"
         "lse, delta = gluon_term_descriptors((torch.zeros(2, 3, 256), torch.ones(2, 3, 256)), 64)\n"
-        "print(lse.shape, lse.block_shape, bool(delta.base.eq(1).all()))"
+        "print(lse.shape, lse.block_shape, bool(delta.base.eq(1).all()))\n"
+        "from triton.experimental.gluon import language as gl\n"
+        "from maskc.backends.triton.descriptors import gluon_row_descriptors\n"
+        "x, y = torch.zeros(1, 2, 256, 64, dtype=torch.bfloat16), torch.zeros(1, 2, 256, 32, dtype=torch.float16)\n"
+        "for _ in range(2):\n"
+        "    a, b = gluon_row_descriptors((x, y), (128, 64))\n"
+        "    made = (([128, 64], gl.bfloat16), ([64, 32], gl.float16))\n"
+        "    fresh = [gl.NVMMASharedLayout.get_default_for(*shape) for shape in made]\n"
+        "    print(a.layout == fresh[0], b.layout == fresh[1], a.layout != b.layout, a.block_shape, b.block_shape)\n"
+        "print(gluon_row_descriptors((x.float(),), (64,)))"
     )
     env = {key: value for key, value in os.environ.items() if key != "TRITON_INTERPRET"}
     done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
-    *kernels, terms = done.stdout.strip().split("\n")
+    *kernels, terms, first, again, float_rows = done.stdout.strip().split("\n")
     assert " ".join(kernels).split() == ["GluonJITFunction"] * 3
     # the row terms read as one vector in [64] pieces: (b, h)'s piece at c starts at (b · H + h) · N + c
     assert terms == "[1536] [64] True"
+    # the shared layouts kept per block and type are the ones Gluon makes for them, in every call
+    assert first == again == "True True True [128, 64] [64, 32]"
+    assert float_rows == "None"  # the kernels' tiles are 16-bit
 
 
 def test_row_terms_read_by_tma_only_when_contiguous_and_addressable() -> None:

@@ -55,10 +55,15 @@ def test_compacted_kinds_list_every_tile_of_each_kind(
     groups: int, rows: int, columns: int, transpose: bool, seed: int
 ) -> None:
     """Lines past one program's BLOCK_L and widths past one step's BLOCK_W included: full and partial
-    lists rebuild the maps exactly, pointers are global offsets, unused capacity is zero, lengths count
-    each line's tiles over every map."""
+    lists rebuild the maps exactly, pointers are global offsets, unused capacity is zero, and the
+    programs' order is the lines by their tiles over every map, most first, ties in line order."""
     kind = torch.randint(0, 3, (groups, rows, columns), dtype=torch.int8, generator=torch.Generator().manual_seed(seed))
-    pointers, indices, lengths = compact_kinds(kind, transpose)
+    _check_compaction(kind, transpose)
+
+
+def _check_compaction(kind: torch.Tensor, transpose: bool) -> None:
+    groups = kind.shape[0]
+    pointers, indices, order = compact_kinds(kind, transpose)
     maps = kind.transpose(1, 2) if transpose else kind
     lines, width = maps.shape[1:]
     assert pointers.shape == (2, groups * (lines + 1)) and indices.shape == (2, groups * lines * width)
@@ -68,7 +73,18 @@ def test_compacted_kinds_list_every_tile_of_each_kind(
         assert np.array_equal(rebuilt, expected)
         stored = int(expected.sum())
         assert int(pointers[at, -1]) == stored and not indices[at, stored:].any()
-    assert torch.equal(lengths, (maps > 0).sum(dim=(0, 2), dtype=torch.int32))
+    lengths = (maps > 0).sum(dim=(0, 2))
+    assert torch.equal(order, torch.sort(lengths, descending=True, stable=True).indices.to(torch.int32))
+
+
+@pytest.mark.parametrize("transpose", [False, True])
+def test_compaction_of_many_lines(transpose: bool) -> None:
+    """More lines than one step of the order's ranking (BLOCK_W) and more blocks before a program than
+    one step of its scan, with runs of equal lengths (empty and full lines) among random ones."""
+    kind = torch.randint(0, 3, (3, 700, 5), dtype=torch.int8, generator=torch.Generator().manual_seed(11))
+    kind[:, 100:300] = 0
+    kind[1, 400:450] = 2
+    _check_compaction(kind, transpose)
 
 
 def test_compacted_kinds_of_strided_maps() -> None:

@@ -6,7 +6,8 @@ empty) and returns the tables of G layouts for one walk: lines are the maps' row
 of 2): pointers (G · (lines + 1) each; map g's at [g · (lines + 1), (g + 1) · (lines + 1)), global
 offsets into the indices, as the kernels read them) and indices (G · lines · width each: every
 line's tiles in increasing order; entries past the last pointer are zero, unused capacity); and
-each line's stored tiles summed over the G maps (lines,), which orders the programs.
+the programs' order (lines,): the lines by their stored tiles summed over the G maps, most first,
+equals in line order (a stable descending sort), so that the longest start first.
 
 Eager calls take them through `compacted` and `compacted_documents`, which call the ops' bodies
 directly (a custom op's dispatch, some 13 µs a call on a 2-core development machine, is host time in
@@ -74,7 +75,7 @@ def _eager(x: torch.Tensor) -> bool:
 
 @torch.library.custom_op("maskc::compact_kinds", mutates_args=())
 def compact_kinds(kind: torch.Tensor, transpose: bool) -> Tables:
-    """(pointers (2, G · (lines + 1)), indices (2, G · lines · width), lengths (lines,)), int32, from
+    """(pointers (2, G · (lines + 1)), indices (2, G · lines · width), order (lines,)), int32, from
     kind (G, R, C) int8; lines are R (or C with `transpose`)."""
     return _compact_kinds(kind, transpose)
 
@@ -118,24 +119,26 @@ def _compact_document_kinds(
 
 
 def _compact(source: _Source, transpose: bool) -> Tables:
-    """Count each line's tiles of each kind, scan the counts into the lines' ends, write the tables."""
+    """Count each line's tiles of each kind, then write the tables and the programs' order (the
+    kernels scan and rank the counts themselves: each op here is host time in every call)."""
     groups, lines, width = _walk_shape(source.groups, source.rows, source.columns, transpose)
     if groups * lines * width >= 2**31:
         raise BackendError(f"{groups} × {lines} × {width} tiles do not fit int32 table offsets")
     device = (source.kind if source.labels is None else source.labels).device
-    counts = torch.empty(2, groups, lines, dtype=torch.int32, device=device)
+    blocks = triton.cdiv(lines, BLOCK_L)
+    # per kind: each line's count (G · lines), then each block's total (G · blocks); then the lengths
+    counts = torch.zeros(2 * groups * (lines + blocks) + lines, dtype=torch.int32, device=device)
     pointers = torch.empty(2, groups * (lines + 1), dtype=torch.int32, device=device)
     indices = torch.zeros(2, groups * lines * width, dtype=torch.int32, device=device)
+    order = torch.empty(lines, dtype=torch.int32, device=device)
     if groups * lines == 0:
-        return pointers.zero_(), indices, counts.sum(dim=(0, 1), dtype=torch.int32)
-    arguments = _arguments(source, transpose, lines, width)
+        return pointers.zero_(), indices, order
     module = kernel_module("compact", interpreting())
-    grid = (groups, triton.cdiv(lines, BLOCK_L))  # groups on axis 0: axes 1 and 2 stop at 65,535
-    kind, labels, strides, flags = arguments
+    grid = (groups, blocks)  # groups on axis 0: axes 1 and 2 stop at 65,535
+    kind, labels, strides, flags = _arguments(source, transpose, lines, width)
     module.maskc_count_kinds[grid](kind, labels, counts, *strides, **flags)
-    ends = counts.view(2, -1).cumsum(1, dtype=torch.int32)
-    module.maskc_write_kinds[grid](kind, labels, counts, ends, pointers, indices, *strides, **flags)
-    return pointers, indices, counts.sum(dim=(0, 1), dtype=torch.int32)
+    module.maskc_write_kinds[grid](kind, labels, counts, pointers, indices, order, *strides, **flags)
+    return pointers, indices, order
 
 
 def _arguments(source: _Source, transpose: bool, lines: int, width: int) -> tuple:

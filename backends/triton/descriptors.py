@@ -10,6 +10,7 @@ for calls on whole tiles (`Span.even`): a tile then never reaches past its head'
 
 from __future__ import annotations
 
+from functools import cache
 from typing import Any
 
 import torch
@@ -33,28 +34,39 @@ def row_descriptors(tensors: tuple[torch.Tensor, ...], block_rows: int) -> list[
 def gluon_row_descriptors(tensors: tuple[torch.Tensor, ...], block_rows: tuple[int, ...]) -> list[Any] | None:
     """`row_descriptors` for Gluon kernels (kernels/forward_ws.py), tensor i in [block_rows[i], dim]
     tiles, each with the swizzled shared layout that tile takes (the one the products read)."""
-    from triton.experimental.gluon import language as gl
     from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
-    element = {torch.bfloat16: gl.bfloat16, torch.float16: gl.float16}
     found = []
     for x, block in zip(tensors, block_rows, strict=True):
         rows = descriptor_rows(x)
-        if rows is None or x.dtype not in element:
+        if rows is None or x.dtype not in ROW_ELEMENTS:
             return None
         dim = x.shape[-1]
-        layout = gl.NVMMASharedLayout.get_default_for([block, dim], element[x.dtype])
-        found.append(TensorDescriptor(x, [rows, dim], [dim, 1], [block, dim], layout))
+        found.append(TensorDescriptor(x, [rows, dim], [dim, 1], [block, dim], _shared_layout((block, dim), x.dtype)))
     return found
+
+
+#: The element types of tiles in shared memory, by the name Gluon gives them: rows of q, k, v, dO and
+#: the outputs in 16-bit types, the row terms (lse, delta) in float32.
+GLUON_ELEMENTS = {torch.bfloat16: "bfloat16", torch.float16: "float16", torch.float32: "float32"}
+ROW_ELEMENTS = (torch.bfloat16, torch.float16)
+
+
+@cache
+def _shared_layout(block: tuple[int, ...], dtype: torch.dtype) -> Any:
+    """The swizzled shared layout of a `block` tile of `dtype`, made once per block and type: the
+    layout is a frozen value, and making it costs several microseconds of host time in every call."""
+    from triton.experimental.gluon import language as gl
+
+    return gl.NVMMASharedLayout.get_default_for(list(block), getattr(gl, GLUON_ELEMENTS[dtype]))
 
 
 def gluon_term_descriptors(terms: tuple[torch.Tensor, ...], block: int) -> list[Any]:
     """Descriptors of [block] pieces over contiguous float32 (B, H, N) row terms (lse, delta), read as
     one vector: the piece of (b, h, positions c … c + block) starts at (b · H + h) · N + c."""
-    from triton.experimental.gluon import language as gl
     from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
-    layout = gl.NVMMASharedLayout.get_default_for([block], gl.float32)
+    layout = _shared_layout((block,), torch.float32)
     return [TensorDescriptor(x.view(-1), [x.numel()], [1], [block], layout) for x in terms]
 
 

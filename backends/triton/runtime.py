@@ -399,9 +399,9 @@ def runtime_tables(
     # 2 where full, 1 where partial, 0 where empty; compacted into full and partial tables in one op
     kind = _per_table(kinds, shape, layout_of, per_head, static, device)
     lines = grid.col_tiles if walk == "columns" else grid.row_tiles
-    pointers, indices, lengths = compacted(kind.reshape(-1, grid.row_tiles, grid.col_tiles), walk == "columns")
+    pointers, indices, order = compacted(kind.reshape(-1, grid.row_tiles, grid.col_tiles), walk == "columns")
     table_of_head = np.arange(heads, dtype=np.int32) if per_head else layout_of.astype(np.int32)
-    walk_tables = _walk_tables(pointers, indices, lengths, lines)
+    walk_tables = _walk_tables(pointers, indices, order, lines)
     inputs.built[built_key] = RuntimeTables(walk_tables, static.constant(table_of_head, device), tables)
     return inputs.built[built_key]
 
@@ -429,16 +429,15 @@ def _document_tables(
         raise BackendError(f"document numbers for {labels.shape[1]} positions on a grid of {grid.n}")
     if kinds is not None:
         kinds = kinds.expand(grid.row_tiles, grid.col_tiles)
-    pointers, indices, lengths = compacted_documents(labels, kinds, grid.block_m, grid.block_n, walk == "columns")
+    pointers, indices, order = compacted_documents(labels, kinds, grid.block_m, grid.block_n, walk == "columns")
     lines = grid.col_tiles if walk == "columns" else grid.row_tiles
     zero = static.constant(np.zeros(heads, dtype=np.int32), labels.device)
-    return RuntimeTables(_walk_tables(pointers, indices, lengths, lines), zero, 1)
+    return RuntimeTables(_walk_tables(pointers, indices, order, lines), zero, 1)
 
 
-def _walk_tables(pointers: torch.Tensor, indices: torch.Tensor, lengths: torch.Tensor, lines: int) -> WalkTables:
-    """A walk's tables from the compaction's output, its programs ordered by stored tiles, longest first."""
+def _walk_tables(pointers: torch.Tensor, indices: torch.Tensor, order: torch.Tensor, lines: int) -> WalkTables:
+    """A walk's tables from the compaction's output (its programs already ordered longest first)."""
     (full_ptr, partial_ptr), (full_idx, partial_idx) = pointers.unbind(0), indices.unbind(0)
-    order = torch.sort(lengths, descending=True, stable=True).indices.to(torch.int32)
     return WalkTables(
         lines=lines,
         long_lines=0,

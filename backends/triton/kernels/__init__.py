@@ -43,6 +43,9 @@ _HERE = Path(__file__).parent
 
 def kernel_module(name: str, interpret: bool) -> ModuleType:
     """Kernel module `name` (one of MODULES) decorated for the interpreter or the compiler."""
+    loaded = _LOADED.get((name, interpret))
+    if loaded is not None:  # a dictionary lookup: every launch asks, and an import costs microseconds
+        return loaded
     if name not in MODULES:
         raise ValueError(f"no kernel module {name!r}; the modules are {', '.join(MODULES)}")
     package = f"maskc_kernels_{'interpreted' if interpret else 'compiled'}"
@@ -50,7 +53,11 @@ def kernel_module(name: str, interpret: bool) -> ModuleType:
         module = ModuleType(package, __doc__)
         module.__path__ = [str(_HERE)]
         sys.modules[package] = module
-    return importlib.import_module(f"{package}.{name}")
+    _LOADED[name, interpret] = importlib.import_module(f"{package}.{name}")
+    return _LOADED[name, interpret]
+
+
+_LOADED: dict[tuple[str, bool], ModuleType] = {}
 
 
 def source_digest() -> str:

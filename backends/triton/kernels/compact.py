@@ -6,9 +6,14 @@ over rows reads lines of the map, a walk over columns reads it transposed (the s
 which). Its tables are, per kind, pointers (where each line's list starts, global over the G
 tables) and indices (the tiles' positions in the line, increasing).
 
-Two passes over the maps: `maskc_count_kinds` counts each line's full and partial tiles; the
-launcher turns the counts into the lines' ends with one scan; `maskc_write_kinds` writes every
-line's pointers and its tiles at their ranks (the line's start plus a running count along it).
+Two passes over the maps. `maskc_count_kinds` counts each line's full and partial tiles, sums
+each program's block of lines (per kind) and adds each line's stored tiles to its length over every
+table (atomically: the G tables' programs of one line add to one count). `maskc_write_kinds` finds
+where its lines' lists start (the totals of the blocks before its own, then a scan inside the
+block), writes the lines' pointers and their tiles at their ranks (the line's start plus a running
+count along it), and orders the lines longest first: a line's place is the number of lines longer
+than it plus the number of earlier lines as long, which is what a stable descending sort gives.
+So a build launches two kernels and no scan or sort of its own.
 
 With DOCUMENTS the kinds are not read from a map alone: each tile's kind under "same document" is
 found in the pass itself from its line's and its own first and last document numbers (row g of
@@ -57,6 +62,16 @@ def _tile_kinds(
 
 
 @triton.jit
+def _preceding(totals, before, BLOCK: tl.constexpr):
+    # The sum of totals[0 : before), BLOCK at a time.
+    total = tl.zeros([BLOCK], tl.int32)
+    for start in range(0, before, BLOCK):
+        offs = start + tl.arange(0, BLOCK)
+        total += tl.load(totals + offs, mask=offs < before, other=0)
+    return tl.sum(total, axis=0)
+
+
+@triton.jit
 def maskc_count_kinds(
     Kind, Labels, Counts,
     stride_g, stride_line, stride_tile, lines, width, groups, stride_labels, n, size_line, size_tile,
@@ -82,18 +97,27 @@ def maskc_count_kinds(
         )
         full += tl.sum((kind == 2).to(tl.int32), axis=1)
         partial += tl.sum((kind == 1).to(tl.int32), axis=1)
-    # Stage 3: counts of the full tiles, then (one set further) of the partial ones.
+    # Stage 3: counts of the full tiles, then (one set further) of the partial ones; after both sets
+    # the block's totals per kind (G · blocks each), then the lines' lengths over every table (zeroed
+    # by the launcher).
     tl.store(Counts + g * lines + offs_l, full, mask=l_in)
     tl.store(Counts + (groups + g) * lines + offs_l, partial, mask=l_in)
+    blocks = tl.cdiv(lines, BLOCK_L)
+    totals = Counts + 2 * groups * lines
+    tl.store(totals + g * blocks + tl.program_id(1), tl.sum(full, axis=0))
+    tl.store(totals + (groups + g) * blocks + tl.program_id(1), tl.sum(partial, axis=0))
+    tl.atomic_add(totals + 2 * groups * blocks + offs_l, full + partial, mask=l_in)
 
 
 @triton.jit
 def maskc_write_kinds(
-    Kind, Labels, Counts, Ends, Pointers, Indices,
+    Kind, Labels, Counts, Pointers, Indices, Order,
     stride_g, stride_line, stride_tile, lines, width, groups, stride_labels, n, size_line, size_tile,
     BLOCK_L: tl.constexpr, BLOCK_W: tl.constexpr, HAS_MAP: tl.constexpr, DOCUMENTS: tl.constexpr,
 ):
-    # Stage 1: the program's lines of table g; where their full and partial lists start.
+    # Stage 1: the program's lines of table g; where their full and partial lists start: after every
+    # earlier block's tiles of that kind (tables in order, blocks in order), then the block's earlier
+    # lines'.
     g = tl.program_id(0).to(tl.int64)
     offs_l = tl.program_id(1) * BLOCK_L + tl.arange(0, BLOCK_L)
     l_in = offs_l < lines
@@ -101,12 +125,15 @@ def maskc_write_kinds(
     line_first, line_last = offs_l, offs_l
     if DOCUMENTS:
         line_first, line_last = _span(row_labels, offs_l, size_line, n, l_in)
-    full_line = g * lines + offs_l
-    partial_line = (groups + g) * lines + offs_l
-    full_end = tl.load(Ends + full_line, mask=l_in, other=0)
-    partial_end = tl.load(Ends + partial_line, mask=l_in, other=0)
-    full_at = full_end - tl.load(Counts + full_line, mask=l_in, other=0)
-    partial_at = partial_end - tl.load(Counts + partial_line, mask=l_in, other=0)
+    blocks = tl.cdiv(lines, BLOCK_L)
+    totals = Counts + 2 * groups * lines
+    block = g * blocks + tl.program_id(1)
+    full_count = tl.load(Counts + g * lines + offs_l, mask=l_in, other=0)
+    partial_count = tl.load(Counts + (groups + g) * lines + offs_l, mask=l_in, other=0)
+    full_at = _preceding(totals, block, BLOCK_W) + tl.cumsum(full_count, axis=0) - full_count
+    partial_at = _preceding(totals + groups * blocks, block, BLOCK_W) + tl.cumsum(partial_count, axis=0) - partial_count
+    full_end = full_at + full_count
+    partial_end = partial_at + partial_count
     # Stage 2: the pointers of table g: its lines' starts, and after its last line that line's end.
     entries = groups * lines * width
     pointer_set = groups * (lines + 1)
@@ -132,3 +159,16 @@ def maskc_write_kinds(
         tl.store(Indices + entries + partial_rank.to(tl.int64), tile, mask=kind == 1)
         full_at += tl.sum(is_full, axis=1)
         partial_at += tl.sum(is_partial, axis=1)
+    # Stage 4 (the first table's programs): each line's place in the programs' order, longest first
+    # and earlier first among equals (lengths are never negative, so -1 fills past the last line).
+    if tl.program_id(0) == 0:
+        lengths_at = totals + 2 * groups * blocks
+        length = tl.load(lengths_at + offs_l, mask=l_in, other=0)
+        place = tl.zeros([BLOCK_L], tl.int32)
+        for start in range(0, lines, BLOCK_W):
+            offs_j = start + tl.arange(0, BLOCK_W)
+            other = tl.load(lengths_at + offs_j, mask=offs_j < lines, other=-1)
+            longer = other[None, :] > length[:, None]
+            as_long_before = (other[None, :] == length[:, None]) & (offs_j[None, :] < offs_l[:, None])
+            place += tl.sum((longer | as_long_before).to(tl.int32), axis=1)
+        tl.store(Order + place, offs_l, mask=l_in)
