@@ -127,12 +127,12 @@ elif [ "$phase" = stores ]; then
     queue 0 stores "triton|python3 bench/bench_triton.py --ns 32768 --patterns mistral_swa,longformer,bigbird" \
         "dq|python3 bench/probe_forward_ws.py --kernel dq --cases window,documents,streaming" \
         "short rows|python3 bench/bench_lowering.py --quick --patterns streaming_llm,dilated_2" \
-        "host|MASKC_REUSE_LAYOUT=0 python3 bench/host_time.py --cases docwindow --calls 3" \
+        "host|MASKC_REUSE_LAYOUT=0 python3 bench/host_time.py --cases docwindow" \
         "documents profiled|MASKC_BENCH_PROFILE=1 python3 bench/bench_runtime.py --cases documents"
 elif [ "$phase" = host ]; then
     queue 0 host "compaction tests|python3 -m pytest -q -p no:cacheprovider -n 8 -rfE --timeout 240 tests/gpu/test_select_compact_gpu.py" \
         "run-time tests|python3 -m pytest -q -p no:cacheprovider -n 8 -rfE --timeout 240 -k run_time tests/gpu/test_forward_ws_gpu.py" \
-        "host|MASKC_REUSE_LAYOUT=0 python3 bench/host_time.py --cases docwindow,window --calls 3" \
+        "host|MASKC_REUSE_LAYOUT=0 python3 bench/host_time.py --cases docwindow,window" \
         "runtime|python3 bench/bench_runtime.py --cases documents,window" \
         "runtime graphed|MASKC_BENCH_GRAPHS=1 python3 bench/bench_runtime.py --cases window"
     grep -E "^(FAILED|ERROR)|passed|failed" "$out/host.log" | tail -20
