@@ -18,6 +18,7 @@ unpacked on PYTHONPATH.
     python bench/compile_offline.py --catalogue   # every spec in specs/ at the tile shapes the tuner
                                                   # picks most, looking for spills (registers, stack)
     python bench/compile_offline.py --ws   # the forward, dQ and dK/dV as the warp-specialised Gluon kernels
+    python bench/compile_offline.py --ws-halves   # the same, the forward reading its halves' kinds
 
 A predicate's cost is invisible in the tuner's times until it spills: top-k's per-element flag
 reads took its forward to 255 registers and a 192-byte stack, 37 % of its time (bench/NOTES.md).
@@ -130,16 +131,18 @@ def _ptxas_advisories(ptx: str, ptxas: Path) -> list[str]:
     return [line.split("info    : ", 1)[-1] for line in done.stderr.splitlines() if "Performance Loss" in line]
 
 
-def _warp_specialised() -> None:
+def _warp_specialised(halves: bool = False) -> None:
     """The warp-specialised kernels' candidates (kernels/forward_ws.py, backward_ws.py; the backward's
-    with the most stages), the first of the others; a stand-in count of processors for their persistent grids."""
+    with the most stages; with `halves` the forward's that read its halves' kinds), the first of the
+    others; a stand-in count of processors for their persistent grids."""
     from maskc.backends.triton import backward, forward, tuning
 
     original = tuning.candidates
+    space = tuning._WS_HALVES[128] if halves else tuning._WS[128]
 
     def candidates(kernel, head_dim, dtype, native, tma=False, ws=False):
         if kernel == "forward" and ws:  # a call the kernel serves (forward.ws_eligible)
-            return [c for c in tuning._WS[128] if c.block_n == native[1]] or tuning._WS[128][:1]
+            return [c for c in space if c.block_n == native[1]] or space[:1]
         if kernel in tuning._WS_BACKWARD and ws:
             return tuning._WS_BACKWARD[kernel][128][-1:]
         return original(kernel, head_dim, dtype, native, tma)[:1]
@@ -211,17 +214,24 @@ def _compile_cases(cases: list[tuple], compiled: list, label_suffix: str = "") -
 def main() -> None:
     from maskc.backends.triton import backend as triton_backend
 
-    flags = {"--tma": "tma", "--atomic-dq": "atomic_dq", "--catalogue": "catalogue", "--ws": "ws"}
+    flags = {
+        "--tma": "tma",
+        "--atomic-dq": "atomic_dq",
+        "--catalogue": "catalogue",
+        "--ws": "ws",
+        "--ws-halves": "halves",
+    }
     unknown = [a for a in sys.argv[1:] if a not in flags]
     if unknown:
         sys.exit(f"unknown option(s) {' '.join(unknown)}; the options are {', '.join(flags)}")
     chosen = {flags[a]: True for a in sys.argv[1:]}
     catalogue = chosen.pop("catalogue", False)
-    ws = chosen.pop("ws", False)
+    halves = chosen.pop("halves", False)
+    ws = chosen.pop("ws", False) or halves
     if (catalogue or ws) and (chosen or (catalogue and ws)):
-        sys.exit("--catalogue and --ws compile their own tile shapes; give either alone")
+        sys.exit("--catalogue and --ws (or --ws-halves) compile their own tile shapes; give either alone")
     if ws:
-        _warp_specialised()
+        _warp_specialised(halves)
     if chosen:
         _variants(**chosen)
 

@@ -78,7 +78,7 @@ def run_case(name: str, kernel: str, once: bool = False) -> None:
         return q.grad if kernel == "dq" else torch.cat([k.grad, v.grad])
 
     results, reference = {}, None
-    space = tuning._WS[D] if kernel == "forward" else tuning._WS_BACKWARD[kernel][D]
+    space = tuning._WS[D] + tuning._WS_HALVES[D] if kernel == "forward" else tuning._WS_BACKWARD[kernel][D]
     if once:
         forced(kernel, space[0])
         call()
@@ -86,7 +86,10 @@ def run_case(name: str, kernel: str, once: bool = False) -> None:
         print(json.dumps({"case": name, "n": n, "ran once": str(space[0])}), flush=True)
         return
     variants = [("triton", None)]
-    variants += [(f"ws {c.block_m}x{c.block_n} s{c.num_stages} overlap={int(c.overlap)}", c) for c in space]
+    variants += [
+        (f"ws {c.block_m}x{c.block_n} s{c.num_stages} overlap={int(c.overlap)}{' halves' if c.halves else ''}", c)
+        for c in space
+    ]
     for label, config in variants:
         forced(kernel, config)
         try:

@@ -110,6 +110,9 @@ def tuner_picks(spec_hash: str, n: int) -> tuple[dict[str, dict], dict[str, list
 
 def _label(config) -> str:
     """A kernel configuration as '64x128 w8 s3 tma atomic-dq' ('ws': a warp-specialised Gluon kernel)."""
-    switches = ("tma", config.tma), ("atomic-dq", config.atomic_dq), ("ws", config.ws), ("overlap", config.overlap)
+    switches = (
+        ("tma", config.tma), ("atomic-dq", config.atomic_dq), ("ws", config.ws), ("overlap", config.overlap),
+        ("halves", config.halves),
+    )  # fmt: skip
     flags = [name for name, on in switches if on]
     return " ".join([f"{config.block_m}x{config.block_n} w{config.num_warps} s{config.num_stages}", *flags])

@@ -64,6 +64,20 @@ def test_candidates_join_for_served_calls_only(kernel: str) -> None:
     assert not served(dtype=torch.float32)
 
 
+def test_half_kind_candidates_join_only_when_asked(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The forward reading its halves' kinds waits for its first GPU run behind MASKC_TRITON_HALF_KINDS=1;
+    then it joins, without the overlap, for calls the warp-specialised forward serves."""
+
+    def offered(ws: bool = True) -> list[tuning.KernelConfig]:
+        return [c for c in tuning.candidates("forward", 128, torch.bfloat16, (128, 128), True, ws) if c.halves]
+
+    monkeypatch.delenv("MASKC_TRITON_HALF_KINDS", raising=False)
+    assert not offered()
+    monkeypatch.setenv("MASKC_TRITON_HALF_KINDS", "1")
+    assert offered() and not any(c.overlap for c in offered())
+    assert not offered(ws=False)
+
+
 def test_the_forward_times_both_walks_and_dkdv_splits_its_key_tiles() -> None:
     assert {c.overlap for c in tuning._WS[128]} == {False, True}
     # each of dK/dV's two computing partitions takes 64 keys of a tile (a compile-time assertion too)

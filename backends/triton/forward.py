@@ -86,16 +86,18 @@ def launch_forward_ws(
     tables = launch.walk
     groups = batch * heads
     items = tables.programs * groups
+    # a static layout's halves' kinds where the configuration reads them (a run-time one has none)
+    halves = plan.half_kinds(config.block_m, config.block_n, q.device) if config.halves else None
     kernels = plan.kernels("forward_ws")
     kernels.maskc_forward_ws[(min(items, processors(q.device)),)](
         *ws_descriptors(qkv, config), *ws_descriptors((out,), config, (HALF_ROWS,)), lse,
         torch.zeros(1, dtype=torch.int32, device=q.device),
         *q.stride()[:2], *k.stride()[:2], *v.stride()[:2], *out.stride()[:2],
-        *launch.kernel_args(),
+        *launch.kernel_args(), tables.partial_idx if halves is None else halves,
         scale * LOG2E, plan.n, heads, heads // k.shape[1], groups, tables.lines, tables.long_lines, items,
         plan.tile_mask(), launch.mask_args,
         BLOCK_M=config.block_m, BLOCK_N=config.block_n, HEAD_DIM=head_dim, STAGES=config.num_stages,
-        CONSUMER_REGS=WS_CONSUMER_REGS, OVERLAP=config.overlap,
+        CONSUMER_REGS=WS_CONSUMER_REGS, OVERLAP=config.overlap, HALF_KINDS=halves is not None,
         num_warps=config.num_warps, maxnreg=WS_MAX_REGS,
     )  # fmt: skip
 

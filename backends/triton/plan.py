@@ -27,7 +27,7 @@ from .emitter import KernelArg
 from .kernels import kernel_module
 from .reuse import decided_by_documents
 from .runtime import CallInputs, StaticMaps, needs_runtime_layout, runtime_tables
-from .tables import Walk, WalkTables, Window, chunking, walk_tables
+from .tables import Walk, WalkTables, Window, chunking, half_kinds, walk_tables
 
 #: The row map of token order: every position reads its own row.
 IDENTITY_ROWS = row_map(None)
@@ -79,6 +79,7 @@ class Plan:
         self._head_layout = np.array(pattern.head_layout, dtype=np.int32)  # a copy: tensors need writable memory
         self._layouts: dict[tuple[int, int], tuple[BlockLayout, ...]] = {self.native_tile: pattern.layouts}
         self._tables: dict[tuple, WalkTables] = {}
+        self._halves: dict[tuple, torch.Tensor] = {}
         self._window_tables: dict[tuple, WalkTables] = {}
         self._mask_args: dict[str, tuple[Any, ...]] = {}
         self._head_tensors: dict[tuple[str, int], torch.Tensor] = {}
@@ -157,6 +158,18 @@ class Plan:
             store[key] = walk_tables(self.layouts(block_m, block_n), walk, device, window)
             _drop_oldest(self._window_tables, WINDOW_TABLES)
         return store[key]
+
+    def half_kinds(self, block_m: int, block_n: int, device: torch.device) -> torch.Tensor | None:
+        """The kinds of the two halves of each partial tile of the whole-grid rows walk on block_m ×
+        block_n tiles (`tables.half_kinds`), int8, aligned with that walk's `partial_idx`; None for a
+        run-time layout (its tables are built per call) or an odd block_m."""
+        if self.run_time or block_m % 2:
+            return None
+        key = (block_m, block_n, str(device))
+        if key not in self._halves:
+            codes = half_kinds(self.layouts(block_m, block_n), self.layouts(block_m // 2, block_n))
+            self._halves[key] = torch.as_tensor(codes if len(codes) else np.zeros(1, dtype=np.int8), device=device)
+        return self._halves[key]
 
     def launch_tables(
         self,

@@ -147,6 +147,41 @@ def walk_arrays(layouts: Sequence[BlockLayout], walk: Walk, window: Window | Non
     }
 
 
+def half_kinds(whole: Sequence[BlockLayout], halves: Sequence[BlockLayout]) -> np.ndarray:
+    """Each partial tile of the rows walk over `whole` (tiles of 2h rows), in the walk's order (layout
+    by layout, line by line, as `walk_arrays` concatenates them): the kinds of its top and bottom h
+    rows on `halves`' tiles of h rows and the same columns (0 empty, 1 partial, 2 full), packed as
+    top | bottom << 2. A full tile is full in both halves, so only partial tiles need them.
+
+    Both layouts are sound (stored tiles hold every active pair, full tiles only active ones), and
+    so are the halves' kinds: a half that is empty on `halves` holds no active pair of the tile."""
+    codes = [np.zeros(0, dtype=np.int8)]
+    for big, small in zip(whole, halves, strict=True):
+        split = _split(big)
+        pointers, columns = split["partial_row_ptr"], split["partial_col_idx"].astype(np.int64)
+        line = np.repeat(np.arange(len(pointers) - 1, dtype=np.int64), np.diff(pointers))
+        top = _tile_kinds(small, 2 * line, columns)
+        bottom = _tile_kinds(small, 2 * line + 1, columns)
+        codes.append((top | (bottom << 2)).astype(np.int8))
+    return np.concatenate(codes)
+
+
+def _tile_kinds(layout: BlockLayout, rows: np.ndarray, columns: np.ndarray) -> np.ndarray:
+    """The kinds of `layout`'s tiles at (rows, columns) (0 past its last row tile), by a sorted search
+    of its stored tiles: memory grows with the stored tiles, not with the grid."""
+    split, width = _split(layout), layout.grid.col_tiles
+    kinds = np.zeros(len(rows), dtype=np.int64)
+    wanted = rows * width + columns
+    for kind, name in ((2, "full"), (1, "partial")):
+        pointers = split[f"{name}_row_ptr"]
+        owner = np.repeat(np.arange(len(pointers) - 1, dtype=np.int64), np.diff(pointers))
+        stored = owner * width + split[f"{name}_col_idx"].astype(np.int64)  # increasing: rows, then columns
+        at = np.searchsorted(stored, wanted)
+        found = (at < len(stored)) & (stored[np.minimum(at, len(stored) - 1)] == wanted) if len(stored) else at < 0
+        kinds[found] = kind
+    return kinds
+
+
 def typical_line(line_tiles: np.ndarray) -> float:
     """The median tiles of the lines that hold any (0 when none does): what a chunk is sized by.
 

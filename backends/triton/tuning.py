@@ -11,6 +11,8 @@ with them the warp-specialised kernels (Hopper, kernels/forward_ws.py and backwa
 MASKC_TRITON_WS=0 leaves out alone; MASKC_TRITON_ATOMIC_DQ=1 adds the dK/dV variants that compute dQ
 with atomics (not under torch's deterministic algorithms). Those lost by 30–47 % on every pattern
 measured on an H200 (bench/NOTES.md), so by default they cost no tuning time.
+MASKC_TRITON_HALF_KINDS=1 adds the warp-specialised forward that reads its halves' kinds
+(`KernelConfig.halves`), not yet run on a GPU.
 """
 
 from __future__ import annotations
@@ -54,6 +56,10 @@ class KernelConfig:
     #: values.
     ws: bool = False
     overlap: bool = False
+    #: (the warp-specialised forward, without overlap): each computing partition reads its half's kind
+    #: of each partial tile, skipping an empty half and running a full one without the predicate
+    #: (static layouts; `tables.half_kinds`).
+    halves: bool = False
 
 
 #: Candidates for 16-bit inputs by kernel and largest head dim; dK/dV's BLOCK_N is its keys per
@@ -116,6 +122,12 @@ _WS: dict[int, list[KernelConfig]] = {
     ]
     for dim in (64, 128)
 } | {256: []}
+#: The warp-specialised forward reading its halves' kinds (`KernelConfig.halves`), on the shapes of `_WS`
+#: without overlap. Written and compiled offline, not yet run on a GPU (bench/NOTES.md): only with
+#: MASKC_TRITON_HALF_KINDS=1 (`half_kinds_allowed`) does the tuner time them.
+_WS_HALVES: dict[int, list[KernelConfig]] = {
+    dim: [dataclasses.replace(config, halves=True) for config in _WS[dim] if not config.overlap] for dim in (64, 128)
+} | {256: []}
 #: dQ and dK/dV candidates of the warp-specialised kind (kernels/backward_ws.py), for the calls the
 #: forward's serve. dQ: 128-row query tiles, 64-key tiles, two or three stages (a query and a dO
 #: tile per slot). dK/dV: 128-key tiles (64 per computing partition), 64-row query tiles, two or
@@ -163,7 +175,7 @@ def candidates(
         return list(_SINGLE[size])
     found = _HALF[kernel][size] + (_TMA[kernel][size] if tma else [])
     if kernel == "forward" and tma and ws:
-        found += _WS[size]
+        found += _WS[size] + (_WS_HALVES[size] if half_kinds_allowed() else [])
     if kernel in _WS_BACKWARD and tma and ws:
         found += _WS_BACKWARD[kernel].get(size, [])
     if kernel == "dkdv" and atomic_dq_allowed():
@@ -177,6 +189,12 @@ def as_variant(configs: list[KernelConfig], kernel: Kernel, **variant: bool) -> 
     offline compile and the interpreter tests force a variant the tuner would only time on a GPU."""
     wanted = {key: value for key, value in variant.items() if key == "tma" or kernel == "dkdv"}
     return [dataclasses.replace(c, **wanted) for c in configs]
+
+
+def half_kinds_allowed() -> bool:
+    """Whether the forward's half-kind candidates join the tuning: only with MASKC_TRITON_HALF_KINDS=1
+    while they wait for their first GPU run."""
+    return os.environ.get("MASKC_TRITON_HALF_KINDS", "0") == "1"
 
 
 def atomic_dq_allowed() -> bool:
@@ -248,7 +266,7 @@ def choose_config(
     tma = has_tma(q.device) and not plan.mapped  # rows read in place by pointers: no descriptor tiles
     ws = ws and tma and ws_allowed()
     # the spaces that the call, environment and torch settings open or close
-    spaces = (tma, atomic_dq_allowed(), ws)
+    spaces = (tma, atomic_dq_allowed(), ws, ws and half_kinds_allowed())
     key = (plan.tune_key, kernel, q.shape, k.shape[1], k.shape[-1], q.dtype, q.device, *spaces)
     chosen = _CHOSEN.get(key)
     if chosen is None:

@@ -29,10 +29,17 @@ pytestmark = [
     ),
 ]
 
+
+def _label(c: tuning.KernelConfig, d: int) -> str:
+    """A forward configuration's test id ('halfkinds' where it reads its halves' kinds: `-k halfkinds`)."""
+    kinds = ", halfkinds" if c.halves else ""
+    return f"{c.block_m}x{c.block_n}, {c.num_stages} stages, overlap={c.overlap}{kinds}, D={d}"
+
+
 CONFIGS = {
-    f"{c.block_m}x{c.block_n}, {c.num_stages} stages, overlap={c.overlap}, D={d}": (c, d)
+    _label(c, d): (c, d)
     for d in (64, 128)
-    for c in tuning._WS[d][: None if d == 128 else 1]
+    for c in tuning._WS[d][: None if d == 128 else 1] + tuning._WS_HALVES[d][: None if d == 128 else 1]
 }
 BACKWARD_CONFIGS = {
     f"{kernel} {c.block_m}x{c.block_n}, {c.num_stages} stages, D={d}": (kernel, c, d)

@@ -22,6 +22,11 @@ specialisation left our loop as it was; bench/NOTES.md):
   half computes a tile's scores while the tile before it multiplies the values, and that tile's
   softmax while the product runs (FlashAttention-3's order, `attend_walk`); without, in turn
   (`attend_tiles`). The tuner times both.
+- **Half kinds** (HALF_KINDS, without overlap): each partial tile comes with its two halves' kinds
+  (`tables.half_kinds`). A computing partition whose half of the tile holds no active pair skips
+  both products (it still waits for the tile, so that it never runs more than the ring ahead of the
+  other), and one whose half is full runs it without the predicate. BigBird's partial 128 × 64
+  tiles are all one full half and one empty one.
 
 Calls it serves (`forward.ws_eligible`): whole-tile, full-length calls in token order with tensor
 descriptors, 16-bit inputs, 128-row tiles, head dims 64 or 128, a pass that starts the rows (not one
@@ -236,11 +241,12 @@ def load_tiles(KDesc, VDesc, k_bufs, v_bufs, k_ready, v_ready, kv_empty, k_row, 
 
 @gluon.jit
 def attend_rows(args, tile_mask: gl.constexpr, mask_args, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr,
-                HEAD_DIM: gl.constexpr, STAGES: gl.constexpr, OVERLAP: gl.constexpr, HALF: gl.constexpr):
+                HEAD_DIM: gl.constexpr, STAGES: gl.constexpr, OVERLAP: gl.constexpr, HALF: gl.constexpr,
+                HALF_KINDS: gl.constexpr):
     # A computing partition: rows [HALF · 64, HALF · 64 + 64) of every query tile the program walks.
     (q_bufs, k_bufs, v_bufs, q_ready, q_empty, k_ready, v_ready, kv_empty, row_ids, out_desc, o_bufs, lse_ptr,
-     stride_ob, stride_oh, full_idx, partial_idx, qk_scale, n_ctx, heads, batch_heads, row_tiles, long_rows,
-     items) = args
+     stride_ob, stride_oh, full_idx, partial_idx, partial_halves, qk_scale, n_ctx, heads, batch_heads, row_tiles,
+     long_rows, items) = args
     s_layout: gl.constexpr = product_layout(BLOCK_N)
     o_layout: gl.constexpr = product_layout(HEAD_DIM)
     p_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=o_layout, k_width=2)
@@ -273,7 +279,7 @@ def attend_rows(args, tile_mask: gl.constexpr, mask_args, BLOCK_M: gl.constexpr,
             acc, m_i, l_i, kv_count = attend_tiles(
                 q, k_bufs, v_bufs, k_ready, v_ready, kv_empty, acc, m_i, l_i, kv_count, partial_idx, partial_lo,
                 partial_hi, start_m, code, n_ctx, qk_scale, tile_mask, mask_args, s_layout, o_layout, p_layout,
-                dtype, BLOCK_N, STAGES, True)
+                dtype, BLOCK_N, STAGES, True, partial_halves, HALF_KINDS, HALF)
         # the query tile's buffer is free once both halves are past their last product
         mbarrier.arrive(q_empty.index(qb), count=1)
         # Stage 3: normalise and store (a row with no key: zeros and lse = −inf).
@@ -288,26 +294,54 @@ def attend_rows(args, tile_mask: gl.constexpr, mask_args, BLOCK_M: gl.constexpr,
 def attend_tiles(q, k_bufs, v_bufs, k_ready, v_ready, kv_empty, acc, m_i, l_i, kv_count, tile_idx, lo, hi,
                  start_m, code, n_ctx, qk_scale, tile_mask: gl.constexpr, mask_args,
                  s_layout: gl.constexpr, o_layout: gl.constexpr, p_layout: gl.constexpr, dtype: gl.constexpr,
-                 BLOCK_N: gl.constexpr, STAGES: gl.constexpr, MASKED: gl.constexpr):
-    # Fold the key tiles tile_idx[lo:hi] into the running softmax of one 64-row half.
+                 BLOCK_N: gl.constexpr, STAGES: gl.constexpr, MASKED: gl.constexpr, halves=None,
+                 HALF_KINDS: gl.constexpr = False, HALF: gl.constexpr = 0):
+    # Fold the key tiles tile_idx[lo:hi] into the running softmax of one 64-row half. HALF_KINDS (partial
+    # tiles): the half's own kind of each tile (halves[t], 2 bits a half) skips an empty half's products
+    # and runs a full half's without the predicate.
     offs_q = start_m + gl.arange(0, GROUP_ROWS, layout=gl.SliceLayout(1, s_layout))
     for t in range(lo, hi):
         s, phase = ring_slot(kv_count, STAGES)
-        # -- scores: Q (shared) · Kᵀ (shared, transposed view) --
         mbarrier.wait(k_ready.index(s), phase)
-        qk = gl.zeros([GROUP_ROWS, BLOCK_N], gl.float32, layout=s_layout)
-        qk = warpgroup_mma(q, k_bufs.index(s).permute((1, 0)), qk, use_acc=False, is_async=True)
-        qk = warpgroup_mma_wait(num_outstanding=0, deps=(qk,))
-        p, alpha, m_i, l_i = probabilities(qk, m_i, l_i, MASKED, offs_q, gl.load(tile_idx + t) * BLOCK_N, code,
-                                           n_ctx, qk_scale, tile_mask, mask_args, start_m, s_layout, BLOCK_N)
-        acc = acc * gl.convert_layout(alpha, gl.SliceLayout(1, o_layout))[:, None]
-        # -- values: P (registers) · V (shared) --
-        mbarrier.wait(v_ready.index(s), phase)
-        acc = warpgroup_mma(gl.convert_layout(p.to(dtype), p_layout), v_bufs.index(s), acc, is_async=True)
-        acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc,))
+        start_n = gl.load(tile_idx + t) * BLOCK_N
+        if HALF_KINDS:
+            kind = (gl.load(halves + t).to(gl.int32) >> (2 * HALF)) & 3
+            # an empty half waits for the whole tile as the other half does (so that neither runs more
+            # than the ring ahead of the other, and no copy is in flight when the buffer is refilled),
+            # then only releases it
+            mbarrier.wait(v_ready.index(s), phase)
+            if kind != 0:
+                acc, m_i, l_i = attend_tile(q, k_bufs.index(s), v_bufs.index(s), v_ready.index(s), phase, acc, m_i,
+                                            l_i, kind == 1, offs_q, start_n, code, n_ctx, qk_scale, tile_mask,
+                                            mask_args, start_m, s_layout, o_layout, p_layout, dtype, BLOCK_N)
+        else:
+            acc, m_i, l_i = attend_tile(q, k_bufs.index(s), v_bufs.index(s), v_ready.index(s), phase, acc, m_i, l_i,
+                                        MASKED, offs_q, start_n, code, n_ctx, qk_scale, tile_mask, mask_args,
+                                        start_m, s_layout, o_layout, p_layout, dtype, BLOCK_N)
         mbarrier.arrive(kv_empty.index(s), count=1)
         kv_count += 1
     return acc, m_i, l_i, kv_count
+
+
+@gluon.jit
+def attend_tile(q, k_buf, v_buf, v_bar, phase, acc, m_i, l_i, masked, offs_q, start_n, code, n_ctx, qk_scale,
+                tile_mask: gl.constexpr, mask_args, start_m, s_layout: gl.constexpr, o_layout: gl.constexpr,
+                p_layout: gl.constexpr, dtype: gl.constexpr, BLOCK_N: gl.constexpr):
+    """One key tile (landed) and its value tile (waited for on `v_bar` after the scores, so that they
+    can start before the values land) folded into a half's running softmax, through the predicate
+    where `masked` (a compile-time or a run-time flag)."""
+    # -- scores: Q (shared) · Kᵀ (shared, transposed view) --
+    qk = gl.zeros([GROUP_ROWS, BLOCK_N], gl.float32, layout=s_layout)
+    qk = warpgroup_mma(q, k_buf.permute((1, 0)), qk, use_acc=False, is_async=True)
+    qk = warpgroup_mma_wait(num_outstanding=0, deps=(qk,))
+    p, alpha, m_i, l_i = probabilities(qk, m_i, l_i, masked, offs_q, start_n, code, n_ctx, qk_scale, tile_mask,
+                                       mask_args, start_m, s_layout, BLOCK_N)
+    acc = acc * gl.convert_layout(alpha, gl.SliceLayout(1, o_layout))[:, None]
+    # -- values: P (registers) · V (shared) --
+    mbarrier.wait(v_bar, phase)
+    acc = warpgroup_mma(gl.convert_layout(p.to(dtype), p_layout), v_buf, acc, is_async=True)
+    acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc,))
+    return acc, m_i, l_i
 
 
 @gluon.jit
@@ -441,15 +475,16 @@ def maskc_forward_ws(
     QDesc, KDesc, VDesc, ODesc, Lse, counter,
     stride_qb, stride_qh, stride_kb, stride_kh, stride_vb, stride_vh, stride_ob, stride_oh,
     head_layout, table_of_head, table_stride, layouts, row_order, full_ptr, full_idx, partial_ptr, partial_idx,
-    qk_scale, n_ctx, heads, group, batch_heads, row_tiles, long_rows, items,
+    partial_halves, qk_scale, n_ctx, heads, group, batch_heads, row_tiles, long_rows, items,
     tile_mask: gl.constexpr, mask_args,
     BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr, STAGES: gl.constexpr,
-    CONSUMER_REGS: gl.constexpr, OVERLAP: gl.constexpr,
+    CONSUMER_REGS: gl.constexpr, OVERLAP: gl.constexpr, HALF_KINDS: gl.constexpr,
 ):
     # Shared buffers and barriers, then the partitions: the default one (this kernel's num_warps = 4)
     # loads, two workers of one warp group each compute.
     # (the overlapped walk holds a tile's stage while it waits for the next tile's keys)
     gl.static_assert(STAGES >= 2, "the key/value ring needs two stages or more")
+    gl.static_assert(not (HALF_KINDS and OVERLAP), "half kinds serve the walk without overlap")
     dtype: gl.constexpr = QDesc.dtype
     q_bufs = gl.allocate_shared_memory(dtype, [2, BLOCK_M, HEAD_DIM], QDesc.layout)
     k_bufs, v_bufs = buffer_pair(KDesc, VDesc, STAGES, BLOCK_N, HEAD_DIM)
@@ -463,13 +498,15 @@ def maskc_forward_ws(
               QDesc, q_bufs, stride_qb, stride_qh)  # no dO tiles: the query's stand in, unused
     o_bufs = gl.allocate_shared_memory(dtype, [CONSUMERS, GROUP_ROWS, HEAD_DIM], ODesc.layout)
     computer = (q_bufs, k_bufs, v_bufs, q_ready, q_empty, k_ready, v_ready, kv_empty, row_ids, ODesc, o_bufs, Lse,
-                stride_ob, stride_oh, full_idx, partial_idx, qk_scale, n_ctx, heads, batch_heads, row_tiles,
-                long_rows, items)
+                stride_ob, stride_oh, full_idx, partial_idx, partial_halves, qk_scale, n_ctx, heads, batch_heads,
+                row_tiles, long_rows, items)
     gl.warp_specialize(
         [
             (issue_loads, (loader, BLOCK_M, BLOCK_N, HEAD_DIM, STAGES, False)),
-            (attend_rows, (computer, tile_mask, mask_args, BLOCK_M, BLOCK_N, HEAD_DIM, STAGES, OVERLAP, 0)),
-            (attend_rows, (computer, tile_mask, mask_args, BLOCK_M, BLOCK_N, HEAD_DIM, STAGES, OVERLAP, 1)),
+            (attend_rows, (computer, tile_mask, mask_args, BLOCK_M, BLOCK_N, HEAD_DIM, STAGES, OVERLAP, 0,
+                           HALF_KINDS)),
+            (attend_rows, (computer, tile_mask, mask_args, BLOCK_M, BLOCK_N, HEAD_DIM, STAGES, OVERLAP, 1,
+                           HALF_KINDS)),
         ],
         [4, 4],
         [CONSUMER_REGS, CONSUMER_REGS],
