@@ -18,7 +18,7 @@ unpacked on PYTHONPATH.
     python bench/compile_offline.py --catalogue   # every spec in specs/ at the tile shapes the tuner
                                                   # picks most, looking for spills (registers, stack)
     python bench/compile_offline.py --ws   # the forward, dQ and dK/dV as the warp-specialised Gluon kernels
-    python bench/compile_offline.py --ws-halves   # the same, the forward reading its halves' kinds
+    python bench/compile_offline.py --ws-halves   # the same, reading their halves' kinds
 
 A predicate's cost is invisible in the tuner's times until it spills: top-k's per-element flag
 reads took its forward to 255 registers and a 192-byte stack, 37 % of its time (bench/NOTES.md).
@@ -133,18 +133,19 @@ def _ptxas_advisories(ptx: str, ptxas: Path) -> list[str]:
 
 def _warp_specialised(halves: bool = False) -> None:
     """The warp-specialised kernels' candidates (kernels/forward_ws.py, backward_ws.py; the backward's
-    with the most stages; with `halves` the forward's that read its halves' kinds), the first of the
+    with the most stages; with `halves` those that read their halves' kinds), the first of the
     others; a stand-in count of processors for their persistent grids."""
     from maskc.backends.triton import backward, forward, tuning
 
     original = tuning.candidates
     space = tuning._WS_HALVES[128] if halves else tuning._WS[128]
+    backward_space = tuning._WS_BACKWARD_HALVES if halves else tuning._WS_BACKWARD
 
     def candidates(kernel, head_dim, dtype, native, tma=False, ws=False):
         if kernel == "forward" and ws:  # a call the kernel serves (forward.ws_eligible)
             return [c for c in space if c.block_n == native[1]] or space[:1]
-        if kernel in tuning._WS_BACKWARD and ws:
-            return tuning._WS_BACKWARD[kernel][128][-1:]
+        if kernel in backward_space and ws:
+            return backward_space[kernel][128][-1:]
         return original(kernel, head_dim, dtype, native, tma)[:1]
 
     tuning.candidates = candidates

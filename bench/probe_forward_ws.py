@@ -78,7 +78,10 @@ def run_case(name: str, kernel: str, once: bool = False) -> None:
         return q.grad if kernel == "dq" else torch.cat([k.grad, v.grad])
 
     results, reference = {}, None
-    space = tuning._WS[D] + tuning._WS_HALVES[D] if kernel == "forward" else tuning._WS_BACKWARD[kernel][D]
+    if kernel == "forward":
+        space = tuning._WS[D] + tuning._WS_HALVES[D]
+    else:
+        space = tuning._WS_BACKWARD[kernel][D] + tuning._WS_BACKWARD_HALVES[kernel][D]
     if once:
         forced(kernel, space[0])
         call()

@@ -39,12 +39,12 @@
 #                                 host time of documents with a window (a build in every call) and of the
 #                                 window, then document-causal and documents with a window (bench_runtime),
 #                                 the latter also from CUDA graphs: `bash bench/run_gpu.sh host 540`
-#   bash bench/run_gpu.sh halves  one GPU: the forward reading its halves' kinds (MASKC_TRITON_HALF_KINDS):
-#                                 its GPU tests on every catalogue spec, BigBird's forward first (a
-#                                 hang shows at once), the probe on BigBird, Longformer and the window
-#                                 (each Gluon configuration against the Triton pick, outputs compared),
-#                                 then window, Longformer and BigBird with it in the tuning:
-#                                 `bash bench/run_gpu.sh halves 540`
+#   bash bench/run_gpu.sh halves  one GPU: the Gluon kernels reading their halves' kinds
+#                                 (MASKC_TRITON_HALF_KINDS): BigBird's GPU tests first (a hang shows at
+#                                 once), then every catalogue spec's, the probes of the forward, dQ and
+#                                 dK/dV on BigBird and Longformer (each Gluon configuration against the
+#                                 Triton pick, outputs compared), then window, Longformer and BigBird with
+#                                 them in the tuning: `bash bench/run_gpu.sh halves 540`
 # Every queue stops starting benchmarks when its time (second argument, seconds) is spent.
 set -u
 phase=${1:-tests}; budget=${2:-330}
@@ -143,9 +143,11 @@ elif [ "$phase" = host ]; then
         "runtime graphed|MASKC_BENCH_GRAPHS=1 python3 bench/bench_runtime.py --cases window"
     grep -E "^(FAILED|ERROR)|passed|failed" "$out/host.log" | tail -20
 elif [ "$phase" = halves ]; then
-    queue 0 halves "bigbird first|timeout 150 python3 -m pytest -q -p no:cacheprovider -rfE -k 'test_every_spec and bigbird and halfkinds' tests/gpu/test_forward_ws_gpu.py" \
+    queue 0 halves "bigbird first|timeout 200 python3 -m pytest -q -p no:cacheprovider -rfE -k 'bigbird and halfkinds' tests/gpu/test_forward_ws_gpu.py" \
         "tests|python3 -m pytest -q -p no:cacheprovider -n 14 -rfE --timeout 240 -k halfkinds tests/gpu/test_forward_ws_gpu.py" \
-        "probe|python3 bench/probe_forward_ws.py --kernel forward --cases bigbird,longformer,window" \
+        "probe forward|python3 bench/probe_forward_ws.py --kernel forward --cases bigbird,longformer,window" \
+        "probe dq|python3 bench/probe_forward_ws.py --kernel dq --cases bigbird,longformer" \
+        "probe dkdv|python3 bench/probe_forward_ws.py --kernel dkdv --cases bigbird,longformer" \
         "triton|MASKC_TRITON_HALF_KINDS=1 python3 bench/bench_triton.py --ns 32768 --patterns mistral_swa,longformer,bigbird"
     grep -E "^(FAILED|ERROR)|passed|failed" "$out/halves.log" | tail -20
 elif [ "$phase" = graphs ]; then

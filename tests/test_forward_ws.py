@@ -64,17 +64,19 @@ def test_candidates_join_for_served_calls_only(kernel: str) -> None:
     assert not served(dtype=torch.float32)
 
 
-def test_half_kind_candidates_join_only_when_asked(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The forward reading its halves' kinds waits for its first GPU run behind MASKC_TRITON_HALF_KINDS=1;
-    then it joins, without the overlap, for calls the warp-specialised forward serves."""
+@pytest.mark.parametrize("kernel", ["forward", "dq", "dkdv"])
+def test_half_kind_candidates_join_only_when_asked(kernel: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The kernels reading their halves' kinds wait for their first GPU run behind
+    MASKC_TRITON_HALF_KINDS=1; then they join for calls the warp-specialised kernels serve (the
+    forward's without the overlap)."""
 
     def offered(ws: bool = True) -> list[tuning.KernelConfig]:
-        return [c for c in tuning.candidates("forward", 128, torch.bfloat16, (128, 128), True, ws) if c.halves]
+        return [c for c in tuning.candidates(kernel, 128, torch.bfloat16, (128, 128), True, ws) if c.halves]
 
     monkeypatch.delenv("MASKC_TRITON_HALF_KINDS", raising=False)
     assert not offered()
     monkeypatch.setenv("MASKC_TRITON_HALF_KINDS", "1")
-    assert offered() and not any(c.overlap for c in offered())
+    assert offered() and all(c.ws and not c.overlap for c in offered())
     assert not offered(ws=False)
 
 

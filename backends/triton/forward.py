@@ -87,7 +87,7 @@ def launch_forward_ws(
     groups = batch * heads
     items = tables.programs * groups
     # a static layout's halves' kinds where the configuration reads them (a run-time one has none)
-    halves = plan.half_kinds(config.block_m, config.block_n, q.device) if config.halves else None
+    halves = plan.half_kinds("rows", config.block_m, config.block_n, q.device) if config.halves else None
     kernels = plan.kernels("forward_ws")
     kernels.maskc_forward_ws[(min(items, processors(q.device)),)](
         *ws_descriptors(qkv, config), *ws_descriptors((out,), config, (HALF_ROWS,)), lse,

@@ -159,15 +159,17 @@ class Plan:
             _drop_oldest(self._window_tables, WINDOW_TABLES)
         return store[key]
 
-    def half_kinds(self, block_m: int, block_n: int, device: torch.device) -> torch.Tensor | None:
-        """The kinds of the two halves of each partial tile of the whole-grid rows walk on block_m ×
-        block_n tiles (`tables.half_kinds`), int8, aligned with that walk's `partial_idx`; None for a
-        run-time layout (its tables are built per call) or an odd block_m."""
-        if self.run_time or block_m % 2:
+    def half_kinds(self, walk: Walk, block_m: int, block_n: int, device: torch.device) -> torch.Tensor | None:
+        """The kinds of the two halves of each partial tile of the whole-grid `walk` on block_m × block_n
+        tiles (`tables.half_kinds`; rows: halves of the rows, columns: of the keys), int8, aligned with
+        that walk's `partial_idx`; None for a run-time layout (its tables are built per call) or a tile
+        that does not halve."""
+        halved = (block_m // 2, block_n) if walk == "rows" else (block_m, block_n // 2)
+        if self.run_time or (block_m if walk == "rows" else block_n) % 2:
             return None
-        key = (block_m, block_n, str(device))
+        key = (walk, block_m, block_n, str(device))
         if key not in self._halves:
-            codes = half_kinds(self.layouts(block_m, block_n), self.layouts(block_m // 2, block_n))
+            codes = half_kinds(self.layouts(block_m, block_n), self.layouts(*halved), walk)
             self._halves[key] = torch.as_tensor(codes if len(codes) else np.zeros(1, dtype=np.int8), device=device)
         return self._halves[key]
 

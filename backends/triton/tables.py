@@ -147,22 +147,26 @@ def walk_arrays(layouts: Sequence[BlockLayout], walk: Walk, window: Window | Non
     }
 
 
-def half_kinds(whole: Sequence[BlockLayout], halves: Sequence[BlockLayout]) -> np.ndarray:
-    """Each partial tile of the rows walk over `whole` (tiles of 2h rows), in the walk's order (layout
-    by layout, line by line, as `walk_arrays` concatenates them): the kinds of its top and bottom h
-    rows on `halves`' tiles of h rows and the same columns (0 empty, 1 partial, 2 full), packed as
-    top | bottom << 2. A full tile is full in both halves, so only partial tiles need them.
+def half_kinds(whole: Sequence[BlockLayout], halves: Sequence[BlockLayout], walk: Walk = "rows") -> np.ndarray:
+    """Each partial tile of `walk` over `whole`, in the walk's order (layout by layout, line by line, as
+    `walk_arrays` concatenates them): the kinds of its two halves along the walk's lines (rows: its
+    top and bottom rows, `halves` on tiles of half the rows; columns: its first and last keys,
+    `halves` on tiles of half the keys), 0 empty, 1 partial, 2 full, packed as first | second << 2.
+    A full tile is full in both halves, so only partial tiles need them.
 
     Both layouts are sound (stored tiles hold every active pair, full tiles only active ones), and
     so are the halves' kinds: a half that is empty on `halves` holds no active pair of the tile."""
+    pointer, index = _NAMES[walk]
     codes = [np.zeros(0, dtype=np.int8)]
     for big, small in zip(whole, halves, strict=True):
         split = _split(big)
-        pointers, columns = split["partial_row_ptr"], split["partial_col_idx"].astype(np.int64)
+        pointers, crossing = split[f"partial_{pointer}"], split[f"partial_{index}"].astype(np.int64)
         line = np.repeat(np.arange(len(pointers) - 1, dtype=np.int64), np.diff(pointers))
-        top = _tile_kinds(small, 2 * line, columns)
-        bottom = _tile_kinds(small, 2 * line + 1, columns)
-        codes.append((top | (bottom << 2)).astype(np.int8))
+        if walk == "rows":
+            first, second = _tile_kinds(small, 2 * line, crossing), _tile_kinds(small, 2 * line + 1, crossing)
+        else:
+            first, second = _tile_kinds(small, crossing, 2 * line), _tile_kinds(small, crossing, 2 * line + 1)
+        codes.append((first | (second << 2)).astype(np.int8))
     return np.concatenate(codes)
 
 

@@ -11,7 +11,7 @@ with them the warp-specialised kernels (Hopper, kernels/forward_ws.py and backwa
 MASKC_TRITON_WS=0 leaves out alone; MASKC_TRITON_ATOMIC_DQ=1 adds the dK/dV variants that compute dQ
 with atomics (not under torch's deterministic algorithms). Those lost by 30–47 % on every pattern
 measured on an H200 (bench/NOTES.md), so by default they cost no tuning time.
-MASKC_TRITON_HALF_KINDS=1 adds the warp-specialised forward that reads its halves' kinds
+MASKC_TRITON_HALF_KINDS=1 adds the warp-specialised kernels that read their halves' kinds
 (`KernelConfig.halves`), not yet run on a GPU.
 """
 
@@ -56,9 +56,9 @@ class KernelConfig:
     #: values.
     ws: bool = False
     overlap: bool = False
-    #: (the warp-specialised forward, without overlap): each computing partition reads its half's kind
-    #: of each partial tile, skipping an empty half and running a full one without the predicate
-    #: (static layouts; `tables.half_kinds`).
+    #: (the warp-specialised kernels; the forward without overlap): each computing partition reads its
+    #: half's kind of each partial tile, skipping an empty half and running a full one without the
+    #: predicate (static layouts; `tables.half_kinds`).
     halves: bool = False
 
 
@@ -136,6 +136,12 @@ _WS_BACKWARD: dict[Kernel, dict[int, list[KernelConfig]]] = {
     "dq": {dim: [KernelConfig(128, 64, 4, stages, tma=True, ws=True) for stages in (2, 3)] for dim in (64, 128)},
     "dkdv": {dim: [KernelConfig(64, 128, 4, stages, tma=True, ws=True) for stages in (2, 3)] for dim in (64, 128)},
 }
+#: dQ and dK/dV reading their halves' kinds (dQ: halves of its query tiles' rows; dK/dV: of its key
+#: tiles), as `_WS_HALVES` for the forward: offered only with MASKC_TRITON_HALF_KINDS=1.
+_WS_BACKWARD_HALVES: dict[Kernel, dict[int, list[KernelConfig]]] = {
+    kernel: {dim: [dataclasses.replace(c, halves=True) for c in configs] for dim, configs in by_dim.items()}
+    for kernel, by_dim in _WS_BACKWARD.items()
+}
 #: dK/dV candidates that compute dQ too, with atomics (not under deterministic algorithms); TMA ones
 #: join on Hopper. At head dim 128 only 32-row steps compile without spills (sm_90, ptxas: 64 × 128
 #: with 8 warps needs 255 registers and a 56–208-byte stack).
@@ -178,6 +184,7 @@ def candidates(
         found += _WS[size] + (_WS_HALVES[size] if half_kinds_allowed() else [])
     if kernel in _WS_BACKWARD and tma and ws:
         found += _WS_BACKWARD[kernel].get(size, [])
+        found += _WS_BACKWARD_HALVES[kernel].get(size, []) if half_kinds_allowed() else []
     if kernel == "dkdv" and atomic_dq_allowed():
         atomic = _ATOMIC_DQ[size]
         found += atomic + ([dataclasses.replace(c, tma=True) for c in atomic] if tma else [])

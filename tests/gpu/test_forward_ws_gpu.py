@@ -42,10 +42,11 @@ CONFIGS = {
     for c in tuning._WS[d][: None if d == 128 else 1] + tuning._WS_HALVES[d][: None if d == 128 else 1]
 }
 BACKWARD_CONFIGS = {
-    f"{kernel} {c.block_m}x{c.block_n}, {c.num_stages} stages, D={d}": (kernel, c, d)
+    f"{kernel} {c.block_m}x{c.block_n}, {c.num_stages} stages{', halfkinds' if c.halves else ''}, D={d}": (kernel, c, d)
     for kernel in ("dq", "dkdv")
     for d in (64, 128)
-    for c in tuning._WS_BACKWARD[kernel][d][: None if d == 128 else 1]
+    for space in (tuning._WS_BACKWARD, tuning._WS_BACKWARD_HALVES)
+    for c in space[kernel][d][: None if d == 128 else 1]
 }
 LAUNCHERS = {"dq": "launch_dq_ws", "dkdv": "launch_dkdv_ws"}
 

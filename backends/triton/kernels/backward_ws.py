@@ -20,6 +20,10 @@ Pᵀ from the rows' lse, dV += Pᵀ dO and dK += dSᵀ Q (register operands), ho
 registers a thread) until the column's end, when they are stored once (dK scaled), through the
 half's key and value rows in shared memory (`store_rows`): no atomics.
 
+With HALF_KINDS both read each partial tile's halves' kinds (`tables.half_kinds`: dQ's halves are
+its query rows', dK/dV's its keys'), as the forward does: an empty half waits for the tile, then only
+releases it; a full half runs without the predicate.
+
 Calls they serve: those of the forward kernel (`forward.ws_eligible`) whose gradients are not added
 to an earlier pass's. The tuner times them beside the Triton kernels and keeps the faster.
 """
@@ -51,10 +55,10 @@ from .forward_ws import (
 
 @gluon.jit
 def gradient_rows(args, tile_mask: gl.constexpr, mask_args, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr,
-                  HEAD_DIM: gl.constexpr, STAGES: gl.constexpr, HALF: gl.constexpr):
+                  HEAD_DIM: gl.constexpr, STAGES: gl.constexpr, HALF: gl.constexpr, HALF_KINDS: gl.constexpr):
     # A computing partition: dQ of rows [HALF · 64, HALF · 64 + 64) of every query tile the program walks.
     (q_bufs, do_bufs, k_bufs, v_bufs, q_ready, q_empty, k_ready, v_ready, kv_empty, row_ids, dq_desc, lse2_ptr,
-     delta_ptr, stride_dqb, stride_dqh, full_idx, partial_idx, qk_scale, sm_scale, n_ctx, heads,
+     delta_ptr, stride_dqb, stride_dqh, full_idx, partial_idx, partial_halves, qk_scale, sm_scale, n_ctx, heads,
      batch_heads, row_tiles, long_rows, items) = args
     s_layout: gl.constexpr = product_layout(BLOCK_N)
     dq_layout: gl.constexpr = product_layout(HEAD_DIM)
@@ -82,7 +86,7 @@ def gradient_rows(args, tile_mask: gl.constexpr, mask_args, BLOCK_M: gl.constexp
         dq, kv_count = gradient_tiles(
             q, do, k_bufs, v_bufs, k_ready, v_ready, kv_empty, dq, lse2, delta, kv_count, partial_idx, partial_lo,
             partial_hi, start_m, offs_q, code, n_ctx, qk_scale, tile_mask, mask_args, s_layout, dq_layout, ds_layout,
-            BLOCK_N, STAGES, True)
+            BLOCK_N, STAGES, True, partial_halves, HALF_KINDS, HALF)
         # Stage 3: dQ scaled, stored once through the half's dO rows (read by no product any more); the
         # query and dO tiles' buffers are free once both halves' copies have left them.
         dq_row = b * (stride_dqb // HEAD_DIM) + h * (stride_dqh // HEAD_DIM) + start_m
@@ -104,28 +108,51 @@ def store_rows(desc, buf, rows, row):
 def gradient_tiles(q, do, k_bufs, v_bufs, k_ready, v_ready, kv_empty, dq, lse2, delta, kv_count, tile_idx, lo, hi,
                    start_m, offs_q, code, n_ctx, qk_scale, tile_mask: gl.constexpr, mask_args,
                    s_layout: gl.constexpr, dq_layout: gl.constexpr, ds_layout: gl.constexpr,
-                   BLOCK_N: gl.constexpr, STAGES: gl.constexpr, MASKED: gl.constexpr):
-    # Add the dQ contributions of the key tiles tile_idx[lo:hi] to one 64-row half's dq.
+                   BLOCK_N: gl.constexpr, STAGES: gl.constexpr, MASKED: gl.constexpr, halves=None,
+                   HALF_KINDS: gl.constexpr = False, HALF: gl.constexpr = 0):
+    # Add the dQ contributions of the key tiles tile_idx[lo:hi] to one 64-row half's dq. HALF_KINDS
+    # (partial tiles): the half's own kind of each tile skips an empty half's products (after waiting
+    # for the tile as the other half does) and runs a full half's without the predicate.
     for t in range(lo, hi):
         s, phase = ring_slot(kv_count, STAGES)
-        # -- scores Q Kᵀ and dP = dO Vᵀ, both products in flight together --
-        qk, dp = product_pair(q, k_bufs.index(s), k_ready.index(s), do, v_bufs.index(s), v_ready.index(s), phase,
-                              s_layout, BLOCK_N)
-        qk, dp = warpgroup_mma_wait(num_outstanding=0, deps=(qk, dp))
-        # -- P from the saved lse (base 2; +inf for a row with no key), dS = P ∘ (dP − delta) --
-        p = gl.exp2(qk * qk_scale - lse2[:, None])
-        if MASKED:
-            start_n = gl.load(tile_idx + t) * BLOCK_N
-            offs_k = start_n + gl.arange(0, BLOCK_N, layout=gl.SliceLayout(0, s_layout))
-            keep = tile_mask(offs_q[:, None], offs_k[None, :], code, n_ctx, mask_args, start_m, start_n, True)
-            p = gl.where(keep, p, 0.0)
-        ds = gl.convert_layout((p * (dp - delta[:, None])).to(k_bufs.dtype), ds_layout)
-        # -- dQ += dS K (K's tile read as it lies: [keys, head dim]) --
-        dq = warpgroup_mma(ds, k_bufs.index(s), dq, is_async=True)
-        dq, ds = warpgroup_mma_wait(num_outstanding=0, deps=(dq, ds))
+        if HALF_KINDS:
+            kind = (gl.load(halves + t).to(gl.int32) >> (2 * HALF)) & 3
+            mbarrier.wait(k_ready.index(s), phase)
+            mbarrier.wait(v_ready.index(s), phase)
+            if kind != 0:
+                dq = gradient_tile(q, do, k_bufs.index(s), k_ready.index(s), v_bufs.index(s), v_ready.index(s), phase,
+                                   dq, lse2, delta, kind == 1, tile_idx + t, start_m, offs_q, code, n_ctx, qk_scale,
+                                   tile_mask, mask_args, s_layout, ds_layout, BLOCK_N)
+        else:
+            dq = gradient_tile(q, do, k_bufs.index(s), k_ready.index(s), v_bufs.index(s), v_ready.index(s), phase, dq,
+                               lse2, delta, MASKED, tile_idx + t, start_m, offs_q, code, n_ctx, qk_scale, tile_mask,
+                               mask_args, s_layout, ds_layout, BLOCK_N)
         mbarrier.arrive(kv_empty.index(s), count=1)
         kv_count += 1
     return dq, kv_count
+
+
+@gluon.jit
+def gradient_tile(q, do, k_buf, k_bar, v_buf, v_bar, phase, dq, lse2, delta, masked, tile_at, start_m, offs_q, code,
+                  n_ctx, qk_scale, tile_mask: gl.constexpr, mask_args, s_layout: gl.constexpr,
+                  ds_layout: gl.constexpr, BLOCK_N: gl.constexpr):
+    """One key tile's contribution to a half's dq (its index at `tile_at`), through the predicate where
+    `masked` (a compile-time or a run-time flag)."""
+    # -- scores Q Kᵀ and dP = dO Vᵀ, both products in flight together --
+    qk, dp = product_pair(q, k_buf, k_bar, do, v_buf, v_bar, phase, s_layout, BLOCK_N)
+    qk, dp = warpgroup_mma_wait(num_outstanding=0, deps=(qk, dp))
+    # -- P from the saved lse (base 2; +inf for a row with no key), dS = P ∘ (dP − delta) --
+    p = gl.exp2(qk * qk_scale - lse2[:, None])
+    if masked:
+        start_n = gl.load(tile_at) * BLOCK_N
+        offs_k = start_n + gl.arange(0, BLOCK_N, layout=gl.SliceLayout(0, s_layout))
+        keep = tile_mask(offs_q[:, None], offs_k[None, :], code, n_ctx, mask_args, start_m, start_n, True)
+        p = gl.where(keep, p, 0.0)
+    ds = gl.convert_layout((p * (dp - delta[:, None])).to(k_buf.dtype), ds_layout)
+    # -- dQ += dS K (K's tile read as it lies: [keys, head dim]) --
+    dq = warpgroup_mma(ds, k_buf, dq, is_async=True)
+    dq, ds = warpgroup_mma_wait(num_outstanding=0, deps=(dq, ds))
+    return dq
 
 
 @gluon.jit
@@ -147,10 +174,10 @@ def maskc_backward_dq_ws(
     stride_qb, stride_qh, stride_kb, stride_kh, stride_vb, stride_vh, stride_db, stride_dh,
     stride_dqb, stride_dqh,
     head_layout, table_of_head, table_stride, layouts, row_order, full_ptr, full_idx, partial_ptr, partial_idx,
-    qk_scale, sm_scale, n_ctx, heads, group, batch_heads, row_tiles, long_rows, items,
+    partial_halves, qk_scale, sm_scale, n_ctx, heads, group, batch_heads, row_tiles, long_rows, items,
     tile_mask: gl.constexpr, mask_args,
     BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr, STAGES: gl.constexpr,
-    CONSUMER_REGS: gl.constexpr,
+    CONSUMER_REGS: gl.constexpr, HALF_KINDS: gl.constexpr,
 ):
     # Shared buffers and barriers, then the partitions: the default one (num_warps = 4) loads, two
     # workers of one warp group each compute (as maskc_forward_ws, with dO tiles beside the query's).
@@ -164,13 +191,13 @@ def maskc_backward_dq_ws(
               partial_idx, heads, group, batch_heads, row_tiles, long_rows, items,
               DODesc, do_bufs, stride_db, stride_dh)
     computer = (q_bufs, do_bufs, k_bufs, v_bufs, q_ready, q_empty, k_ready, v_ready, kv_empty, row_ids, DQDesc,
-                Lse2, Delta, stride_dqb, stride_dqh, full_idx, partial_idx, qk_scale, sm_scale, n_ctx, heads,
-                batch_heads, row_tiles, long_rows, items)
+                Lse2, Delta, stride_dqb, stride_dqh, full_idx, partial_idx, partial_halves, qk_scale, sm_scale,
+                n_ctx, heads, batch_heads, row_tiles, long_rows, items)
     gl.warp_specialize(
         [
             (issue_loads, (loader, BLOCK_M, BLOCK_N, HEAD_DIM, STAGES, True)),
-            (gradient_rows, (computer, tile_mask, mask_args, BLOCK_M, BLOCK_N, HEAD_DIM, STAGES, 0)),
-            (gradient_rows, (computer, tile_mask, mask_args, BLOCK_M, BLOCK_N, HEAD_DIM, STAGES, 1)),
+            (gradient_rows, (computer, tile_mask, mask_args, BLOCK_M, BLOCK_N, HEAD_DIM, STAGES, 0, HALF_KINDS)),
+            (gradient_rows, (computer, tile_mask, mask_args, BLOCK_M, BLOCK_N, HEAD_DIM, STAGES, 1, HALF_KINDS)),
         ],
         [4, 4],
         [CONSUMER_REGS, CONSUMER_REGS],
@@ -234,13 +261,13 @@ def issue_column_loads(args, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, HEAD_
 
 @gluon.jit
 def gradient_columns(args, tile_mask: gl.constexpr, mask_args, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr,
-                     HEAD_DIM: gl.constexpr, STAGES: gl.constexpr, HALF: gl.constexpr):
+                     HEAD_DIM: gl.constexpr, STAGES: gl.constexpr, HALF: gl.constexpr, HALF_KINDS: gl.constexpr):
     # A computing partition: dK and dV of keys [HALF · 64, HALF · 64 + 64) of every key tile the
     # program walks, summed over the query heads of the tile's group.
     (q_bufs, k_bufs, v_bufs, do_bufs, col_ready, col_empty, q_ready, do_ready, qdo_empty, col_ids, dk_desc, dv_desc,
      lse_bufs, delta_bufs, stride_dkb, stride_dkh, stride_dvb, stride_dvh, col_order,
-     head_layout, table_of_head, table_stride, layouts, full_ptr, full_idx, partial_ptr, partial_idx, qk_scale,
-     sm_scale, n_ctx, kv_heads, group, batch_kv_heads, col_tiles, long_cols, items) = args
+     head_layout, table_of_head, table_stride, layouts, full_ptr, full_idx, partial_ptr, partial_idx, partial_halves,
+     qk_scale, sm_scale, n_ctx, kv_heads, group, batch_kv_heads, col_tiles, long_cols, items) = args
     s_layout: gl.constexpr = product_layout(BLOCK_M)
     g_layout: gl.constexpr = product_layout(HEAD_DIM)
     op_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=g_layout, k_width=2)
@@ -268,7 +295,7 @@ def gradient_columns(args, tile_mask: gl.constexpr, mask_args, BLOCK_M: gl.const
             dk, dv, tile_count = column_tiles(
                 k, v, q_bufs, do_bufs, q_ready, do_ready, qdo_empty, dk, dv, tile_count, lse_bufs,
                 delta_bufs, partial_idx, partial_lo, partial_hi, start_n, offs_k, code, n_ctx, qk_scale,
-                tile_mask, mask_args, s_layout, op_layout, BLOCK_M, STAGES, True)
+                tile_mask, mask_args, s_layout, op_layout, BLOCK_M, STAGES, True, partial_halves, HALF_KINDS, HALF)
         # Stage 3: dK (scaled) and dV stored once, through the half's key and value rows (read by no
         # product any more); the tiles' buffers are free once both halves' copies have left them.
         store_rows(dk_desc, k, dk * sm_scale, b * (stride_dkb // HEAD_DIM) + kvh * (stride_dkh // HEAD_DIM) + start_n)
@@ -282,35 +309,59 @@ def gradient_columns(args, tile_mask: gl.constexpr, mask_args, BLOCK_M: gl.const
 def column_tiles(k, v, q_bufs, do_bufs, q_ready, do_ready, qdo_empty, dk, dv, tile_count, lse_bufs, delta_bufs,
                  tile_idx, lo, hi, start_n, offs_k, code, n_ctx, qk_scale, tile_mask: gl.constexpr, mask_args,
                  s_layout: gl.constexpr, op_layout: gl.constexpr, BLOCK_M: gl.constexpr, STAGES: gl.constexpr,
-                 MASKED: gl.constexpr):
+                 MASKED: gl.constexpr, halves=None, HALF_KINDS: gl.constexpr = False, HALF: gl.constexpr = 0):
     # Add the dK and dV contributions of the query tiles tile_idx[lo:hi] to one 64-key half's dk, dv.
+    # HALF_KINDS (partial tiles): the half's own kind of each tile (its 64 keys' share of it) skips an
+    # empty half's products (after waiting for the tiles and their row terms as the other half does)
+    # and runs a full half's without the predicate.
     for t in range(lo, hi):
         s, phase = ring_slot(tile_count, STAGES)
         start_m = gl.load(tile_idx + t) * BLOCK_M
-        offs_q = start_m + gl.arange(0, BLOCK_M, layout=gl.SliceLayout(0, s_layout))
-        # -- transposed scores K Qᵀ and dPᵀ = V dOᵀ, both products in flight together --
-        st, dpt = product_pair(k, q_bufs.index(s), q_ready.index(s), v, do_bufs.index(s), do_ready.index(s), phase,
-                               s_layout, BLOCK_M)
-        st = warpgroup_mma_wait(num_outstanding=1, deps=(st,))
-        # -- Pᵀ from the saved lse (base 2; +inf for a row with no key), masked on partial tiles, while
-        # dPᵀ's product runs (each row term read from shared memory where its use comes: the loading
-        # group brought it beside the tile, and registers are the limit) --
-        lse2 = lse_bufs.index(s).load(gl.SliceLayout(0, s_layout))
-        pt = gl.exp2(st * qk_scale - lse2[None, :])
-        if MASKED:
-            keep = tile_mask(offs_q[None, :], offs_k[:, None], code, n_ctx, mask_args, start_m, start_n, True)
-            pt = gl.where(keep, pt, 0.0)
-        delta = delta_bufs.index(s).load(gl.SliceLayout(0, s_layout))
-        # -- dV += Pᵀ dO, dK += dSᵀ Q with dSᵀ = Pᵀ ∘ (dPᵀ − delta): register operands, tiles as they lie --
-        pt_op = gl.convert_layout(pt.to(q_bufs.dtype), op_layout)
-        dv = warpgroup_mma(pt_op, do_bufs.index(s), dv, is_async=True)
-        dpt, pt_op = warpgroup_mma_wait(num_outstanding=1, deps=(dpt, pt_op))
-        ds_op = gl.convert_layout((pt * (dpt - delta[None, :])).to(q_bufs.dtype), op_layout)
-        dk = warpgroup_mma(ds_op, q_bufs.index(s), dk, is_async=True)
-        dv, dk, pt_op, ds_op = warpgroup_mma_wait(num_outstanding=0, deps=(dv, dk, pt_op, ds_op))
+        if HALF_KINDS:
+            kind = (gl.load(halves + t).to(gl.int32) >> (2 * HALF)) & 3
+            mbarrier.wait(q_ready.index(s), phase)
+            mbarrier.wait(do_ready.index(s), phase)
+            if kind != 0:
+                dk, dv = column_tile(k, v, q_bufs.index(s), q_ready.index(s), do_bufs.index(s), do_ready.index(s),
+                                     phase, lse_bufs.index(s), delta_bufs.index(s), dk, dv, kind == 1, start_m,
+                                     start_n, offs_k, code, n_ctx, qk_scale, tile_mask, mask_args, s_layout,
+                                     op_layout, BLOCK_M)
+        else:
+            dk, dv = column_tile(k, v, q_bufs.index(s), q_ready.index(s), do_bufs.index(s), do_ready.index(s), phase,
+                                 lse_bufs.index(s), delta_bufs.index(s), dk, dv, MASKED, start_m, start_n, offs_k, code,
+                                 n_ctx, qk_scale, tile_mask, mask_args, s_layout, op_layout, BLOCK_M)
         mbarrier.arrive(qdo_empty.index(s), count=1)
         tile_count += 1
     return dk, dv, tile_count
+
+
+@gluon.jit
+def column_tile(k, v, q_buf, q_bar, do_buf, do_bar, phase, lse_buf, delta_buf, dk, dv, masked, start_m, start_n, offs_k,
+                code, n_ctx, qk_scale, tile_mask: gl.constexpr, mask_args, s_layout: gl.constexpr,
+                op_layout: gl.constexpr, BLOCK_M: gl.constexpr):
+    """One query tile's contribution to a 64-key half's dk and dv, through the predicate where `masked`
+    (a compile-time or a run-time flag)."""
+    offs_q = start_m + gl.arange(0, BLOCK_M, layout=gl.SliceLayout(0, s_layout))
+    # -- transposed scores K Qᵀ and dPᵀ = V dOᵀ, both products in flight together --
+    st, dpt = product_pair(k, q_buf, q_bar, v, do_buf, do_bar, phase, s_layout, BLOCK_M)
+    st = warpgroup_mma_wait(num_outstanding=1, deps=(st,))
+    # -- Pᵀ from the saved lse (base 2; +inf for a row with no key), masked on partial tiles, while
+    # dPᵀ's product runs (each row term read from shared memory where its use comes: the loading
+    # group brought it beside the tile, and registers are the limit) --
+    lse2 = lse_buf.load(gl.SliceLayout(0, s_layout))
+    pt = gl.exp2(st * qk_scale - lse2[None, :])
+    if masked:
+        keep = tile_mask(offs_q[None, :], offs_k[:, None], code, n_ctx, mask_args, start_m, start_n, True)
+        pt = gl.where(keep, pt, 0.0)
+    delta = delta_buf.load(gl.SliceLayout(0, s_layout))
+    # -- dV += Pᵀ dO, dK += dSᵀ Q with dSᵀ = Pᵀ ∘ (dPᵀ − delta): register operands, tiles as they lie --
+    pt_op = gl.convert_layout(pt.to(q_buf.dtype), op_layout)
+    dv = warpgroup_mma(pt_op, do_buf, dv, is_async=True)
+    dpt, pt_op = warpgroup_mma_wait(num_outstanding=1, deps=(dpt, pt_op))
+    ds_op = gl.convert_layout((pt * (dpt - delta[None, :])).to(q_buf.dtype), op_layout)
+    dk = warpgroup_mma(ds_op, q_buf, dk, is_async=True)
+    dv, dk, pt_op, ds_op = warpgroup_mma_wait(num_outstanding=0, deps=(dv, dk, pt_op, ds_op))
+    return dk, dv
 
 
 @gluon.jit
@@ -319,10 +370,10 @@ def maskc_backward_dkdv_ws(
     stride_qb, stride_qh, stride_kb, stride_kh, stride_vb, stride_vh, stride_db, stride_dh,
     stride_dkb, stride_dkh, stride_dvb, stride_dvh,
     head_layout, table_of_head, table_stride, layouts, col_order, full_ptr, full_idx, partial_ptr, partial_idx,
-    qk_scale, sm_scale, n_ctx, heads, kv_heads, group, batch_kv_heads, col_tiles, long_cols, items,
+    partial_halves, qk_scale, sm_scale, n_ctx, heads, kv_heads, group, batch_kv_heads, col_tiles, long_cols, items,
     tile_mask: gl.constexpr, mask_args,
     BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr, STAGES: gl.constexpr,
-    CONSUMER_REGS: gl.constexpr,
+    CONSUMER_REGS: gl.constexpr, HALF_KINDS: gl.constexpr,
 ):
     # Shared buffers and barriers, then the partitions: the default one (num_warps = 4) loads, two
     # workers of one warp group each compute. The rings of `ring_barriers` serve with their roles
@@ -342,12 +393,12 @@ def maskc_backward_dkdv_ws(
     computer = (q_bufs, k_bufs, v_bufs, do_bufs, col_ready, col_empty, q_ready, do_ready, qdo_empty, col_ids, DKDesc,
                 DVDesc, lse_bufs, delta_bufs, stride_dkb, stride_dkh, stride_dvb, stride_dvh, col_order,
                 head_layout, table_of_head, table_stride, layouts, full_ptr, full_idx, partial_ptr, partial_idx,
-                qk_scale, sm_scale, n_ctx, kv_heads, group, batch_kv_heads, col_tiles, long_cols, items)
+                partial_halves, qk_scale, sm_scale, n_ctx, kv_heads, group, batch_kv_heads, col_tiles, long_cols, items)
     gl.warp_specialize(
         [
             (issue_column_loads, (loader, BLOCK_M, BLOCK_N, HEAD_DIM, STAGES)),
-            (gradient_columns, (computer, tile_mask, mask_args, BLOCK_M, BLOCK_N, HEAD_DIM, STAGES, 0)),
-            (gradient_columns, (computer, tile_mask, mask_args, BLOCK_M, BLOCK_N, HEAD_DIM, STAGES, 1)),
+            (gradient_columns, (computer, tile_mask, mask_args, BLOCK_M, BLOCK_N, HEAD_DIM, STAGES, 0, HALF_KINDS)),
+            (gradient_columns, (computer, tile_mask, mask_args, BLOCK_M, BLOCK_N, HEAD_DIM, STAGES, 1, HALF_KINDS)),
         ],
         [4, 4],
         [CONSUMER_REGS, CONSUMER_REGS],
