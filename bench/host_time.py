@@ -90,7 +90,8 @@ def host_us(step: Callable[[], None], calls: int, rounds: int = ROUNDS) -> float
 
 def launch_us(step: Callable[[], None], calls: int) -> float:
     """Host µs per call of `step` spent inside Triton's kernel launches (`JITFunction.run`: argument
-    specialisation, cache lookup, the launcher), the GPU held busy as in `host_us`."""
+    specialisation, cache lookup, the launcher), the GPU held busy as in `host_us`: the mean over every
+    call `host_us` makes (its untimed ones too)."""
     from triton.runtime.jit import JITFunction
 
     spent = [0.0]
@@ -108,7 +109,7 @@ def launch_us(step: Callable[[], None], calls: int) -> float:
         host_us(step, calls)
     finally:
         JITFunction.run = original
-    return spent[0] / calls * 1e6
+    return spent[0] / (calls * (ROUNDS + 1)) * 1e6  # host_us's untimed calls and its rounds
 
 
 def profile(step: Callable[[], None], calls: int = 100, rows: int = 25) -> str:

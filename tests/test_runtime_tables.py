@@ -77,6 +77,13 @@ def _check_compaction(kind: torch.Tensor, transpose: bool) -> None:
     assert torch.equal(order, torch.sort(lengths, descending=True, stable=True).indices.to(torch.int32))
 
 
+def test_compaction_of_no_table_orders_every_line() -> None:
+    """No table: no tiles, and the order is every line in turn (a permutation, as with tables)."""
+    pointers, indices, order = compact_kinds(torch.zeros(0, 5, 3, dtype=torch.int8), False)
+    assert pointers.numel() == indices.numel() == 0
+    assert torch.equal(order, torch.arange(5, dtype=torch.int32))
+
+
 @pytest.mark.parametrize("transpose", [False, True])
 def test_compaction_of_many_lines(transpose: bool) -> None:
     """More lines than one step of the order's ranking (BLOCK_W) and more blocks before a program than

@@ -122,17 +122,17 @@ def _compact(source: _Source, transpose: bool) -> Tables:
     """Count each line's tiles of each kind, then write the tables and the programs' order (the
     kernels scan and rank the counts themselves: each op here is host time in every call)."""
     groups, lines, width = _walk_shape(source.groups, source.rows, source.columns, transpose)
-    if groups * lines * width >= 2**31:
+    blocks = triton.cdiv(lines, BLOCK_L)
+    if max(groups * lines * width, 2 * groups * (lines + blocks) + lines) >= 2**31:
         raise BackendError(f"{groups} × {lines} × {width} tiles do not fit int32 table offsets")
     device = (source.kind if source.labels is None else source.labels).device
-    blocks = triton.cdiv(lines, BLOCK_L)
     # per kind: each line's count (G · lines), then each block's total (G · blocks); then the lengths
     counts = torch.zeros(2 * groups * (lines + blocks) + lines, dtype=torch.int32, device=device)
     pointers = torch.empty(2, groups * (lines + 1), dtype=torch.int32, device=device)
     indices = torch.zeros(2, groups * lines * width, dtype=torch.int32, device=device)
+    if groups * lines == 0:  # no table: no tiles, every line as long as the next
+        return pointers.zero_(), indices, torch.arange(lines, dtype=torch.int32, device=device)
     order = torch.empty(lines, dtype=torch.int32, device=device)
-    if groups * lines == 0:
-        return pointers.zero_(), indices, order
     module = kernel_module("compact", interpreting())
     grid = (groups, blocks)  # groups on axis 0: axes 1 and 2 stop at 65,535
     kind, labels, strides, flags = _arguments(source, transpose, lines, width)

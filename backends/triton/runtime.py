@@ -135,14 +135,14 @@ class CallInputs:
     def _add(
         self, leaf: Rule, q: torch.Tensor, k: torch.Tensor, labels: torch.Tensor | None, centroids: torch.Tensor | None
     ) -> None:
+        origin = str(leaf.origin)  # a plain string: torch.compile keeps the keys constant (sorted later)
         if isinstance(leaf, TopkRule):
             selected = select_blocks(q, k, leaf.params, leaf.block, leaf.causal)
-            self.values[f"selected:{leaf.origin}"] = selected.contiguous().view(torch.int8)
+            self.values[f"selected:{origin}"] = selected.contiguous().view(torch.int8)
         elif isinstance(leaf, PerDocumentRule) and labels is not None:
             member = token_membership(leaf.within, document_ranks(labels))
-            self.values[f"members:{leaf.origin}"] = member.to(torch.int8).contiguous()
+            self.values[f"members:{origin}"] = member.to(torch.int8).contiguous()
         elif isinstance(leaf, ClusterRule):
-            origin = str(leaf.origin)
             group = q.shape[1] // k.shape[1]
             keys = k if group == 1 else k.repeat_interleave(group, dim=1)
             q_labels, k_labels = cluster_labels(leaf.params, q, keys, leaf.origin, centroids)
