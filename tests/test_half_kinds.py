@@ -80,6 +80,17 @@ def test_bigbird_partial_tiles_are_half_full_half_empty() -> None:
     assert {1} <= set((kinds & 3).tolist()) and 0 in set((kinds >> 2).tolist())
 
 
+def test_a_half_past_the_grid_is_empty() -> None:
+    """At n = 100 the last 32-key tile of the columns walk (keys 96 to 127) halves into keys 96 to 111
+    and 112 to 127, which lie past every key: that half is empty, not another tile's kind."""
+    spec = {"name": "w", "causal": False, "pattern": {"window": {"before": 1000, "after": 10}}}
+    plan = plan_for(maskc.compile(maskc.Spec.model_validate(spec), seq_len=100))
+    tiles = _partial_tiles(plan, "columns", 16, 32)
+    codes = plan.half_kinds("columns", 16, 32, CPU).numpy()
+    last = [int(code) >> 2 for (_, line, _), code in zip(tiles, codes, strict=True) if line == 3]
+    assert last and set(last) == {0}
+
+
 def test_run_time_layouts_and_odd_tiles_have_none() -> None:
     spec = {"name": "documents", "causal": True, "pattern": {"document": {}}}
     pattern = maskc.compile(maskc.Spec.model_validate(spec), seq_len=256)

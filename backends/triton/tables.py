@@ -171,11 +171,12 @@ def half_kinds(whole: Sequence[BlockLayout], halves: Sequence[BlockLayout], walk
 
 
 def _tile_kinds(layout: BlockLayout, rows: np.ndarray, columns: np.ndarray) -> np.ndarray:
-    """The kinds of `layout`'s tiles at (rows, columns) (0 past its last row tile), by a sorted search
-    of its stored tiles: memory grows with the stored tiles, not with the grid."""
+    """The kinds of `layout`'s tiles at (rows, columns) (0 outside its grid: the second half of a last
+    tile that the grid ends inside), by a sorted search of its stored tiles: memory grows with the
+    stored tiles, not with the grid."""
     split, width = _split(layout), layout.grid.col_tiles
     kinds = np.zeros(len(rows), dtype=np.int64)
-    wanted = rows * width + columns
+    wanted = np.where((rows < layout.grid.row_tiles) & (columns < width), rows * width + columns, -1)
     for kind, name in ((2, "full"), (1, "partial")):
         pointers = split[f"{name}_row_ptr"]
         owner = np.repeat(np.arange(len(pointers) - 1, dtype=np.int64), np.diff(pointers))

@@ -124,7 +124,8 @@ _WS: dict[int, list[KernelConfig]] = {
 } | {256: []}
 #: The warp-specialised forward reading its halves' kinds (`KernelConfig.halves`), on the shapes of `_WS`
 #: without overlap. Written and compiled offline, not yet run on a GPU (bench/NOTES.md): only with
-#: MASKC_TRITON_HALF_KINDS=1 (`half_kinds_allowed`) does the tuner time them.
+#: MASKC_TRITON_HALF_KINDS=1 (`half_kinds_allowed`) does the tuner time them. A run-time layout has no
+#: halves' kinds, so there they run (and are timed) as the plain kernels.
 _WS_HALVES: dict[int, list[KernelConfig]] = {
     dim: [dataclasses.replace(config, halves=True) for config in _WS[dim] if not config.overlap] for dim in (64, 128)
 } | {256: []}

@@ -117,12 +117,13 @@ def gradient_tiles(q, do, k_bufs, v_bufs, k_ready, v_ready, kv_empty, dq, lse2, 
         s, phase = ring_slot(kv_count, STAGES)
         if HALF_KINDS:
             kind = (gl.load(halves + t).to(gl.int32) >> (2 * HALF)) & 3
-            mbarrier.wait(k_ready.index(s), phase)
-            mbarrier.wait(v_ready.index(s), phase)
             if kind != 0:
                 dq = gradient_tile(q, do, k_bufs.index(s), k_ready.index(s), v_bufs.index(s), v_ready.index(s), phase,
                                    dq, lse2, delta, kind == 1, tile_idx + t, start_m, offs_q, code, n_ctx, qk_scale,
                                    tile_mask, mask_args, s_layout, ds_layout, BLOCK_N)
+            else:  # an empty half: the whole tile waited for, then only released
+                mbarrier.wait(k_ready.index(s), phase)
+                mbarrier.wait(v_ready.index(s), phase)
         else:
             dq = gradient_tile(q, do, k_bufs.index(s), k_ready.index(s), v_bufs.index(s), v_ready.index(s), phase, dq,
                                lse2, delta, MASKED, tile_idx + t, start_m, offs_q, code, n_ctx, qk_scale, tile_mask,
@@ -319,13 +320,14 @@ def column_tiles(k, v, q_bufs, do_bufs, q_ready, do_ready, qdo_empty, dk, dv, ti
         start_m = gl.load(tile_idx + t) * BLOCK_M
         if HALF_KINDS:
             kind = (gl.load(halves + t).to(gl.int32) >> (2 * HALF)) & 3
-            mbarrier.wait(q_ready.index(s), phase)
-            mbarrier.wait(do_ready.index(s), phase)
             if kind != 0:
                 dk, dv = column_tile(k, v, q_bufs.index(s), q_ready.index(s), do_bufs.index(s), do_ready.index(s),
                                      phase, lse_bufs.index(s), delta_bufs.index(s), dk, dv, kind == 1, start_m,
                                      start_n, offs_k, code, n_ctx, qk_scale, tile_mask, mask_args, s_layout,
                                      op_layout, BLOCK_M)
+            else:  # an empty half: the tiles and their row terms waited for, then only released
+                mbarrier.wait(q_ready.index(s), phase)
+                mbarrier.wait(do_ready.index(s), phase)
         else:
             dk, dv = column_tile(k, v, q_bufs.index(s), q_ready.index(s), do_bufs.index(s), do_ready.index(s), phase,
                                  lse_bufs.index(s), delta_bufs.index(s), dk, dv, MASKED, start_m, start_n, offs_k, code,

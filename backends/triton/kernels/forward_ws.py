@@ -306,14 +306,15 @@ def attend_tiles(q, k_bufs, v_bufs, k_ready, v_ready, kv_empty, acc, m_i, l_i, k
         start_n = gl.load(tile_idx + t) * BLOCK_N
         if HALF_KINDS:
             kind = (gl.load(halves + t).to(gl.int32) >> (2 * HALF)) & 3
-            # an empty half waits for the whole tile as the other half does (so that neither runs more
-            # than the ring ahead of the other, and no copy is in flight when the buffer is refilled),
-            # then only releases it
-            mbarrier.wait(v_ready.index(s), phase)
             if kind != 0:
                 acc, m_i, l_i = attend_tile(q, k_bufs.index(s), v_bufs.index(s), v_ready.index(s), phase, acc, m_i,
                                             l_i, kind == 1, offs_q, start_n, code, n_ctx, qk_scale, tile_mask,
                                             mask_args, start_m, s_layout, o_layout, p_layout, dtype, BLOCK_N)
+            else:
+                # an empty half waits for the whole tile as the other half does (so that neither runs
+                # more than the ring ahead of the other, and no copy is in flight when the buffer is
+                # refilled), then only releases it
+                mbarrier.wait(v_ready.index(s), phase)
         else:
             acc, m_i, l_i = attend_tile(q, k_bufs.index(s), v_bufs.index(s), v_ready.index(s), phase, acc, m_i, l_i,
                                         MASKED, offs_q, start_n, code, n_ctx, qk_scale, tile_mask, mask_args,
