@@ -62,6 +62,10 @@ queue() {  # gpu, log name, then "name|command" entries run one after another wi
     done
 }
 
+summary() {  # a queue's test results: every failure named, and the counts
+    grep -E "^(FAILED|ERROR)|passed|failed" "$out/$1.log" | tail -20
+}
+
 two_gpu_tests() {  # the suite's queue sees GPU 0 alone: its two-GPU tests run here, on both
     echo "== two-GPU tests" >>"$out/gpu_tests.log"
     timeout 150 python3 -m pytest -q -p no:cacheprovider -rfE tests/gpu/test_distributed_gpu.py -m gpu \
@@ -78,7 +82,7 @@ if [ "$phase" = tests ]; then
     echo "== cp" >>"$out/bench_a.log"
     timeout 200 torchrun --standalone --nproc_per_node 2 bench/bench_cp.py --out "$out/bench_cp.json" >>"$out/bench_a.log" 2>&1 \
         || echo "(exit $?)" >>"$out/bench_a.log"
-    grep -E "^(FAILED|ERROR)|passed|failed" "$out/gpu_tests.log" | tail -20
+    summary gpu_tests
 elif [ "$phase" = tma ]; then
     queue 0 gpu_tests "tests|python3 -m pytest -q -p no:cacheprovider -n 8 -rfE --timeout 240 --junitxml=$out/gpu_tests.xml tests/gpu -m gpu" \
         "grids|python3 bench/bench_grids.py --cases 0,1,3,4,6" &
@@ -89,7 +93,7 @@ elif [ "$phase" = tma ]; then
     echo "== cp" >>"$out/bench_a.log"
     timeout 170 torchrun --standalone --nproc_per_node 2 bench/bench_cp.py --cases window,dense_causal --profile \
         --out "$out/bench_cp.json" >>"$out/bench_a.log" 2>&1 || echo "(exit $?)" >>"$out/bench_a.log"
-    grep -E "^(FAILED|ERROR)|passed|failed" "$out/gpu_tests.log" | tail -20
+    summary gpu_tests
 elif [ "$phase" = next ]; then
     # On a one-GPU machine the two queues run one after the other on GPU 0 (never sharing it).
     if [ "$(nvidia-smi -L | wc -l)" -gt 1 ]; then second=1; else second=0; fi
@@ -101,7 +105,7 @@ elif [ "$phase" = next ]; then
         "triton_131k|python3 bench/bench_triton.py --ns 131072 --patterns ${NEXT_PATTERNS:-mistral_swa,longformer,bigbird}" &
     wait
     two_gpu_tests
-    grep -E "^(FAILED|ERROR)|passed|failed" "$out/gpu_tests.log" | tail -20
+    summary gpu_tests
 elif [ "$phase" = gluon ]; then
     # the dK/dV probe's window first: a kernel that hangs shows at once, and costs 150 s, not the queue
     queue 0 gluon "dkdv window|timeout 150 python3 bench/probe_forward_ws.py --kernel dkdv --cases window" \
@@ -109,7 +113,7 @@ elif [ "$phase" = gluon ]; then
         "dkdv|python3 bench/probe_forward_ws.py --kernel dkdv --cases documents,sta" \
         "window|python3 bench/bench_triton.py --ns 32768 --patterns mistral_swa" \
         "sta|python3 bench/bench_grids.py --cases 3"
-    grep -E "^(FAILED|ERROR)|passed|failed" "$out/gluon.log" | tail -20
+    summary gluon
 elif [ "$phase" = ncu ]; then
     # Nsight Compute (Firecracker machines read the counters; clocks left alone, METHOD.md) on the
     # window's Gluon dK/dV and, for comparison, the Gluon dQ: one launch each, where their warps stall
@@ -124,7 +128,7 @@ elif [ "$phase" = check ]; then
     queue 0 check "tests|python3 -m pytest -q -p no:cacheprovider -n 14 -rfE --timeout 240 tests/gpu/test_forward_ws_gpu.py" \
         "short rows|python3 bench/bench_lowering.py --quick --patterns streaming_llm,dilated_2" \
         "window|python3 bench/bench_triton.py --ns 32768 --patterns mistral_swa"
-    grep -E "^(FAILED|ERROR)|passed|failed" "$out/check.log" | tail -20
+    summary check
 elif [ "$phase" = stores ]; then
     # what the bulk stores of every Gluon kernel (2026-12-03, third session) have not been measured on:
     # the static patterns whose forward stayed on the Triton kernel, dQ alone against the Triton dQ,
@@ -141,7 +145,7 @@ elif [ "$phase" = host ]; then
         "host|MASKC_REUSE_LAYOUT=0 python3 bench/host_time.py --cases docwindow,window" \
         "runtime|python3 bench/bench_runtime.py --cases documents,window" \
         "runtime graphed|MASKC_BENCH_GRAPHS=1 python3 bench/bench_runtime.py --cases window"
-    grep -E "^(FAILED|ERROR)|passed|failed" "$out/host.log" | tail -20
+    summary host
 elif [ "$phase" = halves ]; then
     queue 0 halves "bigbird first|timeout 200 python3 -m pytest -q -p no:cacheprovider -rfE -k 'bigbird and halfkinds' tests/gpu/test_forward_ws_gpu.py" \
         "tests|python3 -m pytest -q -p no:cacheprovider -n 14 -rfE --timeout 240 -k halfkinds tests/gpu/test_forward_ws_gpu.py" \
@@ -149,7 +153,7 @@ elif [ "$phase" = halves ]; then
         "probe dq|python3 bench/probe_forward_ws.py --kernel dq --cases bigbird,longformer" \
         "probe dkdv|python3 bench/probe_forward_ws.py --kernel dkdv --cases bigbird,longformer" \
         "triton|MASKC_TRITON_HALF_KINDS=1 python3 bench/bench_triton.py --ns 32768 --patterns mistral_swa,longformer,bigbird"
-    grep -E "^(FAILED|ERROR)|passed|failed" "$out/halves.log" | tail -20
+    summary halves
 elif [ "$phase" = graphs ]; then
     export MASKC_BENCH_GRAPHS=1
     # each test and case in a process of its own: a capture that fails leaves CUDA's generator unusable
