@@ -16,6 +16,7 @@ from .forward import (
     WS_MAX_REGS,
     check_in_place,
     descriptor_tiles,
+    half_kinds_arg,
     processors,
     ws_descriptors,
     ws_eligible,
@@ -224,16 +225,16 @@ def launch_dq_ws(
     launch = plan.launch_tables("rows", config.block_m, config.block_n, q.device, heads, inputs, None)
     tables = launch.walk
     items = tables.programs * batch * heads
-    halves = plan.half_kinds("rows", config.block_m, config.block_n, q.device) if config.halves else None
+    halves, half_kinds = half_kinds_arg(plan, "rows", config, tables, q.device)
     plan.kernels("backward_ws").maskc_backward_dq_ws[(min(items, processors(q.device)),)](
         *ws_descriptors(tensors, config), *ws_descriptors((dq,), config, (HALF_ROWS,)), *rows,
         torch.zeros(1, dtype=torch.int32, device=q.device),
         *(stride for x in tensors for stride in x.stride()[:2]), *dq.stride()[:2],
-        *launch.kernel_args(), tables.partial_idx if halves is None else halves,
+        *launch.kernel_args(), halves,
         scale * LOG2E, scale, plan.n, heads, heads // k.shape[1], batch * heads, tables.lines, tables.long_lines,
         items, plan.tile_mask(), launch.mask_args,
         BLOCK_M=config.block_m, BLOCK_N=config.block_n, HEAD_DIM=q.shape[-1], STAGES=config.num_stages,
-        CONSUMER_REGS=WS_CONSUMER_REGS, HALF_KINDS=halves is not None, num_warps=config.num_warps,
+        CONSUMER_REGS=WS_CONSUMER_REGS, HALF_KINDS=half_kinds, num_warps=config.num_warps,
         maxnreg=WS_MAX_REGS,
     )  # fmt: skip
 
@@ -256,15 +257,15 @@ def launch_dkdv_ws(
     tables = launch.walk
     items = tables.programs * batch * kv_heads
     dk, dv = grads
-    halves = plan.half_kinds("columns", config.block_m, config.block_n, q.device) if config.halves else None
+    halves, half_kinds = half_kinds_arg(plan, "columns", config, tables, q.device)
     plan.kernels("backward_ws").maskc_backward_dkdv_ws[(min(items, processors(q.device)),)](
         *ws_descriptors(tensors, config), *ws_descriptors((dk, dv), config, (HALF_ROWS, HALF_ROWS)),
         *descriptors.gluon_term_descriptors(rows, config.block_m), torch.zeros(1, dtype=torch.int32, device=q.device),
         *(stride for x in tensors for stride in x.stride()[:2]), *dk.stride()[:2], *dv.stride()[:2],
-        *launch.kernel_args(), tables.partial_idx if halves is None else halves,
+        *launch.kernel_args(), halves,
         scale * LOG2E, scale, plan.n, heads, kv_heads, heads // kv_heads, batch * kv_heads, tables.lines,
         tables.long_lines, items, plan.tile_mask(), launch.mask_args,
         BLOCK_M=config.block_m, BLOCK_N=config.block_n, HEAD_DIM=q.shape[-1], STAGES=config.num_stages,
-        CONSUMER_REGS=WS_DKDV_CONSUMER_REGS, HALF_KINDS=halves is not None, num_warps=config.num_warps,
+        CONSUMER_REGS=WS_DKDV_CONSUMER_REGS, HALF_KINDS=half_kinds, num_warps=config.num_warps,
         maxnreg=WS_MAX_REGS,
     )  # fmt: skip

@@ -11,6 +11,7 @@ from .chunks import chunk_args, chunk_programs, launch_programs, workspace
 from .plan import Plan
 from .runtime import CallInputs
 from .span import Span
+from .tables import Walk, WalkTables
 from .tuning import KernelConfig, choose_config, dot_precision
 
 #: log2(e): the kernels work in base 2, so the score scale is folded with it (kernels.common.LOG2E).
@@ -86,20 +87,29 @@ def launch_forward_ws(
     tables = launch.walk
     groups = batch * heads
     items = tables.programs * groups
-    # a static layout's halves' kinds where the configuration reads them (a run-time one has none)
-    halves = plan.half_kinds("rows", config.block_m, config.block_n, q.device) if config.halves else None
+    halves, half_kinds = half_kinds_arg(plan, "rows", config, tables, q.device)
     kernels = plan.kernels("forward_ws")
     kernels.maskc_forward_ws[(min(items, processors(q.device)),)](
         *ws_descriptors(qkv, config), *ws_descriptors((out,), config, (HALF_ROWS,)), lse,
         torch.zeros(1, dtype=torch.int32, device=q.device),
         *q.stride()[:2], *k.stride()[:2], *v.stride()[:2], *out.stride()[:2],
-        *launch.kernel_args(), tables.partial_idx if halves is None else halves,
+        *launch.kernel_args(), halves,
         scale * LOG2E, plan.n, heads, heads // k.shape[1], groups, tables.lines, tables.long_lines, items,
         plan.tile_mask(), launch.mask_args,
         BLOCK_M=config.block_m, BLOCK_N=config.block_n, HEAD_DIM=head_dim, STAGES=config.num_stages,
-        CONSUMER_REGS=WS_CONSUMER_REGS, OVERLAP=config.overlap, HALF_KINDS=halves is not None,
+        CONSUMER_REGS=WS_CONSUMER_REGS, OVERLAP=config.overlap, HALF_KINDS=half_kinds,
         num_warps=config.num_warps, maxnreg=WS_MAX_REGS,
     )  # fmt: skip
+
+
+def half_kinds_arg(
+    plan: Plan, walk: Walk, config: KernelConfig, tables: WalkTables, device: torch.device
+) -> tuple[torch.Tensor, bool]:
+    """The warp-specialised kernels' `partial_halves` argument and HALF_KINDS flag: a static layout's
+    halves' kinds where `config` reads them (`Plan.half_kinds`), else the partial indices standing in,
+    never read (a run-time layout has no halves' kinds)."""
+    halves = plan.half_kinds(walk, config.block_m, config.block_n, device) if config.halves else None
+    return (tables.partial_idx, False) if halves is None else (halves, True)
 
 
 #: Rows a computing partition of the warp-specialised kernels stores at once: its half of a 128-row

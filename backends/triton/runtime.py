@@ -263,6 +263,7 @@ class StaticMaps:
 
     def __init__(self) -> None:
         self._maps: dict[tuple, torch.Tensor] = {}
+        self._beside_documents: dict[int, list[Rule] | None] = {}
         self._keep: list[Rule] = []
         self._constants: dict[tuple[bytes, str, str], torch.Tensor] = {}
         self._tensors: dict[tuple, torch.Tensor] = {}
@@ -279,6 +280,13 @@ class StaticMaps:
         if key not in self._constants:
             self._constants[key] = torch.as_tensor(values, device=device)
         return self._constants[key]
+
+    def beside_documents(self, rule: Rule) -> list[Rule] | None:
+        """`_static_beside_documents(rule)`, found once per rule (every walk of every call asks)."""
+        if id(rule) not in self._beside_documents:
+            self._beside_documents[id(rule)] = _static_beside_documents(rule)
+            self._keep.append(rule)
+        return self._beside_documents[id(rule)]
 
     def get(self, rule: Rule, grid: TileGrid, device: torch.device) -> torch.Tensor:
         """The compile-time tile kinds of the static `rule` on `device`."""
@@ -383,7 +391,7 @@ def runtime_tables(
         return inputs.built[built_key]
     heads = inputs.heads
     layout_of = np.asarray(head_layout if len(head_layout) == heads else np.zeros(heads, dtype=np.int32))
-    fixed = _static_beside_documents(rules[0]) if len(rules) == 1 else None
+    fixed = static.beside_documents(rules[0]) if len(rules) == 1 else None
     if fixed is not None:  # kinds decided inside the compaction from the documents and one static map
         kinds = static.intersected(rules[0], fixed, grid, device) if fixed else None
         inputs.built[built_key] = _document_tables(inputs.values["labels"], kinds, grid, walk, heads, static)

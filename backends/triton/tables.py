@@ -163,14 +163,14 @@ def half_kinds(whole: Sequence[BlockLayout], halves: Sequence[BlockLayout], walk
         pointers, crossing = split[f"partial_{pointer}"], split[f"partial_{index}"].astype(np.int64)
         line = np.repeat(np.arange(len(pointers) - 1, dtype=np.int64), np.diff(pointers))
         if walk == "rows":
-            first, second = _tile_kinds(small, 2 * line, crossing), _tile_kinds(small, 2 * line + 1, crossing)
+            first, second = _stored_kinds(small, 2 * line, crossing), _stored_kinds(small, 2 * line + 1, crossing)
         else:
-            first, second = _tile_kinds(small, crossing, 2 * line), _tile_kinds(small, crossing, 2 * line + 1)
+            first, second = _stored_kinds(small, crossing, 2 * line), _stored_kinds(small, crossing, 2 * line + 1)
         codes.append((first | (second << 2)).astype(np.int8))
     return np.concatenate(codes)
 
 
-def _tile_kinds(layout: BlockLayout, rows: np.ndarray, columns: np.ndarray) -> np.ndarray:
+def _stored_kinds(layout: BlockLayout, rows: np.ndarray, columns: np.ndarray) -> np.ndarray:
     """The kinds of `layout`'s tiles at (rows, columns) (0 outside its grid: the second half of a last
     tile that the grid ends inside), by a sorted search of its stored tiles: memory grows with the
     stored tiles, not with the grid."""
