@@ -8,6 +8,10 @@ output's (or gradients') relative difference from it. A measurement for bench/NO
 makes the same comparison per problem on its own.
 
     python3 bench/probe_forward_ws.py [--cases window,documents] [--kernel forward|dq|dkdv] [--once]
+                                      [--stages 4]
+
+`--stages S` also times every configuration with S stages (ring buffers of key and value tiles, or
+of query and dO tiles), those the tuner does not offer: a deeper ring where it fits in shared memory.
 
 `--once`, for a profiler (`bench/run_gpu.sh ncu`): one call per case with the kernel's first
 warp-specialised configuration and the other kernels' first candidates, untimed and untuned, so that
@@ -17,6 +21,7 @@ each kernel launches once and nothing else runs.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 
@@ -57,9 +62,9 @@ def forced(kernel: str, config: tuning.KernelConfig | None) -> None:
 ORIGINAL = tuning.candidates
 
 
-def run_case(name: str, kernel: str, once: bool = False) -> None:
+def run_case(name: str, kernel: str, once: bool = False, stages: int | None = None) -> None:
     """The case's forward ("forward"), or forward+backward with each dQ ("dq") or dK/dV ("dkdv") candidate
-    (`once`: one call with the first warp-specialised one)."""
+    (`once`: one call with the first warp-specialised one; `stages`: each also with that many stages)."""
     source, documents = CASES[name]
     spec = maskc.Spec(name=name, **source) if isinstance(source, dict) else maskc.load(source)
     n = None if getattr(spec, "grid", None) is not None else N
@@ -82,6 +87,9 @@ def run_case(name: str, kernel: str, once: bool = False) -> None:
         space = tuning._WS[D] + tuning._WS_HALVES[D]
     else:
         space = tuning._WS_BACKWARD[kernel][D] + tuning._WS_BACKWARD_HALVES[kernel][D]
+    if stages is not None:
+        space += [dataclasses.replace(c, num_stages=stages) for c in space if c.num_stages != stages]
+        space = list(dict.fromkeys(space))
     if once:
         forced(kernel, space[0])
         call()
@@ -120,6 +128,7 @@ def main() -> None:
         help="the kernel whose candidates are timed (dq, dkdv: forward+backward)",
     )
     parser.add_argument("--once", action="store_true", help="one untimed call per case, for a profiler")
+    parser.add_argument("--stages", type=int, help="also time every configuration with this many stages")
     args = parser.parse_args()
     if args.once:
         os.environ["MASKC_TRITON_AUTOTUNE"] = "0"  # every kernel's first candidate: no tuning launches
@@ -133,7 +142,7 @@ def main() -> None:
         )
     print(json.dumps({"dense_causal_cudnn_fwd_ms": round(ms, 4), "n": N, "gpu": torch.cuda.get_device_name()}))
     for name in args.cases.split(","):
-        run_case(name, args.kernel)
+        run_case(name, args.kernel, stages=args.stages)
 
 
 if __name__ == "__main__":

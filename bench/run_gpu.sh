@@ -39,12 +39,11 @@
 #                                 host time of documents with a window (a build in every call) and of the
 #                                 window, then document-causal and documents with a window (bench_runtime),
 #                                 the latter also from CUDA graphs: `bash bench/run_gpu.sh host 540`
-#   bash bench/run_gpu.sh halves  one GPU: the Gluon kernels reading their halves' kinds
-#                                 (MASKC_TRITON_HALF_KINDS): BigBird's GPU tests first (a hang shows at
-#                                 once), then every catalogue spec's, the probes of the forward, dQ and
-#                                 dK/dV on BigBird and Longformer (each Gluon configuration against the
-#                                 Triton pick, outputs compared), then window, Longformer and BigBird with
-#                                 them in the tuning: `bash bench/run_gpu.sh halves 540`
+#   bash bench/run_gpu.sh ahead   one GPU: the Gluon kernels reading each tile's halves' kinds a tile
+#                                 ahead (bench/experiments/half-kinds-read-ahead.patch, applied to the
+#                                 device's copy only): BigBird's half-kind tests first (a hang shows at
+#                                 once), then every half-kind test, then BigBird's forward probed with a
+#                                 four-stage ring too (--stages 4) and its dQ: `bash bench/run_gpu.sh ahead 540`
 # Every queue stops starting benchmarks when its time (second argument, seconds) is spent.
 set -u
 phase=${1:-tests}; budget=${2:-330}
@@ -146,14 +145,14 @@ elif [ "$phase" = host ]; then
         "runtime|python3 bench/bench_runtime.py --cases documents,window" \
         "runtime graphed|MASKC_BENCH_GRAPHS=1 python3 bench/bench_runtime.py --cases window"
     summary host
-elif [ "$phase" = halves ]; then
-    queue 0 halves "bigbird first|timeout 200 python3 -m pytest -q -p no:cacheprovider -rfE -k 'bigbird and halfkinds' tests/gpu/test_forward_ws_gpu.py" \
+elif [ "$phase" = ahead ]; then
+    git apply bench/experiments/half-kinds-read-ahead.patch 2>/dev/null \
+        || patch -p1 <bench/experiments/half-kinds-read-ahead.patch || exit 2
+    queue 0 ahead "bigbird first|timeout 200 python3 -m pytest -q -p no:cacheprovider -rfE -k 'bigbird and halfkinds' tests/gpu/test_forward_ws_gpu.py" \
         "tests|python3 -m pytest -q -p no:cacheprovider -n 14 -rfE --timeout 240 -k halfkinds tests/gpu/test_forward_ws_gpu.py" \
-        "probe forward|python3 bench/probe_forward_ws.py --kernel forward --cases bigbird,longformer,window" \
-        "probe dq|python3 bench/probe_forward_ws.py --kernel dq --cases bigbird,longformer" \
-        "probe dkdv|python3 bench/probe_forward_ws.py --kernel dkdv --cases bigbird,longformer" \
-        "triton|MASKC_TRITON_HALF_KINDS=1 python3 bench/bench_triton.py --ns 32768 --patterns mistral_swa,longformer,bigbird"
-    summary halves
+        "probe forward|python3 bench/probe_forward_ws.py --kernel forward --cases bigbird --stages 4" \
+        "probe dq|python3 bench/probe_forward_ws.py --kernel dq --cases bigbird,longformer"
+    summary ahead
 elif [ "$phase" = graphs ]; then
     export MASKC_BENCH_GRAPHS=1
     # each test and case in a process of its own: a capture that fails leaves CUDA's generator unusable

@@ -4,6 +4,7 @@ tests/gpu/test_forward_ws_gpu.py)."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -65,19 +66,43 @@ def test_candidates_join_for_served_calls_only(kernel: str) -> None:
 
 
 @pytest.mark.parametrize("kernel", ["forward", "dq", "dkdv"])
-def test_half_kind_candidates_join_only_when_asked(kernel: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The kernels reading their halves' kinds wait for their first GPU run behind
-    MASKC_TRITON_HALF_KINDS=1; then they join for calls the warp-specialised kernels serve (the
-    forward's without the overlap)."""
+def test_half_kind_kernels_stand_in_for_the_plain_ones_of_a_static_layout(kernel: str) -> None:
+    """With `halves` (a static layout's call) each warp-specialised candidate without the overlap reads
+    its halves' kinds, in place of its plain twin; the overlap forward stays; without, none does."""
 
-    def offered(ws: bool = True) -> list[tuning.KernelConfig]:
-        return [c for c in tuning.candidates(kernel, 128, torch.bfloat16, (128, 128), True, ws) if c.halves]
+    def space(halves: bool) -> list[tuning.KernelConfig]:
+        return [c for c in tuning.candidates(kernel, 128, torch.bfloat16, (128, 128), True, True, halves) if c.ws]
 
-    monkeypatch.delenv("MASKC_TRITON_HALF_KINDS", raising=False)
-    assert not offered()
-    monkeypatch.setenv("MASKC_TRITON_HALF_KINDS", "1")
-    assert offered() and all(c.ws and not c.overlap for c in offered())
-    assert not offered(ws=False)
+    plain, halved = space(False), space(True)
+    assert not any(c.halves for c in plain)
+    assert [dataclasses.replace(c, halves=not c.overlap) for c in plain] == halved
+    assert any(c.halves for c in halved)
+
+
+def test_half_kinds_only_for_static_layouts_unless_turned_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The tuner asks for the half-kind space when the call is warp-specialised and its layout static;
+    a run-time layout (no halves' kinds) or MASKC_TRITON_HALF_KINDS=0 keeps the plain kernels."""
+    asked: list[bool] = []
+    original = tuning.candidates
+
+    def candidates(*args):
+        asked.append(args[-1])
+        return original(*args)
+
+    monkeypatch.setattr(tuning, "candidates", candidates)
+    monkeypatch.setattr(tuning, "_CHOSEN", {})  # every choice asked afresh, none left for other tests
+    monkeypatch.setattr(tuning, "has_tma", lambda device: True)
+    monkeypatch.setattr(tuning, "ws_allowed", lambda: True)
+    monkeypatch.setenv("MASKC_TRITON_AUTOTUNE", "0")
+    static, q, _, _, _ = _call()
+    run_time = plan_for(maskc.compile(maskc.Spec(name="documents", pattern={"document": {}}), seq_len=256, heads=2))
+    for plan, setting in ((static, None), (run_time, None), (static, "0")):
+        if setting is None:
+            monkeypatch.delenv("MASKC_TRITON_HALF_KINDS", raising=False)
+        else:
+            monkeypatch.setenv("MASKC_TRITON_HALF_KINDS", setting)
+        tuning.choose_config(plan, "forward", q, q, run=lambda config: None, ws=True)
+    assert asked == [True, False, False]
 
 
 def test_the_forward_times_both_walks_and_dkdv_splits_its_key_tiles() -> None:

@@ -48,7 +48,7 @@ def _forced(monkeypatch: pytest.MonkeyPatch, **variant: bool) -> list[bool]:
     used: list[bool] = []
     original_candidates, original_descriptors = tuning.candidates, descriptors.row_descriptors
 
-    def candidates(kernel, head_dim, dtype, native, tma=False, ws=False):
+    def candidates(kernel, head_dim, dtype, native, tma=False, ws=False, halves=False):
         found = original_candidates(kernel, head_dim, dtype, native, tma)
         return tuning.as_variant(found, kernel, **variant)
 

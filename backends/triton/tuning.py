@@ -11,8 +11,9 @@ with them the warp-specialised kernels (Hopper, kernels/forward_ws.py and backwa
 MASKC_TRITON_WS=0 leaves out alone; MASKC_TRITON_ATOMIC_DQ=1 adds the dK/dV variants that compute dQ
 with atomics (not under torch's deterministic algorithms). Those lost by 30–47 % on every pattern
 measured on an H200 (bench/NOTES.md), so by default they cost no tuning time.
-MASKC_TRITON_HALF_KINDS=1 adds the warp-specialised kernels that read their halves' kinds
-(`KernelConfig.halves`), not yet run on a GPU.
+For a static layout the warp-specialised kernels that read their halves' kinds (`KernelConfig.halves`)
+stand in for the plain ones without the overlap: on an H200 they were as fast or faster on every
+pattern measured (bench/NOTES.md). MASKC_TRITON_HALF_KINDS=0 brings the plain ones back.
 """
 
 from __future__ import annotations
@@ -123,9 +124,8 @@ _WS: dict[int, list[KernelConfig]] = {
     for dim in (64, 128)
 } | {256: []}
 #: The warp-specialised forward reading its halves' kinds (`KernelConfig.halves`), on the shapes of `_WS`
-#: without overlap. Written and compiled offline, not yet run on a GPU (bench/NOTES.md): only with
-#: MASKC_TRITON_HALF_KINDS=1 (`half_kinds_allowed`) does the tuner time them. A run-time layout has no
-#: halves' kinds, so there they run (and are timed) as the plain kernels.
+#: without overlap: for a static layout they take those shapes' places in the tuning (`candidates`). A
+#: run-time layout has no halves' kinds, so it keeps the plain kernels.
 _WS_HALVES: dict[int, list[KernelConfig]] = {
     dim: [dataclasses.replace(config, halves=True) for config in _WS[dim] if not config.overlap] for dim in (64, 128)
 } | {256: []}
@@ -138,7 +138,7 @@ _WS_BACKWARD: dict[Kernel, dict[int, list[KernelConfig]]] = {
     "dkdv": {dim: [KernelConfig(64, 128, 4, stages, tma=True, ws=True) for stages in (2, 3)] for dim in (64, 128)},
 }
 #: dQ and dK/dV reading their halves' kinds (dQ: halves of its query tiles' rows; dK/dV: of its key
-#: tiles), as `_WS_HALVES` for the forward: offered only with MASKC_TRITON_HALF_KINDS=1.
+#: tiles), in place of `_WS_BACKWARD` where `_WS_HALVES` stand in for the forward's.
 _WS_BACKWARD_HALVES: dict[Kernel, dict[int, list[KernelConfig]]] = {
     kernel: {dim: [dataclasses.replace(c, halves=True) for c in configs] for dim, configs in by_dim.items()}
     for kernel, by_dim in _WS_BACKWARD.items()
@@ -170,11 +170,18 @@ def dot_precision(dtype: torch.dtype) -> str:
 
 
 def candidates(
-    kernel: Kernel, head_dim: int, dtype: torch.dtype, native: tuple[int, int], tma: bool = False, ws: bool = False
+    kernel: Kernel,
+    head_dim: int,
+    dtype: torch.dtype,
+    native: tuple[int, int],
+    tma: bool = False,
+    ws: bool = False,
+    halves: bool = False,
 ) -> list[KernelConfig]:
     """The configurations to try; under the interpreter only the pattern's own tile shape. `tma`: the
     device has tensor descriptors (Hopper), so the descriptor variants join; `ws`: the call is one the
-    warp-specialised forward serves, whose candidates join too."""
+    warp-specialised forward serves, whose candidates join too; `halves`: those without the overlap
+    read their halves' kinds (a static layout's)."""
     if interpreting():
         return [KernelConfig(native[0], native[1], 4, 1)]
     size = next(size for size in (64, 128, 256) if head_dim <= size)
@@ -182,10 +189,9 @@ def candidates(
         return list(_SINGLE[size])
     found = _HALF[kernel][size] + (_TMA[kernel][size] if tma else [])
     if kernel == "forward" and tma and ws:
-        found += _WS[size] + (_WS_HALVES[size] if half_kinds_allowed() else [])
+        found += [dataclasses.replace(c, halves=True) if halves and not c.overlap else c for c in _WS[size]]
     if kernel in _WS_BACKWARD and tma and ws:
-        found += _WS_BACKWARD[kernel].get(size, [])
-        found += _WS_BACKWARD_HALVES[kernel].get(size, []) if half_kinds_allowed() else []
+        found += (_WS_BACKWARD_HALVES if halves else _WS_BACKWARD)[kernel].get(size, [])
     if kernel == "dkdv" and atomic_dq_allowed():
         atomic = _ATOMIC_DQ[size]
         found += atomic + ([dataclasses.replace(c, tma=True) for c in atomic] if tma else [])
@@ -200,9 +206,9 @@ def as_variant(configs: list[KernelConfig], kernel: Kernel, **variant: bool) -> 
 
 
 def half_kinds_allowed() -> bool:
-    """Whether the forward's half-kind candidates join the tuning: only with MASKC_TRITON_HALF_KINDS=1
-    while they wait for their first GPU run."""
-    return os.environ.get("MASKC_TRITON_HALF_KINDS", "0") == "1"
+    """Whether the half-kind kernels stand in for the plain warp-specialised ones (a static layout's
+    calls): unless MASKC_TRITON_HALF_KINDS=0, which keeps the plain ones to compare against."""
+    return os.environ.get("MASKC_TRITON_HALF_KINDS", "1") != "0"
 
 
 def atomic_dq_allowed() -> bool:
@@ -274,11 +280,12 @@ def choose_config(
     tma = has_tma(q.device) and not plan.mapped  # rows read in place by pointers: no descriptor tiles
     ws = ws and tma and ws_allowed()
     # the spaces that the call, environment and torch settings open or close
-    spaces = (tma, atomic_dq_allowed(), ws, ws and half_kinds_allowed())
+    halves = ws and half_kinds_allowed() and not plan.run_time  # a run-time layout has no halves' kinds
+    spaces = (tma, atomic_dq_allowed(), ws, halves)
     key = (plan.tune_key, kernel, q.shape, k.shape[1], k.shape[-1], q.dtype, q.device, *spaces)
     chosen = _CHOSEN.get(key)
     if chosen is None:
-        options = candidates(kernel, max(q.shape[-1], k.shape[-1]), q.dtype, plan.native_tile, tma, ws)
+        options = candidates(kernel, max(q.shape[-1], k.shape[-1]), q.dtype, plan.native_tile, tma, ws, halves)
         options = [config for config in options if ws or not config.ws]  # also when a caller forces some
         if len(options) == 1 or os.environ.get("MASKC_TRITON_AUTOTUNE", "1") == "0":
             chosen = options[0]
