@@ -12,8 +12,9 @@ MASKC_TRITON_WS=0 leaves out alone; MASKC_TRITON_ATOMIC_DQ=1 adds the dK/dV vari
 with atomics (not under torch's deterministic algorithms). Those lost by 30–47 % on every pattern
 measured on an H200 (bench/NOTES.md), so by default they cost no tuning time.
 For a static layout the warp-specialised kernels that read their halves' kinds (`KernelConfig.halves`)
-stand in for the plain ones without the overlap: on an H200 they were as fast or faster on every
-pattern measured (bench/NOTES.md). MASKC_TRITON_HALF_KINDS=0 brings the plain ones back.
+stand in for the plain ones without the overlap: on an H200 no comparison found them more than 2 %
+slower, and most found them faster (bench/NOTES.md). MASKC_TRITON_HALF_KINDS=0 brings the plain ones
+back.
 """
 
 from __future__ import annotations
