@@ -141,7 +141,7 @@ def _warp_specialised(halves: bool = False) -> None:
     space = tuning._WS_HALVES[128] if halves else tuning._WS[128]
     backward_space = tuning._WS_BACKWARD_HALVES if halves else tuning._WS_BACKWARD
 
-    def candidates(kernel, head_dim, dtype, native, tma=False, ws=False, halves=False):
+    def candidates(kernel, head_dim, dtype, native, tma=False, ws=False, *_):  # the spaces chosen above
         if kernel == "forward" and ws:  # a call the kernel serves (forward.ws_eligible)
             return [c for c in space if c.block_n == native[1]] or space[:1]
         if kernel in backward_space and ws:
@@ -160,7 +160,7 @@ def _variants(**variant: bool) -> None:
 
     original = tuning.candidates
 
-    def candidates(kernel, head_dim, dtype, native, tma=False, ws=False, halves=False):
+    def candidates(kernel, head_dim, dtype, native, tma=False, ws=False, *_):  # no warp-specialised ones
         found = original(kernel, head_dim, dtype, native, tma)
         return tuning.as_variant(found, kernel, **variant)
 

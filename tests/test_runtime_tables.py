@@ -271,11 +271,17 @@ def test_document_forms_build_the_tables_of_the_general_path(
         inputs = CallInputs.prepare([rule], q, q, ids)
         return runtime_tables([rule], compiled.head_layout, TileGrid(n, *tile), walk, inputs, StaticMaps(), q.device)
 
+    routes: list[str] = []
+    for name in ("compacted", "compacted_documents"):
+        build = getattr(runtime, name)
+        monkeypatch.setattr(runtime, name, lambda *args, name=name, build=build: routes.append(name) or build(*args))
     for walk in ("rows", "columns"):
         fast = tables(walk)
         with monkeypatch.context() as patch:
             patch.setattr(runtime, "_static_beside_documents", lambda rule: None)
             general = tables(walk)
+        assert routes == ["compacted_documents", "compacted"], routes  # each path as its name says
+        routes.clear()
         assert fast.table_stride == general.table_stride
         assert torch.equal(fast.table_of_head, general.table_of_head)
         for name in ("order", "full_ptr", "full_idx", "partial_ptr", "partial_idx"):

@@ -36,8 +36,6 @@ from .runtime import CallInputs
 CLUSTER_ORDER = "cluster-order"
 
 _SORTED: weakref.WeakKeyDictionary[CompiledPattern, CompiledPattern] = weakref.WeakKeyDictionary()
-
-
 _IN_CLUSTER_ORDER: weakref.WeakKeyDictionary[CompiledPattern, bool] = weakref.WeakKeyDictionary()
 
 
