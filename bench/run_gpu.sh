@@ -44,6 +44,10 @@
 #                                 device's copy only): BigBird's half-kind tests first (a hang shows at
 #                                 once), then every half-kind test, then BigBird's forward probed with a
 #                                 four-stage ring too (--stages 4) and its dQ: `bash bench/run_gpu.sh ahead 540`
+#   bash bench/run_gpu.sh chunked one GPU: the Gluon kernels walking long lines as chunks: their chunk
+#                                 tests first (a hang shows at once), then Longformer and BigBird
+#                                 benchmarked, then every test of the Gluon kernels:
+#                                 `bash bench/run_gpu.sh chunked 540`
 # Every queue stops starting benchmarks when its time (second argument, seconds) is spent.
 set -u
 phase=${1:-tests}; budget=${2:-330}
@@ -153,6 +157,11 @@ elif [ "$phase" = ahead ]; then
         "probe forward|python3 bench/probe_forward_ws.py --kernel forward --cases bigbird --stages 4" \
         "probe dq|python3 bench/probe_forward_ws.py --kernel dq --cases bigbird,longformer"
     summary ahead
+elif [ "$phase" = chunked ]; then
+    queue 0 chunked "chunk tests|timeout 240 python3 -m pytest -q -p no:cacheprovider -n 14 -rfE -k as_chunks tests/gpu/test_forward_ws_gpu.py" \
+        "bench|python3 bench/bench_triton.py --ns 32768 --patterns longformer,bigbird" \
+        "tests|python3 -m pytest -q -p no:cacheprovider -n 14 -rfE --timeout 240 tests/gpu/test_forward_ws_gpu.py tests/gpu/test_long_rows_gpu.py"
+    summary chunked
 elif [ "$phase" = graphs ]; then
     export MASKC_BENCH_GRAPHS=1
     # each test and case in a process of its own: a capture that fails leaves CUDA's generator unusable

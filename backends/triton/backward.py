@@ -219,24 +219,30 @@ def launch_dq_ws(
     inputs: CallInputs | None,
 ) -> None:
     """One launch of the warp-specialised dQ (`kernels/backward_ws.py`) writing dq from (q, k, v, dO) and
-    the rows' (lse in base 2, delta), on a call `forward.ws_eligible` admits (not adding to a pass's)."""
+    the rows' (lse in base 2, delta), on a call `forward.ws_eligible` admits (not adding to a pass's);
+    long rows as chunks where the tables split them, summed after."""
     q, k = tensors[:2]
-    batch, heads = q.shape[:2]
+    batch, heads, _, head_dim = q.shape
     launch = plan.launch_tables("rows", config.block_m, config.block_n, q.device, heads, inputs, None)
-    tables = launch.walk
-    items = tables.programs * batch * heads
+    tables, groups = launch.walk, batch * heads
+    items = launch_programs(tables, groups)
+    dq_work = workspace(chunk_programs(tables, groups), config.block_m, head_dim, device=q.device)
     halves, half_kinds = half_kinds_arg(plan, "rows", config, tables, q.device)
     plan.kernels("backward_ws").maskc_backward_dq_ws[(min(items, processors(q.device)),)](
         *ws_descriptors(tensors, config), *ws_descriptors((dq,), config, (HALF_ROWS,)), *rows,
         torch.zeros(1, dtype=torch.int32, device=q.device),
         *(stride for x in tensors for stride in x.stride()[:2]), *dq.stride()[:2],
         *launch.kernel_args(), halves,
-        scale * LOG2E, scale, plan.n, heads, heads // k.shape[1], batch * heads, tables.lines, tables.long_lines,
-        items, plan.tile_mask(), launch.mask_args,
-        BLOCK_M=config.block_m, BLOCK_N=config.block_n, HEAD_DIM=q.shape[-1], STAGES=config.num_stages,
-        CONSUMER_REGS=WS_CONSUMER_REGS, HALF_KINDS=half_kinds, num_warps=config.num_warps,
+        scale * LOG2E, scale, plan.n, heads, heads // k.shape[1], groups, tables.lines, tables.long_lines,
+        items, plan.tile_mask(), launch.mask_args, *chunk_args(tables, groups), dq_work,
+        BLOCK_M=config.block_m, BLOCK_N=config.block_n, HEAD_DIM=head_dim, STAGES=config.num_stages,
+        CONSUMER_REGS=WS_CONSUMER_REGS, HALF_KINDS=half_kinds, SPLIT=tables.split, num_warps=config.num_warps,
         maxnreg=WS_MAX_REGS,
     )  # fmt: skip
+    if tables.split:
+        positions = Span.full(plan.n).kernel_args(q.device)
+        _sum_chunks(plan.kernels("backward"), tables, dq, dq_work, heads, groups, scale, positions[:3],
+                    plan.row_map_args()[0], config.block_m, head_dim, False, False)  # fmt: skip
 
 
 def launch_dkdv_ws(
@@ -250,12 +256,13 @@ def launch_dkdv_ws(
 ) -> None:
     """One launch of the warp-specialised dK/dV (`kernels/backward_ws.py`) writing (dk, dv) from
     (q, k, v, dO) and the rows' (lse in base 2, delta), on a call `forward.ws_eligible` admits: one
-    persistent program per SM, every column walked whole."""
+    persistent program per SM; long columns as chunks where the tables split them, summed after."""
     q, k = tensors[:2]
-    (batch, heads), kv_heads = q.shape[:2], k.shape[1]
+    (batch, heads, _, head_dim), kv_heads = q.shape, k.shape[1]
     launch = plan.launch_tables("columns", config.block_m, config.block_n, q.device, heads, inputs, None)
-    tables = launch.walk
-    items = tables.programs * batch * kv_heads
+    tables, groups = launch.walk, batch * kv_heads
+    items = launch_programs(tables, groups)
+    works = [workspace(chunk_programs(tables, groups), config.block_n, head_dim, device=q.device) for _ in grads]
     dk, dv = grads
     halves, half_kinds = half_kinds_arg(plan, "columns", config, tables, q.device)
     plan.kernels("backward_ws").maskc_backward_dkdv_ws[(min(items, processors(q.device)),)](
@@ -263,9 +270,14 @@ def launch_dkdv_ws(
         *descriptors.gluon_term_descriptors(rows, config.block_m), torch.zeros(1, dtype=torch.int32, device=q.device),
         *(stride for x in tensors for stride in x.stride()[:2]), *dk.stride()[:2], *dv.stride()[:2],
         *launch.kernel_args(), halves,
-        scale * LOG2E, scale, plan.n, heads, kv_heads, heads // kv_heads, batch * kv_heads, tables.lines,
-        tables.long_lines, items, plan.tile_mask(), launch.mask_args,
-        BLOCK_M=config.block_m, BLOCK_N=config.block_n, HEAD_DIM=q.shape[-1], STAGES=config.num_stages,
-        CONSUMER_REGS=WS_DKDV_CONSUMER_REGS, HALF_KINDS=half_kinds, num_warps=config.num_warps,
+        scale * LOG2E, scale, plan.n, heads, kv_heads, heads // kv_heads, groups, tables.lines,
+        tables.long_lines, items, plan.tile_mask(), launch.mask_args, *chunk_args(tables, groups), *works,
+        BLOCK_M=config.block_m, BLOCK_N=config.block_n, HEAD_DIM=head_dim, STAGES=config.num_stages,
+        CONSUMER_REGS=WS_DKDV_CONSUMER_REGS, HALF_KINDS=half_kinds, SPLIT=tables.split, num_warps=config.num_warps,
         maxnreg=WS_MAX_REGS,
     )  # fmt: skip
+    if tables.split:
+        keys = Span.full(plan.n).kernel_args(q.device)
+        for grad, work, factor in ((dk, works[0], scale), (dv, works[1], 1.0)):
+            _sum_chunks(plan.kernels("backward"), tables, grad, work, kv_heads, groups, factor, (keys[0], 0, plan.n),
+                        plan.row_map_args()[1], config.block_n, head_dim, False, False)  # fmt: skip

@@ -42,9 +42,7 @@ def launch_forward(
     launch = plan.launch_tables("rows", config.block_m, config.block_n, q.device, heads, inputs, window)
     tables = launch.walk
     groups, value_dim, block_m = batch * heads, v.shape[-1], config.block_m
-    chunks = chunk_programs(tables, groups)
-    acc_work = workspace(chunks, block_m, value_dim, device=q.device)
-    m_work, l_work = (workspace(chunks, block_m, device=q.device) for _ in range(2))
+    works = forward_workspaces(chunk_programs(tables, groups), block_m, value_dim, q.device)
     kernels = plan.kernels("forward")
     positions = span.kernel_args(q.device)
     even = span.even(block_m, config.block_n)
@@ -56,18 +54,46 @@ def launch_forward(
         *launch.kernel_args(),
         scale * LOG2E, plan.n, heads, heads // k.shape[1], groups, tables.lines, tables.long_lines,
         tables.programs, *positions, plan.tile_mask(), launch.mask_args, q_map, k_map,
-        *chunk_args(tables, groups), acc_work, m_work, l_work, *(tma or (None, None)),
+        *chunk_args(tables, groups), *works, *(tma or (None, None)),
         BLOCK_M=block_m, BLOCK_N=config.block_n, HEAD_DIM=head_dim, VALUE_DIM=value_dim,
         EVEN_N=even, PER_BATCH_Q=span.q_starts is not None,
         PRECISION=dot_precision(q.dtype), SPLIT=tables.split, TMA=tma is not None, CONTINUE=going_on,
         num_warps=config.num_warps, num_stages=config.num_stages,
     )  # fmt: skip
     if tables.split:
-        kernels.maskc_forward_merge[(tables.long_lines, groups)](
-            out, lse, acc_work, m_work, l_work, *out.stride()[:3], tables.order, tables.chunk_ptr, heads, groups,
-            *positions[:3], q_map, BLOCK_M=block_m, VALUE_DIM=value_dim, PER_BATCH_Q=span.q_starts is not None,
-            CONTINUE=going_on, num_warps=8,
-        )  # fmt: skip
+        merge_long_rows(plan, tables, (out, lse), works, span, heads, block_m, going_on)
+
+
+def forward_workspaces(
+    chunks: int, block_m: int, value_dim: int, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The chunks' float32 partials of the online softmax: (acc, m, l), one [block_m] piece per chunk."""
+    return (
+        workspace(chunks, block_m, value_dim, device=device),
+        workspace(chunks, block_m, device=device),
+        workspace(chunks, block_m, device=device),
+    )
+
+
+def merge_long_rows(
+    plan: Plan,
+    tables: WalkTables,
+    outputs: tuple[torch.Tensor, torch.Tensor],
+    works: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    span: Span,
+    heads: int,
+    block_m: int,
+    going_on: bool,
+) -> None:
+    """(out, lse) of the long rows from their chunks' partials (`kernels.forward.maskc_forward_merge`),
+    one program per (long row, batch·head)."""
+    out, lse = outputs
+    groups = out.shape[0] * heads
+    plan.kernels("forward").maskc_forward_merge[(tables.long_lines, groups)](
+        out, lse, *works, *out.stride()[:3], tables.order, tables.chunk_ptr, heads, groups,
+        *span.kernel_args(out.device)[:3], plan.row_map_args()[0], BLOCK_M=block_m, VALUE_DIM=out.shape[-1],
+        PER_BATCH_Q=span.q_starts is not None, CONTINUE=going_on, num_warps=8,
+    )  # fmt: skip
 
 
 def launch_forward_ws(
@@ -79,14 +105,15 @@ def launch_forward_ws(
     inputs: CallInputs | None,
 ) -> None:
     """One launch of the warp-specialised forward (`kernels/forward_ws.py`) writing (out, lse) on a
-    call `ws_eligible` admits: one persistent program per SM (at most one per work item), every row
-    walked whole."""
+    call `ws_eligible` admits: one persistent program per SM (at most one per work item); long rows
+    as chunks where the tables split them, merged after (`merge_long_rows`)."""
     (q, k, v), (out, lse) = qkv, outputs
     batch, heads, _, head_dim = q.shape
     launch = plan.launch_tables("rows", config.block_m, config.block_n, q.device, heads, inputs, None)
     tables = launch.walk
     groups = batch * heads
-    items = tables.programs * groups
+    items = launch_programs(tables, groups)
+    works = forward_workspaces(chunk_programs(tables, groups), config.block_m, head_dim, q.device)
     halves, half_kinds = half_kinds_arg(plan, "rows", config, tables, q.device)
     kernels = plan.kernels("forward_ws")
     kernels.maskc_forward_ws[(min(items, processors(q.device)),)](
@@ -95,11 +122,13 @@ def launch_forward_ws(
         *q.stride()[:2], *k.stride()[:2], *v.stride()[:2], *out.stride()[:2],
         *launch.kernel_args(), halves,
         scale * LOG2E, plan.n, heads, heads // k.shape[1], groups, tables.lines, tables.long_lines, items,
-        plan.tile_mask(), launch.mask_args,
+        plan.tile_mask(), launch.mask_args, *chunk_args(tables, groups), *works,
         BLOCK_M=config.block_m, BLOCK_N=config.block_n, HEAD_DIM=head_dim, STAGES=config.num_stages,
-        CONSUMER_REGS=WS_CONSUMER_REGS, OVERLAP=config.overlap, HALF_KINDS=half_kinds,
+        CONSUMER_REGS=WS_CONSUMER_REGS, OVERLAP=config.overlap, HALF_KINDS=half_kinds, SPLIT=tables.split,
         num_warps=config.num_warps, maxnreg=WS_MAX_REGS,
     )  # fmt: skip
+    if tables.split:
+        merge_long_rows(plan, tables, outputs, works, Span.full(plan.n), heads, config.block_m, going_on=False)
 
 
 def half_kinds_arg(

@@ -114,12 +114,13 @@ _TMA: dict[Kernel, dict[int, list[KernelConfig]]] = {
     },
 }
 #: Forward candidates added on Hopper for the calls the warp-specialised kernel serves
-#: (`forward.ws_eligible`): 128-row tiles, two shared buffers of key and value tiles at head dim 128
-#: (three would pass the shared memory), three at 64.
+#: (`forward.ws_eligible`): 128-row tiles; at head dim 128 two shared buffers of 128-key tiles (three
+#: would pass the shared memory) or four of 64-key ones (229,832 of 232,448 bytes; BigBird's forward
+#: 4-7 % faster than with three, bench/NOTES.md), three of either at 64.
 _WS: dict[int, list[KernelConfig]] = {
     dim: [
         KernelConfig(128, block_n, 4, stages, tma=True, ws=True, overlap=overlap)
-        for block_n, stages in ((128, 2 if dim == 128 else 3), (64, 3))
+        for block_n, stages in ((128, 2 if dim == 128 else 3), (64, 4 if dim == 128 else 3))
         for overlap in (False, True)
     ]
     for dim in (64, 128)

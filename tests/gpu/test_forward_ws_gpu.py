@@ -19,7 +19,8 @@ from test_runtime_gpu import test_against_the_float32_reference
 from test_triton_gpu import SPECS, _check, _layer_patterns
 
 import maskc
-from maskc.backends.triton import backward, forward, tuning
+from maskc.backends.triton import backward, forward, tables, tuning
+from maskc.backends.triton.plans import plan_for
 from maskc.errors import MaskcWarning
 
 pytestmark = [
@@ -156,5 +157,49 @@ def test_every_spec_backward(backward_launches: list[tuple], path: Path, request
 def test_run_time_patterns_backward(backward_launches: list[tuple], name: str) -> None:
     """The warp-specialised dQ or dK/dV on documents, top-k and clusters."""
     test_against_the_float32_reference(name)
+    _assert_ran_where_served(backward_launches)
+    assert backward_launches, "the warp-specialised kernel served no call"
+
+
+#: Patterns with a long row and column (a global token's), split into chunks of `CHUNK_TILES` tiles.
+LONG_LINES = {
+    "longformer": {"pattern": [{"window": {"before": 256, "after": 256}}, {"global": {"tokens": [0]}}]},
+    "bigbird": "specs/bigbird.yaml",
+}
+CHUNK_TILES = 3
+
+
+def _long_lines_checked(monkeypatch: pytest.MonkeyPatch, walk: str, config: tuning.KernelConfig) -> None:
+    """Each of LONG_LINES at n = 4096, GQA, a batch of two, its long lines as chunks of CHUNK_TILES
+    tiles (asserted on `walk`'s tables at `config`'s tile shape), against the reference."""
+    monkeypatch.setattr(tables, "CHUNK_TILES", CHUNK_TILES)
+    for name, spec in LONG_LINES.items():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", MaskcWarning)
+            source = maskc.Spec(name=name, **spec) if isinstance(spec, dict) else spec
+            pattern = maskc.compile(source, seq_len=4096, heads=4, schedule="single")
+        split = plan_for(pattern).tables(walk, config.block_m, config.block_n, torch.device("cuda")).split
+        assert split, f"{name}: the {walk} were not split"
+        _check(pattern, batch=2, kv_heads=2, head_dim=128, dtype=torch.bfloat16)
+
+
+@pytest.mark.parametrize("launches", [name for name in CONFIGS if "D=128" in name], indirect=True)
+def test_long_rows_as_chunks(
+    launches: list[tuple], monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
+) -> None:
+    """The forward walks a long row as chunks, each a work item writing its partial, merged after."""
+    config, _ = CONFIGS[request.node.callspec.params["launches"]]
+    _long_lines_checked(monkeypatch, "rows", config)
+    _assert_ran_where_served(launches)
+    assert launches, "the warp-specialised forward served no call"
+
+
+@pytest.mark.parametrize("backward_launches", [name for name in BACKWARD_CONFIGS if "D=128" in name], indirect=True)
+def test_long_lines_as_chunks_backward(
+    backward_launches: list[tuple], monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
+) -> None:
+    """dQ walks a long row, dK/dV a long column, as chunks whose partials are summed after."""
+    kernel, config, _ = BACKWARD_CONFIGS[request.node.callspec.params["backward_launches"]]
+    _long_lines_checked(monkeypatch, "rows" if kernel == "dq" else "columns", config)
     _assert_ran_where_served(backward_launches)
     assert backward_launches, "the warp-specialised kernel served no call"

@@ -34,7 +34,7 @@ from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia.hopper import mbarrier, tma, warpgroup_mma, warpgroup_mma_wait
 
-from .common import program_slot
+from .common import item_slot, walk_parts
 from .forward_ws import (
     CONSUMERS,
     GROUP_ROWS,
@@ -43,6 +43,7 @@ from .forward_ws import (
     descriptor_rows,
     half_of_row,
     issue_loads,
+    keep_rows,
     load_walk,
     next_item,
     product_layout,
@@ -55,22 +56,22 @@ from .forward_ws import (
 
 @gluon.jit
 def gradient_rows(args, tile_mask: gl.constexpr, mask_args, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr,
-                  HEAD_DIM: gl.constexpr, STAGES: gl.constexpr, HALF: gl.constexpr, HALF_KINDS: gl.constexpr):
+                  HEAD_DIM: gl.constexpr, STAGES: gl.constexpr, HALF: gl.constexpr, HALF_KINDS: gl.constexpr,
+                  SPLIT: gl.constexpr):
     # A computing partition: dQ of rows [HALF · 64, HALF · 64 + 64) of every query tile the program walks.
     (q_bufs, do_bufs, k_bufs, v_bufs, q_ready, q_empty, k_ready, v_ready, kv_empty, row_ids, dq_desc, lse2_ptr,
      delta_ptr, stride_dqb, stride_dqh, full_idx, partial_idx, partial_halves, qk_scale, sm_scale, n_ctx, heads,
-     batch_heads, row_tiles, long_rows, items) = args
+     items, chunk_items, dq_work) = args
     s_layout: gl.constexpr = product_layout(BLOCK_N)
     dq_layout: gl.constexpr = product_layout(HEAD_DIM)
     ds_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=dq_layout, k_width=2)
     rows: gl.constexpr = gl.SliceLayout(1, s_layout)
-    sizes = (heads, batch_heads, row_tiles, long_rows)
     kv_count = 0
     rows_done = 0
     it = take_item(row_ids, q_ready, rows_done)
     while it < items:
         b, h, bh, code, start_m, qb, full_lo, full_hi, partial_lo, partial_hi = half_of_row(
-            it, rows_done, row_ids, sizes, BLOCK_M, HALF)
+            rows_done, row_ids, heads, BLOCK_M, HALF)
         q = q_bufs.index(qb).slice(HALF * GROUP_ROWS, GROUP_ROWS, dim=0)
         do = do_bufs.index(qb).slice(HALF * GROUP_ROWS, GROUP_ROWS, dim=0)
         offs_q = start_m + gl.arange(0, GROUP_ROWS, layout=rows)
@@ -87,10 +88,17 @@ def gradient_rows(args, tile_mask: gl.constexpr, mask_args, BLOCK_M: gl.constexp
             q, do, k_bufs, v_bufs, k_ready, v_ready, kv_empty, dq, lse2, delta, kv_count, partial_idx, partial_lo,
             partial_hi, start_m, offs_q, code, n_ctx, qk_scale, tile_mask, mask_args, s_layout, dq_layout, ds_layout,
             BLOCK_N, STAGES, True, partial_halves, HALF_KINDS, HALF)
-        # Stage 3: dQ scaled, stored once through the half's dO rows (read by no product any more); the
-        # query and dO tiles' buffers are free once both halves' copies have left them.
+        # Stage 3: dQ scaled, stored once through the half's dO rows (read by no product any more), or,
+        # for a long row's chunk, kept unscaled for the sum (kernels/backward.py's); the query and dO
+        # tiles' buffers are free once both halves' copies have left them.
         dq_row = b * (stride_dqb // HEAD_DIM) + h * (stride_dqh // HEAD_DIM) + start_m
-        store_rows(dq_desc, do, dq * sm_scale, dq_row)
+        if SPLIT:
+            if it < chunk_items:
+                keep_rows(dq_work, it, dq, dq_layout, BLOCK_M, HALF, HEAD_DIM)
+            else:
+                store_rows(dq_desc, do, dq * sm_scale, dq_row)
+        else:
+            store_rows(dq_desc, do, dq * sm_scale, dq_row)
         mbarrier.arrive(q_empty.index(qb), count=1)
         rows_done += 1
         it = take_item(row_ids, q_ready, rows_done)
@@ -176,9 +184,9 @@ def maskc_backward_dq_ws(
     stride_dqb, stride_dqh,
     head_layout, table_of_head, table_stride, layouts, row_order, full_ptr, full_idx, partial_ptr, partial_idx,
     partial_halves, qk_scale, sm_scale, n_ctx, heads, group, batch_heads, row_tiles, long_rows, items,
-    tile_mask: gl.constexpr, mask_args,
+    tile_mask: gl.constexpr, mask_args, chunk_line, chunk_start, chunk_tiles, chunk_items, DQWork,
     BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr, STAGES: gl.constexpr,
-    CONSUMER_REGS: gl.constexpr, HALF_KINDS: gl.constexpr,
+    CONSUMER_REGS: gl.constexpr, HALF_KINDS: gl.constexpr, SPLIT: gl.constexpr,
 ):
     # Shared buffers and barriers, then the partitions: the default one (num_warps = 4) loads, two
     # workers of one warp group each compute (as maskc_forward_ws, with dO tiles beside the query's).
@@ -190,15 +198,17 @@ def maskc_backward_dq_ws(
               row_ids, counter, stride_qb, stride_qh, stride_kb, stride_kh, stride_vb, stride_vh,
               row_order, head_layout, table_of_head, table_stride, layouts, full_ptr, full_idx, partial_ptr,
               partial_idx, heads, group, batch_heads, row_tiles, long_rows, items,
-              DODesc, do_bufs, stride_db, stride_dh)
+              DODesc, do_bufs, stride_db, stride_dh, (chunk_line, chunk_start, chunk_tiles, chunk_items))
     computer = (q_bufs, do_bufs, k_bufs, v_bufs, q_ready, q_empty, k_ready, v_ready, kv_empty, row_ids, DQDesc,
                 Lse2, Delta, stride_dqb, stride_dqh, full_idx, partial_idx, partial_halves, qk_scale, sm_scale,
-                n_ctx, heads, batch_heads, row_tiles, long_rows, items)
+                n_ctx, heads, items, chunk_items, DQWork)
     gl.warp_specialize(
         [
-            (issue_loads, (loader, BLOCK_M, BLOCK_N, HEAD_DIM, STAGES, True)),
-            (gradient_rows, (computer, tile_mask, mask_args, BLOCK_M, BLOCK_N, HEAD_DIM, STAGES, 0, HALF_KINDS)),
-            (gradient_rows, (computer, tile_mask, mask_args, BLOCK_M, BLOCK_N, HEAD_DIM, STAGES, 1, HALF_KINDS)),
+            (issue_loads, (loader, BLOCK_M, BLOCK_N, HEAD_DIM, STAGES, True, SPLIT)),
+            (gradient_rows, (computer, tile_mask, mask_args, BLOCK_M, BLOCK_N, HEAD_DIM, STAGES, 0, HALF_KINDS,
+                             SPLIT)),
+            (gradient_rows, (computer, tile_mask, mask_args, BLOCK_M, BLOCK_N, HEAD_DIM, STAGES, 1, HALF_KINDS,
+                             SPLIT)),
         ],
         [4, 4],
         [CONSUMER_REGS, CONSUMER_REGS],
@@ -206,26 +216,31 @@ def maskc_backward_dq_ws(
 
 
 @gluon.jit
-def column_of(it, col_order, kv_heads, batch_kv_heads, col_tiles, long_cols):
-    """(batch, key/value head, key tile) of work item `it`: the column program `it` of the unpersisted
-    dK/dV kernel (`backward.maskc_backward_dkdv`)."""
-    slot, bkv = program_slot(it, long_cols, col_tiles, batch_kv_heads)
-    return bkv // kv_heads, bkv % kv_heads, gl.load(col_order + slot)
+def column_of(it, col_order, kv_heads, batch_kv_heads, col_tiles, long_cols, chunks, SPLIT: gl.constexpr):
+    """(batch, key/value head, key tile, [first, last) positions of its tile lists) of work item `it`: the
+    column program `it` of the unpersisted dK/dV kernel (`backward.maskc_backward_dkdv`; with SPLIT a
+    long column's chunk, `item_slot`)."""
+    slot, bkv, first, last = item_slot(it, chunks, long_cols, col_tiles, batch_kv_heads, SPLIT)
+    return bkv // kv_heads, bkv % kv_heads, gl.load(col_order + slot), first, last
 
 
 @gluon.jit
-def head_column(b, h, col, head_layout, table_of_head, table_stride, layouts, full_ptr, partial_ptr, col_tiles):
-    """(layout code, full [lo, hi), partial [lo, hi)) of key tile `col`'s column in query head h's tables."""
+def head_column(b, h, col, head_layout, table_of_head, table_stride, layouts, full_ptr, partial_ptr, col_tiles,
+                part, SPLIT: gl.constexpr):
+    """(layout code, full [lo, hi), partial [lo, hi)) of key tile `col`'s column in query head h's tables,
+    at the positions part = [first, last) of its tile list (a chunk's; with SPLIT only)."""
     table = gl.load(table_of_head + h) + b * table_stride
     code = gl.load(head_layout + h) + layouts * table
     at = table * (col_tiles + 1) + col
-    return (code, gl.load(full_ptr + at), gl.load(full_ptr + at + 1),
-            gl.load(partial_ptr + at), gl.load(partial_ptr + at + 1))
+    full_lo, full_hi, partial_lo, partial_hi = walk_parts(
+        gl.load(full_ptr + at), gl.load(full_ptr + at + 1), gl.load(partial_ptr + at), gl.load(partial_ptr + at + 1),
+        part[0], part[1], SPLIT)
+    return code, full_lo, full_hi, partial_lo, partial_hi
 
 
 @gluon.jit
 def issue_column_loads(args, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr,
-                       STAGES: gl.constexpr):
+                       STAGES: gl.constexpr, SPLIT: gl.constexpr):
     # The loading partition of dK/dV: for each column, its work item (published beside its key and
     # value tiles, which one barrier signals), then for each query head of its group the query and
     # dO tiles of the column (full, then partial), each pair into the next free buffers of the ring
@@ -235,12 +250,13 @@ def issue_column_loads(args, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, HEAD_
      qdo_empty, col_ids, counter, stride_qb, stride_qh, stride_kb, stride_kh, stride_vb, stride_vh, stride_db,
      stride_dh, col_order, head_layout, table_of_head, table_stride, layouts, full_ptr, full_idx, partial_ptr,
      partial_idx, kv_heads, group, batch_kv_heads, col_tiles, long_cols, items, lse_desc, lse_bufs, delta_desc,
-     delta_bufs, heads, n_ctx) = args
+     delta_bufs, heads, n_ctx, chunks) = args
     tile_count = 0
     cols_done = 0
     it = next_item(counter)
     while it < items:
-        b, kvh, col = column_of(it, col_order, kv_heads, batch_kv_heads, col_tiles, long_cols)
+        b, kvh, col, first, last = column_of(it, col_order, kv_heads, batch_kv_heads, col_tiles, long_cols, chunks,
+                                             SPLIT)
         cb = publish_item(col_ids, col_empty, it, cols_done)
         mbarrier.expect(col_ready.index(cb), k_desc.block_type.nbytes + v_desc.block_type.nbytes)
         k_row, v_row = descriptor_rows(b, kvh, stride_kb, stride_kh, stride_vb, stride_vh, col * BLOCK_N, HEAD_DIM)
@@ -249,7 +265,8 @@ def issue_column_loads(args, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, HEAD_
         for g in range(group):
             h = kvh * group + g
             _, full_lo, full_hi, partial_lo, partial_hi = head_column(
-                b, h, col, head_layout, table_of_head, table_stride, layouts, full_ptr, partial_ptr, col_tiles)
+                b, h, col, head_layout, table_of_head, table_stride, layouts, full_ptr, partial_ptr, col_tiles,
+                (first, last), SPLIT)
             q_row, do_row = descriptor_rows(b, h, stride_qb, stride_qh, stride_db, stride_dh, 0, HEAD_DIM)
             terms = (((b * heads + h) * n_ctx).to(gl.int32), lse_desc, lse_bufs, delta_desc, delta_bufs)
             tile_count = load_walk(q_desc, do_desc, q_bufs, do_bufs, q_ready, do_ready, qdo_empty, q_row, do_row,
@@ -262,13 +279,15 @@ def issue_column_loads(args, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, HEAD_
 
 @gluon.jit
 def gradient_columns(args, tile_mask: gl.constexpr, mask_args, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr,
-                     HEAD_DIM: gl.constexpr, STAGES: gl.constexpr, HALF: gl.constexpr, HALF_KINDS: gl.constexpr):
+                     HEAD_DIM: gl.constexpr, STAGES: gl.constexpr, HALF: gl.constexpr, HALF_KINDS: gl.constexpr,
+                     SPLIT: gl.constexpr):
     # A computing partition: dK and dV of keys [HALF · 64, HALF · 64 + 64) of every key tile the
     # program walks, summed over the query heads of the tile's group.
     (q_bufs, k_bufs, v_bufs, do_bufs, col_ready, col_empty, q_ready, do_ready, qdo_empty, col_ids, dk_desc, dv_desc,
      lse_bufs, delta_bufs, stride_dkb, stride_dkh, stride_dvb, stride_dvh, col_order,
      head_layout, table_of_head, table_stride, layouts, full_ptr, full_idx, partial_ptr, partial_idx, partial_halves,
-     qk_scale, sm_scale, n_ctx, kv_heads, group, batch_kv_heads, col_tiles, long_cols, items) = args
+     qk_scale, sm_scale, n_ctx, kv_heads, group, batch_kv_heads, col_tiles, long_cols, items, chunks, dk_work,
+     dv_work) = args
     s_layout: gl.constexpr = product_layout(BLOCK_M)
     g_layout: gl.constexpr = product_layout(HEAD_DIM)
     op_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=g_layout, k_width=2)
@@ -276,7 +295,8 @@ def gradient_columns(args, tile_mask: gl.constexpr, mask_args, BLOCK_M: gl.const
     cols_done = 0
     it = take_item(col_ids, col_ready, cols_done)
     while it < items:
-        b, kvh, col = column_of(it, col_order, kv_heads, batch_kv_heads, col_tiles, long_cols)
+        b, kvh, col, first, last = column_of(it, col_order, kv_heads, batch_kv_heads, col_tiles, long_cols, chunks,
+                                             SPLIT)
         cb = cols_done % 2
         k = k_bufs.index(cb).slice(HALF * GROUP_ROWS, GROUP_ROWS, dim=0)
         v = v_bufs.index(cb).slice(HALF * GROUP_ROWS, GROUP_ROWS, dim=0)
@@ -287,7 +307,8 @@ def gradient_columns(args, tile_mask: gl.constexpr, mask_args, BLOCK_M: gl.const
         for g in range(group):
             h = kvh * group + g
             code, full_lo, full_hi, partial_lo, partial_hi = head_column(
-                b, h, col, head_layout, table_of_head, table_stride, layouts, full_ptr, partial_ptr, col_tiles)
+                b, h, col, head_layout, table_of_head, table_stride, layouts, full_ptr, partial_ptr, col_tiles,
+                (first, last), SPLIT)
             # Stage 1: the column's full tiles, no predicate; Stage 2: its partial tiles, through it.
             dk, dv, tile_count = column_tiles(
                 k, v, q_bufs, do_bufs, q_ready, do_ready, qdo_empty, dk, dv, tile_count, lse_bufs,
@@ -298,12 +319,29 @@ def gradient_columns(args, tile_mask: gl.constexpr, mask_args, BLOCK_M: gl.const
                 delta_bufs, partial_idx, partial_lo, partial_hi, start_n, offs_k, code, n_ctx, qk_scale,
                 tile_mask, mask_args, s_layout, op_layout, BLOCK_M, STAGES, True, partial_halves, HALF_KINDS, HALF)
         # Stage 3: dK (scaled) and dV stored once, through the half's key and value rows (read by no
-        # product any more); the tiles' buffers are free once both halves' copies have left them.
-        store_rows(dk_desc, k, dk * sm_scale, b * (stride_dkb // HEAD_DIM) + kvh * (stride_dkh // HEAD_DIM) + start_n)
-        store_rows(dv_desc, v, dv, b * (stride_dvb // HEAD_DIM) + kvh * (stride_dvh // HEAD_DIM) + start_n)
+        # product any more), or, for a long column's chunk, kept unscaled for the sums; the tiles'
+        # buffers are free once both halves' copies have left them.
+        if SPLIT:
+            if it < chunks[3]:
+                keep_rows(dk_work, it, dk, g_layout, BLOCK_N, HALF, HEAD_DIM)
+                keep_rows(dv_work, it, dv, g_layout, BLOCK_N, HALF, HEAD_DIM)
+            else:
+                store_gradients(dk_desc, dv_desc, k, v, dk * sm_scale, dv, b, kvh, start_n, stride_dkb, stride_dkh,
+                                stride_dvb, stride_dvh, HEAD_DIM)
+        else:
+            store_gradients(dk_desc, dv_desc, k, v, dk * sm_scale, dv, b, kvh, start_n, stride_dkb, stride_dkh,
+                            stride_dvb, stride_dvh, HEAD_DIM)
         mbarrier.arrive(col_empty.index(cb), count=1)
         cols_done += 1
         it = take_item(col_ids, col_ready, cols_done)
+
+
+@gluon.jit
+def store_gradients(dk_desc, dv_desc, k, v, dk, dv, b, kvh, start_n, stride_dkb, stride_dkh, stride_dvb, stride_dvh,
+                    HEAD_DIM: gl.constexpr):
+    """A half's 64 rows of dK and dV (finished) stored through its key and value rows (`store_rows`)."""
+    store_rows(dk_desc, k, dk, b * (stride_dkb // HEAD_DIM) + kvh * (stride_dkh // HEAD_DIM) + start_n)
+    store_rows(dv_desc, v, dv, b * (stride_dvb // HEAD_DIM) + kvh * (stride_dvh // HEAD_DIM) + start_n)
 
 
 @gluon.jit
@@ -373,9 +411,9 @@ def maskc_backward_dkdv_ws(
     stride_dkb, stride_dkh, stride_dvb, stride_dvh,
     head_layout, table_of_head, table_stride, layouts, col_order, full_ptr, full_idx, partial_ptr, partial_idx,
     partial_halves, qk_scale, sm_scale, n_ctx, heads, kv_heads, group, batch_kv_heads, col_tiles, long_cols, items,
-    tile_mask: gl.constexpr, mask_args,
+    tile_mask: gl.constexpr, mask_args, chunk_line, chunk_start, chunk_tiles, chunk_items, DKWork, DVWork,
     BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr, STAGES: gl.constexpr,
-    CONSUMER_REGS: gl.constexpr, HALF_KINDS: gl.constexpr,
+    CONSUMER_REGS: gl.constexpr, HALF_KINDS: gl.constexpr, SPLIT: gl.constexpr,
 ):
     # Shared buffers and barriers, then the partitions: the default one (num_warps = 4) loads, two
     # workers of one warp group each compute. The rings of `ring_barriers` serve with their roles
@@ -384,6 +422,7 @@ def maskc_backward_dkdv_ws(
     k_bufs, v_bufs = buffer_pair(KDesc, VDesc, 2, BLOCK_N, HEAD_DIM)
     q_bufs, do_bufs = buffer_pair(QDesc, DODesc, STAGES, BLOCK_M, HEAD_DIM)
     col_ready, col_empty, q_ready, do_ready, qdo_empty, col_ids = ring_barriers(STAGES)
+    chunks = (chunk_line, chunk_start, chunk_tiles, chunk_items)
     # the rows' lse and delta of each query tile in the ring (their descriptors: [BLOCK_M] pieces)
     lse_bufs = gl.allocate_shared_memory(gl.float32, [STAGES, BLOCK_M], Lse2Desc.layout)
     delta_bufs = gl.allocate_shared_memory(gl.float32, [STAGES, BLOCK_M], DeltaDesc.layout)
@@ -391,16 +430,19 @@ def maskc_backward_dkdv_ws(
               qdo_empty, col_ids, counter, stride_qb, stride_qh, stride_kb, stride_kh, stride_vb, stride_vh,
               stride_db, stride_dh, col_order, head_layout, table_of_head, table_stride, layouts, full_ptr,
               full_idx, partial_ptr, partial_idx, kv_heads, group, batch_kv_heads, col_tiles, long_cols, items,
-              Lse2Desc, lse_bufs, DeltaDesc, delta_bufs, heads, n_ctx)
+              Lse2Desc, lse_bufs, DeltaDesc, delta_bufs, heads, n_ctx, chunks)
     computer = (q_bufs, k_bufs, v_bufs, do_bufs, col_ready, col_empty, q_ready, do_ready, qdo_empty, col_ids, DKDesc,
                 DVDesc, lse_bufs, delta_bufs, stride_dkb, stride_dkh, stride_dvb, stride_dvh, col_order,
                 head_layout, table_of_head, table_stride, layouts, full_ptr, full_idx, partial_ptr, partial_idx,
-                partial_halves, qk_scale, sm_scale, n_ctx, kv_heads, group, batch_kv_heads, col_tiles, long_cols, items)
+                partial_halves, qk_scale, sm_scale, n_ctx, kv_heads, group, batch_kv_heads, col_tiles, long_cols, items,
+                chunks, DKWork, DVWork)
     gl.warp_specialize(
         [
-            (issue_column_loads, (loader, BLOCK_M, BLOCK_N, HEAD_DIM, STAGES)),
-            (gradient_columns, (computer, tile_mask, mask_args, BLOCK_M, BLOCK_N, HEAD_DIM, STAGES, 0, HALF_KINDS)),
-            (gradient_columns, (computer, tile_mask, mask_args, BLOCK_M, BLOCK_N, HEAD_DIM, STAGES, 1, HALF_KINDS)),
+            (issue_column_loads, (loader, BLOCK_M, BLOCK_N, HEAD_DIM, STAGES, SPLIT)),
+            (gradient_columns, (computer, tile_mask, mask_args, BLOCK_M, BLOCK_N, HEAD_DIM, STAGES, 0, HALF_KINDS,
+                                SPLIT)),
+            (gradient_columns, (computer, tile_mask, mask_args, BLOCK_M, BLOCK_N, HEAD_DIM, STAGES, 1, HALF_KINDS,
+                                SPLIT)),
         ],
         [4, 4],
         [CONSUMER_REGS, CONSUMER_REGS],

@@ -72,6 +72,33 @@ def split_slot(pid, chunk_line, chunk_start, chunk_tiles, chunk_programs, long_l
 
 
 @triton.jit
+def item_slot(pid, chunks, long_lines, lines, groups, SPLIT: tl.constexpr):
+    """(slot in the order table, group, [first, last) positions in the line's tile list) of program or
+    work item `pid`: with SPLIT `split_slot`'s (chunks = (chunk_line, chunk_start, chunk_tiles,
+    chunk_programs)); without, `program_slot`'s and the whole line."""
+    if SPLIT:
+        chunk_line, chunk_start, chunk_tiles, chunk_programs = chunks
+        slot, group, first, last, _ = split_slot(pid, chunk_line, chunk_start, chunk_tiles, chunk_programs,
+                                                 long_lines, lines, groups)
+    else:
+        slot, group = program_slot(pid, long_lines, lines, groups)
+        first = 0
+        last = 2147483647
+    return slot, group, first, last
+
+
+@triton.jit
+def walk_parts(full_lo, full_hi, partial_lo, partial_hi, first, last, SPLIT: tl.constexpr):
+    """A line's walk (full [lo, hi), partial [lo, hi)) cut to the positions [first, last) of its tile
+    list, full tiles then partial ones (a chunk's part, `walk_part`); without SPLIT the whole walk."""
+    if SPLIT:
+        full_count = full_hi - full_lo
+        full_lo, full_hi = walk_part(full_lo, full_hi, first, last)
+        partial_lo, partial_hi = walk_part(partial_lo, partial_hi, first - full_count, last - full_count)
+    return full_lo, full_hi, partial_lo, partial_hi
+
+
+@triton.jit
 def walk_part(lo, hi, first, last):
     """The part [lo', hi') of a walk tile_idx[lo:hi] at positions [first, last) of it (either may be
     outside the walk)."""

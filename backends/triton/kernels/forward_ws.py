@@ -47,7 +47,7 @@ from triton.experimental.gluon.language.nvidia.hopper import (
     warpgroup_mma_wait,
 )
 
-from .common import LN2, head_tables, program_slot
+from .common import LN2, head_tables, item_slot, walk_parts
 
 #: Rows of a computing warp group (a warp-group product's M), and computing warp groups per query tile.
 GROUP_ROWS = gl.constexpr(64)
@@ -55,38 +55,39 @@ CONSUMERS = gl.constexpr(2)
 #: A one-element tensor over one warp group (a work item read from or written to shared memory).
 ONE = gl.constexpr(gl.BlockedLayout([1], [32], [4], [0]))
 #: A published work item's fields in its shared slot (`publish_item`): the item, then, for a row, its
-#: walk as the loading partition looked it up (layout code, query tile, full [lo, hi), partial [lo, hi)):
-#: seven used, eight kept.
+#: walk as the loading partition looked it up (batch·heads + head, layout code, query tile, full [lo,
+#: hi), partial [lo, hi); a long row's chunk its part of the row).
 ITEM_FIELDS = gl.constexpr(8)
 
 
 @gluon.jit
 def row_walk(it, row_order, head_layout, table_of_head, table_stride, layouts, full_ptr, partial_ptr,
-             heads, group, batch_heads, row_tiles, long_rows):
+             heads, group, batch_heads, row_tiles, long_rows, chunks, SPLIT: gl.constexpr):
     """(batch, head, kv head, batch·heads + head, layout code, query tile, full [lo, hi), partial [lo, hi))
-    of work item `it`: the row program `it` of the unpersisted kernel."""
-    slot, bh = program_slot(it, long_rows, row_tiles, batch_heads)
+    of work item `it`: the row program `it` of the unpersisted kernel (with SPLIT a long row's chunk
+    walks its part of the row, `item_slot`)."""
+    slot, bh, first, last = item_slot(it, chunks, long_rows, row_tiles, batch_heads, SPLIT)
     b, h, kvh, code, table = head_tables(bh, head_layout, table_of_head, table_stride, layouts, heads, group)
     row = gl.load(row_order + slot)
     at = table * (row_tiles + 1) + row
-    return (b, h, kvh, bh, code, row, gl.load(full_ptr + at), gl.load(full_ptr + at + 1),
-            gl.load(partial_ptr + at), gl.load(partial_ptr + at + 1))
+    full_lo, full_hi, partial_lo, partial_hi = walk_parts(
+        gl.load(full_ptr + at), gl.load(full_ptr + at + 1), gl.load(partial_ptr + at), gl.load(partial_ptr + at + 1),
+        first, last, SPLIT)
+    return b, h, kvh, bh, code, row, full_lo, full_hi, partial_lo, partial_hi
 
 
 @gluon.jit
-def half_of_row(it, rows_done, row_ids, sizes, BLOCK_M: gl.constexpr, HALF: gl.constexpr):
+def half_of_row(rows_done, row_ids, heads, BLOCK_M: gl.constexpr, HALF: gl.constexpr):
     """(batch, head, batch·heads + head, layout code, first position, query buffer slot, full [lo, hi),
-    partial [lo, hi)) of computing partition HALF's half of work item `it`, its rows_done-th row
-    (`sizes`: heads, batch·heads, row tiles, long rows). The walk is read where the loading partition
-    published it (its table lookups are a chain of dependent global loads, which would otherwise stall
-    both computing partitions at every row's start, a cost short rows feel most)."""
-    heads, batch_heads, row_tiles, long_rows = sizes
-    _, bh = program_slot(it, long_rows, row_tiles, batch_heads)
+    partial [lo, hi)) of computing partition HALF's half of the program's rows_done-th row. The walk
+    is read where the loading partition published it (its table lookups are a chain of dependent
+    global loads, which would otherwise stall both computing partitions at every row's start, a cost
+    short rows feel most)."""
     qb = rows_done % 2
     slot = row_ids.index(qb)
-    code, row, full_lo, full_hi, partial_lo, partial_hi = (
+    bh, code, row, full_lo, full_hi, partial_lo, partial_hi = (
         item_field(slot, 1), item_field(slot, 2), item_field(slot, 3), item_field(slot, 4), item_field(slot, 5),
-        item_field(slot, 6))
+        item_field(slot, 6), item_field(slot, 7))
     return bh // heads, bh % heads, bh, code, row * BLOCK_M + HALF * GROUP_ROWS, qb, full_lo, full_hi, partial_lo, \
         partial_hi
 
@@ -106,23 +107,25 @@ def ring_slot(count, SIZE: gl.constexpr):
 
 @gluon.jit
 def issue_loads(args, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr, STAGES: gl.constexpr,
-                WITH_DO: gl.constexpr):
+                WITH_DO: gl.constexpr, SPLIT: gl.constexpr):
     # The loading partition: for each row, its work item (published beside its query tile), its query
     # tile (and with WITH_DO, for dQ, its dO tile, signalled by the same barrier), then its key and
     # value tiles (full, then partial), each into the next free buffer of its ring; after the last
-    # row, an item past the end, which stops the computing partitions.
+    # row, an item past the end, which stops the computing partitions. With SPLIT the first items
+    # are the long rows' chunks, each a part of its row (`row_walk`).
     (q_desc, k_desc, v_desc, q_bufs, k_bufs, v_bufs, q_ready, q_empty, k_ready, v_ready, kv_empty, row_ids, counter,
      stride_qb, stride_qh, stride_kb, stride_kh, stride_vb, stride_vh, row_order, head_layout, table_of_head,
      table_stride, layouts, full_ptr, full_idx, partial_ptr, partial_idx, heads, group, batch_heads, row_tiles,
-     long_rows, items, do_desc, do_bufs, stride_db, stride_dh) = args
+     long_rows, items, do_desc, do_bufs, stride_db, stride_dh, chunks) = args
     kv_count = 0
     rows_done = 0
     it = next_item(counter)
     while it < items:
-        b, h, kvh, _, code, row, full_lo, full_hi, partial_lo, partial_hi = row_walk(
+        b, h, kvh, bh, code, row, full_lo, full_hi, partial_lo, partial_hi = row_walk(
             it, row_order, head_layout, table_of_head, table_stride, layouts, full_ptr, partial_ptr,
-            heads, group, batch_heads, row_tiles, long_rows)
-        qb = publish_item(row_ids, q_empty, it, rows_done, (code, row, full_lo, full_hi, partial_lo, partial_hi), True)
+            heads, group, batch_heads, row_tiles, long_rows, chunks, SPLIT)
+        qb = publish_item(row_ids, q_empty, it, rows_done, (bh, code, row, full_lo, full_hi, partial_lo, partial_hi),
+                          True)
         q_row, do_row = descriptor_rows(b, h, stride_qb, stride_qh, stride_db, stride_dh, row * BLOCK_M, HEAD_DIM)
         if WITH_DO:
             mbarrier.expect(q_ready.index(qb), q_desc.block_type.nbytes + do_desc.block_type.nbytes)
@@ -163,15 +166,15 @@ def next_item(counter):
 
 @gluon.jit
 def publish_item(row_ids, q_empty, it, rows_done, walk=None, WALK: gl.constexpr = False):
-    """Write work item `it` (and with WALK its row's `walk`: code, query tile, full [lo, hi), partial
-    [lo, hi)) into the slot of the program's rows_done-th query tile once that slot is free; the slot
+    """Write work item `it` (and with WALK its row's `walk`: batch·heads + head, code, query tile, full
+    [lo, hi), partial [lo, hi)) into the slot of the program's rows_done-th query tile once that slot is free; the slot
     (the arrival on its q_ready barrier that follows releases the writes)."""
     qb, q_phase = ring_slot(rows_done, 2)
     mbarrier.wait(q_empty.index(qb), q_phase ^ 1)
     slot = row_ids.index(qb)
     set_item_field(slot, 0, it)
     if WALK:
-        for i in gl.static_range(6):
+        for i in gl.static_range(7):
             set_item_field(slot, i + 1, walk[i])
     gl.thread_barrier()
     return qb
@@ -242,22 +245,21 @@ def load_tiles(KDesc, VDesc, k_bufs, v_bufs, k_ready, v_ready, kv_empty, k_row, 
 @gluon.jit
 def attend_rows(args, tile_mask: gl.constexpr, mask_args, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr,
                 HEAD_DIM: gl.constexpr, STAGES: gl.constexpr, OVERLAP: gl.constexpr, HALF: gl.constexpr,
-                HALF_KINDS: gl.constexpr):
+                HALF_KINDS: gl.constexpr, SPLIT: gl.constexpr):
     # A computing partition: rows [HALF · 64, HALF · 64 + 64) of every query tile the program walks.
     (q_bufs, k_bufs, v_bufs, q_ready, q_empty, k_ready, v_ready, kv_empty, row_ids, out_desc, o_bufs, lse_ptr,
-     stride_ob, stride_oh, full_idx, partial_idx, partial_halves, qk_scale, n_ctx, heads, batch_heads, row_tiles,
-     long_rows, items) = args
+     stride_ob, stride_oh, full_idx, partial_idx, partial_halves, qk_scale, n_ctx, heads, items, chunk_items,
+     acc_work, m_work, l_work) = args
     s_layout: gl.constexpr = product_layout(BLOCK_N)
     o_layout: gl.constexpr = product_layout(HEAD_DIM)
     p_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=o_layout, k_width=2)
     dtype: gl.constexpr = q_bufs.dtype
-    sizes = (heads, batch_heads, row_tiles, long_rows)
     kv_count = 0
     rows_done = 0
     it = take_item(row_ids, q_ready, rows_done)
     while it < items:
         b, h, bh, code, start_m, qb, full_lo, full_hi, partial_lo, partial_hi = half_of_row(
-            it, rows_done, row_ids, sizes, BLOCK_M, HALF)
+            rows_done, row_ids, heads, BLOCK_M, HALF)
         q = q_bufs.index(qb).slice(HALF * GROUP_ROWS, GROUP_ROWS, dim=0)
         m_i = gl.full([GROUP_ROWS], float("-inf"), gl.float32, layout=gl.SliceLayout(1, s_layout))
         l_i = gl.zeros([GROUP_ROWS], gl.float32, layout=gl.SliceLayout(1, s_layout))
@@ -282,9 +284,19 @@ def attend_rows(args, tile_mask: gl.constexpr, mask_args, BLOCK_M: gl.constexpr,
                 dtype, BLOCK_N, STAGES, True, partial_halves, HALF_KINDS, HALF)
         # the query tile's buffer is free once both halves are past their last product
         mbarrier.arrive(q_empty.index(qb), count=1)
-        # Stage 3: normalise and store (a row with no key: zeros and lse = −inf).
-        finish_half(out_desc, o_bufs.index(HALF), lse_ptr, acc, m_i, l_i, b, h, bh, start_m, n_ctx, stride_ob,
-                    stride_oh, o_layout, HEAD_DIM)
+        # Stage 3: normalise and store (a row with no key: zeros and lse = −inf), or, for a long row's
+        # chunk, keep the partial (acc, m, l in base 2) for the merge (kernels/forward.py's).
+        if SPLIT:
+            if it < chunk_items:
+                keep_rows(acc_work, it, acc, o_layout, BLOCK_M, HALF, HEAD_DIM)
+                keep_terms(m_work, it, m_i, gl.SliceLayout(1, s_layout), BLOCK_M, HALF)
+                keep_terms(l_work, it, l_i, gl.SliceLayout(1, s_layout), BLOCK_M, HALF)
+            else:
+                finish_half(out_desc, o_bufs.index(HALF), lse_ptr, acc, m_i, l_i, b, h, bh, start_m, n_ctx,
+                            stride_ob, stride_oh, o_layout, HEAD_DIM)
+        else:
+            finish_half(out_desc, o_bufs.index(HALF), lse_ptr, acc, m_i, l_i, b, h, bh, start_m, n_ctx, stride_ob,
+                        stride_oh, o_layout, HEAD_DIM)
         rows_done += 1
         it = take_item(row_ids, q_ready, rows_done)
     tma.store_wait(0)  # the last row's output has left shared memory
@@ -440,6 +452,24 @@ def finish_half(ODesc, o_buf, Lse, acc, m_i, l_i, b, h, bh, start_m, n_ctx, stri
 
 
 @gluon.jit
+def keep_rows(work, item, rows, layout: gl.constexpr, BLOCK: gl.constexpr, HALF: gl.constexpr, WIDTH: gl.constexpr):
+    """A half's 64 float32 rows (`layout`) of work item `item`'s [BLOCK, WIDTH] partial in a chunk
+    workspace (chunks.workspace: the unpersisted kernels' chunk program `item`'s partial)."""
+    first = item.to(gl.int64) * BLOCK + HALF * GROUP_ROWS
+    offs_r = first + gl.arange(0, GROUP_ROWS, layout=gl.SliceLayout(1, layout))
+    offs_c = gl.arange(0, WIDTH, layout=gl.SliceLayout(0, layout))
+    gl.store(work + offs_r[:, None] * WIDTH + offs_c[None, :], rows)
+
+
+@gluon.jit
+def keep_terms(work, item, terms, layout: gl.constexpr, BLOCK: gl.constexpr, HALF: gl.constexpr):
+    """A half's 64 float32 row terms (`layout`: m or l of the online softmax) of work item `item` in a
+    chunk workspace of [BLOCK] per item."""
+    first = item.to(gl.int64) * BLOCK + HALF * GROUP_ROWS
+    gl.store(work + first + gl.arange(0, GROUP_ROWS, layout=layout), terms)
+
+
+@gluon.jit
 def copy_rows_out(desc, buf, rows, row):
     """64 rows from registers to global memory at row `row` of `desc`'s (rows, head dim) view: written
     into the shared buffer `buf` (in its tile's layout), then one bulk tensor copy, not waited for (the
@@ -477,9 +507,9 @@ def maskc_forward_ws(
     stride_qb, stride_qh, stride_kb, stride_kh, stride_vb, stride_vh, stride_ob, stride_oh,
     head_layout, table_of_head, table_stride, layouts, row_order, full_ptr, full_idx, partial_ptr, partial_idx,
     partial_halves, qk_scale, n_ctx, heads, group, batch_heads, row_tiles, long_rows, items,
-    tile_mask: gl.constexpr, mask_args,
+    tile_mask: gl.constexpr, mask_args, chunk_line, chunk_start, chunk_tiles, chunk_items, AccWork, MWork, LWork,
     BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr, STAGES: gl.constexpr,
-    CONSUMER_REGS: gl.constexpr, OVERLAP: gl.constexpr, HALF_KINDS: gl.constexpr,
+    CONSUMER_REGS: gl.constexpr, OVERLAP: gl.constexpr, HALF_KINDS: gl.constexpr, SPLIT: gl.constexpr,
 ):
     # Shared buffers and barriers, then the partitions: the default one (this kernel's num_warps = 4)
     # loads, two workers of one warp group each compute.
@@ -496,18 +526,19 @@ def maskc_forward_ws(
               row_ids, counter, stride_qb, stride_qh, stride_kb, stride_kh, stride_vb, stride_vh,
               row_order, head_layout, table_of_head, table_stride, layouts, full_ptr, full_idx, partial_ptr,
               partial_idx, heads, group, batch_heads, row_tiles, long_rows, items,
-              QDesc, q_bufs, stride_qb, stride_qh)  # no dO tiles: the query's stand in, unused
+              QDesc, q_bufs, stride_qb, stride_qh,  # no dO tiles: the query's stand in, unused
+              (chunk_line, chunk_start, chunk_tiles, chunk_items))
     o_bufs = gl.allocate_shared_memory(dtype, [CONSUMERS, GROUP_ROWS, HEAD_DIM], ODesc.layout)
     computer = (q_bufs, k_bufs, v_bufs, q_ready, q_empty, k_ready, v_ready, kv_empty, row_ids, ODesc, o_bufs, Lse,
-                stride_ob, stride_oh, full_idx, partial_idx, partial_halves, qk_scale, n_ctx, heads, batch_heads,
-                row_tiles, long_rows, items)
+                stride_ob, stride_oh, full_idx, partial_idx, partial_halves, qk_scale, n_ctx, heads, items,
+                chunk_items, AccWork, MWork, LWork)
     gl.warp_specialize(
         [
-            (issue_loads, (loader, BLOCK_M, BLOCK_N, HEAD_DIM, STAGES, False)),
+            (issue_loads, (loader, BLOCK_M, BLOCK_N, HEAD_DIM, STAGES, False, SPLIT)),
             (attend_rows, (computer, tile_mask, mask_args, BLOCK_M, BLOCK_N, HEAD_DIM, STAGES, OVERLAP, 0,
-                           HALF_KINDS)),
+                           HALF_KINDS, SPLIT)),
             (attend_rows, (computer, tile_mask, mask_args, BLOCK_M, BLOCK_N, HEAD_DIM, STAGES, OVERLAP, 1,
-                           HALF_KINDS)),
+                           HALF_KINDS, SPLIT)),
         ],
         [4, 4],
         [CONSUMER_REGS, CONSUMER_REGS],
