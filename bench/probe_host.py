@@ -1,6 +1,7 @@
 """How much of a maskc call's measured time is the host's: per pattern, one call's time as do_bench
 reports it (the figure bench_triton.py prints), the host's time to issue the call (its Python, no
-waiting on the GPU), and the GPU's time for a stream of calls issued back to back; then one forward+backward profiled (each kernel's time).
+waiting on the GPU), and the GPU's time for a stream of calls issued back to back; then one
+forward+backward profiled (each kernel's time).
 
 Run on a CUDA machine: python3 bench/probe_host.py [--cases bigbird,longformer] [--n 32768]
 bf16, B = 1, H = 16, D = 128, as bench_triton.py. A call whose host time is above its GPU time is
