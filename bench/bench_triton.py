@@ -12,6 +12,7 @@ Also prints the two floors per pattern (active-pair FLOPs at the measured bf16 m
 the stored tile area over the active pairs; bytes at the measured copy bandwidth) and, with
 --memory-n, the peak memory of a first forward+backward of the causal 4096 window.
 Writes JSON (row by row) to $OUT/bench_triton.json and a markdown table to bench_triton.md when OUT is set.
+MASKC_BENCH_PROFILE=1 also prints one profiled forward+backward of each maskc variant (report.profile_step).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 import triton
-from report import markdown_table, save_rows, tuner_picks
+from report import markdown_table, profile_fwd_bwd, save_rows, tuner_picks
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.nn.attention.flex_attention import create_block_mask, flex_attention
 from triton.testing import do_bench, do_bench_cudagraph
@@ -254,6 +255,7 @@ def bench_pattern(name: str, mask_mod: Callable, n: int, q, k, v, peak: float, b
         )
         log(impl=impl, first_call_s=round(first, 1), configs=tuned, tuning=timed, **common,
             **rates(pairs, fwd, fwd_bwd), **graph_times(ours, q, k, v, pairs))  # fmt: skip
+        profile_fwd_bwd(ours, q, k, v, f"{name}, {impl}")
     if setting is None:
         os.environ.pop("MASKC_TRITON_TMA", None)
     else:

@@ -10,9 +10,10 @@ of three rounds of --calls calls, after as many untimed ones. Keep --calls small
 holds about a thousand launches, and once the blocked GPU lets it fill, the host waits as if it had
 synchronised (a run-time layout's forward+backward launches some forty kernels). Cases: the
 causal window 4096 (specs/mistral_swa.yaml), packed documents with a causal window 1024 inside each,
-and top-k blocks (bench_runtime's cases), n = 32768, H = 16, D = 128, bf16.
+and top-k blocks (bench_runtime's cases), and BigBird and Longformer (bench_triton's), n = 32768,
+H = 16, D = 128, bf16.
 
-    python3 bench/host_time.py [--cases window,docwindow,topk] [--calls 5] [--sync-debug]
+    python3 bench/host_time.py [--cases window,docwindow,topk,bigbird,longformer] [--calls 5] [--sync-debug]
 
 docwindow's calls share one documents tensor, so after the first they reuse its tables (a model's
 later layers; backends/triton/reuse.py); MASKC_REUSE_LAYOUT=0 times a build in every call.
@@ -64,7 +65,18 @@ def cases() -> dict[str, Callable[[], Callable]]:
         pattern = compiled(spec, N)
         return lambda a, b, c: maskc.attention(a, b, c, pattern, backend="triton")
 
-    return {"window": window, "docwindow": docwindow, "topk": topk}
+    def static(name: str) -> Callable[[], Callable]:
+        """A catalogue spec's call (bench_triton's static patterns: the Gluon kernels walk its long
+        lines as chunks, so a forward launches a merge too)."""
+
+        def build() -> Callable:
+            pattern = compile_spec(name, N)
+            return lambda a, b, c: maskc.attention(a, b, c, pattern, backend="triton")
+
+        return build
+
+    return {"window": window, "docwindow": docwindow, "topk": topk, "bigbird": static("bigbird"),
+            "longformer": static("longformer")}  # fmt: skip
 
 
 def host_us(step: Callable[[], None], calls: int, rounds: int = ROUNDS) -> float:

@@ -48,6 +48,10 @@
 #                                 tests first (a hang shows at once), then Longformer and BigBird
 #                                 benchmarked, then every test of the Gluon kernels:
 #                                 `bash bench/run_gpu.sh chunked 540`
+#   bash bench/run_gpu.sh chunkcheck one GPU: BigBird's and Longformer's calls' host time (host_time.py),
+#                                 then both with long lines as chunks and walked whole, in one process,
+#                                 each profiled once (bench_triton.py --chunk-factor 2,0):
+#                                 `bash bench/run_gpu.sh chunkcheck 540`
 # Every queue stops starting benchmarks when its time (second argument, seconds) is spent.
 set -u
 phase=${1:-tests}; budget=${2:-330}
@@ -162,6 +166,9 @@ elif [ "$phase" = chunked ]; then
         "bench|python3 bench/bench_triton.py --ns 32768 --patterns longformer,bigbird" \
         "tests|python3 -m pytest -q -p no:cacheprovider -n 14 -rfE --timeout 240 tests/gpu/test_forward_ws_gpu.py tests/gpu/test_long_rows_gpu.py"
     summary chunked
+elif [ "$phase" = chunkcheck ]; then
+    queue 0 chunkcheck "host|python3 bench/host_time.py --cases bigbird,longformer,window" \
+        "bench|MASKC_BENCH_PROFILE=1 python3 bench/bench_triton.py --ns 32768 --patterns bigbird,longformer --chunk-factor 2,0"
 elif [ "$phase" = graphs ]; then
     export MASKC_BENCH_GRAPHS=1
     # each test and case in a process of its own: a capture that fails leaves CUDA's generator unusable

@@ -24,6 +24,10 @@ With HALF_KINDS both read each partial tile's halves' kinds (`tables.half_kinds`
 its query rows', dK/dV's its keys'), as the forward does: an empty half waits for the tile, then only
 releases it; a full half runs without the predicate.
 
+Long rows (dQ) and long columns (dK/dV) run as chunks where the tables split them, as in the
+forward: each chunk keeps its unscaled float32 partials, which the Triton kernels' sum adds after the
+launch (`backward._sum_chunks`).
+
 Calls they serve: those of the forward kernel (`forward.ws_eligible`) whose gradients are not added
 to an earlier pass's. The tuner times them beside the Triton kernels and keeps the faster.
 """

@@ -30,9 +30,11 @@ specialisation left our loop as it was; bench/NOTES.md):
 
 Calls it serves (`forward.ws_eligible`): whole-tile, full-length calls in token order with tensor
 descriptors, 16-bit inputs, 128-row tiles, head dims 64 or 128, a pass that starts the rows (not one
-going on from earlier passes'); long rows are walked whole. Gluon kernels do not run under Triton's
-interpreter: the GPU suite checks this one against the reference (tests/gpu/test_forward_ws_gpu.py),
-and on other devices the tuner never offers it.
+going on from earlier passes'). With SPLIT (tables.py), a long row (a global token's) runs as chunks,
+the first work items: each walks its part of the row and keeps its float32 partial (`keep_rows`,
+`keep_terms`), which the Triton forward's merge combines after the launch (`forward.merge_long_rows`).
+Gluon kernels do not run under Triton's interpreter: the GPU suite checks this one against the
+reference (tests/gpu/test_forward_ws_gpu.py), and on other devices the tuner never offers it.
 """
 
 from __future__ import annotations
