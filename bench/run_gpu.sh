@@ -59,6 +59,9 @@ out=${OUT:-out}; mkdir -p "$out"
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1 PYTHONUNBUFFERED=1
 { nvidia-smi -L; python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)"; date -u; } >"$out/machine.txt" 2>&1
 
+pytest_gpu="python3 -m pytest -q -p no:cacheprovider"  # the tests' runner in every queue
+ws_tests="tests|$pytest_gpu -n 14 -rfE --timeout 240 tests/gpu/test_forward_ws_gpu.py"  # the Gluon kernels' tests
+
 queue() {  # gpu, log name, then "name|command" entries run one after another within $budget
     local gpu=$1 log="$out/$2.log" start=$SECONDS; shift 2
     for entry in "$@"; do
@@ -75,14 +78,14 @@ summary() {  # a queue's test results: every failure named, and the counts
 
 two_gpu_tests() {  # the suite's queue sees GPU 0 alone: its two-GPU tests run here, on both
     echo "== two-GPU tests" >>"$out/gpu_tests.log"
-    timeout 150 python3 -m pytest -q -p no:cacheprovider -rfE tests/gpu/test_distributed_gpu.py -m gpu \
+    timeout 150 $pytest_gpu -rfE tests/gpu/test_distributed_gpu.py -m gpu \
         >>"$out/gpu_tests.log" 2>&1 || echo "(exit $?)" >>"$out/gpu_tests.log"
 }
 
 if [ "$phase" = tests ]; then
     # Eight workers share GPU 0 (the suite is bound by Triton's compile time); every failure is named
     # in the log's summary (-rfE) and in the JUnit file, whatever part of the log comes back.
-    queue 0 gpu_tests "tests|python3 -m pytest -q -p no:cacheprovider -n 8 -rfE --timeout 240 --junitxml=$out/gpu_tests.xml tests/gpu -m gpu" &
+    queue 0 gpu_tests "tests|$pytest_gpu -n 8 -rfE --timeout 240 --junitxml=$out/gpu_tests.xml tests/gpu -m gpu" &
     queue 1 bench_a "lowering|python3 bench/bench_lowering.py --quick" &
     wait
     two_gpu_tests
@@ -91,7 +94,7 @@ if [ "$phase" = tests ]; then
         || echo "(exit $?)" >>"$out/bench_a.log"
     summary gpu_tests
 elif [ "$phase" = tma ]; then
-    queue 0 gpu_tests "tests|python3 -m pytest -q -p no:cacheprovider -n 8 -rfE --timeout 240 --junitxml=$out/gpu_tests.xml tests/gpu -m gpu" \
+    queue 0 gpu_tests "tests|$pytest_gpu -n 8 -rfE --timeout 240 --junitxml=$out/gpu_tests.xml tests/gpu -m gpu" \
         "grids|python3 bench/bench_grids.py --cases 0,1,3,4,6" &
     queue 1 bench_a "tma|python3 bench/bench_triton.py --ns 32768 --patterns mistral_swa --tma 0,1" \
         "lowering|python3 bench/bench_lowering.py --quick" &
@@ -104,7 +107,7 @@ elif [ "$phase" = tma ]; then
 elif [ "$phase" = next ]; then
     # On a one-GPU machine the two queues run one after the other on GPU 0 (never sharing it).
     if [ "$(nvidia-smi -L | wc -l)" -gt 1 ]; then second=1; else second=0; fi
-    queue 0 gpu_tests "tests|python3 -m pytest -q -p no:cacheprovider -n 8 -rfE --timeout 240 --junitxml=$out/gpu_tests.xml tests/gpu -m gpu" &
+    queue 0 gpu_tests "tests|$pytest_gpu -n 8 -rfE --timeout 240 --junitxml=$out/gpu_tests.xml tests/gpu -m gpu" &
     [ "$second" = 1 ] || wait
     queue "$second" bench_n1 "host|python3 bench/host_time.py" \
         "triton|python3 bench/bench_triton.py --ns 32768 --patterns ${NEXT_PATTERNS:-mistral_swa,longformer,bigbird}" \
@@ -116,7 +119,7 @@ elif [ "$phase" = next ]; then
 elif [ "$phase" = gluon ]; then
     # the dK/dV probe's window first: a kernel that hangs shows at once, and costs 150 s, not the queue
     queue 0 gluon "dkdv window|timeout 150 python3 bench/probe_forward_ws.py --kernel dkdv --cases window" \
-        "tests|python3 -m pytest -q -p no:cacheprovider -n 10 -rfE --timeout 240 -k '${GLUON_TESTS:-}' tests/gpu/test_forward_ws_gpu.py" \
+        "tests|$pytest_gpu -n 10 -rfE --timeout 240 -k '${GLUON_TESTS:-}' tests/gpu/test_forward_ws_gpu.py" \
         "dkdv|python3 bench/probe_forward_ws.py --kernel dkdv --cases documents,sta" \
         "window|python3 bench/bench_triton.py --ns 32768 --patterns mistral_swa" \
         "sta|python3 bench/bench_grids.py --cases 3"
@@ -132,7 +135,7 @@ elif [ "$phase" = ncu ]; then
         "ncu dq|ncu --clock-control none --kernel-name maskc_backward_dq_ws --launch-count 1 $sections \
         python3 bench/probe_forward_ws.py --kernel dq --cases window --once"
 elif [ "$phase" = check ]; then
-    queue 0 check "tests|python3 -m pytest -q -p no:cacheprovider -n 14 -rfE --timeout 240 tests/gpu/test_forward_ws_gpu.py" \
+    queue 0 check "$ws_tests" \
         "short rows|python3 bench/bench_lowering.py --quick --patterns streaming_llm,dilated_2" \
         "window|python3 bench/bench_triton.py --ns 32768 --patterns mistral_swa"
     summary check
@@ -147,8 +150,8 @@ elif [ "$phase" = stores ]; then
         "host|MASKC_REUSE_LAYOUT=0 python3 bench/host_time.py --cases docwindow" \
         "documents profiled|MASKC_BENCH_PROFILE=1 python3 bench/bench_runtime.py --cases documents"
 elif [ "$phase" = host ]; then
-    queue 0 host "compaction tests|python3 -m pytest -q -p no:cacheprovider -n 8 -rfE --timeout 240 tests/gpu/test_select_compact_gpu.py" \
-        "run-time tests|python3 -m pytest -q -p no:cacheprovider -n 8 -rfE --timeout 240 -k run_time tests/gpu/test_forward_ws_gpu.py" \
+    queue 0 host "compaction tests|$pytest_gpu -n 8 -rfE --timeout 240 tests/gpu/test_select_compact_gpu.py" \
+        "run-time tests|$pytest_gpu -n 8 -rfE --timeout 240 -k run_time tests/gpu/test_forward_ws_gpu.py" \
         "host|MASKC_REUSE_LAYOUT=0 python3 bench/host_time.py --cases docwindow,window" \
         "runtime|python3 bench/bench_runtime.py --cases documents,window" \
         "runtime graphed|MASKC_BENCH_GRAPHS=1 python3 bench/bench_runtime.py --cases window"
@@ -156,15 +159,14 @@ elif [ "$phase" = host ]; then
 elif [ "$phase" = ahead ]; then
     git apply bench/experiments/half-kinds-read-ahead.patch 2>/dev/null \
         || patch -p1 <bench/experiments/half-kinds-read-ahead.patch || exit 2
-    queue 0 ahead "bigbird first|timeout 200 python3 -m pytest -q -p no:cacheprovider -rfE -k 'bigbird and halfkinds' tests/gpu/test_forward_ws_gpu.py" \
-        "tests|python3 -m pytest -q -p no:cacheprovider -n 14 -rfE --timeout 240 -k halfkinds tests/gpu/test_forward_ws_gpu.py" \
+    queue 0 ahead "bigbird first|timeout 200 $pytest_gpu -rfE -k 'bigbird and halfkinds' tests/gpu/test_forward_ws_gpu.py" \
+        "tests|$pytest_gpu -n 14 -rfE --timeout 240 -k halfkinds tests/gpu/test_forward_ws_gpu.py" \
         "probe forward|python3 bench/probe_forward_ws.py --kernel forward --cases bigbird --stages 4" \
         "probe dq|python3 bench/probe_forward_ws.py --kernel dq --cases bigbird,longformer"
     summary ahead
 elif [ "$phase" = chunked ]; then
-    queue 0 chunked "chunk tests|timeout 240 python3 -m pytest -q -p no:cacheprovider -n 14 -rfE -k as_chunks tests/gpu/test_forward_ws_gpu.py" \
-        "bench|python3 bench/bench_triton.py --ns 32768 --patterns longformer,bigbird" \
-        "tests|python3 -m pytest -q -p no:cacheprovider -n 14 -rfE --timeout 240 tests/gpu/test_forward_ws_gpu.py tests/gpu/test_long_rows_gpu.py"
+    queue 0 chunked "chunk tests|timeout 240 $pytest_gpu -n 14 -rfE -k as_chunks tests/gpu/test_forward_ws_gpu.py" \
+        "bench|python3 bench/bench_triton.py --ns 32768 --patterns longformer,bigbird" "$ws_tests tests/gpu/test_long_rows_gpu.py"
     summary chunked
 elif [ "$phase" = chunkcheck ]; then
     queue 0 chunkcheck "host|python3 bench/host_time.py --cases bigbird,longformer,window" \
@@ -175,7 +177,7 @@ elif [ "$phase" = graphs ]; then
     entries=()
     if [ "${GRAPH_TESTS:-1}" = 1 ]; then
         mapfile -t tests < <(python3 -m pytest -q --collect-only -p no:cacheprovider -m gpu tests/gpu/test_graphs_gpu.py | grep ::)
-        for t in "${tests[@]}"; do entries+=("graph test $t|python3 -m pytest -q -p no:cacheprovider -rfE -m gpu '$t'"); done
+        for t in "${tests[@]}"; do entries+=("graph test $t|$pytest_gpu -rfE -m gpu '$t'"); done
     fi
     entries+=("strided profiled|MASKC_BENCH_PROFILE=1 python3 bench/bench_lowering.py --quick --no-flex --patterns strided")
     for c in documents window topk; do entries+=("runtime $c|python3 bench/bench_runtime.py --cases $c"); done

@@ -8,6 +8,7 @@ often not a multiple of the tile, and tiles are rectangular, so the bounds paths
 
 from __future__ import annotations
 
+import itertools
 import os
 import warnings
 
@@ -19,6 +20,7 @@ from hypothesis import strategies as st
 from specgen import brute_force_mask, spec_dicts
 
 import maskc
+from maskc.backends.triton.emit import RUNS_AS_COMPARISONS, token_runs
 from maskc.backends.triton.plans import plan_for
 from maskc.errors import BackendError, MaskcWarning
 from maskc.registry import choose_backend, get_backend
@@ -291,17 +293,50 @@ def test_token_lists_past_the_table_limit_match_cpu_reference(monkeypatch, per):
         name=f"pages-{per}",
         pattern=[
             {"window": {"size": 4}},
-            {"global": {"tokens": [0, 33, 77, 199], "direction": "rows", "per": per}},
-            {"global": {"tokens": [1, 64, 65, 198], "direction": "columns", "per": per}},
+            {"global": {"tokens": [0, 33, 77, 120, 199], "direction": "rows", "per": per}},
+            {"global": {"tokens": [1, 20, 64, 65, 130, 198], "direction": "columns", "per": per}},
         ],
-    )
+    )  # five runs each: more than a predicate compares (emit.RUNS_AS_COMPARISONS)
     pattern = maskc.compile(spec, seq_len=200, block_size=32)
+    if per == "sequence":
+        assert plan_for(pattern).source().count("_pages = mask_args[") == 2  # each list's pages
     q, k, v = _inputs(1, 1, 1, 200, 16, 16, torch.float32, seed=5)
     documents = torch.tensor([[0] * 90 + [1] * 110]) if per == "document" else None
     outs = []
     for backend, cast in (("triton", lambda x: x), ("cpu", lambda x: x.double())):
         outs.append(maskc.attention(cast(q), cast(k), cast(v), pattern, backend=backend, documents=documents))
     assert _relative(*outs) < 1e-4
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.sets(st.integers(0, 300), max_size=40))
+def test_token_runs_against_brute_force(members: set[int]) -> None:
+    """The runs of a sorted list hold exactly its positions, each run a maximal stretch of neighbours."""
+    runs = token_runs(np.array(sorted(members), dtype=np.int64))
+    assert {p for first, last in runs for p in range(first, last + 1)} == members
+    assert all(first <= last for first, last in runs)
+    assert all(later[0] > earlier[1] + 1 for earlier, later in itertools.pairwise(runs))
+
+
+@pytest.mark.parametrize("tokens", [[0], [7, 8, 9], [0, 2, 4, 6], [0, 2, 4, 6, 8], list(range(0, 100, 3))])
+def test_token_lists_compared_or_looked_up_match_cpu_reference(tokens: list[int]) -> None:
+    """A list of at most RUNS_AS_COMPARISONS runs is compared in the predicate (no table), a longer one
+    looked up in its table; both as rows and as columns, against the CPU reference."""
+    spec = maskc.Spec(
+        name="tokens",
+        pattern=[
+            {"window": {"size": 4}},
+            {"global": {"tokens": tokens, "direction": "rows"}},
+            {"global": {"tokens": [t + 1 for t in tokens], "direction": "columns"}},
+        ],
+    )
+    pattern = maskc.compile(spec, seq_len=130, block_size=32)
+    compared = len(token_runs(np.array(tokens, dtype=np.int64))) <= RUNS_AS_COMPARISONS
+    assert ("_members" not in plan_for(pattern).source()) == compared
+    q, k, v = _inputs(1, 1, 1, 130, 16, 16, torch.float32, seed=8)
+    out = maskc.attention(q, k, v, pattern, backend="triton")
+    want = maskc.attention(q.double(), k.double(), v.double(), pattern, backend="cpu")
+    assert _relative(out, want) < 1e-4
 
 
 def test_a_per_document_token_list_no_document_reaches(monkeypatch):

@@ -74,8 +74,12 @@ CLI_CASES: dict[str, tuple[str | None, list[str], int, str | None]] = {
         None,
     ),
     "emit_triton_token_list_max_seq_len": (
-        None,
-        ["compile", "specs/longformer.yaml", "--emit", "triton", "--seq-len", "2147483647", "--block-size", "1024"],
+        _spec(
+            "seq_len: 2147483647\nblock_size: 1024\n"
+            "pattern:\n  - window: {before: 256, after: 256}\n"
+            "  - global: {tokens: [0, 5, 70000, 9000000, 2147483646]}\n"
+        ),  # five runs: more than a predicate compares (emit.RUNS_AS_COMPARISONS), so a lookup
+        ["compile", "SPEC", "--emit", "triton"],
         0,
         None,
     ),

@@ -69,14 +69,41 @@ def _band(rule: BandRule, em: TritonEmitter) -> str:
     return " & ".join(terms) if terms else f"(({em.q} >= 0) & ({em.k} >= 0))"
 
 
+#: A token list of at most this many runs of consecutive positions is tested by comparisons with
+#: compile-time constants instead of a table: no load on a partial tile's path, which a global
+#: token's list (one position, or a few) otherwise pays on every partial tile.
+RUNS_AS_COMPARISONS = 4
+
+
+def token_runs(positions: np.ndarray) -> list[tuple[int, int]]:
+    """The runs [first, last] of consecutive positions in a sorted list of distinct positions."""
+    if len(positions) == 0:
+        return []
+    breaks = np.flatnonzero(np.diff(positions) != 1)
+    firsts = np.concatenate([positions[:1], positions[breaks + 1]])
+    lasts = np.concatenate([positions[breaks], positions[-1:]])
+    return [(int(a), int(b)) for a, b in zip(firsts, lasts, strict=True)]
+
+
+def runs_expression(runs: list[tuple[int, int]], em: TritonEmitter, idx: str) -> str:
+    """Whether `idx` lies in one of `runs`, by comparisons with compile-time constants."""
+    terms = [
+        f"({idx} == {em.constant(first, 'token')})"
+        if first == last
+        else f"(({idx} >= {em.constant(first, 'first')}) & ({idx} <= {em.constant(last, 'last')}))"
+        for first, last in runs
+    ]
+    return f"({' | '.join(terms)})" if terms else f"({idx} < 0)"  # no member (positions are never negative)
+
+
 def token_set_expression(tokens: TokenSet, em: TritonEmitter, idx: str) -> str:
     """Membership of `idx` in the token set."""
+    if tokens.positions is not None and len(runs := token_runs(tokens.positions)) <= RUNS_AS_COMPARISONS:
+        return runs_expression(runs, em, idx)
     if tokens.member is not None:
         table = em.table(tokens.member.astype(np.int32), "members")
         return f"(tl.load({table} + {idx}, mask={idx} < {em.runtime(tokens.n, 'n')}, other=0) != 0)"
     if tokens.positions is not None:  # past the table's n: the list's pages (memory grows with the list)
-        if len(tokens.positions) == 0:
-            return f"({idx} < 0)"  # no member (positions are never negative)
         page_bits, directory, words = tokens.pages()
         pages, bits = em.table(directory, "pages"), em.table(words, "bits")
         page = f"tl.load({pages} + ({idx} >> {page_bits}), mask={idx} < {em.runtime(tokens.n, 'n')}, other=-1)"

@@ -169,9 +169,12 @@ LONG_LINES = {
 CHUNK_TILES = 3
 
 
-def _long_lines_checked(monkeypatch: pytest.MonkeyPatch, walk: str, config: tuning.KernelConfig) -> None:
+def _long_lines_checked(
+    monkeypatch: pytest.MonkeyPatch, walk: str, config: tuning.KernelConfig, launches: list[tuple]
+) -> None:
     """Each of LONG_LINES at n = 4096, GQA, a batch of two, its long lines as chunks of CHUNK_TILES
-    tiles (asserted on `walk`'s tables at `config`'s tile shape), against the reference."""
+    tiles (asserted on `walk`'s tables at `config`'s tile shape), against the reference; each pattern
+    ran the forced Gluon kernel (`launches`, as `_forced` records them)."""
     monkeypatch.setattr(tables, "CHUNK_TILES", CHUNK_TILES)
     for name, spec in LONG_LINES.items():
         with warnings.catch_warnings():
@@ -180,7 +183,9 @@ def _long_lines_checked(monkeypatch: pytest.MonkeyPatch, walk: str, config: tuni
             pattern = maskc.compile(source, seq_len=4096, heads=4, schedule="single")
         split = plan_for(pattern).tables(walk, config.block_m, config.block_n, torch.device("cuda")).split
         assert split, f"{name}: the {walk} were not split"
+        ran = sum(kind != "served" for kind, _ in launches)
         _check(pattern, batch=2, kv_heads=2, head_dim=128, dtype=torch.bfloat16)
+        assert sum(kind != "served" for kind, _ in launches) > ran, f"{name}: the Gluon kernel did not run"
 
 
 @pytest.mark.parametrize("launches", [name for name in CONFIGS if "D=128" in name], indirect=True)
@@ -189,7 +194,7 @@ def test_long_rows_as_chunks(
 ) -> None:
     """The forward walks a long row as chunks, each a work item writing its partial, merged after."""
     config, _ = CONFIGS[request.node.callspec.params["launches"]]
-    _long_lines_checked(monkeypatch, "rows", config)
+    _long_lines_checked(monkeypatch, "rows", config, launches)
     _assert_ran_where_served(launches)
     assert launches, "the warp-specialised forward served no call"
 
@@ -200,6 +205,6 @@ def test_long_lines_as_chunks_backward(
 ) -> None:
     """dQ walks a long row, dK/dV a long column, as chunks whose partials are summed after."""
     kernel, config, _ = BACKWARD_CONFIGS[request.node.callspec.params["backward_launches"]]
-    _long_lines_checked(monkeypatch, "rows" if kernel == "dq" else "columns", config)
+    _long_lines_checked(monkeypatch, "rows" if kernel == "dq" else "columns", config, backward_launches)
     _assert_ran_where_served(backward_launches)
     assert backward_launches, "the warp-specialised kernel served no call"
