@@ -52,6 +52,10 @@
 #                                 then both with long lines as chunks and walked whole, in one process,
 #                                 each profiled once (bench_triton.py --chunk-factor 2,0):
 #                                 `bash bench/run_gpu.sh chunkcheck 540`
+#   bash bench/run_gpu.sh inbounds one GPU: the Gluon kernels probed on Longformer and documents with a
+#                                 window, then again with the predicate's bounds term left out
+#                                 (bench/experiments/in-bounds-predicate.patch applied on the device)
+#                                 after those kernels' tests: `bash bench/run_gpu.sh inbounds 540`
 # Every queue stops starting benchmarks when its time (second argument, seconds) is spent.
 set -u
 phase=${1:-tests}; budget=${2:-330}
@@ -171,6 +175,16 @@ elif [ "$phase" = chunked ]; then
 elif [ "$phase" = chunkcheck ]; then
     queue 0 chunkcheck "host|python3 bench/host_time.py --cases bigbird,longformer,window" \
         "bench|MASKC_BENCH_PROFILE=1 python3 bench/bench_triton.py --ns 32768 --patterns bigbird,longformer --chunk-factor 2,0"
+elif [ "$phase" = inbounds ]; then
+    probes=()
+    for kernel in forward dq dkdv; do
+        probes+=("$kernel|python3 bench/probe_forward_ws.py --kernel $kernel --cases longformer,documents_window")
+    done
+    queue 0 inbounds "${probes[@]}" \
+        "apply|git apply bench/experiments/in-bounds-predicate.patch || patch -p1 <bench/experiments/in-bounds-predicate.patch" \
+        "tests|$pytest_gpu -n 14 -rfE --timeout 240 -k 'longformer or bigbird or documents or run_time' tests/gpu/test_forward_ws_gpu.py" \
+        "${probes[@]}"
+    summary inbounds
 elif [ "$phase" = graphs ]; then
     export MASKC_BENCH_GRAPHS=1
     # each test and case in a process of its own: a capture that fails leaves CUDA's generator unusable
