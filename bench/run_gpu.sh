@@ -48,7 +48,8 @@
 #                                 tests first (a hang shows at once), then Longformer and BigBird
 #                                 benchmarked, then every test of the Gluon kernels:
 #                                 `bash bench/run_gpu.sh chunked 540`
-#   bash bench/run_gpu.sh chunkcheck one GPU: BigBird's and Longformer's calls' host time (host_time.py),
+#   bash bench/run_gpu.sh chunkcheck one GPU: the GPU tests of token lists (Longformer's, the pages) and
+#                                 of chunks, BigBird's and Longformer's calls' host time (host_time.py),
 #                                 then both with long lines as chunks and walked whole, in one process,
 #                                 each profiled once (bench_triton.py --chunk-factor 2,0):
 #                                 `bash bench/run_gpu.sh chunkcheck 540`
@@ -173,8 +174,10 @@ elif [ "$phase" = chunked ]; then
         "bench|python3 bench/bench_triton.py --ns 32768 --patterns longformer,bigbird" "$ws_tests tests/gpu/test_long_rows_gpu.py"
     summary chunked
 elif [ "$phase" = chunkcheck ]; then
-    queue 0 chunkcheck "host|python3 bench/host_time.py --cases bigbird,longformer,window" \
+    queue 0 chunkcheck "tests|$pytest_gpu -n 14 -rfE --timeout 240 -k 'longformer or pages or as_chunks' tests/gpu/test_forward_ws_gpu.py tests/gpu/test_triton_gpu.py" \
+        "host|python3 bench/host_time.py --cases bigbird,longformer,window" \
         "bench|MASKC_BENCH_PROFILE=1 python3 bench/bench_triton.py --ns 32768 --patterns bigbird,longformer --chunk-factor 2,0"
+    summary chunkcheck
 elif [ "$phase" = inbounds ]; then
     probes=()
     for kernel in forward dq dkdv; do
