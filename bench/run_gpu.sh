@@ -39,15 +39,6 @@
 #                                 host time of documents with a window (a build in every call) and of the
 #                                 window, then document-causal and documents with a window (bench_runtime),
 #                                 the latter also from CUDA graphs: `bash bench/run_gpu.sh host 540`
-#   bash bench/run_gpu.sh ahead   one GPU: the Gluon kernels reading each tile's halves' kinds a tile
-#                                 ahead (bench/experiments/half-kinds-read-ahead.patch, applied to the
-#                                 device's copy only): BigBird's half-kind tests first (a hang shows at
-#                                 once), then every half-kind test, then BigBird's forward probed with a
-#                                 four-stage ring too (--stages 4) and its dQ: `bash bench/run_gpu.sh ahead 540`
-#   bash bench/run_gpu.sh chunked one GPU: the Gluon kernels walking long lines as chunks: their chunk
-#                                 tests first (a hang shows at once), then Longformer and BigBird
-#                                 benchmarked, then every test of the Gluon kernels:
-#                                 `bash bench/run_gpu.sh chunked 540`
 #   bash bench/run_gpu.sh chunkcheck one GPU: the GPU tests of token lists (Longformer's, the pages) and
 #                                 of chunks, BigBird's and Longformer's calls' host time (host_time.py),
 #                                 then both with long lines as chunks and walked whole, in one process,
@@ -161,22 +152,11 @@ elif [ "$phase" = host ]; then
         "runtime|python3 bench/bench_runtime.py --cases documents,window" \
         "runtime graphed|MASKC_BENCH_GRAPHS=1 python3 bench/bench_runtime.py --cases window"
     summary host
-elif [ "$phase" = ahead ]; then
-    git apply bench/experiments/half-kinds-read-ahead.patch 2>/dev/null \
-        || patch -p1 <bench/experiments/half-kinds-read-ahead.patch || exit 2
-    queue 0 ahead "bigbird first|timeout 200 $pytest_gpu -rfE -k 'bigbird and halfkinds' tests/gpu/test_forward_ws_gpu.py" \
-        "tests|$pytest_gpu -n 14 -rfE --timeout 240 -k halfkinds tests/gpu/test_forward_ws_gpu.py" \
-        "probe forward|python3 bench/probe_forward_ws.py --kernel forward --cases bigbird --stages 4" \
-        "probe dq|python3 bench/probe_forward_ws.py --kernel dq --cases bigbird,longformer"
-    summary ahead
-elif [ "$phase" = chunked ]; then
-    queue 0 chunked "chunk tests|timeout 240 $pytest_gpu -n 14 -rfE -k as_chunks tests/gpu/test_forward_ws_gpu.py" \
-        "bench|python3 bench/bench_triton.py --ns 32768 --patterns longformer,bigbird" "$ws_tests tests/gpu/test_long_rows_gpu.py"
-    summary chunked
 elif [ "$phase" = chunkcheck ]; then
-    queue 0 chunkcheck "tests|$pytest_gpu -n 14 -rfE --timeout 240 -k 'longformer or pages or as_chunks' tests/gpu/test_forward_ws_gpu.py tests/gpu/test_triton_gpu.py" \
-        "host|python3 bench/host_time.py --cases bigbird,longformer,window" \
-        "bench|MASKC_BENCH_PROFILE=1 python3 bench/bench_triton.py --ns 32768 --patterns bigbird,longformer --chunk-factor 2,0"
+    tests="-k 'longformer or pages or as_chunks' tests/gpu/test_forward_ws_gpu.py tests/gpu/test_triton_gpu.py"
+    bench="bench/bench_triton.py --ns 32768 --patterns bigbird,longformer --chunk-factor 2,0"
+    queue 0 chunkcheck "tests|$pytest_gpu -n 14 -rfE --timeout 240 $tests" \
+        "host|python3 bench/host_time.py --cases bigbird,longformer,window" "bench|MASKC_BENCH_PROFILE=1 python3 $bench"
     summary chunkcheck
 elif [ "$phase" = inbounds ]; then
     probes=()
