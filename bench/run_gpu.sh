@@ -41,8 +41,9 @@
 #                                 the latter also from CUDA graphs: `bash bench/run_gpu.sh host 540`
 #   bash bench/run_gpu.sh chunkcheck one GPU: the GPU tests of token lists (Longformer's, the pages) and
 #                                 of chunks, then BigBird and Longformer with long lines as chunks and
-#                                 walked whole, in one process, each profiled once (bench_triton.py
-#                                 --chunk-factor 2,0), then their calls' host time (host_time.py):
+#                                 walked whole, in one process, each profiled once and timed from CUDA
+#                                 graphs too (bench_triton.py --chunk-factor 2,0), then BigBird's host
+#                                 time (host_time.py):
 #                                 `bash bench/run_gpu.sh chunkcheck 540`
 #   bash bench/run_gpu.sh inbounds one GPU: the Gluon kernels probed on Longformer and documents with a
 #                                 window, then again with the predicate's bounds term left out
@@ -155,8 +156,8 @@ elif [ "$phase" = host ]; then
 elif [ "$phase" = chunkcheck ]; then
     tests="-k 'longformer or pages or as_chunks' tests/gpu/test_forward_ws_gpu.py tests/gpu/test_triton_gpu.py"
     bench="bench/bench_triton.py --ns 32768 --patterns bigbird,longformer --chunk-factor 2,0"
-    queue 0 chunkcheck "tests|$pytest_gpu -n 14 -rfE --timeout 240 $tests" "bench|MASKC_BENCH_PROFILE=1 python3 $bench" \
-        "host|python3 bench/host_time.py --cases bigbird,longformer"
+    queue 0 chunkcheck "tests|$pytest_gpu -n 14 -rfE --timeout 240 $tests" \
+        "bench|MASKC_BENCH_PROFILE=1 MASKC_BENCH_GRAPHS=1 python3 $bench" "host|python3 bench/host_time.py --cases bigbird"
     summary chunkcheck
 elif [ "$phase" = inbounds ]; then
     probes=()
