@@ -137,6 +137,23 @@ def test_split_lines_match_cpu_reference(chunks_of, split_launches, name, batch,
     assert split_launches.count("backward") == _splits(pattern, "rows") + _splits(pattern, "columns") >= 1
 
 
+def test_dk_and_dv_of_long_columns_are_summed_in_one_launch(chunks_of, monkeypatch):
+    """A backward on split tables launches one sum for dQ's long rows and one for dK's and dV's long
+    columns together (a launch is host time in every call), and both match the reference."""
+    chunks_of(2)
+    launched: list[int] = []
+    original = backward._sum_chunks
+
+    def sums(kernels, walk_tables, pairs, *args):
+        launched.append(len(pairs))
+        return original(kernels, walk_tables, pairs, *args)
+
+    monkeypatch.setattr(backward, "_sum_chunks", sums)
+    pattern = _compile("longformer")
+    _compare(pattern, 1, 2, seed=9)
+    assert sorted(launched) == [1, 2], launched
+
+
 def test_longformer_splits_rows_and_columns_by_default_at_long_lengths():
     """With the default settings a Longformer row and column of 1024 tiles become many chunks."""
     pattern = _compile("longformer")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from types import ModuleType
 
 import torch
@@ -55,23 +56,23 @@ def prepare_rows(
 def _sum_chunks(
     kernels: ModuleType,
     tables: WalkTables,
-    grad: torch.Tensor,
-    work: torch.Tensor,
+    sums: Sequence[tuple[torch.Tensor, torch.Tensor, float]],
     heads: int,
     groups: int,
-    scale: float,
     rows: tuple,
     rows_map: tuple,
     block: int,
-    width: int,
     per_batch: bool,
     accumulate: bool,
 ) -> None:
-    """grad's long lines as the scaled sums of their chunks' partials; `rows` = (starts, start, length)
+    """Each (grad, work, scale) of `sums` (one or two: dQ, or dK and dV): grad's long lines as the
+    scaled sums of their chunks' partials in work, all in one launch; `rows` = (starts, start, length)
     of the positions grad holds, `rows_map` the rows they map to (the plan's row map of that side)."""
-    kernels.maskc_sum_chunks[(tables.long_lines, groups)](
-        grad, work, *grad.stride()[:3], tables.order, tables.chunk_ptr, heads, groups, scale, *rows, rows_map,
-        BLOCK=block, WIDTH=width, PER_BATCH=per_batch, ACCUMULATE=accumulate,
+    (grad, work, scale), (grad2, work2, scale2) = sums[0], sums[-1]
+    kernels.maskc_sum_chunks[(tables.long_lines, groups, len(sums))](
+        grad, work, *grad.stride()[:3], scale, grad2, work2, *grad2.stride()[:3], scale2,
+        tables.order, tables.chunk_ptr, heads, groups, *rows, rows_map,
+        BLOCK=block, WIDTH=grad.shape[-1], WIDTH2=grad2.shape[-1], PER_BATCH=per_batch, ACCUMULATE=accumulate,
     )  # fmt: skip
 
 
@@ -151,9 +152,8 @@ def attention_backward(
         )  # fmt: skip
         if tables.split:
             keys = (positions[0], span.k_start, span.k_end - span.k_start)
-            for grad, work, width, factor in ((dk, dk_work, head_dim, scale), (dv, dv_work, value_dim, 1.0)):
-                _sum_chunks(kernels, tables, grad, work, kv_heads, groups, factor, keys, k_map, block_n, width, False,
-                            add)  # fmt: skip
+            sums = ((dk, dk_work, scale), (dv, dv_work, 1.0))
+            _sum_chunks(kernels, tables, sums, kv_heads, groups, keys, k_map, block_n, False, add)
         if dq_acc is not None:
             (dq.add_ if add else dq.copy_)(dq_acc.mul_(scale))
 
@@ -181,7 +181,7 @@ def attention_backward(
             TMA=tma is not None, ACCUMULATE=add, num_warps=config.num_warps, num_stages=config.num_stages,
         )  # fmt: skip
         if tables.split:
-            _sum_chunks(kernels, tables, dq, dq_work, heads, groups, scale, positions[:3], q_map, block_m, head_dim,
+            _sum_chunks(kernels, tables, [(dq, dq_work, scale)], heads, groups, positions[:3], q_map, block_m,
                         span.q_starts is not None, add)  # fmt: skip
 
     # the tuner times a pass that adds to `into` adding to zeros: adding to `into` again and again would spoil it
@@ -241,8 +241,8 @@ def launch_dq_ws(
     )  # fmt: skip
     if tables.split:
         positions = Span.full(plan.n).kernel_args(q.device)
-        _sum_chunks(plan.kernels("backward"), tables, dq, dq_work, heads, groups, scale, positions[:3],
-                    plan.row_map_args()[0], config.block_m, head_dim, False, False)  # fmt: skip
+        _sum_chunks(plan.kernels("backward"), tables, [(dq, dq_work, scale)], heads, groups, positions[:3],
+                    plan.row_map_args()[0], config.block_m, False, False)  # fmt: skip
 
 
 def launch_dkdv_ws(
@@ -278,6 +278,6 @@ def launch_dkdv_ws(
     )  # fmt: skip
     if tables.split:
         keys = Span.full(plan.n).kernel_args(q.device)
-        for grad, work, factor in ((dk, works[0], scale), (dv, works[1], 1.0)):
-            _sum_chunks(plan.kernels("backward"), tables, grad, work, kv_heads, groups, factor, (keys[0], 0, plan.n),
-                        plan.row_map_args()[1], config.block_n, head_dim, False, False)  # fmt: skip
+        sums = ((dk, works[0], scale), (dv, works[1], 1.0))
+        _sum_chunks(plan.kernels("backward"), tables, sums, kv_heads, groups, (keys[0], 0, plan.n),
+                    plan.row_map_args()[1], config.block_n, False, False)  # fmt: skip
