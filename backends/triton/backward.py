@@ -277,7 +277,7 @@ def launch_dkdv_ws(
         maxnreg=WS_MAX_REGS,
     )  # fmt: skip
     if tables.split:
-        keys = Span.full(plan.n).kernel_args(q.device)
+        keys = Span.full(plan.n).kernel_args(q.device)[:3]  # a full call's keys: every position, as its rows
         sums = ((dk, works[0], scale), (dv, works[1], 1.0))
-        _sum_chunks(plan.kernels("backward"), tables, sums, kv_heads, groups, (keys[0], 0, plan.n),
-                    plan.row_map_args()[1], config.block_n, False, False)  # fmt: skip
+        _sum_chunks(plan.kernels("backward"), tables, sums, kv_heads, groups, keys, plan.row_map_args()[1],
+                    config.block_n, False, False)  # fmt: skip

@@ -33,16 +33,15 @@ from .common import (
     chunk_rows,
     descriptor_row,
     descriptor_rows,
+    item_slot,
     load_rows,
     load_tile_pair,
     mapped_rows,
     merge_program,
     mma,
-    program_slot,
     query_rows,
     rows_by_position,
     shifted,
-    split_slot,
     tile_start,
     walk_part,
     walking_row_program,
@@ -174,12 +173,9 @@ def maskc_backward_dkdv(
     # Rows are addressed by position, as in the forward kernel: the base pointers below are
     # moved back by the first position of the call's queries (q_lo) and keys (k_lo); a pass in an
     # order of axes reads and writes the rows its positions map to (q_map, k_map).
-    if SPLIT:
-        slot, bkv, first, last, is_chunk = split_slot(
-            tl.program_id(0), chunk_line, chunk_start, chunk_tiles, chunk_programs, long_cols, programs, batch_kv_heads
-        )
-    else:
-        slot, bkv = program_slot(tl.program_id(0), long_cols, programs, batch_kv_heads)
+    chunks = (chunk_line, chunk_start, chunk_tiles, chunk_programs)
+    slot, bkv, first, last = item_slot(tl.program_id(0), chunks, long_cols, programs, batch_kv_heads, SPLIT)
+    is_chunk = tl.program_id(0) < chunk_programs  # read with SPLIT only
     b = bkv // kv_heads
     kvh = bkv % kv_heads
     col = tl.load(col_order + slot)

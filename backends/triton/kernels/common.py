@@ -122,36 +122,17 @@ def head_tables(bh, head_layout, table_of_head, table_stride, layouts, heads, gr
 
 
 @triton.jit
-def row_program(row_order, head_layout, table_of_head, table_stride, layouts, long_rows, row_tiles, batch_heads, heads,
-                group):
-    """(batch, head, its key/value head, batch·heads + head, layout code, table, query tile) of a row program."""
-    slot, bh = program_slot(tl.program_id(0), long_rows, row_tiles, batch_heads)
-    b, h, kvh, code, table = head_tables(bh, head_layout, table_of_head, table_stride, layouts, heads, group)
-    return b, h, kvh, bh, code, table, tl.load(row_order + slot)
-
-
-@triton.jit
 def walking_row_program(row_order, head_layout, table_of_head, table_stride, layouts, long_rows, row_tiles,
                         batch_heads, heads, group, chunk_line, chunk_start, chunk_tiles, chunk_programs,
                         SPLIT: tl.constexpr):
-    """`row_program`'s values and the program's positions [first, last) in its row's tile list and
-    whether it is a chunk: with SPLIT from `split_slot`; without, `row_program` alone (the others
-    are then unused, and compiled away)."""
-    if SPLIT:
-        slot, bh, first, last, is_chunk = split_slot(
-            tl.program_id(0), chunk_line, chunk_start, chunk_tiles, chunk_programs, long_rows, row_tiles, batch_heads
-        )
-        b, h, kvh, layout, table = head_tables(bh, head_layout, table_of_head, table_stride, layouts, heads, group)
-        row = tl.load(row_order + slot)
-    else:
-        b, h, kvh, bh, layout, table, row = row_program(
-            row_order, head_layout, table_of_head, table_stride, layouts, long_rows, row_tiles, batch_heads, heads,
-            group,
-        )
-        first = row
-        last = row
-        is_chunk = row < 0
-    return b, h, kvh, bh, layout, table, row, first, last, is_chunk
+    """(batch, head, its key/value head, batch·heads + head, layout code, table, query tile, positions
+    [first, last) in its row's tile list, whether it is a chunk) of a row program (`item_slot`; without
+    SPLIT the whole row, never a chunk: the last three are then unused, and compiled away)."""
+    pid = tl.program_id(0)
+    chunks = (chunk_line, chunk_start, chunk_tiles, chunk_programs)
+    slot, bh, first, last = item_slot(pid, chunks, long_rows, row_tiles, batch_heads, SPLIT)
+    b, h, kvh, layout, table = head_tables(bh, head_layout, table_of_head, table_stride, layouts, heads, group)
+    return b, h, kvh, bh, layout, table, tl.load(row_order + slot), first, last, pid < chunk_programs
 
 
 @triton.jit
