@@ -100,28 +100,38 @@ def host_us(step: Callable[[], None], calls: int, rounds: int = ROUNDS) -> float
     return best / calls * 1e6
 
 
-def launch_us(step: Callable[[], None], calls: int) -> float:
-    """Host µs per call of `step` spent inside Triton's kernel launches (`JITFunction.run`: argument
-    specialisation, cache lookup, the launcher), the GPU held busy as in `host_us`: the mean over every
-    call `host_us` makes (its untimed ones too)."""
+def launch_us(step: Callable[[], None], calls: int) -> dict[str, float]:
+    """Host µs per call of `step` spent in Triton's launch path, the GPU held busy as in `host_us`
+    (the mean over every call `host_us` makes, its untimed ones too): the whole of `JITFunction.run`
+    (argument specialisation, cache lookup, the launcher), the launcher alone (`CudaLauncher.__call__`:
+    scratch allocation, descriptor encoding, the C launch) and its tensor descriptors' encoding
+    (`make_tensordesc_arg`)."""
+    from triton.backends.nvidia import driver
     from triton.runtime.jit import JITFunction
 
-    spent = [0.0]
-    original = JITFunction.run
+    targets = {"triton_launch": (JITFunction, "run"), "launcher": (driver.CudaLauncher, "__call__"),
+               "descriptors": (driver, "make_tensordesc_arg")}  # fmt: skip
+    spent = dict.fromkeys(targets, 0.0)
+    originals = {name: getattr(owner, attribute) for name, (owner, attribute) in targets.items()}
 
-    def timed(self: JITFunction, *args: object, **kwargs: object) -> object:
-        start = time.perf_counter()
-        try:
-            return original(self, *args, **kwargs)
-        finally:
-            spent[0] += time.perf_counter() - start
+    def timed(name: str) -> Callable:
+        def wrapper(*args: object, **kwargs: object) -> object:
+            start = time.perf_counter()
+            try:
+                return originals[name](*args, **kwargs)
+            finally:
+                spent[name] += time.perf_counter() - start
 
-    JITFunction.run = timed
+        return wrapper
+
+    for name, (owner, attribute) in targets.items():
+        setattr(owner, attribute, timed(name))
     try:
         host_us(step, calls)
     finally:
-        JITFunction.run = original
-    return spent[0] / (calls * (ROUNDS + 1)) * 1e6  # host_us's untimed calls and its rounds
+        for name, (owner, attribute) in targets.items():
+            setattr(owner, attribute, originals[name])
+    return {name: total / (calls * (ROUNDS + 1)) * 1e6 for name, total in spent.items()}  # untimed calls too
 
 
 def profile(step: Callable[[], None], calls: int = 100, rows: int = 25) -> str:
@@ -175,7 +185,7 @@ def main() -> None:
             print(f"== first sync, forward+backward: {name}\n{first_sync(forward_backward)}", flush=True)
         row = {"case": name, "fwd_host_us": round(host_us(forward, args.calls), 1),
                "fwdbwd_host_us": round(host_us(forward_backward, args.calls), 1),
-               "fwd_triton_launch_us": round(launch_us(forward, args.calls), 1)}  # fmt: skip
+               **{f"fwd_{name}_us": round(us, 1) for name, us in launch_us(forward, args.calls).items()}}  # fmt: skip
         print(json.dumps(row), flush=True)
         print(f"== cProfile, 100 forwards: {name}\n{profile(forward)}", flush=True)
         rows.append(row)

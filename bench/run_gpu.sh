@@ -49,6 +49,10 @@
 #                                 window, then again with the predicate's bounds term left out
 #                                 (bench/experiments/in-bounds-predicate.patch applied on the device)
 #                                 after those kernels' tests: `bash bench/run_gpu.sh inbounds 540`
+#   bash bench/run_gpu.sh slices one GPU: the GPU tests of long lines as chunks (merges and sums in
+#                                 slices of columns), BigBird and Longformer profiled, then the host time
+#                                 of four cases with Triton's launch path taken apart and the first
+#                                 wait on the GPU sought: `bash bench/run_gpu.sh slices 540`
 # Every queue stops starting benchmarks when its time (second argument, seconds) is spent.
 set -u
 phase=${1:-tests}; budget=${2:-330}
@@ -159,6 +163,12 @@ elif [ "$phase" = chunkcheck ]; then
     queue 0 chunkcheck "tests|$pytest_gpu -n 14 -rfE --timeout 240 $tests" \
         "bench|MASKC_BENCH_PROFILE=1 MASKC_BENCH_GRAPHS=1 python3 $bench" "host|python3 bench/host_time.py --cases bigbird"
     summary chunkcheck
+elif [ "$phase" = slices ]; then
+    queue 0 slices "tests|$pytest_gpu -n 14 -rfE --timeout 240 tests/gpu/test_long_rows_gpu.py" \
+        "ws tests|$pytest_gpu -n 14 -rfE --timeout 240 -k as_chunks tests/gpu/test_forward_ws_gpu.py" \
+        "bench|MASKC_BENCH_PROFILE=1 python3 bench/bench_triton.py --ns 32768 --patterns bigbird,longformer" \
+        "host|python3 bench/host_time.py --cases bigbird,longformer,window,docwindow --sync-debug"
+    summary slices
 elif [ "$phase" = inbounds ]; then
     probes=()
     for kernel in forward dq dkdv; do

@@ -19,7 +19,7 @@ import torch
 from interpreter import interpreter  # noqa: F401  (fixture: kernels run in Triton's interpreter)
 
 import maskc
-from maskc.backends.triton import backward, forward, tables
+from maskc.backends.triton import backward, chunks, forward, tables
 from maskc.backends.triton.plans import plan_for
 from maskc.errors import MaskcWarning
 from maskc.grid import TileGrid
@@ -152,6 +152,27 @@ def test_dk_and_dv_of_long_columns_are_summed_in_one_launch(chunks_of, monkeypat
     pattern = _compile("longformer")
     _compare(pattern, 1, 2, seed=9)
     assert sorted(launched) == [1, 2], launched
+
+
+@pytest.mark.parametrize("name, kv_heads", [("longformer", 2), ("causal-sink", 1)])
+def test_merges_sum_slices_of_columns_in_programs_of_their_own(chunks_of, monkeypatch, name, kv_heads):
+    """With slices of 2 columns the forward's merge runs 4 programs a long row (value dim 8), dQ's sum
+    8 (head dim 16) and dK's and dV's 8 + 4 in one launch: every slice stored where it belongs
+    (Longformer splits rows and columns, the causal sink its column only)."""
+    chunks_of(2)
+    monkeypatch.setattr(chunks, "MERGE_COLUMNS", 2)
+    columns: dict[str, list[int]] = {"forward": [], "backward": []}
+    for module in (forward, backward):
+
+        def spy(*widths: int, seen=columns[module.__name__.rsplit(".", 1)[-1]]) -> int:
+            seen.append(chunks.merge_columns(*widths))
+            return seen[-1]
+
+        monkeypatch.setattr(module, "merge_columns", spy)
+    pattern = _compile(name)
+    _compare(pattern, 1, kv_heads, seed=11)
+    rows, lines = _splits(pattern, "rows"), _splits(pattern, "rows") + _splits(pattern, "columns")
+    assert columns == {"forward": [2] * rows, "backward": [2] * lines} and lines, columns
 
 
 def test_longformer_splits_rows_and_columns_by_default_at_long_lengths():

@@ -9,7 +9,7 @@ import torch
 
 from . import descriptors
 from .cache import interpreting
-from .chunks import chunk_args, chunk_programs, launch_programs, workspace
+from .chunks import chunk_args, chunk_programs, launch_programs, merge_columns, workspace
 from .forward import (
     HALF_ROWS,
     LOG2E,
@@ -69,10 +69,13 @@ def _sum_chunks(
     scaled sums of their chunks' partials in work, all in one launch; `rows` = (starts, start, length)
     of the positions grad holds, `rows_map` the rows they map to (the plan's row map of that side)."""
     (grad, work, scale), (grad2, work2, scale2) = sums[0], sums[-1]
-    kernels.maskc_sum_chunks[(tables.long_lines, groups, len(sums))](
+    columns = merge_columns(grad.shape[-1], grad2.shape[-1])
+    slices = sum(g.shape[-1] for g, _, _ in sums) // columns
+    kernels.maskc_sum_chunks[(tables.long_lines, groups, slices)](
         grad, work, *grad.stride()[:3], scale, grad2, work2, *grad2.stride()[:3], scale2,
         tables.order, tables.chunk_ptr, heads, groups, *rows, rows_map,
-        BLOCK=block, WIDTH=grad.shape[-1], WIDTH2=grad2.shape[-1], PER_BATCH=per_batch, ACCUMULATE=accumulate,
+        BLOCK=block, WIDTH=grad.shape[-1], WIDTH2=grad2.shape[-1], COLUMNS=columns, PER_BATCH=per_batch,
+        ACCUMULATE=accumulate,
     )  # fmt: skip
 
 

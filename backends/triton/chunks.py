@@ -8,6 +8,7 @@ Without chunks the kernels get placeholders and SPLIT=False, and compile to the 
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -26,6 +27,17 @@ def launch_programs(tables: WalkTables, groups: int) -> int:
     """Programs of one launch: the chunks', then every line not split, for each group."""
     whole = tables.programs - tables.long_lines if tables.split else tables.programs
     return whole * groups + chunk_programs(tables, groups)
+
+
+#: Columns of a line's partials one merge program sums: a line's tens of partials, summed one after
+#: another, read at one SM's bandwidth when a program took the line whole (BigBird's dK and dV sum
+#: took 71 µs at n = 32768), so each line's columns are spread over programs of this many.
+MERGE_COLUMNS = 32
+
+
+def merge_columns(*widths: int) -> int:
+    """Columns of one merge program's slice: a divisor of every width (head dims, powers of two)."""
+    return math.gcd(MERGE_COLUMNS, *widths)
 
 
 def chunk_args(tables: WalkTables, groups: int) -> tuple[Any, ...]:

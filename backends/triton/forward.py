@@ -7,7 +7,7 @@ import torch
 from maskc.errors import BackendError
 
 from . import descriptors
-from .chunks import chunk_args, chunk_programs, launch_programs, workspace
+from .chunks import chunk_args, chunk_programs, launch_programs, merge_columns, workspace
 from .plan import Plan
 from .runtime import CallInputs
 from .span import Span
@@ -86,13 +86,14 @@ def merge_long_rows(
     going_on: bool,
 ) -> None:
     """(out, lse) of the long rows from their chunks' partials (`kernels.forward.maskc_forward_merge`),
-    one program per (long row, batch·head)."""
+    one program per (long row, batch·head, slice of its columns)."""
     out, lse = outputs
-    groups = out.shape[0] * heads
-    plan.kernels("forward").maskc_forward_merge[(tables.long_lines, groups)](
+    groups, width = out.shape[0] * heads, out.shape[-1]
+    columns = width if going_on else merge_columns(width)  # going on reads what other slices write
+    plan.kernels("forward").maskc_forward_merge[(tables.long_lines, groups, width // columns)](
         out, lse, *works, *out.stride()[:3], tables.order, tables.chunk_ptr, heads, groups,
-        *span.kernel_args(out.device)[:3], plan.row_map_args()[0], BLOCK_M=block_m, VALUE_DIM=out.shape[-1],
-        PER_BATCH_Q=span.q_starts is not None, CONTINUE=going_on, num_warps=8,
+        *span.kernel_args(out.device)[:3], plan.row_map_args()[0], BLOCK_M=block_m, VALUE_DIM=width,
+        COLUMNS=columns, PER_BATCH_Q=span.q_starts is not None, CONTINUE=going_on, num_warps=8 if going_on else 4,
     )  # fmt: skip
 
 

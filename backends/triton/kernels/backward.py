@@ -30,6 +30,7 @@ import triton.language as tl
 
 from .common import (
     LOG2E,
+    chunk_columns,
     chunk_rows,
     descriptor_row,
     descriptor_rows,
@@ -399,31 +400,36 @@ def store_rows(Dst, x, b, h, local, positions, rows_in, scale, stride_b, stride_
 def maskc_sum_chunks(
     Dst, Work, stride_b, stride_h, stride_row, scale, Dst2, Work2, stride2_b, stride2_h, stride2_row, scale2,
     line_order, chunk_ptr, heads, groups, starts, start, length, rows_map,
-    BLOCK: tl.constexpr, WIDTH: tl.constexpr, WIDTH2: tl.constexpr, PER_BATCH: tl.constexpr,
+    BLOCK: tl.constexpr, WIDTH: tl.constexpr, WIDTH2: tl.constexpr, COLUMNS: tl.constexpr, PER_BATCH: tl.constexpr,
     ACCUMULATE: tl.constexpr,
 ):
-    # One program per (long line, group, gradient): the sum of the line's chunk partials, scaled, stored
-    # as the unsplit kernel stores the line (rows of positions [start, start + length) only, per batch
-    # element when PER_BATCH). Gradient 0 is Dst's, 1 Dst2's: dK and dV of one launch of chunks in one
-    # launch (a launch is host time in every call); a launch of one gradient has one program per line.
+    # One program per (long line, group, slice of COLUMNS columns of a gradient): the sum of the line's
+    # chunk partials in those columns, scaled, stored as the unsplit kernel stores the line (rows of
+    # positions [start, start + length) only, per batch element when PER_BATCH). The third grid axis
+    # walks Dst's slices, then Dst2's: dK and dV of one launch of chunks in one launch (a launch is
+    # host time in every call). Slices, not whole lines, because a line's chunks are summed one after
+    # another: one program per line read its tens of partials at a single SM's bandwidth.
     g, b, h, lo, first_row, positions, rows_in, first, end = merge_program(
         line_order, chunk_ptr, heads, starts, start, length, BLOCK, PER_BATCH
     )
     local = (first_row - lo).to(tl.int64)
-    if tl.program_id(2) == 0:
+    part = tl.program_id(2)
+    if part < WIDTH // COLUMNS:
         sum_line(Dst, Work, first, end, g, groups, b, h, local, positions, rows_in, scale, stride_b, stride_h,
-                 stride_row, rows_map, BLOCK, WIDTH, ACCUMULATE)
+                 stride_row, rows_map, part * COLUMNS, BLOCK, WIDTH, COLUMNS, ACCUMULATE)
     else:
         sum_line(Dst2, Work2, first, end, g, groups, b, h, local, positions, rows_in, scale2, stride2_b, stride2_h,
-                 stride2_row, rows_map, BLOCK, WIDTH2, ACCUMULATE)
+                 stride2_row, rows_map, (part - WIDTH // COLUMNS) * COLUMNS, BLOCK, WIDTH2, COLUMNS, ACCUMULATE)
 
 
 @triton.jit
 def sum_line(Dst, Work, first, end, g, groups, b, h, local, positions, rows_in, scale, stride_b, stride_h, stride_row,
-             rows_map, BLOCK: tl.constexpr, WIDTH: tl.constexpr, ACCUMULATE: tl.constexpr):
-    # The partials of chunks first … end − 1 of group g summed and stored (store_rows).
-    total = tl.zeros([BLOCK, WIDTH], tl.float32)
+             rows_map, column, BLOCK: tl.constexpr, WIDTH: tl.constexpr, COLUMNS: tl.constexpr,
+             ACCUMULATE: tl.constexpr):
+    # Columns column … column + COLUMNS − 1 of the partials of chunks first … end − 1 of group g summed
+    # and stored (store_rows).
+    total = tl.zeros([BLOCK, COLUMNS], tl.float32)
     for c in range(first, end):
-        total += tl.load(chunk_rows(Work, c * groups + g, BLOCK, WIDTH))
-    store_rows(Dst, total, b, h, local, positions, rows_in, scale, stride_b, stride_h, stride_row, rows_map, BLOCK,
-               WIDTH, ACCUMULATE)
+        total += tl.load(chunk_columns(Work, c * groups + g, column, BLOCK, WIDTH, COLUMNS))
+    store_rows(Dst + column, total, b, h, local, positions, rows_in, scale, stride_b, stride_h, stride_row, rows_map,
+               BLOCK, COLUMNS, ACCUMULATE)

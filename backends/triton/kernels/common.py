@@ -149,8 +149,15 @@ def merge_program(line_order, chunk_ptr, heads, starts, start, length, BLOCK: tl
 @triton.jit
 def chunk_rows(Work, chunk, BLOCK: tl.constexpr, WIDTH: tl.constexpr):
     """Pointers to chunk program `chunk`'s [BLOCK, WIDTH] float32 partial in a chunk workspace."""
+    return chunk_columns(Work, chunk, 0, BLOCK, WIDTH, WIDTH)
+
+
+@triton.jit
+def chunk_columns(Work, chunk, first, BLOCK: tl.constexpr, WIDTH: tl.constexpr, COLUMNS: tl.constexpr):
+    """Pointers to columns first … first + COLUMNS − 1 of chunk program `chunk`'s [BLOCK, WIDTH]
+    partial: a merge program sums one slice of a line's columns (`merge_slice`)."""
     rows = chunk.to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
-    return Work + rows[:, None] * WIDTH + tl.arange(0, WIDTH)[None, :]
+    return Work + rows[:, None] * WIDTH + first + tl.arange(0, COLUMNS)[None, :]
 
 
 @triton.jit

@@ -26,6 +26,7 @@ import triton.language as tl
 from .common import (
     LN2,
     LOG2E,
+    chunk_columns,
     chunk_rows,
     descriptor_rows,
     load_rows,
@@ -218,18 +219,23 @@ def finish_rows(Out, Lse, acc, m_i, l_i, b, h, bh, start_m, q_lo, q_len, offs_q,
 def maskc_forward_merge(
     Out, Lse, AccWork, MWork, LWork, stride_ob, stride_oh, stride_om,
     row_order, chunk_ptr, heads, batch_heads, q_starts, q_start, q_len, q_map,
-    BLOCK_M: tl.constexpr, VALUE_DIM: tl.constexpr, PER_BATCH_Q: tl.constexpr, CONTINUE: tl.constexpr,
+    BLOCK_M: tl.constexpr, VALUE_DIM: tl.constexpr, COLUMNS: tl.constexpr, PER_BATCH_Q: tl.constexpr,
+    CONTINUE: tl.constexpr,
 ):
-    # One program per (long row, batch·head): its chunks' partials (acc, m, l), each relative to its
-    # own running maximum m, rescaled to their common maximum and summed: exactly the unsplit row.
-    # With CONTINUE the earlier passes' state of the row (continued_state) is one more partial.
+    # One program per (long row, batch·head, slice of COLUMNS output columns): its chunks' partials
+    # (acc, m, l), each relative to its own running maximum m, rescaled to their common maximum and
+    # summed: exactly the unsplit row. Every slice's program merges m and l whole and stores the same
+    # lse. With CONTINUE the earlier passes' state of the row (continued_state) is one more partial,
+    # read from the (out, lse) it then overwrites: one slice (COLUMNS = VALUE_DIM), as another slice's
+    # lse store would race its read.
     bh, b, h, q_lo, start_m, offs_q, row_in, first, end = merge_program(
         row_order, chunk_ptr, heads, q_starts, q_start, q_len, BLOCK_M, PER_BATCH_Q
     )
+    column = tl.program_id(2) * COLUMNS
     offs_m = tl.arange(0, BLOCK_M)
     if CONTINUE:
-        acc_0, m_0, l_0 = continued_state(Out, Lse, b, h, bh, start_m, q_lo, q_len, offs_q, row_in,
-                                          stride_ob, stride_oh, stride_om, q_map, BLOCK_M, VALUE_DIM)
+        acc_0, m_0, l_0 = continued_state(Out + column, Lse, b, h, bh, start_m, q_lo, q_len, offs_q, row_in,
+                                          stride_ob, stride_oh, stride_om, q_map, BLOCK_M, COLUMNS)
         m_i = m_0
     else:
         m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
@@ -242,11 +248,11 @@ def maskc_forward_merge(
         acc = acc_0 * scale_0[:, None]
     else:
         l_i = tl.zeros([BLOCK_M], tl.float32)
-        acc = tl.zeros([BLOCK_M, VALUE_DIM], tl.float32)
+        acc = tl.zeros([BLOCK_M, COLUMNS], tl.float32)
     for c in range(first, end):
         chunk = c * batch_heads + bh
         scale = tl.math.exp2(tl.load(MWork + chunk.to(tl.int64) * BLOCK_M + offs_m) - m_use)
         l_i += tl.load(LWork + chunk.to(tl.int64) * BLOCK_M + offs_m) * scale
-        acc += tl.load(chunk_rows(AccWork, chunk, BLOCK_M, VALUE_DIM)) * scale[:, None]
-    finish_rows(Out, Lse, acc, m_i, l_i, b, h, bh, start_m, q_lo, q_len, offs_q, row_in,
-                stride_ob, stride_oh, stride_om, q_map, BLOCK_M, VALUE_DIM)
+        acc += tl.load(chunk_columns(AccWork, chunk, column, BLOCK_M, VALUE_DIM, COLUMNS)) * scale[:, None]
+    finish_rows(Out + column, Lse, acc, m_i, l_i, b, h, bh, start_m, q_lo, q_len, offs_q, row_in,
+                stride_ob, stride_oh, stride_om, q_map, BLOCK_M, COLUMNS)
