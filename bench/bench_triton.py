@@ -1,7 +1,7 @@
 """maskc's Triton backend against FlexAttention and dense SDPA on one GPU, in one process.
 
 Run on a CUDA machine: python3 bench/bench_triton.py [--ns 8192,32768] [--patterns all] [--memory-n 1048576]
-[--chunk-factor 2,0] [--tma 0,1]
+[--chunk-factor 2,0] [--tma 0,1] [--compare-launch]
 Same method as the FlexAttention anchors (../shared/reference/flex_peer_bench.py): bf16, B = 1,
 H = 16, D = 128; FlexAttention compiled with the equivalent mask_mod and its default block mask;
 dense causal scaled_dot_product_attention (flash and cuDNN); triton.testing.do_bench medians;
@@ -175,6 +175,17 @@ def first_call_and_times(fn: Callable, q: torch.Tensor, k: torch.Tensor, v: torc
     return (first, *time_fwd_bwd(fn, q, k, v))
 
 
+def triton_launch_times(fn: Callable, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> dict[str, float]:
+    """`time_fwd_bwd`'s medians with every kernel launched through Triton's own launch path
+    (MASKC_FAST_LAUNCH=0; backends/triton/launching.py), the same compiled kernels and picks."""
+    os.environ["MASKC_FAST_LAUNCH"] = "0"
+    try:
+        fwd, fwd_bwd = time_fwd_bwd(fn, q, k, v)
+    finally:
+        os.environ.pop("MASKC_FAST_LAUNCH")
+    return {"triton_launch_fwd_ms": round(fwd, 3), "triton_launch_fwdbwd_ms": round(fwd_bwd, 3)}
+
+
 def relative(a: torch.Tensor, b: torch.Tensor) -> float:
     return ((a.float() - b.float()).norm() / b.float().norm()).item()
 
@@ -228,7 +239,7 @@ def bench_dense(n: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> No
 
 
 def bench_pattern(name: str, mask_mod: Callable, n: int, q, k, v, peak: float, bandwidth: float,
-                  chunk_factors: list[float], tma: list[str]) -> None:  # fmt: skip
+                  chunk_factors: list[float], tma: list[str], compare_launch: bool = False) -> None:  # fmt: skip
     pattern = compile_spec(name, n)
     pairs = int(pattern.stats().active_pairs)
     flex_pairs = count_pairs(mask_mod, n)
@@ -248,13 +259,14 @@ def bench_pattern(name: str, mask_mod: Callable, n: int, q, k, v, peak: float, b
         forget_configs()
         first, fwd, fwd_bwd = first_call_and_times(ours, q, k, v)
         tuned, timed = tuner_picks(pattern.spec_hash, n)
+        slow = triton_launch_times(ours, q, k, v) if compare_launch else {}
         impl = " ".join(
             ["maskc"]
             + ([f"chunks {factor:g}"] if len(chunk_factors) > 1 else [])
             + ([f"tma {tma_setting}"] if len(tma) > 1 else [])
         )
         log(impl=impl, first_call_s=round(first, 1), configs=tuned, tuning=timed, **common,
-            **rates(pairs, fwd, fwd_bwd), **graph_times(ours, q, k, v, pairs))  # fmt: skip
+            **rates(pairs, fwd, fwd_bwd), **slow, **graph_times(ours, q, k, v, pairs))  # fmt: skip
         profile_fwd_bwd(ours, q, k, v, f"{name}, {impl}")
     if setting is None:
         os.environ.pop("MASKC_TRITON_TMA", None)
@@ -351,6 +363,11 @@ def main() -> None:
     parser.add_argument("--tma", default=os.environ.get("MASKC_TRITON_TMA", "1"),
                         help="MASKC_TRITON_TMA values to time in this process (0: no tensor-descriptor "
                              "candidates, 1: the tuner may pick them), comma-separated")  # fmt: skip
+    parser.add_argument(
+        "--compare-launch",
+        action="store_true",
+        help="also time maskc with Triton's own kernel launches (MASKC_FAST_LAUNCH=0)",
+    )
     args = parser.parse_args()
     factors = chunk_factors(parser, args.chunk_factor)
     tma = [x.strip() for x in args.tma.split(",") if x.strip()]
@@ -370,7 +387,7 @@ def main() -> None:
         names = list(mods) if args.patterns == "all" else args.patterns.split(",")
         for name in names:
             try:
-                bench_pattern(name, mods[name], n, q, k, v, peak, bandwidth, factors, tma)
+                bench_pattern(name, mods[name], n, q, k, v, peak, bandwidth, factors, tma, args.compare_launch)
             except Exception as error:  # one failing pattern must not hide the others
                 log(n=n, pattern=name, error=f"{type(error).__name__}: {str(error)[:300]}")
         del q, k, v

@@ -3,6 +3,7 @@
 `do_bench` (and any stream of calls waiting on the host) counts the host time a call spends before
 its first kernel starts, so a 2 ms kernel with 0.1 ms of Python in front of it measures 5 % slower.
 For each case this prints, per call, the host time of a forward and of a forward+backward measured
+(with maskc's launch memory, then with Triton's own launches: MASKC_FAST_LAUNCH=0)
 while the GPU is held busy by a sleep kernel (so the host never waits on it; a call that reads a value
 back to the host shows as the sleep's length) and the part of a forward's spent in Triton's own
 launch path, then the busiest Python functions of 100 forwards under cProfile. Each figure is the best
@@ -100,6 +101,17 @@ def host_us(step: Callable[[], None], calls: int, rounds: int = ROUNDS) -> float
     return best / calls * 1e6
 
 
+def triton_launch_host_us(forward: Callable[[], None], forward_backward: Callable[[], None], calls: int) -> dict:
+    """`host_us` of both steps with every kernel launched through Triton's own launch path
+    (MASKC_FAST_LAUNCH=0), against which the launch memory (backends/triton/launching.py) is measured."""
+    os.environ["MASKC_FAST_LAUNCH"] = "0"
+    try:
+        return {"triton_launch_fwd_host_us": round(host_us(forward, calls), 1),
+                "triton_launch_fwdbwd_host_us": round(host_us(forward_backward, calls), 1)}  # fmt: skip
+    finally:
+        os.environ.pop("MASKC_FAST_LAUNCH")
+
+
 def launch_us(step: Callable[[], None], calls: int) -> dict[str, float]:
     """Host µs per call of `step` spent in Triton's launch path, the GPU held busy as in `host_us`
     (the mean over every call `host_us` makes, its untimed ones too): the whole of `JITFunction.run`
@@ -185,6 +197,7 @@ def main() -> None:
             print(f"== first sync, forward+backward: {name}\n{first_sync(forward_backward)}", flush=True)
         row = {"case": name, "fwd_host_us": round(host_us(forward, args.calls), 1),
                "fwdbwd_host_us": round(host_us(forward_backward, args.calls), 1),
+               **triton_launch_host_us(forward, forward_backward, args.calls),
                **{f"fwd_{name}_us": round(us, 1) for name, us in launch_us(forward, args.calls).items()}}  # fmt: skip
         print(json.dumps(row), flush=True)
         print(f"== cProfile, 100 forwards: {name}\n{profile(forward)}", flush=True)

@@ -53,6 +53,9 @@
 #                                 slices of columns), BigBird and Longformer profiled, then the host time
 #                                 of four cases with Triton's launch path taken apart and the first
 #                                 wait on the GPU sought: `bash bench/run_gpu.sh slices 540`
+#   bash bench/run_gpu.sh launches one GPU: the GPU tests of the launch memory (backends/triton/launching.py),
+#                                 long lines and run-time layouts, then host time and BigBird and
+#                                 Longformer with and without it: `bash bench/run_gpu.sh launches 420`
 # Every queue stops starting benchmarks when its time (second argument, seconds) is spent.
 set -u
 phase=${1:-tests}; budget=${2:-330}
@@ -169,6 +172,11 @@ elif [ "$phase" = slices ]; then
         "bench|MASKC_BENCH_PROFILE=1 python3 bench/bench_triton.py --ns 32768 --patterns bigbird,longformer" \
         "host|python3 bench/host_time.py --cases bigbird,longformer,window,docwindow --sync-debug"
     summary slices
+elif [ "$phase" = launches ]; then
+    queue 0 launches "tests|$pytest_gpu -n 8 -rfE --timeout 240 tests/gpu/test_launching_gpu.py tests/gpu/test_long_rows_gpu.py tests/gpu/test_runtime_gpu.py" \
+        "host|python3 bench/host_time.py --cases bigbird,docwindow,window" \
+        "bench|python3 bench/bench_triton.py --ns 32768 --patterns bigbird,longformer --compare-launch"
+    summary launches
 elif [ "$phase" = inbounds ]; then
     probes=()
     for kernel in forward dq dkdv; do

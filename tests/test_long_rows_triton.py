@@ -162,9 +162,9 @@ def test_merges_sum_slices_of_columns_in_programs_of_their_own(chunks_of, monkey
     chunks_of(2)
     monkeypatch.setattr(chunks, "MERGE_COLUMNS", 2)
     columns: dict[str, list[int]] = {"forward": [], "backward": []}
-    for module in (forward, backward):
+    for label, module in (("forward", forward), ("backward", backward)):
 
-        def spy(*widths: int, seen=columns[module.__name__.rsplit(".", 1)[-1]]) -> int:
+        def spy(*widths: int, seen=columns[label]) -> int:
             seen.append(chunks.merge_columns(*widths))
             return seen[-1]
 

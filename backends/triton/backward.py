@@ -22,6 +22,7 @@ from .forward import (
     ws_descriptors,
     ws_eligible,
 )
+from .launching import launch_kernel
 from .plan import Plan
 from .runtime import CallInputs
 from .span import Span
@@ -44,7 +45,7 @@ def prepare_rows(
     lse2 = torch.empty_like(lse)
     kernels = plan.kernels("backward")
     grid = (-(-n // kernels.PREPARE_ROWS), batch * heads)
-    kernels.maskc_backward_prepare[grid](
+    launch_kernel(kernels.maskc_backward_prepare, grid,
         out, d_out, lse if d_lse is None else d_lse, lse, delta, lse2,
         *out.stride()[:3], *d_out.stride()[:3],
         n, heads,
@@ -71,7 +72,7 @@ def _sum_chunks(
     (grad, work, scale), (grad2, work2, scale2) = sums[0], sums[-1]
     columns = merge_columns(grad.shape[-1], grad2.shape[-1])
     slices = sum(g.shape[-1] for g, _, _ in sums) // columns
-    kernels.maskc_sum_chunks[(tables.long_lines, groups, slices)](
+    launch_kernel(kernels.maskc_sum_chunks, (tables.long_lines, groups, slices),
         grad, work, *grad.stride()[:3], scale, grad2, work2, *grad2.stride()[:3], scale2,
         tables.order, tables.chunk_ptr, heads, groups, *rows, rows_map,
         BLOCK=block, WIDTH=grad.shape[-1], WIDTH2=grad2.shape[-1], COLUMNS=columns, PER_BATCH=per_batch,
@@ -140,7 +141,7 @@ def attention_backward(
             if tma is not None and dq_acc is not None and not interpreting()
             else None
         )
-        kernels.maskc_backward_dkdv[(launch_programs(tables, groups),)](
+        launch_kernel(kernels.maskc_backward_dkdv, (launch_programs(tables, groups),),
             q, k, v, d_out, dk, dv, lse2, delta,
             *strides, *dk.stride()[:3], *dv.stride()[:3],
             *launch.kernel_args(),
@@ -172,7 +173,7 @@ def attention_backward(
         kernels = plan.kernels("backward")
         even = span.even(block_m, config.block_n)
         tma = descriptor_tiles(plan, config, even, (k, v), config.block_n)
-        kernels.maskc_backward_dq[(launch_programs(tables, groups),)](
+        launch_kernel(kernels.maskc_backward_dq, (launch_programs(tables, groups),),
             q, k, v, d_out, dq, lse2, delta,
             *strides, *dq.stride()[:3],
             *launch.kernel_args(),
@@ -231,7 +232,7 @@ def launch_dq_ws(
     items = launch_programs(tables, groups)
     dq_work = workspace(chunk_programs(tables, groups), config.block_m, head_dim, device=q.device)
     halves, half_kinds = half_kinds_arg(plan, "rows", config, tables, q.device)
-    plan.kernels("backward_ws").maskc_backward_dq_ws[(min(items, processors(q.device)),)](
+    launch_kernel(plan.kernels("backward_ws").maskc_backward_dq_ws, (min(items, processors(q.device)),),
         *ws_descriptors(tensors, config), *ws_descriptors((dq,), config, (HALF_ROWS,)), *rows,
         torch.zeros(1, dtype=torch.int32, device=q.device),
         *(stride for x in tensors for stride in x.stride()[:2]), *dq.stride()[:2],
@@ -268,7 +269,7 @@ def launch_dkdv_ws(
     works = [workspace(chunk_programs(tables, groups), config.block_n, head_dim, device=q.device) for _ in grads]
     dk, dv = grads
     halves, half_kinds = half_kinds_arg(plan, "columns", config, tables, q.device)
-    plan.kernels("backward_ws").maskc_backward_dkdv_ws[(min(items, processors(q.device)),)](
+    launch_kernel(plan.kernels("backward_ws").maskc_backward_dkdv_ws, (min(items, processors(q.device)),),
         *ws_descriptors(tensors, config), *ws_descriptors((dk, dv), config, (HALF_ROWS, HALF_ROWS)),
         *descriptors.gluon_term_descriptors(rows, config.block_m), torch.zeros(1, dtype=torch.int32, device=q.device),
         *(stride for x in tensors for stride in x.stride()[:2]), *dk.stride()[:2], *dv.stride()[:2],

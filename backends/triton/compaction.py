@@ -34,6 +34,7 @@ from maskc.tracing import tracing_mode
 
 from .cache import interpreting
 from .kernels import kernel_module
+from .launching import launch_kernel
 
 #: Lines per program and tiles per step along a line.
 BLOCK_L, BLOCK_W = 16, 128
@@ -136,8 +137,8 @@ def _compact(source: _Source, transpose: bool) -> Tables:
     module = kernel_module("compact", interpreting())
     grid = (groups, blocks)  # groups on axis 0: axes 1 and 2 stop at 65,535
     kind, labels, strides, flags = _arguments(source, transpose, lines, width)
-    module.maskc_count_kinds[grid](kind, labels, counts, *strides, **flags)
-    module.maskc_write_kinds[grid](kind, labels, counts, pointers, indices, order, *strides, **flags)
+    launch_kernel(module.maskc_count_kinds, grid, kind, labels, counts, *strides, **flags)
+    launch_kernel(module.maskc_write_kinds, grid, kind, labels, counts, pointers, indices, order, *strides, **flags)
     return pointers, indices, order
 
 

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from .forward import LOG2E
+from .launching import launch_kernel
 from .tuning import dot_precision
 
 if TYPE_CHECKING:
@@ -51,7 +52,7 @@ def decode_attention(
     out_part = torch.empty((batch, heads, q_len, splits, value_dim), dtype=torch.float32, device=q.device)
     lse_part = torch.empty((batch, heads, q_len, splits), dtype=torch.float32, device=q.device)
     kernels = plan.kernels("decode")
-    kernels.maskc_decode_split[(batch * kv_heads, splits)](
+    launch_kernel(kernels.maskc_decode_split, (batch * kv_heads, splits),
         q, k, v, positions, q_positions, slot_counts, out_part, lse_part,
         *q.stride()[:3], *k.stride()[:3], *v.stride()[:3], positions.stride(0),
         plan.head_layout(q.device, heads), scale * LOG2E, plan.n, heads, kv_heads, q_len, per_split, splits,
@@ -62,7 +63,7 @@ def decode_attention(
     )  # fmt: skip
     out = torch.empty((batch, heads, q_len, value_dim), dtype=q.dtype, device=q.device)
     lse = torch.empty((batch, heads, q_len), dtype=torch.float32, device=q.device)
-    kernels.maskc_decode_merge[(batch * heads * q_len,)](
+    launch_kernel(kernels.maskc_decode_merge, (batch * heads * q_len,),
         out_part, lse_part, out, lse, splits, SPLITS=max(2, triton_next_power_of_2(splits)), VALUE_DIM=value_dim,
     )  # fmt: skip
     return out, lse

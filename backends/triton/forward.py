@@ -8,6 +8,7 @@ from maskc.errors import BackendError
 
 from . import descriptors
 from .chunks import chunk_args, chunk_programs, launch_programs, merge_columns, workspace
+from .launching import launch_kernel
 from .plan import Plan
 from .runtime import CallInputs
 from .span import Span
@@ -48,7 +49,7 @@ def launch_forward(
     even = span.even(block_m, config.block_n)
     tma = descriptor_tiles(plan, config, even, (k, v), config.block_n)
     q_map, k_map = plan.row_map_args()
-    kernels.maskc_forward[(launch_programs(tables, groups),)](
+    launch_kernel(kernels.maskc_forward, (launch_programs(tables, groups),),
         q, k, v, out, lse,
         *q.stride()[:3], *k.stride()[:3], *v.stride()[:3], *out.stride()[:3],
         *launch.kernel_args(),
@@ -90,7 +91,7 @@ def merge_long_rows(
     out, lse = outputs
     groups, width = out.shape[0] * heads, out.shape[-1]
     columns = width if going_on else merge_columns(width)  # going on reads what other slices write
-    plan.kernels("forward").maskc_forward_merge[(tables.long_lines, groups, width // columns)](
+    launch_kernel(plan.kernels("forward").maskc_forward_merge, (tables.long_lines, groups, width // columns),
         out, lse, *works, *out.stride()[:3], tables.order, tables.chunk_ptr, heads, groups,
         *span.kernel_args(out.device)[:3], plan.row_map_args()[0], BLOCK_M=block_m, VALUE_DIM=width,
         COLUMNS=columns, PER_BATCH_Q=span.q_starts is not None, CONTINUE=going_on, num_warps=8 if going_on else 4,
@@ -117,7 +118,7 @@ def launch_forward_ws(
     works = forward_workspaces(chunk_programs(tables, groups), config.block_m, head_dim, q.device)
     halves, half_kinds = half_kinds_arg(plan, "rows", config, tables, q.device)
     kernels = plan.kernels("forward_ws")
-    kernels.maskc_forward_ws[(min(items, processors(q.device)),)](
+    launch_kernel(kernels.maskc_forward_ws, (min(items, processors(q.device)),),
         *ws_descriptors(qkv, config), *ws_descriptors((out,), config, (HALF_ROWS,)), lse,
         torch.zeros(1, dtype=torch.int32, device=q.device),
         *q.stride()[:2], *k.stride()[:2], *v.stride()[:2], *out.stride()[:2],

@@ -18,6 +18,7 @@ import torch
 from .autograd import last_dim_contiguous
 from .cache import interpreting
 from .kernels import kernel_module
+from .launching import launch_kernel
 
 
 @dataclass(frozen=True)
@@ -92,7 +93,7 @@ def merge_forward(
     out = torch.empty((batch, heads, tables.n, value_dim), dtype=outs[0].dtype, device=outs[0].device)
     lse = torch.empty((batch, heads, tables.n), dtype=lses[0].dtype, device=lses[0].device)
     kernels = _kernels()
-    kernels.maskc_merge_forward[_grid(tables.n, batch, heads)](
+    launch_kernel(kernels.maskc_merge_forward, _grid(tables.n, batch, heads),
         layer_outs, layer_lses, tuple(_strides(o) for o in layer_outs), tuple(_strides(s) for s in layer_lses),
         tables.inverse, out, lse, _strides(out), _strides(lse), heads, tables.n, value_dim,
         LAYERS=len(tables.layer_pass), BLOCK_R=kernels.BLOCK_ROWS, VALUE_BLOCK=_value_block(value_dim),
@@ -124,7 +125,7 @@ def merge_backward(
             d_outs.append(d_out_p)
             d_lses.append(d_lse_p)
             continue
-        kernels.maskc_merge_backward[_grid(size, batch, heads)](
+        launch_kernel(kernels.maskc_merge_backward, _grid(size, batch, heads),
             out_p, lse_p, rows, out, lse, d_out, d_lse, d_out_p, d_lse_p,
             _strides(out_p), _strides(lse_p), _strides(out), _strides(lse), _strides(d_out), _strides(d_lse),
             _strides(d_out_p), _strides(d_lse_p), heads, size, value_dim,

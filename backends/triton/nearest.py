@@ -24,6 +24,7 @@ from maskc.registry import register_kernel
 
 from .cache import interpreting
 from .kernels import kernel_module
+from .launching import launch_kernel
 
 #: Points per program, directions per step of the walk (fewer when there are fewer) and warps, by
 #: whether x is bfloat16 (directions in bfloat16 pieces; else float32 operands of tf32x3, which take
@@ -80,7 +81,7 @@ def nearest_direction(x: torch.Tensor, directions: torch.Tensor, signed: bool) -
     block_p, block_m, warps = _BLOCKS[(pieced, padded > 128)]
     pieces = bfloat16_pieces(directions) if pieced else directions.float().contiguous()[None]
     kernel = kernel_module("nearest", interpreting()).maskc_nearest_direction
-    kernel[(triton.cdiv(points, block_p), groups)](
+    launch_kernel(kernel, (triton.cdiv(points, block_p), groups),
         x, pieces, labels,
         x.stride(0), x.stride(1), pieces.stride(0), pieces.stride(1) if directions.shape[0] > 1 else 0,
         pieces.stride(2), points, count,

@@ -19,6 +19,7 @@ from maskc.errors import BackendError
 
 from .cache import interpreting
 from .kernels import kernel_module
+from .launching import launch_kernel
 
 #: Rows per program.
 BLOCK_R = 64
@@ -61,7 +62,7 @@ def permute_rows(x: torch.Tensor, order: torch.Tensor, inverse: torch.Tensor) ->
     if y.numel() == 0:
         return y
     kernel = kernel_module("rows", interpreting()).maskc_permute_rows
-    kernel[(triton.cdiv(rows, BLOCK_R), batch * heads)](
+    launch_kernel(kernel, (triton.cdiv(rows, BLOCK_R), batch * heads),
         x, order.contiguous(), y, x.stride(0), x.stride(1), x.stride(2), heads, rows,
         DIM=dim, PADDED_DIM=triton.next_power_of_2(dim), BLOCK_R=BLOCK_R, num_warps=4,
     )  # fmt: skip

@@ -18,6 +18,7 @@ from maskc.registry import register_kernel
 
 from .cache import interpreting
 from .kernels import kernel_module
+from .launching import launch_kernel
 
 #: The most key blocks per row the kernel takes (a row is held in registers).
 LARGEST_BLOCKS = 4096
@@ -51,7 +52,7 @@ def select_top(scores: torch.Tensor, count: int, causal: bool) -> torch.Tensor:
     padded = max(16, triton.next_power_of_2(blocks))
     rows = max(1, _TILE // padded)
     kernel = kernel_module("select", interpreting()).maskc_select_top
-    kernel[(groups, triton.cdiv(blocks, rows))](  # groups on axis 0: axes 1 and 2 stop at 65,535
+    launch_kernel(kernel, (groups, triton.cdiv(blocks, rows)),  # groups on axis 0: axes 1 and 2 stop at 65,535
         scores.contiguous(), selected, blocks, min(count, blocks),
         CAUSAL=causal, PADDED=padded, ROWS=rows, num_warps=4,
     )  # fmt: skip

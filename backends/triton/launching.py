@@ -1,0 +1,191 @@
+"""Kernel launches that bind their arguments once per argument signature, not once per call.
+
+`kernel[grid](*args)` makes Triton bind every argument, specialise it, hash the specialisation and
+look the compiled kernel up, on every call: about 80–100 µs of host time a launch on an H200's host
+(bench/NOTES.md, seventh session), more than many of maskc's kernels run on the GPU, and a call of
+several launches is then bound by its host. `launch_kernel(kernel, grid, *args, **kwargs)` keys the
+compiled kernel by a signature of the arguments (`signature`) that determines Triton's
+specialisation of every one of them, and launches it through the compiled kernel's own runner
+(`CompiledKernel[grid]`, which takes the bound arguments in the kernel's parameter order). A
+signature seen for the first time goes through Triton's launch, which compiles or finds the kernel
+that is then remembered.
+
+What Triton specialises on (`native_specialize_impl`): a tensor's dtype and whether its address is a
+multiple of 16; an integer's value when it is 1, else its width (32 or 64 bits, unsigned past 2**63)
+and whether it is a multiple of 16; a float or a bool by type alone; a tensor descriptor's dtype,
+block shape and (Gluon) layout; a compile-time constant or a jitted function by value; a tuple by its
+items. `signature` keeps all of that and more (an integer's value whole), so two calls of one
+signature always get the same compiled kernel; an argument of any other kind, or a Triton release
+this was not checked against (`RELEASES`), takes Triton's own launch. MASKC_FAST_LAUNCH=0 turns it
+off.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Hashable
+from typing import Any
+
+import torch
+
+#: Triton releases whose launch path `launch_kernel` mirrors (checked on the GPU; bench/NOTES.md).
+RELEASES = ("3.6",)
+#: Signatures remembered per kernel before the memory is cleared (each a compiled kernel's reference).
+MAX_SIGNATURES = 1024
+
+
+class UnknownArgumentError(Exception):
+    """An argument whose specialisation `signature` does not know: the call takes Triton's launch."""
+
+
+def _descriptor(arg: Any) -> Hashable:
+    layout = getattr(arg, "layout", None)
+    return arg.base.dtype, tuple(arg.block_shape), None if layout is None else _layout(layout)
+
+
+_LAYOUTS: dict[int, tuple[Any, str]] = {}
+
+
+def _layout(layout: Any) -> str:
+    """A Gluon layout's repr (what Triton keys it by), remembered by identity: a repr costs
+    microseconds, and the kernels' layouts are made once (`descriptors._shared_layout`). The memory
+    holds each layout, so its id is not reused while remembered."""
+    entry = _LAYOUTS.get(id(layout))
+    if entry is None or entry[0] is not layout:
+        if len(_LAYOUTS) >= MAX_SIGNATURES:
+            _LAYOUTS.clear()
+        entry = _LAYOUTS[id(layout)] = (layout, repr(layout))
+    return entry[1]
+
+
+#: Types a signature records by type alone (Triton: u1, fp32, a None constant).
+_BY_TYPE_ALONE = frozenset({bool, float, type(None)})
+#: Triton's own argument types and what of them enters a signature (`know_triton_types`).
+_TRITON_TYPES: dict[type, Any] = {}
+
+
+def know_triton_types() -> None:
+    """Let Triton's argument types into signatures (imported here, on the first compiled launch)."""
+    import triton.language as tl
+    from triton.experimental.gluon.nvidia.hopper import TensorDescriptor as GluonDescriptor
+    from triton.runtime.jit import JITFunction
+    from triton.tools.tensor_descriptor import TensorDescriptor
+
+    _TRITON_TYPES[tl.constexpr] = lambda arg: signature(arg.value)
+    _TRITON_TYPES[GluonDescriptor] = _descriptor
+    _TRITON_TYPES[TensorDescriptor] = _descriptor
+    _TRITON_TYPES[JITFunction] = lambda arg: arg  # by identity (its hash is its source's)
+
+
+def encode(values: Any, key: list) -> None:
+    """Append each value's signature to `key`: its type, then what Triton specialises it on, so that
+    the flat list reads back one way (module docstring). One loop, not a call per argument: a
+    launch has some forty arguments, and this is the host time that is left of binding them."""
+    for arg in values:
+        kind = type(arg)
+        key.append(kind)
+        if kind is torch.Tensor:
+            key.append(arg.dtype)
+            key.append(arg.data_ptr() & 15 == 0)
+        elif kind is int:
+            key.append(arg)  # the value decides Triton's width, alignment and constant-1 cases
+        elif kind is tuple:
+            key.append(len(arg))
+            encode(arg, key)
+        elif kind not in _BY_TYPE_ALONE:
+            key.append(_other(arg))
+
+
+def _other(arg: Any) -> Hashable:
+    triton_kind = _TRITON_TYPES.get(type(arg))
+    if triton_kind is not None:
+        return triton_kind(arg)
+    if isinstance(arg, torch.Tensor):  # a subclass: a Parameter
+        return arg.dtype, arg.data_ptr() & 15 == 0
+    raise UnknownArgumentError(type(arg).__name__)
+
+
+def signature(arg: Any) -> Hashable:
+    """A key of `arg` at least as fine as Triton's specialisation of it (module docstring)."""
+    key: list = []
+    encode((arg,), key)
+    return tuple(key)
+
+
+class _Kernel:
+    """One jitted kernel's compiled kernels by call signature, and its parameters' order."""
+
+    def __init__(self, kernel: Any) -> None:
+        self.kernel = kernel
+        self.names = [param.name for param in kernel.params]
+        self.defaults = {
+            name: parameter.default
+            for name, parameter in kernel.signature.parameters.items()
+            if parameter.default is not parameter.empty
+        }
+        self.compiled: dict[Hashable, Any] = {}
+        self.remembered_launches = 0  # launches that skipped Triton's binding (tests count them)
+
+    def bound(self, args: tuple, kwargs: dict[str, Any]) -> list[Any]:
+        """Every parameter's value in order, as Triton's binder hands them to the compiled kernel."""
+        rest = self.names[len(args) :]
+        return [*args, *(kwargs[name] if name in kwargs else self.defaults[name] for name in rest)]
+
+    def launch(self, grid: tuple[int, ...], args: tuple, kwargs: dict[str, Any]) -> None:
+        key: list = [torch.cuda.current_device()]
+        try:
+            encode(args, key)
+            for name, value in kwargs.items():
+                key.append(name)
+                encode((value,), key)
+        except UnknownArgumentError:
+            self.kernel[grid](*args, **kwargs)
+            return
+        signature_key = tuple(key)
+        compiled = self.compiled.get(signature_key)
+        if compiled is None:
+            compiled = self.kernel[grid](*args, **kwargs)
+            if len(self.compiled) >= MAX_SIGNATURES:
+                self.compiled.clear()
+            self.compiled[signature_key] = compiled.result() if hasattr(compiled, "result") else compiled
+            return
+        compiled[(*grid, 1, 1)[:3]](*self.bound(args, kwargs))
+        self.remembered_launches += 1
+
+
+_KERNELS: dict[int, _Kernel] = {}
+_RELEASE: list[bool] = []  # whether the installed Triton is one of RELEASES, once known
+
+
+def enabled(kernel: Any) -> bool:
+    """Whether `kernel` launches through `launch_kernel`'s memory: a compiled (not interpreted)
+    kernel with no pre-run hooks, under a Triton of `RELEASES`, unless MASKC_FAST_LAUNCH=0."""
+    if os.environ.get("MASKC_FAST_LAUNCH", "1") == "0":
+        return False
+    from triton.runtime.jit import JITFunction
+
+    if not isinstance(kernel, JITFunction) or kernel.pre_run_hooks:
+        return False
+    if not _RELEASE:
+        import triton
+
+        _RELEASE.append(triton.__version__.startswith(RELEASES))
+        if _RELEASE[0]:
+            know_triton_types()
+    return _RELEASE[0]
+
+
+def remembered_launches() -> int:
+    """Launches so far, over every kernel, that skipped Triton's binding."""
+    return sum(kernel.remembered_launches for kernel in _KERNELS.values())
+
+
+def launch_kernel(kernel: Any, grid: tuple[int, ...], *args: Any, **kwargs: Any) -> None:
+    """`kernel[grid](*args, **kwargs)`, with Triton's binding done once per call signature."""
+    if not enabled(kernel):
+        kernel[grid](*args, **kwargs)
+        return
+    remembered = _KERNELS.get(id(kernel))
+    if remembered is None or remembered.kernel is not kernel:
+        remembered = _KERNELS[id(kernel)] = _Kernel(kernel)
+    remembered.launch(grid, args, kwargs)

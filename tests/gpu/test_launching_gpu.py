@@ -1,0 +1,55 @@
+"""Kernel launches from the launch memory (backends/triton/launching.py) on a CUDA GPU: calls that
+skip Triton's binding give exactly what Triton's own launches give, for static patterns whose
+Gluon kernels split long lines (BigBird, Longformer) and for a run-time layout (packed documents,
+built by the compaction kernels), forward and backward, and they do skip it."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import maskc
+from maskc.backends.triton import launching
+
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU"),
+]
+
+N = 4096
+CASES = {
+    "bigbird": ("specs/bigbird.yaml", None),
+    "longformer": ("specs/longformer.yaml", None),
+    "documents": (
+        {"name": "docs", "causal": True,
+         "pattern": {"intersect": [{"document": {}}, {"window": {"before": 255, "after": 0}}]}},
+        [700, 1300, 96, 2000],
+    ),
+}  # fmt: skip
+
+
+def _run(pattern, documents, q, k, v, d_out) -> list[torch.Tensor]:
+    leaves = [x.detach().clone().requires_grad_() for x in (q, k, v)]
+    out = maskc.attention(*leaves, pattern, backend="triton", documents=documents)
+    out.backward(d_out)
+    return [out.detach(), *(x.grad for x in leaves)]
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_remembered_launches_match_tritons(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MASKC_TRITON_AUTOTUNE", "0")
+    spec, lengths = CASES[name]
+    spec = maskc.Spec(**spec) if isinstance(spec, dict) else spec
+    pattern = maskc.compile(spec, seq_len=N, heads=16)
+    documents = None if lengths is None else torch.as_tensor(maskc.ids_from_lengths(lengths), device="cuda")[None]
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    q, k, v, d_out = (torch.randn(1, 16, N, 128, device="cuda", dtype=torch.bfloat16, generator=gen) for _ in range(4))
+    monkeypatch.setenv("MASKC_FAST_LAUNCH", "0")
+    want = _run(pattern, documents, q, k, v, d_out)
+    monkeypatch.delenv("MASKC_FAST_LAUNCH")
+    before = launching.remembered_launches()
+    _run(pattern, documents, q, k, v, d_out)  # first sight of each signature: Triton's launch
+    got = _run(pattern, documents, q, k, v, d_out)
+    assert launching.remembered_launches() > before, "no launch came from the memory"
+    for label, a, b in zip(("out", "dq", "dk", "dv"), got, want, strict=True):
+        assert torch.equal(a, b), label

@@ -1,0 +1,113 @@
+"""The launch memory's argument signatures (backends/triton/launching.py) against Triton's own
+specialisation: two arguments of one signature must always specialise alike, or a remembered
+compiled kernel would run for a call Triton would have compiled differently. Triton's
+`native_specialize_impl` is the reference; hypothesis draws the arguments the kernels take (tensors
+at every alignment, integers about Triton's boundaries, flags, scales, constants, tuples, tensor
+descriptors). The launches themselves run on the GPU (tests/gpu/test_launching_gpu.py)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from maskc.backends.triton import launching
+
+specialize = pytest.importorskip("triton.runtime.jit").native_specialize_impl
+BaseBackend = pytest.importorskip("triton.backends.compiler").BaseBackend
+tl = pytest.importorskip("triton.language")
+
+with pytest.MonkeyPatch.context() as interpreted:  # triton.language is imported for the interpreter here
+    interpreted.setenv("TRITON_INTERPRET", "1")
+    from triton.experimental.gluon import language as gl
+    from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
+
+    launching.know_triton_types()
+
+BUFFER = torch.zeros(64, dtype=torch.float32)
+INTEGERS = [0, 1, 2, 15, 16, 17, 32, -1, -16, 2**31 - 16, 2**31 - 1, 2**31, 2**32, 2**63 - 16, 2**63, 2**64 - 16]
+
+
+def _tensors() -> st.SearchStrategy:
+    dtypes = st.sampled_from([torch.float32, torch.bfloat16, torch.int32, torch.int8])
+    return st.builds(lambda dtype, offset: BUFFER.view(dtype)[offset:], dtypes, st.integers(0, 9))
+
+
+def _descriptors() -> st.SearchStrategy:
+    def make(dtype: torch.dtype, rows: int, block: int) -> Any:
+        x = torch.zeros(rows, 64, dtype=dtype)
+        element = {torch.bfloat16: gl.bfloat16, torch.float16: gl.float16}[dtype]
+        layout = gl.NVMMASharedLayout.get_default_for([block, 64], element)
+        return TensorDescriptor(x, [rows, 64], [64, 1], [block, 64], layout)
+
+    return st.builds(make, st.sampled_from([torch.bfloat16, torch.float16]), st.sampled_from([64, 128]),
+                     st.sampled_from([64, 128]))  # fmt: skip
+
+
+def _arguments() -> st.SearchStrategy:
+    leaves = st.one_of(
+        _tensors(),
+        st.sampled_from(INTEGERS),
+        st.booleans(),
+        st.floats(allow_nan=False, width=32),
+        st.none(),
+        st.builds(tl.constexpr, st.sampled_from([0, 1, 16, 64, True, None])),
+        _descriptors(),
+    )
+    return st.recursive(leaves, lambda inner: st.tuples(inner, inner), max_leaves=4)
+
+
+def _triton(arg: Any) -> Any:
+    """Triton's specialisation of `arg` as a kernel parameter that specialises (the default)."""
+    kind, key = specialize(BaseBackend, arg, False, True, True)
+    return kind, str(key)  # a constant's key is the value itself, compared as text
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_arguments(), min_size=10, max_size=40))
+def test_one_signature_never_covers_two_specialisations(arguments: list[Any]) -> None:
+    seen: dict[Any, Any] = {}
+    for arg in arguments:
+        assert seen.setdefault(launching.signature(arg), _triton(arg)) == _triton(arg), arg
+
+
+def test_alignment_and_integer_boundaries_part_signatures() -> None:
+    """The cases Triton tells apart are told apart: a tensor's 16-byte alignment, an integer of 1,
+    a multiple of 16, a 64-bit one."""
+    aligned, shifted = BUFFER[:], BUFFER[1:]
+    assert launching.signature(aligned) != launching.signature(shifted)
+    assert len({launching.signature(v) for v in (1, 16, 17, 2**31)}) == 4
+
+
+def test_unknown_arguments_take_tritons_launch() -> None:
+    with pytest.raises(launching.UnknownArgumentError):
+        launching.signature(object())
+    with pytest.raises(launching.UnknownArgumentError):
+        launching.signature((1, [2]))
+
+
+def test_bound_arguments_follow_the_parameter_order() -> None:
+    """Keyword constants and defaults fill the parameters after the positional ones, in order."""
+
+    class Param:
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+    def kernel(a, b, C: tl.constexpr, D: tl.constexpr = 7, E: tl.constexpr = 8):  # noqa: N803
+        pass
+
+    fake = type("Fake", (), {})()
+    fake.params = [Param(n) for n in "abCDE"]
+    fake.signature = __import__("inspect").signature(kernel)
+    remembered = launching._Kernel(fake)
+    assert remembered.bound((1, 2), {"E": 5, "C": 3, "num_warps": 4}) == [1, 2, 3, 7, 5]
+
+
+def test_interpreted_kernels_and_the_switch_take_tritons_launch(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An interpreted kernel, or MASKC_FAST_LAUNCH=0, is never launched from the memory."""
+    assert not launching.enabled(lambda: None)
+    monkeypatch.setenv("MASKC_FAST_LAUNCH", "0")
+    assert not launching.enabled(None)
