@@ -19,6 +19,8 @@ unpacked on PYTHONPATH.
                                                   # picks most, looking for spills (registers, stack)
     python bench/compile_offline.py --ws   # the forward, dQ and dK/dV as the warp-specialised Gluon kernels
     python bench/compile_offline.py --ws-halves   # the same, reading their halves' kinds
+    python bench/compile_offline.py --check-launches [--ws]   # each case's calls again from the launch
+        # memory (backends/triton/launching.py), every remembered launch checked against Triton's binding
 
 A predicate's cost is invisible in the tuner's times until it spills: top-k's per-element flag
 reads took its forward to 255 registers and a 192-byte stack, 37 % of its time (bench/NOTES.md).
@@ -221,11 +223,13 @@ def main() -> None:
         "--catalogue": "catalogue",
         "--ws": "ws",
         "--ws-halves": "halves",
+        "--check-launches": "check",
     }
     unknown = [a for a in sys.argv[1:] if a not in flags]
     if unknown:
         sys.exit(f"unknown option(s) {' '.join(unknown)}; the options are {', '.join(flags)}")
     chosen = {flags[a]: True for a in sys.argv[1:]}
+    check = chosen.pop("check", False)
     catalogue = chosen.pop("catalogue", False)
     halves = chosen.pop("halves", False)
     ws = chosen.pop("ws", False) or halves
@@ -242,6 +246,9 @@ def main() -> None:
     triton_backend.unsupported_reason = lambda *args: None  # CPU tensors stand in for CUDA ones
     compiled: list = []
     _compile_only(compiled)
+    if check:
+        _check_launches()
+        return
     if catalogue:
         for shapes_name, shapes in PICKS.items():
             _pick(shapes)
@@ -249,6 +256,37 @@ def main() -> None:
         return
     _compile_cases(CASES, compiled)
     _decode(compiled)
+
+
+def _check_launches() -> None:
+    """Every case's forward and backward, with and without a gradient through the lse (a compile-time
+    flag of the backward), three times each under MASKC_FAST_LAUNCH=check: after the first, launches
+    come from the launch memory, and each is bound by Triton too and compared (same compiled kernel,
+    same arguments), raising where they differ. The memory's launches stop before the GPU."""
+    from triton.compiler.compiler import CompiledKernel
+
+    import maskc
+    from maskc.backends.triton import launching
+
+    os.environ["MASKC_FAST_LAUNCH"] = "check"
+    CompiledKernel.__getitem__ = lambda self, grid: lambda *args: None
+    torch.cuda.current_device = lambda: 0
+    for label, spec, n, block, schedule, documents in CASES:
+        spec = maskc.Spec(name="offline", **spec) if isinstance(spec, dict) else spec
+        pattern = maskc.compile(spec, seq_len=n, block_size=block, heads=2, schedule=schedule)
+        docs = torch.as_tensor(maskc.ids_from_lengths([300, 500, 224]))[None] if documents else None
+        before = {id(k): k.remembered_launches for k in launching._KERNELS.values()}
+        for through_lse in (True, False) * 3:
+            q, k, v = (torch.randn(1, 2, pattern.n, 128, dtype=torch.bfloat16, requires_grad=True) for _ in range(3))
+            out, lse = maskc.attention(q, k, v, pattern, backend="triton", documents=docs, return_lse=True)
+            (out.float().sum() + (lse.sum() if through_lse else 0)).backward()
+        checked = {
+            k.kernel.fn.__name__: k.remembered_launches - before.get(id(k), 0) for k in launching._KERNELS.values()
+        }
+        print(
+            json.dumps({"case": label, "remembered_launches_checked": {k: c for k, c in checked.items() if c}}),
+            flush=True,
+        )
 
 
 def _decode(compiled: list) -> None:

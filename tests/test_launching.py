@@ -61,9 +61,20 @@ def _arguments() -> st.SearchStrategy:
 
 
 def _triton(arg: Any) -> Any:
-    """Triton's specialisation of `arg` as a kernel parameter that specialises (the default)."""
+    """Triton's specialisation of `arg` as a parameter that specialises (the default), and as a
+    `tl.constexpr` parameter (by value; tensors and descriptors are never constants)."""
     kind, key = specialize(BaseBackend, arg, False, True, True)
-    return kind, str(key)  # a constant's key is the value itself, compared as text
+    return (kind, str(key)), _constant(arg)
+
+
+def _constant(arg: Any) -> Any:
+    if isinstance(arg, tuple):
+        return tuple(_constant(item) for item in arg)
+    if isinstance(arg, tl.constexpr):
+        return _constant(arg.value)
+    if isinstance(arg, (torch.Tensor, TensorDescriptor)):
+        return None
+    return type(arg), arg
 
 
 @settings(max_examples=300, deadline=None)
@@ -72,6 +83,15 @@ def test_one_signature_never_covers_two_specialisations(arguments: list[Any]) ->
     seen: dict[Any, Any] = {}
     for arg in arguments:
         assert seen.setdefault(launching.signature(arg), _triton(arg)) == _triton(arg), arg
+
+
+def test_a_flag_or_a_scale_as_a_constant_parts_signatures() -> None:
+    """A bool or a float given to a `tl.constexpr` parameter (the backward's HAS_DLSE) is compiled
+    in: keyed by type alone, a call with the flag off ran the kernel compiled with it on (NaN
+    gradients after a call through torch.compile had passed an lse gradient)."""
+    assert launching.signature(True) != launching.signature(False)
+    assert launching.signature(0.5) != launching.signature(0.25)
+    assert launching.signature(tl.constexpr(True)) != launching.signature(tl.constexpr(False))
 
 
 def test_alignment_and_integer_boundaries_part_signatures() -> None:

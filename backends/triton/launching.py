@@ -10,14 +10,16 @@ specialisation of every one of them, and launches it through the compiled kernel
 signature seen for the first time goes through Triton's launch, which compiles or finds the kernel
 that is then remembered.
 
-What Triton specialises on (`native_specialize_impl`): a tensor's dtype and whether its address is a
-multiple of 16; an integer's value when it is 1, else its width (32 or 64 bits, unsigned past 2**63)
-and whether it is a multiple of 16; a float or a bool by type alone; a tensor descriptor's dtype,
-block shape and (Gluon) layout; a compile-time constant or a jitted function by value; a tuple by its
-items. `signature` keeps all of that and more (an integer's value whole), so two calls of one
-signature always get the same compiled kernel; an argument of any other kind, or a Triton release
-this was not checked against (`RELEASES`), takes Triton's own launch. MASKC_FAST_LAUNCH=0 turns it
-off.
+What Triton specialises on: a `tl.constexpr` parameter by its value, whatever its type; any other
+(`native_specialize_impl`) a tensor by its dtype and whether its address is a multiple of 16, an
+integer by its value when it is 1, else by its width (32 or 64 bits, unsigned past 2**63) and whether
+it is a multiple of 16, a float or a bool by type alone, a tensor descriptor by its dtype, block
+shape and (Gluon) layout, a jitted function or a constant by value, a tuple by its items.
+`signature`, which does not know a parameter's kind, keeps all of that and more (every number and
+flag by value), so two calls of one signature always get the same compiled kernel; an argument of
+any other kind, or a Triton release this was not checked against (`RELEASES`), takes Triton's own
+launch. MASKC_FAST_LAUNCH=0 turns it off; MASKC_FAST_LAUNCH=check binds every remembered launch
+through Triton as well and raises where the two differ (for test runs).
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ from collections.abc import Hashable
 from typing import Any
 
 import torch
+
+from maskc.errors import BackendError
 
 #: Triton releases whose launch path `launch_kernel` mirrors (checked on the GPU; bench/NOTES.md).
 RELEASES = ("3.6",)
@@ -58,8 +62,12 @@ def _layout(layout: Any) -> str:
     return entry[1]
 
 
-#: Types a signature records by type alone (Triton: u1, fp32, a None constant).
-_BY_TYPE_ALONE = frozenset({bool, float, type(None)})
+#: Types a signature records by value: an integer's value decides its width, alignment and
+#: constant-1 cases; any of them may be a compile-time constant (a `tl.constexpr` parameter), which
+#: Triton keys by value (a bool flag such as HAS_DLSE: by type alone, a call with the flag off would
+#: run the kernel compiled with it on); a string can only be one.
+_BY_VALUE = frozenset({int, bool, float, str})
+_NONE = type(None)
 #: Triton's own argument types and what of them enters a signature (`know_triton_types`).
 _TRITON_TYPES: dict[type, Any] = {}
 
@@ -87,12 +95,12 @@ def encode(values: Any, key: list) -> None:
         if kind is torch.Tensor:
             key.append(arg.dtype)
             key.append(arg.data_ptr() & 15 == 0)
-        elif kind is int:
-            key.append(arg)  # the value decides Triton's width, alignment and constant-1 cases
+        elif kind in _BY_VALUE:
+            key.append(arg)
         elif kind is tuple:
             key.append(len(arg))
             encode(arg, key)
-        elif kind not in _BY_TYPE_ALONE:
+        elif kind is not _NONE:
             key.append(_other(arg))
 
 
@@ -149,8 +157,36 @@ class _Kernel:
                 self.compiled.clear()
             self.compiled[signature_key] = compiled.result() if hasattr(compiled, "result") else compiled
             return
-        compiled[(*grid, 1, 1)[:3]](*self.bound(args, kwargs))
+        bound = self.bound(args, kwargs)
+        if os.environ.get("MASKC_FAST_LAUNCH") == "check":
+            self.check(compiled, args, kwargs, bound)
+        compiled[(*grid, 1, 1)[:3]](*bound)
         self.remembered_launches += 1
+
+    def check(self, compiled: Any, args: tuple, kwargs: dict[str, Any], bound: list[Any]) -> None:
+        """Raise unless Triton's own binding of this call picks `compiled` and hands it `bound`
+        (MASKC_FAST_LAUNCH=check: the memory checked on every remembered launch, at Triton's cost)."""
+        from triton import knobs
+        from triton.runtime import driver
+        from triton.runtime.jit import compute_cache_key
+
+        options = dict(
+            kwargs,
+            debug=kwargs.get("debug", self.kernel.debug) or knobs.runtime.debug,
+            instrumentation_mode=knobs.compilation.instrumentation_mode,
+        )  # as JITFunction.run sets them
+        kernel_cache, key_cache, _, _, binder = self.kernel.device_caches[driver.active.get_current_device()]
+        triton_bound, specialization, triton_options = binder(*args, **options)
+        expected = kernel_cache.get(compute_cache_key(key_cache, specialization, triton_options))
+        same_arguments = len(bound) == len(triton_bound) and all(
+            a is b for a, b in zip(bound, triton_bound.values(), strict=False)
+        )
+        if expected is not compiled or not same_arguments:
+            raise BackendError(
+                f"the launch memory's {self.kernel.fn.__name__} differs from Triton's launch "
+                f"({'another compiled kernel' if expected is not compiled else 'other arguments'}); "
+                "set MASKC_FAST_LAUNCH=0 and report it"
+            )
 
 
 _KERNELS: dict[int, _Kernel] = {}

@@ -53,3 +53,30 @@ def test_remembered_launches_match_tritons(name: str, monkeypatch: pytest.Monkey
     assert launching.remembered_launches() > before, "no launch came from the memory"
     for label, a, b in zip(("out", "dq", "dk", "dv"), got, want, strict=True):
         assert torch.equal(a, b), label
+
+
+def test_a_compile_time_flag_that_flips_between_calls(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A backward through the lse (HAS_DLSE on) then one without (off), each from the memory, equal
+    to Triton's launches: the flag is compiled in, so the memory must key it by value (by type alone,
+    the second call ran the first's kernel and read an lse gradient that was not there)."""
+    monkeypatch.setenv("MASKC_TRITON_AUTOTUNE", "0")
+    pattern = maskc.compile("specs/longformer.yaml", seq_len=N, heads=16)
+    gen = torch.Generator(device="cuda").manual_seed(1)
+    q, k, v, d_out = (torch.randn(1, 16, N, 128, device="cuda", dtype=torch.bfloat16, generator=gen) for _ in range(4))
+    d_lse = torch.randn(1, 16, N, device="cuda", generator=gen)
+
+    def grads(through_lse: bool) -> list[torch.Tensor]:
+        leaves = [x.detach().clone().requires_grad_() for x in (q, k, v)]
+        out, lse = maskc.attention(*leaves, pattern, backend="triton", return_lse=True)
+        loss = (out.float() * d_out.float()).sum() + ((lse * d_lse).sum() if through_lse else 0)
+        loss.backward()
+        return [x.grad for x in leaves]
+
+    monkeypatch.setenv("MASKC_FAST_LAUNCH", "0")
+    want = [grads(True), grads(False)]
+    monkeypatch.delenv("MASKC_FAST_LAUNCH")
+    grads(True), grads(False)  # first sight of each signature
+    got = [grads(True), grads(False)]
+    for case, (a, b) in enumerate(zip(got, want, strict=True)):
+        for label, x, y in zip(("dq", "dk", "dv"), a, b, strict=True):
+            assert torch.equal(x, y), (case, label)
