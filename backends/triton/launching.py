@@ -68,8 +68,11 @@ def _layout(layout: Any) -> str:
 #: run the kernel compiled with it on); a string can only be one.
 _BY_VALUE = frozenset({int, bool, float, str})
 _NONE = type(None)
+_TENSOR = torch.Tensor
 #: Triton's own argument types and what of them enters a signature (`know_triton_types`).
 _TRITON_TYPES: dict[type, Any] = {}
+#: `tl.constexpr`, a compile-time constant: by its value's signature (`know_triton_types`).
+_CONSTEXPR: list[type] = []
 
 
 def know_triton_types() -> None:
@@ -79,7 +82,7 @@ def know_triton_types() -> None:
     from triton.runtime.jit import JITFunction
     from triton.tools.tensor_descriptor import TensorDescriptor
 
-    _TRITON_TYPES[tl.constexpr] = lambda arg: signature(arg.value)
+    _CONSTEXPR[:] = [tl.constexpr]
     _TRITON_TYPES[GluonDescriptor] = _descriptor
     _TRITON_TYPES[TensorDescriptor] = _descriptor
     _TRITON_TYPES[JITFunction] = lambda arg: arg  # by identity (its hash is its source's)
@@ -89,10 +92,11 @@ def encode(values: Any, key: list) -> None:
     """Append each value's signature to `key`: its type, then what Triton specialises it on, so that
     the flat list reads back one way (module docstring). One loop, not a call per argument: a
     launch has some forty arguments, and this is the host time that is left of binding them."""
+    constant = _CONSTEXPR[0] if _CONSTEXPR else None
     for arg in values:
         kind = type(arg)
         key.append(kind)
-        if kind is torch.Tensor:
+        if kind is _TENSOR:
             key.append(arg.dtype)
             key.append(arg.data_ptr() & 15 == 0)
         elif kind in _BY_VALUE:
@@ -100,6 +104,8 @@ def encode(values: Any, key: list) -> None:
         elif kind is tuple:
             key.append(len(arg))
             encode(arg, key)
+        elif kind is constant:
+            encode((arg.value,), key)
         elif kind is not _NONE:
             key.append(_other(arg))
 
@@ -139,7 +145,7 @@ class _Kernel:
         rest = self.names[len(args) :]
         return [*args, *(kwargs[name] if name in kwargs else self.defaults[name] for name in rest)]
 
-    def launch(self, grid: tuple[int, ...], args: tuple, kwargs: dict[str, Any]) -> None:
+    def launch(self, grid: tuple[int, ...], args: tuple, kwargs: dict[str, Any], checking: bool = False) -> None:
         key: list = [torch.cuda.current_device()]
         try:
             encode(args, key)
@@ -158,7 +164,7 @@ class _Kernel:
             self.compiled[signature_key] = compiled.result() if hasattr(compiled, "result") else compiled
             return
         bound = self.bound(args, kwargs)
-        if os.environ.get("MASKC_FAST_LAUNCH") == "check":
+        if checking:
             self.check(compiled, args, kwargs, bound)
         compiled[(*grid, 1, 1)[:3]](*bound)
         self.remembered_launches += 1
@@ -190,25 +196,25 @@ class _Kernel:
 
 
 _KERNELS: dict[int, _Kernel] = {}
-_RELEASE: list[bool] = []  # whether the installed Triton is one of RELEASES, once known
+_RELEASE: list[Any] = []  # whether the installed Triton is one of RELEASES, and its JITFunction, once known
+#: The environment variable: 0 turns the memory off, check checks it (module docstring).
+SWITCH = "MASKC_FAST_LAUNCH"
 
 
-def enabled(kernel: Any) -> bool:
+def enabled(kernel: Any, setting: str | None = None) -> bool:
     """Whether `kernel` launches through `launch_kernel`'s memory: a compiled (not interpreted)
-    kernel with no pre-run hooks, under a Triton of `RELEASES`, unless MASKC_FAST_LAUNCH=0."""
-    if os.environ.get("MASKC_FAST_LAUNCH", "1") == "0":
-        return False
-    from triton.runtime.jit import JITFunction
-
-    if not isinstance(kernel, JITFunction) or kernel.pre_run_hooks:
+    kernel with no pre-run hooks, under a Triton of `RELEASES`, unless MASKC_FAST_LAUNCH=0
+    (`setting`: the variable's value, read by the caller)."""
+    if (os.environ.get(SWITCH, "1") if setting is None else setting) == "0":
         return False
     if not _RELEASE:
         import triton
+        from triton.runtime.jit import JITFunction
 
-        _RELEASE.append(triton.__version__.startswith(RELEASES))
+        _RELEASE[:] = [triton.__version__.startswith(RELEASES), JITFunction]
         if _RELEASE[0]:
             know_triton_types()
-    return _RELEASE[0]
+    return _RELEASE[0] and isinstance(kernel, _RELEASE[1]) and not kernel.pre_run_hooks
 
 
 def remembered_launches() -> int:
@@ -218,10 +224,11 @@ def remembered_launches() -> int:
 
 def launch_kernel(kernel: Any, grid: tuple[int, ...], *args: Any, **kwargs: Any) -> None:
     """`kernel[grid](*args, **kwargs)`, with Triton's binding done once per call signature."""
-    if not enabled(kernel):
+    setting = os.environ.get(SWITCH, "1")  # read once a launch: an environment lookup is host time too
+    if not enabled(kernel, setting):
         kernel[grid](*args, **kwargs)
         return
     remembered = _KERNELS.get(id(kernel))
     if remembered is None or remembered.kernel is not kernel:
         remembered = _KERNELS[id(kernel)] = _Kernel(kernel)
-    remembered.launch(grid, args, kwargs)
+    remembered.launch(grid, args, kwargs, checking=setting == "check")
