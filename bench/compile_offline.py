@@ -242,6 +242,7 @@ def main() -> None:
 
     os.environ.pop("TRITON_INTERPRET", None)
     os.environ["MASKC_TRITON_AUTOTUNE"] = "0"
+    os.environ["MASKC_FAST_LAUNCH"] = "0"  # every launch compiles (a remembered one would load the binary)
     os.environ.setdefault("TRITON_CACHE_DIR", tempfile.mkdtemp(prefix="triton-offline-"))
     triton_backend.unsupported_reason = lambda *args: None  # CPU tensors stand in for CUDA ones
     compiled: list = []

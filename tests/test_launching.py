@@ -24,6 +24,7 @@ with pytest.MonkeyPatch.context() as interpreted:  # triton.language is imported
     interpreted.setenv("TRITON_INTERPRET", "1")
     from triton.experimental.gluon import language as gl
     from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
+    from triton.tools.tensor_descriptor import TensorDescriptor as TritonDescriptor
 
     launching.know_triton_types()
 
@@ -34,6 +35,13 @@ INTEGERS = [0, 1, 2, 15, 16, 17, 32, -1, -16, 2**31 - 16, 2**31 - 1, 2**31, 2**3
 def _tensors() -> st.SearchStrategy:
     dtypes = st.sampled_from([torch.float32, torch.bfloat16, torch.int32, torch.int8])
     return st.builds(lambda dtype, offset: BUFFER.view(dtype)[offset:], dtypes, st.integers(0, 9))
+
+
+def _triton_descriptors() -> st.SearchStrategy:
+    def make(dtype: torch.dtype, block: int) -> Any:
+        return TritonDescriptor(torch.zeros(256, 64, dtype=dtype), [256, 64], [64, 1], [block, 64])
+
+    return st.builds(make, st.sampled_from([torch.bfloat16, torch.float32]), st.sampled_from([32, 64]))
 
 
 def _descriptors() -> st.SearchStrategy:
@@ -56,8 +64,9 @@ def _arguments() -> st.SearchStrategy:
         st.none(),
         st.builds(tl.constexpr, st.sampled_from([0, 1, 16, 64, True, None])),
         _descriptors(),
+        _triton_descriptors(),
     )
-    return st.recursive(leaves, lambda inner: st.tuples(inner, inner), max_leaves=4)
+    return st.recursive(leaves, lambda inner: st.lists(inner, max_size=3).map(tuple), max_leaves=5)
 
 
 def _triton(arg: Any) -> Any:
@@ -72,7 +81,7 @@ def _constant(arg: Any) -> Any:
         return tuple(_constant(item) for item in arg)
     if isinstance(arg, tl.constexpr):
         return _constant(arg.value)
-    if isinstance(arg, (torch.Tensor, TensorDescriptor)):
+    if isinstance(arg, (torch.Tensor, TensorDescriptor, TritonDescriptor)):
         return None
     return type(arg), arg
 
@@ -83,6 +92,36 @@ def test_one_signature_never_covers_two_specialisations(arguments: list[Any]) ->
     seen: dict[Any, Any] = {}
     for arg in arguments:
         assert seen.setdefault(launching.signature(arg), _triton(arg)) == _triton(arg), arg
+
+
+def _calls() -> st.SearchStrategy:
+    """(positional arguments, keyword arguments) of a launch, from small alphabets so that keys meet."""
+    small = st.one_of(st.sampled_from([0, 1, 16, True, False, 0.5, None]), _tensors(),
+                      st.lists(st.sampled_from([1, 2, True]), max_size=3).map(tuple))  # fmt: skip
+    return st.tuples(st.lists(small, max_size=4).map(tuple), st.dictionaries(st.sampled_from("ABC"), small, max_size=2))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_calls(), min_size=10, max_size=30))
+def test_one_launch_key_never_covers_two_bindings(calls: list[tuple[tuple, dict]]) -> None:
+    """Whole launches: a key shared by two calls means the same arguments position by position and
+    the same keywords, each specialised alike (a flat key whose parts ran together, e.g. ((1, 2), 3)
+    and ((1, 2, 3),) or A=1 and B=1, would fail)."""
+
+    def binding(args: tuple, kwargs: dict) -> Any:
+        return [_triton(a) for a in args], sorted((name, _triton(v)) for name, v in kwargs.items())
+
+    seen: dict[Any, Any] = {}
+    for args, kwargs in calls:
+        key = launching.call_key(0, args, dict(sorted(kwargs.items())))
+        assert seen.setdefault(key, binding(args, kwargs)) == binding(args, kwargs), (args, kwargs)
+
+
+def test_keys_keep_tuple_lengths_and_keyword_names() -> None:
+    """Flat keys that read back two ways: a tuple's end and a keyword's name must stay in them."""
+    assert launching.call_key(0, ((1, 2), 3), {}) != launching.call_key(0, ((1, 2, 3),), {})
+    assert launching.call_key(0, (), {"A": 1}) != launching.call_key(0, (), {"B": 1})
+    assert launching.call_key(0, (1,), {}) != launching.call_key(0, (True,), {}) != launching.call_key(0, (1.0,), {})
 
 
 def test_a_flag_or_a_scale_as_a_constant_parts_signatures() -> None:
@@ -127,7 +166,18 @@ def test_bound_arguments_follow_the_parameter_order() -> None:
 
 
 def test_interpreted_kernels_and_the_switch_take_tritons_launch(monkeypatch: pytest.MonkeyPatch) -> None:
-    """An interpreted kernel, or MASKC_FAST_LAUNCH=0, is never launched from the memory."""
-    assert not launching.enabled(lambda: None)
+    """Under a release the memory serves, a compiled kernel launches from it; an interpreted one, a
+    kernel with pre-run hooks, or any with MASKC_FAST_LAUNCH=0, never does."""
+    from triton.runtime.interpreter import InterpretedFunction
+    from triton.runtime.jit import JITFunction
+
+    def kernel(x):
+        pass
+
+    monkeypatch.setattr(launching, "_RELEASE", [True, JITFunction, True])
+    compiled, interpreted = JITFunction(kernel), InterpretedFunction(kernel)
+    assert launching.enabled(compiled) and not launching.enabled(interpreted)
+    compiled.add_pre_run_hook(lambda *args, **kwargs: None)
+    assert not launching.enabled(compiled)
     monkeypatch.setenv("MASKC_FAST_LAUNCH", "0")
-    assert not launching.enabled(None)
+    assert not launching.enabled(JITFunction(kernel))

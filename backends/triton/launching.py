@@ -20,6 +20,11 @@ flag by value), so two calls of one signature always get the same compiled kerne
 any other kind, or a Triton release this was not checked against (`RELEASES`), takes Triton's own
 launch. MASKC_FAST_LAUNCH=0 turns it off; MASKC_FAST_LAUNCH=check binds every remembered launch
 through Triton as well and raises where the two differ (for test runs).
+
+What a remembered launch does not redo: Triton's per-call reading of its debug and instrumentation
+settings (TRITON_DEBUG changed within a process keeps the kernels already remembered) and its check
+that a kernel's global constants have not changed since it compiled. Only NVIDIA's backend: AMD's
+specialises a tensor on its storage size as well.
 """
 
 from __future__ import annotations
@@ -119,6 +124,18 @@ def _other(arg: Any) -> Hashable:
     raise UnknownArgumentError(type(arg).__name__)
 
 
+def call_key(device: int, args: tuple, kwargs: dict[str, Any]) -> tuple:
+    """The memory's key of a launch: the device, then every positional argument's signature, then
+    every keyword's name and its value's (a name is a string, never a type, so the flat list still
+    reads back one way)."""
+    key: list = [device]
+    encode(args, key)
+    for name, value in kwargs.items():
+        key.append(name)
+        encode((value,), key)
+    return tuple(key)
+
+
 def signature(arg: Any) -> Hashable:
     """A key of `arg` at least as fine as Triton's specialisation of it (module docstring)."""
     key: list = []
@@ -146,16 +163,11 @@ class _Kernel:
         return [*args, *(kwargs[name] if name in kwargs else self.defaults[name] for name in rest)]
 
     def launch(self, grid: tuple[int, ...], args: tuple, kwargs: dict[str, Any], checking: bool = False) -> None:
-        key: list = [torch.cuda.current_device()]
         try:
-            encode(args, key)
-            for name, value in kwargs.items():
-                key.append(name)
-                encode((value,), key)
+            signature_key = call_key(torch.cuda.current_device(), args, kwargs)
         except UnknownArgumentError:
             self.kernel[grid](*args, **kwargs)
             return
-        signature_key = tuple(key)
         compiled = self.compiled.get(signature_key)
         if compiled is None:
             compiled = self.kernel[grid](*args, **kwargs)
@@ -196,25 +208,39 @@ class _Kernel:
 
 
 _KERNELS: dict[int, _Kernel] = {}
-_RELEASE: list[Any] = []  # whether the installed Triton is one of RELEASES, and its JITFunction, once known
+#: Once known: whether the installed Triton is one of RELEASES, its JITFunction, whether its driver
+#: is NVIDIA's (asked at the first compiled launch).
+_RELEASE: list[Any] = []
 #: The environment variable: 0 turns the memory off, check checks it (module docstring).
 SWITCH = "MASKC_FAST_LAUNCH"
 
 
 def enabled(kernel: Any, setting: str | None = None) -> bool:
     """Whether `kernel` launches through `launch_kernel`'s memory: a compiled (not interpreted)
-    kernel with no pre-run hooks, under a Triton of `RELEASES`, unless MASKC_FAST_LAUNCH=0
-    (`setting`: the variable's value, read by the caller)."""
+    kernel with no pre-run hooks, under a Triton of `RELEASES` on NVIDIA's backend, unless
+    MASKC_FAST_LAUNCH=0 (`setting`: the variable's value, read by the caller)."""
     if (os.environ.get(SWITCH, "1") if setting is None else setting) == "0":
         return False
     if not _RELEASE:
         import triton
         from triton.runtime.jit import JITFunction
 
-        _RELEASE[:] = [triton.__version__.startswith(RELEASES), JITFunction]
-        if _RELEASE[0]:
+        _RELEASE[:] = [triton.__version__.startswith(RELEASES), JITFunction, None]
+    if not (_RELEASE[0] and isinstance(kernel, _RELEASE[1]) and not kernel.pre_run_hooks):
+        return False
+    if _RELEASE[2] is None:  # asked of the driver once, at the first compiled launch
+        _RELEASE[2] = _on_nvidia()
+        if _RELEASE[2]:
             know_triton_types()
-    return _RELEASE[0] and isinstance(kernel, _RELEASE[1]) and not kernel.pre_run_hooks
+    return _RELEASE[2]
+
+
+def _on_nvidia() -> bool:
+    """Whether Triton's active driver targets NVIDIA GPUs (AMD's specialises tensors on their storage
+    size too, which signatures do not record)."""
+    from triton.runtime import driver
+
+    return driver.active.get_current_target().backend == "cuda"
 
 
 def remembered_launches() -> int:
@@ -225,7 +251,7 @@ def remembered_launches() -> int:
 def launch_kernel(kernel: Any, grid: tuple[int, ...], *args: Any, **kwargs: Any) -> None:
     """`kernel[grid](*args, **kwargs)`, with Triton's binding done once per call signature."""
     setting = os.environ.get(SWITCH, "1")  # read once a launch: an environment lookup is host time too
-    if not enabled(kernel, setting):
+    if type(grid) is not tuple or not enabled(kernel, setting):  # a callable grid: Triton evaluates it
         kernel[grid](*args, **kwargs)
         return
     remembered = _KERNELS.get(id(kernel))

@@ -29,7 +29,8 @@ CASES = {
 
 
 def _run(pattern, documents, q, k, v, d_out) -> list[torch.Tensor]:
-    leaves = [x.detach().clone().requires_grad_() for x in (q, k, v)]
+    """Output and gradients of one call on leaves that share q's, k's and v's storage and offsets."""
+    leaves = [x.detach().requires_grad_() for x in (q, k, v)]
     out = maskc.attention(*leaves, pattern, backend="triton", documents=documents)
     out.backward(d_out)
     return [out.detach(), *(x.grad for x in leaves)]
@@ -46,11 +47,46 @@ def test_remembered_launches_match_tritons(name: str, monkeypatch: pytest.Monkey
     q, k, v, d_out = (torch.randn(1, 16, N, 128, device="cuda", dtype=torch.bfloat16, generator=gen) for _ in range(4))
     monkeypatch.setenv("MASKC_FAST_LAUNCH", "0")
     want = _run(pattern, documents, q, k, v, d_out)
-    monkeypatch.delenv("MASKC_FAST_LAUNCH")
-    before = launching.remembered_launches()
+    monkeypatch.setenv("MASKC_FAST_LAUNCH", "check")  # every remembered launch bound by Triton too
     _run(pattern, documents, q, k, v, d_out)  # first sight of each signature: Triton's launch
+    launches = _launches_counted(monkeypatch)
+    before = launching.remembered_launches()
     got = _run(pattern, documents, q, k, v, d_out)
-    assert launching.remembered_launches() > before, "no launch came from the memory"
+    assert launching.remembered_launches() - before == len(launches) > 0, "a launch did not come from the memory"
+    for label, a, b in zip(("out", "dq", "dk", "dv"), got, want, strict=True):
+        assert torch.equal(a, b), label
+
+
+def _launches_counted(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The kernels launched through the memory's path from now on, one entry a launch."""
+    seen: list[str] = []
+    original = launching._Kernel.launch
+
+    def counted(self, grid, args, kwargs, checking=False):
+        seen.append(self.kernel.fn.__name__)
+        return original(self, grid, args, kwargs, checking)
+
+    monkeypatch.setattr(launching._Kernel, "launch", counted)
+    return seen
+
+
+def test_inputs_off_sixteen_bytes_take_their_own_kernels(monkeypatch: pytest.MonkeyPatch) -> None:
+    """q, k, v starting one element past a 16-byte boundary after aligned calls: Triton compiles
+    other kernels for them (no alignment hint, no descriptors), and so must the memory."""
+    monkeypatch.setenv("MASKC_TRITON_AUTOTUNE", "0")
+    pattern = maskc.compile("specs/longformer.yaml", seq_len=N, heads=16)
+    gen = torch.Generator(device="cuda").manual_seed(2)
+    shape = (1, 16, N, 128)
+    aligned = [torch.randn(shape, device="cuda", dtype=torch.bfloat16, generator=gen) for _ in range(4)]
+    shifted = [torch.randn(x.numel() + 1, device="cuda", dtype=torch.bfloat16, generator=gen)[1:].view(shape)
+               for x in aligned[:3]]  # fmt: skip
+    assert all(x.data_ptr() % 16 for x in shifted)
+    monkeypatch.setenv("MASKC_FAST_LAUNCH", "0")
+    want = _run(pattern, None, *shifted, aligned[3])
+    monkeypatch.setenv("MASKC_FAST_LAUNCH", "check")
+    for _ in range(2):
+        _run(pattern, None, *aligned)
+    got = _run(pattern, None, *shifted, aligned[3])
     for label, a, b in zip(("out", "dq", "dk", "dv"), got, want, strict=True):
         assert torch.equal(a, b), label
 
@@ -74,7 +110,7 @@ def test_a_compile_time_flag_that_flips_between_calls(monkeypatch: pytest.Monkey
 
     monkeypatch.setenv("MASKC_FAST_LAUNCH", "0")
     want = [grads(True), grads(False)]
-    monkeypatch.delenv("MASKC_FAST_LAUNCH")
+    monkeypatch.setenv("MASKC_FAST_LAUNCH", "check")
     grads(True), grads(False)  # first sight of each signature
     got = [grads(True), grads(False)]
     for case, (a, b) in enumerate(zip(got, want, strict=True)):

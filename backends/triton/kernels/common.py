@@ -155,7 +155,7 @@ def chunk_rows(Work, chunk, BLOCK: tl.constexpr, WIDTH: tl.constexpr):
 @triton.jit
 def chunk_columns(Work, chunk, first, BLOCK: tl.constexpr, WIDTH: tl.constexpr, COLUMNS: tl.constexpr):
     """Pointers to columns first … first + COLUMNS − 1 of chunk program `chunk`'s [BLOCK, WIDTH]
-    partial: a merge program sums one slice of a line's columns (`merge_slice`)."""
+    partial: a merge program sums one slice of a line's columns (`chunks.merge_columns`)."""
     rows = chunk.to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     return Work + rows[:, None] * WIDTH + first + tl.arange(0, COLUMNS)[None, :]
 
