@@ -54,8 +54,9 @@
 #                                 of four cases with Triton's launch path taken apart and the first
 #                                 wait on the GPU sought: `bash bench/run_gpu.sh slices 540`
 #   bash bench/run_gpu.sh launches one GPU: the GPU tests of the launch memory (backends/triton/launching.py),
-#                                 long lines and run-time layouts, then host time and BigBird and
-#                                 Longformer with and without it: `bash bench/run_gpu.sh launches 420`
+#                                 long lines and run-time layouts in its check mode, then BigBird,
+#                                 Longformer and the window with and without it, then host time:
+#                                 `bash bench/run_gpu.sh launches 540`
 # Every queue stops starting benchmarks when its time (second argument, seconds) is spent.
 set -u
 phase=${1:-tests}; budget=${2:-330}
@@ -173,9 +174,10 @@ elif [ "$phase" = slices ]; then
         "host|python3 bench/host_time.py --cases bigbird,longformer,window,docwindow --sync-debug"
     summary slices
 elif [ "$phase" = launches ]; then
-    queue 0 launches "tests|$pytest_gpu -n 8 -rfE --timeout 240 tests/gpu/test_launching_gpu.py tests/gpu/test_long_rows_gpu.py tests/gpu/test_runtime_gpu.py" \
-        "host|python3 bench/host_time.py --cases bigbird,docwindow,window" \
-        "bench|python3 bench/bench_triton.py --ns 32768 --patterns bigbird,longformer --compare-launch"
+    # every remembered launch of the tests also bound by Triton and compared (MASKC_FAST_LAUNCH=check)
+    queue 0 launches "tests|MASKC_FAST_LAUNCH=check $pytest_gpu -n 8 -rfE --timeout 240 tests/gpu/test_launching_gpu.py tests/gpu/test_long_rows_gpu.py tests/gpu/test_runtime_gpu.py" \
+        "bench|python3 bench/bench_triton.py --ns 32768 --patterns bigbird,longformer,mistral_swa --compare-launch" \
+        "host|python3 bench/host_time.py --cases bigbird,docwindow,window"
     summary launches
 elif [ "$phase" = inbounds ]; then
     probes=()
