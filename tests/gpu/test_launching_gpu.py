@@ -29,8 +29,11 @@ CASES = {
 
 
 def _run(pattern, documents, q, k, v, d_out) -> list[torch.Tensor]:
-    """Output and gradients of one call on leaves that share q's, k's and v's storage and offsets."""
+    """Output and gradients of one call on leaves that share q's, k's and v's storage and offsets;
+    a new documents tensor each call, so that its layout is built (by the compaction kernels) in
+    every call rather than reused from the last."""
     leaves = [x.detach().requires_grad_() for x in (q, k, v)]
+    documents = None if documents is None else documents.clone()
     out = maskc.attention(*leaves, pattern, backend="triton", documents=documents)
     out.backward(d_out)
     return [out.detach(), *(x.grad for x in leaves)]
