@@ -171,9 +171,10 @@ class _Kernel:
         compiled = self.compiled.get(signature_key)
         if compiled is None:
             compiled = self.kernel[grid](*args, **kwargs)
-            if len(self.compiled) >= MAX_SIGNATURES:
-                self.compiled.clear()
-            self.compiled[signature_key] = compiled.result() if hasattr(compiled, "result") else compiled
+            if compiled is not None:  # None: nothing compiled (Triton's launch said why, or returned)
+                if len(self.compiled) >= MAX_SIGNATURES:
+                    self.compiled.clear()
+                self.compiled[signature_key] = compiled.result() if hasattr(compiled, "result") else compiled
             return
         bound = self.bound(args, kwargs)
         if checking:
