@@ -18,12 +18,13 @@ MASKC_BENCH_PROFILE=1 also prints one profiled forward+backward of each maskc va
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import time
 import traceback
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -175,14 +176,26 @@ def first_call_and_times(fn: Callable, q: torch.Tensor, k: torch.Tensor, v: torc
     return (first, *time_fwd_bwd(fn, q, k, v))
 
 
-def triton_launch_times(fn: Callable, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> dict[str, float]:
-    """`time_fwd_bwd`'s medians with every kernel launched through Triton's own launch path
-    (MASKC_FAST_LAUNCH=0; backends/triton/launching.py), the same compiled kernels and picks."""
+@contextlib.contextmanager
+def triton_launches() -> Iterator[None]:
+    """Every kernel launched through Triton's own launch path within (MASKC_FAST_LAUNCH=0:
+    backends/triton/launching.py's memory off), the variable's earlier value restored after."""
+    earlier = os.environ.get("MASKC_FAST_LAUNCH")
     os.environ["MASKC_FAST_LAUNCH"] = "0"
     try:
-        fwd, fwd_bwd = time_fwd_bwd(fn, q, k, v)
+        yield
     finally:
-        os.environ.pop("MASKC_FAST_LAUNCH")
+        if earlier is None:
+            os.environ.pop("MASKC_FAST_LAUNCH")
+        else:
+            os.environ["MASKC_FAST_LAUNCH"] = earlier
+
+
+def triton_launch_times(fn: Callable, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> dict[str, float]:
+    """`time_fwd_bwd`'s medians with Triton's own launches (`triton_launches`), the same compiled
+    kernels and picks."""
+    with triton_launches():
+        fwd, fwd_bwd = time_fwd_bwd(fn, q, k, v)
     return {"triton_launch_fwd_ms": round(fwd, 3), "triton_launch_fwdbwd_ms": round(fwd_bwd, 3)}
 
 

@@ -38,7 +38,7 @@ from pathlib import Path
 
 import torch
 from bench_runtime import LENGTHS, compiled
-from bench_triton import compile_spec
+from bench_triton import compile_spec, triton_launches
 
 import maskc
 
@@ -102,14 +102,11 @@ def host_us(step: Callable[[], None], calls: int, rounds: int = ROUNDS) -> float
 
 
 def triton_launch_host_us(forward: Callable[[], None], forward_backward: Callable[[], None], calls: int) -> dict:
-    """`host_us` of both steps with every kernel launched through Triton's own launch path
-    (MASKC_FAST_LAUNCH=0), against which the launch memory (backends/triton/launching.py) is measured."""
-    os.environ["MASKC_FAST_LAUNCH"] = "0"
-    try:
+    """`host_us` of both steps with Triton's own launches (`bench_triton.triton_launches`), against
+    which the launch memory (backends/triton/launching.py) is measured."""
+    with triton_launches():
         return {"triton_launch_fwd_host_us": round(host_us(forward, calls), 1),
                 "triton_launch_fwdbwd_host_us": round(host_us(forward_backward, calls), 1)}  # fmt: skip
-    finally:
-        os.environ.pop("MASKC_FAST_LAUNCH")
 
 
 def launch_us(step: Callable[[], None], calls: int) -> dict[str, float]:
