@@ -57,6 +57,14 @@
 #                                 long lines and run-time layouts in its check mode, then BigBird,
 #                                 Longformer and the window with and without it, then host time:
 #                                 `bash bench/run_gpu.sh launches 540`
+#   bash bench/run_gpu.sh checked  one GPU: the whole GPU suite but the Gluon kernels' file and the two-GPU
+#                                 tests, every remembered launch checked (MASKC_FAST_LAUNCH=check), then
+#                                 BigBird, Longformer and the window with and without the launch memory:
+#                                 `bash bench/run_gpu.sh checked 540`
+#   bash bench/run_gpu.sh checkedws one GPU: the Gluon kernels' test file in check mode, then the run-time
+#                                 documents and clusters (bench_runtime), the short-row and strided lowering
+#                                 cases, all with the memory:
+#                                 `bash bench/run_gpu.sh checkedws 540`
 # Every queue stops starting benchmarks when its time (second argument, seconds) is spent.
 set -u
 phase=${1:-tests}; budget=${2:-330}
@@ -158,7 +166,7 @@ elif [ "$phase" = host ]; then
     queue 0 host "compaction tests|$pytest_gpu -n 8 -rfE --timeout 240 tests/gpu/test_select_compact_gpu.py" \
         "run-time tests|$pytest_gpu -n 8 -rfE --timeout 240 -k run_time tests/gpu/test_forward_ws_gpu.py" \
         "host|MASKC_REUSE_LAYOUT=0 python3 bench/host_time.py --cases docwindow,window" \
-        "runtime|python3 bench/bench_runtime.py --cases documents,window" \
+        "runtime|python3 bench/bench_runtime.py --cases documents,window,kmeans_held,lsh" \
         "runtime graphed|MASKC_BENCH_GRAPHS=1 python3 bench/bench_runtime.py --cases window"
     summary host
 elif [ "$phase" = chunkcheck ]; then
@@ -179,6 +187,16 @@ elif [ "$phase" = launches ]; then
         "bench|python3 bench/bench_triton.py --ns 32768 --patterns bigbird,longformer,mistral_swa --compare-launch" \
         "host|python3 bench/host_time.py --cases bigbird,docwindow,window"
     summary launches
+elif [ "$phase" = checked ]; then
+    others="--ignore tests/gpu/test_forward_ws_gpu.py --ignore tests/gpu/test_distributed_gpu.py"
+    queue 0 checked "tests|MASKC_FAST_LAUNCH=check $pytest_gpu -n 16 -rfE --timeout 240 --junitxml=$out/checked.xml tests/gpu -m gpu $others" \
+        "bench|python3 bench/bench_triton.py --ns 32768 --patterns bigbird,longformer,mistral_swa --compare-launch"
+    summary checked
+elif [ "$phase" = checkedws ]; then
+    queue 0 checkedws "tests|MASKC_FAST_LAUNCH=check $pytest_gpu -n 14 -rfE --timeout 240 --junitxml=$out/checkedws.xml tests/gpu/test_forward_ws_gpu.py" \
+        "runtime|python3 bench/bench_runtime.py --cases documents,window,kmeans_held,lsh" \
+        "lowering|python3 bench/bench_lowering.py --quick --patterns streaming_llm,dilated_2,strided"
+    summary checkedws
 elif [ "$phase" = inbounds ]; then
     probes=()
     for kernel in forward dq dkdv; do
