@@ -39,6 +39,13 @@ SPECS = {
         "causal": True,
         "pattern": {"intersect": [{"document": {}}, {"window": {"before": 1023, "after": 0}}]},
     },
+    "document-causal window 1024 + 4 sinks per document": {
+        "causal": True,
+        "pattern": [
+            {"intersect": [{"document": {}}, {"window": {"before": 1023, "after": 0}}]},
+            {"sink": {"count": 4, "per": "document"}},
+        ],
+    },
     "top-k 8 blocks of 64 + causal window 256 + 4 sinks": {
         "causal": True,
         "block_size": 64,
@@ -157,7 +164,9 @@ def test_index_constants_first_made_inside_a_capture(monkeypatch: pytest.MonkeyP
     monkeypatch.setenv("MASKC_TRITON_AUTOTUNE", "0")
     torch.manual_seed(5)
     heads = 4
-    pattern, documents = _setup("document-causal window 1024", heads)
+    # per-document sinks take the general build (tile kinds, then tables), which keeps index constants;
+    # documents beside static rules alone build inside the compaction and keep none
+    pattern, documents = _setup("document-causal window 1024 + 4 sinks per document", heads)
     q, k, v = (torch.randn(1, heads, pattern.n, 128, device="cuda", dtype=torch.bfloat16) for _ in "qkv")
     maskc.attention(q, k, v, pattern, backend="triton", documents=documents)  # kernels, static tables
     kept = plan_for(pattern)._static_maps._tensors
