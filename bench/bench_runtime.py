@@ -311,7 +311,8 @@ def bench_clusters(method: str, n: int, dense: Dense, q, k, v, held: bool = Fals
         fwd, fwd_bwd = time_fwd_bwd(ours, q, k, v)
         log(impl="maskc", case=case, pairs=pairs, assign_and_sort_ms=round(assign_ms, 3),
             fwd_vs_dense=round(fwd / dense.fwd, 3), fwdbwd_vs_dense=round(fwd_bwd / dense.fwd_bwd, 3),
-            target="at most 0.5 of dense causal, fwd and fwd+bwd", **dense.efficiency(pairs, fwd, fwd_bwd))  # fmt: skip
+            target="at most 0.5 of dense causal, fwd and fwd+bwd", **dense.efficiency(pairs, fwd, fwd_bwd),
+            **dense.graph_efficiency(ours, pairs, q, k, v))  # fmt: skip
         profile_forward(ours, q, k, v, case)
         profile_fwd_bwd(ours, q, k, v, case)
         reference = ours(q, k, v).detach()

@@ -11,10 +11,11 @@ of three rounds of --calls calls, after as many untimed ones. Keep --calls small
 holds about a thousand launches, and once the blocked GPU lets it fill, the host waits as if it had
 synchronised (a run-time layout's forward+backward launches some forty kernels). Cases: the
 causal window 4096 (specs/mistral_swa.yaml), packed documents with a causal window 1024 inside each,
-and top-k blocks (bench_runtime's cases), and BigBird and Longformer (bench_triton's), n = 32768,
-H = 16, D = 128, bf16.
+top-k blocks, LSH and k-means with held centroids (bench_runtime's cases), and BigBird and Longformer
+(bench_triton's), n = 32768, H = 16, D = 128, bf16.
 
-    python3 bench/host_time.py [--cases window,docwindow,topk,bigbird,longformer] [--calls 5] [--sync-debug]
+    python3 bench/host_time.py [--cases window,docwindow,topk,lsh,kmeans_held,bigbird,longformer] [--calls 5]
+        [--sync-debug]
 
 docwindow's calls share one documents tensor, so after the first they reuse its tables (a model's
 later layers; backends/triton/reuse.py); MASKC_REUSE_LAYOUT=0 times a build in every call.
@@ -66,6 +67,23 @@ def cases() -> dict[str, Callable[[], Callable]]:
         pattern = compiled(spec, N)
         return lambda a, b, c: maskc.attention(a, b, c, pattern, backend="triton")
 
+    def clusters(method: str) -> Callable[[], Callable]:
+        """bench_runtime's cluster cases: LSH with 64 buckets, k-means with √n centroids held between
+        calls (maskc.nn.ClusterCentroids, fitted once to random q and k), causal."""
+
+        def build() -> Callable:
+            count = 64 if method == "lsh" else round(N**0.5)
+            spec = {"name": method, "causal": True, "pattern": {"cluster": {"clusters": count, "method": method}}}
+            pattern = compiled(spec, N)
+            centroids = None
+            if method == "kmeans":
+                module = maskc.nn.ClusterCentroids(H, count, D).cuda()
+                module.update(*(torch.randn(1, H, N, D, device="cuda", dtype=torch.bfloat16) for _ in "qk"))
+                centroids = module.centroids
+            return lambda a, b, c: maskc.attention(a, b, c, pattern, backend="triton", centroids=centroids)
+
+        return build
+
     def static(name: str) -> Callable[[], Callable]:
         """A catalogue spec's call (bench_triton's static patterns: the Gluon kernels walk its long
         lines as chunks, so a forward launches a merge too)."""
@@ -77,7 +95,7 @@ def cases() -> dict[str, Callable[[], Callable]]:
         return build
 
     return {"window": window, "docwindow": docwindow, "topk": topk, "bigbird": static("bigbird"),
-            "longformer": static("longformer")}  # fmt: skip
+            "longformer": static("longformer"), "lsh": clusters("lsh"), "kmeans_held": clusters("kmeans")}  # fmt: skip
 
 
 def host_us(step: Callable[[], None], calls: int, rounds: int = ROUNDS) -> float:

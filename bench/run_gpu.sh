@@ -65,6 +65,10 @@
 #                                 documents and clusters (bench_runtime), the short-row and strided lowering
 #                                 cases, all with the memory:
 #                                 `bash bench/run_gpu.sh checkedws 540`
+#   bash bench/run_gpu.sh clusterhost one GPU: the graph tests of per-document sinks, then the cluster cases'
+#                                 host time with the first wait on the GPU sought (host_time.py --sync-debug),
+#                                 then the cluster cases eager and from CUDA graphs (bench_runtime):
+#                                 `bash bench/run_gpu.sh clusterhost 540`
 # Every queue stops starting benchmarks when its time (second argument, seconds) is spent.
 set -u
 phase=${1:-tests}; budget=${2:-330}
@@ -197,6 +201,11 @@ elif [ "$phase" = checkedws ]; then
         "runtime|python3 bench/bench_runtime.py --cases documents,window,kmeans_held,lsh" \
         "lowering|python3 bench/bench_lowering.py --quick --patterns streaming_llm,dilated_2,strided"
     summary checkedws
+elif [ "$phase" = clusterhost ]; then
+    queue 0 clusterhost "graph tests|$pytest_gpu -n 4 -rfE --timeout 240 -m gpu -k 'per and document' tests/gpu/test_graphs_gpu.py" \
+        "host|python3 bench/host_time.py --cases lsh,kmeans_held --sync-debug" \
+        "runtime|MASKC_BENCH_GRAPHS=1 python3 bench/bench_runtime.py --cases kmeans_held,lsh --no-flex"
+    summary clusterhost
 elif [ "$phase" = inbounds ]; then
     probes=()
     for kernel in forward dq dkdv; do
