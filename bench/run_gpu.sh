@@ -53,13 +53,10 @@
 #                                 slices of columns), BigBird and Longformer profiled, then the host time
 #                                 of four cases with Triton's launch path taken apart and the first
 #                                 wait on the GPU sought: `bash bench/run_gpu.sh slices 540`
-#   bash bench/run_gpu.sh launches one GPU: the GPU tests of the launch memory (backends/triton/launching.py),
-#                                 long lines and run-time layouts in its check mode, then BigBird,
-#                                 Longformer and the window with and without it, then host time:
-#                                 `bash bench/run_gpu.sh launches 540`
 #   bash bench/run_gpu.sh checked  one GPU: the whole GPU suite but the Gluon kernels' file and the two-GPU
 #                                 tests, every remembered launch checked (MASKC_FAST_LAUNCH=check), then
-#                                 BigBird, Longformer and the window with and without the launch memory:
+#                                 BigBird, Longformer and the window with and without the launch memory
+#                                 (it replaces the launches phase of 2026-12-03, whose tests it includes):
 #                                 `bash bench/run_gpu.sh checked 540`
 #   bash bench/run_gpu.sh checkedws one GPU: the Gluon kernels' test file in check mode, then the run-time
 #                                 documents and clusters (bench_runtime), the short-row and strided lowering
@@ -91,6 +88,12 @@ queue() {  # gpu, log name, then "name|command" entries run one after another wi
 
 summary() {  # a queue's test results: every failure named, and the counts
     grep -E "^(FAILED|ERROR)|passed|failed" "$out/$1.log" | tail -20
+}
+
+solo() {  # one queue on GPU 0 (name, then its entries), then its test results
+    local name=$1; shift
+    queue 0 "$name" "$@"
+    summary "$name"
 }
 
 two_gpu_tests() {  # the suite's queue sees GPU 0 alone: its two-GPU tests run here, on both
@@ -152,10 +155,9 @@ elif [ "$phase" = ncu ]; then
         "ncu dq|ncu --clock-control none --kernel-name maskc_backward_dq_ws --launch-count 1 $sections \
         python3 bench/probe_forward_ws.py --kernel dq --cases window --once"
 elif [ "$phase" = check ]; then
-    queue 0 check "$ws_tests" \
+    solo check "$ws_tests" \
         "short rows|python3 bench/bench_lowering.py --quick --patterns streaming_llm,dilated_2" \
         "window|python3 bench/bench_triton.py --ns 32768 --patterns mistral_swa"
-    summary check
 elif [ "$phase" = stores ]; then
     # what the bulk stores of every Gluon kernel (2026-12-03, third session) have not been measured on:
     # the static patterns whose forward stayed on the Triton kernel, dQ alone against the Triton dQ,
@@ -167,45 +169,33 @@ elif [ "$phase" = stores ]; then
         "host|MASKC_REUSE_LAYOUT=0 python3 bench/host_time.py --cases docwindow" \
         "documents profiled|MASKC_BENCH_PROFILE=1 python3 bench/bench_runtime.py --cases documents"
 elif [ "$phase" = host ]; then
-    queue 0 host "compaction tests|$pytest_gpu -n 8 -rfE --timeout 240 tests/gpu/test_select_compact_gpu.py" \
+    solo host "compaction tests|$pytest_gpu -n 8 -rfE --timeout 240 tests/gpu/test_select_compact_gpu.py" \
         "run-time tests|$pytest_gpu -n 8 -rfE --timeout 240 -k run_time tests/gpu/test_forward_ws_gpu.py" \
         "host|MASKC_REUSE_LAYOUT=0 python3 bench/host_time.py --cases docwindow,window" \
         "runtime|python3 bench/bench_runtime.py --cases documents,window,kmeans_held,lsh" \
         "runtime graphed|MASKC_BENCH_GRAPHS=1 python3 bench/bench_runtime.py --cases window"
-    summary host
 elif [ "$phase" = chunkcheck ]; then
     tests="-k 'longformer or pages or as_chunks' tests/gpu/test_forward_ws_gpu.py tests/gpu/test_triton_gpu.py"
     bench="bench/bench_triton.py --ns 32768 --patterns bigbird,longformer --chunk-factor 2,0"
-    queue 0 chunkcheck "tests|$pytest_gpu -n 14 -rfE --timeout 240 $tests" \
+    solo chunkcheck "tests|$pytest_gpu -n 14 -rfE --timeout 240 $tests" \
         "bench|MASKC_BENCH_PROFILE=1 MASKC_BENCH_GRAPHS=1 python3 $bench" "host|python3 bench/host_time.py --cases bigbird"
-    summary chunkcheck
 elif [ "$phase" = slices ]; then
-    queue 0 slices "tests|$pytest_gpu -n 14 -rfE --timeout 240 tests/gpu/test_long_rows_gpu.py" \
+    solo slices "tests|$pytest_gpu -n 14 -rfE --timeout 240 tests/gpu/test_long_rows_gpu.py" \
         "ws tests|$pytest_gpu -n 14 -rfE --timeout 240 -k as_chunks tests/gpu/test_forward_ws_gpu.py" \
         "bench|MASKC_BENCH_PROFILE=1 python3 bench/bench_triton.py --ns 32768 --patterns bigbird,longformer" \
         "host|python3 bench/host_time.py --cases bigbird,longformer,window,docwindow --sync-debug"
-    summary slices
-elif [ "$phase" = launches ]; then
-    # every remembered launch of the tests also bound by Triton and compared (MASKC_FAST_LAUNCH=check)
-    queue 0 launches "tests|MASKC_FAST_LAUNCH=check $pytest_gpu -n 8 -rfE --timeout 240 tests/gpu/test_launching_gpu.py tests/gpu/test_long_rows_gpu.py tests/gpu/test_runtime_gpu.py" \
-        "bench|python3 bench/bench_triton.py --ns 32768 --patterns bigbird,longformer,mistral_swa --compare-launch" \
-        "host|python3 bench/host_time.py --cases bigbird,docwindow,window"
-    summary launches
 elif [ "$phase" = checked ]; then
     others="--ignore tests/gpu/test_forward_ws_gpu.py --ignore tests/gpu/test_distributed_gpu.py"
-    queue 0 checked "tests|MASKC_FAST_LAUNCH=check $pytest_gpu -n 16 -rfE --timeout 240 --junitxml=$out/checked.xml tests/gpu -m gpu $others" \
+    solo checked "tests|MASKC_FAST_LAUNCH=check $pytest_gpu -n 16 -rfE --timeout 240 --junitxml=$out/checked.xml tests/gpu -m gpu $others" \
         "bench|python3 bench/bench_triton.py --ns 32768 --patterns bigbird,longformer,mistral_swa --compare-launch"
-    summary checked
 elif [ "$phase" = checkedws ]; then
-    queue 0 checkedws "tests|MASKC_FAST_LAUNCH=check $pytest_gpu -n 14 -rfE --timeout 240 --junitxml=$out/checkedws.xml tests/gpu/test_forward_ws_gpu.py" \
+    solo checkedws "tests|MASKC_FAST_LAUNCH=check $pytest_gpu -n 14 -rfE --timeout 240 --junitxml=$out/checkedws.xml tests/gpu/test_forward_ws_gpu.py" \
         "runtime|python3 bench/bench_runtime.py --cases documents,window,kmeans_held,lsh" \
         "lowering|python3 bench/bench_lowering.py --quick --patterns streaming_llm,dilated_2,strided"
-    summary checkedws
 elif [ "$phase" = clusterhost ]; then
-    queue 0 clusterhost "graph tests|$pytest_gpu -n 4 -rfE --timeout 240 -m gpu -k 'per and document' tests/gpu/test_graphs_gpu.py" \
+    solo clusterhost "graph tests|$pytest_gpu -n 4 -rfE --timeout 240 -m gpu -k 'per and document' tests/gpu/test_graphs_gpu.py" \
         "host|python3 bench/host_time.py --cases lsh,kmeans_held --sync-debug" \
         "runtime|MASKC_BENCH_GRAPHS=1 python3 bench/bench_runtime.py --cases kmeans_held,lsh --no-flex"
-    summary clusterhost
 elif [ "$phase" = inbounds ]; then
     probes=()
     for kernel in forward dq dkdv; do
