@@ -69,7 +69,7 @@ def cases() -> dict[str, Callable[[], Callable]]:
 
     def clusters(method: str) -> Callable[[], Callable]:
         """bench_runtime's cluster cases: LSH with 64 buckets, k-means with √n centroids held between
-        calls (maskc.nn.ClusterCentroids, fitted once to random q and k), causal."""
+        calls (maskc.nn.ClusterCentroids, one moving-average update from random q and k), causal."""
 
         def build() -> Callable:
             count = 64 if method == "lsh" else round(N**0.5)

@@ -5,7 +5,8 @@ reference of the same inputs.
 Capture is how a call whose GPU work is shorter than its Python runs without its host time (the
 benchmarks' `graph_*` columns). The cases cover each kind of call: one static pass, a schedule of
 passes (gathers, passes, merge; strided, and NATTEN's tiled pass), and layouts built per call from
-run-time documents, a top-k selection and k-means clusters (run in cluster order).
+run-time documents (inside the compaction kernels, or through tile kinds where sinks count from each
+document's start), a top-k selection and k-means clusters (run in cluster order).
 """
 
 from __future__ import annotations
