@@ -7,6 +7,7 @@ descriptors). The launches themselves run on the GPU (tests/gpu/test_launching_g
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import pytest
@@ -160,7 +161,7 @@ def test_bound_arguments_follow_the_parameter_order() -> None:
 
     fake = type("Fake", (), {})()
     fake.params = [Param(n) for n in "abCDE"]
-    fake.signature = __import__("inspect").signature(kernel)
+    fake.signature = inspect.signature(kernel)
     remembered = launching._Kernel(fake)
     assert remembered.bound((1, 2), {"E": 5, "C": 3, "num_warps": 4}) == [1, 2, 3, 7, 5]
 
